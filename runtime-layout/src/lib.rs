@@ -1,1 +1,28 @@
-//! placeholder
+//! mailroom's on-disk tree: every path and every mutation of the tree goes through this crate.
+//!
+//! ```text
+//! <root>/agent_comms/
+//!   broker/inbox/{tmp,new,cur}/       messages to the broker
+//!   broker/journal/                   append-only transaction log (JSON Lines) and snapshots
+//!   broker/quarantine/                rejected input, each beside <name>.error.json
+//!   broker/broker.lock                exclusive lock held by the one running broker
+//!   queues/<pool>/{tmp,new}/          shared work pools
+//!   mailboxes/<agent>/{tmp,new,cur}/  one maildir per agent
+//!   drop/                             files written any way at all by existing scripts
+//!   central_task_boards/              boards, written only by the broker, always atomically
+//!   mailroom.toml                     optional configuration
+//! ```
+//!
+//! [`Layout`] names the paths; [`Fs`] is the seam through which every read and write of the tree
+//! goes, so that tests can substitute an implementation that injects faults or models what
+//! survives a power loss; [`RealFs`] is the implementation on the real filesystem.
+
+mod fs;
+mod layout;
+mod lock;
+mod ops;
+
+pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, Meta, RealFs};
+pub use layout::{Board, Layout, Maildir};
+pub use lock::{BrokerLock, LockError};
+pub use ops::{Durability, NameSource, deliver, now, write_atomic};

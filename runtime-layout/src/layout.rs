@@ -1,0 +1,180 @@
+//! Path construction for the runtime tree. Names that come from outside (agents, pools) are
+//! validated by `protocol::names` before they get here; this module only joins them.
+
+use crate::fs::{Fs, FsError};
+use protocol::names;
+use std::path::{Path, PathBuf};
+
+/// A maildir: `tmp/` for files being written, `new/` for delivered files, `cur/` for held ones.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Maildir {
+    pub root: PathBuf,
+}
+
+impl Maildir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    pub fn new_dir(&self) -> PathBuf {
+        self.root.join("new")
+    }
+    pub fn cur(&self) -> PathBuf {
+        self.root.join("cur")
+    }
+
+    /// Creates `tmp/`, `new/` and (when `with_cur`) `cur/`.
+    pub fn create(&self, fs: &dyn Fs, with_cur: bool) -> Result<(), FsError> {
+        fs.create_dir_all(&self.tmp())?;
+        fs.create_dir_all(&self.new_dir())?;
+        if with_cur {
+            fs.create_dir_all(&self.cur())?;
+        }
+        Ok(())
+    }
+
+    /// Does this maildir exist (its `new/` is a real directory, not a symlink)?
+    pub fn exists(&self, fs: &dyn Fs) -> bool {
+        matches!(fs.stat(&self.new_dir()), Ok(Some(m)) if m.kind == crate::fs::FileKind::Dir)
+    }
+}
+
+/// The four central boards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Board {
+    Backlog,
+    Ready,
+    Working,
+    Completed,
+}
+
+impl Board {
+    pub const ALL: [Board; 4] = [Self::Backlog, Self::Ready, Self::Working, Self::Completed];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Backlog => "task_backlog.json",
+            Self::Ready => "task_ready_queue.json",
+            Self::Working => "working_tasks.json",
+            Self::Completed => "completed_tasks.json",
+        }
+    }
+}
+
+/// The paths of one runtime root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    root: PathBuf,
+    comms: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        let comms = root.join("agent_comms");
+        Self { root, comms }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn comms(&self) -> &Path {
+        &self.comms
+    }
+    pub fn broker_dir(&self) -> PathBuf {
+        self.comms.join("broker")
+    }
+    pub fn broker_inbox(&self) -> Maildir {
+        Maildir::new(self.broker_dir().join("inbox"))
+    }
+    pub fn journal_dir(&self) -> PathBuf {
+        self.broker_dir().join("journal")
+    }
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.broker_dir().join("quarantine")
+    }
+    pub fn lock_file(&self) -> PathBuf {
+        self.broker_dir().join("broker.lock")
+    }
+    pub fn queues_dir(&self) -> PathBuf {
+        self.comms.join("queues")
+    }
+    /// A pool's maildir. `pool` must have passed [`names::validate_pool`].
+    pub fn queue(&self, pool: &str) -> Maildir {
+        debug_assert!(names::validate_pool(pool).is_ok(), "unvalidated pool {pool:?}");
+        Maildir::new(self.queues_dir().join(pool))
+    }
+    pub fn mailboxes_dir(&self) -> PathBuf {
+        self.comms.join("mailboxes")
+    }
+    /// An agent's maildir. `agent` must have passed [`names::validate_agent`].
+    pub fn mailbox(&self, agent: &str) -> Maildir {
+        debug_assert!(names::validate_agent(agent).is_ok(), "unvalidated agent {agent:?}");
+        Maildir::new(self.mailboxes_dir().join(agent))
+    }
+    pub fn drop_dir(&self) -> PathBuf {
+        self.comms.join("drop")
+    }
+    pub fn boards_dir(&self) -> PathBuf {
+        self.comms.join("central_task_boards")
+    }
+    pub fn board(&self, board: Board) -> PathBuf {
+        self.boards_dir().join(board.file_name())
+    }
+    pub fn config_file(&self) -> PathBuf {
+        self.comms.join("mailroom.toml")
+    }
+
+    /// Creates every directory of the tree that exists regardless of agents and pools.
+    pub fn create(&self, fs: &dyn Fs) -> Result<(), FsError> {
+        self.broker_inbox().create(fs, true)?;
+        for d in [
+            self.journal_dir(),
+            self.quarantine_dir(),
+            self.queues_dir(),
+            self.mailboxes_dir(),
+            self.drop_dir(),
+            self.boards_dir(),
+        ] {
+            fs.create_dir_all(&d)?;
+        }
+        Ok(())
+    }
+
+    /// Is this root initialised (the broker inbox exists)?
+    pub fn is_initialised(&self, fs: &dyn Fs) -> bool {
+        self.broker_inbox().exists(fs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::RealFs;
+
+    #[test]
+    fn create_builds_the_documented_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path().join("runtime"));
+        assert!(!l.is_initialised(&RealFs));
+        l.create(&RealFs).unwrap();
+        assert!(l.is_initialised(&RealFs));
+        for p in [
+            "agent_comms/broker/inbox/tmp",
+            "agent_comms/broker/inbox/new",
+            "agent_comms/broker/inbox/cur",
+            "agent_comms/broker/journal",
+            "agent_comms/broker/quarantine",
+            "agent_comms/queues",
+            "agent_comms/mailboxes",
+            "agent_comms/drop",
+            "agent_comms/central_task_boards",
+        ] {
+            assert!(dir.path().join("runtime").join(p).is_dir(), "{p}");
+        }
+        assert_eq!(l.mailbox("Agent-5").cur(), dir.path().join("runtime/agent_comms/mailboxes/Agent-5/cur"));
+        assert_eq!(l.board(Board::Ready).file_name().unwrap(), "task_ready_queue.json");
+    }
+}
