@@ -1,0 +1,51 @@
+//! `mailroom board`: the central boards as the broker last wrote them, as a table or JSON.
+
+use protocol::{Status, Task};
+use runtime_layout::{Board, Fs, FsError, Layout};
+
+/// Tasks from every board, each with the board it is on, optionally filtered by status.
+pub fn read(fs: &dyn Fs, layout: &Layout, status: Option<Status>) -> Result<Vec<(Board, Task)>, FsError> {
+    let mut out = Vec::new();
+    for board in Board::ALL {
+        let path = layout.board(board);
+        if fs.stat(&path)?.is_none() {
+            continue;
+        }
+        let bytes = fs.read(&path, 1 << 32)?;
+        let values: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+        for v in values {
+            if let Ok(t) = Task::from_value(v)
+                && status.is_none_or(|s| s == t.status)
+            {
+                out.push((board, t));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn board_name(b: Board) -> &'static str {
+    match b {
+        Board::Backlog => "backlog",
+        Board::Ready => "ready",
+        Board::Working => "working",
+        Board::Completed => "completed",
+    }
+}
+
+pub fn render(rows: &[(Board, Task)]) -> String {
+    let mut out =
+        format!("{:<10} {:<12} {:<9} {:<14} {}\n", "BOARD", "STATUS", "PRIORITY", "ASSIGNED", "TASK");
+    for (b, t) in rows {
+        out.push_str(&format!(
+            "{:<10} {:<12} {:<9} {:<14} {}{}\n",
+            board_name(*b),
+            t.status.as_str(),
+            t.priority.as_str(),
+            t.assigned_to.as_deref().unwrap_or("-"),
+            t.task_id,
+            t.name.as_deref().map(|n| format!("  {n}")).unwrap_or_default()
+        ));
+    }
+    out
+}

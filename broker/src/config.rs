@@ -1,0 +1,175 @@
+//! `mailroom.toml`: routes and broker settings. Every setting has a default, so the file is
+//! optional; an unknown key is an error naming it, so a typo never silently changes nothing.
+
+use protocol::names;
+use runtime_layout::{Durability, Fs, FsError, Layout};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where a route sends tasks of one `task_type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Pool(String),
+    Agent(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// fsync every message's journal entry and every directory change before moving on.
+    Always,
+    /// Group commit: one journal fsync per batch of messages (the default).
+    #[default]
+    Batch,
+    /// No fsync: fastest; a power loss can lose acknowledged work.
+    Never,
+}
+
+impl From<DurabilityMode> for Durability {
+    fn from(m: DurabilityMode) -> Self {
+        match m {
+            DurabilityMode::Always => Durability::Always,
+            DurabilityMode::Batch => Durability::Batch,
+            DurabilityMode::Never => Durability::Never,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    /// Default lease of a claim, in seconds.
+    pub lease_secs: u64,
+    pub durability: DurabilityMode,
+    /// Largest message or dropped file read, in bytes; larger files are quarantined unread.
+    pub max_message_bytes: u64,
+    /// Period of the full rescan, in milliseconds.
+    pub tick_ms: u64,
+    /// A dropped file is taken once it parses and has not changed for this long.
+    pub settle_ms: u64,
+    /// A dropped file that still does not parse after this long is quarantined.
+    pub settle_timeout_secs: u64,
+    /// How many finished tasks the completed board shows (older ones remain in the journal).
+    pub completed_board_limit: usize,
+    /// Create the mailbox of an unknown `assigned_to` agent instead of rejecting the task.
+    pub allow_unknown_agents: bool,
+    /// Processed messages stay in `broker/inbox/cur/` this long for operators, then are removed.
+    pub inbox_retention_secs: u64,
+    pub backoff_base_secs: u64,
+    pub backoff_max_secs: u64,
+    /// Messages handled per batch (one journal fsync per batch).
+    pub batch_size: usize,
+    /// Start a new journal snapshot after this many records.
+    pub compact_after_records: u64,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            lease_secs: 300,
+            durability: DurabilityMode::Batch,
+            max_message_bytes: protocol::message::DEFAULT_MAX_MESSAGE_BYTES,
+            tick_ms: 500,
+            settle_ms: 500,
+            settle_timeout_secs: 30,
+            completed_board_limit: 1000,
+            allow_unknown_agents: false,
+            inbox_retention_secs: 3600,
+            backoff_base_secs: 5,
+            backoff_max_secs: 3600,
+            batch_size: 512,
+            compact_after_records: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    broker: BrokerSettings,
+    /// `task_type = "pool:NAME"` or `task_type = "agent:NAME"`.
+    #[serde(default)]
+    routes: BTreeMap<String, String>,
+}
+
+/// The parsed configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub broker: BrokerSettings,
+    pub routes: BTreeMap<String, Route>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+impl Config {
+    /// Reads `<root>/agent_comms/mailroom.toml`; a missing file gives the defaults.
+    pub fn load(fs: &dyn Fs, layout: &Layout) -> Result<Self, ConfigError> {
+        let path = layout.config_file();
+        if fs.stat(&path)?.is_none() {
+            return Ok(Self::default());
+        }
+        let bytes = fs.read(&path, 1 << 20)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ConfigError::Invalid { path: path.clone(), message: "is not UTF-8".into() })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid { path, message })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut routes = BTreeMap::new();
+        for (task_type, target) in raw.routes {
+            let route = match target.split_once(':') {
+                Some(("pool", p)) => names::validate_pool(p).map(|()| Route::Pool(p.to_string())),
+                Some(("agent", a)) => names::validate_agent(a).map(|()| Route::Agent(a.to_string())),
+                _ => {
+                    return Err(format!(
+                        "routes.{task_type}: `{target}` must be `pool:NAME` or `agent:NAME`"
+                    ));
+                }
+            }
+            .map_err(|e| format!("routes.{task_type}: {}", e.rule))?;
+            routes.insert(task_type, route);
+        }
+        if raw.broker.lease_secs == 0 || raw.broker.tick_ms == 0 || raw.broker.batch_size == 0 {
+            return Err("broker: lease_secs, tick_ms and batch_size must be at least 1".into());
+        }
+        Ok(Self { broker: raw.broker, routes })
+    }
+
+    pub fn backoff(&self) -> protocol::Backoff {
+        protocol::Backoff { base_secs: self.broker.backoff_base_secs, max_secs: self.broker.backoff_max_secs }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_routes_and_settings() {
+        let c = Config::parse(
+            "[broker]\nlease_secs = 60\ndurability = \"always\"\n[routes]\nLEAD_ANALYSIS = \"pool:leads\"\nREVIEW = \"agent:Agent-5\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.broker.lease_secs, 60);
+        assert_eq!(c.broker.durability, DurabilityMode::Always);
+        assert_eq!(c.routes["LEAD_ANALYSIS"], Route::Pool("leads".into()));
+        assert_eq!(c.routes["REVIEW"], Route::Agent("Agent-5".into()));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(Config::parse("[broker]\nleese_secs = 1\n").unwrap_err().contains("leese_secs"));
+        assert!(Config::parse("[routes]\nX = \"queue:a\"\n").unwrap_err().contains("routes.X"));
+        assert!(Config::parse("[routes]\nX = \"agent:../a\"\n").unwrap_err().contains("routes.X"));
+        assert!(Config::parse("").is_ok());
+    }
+}

@@ -1,0 +1,1241 @@
+//! The broker's core, synchronous and single-threaded: it reads messages and the tree, decides
+//! transitions with the protocol's state machine, journals them, and only then moves files.
+//!
+//! One pass ([`Engine::step`]) does, in order: take complete files from `drop/` into the inbox,
+//! consume a batch of inbox messages, observe claims in agents' `cur/`, take back expired or
+//! vanished claims, dispatch what is ready, commit the journal (one fsync for the whole batch),
+//! carry out the file effects, fsync the directories they touched, and rewrite stale boards.
+//! A crash anywhere leaves the journal ahead of the tree; [`Engine::open`] replays the journal
+//! and [`Engine::reconcile`] redoes or cleans up whatever effects did not happen.
+
+use crate::config::{Config, Route};
+use crate::journal::{self, Journal, JournalError, Op, Place, Record};
+use crate::state::{Live, State, fnv64};
+use protocol::machine::{Event, transition};
+use protocol::message::{Message, Notice, NoticeKind};
+use protocol::names::{self, DispatchName};
+use protocol::{Mail, Status, Task, Timestamp, ValidationError};
+use runtime_layout::{
+    Board, Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, deliver, write_atomic,
+};
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The actor name the broker uses in task history.
+pub const BROKER: &str = "mailroom";
+
+/// An error that stops the broker: it cannot promise the state it would continue from.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Fs(#[from] FsError),
+}
+
+/// A file effect, carried out after the journal entry that describes it is durable.
+#[derive(Debug)]
+enum Effect {
+    /// Write a task file into `<maildir>/new/<name>`.
+    Deliver { maildir: Maildir, name: String, bytes: Vec<u8> },
+    /// Remove a file the journal says is finished with (a completed or taken-back claim).
+    Remove { path: PathBuf },
+    /// Remove a queued file; if an agent claimed it first, revoke the claim from its `cur/`.
+    Revoke { queued: PathBuf, name: String, task_id: String },
+    /// Move a consumed inbox message to `inbox/cur/`.
+    Consumed { from: PathBuf, to: PathBuf },
+    /// Move a file into quarantine and write the reason beside it.
+    Quarantine { from: PathBuf, to: PathBuf, reason: Value },
+    /// Deliver a notice or mail into an agent's `new/`.
+    Post { agent: String, kind: &'static str, body: Value },
+}
+
+/// Why a message was refused.
+#[derive(Debug)]
+struct Refusal {
+    notice: NoticeKind,
+    field: String,
+    rule: String,
+    task_id: Option<String>,
+}
+
+impl Refusal {
+    fn new(notice: NoticeKind, field: &str, rule: impl Into<String>) -> Self {
+        Self { notice, field: field.into(), rule: rule.into(), task_id: None }
+    }
+    fn task(mut self, id: &str) -> Self {
+        self.task_id = Some(id.to_string());
+        self
+    }
+}
+
+impl From<ValidationError> for Refusal {
+    fn from(e: ValidationError) -> Self {
+        Self::new(NoticeKind::Rejected, &e.field, e.rule)
+    }
+}
+
+/// A file in `drop/` that is being watched until it is complete.
+#[derive(Debug, Clone, Copy)]
+struct DropWatch {
+    len: u64,
+    mtime: Timestamp,
+    first_seen: Timestamp,
+}
+
+/// What a pass did (for logs and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StepReport {
+    pub messages: usize,
+    pub records: usize,
+    pub more: bool,
+}
+
+pub struct Engine {
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    cfg: Config,
+    names: NameSource,
+    journal: Journal,
+    pub(crate) state: State,
+    durability: Durability,
+    effects: Vec<Effect>,
+    touched: BTreeSet<PathBuf>,
+    boards_dirty: bool,
+    boards_written: Option<Instant>,
+    drops: HashMap<String, DropWatch>,
+    clock: fn() -> Timestamp,
+    records: usize,
+}
+
+impl Engine {
+    /// Loads the journal, replays it and opens a new segment. Does not touch the rest of the tree.
+    pub fn open(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Result<Self, EngineError> {
+        layout.create(fs.as_ref())?;
+        let loaded = journal::load(fs.as_ref(), &layout.journal_dir())?;
+        for t in &loaded.torn {
+            tracing::warn!(torn = %t, "ignored an incomplete journal entry left by a crash");
+        }
+        let limit = cfg.broker.completed_board_limit;
+        let mut next_seq = loaded.snapshot.as_ref().map(|s| s.seq + 1).unwrap_or(1);
+        let mut state = match loaded.snapshot {
+            Some(s) => State::from_snapshot(s, limit),
+            None => State::new(limit),
+        };
+        for rec in &loaded.records {
+            state.apply(rec);
+            next_seq = rec.seq + 1;
+        }
+        let durability = cfg.broker.durability.into();
+        let journal = Journal::open(fs.as_ref(), &layout.journal_dir(), next_seq, durability)?;
+        tracing::info!(
+            live = state.live.len(),
+            finished = state.tombs.len(),
+            replayed = loaded.records.len(),
+            "state rebuilt from the journal"
+        );
+        Ok(Self {
+            fs,
+            layout,
+            cfg,
+            names: NameSource::new(),
+            journal,
+            state,
+            durability,
+            effects: Vec::new(),
+            touched: BTreeSet::new(),
+            boards_dirty: true,
+            boards_written: None,
+            drops: HashMap::new(),
+            clock: runtime_layout::now,
+            records: 0,
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(self.layout.comms()).unwrap_or(p).to_string_lossy().into_owned()
+    }
+
+    fn push(&mut self, rec: Record) {
+        let rec = self.journal.push(rec);
+        self.state.apply(&rec);
+        self.records += 1;
+        if rec.task.is_some() {
+            self.boards_dirty = true;
+        }
+    }
+
+    // ---------------------------------------------------------------- the pass
+
+    /// Brings the tree in line with the replayed state: claims made while the broker was down,
+    /// dispatch files a crash lost, files left under former names, messages already consumed.
+    pub fn reconcile(&mut self) -> Result<(), EngineError> {
+        self.observe_claims()?;
+        let queued: Vec<(String, String, String)> = self
+            .state
+            .live
+            .values()
+            .filter_map(|l| match &l.place {
+                Place::Queued { dir, name } => Some((l.task.task_id.clone(), dir.clone(), name.clone())),
+                _ => None,
+            })
+            .collect();
+        for (id, dir, name) in queued {
+            let md = Maildir::new(self.layout.comms().join(&dir));
+            if self.fs.stat(&md.new_dir().join(&name))?.is_none() {
+                let bytes = task_bytes(&self.state.live[&id].task);
+                md.create(self.fs.as_ref(), false)?;
+                self.effects.push(Effect::Deliver { maildir: md, name, bytes });
+            }
+        }
+        // Files under names that are not current, in every new/ and cur/.
+        for md in self.all_maildirs()? {
+            for sub in [md.new_dir(), md.cur()] {
+                if self.fs.stat(&sub)?.is_none() {
+                    continue;
+                }
+                for e in self.fs.list(&sub)? {
+                    let Some(name) = e.name_str().map(str::to_string) else { continue };
+                    if DispatchName::parse(&name).is_none() || self.state.by_name.contains_key(&name) {
+                        continue;
+                    }
+                    let path = sub.join(&name);
+                    if self.state.retired.contains_key(&name) {
+                        self.effects.push(Effect::Remove { path });
+                    } else {
+                        self.stray(
+                            path,
+                            &name,
+                            "a task file under a name the broker never dispatched or no longer knows",
+                        );
+                    }
+                }
+            }
+        }
+        self.commit()?;
+        self.write_boards(true)?;
+        Ok(())
+    }
+
+    /// One pass of the loop. Returns whether more work is waiting (call again without sleeping).
+    pub fn step(&mut self) -> Result<StepReport, EngineError> {
+        let start_records = self.records;
+        self.take_drops()?;
+        let (messages, more) = self.consume_inbox()?;
+        self.observe_claims()?;
+        self.check_held()?;
+        self.dispatch_ready()?;
+        self.commit()?;
+        if self.journal.records_since_snapshot() >= self.cfg.broker.compact_after_records {
+            self.compact()?;
+        }
+        self.write_boards(false)?;
+        Ok(StepReport { messages, records: self.records - start_records, more })
+    }
+
+    /// Makes the journal durable, then carries out the effects and fsyncs what they touched.
+    fn commit(&mut self) -> Result<(), EngineError> {
+        self.journal.commit()?;
+        let effects = std::mem::take(&mut self.effects);
+        for e in effects {
+            self.run_effect(e)?;
+        }
+        if self.durability.sync_files() {
+            for d in std::mem::take(&mut self.touched) {
+                self.fs.sync_dir(&d)?;
+            }
+        } else {
+            self.touched.clear();
+        }
+        Ok(())
+    }
+
+    fn touch_dir(&mut self, p: &Path) {
+        if let Some(d) = p.parent() {
+            self.touched.insert(d.to_path_buf());
+        }
+    }
+
+    fn run_effect(&mut self, e: Effect) -> Result<(), EngineError> {
+        let fs = self.fs.clone();
+        match e {
+            Effect::Deliver { maildir, name, bytes } => {
+                let file_sync =
+                    if self.durability == Durability::Never { Durability::Never } else { Durability::Batch };
+                match deliver(fs.as_ref(), &maildir, &name, &bytes, file_sync) {
+                    Ok(p) => self.touch_dir(&p),
+                    Err(e) if e.is_already_exists() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Effect::Remove { path } => match fs.remove_file(&path) {
+                Ok(()) => self.touch_dir(&path),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Effect::Revoke { queued, name, task_id } => match fs.remove_file(&queued) {
+                Ok(()) => self.touch_dir(&queued),
+                Err(e) if e.is_not_found() => {
+                    // An agent claimed it first: find the claim and revoke it.
+                    for agent in self.agents()? {
+                        let p = self.layout.mailbox(&agent).cur().join(&name);
+                        if fs.stat(&p)?.is_some() {
+                            fs.remove_file(&p)?;
+                            self.touch_dir(&p);
+                            let mut n =
+                                Notice::new(NoticeKind::Cancelled, self.now(), "the task was cancelled");
+                            n.task_id = Some(task_id.clone());
+                            n.claim = Some(name.clone());
+                            self.post_now(&agent, "notice", serde_json::to_value(n).unwrap_or_default())?;
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Effect::Consumed { from, to } => match fs.rename(&from, &to) {
+                Ok(()) => {
+                    self.touch_dir(&from);
+                    self.touch_dir(&to);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Effect::Quarantine { from, to, reason } => {
+                match fs.rename_noreplace(&from, &to) {
+                    Ok(()) => {
+                        self.touch_dir(&from);
+                        self.touch_dir(&to);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let mut err_path = to.clone().into_os_string();
+                err_path.push(".error.json");
+                let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
+                write_atomic(fs.as_ref(), Path::new(&err_path), &body, &self.names, Durability::Never)?;
+            }
+            Effect::Post { agent, kind, body } => self.post_now(&agent, kind, body)?,
+        }
+        Ok(())
+    }
+
+    fn post_now(&mut self, agent: &str, kind: &'static str, body: Value) -> Result<(), EngineError> {
+        let md = self.layout.mailbox(agent);
+        if !md.exists(self.fs.as_ref()) {
+            return Ok(());
+        }
+        let name = self.names.next(kind);
+        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        let p = deliver(self.fs.as_ref(), &md, &name, &bytes, Durability::Never)?;
+        self.touch_dir(&p);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- inbox
+
+    fn consume_inbox(&mut self) -> Result<(usize, bool), EngineError> {
+        let inbox = self.layout.broker_inbox();
+        let mut entries = self.fs.list(&inbox.new_dir())?;
+        entries.retain(|e| !e.name_str().is_some_and(names::is_hidden));
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let batch = self.cfg.broker.batch_size;
+        let more = entries.len() > batch;
+        let mut n = 0;
+        for e in entries.into_iter().take(batch) {
+            n += 1;
+            let from = inbox.new_dir().join(&e.name);
+            let Some(name) = e.name_str().map(str::to_string) else {
+                let shown = e.name.to_string_lossy().into_owned();
+                self.reject_file(
+                    &from,
+                    &shown,
+                    None,
+                    Refusal::new(NoticeKind::Rejected, "", "file name is not UTF-8"),
+                );
+                continue;
+            };
+            if let Some(dest) = self.state.consumed.get(&name).cloned() {
+                // Consumed before a crash; finish moving it.
+                let to = self.layout.comms().join(dest);
+                if to.starts_with(self.layout.broker_inbox().cur()) {
+                    self.effects.push(Effect::Consumed { from, to });
+                }
+                continue;
+            }
+            if self.durability == Durability::Always && n > 1 {
+                self.commit()?;
+            }
+            if e.kind != FileKind::File {
+                let r =
+                    Refusal::new(NoticeKind::Rejected, "", format!("is a {}, not a regular file", e.kind));
+                self.reject_file(&from, &name, None, r);
+                continue;
+            }
+            let bytes = match self.fs.read(&from, self.cfg.broker.max_message_bytes) {
+                Ok(b) => b,
+                Err(e) if e.is_not_found() => continue,
+                Err(e @ (FsError::NotRegular { .. } | FsError::TooLarge { .. })) => {
+                    let r = Refusal::new(NoticeKind::Rejected, "", strip_path(&e.to_string(), &from));
+                    self.reject_file(&from, &name, None, r);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let msg = match Message::parse(&bytes) {
+                Ok(m) => m,
+                Err(v) => {
+                    self.reject_file(&from, &name, None, v.into());
+                    continue;
+                }
+            };
+            match self.handle(&msg, &name) {
+                Ok(()) => {
+                    let to = inbox.cur().join(&name);
+                    let mut c = Record::new(Op::Consume, self.now());
+                    c.msg = Some(name.clone());
+                    c.path = Some(self.rel(&to));
+                    self.push(c);
+                    self.effects.push(Effect::Consumed { from, to });
+                }
+                Err(r) => self.reject_file(&from, &name, Some(&msg), r),
+            }
+        }
+        Ok((n, more))
+    }
+
+    /// Journals a refusal, quarantines the file with its reason and tells the sender.
+    fn reject_file(&mut self, from: &Path, name: &str, msg: Option<&Message>, r: Refusal) {
+        let now = self.now();
+        let seq = self.journal.next_seq();
+        let qname = format!("{seq:012}-{}", printable(name));
+        let to = self.layout.quarantine_dir().join(&qname);
+        let reason_text =
+            if r.field.is_empty() { r.rule.clone() } else { format!("field `{}`: {}", r.field, r.rule) };
+        let reason = json!({
+            "file": self.rel(from),
+            "quarantined_at": now,
+            "field": r.field,
+            "rule": r.rule,
+            "reason": reason_text,
+            "kind": msg.map(Message::kind),
+            "task_id": r.task_id,
+        });
+        let mut rec = Record::new(Op::Reject, now);
+        rec.msg = Some(name.to_string());
+        rec.task_id = r.task_id.clone();
+        rec.actor = msg.and_then(Message::sender).map(str::to_string);
+        rec.reason = Some(reason_text.clone());
+        rec.path = Some(self.rel(&to));
+        rec.detail = Some(json!({"notice": r.notice, "field": r.field, "rule": r.rule}));
+        self.push(rec);
+        let mut c = Record::new(Op::Consume, now);
+        c.msg = Some(name.to_string());
+        c.path = Some(self.rel(&to));
+        self.push(c);
+        tracing::warn!(file = %self.rel(from), reason = %reason_text, "quarantined");
+        self.effects.push(Effect::Quarantine { from: from.to_path_buf(), to, reason });
+        if let Some(agent) = msg.and_then(Message::sender) {
+            let mut n = Notice::new(r.notice, now, reason_text);
+            n.task_id = r.task_id;
+            n.claim = match msg {
+                Some(
+                    Message::Complete { claim, .. }
+                    | Message::Fail { claim, .. }
+                    | Message::Release { claim, .. },
+                ) => Some(claim.clone()),
+                _ => None,
+            };
+            n.message = msg.map(Message::to_value);
+            self.effects.push(Effect::Post {
+                agent: agent.to_string(),
+                kind: "notice",
+                body: serde_json::to_value(n).unwrap_or_default(),
+            });
+        }
+    }
+
+    fn handle(&mut self, msg: &Message, name: &str) -> Result<(), Refusal> {
+        match msg {
+            Message::Submit { task } => self.submit(task, name),
+            Message::Complete { agent, claim, result } => {
+                self.finish(agent, claim, name, Event::Complete { result: result.clone() })
+            }
+            Message::Fail { agent, claim, error, retryable } => {
+                self.finish(agent, claim, name, Event::Fail { error: error.clone(), retryable: *retryable })
+            }
+            Message::Release { agent, claim } => self.finish(agent, claim, name, Event::Release),
+            Message::Cancel { task_id } => self.cancel(task_id, name),
+            Message::Retry { task_id } => self.retry(task_id, name),
+            Message::Send { from, to, subject, body } => {
+                if !self.layout.mailbox(to).exists(self.fs.as_ref()) {
+                    return Err(Refusal::new(
+                        NoticeKind::Rejected,
+                        "to",
+                        format!("no agent `{to}` (its mailbox does not exist)"),
+                    ));
+                }
+                let mail = Mail {
+                    kind: "mail".into(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    subject: subject.clone(),
+                    body: body.clone(),
+                    sent_at: self.now(),
+                };
+                let mut rec = Record::new(Op::Mail, self.now());
+                rec.msg = Some(name.to_string());
+                rec.actor = Some(from.clone());
+                rec.detail = Some(json!({"to": to}));
+                self.push(rec);
+                self.effects.push(Effect::Post {
+                    agent: to.clone(),
+                    kind: "mail",
+                    body: serde_json::to_value(mail).unwrap_or_default(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn submit(&mut self, raw: &Value, msg: &str) -> Result<(), Refusal> {
+        let mut task = Task::from_value(raw.clone()).map_err(|e| Refusal::from(e.within("task")))?;
+        let id = task.task_id.clone();
+        let hash = fnv64(&serde_json::to_vec(raw).unwrap_or_default());
+        if let Some(existing) = self.state.hash_of(&id) {
+            if existing == hash {
+                let mut rec = Record::new(Op::Duplicate, self.now());
+                rec.task_id = Some(id);
+                rec.msg = Some(msg.to_string());
+                rec.reason = Some("identical resubmission: nothing to do".into());
+                self.push(rec);
+                return Ok(());
+            }
+            let status = self.state.status_of(&id).map(|s| s.as_str()).unwrap_or("?");
+            return Err(Refusal::new(
+                NoticeKind::Rejected,
+                "task.task_id",
+                format!("duplicate: task `{id}` already exists ({status}) with different content"),
+            )
+            .task(&id));
+        }
+        if task.depends_on.iter().any(|d| d == &id) {
+            return Err(Refusal::new(
+                NoticeKind::Rejected,
+                "task.depends_on",
+                "a task cannot depend on itself",
+            )
+            .task(&id));
+        }
+        self.check_destination(&task).map_err(|r| r.task(&id))?;
+        let now = self.now();
+        let given = task.status;
+        task.status = Status::Pending;
+        task.attempts = 0;
+        if task.created_at.is_none() {
+            task.created_at = Some(now);
+        }
+        let tr = transition(None, &Event::Submit, now, self.cfg.backoff())
+            .map_err(|e| Refusal::new(NoticeKind::Rejected, "task", e.to_string()))?;
+        let details = (given != Status::Pending).then(|| json!({"ignored_status": given}));
+        let actor = task.created_by.clone().unwrap_or_else(|| "producer".to_string());
+        tr.apply(&mut task, &Event::Submit, &actor, now, details);
+        let mut rec = Record::new(Op::Submit, now);
+        rec.task_id = Some(id.clone());
+        rec.place = Some(Place::Backlog);
+        rec.task = Some(task);
+        rec.msg = Some(msg.to_string());
+        rec.hash = Some(hash);
+        rec.path = Some(self.rel(&self.layout.broker_inbox().new_dir().join(msg)));
+        self.push(rec);
+        self.try_dispatch(&id);
+        Ok(())
+    }
+
+    /// Checks that the task's destination exists (or may be created).
+    fn check_destination(&mut self, task: &Task) -> Result<(), Refusal> {
+        let agent = match (&task.assigned_to, self.route_of(task)) {
+            (Some(a), _) => Some(("task.assigned_to", a.clone())),
+            (None, Route::Agent(a)) => Some(("task.task_type", a)),
+            (None, Route::Pool(_)) => None,
+        };
+        if let Some((field, agent)) = agent {
+            names::validate_agent(&agent).map_err(|e| Refusal::new(NoticeKind::Rejected, field, e.rule))?;
+            let md = self.layout.mailbox(&agent);
+            if !md.exists(self.fs.as_ref()) {
+                if !self.cfg.broker.allow_unknown_agents {
+                    return Err(Refusal::new(
+                        NoticeKind::Rejected,
+                        field,
+                        format!(
+                            "no agent `{agent}` (its mailbox does not exist; `mailroom agent add {agent}` creates it)"
+                        ),
+                    ));
+                }
+                md.create(self.fs.as_ref(), true)
+                    .map_err(|e| Refusal::new(NoticeKind::Rejected, field, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn route_of(&self, task: &Task) -> Route {
+        if let Some(r) = task.task_type.as_ref().and_then(|t| self.cfg.routes.get(t)) {
+            return r.clone();
+        }
+        Route::Pool(names::pool_for_task_type(task.task_type.as_deref()))
+    }
+
+    /// Resolves `claim` for a complete/fail/release from `agent`, enforcing the fence: the claim
+    /// must be current and its file must be in `mailboxes/<agent>/cur/`.
+    fn holder(&mut self, agent: &str, claim: &str) -> Result<String, Refusal> {
+        let stale = |rule: String| Refusal::new(NoticeKind::Stale, "claim", rule);
+        let Some(id) = self.state.by_name.get(claim).cloned() else {
+            let why = match self.state.retired.get(claim) {
+                Some(id) => format!(
+                    "`{claim}` is no longer a claim on task `{id}` (it was taken back, released or finished)"
+                ),
+                None => format!("`{claim}` is not a claim the broker knows"),
+            };
+            return Err(stale(why));
+        };
+        let path = self.layout.mailbox(agent).cur().join(claim);
+        let here = matches!(self.fs.stat(&path), Ok(Some(m)) if m.kind == FileKind::File);
+        let place = self.state.live.get(&id).map(|l| l.place.clone());
+        match place {
+            Some(Place::Held { agent: holder, .. }) if holder != agent => {
+                Err(stale(format!("`{claim}` is held by `{holder}`, not `{agent}`")).task(&id))
+            }
+            _ if !here => Err(stale(format!("`{claim}` is not in mailboxes/{agent}/cur/")).task(&id)),
+            Some(Place::Queued { .. }) => {
+                self.record_claim(&id, agent, claim);
+                Ok(id)
+            }
+            _ => Ok(id),
+        }
+    }
+
+    fn finish(&mut self, agent: &str, claim: &str, msg: &str, ev: Event) -> Result<(), Refusal> {
+        let id = self.holder(agent, claim)?;
+        let now = self.now();
+        let live = &self.state.live[&id];
+        let tr = transition(Some(&live.task), &ev, now, self.cfg.backoff())
+            .map_err(|e| Refusal::new(NoticeKind::Rejected, "kind", e.to_string()).task(&id))?;
+        let mut task = live.task.clone();
+        let op = match ev {
+            Event::Complete { .. } => Op::Complete,
+            Event::Fail { .. } => Op::Fail,
+            _ => Op::Release,
+        };
+        tr.apply(&mut task, &ev, agent, now, Some(json!({"claim": claim})));
+        if tr.to == Status::Pending {
+            unassign_if_pooled(&mut task, &self.state.live[&id].place);
+        }
+        let place = if tr.to.is_terminal() { Place::Done } else { Place::Backlog };
+        let mut rec = Record::new(op, now);
+        rec.task_id = Some(id.clone());
+        rec.task = Some(task);
+        rec.place = Some(place);
+        rec.msg = Some(msg.to_string());
+        rec.actor = Some(agent.to_string());
+        rec.path = Some(format!("mailboxes/{agent}/cur/{claim}"));
+        self.push(rec);
+        self.effects.push(Effect::Remove { path: self.layout.mailbox(agent).cur().join(claim) });
+        if tr.to.is_terminal() {
+            self.settle_dependents(&id);
+        } else {
+            self.try_dispatch(&id);
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, id: &str, msg: &str) -> Result<(), Refusal> {
+        let Some(live) = self.state.live.get(id) else {
+            return Err(match self.state.status_of(id) {
+                Some(s) => {
+                    Refusal::new(NoticeKind::Rejected, "task_id", format!("cannot cancel a task that is {s}"))
+                }
+                None => Refusal::new(NoticeKind::Rejected, "task_id", format!("no task `{id}`")),
+            }
+            .task(id));
+        };
+        let now = self.now();
+        let tr = transition(Some(&live.task), &Event::Cancel, now, self.cfg.backoff())
+            .map_err(|e| Refusal::new(NoticeKind::Rejected, "task_id", e.to_string()).task(id))?;
+        let (mut task, place) = (live.task.clone(), live.place.clone());
+        tr.apply(&mut task, &Event::Cancel, "operator", now, None);
+        let mut rec = Record::new(Op::Cancel, now);
+        rec.task_id = Some(id.to_string());
+        rec.task = Some(task);
+        rec.place = Some(Place::Done);
+        rec.msg = Some(msg.to_string());
+        self.push(rec);
+        match place {
+            Place::Queued { dir, name } => {
+                let queued = self.layout.comms().join(dir).join("new").join(&name);
+                self.effects.push(Effect::Revoke { queued, name, task_id: id.to_string() });
+            }
+            Place::Held { agent, name, .. } => {
+                self.effects.push(Effect::Remove { path: self.layout.mailbox(&agent).cur().join(&name) });
+                let mut n =
+                    Notice::new(NoticeKind::Cancelled, now, "the task was cancelled; the claim is revoked");
+                n.task_id = Some(id.to_string());
+                n.claim = Some(name);
+                self.effects.push(Effect::Post {
+                    agent,
+                    kind: "notice",
+                    body: serde_json::to_value(n).unwrap_or_default(),
+                });
+            }
+            _ => {}
+        }
+        self.settle_dependents(id);
+        Ok(())
+    }
+
+    fn retry(&mut self, id: &str, msg: &str) -> Result<(), Refusal> {
+        let task = match self.state.live.get(id) {
+            Some(l) => l.task.clone(),
+            None => match self.state.tombs.get(id) {
+                Some(_) => self.find_finished(id).ok_or_else(|| {
+                    Refusal::new(
+                        NoticeKind::Rejected,
+                        "task_id",
+                        format!("task `{id}` not found in the journal"),
+                    )
+                    .task(id)
+                })?,
+                None => {
+                    return Err(
+                        Refusal::new(NoticeKind::Rejected, "task_id", format!("no task `{id}`")).task(id)
+                    );
+                }
+            },
+        };
+        let now = self.now();
+        let tr = transition(Some(&task), &Event::Retry, now, self.cfg.backoff())
+            .map_err(|e| Refusal::new(NoticeKind::Rejected, "task_id", e.to_string()).task(id))?;
+        let mut task = task;
+        tr.apply(&mut task, &Event::Retry, "operator", now, None);
+        task.not_before = None;
+        // A task that was claimed from a pool goes back to its pool, not to its last holder.
+        let last_dispatch = task.history.iter().rev().find(|h| h.action == "dispatch");
+        if last_dispatch
+            .and_then(|h| h.details.as_ref())
+            .and_then(|d| d["to"].as_str())
+            .is_some_and(|to| to.starts_with("queues/"))
+        {
+            task.assigned_to = None;
+        }
+        let mut rec = Record::new(Op::Retry, now);
+        rec.task_id = Some(id.to_string());
+        rec.task = Some(task);
+        rec.place = Some(Place::Backlog);
+        rec.msg = Some(msg.to_string());
+        self.push(rec);
+        self.try_dispatch(id);
+        Ok(())
+    }
+
+    /// The last journaled form of a finished task (for a redrive of one that left memory).
+    fn find_finished(&self, id: &str) -> Option<Task> {
+        if let Some(t) = self.state.recent_done.iter().rev().find(|t| t.task_id == id) {
+            return Some(t.clone());
+        }
+        let mut found = None;
+        let segs = journal::all_segments(self.fs.as_ref(), &self.layout.journal_dir()).ok()?;
+        let mut torn = Vec::new();
+        for p in segs {
+            let _ = journal::read_segment(
+                self.fs.as_ref(),
+                &p,
+                |r| {
+                    if r.task_id.as_deref() == Some(id) && r.task.is_some() {
+                        found = r.task;
+                    }
+                },
+                &mut torn,
+            );
+        }
+        found
+    }
+
+    // ---------------------------------------------------------------- dispatch and dependencies
+
+    /// Dispatches a backlog task if its dependencies and `not_before` allow; blocks it if a
+    /// dependency failed.
+    fn try_dispatch(&mut self, id: &str) {
+        let Some(live) = self.state.live.get(id) else { return };
+        if live.place != Place::Backlog || live.task.status != Status::Pending {
+            return;
+        }
+        let now = self.now();
+        if live.task.not_before.is_some_and(|t| t > now) {
+            return;
+        }
+        for dep in &live.task.depends_on {
+            match self.state.status_of(dep) {
+                Some(Status::Completed) => {}
+                Some(Status::Failed | Status::Cancelled) => {
+                    let dep = dep.clone();
+                    self.block(id, &dep);
+                    return;
+                }
+                _ => return,
+            }
+        }
+        let task = live.task.clone();
+        let (maildir, dir) = match self.route_of(&task) {
+            _ if task.assigned_to.is_some() => {
+                let a = task.assigned_to.clone().unwrap_or_default();
+                (self.layout.mailbox(&a), format!("mailboxes/{a}"))
+            }
+            Route::Agent(a) => (self.layout.mailbox(&a), format!("mailboxes/{a}")),
+            Route::Pool(p) => (self.layout.queue(&p), format!("queues/{p}")),
+        };
+        let created = task.created_at.unwrap_or(now);
+        let name = DispatchName::new(task.priority, created, self.journal.next_seq(), id).file_name();
+        let mut t = task;
+        let tr = match transition(Some(&t), &Event::Dispatch, now, self.cfg.backoff()) {
+            Ok(tr) => tr,
+            Err(_) => return,
+        };
+        tr.apply(&mut t, &Event::Dispatch, BROKER, now, Some(json!({"to": format!("{dir}/new/{name}")})));
+        let mut rec = Record::new(Op::Dispatch, now);
+        rec.task_id = Some(id.to_string());
+        rec.place = Some(Place::Queued { dir, name: name.clone() });
+        rec.path = Some(format!(
+            "{}/new/{name}",
+            rec.place
+                .as_ref()
+                .and_then(|p| match p {
+                    Place::Queued { dir, .. } => Some(dir.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default()
+        ));
+        let bytes = task_bytes(&t);
+        rec.task = Some(t);
+        self.push(rec);
+        if let Err(e) = maildir.create(self.fs.as_ref(), false) {
+            tracing::error!(error = %e, "cannot create the destination maildir");
+        }
+        self.effects.push(Effect::Deliver { maildir, name, bytes });
+    }
+
+    fn block(&mut self, id: &str, dep: &str) {
+        let now = self.now();
+        let Some(live) = self.state.live.get(id) else { return };
+        let ev = Event::DependencyFailed { dependency: dep.to_string() };
+        let Ok(tr) = transition(Some(&live.task), &ev, now, self.cfg.backoff()) else { return };
+        let mut t = live.task.clone();
+        tr.apply(&mut t, &ev, BROKER, now, None);
+        let mut rec = Record::new(Op::Block, now);
+        rec.task_id = Some(id.to_string());
+        rec.task = Some(t);
+        rec.place = Some(Place::Backlog);
+        rec.reason = Some(format!("dependency `{dep}` failed or was cancelled"));
+        self.push(rec);
+        self.settle_dependents(id);
+    }
+
+    /// Re-examines the tasks that depend on `id` after it changed state.
+    fn settle_dependents(&mut self, id: &str) {
+        let waiting: Vec<String> = self
+            .state
+            .backlog
+            .iter()
+            .filter(|w| self.state.live.get(*w).is_some_and(|l| l.task.depends_on.iter().any(|d| d == id)))
+            .cloned()
+            .collect();
+        for w in waiting {
+            self.try_dispatch(&w);
+        }
+    }
+
+    fn dispatch_ready(&mut self) -> Result<(), EngineError> {
+        let ids: Vec<String> = self.state.backlog.iter().cloned().collect();
+        for id in ids {
+            self.try_dispatch(&id);
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- claims and leases
+
+    fn agents(&self) -> Result<Vec<String>, EngineError> {
+        let dir = self.layout.mailboxes_dir();
+        let mut out = Vec::new();
+        for e in self.fs.list(&dir)? {
+            if e.kind == FileKind::Dir
+                && let Some(n) = e.name_str()
+                && names::validate_agent(n).is_ok()
+            {
+                out.push(n.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn all_maildirs(&self) -> Result<Vec<Maildir>, EngineError> {
+        let mut out: Vec<Maildir> = self.agents()?.iter().map(|a| self.layout.mailbox(a)).collect();
+        for e in self.fs.list(&self.layout.queues_dir())? {
+            if e.kind == FileKind::Dir
+                && let Some(n) = e.name_str()
+                && names::validate_pool(n).is_ok()
+            {
+                out.push(self.layout.queue(n));
+            }
+        }
+        Ok(out)
+    }
+
+    fn record_claim(&mut self, id: &str, agent: &str, name: &str) {
+        let now = self.now();
+        let Some(live) = self.state.live.get(id) else { return };
+        let from = match &live.place {
+            Place::Queued { dir, .. } => dir.clone(),
+            _ => String::new(),
+        };
+        let ev = Event::Claim { agent: agent.to_string() };
+        let Ok(tr) = transition(Some(&live.task), &ev, now, self.cfg.backoff()) else { return };
+        let mut t = live.task.clone();
+        tr.apply(&mut t, &ev, agent, now, Some(json!({"claim": name})));
+        let mut rec = Record::new(Op::Claim, now);
+        rec.task_id = Some(id.to_string());
+        rec.task = Some(t);
+        rec.place =
+            Some(Place::Held { agent: agent.to_string(), name: name.to_string(), seen_at: now, from });
+        rec.actor = Some(agent.to_string());
+        rec.path = Some(format!("mailboxes/{agent}/cur/{name}"));
+        self.push(rec);
+    }
+
+    /// Finds task files that agents renamed into their `cur/` since the last look.
+    fn observe_claims(&mut self) -> Result<(), EngineError> {
+        let queued = self.state.by_name.len()
+            - self.state.live.values().filter(|l| matches!(l.place, Place::Held { .. })).count();
+        if queued == 0 {
+            return Ok(());
+        }
+        for agent in self.agents()? {
+            let cur = self.layout.mailbox(&agent).cur();
+            let entries = match self.fs.list(&cur) {
+                Ok(e) => e,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for e in entries {
+                let Some(name) = e.name_str() else { continue };
+                let Some(id) = self.state.by_name.get(name).cloned() else { continue };
+                if matches!(self.state.live.get(&id).map(|l| &l.place), Some(Place::Queued { .. }))
+                    && e.kind == FileKind::File
+                {
+                    self.record_claim(&id, &agent, name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes back claims whose lease ran out or whose file left the holder's `cur/`.
+    fn check_held(&mut self) -> Result<(), EngineError> {
+        let now = self.now();
+        let held: Vec<(String, String, String, Timestamp, u64)> = self
+            .state
+            .live
+            .values()
+            .filter_map(|l| match &l.place {
+                Place::Held { agent, name, seen_at, .. } => Some((
+                    l.task.task_id.clone(),
+                    agent.clone(),
+                    name.clone(),
+                    *seen_at,
+                    l.task.lease(self.cfg.broker.lease_secs),
+                )),
+                _ => None,
+            })
+            .collect();
+        for (id, agent, name, seen_at, lease) in held {
+            let path = self.layout.mailbox(&agent).cur().join(&name);
+            let (op, reason) = match self.fs.stat(&path)? {
+                Some(m) if m.kind == FileKind::File => {
+                    let deadline = m.mtime.max(seen_at).plus_secs(lease);
+                    if now <= deadline {
+                        continue;
+                    }
+                    (Op::Expire, format!("lease of {lease} s ran out"))
+                }
+                _ => (Op::Vanish, format!("the claimed file left mailboxes/{agent}/cur/")),
+            };
+            let live = &self.state.live[&id];
+            let Ok(tr) = transition(Some(&live.task), &Event::LeaseExpired, now, self.cfg.backoff()) else {
+                continue;
+            };
+            let mut t = live.task.clone();
+            tr.apply(
+                &mut t,
+                &Event::LeaseExpired,
+                BROKER,
+                now,
+                Some(json!({"claim": name, "reason": reason})),
+            );
+            if tr.to == Status::Pending {
+                unassign_if_pooled(&mut t, &live.place);
+            }
+            let terminal = tr.to.is_terminal();
+            let mut rec = Record::new(op, now);
+            rec.task_id = Some(id.clone());
+            rec.task = Some(t);
+            rec.place = Some(if terminal { Place::Done } else { Place::Backlog });
+            rec.actor = Some(agent.clone());
+            rec.reason = Some(reason.clone());
+            rec.path = Some(format!("mailboxes/{agent}/cur/{name}"));
+            self.push(rec);
+            tracing::info!(task = %id, agent = %agent, %reason, "claim taken back");
+            if op == Op::Expire {
+                self.effects.push(Effect::Remove { path });
+                let mut n = Notice::new(NoticeKind::LeaseExpired, now, reason);
+                n.task_id = Some(id.clone());
+                n.claim = Some(name);
+                self.effects.push(Effect::Post {
+                    agent,
+                    kind: "notice",
+                    body: serde_json::to_value(n).unwrap_or_default(),
+                });
+            }
+            if terminal {
+                self.settle_dependents(&id);
+            } else {
+                self.try_dispatch(&id);
+            }
+        }
+        Ok(())
+    }
+
+    fn stray(&mut self, path: PathBuf, name: &str, why: &str) {
+        let now = self.now();
+        let qname = format!("{:012}-{}", self.journal.next_seq(), printable(name));
+        let to = self.layout.quarantine_dir().join(qname);
+        let mut rec = Record::new(Op::Stray, now);
+        rec.reason = Some(why.to_string());
+        rec.path = Some(self.rel(&to));
+        rec.detail = Some(json!({"from": self.rel(&path)}));
+        self.push(rec);
+        let reason = json!({"file": self.rel(&path), "quarantined_at": now, "reason": why});
+        self.effects.push(Effect::Quarantine { from: path, to, reason });
+    }
+
+    // ---------------------------------------------------------------- drop/
+
+    /// Moves files from `drop/` into the inbox once they are complete: they parse and have not
+    /// changed for `settle_ms`. One that never parses is quarantined after `settle_timeout_secs`.
+    fn take_drops(&mut self) -> Result<(), EngineError> {
+        let dir = self.layout.drop_dir();
+        let entries = match self.fs.list(&dir) {
+            Ok(e) => e,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let now = self.now();
+        let mut seen = std::collections::HashSet::new();
+        for e in entries {
+            let shown = e.name.to_string_lossy().into_owned();
+            if names::is_hidden(&shown) {
+                continue;
+            }
+            let path = dir.join(&e.name);
+            if e.kind != FileKind::File || e.name_str().is_none() {
+                let rule = if e.kind != FileKind::File {
+                    format!("is a {}, not a regular file", e.kind)
+                } else {
+                    "file name is not UTF-8".into()
+                };
+                self.reject_file(&path, &shown, None, Refusal::new(NoticeKind::Rejected, "", rule));
+                continue;
+            }
+            seen.insert(shown.clone());
+            let Some(meta) = self.fs.stat(&path)? else { continue };
+            let prev = self.drops.get(&shown).copied();
+            let watch = DropWatch {
+                len: meta.len,
+                mtime: meta.mtime,
+                first_seen: prev.map(|p| p.first_seen).unwrap_or(now),
+            };
+            self.drops.insert(shown.clone(), watch);
+            let unchanged = prev.is_some_and(|p| p.len == meta.len && p.mtime == meta.mtime);
+            let quiet = meta.mtime.plus_secs(0).as_micros() + (self.cfg.broker.settle_ms as i64) * 1000
+                <= now.as_micros();
+            if !unchanged || !quiet {
+                continue;
+            }
+            let parsed = match self.fs.read(&path, self.cfg.broker.max_message_bytes) {
+                Ok(bytes) => Message::parse(&bytes).map(|_| ()),
+                Err(e) if e.is_not_found() => continue,
+                Err(e @ (FsError::NotRegular { .. } | FsError::TooLarge { .. })) => {
+                    let r = Refusal::new(NoticeKind::Rejected, "", strip_path(&e.to_string(), &path));
+                    self.reject_file(&path, &shown, None, r);
+                    self.drops.remove(&shown);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match parsed {
+                Ok(()) => {
+                    let name = format!(
+                        "drop-{}-{}",
+                        self.names.next("d").trim_start_matches("d-").trim_end_matches(".json"),
+                        printable(&shown)
+                    );
+                    let to = self.layout.broker_inbox().new_dir().join(&name);
+                    self.fs.rename_noreplace(&path, &to)?;
+                    self.touched.insert(dir.clone());
+                    self.touched.insert(self.layout.broker_inbox().new_dir());
+                    self.drops.remove(&shown);
+                    tracing::debug!(file = %shown, as_message = %name, "took a dropped file");
+                }
+                Err(v)
+                    if now.as_micros() - watch.first_seen.as_micros()
+                        >= self.cfg.broker.settle_timeout_secs as i64 * 1_000_000 =>
+                {
+                    self.reject_file(&path, &shown, None, v.into());
+                    self.drops.remove(&shown);
+                }
+                Err(_) => {}
+            }
+        }
+        self.drops.retain(|k, _| seen.contains(k));
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- boards and compaction
+
+    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
+    pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
+        if !self.boards_dirty && !force {
+            return Ok(());
+        }
+        if !force && self.boards_written.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+            return Ok(());
+        }
+        let mut boards: HashMap<Board, Vec<(String, &Task)>> = HashMap::new();
+        for l in self.state.live.values() {
+            let (board, key) = match &l.place {
+                Place::Backlog | Place::Done => (
+                    Board::Backlog,
+                    l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id,
+                ),
+                Place::Queued { name, .. } => (Board::Ready, name.clone()),
+                Place::Held { name, .. } => (Board::Working, name.clone()),
+            };
+            boards.entry(board).or_default().push((key, &l.task));
+        }
+        for board in Board::ALL {
+            let bytes = if board == Board::Completed {
+                serde_json::to_vec_pretty(&self.state.recent_done)
+            } else {
+                let mut list = boards.remove(&board).unwrap_or_default();
+                list.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::to_vec_pretty(&list.iter().map(|(_, t)| *t).collect::<Vec<_>>())
+            }
+            .unwrap_or_default();
+            let path = self.layout.board(board);
+            write_atomic(self.fs.as_ref(), &path, &bytes, &self.names, self.durability)?;
+        }
+        self.boards_dirty = false;
+        self.boards_written = Some(Instant::now());
+        Ok(())
+    }
+
+    fn compact(&mut self) -> Result<(), EngineError> {
+        let snap = self.state.snapshot(self.journal.next_seq() - 1);
+        self.journal.compact(self.fs.as_ref(), &snap, &self.names)?;
+        self.state.consumed.clear();
+        tracing::info!(seq = snap.seq, live = snap.live.len(), "journal compacted");
+        Ok(())
+    }
+
+    /// Removes processed messages older than the retention from `broker/inbox/cur/`.
+    pub fn prune_inbox(&mut self) -> Result<(), EngineError> {
+        let cur = self.layout.broker_inbox().cur();
+        let keep = self.cfg.broker.inbox_retention_secs;
+        let now = self.now();
+        for e in self.fs.list(&cur)? {
+            let p = cur.join(&e.name);
+            if let Some(m) = self.fs.stat(&p)?
+                && m.mtime.plus_secs(keep) < now
+            {
+                self.fs.remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes everything (on shutdown).
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.commit()?;
+        self.write_boards(true)
+    }
+}
+
+/// A task claimed from a pool goes back to the pool when taken back; one addressed to an agent
+/// stays addressed to it.
+fn unassign_if_pooled(task: &mut Task, place: &Place) {
+    if let Place::Held { from, .. } = place
+        && from.starts_with("queues/")
+    {
+        task.assigned_to = None;
+    }
+}
+
+/// The bytes of a task file in `new/` (what an agent reads when it claims).
+pub fn task_bytes(task: &Task) -> Vec<u8> {
+    serde_json::to_vec_pretty(task).unwrap_or_default()
+}
+
+/// A file name made safe to show and to reuse as part of a quarantine name.
+fn printable(name: &str) -> String {
+    let mut s: String =
+        name.chars().map(|c| if c.is_control() || c == '/' { '_' } else { c }).collect::<String>();
+    if s.starts_with('.') {
+        s.replace_range(0..1, "_");
+    }
+    let mut cut = s.len().min(150);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    s
+}
+
+fn strip_path(msg: &str, path: &Path) -> String {
+    msg.replace(&format!("{}: ", path.display()), "")
+}
+
+impl Engine {
+    /// Replaces the clock (tests).
+    #[cfg(test)]
+    pub fn set_clock(&mut self, clock: fn() -> Timestamp) {
+        self.clock = clock;
+    }
+
+    /// A task's current record, for tests and `trace`.
+    pub fn live(&self, id: &str) -> Option<&Live> {
+        self.state.live.get(id)
+    }
+}

@@ -1,0 +1,106 @@
+//! The broker's event loop. Watcher events are only hints that something changed: each one
+//! wakes the loop, and the loop's pass scans what it needs. A periodic tick rescans anyway, so
+//! a missed or overflowed event costs at most one tick of latency, never a task.
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineError};
+use notify::{RecursiveMode, Watcher};
+use runtime_layout::{BrokerLock, Fs, Layout, LockError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Locked(#[from] LockError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Takes the root's lock, rebuilds state, reconciles the tree, then serves until `shutdown`
+/// completes. On shutdown the message in hand is finished, the journal flushed, the boards
+/// written and the lock released.
+pub async fn run(
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    layout.create(fs.as_ref()).map_err(EngineError::from)?;
+    let lock = BrokerLock::acquire(&layout.lock_file())?;
+    let cfg = Config::load(fs.as_ref(), &layout)?;
+    let tick = Duration::from_millis(cfg.broker.tick_ms);
+    let started = Instant::now();
+    let mut engine = Engine::open(fs, layout.clone(), cfg)?;
+    engine.reconcile()?;
+    tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
+
+    let wake = Arc::new(Notify::new());
+    let _watcher = watch(&layout, wake.clone());
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut last_prune = Instant::now();
+    let result = loop {
+        let more = match engine.step() {
+            Ok(r) => r.more,
+            Err(e) => break Err(e),
+        };
+        if more {
+            // Keep draining, but never past a shutdown request.
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                _ = std::future::ready(()) => continue,
+            }
+        }
+        if last_prune.elapsed() > Duration::from_secs(60) {
+            last_prune = Instant::now();
+            if let Err(e) = engine.prune_inbox() {
+                break Err(e);
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(()),
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    };
+    let flushed = engine.flush();
+    drop(lock);
+    match (result, flushed) {
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e.into()),
+        (Ok(()), Ok(())) => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+/// Watches the directories whose changes the broker acts on. Failure to watch (for example the
+/// inotify limits) is logged and the broker carries on with the periodic rescan alone.
+fn watch(layout: &Layout, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        // Any event, an error or an overflow (rescan flag) alike, just wakes the loop.
+        wake.notify_one();
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching unavailable; relying on the periodic rescan");
+            return None;
+        }
+    };
+    let targets = [
+        (layout.broker_inbox().new_dir(), RecursiveMode::NonRecursive),
+        (layout.mailboxes_dir(), RecursiveMode::Recursive),
+        (layout.drop_dir(), RecursiveMode::NonRecursive),
+    ];
+    for (dir, mode) in targets {
+        if let Err(e) = w.watch(&dir, mode) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on the periodic rescan");
+        }
+    }
+    Some(w)
+}

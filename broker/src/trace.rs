@@ -1,0 +1,147 @@
+//! `mailroom trace`: every journaled event of one task, with the paths its files moved through,
+//! the rejections that named it and where its file is now.
+
+use crate::journal::{self, JournalError, Op, Place, Record};
+use protocol::Status;
+use runtime_layout::{Fs, Layout};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// One line of a trace.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub seq: u64,
+    pub time: String,
+    pub op: Op,
+    pub actor: Option<String>,
+    pub from: Option<Status>,
+    pub to: Option<Status>,
+    /// Paths (relative to `agent_comms/`) the task's file or message moved through.
+    pub paths: Vec<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Trace {
+    pub task_id: String,
+    pub steps: Vec<Step>,
+    pub status: Option<Status>,
+    /// Where the task's file is now, or why there is none.
+    pub now: String,
+}
+
+pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, JournalError> {
+    let mut recs: Vec<Record> = Vec::new();
+    let mut consumed: HashMap<String, String> = HashMap::new();
+    let mut torn = Vec::new();
+    for seg in journal::all_segments(fs, &layout.journal_dir())? {
+        journal::read_segment(
+            fs,
+            &seg,
+            |r| {
+                if r.op == Op::Consume {
+                    if let (Some(m), Some(p)) = (&r.msg, &r.path) {
+                        consumed.insert(m.clone(), p.clone());
+                    }
+                } else if r.task_id.as_deref() == Some(id) {
+                    recs.push(r);
+                }
+            },
+            &mut torn,
+        )?;
+    }
+    let snapshot_place = if recs.is_empty() {
+        // Only a snapshot may know the task (its older segments were removed by an operator).
+        journal::load(fs, &layout.journal_dir())?
+            .snapshot
+            .and_then(|s| s.live.into_iter().find(|t| t.task.task_id == id))
+            .map(|t| (t.task.status, t.place))
+    } else {
+        None
+    };
+    if recs.is_empty() && snapshot_place.is_none() {
+        return Ok(None);
+    }
+    let mut steps = Vec::new();
+    let mut status: Option<Status> = None;
+    let mut place: Option<Place> = None;
+    for r in recs {
+        let to = r.task.as_ref().map(|t| t.status);
+        let mut paths = Vec::new();
+        if let Some(p) = &r.path {
+            paths.push(p.clone());
+        }
+        if let Some(m) = &r.msg
+            && let Some(dest) = consumed.get(m)
+            && r.op != Op::Reject
+        {
+            paths.push(format!("message {m} -> {dest}"));
+        }
+        steps.push(Step {
+            seq: r.seq,
+            time: r.ts.to_string(),
+            op: r.op,
+            actor: r.actor.clone(),
+            from: status,
+            to,
+            paths,
+            reason: r.reason.clone(),
+        });
+        if let Some(t) = to {
+            status = Some(t);
+        }
+        if r.place.is_some() {
+            place = r.place;
+        }
+    }
+    if let Some((s, p)) = snapshot_place {
+        status = Some(s);
+        place = Some(p);
+    }
+    let now = match &place {
+        Some(p @ (Place::Queued { .. } | Place::Held { .. })) => p.rel_path().unwrap_or_default(),
+        Some(Place::Backlog) => "no file: waiting in the backlog".into(),
+        Some(Place::Done) => "no file: finished".into(),
+        None => "no file: never accepted".into(),
+    };
+    Ok(Some(Trace { task_id: id.to_string(), steps, status, now }))
+}
+
+impl Trace {
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(json!(null))
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = format!("task {}\n", self.task_id);
+        for s in &self.steps {
+            let change = match (s.from, s.to) {
+                (Some(a), Some(b)) if a != b => format!("{a} -> {b}"),
+                (None, Some(b)) => format!("-> {b}"),
+                (_, Some(b)) => b.to_string(),
+                _ => String::new(),
+            };
+            let op = serde_json::to_value(s.op)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{}  {:<9} {:<14} {:<26} {}\n",
+                s.time,
+                op,
+                s.actor.as_deref().unwrap_or("-"),
+                change,
+                s.paths.join("  ")
+            ));
+            if let Some(r) = &s.reason {
+                out.push_str(&format!("{:>30}reason: {r}\n", ""));
+            }
+        }
+        out.push_str(&format!(
+            "status: {}\nnow: {}\n",
+            self.status.map(|s| s.as_str()).unwrap_or("unknown"),
+            self.now
+        ));
+        out
+    }
+}
