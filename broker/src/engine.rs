@@ -197,7 +197,18 @@ impl Engine {
             .collect();
         for (id, dir, name) in queued {
             let md = Maildir::new(self.layout.comms().join(&dir));
-            if self.fs.stat(&md.new_dir().join(&name))?.is_none() {
+            let path = md.new_dir().join(&name);
+            let intact = match self.fs.read(&path, self.cfg.broker.max_message_bytes) {
+                Ok(bytes) => serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v["task_id"] == json!(id)),
+                Err(e) if e.is_not_found() => false,
+                Err(FsError::NotRegular { .. } | FsError::TooLarge { .. }) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !intact {
+                // Lost or torn by a power loss (task files are not fsynced one by one).
+                if self.fs.stat(&path)?.is_some() {
+                    self.fs.remove_file(&path)?;
+                }
                 let bytes = task_bytes(&self.state.live[&id].task);
                 md.create(self.fs.as_ref(), false)?;
                 self.effects.push(Effect::Deliver { maildir: md, name, bytes });
@@ -275,8 +286,11 @@ impl Engine {
         let fs = self.fs.clone();
         match e {
             Effect::Deliver { maildir, name, bytes } => {
+                // A task file is derived state: the journal already holds the task, and
+                // `reconcile` rewrites a queued file that a power loss lost or tore. Only
+                // `always` pays an fsync per task file; the directory is fsynced per batch.
                 let file_sync =
-                    if self.durability == Durability::Never { Durability::Never } else { Durability::Batch };
+                    if self.durability == Durability::Always { Durability::Batch } else { Durability::Never };
                 match deliver(fs.as_ref(), &maildir, &name, &bytes, file_sync) {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
@@ -326,8 +340,12 @@ impl Engine {
                 }
                 let mut err_path = to.clone().into_os_string();
                 err_path.push(".error.json");
-                let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
-                write_atomic(fs.as_ref(), Path::new(&err_path), &body, &self.names, Durability::Never)?;
+                let err_path = PathBuf::from(err_path);
+                // A reason written before a crash is the precise one: keep it.
+                if fs.stat(&err_path)?.is_none() {
+                    let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
+                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, Durability::Never)?;
+                }
             }
             Effect::Post { agent, kind, body } => self.post_now(&agent, kind, body)?,
         }
@@ -370,10 +388,16 @@ impl Engine {
                 continue;
             };
             if let Some(dest) = self.state.consumed.get(&name).cloned() {
-                // Consumed before a crash; finish moving it.
-                let to = self.layout.comms().join(dest);
+                // Consumed before a crash; finish moving it where the journal says it goes.
+                let to = self.layout.comms().join(&dest);
                 if to.starts_with(self.layout.broker_inbox().cur()) {
                     self.effects.push(Effect::Consumed { from, to });
+                } else {
+                    let reason = json!({
+                        "file": self.rel(&from),
+                        "reason": "rejected before a restart; `mailroom trace` or the journal has the reason",
+                    });
+                    self.effects.push(Effect::Quarantine { from, to, reason });
                 }
                 continue;
             }
