@@ -1,0 +1,172 @@
+//! SDK tests on a real temporary root, with task files placed the way the broker dispatches them.
+
+use super::*;
+use protocol::Priority;
+use protocol::names::DispatchName;
+use runtime_layout::{Layout, RealFs};
+use serde_json::json;
+use std::sync::{Arc, Barrier};
+
+fn root() -> (tempfile::TempDir, Layout) {
+    let d = tempfile::tempdir().unwrap();
+    let l = Layout::new(d.path());
+    l.create(&RealFs).unwrap();
+    (d, l)
+}
+
+/// Places a task file in a pool (or mailbox) `new/` as the broker would.
+fn dispatch(dir: &Maildir, id: &str, prio: Priority, seq: u64) -> String {
+    dir.create(&RealFs, false).unwrap();
+    let created = runtime_layout::now();
+    let name = DispatchName::new(prio, created, seq, id).file_name();
+    let task = json!({"task_id": id, "priority": prio.as_str(), "status": "PENDING"});
+    std::fs::write(dir.new_dir().join(&name), serde_json::to_vec(&task).unwrap()).unwrap();
+    name
+}
+
+#[test]
+fn open_refuses_an_uninitialised_root_and_bad_names() {
+    let d = tempfile::tempdir().unwrap();
+    assert!(matches!(Client::open(d.path()), Err(Error::NotInitialised { .. })));
+    let (d, _) = root();
+    assert!(matches!(Agent::open(d.path(), "../evil"), Err(Error::InvalidName(_))));
+    assert!(matches!(Agent::open(d.path(), ""), Err(Error::InvalidName(_))));
+    let a = Agent::open(d.path(), "Agent-5").unwrap();
+    assert!(a.mailbox.cur().is_dir(), "the maildir exists once the agent is opened");
+}
+
+#[test]
+fn submit_validates_then_delivers_through_tmp() {
+    let (d, l) = root();
+    let c = Client::open(d.path()).unwrap();
+    let err = c.submit(&json!({"task_id": "x", "priority": "URGENT-ish"})).unwrap_err();
+    assert!(matches!(err, Error::InvalidTask { ref reason } if reason.field == "priority"), "{err}");
+    let name = c.submit(&json!({"task_id": "T-1", "name": "n"})).unwrap();
+    let inbox = l.broker_inbox();
+    let bytes = std::fs::read(inbox.new_dir().join(&name)).unwrap();
+    let m = Message::parse(&bytes).unwrap();
+    assert!(matches!(m, Message::Submit { ref task } if task["task_id"] == "T-1"));
+    assert_eq!(std::fs::read_dir(inbox.tmp()).unwrap().count(), 0);
+}
+
+#[test]
+fn claim_takes_the_highest_priority_oldest_task_first_across_sources() {
+    let (d, l) = root();
+    let a = Agent::open(d.path(), "A").unwrap();
+    dispatch(&l.queue("p"), "low", Priority::Low, 1);
+    dispatch(&l.queue("p"), "high", Priority::High, 2);
+    dispatch(&l.mailbox("A"), "mine", Priority::Medium, 3);
+    // Mail in new/ is never claimed as a task.
+    std::fs::write(l.mailbox("A").new_dir().join("mail-x.json"), b"{\"kind\":\"mail\"}").unwrap();
+    let order: Vec<String> = std::iter::from_fn(|| a.claim(&[]).unwrap()).map(|c| c.task.task_id).collect();
+    assert_eq!(order, ["high", "mine", "low"]);
+    assert_eq!(a.held().unwrap().len(), 3);
+    assert!(a.claim(&["p".into()]).unwrap().is_none());
+}
+
+#[test]
+fn of_many_racing_agents_exactly_one_wins_each_task() {
+    let (d, l) = root();
+    let n_tasks = 200;
+    for i in 0..n_tasks {
+        dispatch(&l.queue("race"), &format!("t{i}"), Priority::Medium, i);
+    }
+    let agents = 8;
+    let barrier = Arc::new(Barrier::new(agents));
+    let handles: Vec<_> = (0..agents)
+        .map(|i| {
+            let root = d.path().to_path_buf();
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                let a = Agent::open(&root, &format!("A{i}")).unwrap();
+                b.wait();
+                let mut got = Vec::new();
+                while let Some(c) = a.claim(&["race".into()]).unwrap() {
+                    got.push(c.task.task_id);
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(total, n_tasks as usize, "no task claimed twice");
+    assert_eq!(all.len(), n_tasks as usize, "no task left behind");
+}
+
+#[test]
+fn reports_are_fenced_on_the_claim_still_being_held() {
+    let (d, l) = root();
+    let a = Agent::open(d.path(), "A").unwrap();
+    let b = Agent::open(d.path(), "B").unwrap();
+    dispatch(&l.queue("p"), "t", Priority::Medium, 1);
+    let c = a.claim(&[]).unwrap().unwrap();
+    assert!(matches!(b.complete(&c.name, json!(1)), Err(Error::ClaimLost { .. })));
+    assert!(matches!(a.heartbeat("nonsense"), Err(Error::ClaimLost { .. })));
+    a.heartbeat(&c.name).unwrap();
+    let msg = a.complete(&c.name, json!({"ok": true})).unwrap();
+    let bytes = std::fs::read(l.broker_inbox().new_dir().join(msg)).unwrap();
+    assert_eq!(
+        Message::parse(&bytes).unwrap(),
+        Message::Complete { agent: "A".into(), claim: c.name.clone(), result: json!({"ok": true}) }
+    );
+    // The broker takes the claim back: every report is refused locally from then on.
+    std::fs::remove_file(&c.path).unwrap();
+    assert!(matches!(a.heartbeat(&c.name), Err(Error::ClaimLost { .. })));
+    assert!(matches!(a.fail(&c.name, "e", true), Err(Error::ClaimLost { .. })));
+    assert!(matches!(a.release(&c.name), Err(Error::ClaimLost { .. })));
+}
+
+#[test]
+fn read_mail_returns_mail_and_notices_once() {
+    let (d, l) = root();
+    let a = Agent::open(d.path(), "A").unwrap();
+    let new = l.mailbox("A").new_dir();
+    std::fs::write(
+        new.join("mail-20260101T000000000001.json"),
+        br#"{"kind":"mail","from":"B","to":"A","body":"hi","sent_at":"2026-01-01T00:00:00.000001Z"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        new.join("notice-20260101T000000000002.json"),
+        br#"{"kind":"notice","notice":"stale","timestamp":"2026-01-01T00:00:00.000002Z","reason":"r"}"#,
+    )
+    .unwrap();
+    std::fs::write(new.join("junk-3.json"), b"not json").unwrap();
+    let got = a.read_mail().unwrap();
+    assert_eq!(got.len(), 3);
+    assert!(matches!(&got[0], Inbound::Mail(m) if m.body == json!("hi")));
+    assert!(matches!(&got[1], Inbound::Notice(n) if n.reason == "r"));
+    assert!(matches!(&got[2], Inbound::Other { value: Value::Null, .. }));
+    assert!(a.read_mail().unwrap().is_empty(), "mail is read once");
+}
+
+#[test]
+fn claim_wait_wakes_when_a_task_arrives_and_times_out_otherwise() {
+    let (d, l) = root();
+    let a = Agent::open(d.path(), "A").unwrap();
+    l.queue("w").create(&RealFs, false).unwrap();
+    let t0 = Instant::now();
+    assert!(a.claim_wait(&["w".into()], Duration::from_millis(300)).unwrap().is_none());
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    let q = l.queue("w");
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        dispatch(&q, "late", Priority::Medium, 9);
+    });
+    let c = a.claim_wait(&["w".into()], Duration::from_secs(20)).unwrap().expect("woken by the arrival");
+    assert_eq!(c.task.task_id, "late");
+    h.join().unwrap();
+}
+
+#[test]
+fn default_root_prefers_explicit_then_env_then_runtime() {
+    assert_eq!(default_root(Some(Path::new("/x"))), PathBuf::from("/x"));
+    // The environment variable is read at call time; only the fallback is checked here, to keep
+    // this test independent of the process environment.
+    if std::env::var_os("MAILROOM_ROOT").is_none() {
+        assert_eq!(default_root(None), PathBuf::from("runtime"));
+    }
+}
