@@ -19,6 +19,8 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("signal handlers: {0}")]
+    Signal(std::io::Error),
 }
 
 /// Takes the root's lock, rebuilds state, reconciles the tree, then serves until `shutdown`
