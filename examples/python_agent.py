@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""A mailroom agent in plain Python (standard library only), speaking the raw file protocol.
+
+It claims tasks from its own mailbox and from the given pools, heartbeats while it works, and
+reports completion to the broker. See docs/PROTOCOL.md for the protocol itself.
+
+    python3 examples/python_agent.py --root runtime --agent Agent-7 --pool default --wait 30
+
+It exits 0 once no task has been available for --wait seconds (or after --max tasks).
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+COUNTER = 0
+
+
+def unique_name(kind):
+    """A maildir-unique name: kind, time, pid, a counter, random bits and the host."""
+    global COUNTER
+    COUNTER += 1
+    t = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(t)) + "%06d" % int((t % 1) * 1e6)
+    host = socket.gethostname().replace("/", "_").replace(".", "_") or "localhost"
+    return "%s-%s.P%dQ%dR%s.%s.json" % (kind, stamp, os.getpid(), COUNTER, os.urandom(4).hex(), host)
+
+
+def deliver(maildir, obj):
+    """Write into tmp/, fsync, rename into new/: no reader ever sees half a message."""
+    name = unique_name("msg")
+    tmp = os.path.join(maildir, "tmp", name)
+    with open(tmp, "x") as f:
+        json.dump(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(maildir, "new", name))
+    fd = os.open(os.path.join(maildir, "new"), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return name
+
+
+def is_task_name(name):
+    """Task files are named RANK-CREATED-SEQ-ID.json; mail and notices start with their kind."""
+    return name[:1].isdigit() and name.endswith(".json")
+
+
+def listdir(path):
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def claim(comms, agent, pools):
+    """Claim = rename the task file into our cur/. Of racing agents, exactly one rename wins."""
+    mine = os.path.join(comms, "mailboxes", agent)
+    sources = [os.path.join(mine, "new")]
+    if not pools:
+        pools = sorted(listdir(os.path.join(comms, "queues")))
+    sources += [os.path.join(comms, "queues", p, "new") for p in pools]
+    candidates = sorted((n, d) for d in sources for n in listdir(d) if is_task_name(n))
+    for name, src in candidates:
+        dest = os.path.join(mine, "cur", name)
+        try:
+            os.rename(os.path.join(src, name), dest)
+        except FileNotFoundError:
+            continue  # another agent won this one: try the next
+        os.utime(dest)  # the lease counts from the claim
+        with open(dest) as f:
+            return name, json.load(f)
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default=os.environ.get("MAILROOM_ROOT", "runtime"))
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--pool", action="append", default=[], help="pool to claim from (repeatable; default all)")
+    ap.add_argument("--wait", type=float, default=10.0, help="exit after this long with nothing to do")
+    ap.add_argument("--max", type=int, default=0, help="stop after this many tasks (0: no limit)")
+    args = ap.parse_args()
+
+    comms = os.path.join(args.root, "agent_comms")
+    if not os.path.isdir(os.path.join(comms, "broker", "inbox")):
+        sys.exit("%s is not a mailroom root" % args.root)
+    mine = os.path.join(comms, "mailboxes", args.agent)
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(os.path.join(mine, sub), exist_ok=True)
+    inbox = os.path.join(comms, "broker", "inbox")
+
+    done = 0
+    idle_since = time.monotonic()
+    while args.max == 0 or done < args.max:
+        got = claim(comms, args.agent, args.pool)
+        if got is None:
+            if time.monotonic() - idle_since > args.wait:
+                break
+            time.sleep(0.05)
+            continue
+        name, task = got
+        held = os.path.join(mine, "cur", name)
+        os.utime(held)  # heartbeat: renew the lease while working
+        result = {"echo": task.get("params"), "by": args.agent}
+        if not os.path.exists(held):
+            print("lost claim %s" % name, file=sys.stderr)
+            continue
+        deliver(inbox, {"kind": "complete", "agent": args.agent, "claim": name, "result": result})
+        print("completed %s (%s)" % (task["task_id"], name))
+        done += 1
+        idle_since = time.monotonic()
+
+
+if __name__ == "__main__":
+    main()
