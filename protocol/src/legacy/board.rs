@@ -109,6 +109,14 @@ fn is_dict_by_id(o: &Map<String, Value>) -> bool {
     tasks * 2 > o.len()
 }
 
+/// A list under a task-ish key is a task collection when it is empty or holds objects (a list of
+/// strings under `task_categories` is not).
+fn is_collection_list(k: &str, items: &[Value]) -> bool {
+    looks_like_collection_key(k)
+        && (items.is_empty() || items.iter().any(Value::is_object))
+        && !items.iter().any(is_message_like)
+}
+
 fn looks_like_collection_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
     k.contains("task") || k.contains("contract") || k == "items" || k == "backlog" || k == "queue"
@@ -182,10 +190,7 @@ fn search(path: &str, o: &Map<String, Value>, depth: usize, found: &mut Found) {
     for (k, v) in o {
         let p = join(path, k);
         match v {
-            Value::Array(items)
-                if items.iter().any(is_task_like)
-                    || (looks_like_collection_key(k) && !items.iter().any(is_message_like)) =>
-            {
+            Value::Array(items) if items.iter().any(is_task_like) || is_collection_list(k, items) => {
                 found.paths.push(p.clone());
                 collect_list(&p, items, found);
             }
@@ -265,10 +270,16 @@ pub fn extract_tasks(v: &Value) -> Result<Extracted, String> {
                 });
             }
             if found.messages > 0 {
-                return not(format!("holds {} mailbox messages and no tasks", found.messages));
+                let s = if found.messages == 1 { "" } else { "s" };
+                return not(format!("holds {} mailbox message{s} and no tasks", found.messages));
             }
             if has_any(o, TASK_EVIDENCE) {
                 return not("an object with task fields but no task id (task_id or id)".into());
+            }
+            if has_id(o) {
+                return not(
+                    "an object with an id but no task fields (status, description, assignee, ...)".into()
+                );
             }
             let keys: Vec<&str> = o.keys().take(6).map(String::as_str).collect();
             let more = if o.len() > 6 { ", ..." } else { "" };
@@ -355,9 +366,14 @@ mod tests {
                 json!([{"sender": "a", "recipient": "b"}, {"sender": "a", "to": "c"}]),
                 "list of 2 mailbox messages",
             ),
-            (json!({"status": "x", "messages": [{"message_id": "m", "sender": "a"}]}), "mailbox messages"),
+            (
+                json!({"status": "x", "messages": [{"message_id": "m", "sender": "a"}]}),
+                "holds 1 mailbox message and",
+            ),
             (json!({"agent_id": "Agent-2", "claimed_by": "p", "status": "ACTIVE"}), "no task id"),
             (json!({"pid": 1, "operation": "x"}), "keys: pid, operation"),
+            (json!({"id": "1747.1", "content": "x", "priority": 0}), "an id but no task fields"),
+            (json!({"task_categories": ["a", "b"], "n": 1}), "no task collection"),
             (json!({"Agent-1": {"id": "Agent-1", "capabilities": []}}), "no task collection"),
             (json!("text"), "string"),
             (json!([1, 2]), "none of them a task"),

@@ -148,8 +148,16 @@ impl Ctx {
         }
     }
 
+    /// Keeps `v` under `legacy.<field>`; a second value for the same field (a legacy spelling
+    /// renamed after the first was set aside) goes to `legacy.<field>#2`, and so on.
     fn keep_legacy(&mut self, field: &str, v: Value) {
-        self.legacy.insert(field.to_string(), v);
+        let mut key = field.to_string();
+        let mut n = 1;
+        while self.legacy.contains_key(&key) {
+            n += 1;
+            key = format!("{field}#{n}");
+        }
+        self.legacy.insert(key, v);
     }
 }
 
@@ -173,24 +181,33 @@ pub fn normalise_task(v: &Value, now: Timestamp) -> Result<Normalised, Validatio
     }
 
     let task_id = take_id(&mut cx)?;
-    renames(&mut cx);
-    status(&mut cx);
-    priority(&mut cx);
-    assignee(&mut cx);
-    for f in ["name", "description", "task_type", "created_by", "error"] {
-        text_field(&mut cx, f);
+    // Repeat until nothing changes: a canonical field moved aside under `legacy` lets a legacy
+    // spelling of it be renamed in the next round (and then checked), so a second
+    // normalisation of the result finds nothing left to do.
+    for _ in 0..16 {
+        let before = cx.changes.len();
+        renames(&mut cx);
+        status(&mut cx);
+        priority(&mut cx);
+        assignee(&mut cx);
+        for f in ["name", "description", "task_type", "created_by", "error"] {
+            text_field(&mut cx, f);
+        }
+        for f in ["depends_on", "tags"] {
+            list_field(&mut cx, f);
+        }
+        let time_fields: Vec<String> = cx.m.keys().filter(|k| is_time_field(k)).cloned().collect();
+        for f in time_fields {
+            time_field(&mut cx, &f, now);
+        }
+        counter(&mut cx, "max_attempts", 1, 1000);
+        counter(&mut cx, "attempts", 0, u64::from(u32::MAX));
+        counter(&mut cx, "lease_secs", 1, u64::MAX);
+        history(&mut cx);
+        if cx.changes.len() == before {
+            break;
+        }
     }
-    for f in ["depends_on", "tags"] {
-        list_field(&mut cx, f);
-    }
-    let time_fields: Vec<String> = cx.m.keys().filter(|k| is_time_field(k)).cloned().collect();
-    for f in time_fields {
-        time_field(&mut cx, &f, now);
-    }
-    counter(&mut cx, "max_attempts", 1, 1000);
-    counter(&mut cx, "attempts", 0, u64::from(u32::MAX));
-    counter(&mut cx, "lease_secs", 1, u64::MAX);
-    history(&mut cx);
 
     cx.m.insert("task_id".into(), Value::String(task_id));
     let mut task = loop {
@@ -238,7 +255,7 @@ fn take_id(cx: &mut Ctx) -> Result<String, ValidationError> {
     }
     let id = match &raw {
         Value::String(s) => {
-            if is_placeholder(s) {
+            if is_whole_placeholder(s) {
                 return Err(ValidationError::new(
                     field,
                     format!("`{s}` is an unrendered template placeholder, not an id"),
@@ -255,6 +272,13 @@ fn take_id(cx: &mut Ctx) -> Result<String, ValidationError> {
     };
     validate_task_id(&id).map_err(|e| ValidationError::new(field, e.rule))?;
     Ok(id)
+}
+
+/// A placeholder that is the whole id (`{{uuid()}}`, `[AUTO_UUID]`). An id with a placeholder
+/// inside a meaningful prefix (`AGENT2-CLEANUP-{{uuid()}}`) is still a usable id.
+fn is_whole_placeholder(s: &str) -> bool {
+    let t = s.trim();
+    is_placeholder(t) && (!t.contains("{{") || (t.starts_with("{{") && t.ends_with("}}")))
 }
 
 fn renames(cx: &mut Ctx) {
@@ -427,6 +451,11 @@ fn time_field(cx: &mut Ctx, f: &str, now: Timestamp) {
         }
         return;
     }
+    let canonical = matches!(f, "created_at" | "updated_at" | "not_before");
+    if !(canonical || raw.is_string() || raw.is_number()) {
+        // An object or list under a time-like name (`timestamps: {...}`) is not a timestamp.
+        return;
+    }
     let out = normalise_timestamp(&raw, now);
     let (kind, warning) = match out {
         TimeOutcome::Canonical(_) => return,
@@ -546,6 +575,14 @@ mod tests {
     }
 
     #[test]
+    fn ids_with_a_placeholder_inside_are_kept() {
+        assert_eq!(
+            norm(json!({"task_id": "AGENT2-CLEANUP-{{uuid()}}"})).task.task_id,
+            "AGENT2-CLEANUP-{{uuid()}}"
+        );
+    }
+
+    #[test]
     fn integer_ids_are_stringified() {
         let n = norm(json!({"id": 3, "description": "x"}));
         assert_eq!(n.task.task_id, "3");
@@ -559,6 +596,7 @@ mod tests {
             (json!({"id": 1.5}), "id"),
             (json!({"task_id": ""}), "task_id"),
             (json!({"task_id": "{{uuid()}}"}), "task_id"),
+            (json!({"id": "[AUTO_UUID]", "status": "x"}), "id"),
             (json!({"id": "a\nb"}), "id"),
             (json!({"task_id": ["x"]}), "task_id"),
         ] {
