@@ -3,6 +3,7 @@
 //! reads no clock and spawns nothing, so every rule here can be tested in isolation.
 
 pub mod error;
+pub mod legacy;
 pub mod machine;
 pub mod message;
 pub mod names;

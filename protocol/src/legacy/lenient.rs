@@ -1,0 +1,498 @@
+//! Reading bytes that may not be strict JSON: strict JSON first, then known repairs, each named.
+
+use super::yaml;
+use serde_json::Value;
+use std::fmt;
+
+/// A parsed value and the repairs that were needed to read it (empty for strict JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lenient {
+    pub value: Value,
+    pub repairs: Vec<String>,
+}
+
+/// Why bytes could not be read: the rule that failed, and where (1-based line and column of the
+/// original text, as near as the repairs allow).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseFailure {
+    pub rule: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl fmt::Display for ParseFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (line {}, column {})", self.rule, self.line, self.column)
+    }
+}
+
+impl std::error::Error for ParseFailure {}
+
+/// Repair names, as they appear in [`Lenient::repairs`].
+pub mod repair {
+    pub const BOM: &str = "removed a UTF-8 byte-order mark";
+    pub const MERGE_MARKERS: &str =
+        "resolved git merge-conflict markers, keeping our side (between <<<<<<< and =======)";
+    pub const TEMPLATE_WRAPPER: &str = "removed a `{{ ... }}` template wrapper around the document";
+    pub const COMMENTS: &str = "removed comments (`//`, `/* */` or `#`)";
+    pub const PLACEHOLDER_VALUES: &str = "quoted unquoted `{{ ... }}` template placeholders used as values";
+    pub const TRAILING_COMMAS: &str = "removed trailing commas before `}` or `]`";
+    pub const TRAILING_DATA: &str = "ignored trailing data after the first complete JSON value";
+    pub const SALVAGED_LIST: &str = "kept the complete items of a list that breaks off";
+    pub const YAML: &str = "read as YAML (block mappings and lists)";
+}
+
+fn fail(rule: impl Into<String>, line: usize, column: usize) -> ParseFailure {
+    ParseFailure { rule: rule.into(), line: line.max(1), column: column.max(1) }
+}
+
+/// 1-based line and column of byte offset `at`.
+fn line_col(text: &[u8], at: usize) -> (usize, usize) {
+    let at = at.min(text.len());
+    let before = &text[..at];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let col = at - before.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+/// Parses bytes that may not be strict JSON. Strict JSON first; otherwise, in this order:
+/// a UTF-8 byte-order mark is dropped; git merge-conflict markers are resolved keeping *our*
+/// side (the version the writer had before the merge, the one its own process wrote); a
+/// `{{ ... }}` template wrapper around the whole document is removed; `//`, `/* */` and `#`
+/// comments are blanked; unquoted `{{ ... }}` placeholders used as values are quoted; trailing
+/// commas are dropped. If the result still is not JSON: a complete first value followed by
+/// garbage is kept (the garbage is ignored); a list that breaks off keeps its complete items;
+/// a document that does not start like JSON is read as simple YAML. Every repair made is named
+/// in [`Lenient::repairs`]. Failure names the rule and the line and column.
+pub fn parse_lenient(bytes: &[u8]) -> Result<Lenient, ParseFailure> {
+    let mut repairs = Vec::new();
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let (l, c) = line_col(bytes, e.valid_up_to());
+            return Err(fail("not UTF-8 text", l, c));
+        }
+    };
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(t) => {
+            repairs.push(repair::BOM.to_string());
+            t
+        }
+        None => text,
+    };
+    if text.trim().is_empty() {
+        return Err(fail("empty file", 1, 1));
+    }
+    if let Ok(value) = serde_json::from_str::<Value>(text) {
+        return Ok(Lenient { value, repairs });
+    }
+
+    let mut work = text.to_string();
+    if let Some(w) = resolve_merge_markers(&work) {
+        work = w;
+        repairs.push(repair::MERGE_MARKERS.to_string());
+    }
+    if let Some(w) = strip_template_wrapper(&work) {
+        work = w;
+        repairs.push(repair::TEMPLATE_WRAPPER.to_string());
+    }
+    let looks_json = work.trim_start().starts_with(['{', '[']);
+    if looks_json {
+        let scan = scrub(&work);
+        if scan.comments {
+            repairs.push(repair::COMMENTS.to_string());
+        }
+        if scan.placeholders {
+            repairs.push(repair::PLACEHOLDER_VALUES.to_string());
+        }
+        if scan.trailing_commas {
+            repairs.push(repair::TRAILING_COMMAS.to_string());
+        }
+        work = scan.text;
+    }
+    let strict_err = match serde_json::from_str::<Value>(&work) {
+        Ok(value) => return Ok(Lenient { value, repairs }),
+        Err(e) => e,
+    };
+    if looks_json {
+        if let Some((value, at)) = first_value(&work) {
+            let (l, _) = line_col(work.as_bytes(), at);
+            repairs.push(format!("{} (from line {l})", repair::TRAILING_DATA));
+            return Ok(Lenient { value, repairs });
+        }
+        if let Some((items, at)) = salvage_list(&work) {
+            let (l, c) = line_col(work.as_bytes(), at);
+            repairs.push(format!(
+                "{}: {} items, broken at line {l}, column {c}",
+                repair::SALVAGED_LIST,
+                items.len()
+            ));
+            return Ok(Lenient { value: Value::Array(items), repairs });
+        }
+        let rule = format!("not JSON: {}", serde_rule(&strict_err));
+        return Err(fail(rule, strict_err.line(), strict_err.column()));
+    }
+    match yaml::parse(&work) {
+        Ok(value) => {
+            repairs.push(repair::YAML.to_string());
+            Ok(Lenient { value, repairs })
+        }
+        Err(e) => Err(fail(format!("neither JSON nor simple YAML: {}", e.rule), e.line, e.column)),
+    }
+}
+
+/// serde_json's message without its " at line L column C" tail (the position is reported apart).
+fn serde_rule(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+/// Resolves `<<<<<<<` / `|||||||` / `=======` / `>>>>>>>` blocks keeping our side. Dropped
+/// lines become empty lines so that line numbers still point into the original.
+fn resolve_merge_markers(text: &str) -> Option<String> {
+    if !text.lines().any(|l| l.starts_with("<<<<<<<")) {
+        return None;
+    }
+    #[derive(PartialEq)]
+    enum Side {
+        Outside,
+        Ours,
+        Base,
+        Theirs,
+    }
+    let mut side = Side::Outside;
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let nl = if line.ends_with('\n') { "\n" } else { "" };
+        let keep = if line.starts_with("<<<<<<<") {
+            side = Side::Ours;
+            false
+        } else if line.starts_with("|||||||") && side == Side::Ours {
+            side = Side::Base;
+            false
+        } else if line.starts_with("=======") && matches!(side, Side::Ours | Side::Base) {
+            side = Side::Theirs;
+            false
+        } else if line.starts_with(">>>>>>>") && side == Side::Theirs {
+            side = Side::Outside;
+            false
+        } else {
+            matches!(side, Side::Outside | Side::Ours)
+        };
+        if keep {
+            out.push_str(line);
+        } else {
+            out.push_str(nl);
+        }
+    }
+    Some(out)
+}
+
+/// `{{ {...} }}` or `{{"a": 1}}` around the whole document: the outer braces are blanked.
+fn strip_template_wrapper(text: &str) -> Option<String> {
+    let start = text.len() - text.trim_start().len();
+    let end = text.trim_end().len();
+    let body = &text[start..end];
+    if body.len() < 4 || !body.starts_with("{{") || !body.ends_with("}}") {
+        return None;
+    }
+    let after = body[2..].trim_start();
+    let before_end = body[..body.len() - 2].trim_end();
+    // `{{ {` ... `} }}`: a whole JSON document inside; otherwise `{{"a":1}}` loses one brace
+    // on each side.
+    let n = if (after.starts_with('{') && before_end.ends_with('}'))
+        || (after.starts_with('[') && before_end.ends_with(']'))
+    {
+        2
+    } else {
+        1
+    };
+    let mut out = String::with_capacity(text.len());
+    out.push_str(&text[..start]);
+    out.push_str(&" ".repeat(n));
+    out.push_str(&body[n..body.len() - n]);
+    out.push_str(&" ".repeat(n));
+    out.push_str(&text[end..]);
+    Some(out)
+}
+
+struct Scrubbed {
+    text: String,
+    comments: bool,
+    placeholders: bool,
+    trailing_commas: bool,
+}
+
+/// One pass outside strings: comments become spaces (newlines kept), `{{ ... }}` placeholders
+/// on one line become strings; then trailing commas become spaces.
+fn scrub(text: &str) -> Scrubbed {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out: Vec<char> = Vec::with_capacity(chars.len());
+    let (mut comments, mut placeholders) = (false, false);
+    let mut i = 0;
+    let mut in_str = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_str {
+            out.push(c);
+            if c == '\\' && i + 1 < chars.len() {
+                out.push(chars[i + 1]);
+                i += 2;
+                continue;
+            }
+            if c == '"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            '"' => {
+                in_str = true;
+                out.push(c);
+                i += 1;
+            }
+            '/' if chars.get(i + 1) == Some(&'/') => {
+                comments = true;
+                while i < chars.len() && chars[i] != '\n' {
+                    out.push(' ');
+                    i += 1;
+                }
+            }
+            '#' => {
+                comments = true;
+                while i < chars.len() && chars[i] != '\n' {
+                    out.push(' ');
+                    i += 1;
+                }
+            }
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                comments = true;
+                out.extend([' ', ' ']);
+                i += 2;
+                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                    out.push(if chars[i] == '\n' { '\n' } else { ' ' });
+                    i += 1;
+                }
+                if i < chars.len() {
+                    out.extend([' ', ' ']);
+                    i += 2;
+                }
+            }
+            '{' if chars.get(i + 1) == Some(&'{') => {
+                // A placeholder used as a value: `{{ name }}` closed on the same line.
+                let close = (i + 2..chars.len().saturating_sub(1))
+                    .take_while(|j| chars[*j] != '\n')
+                    .find(|j| chars[*j] == '}' && chars[*j + 1] == '}');
+                match close {
+                    Some(j) => {
+                        placeholders = true;
+                        let inner: String = chars[i..j + 2].iter().collect();
+                        out.extend(Value::String(inner).to_string().chars());
+                        i = j + 2;
+                    }
+                    None => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    // Trailing commas: a `,` (outside strings) whose next non-space character closes a container.
+    let mut trailing_commas = false;
+    let mut in_str = false;
+    let mut k = 0;
+    while k < out.len() {
+        let c = out[k];
+        if in_str {
+            if c == '\\' {
+                k += 2;
+                continue;
+            }
+            if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if c == ',' {
+            let next = out[k + 1..].iter().find(|c| !c.is_whitespace());
+            if matches!(next, Some('}') | Some(']')) {
+                out[k] = ' ';
+                trailing_commas = true;
+            }
+        }
+        k += 1;
+    }
+    Scrubbed { text: out.into_iter().collect(), comments, placeholders, trailing_commas }
+}
+
+/// The first complete JSON value, if something non-blank follows it; with the offset where the
+/// trailing data begins.
+fn first_value(text: &str) -> Option<(Value, usize)> {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let value = stream.next()?.ok()?;
+    let at = stream.byte_offset();
+    if text[at..].trim().is_empty() {
+        return None;
+    }
+    let skipped = text[at..].len() - text[at..].trim_start().len();
+    Some((value, at + skipped))
+}
+
+/// A top-level list read item by item: the complete items before the point where it breaks
+/// off, and that point. `None` if not a list or no item is complete.
+fn salvage_list(text: &str) -> Option<(Vec<Value>, usize)> {
+    let start = text.len() - text.trim_start().len();
+    if !text[start..].starts_with('[') {
+        return None;
+    }
+    let mut pos = start + 1;
+    let mut items = Vec::new();
+    loop {
+        let rest = &text[pos..];
+        let skip = rest.len() - rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',').len();
+        pos += skip;
+        if text[pos..].starts_with(']') || pos >= text.len() {
+            break;
+        }
+        let mut stream = serde_json::Deserializer::from_str(&text[pos..]).into_iter::<Value>();
+        match stream.next() {
+            Some(Ok(v)) if v.is_object() || v.is_array() => {
+                items.push(v);
+                pos += stream.byte_offset();
+            }
+            _ => break,
+        }
+    }
+    if items.is_empty() { None } else { Some((items, pos)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ok(s: &str) -> Lenient {
+        parse_lenient(s.as_bytes()).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    }
+
+    fn has(l: &Lenient, name: &str) -> bool {
+        l.repairs.iter().any(|r| r.starts_with(name))
+    }
+
+    #[test]
+    fn strict_json_needs_no_repair() {
+        let l = ok(r#"{"a": [1, 2]}"#);
+        assert_eq!(l.value, json!({"a": [1, 2]}));
+        assert!(l.repairs.is_empty());
+    }
+
+    #[test]
+    fn bom() {
+        let l = ok("\u{feff}{\"a\":1}");
+        assert_eq!(l.value, json!({"a": 1}));
+        assert!(has(&l, repair::BOM));
+    }
+
+    #[test]
+    fn line_and_hash_and_block_comments() {
+        let l = ok("{\n \"a\": \"x//y\", // note\n # another\n \"b\": /* inline */ 2\n}");
+        assert_eq!(l.value, json!({"a": "x//y", "b": 2}));
+        assert!(has(&l, repair::COMMENTS));
+        assert_eq!(l.repairs.len(), 1);
+    }
+
+    #[test]
+    fn trailing_commas() {
+        let l = ok("{\"a\": [1, 2,], \"b\": 3,\n}");
+        assert_eq!(l.value, json!({"a": [1, 2], "b": 3}));
+        assert!(has(&l, repair::TRAILING_COMMAS));
+    }
+
+    #[test]
+    fn template_wrapper() {
+        let l = ok("{{\n{\n  \"task_id\": \"T1\"\n}\n}}\n");
+        assert_eq!(l.value, json!({"task_id": "T1"}));
+        assert!(has(&l, repair::TEMPLATE_WRAPPER));
+        let l = ok("{{\"task_id\": \"T1\", \"x\": {\"y\": 1}}}");
+        assert_eq!(l.value, json!({"task_id": "T1", "x": {"y": 1}}));
+        let l = ok("{{\n[1, 2]\n}}");
+        assert_eq!(l.value, json!([1, 2]));
+    }
+
+    #[test]
+    fn placeholders_as_values() {
+        let l = ok("{\"priority\": {{priority}}, \"n\": 1}");
+        assert_eq!(l.value, json!({"priority": "{{priority}}", "n": 1}));
+        assert!(has(&l, repair::PLACEHOLDER_VALUES));
+    }
+
+    #[test]
+    fn merge_markers_keep_ours() {
+        let text =
+            "{\n<<<<<<< HEAD\n  \"status\": \"ours\"\n=======\n  \"status\": \"theirs\"\n>>>>>>> branch\n}\n";
+        let l = ok(text);
+        assert_eq!(l.value, json!({"status": "ours"}));
+        assert!(has(&l, repair::MERGE_MARKERS));
+        let diff3 = "{\n<<<<<<< ours\n\"a\": 1\n||||||| base\n\"a\": 0\n=======\n\"a\": 2\n>>>>>>> theirs\n}";
+        assert_eq!(ok(diff3).value, json!({"a": 1}));
+    }
+
+    #[test]
+    fn trailing_garbage() {
+        let l = ok("{\"a\": 1}\n{\"a\": 2}garbage");
+        assert_eq!(l.value, json!({"a": 1}));
+        assert!(has(&l, repair::TRAILING_DATA));
+        assert!(l.repairs[0].contains("line 2"));
+    }
+
+    #[test]
+    fn list_that_breaks_off_keeps_complete_items() {
+        let l = ok("[\n {\"id\": 1},\n {\"id\": 2}\n  import json\nx = 1\n");
+        assert_eq!(l.value, json!([{"id": 1}, {"id": 2}]));
+        assert!(has(&l, repair::SALVAGED_LIST));
+        assert!(l.repairs[0].contains("2 items"), "{:?}", l.repairs);
+    }
+
+    #[test]
+    fn yaml_documents() {
+        let l = ok("id: t-1\nstatus: active\nsource:\n  - a.py\n  - b.py\nmeta:\n  owner: Agent-2\n  n: 3\n");
+        assert_eq!(
+            l.value,
+            json!({"id": "t-1", "status": "active", "source": ["a.py", "b.py"], "meta": {"owner": "Agent-2", "n": 3}})
+        );
+        assert!(has(&l, repair::YAML));
+        let l = ok("- task_id: A\n  priority: HIGH\n- task_id: B\n");
+        assert_eq!(l.value, json!([{"task_id": "A", "priority": "HIGH"}, {"task_id": "B"}]));
+    }
+
+    #[test]
+    fn repairs_compose() {
+        let l = ok("{{\n{\n  \"a\": 1, // one\n  \"b\": [2,],\n}\n}}");
+        assert_eq!(l.value, json!({"a": 1, "b": [2]}));
+        assert_eq!(l.repairs.len(), 3, "{:?}", l.repairs);
+    }
+
+    #[test]
+    fn failures_name_rule_line_and_column() {
+        let e = parse_lenient(b"{\n  \"a\": 1\n  \"b\": 2\n}").unwrap_err();
+        assert!(e.rule.starts_with("not JSON"), "{e}");
+        assert_eq!(e.line, 3);
+        let e = parse_lenient(b"").unwrap_err();
+        assert_eq!(e.rule, "empty file");
+        let e = parse_lenient(b"ok\xff").unwrap_err();
+        assert_eq!((e.rule.as_str(), e.line, e.column), ("not UTF-8 text", 1, 3));
+        let e = parse_lenient("# Title\n\n**From**: Agent-1\n".as_bytes()).unwrap_err();
+        assert!(e.rule.starts_with("neither JSON nor simple YAML"), "{e}");
+        assert_eq!(e.line, 3);
+        assert!(e.to_string().contains("line 3"));
+    }
+}
