@@ -92,6 +92,30 @@ struct RawConfig {
     /// `task_type = "pool:NAME"` or `task_type = "agent:NAME"`.
     #[serde(default)]
     routes: BTreeMap<String, String>,
+    #[serde(default)]
+    ingest: IngestSettings,
+}
+
+/// Where existing scripts write, besides `drop/`. Relative paths are taken from the root (the
+/// directory that holds `agent_comms/`). Each directory must be on the root's filesystem: files
+/// are taken by renaming them into the broker's inbox.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSettings {
+    /// More drop directories for task files written any way at all (e.g. `tasks`, where a scanner
+    /// writes `LEAD-<PLATFORM>-<id>.json` with a plain `open('w')`). Legacy spellings are normalised.
+    pub task_dirs: Vec<PathBuf>,
+    /// Legacy mailbox trees: for each `<dir>/<agent>/inbox/`, JSON messages dropped there are
+    /// normalised and delivered as mail to `<agent>` (or to the recipient they name).
+    pub mail_dirs: Vec<PathBuf>,
+    /// Absorb edits that something other than the broker makes to `central_task_boards/`.
+    pub absorb_board_edits: bool,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        Self { task_dirs: Vec::new(), mail_dirs: Vec::new(), absorb_board_edits: true }
+    }
 }
 
 /// The parsed configuration.
@@ -99,6 +123,7 @@ struct RawConfig {
 pub struct Config {
     pub broker: BrokerSettings,
     pub routes: BTreeMap<String, Route>,
+    pub ingest: IngestSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +166,7 @@ impl Config {
         if raw.broker.lease_secs == 0 || raw.broker.tick_ms == 0 || raw.broker.batch_size == 0 {
             return Err("broker: lease_secs, tick_ms and batch_size must be at least 1".into());
         }
-        Ok(Self { broker: raw.broker, routes })
+        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest })
     }
 
     pub fn backoff(&self) -> protocol::Backoff {

@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "ingest.rs"]
+pub mod ingest;
+
 /// The actor name the broker uses in task history.
 pub const BROKER: &str = "mailroom";
 
@@ -38,7 +41,7 @@ pub enum EngineError {
 
 /// A file effect, carried out after the journal entry that describes it is durable.
 #[derive(Debug)]
-enum Effect {
+pub(crate) enum Effect {
     /// Write a task file into `<maildir>/new/<name>`.
     Deliver { maildir: Maildir, name: String, bytes: Vec<u8> },
     /// Remove a file the journal says is finished with (a completed or taken-back claim).
@@ -49,13 +52,16 @@ enum Effect {
     Consumed { from: PathBuf, to: PathBuf },
     /// Move a file into quarantine and write the reason beside it.
     Quarantine { from: PathBuf, to: PathBuf, reason: Value },
+    /// Write a copy of refused input (part of a file, or a file that must stay where it is)
+    /// into quarantine, with the reason beside it. Never overwrites.
+    QuarantineCopy { to: PathBuf, bytes: Vec<u8>, reason: Value },
     /// Deliver a notice or mail into an agent's `new/`.
     Post { agent: String, kind: &'static str, body: Value },
 }
 
 /// Why a message was refused.
 #[derive(Debug)]
-struct Refusal {
+pub(crate) struct Refusal {
     notice: NoticeKind,
     field: String,
     rule: String,
@@ -63,7 +69,7 @@ struct Refusal {
 }
 
 impl Refusal {
-    fn new(notice: NoticeKind, field: &str, rule: impl Into<String>) -> Self {
+    pub(crate) fn new(notice: NoticeKind, field: &str, rule: impl Into<String>) -> Self {
         Self { notice, field: field.into(), rule: rule.into(), task_id: None }
     }
     fn task(mut self, id: &str) -> Self {
@@ -76,6 +82,24 @@ impl From<ValidationError> for Refusal {
     fn from(e: ValidationError) -> Self {
         Self::new(NoticeKind::Rejected, &e.field, e.rule)
     }
+}
+
+/// How a new task enters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// A submission: the task starts PENDING whatever status it claims.
+    Submit,
+    /// A migration (`mailroom import`): the task keeps its state; with `create_agents`, the
+    /// mailbox of an assignee that does not exist yet is created.
+    Import { create_agents: bool },
+}
+
+/// A directory that existing scripts write into.
+#[derive(Debug, Clone)]
+struct DropSource {
+    dir: PathBuf,
+    /// For a legacy mailbox inbox: the agent it belongs to.
+    mail_for: Option<String>,
 }
 
 /// A file in `drop/` that is being watched until it is complete.
@@ -106,7 +130,10 @@ pub struct Engine {
     touched: BTreeSet<PathBuf>,
     boards_dirty: bool,
     boards_written: Option<Instant>,
-    drops: HashMap<String, DropWatch>,
+    drops: HashMap<PathBuf, DropWatch>,
+    /// Per board: what the broker last wrote (size and mtime) and the hash of each task on it.
+    pub(crate) board_marks: HashMap<Board, ingest::BoardMark>,
+    boards_force: bool,
     clock: fn() -> Timestamp,
     records: usize,
 }
@@ -150,6 +177,8 @@ impl Engine {
             boards_dirty: true,
             boards_written: None,
             drops: HashMap::new(),
+            board_marks: HashMap::new(),
+            boards_force: false,
             clock: runtime_layout::now,
             records: 0,
         })
@@ -247,6 +276,9 @@ impl Engine {
     pub fn step(&mut self) -> Result<StepReport, EngineError> {
         let start_records = self.records;
         self.take_drops()?;
+        if self.cfg.ingest.absorb_board_edits {
+            self.absorb_boards()?;
+        }
         let (messages, more) = self.consume_inbox()?;
         self.observe_claims()?;
         self.check_held()?;
@@ -347,6 +379,18 @@ impl Engine {
                     write_atomic(fs.as_ref(), &err_path, &body, &self.names, Durability::Never)?;
                 }
             }
+            Effect::QuarantineCopy { to, bytes, reason } => {
+                if fs.stat(&to)?.is_none() {
+                    write_atomic(fs.as_ref(), &to, &bytes, &self.names, self.durability)?;
+                }
+                let mut err_path = to.into_os_string();
+                err_path.push(".error.json");
+                let err_path = PathBuf::from(err_path);
+                if fs.stat(&err_path)?.is_none() {
+                    let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
+                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, Durability::Never)?;
+                }
+            }
             Effect::Post { agent, kind, body } => self.post_now(&agent, kind, body)?,
         }
         Ok(())
@@ -420,6 +464,13 @@ impl Engine {
                 }
                 Err(e) => return Err(e.into()),
             };
+            if ingest::is_legacy_name(&name) {
+                match self.consume_legacy(&name, &bytes) {
+                    Ok(()) => self.consumed(from, &name),
+                    Err((r, msg)) => self.reject_file(&from, &name, msg.as_deref(), r),
+                }
+                continue;
+            }
             let msg = match Message::parse(&bytes) {
                 Ok(m) => m,
                 Err(v) => {
@@ -428,18 +479,21 @@ impl Engine {
                 }
             };
             match self.handle(&msg, &name) {
-                Ok(()) => {
-                    let to = inbox.cur().join(&name);
-                    let mut c = Record::new(Op::Consume, self.now());
-                    c.msg = Some(name.clone());
-                    c.path = Some(self.rel(&to));
-                    self.push(c);
-                    self.effects.push(Effect::Consumed { from, to });
-                }
+                Ok(()) => self.consumed(from, &name),
                 Err(r) => self.reject_file(&from, &name, Some(&msg), r),
             }
         }
         Ok((n, more))
+    }
+
+    /// Journals that an inbox message was taken and moves it to `inbox/cur/`.
+    fn consumed(&mut self, from: PathBuf, name: &str) {
+        let to = self.layout.broker_inbox().cur().join(name);
+        let mut c = Record::new(Op::Consume, self.now());
+        c.msg = Some(name.to_string());
+        c.path = Some(self.rel(&to));
+        self.push(c);
+        self.effects.push(Effect::Consumed { from, to });
     }
 
     /// Journals a refusal, quarantines the file with its reason and tells the sender.
@@ -537,9 +591,16 @@ impl Engine {
     }
 
     fn submit(&mut self, raw: &Value, msg: &str) -> Result<(), Refusal> {
-        let mut task = Task::from_value(raw.clone()).map_err(|e| Refusal::from(e.within("task")))?;
-        let id = task.task_id.clone();
+        let task = Task::from_value(raw.clone()).map_err(|e| Refusal::from(e.within("task")))?;
         let hash = fnv64(&serde_json::to_vec(raw).unwrap_or_default());
+        self.admit(task, hash, msg, Admission::Submit)
+    }
+
+    /// Accepts a new task (or recognises an identical resubmission). `Submit` starts every task
+    /// PENDING; `Import` keeps the state a migrated task had (IN_PROGRESS, which no claim backs
+    /// here, becomes PENDING so the work is offered again).
+    fn admit(&mut self, mut task: Task, hash: u64, msg: &str, how: Admission) -> Result<(), Refusal> {
+        let id = task.task_id.clone();
         if let Some(existing) = self.state.hash_of(&id) {
             if existing == hash {
                 let mut rec = Record::new(Op::Duplicate, self.now());
@@ -565,33 +626,62 @@ impl Engine {
             )
             .task(&id));
         }
-        self.check_destination(&task).map_err(|r| r.task(&id))?;
         let now = self.now();
         let given = task.status;
-        task.status = Status::Pending;
-        task.attempts = 0;
+        let keep = matches!(how, Admission::Import { .. }) && given != Status::InProgress;
+        if !(keep && given.is_terminal()) {
+            self.check_destination(&task, matches!(how, Admission::Import { create_agents: true }))
+                .map_err(|r| r.task(&id))?;
+        }
         if task.created_at.is_none() {
             task.created_at = Some(now);
         }
-        let tr = transition(None, &Event::Submit, now, self.cfg.backoff())
-            .map_err(|e| Refusal::new(NoticeKind::Rejected, "task", e.to_string()))?;
-        let details = (given != Status::Pending).then(|| json!({"ignored_status": given}));
         let actor = task.created_by.clone().unwrap_or_else(|| "producer".to_string());
-        tr.apply(&mut task, &Event::Submit, &actor, now, details);
-        let mut rec = Record::new(Op::Submit, now);
+        let (op, place) = if keep {
+            let mut details = json!({"status": given});
+            if let Admission::Import { .. } = how {
+                details["source"] = json!(msg);
+            }
+            task.history.push(protocol::HistoryEntry {
+                timestamp: now,
+                actor: BROKER.to_string(),
+                action: "import".into(),
+                from: None,
+                to: Some(given),
+                details: Some(details),
+            });
+            task.updated_at = Some(now);
+            (Op::Import, if given.is_terminal() { Place::Done } else { Place::Backlog })
+        } else {
+            task.status = Status::Pending;
+            task.attempts = 0;
+            let tr = transition(None, &Event::Submit, now, self.cfg.backoff())
+                .map_err(|e| Refusal::new(NoticeKind::Rejected, "task", e.to_string()))?;
+            let details = (given != Status::Pending).then(|| json!({"ignored_status": given}));
+            tr.apply(&mut task, &Event::Submit, &actor, now, details);
+            (if matches!(how, Admission::Import { .. }) { Op::Import } else { Op::Submit }, Place::Backlog)
+        };
+        let mut rec = Record::new(op, now);
         rec.task_id = Some(id.clone());
-        rec.place = Some(Place::Backlog);
+        rec.place = Some(place.clone());
         rec.task = Some(task);
         rec.msg = Some(msg.to_string());
         rec.hash = Some(hash);
-        rec.path = Some(self.rel(&self.layout.broker_inbox().new_dir().join(msg)));
+        rec.path = Some(match how {
+            Admission::Import { .. } => msg.to_string(),
+            Admission::Submit => self.rel(&self.layout.broker_inbox().new_dir().join(msg)),
+        });
         self.push(rec);
-        self.try_dispatch(&id);
+        if place == Place::Done {
+            self.settle_dependents(&id);
+        } else {
+            self.try_dispatch(&id);
+        }
         Ok(())
     }
 
     /// Checks that the task's destination exists (or may be created).
-    fn check_destination(&mut self, task: &Task) -> Result<(), Refusal> {
+    fn check_destination(&mut self, task: &Task, create: bool) -> Result<(), Refusal> {
         let agent = match (&task.assigned_to, self.route_of(task)) {
             (Some(a), _) => Some(("task.assigned_to", a.clone())),
             (None, Route::Agent(a)) => Some(("task.task_type", a)),
@@ -601,7 +691,7 @@ impl Engine {
             names::validate_agent(&agent).map_err(|e| Refusal::new(NoticeKind::Rejected, field, e.rule))?;
             let md = self.layout.mailbox(&agent);
             if !md.exists(self.fs.as_ref()) {
-                if !self.cfg.broker.allow_unknown_agents {
+                if !self.cfg.broker.allow_unknown_agents && !create {
                     return Err(Refusal::new(
                         NoticeKind::Rejected,
                         field,
@@ -1067,17 +1157,30 @@ impl Engine {
 
     // ---------------------------------------------------------------- drop/
 
-    /// Moves files from `drop/` into the inbox once they are complete: they parse and have not
-    /// changed for `settle_ms`. One that never parses is quarantined after `settle_timeout_secs`.
+    /// Moves files from `drop/` and the configured drop directories into the inbox once they
+    /// are complete: they parse (leniently) and have not changed for `settle_ms`. One that never
+    /// parses is quarantined after `settle_timeout_secs`, bytes intact.
     fn take_drops(&mut self) -> Result<(), EngineError> {
-        let dir = self.layout.drop_dir();
+        let mut seen = std::collections::HashSet::new();
+        for source in self.drop_sources()? {
+            self.take_drops_from(&source, &mut seen)?;
+        }
+        self.drops.retain(|k, _| seen.contains(k));
+        Ok(())
+    }
+
+    fn take_drops_from(
+        &mut self,
+        source: &DropSource,
+        seen: &mut std::collections::HashSet<PathBuf>,
+    ) -> Result<(), EngineError> {
+        let dir = source.dir.clone();
         let entries = match self.fs.list(&dir) {
             Ok(e) => e,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e.into()),
         };
         let now = self.now();
-        let mut seen = std::collections::HashSet::new();
         for e in entries {
             let shown = e.name.to_string_lossy().into_owned();
             if names::is_hidden(&shown) {
@@ -1093,64 +1196,96 @@ impl Engine {
                 self.reject_file(&path, &shown, None, Refusal::new(NoticeKind::Rejected, "", rule));
                 continue;
             }
-            seen.insert(shown.clone());
+            seen.insert(path.clone());
             let Some(meta) = self.fs.stat(&path)? else { continue };
-            let prev = self.drops.get(&shown).copied();
+            let prev = self.drops.get(&path).copied();
             let watch = DropWatch {
                 len: meta.len,
                 mtime: meta.mtime,
                 first_seen: prev.map(|p| p.first_seen).unwrap_or(now),
             };
-            self.drops.insert(shown.clone(), watch);
+            self.drops.insert(path.clone(), watch);
             let unchanged = prev.is_some_and(|p| p.len == meta.len && p.mtime == meta.mtime);
-            let quiet = meta.mtime.plus_secs(0).as_micros() + (self.cfg.broker.settle_ms as i64) * 1000
-                <= now.as_micros();
+            let quiet = meta.mtime.as_micros() + (self.cfg.broker.settle_ms as i64) * 1000 <= now.as_micros();
             if !unchanged || !quiet {
                 continue;
             }
             let parsed = match self.fs.read(&path, self.cfg.broker.max_message_bytes) {
-                Ok(bytes) => Message::parse(&bytes).map(|_| ()),
+                Ok(bytes) => ingest::parses(&bytes),
                 Err(e) if e.is_not_found() => continue,
                 Err(e @ (FsError::NotRegular { .. } | FsError::TooLarge { .. })) => {
                     let r = Refusal::new(NoticeKind::Rejected, "", strip_path(&e.to_string(), &path));
                     self.reject_file(&path, &shown, None, r);
-                    self.drops.remove(&shown);
+                    self.drops.remove(&path);
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             match parsed {
                 Ok(()) => {
-                    let name = format!(
-                        "drop-{}-{}",
-                        self.names.next("d").trim_start_matches("d-").trim_end_matches(".json"),
-                        printable(&shown)
-                    );
+                    let unique = self.names.next("d");
+                    let unique = unique.trim_start_matches("d-").trim_end_matches(".json");
+                    let name = match &source.mail_for {
+                        None => format!("{}{unique}-{}", ingest::DROP_PREFIX, printable(&shown)),
+                        Some(agent) => {
+                            format!("{}{agent}+{unique}-{}", ingest::MAIL_DROP_PREFIX, printable(&shown))
+                        }
+                    };
                     let to = self.layout.broker_inbox().new_dir().join(&name);
                     self.fs.rename_noreplace(&path, &to)?;
                     self.touched.insert(dir.clone());
                     self.touched.insert(self.layout.broker_inbox().new_dir());
-                    self.drops.remove(&shown);
-                    tracing::debug!(file = %shown, as_message = %name, "took a dropped file");
+                    self.drops.remove(&path);
+                    tracing::debug!(file = %self.rel(&path), as_message = %name, "took a dropped file");
                 }
                 Err(v)
                     if now.as_micros() - watch.first_seen.as_micros()
                         >= self.cfg.broker.settle_timeout_secs as i64 * 1_000_000 =>
                 {
                     self.reject_file(&path, &shown, None, v.into());
-                    self.drops.remove(&shown);
+                    self.drops.remove(&path);
                 }
                 Err(_) => {}
             }
         }
-        self.drops.retain(|k, _| seen.contains(k));
         Ok(())
+    }
+
+    /// `drop/`, the configured task directories, and every `<mail_dir>/<agent>/inbox/`.
+    fn drop_sources(&self) -> Result<Vec<DropSource>, EngineError> {
+        let mut out = vec![DropSource { dir: self.layout.drop_dir(), mail_for: None }];
+        let root = self.layout.root().to_path_buf();
+        for d in &self.cfg.ingest.task_dirs {
+            out.push(DropSource { dir: root.join(d), mail_for: None });
+        }
+        for d in &self.cfg.ingest.mail_dirs {
+            let base = root.join(d);
+            let entries = match self.fs.list(&base) {
+                Ok(e) => e,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for e in entries {
+                if e.kind == FileKind::Dir
+                    && let Some(n) = e.name_str()
+                    && !names::is_hidden(n)
+                {
+                    // The directory's name says whose inbox it is; a name that is not a valid
+                    // agent name is kept for the normaliser to map (`Agent 2` -> `Agent-2`).
+                    let agent: String =
+                        n.chars().map(|c| if c == '+' || c == '/' { '_' } else { c }).collect();
+                    out.push(DropSource { dir: base.join(n).join("inbox"), mail_for: Some(agent) });
+                }
+            }
+        }
+        Ok(out)
     }
 
     // ---------------------------------------------------------------- boards and compaction
 
     /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
+        let force = force || std::mem::take(&mut self.boards_force);
         if !self.boards_dirty && !force {
             return Ok(());
         }
@@ -1169,17 +1304,25 @@ impl Engine {
             };
             boards.entry(board).or_default().push((key, &l.task));
         }
+        let mut marks = Vec::new();
         for board in Board::ALL {
-            let bytes = if board == Board::Completed {
-                serde_json::to_vec_pretty(&self.state.recent_done)
+            let tasks: Vec<&Task> = if board == Board::Completed {
+                self.state.recent_done.iter().collect()
             } else {
                 let mut list = boards.remove(&board).unwrap_or_default();
                 list.sort_by(|a, b| a.0.cmp(&b.0));
-                serde_json::to_vec_pretty(&list.iter().map(|(_, t)| *t).collect::<Vec<_>>())
-            }
-            .unwrap_or_default();
+                list.into_iter().map(|(_, t)| t).collect()
+            };
+            let bytes = serde_json::to_vec_pretty(&tasks).unwrap_or_default();
             let path = self.layout.board(board);
             write_atomic(self.fs.as_ref(), &path, &bytes, &self.names, self.durability)?;
+            if self.cfg.ingest.absorb_board_edits {
+                let stamp = self.fs.stat(&path)?.map(|m| (m.len, m.mtime));
+                marks.push((board, ingest::BoardMark::new(stamp, &tasks)));
+            }
+        }
+        for (b, m) in marks {
+            self.board_marks.insert(b, m);
         }
         self.boards_dirty = false;
         self.boards_written = Some(Instant::now());
@@ -1233,7 +1376,7 @@ pub fn task_bytes(task: &Task) -> Vec<u8> {
 }
 
 /// A file name made safe to show and to reuse as part of a quarantine name.
-fn printable(name: &str) -> String {
+pub(crate) fn printable(name: &str) -> String {
     let mut s: String =
         name.chars().map(|c| if c.is_control() || c == '/' { '_' } else { c }).collect::<String>();
     if s.starts_with('.') {

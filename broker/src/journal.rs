@@ -58,6 +58,8 @@ impl Place {
 #[serde(rename_all = "snake_case")]
 pub enum Op {
     Submit,
+    /// A task migrated from a legacy tree, in the state it had there.
+    Import,
     /// An identical resubmission of an existing task: accepted as a no-op.
     Duplicate,
     Dispatch,

@@ -6,6 +6,7 @@
 pub mod board;
 pub mod config;
 pub mod engine;
+pub use engine::ingest;
 pub mod journal;
 pub mod run;
 pub mod state;

@@ -130,6 +130,22 @@ enum Cmd {
     },
     /// Print the JSON Schemas of the task and of every message kind.
     Schema,
+    /// Migrate a legacy tree (boards of any shape, one-task files, mailbox messages) into the
+    /// root. The broker must not be running; input files are never modified.
+    Import {
+        /// Files or directories (walked recursively; symlinks are never followed).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Show what would happen without changing the root.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Refuse tasks assigned to agents that have no mailbox here, instead of creating it.
+        #[arg(long)]
+        no_create_agents: bool,
+    },
     /// Manage agents.
     Agent {
         #[command(subcommand)]
@@ -335,6 +351,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             print_json(&protocol::schema::all());
             Ok(())
         }
+        Cmd::Import { paths, dry_run, json, no_create_agents } => {
+            import(fs, layout, &paths, dry_run, json, !no_create_agents)
+        }
         Cmd::Agent { cmd: AgentCmd::Add { name } } => {
             protocol::names::validate_agent(&name).map_err(|e| Failure::new(exit::INVALID, e))?;
             if !layout.is_initialised(fs.as_ref()) {
@@ -345,6 +364,47 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+fn import(
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    paths: &[PathBuf],
+    dry_run: bool,
+    json: bool,
+    create_agents: bool,
+) -> Result<(), Failure> {
+    use mailroom::ingest::{ImportOptions, collect_import_files};
+    // The import is the broker for its duration: it takes the root's lock, so it never races a
+    // running broker (which would own the journal and the boards).
+    if !dry_run {
+        layout.create(fs.as_ref()).map_err(|e| Failure::new(exit::ERROR, e))?;
+    } else if !layout.is_initialised(fs.as_ref()) {
+        return Err(not_initialised(layout.root()));
+    }
+    let _lock = runtime_layout::BrokerLock::acquire(&layout.lock_file()).map_err(|e| {
+        Failure::new(exit::LOCKED, format!("{e}; stop the broker first, or copy the files into drop/"))
+    })?;
+    let cfg =
+        mailroom::config::Config::load(fs.as_ref(), &layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let mut engine =
+        mailroom::engine::Engine::open(fs, layout, cfg).map_err(|e| Failure::new(exit::FATAL_IO, e))?;
+    if !dry_run {
+        engine.reconcile().map_err(|e| Failure::new(exit::FATAL_IO, e))?;
+    }
+    let files = collect_import_files(paths);
+    let report = engine
+        .import(files, ImportOptions { dry_run, create_agents })
+        .map_err(|e| Failure::new(exit::FATAL_IO, e))?;
+    if !dry_run {
+        engine.flush().map_err(|e| Failure::new(exit::FATAL_IO, e))?;
+    }
+    if json {
+        print_json(&serde_json::to_value(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.render(dry_run));
+    }
+    Ok(())
 }
 
 fn not_initialised(root: &Path) -> Failure {

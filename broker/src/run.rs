@@ -41,7 +41,7 @@ pub async fn run(
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
 
     let wake = Arc::new(Notify::new());
-    let _watcher = watch(&layout, wake.clone());
+    let _watcher = watch(&layout, engine.config(), wake.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_prune = Instant::now();
     let result = loop {
@@ -83,7 +83,7 @@ pub async fn run(
 
 /// Watches the directories whose changes the broker acts on. Failure to watch (for example the
 /// inotify limits) is logged and the broker carries on with the periodic rescan alone.
-fn watch(layout: &Layout, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
+fn watch(layout: &Layout, cfg: &Config, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
         // Any event, an error or an overflow (rescan flag) alike, just wakes the loop.
         wake.notify_one();
@@ -94,11 +94,18 @@ fn watch(layout: &Layout, wake: Arc<Notify>) -> Option<notify::RecommendedWatche
             return None;
         }
     };
-    let targets = [
+    let mut targets = vec![
         (layout.broker_inbox().new_dir(), RecursiveMode::NonRecursive),
         (layout.mailboxes_dir(), RecursiveMode::Recursive),
         (layout.drop_dir(), RecursiveMode::NonRecursive),
     ];
+    // Board edits are found by the periodic pass (they must settle first anyway).
+    for d in &cfg.ingest.task_dirs {
+        targets.push((layout.root().join(d), RecursiveMode::NonRecursive));
+    }
+    for d in &cfg.ingest.mail_dirs {
+        targets.push((layout.root().join(d), RecursiveMode::Recursive));
+    }
     for (dir, mode) in targets {
         if let Err(e) = w.watch(&dir, mode) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on the periodic rescan");

@@ -108,6 +108,11 @@ fn agent_field(
     Ok(agent)
 }
 
+/// Does this message object name its recipient under any known spelling?
+pub fn mail_recipient_named(m: &Map<String, Value>) -> bool {
+    TO_FIELDS.iter().any(|k| m.contains_key(*k))
+}
+
 /// Normalises one legacy mailbox message. Looks inside a `message` envelope (queue entries) and
 /// a `payload` object (supervisor messages). `Err` when the value is not an object, or the
 /// sender or recipient is missing or names no agent (`yall`, `i`, `ALL`): the error names the

@@ -30,7 +30,7 @@ mod corpus_tests;
 pub use agent::{NON_AGENT_WORDS, normalise_agent};
 pub use board::{Extracted, Shape, extract_tasks, is_message_like, is_task_like};
 pub use lenient::{Lenient, ParseFailure, parse_lenient};
-pub use mail::{LegacyMail, normalise_mail};
+pub use mail::{LegacyMail, mail_recipient_named, normalise_mail};
 pub use normalise::{Normalised, normalise_task};
 pub use priority::{PRIORITY_TABLE, PriorityMatch, map_priority};
 pub use status::{STATUS_TABLE, StatusMatch, map_status, status_rank};
