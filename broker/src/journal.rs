@@ -172,6 +172,11 @@ const MAX_SEGMENT_BYTES: u64 = 4 << 30;
 pub struct Journal {
     dir: PathBuf,
     file: Box<dyn AppendFile>,
+    /// The segment being appended to.
+    path: PathBuf,
+    /// Set by a failed append or fsync: the segment's tail is unknown (a partial write, or pages
+    /// the kernel dropped after a failed fsync), so nothing more is written or acted upon.
+    broken: Option<String>,
     buf: Vec<u8>,
     next_seq: u64,
     since_snapshot: u64,
@@ -196,7 +201,16 @@ impl Journal {
         if durability.sync_files() {
             fs.sync_dir(dir)?;
         }
-        Ok(Self { dir: dir.to_path_buf(), file, buf: Vec::new(), next_seq, since_snapshot: 0, durability })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            broken: None,
+            buf: Vec::new(),
+            next_seq,
+            since_snapshot: 0,
+            durability,
+        })
     }
 
     /// Numbers and buffers a record; it is written by the next [`Journal::commit`].
@@ -218,16 +232,29 @@ impl Journal {
         !self.buf.is_empty()
     }
 
-    /// Writes the buffered records and makes them durable. An error here is fatal to the broker.
+    /// Writes the buffered records and makes them durable. An error here is fatal to the broker,
+    /// and final: every later commit fails too (never retry an fsync; never act on records whose
+    /// durability is unknown).
     pub fn commit(&mut self) -> Result<(), FsError> {
+        if let Some(why) = &self.broken {
+            return Err(FsError::io(
+                "append to",
+                &self.path,
+                std::io::Error::other(format!("journal unusable since an earlier failure: {why}")),
+            ));
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.append(&self.buf)?;
-        self.buf.clear();
-        if self.durability.sync_files() {
-            self.file.sync()?;
+        let written = self
+            .file
+            .append(&self.buf)
+            .and_then(|()| if self.durability.sync_files() { self.file.sync() } else { Ok(()) });
+        if let Err(e) = written {
+            self.broken = Some(e.to_string());
+            return Err(e);
         }
+        self.buf.clear();
         Ok(())
     }
 
@@ -250,6 +277,7 @@ impl Journal {
         )?;
         let new_path = self.dir.join(segment_name(self.next_seq));
         self.file = fs.open_append(&new_path)?;
+        self.path = new_path;
         self.since_snapshot = 0;
         for e in fs.list(&self.dir)? {
             let Some(name) = e.name_str() else { continue };
