@@ -96,7 +96,15 @@ pub fn deliver(
 ) -> Result<PathBuf, FsError> {
     let tmp = maildir.tmp().join(name);
     let dest = maildir.new_dir().join(name);
-    fs.create_new(&tmp, bytes, durability.sync_files())?;
+    match fs.create_new(&tmp, bytes, durability.sync_files()) {
+        // Names are unique to their writer, so `tmp/NAME` can only be what a crash left of an
+        // earlier attempt to deliver this very file (the broker redelivers under the same name).
+        Err(e) if e.is_already_exists() => {
+            fs.remove_file(&tmp)?;
+            fs.create_new(&tmp, bytes, durability.sync_files())?;
+        }
+        other => other?,
+    }
     if let Err(e) = fs.rename_noreplace(&tmp, &dest) {
         let _ = fs.remove_file(&tmp);
         return Err(e);
@@ -155,6 +163,11 @@ mod tests {
         assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0, "tmp/ is left empty");
         let again = deliver(&RealFs, &md, &name, b"{\"x\":1}", Durability::Batch).unwrap_err();
         assert!(again.is_already_exists());
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0);
+        // A half-written tmp/NAME left by a crash does not block delivering NAME again.
+        std::fs::write(md.tmp().join("again.json"), b"{\"torn").unwrap();
+        let p = deliver(&RealFs, &md, "again.json", b"{}", Durability::Batch).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"{}");
         assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0);
     }
