@@ -185,6 +185,24 @@ impl Engine {
     /// dispatch files a crash lost, files left under former names, messages already consumed.
     pub fn reconcile(&mut self) -> Result<(), EngineError> {
         self.observe_claims()?;
+        // A claim whose rename was only partly durable at a power loss (cur/ synced, new/ not)
+        // leaves its file in both places: the copy in new/ must not be claimed again.
+        let held: Vec<PathBuf> = self
+            .state
+            .live
+            .values()
+            .filter_map(|l| match &l.place {
+                Place::Held { name, from, .. } if !from.is_empty() => {
+                    Some(self.layout.comms().join(from).join("new").join(name))
+                }
+                _ => None,
+            })
+            .collect();
+        for path in held {
+            if self.fs.stat(&path)?.is_some() {
+                self.effects.push(Effect::Remove { path });
+            }
+        }
         let queued: Vec<(String, String, String)> = self
             .state
             .live
@@ -942,11 +960,21 @@ impl Engine {
         let mut rec = Record::new(Op::Claim, now);
         rec.task_id = Some(id.to_string());
         rec.task = Some(t);
-        rec.place =
-            Some(Place::Held { agent: agent.to_string(), name: name.to_string(), seen_at: now, from });
+        rec.place = Some(Place::Held {
+            agent: agent.to_string(),
+            name: name.to_string(),
+            seen_at: now,
+            from: from.clone(),
+        });
         rec.actor = Some(agent.to_string());
         rec.path = Some(format!("mailboxes/{agent}/cur/{name}"));
         self.push(rec);
+        // The agent's rename is not fsynced: make it durable with this batch, so that a power
+        // loss cannot put back in new/ a task the journal says is held.
+        self.touched.insert(self.layout.mailbox(agent).cur());
+        if !from.is_empty() {
+            self.touched.insert(self.layout.comms().join(&from).join("new"));
+        }
     }
 
     /// Finds task files that agents renamed into their `cur/` since the last look.
@@ -979,22 +1007,23 @@ impl Engine {
     /// Takes back claims whose lease ran out or whose file left the holder's `cur/`.
     fn check_held(&mut self) -> Result<(), EngineError> {
         let now = self.now();
-        let held: Vec<(String, String, String, Timestamp, u64)> = self
+        let held: Vec<(String, String, String, Timestamp, u64, String)> = self
             .state
             .live
             .values()
             .filter_map(|l| match &l.place {
-                Place::Held { agent, name, seen_at, .. } => Some((
+                Place::Held { agent, name, seen_at, from } => Some((
                     l.task.task_id.clone(),
                     agent.clone(),
                     name.clone(),
                     *seen_at,
                     l.task.lease(self.cfg.broker.lease_secs),
+                    from.clone(),
                 )),
                 _ => None,
             })
             .collect();
-        for (id, agent, name, seen_at, lease) in held {
+        for (id, agent, name, seen_at, lease, from) in held {
             let path = self.layout.mailbox(&agent).cur().join(&name);
             let (op, reason) = match self.fs.stat(&path)? {
                 Some(m) if m.kind == FileKind::File => {
@@ -1031,6 +1060,12 @@ impl Engine {
             rec.path = Some(format!("mailboxes/{agent}/cur/{name}"));
             self.push(rec);
             tracing::info!(task = %id, agent = %agent, %reason, "claim taken back");
+            if op == Op::Vanish && !from.is_empty() {
+                // A power loss before the claim was made durable puts the file back where it was
+                // claimed from, under a name that is now retired: take it away.
+                let back = self.layout.comms().join(&from).join("new").join(&name);
+                self.effects.push(Effect::Remove { path: back });
+            }
             if op == Op::Expire {
                 self.effects.push(Effect::Remove { path });
                 let mut n = Notice::new(NoticeKind::LeaseExpired, now, reason);
