@@ -292,8 +292,10 @@ impl Journal {
             }
         }
         if self.durability.sync_files() {
-            fs.sync_dir(&self.dir)?;
+            // Destination first: a power loss between the two leaves a segment in both places
+            // (replay skips what the snapshot covers), never in neither.
             fs.sync_dir(&self.dir.join("archive"))?;
+            fs.sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -417,6 +419,8 @@ pub fn all_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>, FsError> {
         }
     }
     segs.sort();
+    // A power loss during compaction can leave a segment both archived and not: read it once.
+    segs.dedup_by_key(|(n, _)| *n);
     Ok(segs.into_iter().map(|(_, p)| p).collect())
 }
 
