@@ -197,6 +197,13 @@ impl Journal {
     pub fn open(fs: &dyn Fs, dir: &Path, next_seq: u64, durability: Durability) -> Result<Self, FsError> {
         fs.create_dir_all(&dir.join("archive"))?;
         let path = dir.join(segment_name(next_seq));
+        // A segment named for `next_seq` can exist only if none of its records was complete: a
+        // crash tore its first append. Appending after those bytes would glue them to the next
+        // record and make the segment corrupt in the middle, so start it afresh.
+        if fs.stat(&path)?.is_some() {
+            tracing::warn!(segment = %path.display(), "replaced a segment holding only a torn record");
+            fs.remove_file(&path)?;
+        }
         let file = fs.open_append(&path)?;
         if durability.sync_files() {
             fs.sync_dir(dir)?;
@@ -449,6 +456,11 @@ mod tests {
         assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(l.torn.len(), 1);
         // A new segment after restart continues the sequence.
+        let mut j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
+        // A segment whose only record was torn is started afresh, not appended to.
+        drop(j);
+        std::fs::write(d.path().join(segment_name(4)), b"{\"seq\":4,\"ts").unwrap();
+        assert_eq!(load(&RealFs, d.path()).unwrap().records.len(), 3);
         let mut j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
         j.push(Record::new(Op::Dispatch, Timestamp::from_micros(9)));
         j.commit().unwrap();
