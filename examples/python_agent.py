@@ -38,12 +38,16 @@ def deliver(maildir, obj):
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, os.path.join(maildir, "new", name))
-    fd = os.open(os.path.join(maildir, "new"), os.O_RDONLY)
+    fsync_dir(os.path.join(maildir, "new"))
+    return name
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    return name
 
 
 def is_task_name(name):
@@ -111,6 +115,7 @@ def main():
         if not os.path.exists(held):
             print("lost claim %s" % name, file=sys.stderr)
             continue
+        fsync_dir(os.path.join(mine, "cur"))  # the claim must outlive a power loss the report does
         deliver(inbox, {"kind": "complete", "agent": args.agent, "claim": name, "result": result})
         print("completed %s (%s)" % (task["task_id"], name))
         done += 1

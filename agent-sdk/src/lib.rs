@@ -234,7 +234,7 @@ impl Agent {
 
     /// Reports success. The broker accepts it only while the claim is still held.
     pub fn complete(&self, claim: &str, result: Value) -> Result<String, Error> {
-        self.held_path(claim)?;
+        self.before_report(claim)?;
         self.client.send_message(&Message::Complete {
             agent: self.name.clone(),
             claim: claim.to_string(),
@@ -245,7 +245,7 @@ impl Agent {
     /// Reports failure. A retryable failure is dispatched again after a backoff while attempts
     /// remain; otherwise (or when they run out) the task ends FAILED.
     pub fn fail(&self, claim: &str, error: &str, retryable: bool) -> Result<String, Error> {
-        self.held_path(claim)?;
+        self.before_report(claim)?;
         self.client.send_message(&Message::Fail {
             agent: self.name.clone(),
             claim: claim.to_string(),
@@ -256,7 +256,7 @@ impl Agent {
 
     /// Hands a claim back without counting it as an attempt.
     pub fn release(&self, claim: &str) -> Result<String, Error> {
-        self.held_path(claim)?;
+        self.before_report(claim)?;
         self.client.send_message(&Message::Release { agent: self.name.clone(), claim: claim.to_string() })
     }
 
@@ -378,6 +378,17 @@ impl Agent {
             .and_then(Task::from_value)
             .map_err(|reason| Error::CorruptTask { path: to.clone(), reason })?;
         Ok(Some(Claim { name: name.to_string(), task, path: to }))
+    }
+
+    /// Checks the claim is still held and, unless durability is relaxed, makes the claim's rename
+    /// into `cur/` durable first: a report delivered durably about a claim that a power loss can
+    /// still undo would be refused as stale after the loss, and the work done again.
+    fn before_report(&self, claim: &str) -> Result<(), Error> {
+        self.held_path(claim)?;
+        if self.client.durability.sync_dirs_now() {
+            self.client.fs.sync_dir(&self.mailbox.cur())?;
+        }
+        Ok(())
     }
 
     fn held_path(&self, claim: &str) -> Result<PathBuf, Error> {

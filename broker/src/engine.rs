@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 #[path = "ingest.rs"]
 pub mod ingest;
@@ -129,7 +128,7 @@ pub struct Engine {
     effects: Vec<Effect>,
     touched: BTreeSet<PathBuf>,
     boards_dirty: bool,
-    boards_written: Option<Instant>,
+    boards_written: Option<Timestamp>,
     drops: HashMap<PathBuf, DropWatch>,
     /// Per board: what the broker last wrote (size and mtime) and the hash of each task on it.
     pub(crate) board_marks: HashMap<Board, ingest::BoardMark>,
@@ -215,6 +214,24 @@ impl Engine {
     /// dispatch files a crash lost, files left under former names, messages already consumed.
     pub fn reconcile(&mut self) -> Result<(), EngineError> {
         self.observe_claims()?;
+        // A claim whose rename was only partly durable at a power loss (cur/ synced, new/ not)
+        // leaves its file in both places: the copy in new/ must not be claimed again.
+        let held: Vec<PathBuf> = self
+            .state
+            .live
+            .values()
+            .filter_map(|l| match &l.place {
+                Place::Held { name, from, .. } if !from.is_empty() => {
+                    Some(self.layout.comms().join(from).join("new").join(name))
+                }
+                _ => None,
+            })
+            .collect();
+        for path in held {
+            if self.fs.stat(&path)?.is_some() {
+                self.effects.push(Effect::Remove { path });
+            }
+        }
         let queued: Vec<(String, String, String)> = self
             .state
             .live
@@ -1033,11 +1050,21 @@ impl Engine {
         let mut rec = Record::new(Op::Claim, now);
         rec.task_id = Some(id.to_string());
         rec.task = Some(t);
-        rec.place =
-            Some(Place::Held { agent: agent.to_string(), name: name.to_string(), seen_at: now, from });
+        rec.place = Some(Place::Held {
+            agent: agent.to_string(),
+            name: name.to_string(),
+            seen_at: now,
+            from: from.clone(),
+        });
         rec.actor = Some(agent.to_string());
         rec.path = Some(format!("mailboxes/{agent}/cur/{name}"));
         self.push(rec);
+        // The agent's rename is not fsynced: make it durable with this batch, so that a power
+        // loss cannot put back in new/ a task the journal says is held.
+        self.touched.insert(self.layout.mailbox(agent).cur());
+        if !from.is_empty() {
+            self.touched.insert(self.layout.comms().join(&from).join("new"));
+        }
     }
 
     /// Finds task files that agents renamed into their `cur/` since the last look.
@@ -1070,22 +1097,23 @@ impl Engine {
     /// Takes back claims whose lease ran out or whose file left the holder's `cur/`.
     fn check_held(&mut self) -> Result<(), EngineError> {
         let now = self.now();
-        let held: Vec<(String, String, String, Timestamp, u64)> = self
+        let held: Vec<(String, String, String, Timestamp, u64, String)> = self
             .state
             .live
             .values()
             .filter_map(|l| match &l.place {
-                Place::Held { agent, name, seen_at, .. } => Some((
+                Place::Held { agent, name, seen_at, from } => Some((
                     l.task.task_id.clone(),
                     agent.clone(),
                     name.clone(),
                     *seen_at,
                     l.task.lease(self.cfg.broker.lease_secs),
+                    from.clone(),
                 )),
                 _ => None,
             })
             .collect();
-        for (id, agent, name, seen_at, lease) in held {
+        for (id, agent, name, seen_at, lease, from) in held {
             let path = self.layout.mailbox(&agent).cur().join(&name);
             let (op, reason) = match self.fs.stat(&path)? {
                 Some(m) if m.kind == FileKind::File => {
@@ -1122,6 +1150,12 @@ impl Engine {
             rec.path = Some(format!("mailboxes/{agent}/cur/{name}"));
             self.push(rec);
             tracing::info!(task = %id, agent = %agent, %reason, "claim taken back");
+            if op == Op::Vanish && !from.is_empty() {
+                // A power loss before the claim was made durable puts the file back where it was
+                // claimed from, under a name that is now retired: take it away.
+                let back = self.layout.comms().join(&from).join("new").join(&name);
+                self.effects.push(Effect::Remove { path: back });
+            }
             if op == Op::Expire {
                 self.effects.push(Effect::Remove { path });
                 let mut n = Notice::new(NoticeKind::LeaseExpired, now, reason);
@@ -1289,7 +1323,11 @@ impl Engine {
         if !self.boards_dirty && !force {
             return Ok(());
         }
-        if !force && self.boards_written.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+        // The engine's clock, not `Instant`: with an injected clock a pass is deterministic.
+        let now = self.now();
+        if !force
+            && self.boards_written.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < 200_000)
+        {
             return Ok(());
         }
         let mut boards: HashMap<Board, Vec<(String, &Task)>> = HashMap::new();
@@ -1325,7 +1363,7 @@ impl Engine {
             self.board_marks.insert(b, m);
         }
         self.boards_dirty = false;
-        self.boards_written = Some(Instant::now());
+        self.boards_written = Some(now);
         Ok(())
     }
 
@@ -1395,8 +1433,7 @@ fn strip_path(msg: &str, path: &Path) -> String {
 }
 
 impl Engine {
-    /// Replaces the clock (tests).
-    #[cfg(test)]
+    /// Replaces the clock (tests and simulations; leases, backoffs and timestamps all read it).
     pub fn set_clock(&mut self, clock: fn() -> Timestamp) {
         self.clock = clock;
     }

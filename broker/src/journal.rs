@@ -174,6 +174,11 @@ const MAX_SEGMENT_BYTES: u64 = 4 << 30;
 pub struct Journal {
     dir: PathBuf,
     file: Box<dyn AppendFile>,
+    /// The segment being appended to.
+    path: PathBuf,
+    /// Set by a failed append or fsync: the segment's tail is unknown (a partial write, or pages
+    /// the kernel dropped after a failed fsync), so nothing more is written or acted upon.
+    broken: Option<String>,
     buf: Vec<u8>,
     next_seq: u64,
     since_snapshot: u64,
@@ -194,11 +199,27 @@ impl Journal {
     pub fn open(fs: &dyn Fs, dir: &Path, next_seq: u64, durability: Durability) -> Result<Self, FsError> {
         fs.create_dir_all(&dir.join("archive"))?;
         let path = dir.join(segment_name(next_seq));
+        // A segment named for `next_seq` can exist only if none of its records was complete: a
+        // crash tore its first append. Appending after those bytes would glue them to the next
+        // record and make the segment corrupt in the middle, so start it afresh.
+        if fs.stat(&path)?.is_some() {
+            tracing::warn!(segment = %path.display(), "replaced a segment holding only a torn record");
+            fs.remove_file(&path)?;
+        }
         let file = fs.open_append(&path)?;
         if durability.sync_files() {
             fs.sync_dir(dir)?;
         }
-        Ok(Self { dir: dir.to_path_buf(), file, buf: Vec::new(), next_seq, since_snapshot: 0, durability })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            broken: None,
+            buf: Vec::new(),
+            next_seq,
+            since_snapshot: 0,
+            durability,
+        })
     }
 
     /// Numbers and buffers a record; it is written by the next [`Journal::commit`].
@@ -220,16 +241,29 @@ impl Journal {
         !self.buf.is_empty()
     }
 
-    /// Writes the buffered records and makes them durable. An error here is fatal to the broker.
+    /// Writes the buffered records and makes them durable. An error here is fatal to the broker,
+    /// and final: every later commit fails too (never retry an fsync; never act on records whose
+    /// durability is unknown).
     pub fn commit(&mut self) -> Result<(), FsError> {
+        if let Some(why) = &self.broken {
+            return Err(FsError::io(
+                "append to",
+                &self.path,
+                std::io::Error::other(format!("journal unusable since an earlier failure: {why}")),
+            ));
+        }
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file.append(&self.buf)?;
-        self.buf.clear();
-        if self.durability.sync_files() {
-            self.file.sync()?;
+        let written = self
+            .file
+            .append(&self.buf)
+            .and_then(|()| if self.durability.sync_files() { self.file.sync() } else { Ok(()) });
+        if let Err(e) = written {
+            self.broken = Some(e.to_string());
+            return Err(e);
         }
+        self.buf.clear();
         Ok(())
     }
 
@@ -252,6 +286,7 @@ impl Journal {
         )?;
         let new_path = self.dir.join(segment_name(self.next_seq));
         self.file = fs.open_append(&new_path)?;
+        self.path = new_path;
         self.since_snapshot = 0;
         for e in fs.list(&self.dir)? {
             let Some(name) = e.name_str() else { continue };
@@ -266,8 +301,10 @@ impl Journal {
             }
         }
         if self.durability.sync_files() {
-            fs.sync_dir(&self.dir)?;
+            // Destination first: a power loss between the two leaves a segment in both places
+            // (replay skips what the snapshot covers), never in neither.
             fs.sync_dir(&self.dir.join("archive"))?;
+            fs.sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -391,6 +428,8 @@ pub fn all_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>, FsError> {
         }
     }
     segs.sort();
+    // A power loss during compaction can leave a segment both archived and not: read it once.
+    segs.dedup_by_key(|(n, _)| *n);
     Ok(segs.into_iter().map(|(_, p)| p).collect())
 }
 
@@ -419,6 +458,11 @@ mod tests {
         assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(l.torn.len(), 1);
         // A new segment after restart continues the sequence.
+        let j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
+        // A segment whose only record was torn is started afresh, not appended to.
+        drop(j);
+        std::fs::write(d.path().join(segment_name(4)), b"{\"seq\":4,\"ts").unwrap();
+        assert_eq!(load(&RealFs, d.path()).unwrap().records.len(), 3);
         let mut j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
         j.push(Record::new(Op::Dispatch, Timestamp::from_micros(9)));
         j.commit().unwrap();

@@ -120,10 +120,17 @@ impl State {
 
     /// Applies one journal record. Live operation and replay both go through here.
     pub fn apply(&mut self, rec: &Record) {
-        if rec.op == Op::Consume
-            && let (Some(msg), Some(path)) = (&rec.msg, &rec.path)
-        {
-            self.consumed.insert(msg.clone(), path.clone());
+        // Any record caused by a message means the message was handled, not only its Consume
+        // record: a power loss can keep a prefix of an unsynced batch (a torn append), and a
+        // message whose effect survived without its Consume must not be handled a second time.
+        if let Some(msg) = &rec.msg {
+            let dest = match rec.op {
+                Op::Consume | Op::Reject => rec.path.clone(),
+                _ => Some(format!("broker/inbox/cur/{msg}")),
+            };
+            if let Some(dest) = dest {
+                self.consumed.insert(msg.clone(), dest);
+            }
         }
         let (Some(task), Some(place)) = (&rec.task, &rec.place) else { return };
         let id = task.task_id.clone();

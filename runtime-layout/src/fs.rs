@@ -133,6 +133,9 @@ pub trait AppendFile: Send {
 
 /// Every operation mailroom performs on its tree.
 pub trait Fs: Send + Sync {
+    /// Creates the directory and any missing parents. The entries it creates are durable when it
+    /// returns (the parent of each new directory is fsynced): a file later made durable inside
+    /// it must not vanish with a directory that a power loss forgot.
     fn create_dir_all(&self, path: &Path) -> Result<(), FsError>;
     /// Creates `path`, which must not exist, with `bytes`; fsyncs the file when `sync`.
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError>;
@@ -178,7 +181,21 @@ fn mtime_of(md: &std::fs::Metadata) -> Timestamp {
 
 impl Fs for RealFs {
     fn create_dir_all(&self, path: &Path) -> Result<(), FsError> {
-        std::fs::create_dir_all(path).map_err(|e| FsError::io("create directory", path, e))
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.create_dir_all(parent)?;
+        }
+        match std::fs::create_dir(path) {
+            Ok(()) => {
+                // mkdir is durable only once the parent's entry list is: fsync it.
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                self.sync_dir(parent)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+            Err(e) => Err(FsError::io("create directory", path, e)),
+        }
     }
 
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {

@@ -15,12 +15,14 @@
 //!
 //! [`Layout`] names the paths; [`Fs`] is the seam through which every read and write of the tree
 //! goes, so that tests can substitute an implementation that injects faults or models what
-//! survives a power loss; [`RealFs`] is the implementation on the real filesystem.
+//! survives a power loss; [`RealFs`] is the implementation on the real filesystem, and
+//! [`sim::SimFs`] the in-memory one that models durability and injects faults.
 
 mod fs;
 mod layout;
 mod lock;
 mod ops;
+pub mod sim;
 
 pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, Meta, RealFs};
 pub use layout::{Board, Layout, Maildir};

@@ -96,7 +96,15 @@ pub fn deliver(
 ) -> Result<PathBuf, FsError> {
     let tmp = maildir.tmp().join(name);
     let dest = maildir.new_dir().join(name);
-    fs.create_new(&tmp, bytes, durability.sync_files())?;
+    match fs.create_new(&tmp, bytes, durability.sync_files()) {
+        // Names are unique to their writer, so `tmp/NAME` can only be what a crash left of an
+        // earlier attempt to deliver this very file (the broker redelivers under the same name).
+        Err(e) if e.is_already_exists() => {
+            fs.remove_file(&tmp)?;
+            fs.create_new(&tmp, bytes, durability.sync_files())?;
+        }
+        other => other?,
+    }
     if let Err(e) = fs.rename_noreplace(&tmp, &dest) {
         let _ = fs.remove_file(&tmp);
         return Err(e);
@@ -119,7 +127,15 @@ pub fn write_atomic(
     let dir = path.parent().unwrap_or(Path::new("."));
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file}.tmp-{}", names.tmp_suffix()));
-    fs.create_new(&tmp, bytes, durability.sync_files())?;
+    match fs.create_new(&tmp, bytes, durability.sync_files()) {
+        // Left by a crashed process that had the same pid (pids repeat after a reboot, and a
+        // broker in a container is often pid 1). The name is private to this writer: reclaim it.
+        Err(e) if e.is_already_exists() => {
+            fs.remove_file(&tmp)?;
+            fs.create_new(&tmp, bytes, durability.sync_files())?;
+        }
+        other => other?,
+    }
     if let Err(e) = fs.rename(&tmp, path) {
         let _ = fs.remove_file(&tmp);
         return Err(e);
@@ -149,6 +165,11 @@ mod tests {
         assert!(again.is_already_exists());
         assert_eq!(std::fs::read(&p).unwrap(), b"{}");
         assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0);
+        // A half-written tmp/NAME left by a crash does not block delivering NAME again.
+        std::fs::write(md.tmp().join("again.json"), b"{\"torn").unwrap();
+        let p = deliver(&RealFs, &md, "again.json", b"{}", Durability::Batch).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0);
     }
 
     #[test]
@@ -168,6 +189,12 @@ mod tests {
         write_atomic(&RealFs, &p, b"[1]", &n, Durability::Batch).unwrap();
         write_atomic(&RealFs, &p, b"[2]", &n, Durability::Never).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"[2]");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        // A temporary left by a crashed writer with the same pid and counter does not block.
+        let again = NameSource::new();
+        std::fs::write(d.path().join(format!(".board.json.tmp-{}-0", std::process::id())), b"torn").unwrap();
+        write_atomic(&RealFs, &p, b"[3]", &again, Durability::Batch).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"[3]");
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
 }
