@@ -40,6 +40,9 @@ pub mod repair {
     pub const TRAILING_DATA: &str = "ignored trailing data after the first complete JSON value";
     pub const SALVAGED_LIST: &str = "kept the complete items of a list that breaks off";
     pub const YAML: &str = "read as YAML (block mappings and lists)";
+    pub const JSON_LINES: &str = "read concatenated JSON values (JSON Lines) as a list";
+    pub const MARKDOWN: &str =
+        "read a Markdown message's bold header lines (`**From**:`, `**To**:`) as fields";
 }
 
 fn fail(rule: impl Into<String>, line: usize, column: usize) -> ParseFailure {
@@ -115,6 +118,10 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Lenient, ParseFailure> {
         Err(e) => e,
     };
     if looks_json {
+        if let Some(values) = json_lines(&work) {
+            repairs.push(format!("{}: {} values", repair::JSON_LINES, values.len()));
+            return Ok(Lenient { value: Value::Array(values), repairs });
+        }
         if let Some((value, at)) = first_value(&work) {
             let (l, _) = line_col(work.as_bytes(), at);
             repairs.push(format!("{} (from line {l})", repair::TRAILING_DATA));
@@ -137,8 +144,68 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Lenient, ParseFailure> {
             repairs.push(repair::YAML.to_string());
             Ok(Lenient { value, repairs })
         }
-        Err(e) => Err(fail(format!("neither JSON nor simple YAML: {}", e.rule), e.line, e.column)),
+        Err(e) => match markdown_message(&work) {
+            Some(value) => {
+                repairs.push(repair::MARKDOWN.to_string());
+                Ok(Lenient { value, repairs })
+            }
+            None => Err(fail(format!("neither JSON nor simple YAML: {}", e.rule), e.line, e.column)),
+        },
     }
+}
+
+/// Two or more complete JSON values one after another (JSON Lines, or records appended to a
+/// file): all of them, as a list. `None` unless every byte belongs to a value.
+fn json_lines(text: &str) -> Option<Vec<Value>> {
+    let mut values = Vec::new();
+    for v in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        values.push(v.ok()?);
+    }
+    (values.len() >= 2).then_some(values)
+}
+
+/// A Markdown message with bold header lines (`**From**: Agent-5`, `**To**: Agent-1`,
+/// `**Priority**: urgent`, `- **Timestamp**: ...`): an object with one key per header
+/// (lower case, `_` for spaces), the first `# ` heading as `title`, and the text after the
+/// headers (from the first `---` line, or the first line that is not a header) as `body`.
+/// `None` unless it has a `From` or `To` header.
+fn markdown_message(text: &str) -> Option<Value> {
+    let mut obj = serde_json::Map::new();
+    let mut body_start = None;
+    let mut seen_header = false;
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim().trim_start_matches(['-', '*', ' ']).trim_start();
+        let header = line.trim().trim_start_matches(['-', ' ']).strip_prefix("**").and_then(|rest| {
+            let (name, value) = rest.split_once("**")?;
+            let name = name.trim().trim_end_matches(':');
+            let value = value.trim_start().strip_prefix(':').unwrap_or(value).trim();
+            let ok = !name.is_empty()
+                && name.len() <= 40
+                && name.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '_');
+            ok.then(|| (name.to_lowercase().replace(' ', "_"), value.to_string()))
+        });
+        if let Some((name, value)) = header.filter(|_| body_start.is_none()) {
+            seen_header = true;
+            obj.entry(name).or_insert(Value::String(value));
+            continue;
+        }
+        if !seen_header {
+            if let Some(title) = line.trim().strip_prefix("# ") {
+                obj.entry("title").or_insert(Value::String(title.trim().to_string()));
+            }
+            continue;
+        }
+        if body_start.is_none() && !t.is_empty() {
+            body_start = Some(if line.trim() == "---" { i + 1 } else { i });
+        }
+    }
+    if !(obj.contains_key("from") || obj.contains_key("to")) {
+        return None;
+    }
+    let body = body_start.map(|b| lines[b.min(lines.len())..].join("\n")).unwrap_or_default();
+    obj.insert("body".into(), Value::String(body.trim().to_string()));
+    Some(Value::Object(obj))
 }
 
 /// serde_json's message without its " at line L column C" tail (the position is reported apart).
@@ -447,6 +514,29 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_become_a_list() {
+        let l = ok("{\"task_id\": \"A\"}\n{\"task_id\": \"B\"}\n");
+        assert_eq!(l.value, json!([{"task_id": "A"}, {"task_id": "B"}]));
+        assert!(has(&l, repair::JSON_LINES));
+    }
+
+    #[test]
+    fn markdown_messages() {
+        let text = "# 🚨 INBOX MESSAGE - TEXT\n\n**From**: DISCORD\n**To**: yall\n**Priority**: regular\n**Message Type**: text\n- **Timestamp**: 2025-12-08T16:59:21.033064\n\n---\n\nplease post this\n\n---\n*footer*\n";
+        let l = ok(text);
+        assert!(has(&l, repair::MARKDOWN));
+        let v = &l.value;
+        assert_eq!(
+            (v["from"].as_str(), v["to"].as_str(), v["message_type"].as_str()),
+            (Some("DISCORD"), Some("yall"), Some("text"))
+        );
+        assert_eq!(v["timestamp"], "2025-12-08T16:59:21.033064");
+        assert_eq!(v["title"], "🚨 INBOX MESSAGE - TEXT");
+        assert!(v["body"].as_str().unwrap().starts_with("please post this"));
+        assert!(parse_lenient(b"# Notes\n\nJust prose, **bold** words.\n").is_err());
+    }
+
+    #[test]
     fn trailing_garbage() {
         let l = ok("{\"a\": 1}\n{\"a\": 2}garbage");
         assert_eq!(l.value, json!({"a": 1}));
@@ -490,7 +580,7 @@ mod tests {
         assert_eq!(e.rule, "empty file");
         let e = parse_lenient(b"ok\xff").unwrap_err();
         assert_eq!((e.rule.as_str(), e.line, e.column), ("not UTF-8 text", 1, 3));
-        let e = parse_lenient("# Title\n\n**From**: Agent-1\n".as_bytes()).unwrap_err();
+        let e = parse_lenient("# Title\n\n**Note**: not a message\n".as_bytes()).unwrap_err();
         assert!(e.rule.starts_with("neither JSON nor simple YAML"), "{e}");
         assert_eq!(e.line, 3);
         assert!(e.to_string().contains("line 3"));

@@ -281,18 +281,49 @@ fn is_whole_placeholder(s: &str) -> bool {
     is_placeholder(t) && (!t.contains("{{") || (t.starts_with("{{") && t.ends_with("}}")))
 }
 
+/// Objects some schemas keep canonical fields in (`metadata.priority`, `meta.owner`): a field
+/// missing at the top level is lifted out of them.
+pub const NESTED_CONTAINERS: &[&str] = &["metadata", "meta"];
+
 fn renames(cx: &mut Ctx) {
     for (canonical, spellings) in RENAMES {
         if cx.m.get(*canonical).is_some_and(|v| !v.is_null()) {
             continue;
         }
         let fit = fit_of(canonical);
-        let Some(legacy) = spellings.iter().find(|k| cx.m.get(**k).is_some_and(|v| fit.accepts(v))) else {
+        if let Some(legacy) = spellings.iter().find(|k| cx.m.get(**k).is_some_and(|v| fit.accepts(v))) {
+            let v = cx.m.remove(*legacy).unwrap_or(Value::Null);
+            cx.m.insert((*canonical).to_string(), v);
+            cx.change(
+                canonical,
+                ChangeKind::FieldRenamed,
+                Some(json!(legacy)),
+                Some(json!(canonical)),
+                false,
+            );
             continue;
-        };
-        let v = cx.m.remove(*legacy).unwrap_or(Value::Null);
-        cx.m.insert((*canonical).to_string(), v);
-        cx.change(canonical, ChangeKind::FieldRenamed, Some(json!(legacy)), Some(json!(canonical)), false);
+        }
+        // Lift from a nested container: the canonical name first, then the legacy spellings.
+        for container in NESTED_CONTAINERS {
+            let Some(Value::Object(inner)) = cx.m.get_mut(*container) else { continue };
+            let found = std::iter::once(canonical)
+                .chain(spellings.iter())
+                .find(|k| inner.get(**k).is_some_and(|v| fit.accepts(v)))
+                .copied();
+            if let Some(k) = found {
+                let v = inner.remove(k).unwrap_or(Value::Null);
+                cx.m.insert((*canonical).to_string(), v);
+                let from = format!("{container}.{k}");
+                cx.change(
+                    canonical,
+                    ChangeKind::FieldRenamed,
+                    Some(json!(from)),
+                    Some(json!(canonical)),
+                    false,
+                );
+                break;
+            }
+        }
     }
 }
 
@@ -563,6 +594,20 @@ mod tests {
                 "depends_on"
             ]
         );
+    }
+
+    #[test]
+    fn fields_are_lifted_out_of_metadata() {
+        let n = norm(json!({"task_id": "T", "status": {"state": "working", "progress": 0.5},
+            "metadata": {"created_by": "x", "created_at": "2025-05-01T10:00:00+00:00", "priority": 2, "points": 3}}));
+        assert_eq!(n.task.priority, Priority::High);
+        assert_eq!(n.task.created_by.as_deref(), Some("x"));
+        assert!(n.task.created_at.is_some());
+        assert_eq!(n.task.extra["metadata"], json!({"points": 3}));
+        let n = norm(json!({"id": "t", "state": "ready", "meta": {"owner": "agent-2", "prio": "P1"}}));
+        assert_eq!(n.task.assigned_to.as_deref(), Some("Agent-2"));
+        assert_eq!(n.task.priority, Priority::High);
+        assert!(n.changes.iter().any(|c| c.from == Some(json!("meta.owner"))));
     }
 
     #[test]
