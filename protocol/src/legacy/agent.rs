@@ -78,7 +78,7 @@ pub fn normalise_agent(s: &str) -> Option<String> {
     if let Some(n) = agent_number(t) {
         return Some(format!("Agent-{n}"));
     }
-    let folded: String = t.to_ascii_lowercase().replace(['-', ' ', '\''], "_");
+    let folded: String = t.to_ascii_lowercase().replace(['-', ' ', '\'', '/'], "_");
     if NON_AGENT_WORDS.contains(&folded.as_str())
         || NON_AGENT_WORDS.contains(&folded.replace('_', "").as_str())
     {

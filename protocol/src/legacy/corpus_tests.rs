@@ -182,6 +182,28 @@ fn corpus_every_file_is_accounted_for() {
     assert!(f.tasks_accepted > 0);
 }
 
+#[test]
+fn docs_list_every_table_spelling() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/NORMALISATION.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        println!("{} not found: skipped", path.display());
+        return;
+    };
+    for (k, _) in STATUS_TABLE {
+        assert!(doc.contains(&format!("`{k}`")), "status spelling `{k}` missing from the docs");
+    }
+    for (k, _) in PRIORITY_TABLE {
+        assert!(doc.contains(&format!("`{k}`")), "priority spelling `{k}` missing from the docs");
+    }
+    for w in NON_AGENT_WORDS.iter().filter(|w| w.len() > 3) {
+        let spaced = w.replace('_', "-");
+        assert!(doc.contains(*w) || doc.contains(&spaced), "non-agent word `{w}` missing from the docs");
+    }
+    for k in ChangeKind::ALL {
+        assert!(doc.contains(&format!("`{}`", k.as_str())), "change kind {k} missing from the docs");
+    }
+}
+
 // ---- property tests -------------------------------------------------------------------------
 
 const KEYS: &[&str] = &[
