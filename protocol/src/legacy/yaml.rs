@@ -26,24 +26,43 @@ fn err<T>(rule: &str, line: &Line) -> Result<T, YamlError> {
 /// Parses a YAML document made of block mappings and lists. A document that is a single plain
 /// scalar is refused (it is prose, not data).
 pub(crate) fn parse(text: &str) -> Result<Value, YamlError> {
-    let mut lines = Vec::new();
+    // Documents separated by `---` (an append-only log of records): a list of them.
+    let mut docs: Vec<Vec<Line>> = vec![Vec::new()];
     for (i, raw) in text.lines().enumerate() {
         let no = i + 1;
-        if raw.contains('\t') && raw.trim_start().len() != raw.trim_start_matches('\t').len() {
+        let lead = &raw[..raw.len() - raw.trim_start().len()];
+        if lead.contains('\t') {
             return Err(YamlError { rule: "tab indentation".into(), line: no, column: 1 });
         }
         let t = strip_comment(raw);
-        if t.trim().is_empty() || t.trim() == "---" || t.trim() == "..." {
+        if t.trim_end() == "---" || t.starts_with("--- ") {
+            docs.push(Vec::new());
+            continue;
+        }
+        if t.trim().is_empty() || t.trim_end() == "..." {
             continue;
         }
         let indent = t.len() - t.trim_start().len();
-        lines.push(Line { indent, text: t.trim().to_string(), no });
+        if let Some(d) = docs.last_mut() {
+            d.push(Line { indent, text: t.trim().to_string(), no });
+        }
     }
-    let Some(first) = lines.first().cloned() else {
-        return Err(YamlError { rule: "no content".into(), line: 1, column: 1 });
-    };
+    docs.retain(|d| !d.is_empty());
+    let mut values = Vec::new();
+    for mut lines in docs {
+        values.push(parse_doc(&mut lines)?);
+    }
+    match values.len() {
+        0 => Err(YamlError { rule: "no content".into(), line: 1, column: 1 }),
+        1 => Ok(values.remove(0)),
+        _ => Ok(Value::Array(values)),
+    }
+}
+
+fn parse_doc(lines: &mut [Line]) -> Result<Value, YamlError> {
+    let first = lines[0].clone();
     let mut pos = 0;
-    let v = parse_block(&mut lines, &mut pos, first.indent)?;
+    let v = parse_block(lines, &mut pos, first.indent)?;
     if let Some(l) = lines.get(pos) {
         return err("unexpected indentation", l);
     }
@@ -261,6 +280,17 @@ mod tests {
             v,
             json!({"tasks": [{"id": "A", "deps": ["B"]}, {"id": "B"}], "note": "line one\nline two"})
         );
+    }
+
+    #[test]
+    fn several_documents_make_a_list() {
+        let v = parse("---\nagent: Agent-1\nstatus: ok\n---\nagent: Agent-2\nstatus: blocked\n").unwrap();
+        assert_eq!(
+            v,
+            json!([{"agent": "Agent-1", "status": "ok"}, {"agent": "Agent-2", "status": "blocked"}])
+        );
+        assert_eq!(parse("---\na: 1\n...\n").unwrap(), json!({"a": 1}));
+        assert!(parse("a:\n\t- x\n").is_err());
     }
 
     #[test]
