@@ -18,6 +18,13 @@ pub struct Normalised {
     pub changes: Vec<Change>,
 }
 
+impl Normalised {
+    /// The changes an operator should look at (guesses, values set aside).
+    pub fn warnings(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.warning)
+    }
+}
+
 /// What a renamed value must look like for the rename to apply.
 #[derive(Clone, Copy)]
 enum Fit {
@@ -657,6 +664,7 @@ mod tests {
         assert_eq!(n.task.status, Status::Pending);
         assert_eq!(n.task.extra["legacy"]["status"], "DOCUMENTED_WORKAROUND_FOUND");
         assert!(n.changes.iter().any(|c| c.kind == ChangeKind::StatusUnmapped && c.warning));
+        assert_eq!(n.warnings().count(), 1);
         let n = norm(json!({"task_id": "T", "status": "done"}));
         assert_eq!(n.task.status, Status::Completed);
         assert!(!n.task.extra.contains_key("legacy"));

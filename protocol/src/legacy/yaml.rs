@@ -5,6 +5,9 @@
 
 use serde_json::{Map, Number, Value};
 
+/// Deepest nesting accepted (JSON's reader stops at 128 too).
+const MAX_DEPTH: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct YamlError {
     pub rule: String,
@@ -62,7 +65,7 @@ pub(crate) fn parse(text: &str) -> Result<Value, YamlError> {
 fn parse_doc(lines: &mut [Line]) -> Result<Value, YamlError> {
     let first = lines[0].clone();
     let mut pos = 0;
-    let v = parse_block(lines, &mut pos, first.indent)?;
+    let v = parse_block(lines, &mut pos, first.indent, 0)?;
     if let Some(l) = lines.get(pos) {
         return err("unexpected indentation", l);
     }
@@ -88,12 +91,15 @@ fn strip_comment(raw: &str) -> &str {
     raw
 }
 
-fn parse_block(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value, YamlError> {
+fn parse_block(lines: &mut [Line], pos: &mut usize, indent: usize, depth: usize) -> Result<Value, YamlError> {
     let line = lines[*pos].clone();
+    if depth > MAX_DEPTH {
+        return err("nested too deeply", &line);
+    }
     if is_item(&line.text) {
-        parse_seq(lines, pos, indent)
+        parse_seq(lines, pos, indent, depth)
     } else if split_key(&line.text).is_some() {
-        parse_map(lines, pos, indent)
+        parse_map(lines, pos, indent, depth)
     } else if *pos + 1 == lines.len() || lines[*pos + 1].indent < indent {
         *pos += 1;
         scalar(&line.text, &line)
@@ -128,7 +134,7 @@ fn split_key(t: &str) -> Option<(String, &str)> {
     Some((key.trim_end().to_string(), t[i + 1..].trim()))
 }
 
-fn parse_map(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value, YamlError> {
+fn parse_map(lines: &mut [Line], pos: &mut usize, indent: usize, depth: usize) -> Result<Value, YamlError> {
     let mut map = Map::new();
     while let Some(line) = lines.get(*pos).cloned() {
         if line.indent < indent {
@@ -141,13 +147,13 @@ fn parse_map(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value
             return err("expected `key: value`", &line);
         };
         *pos += 1;
-        let value = value_after(lines, pos, indent, rest, &line, true)?;
+        let value = value_after(lines, pos, indent, rest, &line, true, depth)?;
         map.insert(key, value);
     }
     Ok(Value::Object(map))
 }
 
-fn parse_seq(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value, YamlError> {
+fn parse_seq(lines: &mut [Line], pos: &mut usize, indent: usize, depth: usize) -> Result<Value, YamlError> {
     let mut items = Vec::new();
     while let Some(line) = lines.get(*pos).cloned() {
         if line.indent < indent {
@@ -162,12 +168,12 @@ fn parse_seq(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value
         let rest = line.text[1..].trim_start();
         if rest.is_empty() {
             *pos += 1;
-            items.push(value_after(lines, pos, indent, "", &line, false)?);
+            items.push(value_after(lines, pos, indent, "", &line, false, depth)?);
         } else if split_key(rest).is_some() {
             // `- key: value`: a mapping whose keys sit at the column after `- `.
             let inner = indent + (line.text.len() - rest.len());
             lines[*pos] = Line { indent: inner, text: rest.to_string(), no: line.no };
-            items.push(parse_map(lines, pos, inner)?);
+            items.push(parse_map(lines, pos, inner, depth + 1)?);
         } else {
             *pos += 1;
             items.push(scalar(rest, &line)?);
@@ -185,6 +191,7 @@ fn value_after(
     rest: &str,
     line: &Line,
     in_map: bool,
+    depth: usize,
 ) -> Result<Value, YamlError> {
     if rest.starts_with('|') || rest.starts_with('>') {
         let mut parts = Vec::new();
@@ -201,10 +208,12 @@ fn value_after(
     match lines.get(*pos) {
         Some(next) if next.indent > indent => {
             let ni = next.indent;
-            parse_block(lines, pos, ni)
+            parse_block(lines, pos, ni, depth + 1)
         }
         // YAML allows a list under a key at the key's own indentation.
-        Some(next) if in_map && next.indent == indent && is_item(&next.text) => parse_seq(lines, pos, indent),
+        Some(next) if in_map && next.indent == indent && is_item(&next.text) => {
+            parse_seq(lines, pos, indent, depth + 1)
+        }
         _ => Ok(Value::Null),
     }
 }
@@ -291,6 +300,8 @@ mod tests {
         );
         assert_eq!(parse("---\na: 1\n...\n").unwrap(), json!({"a": 1}));
         assert!(parse("a:\n\t- x\n").is_err());
+        let deep: String = (0..150).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert_eq!(parse(&deep).unwrap_err().rule, "nested too deeply");
     }
 
     #[test]
