@@ -415,7 +415,7 @@ proptest! {
     }
 
     #[test]
-    fn parse_lenient_never_panics_on_jsonish_text(s in "[\\[\\]{}\",:#/*a-z0-9 \\n\\t<>=|\\\\-]{0,300}") {
+    fn parse_lenient_never_panics_on_jsonish_text(s in "[\\[\\]{}\"',:#/*a-zTFN_0-9 \\n\\t<>=|.$()\\\\-]{0,300}") {
         if let Err(e) = parse_lenient(s.as_bytes()) {
             prop_assert!(e.line >= 1 && e.column >= 1);
             prop_assert!(!e.rule.is_empty());

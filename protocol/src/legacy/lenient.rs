@@ -488,7 +488,8 @@ fn scrub(text: &str, bare: bool) -> Scrubbed {
                         }
                     }
                     out.extend(Value::String(s).to_string().chars());
-                    i = (j + 1).min(chars.len());
+                    // Past the closing quote; a string cut off by the line end keeps the newline.
+                    i = if j < chars.len() && chars[j] == '\'' { j + 1 } else { j };
                 }
                 None => {
                     out.push(c);

@@ -292,9 +292,20 @@ fn is_whole_placeholder(s: &str) -> bool {
 /// missing at the top level is lifted out of them.
 pub const NESTED_CONTAINERS: &[&str] = &["metadata", "meta"];
 
+/// A value the canonical task does not write back (null, an empty list) or that carries nothing
+/// (a blank string): a legacy spelling may take its place.
+fn absent_like(v: Option<&Value>) -> bool {
+    v.is_none_or(|v| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    })
+}
+
 fn renames(cx: &mut Ctx) {
     for (canonical, spellings) in RENAMES {
-        if cx.m.get(*canonical).is_some_and(|v| !v.is_null()) {
+        if !absent_like(cx.m.get(*canonical)) {
             continue;
         }
         let fit = fit_of(canonical);
@@ -615,6 +626,16 @@ mod tests {
         assert_eq!(n.task.assigned_to.as_deref(), Some("Agent-2"));
         assert_eq!(n.task.priority, Priority::High);
         assert!(n.changes.iter().any(|c| c.from == Some(json!("meta.owner"))));
+    }
+
+    #[test]
+    fn an_empty_canonical_field_gives_way_to_a_legacy_spelling() {
+        let n = norm(
+            json!({"task_id": "T", "depends_on": [], "dependencies": ["A"], "assigned_to": "", "assignee": "agent_4"}),
+        );
+        assert_eq!(n.task.depends_on, vec!["A"]);
+        assert_eq!(n.task.assigned_to.as_deref(), Some("Agent-4"));
+        assert!(!n.task.extra.contains_key("dependencies"));
     }
 
     #[test]
