@@ -73,6 +73,13 @@ fn account(bytes: &[u8], f: &mut Figures) -> (usize, Option<String>) {
                 match normalise_task(t, now()) {
                     Ok(n) => {
                         accepted += 1;
+                        let again = normalise_task(&n.task.to_value(), now()).unwrap();
+                        assert!(
+                            again.changes.is_empty(),
+                            "not idempotent on {}: {:?}",
+                            n.task.task_id,
+                            again.changes
+                        );
                         if n.changes.iter().any(|c| c.warning) {
                             f.tasks_with_warnings += 1;
                         }
