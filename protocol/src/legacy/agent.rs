@@ -52,8 +52,8 @@ pub const NON_AGENT_WORDS: &[&str] = &[
 ///
 /// 1. Decorations go: a parenthesised suffix (`Agent-8 (Captain)`), a ` - description` tail
 ///    (`Agent-1 - Integration Specialist`), surrounding whitespace.
-/// 2. The `Agent-N` family (`Agent2`, `agent-2`, `Agent 2`, `Agent_2`, `AGENT-02`) becomes
-///    `Agent-N`.
+/// 2. The `Agent-N` family (`Agent2`, `agent-2`, `Agent 2`, `Agent_2`, `AGENT-02`, and
+///    `agent-Agent-2` with a doubled prefix) becomes `Agent-N`.
 /// 3. Pronouns, broadcast targets, "nobody" words and template placeholders give `None`.
 /// 4. A valid agent name (see [`validate_agent`]) passes through unchanged.
 /// 5. Otherwise spaces become `-` (`Captain THEA` → `Captain-THEA`) if that makes it valid;
@@ -75,10 +75,16 @@ pub fn normalise_agent(s: &str) -> Option<String> {
     if t.is_empty() {
         return None;
     }
-    if let Some(n) = agent_number(t) {
+    // `agent-Agent-1`: a mailbox-directory prefix doubled onto an Agent-N id.
+    let doubled = t
+        .get(..6)
+        .filter(|h| h.eq_ignore_ascii_case("agent-") || h.eq_ignore_ascii_case("agent_"))
+        .and_then(|_| t.get(6..))
+        .and_then(agent_number);
+    if let Some(n) = agent_number(t).or(doubled) {
         return Some(format!("Agent-{n}"));
     }
-    let folded: String = t.to_ascii_lowercase().replace(['-', ' ', '\''], "_");
+    let folded: String = t.to_ascii_lowercase().replace(['-', ' ', '\'', '/'], "_");
     if NON_AGENT_WORDS.contains(&folded.as_str())
         || NON_AGENT_WORDS.contains(&folded.replace('_', "").as_str())
     {
@@ -146,11 +152,10 @@ mod tests {
 
     #[test]
     fn other_valid_names_pass_through() {
-        for s in
-            ["Captain-Agent-5", "GeminiAssistant", "Worker-1", "Supervisor1", "SocialScout", "agent-Agent-1"]
-        {
+        for s in ["Captain-Agent-5", "GeminiAssistant", "Worker-1", "Supervisor1", "SocialScout"] {
             assert_eq!(n(s).as_deref(), Some(s), "{s}");
         }
+        assert_eq!(n("agent-Agent-1").as_deref(), Some("Agent-1"));
         assert_eq!(n("Captain THEA").as_deref(), Some("Captain-THEA"));
         assert_eq!(n("Captain Agent-4").as_deref(), Some("Captain-Agent-4"));
     }

@@ -73,6 +73,13 @@ fn account(bytes: &[u8], f: &mut Figures) -> (usize, Option<String>) {
                 match normalise_task(t, now()) {
                     Ok(n) => {
                         accepted += 1;
+                        let again = normalise_task(&n.task.to_value(), now()).unwrap();
+                        assert!(
+                            again.changes.is_empty(),
+                            "not idempotent on {}: {:?}",
+                            n.task.task_id,
+                            again.changes
+                        );
                         if n.changes.iter().any(|c| c.warning) {
                             f.tasks_with_warnings += 1;
                         }
@@ -180,6 +187,28 @@ fn corpus_every_file_is_accounted_for() {
     f.task_failures.iter().for_each(|(k, v)| println!("  {v:5}  {k}"));
     assert_eq!(f.files_with_tasks + f.file_reasons.values().sum::<usize>(), f.files);
     assert!(f.tasks_accepted > 0);
+}
+
+#[test]
+fn docs_list_every_table_spelling() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/NORMALISATION.md");
+    let Ok(doc) = std::fs::read_to_string(&path) else {
+        println!("{} not found: skipped", path.display());
+        return;
+    };
+    for (k, _) in STATUS_TABLE {
+        assert!(doc.contains(&format!("`{k}`")), "status spelling `{k}` missing from the docs");
+    }
+    for (k, _) in PRIORITY_TABLE {
+        assert!(doc.contains(&format!("`{k}`")), "priority spelling `{k}` missing from the docs");
+    }
+    for w in NON_AGENT_WORDS.iter().filter(|w| w.len() > 3) {
+        let spaced = w.replace('_', "-");
+        assert!(doc.contains(*w) || doc.contains(&spaced), "non-agent word `{w}` missing from the docs");
+    }
+    for k in ChangeKind::ALL {
+        assert!(doc.contains(&format!("`{}`", k.as_str())), "change kind {k} missing from the docs");
+    }
 }
 
 // ---- property tests -------------------------------------------------------------------------
@@ -393,7 +422,7 @@ proptest! {
     }
 
     #[test]
-    fn parse_lenient_never_panics_on_jsonish_text(s in "[\\[\\]{}\",:#/*a-z0-9 \\n\\t<>=|\\\\-]{0,300}") {
+    fn parse_lenient_never_panics_on_jsonish_text(s in "[\\[\\]{}\"',:#/*a-zTFN_0-9 \\n\\t<>=|.$()\\\\-]{0,300}") {
         if let Err(e) = parse_lenient(s.as_bytes()) {
             prop_assert!(e.line >= 1 && e.column >= 1);
             prop_assert!(!e.rule.is_empty());

@@ -30,16 +30,24 @@ impl std::error::Error for ParseFailure {}
 
 /// Repair names, as they appear in [`Lenient::repairs`].
 pub mod repair {
+    pub const UTF16: &str = "decoded UTF-16 text (byte-order mark)";
+    pub const INVALID_UTF8: &str = "replaced invalid UTF-8 byte sequences with U+FFFD";
     pub const BOM: &str = "removed a UTF-8 byte-order mark";
     pub const MERGE_MARKERS: &str =
         "resolved git merge-conflict markers, keeping our side (between <<<<<<< and =======)";
     pub const TEMPLATE_WRAPPER: &str = "removed a `{{ ... }}` template wrapper around the document";
     pub const COMMENTS: &str = "removed comments (`//`, `/* */` or `#`)";
-    pub const PLACEHOLDER_VALUES: &str = "quoted unquoted `{{ ... }}` template placeholders used as values";
+    pub const PLACEHOLDER_VALUES: &str =
+        "quoted unquoted template placeholders (`{{ ... }}`, `[NAME]`, `<name>`) used as values";
+    pub const BARE_WORDS: &str = "quoted bare words used as values or keys";
+    pub const PYTHON_LITERALS: &str = "read Python literals (single-quoted strings, True, False, None)";
     pub const TRAILING_COMMAS: &str = "removed trailing commas before `}` or `]`";
     pub const TRAILING_DATA: &str = "ignored trailing data after the first complete JSON value";
     pub const SALVAGED_LIST: &str = "kept the complete items of a list that breaks off";
     pub const YAML: &str = "read as YAML (block mappings and lists)";
+    pub const JSON_LINES: &str = "read concatenated JSON values (JSON Lines) as a list";
+    pub const MARKDOWN: &str =
+        "read a Markdown message's bold header lines (`**From**:`, `**To**:`) as fields";
 }
 
 fn fail(rule: impl Into<String>, line: usize, column: usize) -> ParseFailure {
@@ -66,13 +74,8 @@ fn line_col(text: &[u8], at: usize) -> (usize, usize) {
 /// in [`Lenient::repairs`]. Failure names the rule and the line and column.
 pub fn parse_lenient(bytes: &[u8]) -> Result<Lenient, ParseFailure> {
     let mut repairs = Vec::new();
-    let text = match std::str::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let (l, c) = line_col(bytes, e.valid_up_to());
-            return Err(fail("not UTF-8 text", l, c));
-        }
-    };
+    let decoded = decode(bytes, &mut repairs)?;
+    let text = decoded.as_str();
     let text = match text.strip_prefix('\u{feff}') {
         Some(t) => {
             repairs.push(repair::BOM.to_string());
@@ -98,12 +101,18 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Lenient, ParseFailure> {
     }
     let looks_json = work.trim_start().starts_with(['{', '[']);
     if looks_json {
-        let scan = scrub(&work);
+        let scan = scrub(&work, false);
         if scan.comments {
             repairs.push(repair::COMMENTS.to_string());
         }
         if scan.placeholders {
             repairs.push(repair::PLACEHOLDER_VALUES.to_string());
+        }
+        if scan.bare_words {
+            repairs.push(repair::BARE_WORDS.to_string());
+        }
+        if scan.python {
+            repairs.push(repair::PYTHON_LITERALS.to_string());
         }
         if scan.trailing_commas {
             repairs.push(repair::TRAILING_COMMAS.to_string());
@@ -115,6 +124,19 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Lenient, ParseFailure> {
         Err(e) => e,
     };
     if looks_json {
+        // Bare words are quoted only if that makes the whole document JSON: quoting the words
+        // of trailing program text would hide that it is garbage.
+        let bare = scrub(&work, true);
+        if bare.bare_words
+            && let Ok(value) = serde_json::from_str::<Value>(&bare.text)
+        {
+            repairs.push(repair::BARE_WORDS.to_string());
+            return Ok(Lenient { value, repairs });
+        }
+        if let Some(values) = json_lines(&work) {
+            repairs.push(format!("{}: {} values", repair::JSON_LINES, values.len()));
+            return Ok(Lenient { value: Value::Array(values), repairs });
+        }
         if let Some((value, at)) = first_value(&work) {
             let (l, _) = line_col(work.as_bytes(), at);
             repairs.push(format!("{} (from line {l})", repair::TRAILING_DATA));
@@ -137,8 +159,111 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Lenient, ParseFailure> {
             repairs.push(repair::YAML.to_string());
             Ok(Lenient { value, repairs })
         }
-        Err(e) => Err(fail(format!("neither JSON nor simple YAML: {}", e.rule), e.line, e.column)),
+        Err(e) => match markdown_message(&work) {
+            Some(value) => {
+                repairs.push(repair::MARKDOWN.to_string());
+                Ok(Lenient { value, repairs })
+            }
+            None => Err(fail(format!("neither JSON nor simple YAML: {}", e.rule), e.line, e.column)),
+        },
     }
+}
+
+/// Two or more complete JSON values one after another (JSON Lines, or records appended to a
+/// file): all of them, as a list. `None` unless every byte belongs to a value.
+fn json_lines(text: &str) -> Option<Vec<Value>> {
+    let mut values = Vec::new();
+    for v in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        values.push(v.ok()?);
+    }
+    (values.len() >= 2).then_some(values)
+}
+
+/// A Markdown message with bold header lines (`**From**: Agent-5`, `**To**: Agent-1`,
+/// `**Priority**: urgent`, `- **Timestamp**: ...`): an object with one key per header
+/// (lower case, `_` for spaces), the first `# ` heading as `title`, and the text after the
+/// headers (from the first `---` line, or the first line that is not a header) as `body`.
+/// `None` unless it has a `From` or `To` header.
+fn markdown_message(text: &str) -> Option<Value> {
+    let mut obj = serde_json::Map::new();
+    let mut body_start = None;
+    let mut seen_header = false;
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let t = line.trim().trim_start_matches(['-', '*', ' ']).trim_start();
+        let header = line.trim().trim_start_matches(['-', ' ']).strip_prefix("**").and_then(|rest| {
+            let (name, value) = rest.split_once("**")?;
+            let name = name.trim().trim_end_matches(':');
+            let value = value.trim_start().strip_prefix(':').unwrap_or(value).trim();
+            let ok = !name.is_empty()
+                && name.len() <= 40
+                && name.chars().all(|c| c.is_alphanumeric() || c == ' ' || c == '_');
+            ok.then(|| (name.to_lowercase().replace(' ', "_"), value.to_string()))
+        });
+        if let Some((name, value)) = header.filter(|_| body_start.is_none()) {
+            seen_header = true;
+            obj.entry(name).or_insert(Value::String(value));
+            continue;
+        }
+        if !seen_header {
+            if let Some(title) = line.trim().strip_prefix("# ") {
+                obj.entry("title").or_insert(Value::String(title.trim().to_string()));
+            }
+            continue;
+        }
+        if body_start.is_none() && !t.is_empty() {
+            body_start = Some(if line.trim() == "---" { i + 1 } else { i });
+        }
+    }
+    if !(obj.contains_key("from") || obj.contains_key("to")) {
+        return None;
+    }
+    let body = body_start.map(|b| lines[b.min(lines.len())..].join("\n")).unwrap_or_default();
+    obj.insert("body".into(), Value::String(body.trim().to_string()));
+    Some(Value::Object(obj))
+}
+
+/// Bytes to text: UTF-8; UTF-16 with a byte-order mark (what Windows PowerShell writes by
+/// default); UTF-8 with a few invalid bytes, which become U+FFFD. Bytes with NUL in them (and
+/// no UTF-16 mark) are not text.
+fn decode(bytes: &[u8], repairs: &mut Vec<String>) -> Result<String, ParseFailure> {
+    let utf16_mark = matches!(bytes, [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..]);
+    if !utf16_mark {
+        if let Some(at) = bytes.iter().position(|b| *b == 0) {
+            let (l, c) = line_col(bytes, at);
+            return Err(fail("not text: contains NUL bytes", l, c));
+        }
+        if let Ok(t) = std::str::from_utf8(bytes) {
+            return Ok(t.to_string());
+        }
+    }
+    let utf16 = |be: bool| -> Option<String> {
+        if !bytes.len().is_multiple_of(2) {
+            return None;
+        }
+        let units: Vec<u16> = bytes[2..]
+            .chunks_exact(2)
+            .map(|c| if be { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) })
+            .collect();
+        String::from_utf16(&units).ok()
+    };
+    let decoded = match bytes {
+        [0xFF, 0xFE, ..] => utf16(false),
+        [0xFE, 0xFF, ..] => utf16(true),
+        _ => None,
+    };
+    if let Some(t) = decoded {
+        repairs.push(repair::UTF16.to_string());
+        return Ok(t);
+    }
+    if utf16_mark {
+        return Err(fail("not text: a UTF-16 byte-order mark but invalid UTF-16", 1, 1));
+    }
+    let t = String::from_utf8_lossy(bytes).into_owned();
+    let genuine = bytes.windows(3).filter(|w| *w == [0xEF, 0xBF, 0xBD]).count();
+    let n = t.matches('\u{fffd}').count().saturating_sub(genuine);
+    repairs.push(format!("{}: {n}", repair::INVALID_UTF8));
+    Ok(t)
 }
 
 /// serde_json's message without its " at line L column C" tail (the position is reported apart).
@@ -223,15 +348,39 @@ struct Scrubbed {
     text: String,
     comments: bool,
     placeholders: bool,
+    bare_words: bool,
+    python: bool,
     trailing_commas: bool,
 }
 
-/// One pass outside strings: comments become spaces (newlines kept), `{{ ... }}` placeholders
-/// on one line become strings; then trailing commas become spaces.
-fn scrub(text: &str) -> Scrubbed {
+/// The index of `close` after `from` on the same line, if every character between is one of
+/// `ok`.
+fn close_on_line(chars: &[char], from: usize, close: char, ok: impl Fn(char) -> bool) -> Option<usize> {
+    let mut j = from;
+    while j < chars.len() && chars[j] != '\n' {
+        if chars[j] == close {
+            return Some(j);
+        }
+        if !ok(chars[j]) {
+            return None;
+        }
+        j += 1;
+    }
+    None
+}
+
+fn word_char(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '$')
+}
+
+/// One pass outside strings: comments become spaces (newlines kept); `{{ ... }}`, `[NAME]` and
+/// `<name>` placeholders on one line become strings; Python strings and `True`/`False`/`None`
+/// become JSON; with `bare`, other bare words become strings; then trailing commas become
+/// spaces.
+fn scrub(text: &str, bare: bool) -> Scrubbed {
     let chars: Vec<char> = text.chars().collect();
     let mut out: Vec<char> = Vec::with_capacity(chars.len());
-    let (mut comments, mut placeholders) = (false, false);
+    let (mut comments, mut placeholders, mut bare_words, mut python) = (false, false, false, false);
     let mut i = 0;
     let mut in_str = false;
     while i < chars.len() {
@@ -300,6 +449,87 @@ fn scrub(text: &str) -> Scrubbed {
                     }
                 }
             }
+            // `[AUTO_TIMESTAMP]` and `<agent name>` where a value belongs.
+            '[' | '<'
+                if chars.get(i + 1).is_some_and(|n| n.is_alphabetic() || *n == '_')
+                    && !matches!(chars.get(i + 1), Some('t' | 'f' | 'n')) =>
+            {
+                let close = if c == '[' { ']' } else { '>' };
+                let ok = |ch: char| word_char(ch) || matches!(ch, ' ' | '(' | ')' | ':' | '/');
+                match close_on_line(&chars, i + 1, close, ok) {
+                    Some(j) => {
+                        placeholders = true;
+                        let inner: String = chars[i..=j].iter().collect();
+                        out.extend(Value::String(inner).to_string().chars());
+                        i = j + 1;
+                    }
+                    None => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            // A Python string: `'...'` on one line.
+            '\'' => match close_on_line(&chars, i + 1, '\'', |_| true) {
+                Some(_) => {
+                    python = true;
+                    let mut s = String::new();
+                    let mut j = i + 1;
+                    while chars[j] != '\'' {
+                        if chars[j] == '\\' && chars.get(j + 1).is_some_and(|n| *n != '\n') {
+                            s.push(chars[j + 1]);
+                            j += 2;
+                        } else {
+                            s.push(chars[j]);
+                            j += 1;
+                        }
+                        if j >= chars.len() || chars[j] == '\n' {
+                            break;
+                        }
+                    }
+                    out.extend(Value::String(s).to_string().chars());
+                    // Past the closing quote; a string cut off by the line end keeps the newline.
+                    i = if j < chars.len() && chars[j] == '\'' { j + 1 } else { j };
+                }
+                None => {
+                    out.push(c);
+                    i += 1;
+                }
+            },
+            // A bare word: not inside a number (`1e5`), not `true`/`false`/`null`.
+            _ if (c.is_alphabetic() || c == '_')
+                && (i == 0
+                    || !(chars[i - 1].is_alphanumeric()
+                        || matches!(chars[i - 1], '.' | '+' | '-' | '_'))) =>
+            {
+                let mut j = i;
+                while j < chars.len() && word_char(chars[j]) {
+                    j += 1;
+                }
+                let word: String = chars[i..j].iter().collect();
+                match word.as_str() {
+                    "true" | "false" | "null" => out.extend(word.chars()),
+                    "True" | "False" | "None" => {
+                        python = true;
+                        out.extend(
+                            if word == "None" {
+                                "null"
+                            } else if word == "True" {
+                                "true"
+                            } else {
+                                "false"
+                            }
+                            .chars(),
+                        );
+                    }
+                    _ if bare => {
+                        bare_words = true;
+                        out.extend(Value::String(word).to_string().chars());
+                    }
+                    _ => out.extend(word.chars()),
+                }
+                i = j;
+            }
             _ => {
                 out.push(c);
                 i += 1;
@@ -331,7 +561,7 @@ fn scrub(text: &str) -> Scrubbed {
         }
         k += 1;
     }
-    Scrubbed { text: out.into_iter().collect(), comments, placeholders, trailing_commas }
+    Scrubbed { text: out.into_iter().collect(), comments, placeholders, bare_words, python, trailing_commas }
 }
 
 /// The first complete JSON value, if something non-blank follows it; with the offset where the
@@ -433,6 +663,37 @@ mod tests {
         let l = ok("{\"priority\": {{priority}}, \"n\": 1}");
         assert_eq!(l.value, json!({"priority": "{{priority}}", "n": 1}));
         assert!(has(&l, repair::PLACEHOLDER_VALUES));
+        let l = ok("{\"t\": [AUTO_TIMESTAMP], \"a\": <agent name>, \"l\": [true, null], \"m\": [\"x\"]}");
+        assert_eq!(
+            l.value,
+            json!({"t": "[AUTO_TIMESTAMP]", "a": "<agent name>", "l": [true, null], "m": ["x"]})
+        );
+    }
+
+    #[test]
+    fn bare_words_and_python_literals() {
+        let l = ok("{\"status\": PENDING, owner: Agent-2, \"n\": 1e5, \"x\": -2.5E-3}");
+        assert_eq!(l.value, json!({"status": "PENDING", "owner": "Agent-2", "n": 1e5, "x": -2.5e-3}));
+        assert!(has(&l, repair::BARE_WORDS));
+        let l = ok("{'task_id': 'T1', 'done': True, 'x': None, 'q': 'it\\'s \"q\"', 'f': False}");
+        assert_eq!(l.value, json!({"task_id": "T1", "done": true, "x": null, "q": "it's \"q\"", "f": false}));
+        assert!(has(&l, repair::PYTHON_LITERALS));
+        assert!(!has(&l, repair::BARE_WORDS));
+    }
+
+    #[test]
+    fn text_encodings() {
+        let mut le = vec![0xFF, 0xFE];
+        le.extend("{\"a\": \"é\"}".encode_utf16().flat_map(u16::to_le_bytes));
+        let l = parse_lenient(&le).unwrap();
+        assert_eq!(l.value, json!({"a": "é"}));
+        assert!(has(&l, repair::UTF16));
+        let mut be = vec![0xFE, 0xFF];
+        be.extend("[1]".encode_utf16().flat_map(u16::to_be_bytes));
+        assert_eq!(parse_lenient(&be).unwrap().value, json!([1]));
+        let l = parse_lenient(b"{\"a\": \"caf\xe9\"}").unwrap();
+        assert_eq!(l.value, json!({"a": "caf\u{fffd}"}));
+        assert_eq!(l.repairs, vec![format!("{}: 1", repair::INVALID_UTF8)]);
     }
 
     #[test]
@@ -444,6 +705,29 @@ mod tests {
         assert!(has(&l, repair::MERGE_MARKERS));
         let diff3 = "{\n<<<<<<< ours\n\"a\": 1\n||||||| base\n\"a\": 0\n=======\n\"a\": 2\n>>>>>>> theirs\n}";
         assert_eq!(ok(diff3).value, json!({"a": 1}));
+    }
+
+    #[test]
+    fn json_lines_become_a_list() {
+        let l = ok("{\"task_id\": \"A\"}\n{\"task_id\": \"B\"}\n");
+        assert_eq!(l.value, json!([{"task_id": "A"}, {"task_id": "B"}]));
+        assert!(has(&l, repair::JSON_LINES));
+    }
+
+    #[test]
+    fn markdown_messages() {
+        let text = "# 🚨 INBOX MESSAGE - TEXT\n\n**From**: DISCORD\n**To**: yall\n**Priority**: regular\n**Message Type**: text\n- **Timestamp**: 2025-12-08T16:59:21.033064\n\n---\n\nplease post this\n\n---\n*footer*\n";
+        let l = ok(text);
+        assert!(has(&l, repair::MARKDOWN));
+        let v = &l.value;
+        assert_eq!(
+            (v["from"].as_str(), v["to"].as_str(), v["message_type"].as_str()),
+            (Some("DISCORD"), Some("yall"), Some("text"))
+        );
+        assert_eq!(v["timestamp"], "2025-12-08T16:59:21.033064");
+        assert_eq!(v["title"], "🚨 INBOX MESSAGE - TEXT");
+        assert!(v["body"].as_str().unwrap().starts_with("please post this"));
+        assert!(parse_lenient(b"# Notes\n\nJust prose, **bold** words.\n").is_err());
     }
 
     #[test]
@@ -488,9 +772,9 @@ mod tests {
         assert_eq!(e.line, 3);
         let e = parse_lenient(b"").unwrap_err();
         assert_eq!(e.rule, "empty file");
-        let e = parse_lenient(b"ok\xff").unwrap_err();
-        assert_eq!((e.rule.as_str(), e.line, e.column), ("not UTF-8 text", 1, 3));
-        let e = parse_lenient("# Title\n\n**From**: Agent-1\n".as_bytes()).unwrap_err();
+        let e = parse_lenient(b"{\n\"a\": 1\x00}").unwrap_err();
+        assert_eq!((e.rule.as_str(), e.line, e.column), ("not text: contains NUL bytes", 2, 7));
+        let e = parse_lenient("# Title\n\n**Note**: not a message\n".as_bytes()).unwrap_err();
         assert!(e.rule.starts_with("neither JSON nor simple YAML"), "{e}");
         assert_eq!(e.line, 3);
         assert!(e.to_string().contains("line 3"));

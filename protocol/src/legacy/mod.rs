@@ -29,9 +29,9 @@ mod corpus_tests;
 
 pub use agent::{NON_AGENT_WORDS, normalise_agent};
 pub use board::{Extracted, Shape, extract_tasks, is_message_like, is_task_like};
-pub use lenient::{Lenient, ParseFailure, parse_lenient};
-pub use mail::{LegacyMail, mail_recipient_named, normalise_mail};
-pub use normalise::{Normalised, normalise_task};
+pub use lenient::{Lenient, ParseFailure, parse_lenient, repair};
+pub use mail::{FROM_FIELDS, LegacyMail, TO_FIELDS, mail_recipient_named, normalise_mail};
+pub use normalise::{NESTED_CONTAINERS, Normalised, RENAMES, is_time_field, normalise_task};
 pub use priority::{PRIORITY_TABLE, PriorityMatch, map_priority};
 pub use status::{STATUS_TABLE, StatusMatch, map_status, status_rank};
 pub use time::{TimeOutcome, is_placeholder, normalise_timestamp};

@@ -18,6 +18,13 @@ pub struct Normalised {
     pub changes: Vec<Change>,
 }
 
+impl Normalised {
+    /// The changes an operator should look at (guesses, values set aside).
+    pub fn warnings(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.warning)
+    }
+}
+
 /// What a renamed value must look like for the rename to apply.
 #[derive(Clone, Copy)]
 enum Fit {
@@ -281,18 +288,60 @@ fn is_whole_placeholder(s: &str) -> bool {
     is_placeholder(t) && (!t.contains("{{") || (t.starts_with("{{") && t.ends_with("}}")))
 }
 
+/// Objects some schemas keep canonical fields in (`metadata.priority`, `meta.owner`): a field
+/// missing at the top level is lifted out of them.
+pub const NESTED_CONTAINERS: &[&str] = &["metadata", "meta"];
+
+/// A value the canonical task does not write back (null, an empty list) or that carries nothing
+/// (a blank string): a legacy spelling may take its place.
+fn absent_like(v: Option<&Value>) -> bool {
+    v.is_none_or(|v| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    })
+}
+
 fn renames(cx: &mut Ctx) {
     for (canonical, spellings) in RENAMES {
-        if cx.m.get(*canonical).is_some_and(|v| !v.is_null()) {
+        if !absent_like(cx.m.get(*canonical)) {
             continue;
         }
         let fit = fit_of(canonical);
-        let Some(legacy) = spellings.iter().find(|k| cx.m.get(**k).is_some_and(|v| fit.accepts(v))) else {
+        if let Some(legacy) = spellings.iter().find(|k| cx.m.get(**k).is_some_and(|v| fit.accepts(v))) {
+            let v = cx.m.remove(*legacy).unwrap_or(Value::Null);
+            cx.m.insert((*canonical).to_string(), v);
+            cx.change(
+                canonical,
+                ChangeKind::FieldRenamed,
+                Some(json!(legacy)),
+                Some(json!(canonical)),
+                false,
+            );
             continue;
-        };
-        let v = cx.m.remove(*legacy).unwrap_or(Value::Null);
-        cx.m.insert((*canonical).to_string(), v);
-        cx.change(canonical, ChangeKind::FieldRenamed, Some(json!(legacy)), Some(json!(canonical)), false);
+        }
+        // Lift from a nested container: the canonical name first, then the legacy spellings.
+        for container in NESTED_CONTAINERS {
+            let Some(Value::Object(inner)) = cx.m.get_mut(*container) else { continue };
+            let found = std::iter::once(canonical)
+                .chain(spellings.iter())
+                .find(|k| inner.get(**k).is_some_and(|v| fit.accepts(v)))
+                .copied();
+            if let Some(k) = found {
+                let v = inner.remove(k).unwrap_or(Value::Null);
+                cx.m.insert((*canonical).to_string(), v);
+                let from = format!("{container}.{k}");
+                cx.change(
+                    canonical,
+                    ChangeKind::FieldRenamed,
+                    Some(json!(from)),
+                    Some(json!(canonical)),
+                    false,
+                );
+                break;
+            }
+        }
     }
 }
 
@@ -566,6 +615,30 @@ mod tests {
     }
 
     #[test]
+    fn fields_are_lifted_out_of_metadata() {
+        let n = norm(json!({"task_id": "T", "status": {"state": "working", "progress": 0.5},
+            "metadata": {"created_by": "x", "created_at": "2025-05-01T10:00:00+00:00", "priority": 2, "points": 3}}));
+        assert_eq!(n.task.priority, Priority::High);
+        assert_eq!(n.task.created_by.as_deref(), Some("x"));
+        assert!(n.task.created_at.is_some());
+        assert_eq!(n.task.extra["metadata"], json!({"points": 3}));
+        let n = norm(json!({"id": "t", "state": "ready", "meta": {"owner": "agent-2", "prio": "P1"}}));
+        assert_eq!(n.task.assigned_to.as_deref(), Some("Agent-2"));
+        assert_eq!(n.task.priority, Priority::High);
+        assert!(n.changes.iter().any(|c| c.from == Some(json!("meta.owner"))));
+    }
+
+    #[test]
+    fn an_empty_canonical_field_gives_way_to_a_legacy_spelling() {
+        let n = norm(
+            json!({"task_id": "T", "depends_on": [], "dependencies": ["A"], "assigned_to": "", "assignee": "agent_4"}),
+        );
+        assert_eq!(n.task.depends_on, vec!["A"]);
+        assert_eq!(n.task.assigned_to.as_deref(), Some("Agent-4"));
+        assert!(!n.task.extra.contains_key("dependencies"));
+    }
+
+    #[test]
     fn both_spellings_keep_the_canonical_one() {
         let n = norm(json!({"task_id": "T1", "id": "other", "dependencies": ["X"], "depends_on": ["Y"]}));
         assert_eq!(n.task.task_id, "T1");
@@ -612,6 +685,7 @@ mod tests {
         assert_eq!(n.task.status, Status::Pending);
         assert_eq!(n.task.extra["legacy"]["status"], "DOCUMENTED_WORKAROUND_FOUND");
         assert!(n.changes.iter().any(|c| c.kind == ChangeKind::StatusUnmapped && c.warning));
+        assert_eq!(n.warnings().count(), 1);
         let n = norm(json!({"task_id": "T", "status": "done"}));
         assert_eq!(n.task.status, Status::Completed);
         assert!(!n.task.extra.contains_key("legacy"));

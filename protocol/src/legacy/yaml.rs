@@ -5,6 +5,9 @@
 
 use serde_json::{Map, Number, Value};
 
+/// Deepest nesting accepted (JSON's reader stops at 128 too).
+const MAX_DEPTH: usize = 100;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct YamlError {
     pub rule: String,
@@ -26,24 +29,43 @@ fn err<T>(rule: &str, line: &Line) -> Result<T, YamlError> {
 /// Parses a YAML document made of block mappings and lists. A document that is a single plain
 /// scalar is refused (it is prose, not data).
 pub(crate) fn parse(text: &str) -> Result<Value, YamlError> {
-    let mut lines = Vec::new();
+    // Documents separated by `---` (an append-only log of records): a list of them.
+    let mut docs: Vec<Vec<Line>> = vec![Vec::new()];
     for (i, raw) in text.lines().enumerate() {
         let no = i + 1;
-        if raw.contains('\t') && raw.trim_start().len() != raw.trim_start_matches('\t').len() {
+        let lead = &raw[..raw.len() - raw.trim_start().len()];
+        if lead.contains('\t') {
             return Err(YamlError { rule: "tab indentation".into(), line: no, column: 1 });
         }
         let t = strip_comment(raw);
-        if t.trim().is_empty() || t.trim() == "---" || t.trim() == "..." {
+        if t.trim_end() == "---" || t.starts_with("--- ") {
+            docs.push(Vec::new());
+            continue;
+        }
+        if t.trim().is_empty() || t.trim_end() == "..." {
             continue;
         }
         let indent = t.len() - t.trim_start().len();
-        lines.push(Line { indent, text: t.trim().to_string(), no });
+        if let Some(d) = docs.last_mut() {
+            d.push(Line { indent, text: t.trim().to_string(), no });
+        }
     }
-    let Some(first) = lines.first().cloned() else {
-        return Err(YamlError { rule: "no content".into(), line: 1, column: 1 });
-    };
+    docs.retain(|d| !d.is_empty());
+    let mut values = Vec::new();
+    for mut lines in docs {
+        values.push(parse_doc(&mut lines)?);
+    }
+    match values.len() {
+        0 => Err(YamlError { rule: "no content".into(), line: 1, column: 1 }),
+        1 => Ok(values.remove(0)),
+        _ => Ok(Value::Array(values)),
+    }
+}
+
+fn parse_doc(lines: &mut [Line]) -> Result<Value, YamlError> {
+    let first = lines[0].clone();
     let mut pos = 0;
-    let v = parse_block(&mut lines, &mut pos, first.indent)?;
+    let v = parse_block(lines, &mut pos, first.indent, 0)?;
     if let Some(l) = lines.get(pos) {
         return err("unexpected indentation", l);
     }
@@ -69,12 +91,15 @@ fn strip_comment(raw: &str) -> &str {
     raw
 }
 
-fn parse_block(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value, YamlError> {
+fn parse_block(lines: &mut [Line], pos: &mut usize, indent: usize, depth: usize) -> Result<Value, YamlError> {
     let line = lines[*pos].clone();
+    if depth > MAX_DEPTH {
+        return err("nested too deeply", &line);
+    }
     if is_item(&line.text) {
-        parse_seq(lines, pos, indent)
+        parse_seq(lines, pos, indent, depth)
     } else if split_key(&line.text).is_some() {
-        parse_map(lines, pos, indent)
+        parse_map(lines, pos, indent, depth)
     } else if *pos + 1 == lines.len() || lines[*pos + 1].indent < indent {
         *pos += 1;
         scalar(&line.text, &line)
@@ -109,7 +134,7 @@ fn split_key(t: &str) -> Option<(String, &str)> {
     Some((key.trim_end().to_string(), t[i + 1..].trim()))
 }
 
-fn parse_map(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value, YamlError> {
+fn parse_map(lines: &mut [Line], pos: &mut usize, indent: usize, depth: usize) -> Result<Value, YamlError> {
     let mut map = Map::new();
     while let Some(line) = lines.get(*pos).cloned() {
         if line.indent < indent {
@@ -122,13 +147,13 @@ fn parse_map(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value
             return err("expected `key: value`", &line);
         };
         *pos += 1;
-        let value = value_after(lines, pos, indent, rest, &line, true)?;
+        let value = value_after(lines, pos, indent, rest, &line, true, depth)?;
         map.insert(key, value);
     }
     Ok(Value::Object(map))
 }
 
-fn parse_seq(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value, YamlError> {
+fn parse_seq(lines: &mut [Line], pos: &mut usize, indent: usize, depth: usize) -> Result<Value, YamlError> {
     let mut items = Vec::new();
     while let Some(line) = lines.get(*pos).cloned() {
         if line.indent < indent {
@@ -143,12 +168,12 @@ fn parse_seq(lines: &mut [Line], pos: &mut usize, indent: usize) -> Result<Value
         let rest = line.text[1..].trim_start();
         if rest.is_empty() {
             *pos += 1;
-            items.push(value_after(lines, pos, indent, "", &line, false)?);
+            items.push(value_after(lines, pos, indent, "", &line, false, depth)?);
         } else if split_key(rest).is_some() {
             // `- key: value`: a mapping whose keys sit at the column after `- `.
             let inner = indent + (line.text.len() - rest.len());
             lines[*pos] = Line { indent: inner, text: rest.to_string(), no: line.no };
-            items.push(parse_map(lines, pos, inner)?);
+            items.push(parse_map(lines, pos, inner, depth + 1)?);
         } else {
             *pos += 1;
             items.push(scalar(rest, &line)?);
@@ -166,6 +191,7 @@ fn value_after(
     rest: &str,
     line: &Line,
     in_map: bool,
+    depth: usize,
 ) -> Result<Value, YamlError> {
     if rest.starts_with('|') || rest.starts_with('>') {
         let mut parts = Vec::new();
@@ -182,10 +208,12 @@ fn value_after(
     match lines.get(*pos) {
         Some(next) if next.indent > indent => {
             let ni = next.indent;
-            parse_block(lines, pos, ni)
+            parse_block(lines, pos, ni, depth + 1)
         }
         // YAML allows a list under a key at the key's own indentation.
-        Some(next) if in_map && next.indent == indent && is_item(&next.text) => parse_seq(lines, pos, indent),
+        Some(next) if in_map && next.indent == indent && is_item(&next.text) => {
+            parse_seq(lines, pos, indent, depth + 1)
+        }
         _ => Ok(Value::Null),
     }
 }
@@ -261,6 +289,19 @@ mod tests {
             v,
             json!({"tasks": [{"id": "A", "deps": ["B"]}, {"id": "B"}], "note": "line one\nline two"})
         );
+    }
+
+    #[test]
+    fn several_documents_make_a_list() {
+        let v = parse("---\nagent: Agent-1\nstatus: ok\n---\nagent: Agent-2\nstatus: blocked\n").unwrap();
+        assert_eq!(
+            v,
+            json!([{"agent": "Agent-1", "status": "ok"}, {"agent": "Agent-2", "status": "blocked"}])
+        );
+        assert_eq!(parse("---\na: 1\n...\n").unwrap(), json!({"a": 1}));
+        assert!(parse("a:\n\t- x\n").is_err());
+        let deep: String = (0..150).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect();
+        assert_eq!(parse(&deep).unwrap_err().rule, "nested too deeply");
     }
 
     #[test]
