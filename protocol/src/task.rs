@@ -237,7 +237,7 @@ impl Task {
         let Value::Object(mut map) = value else {
             return Err(ValidationError::new("", "a task must be a JSON object"));
         };
-        let task_id = match map.remove("task_id") {
+        let task_id = match map.shift_remove("task_id") {
             Some(Value::String(s)) => s,
             Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
             Some(_) => {
@@ -263,8 +263,8 @@ impl Task {
         task.not_before = take_opt_time(&mut map, "not_before")?;
         task.depends_on = take_string_list(&mut map, "depends_on")?;
         task.tags = take_string_list(&mut map, "tags")?;
-        task.params = map.remove("params").unwrap_or(Value::Null);
-        task.result = map.remove("result").unwrap_or(Value::Null);
+        task.params = map.shift_remove("params").unwrap_or(Value::Null);
+        task.result = map.shift_remove("result").unwrap_or(Value::Null);
         if let Some(n) = take_opt_u64(&mut map, "max_attempts")? {
             if n == 0 || n > 1000 {
                 return Err(ValidationError::new("max_attempts", "must be between 1 and 1000"));
@@ -281,12 +281,12 @@ impl Task {
             }
             task.lease_secs = Some(n);
         }
-        task.error = match map.remove("error") {
+        task.error = match map.shift_remove("error") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(other) => Some(other.to_string()),
         };
-        if let Some(h) = map.remove("history") {
+        if let Some(h) = map.shift_remove("history") {
             task.history = serde_json::from_value(h).map_err(|e| {
                 ValidationError::new(
                     "history",
@@ -324,7 +324,7 @@ pub fn validate_task_id(id: &str) -> Result<(), ValidationError> {
 }
 
 fn take_opt_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<String>, ValidationError> {
-    match map.remove(field) {
+    match map.shift_remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(ValidationError::new(field, "must be a string")),
@@ -341,7 +341,7 @@ fn take_opt_time(map: &mut Map<String, Value>, field: &str) -> Result<Option<Tim
 }
 
 fn take_opt_u64(map: &mut Map<String, Value>, field: &str) -> Result<Option<u64>, ValidationError> {
-    match map.remove(field) {
+    match map.shift_remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
             n.as_u64().map(Some).ok_or_else(|| ValidationError::new(field, "must be a non-negative integer"))
@@ -351,7 +351,7 @@ fn take_opt_u64(map: &mut Map<String, Value>, field: &str) -> Result<Option<u64>
 }
 
 fn take_string_list(map: &mut Map<String, Value>, field: &str) -> Result<Vec<String>, ValidationError> {
-    match map.remove(field) {
+    match map.shift_remove(field) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .into_iter()
@@ -369,6 +369,14 @@ fn take_string_list(map: &mut Map<String, Value>, field: &str) -> Result<Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_fields_keep_their_order() {
+        let v = serde_json::json!({"zeta": 1, "task_id": "T", "alpha": 2, "priority": "LOW", "mid": 3});
+        let t = Task::from_value(v).unwrap();
+        let keys: Vec<&String> = t.extra.keys().collect();
+        assert_eq!(keys, ["zeta", "alpha", "mid"]);
+    }
     use serde_json::json;
 
     #[test]
