@@ -133,6 +133,8 @@ pub struct Engine {
     /// Per board: what the broker last wrote (size and mtime) and the hash of each task on it.
     pub(crate) board_marks: HashMap<Board, ingest::BoardMark>,
     boards_force: bool,
+    /// Hashes of migrated messages already delivered (loaded by `import`).
+    imported_mail: std::collections::HashSet<u64>,
     clock: fn() -> Timestamp,
     records: usize,
 }
@@ -178,6 +180,7 @@ impl Engine {
             drops: HashMap::new(),
             board_marks: HashMap::new(),
             boards_force: false,
+            imported_mail: Default::default(),
             clock: runtime_layout::now,
             records: 0,
         })

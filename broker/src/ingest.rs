@@ -308,6 +308,7 @@ impl Engine {
         opts: ImportOptions,
     ) -> Result<ImportReport, EngineError> {
         let now = self.now();
+        self.load_imported_mail()?;
         let mut report = ImportReport::default();
         // id -> candidates (file index, normalised task, raw)
         let mut by_id: BTreeMap<String, Vec<(usize, Task, Value)>> = BTreeMap::new();
@@ -364,6 +365,32 @@ impl Engine {
                     let mut value = lenient.value;
                     if let Some(agent) = inbox_owner(&f.display) {
                         default_recipient(&mut value, &agent);
+                    }
+                    let list =
+                        value.as_array().filter(|l| !l.is_empty() && l.iter().all(legacy::is_message_like));
+                    if let Some(list) = list {
+                        // A queue file: a list of messages, each delivered on its own.
+                        let outcomes: Vec<String> = list
+                            .iter()
+                            .map(|m| match legacy::normalise_mail(m, now) {
+                                Ok(mail) => self.import_mail(mail, &f.display, &opts),
+                                Err(e) => format!("refused: {e}"),
+                            })
+                            .collect();
+                        let count = |p: &str| outcomes.iter().filter(|o| o.starts_with(p)).count();
+                        let mut summary = format!(
+                            "{} messages: {} delivered, {} already delivered, {} refused",
+                            outcomes.len(),
+                            count("delivered") + count("would deliver"),
+                            count("already"),
+                            count("refused")
+                        );
+                        if let Some(first) = outcomes.iter().find(|o| o.starts_with("refused")) {
+                            summary.push_str(&format!("; first refusal: {first}"));
+                        }
+                        fr.mail = Some(summary);
+                        report.files.push(fr);
+                        continue;
                     }
                     match legacy::normalise_mail(&value, now) {
                         Ok(mail) => fr.mail = Some(self.import_mail(mail, &f.display, &opts)),
@@ -480,23 +507,81 @@ impl Engine {
         Ok(report)
     }
 
+    /// Delivers one migrated message, once: its hash (source file and content) is journaled,
+    /// and a message whose hash is already in the journal is not delivered again.
     fn import_mail(&mut self, mail: legacy::LegacyMail, source: &str, opts: &ImportOptions) -> String {
-        let msg = Message::Send {
-            from: mail.from.clone(),
-            to: mail.to.clone(),
-            subject: mail.subject,
-            body: mail.body,
-        };
-        if !self.layout().mailbox(&mail.to).exists(self.fs.as_ref()) {
-            return format!("refused: no agent `{}` (its mailbox does not exist)", mail.to);
+        let hash = fnv64(
+            &[
+                source.as_bytes(),
+                mail.from.as_bytes(),
+                mail.to.as_bytes(),
+                &serde_json::to_vec(&mail.body).unwrap_or_default(),
+            ]
+            .join(&0u8),
+        );
+        if self.imported_mail.contains(&hash) {
+            return format!("already delivered: mail from {} to {}", mail.from, mail.to);
+        }
+        let md = self.layout().mailbox(&mail.to);
+        if !md.exists(self.fs.as_ref()) {
+            let creatable = opts.create_agents && protocol::names::validate_agent(&mail.to).is_ok();
+            if !creatable {
+                return format!("refused: no agent `{}` (its mailbox does not exist)", mail.to);
+            }
+            if !opts.dry_run
+                && let Err(e) = md.create(self.fs.as_ref(), true)
+            {
+                return format!("refused: cannot create the mailbox of `{}`: {e}", mail.to);
+            }
         }
         if opts.dry_run {
             return format!("would deliver mail from {} to {}", mail.from, mail.to);
         }
-        match self.handle(&msg, source) {
-            Ok(()) => format!("delivered mail from {} to {}", mail.from, mail.to),
-            Err(r) => format!("refused: {}", r.rule),
+        let now = self.now();
+        let body = protocol::Mail {
+            kind: "mail".into(),
+            from: mail.from.clone(),
+            to: mail.to.clone(),
+            subject: mail.subject,
+            body: mail.body,
+            sent_at: mail.sent_at.unwrap_or(now),
+        };
+        let mut rec = Record::new(Op::Mail, now);
+        rec.msg = Some(source.to_string());
+        rec.actor = Some(mail.from.clone());
+        rec.hash = Some(hash);
+        rec.detail = Some(json!({"to": mail.to, "import": source}));
+        self.push(rec);
+        self.imported_mail.insert(hash);
+        self.effects.push(Effect::Post {
+            agent: mail.to.clone(),
+            kind: "mail",
+            body: serde_json::to_value(body).unwrap_or_default(),
+        });
+        format!("delivered mail from {} to {}", mail.from, mail.to)
+    }
+
+    /// Hashes of the messages earlier imports delivered (from every journal segment, archived too).
+    fn load_imported_mail(&mut self) -> Result<(), EngineError> {
+        let dir = self.layout().journal_dir();
+        let mut seen = std::collections::HashSet::new();
+        let mut torn = Vec::new();
+        for p in crate::journal::all_segments(self.fs.as_ref(), &dir)? {
+            crate::journal::read_segment(
+                self.fs.as_ref(),
+                &p,
+                |r| {
+                    if r.op == Op::Mail
+                        && let Some(h) = r.hash
+                    {
+                        seen.insert(h);
+                    }
+                },
+                &mut torn,
+            )?;
         }
+        self.imported_mail = seen;
+        Ok(())
     }
 }
 

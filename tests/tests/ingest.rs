@@ -252,7 +252,12 @@ fn import_migrates_a_legacy_tree_once_and_never_touches_it() {
     assert_eq!(find(&root, "T3").unwrap()["status"], "PENDING", "unbacked in-progress work is offered again");
     assert_eq!(find(&root, "T4").unwrap()["priority"], "LOW");
 
+    let mail_in =
+        |root: &Root| root.ls("mailboxes/Agent-3/new").iter().filter(|n| n.starts_with("mail-")).count();
+    assert_eq!(mail_in(&root), 1, "the legacy message is delivered as mail");
+
     let second = import(&root, &[src]);
+    assert_eq!(mail_in(&root), 1, "a second import does not deliver the message again");
     assert_eq!(second["totals"]["tasks_accepted"], 0, "{second:#}");
     assert_eq!(second["totals"]["tasks_already_present"], 4);
     assert_eq!(snapshot(legacy.path()), before, "input files are never modified");
