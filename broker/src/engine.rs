@@ -103,6 +103,9 @@ pub struct Engine {
     durability: Durability,
     effects: Vec<Effect>,
     touched: BTreeSet<PathBuf>,
+    /// Directories a file was moved out of: fsynced after every other touched directory, so a
+    /// power loss between the two leaves a moved file in both places, never in neither.
+    moved_from: BTreeSet<PathBuf>,
     boards_dirty: bool,
     boards_written: Option<Timestamp>,
     drops: HashMap<String, DropWatch>,
@@ -146,6 +149,7 @@ impl Engine {
             durability,
             effects: Vec::new(),
             touched: BTreeSet::new(),
+            moved_from: BTreeSet::new(),
             boards_dirty: true,
             boards_written: None,
             drops: HashMap::new(),
@@ -283,12 +287,12 @@ impl Engine {
         for e in effects {
             self.run_effect(e)?;
         }
+        let (arrived, left) = (std::mem::take(&mut self.touched), std::mem::take(&mut self.moved_from));
         if self.durability.sync_files() {
-            for d in std::mem::take(&mut self.touched) {
-                self.fs.sync_dir(&d)?;
+            // Destinations first, then sources (a directory that is both is fsynced twice).
+            for d in arrived.iter().chain(&left) {
+                self.fs.sync_dir(d)?;
             }
-        } else {
-            self.touched.clear();
         }
         Ok(())
     }
@@ -296,6 +300,13 @@ impl Engine {
     fn touch_dir(&mut self, p: &Path) {
         if let Some(d) = p.parent() {
             self.touched.insert(d.to_path_buf());
+        }
+    }
+
+    /// Notes the directory a file was moved out of (see `moved_from`).
+    fn touch_src(&mut self, p: &Path) {
+        if let Some(d) = p.parent() {
+            self.moved_from.insert(d.to_path_buf());
         }
     }
 
@@ -340,7 +351,7 @@ impl Engine {
             },
             Effect::Consumed { from, to } => match fs.rename(&from, &to) {
                 Ok(()) => {
-                    self.touch_dir(&from);
+                    self.touch_src(&from);
                     self.touch_dir(&to);
                 }
                 Err(e) if e.is_not_found() => {}
@@ -349,10 +360,18 @@ impl Engine {
             Effect::Quarantine { from, to, reason } => {
                 match fs.rename_noreplace(&from, &to) {
                     Ok(()) => {
-                        self.touch_dir(&from);
+                        self.touch_src(&from);
                         self.touch_dir(&to);
                     }
                     Err(e) if e.is_not_found() => {}
+                    // Moved before a crash that kept the source too (only the quarantine's fsync
+                    // happened): the quarantined copy is this very file (its name holds the
+                    // record's seq), so finish the move. Failing here would stop every restart.
+                    Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
+                        Ok(()) => self.touch_src(&from),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    },
                     Err(e) => return Err(e.into()),
                 }
                 let mut err_path = to.clone().into_os_string();
@@ -973,7 +992,7 @@ impl Engine {
         // loss cannot put back in new/ a task the journal says is held.
         self.touched.insert(self.layout.mailbox(agent).cur());
         if !from.is_empty() {
-            self.touched.insert(self.layout.comms().join(&from).join("new"));
+            self.moved_from.insert(self.layout.comms().join(&from).join("new"));
         }
     }
 
@@ -1162,7 +1181,7 @@ impl Engine {
                     );
                     let to = self.layout.broker_inbox().new_dir().join(&name);
                     self.fs.rename_noreplace(&path, &to)?;
-                    self.touched.insert(dir.clone());
+                    self.moved_from.insert(dir.clone());
                     self.touched.insert(self.layout.broker_inbox().new_dir());
                     self.drops.remove(&shown);
                     tracing::debug!(file = %shown, as_message = %name, "took a dropped file");
