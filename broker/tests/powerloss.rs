@@ -394,6 +394,11 @@ fn check_final(w: &World, ctx: &str) {
         );
         legit_stale.insert(r.msg.clone());
     }
+    // Refused input is kept: every refusal's file is in quarantine.
+    for r in records.iter().filter(|r| r.op == Op::Reject) {
+        let path = w.layout.comms().join(r.path.as_deref().unwrap());
+        assert!(w.fs.stat(&path).unwrap().is_some(), "{ctx}: refused {:?} is not in quarantine", r.msg);
+    }
     // Quarantine holds only input that is bad on its own terms.
     for f in w.fs.list(&w.layout.quarantine_dir()).unwrap() {
         let name = f.name_str().unwrap();
@@ -403,7 +408,8 @@ fn check_final(w: &World, ctx: &str) {
         let original = name.split_once('-').map(|x| x.1).unwrap_or(name);
         assert!(
             w.expected_bad.contains(original) || legit_stale.contains(original),
-            "{ctx}: {name} quarantined though it was good input"
+            "{ctx}: {name} quarantined though it was good input: {:?}",
+            records.iter().filter(|x| x.msg.as_deref() == Some(original)).collect::<Vec<_>>()
         );
     }
     // No task file is left anywhere: every task finished.
