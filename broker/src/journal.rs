@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(l.torn.len(), 1);
         // A new segment after restart continues the sequence.
-        let mut j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
+        let j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
         // A segment whose only record was torn is started afresh, not appended to.
         drop(j);
         std::fs::write(d.path().join(segment_name(4)), b"{\"seq\":4,\"ts").unwrap();
