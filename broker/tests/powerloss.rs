@@ -6,7 +6,7 @@
 //! journal, and quarantine holds only genuinely bad input. `MAILROOM_CRASH_LONG=1` adds scrambled
 //! power losses (a random subset of unsynced changes reaches the disk) and more seeds.
 
-use mailroom::config::Config;
+use mailroom::config::{Config, DurabilityMode};
 use mailroom::engine::{Engine, EngineError};
 use mailroom::journal::{self, Op, Place, Record};
 use mailroom::state::State;
@@ -579,6 +579,20 @@ fn sc_duplicate(w: &mut World) -> R {
     w.step()
 }
 
+fn sc_dependencies(w: &mut World) -> R {
+    w.start()?;
+    w.submit(task("Q1"))?;
+    w.submit(json!({"task_id": "Q2", "depends_on": ["Q1"]}))?;
+    w.step()?;
+    let c = w.claim("A1")?.expect("the parent is ready");
+    w.complete("A1", &c)?;
+    w.step()?;
+    if let Some(c) = w.claim("A2")? {
+        w.complete("A2", &c)?;
+    }
+    w.step()
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "submit", cfg, script: sc_submit },
@@ -600,14 +614,17 @@ fn scenarios() -> Vec<Scenario> {
             script: sc_compaction,
         },
         Scenario { name: "duplicate submit", cfg, script: sc_duplicate },
+        Scenario { name: "dependencies", cfg, script: sc_dependencies },
     ]
 }
 
 /// Runs a scenario, crashing after `k` mutating operations (none: run to the end), restarts as
 /// `mode` says, recovers, finishes the workload and checks. Returns the operations the script did.
-fn run_one(sc: &Scenario, crash: Option<u64>, mode: Crash) -> u64 {
-    let ctx = format!("{} crashed after {crash:?} ops ({mode:?})", sc.name);
-    let mut w = World::new((sc.cfg)());
+fn run_one(sc: &Scenario, durability: DurabilityMode, crash: Option<u64>, mode: Crash) -> u64 {
+    let ctx = format!("{} ({durability:?}) crashed after {crash:?} ops ({mode:?})", sc.name);
+    let mut cfg = (sc.cfg)();
+    cfg.broker.durability = durability;
+    let mut w = World::new(cfg);
     let base = w.fs.ops();
     if let Some(k) = crash {
         w.fs.crash_after(k);
@@ -633,35 +650,40 @@ fn long_mode() -> bool {
 #[test]
 fn power_loss_at_every_crash_point() {
     let scenarios = scenarios();
-    let mut modes = vec![Crash::PowerLoss, Crash::Process];
-    if long_mode() {
-        modes.extend((0..8).map(|seed| Crash::Scrambled { seed }));
+    let seeds = if long_mode() { 8 } else { 0 };
+    let lossy: Vec<Crash> = [Crash::PowerLoss, Crash::Process]
+        .into_iter()
+        .chain((0..seeds).map(|seed| Crash::Scrambled { seed }))
+        .collect();
+    // `never` gives up power-loss durability by design: only process crashes are checked there.
+    let mut work: Vec<(&Scenario, DurabilityMode, &[Crash])> = Vec::new();
+    for sc in &scenarios {
+        work.push((sc, DurabilityMode::Batch, &lossy));
+        work.push((sc, DurabilityMode::Always, &lossy));
+        work.push((sc, DurabilityMode::Never, &[Crash::Process]));
     }
-    let results: Vec<(String, u64, u64)> = std::thread::scope(|s| {
-        let chunks: Vec<Vec<&Scenario>> =
-            (0..2).map(|i| scenarios.iter().skip(i).step_by(2).collect()).collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let modes = &modes;
+    let results: Vec<(String, DurabilityMode, u64, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let mine: Vec<_> = work.iter().skip(i).step_by(2).cloned().collect();
                 s.spawn(move || {
                     let mut out = Vec::new();
-                    for sc in chunk {
-                        let total = run_one(sc, None, Crash::Process);
+                    for (sc, durability, modes) in mine {
+                        let total = run_one(sc, durability, None, Crash::Process);
                         let mut points = 0;
                         for k in 0..=total {
-                            for (i, mode) in modes.iter().enumerate() {
+                            for mode in modes {
                                 let mode = match *mode {
                                     Crash::Scrambled { seed } => {
-                                        Crash::Scrambled { seed: seed * 1_000_003 + k + i as u64 }
+                                        Crash::Scrambled { seed: seed * 1_000_003 + k }
                                     }
                                     m => m,
                                 };
-                                run_one(sc, Some(k), mode);
+                                run_one(sc, durability, Some(k), mode);
                                 points += 1;
                             }
                         }
-                        out.push((sc.name.to_string(), total, points));
+                        out.push((sc.name.to_string(), durability, total, points));
                     }
                     out
                 })
@@ -669,14 +691,20 @@ fn power_loss_at_every_crash_point() {
             .collect();
         handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
-    let points: u64 = results.iter().map(|r| r.2).sum();
-    for (name, ops, pts) in &results {
-        println!("powerloss: {name:<28} {ops:>4} mutating operations, {pts:>5} crash points");
+    let order = |name: &str| scenarios.iter().position(|s| s.name == name);
+    let mut results = results;
+    results.sort_by_key(|r| (order(&r.0), format!("{:?}", r.1)));
+    let points: u64 = results.iter().map(|r| r.3).sum();
+    for (name, durability, ops, pts) in &results {
+        println!(
+            "powerloss: {name:<28} {durability:<7?} {ops:>4} mutating operations, {pts:>5} crash points"
+        );
     }
     println!(
-        "powerloss: {} scenarios, {points} simulated crash points ({} modes), lost 0, duplicated 0",
-        results.len(),
-        modes.len()
+        "powerloss: {} scenarios x 3 durability modes, {points} simulated crash points \
+         (power loss, process crash{}), lost 0, duplicated 0",
+        scenarios.len(),
+        if seeds > 0 { format!(", {seeds} scrambled seeds") } else { String::new() }
     );
 }
 
@@ -714,7 +742,7 @@ fn faults_anywhere_stop_the_broker_cleanly_and_recovery_loses_nothing() {
     // The n-th mutating operation of the complete scenario fails (EIO, then ENOSPC): the run
     // stops with an error (never a panic), and after a power loss recovery is whole.
     let sc = Scenario { name: "complete with a fault", cfg, script: sc_complete };
-    let total = run_one(&sc, None, Crash::Process);
+    let total = run_one(&sc, DurabilityMode::Batch, None, Crash::Process);
     for n in 1..=total {
         for fault in [Fault::eio(FaultOn::Any, n), Fault::enospc(FaultOn::Any, n)] {
             let ctx = format!("fault {fault:?}");
