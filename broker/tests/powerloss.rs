@@ -593,6 +593,43 @@ fn sc_dependencies(w: &mut World) -> R {
     w.step()
 }
 
+fn mixed_cfg() -> Config {
+    let mut c = cfg();
+    c.broker.compact_after_records = 7;
+    c
+}
+
+/// Long mode only: several tasks at once, two agents, a failure, a cancel, an expiry, a duplicate
+/// and compactions, so that crashes land between unrelated operations of one batch.
+fn sc_mixed(w: &mut World) -> R {
+    w.start()?;
+    w.submit(json!({"task_id": "M1", "priority": "HIGH", "max_attempts": 5}))?;
+    w.submit(task("M2"))?;
+    w.submit(json!({"task_id": "M3", "depends_on": ["M1"], "max_attempts": 5}))?;
+    w.submit(json!({"task_id": "M4", "assigned_to": "A2", "max_attempts": 5}))?;
+    w.step()?;
+    let a = w.claim("A1")?.expect("M1 is ready");
+    let b = w.claim("A2")?.expect("M4 or M2 is ready");
+    w.step()?;
+    w.submit(task("M2"))?;
+    w.complete("A1", &a)?;
+    w.report("A2", &b, json!({"kind": "fail", "error": "flaky", "retryable": true}))?;
+    w.cancel("M2")?;
+    w.step()?;
+    if let Some(c) = w.claim("A1")? {
+        w.step()?;
+        advance(31);
+        w.step()?;
+        let _ = c;
+    }
+    advance(10);
+    w.step()?;
+    while let Some(c) = w.claim("A2")? {
+        w.complete("A2", &c)?;
+    }
+    w.step()
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "submit", cfg, script: sc_submit },
@@ -647,10 +684,23 @@ fn long_mode() -> bool {
     std::env::var_os("MAILROOM_CRASH_LONG").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Scrambled seeds per crash point: none in CI; `MAILROOM_CRASH_LONG=1` gives 32, and a larger
+/// number gives that many.
+fn scrambled_seeds() -> u64 {
+    match std::env::var("MAILROOM_CRASH_LONG").ok().and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) if n > 1 => n,
+        _ if long_mode() => 32,
+        _ => 0,
+    }
+}
+
 #[test]
 fn power_loss_at_every_crash_point() {
-    let scenarios = scenarios();
-    let seeds = if long_mode() { 8 } else { 0 };
+    let mut scenarios = scenarios();
+    if long_mode() {
+        scenarios.push(Scenario { name: "mixed workload", cfg: mixed_cfg, script: sc_mixed });
+    }
+    let seeds = scrambled_seeds();
     let lossy: Vec<Crash> = [Crash::PowerLoss, Crash::Process]
         .into_iter()
         .chain((0..seeds).map(|seed| Crash::Scrambled { seed }))
@@ -743,6 +793,7 @@ fn faults_anywhere_stop_the_broker_cleanly_and_recovery_loses_nothing() {
     // stops with an error (never a panic), and after a power loss recovery is whole.
     let sc = Scenario { name: "complete with a fault", cfg, script: sc_complete };
     let total = run_one(&sc, DurabilityMode::Batch, None, Crash::Process);
+    println!("powerloss: {} single-operation faults (EIO and ENOSPC at each of {total})", 2 * total);
     for n in 1..=total {
         for fault in [Fault::eio(FaultOn::Any, n), Fault::enospc(FaultOn::Any, n)] {
             let ctx = format!("fault {fault:?}");
