@@ -27,6 +27,8 @@ const AGENTS: [&str; 2] = ["A1", "A2"];
 
 thread_local! {
     static NOW: Cell<i64> = const { Cell::new(T0) };
+    /// Second power losses that struck during a recovery (on this thread).
+    static SECOND_CRASHES: Cell<u64> = const { Cell::new(0) };
 }
 
 fn clock() -> Timestamp {
@@ -658,7 +660,20 @@ fn scenarios() -> Vec<Scenario> {
 /// Runs a scenario, crashing after `k` mutating operations (none: run to the end), restarts as
 /// `mode` says, recovers, finishes the workload and checks. Returns the operations the script did.
 fn run_one(sc: &Scenario, durability: DurabilityMode, crash: Option<u64>, mode: Crash) -> u64 {
-    let ctx = format!("{} ({durability:?}) crashed after {crash:?} ops ({mode:?})", sc.name);
+    run_twice(sc, durability, crash, mode, None)
+}
+
+/// Like [`run_one`], and when `again` is set, loses power a second time after that many operations
+/// of the recovery (opening, reconciling, the first pass): recovery must survive its own crash.
+fn run_twice(
+    sc: &Scenario,
+    durability: DurabilityMode,
+    crash: Option<u64>,
+    mode: Crash,
+    again: Option<u64>,
+) -> u64 {
+    let ctx =
+        format!("{} ({durability:?}) crashed after {crash:?} ops ({mode:?}), again after {again:?}", sc.name);
     let mut cfg = (sc.cfg)();
     cfg.broker.durability = durability;
     let mut w = World::new(cfg);
@@ -674,7 +689,21 @@ fn run_one(sc: &Scenario, durability: DurabilityMode, crash: Option<u64>, mode: 
     }
     w.engine = None;
     w.fs.restart(mode);
-    w.start().unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
+    if let Some(j) = again {
+        w.fs.crash_after(j);
+        let recovered = w.start().and_then(|()| w.step());
+        if w.fs.crashed() {
+            SECOND_CRASHES.with(|c| c.set(c.get() + 1));
+            w.engine = None;
+            w.fs.restart(Crash::PowerLoss);
+        } else {
+            recovered.unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
+            w.fs.disarm();
+        }
+    }
+    if w.engine.is_none() {
+        w.start().unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
+    }
     w.finish(&ctx);
     check_final(&w, &ctx);
     ops
@@ -712,6 +741,7 @@ fn power_loss_at_every_crash_point() {
         work.push((sc, DurabilityMode::Always, &lossy));
         work.push((sc, DurabilityMode::Never, &[Crash::Process]));
     }
+    let mut seconds = 0;
     let results: Vec<(String, DurabilityMode, u64, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|i| {
@@ -732,14 +762,25 @@ fn power_loss_at_every_crash_point() {
                                 run_one(sc, durability, Some(k), mode);
                                 points += 1;
                             }
+                            if durability != DurabilityMode::Never {
+                                // A second power loss during the recovery from this one.
+                                run_twice(sc, durability, Some(k), Crash::PowerLoss, Some(k * 7 % 40));
+                                points += 1;
+                            }
                         }
                         out.push((sc.name.to_string(), durability, total, points));
                     }
-                    out
+                    (out, SECOND_CRASHES.with(Cell::get))
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        let mut all = Vec::new();
+        for h in handles {
+            let (out, second) = h.join().unwrap();
+            all.extend(out);
+            seconds += second;
+        }
+        all
     });
     let order = |name: &str| scenarios.iter().position(|s| s.name == name);
     let mut results = results;
@@ -752,7 +793,8 @@ fn power_loss_at_every_crash_point() {
     }
     println!(
         "powerloss: {} scenarios x 3 durability modes, {points} simulated crash points \
-         (power loss, process crash{}), lost 0, duplicated 0",
+         (power loss, process crash, power loss during recovery{}; {seconds} of them struck a recovery \
+         a second time), lost 0, duplicated 0",
         scenarios.len(),
         if seeds > 0 { format!(", {seeds} scrambled seeds") } else { String::new() }
     );

@@ -402,6 +402,11 @@ impl SimFs {
         g.crash_at = Some(g.ops + k);
     }
 
+    /// Cancels an armed crash that has not happened yet.
+    pub fn disarm(&self) {
+        self.lock().crash_at = None;
+    }
+
     /// Has the armed crash happened?
     pub fn crashed(&self) -> bool {
         self.lock().crashed
