@@ -358,6 +358,17 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             },
             Effect::Quarantine { from, to, reason } => {
+                // The reason first, durably: a crash between the two then leaves the message in
+                // the inbox to be moved again, never a quarantined file without its reason (the
+                // move is not redone once the file has left the inbox).
+                let mut err_path = to.clone().into_os_string();
+                err_path.push(".error.json");
+                let err_path = PathBuf::from(err_path);
+                // A reason written before a crash is the precise one: keep it.
+                if fs.stat(&err_path)?.is_none() {
+                    let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
+                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, self.durability)?;
+                }
                 match fs.rename_noreplace(&from, &to) {
                     Ok(()) => {
                         self.touch_src(&from);
@@ -373,14 +384,6 @@ impl Engine {
                         Err(e) => return Err(e.into()),
                     },
                     Err(e) => return Err(e.into()),
-                }
-                let mut err_path = to.clone().into_os_string();
-                err_path.push(".error.json");
-                let err_path = PathBuf::from(err_path);
-                // A reason written before a crash is the precise one: keep it.
-                if fs.stat(&err_path)?.is_none() {
-                    let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
-                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, Durability::Never)?;
                 }
             }
             Effect::Post { agent, kind, body } => self.post_now(&agent, kind, body)?,
