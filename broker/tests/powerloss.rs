@@ -400,6 +400,13 @@ fn check_final(w: &World, ctx: &str) {
     for r in records.iter().filter(|r| r.op == Op::Reject) {
         let path = w.layout.comms().join(r.path.as_deref().unwrap());
         assert!(w.fs.stat(&path).unwrap().is_some(), "{ctx}: refused {:?} is not in quarantine", r.msg);
+        let reason = w.fs.read(&PathBuf::from(format!("{}.error.json", path.display())), 1 << 20);
+        let reason: Option<Value> = reason.ok().and_then(|b| serde_json::from_slice(&b).ok());
+        assert!(
+            reason.is_some_and(|v| v["reason"].is_string()),
+            "{ctx}: refused {:?} has no readable reason beside it",
+            r.msg
+        );
     }
     // Quarantine holds only input that is bad on its own terms.
     for f in w.fs.list(&w.layout.quarantine_dir()).unwrap() {
