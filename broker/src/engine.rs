@@ -127,6 +127,9 @@ pub struct Engine {
     durability: Durability,
     effects: Vec<Effect>,
     touched: BTreeSet<PathBuf>,
+    /// Directories a file was moved out of: fsynced after every other touched directory, so a
+    /// power loss between the two leaves a moved file in both places, never in neither.
+    moved_from: BTreeSet<PathBuf>,
     boards_dirty: bool,
     boards_written: Option<Timestamp>,
     drops: HashMap<PathBuf, DropWatch>,
@@ -175,6 +178,7 @@ impl Engine {
             durability,
             effects: Vec::new(),
             touched: BTreeSet::new(),
+            moved_from: BTreeSet::new(),
             boards_dirty: true,
             boards_written: None,
             drops: HashMap::new(),
@@ -318,12 +322,12 @@ impl Engine {
         for e in effects {
             self.run_effect(e)?;
         }
+        let (arrived, left) = (std::mem::take(&mut self.touched), std::mem::take(&mut self.moved_from));
         if self.durability.sync_files() {
-            for d in std::mem::take(&mut self.touched) {
-                self.fs.sync_dir(&d)?;
+            // Destinations first, then sources (a directory that is both is fsynced twice).
+            for d in arrived.iter().chain(&left) {
+                self.fs.sync_dir(d)?;
             }
-        } else {
-            self.touched.clear();
         }
         Ok(())
     }
@@ -331,6 +335,13 @@ impl Engine {
     fn touch_dir(&mut self, p: &Path) {
         if let Some(d) = p.parent() {
             self.touched.insert(d.to_path_buf());
+        }
+    }
+
+    /// Notes the directory a file was moved out of (see `moved_from`).
+    fn touch_src(&mut self, p: &Path) {
+        if let Some(d) = p.parent() {
+            self.moved_from.insert(d.to_path_buf());
         }
     }
 
@@ -375,28 +386,39 @@ impl Engine {
             },
             Effect::Consumed { from, to } => match fs.rename(&from, &to) {
                 Ok(()) => {
-                    self.touch_dir(&from);
+                    self.touch_src(&from);
                     self.touch_dir(&to);
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
             },
             Effect::Quarantine { from, to, reason } => {
-                match fs.rename_noreplace(&from, &to) {
-                    Ok(()) => {
-                        self.touch_dir(&from);
-                        self.touch_dir(&to);
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                }
+                // The reason first, durably: a crash between the two then leaves the message in
+                // the inbox to be moved again, never a quarantined file without its reason (the
+                // move is not redone once the file has left the inbox).
                 let mut err_path = to.clone().into_os_string();
                 err_path.push(".error.json");
                 let err_path = PathBuf::from(err_path);
                 // A reason written before a crash is the precise one: keep it.
                 if fs.stat(&err_path)?.is_none() {
                     let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
-                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, Durability::Never)?;
+                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, self.durability)?;
+                }
+                match fs.rename_noreplace(&from, &to) {
+                    Ok(()) => {
+                        self.touch_src(&from);
+                        self.touch_dir(&to);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    // Moved before a crash that kept the source too (only the quarantine's fsync
+                    // happened): the quarantined copy is this very file (its name holds the
+                    // record's seq), so finish the move. Failing here would stop every restart.
+                    Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
+                        Ok(()) => self.touch_src(&from),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e.into()),
                 }
             }
             Effect::QuarantineCopy { to, bytes, reason } => {
@@ -1066,7 +1088,7 @@ impl Engine {
         // loss cannot put back in new/ a task the journal says is held.
         self.touched.insert(self.layout.mailbox(agent).cur());
         if !from.is_empty() {
-            self.touched.insert(self.layout.comms().join(&from).join("new"));
+            self.moved_from.insert(self.layout.comms().join(&from).join("new"));
         }
     }
 
@@ -1270,7 +1292,7 @@ impl Engine {
                     };
                     let to = self.layout.broker_inbox().new_dir().join(&name);
                     self.fs.rename_noreplace(&path, &to)?;
-                    self.touched.insert(dir.clone());
+                    self.moved_from.insert(dir.clone());
                     self.touched.insert(self.layout.broker_inbox().new_dir());
                     self.drops.remove(&path);
                     tracing::debug!(file = %self.rel(&path), as_message = %name, "took a dropped file");

@@ -6,7 +6,7 @@
 //! journal, and quarantine holds only genuinely bad input. `MAILROOM_CRASH_LONG=1` adds scrambled
 //! power losses (a random subset of unsynced changes reaches the disk) and more seeds.
 
-use mailroom::config::Config;
+use mailroom::config::{Config, DurabilityMode};
 use mailroom::engine::{Engine, EngineError};
 use mailroom::journal::{self, Op, Place, Record};
 use mailroom::state::State;
@@ -27,6 +27,8 @@ const AGENTS: [&str; 2] = ["A1", "A2"];
 
 thread_local! {
     static NOW: Cell<i64> = const { Cell::new(T0) };
+    /// Second power losses that struck during a recovery (on this thread).
+    static SECOND_CRASHES: Cell<u64> = const { Cell::new(0) };
 }
 
 fn clock() -> Timestamp {
@@ -394,6 +396,18 @@ fn check_final(w: &World, ctx: &str) {
         );
         legit_stale.insert(r.msg.clone());
     }
+    // Refused input is kept: every refusal's file is in quarantine.
+    for r in records.iter().filter(|r| r.op == Op::Reject) {
+        let path = w.layout.comms().join(r.path.as_deref().unwrap());
+        assert!(w.fs.stat(&path).unwrap().is_some(), "{ctx}: refused {:?} is not in quarantine", r.msg);
+        let reason = w.fs.read(&PathBuf::from(format!("{}.error.json", path.display())), 1 << 20);
+        let reason: Option<Value> = reason.ok().and_then(|b| serde_json::from_slice(&b).ok());
+        assert!(
+            reason.is_some_and(|v| v["reason"].is_string()),
+            "{ctx}: refused {:?} has no readable reason beside it",
+            r.msg
+        );
+    }
     // Quarantine holds only input that is bad on its own terms.
     for f in w.fs.list(&w.layout.quarantine_dir()).unwrap() {
         let name = f.name_str().unwrap();
@@ -403,7 +417,8 @@ fn check_final(w: &World, ctx: &str) {
         let original = name.split_once('-').map(|x| x.1).unwrap_or(name);
         assert!(
             w.expected_bad.contains(original) || legit_stale.contains(original),
-            "{ctx}: {name} quarantined though it was good input"
+            "{ctx}: {name} quarantined though it was good input: {:?}",
+            records.iter().filter(|x| x.msg.as_deref() == Some(original)).collect::<Vec<_>>()
         );
     }
     // No task file is left anywhere: every task finished.
@@ -573,6 +588,57 @@ fn sc_duplicate(w: &mut World) -> R {
     w.step()
 }
 
+fn sc_dependencies(w: &mut World) -> R {
+    w.start()?;
+    w.submit(task("Q1"))?;
+    w.submit(json!({"task_id": "Q2", "depends_on": ["Q1"]}))?;
+    w.step()?;
+    let c = w.claim("A1")?.expect("the parent is ready");
+    w.complete("A1", &c)?;
+    w.step()?;
+    if let Some(c) = w.claim("A2")? {
+        w.complete("A2", &c)?;
+    }
+    w.step()
+}
+
+fn mixed_cfg() -> Config {
+    let mut c = cfg();
+    c.broker.compact_after_records = 7;
+    c
+}
+
+/// Long mode only: several tasks at once, two agents, a failure, a cancel, an expiry, a duplicate
+/// and compactions, so that crashes land between unrelated operations of one batch.
+fn sc_mixed(w: &mut World) -> R {
+    w.start()?;
+    w.submit(json!({"task_id": "M1", "priority": "HIGH", "max_attempts": 5}))?;
+    w.submit(task("M2"))?;
+    w.submit(json!({"task_id": "M3", "depends_on": ["M1"], "max_attempts": 5}))?;
+    w.submit(json!({"task_id": "M4", "assigned_to": "A2", "max_attempts": 5}))?;
+    w.step()?;
+    let a = w.claim("A1")?.expect("M1 is ready");
+    let b = w.claim("A2")?.expect("M4 or M2 is ready");
+    w.step()?;
+    w.submit(task("M2"))?;
+    w.complete("A1", &a)?;
+    w.report("A2", &b, json!({"kind": "fail", "error": "flaky", "retryable": true}))?;
+    w.cancel("M2")?;
+    w.step()?;
+    if let Some(c) = w.claim("A1")? {
+        w.step()?;
+        advance(31);
+        w.step()?;
+        let _ = c;
+    }
+    advance(10);
+    w.step()?;
+    while let Some(c) = w.claim("A2")? {
+        w.complete("A2", &c)?;
+    }
+    w.step()
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "submit", cfg, script: sc_submit },
@@ -594,14 +660,30 @@ fn scenarios() -> Vec<Scenario> {
             script: sc_compaction,
         },
         Scenario { name: "duplicate submit", cfg, script: sc_duplicate },
+        Scenario { name: "dependencies", cfg, script: sc_dependencies },
     ]
 }
 
 /// Runs a scenario, crashing after `k` mutating operations (none: run to the end), restarts as
 /// `mode` says, recovers, finishes the workload and checks. Returns the operations the script did.
-fn run_one(sc: &Scenario, crash: Option<u64>, mode: Crash) -> u64 {
-    let ctx = format!("{} crashed after {crash:?} ops ({mode:?})", sc.name);
-    let mut w = World::new((sc.cfg)());
+fn run_one(sc: &Scenario, durability: DurabilityMode, crash: Option<u64>, mode: Crash) -> u64 {
+    run_twice(sc, durability, crash, mode, None)
+}
+
+/// Like [`run_one`], and when `again` is set, loses power a second time after that many operations
+/// of the recovery (opening, reconciling, the first pass): recovery must survive its own crash.
+fn run_twice(
+    sc: &Scenario,
+    durability: DurabilityMode,
+    crash: Option<u64>,
+    mode: Crash,
+    again: Option<u64>,
+) -> u64 {
+    let ctx =
+        format!("{} ({durability:?}) crashed after {crash:?} ops ({mode:?}), again after {again:?}", sc.name);
+    let mut cfg = (sc.cfg)();
+    cfg.broker.durability = durability;
+    let mut w = World::new(cfg);
     let base = w.fs.ops();
     if let Some(k) = crash {
         w.fs.crash_after(k);
@@ -614,7 +696,21 @@ fn run_one(sc: &Scenario, crash: Option<u64>, mode: Crash) -> u64 {
     }
     w.engine = None;
     w.fs.restart(mode);
-    w.start().unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
+    if let Some(j) = again {
+        w.fs.crash_after(j);
+        let recovered = w.start().and_then(|()| w.step());
+        if w.fs.crashed() {
+            SECOND_CRASHES.with(|c| c.set(c.get() + 1));
+            w.engine = None;
+            w.fs.restart(Crash::PowerLoss);
+        } else {
+            recovered.unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
+            w.fs.disarm();
+        }
+    }
+    if w.engine.is_none() {
+        w.start().unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
+    }
     w.finish(&ctx);
     check_final(&w, &ctx);
     ops
@@ -624,53 +720,90 @@ fn long_mode() -> bool {
     std::env::var_os("MAILROOM_CRASH_LONG").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// Scrambled seeds per crash point: none in CI; `MAILROOM_CRASH_LONG=1` gives 32, and a larger
+/// number gives that many.
+fn scrambled_seeds() -> u64 {
+    match std::env::var("MAILROOM_CRASH_LONG").ok().and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) if n > 1 => n,
+        _ if long_mode() => 32,
+        _ => 0,
+    }
+}
+
 #[test]
 fn power_loss_at_every_crash_point() {
-    let scenarios = scenarios();
-    let mut modes = vec![Crash::PowerLoss, Crash::Process];
+    let mut scenarios = scenarios();
     if long_mode() {
-        modes.extend((0..8).map(|seed| Crash::Scrambled { seed }));
+        scenarios.push(Scenario { name: "mixed workload", cfg: mixed_cfg, script: sc_mixed });
     }
-    let results: Vec<(String, u64, u64)> = std::thread::scope(|s| {
-        let chunks: Vec<Vec<&Scenario>> =
-            (0..2).map(|i| scenarios.iter().skip(i).step_by(2).collect()).collect();
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| {
-                let modes = &modes;
+    let seeds = scrambled_seeds();
+    let lossy: Vec<Crash> = [Crash::PowerLoss, Crash::Process]
+        .into_iter()
+        .chain((0..seeds).map(|seed| Crash::Scrambled { seed }))
+        .collect();
+    // `never` gives up power-loss durability by design: only process crashes are checked there.
+    let mut work: Vec<(&Scenario, DurabilityMode, &[Crash])> = Vec::new();
+    for sc in &scenarios {
+        work.push((sc, DurabilityMode::Batch, &lossy));
+        work.push((sc, DurabilityMode::Always, &lossy));
+        work.push((sc, DurabilityMode::Never, &[Crash::Process]));
+    }
+    let mut seconds = 0;
+    let results: Vec<(String, DurabilityMode, u64, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let mine: Vec<_> = work.iter().skip(i).step_by(2).cloned().collect();
                 s.spawn(move || {
                     let mut out = Vec::new();
-                    for sc in chunk {
-                        let total = run_one(sc, None, Crash::Process);
+                    for (sc, durability, modes) in mine {
+                        let total = run_one(sc, durability, None, Crash::Process);
                         let mut points = 0;
                         for k in 0..=total {
-                            for (i, mode) in modes.iter().enumerate() {
+                            for mode in modes {
                                 let mode = match *mode {
                                     Crash::Scrambled { seed } => {
-                                        Crash::Scrambled { seed: seed * 1_000_003 + k + i as u64 }
+                                        Crash::Scrambled { seed: seed * 1_000_003 + k }
                                     }
                                     m => m,
                                 };
-                                run_one(sc, Some(k), mode);
+                                run_one(sc, durability, Some(k), mode);
+                                points += 1;
+                            }
+                            if durability != DurabilityMode::Never {
+                                // A second power loss during the recovery from this one.
+                                run_twice(sc, durability, Some(k), Crash::PowerLoss, Some(k * 7 % 40));
                                 points += 1;
                             }
                         }
-                        out.push((sc.name.to_string(), total, points));
+                        out.push((sc.name.to_string(), durability, total, points));
                     }
-                    out
+                    (out, SECOND_CRASHES.with(Cell::get))
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        let mut all = Vec::new();
+        for h in handles {
+            let (out, second) = h.join().unwrap();
+            all.extend(out);
+            seconds += second;
+        }
+        all
     });
-    let points: u64 = results.iter().map(|r| r.2).sum();
-    for (name, ops, pts) in &results {
-        println!("powerloss: {name:<28} {ops:>4} mutating operations, {pts:>5} crash points");
+    let order = |name: &str| scenarios.iter().position(|s| s.name == name);
+    let mut results = results;
+    results.sort_by_key(|r| (order(&r.0), format!("{:?}", r.1)));
+    let points: u64 = results.iter().map(|r| r.3).sum();
+    for (name, durability, ops, pts) in &results {
+        println!(
+            "powerloss: {name:<28} {durability:<7?} {ops:>4} mutating operations, {pts:>5} crash points"
+        );
     }
     println!(
-        "powerloss: {} scenarios, {points} simulated crash points ({} modes), lost 0, duplicated 0",
-        results.len(),
-        modes.len()
+        "powerloss: {} scenarios x 3 durability modes, {points} simulated crash points \
+         (power loss, process crash, power loss during recovery{}; {seconds} of them struck a recovery \
+         a second time), lost 0, duplicated 0",
+        scenarios.len(),
+        if seeds > 0 { format!(", {seeds} scrambled seeds") } else { String::new() }
     );
 }
 
@@ -708,7 +841,8 @@ fn faults_anywhere_stop_the_broker_cleanly_and_recovery_loses_nothing() {
     // The n-th mutating operation of the complete scenario fails (EIO, then ENOSPC): the run
     // stops with an error (never a panic), and after a power loss recovery is whole.
     let sc = Scenario { name: "complete with a fault", cfg, script: sc_complete };
-    let total = run_one(&sc, None, Crash::Process);
+    let total = run_one(&sc, DurabilityMode::Batch, None, Crash::Process);
+    println!("powerloss: {} single-operation faults (EIO and ENOSPC at each of {total})", 2 * total);
     for n in 1..=total {
         for fault in [Fault::eio(FaultOn::Any, n), Fault::enospc(FaultOn::Any, n)] {
             let ctx = format!("fault {fault:?}");

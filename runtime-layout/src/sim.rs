@@ -32,7 +32,8 @@
 //! - [`Crash::Process`]: a process kill; the page cache survives, so everything is kept.
 //! - [`Crash::PowerLoss`]: every volatile change is dropped; only durable state remains.
 //! - [`Crash::Scrambled`]: a harsher power loss: each directory independently keeps its volatile
-//!   or its durable entry list, each file independently keeps its volatile or durable content,
+//!   or its durable entry list (except that the two directories of an unsynced rename keep the
+//!   same choice: journaling filesystems commit a rename whole), each file independently keeps its volatile or durable content,
 //!   and a file whose durable content is a prefix of its volatile content (an append log) may keep
 //!   any prefix in between (a torn append). Seeded, so reproducible.
 //!
@@ -130,6 +131,9 @@ struct Inner {
     faults: Vec<(Fault, u64)>,
     log: Vec<String>,
     logging: bool,
+    /// Directory pairs of renames since the last restart (a scrambled crash keeps both halves
+    /// of a rename or neither, as journaling filesystems commit a rename in one transaction).
+    renames: Vec<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +239,7 @@ impl Inner {
 
     fn restart(&mut self, mode: Crash) {
         self.crashed = false;
+        let renames = std::mem::take(&mut self.renames);
         self.crash_at = None;
         self.generation += 1;
         match mode {
@@ -248,10 +253,25 @@ impl Inner {
                 }
             }
             Crash::Scrambled { seed } => {
+                self.renames = renames;
                 let mut rng = SplitMix(seed);
                 let dirs: BTreeSet<PathBuf> = self.live.keys().chain(self.durable.keys()).cloned().collect();
+                let mut flushed: BTreeSet<PathBuf> =
+                    dirs.iter().filter(|_| rng.next() & 1 == 0).cloned().collect();
+                loop {
+                    let before = flushed.len();
+                    for (a, b) in &self.renames {
+                        if flushed.contains(a) || flushed.contains(b) {
+                            flushed.insert(a.clone());
+                            flushed.insert(b.clone());
+                        }
+                    }
+                    if flushed.len() == before {
+                        break;
+                    }
+                }
                 for d in dirs {
-                    let keep_live = rng.next() & 1 == 0;
+                    let keep_live = flushed.contains(&d);
                     match (keep_live, self.live.get(&d).cloned(), self.durable.get(&d).cloned()) {
                         (true, Some(l), _) => {
                             self.durable.insert(d, l);
@@ -283,6 +303,7 @@ impl Inner {
                 }
             }
         }
+        self.renames.clear();
         self.prune();
     }
 
@@ -379,6 +400,11 @@ impl SimFs {
     pub fn crash_after(&self, k: u64) {
         let mut g = self.lock();
         g.crash_at = Some(g.ops + k);
+    }
+
+    /// Cancels an armed crash that has not happened yet.
+    pub fn disarm(&self) {
+        self.lock().crash_at = None;
     }
 
     /// Has the armed crash happened?
@@ -671,6 +697,9 @@ impl SimFs {
         }
         g.dir_mut("rename", &fdir)?.remove(&fname);
         g.dir_mut("rename", &tdir)?.insert(tname, node);
+        if fdir != tdir {
+            g.renames.push((fdir, tdir));
+        }
         Ok(())
     }
 }
