@@ -422,15 +422,16 @@ impl Engine {
                 }
             }
             Effect::QuarantineCopy { to, bytes, reason } => {
-                if fs.stat(&to)?.is_none() {
-                    write_atomic(fs.as_ref(), &to, &bytes, &self.names, self.durability)?;
-                }
-                let mut err_path = to.into_os_string();
+                // The reason first, as for a moved file: a copy is never left without its why.
+                let mut err_path = to.clone().into_os_string();
                 err_path.push(".error.json");
                 let err_path = PathBuf::from(err_path);
                 if fs.stat(&err_path)?.is_none() {
                     let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
-                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, Durability::Never)?;
+                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, self.durability)?;
+                }
+                if fs.stat(&to)?.is_none() {
+                    write_atomic(fs.as_ref(), &to, &bytes, &self.names, self.durability)?;
                 }
             }
             Effect::Post { agent, kind, body } => self.post_now(&agent, kind, body)?,
