@@ -10,6 +10,10 @@
 //! - broker: read it, buffer journal records, unlink the claim, move the message to `inbox/cur`;
 //! - every `batch` tasks: append the buffered records and fsync the journal, fsync the
 //!   directories touched (unless durability is `never`).
+//!
+//! The loop runs in as many threads as the pipeline has producer and agent processes, each on its
+//! own directories, because the pipeline's fsyncs overlap too (a sequential loop would measure
+//! the disk's fsync latency, not what it allows).
 
 use runtime_layout::{Durability, Fs, Maildir, NameSource, RealFs, deliver};
 use std::path::Path;
@@ -17,6 +21,7 @@ use std::time::{Duration, Instant};
 
 pub struct Floor {
     pub tasks: usize,
+    pub threads: usize,
     pub elapsed: Duration,
 }
 
@@ -28,12 +33,36 @@ impl Floor {
 
 pub fn run(
     dir: &Path,
+    threads: usize,
     tasks: usize,
     body_bytes: usize,
     batch: usize,
     broker: Durability,
     client: Durability,
 ) -> Result<Floor, String> {
+    let threads = threads.max(1);
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let n = tasks / threads + usize::from(t < tasks % threads);
+                let d = dir.join(format!("t{t}"));
+                s.spawn(move || one(&d, n, body_bytes, batch, broker, client))
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err("floor thread panicked".into())))
+    })?;
+    Ok(Floor { tasks, threads, elapsed: start.elapsed() })
+}
+
+fn one(
+    dir: &Path,
+    tasks: usize,
+    body_bytes: usize,
+    batch: usize,
+    broker: Durability,
+    client: Durability,
+) -> Result<(), String> {
     let fs = RealFs;
     let e = |e: runtime_layout::FsError| e.to_string();
     let inbox = Maildir::new(dir.join("inbox"));
@@ -51,7 +80,6 @@ pub fn run(
     let records = vec![b'r'; 4 * (body_bytes + 400)];
     let mut buf: Vec<u8> = Vec::new();
     let file_sync = if broker == Durability::Always { Durability::Batch } else { Durability::Never };
-    let start = Instant::now();
     for i in 0..tasks {
         // Producer: submit.
         let msg = names.next("msg");
@@ -85,5 +113,5 @@ pub fn run(
             }
         }
     }
-    Ok(Floor { tasks, elapsed: start.elapsed() })
+    Ok(())
 }

@@ -78,6 +78,9 @@ pub struct BenchArgs {
     /// W7: samples for the agent polling `claim` every second.
     #[arg(long)]
     pub poll_samples: Option<usize>,
+    /// Extra `[broker]` settings for every broker of the run, e.g. `tick_ms = 100` (repeatable).
+    #[arg(long = "broker-setting")]
+    pub broker_settings: Vec<String>,
     /// Where to put the temporary roots (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
@@ -162,6 +165,7 @@ struct Pipe {
     assigned_pct: usize,
     broker_durability: String,
     client_durability: Option<String>,
+    broker_settings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -200,11 +204,16 @@ fn mb(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-fn write_config(root: &Path, durability: &str) -> Result<(), String> {
+fn write_config(root: &Path, p: &Pipe) -> Result<(), String> {
     let layout = Layout::new(root);
     layout.create(&RealFs).map_err(|e| e.to_string())?;
-    std::fs::write(layout.config_file(), format!("[broker]\ndurability = \"{durability}\"\n"))
-        .map_err(|e| e.to_string())
+    let mut text = format!("[broker]\ndurability = \"{}\"\n", p.broker_durability);
+    for line in &p.broker_settings {
+        text.push_str(line);
+        text.push('\n');
+    }
+    crate::config::Config::parse(&text).map_err(|e| format!("--broker-setting: {e}"))?;
+    std::fs::write(layout.config_file(), text).map_err(|e| e.to_string())
 }
 
 struct Ctx {
@@ -230,7 +239,7 @@ fn log(msg: &str) {
 fn pipeline(ctx: &mut Ctx, label: &str, p: &Pipe) -> Result<PipeOut, String> {
     let d = ctx.fresh(label)?;
     let root = d.join("runtime");
-    write_config(&root, &p.broker_durability)?;
+    write_config(&root, p)?;
     let before = segments(&root)?;
     let (broker, ready) = start_broker(&root, &d.join("broker.log"))?;
     pipeline_on(&d, &root, broker, ready, &before, p)
@@ -481,7 +490,7 @@ fn with_history(ctx: &mut Ctx, n: usize, p: &Pipe) -> Result<Restart, String> {
     let root = d.join("runtime");
     let t = Instant::now();
     history::build(&root, n, p.body_bytes, 1000)?;
-    write_config(&root, &p.broker_durability)?;
+    write_config(&root, p)?;
     let build_secs = t.elapsed().as_secs_f64();
     let before = segments(&root)?;
     // Drop the page cache's advantage as far as an unprivileged process can: nothing. The build
@@ -519,7 +528,7 @@ fn with_history(ctx: &mut Ctx, n: usize, p: &Pipe) -> Result<Restart, String> {
 fn wake(ctx: &mut Ctx, samples: usize, poll_ms: u64, p: &Pipe) -> Result<Lat, String> {
     let d = ctx.fresh(if poll_ms == 0 { "wake-inotify" } else { "wake-poll" })?;
     let root = d.join("runtime");
-    write_config(&root, &p.broker_durability)?;
+    write_config(&root, p)?;
     let (broker, _) = start_broker(&root, &d.join("broker.log"))?;
     let layout = Layout::new(&root);
     layout.mailbox("Agent-1").create(&RealFs, true).map_err(|e| e.to_string())?;
@@ -681,6 +690,7 @@ fn run_all(
         assigned_pct: a.assigned_pct,
         broker_durability: "batch".into(),
         client_durability: client_dur.clone(),
+        broker_settings: a.broker_settings.clone(),
     };
     let client_label = client_dur.clone().unwrap_or_else(|| "always (SDK default)".into());
     let mut report = json!({
@@ -712,9 +722,17 @@ fn run_all(
         log("W3 filesystem floor");
         let d = ctx.fresh("floor")?;
         let client = client_dur.as_deref().map(parse_durability).transpose()?.unwrap_or(Durability::Always);
-        let f = floor::run(&d, plan.tasks, a.body_bytes, a.floor_batch, Durability::Batch, client)?;
+        let f = floor::run(
+            &d,
+            a.producers + a.agents,
+            plan.tasks,
+            a.body_bytes,
+            a.floor_batch,
+            Durability::Batch,
+            client,
+        )?;
         floor_tps = Some(f.tasks_per_s());
-        report["w3_floor"] = json!({"tasks": f.tasks, "secs": r3(f.elapsed.as_secs_f64()),
+        report["w3_floor"] = json!({"tasks": f.tasks, "threads": f.threads, "secs": r3(f.elapsed.as_secs_f64()),
             "tasks_per_s": f.tasks_per_s().round(), "journal_fsync_every": a.floor_batch});
     }
 
@@ -759,8 +777,9 @@ fn run_all(
         let frac = w1.as_ref().map(|o| o.tasks_per_s / f);
         report["w3_floor"]["w1_fraction"] = json!(frac.map(r3));
         s.push_str(&format!(
-            "W3 floor        {:>8.0} tasks/s (same file operations, no broker, journal fsync every {} tasks){}\n",
+            "W3 floor        {:>8.0} tasks/s (same file operations in {} threads, no broker, journal fsync every {} tasks){}\n",
             f,
+            a.producers + a.agents,
             a.floor_batch,
             frac.map(|x| format!("; W1 = {:.0}% of floor", x * 100.0)).unwrap_or_default()
         ));
