@@ -66,7 +66,7 @@ pub struct BenchArgs {
     /// W4/W5: history sizes (finished tasks already in the journal).
     #[arg(long, value_delimiter = ',')]
     pub history: Vec<usize>,
-    /// W4: tasks per run (default: the W1 count).
+    /// W4: tasks per run (default: the W1 count, at most 5,000).
     #[arg(long)]
     pub history_tasks: Option<usize>,
     /// W6: tasks per durability mode.
@@ -117,7 +117,7 @@ impl Plan {
             repeat: a.repeat.unwrap_or(repeat).max(1),
             legacy_tasks: a.legacy_tasks.unwrap_or(legacy),
             history: if a.history.is_empty() { history } else { a.history.clone() },
-            history_tasks: a.history_tasks.unwrap_or(tasks),
+            history_tasks: a.history_tasks.unwrap_or(tasks.min(5_000)),
             durability_tasks: a.durability_tasks.unwrap_or(dur),
             wake_samples: a.wake_samples.unwrap_or(wake),
             poll_samples: a.poll_samples.unwrap_or(poll),
@@ -166,6 +166,8 @@ struct Pipe {
     broker_durability: String,
     client_durability: Option<String>,
     broker_settings: Vec<String>,
+    /// Task ids are `<prefix>-<n>`: runs on the same root use different prefixes.
+    prefix: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -301,6 +303,8 @@ fn pipeline_on(
             p.assigned_pct.to_string(),
             "--agents".into(),
             p.agents.to_string(),
+            "--prefix".into(),
+            p.prefix.clone(),
         ];
         if let Some(c) = &p.client_durability {
             args.extend(["--durability".into(), c.clone()]);
@@ -343,6 +347,7 @@ fn pipeline_on(
     broker.terminate()?;
 
     // Read what happened from the journal (only the segments written by this run).
+    let prefix = format!("{}-", p.prefix);
     let mut out = PipeOut { tasks: p.tasks, ..Default::default() };
     let mut ids = HashSet::new();
     let (mut s2q, mut s2c, mut c2w) = (Vec::new(), Vec::new(), Vec::new());
@@ -361,7 +366,7 @@ fn pipeline_on(
                     return;
                 }
                 let Some(t) = rec.task else { return };
-                if !t.task_id.starts_with("B-") {
+                if !t.task_id.starts_with(&prefix) {
                     return;
                 }
                 completes += 1;
@@ -398,7 +403,7 @@ fn pipeline_on(
         }
     }
     out.completed = ids.len();
-    out.lost = (0..p.tasks).filter(|i| !ids.contains(&format!("B-{i:08}"))).count();
+    out.lost = (0..p.tasks).filter(|i| !ids.contains(&format!("{prefix}{i:08}"))).count();
     out.duplicated = completes - ids.len();
     out.claimed_twice = claims - claimed_ids.len();
     out.secs = (lastc - first) as f64 / 1e6;
@@ -483,6 +488,10 @@ struct Restart {
     rss_ready_mb: f64,
     trace_ms: f64,
     run: PipeOut,
+    rounds: Vec<PipeOut>,
+    rounds_tasks_per_s: Vec<f64>,
+    root: PathBuf,
+    dir: PathBuf,
 }
 
 fn with_history(ctx: &mut Ctx, n: usize, p: &Pipe) -> Result<Restart, String> {
@@ -520,7 +529,11 @@ fn with_history(ctx: &mut Ctx, n: usize, p: &Pipe) -> Result<Restart, String> {
         ready_ms: ready.as_secs_f64() * 1000.0,
         rss_ready_mb: mb(rss_ready),
         trace_ms,
-        run,
+        run: run.clone(),
+        rounds: vec![run],
+        rounds_tasks_per_s: Vec::new(),
+        root,
+        dir: d,
     })
 }
 
@@ -691,6 +704,7 @@ fn run_all(
         broker_durability: "batch".into(),
         client_durability: client_dur.clone(),
         broker_settings: a.broker_settings.clone(),
+        prefix: "B".into(),
     };
     let client_label = client_dur.clone().unwrap_or_else(|| "always (SDK default)".into());
     let mut report = json!({
@@ -901,15 +915,32 @@ fn run_all(
             log(&format!("W4/W5 history {h}: building, restarting, tracing, running {} tasks", p.tasks));
             rows.push(with_history(ctx, h, &p)?);
         }
+        // Further rounds interleave the history sizes, so a change in the machine's load hits
+        // every size alike; each size reports its median round.
+        for round in 1..plan.repeat {
+            for r in rows.iter_mut() {
+                log(&format!("W4 history {}: round {} of {}", r.history, round + 1, plan.repeat));
+                let p = Pipe { prefix: format!("R{round}"), ..p.clone() };
+                let before = segments(&r.root)?;
+                let (broker, ready) = start_broker(&r.root, &r.dir.join(format!("broker-{round}.log")))?;
+                r.rounds.push(pipeline_on(&r.dir, &r.root, broker, ready, &before, &p)?);
+            }
+        }
+        for r in rows.iter_mut() {
+            let (m, all) = median_run(std::mem::take(&mut r.rounds));
+            r.run = m;
+            r.rounds_tasks_per_s = all;
+        }
         let zero = rows.iter().find(|r| r.history == 0).map(|r| r.run.tasks_per_s);
         let mut arr = Vec::new();
         let mut ratios = Vec::new();
         for r in &rows {
             let ratio = zero.map(|z| r.run.tasks_per_s / z.max(1e-9));
             s.push_str(&format!(
-                "W4 history {:>9}: {:>8.0} tasks/s{}  | W5 ready {:.0} ms, RSS {:.0} MB at ready / {:.0} MB after run{}\n",
+                "W4 history {:>9}: {:>8.0} tasks/s (median of {}){}  | W5 ready {:.0} ms, RSS {:.0} MB at ready / {:.0} MB after run{}\n",
                 r.history,
                 r.run.tasks_per_s,
+                r.rounds_tasks_per_s.len(),
                 ratio.map(|x| format!(" ({:.0}% of empty)", x * 100.0)).unwrap_or_default(),
                 r.ready_ms,
                 r.rss_ready_mb,
@@ -920,6 +951,7 @@ fn run_all(
                 "history": r.history, "build_secs": r3(r.build_secs), "ready_ms": r3(r.ready_ms),
                 "rss_ready_mb": r3(r.rss_ready_mb), "trace_ms": r3(r.trace_ms),
                 "ratio_to_empty": ratio.map(r3), "run": r.run.json(),
+                "rounds_tasks_per_s": r.rounds_tasks_per_s.iter().map(|x| x.round()).collect::<Vec<_>>(),
             }));
             ratios.push((r.history, ratio, r));
         }
