@@ -115,26 +115,34 @@ impl Engine {
     /// Loads the journal, replays it and opens a new segment. Does not touch the rest of the tree.
     pub fn open(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Result<Self, EngineError> {
         layout.create(fs.as_ref())?;
-        let loaded = journal::load(fs.as_ref(), &layout.journal_dir())?;
+        // Records are applied as they are read: a restart never holds them all in memory.
+        let limit = cfg.broker.completed_board_limit;
+        let rebuilt = std::cell::RefCell::new((State::new(limit), 1u64));
+        let loaded = journal::replay(
+            fs.as_ref(),
+            &layout.journal_dir(),
+            |snap| {
+                if let Some(s) = snap {
+                    let next = s.seq + 1;
+                    *rebuilt.borrow_mut() = (State::from_snapshot(s, limit), next);
+                }
+            },
+            |rec| {
+                let mut r = rebuilt.borrow_mut();
+                r.0.apply(&rec);
+                r.1 = rec.seq + 1;
+            },
+        )?;
+        let (state, next_seq) = rebuilt.into_inner();
         for t in &loaded.torn {
             tracing::warn!(torn = %t, "ignored an incomplete journal entry left by a crash");
-        }
-        let limit = cfg.broker.completed_board_limit;
-        let mut next_seq = loaded.snapshot.as_ref().map(|s| s.seq + 1).unwrap_or(1);
-        let mut state = match loaded.snapshot {
-            Some(s) => State::from_snapshot(s, limit),
-            None => State::new(limit),
-        };
-        for rec in &loaded.records {
-            state.apply(rec);
-            next_seq = rec.seq + 1;
         }
         let durability = cfg.broker.durability.into();
         let journal = Journal::open(fs.as_ref(), &layout.journal_dir(), next_seq, durability)?;
         tracing::info!(
             live = state.live.len(),
             finished = state.tombs.len(),
-            replayed = loaded.records.len(),
+            replayed = loaded.records,
             "state rebuilt from the journal"
         );
         Ok(Self {
