@@ -20,7 +20,9 @@ fn dispatch(dir: &Maildir, id: &str, prio: Priority, seq: u64) -> String {
     let created = runtime_layout::now();
     let name = DispatchName::new(prio, created, seq, id).file_name();
     let task = json!({"task_id": id, "priority": prio.as_str(), "status": "PENDING"});
-    std::fs::write(dir.new_dir().join(&name), serde_json::to_vec(&task).unwrap()).unwrap();
+    // Through tmp/, as the broker delivers: a watcher woken by the create must not find it empty.
+    std::fs::write(dir.tmp().join(&name), serde_json::to_vec(&task).unwrap()).unwrap();
+    std::fs::rename(dir.tmp().join(&name), dir.new_dir().join(&name)).unwrap();
     name
 }
 
