@@ -76,7 +76,8 @@ fn finished_task(i: usize, t0: i64, body_bytes: usize) -> Task {
 }
 
 /// Writes the journal of `n` finished tasks into `root` (initialising the tree). Archived records
-/// carry `archive_body_bytes` of params each; the completed board's tasks carry `body_bytes`.
+/// carry a short body (about 300 bytes); the last `completed_board` tasks, which the snapshot
+/// keeps for the completed board, carry `body_bytes`.
 pub fn build(root: &Path, n: usize, body_bytes: usize, completed_board: usize) -> Result<(), String> {
     let layout = Layout::new(root);
     layout.create(&RealFs).map_err(|e| e.to_string())?;
