@@ -198,7 +198,13 @@ impl Agent {
         let deadline = Instant::now() + timeout;
         // Watch before the first scan, so nothing can arrive unseen between the scan and the wait.
         let (tx, rx) = mpsc::channel();
-        let mut watcher = notify::recommended_watcher(move |_ev: notify::Result<notify::Event>| {
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            // Our own scans open the watched directories: an open is not an arrival, and waking
+            // on it turned this wait into a busy loop.
+            use notify::event::{AccessKind, EventKind};
+            if matches!(&ev, Ok(e) if matches!(e.kind, EventKind::Access(AccessKind::Open(_)))) {
+                return;
+            }
             let _ = tx.send(());
         })?;
         use notify::{RecursiveMode, Watcher};

@@ -16,7 +16,8 @@ use protocol::message::{Message, Notice, NoticeKind};
 use protocol::names::{self, DispatchName};
 use protocol::{Mail, Status, Task, Timestamp, ValidationError};
 use runtime_layout::{
-    Board, Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, deliver, write_atomic,
+    Board, Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, deliver, replace_file,
+    write_atomic,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -146,26 +147,34 @@ impl Engine {
     /// Loads the journal, replays it and opens a new segment. Does not touch the rest of the tree.
     pub fn open(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Result<Self, EngineError> {
         layout.create(fs.as_ref())?;
-        let loaded = journal::load(fs.as_ref(), &layout.journal_dir())?;
+        // Records are applied as they are read: a restart never holds them all in memory.
+        let limit = cfg.broker.completed_board_limit;
+        let rebuilt = std::cell::RefCell::new((State::new(limit), 1u64));
+        let loaded = journal::replay(
+            fs.as_ref(),
+            &layout.journal_dir(),
+            |snap| {
+                if let Some(s) = snap {
+                    let next = s.seq + 1;
+                    *rebuilt.borrow_mut() = (State::from_snapshot(s, limit), next);
+                }
+            },
+            |rec| {
+                let mut r = rebuilt.borrow_mut();
+                r.0.apply(&rec);
+                r.1 = rec.seq + 1;
+            },
+        )?;
+        let (state, next_seq) = rebuilt.into_inner();
         for t in &loaded.torn {
             tracing::warn!(torn = %t, "ignored an incomplete journal entry left by a crash");
-        }
-        let limit = cfg.broker.completed_board_limit;
-        let mut next_seq = loaded.snapshot.as_ref().map(|s| s.seq + 1).unwrap_or(1);
-        let mut state = match loaded.snapshot {
-            Some(s) => State::from_snapshot(s, limit),
-            None => State::new(limit),
-        };
-        for rec in &loaded.records {
-            state.apply(rec);
-            next_seq = rec.seq + 1;
         }
         let durability = cfg.broker.durability.into();
         let journal = Journal::open(fs.as_ref(), &layout.journal_dir(), next_seq, durability)?;
         tracing::info!(
             live = state.live.len(),
             finished = state.tombs.len(),
-            replayed = loaded.records.len(),
+            replayed = loaded.records,
             "state rebuilt from the journal"
         );
         Ok(Self {
@@ -1369,7 +1378,18 @@ impl Engine {
             boards.entry(board).or_default().push((key, &l.task));
         }
         let mut marks = Vec::new();
+        // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
+        let sync = self.durability.sync_files();
+        let mut deferred = false;
         for board in Board::ALL {
+            // A board someone else changed is absorbed first, never overwritten unread.
+            if self.cfg.ingest.absorb_board_edits
+                && let Some(mark) = self.board_marks.get(&board)
+                && mark.edited(self.fs.stat(&self.layout.board(board))?.map(|m| (m.len, m.mtime)))
+            {
+                deferred = true;
+                continue;
+            }
             let tasks: Vec<&Task> = if board == Board::Completed {
                 self.state.recent_done.iter().collect()
             } else {
@@ -1379,16 +1399,19 @@ impl Engine {
             };
             let bytes = serde_json::to_vec_pretty(&tasks).unwrap_or_default();
             let path = self.layout.board(board);
-            write_atomic(self.fs.as_ref(), &path, &bytes, &self.names, self.durability)?;
+            replace_file(self.fs.as_ref(), &path, &bytes, &self.names, sync)?;
             if self.cfg.ingest.absorb_board_edits {
                 let stamp = self.fs.stat(&path)?.map(|m| (m.len, m.mtime));
                 marks.push((board, ingest::BoardMark::new(stamp, &tasks)));
             }
         }
+        if sync {
+            self.fs.sync_dir(&self.layout.boards_dir())?;
+        }
         for (b, m) in marks {
             self.board_marks.insert(b, m);
         }
-        self.boards_dirty = false;
+        self.boards_dirty = deferred;
         self.boards_written = Some(now);
         Ok(())
     }

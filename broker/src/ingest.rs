@@ -52,6 +52,11 @@ impl BoardMark {
         let tasks = tasks.iter().map(|t| (t.task_id.clone(), task_hash(&t.to_value()))).collect();
         Self { stamp, tasks, pending: None }
     }
+
+    /// Has the board file changed since the broker wrote it (`now` is its current size and mtime)?
+    pub fn edited(&self, now: Option<(u64, Timestamp)>) -> bool {
+        now.is_some() && now != self.stamp
+    }
 }
 
 fn task_hash(v: &Value) -> u64 {

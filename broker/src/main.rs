@@ -151,6 +151,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AgentCmd,
     },
+    /// Benchmark the product end to end (docs/BENCHMARKS.md); uses its own temporary roots.
+    Bench(mailroom::bench::BenchArgs),
+    #[command(hide = true)]
+    BenchProducer(mailroom::bench::ProducerArgs),
+    #[command(hide = true)]
+    BenchAgent(mailroom::bench::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -353,6 +359,13 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Import { paths, dry_run, json, no_create_agents } => {
             import(fs, layout, &paths, dry_run, json, !no_create_agents)
+        }
+        Cmd::Bench(a) => mailroom::bench::run(&a).map_err(|e| Failure::new(exit::ERROR, e)),
+        Cmd::BenchProducer(a) => {
+            mailroom::bench::producer_main(&root, &a).map_err(|e| Failure::new(exit::ERROR, e))
+        }
+        Cmd::BenchAgent(a) => {
+            mailroom::bench::agent_main(&root, &a).map_err(|e| Failure::new(exit::ERROR, e))
         }
         Cmd::Agent { cmd: AgentCmd::Add { name } } => {
             protocol::names::validate_agent(&name).map_err(|e| Failure::new(exit::INVALID, e))?;

@@ -84,8 +84,13 @@ pub async fn run(
 /// Watches the directories whose changes the broker acts on. Failure to watch (for example the
 /// inotify limits) is logged and the broker carries on with the periodic rescan alone.
 fn watch(layout: &Layout, cfg: &Config, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        // Any event, an error or an overflow (rescan flag) alike, just wakes the loop.
+    let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Opening a file or listing a directory changes nothing, and the broker's own pass opens
+        // every watched directory: waking on those made an idle broker spin at a full core.
+        if is_open_only(&res) {
+            return;
+        }
+        // Any other event, an error or an overflow (rescan flag) alike, just wakes the loop.
         wake.notify_one();
     }) {
         Ok(w) => w,
@@ -112,4 +117,25 @@ fn watch(layout: &Layout, cfg: &Config, wake: Arc<Notify>) -> Option<notify::Rec
         }
     }
     Some(w)
+}
+
+/// An inotify `IN_OPEN` (a file opened or a directory listed): not a change to act on.
+fn is_open_only(res: &notify::Result<notify::Event>) -> bool {
+    use notify::event::{AccessKind, EventKind};
+    matches!(res, Ok(ev) if matches!(ev.kind, EventKind::Access(AccessKind::Open(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_open_only;
+    use notify::event::{AccessKind, AccessMode, CreateKind, Event, EventKind};
+
+    #[test]
+    fn opens_do_not_wake_the_loop_but_changes_and_errors_do() {
+        let ev = |k| Ok(Event::new(k));
+        assert!(is_open_only(&ev(EventKind::Access(AccessKind::Open(AccessMode::Any)))));
+        assert!(!is_open_only(&ev(EventKind::Access(AccessKind::Close(AccessMode::Write)))));
+        assert!(!is_open_only(&ev(EventKind::Create(CreateKind::File))));
+        assert!(!is_open_only(&Err(notify::Error::generic("overflow"))));
+    }
 }

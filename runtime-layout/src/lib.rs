@@ -27,4 +27,4 @@ pub mod sim;
 pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, Meta, RealFs};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};
-pub use ops::{Durability, NameSource, deliver, now, write_atomic};
+pub use ops::{Durability, NameSource, deliver, now, replace_file, write_atomic};

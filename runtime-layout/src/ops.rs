@@ -124,24 +124,37 @@ pub fn write_atomic(
     names: &NameSource,
     durability: Durability,
 ) -> Result<(), FsError> {
+    replace_file(fs, path, bytes, names, durability.sync_files())?;
+    if durability.sync_files() {
+        fs.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
+/// [`write_atomic`] without the directory fsync, for a caller that replaces several files of one
+/// directory and fsyncs it once afterwards. `sync_file` fsyncs the new content before the rename.
+pub fn replace_file(
+    fs: &dyn Fs,
+    path: &Path,
+    bytes: &[u8],
+    names: &NameSource,
+    sync_file: bool,
+) -> Result<(), FsError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{file}.tmp-{}", names.tmp_suffix()));
-    match fs.create_new(&tmp, bytes, durability.sync_files()) {
+    match fs.create_new(&tmp, bytes, sync_file) {
         // Left by a crashed process that had the same pid (pids repeat after a reboot, and a
         // broker in a container is often pid 1). The name is private to this writer: reclaim it.
         Err(e) if e.is_already_exists() => {
             fs.remove_file(&tmp)?;
-            fs.create_new(&tmp, bytes, durability.sync_files())?;
+            fs.create_new(&tmp, bytes, sync_file)?;
         }
         other => other?,
     }
     if let Err(e) = fs.rename(&tmp, path) {
         let _ = fs.remove_file(&tmp);
         return Err(e);
-    }
-    if durability.sync_files() {
-        fs.sync_dir(dir)?;
     }
     Ok(())
 }

@@ -1,0 +1,32 @@
+//! `mailroom bench --smoke` runs every workload at tiny counts, so the benchmark never rots.
+//! It checks that the bench completes and reports, never how fast anything is.
+
+use mailroom_tests::bin;
+use serde_json::Value;
+use std::process::Command;
+
+#[test]
+fn bench_smoke_runs_every_workload_and_prints_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["bench", "--smoke", "--json", "--dir"])
+        .arg(dir.path())
+        .env("MAILROOM_LOG", "warn")
+        .output()
+        .expect("run mailroom bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("bench: W1 "), "no summary line at the end: {stderr}");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let w1 = &v["w1_pipeline"];
+    assert_eq!(w1["completed"], w1["tasks"], "W1 did not complete every task: {w1}");
+    assert_eq!(w1["lost"], 0);
+    assert_eq!(w1["duplicated"], 0);
+    assert_eq!(w1["claimed_twice"], 0);
+    for key in ["w3_floor", "w2_legacy", "w4_w5_history", "w6_durability", "w7_wakeup"] {
+        assert!(v.get(key).is_some(), "no {key} in the report");
+    }
+    // The temporary roots are removed after a successful run.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
