@@ -1397,12 +1397,26 @@ impl Engine {
                 list.sort_by(|a, b| a.0.cmp(&b.0));
                 list.into_iter().map(|(_, t)| t).collect()
             };
-            let bytes = serde_json::to_vec_pretty(&tasks).unwrap_or_default();
+            // One task per line: each task is serialised once, for the file and for the hash
+            // that later tells an edited entry from an untouched one.
+            let absorb = self.cfg.ingest.absorb_board_edits;
+            let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
+            let mut bytes = Vec::with_capacity(tasks.len() * 1024 + 4);
+            bytes.push(b'[');
+            for (i, t) in tasks.iter().enumerate() {
+                bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+                let start = bytes.len();
+                serde_json::to_writer(&mut bytes, t).expect("a task always serialises");
+                if absorb {
+                    hashes.insert(t.task_id.clone(), fnv64(&bytes[start..]));
+                }
+            }
+            bytes.extend_from_slice(b"\n]\n");
             let path = self.layout.board(board);
             replace_file(self.fs.as_ref(), &path, &bytes, &self.names, sync)?;
-            if self.cfg.ingest.absorb_board_edits {
+            if absorb {
                 let stamp = self.fs.stat(&path)?.map(|m| (m.len, m.mtime));
-                marks.push((board, ingest::BoardMark::new(stamp, &tasks)));
+                marks.push((board, ingest::BoardMark::new(stamp, hashes)));
             }
         }
         if sync {

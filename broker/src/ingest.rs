@@ -48,8 +48,8 @@ pub struct BoardMark {
 }
 
 impl BoardMark {
-    pub fn new(stamp: Option<(u64, Timestamp)>, tasks: &[&Task]) -> Self {
-        let tasks = tasks.iter().map(|t| (t.task_id.clone(), task_hash(&t.to_value()))).collect();
+    /// `tasks`: each task id on the board with the hash of its compact JSON as written.
+    pub fn new(stamp: Option<(u64, Timestamp)>, tasks: HashMap<String, u64>) -> Self {
         Self { stamp, tasks, pending: None }
     }
 
