@@ -198,8 +198,12 @@ impl Agent {
         let deadline = Instant::now() + timeout;
         // Watch before the first scan, so nothing can arrive unseen between the scan and the wait.
         let (tx, rx) = mpsc::channel();
-        let mut watcher = notify::recommended_watcher(move |_ev: notify::Result<notify::Event>| {
-            let _ = tx.send(());
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            // Listing a watched directory (our own scan) is an access event, not a change:
+            // waking on it made an idle claim_wait rescan in a busy loop.
+            if !matches!(&ev, Ok(e) if e.kind.is_access()) {
+                let _ = tx.send(());
+            }
         })?;
         use notify::{RecursiveMode, Watcher};
         watcher.watch(&self.mailbox.new_dir(), RecursiveMode::NonRecursive)?;

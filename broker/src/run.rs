@@ -84,8 +84,13 @@ pub async fn run(
 /// Watches the directories whose changes the broker acts on. Failure to watch (for example the
 /// inotify limits) is logged and the broker carries on with the periodic rescan alone.
 fn watch(layout: &Layout, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    let mut w = match notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-        // Any event, an error or an overflow (rescan flag) alike, just wakes the loop.
+    let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Any event, an error or an overflow (rescan flag) alike, just wakes the loop; except
+        // that opening or reading a directory is no change, and the pass's own listings cause
+        // such events: waking on them made an idle broker rescan in a busy loop.
+        if matches!(&res, Ok(ev) if ev.kind.is_access()) {
+            return;
+        }
         wake.notify_one();
     }) {
         Ok(w) => w,
