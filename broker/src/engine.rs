@@ -207,7 +207,18 @@ impl Engine {
             if !intact {
                 // Lost or torn by a power loss (task files are not fsynced one by one).
                 if self.fs.stat(&path)?.is_some() {
-                    self.fs.remove_file(&path)?;
+                    match self.fs.remove_file(&path) {
+                        Err(e) if !e.is_not_found() => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                // Or claimed after `observe_claims` listed the agents' cur/ and before the look
+                // above. Agents keep claiming while the broker starts: look again now, after the
+                // look in new/, so that a file renamed in between is found in some cur/ rather
+                // than delivered a second time under the same name to a second agent.
+                if let Some(agent) = self.holder_of(&name)? {
+                    self.record_claim(&id, &agent, &name);
+                    continue;
                 }
                 let bytes = task_bytes(&self.state.live[&id].task);
                 md.create(self.fs.as_ref(), false)?;
@@ -927,6 +938,17 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// The agent whose `cur/` holds a task file named `name`, if any.
+    fn holder_of(&self, name: &str) -> Result<Option<String>, EngineError> {
+        for agent in self.agents()? {
+            let p = self.layout.mailbox(&agent).cur().join(name);
+            if matches!(self.fs.stat(&p)?, Some(m) if m.kind == FileKind::File) {
+                return Ok(Some(agent));
+            }
+        }
+        Ok(None)
     }
 
     fn record_claim(&mut self, id: &str, agent: &str, name: &str) {
