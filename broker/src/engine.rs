@@ -302,11 +302,19 @@ impl Engine {
                 // `always` pays an fsync per task file; the directory is fsynced per batch.
                 let file_sync =
                     if self.durability == Durability::Always { Durability::Batch } else { Durability::Never };
+                if !self.layout.maildir_contained(fs.as_ref(), &maildir) {
+                    tracing::error!(dir = %self.rel(&maildir.root), file = %name,
+                        "not delivered: a symbolic link or a file replaced a directory of the tree");
+                    return Ok(());
+                }
                 match deliver(fs.as_ref(), &maildir, &name, &bytes, file_sync) {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
                 }
+            }
+            Effect::Remove { path } if !self.layout.is_contained(fs.as_ref(), &path) => {
+                tracing::error!(file = %self.rel(&path), "not removed: a directory on its path is a symbolic link");
             }
             Effect::Remove { path } => match fs.remove_file(&path) {
                 Ok(()) => self.touch_dir(&path),
@@ -365,7 +373,7 @@ impl Engine {
 
     fn post_now(&mut self, agent: &str, kind: &'static str, body: Value) -> Result<(), EngineError> {
         let md = self.layout.mailbox(agent);
-        if !md.exists(self.fs.as_ref()) {
+        if !md.exists(self.fs.as_ref()) || !self.layout.maildir_contained(self.fs.as_ref(), &md) {
             return Ok(());
         }
         let name = self.names.next(kind);
@@ -624,6 +632,21 @@ impl Engine {
                 md.create(self.fs.as_ref(), true)
                     .map_err(|e| Refusal::new(NoticeKind::Rejected, field, e.to_string()))?;
             }
+        }
+        let (field, md) = match (&task.assigned_to, self.route_of(task)) {
+            (Some(a), _) => ("task.assigned_to", self.layout.mailbox(a)),
+            (None, Route::Agent(a)) => ("task.task_type", self.layout.mailbox(&a)),
+            (None, Route::Pool(p)) => ("task.task_type", self.layout.queue(&p)),
+        };
+        if !self.layout.maildir_contained(self.fs.as_ref(), &md) {
+            return Err(Refusal::new(
+                NoticeKind::Rejected,
+                field,
+                format!(
+                    "destination `{}` is a symbolic link or not a directory: the broker writes only inside its root",
+                    self.rel(&md.root)
+                ),
+            ));
         }
         Ok(())
     }
@@ -981,6 +1004,9 @@ impl Engine {
         }
         for agent in self.agents()? {
             let cur = self.layout.mailbox(&agent).cur();
+            if !self.layout.is_contained(self.fs.as_ref(), &cur.join("_")) {
+                continue; // a cur/ that is a symbolic link is never listed (claims there do not count)
+            }
             let entries = match self.fs.list(&cur) {
                 Ok(e) => e,
                 Err(e) if e.is_not_found() => continue,
