@@ -150,7 +150,8 @@ impl Root {
         for d in [dir.join("archive"), dir.clone()] {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with("segment-") && n.ends_with(".jsonl") {
+                let regular = e.file_type().is_ok_and(|t| t.is_file());
+                if regular && n.starts_with("segment-") && n.ends_with(".jsonl") {
                     segs.push((n, e.path()));
                 }
             }
