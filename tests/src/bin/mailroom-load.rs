@@ -94,7 +94,7 @@ fn produce(a: &Args) {
     let count = a.num("count", 100);
     let first = a.num("first", 0);
     let gap = Duration::from_micros(a.num("gap-us", 0));
-    let pool = a.one.get("pool").cloned().unwrap_or_else(|| "work".into());
+    let pool = a.pools.first().cloned().unwrap_or_else(|| "work".into());
     let assign: Vec<String> =
         a.one.get("assign").map(|s| s.split(',').map(str::to_string).collect()).unwrap_or_default();
     let assign_pct = a.num("assign-pct", 0);
@@ -112,7 +112,9 @@ fn produce(a: &Args) {
             task["assigned_to"] = json!(assign[rng.range(0, assign.len() as u64) as usize]);
         }
         match client.submit(&task) {
-            Ok(msg) => log.write(json!({"op": "submit", "task_id": id, "msg": msg})),
+            Ok(msg) => log.write(
+                json!({"op": "submit", "task_id": id, "msg": msg, "assigned_to": task["assigned_to"]}),
+            ),
             Err(e) => die(&format!("submit {id}: {e}")),
         }
         if !gap.is_zero() {
