@@ -36,6 +36,17 @@ pub enum EngineError {
     Fs(#[from] FsError),
 }
 
+impl EngineError {
+    /// Out of space or quota: the broker stops taking new work and waits for space, instead of
+    /// stopping (see `run`).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Fs(e) | Self::Journal(JournalError::Fs(e)) => e.is_no_space(),
+            Self::Journal(_) => false,
+        }
+    }
+}
+
 /// A file effect, carried out after the journal entry that describes it is durable.
 #[derive(Debug)]
 enum Effect {

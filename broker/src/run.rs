@@ -36,7 +36,7 @@ pub async fn run(
     let cfg = Config::load(fs.as_ref(), &layout)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     let started = Instant::now();
-    let mut engine = Engine::open(fs, layout.clone(), cfg)?;
+    let mut engine = Engine::open(fs.clone(), layout.clone(), cfg.clone())?;
     engine.reconcile()?;
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
 
@@ -47,6 +47,28 @@ pub async fn run(
     let result = loop {
         let more = match engine.step() {
             Ok(r) => r.more,
+            Err(e) if e.is_no_space() => {
+                // Nothing is lost: what was acknowledged is in the journal, and messages stay in
+                // the inbox until a journaled pass consumes them. So drop the in-memory state and
+                // rebuild it from the journal, as a restart would, once writes succeed again.
+                tracing::error!(error = %e, "out of space: accepting no new work until space returns");
+                drop(engine);
+                match reopen_when_space_returns(&fs, &layout, &cfg, &mut shutdown).await {
+                    Some(Ok(e)) => {
+                        tracing::info!("space is back: serving again");
+                        engine = e;
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {
+                        drop(lock);
+                        tracing::info!(
+                            "stopped while out of space (the journal holds everything acknowledged)"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
             Err(e) => break Err(e),
         };
         if more {
@@ -77,6 +99,32 @@ pub async fn run(
         (Ok(()), Ok(())) => {
             tracing::info!("stopped cleanly");
             Ok(())
+        }
+    }
+}
+
+/// Retries opening the engine (replay and reconcile) every second until it no longer runs out of
+/// space; `None` when shutdown is requested meanwhile.
+async fn reopen_when_space_returns(
+    fs: &Arc<dyn Fs>,
+    layout: &Layout,
+    cfg: &Config,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Result<Engine, EngineError>> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let reopened = Engine::open(fs.clone(), layout.clone(), cfg.clone()).and_then(|mut e| {
+            e.reconcile()?;
+            Ok(e)
+        });
+        match reopened {
+            Ok(e) => return Some(Ok(e)),
+            Err(e) if e.is_no_space() => tracing::debug!(error = %e, "still out of space"),
+            Err(e) => return Some(Err(e)),
         }
     }
 }
