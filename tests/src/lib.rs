@@ -37,6 +37,7 @@ pub fn bin() -> PathBuf {
 /// A temporary runtime root, initialised.
 pub struct Root {
     _dir: tempfile::TempDir,
+    logs: PathBuf,
     pub path: PathBuf,
     brokers: std::sync::atomic::AtomicU32,
 }
@@ -50,8 +51,18 @@ impl Default for Root {
 impl Root {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().to_path_buf();
+        Self::init(dir, logs)
+    }
+
+    /// A root inside `parent` (a small filesystem, say), with broker logs kept in `logs`.
+    pub fn new_in(parent: &Path, logs: &Path) -> Self {
+        Self::init(tempfile::tempdir_in(parent).expect("tempdir"), logs.to_path_buf())
+    }
+
+    fn init(dir: tempfile::TempDir, logs: PathBuf) -> Self {
         let path = dir.path().join("runtime");
-        let r = Self { _dir: dir, path, brokers: std::sync::atomic::AtomicU32::new(0) };
+        let r = Self { _dir: dir, logs, path, brokers: std::sync::atomic::AtomicU32::new(0) };
         let out = r.cmd(&["init"]).output().expect("mailroom init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         r
@@ -100,7 +111,7 @@ impl Root {
     pub fn spawn_broker(&self) -> Broker {
         // The log goes to a file: a pipe nobody drains would block a chatty broker.
         let n = self.brokers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log_path = self._dir.path().join(format!("broker-{n}.log"));
+        let log_path = self.logs.join(format!("broker-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("broker log");
         let child = self
             .cmd(&["run"])
