@@ -51,6 +51,21 @@ pub enum Error {
     Watch(#[from] notify::Error),
 }
 
+/// Is a watcher event worth a rescan? Opening, reading or listing a watched directory is not (a
+/// scan's own listing causes such events, and waking on them is a busy loop); a file closed
+/// after writing is, and so is every creation, rename, removal, error and overflow.
+pub fn is_change(ev: &notify::Result<notify::Event>) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match ev {
+        Ok(e) => match e.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            _ => true,
+        },
+        Err(_) => true,
+    }
+}
+
 /// The root to use: an explicit one, else `MAILROOM_ROOT`, else `./runtime`.
 pub fn default_root(explicit: Option<&Path>) -> PathBuf {
     if let Some(p) = explicit {
@@ -199,13 +214,9 @@ impl Agent {
         // Watch before the first scan, so nothing can arrive unseen between the scan and the wait.
         let (tx, rx) = mpsc::channel();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            // Our own scans open the watched directories: an open is not an arrival, and waking
-            // on it turned this wait into a busy loop.
-            use notify::event::{AccessKind, EventKind};
-            if matches!(&ev, Ok(e) if matches!(e.kind, EventKind::Access(AccessKind::Open(_)))) {
-                return;
+            if is_change(&ev) {
+                let _ = tx.send(());
             }
-            let _ = tx.send(());
         })?;
         use notify::{RecursiveMode, Watcher};
         watcher.watch(&self.mailbox.new_dir(), RecursiveMode::NonRecursive)?;

@@ -39,6 +39,17 @@ pub enum EngineError {
     Fs(#[from] FsError),
 }
 
+impl EngineError {
+    /// Out of space or quota: the broker stops taking new work and waits for space, instead of
+    /// stopping (see `run`).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Fs(e) | Self::Journal(JournalError::Fs(e)) => e.is_no_space(),
+            Self::Journal(_) => false,
+        }
+    }
+}
+
 /// A file effect, carried out after the journal entry that describes it is durable.
 #[derive(Debug)]
 pub(crate) enum Effect {
@@ -269,7 +280,18 @@ impl Engine {
             if !intact {
                 // Lost or torn by a power loss (task files are not fsynced one by one).
                 if self.fs.stat(&path)?.is_some() {
-                    self.fs.remove_file(&path)?;
+                    match self.fs.remove_file(&path) {
+                        Err(e) if !e.is_not_found() => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                // Or claimed after `observe_claims` listed the agents' cur/ and before the look
+                // above. Agents keep claiming while the broker starts: look again now, after the
+                // look in new/, so that a file renamed in between is found in some cur/ rather
+                // than delivered a second time under the same name to a second agent.
+                if let Some(agent) = self.holder_of(&name)? {
+                    self.record_claim(&id, &agent, &name);
+                    continue;
                 }
                 let bytes = task_bytes(&self.state.live[&id].task);
                 md.create(self.fs.as_ref(), false)?;
@@ -363,11 +385,19 @@ impl Engine {
                 // `always` pays an fsync per task file; the directory is fsynced per batch.
                 let file_sync =
                     if self.durability == Durability::Always { Durability::Batch } else { Durability::Never };
+                if !self.layout.maildir_contained(fs.as_ref(), &maildir) {
+                    tracing::error!(dir = %self.rel(&maildir.root), file = %name,
+                        "not delivered: a symbolic link or a file replaced a directory of the tree");
+                    return Ok(());
+                }
                 match deliver(fs.as_ref(), &maildir, &name, &bytes, file_sync) {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
                 }
+            }
+            Effect::Remove { path } if !self.layout.is_contained(fs.as_ref(), &path) => {
+                tracing::error!(file = %self.rel(&path), "not removed: a directory on its path is a symbolic link");
             }
             Effect::Remove { path } => match fs.remove_file(&path) {
                 Ok(()) => self.touch_dir(&path),
@@ -450,7 +480,7 @@ impl Engine {
 
     fn post_now(&mut self, agent: &str, kind: &'static str, body: Value) -> Result<(), EngineError> {
         let md = self.layout.mailbox(agent);
-        if !md.exists(self.fs.as_ref()) {
+        if !md.exists(self.fs.as_ref()) || !self.layout.maildir_contained(self.fs.as_ref(), &md) {
             return Ok(());
         }
         let name = self.names.next(kind);
@@ -755,6 +785,21 @@ impl Engine {
                 md.create(self.fs.as_ref(), true)
                     .map_err(|e| Refusal::new(NoticeKind::Rejected, field, e.to_string()))?;
             }
+        }
+        let (field, md) = match (&task.assigned_to, self.route_of(task)) {
+            (Some(a), _) => ("task.assigned_to", self.layout.mailbox(a)),
+            (None, Route::Agent(a)) => ("task.task_type", self.layout.mailbox(&a)),
+            (None, Route::Pool(p)) => ("task.task_type", self.layout.queue(&p)),
+        };
+        if !self.layout.maildir_contained(self.fs.as_ref(), &md) {
+            return Err(Refusal::new(
+                NoticeKind::Rejected,
+                field,
+                format!(
+                    "destination `{}` is a symbolic link or not a directory: the broker writes only inside its root",
+                    self.rel(&md.root)
+                ),
+            ));
         }
         Ok(())
     }
@@ -1071,6 +1116,17 @@ impl Engine {
         Ok(out)
     }
 
+    /// The agent whose `cur/` holds a task file named `name`, if any.
+    fn holder_of(&self, name: &str) -> Result<Option<String>, EngineError> {
+        for agent in self.agents()? {
+            let p = self.layout.mailbox(&agent).cur().join(name);
+            if matches!(self.fs.stat(&p)?, Some(m) if m.kind == FileKind::File) {
+                return Ok(Some(agent));
+            }
+        }
+        Ok(None)
+    }
+
     fn record_claim(&mut self, id: &str, agent: &str, name: &str) {
         let now = self.now();
         let Some(live) = self.state.live.get(id) else { return };
@@ -1111,6 +1167,9 @@ impl Engine {
         }
         for agent in self.agents()? {
             let cur = self.layout.mailbox(&agent).cur();
+            if !self.layout.is_contained(self.fs.as_ref(), &cur.join("_")) {
+                continue; // a cur/ that is a symbolic link is never listed (claims there do not count)
+            }
             let entries = match self.fs.list(&cur) {
                 Ok(e) => e,
                 Err(e) if e.is_not_found() => continue,

@@ -8,7 +8,7 @@
 //! reads them.
 
 use protocol::{Task, Timestamp};
-use runtime_layout::{AppendFile, Durability, Fs, FsError, NameSource, write_atomic};
+use runtime_layout::{AppendFile, Durability, FileKind, Fs, FsError, NameSource, write_atomic};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -358,6 +358,12 @@ pub fn replay(
     let mut segs: Vec<u64> = Vec::new();
     for e in &entries {
         let Some(name) = e.name_str() else { continue };
+        if e.kind != FileKind::File {
+            // The broker writes only regular files here: a symbolic link (or anything else)
+            // under a journal name was put there by someone else and is never followed.
+            tracing::warn!(file = %dir.join(name).display(), kind = %e.kind, "ignored: not a regular file");
+            continue;
+        }
         if let Some(n) = parse_numbered(name, "snapshot-", ".json") {
             snaps.push(n);
         } else if let Some(n) = parse_numbered(name, "segment-", ".jsonl") {
@@ -452,6 +458,9 @@ pub fn all_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>, FsError> {
             continue;
         }
         for e in fs.list(&d)? {
+            if e.kind != FileKind::File {
+                continue;
+            }
             if let Some(n) = e.name_str().and_then(|n| parse_numbered(n, "segment-", ".jsonl")) {
                 segs.push((n, d.join(e.name)));
             }

@@ -36,7 +36,7 @@ pub async fn run(
     let cfg = Config::load(fs.as_ref(), &layout)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     let started = Instant::now();
-    let mut engine = Engine::open(fs, layout.clone(), cfg)?;
+    let mut engine = Engine::open(fs.clone(), layout.clone(), cfg.clone())?;
     engine.reconcile()?;
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
 
@@ -47,6 +47,28 @@ pub async fn run(
     let result = loop {
         let more = match engine.step() {
             Ok(r) => r.more,
+            Err(e) if e.is_no_space() => {
+                // Nothing is lost: what was acknowledged is in the journal, and messages stay in
+                // the inbox until a journaled pass consumes them. So drop the in-memory state and
+                // rebuild it from the journal, as a restart would, once writes succeed again.
+                tracing::error!(error = %e, "out of space: accepting no new work until space returns");
+                drop(engine);
+                match reopen_when_space_returns(&fs, &layout, &cfg, &mut shutdown).await {
+                    Some(Ok(e)) => {
+                        tracing::info!("space is back: serving again");
+                        engine = e;
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    None => {
+                        drop(lock);
+                        tracing::info!(
+                            "stopped while out of space (the journal holds everything acknowledged)"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
             Err(e) => break Err(e),
         };
         if more {
@@ -81,13 +103,39 @@ pub async fn run(
     }
 }
 
+/// Retries opening the engine (replay and reconcile) every second until it no longer runs out of
+/// space; `None` when shutdown is requested meanwhile.
+async fn reopen_when_space_returns(
+    fs: &Arc<dyn Fs>,
+    layout: &Layout,
+    cfg: &Config,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Result<Engine, EngineError>> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let reopened = Engine::open(fs.clone(), layout.clone(), cfg.clone()).and_then(|mut e| {
+            e.reconcile()?;
+            Ok(e)
+        });
+        match reopened {
+            Ok(e) => return Some(Ok(e)),
+            Err(e) if e.is_no_space() => tracing::debug!(error = %e, "still out of space"),
+            Err(e) => return Some(Err(e)),
+        }
+    }
+}
+
 /// Watches the directories whose changes the broker acts on. Failure to watch (for example the
 /// inotify limits) is logged and the broker carries on with the periodic rescan alone.
 fn watch(layout: &Layout, cfg: &Config, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
     let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Opening a file or listing a directory changes nothing, and the broker's own pass opens
-        // every watched directory: waking on those made an idle broker spin at a full core.
-        if is_open_only(&res) {
+        // Opening, reading or listing changes nothing, and the broker's own pass opens every
+        // watched directory: waking on those made an idle broker spin at a full core.
+        if !agent_sdk::is_change(&res) {
             return;
         }
         // Any other event, an error or an overflow (rescan flag) alike, just wakes the loop.
@@ -120,22 +168,18 @@ fn watch(layout: &Layout, cfg: &Config, wake: Arc<Notify>) -> Option<notify::Rec
 }
 
 /// An inotify `IN_OPEN` (a file opened or a directory listed): not a change to act on.
-fn is_open_only(res: &notify::Result<notify::Event>) -> bool {
-    use notify::event::{AccessKind, EventKind};
-    matches!(res, Ok(ev) if matches!(ev.kind, EventKind::Access(AccessKind::Open(_))))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::is_open_only;
+    use agent_sdk::is_change;
     use notify::event::{AccessKind, AccessMode, CreateKind, Event, EventKind};
 
     #[test]
     fn opens_do_not_wake_the_loop_but_changes_and_errors_do() {
         let ev = |k| Ok(Event::new(k));
-        assert!(is_open_only(&ev(EventKind::Access(AccessKind::Open(AccessMode::Any)))));
-        assert!(!is_open_only(&ev(EventKind::Access(AccessKind::Close(AccessMode::Write)))));
-        assert!(!is_open_only(&ev(EventKind::Create(CreateKind::File))));
-        assert!(!is_open_only(&Err(notify::Error::generic("overflow"))));
+        assert!(!is_change(&ev(EventKind::Access(AccessKind::Open(AccessMode::Any)))));
+        assert!(is_change(&ev(EventKind::Access(AccessKind::Close(AccessMode::Write)))));
+        assert!(is_change(&ev(EventKind::Create(CreateKind::File))));
+        assert!(is_change(&Err(notify::Error::generic("overflow"))));
+        assert!(!is_change(&ev(EventKind::Access(AccessKind::Read))));
     }
 }

@@ -167,8 +167,14 @@ struct RealAppend {
 }
 
 impl AppendFile for RealAppend {
+    /// All or nothing: a write that fails part way (out of space, say) is cut back off, so that
+    /// no torn record is left for later appends to follow (which would read as corruption).
     fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
-        self.file.write_all(bytes).map_err(|e| FsError::io("append to", &self.path, e))
+        let before = self.file.metadata().map_err(|e| FsError::io("stat", &self.path, e))?.len();
+        self.file.write_all(bytes).map_err(|e| {
+            let _ = self.file.set_len(before);
+            FsError::io("append to", &self.path, e)
+        })
     }
     fn sync(&mut self) -> Result<(), FsError> {
         self.file.sync_data().map_err(|e| FsError::io("fsync", &self.path, e))

@@ -143,6 +143,34 @@ impl Layout {
         Ok(())
     }
 
+    /// Is every directory between `agent_comms/` and `path` a real directory, so that a file
+    /// written, read or removed at `path` stays inside the root? A symbolic link (or a file)
+    /// where a directory belongs makes it not contained; a missing directory does not (it will
+    /// be created as a real one). Agents can write into the tree, so the broker checks this
+    /// before it writes or removes anything in a directory an agent could have replaced.
+    pub fn is_contained(&self, fs: &dyn Fs, path: &Path) -> bool {
+        let Ok(rel) = path.strip_prefix(&self.comms) else { return false };
+        let comps: Vec<_> = rel.components().collect();
+        let mut cur = self.comms.clone();
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            match c {
+                std::path::Component::Normal(n) => cur.push(n),
+                _ => return false,
+            }
+            match fs.stat(&cur) {
+                Ok(Some(m)) if m.kind == crate::fs::FileKind::Dir => {}
+                Ok(None) => return true,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// [`Layout::is_contained`] for everything a delivery into `md` touches (`tmp/`, `new/`, `cur/`).
+    pub fn maildir_contained(&self, fs: &dyn Fs, md: &Maildir) -> bool {
+        [md.tmp(), md.new_dir(), md.cur()].iter().all(|d| self.is_contained(fs, &d.join("_")))
+    }
+
     /// Is this root initialised (the broker inbox exists)?
     pub fn is_initialised(&self, fs: &dyn Fs) -> bool {
         self.broker_inbox().exists(fs)
@@ -176,5 +204,26 @@ mod tests {
         }
         assert_eq!(l.mailbox("Agent-5").cur(), dir.path().join("runtime/agent_comms/mailboxes/Agent-5/cur"));
         assert_eq!(l.board(Board::Ready).file_name().unwrap(), "task_ready_queue.json");
+    }
+
+    #[test]
+    fn symlinked_directories_are_not_contained() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Layout::new(dir.path().join("runtime"));
+        l.create(&RealFs).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(outside.join("new")).unwrap();
+        std::os::unix::fs::symlink(&outside, l.mailboxes_dir().join("Evil")).unwrap();
+        std::os::unix::fs::symlink(&outside, l.queues_dir().join("evil")).unwrap();
+        l.mailbox("Good").create(&RealFs, true).unwrap();
+        std::fs::remove_dir(l.mailbox("Good").cur()).unwrap();
+        std::os::unix::fs::symlink(&outside, l.mailbox("Good").cur()).unwrap();
+        assert!(!l.maildir_contained(&RealFs, &l.mailbox("Evil")));
+        assert!(!l.maildir_contained(&RealFs, &l.queue("evil")));
+        assert!(!l.is_contained(&RealFs, &l.mailbox("Good").cur().join("x")));
+        assert!(l.is_contained(&RealFs, &l.mailbox("Good").new_dir().join("x")));
+        assert!(l.maildir_contained(&RealFs, &l.queue("not-yet")), "missing dirs will be created");
+        assert!(!l.is_contained(&RealFs, &outside.join("x")));
+        assert!(!l.is_contained(&RealFs, &l.comms().join("queues/../../x")));
     }
 }

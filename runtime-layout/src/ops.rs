@@ -87,6 +87,10 @@ pub fn now() -> Timestamp {
 
 /// Delivers `bytes` into `maildir/new/name` through `tmp/`. Returns the path in `new/`.
 /// Fails with `AlreadyExists` rather than replace a file already delivered under that name.
+///
+/// A file already in `tmp/` under `name` is the remains of an earlier attempt at this very
+/// delivery that a crash interrupted between writing and publishing (names are unique to their
+/// writer): it is replaced, so that redoing the delivery publishes the file instead of failing.
 pub fn deliver(
     fs: &dyn Fs,
     maildir: &Maildir,
@@ -181,6 +185,19 @@ mod tests {
         // A half-written tmp/NAME left by a crash does not block delivering NAME again.
         std::fs::write(md.tmp().join("again.json"), b"{\"torn").unwrap();
         let p = deliver(&RealFs, &md, "again.json", b"{}", Durability::Batch).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}");
+        assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn deliver_replaces_what_a_crash_left_in_tmp() {
+        // A crash between writing tmp/NAME and renaming it into new/ leaves tmp/NAME behind;
+        // redoing the delivery must publish the file, not fail or skip with AlreadyExists.
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::new(d.path());
+        md.create(&RealFs, true).unwrap();
+        std::fs::write(md.tmp().join("1-x.json"), b"{\"torn").unwrap();
+        let p = deliver(&RealFs, &md, "1-x.json", b"{}", Durability::Batch).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"{}");
         assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0);
     }

@@ -37,8 +37,9 @@ pub fn bin() -> PathBuf {
 /// A temporary runtime root, initialised.
 pub struct Root {
     _dir: tempfile::TempDir,
+    logs: PathBuf,
     pub path: PathBuf,
-    brokers: std::cell::Cell<u32>,
+    brokers: std::sync::atomic::AtomicU32,
 }
 
 impl Default for Root {
@@ -50,8 +51,18 @@ impl Default for Root {
 impl Root {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().to_path_buf();
+        Self::init(dir, logs)
+    }
+
+    /// A root inside `parent` (a small filesystem, say), with broker logs kept in `logs`.
+    pub fn new_in(parent: &Path, logs: &Path) -> Self {
+        Self::init(tempfile::tempdir_in(parent).expect("tempdir"), logs.to_path_buf())
+    }
+
+    fn init(dir: tempfile::TempDir, logs: PathBuf) -> Self {
         let path = dir.path().join("runtime");
-        let r = Self { _dir: dir, path, brokers: std::cell::Cell::new(0) };
+        let r = Self { _dir: dir, logs, path, brokers: std::sync::atomic::AtomicU32::new(0) };
         let out = r.cmd(&["init"]).output().expect("mailroom init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         r
@@ -91,13 +102,16 @@ impl Root {
         std::fs::write(self.comms().join("mailroom.toml"), toml).unwrap();
     }
 
-    /// Starts `mailroom run` and waits until it serves (its boards exist).
-    pub fn broker(&self) -> Broker {
-        let boards = self.comms().join("central_task_boards/task_backlog.json");
-        let _ = std::fs::remove_file(&boards);
+    /// A scratch directory beside the root (outside it), for logs and test files.
+    pub fn scratch(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Starts `mailroom run` without waiting for it to serve.
+    pub fn spawn_broker(&self) -> Broker {
         // The log goes to a file: a pipe nobody drains would block a chatty broker.
-        let log_path = self._dir.path().join(format!("broker-{}.log", self.brokers.get()));
-        self.brokers.set(self.brokers.get() + 1);
+        let n = self.brokers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log_path = self.logs.join(format!("broker-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("broker log");
         let child = self
             .cmd(&["run"])
@@ -106,7 +120,14 @@ impl Root {
             .stderr(log)
             .spawn()
             .expect("spawn broker");
-        let mut b = Broker { child: Some(child), log: log_path };
+        Broker { child: Some(child), log: log_path }
+    }
+
+    /// Starts `mailroom run` and waits until it serves (its boards exist).
+    pub fn broker(&self) -> Broker {
+        let boards = self.comms().join("central_task_boards/task_backlog.json");
+        let _ = std::fs::remove_file(&boards);
+        let mut b = self.spawn_broker();
         wait_for(Duration::from_secs(20), || {
             if let Some(Some(status)) = b.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
                 panic!("broker exited early: {status}");
@@ -131,6 +152,122 @@ impl Root {
             .unwrap_or_default();
         v.sort();
         v
+    }
+    /// Every journal record (archived segments included), in sequence order, read from the files
+    /// alone. Panics if a sequence number appears twice.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        let dir = self.comms().join("broker/journal");
+        let mut segs = Vec::new();
+        for d in [dir.join("archive"), dir.clone()] {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let regular = e.file_type().is_ok_and(|t| t.is_file());
+                if regular && n.starts_with("segment-") && n.ends_with(".jsonl") {
+                    segs.push((n, e.path()));
+                }
+            }
+        }
+        segs.sort();
+        let mut out: Vec<serde_json::Value> = Vec::new();
+        for (_, p) in segs {
+            let bytes = std::fs::read(&p).expect("read segment");
+            for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                // A torn final line (a crash mid-append) is not a record.
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
+                    out.push(v);
+                }
+            }
+        }
+        out.sort_by_key(|r| r["seq"].as_u64().unwrap_or(0));
+        for w in out.windows(2) {
+            assert_ne!(w[0]["seq"], w[1]["seq"], "a journal sequence number appears twice");
+        }
+        out
+    }
+
+    /// Every task on the four boards, with the board it is on.
+    pub fn all_boards(&self) -> Vec<(String, serde_json::Value)> {
+        let mut v = Vec::new();
+        for b in ["task_backlog", "task_ready_queue", "working_tasks", "completed_tasks"] {
+            v.extend(self.board(b).into_iter().map(|t| (b.to_string(), t)));
+        }
+        v
+    }
+}
+
+/// A tiny seeded random number generator (splitmix64): reproducible runs from a printed seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// A seed from `var` if set, else from the clock; printed so that a failure can be replayed.
+    pub fn seed_from_env(var: &str) -> u64 {
+        let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+        eprintln!("seed: {var}={seed}");
+        seed
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `lo..hi` (`lo` when the range is empty).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo { lo } else { lo + self.next_u64() % (hi - lo) }
+    }
+
+    /// True with probability `percent`/100.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.range(0, 100) < percent
+    }
+}
+
+/// An env var as a number, or a default.
+pub fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// Peak resident memory of a process in KiB (`VmHWM`), if it is running.
+pub fn vm_hwm_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A helper process that is SIGKILLed when dropped (so a failing test leaves no orphans).
+pub struct Proc(pub Child);
+
+impl Proc {
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }
 
@@ -167,6 +304,31 @@ impl Broker {
         let mut child = self.child.take().unwrap();
         let status = child.wait().unwrap();
         (status.code(), self.log())
+    }
+
+    /// Is the process still running (not exited on its own)?
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits up to `timeout` for the log to say it serves; false if it did not (or exited).
+    pub fn wait_serving(&mut self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains("serving") {
+                return true;
+            }
+            if !self.is_running() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
     }
 
     /// What the broker has logged so far.
