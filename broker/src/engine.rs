@@ -105,6 +105,14 @@ pub(crate) enum Admission {
     Import { create_agents: bool },
 }
 
+/// A task as last written to a board: the version it had (update time, history length,
+/// status), its compact JSON and that JSON's hash.
+struct CachedTask {
+    version: (Option<i64>, usize, Status),
+    json: Vec<u8>,
+    hash: u64,
+}
+
 /// A directory that existing scripts write into.
 #[derive(Debug, Clone)]
 struct DropSource {
@@ -148,6 +156,9 @@ pub struct Engine {
     /// Per board: what the broker last wrote (size and mtime) and the hash of each task on it.
     pub(crate) board_marks: HashMap<Board, ingest::BoardMark>,
     boards_force: bool,
+    /// Each task's JSON as last written to a board, and each board's signature.
+    board_cache: HashMap<String, CachedTask>,
+    board_sigs: HashMap<Board, u64>,
     /// Hashes of migrated messages already delivered (loaded by `import`).
     imported_mail: std::collections::HashSet<u64>,
     clock: fn() -> Timestamp,
@@ -204,6 +215,8 @@ impl Engine {
             drops: HashMap::new(),
             board_marks: HashMap::new(),
             boards_force: false,
+            board_cache: HashMap::new(),
+            board_sigs: HashMap::new(),
             imported_mail: Default::default(),
             clock: runtime_layout::now,
             records: 0,
@@ -1456,27 +1469,58 @@ impl Engine {
                 list.sort_by(|a, b| a.0.cmp(&b.0));
                 list.into_iter().map(|(_, t)| t).collect()
             };
-            // One task per line: each task is serialised once, for the file and for the hash
-            // that later tells an edited entry from an untouched one.
+            // One task per line. A task is serialised again only when it changed since the last
+            // rewrite; its bytes also give the hash that tells an edited entry from an untouched
+            // one, and a board whose entries are all unchanged is not rewritten at all.
             let absorb = self.cfg.ingest.absorb_board_edits;
             let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
             let mut bytes = Vec::with_capacity(tasks.len() * 1024 + 4);
+            let mut sig = fnv64(board.file_name().as_bytes());
             bytes.push(b'[');
             for (i, t) in tasks.iter().enumerate() {
                 bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-                let start = bytes.len();
-                serde_json::to_writer(&mut bytes, t).expect("a task always serialises");
+                let version = (t.updated_at.map(|u| u.as_micros()), t.history.len(), t.status);
+                let cached = match self.board_cache.get(&t.task_id) {
+                    Some(c) if c.version == version => c,
+                    _ => {
+                        let json = serde_json::to_vec(t).expect("a task always serialises");
+                        let hash = fnv64(&json);
+                        self.board_cache.insert(t.task_id.clone(), CachedTask { version, json, hash });
+                        &self.board_cache[&t.task_id]
+                    }
+                };
+                bytes.extend_from_slice(&cached.json);
+                sig = sig.rotate_left(5) ^ cached.hash;
                 if absorb {
-                    hashes.insert(t.task_id.clone(), fnv64(&bytes[start..]));
+                    hashes.insert(t.task_id.clone(), cached.hash);
                 }
             }
             bytes.extend_from_slice(b"\n]\n");
             let path = self.layout.board(board);
+            let unchanged = !force
+                && self.board_sigs.get(&board) == Some(&sig)
+                && (!absorb || self.board_marks.contains_key(&board))
+                && self.fs.stat(&path)?.is_some();
+            if unchanged {
+                continue;
+            }
             replace_file(self.fs.as_ref(), &path, &bytes, &self.names, sync)?;
+            self.board_sigs.insert(board, sig);
             if absorb {
                 let stamp = self.fs.stat(&path)?.map(|m| (m.len, m.mtime));
                 marks.push((board, ingest::BoardMark::new(stamp, hashes)));
             }
+        }
+        // Forget tasks that left every board.
+        if self.board_cache.len() > self.state.live.len() + self.state.recent_done.len() + 1024 {
+            let keep: std::collections::HashSet<&str> = self
+                .state
+                .live
+                .keys()
+                .map(String::as_str)
+                .chain(self.state.recent_done.iter().map(|t| t.task_id.as_str()))
+                .collect();
+            self.board_cache.retain(|k, _| keep.contains(k.as_str()));
         }
         if sync {
             self.fs.sync_dir(&self.layout.boards_dir())?;
