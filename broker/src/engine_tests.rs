@@ -217,6 +217,38 @@ fn expired_lease_is_taken_back_and_redispatched_under_a_new_name() {
     assert_eq!(e.state.tombs["L"].0, Status::Failed);
 }
 
+static BACKLOG_SKEW_SECS: AtomicI64 = AtomicI64::new(0);
+
+fn backlog_now() -> Timestamp {
+    Timestamp::from_micros(
+        runtime_layout::now().as_micros() + BACKLOG_SKEW_SECS.load(Ordering::SeqCst) * 1_000_000,
+    )
+}
+
+#[test]
+fn a_completion_waiting_in_a_backlog_beats_the_lease() {
+    let r = Root::new();
+    r.agent("A");
+    let mut cfg = Config::default();
+    cfg.broker.batch_size = 2;
+    let mut e = r.engine_with(cfg);
+    e.set_clock(backlog_now);
+    r.send(json!({"task_id": "B", "lease_secs": 30}));
+    e.step().unwrap();
+    let claim = r.claim(&r.layout.queue("default").new_dir(), "A");
+    e.step().unwrap();
+    // A backlog ahead of the completion, and the lease runs out before the broker reaches it.
+    for i in 0..3 {
+        r.send(json!({"task_id": format!("F-{i}")}));
+    }
+    r.send(json!({"kind": "complete", "agent": "A", "claim": claim}));
+    BACKLOG_SKEW_SECS.store(31, Ordering::SeqCst);
+    while e.step().unwrap().more {}
+    e.step().unwrap();
+    assert!(e.live("B").is_none(), "the waiting completion was refused as stale");
+    assert_eq!(e.state.tombs["B"].0, Status::Completed);
+}
+
 #[test]
 fn dependencies_hold_tasks_and_failures_block_them() {
     let r = Root::new();
