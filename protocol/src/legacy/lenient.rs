@@ -319,8 +319,8 @@ fn resolve_merge_markers(text: &str) -> Option<String> {
 /// `{{ {...} }}` or `{{"a": 1}}` around the whole document: the outer braces are blanked.
 fn strip_template_wrapper(text: &str) -> Option<String> {
     let start = text.len() - text.trim_start().len();
-    let end = text.trim_end().len();
-    let body = &text[start..end];
+    let body = text[start..].trim_end();
+    let end = start + body.len();
     if body.len() < 4 || !body.starts_with("{{") || !body.ends_with("}}") {
         return None;
     }
@@ -608,6 +608,15 @@ fn salvage_list(text: &str) -> Option<(Vec<Value>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whitespace_left_by_a_merge_marker_repair_is_an_error_not_a_panic() {
+        // Found by the `legacy_normalise` fuzz target: only the "theirs" side of a conflict, so
+        // nothing but line breaks is left once the markers are resolved.
+        for input in ["<<<<<<< a\n=======\nx\n>>>>>>> b\n", "\n\n", "  \t\n"] {
+            assert!(parse_lenient(input.as_bytes()).is_err(), "{input:?}");
+        }
+    }
     use serde_json::json;
 
     fn ok(s: &str) -> Lenient {
