@@ -174,11 +174,12 @@ impl Engine {
             "task_id": r.task_id,
         });
         let mut rec = Record::new(Op::Reject, now);
-        rec.msg = Some(name.to_string());
+        // Not `msg`: that would mark the whole file as handled (and bound for this part's
+        // quarantine path) if a crash kept this record without the file's own.
         rec.task_id = r.task_id.clone();
         rec.reason = Some(reason_text);
         rec.path = Some(format!("broker/quarantine/{qname}"));
-        rec.detail = Some(json!({"part": index, "field": r.field, "rule": r.rule}));
+        rec.detail = Some(json!({"file": name, "part": index, "field": r.field, "rule": r.rule}));
         self.push(rec);
         let bytes = serde_json::to_vec_pretty(raw).unwrap_or_default();
         self.effects.push(Effect::QuarantineCopy { to, bytes, reason });
