@@ -538,10 +538,10 @@ impl Engine {
                 if to.starts_with(self.layout.broker_inbox().cur()) {
                     self.effects.push(Effect::Consumed { from, to });
                 } else {
-                    let reason = json!({
-                        "file": self.rel(&from),
-                        "reason": "rejected before a restart; `mailroom trace` or the journal has the reason",
+                    let why = self.state.refusals.get(&name).cloned().unwrap_or_else(|| {
+                        "rejected before a restart; `mailroom trace` or the journal has the reason".into()
                     });
+                    let reason = json!({"file": self.rel(&from), "reason": why});
                     self.effects.push(Effect::Quarantine { from, to, reason });
                 }
                 continue;
@@ -1543,6 +1543,7 @@ impl Engine {
         let snap = self.state.snapshot(self.journal.next_seq() - 1);
         self.journal.compact(self.fs.as_ref(), &snap, &self.names)?;
         self.state.consumed.clear();
+        self.state.refusals.clear();
         tracing::info!(seq = snap.seq, live = snap.live.len(), "journal compacted");
         Ok(())
     }

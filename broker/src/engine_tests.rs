@@ -344,3 +344,25 @@ fn drop_files_are_taken_only_when_complete() {
     assert!(!f.exists());
     assert_eq!(e.live("LEAD-X").unwrap().task.name.as_deref(), Some("whole"));
 }
+
+#[test]
+fn a_refusal_finished_after_a_crash_keeps_its_precise_reason() {
+    let r = Root::new();
+    let mut e = r.engine();
+    let name = r.send(json!({"task_id": "Q", "priority": "whenever"}));
+    e.step().unwrap();
+    drop(e);
+    // A crash after the journal commit but before the move: put the file back where it was and
+    // take away what the move wrote.
+    let q = r.layout.quarantine_dir();
+    let kept = r.list(&q).into_iter().find(|n| !n.ends_with(".error.json")).unwrap();
+    std::fs::rename(q.join(&kept), r.layout.broker_inbox().new_dir().join(&name)).unwrap();
+    std::fs::remove_file(q.join(format!("{kept}.error.json"))).unwrap();
+    let mut e = r.engine();
+    e.step().unwrap();
+    let why: Value =
+        serde_json::from_slice(&std::fs::read(q.join(format!("{kept}.error.json"))).unwrap()).unwrap();
+    let reason = why["reason"].as_str().unwrap();
+    assert!(reason.contains("priority"), "the journaled reason, not a generic one: {reason}");
+    assert!(r.list(&r.layout.broker_inbox().new_dir()).is_empty());
+}

@@ -35,6 +35,9 @@ pub struct State {
     pub backlog: BTreeSet<String>,
     /// Inbox messages already consumed → where they belong (`cur` or a quarantine path).
     pub consumed: BTreeMap<String, String>,
+    /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
+    /// restart that must finish moving it to quarantine writes this reason beside it.
+    pub refusals: BTreeMap<String, String>,
 }
 
 impl State {
@@ -132,6 +135,11 @@ impl State {
             };
             if let Some(dest) = dest {
                 self.consumed.insert(msg.clone(), dest);
+            }
+            if rec.op == Op::Reject
+                && let Some(reason) = &rec.reason
+            {
+                self.refusals.insert(msg.clone(), reason.clone());
             }
         }
         let (Some(task), Some(place)) = (&rec.task, &rec.place) else { return };
