@@ -168,7 +168,19 @@ pub struct Engine {
 impl Engine {
     /// Loads the journal, replays it and opens a new segment. Does not touch the rest of the tree.
     pub fn open(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Result<Self, EngineError> {
-        layout.create(fs.as_ref())?;
+        Self::open_with(fs, layout, cfg, false)
+    }
+
+    /// Rebuilds the state like [`Engine::open`] but writes nothing: no directory, no segment.
+    /// Any attempt to commit a record fails. For `mailroom import --dry-run`.
+    pub fn open_read_only(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Result<Self, EngineError> {
+        Self::open_with(fs, layout, cfg, true)
+    }
+
+    fn open_with(fs: Arc<dyn Fs>, layout: Layout, cfg: Config, read_only: bool) -> Result<Self, EngineError> {
+        if !read_only {
+            layout.create(fs.as_ref())?;
+        }
         // Records are applied as they are read: a restart never holds them all in memory.
         let limit = cfg.broker.completed_board_limit;
         let rebuilt = std::cell::RefCell::new((State::new(limit), 1u64));
@@ -192,7 +204,11 @@ impl Engine {
             tracing::warn!(torn = %t, "ignored an incomplete journal entry left by a crash");
         }
         let durability = cfg.broker.durability.into();
-        let journal = Journal::open(fs.as_ref(), &layout.journal_dir(), next_seq, durability)?;
+        let journal = if read_only {
+            Journal::read_only(&layout.journal_dir(), next_seq)
+        } else {
+            Journal::open(fs.as_ref(), &layout.journal_dir(), next_seq, durability)?
+        };
         tracing::info!(
             live = state.live.len(),
             finished = state.tombs.len(),

@@ -185,6 +185,22 @@ pub struct Journal {
     durability: Durability,
 }
 
+/// The segment of a read-only journal: refuses every write.
+struct NoAppend;
+
+impl AppendFile for NoAppend {
+    fn append(&mut self, _bytes: &[u8]) -> Result<(), FsError> {
+        Err(FsError::io(
+            "append to",
+            Path::new("journal"),
+            std::io::Error::other("the journal is open read-only"),
+        ))
+    }
+    fn sync(&mut self) -> Result<(), FsError> {
+        Ok(())
+    }
+}
+
 fn segment_name(first: u64) -> String {
     format!("segment-{first:016}.jsonl")
 }
@@ -220,6 +236,21 @@ impl Journal {
             since_snapshot: 0,
             durability,
         })
+    }
+
+    /// A journal that can be read back into state but never written: a commit with records
+    /// pending fails. For views that must not change the root (`mailroom import --dry-run`).
+    pub fn read_only(dir: &Path, next_seq: u64) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            file: Box::new(NoAppend),
+            path: dir.join(segment_name(next_seq)),
+            broken: None,
+            buf: Vec::new(),
+            next_seq,
+            since_snapshot: 0,
+            durability: Durability::Never,
+        }
     }
 
     /// Numbers and buffers a record; it is written by the next [`Journal::commit`].

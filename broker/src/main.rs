@@ -395,13 +395,19 @@ fn import(
     } else if !layout.is_initialised(fs.as_ref()) {
         return Err(not_initialised(layout.root()));
     }
-    let _lock = runtime_layout::BrokerLock::acquire(&layout.lock_file()).map_err(|e| {
-        Failure::new(exit::LOCKED, format!("{e}; stop the broker first, or copy the files into drop/"))
-    })?;
+    // A dry run writes nothing (no lock, no journal segment) and may run beside a broker.
+    let _lock = if dry_run {
+        None
+    } else {
+        Some(runtime_layout::BrokerLock::acquire(&layout.lock_file()).map_err(|e| {
+            Failure::new(exit::LOCKED, format!("{e}; stop the broker first, or copy the files into drop/"))
+        })?)
+    };
     let cfg =
         mailroom::config::Config::load(fs.as_ref(), &layout).map_err(|e| Failure::new(exit::INVALID, e))?;
-    let mut engine =
-        mailroom::engine::Engine::open(fs, layout, cfg).map_err(|e| Failure::new(exit::FATAL_IO, e))?;
+    let open =
+        if dry_run { mailroom::engine::Engine::open_read_only } else { mailroom::engine::Engine::open };
+    let mut engine = open(fs, layout, cfg).map_err(|e| Failure::new(exit::FATAL_IO, e))?;
     if !dry_run {
         engine.reconcile().map_err(|e| Failure::new(exit::FATAL_IO, e))?;
     }
