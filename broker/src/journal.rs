@@ -389,6 +389,9 @@ pub fn replay(
     let mut segs: Vec<u64> = Vec::new();
     for e in &entries {
         let Some(name) = e.name_str() else { continue };
+        if e.kind == FileKind::Dir && name == "archive" {
+            continue; // the compacted segments, read by `trace`, not by replay
+        }
         if e.kind != FileKind::File {
             // The broker writes only regular files here: a symbolic link (or anything else)
             // under a journal name was put there by someone else and is never followed.
