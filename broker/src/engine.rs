@@ -470,14 +470,7 @@ impl Engine {
                 // The reason first, durably: a crash between the two then leaves the message in
                 // the inbox to be moved again, never a quarantined file without its reason (the
                 // move is not redone once the file has left the inbox).
-                let mut err_path = to.clone().into_os_string();
-                err_path.push(".error.json");
-                let err_path = PathBuf::from(err_path);
-                // A reason written before a crash is the precise one: keep it.
-                if fs.stat(&err_path)?.is_none() {
-                    let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
-                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, self.durability)?;
-                }
+                self.write_reason(&to, &reason)?;
                 match fs.rename_noreplace(&from, &to) {
                     Ok(()) => {
                         self.touch_src(&from);
@@ -497,18 +490,25 @@ impl Engine {
             }
             Effect::QuarantineCopy { to, bytes, reason } => {
                 // The reason first, as for a moved file: a copy is never left without its why.
-                let mut err_path = to.clone().into_os_string();
-                err_path.push(".error.json");
-                let err_path = PathBuf::from(err_path);
-                if fs.stat(&err_path)?.is_none() {
-                    let body = serde_json::to_vec_pretty(&reason).unwrap_or_default();
-                    write_atomic(fs.as_ref(), &err_path, &body, &self.names, self.durability)?;
-                }
+                self.write_reason(&to, &reason)?;
                 if fs.stat(&to)?.is_none() {
                     write_atomic(fs.as_ref(), &to, &bytes, &self.names, self.durability)?;
                 }
             }
             Effect::Post { agent, kind, body } => self.post_now(&agent, kind, body)?,
+        }
+        Ok(())
+    }
+
+    /// Writes `<quarantined>.error.json`, durably, unless it exists: a reason written before a
+    /// crash is the precise one, so it is kept.
+    fn write_reason(&self, quarantined: &Path, reason: &Value) -> Result<(), EngineError> {
+        let mut err_path = quarantined.as_os_str().to_owned();
+        err_path.push(".error.json");
+        let err_path = PathBuf::from(err_path);
+        if self.fs.stat(&err_path)?.is_none() {
+            let body = serde_json::to_vec_pretty(reason).unwrap_or_default();
+            write_atomic(self.fs.as_ref(), &err_path, &body, &self.names, self.durability)?;
         }
         Ok(())
     }
