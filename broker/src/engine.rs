@@ -1475,11 +1475,14 @@ impl Engine {
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
         let sync = self.durability.sync_files();
         let mut deferred = false;
+        let absorb = self.cfg.ingest.absorb_board_edits;
         for board in Board::ALL {
+            let path = self.layout.board(board);
+            let on_disk = self.fs.stat(&path)?.map(|m| (m.len, m.mtime));
             // A board someone else changed is absorbed first, never overwritten unread.
-            if self.cfg.ingest.absorb_board_edits
+            if absorb
                 && let Some(mark) = self.board_marks.get(&board)
-                && mark.edited(self.fs.stat(&self.layout.board(board))?.map(|m| (m.len, m.mtime)))
+                && mark.edited(on_disk)
             {
                 deferred = true;
                 continue;
@@ -1491,41 +1494,44 @@ impl Engine {
                 list.sort_by(|a, b| a.0.cmp(&b.0));
                 list.into_iter().map(|(_, t)| t).collect()
             };
-            // One task per line. A task is serialised again only when it changed since the last
-            // rewrite; its bytes also give the hash that tells an edited entry from an untouched
-            // one, and a board whose entries are all unchanged is not rewritten at all.
-            let absorb = self.cfg.ingest.absorb_board_edits;
-            let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
-            let mut bytes = Vec::with_capacity(tasks.len() * 1024 + 4);
+            // A task is serialised again only when it changed since the last rewrite (its
+            // version: update time, history length, status). Its bytes also give the hash that
+            // tells an edited entry from an untouched one, and the board's signature: a board
+            // whose entries are all unchanged is not rewritten at all.
             let mut sig = fnv64(board.file_name().as_bytes());
-            bytes.push(b'[');
-            for (i, t) in tasks.iter().enumerate() {
-                bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+            for t in &tasks {
                 let version = (t.updated_at.map(|u| u.as_micros()), t.history.len(), t.status);
-                let cached = match self.board_cache.get(&t.task_id) {
-                    Some(c) if c.version == version => c,
+                let hash = match self.board_cache.get(&t.task_id) {
+                    Some(c) if c.version == version => c.hash,
                     _ => {
                         let json = serde_json::to_vec(t).expect("a task always serialises");
                         let hash = fnv64(&json);
                         self.board_cache.insert(t.task_id.clone(), CachedTask { version, json, hash });
-                        &self.board_cache[&t.task_id]
+                        hash
                     }
                 };
+                sig = sig.rotate_left(5) ^ hash;
+            }
+            let unchanged = !force
+                && self.board_sigs.get(&board) == Some(&sig)
+                && (!absorb || self.board_marks.contains_key(&board))
+                && on_disk.is_some();
+            if unchanged {
+                continue;
+            }
+            // One task per line.
+            let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
+            let mut bytes = Vec::with_capacity(tasks.len() * 1024 + 4);
+            bytes.push(b'[');
+            for (i, t) in tasks.iter().enumerate() {
+                bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+                let cached = &self.board_cache[&t.task_id];
                 bytes.extend_from_slice(&cached.json);
-                sig = sig.rotate_left(5) ^ cached.hash;
                 if absorb {
                     hashes.insert(t.task_id.clone(), cached.hash);
                 }
             }
             bytes.extend_from_slice(b"\n]\n");
-            let path = self.layout.board(board);
-            let unchanged = !force
-                && self.board_sigs.get(&board) == Some(&sig)
-                && (!absorb || self.board_marks.contains_key(&board))
-                && self.fs.stat(&path)?.is_some();
-            if unchanged {
-                continue;
-            }
             replace_file(self.fs.as_ref(), &path, &bytes, &self.names, sync)?;
             self.board_sigs.insert(board, sig);
             if absorb {
