@@ -364,3 +364,44 @@ pub fn stdout(o: &Output) -> String {
 pub fn have_python() -> bool {
     Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false)
 }
+
+/// The JSON lines of a log file (a missing file, or a torn last line, reads as fewer entries).
+pub fn read_json_lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// How a `mailroom-load` agent behaves: the pool it claims from, how long each task takes, and
+/// the share of tasks it fails or releases.
+pub struct AgentProfile {
+    pub pool: &'static str,
+    pub work_ms: u32,
+    pub fail_pct: u32,
+    pub release_pct: u32,
+}
+
+/// Starts a `mailroom-load` agent (`load` is the helper binary) that logs what it was told.
+pub fn spawn_load_agent(
+    load: &str,
+    root: &Root,
+    name: &str,
+    log: &Path,
+    stop: &Path,
+    seed: u64,
+    p: &AgentProfile,
+) -> Proc {
+    Proc(
+        Command::new(load)
+            .args(["agent", "--root", root.path.to_str().unwrap(), "--agent", name, "--pool", p.pool])
+            .args(["--log", log.to_str().unwrap(), "--stop", stop.to_str().unwrap()])
+            .args(["--seed", &seed.to_string(), "--work-ms", &p.work_ms.to_string()])
+            .args(["--fail-pct", &p.fail_pct.to_string(), "--release-pct", &p.release_pct.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start agent"),
+    )
+}

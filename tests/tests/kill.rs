@@ -7,7 +7,7 @@
 //! `MAILROOM_KILLS` (default 100) sets the number of broker kills, `MAILROOM_KILL_TASKS` (default
 //! 1200) the number of tasks, `MAILROOM_SEED` replays a run (the seed is printed).
 
-use mailroom_tests::{Broker, Proc, Rng, Root, env_usize};
+use mailroom_tests::{AgentProfile, Broker, Proc, Rng, Root, env_usize, read_json_lines, spawn_load_agent};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -19,24 +19,15 @@ use std::time::{Duration, Instant};
 const LOAD: &str = env!("CARGO_BIN_EXE_mailroom-load");
 
 fn spawn_agent(root: &Root, name: &str, log: &Path, stop: &Path, seed: u64) -> Proc {
-    Proc(
-        Command::new(LOAD)
-            .args(["agent", "--root", root.path.to_str().unwrap(), "--agent", name, "--pool", "work"])
-            .args(["--log", log.to_str().unwrap(), "--stop", stop.to_str().unwrap()])
-            .args(["--seed", &seed.to_string(), "--work-ms", "15", "--fail-pct", "4", "--release-pct", "4"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start agent"),
+    spawn_load_agent(
+        LOAD,
+        root,
+        name,
+        log,
+        stop,
+        seed,
+        &AgentProfile { pool: "work", work_ms: 15, fail_pct: 4, release_pct: 4 },
     )
-}
-
-fn read_log(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 fn last_component(p: &str) -> &str {
@@ -175,7 +166,7 @@ fn sigkill_broker_and_agents_at_random_moments_loses_and_duplicates_nothing() {
     cli_producer.join().expect("cli producer");
     let mut submitted: BTreeSet<String> = cli_submitted.lock().unwrap().iter().cloned().collect();
     for p in 0..2 {
-        for r in read_log(&logs.join(format!("producer-{p}.jsonl"))) {
+        for r in read_json_lines(&logs.join(format!("producer-{p}.jsonl"))) {
             assert!(submitted.insert(r["task_id"].as_str().unwrap().to_string()), "submitted twice: {r}");
         }
     }
@@ -256,14 +247,14 @@ fn sigkill_broker_and_agents_at_random_moments_loses_and_duplicates_nothing() {
     let mut acks: Vec<Value> = cli_acks.lock().unwrap().clone();
     for (i, gens) in generation.iter().enumerate() {
         for g in 0..=*gens {
-            acks.extend(read_log(&agent_log(i, g)).into_iter().filter(|r| r["op"] == "complete"));
+            acks.extend(read_json_lines(&agent_log(i, g)).into_iter().filter(|r| r["op"] == "complete"));
         }
     }
     // No claim name was ever held by two agents (a task delivered twice under one name).
     let mut claimed_by: HashMap<String, String> = HashMap::new();
     for (i, gens) in generation.iter().enumerate() {
         for g in 0..=*gens {
-            for r in read_log(&agent_log(i, g)).into_iter().filter(|r| r["op"] == "claim") {
+            for r in read_json_lines(&agent_log(i, g)).into_iter().filter(|r| r["op"] == "claim") {
                 let (claim, agent) = (r["claim"].as_str().unwrap(), r["agent"].as_str().unwrap());
                 if let Some(other) = claimed_by.insert(claim.to_string(), agent.to_string()) {
                     assert_eq!(other, agent, "claim {claim} was held by {other} and by {agent}");

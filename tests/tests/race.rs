@@ -7,7 +7,7 @@
 //! `MAILROOM_RACE_TASKS` (default 1000 in CI; 20000 for the full run) sets the number of tasks,
 //! `MAILROOM_SEED` replays a run.
 
-use mailroom_tests::{Proc, Rng, Root, env_usize};
+use mailroom_tests::{AgentProfile, Proc, Rng, Root, env_usize, read_json_lines, spawn_load_agent};
 use runtime_layout::{Fs, RealFs};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,24 +20,15 @@ use std::time::{Duration, Instant};
 const LOAD: &str = env!("CARGO_BIN_EXE_mailroom-load");
 const AGENTS: usize = 16;
 
-fn read_log(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn spawn_agent(root: &Root, name: &str, log: &Path, stop: &Path, seed: u64) -> Proc {
-    Proc(
-        Command::new(LOAD)
-            .args(["agent", "--root", root.path.to_str().unwrap(), "--agent", name, "--pool", "race"])
-            .args(["--log", log.to_str().unwrap(), "--stop", stop.to_str().unwrap()])
-            .args(["--seed", &seed.to_string(), "--work-ms", "40", "--fail-pct", "1", "--release-pct", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start agent"),
+    spawn_load_agent(
+        LOAD,
+        root,
+        name,
+        log,
+        stop,
+        seed,
+        &AgentProfile { pool: "race", work_ms: 40, fail_pct: 1, release_pct: 1 },
     )
 }
 
@@ -161,7 +152,7 @@ fn sixteen_agents_race_on_a_pool_and_mailboxes_with_kills() {
     // Every task completed exactly once, by its addressee when it had one.
     let mut submitted: BTreeMap<String, Option<String>> = BTreeMap::new();
     for p in 0..2 {
-        for r in read_log(&logs.join(format!("producer-{p}.jsonl"))) {
+        for r in read_json_lines(&logs.join(format!("producer-{p}.jsonl"))) {
             let to = r["assigned_to"].as_str().map(str::to_string);
             submitted.insert(r["task_id"].as_str().unwrap().to_string(), to);
         }
@@ -208,7 +199,7 @@ fn sixteen_agents_race_on_a_pool_and_mailboxes_with_kills() {
     let mut holder: HashMap<String, String> = HashMap::new();
     for (i, gens) in generation.iter().enumerate() {
         for g in 0..=*gens {
-            for r in read_log(&log_of(i, g)).into_iter().filter(|r| r["op"] == "claim") {
+            for r in read_json_lines(&log_of(i, g)).into_iter().filter(|r| r["op"] == "claim") {
                 let c = r["claim"].as_str().unwrap().to_string();
                 if let Some(other) = holder.insert(c.clone(), names[i].clone()) {
                     assert_eq!(other, names[i], "claim {c} held by {other} and {}", names[i]);
