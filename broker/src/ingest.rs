@@ -27,12 +27,9 @@ pub fn is_legacy_name(name: &str) -> bool {
     name.starts_with(DROP_PREFIX) || name.starts_with(MAIL_DROP_PREFIX)
 }
 
-/// Is a dropped file complete enough to take: a strict message, or anything the lenient parser
-/// can read? The error is what a quarantine after the settle timeout reports.
+/// Is a dropped file complete enough to take: anything the lenient parser can read (strict JSON
+/// included)? The error is what a quarantine after the settle timeout reports.
 pub fn parses(bytes: &[u8]) -> Result<(), protocol::ValidationError> {
-    if Message::parse(bytes).is_ok() {
-        return Ok(());
-    }
     legacy::parse_lenient(bytes)
         .map(|_| ())
         .map_err(|f| protocol::ValidationError::new("", format!("not parseable: {f}")))
