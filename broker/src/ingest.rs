@@ -146,11 +146,15 @@ impl Engine {
                 None => r,
             }
         })?;
+        self.admit_normalised(raw, n, msg)
+    }
+
+    /// Admits a task `normalise_task` made from `raw`; identity (for duplicates) is `raw`'s hash.
+    fn admit_normalised(&mut self, raw: &Value, n: legacy::Normalised, msg: &str) -> Result<(), Refusal> {
         for c in n.changes.iter().filter(|c| c.warning) {
             tracing::warn!(task = %n.task.task_id, field = %c.field, change = c.kind.as_str(), "normalised with a warning");
         }
-        let hash = task_hash(raw);
-        self.admit(n.task, hash, msg, Admission::Submit)
+        self.admit(n.task, task_hash(raw), msg, Admission::Submit)
     }
 
     /// Quarantines one refused task of a multi-task file, as its own JSON file.
@@ -281,7 +285,7 @@ impl Engine {
         let n = legacy::normalise_task(raw, now).map_err(|e| Refusal::from(e.within("task")))?;
         let id = n.task.task_id.clone();
         let Some(current) = self.state.status_of(&id) else {
-            return self.submit_legacy(raw, msg);
+            return self.admit_normalised(raw, n, msg);
         };
         let wanted = n.task.status;
         let cant = |why: String| Refusal::new(NoticeKind::Rejected, "task.status", why).task(&id);
