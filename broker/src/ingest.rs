@@ -97,30 +97,31 @@ impl Engine {
                     .tasks
             }
         };
-        let mut taken = 0;
-        let mut first_refusal = None;
         let total = tasks.len();
+        if total == 0 {
+            return Err((Refusal::new(NoticeKind::Rejected, "", "no task in this file"), None));
+        }
+        let mut taken = 0;
+        let mut refused = Vec::new();
         for (i, raw) in tasks.into_iter().enumerate() {
             match self.submit_legacy(&raw, name) {
                 Ok(()) => taken += 1,
                 Err(r) if total == 1 => return Err((r, None)),
-                Err(r) => {
-                    self.quarantine_part(name, i, &raw, &r);
-                    first_refusal.get_or_insert(r);
-                }
+                Err(r) => refused.push((i, raw, r)),
             }
         }
-        match first_refusal {
-            Some(r) if taken == 0 => Err((
-                Refusal::new(
-                    NoticeKind::Rejected,
-                    &r.field,
-                    format!("none of the {total} tasks could be taken; the first: {}", r.rule),
-                ),
-                None,
-            )),
-            _ => Ok(()),
+        // Nothing taken: the whole file goes to quarantine, once. Otherwise each refused task is
+        // quarantined on its own and the file is consumed.
+        if taken == 0
+            && let Some((_, _, r)) = refused.first()
+        {
+            let why = format!("none of the {total} tasks could be taken; the first: {}", r.rule);
+            return Err((Refusal::new(NoticeKind::Rejected, &r.field, why), None));
         }
+        for (i, raw, r) in &refused {
+            self.quarantine_part(name, *i, raw, r);
+        }
+        Ok(())
     }
 
     fn consume_legacy_mail(
