@@ -16,7 +16,7 @@ use protocol::message::{Message, Notice, NoticeKind};
 use protocol::names::{self, DispatchName};
 use protocol::{Mail, Status, Task, Timestamp, ValidationError};
 use runtime_layout::{
-    Board, Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, deliver, replace_file,
+    Board, Clock, Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, deliver, replace_file,
     write_atomic,
 };
 use serde_json::{Value, json};
@@ -161,7 +161,7 @@ pub struct Engine {
     board_sigs: HashMap<Board, u64>,
     /// Hashes of migrated messages already delivered (loaded by `import`).
     imported_mail: std::collections::HashSet<u64>,
-    clock: fn() -> Timestamp,
+    clock: Clock,
     records: usize,
 }
 
@@ -234,7 +234,7 @@ impl Engine {
             board_cache: HashMap::new(),
             board_sigs: HashMap::new(),
             imported_mail: Default::default(),
-            clock: runtime_layout::now,
+            clock: Clock::system(),
             records: 0,
         })
     }
@@ -248,7 +248,7 @@ impl Engine {
     }
 
     fn now(&self) -> Timestamp {
-        (self.clock)()
+        self.clock.now()
     }
 
     fn rel(&self, p: &Path) -> String {
@@ -1629,7 +1629,7 @@ fn strip_path(msg: &str, path: &Path) -> String {
 
 impl Engine {
     /// Replaces the clock (tests and simulations; leases, backoffs and timestamps all read it).
-    pub fn set_clock(&mut self, clock: fn() -> Timestamp) {
+    pub fn set_clock(&mut self, clock: Clock) {
         self.clock = clock;
     }
 

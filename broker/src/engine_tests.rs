@@ -188,7 +188,7 @@ fn expired_lease_is_taken_back_and_redispatched_under_a_new_name() {
     let r = Root::new();
     r.agent("A");
     let mut e = r.engine();
-    e.set_clock(skewed_now);
+    e.set_clock(runtime_layout::Clock::from_fn(skewed_now));
     r.send(json!({"task_id": "L", "lease_secs": 30, "max_attempts": 2}));
     e.step().unwrap();
     let pool = r.layout.queue("default").new_dir();
@@ -232,7 +232,7 @@ fn a_completion_waiting_in_a_backlog_beats_the_lease() {
     let mut cfg = Config::default();
     cfg.broker.batch_size = 2;
     let mut e = r.engine_with(cfg);
-    e.set_clock(backlog_now);
+    e.set_clock(runtime_layout::Clock::from_fn(backlog_now));
     r.send(json!({"task_id": "B", "lease_secs": 30}));
     e.step().unwrap();
     let claim = r.claim(&r.layout.queue("default").new_dir(), "A");

@@ -14,7 +14,7 @@ use protocol::Timestamp;
 use protocol::names::DispatchName;
 use protocol::{Status, Task};
 use runtime_layout::sim::{Crash, Fault, FaultOn, SimFs};
-use runtime_layout::{Board, Durability, FileKind, Fs, FsError, Layout, deliver};
+use runtime_layout::{Board, Clock, Durability, FileKind, Fs, FsError, Layout, deliver};
 use serde_json::{Value, json};
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,7 +88,7 @@ struct World {
 impl World {
     fn new(cfg: Config) -> Self {
         NOW.with(|n| n.set(T0));
-        let fs = SimFs::with_clock(clock);
+        let fs = SimFs::with_clock(Clock::from_fn(clock));
         let layout = Layout::new("/sim/runtime");
         layout.create(&fs).unwrap();
         for a in AGENTS {
@@ -110,7 +110,7 @@ impl World {
 
     fn start(&mut self) -> R {
         let mut e = Engine::open(Arc::new(self.fs.clone()), self.layout.clone(), self.cfg.clone())?;
-        e.set_clock(clock);
+        e.set_clock(Clock::from_fn(clock));
         e.reconcile()?;
         self.engine = Some(e);
         Ok(())

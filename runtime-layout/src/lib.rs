@@ -18,12 +18,14 @@
 //! survives a power loss; [`RealFs`] is the implementation on the real filesystem, and
 //! [`sim::SimFs`] the in-memory one that models durability and injects faults.
 
+mod clock;
 mod fs;
 mod layout;
 mod lock;
 mod ops;
 pub mod sim;
 
+pub use clock::{Clock, ManualClock};
 pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, Meta, RealFs};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};

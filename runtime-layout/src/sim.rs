@@ -47,6 +47,7 @@
 //! Only regular files and directories exist; directories are never renamed or removed (mailroom
 //! does neither).
 
+use crate::clock::Clock;
 use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, Meta};
 use protocol::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -358,7 +359,7 @@ impl SplitMix {
 #[derive(Clone)]
 pub struct SimFs {
     inner: Arc<Mutex<Inner>>,
-    clock: fn() -> Timestamp,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for SimFs {
@@ -377,11 +378,11 @@ impl Default for SimFs {
 impl SimFs {
     /// An empty filesystem (only `/`), stamping mtimes with the wall clock.
     pub fn new() -> Self {
-        Self::with_clock(crate::ops::now)
+        Self::with_clock(Clock::system())
     }
 
     /// An empty filesystem whose mtimes come from `clock` (share it with the code under test).
-    pub fn with_clock(clock: fn() -> Timestamp) -> Self {
+    pub fn with_clock(clock: Clock) -> Self {
         Self { inner: Arc::new(Mutex::new(Inner::new())), clock }
     }
 
@@ -479,7 +480,7 @@ impl AppendFile for SimAppend {
         let mut g = self.fs.lock();
         self.check(&g, "append to")?;
         g.begin("append to", &self.path, Kind::Write)?;
-        let now = (self.fs.clock)();
+        let now = self.fs.clock.now();
         let ino = g.inodes.get_mut(&self.ino).expect("checked");
         ino.data.extend_from_slice(bytes);
         ino.mtime = now;
@@ -526,7 +527,7 @@ impl Fs for SimFs {
 
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
         let path = normalise(path);
-        let now = (self.clock)();
+        let now = self.clock.now();
         let mut g = self.lock();
         g.begin("create", &path, if sync { Kind::WriteSync } else { Kind::Write })?;
         let (dir, name) =
@@ -630,7 +631,7 @@ impl Fs for SimFs {
     }
 
     fn touch(&self, path: &Path) -> Result<(), FsError> {
-        let now = (self.clock)();
+        let now = self.clock.now();
         let mut g = self.lock();
         g.begin("touch", path, Kind::Meta)?;
         match g.lookup(path) {
@@ -645,7 +646,7 @@ impl Fs for SimFs {
 
     fn open_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {
         let path = normalise(path);
-        let now = (self.clock)();
+        let now = self.clock.now();
         let mut g = self.lock();
         g.begin("open for append", &path, Kind::Meta)?;
         let (dir, name) = split(&path)
