@@ -14,34 +14,14 @@ pub enum Route {
     Agent(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum DurabilityMode {
-    /// fsync every message's journal entry and every directory change before moving on.
-    Always,
-    /// Group commit: one journal fsync per batch of messages (the default).
-    #[default]
-    Batch,
-    /// No fsync: fastest; a power loss can lose acknowledged work.
-    Never,
-}
-
-impl From<DurabilityMode> for Durability {
-    fn from(m: DurabilityMode) -> Self {
-        match m {
-            DurabilityMode::Always => Durability::Always,
-            DurabilityMode::Batch => Durability::Batch,
-            DurabilityMode::Never => Durability::Never,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSettings {
     /// Default lease of a claim, in seconds.
     pub lease_secs: u64,
-    pub durability: DurabilityMode,
+    /// How much is fsynced before the broker moves on: `always`, `batch` (group commit, the
+    /// default) or `never`.
+    pub durability: Durability,
     /// Largest message or dropped file read, in bytes; larger files are quarantined unread.
     pub max_message_bytes: u64,
     /// Period of the full rescan, in milliseconds.
@@ -68,7 +48,7 @@ impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
             lease_secs: 300,
-            durability: DurabilityMode::Batch,
+            durability: Durability::Batch,
             max_message_bytes: protocol::message::DEFAULT_MAX_MESSAGE_BYTES,
             tick_ms: 500,
             settle_ms: 500,
@@ -185,7 +165,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.broker.lease_secs, 60);
-        assert_eq!(c.broker.durability, DurabilityMode::Always);
+        assert_eq!(c.broker.durability, Durability::Always);
         assert_eq!(c.routes["LEAD_ANALYSIS"], Route::Pool("leads".into()));
         assert_eq!(c.routes["REVIEW"], Route::Agent("Agent-5".into()));
     }

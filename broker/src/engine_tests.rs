@@ -5,16 +5,20 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::journal::Place;
 use protocol::{Status, Timestamp};
-use runtime_layout::{Board, Durability, Layout, NameSource, RealFs, deliver};
+use runtime_layout::{Board, Clock, Durability, Layout, NameSource, RealFs, deliver};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-static SKEW_SECS: AtomicI64 = AtomicI64::new(0);
-
-fn skewed_now() -> Timestamp {
-    Timestamp::from_micros(runtime_layout::now().as_micros() + SKEW_SECS.load(Ordering::SeqCst) * 1_000_000)
+/// The wall clock (file mtimes follow it) moved by a number of seconds the test sets.
+fn skewed() -> (Clock, Arc<AtomicI64>) {
+    let skew = Arc::new(AtomicI64::new(0));
+    let s = skew.clone();
+    let clock = Clock::from_fn(move || {
+        Timestamp::from_micros(runtime_layout::now().as_micros() + s.load(Ordering::SeqCst) * 1_000_000)
+    });
+    (clock, skew)
 }
 
 struct Root {
@@ -188,13 +192,14 @@ fn expired_lease_is_taken_back_and_redispatched_under_a_new_name() {
     let r = Root::new();
     r.agent("A");
     let mut e = r.engine();
-    e.set_clock(runtime_layout::Clock::from_fn(skewed_now));
+    let (clock, skew) = skewed();
+    e.set_clock(clock);
     r.send(json!({"task_id": "L", "lease_secs": 30, "max_attempts": 2}));
     e.step().unwrap();
     let pool = r.layout.queue("default").new_dir();
     let first = r.claim(&pool, "A");
     e.step().unwrap();
-    SKEW_SECS.store(31, Ordering::SeqCst);
+    skew.store(31, Ordering::SeqCst);
     e.step().unwrap();
     let again = r.list(&pool);
     assert_eq!(again.len(), 1);
@@ -210,19 +215,11 @@ fn expired_lease_is_taken_back_and_redispatched_under_a_new_name() {
     // Second claim also expires: attempts are used up, so it is dead-lettered.
     r.claim(&pool, "A");
     e.step().unwrap();
-    SKEW_SECS.store(62, Ordering::SeqCst);
+    skew.store(62, Ordering::SeqCst);
     e.step().unwrap();
-    SKEW_SECS.store(0, Ordering::SeqCst);
+    skew.store(0, Ordering::SeqCst);
     assert!(e.live("L").is_none());
-    assert_eq!(e.state.tombs["L"].0, Status::Failed);
-}
-
-static BACKLOG_SKEW_SECS: AtomicI64 = AtomicI64::new(0);
-
-fn backlog_now() -> Timestamp {
-    Timestamp::from_micros(
-        runtime_layout::now().as_micros() + BACKLOG_SKEW_SECS.load(Ordering::SeqCst) * 1_000_000,
-    )
+    assert_eq!(e.state().finished("L").unwrap().status, Status::Failed);
 }
 
 #[test]
@@ -232,7 +229,8 @@ fn a_completion_waiting_in_a_backlog_beats_the_lease() {
     let mut cfg = Config::default();
     cfg.broker.batch_size = 2;
     let mut e = r.engine_with(cfg);
-    e.set_clock(runtime_layout::Clock::from_fn(backlog_now));
+    let (clock, skew) = skewed();
+    e.set_clock(clock);
     r.send(json!({"task_id": "B", "lease_secs": 30}));
     e.step().unwrap();
     let claim = r.claim(&r.layout.queue("default").new_dir(), "A");
@@ -242,11 +240,11 @@ fn a_completion_waiting_in_a_backlog_beats_the_lease() {
         r.send(json!({"task_id": format!("F-{i}")}));
     }
     r.send(json!({"kind": "complete", "agent": "A", "claim": claim}));
-    BACKLOG_SKEW_SECS.store(31, Ordering::SeqCst);
+    skew.store(31, Ordering::SeqCst);
     while e.step().unwrap().more {}
     e.step().unwrap();
     assert!(e.live("B").is_none(), "the waiting completion was refused as stale");
-    assert_eq!(e.state.tombs["B"].0, Status::Completed);
+    assert_eq!(e.state().finished("B").unwrap().status, Status::Completed);
 }
 
 #[test]
@@ -289,7 +287,7 @@ fn cancel_revokes_a_held_claim_and_unknown_agents_are_refused() {
     e.step().unwrap();
     r.send(json!({"kind": "cancel", "task_id": "C"}));
     e.step().unwrap();
-    assert_eq!(e.state.tombs["C"].0, Status::Cancelled);
+    assert_eq!(e.state().finished("C").unwrap().status, Status::Cancelled);
     assert!(!r.layout.mailbox("A").cur().join(&claim).exists(), "claim revoked");
     let notices: Vec<String> =
         r.list(&r.layout.mailbox("A").new_dir()).into_iter().filter(|n| n.starts_with("notice-")).collect();

@@ -1,13 +1,15 @@
 //! The mailroom broker: the one process that owns every shared file of a runtime root.
 //!
-//! [`engine::Engine`] is the synchronous core (journal, state machine, file moves);
-//! [`run::run`] is the event loop around it; [`trace`] and [`board`] read what the broker wrote.
+//! [`engine::Engine`] is the synchronous core (journal, state machine, file moves), made of
+//! parts that own their state; [`run::serve`] is the event loop around it, with the command
+//! channel in-process front ends use; [`import`] migrates a legacy tree; [`trace`] and
+//! [`board`] read what the broker wrote.
 
 pub mod bench;
 pub mod board;
 pub mod config;
 pub mod engine;
-pub use engine::ingest;
+pub mod import;
 pub mod journal;
 pub mod run;
 pub mod state;

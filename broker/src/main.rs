@@ -387,7 +387,7 @@ fn import(
     json: bool,
     create_agents: bool,
 ) -> Result<(), Failure> {
-    use mailroom::ingest::{ImportOptions, collect_import_files};
+    use mailroom::import::{ImportOptions, collect_import_files};
     // The import is the broker for its duration: it takes the root's lock, so it never races a
     // running broker (which would own the journal and the boards).
     if !dry_run {

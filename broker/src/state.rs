@@ -1,7 +1,8 @@
 //! The broker's in-memory state, rebuilt at start from the journal and changed only by applying
-//! journal records, so that live operation and replay cannot disagree.
+//! journal records ([`State::apply`] is its one writer), so that live operation and replay
+//! cannot disagree. Everything else reads it through the accessors below.
 
-use crate::journal::{Op, Place, Record, SnapTask, Snapshot, Tomb};
+use crate::journal::{Entry, Place, Record, SnapTask, Snapshot, Tomb};
 use protocol::{Status, Task};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -14,30 +15,42 @@ pub struct Live {
     pub hash: u64,
 }
 
+/// A finished task as the state remembers it: no task body, only what duplicate checks and a
+/// redrive need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub status: Status,
+    pub hash: u64,
+    /// Held on a claim taken from a shared pool when it finished (see [`Tomb::pooled`]).
+    pub pooled: bool,
+}
+
 /// How many former dispatch names are remembered, so that a file left behind under an old name
 /// (a crash between a journal entry and its file move) is recognised and cleaned up.
 const RETIRED_NAMES: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct State {
-    pub live: HashMap<String, Live>,
-    /// Finished tasks: id → (status, submission hash).
-    pub tombs: HashMap<String, (Status, u64)>,
+    live: HashMap<String, Live>,
+    /// Finished tasks.
+    tombs: HashMap<String, Finished>,
     /// The most recent finished tasks, oldest first.
-    pub recent_done: VecDeque<Task>,
-    pub recent_limit: usize,
+    recent_done: VecDeque<Task>,
+    recent_limit: usize,
     /// Current dispatch name → task id (tasks that are Queued or Held).
-    pub by_name: HashMap<String, String>,
+    by_name: HashMap<String, String>,
+    /// How many live tasks are Held (the rest of `by_name` is Queued).
+    held: usize,
     /// Former dispatch names → task id.
-    pub retired: HashMap<String, String>,
+    retired: HashMap<String, String>,
     retired_order: VecDeque<String>,
     /// Live PENDING tasks in the backlog, waiting to be dispatched.
-    pub backlog: BTreeSet<String>,
+    backlog: BTreeSet<String>,
     /// Inbox messages already consumed → where they belong (`cur` or a quarantine path).
-    pub consumed: BTreeMap<String, String>,
+    consumed: BTreeMap<String, String>,
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
-    pub refusals: BTreeMap<String, String>,
+    refusals: BTreeMap<String, String>,
 }
 
 impl State {
@@ -50,7 +63,7 @@ impl State {
         // Sized once: growing by doubling to a million tombs peaks at 1.5 tables during a rehash.
         s.tombs.reserve(snap.tombs.len());
         for t in snap.tombs {
-            s.tombs.insert(t.id, (t.status, t.hash));
+            s.tombs.insert(t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
         }
         s.recent_done = snap.recent_done.into();
         for st in snap.live {
@@ -70,7 +83,7 @@ impl State {
         let mut tombs: Vec<Tomb> = self
             .tombs
             .iter()
-            .map(|(id, (status, hash))| Tomb { id: id.clone(), status: *status, hash: *hash })
+            .map(|(id, f)| Tomb { id: id.clone(), status: f.status, hash: f.hash, pooled: f.pooled })
             .collect();
         tombs.sort_by(|a, b| a.id.cmp(&b.id));
         // Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
@@ -83,13 +96,75 @@ impl State {
         }
     }
 
+    // ------------------------------------------------------------------ reading
+
+    /// A live (unfinished) task.
+    pub fn live(&self, id: &str) -> Option<&Live> {
+        self.live.get(id)
+    }
+
+    /// Every live task, in no particular order.
+    pub fn lives(&self) -> impl Iterator<Item = &Live> {
+        self.live.values()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// A finished task.
+    pub fn finished(&self, id: &str) -> Option<Finished> {
+        self.tombs.get(id).copied()
+    }
+
+    pub fn finished_count(&self) -> usize {
+        self.tombs.len()
+    }
+
+    /// The most recent finished tasks, oldest first (the completed board).
+    pub fn recent_done(&self) -> impl DoubleEndedIterator<Item = &Task> + ExactSizeIterator {
+        self.recent_done.iter()
+    }
+
     pub fn status_of(&self, id: &str) -> Option<Status> {
-        self.live.get(id).map(|l| l.task.status).or_else(|| self.tombs.get(id).map(|t| t.0))
+        self.live.get(id).map(|l| l.task.status).or_else(|| self.tombs.get(id).map(|t| t.status))
     }
 
     pub fn hash_of(&self, id: &str) -> Option<u64> {
-        self.live.get(id).map(|l| l.hash).or_else(|| self.tombs.get(id).map(|t| t.1))
+        self.live.get(id).map(|l| l.hash).or_else(|| self.tombs.get(id).map(|t| t.hash))
     }
+
+    /// The task a current dispatch name (queued file or claim) belongs to.
+    pub fn task_named(&self, name: &str) -> Option<&str> {
+        self.by_name.get(name).map(String::as_str)
+    }
+
+    /// The task a former dispatch name belonged to.
+    pub fn retired_name(&self, name: &str) -> Option<&str> {
+        self.retired.get(name).map(String::as_str)
+    }
+
+    /// How many tasks wait as files in a queue or a mailbox (dispatched, not yet claimed).
+    pub fn queued_count(&self) -> usize {
+        self.by_name.len() - self.held
+    }
+
+    /// Live PENDING tasks without a file, in id order.
+    pub fn backlog(&self) -> impl Iterator<Item = &str> {
+        self.backlog.iter().map(String::as_str)
+    }
+
+    /// Where an inbox message consumed before belongs (`broker/inbox/cur/..` or a quarantine path).
+    pub fn consumed(&self, msg: &str) -> Option<&str> {
+        self.consumed.get(msg).map(String::as_str)
+    }
+
+    /// Why a consumed inbox message was refused.
+    pub fn refusal(&self, msg: &str) -> Option<&str> {
+        self.refusals.get(msg).map(String::as_str)
+    }
+
+    // ------------------------------------------------------------------ applying records
 
     fn retire(&mut self, name: String, id: String) {
         if self.retired.insert(name.clone(), id).is_none() {
@@ -102,18 +177,33 @@ impl State {
         }
     }
 
+    fn forget_place(&mut self, id: &str, old: &Place) {
+        if let Some(n) = old.name() {
+            self.by_name.remove(n);
+            self.retire(n.to_string(), id.to_string());
+        }
+        if matches!(old, Place::Held { .. }) {
+            self.held -= 1;
+        }
+    }
+
     fn set_live(&mut self, task: Task, place: Place, hash: u64) {
         let id = task.task_id.clone();
-        if let Some(old) = self.live.get(&id)
-            && let Some(old_name) = old.place.name()
-            && Some(old_name) != place.name()
-        {
-            let old_name = old_name.to_string();
-            self.by_name.remove(&old_name);
-            self.retire(old_name, id.clone());
+        if let Some(old) = self.live.remove(&id) {
+            if old.place.name() == place.name() {
+                // Same file, another stage (queued → held keeps the name): only the count moves.
+                if matches!(old.place, Place::Held { .. }) {
+                    self.held -= 1;
+                }
+            } else {
+                self.forget_place(&id, &old.place);
+            }
         }
         if let Some(n) = place.name() {
             self.by_name.insert(n.to_string(), id.clone());
+        }
+        if matches!(place, Place::Held { .. }) {
+            self.held += 1;
         }
         if place == Place::Backlog && task.status == Status::Pending {
             self.backlog.insert(id.clone());
@@ -128,38 +218,46 @@ impl State {
         // Any record caused by a message means the message was handled, not only its Consume
         // record: a power loss can keep a prefix of an unsynced batch (a torn append), and a
         // message whose effect survived without its Consume must not be handled a second time.
-        if let Some(msg) = &rec.msg {
-            let dest = match rec.op {
-                Op::Consume | Op::Reject => rec.path.clone(),
-                _ => Some(format!("broker/inbox/cur/{msg}")),
+        if let Some(msg) = rec.entry.msg() {
+            let dest = match &rec.entry {
+                Entry::Consume { path, .. } => path.clone(),
+                Entry::Reject(r) => r.path.clone(),
+                _ => format!("broker/inbox/cur/{msg}"),
             };
-            if let Some(dest) = dest {
-                self.consumed.insert(msg.clone(), dest);
-            }
-            if rec.op == Op::Reject
-                && let Some(reason) = &rec.reason
-            {
-                self.refusals.insert(msg.clone(), reason.clone());
+            self.consumed.insert(msg.to_string(), dest);
+            if let Entry::Reject(r) = &rec.entry {
+                self.refusals.insert(msg.to_string(), r.reason.clone());
             }
         }
-        let (Some(task), Some(place)) = (&rec.task, &rec.place) else { return };
+        if let Entry::Snapshot { .. } = rec.entry {
+            // Every move the records before the snapshot describe is finished.
+            self.consumed.clear();
+            self.refusals.clear();
+            return;
+        }
+        let Some((task, place)) = rec.entry.change() else { return };
         let id = task.task_id.clone();
-        let hash = rec.hash.or_else(|| self.hash_of(&id)).unwrap_or(0);
+        let hash = match &rec.entry {
+            Entry::Submit(a) | Entry::Import(a) => a.hash,
+            _ => self.hash_of(&id).unwrap_or(0),
+        };
         if *place == Place::Done {
+            let mut pooled = false;
             if let Some(old) = self.live.remove(&id) {
                 self.backlog.remove(&id);
-                if let Some(n) = old.place.name() {
-                    self.by_name.remove(n);
-                    self.retire(n.to_string(), id.clone());
-                }
+                pooled = old.place.claimed_from_pool();
+                self.forget_place(&id, &old.place);
             }
-            self.tombs.insert(id, (task.status, hash));
+            self.tombs.insert(id, Finished { status: task.status, hash, pooled });
             self.recent_done.push_back(task.clone());
             while self.recent_done.len() > self.recent_limit.max(1) {
                 self.recent_done.pop_front();
             }
         } else {
-            self.tombs.remove(&id);
+            if self.tombs.remove(&id).is_some() {
+                // Revived by a retry: it leaves the completed board.
+                self.recent_done.retain(|t| t.task_id != id);
+            }
             self.set_live(task.clone(), place.clone(), hash);
         }
     }

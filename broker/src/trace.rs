@@ -1,7 +1,7 @@
 //! `mailroom trace`: every journaled event of one task, with the paths its files moved through,
 //! the rejections that named it and where its file is now.
 
-use crate::journal::{self, JournalError, Op, Place, Record};
+use crate::journal::{self, Entry, JournalError, Place, Record};
 use protocol::Status;
 use runtime_layout::{Fs, Layout};
 use serde_json::{Value, json};
@@ -12,7 +12,8 @@ use std::collections::HashMap;
 pub struct Step {
     pub seq: u64,
     pub time: String,
-    pub op: Op,
+    /// The operation, as the journal names it (`submit`, `claim`, ...).
+    pub op: &'static str,
     pub actor: Option<String>,
     pub from: Option<Status>,
     pub to: Option<Status>,
@@ -39,11 +40,9 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
             fs,
             &seg,
             |r| {
-                if r.op == Op::Consume {
-                    if let (Some(m), Some(p)) = (&r.msg, &r.path) {
-                        consumed.insert(m.clone(), p.clone());
-                    }
-                } else if r.task_id.as_deref() == Some(id) {
+                if let Entry::Consume { msg, path, .. } = &r.entry {
+                    consumed.insert(msg.clone(), path.clone());
+                } else if r.entry.task_id() == Some(id) {
                     recs.push(r);
                 }
             },
@@ -66,32 +65,33 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
     let mut status: Option<Status> = None;
     let mut place: Option<Place> = None;
     for r in recs {
-        let to = r.task.as_ref().map(|t| t.status);
+        let e = &r.entry;
+        let to = e.change().map(|(t, _)| t.status);
         let mut paths = Vec::new();
-        if let Some(p) = &r.path {
-            paths.push(p.clone());
+        if let Some(p) = e.path() {
+            paths.push(p.into_owned());
         }
-        if let Some(m) = &r.msg
+        if let Some(m) = e.msg()
             && let Some(dest) = consumed.get(m)
-            && r.op != Op::Reject
+            && !matches!(e, Entry::Reject(_))
         {
             paths.push(format!("message {m} -> {dest}"));
         }
         steps.push(Step {
             seq: r.seq,
             time: r.ts.to_string(),
-            op: r.op,
-            actor: r.actor.clone(),
+            op: e.op(),
+            actor: e.actor().map(str::to_string),
             from: status,
             to,
             paths,
-            reason: r.reason.clone(),
+            reason: e.reason().map(|r| r.into_owned()),
         });
         if let Some(t) = to {
             status = Some(t);
         }
-        if r.place.is_some() {
-            place = r.place;
+        if let Some((_, p)) = e.change() {
+            place = Some(p.clone());
         }
     }
     if let Some((s, p)) = snapshot_place {
@@ -121,10 +121,7 @@ impl Trace {
                 (_, Some(b)) => b.to_string(),
                 _ => String::new(),
             };
-            let op = serde_json::to_value(s.op)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
+            let op = s.op;
             out.push_str(&format!(
                 "{}  {:<9} {:<14} {:<26} {}\n",
                 s.time,

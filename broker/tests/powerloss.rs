@@ -6,9 +6,9 @@
 //! journal, and quarantine holds only genuinely bad input. `MAILROOM_CRASH_LONG=1` adds scrambled
 //! power losses (a random subset of unsynced changes reaches the disk) and more seeds.
 
-use mailroom::config::{Config, DurabilityMode};
+use mailroom::config::Config;
 use mailroom::engine::{Engine, EngineError};
-use mailroom::journal::{self, Op, Place, Record};
+use mailroom::journal::{self, Entry, Place, Record};
 use mailroom::state::State;
 use protocol::Timestamp;
 use protocol::names::DispatchName;
@@ -320,7 +320,7 @@ fn check_places(w: &World, ctx: &str) {
     let files = task_files(w);
     let comms = w.layout.comms();
     let mut expected = BTreeSet::new();
-    for l in state.live.values() {
+    for l in state.lives() {
         let path = match &l.place {
             Place::Queued { dir, name } => comms.join(dir).join("new").join(name),
             Place::Held { agent, name, .. } => w.layout.mailbox(agent).cur().join(name),
@@ -352,11 +352,11 @@ fn check_final(w: &World, ctx: &str) {
     let mut submits: BTreeMap<&str, usize> = BTreeMap::new();
     let mut completes: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &records {
-        let id = r.task_id.as_deref().unwrap_or("");
-        match r.op {
-            Op::Submit => *submits.entry(id).or_default() += 1,
-            Op::Complete => *completes.entry(id).or_default() += 1,
-            Op::Stray => panic!("{ctx}: the broker found a task file it did not know: {r:?}"),
+        let id = r.entry.task_id().unwrap_or("");
+        match r.entry {
+            Entry::Submit(_) => *submits.entry(id).or_default() += 1,
+            Entry::Complete(_) => *completes.entry(id).or_default() += 1,
+            Entry::Stray { .. } => panic!("{ctx}: the broker found a task file it did not know: {r:?}"),
             _ => {}
         }
     }
@@ -374,15 +374,15 @@ fn check_final(w: &World, ctx: &str) {
     // back (lease expiry, cancel) before the report was read.
     let taken_back = |r: &Report| {
         records.iter().any(|x| {
-            (x.op == Op::Expire && x.path.as_deref().is_some_and(|p| p.ends_with(&r.claim)))
-                || (x.op == Op::Cancel && x.task_id.as_deref() == Some(r.task.as_str()))
+            matches!(&x.entry, Entry::Expire(t) if t.claim.ends_with(&r.claim))
+                || matches!(&x.entry, Entry::Cancel { task_id, .. } if *task_id == r.task)
         })
     };
     let mut legit_stale = BTreeSet::new();
     for r in &w.acked_reports {
-        let accepted = records.iter().any(|x| {
-            matches!(x.op, Op::Complete | Op::Fail | Op::Release) && x.msg.as_deref() == Some(r.msg.as_str())
-        });
+        let accepted = records.iter().any(
+            |x| matches!(&x.entry, Entry::Complete(y) | Entry::Fail(y) | Entry::Release(y) if y.msg == r.msg),
+        );
         if accepted {
             continue;
         }
@@ -392,13 +392,16 @@ fn check_final(w: &World, ctx: &str) {
             r.msg,
             r.claim,
             r.task,
-            records.iter().filter(|x| x.msg.as_deref() == Some(r.msg.as_str())).collect::<Vec<_>>()
+            records.iter().filter(|x| x.entry.msg() == Some(r.msg.as_str())).collect::<Vec<_>>()
         );
         legit_stale.insert(r.msg.clone());
     }
     // Refused input is kept: every refusal's file is in quarantine.
-    for r in records.iter().filter(|r| r.op == Op::Reject) {
-        let path = w.layout.comms().join(r.path.as_deref().unwrap());
+    for r in records.iter().filter_map(|r| match &r.entry {
+        Entry::Reject(x) => Some(x),
+        _ => None,
+    }) {
+        let path = w.layout.comms().join(&r.path);
         assert!(w.fs.stat(&path).unwrap().is_some(), "{ctx}: refused {:?} is not in quarantine", r.msg);
         let reason = w.fs.read(&PathBuf::from(format!("{}.error.json", path.display())), 1 << 20);
         let reason: Option<Value> = reason.ok().and_then(|b| serde_json::from_slice(&b).ok());
@@ -418,7 +421,7 @@ fn check_final(w: &World, ctx: &str) {
         assert!(
             w.expected_bad.contains(original) || legit_stale.contains(original),
             "{ctx}: {name} quarantined though it was good input: {:?}",
-            records.iter().filter(|x| x.msg.as_deref() == Some(original)).collect::<Vec<_>>()
+            records.iter().filter(|x| x.entry.msg() == Some(original)).collect::<Vec<_>>()
         );
     }
     // No task file is left anywhere: every task finished.
@@ -429,7 +432,7 @@ fn check_final(w: &World, ctx: &str) {
     };
     let mut want: std::collections::HashMap<Board, Vec<Value>> =
         Board::ALL.iter().map(|b| (*b, Vec::new())).collect();
-    for l in state.live.values() {
+    for l in state.lives() {
         let b = match l.place {
             Place::Backlog | Place::Done => Board::Backlog,
             Place::Queued { .. } => Board::Ready,
@@ -439,7 +442,7 @@ fn check_final(w: &World, ctx: &str) {
     }
     want.insert(
         Board::Completed,
-        state.recent_done.iter().map(|t: &Task| serde_json::to_value(t).unwrap()).collect(),
+        state.recent_done().map(|t: &Task| serde_json::to_value(t).unwrap()).collect(),
     );
     for b in Board::ALL {
         let bytes = w.fs.read(&w.layout.board(b), 1 << 24).unwrap();
@@ -666,7 +669,7 @@ fn scenarios() -> Vec<Scenario> {
 
 /// Runs a scenario, crashing after `k` mutating operations (none: run to the end), restarts as
 /// `mode` says, recovers, finishes the workload and checks. Returns the operations the script did.
-fn run_one(sc: &Scenario, durability: DurabilityMode, crash: Option<u64>, mode: Crash) -> u64 {
+fn run_one(sc: &Scenario, durability: Durability, crash: Option<u64>, mode: Crash) -> u64 {
     run_twice(sc, durability, crash, mode, None)
 }
 
@@ -674,7 +677,7 @@ fn run_one(sc: &Scenario, durability: DurabilityMode, crash: Option<u64>, mode: 
 /// of the recovery (opening, reconciling, the first pass): recovery must survive its own crash.
 fn run_twice(
     sc: &Scenario,
-    durability: DurabilityMode,
+    durability: Durability,
     crash: Option<u64>,
     mode: Crash,
     again: Option<u64>,
@@ -742,14 +745,14 @@ fn power_loss_at_every_crash_point() {
         .chain((0..seeds).map(|seed| Crash::Scrambled { seed }))
         .collect();
     // `never` gives up power-loss durability by design: only process crashes are checked there.
-    let mut work: Vec<(&Scenario, DurabilityMode, &[Crash])> = Vec::new();
+    let mut work: Vec<(&Scenario, Durability, &[Crash])> = Vec::new();
     for sc in &scenarios {
-        work.push((sc, DurabilityMode::Batch, &lossy));
-        work.push((sc, DurabilityMode::Always, &lossy));
-        work.push((sc, DurabilityMode::Never, &[Crash::Process]));
+        work.push((sc, Durability::Batch, &lossy));
+        work.push((sc, Durability::Always, &lossy));
+        work.push((sc, Durability::Never, &[Crash::Process]));
     }
     let mut seconds = 0;
-    let results: Vec<(String, DurabilityMode, u64, u64)> = std::thread::scope(|s| {
+    let results: Vec<(String, Durability, u64, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|i| {
                 let mine: Vec<_> = work.iter().skip(i).step_by(2).cloned().collect();
@@ -769,7 +772,7 @@ fn power_loss_at_every_crash_point() {
                                 run_one(sc, durability, Some(k), mode);
                                 points += 1;
                             }
-                            if durability != DurabilityMode::Never {
+                            if durability != Durability::Never {
                                 // A second power loss during the recovery from this one.
                                 run_twice(sc, durability, Some(k), Crash::PowerLoss, Some(k * 7 % 40));
                                 points += 1;
@@ -841,7 +844,7 @@ fn faults_anywhere_stop_the_broker_cleanly_and_recovery_loses_nothing() {
     // The n-th mutating operation of the complete scenario fails (EIO, then ENOSPC): the run
     // stops with an error (never a panic), and after a power loss recovery is whole.
     let sc = Scenario { name: "complete with a fault", cfg, script: sc_complete };
-    let total = run_one(&sc, DurabilityMode::Batch, None, Crash::Process);
+    let total = run_one(&sc, Durability::Batch, None, Crash::Process);
     println!("powerloss: {} single-operation faults (EIO and ENOSPC at each of {total})", 2 * total);
     for n in 1..=total {
         for fault in [Fault::eio(FaultOn::Any, n), Fault::enospc(FaultOn::Any, n)] {

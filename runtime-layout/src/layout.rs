@@ -83,6 +83,11 @@ impl Layout {
     pub fn comms(&self) -> &Path {
         &self.comms
     }
+    /// A path inside the tree as operators see it: relative to `agent_comms/` (any other path is
+    /// shown whole).
+    pub fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(&self.comms).unwrap_or(p).to_string_lossy().into_owned()
+    }
     pub fn broker_dir(&self) -> PathBuf {
         self.comms.join("broker")
     }

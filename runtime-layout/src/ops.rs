@@ -13,8 +13,10 @@ use protocol::Timestamp;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// How much a write is made durable before it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How much a write is made durable before it returns. In `mailroom.toml` it is written in
+/// lower case (`durability = "batch"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Durability {
     /// fsync the file and its directory on every write.
     Always,

@@ -4,7 +4,7 @@
 //! per task (what `mailroom trace` reads). This is what a broker leaves behind after compaction,
 //! written directly rather than through the pipeline (that would take hours at 1,000,000 tasks).
 
-use crate::journal::{Op, Place, Record, Snapshot, Tomb};
+use crate::journal::{Entry, Place, Record, Report, Snapshot, Tomb};
 use protocol::{HistoryEntry, Status, Task, Timestamp};
 use runtime_layout::{Layout, RealFs};
 use serde_json::{Value, json};
@@ -105,16 +105,22 @@ pub fn build(root: &Path, n: usize, body_bytes: usize, completed_board: usize) -
         let full = i + completed_board >= n;
         let t = finished_task(i, t0, if full { body_bytes } else { 300 });
         seq += 1;
-        let mut rec = Record::new(Op::Complete, t.updated_at.unwrap_or(Timestamp::from_micros(t0)));
-        rec.seq = seq;
-        rec.task_id = Some(t.task_id.clone());
-        rec.place = Some(Place::Done);
-        rec.actor = Some("Agent-1".into());
-        rec.task = Some(t.clone());
+        let rec = Record {
+            seq,
+            ts: t.updated_at.unwrap_or(Timestamp::from_micros(t0)),
+            entry: Entry::Complete(Report {
+                task_id: t.task_id.clone(),
+                task: t.clone(),
+                place: Place::Done,
+                msg: format!("msg-history-{i}"),
+                agent: "Agent-1".into(),
+                claim: String::new(),
+            }),
+        };
         let out = w.as_mut().expect("segment open");
         serde_json::to_writer(&mut *out, &rec).map_err(|e| e.to_string())?;
         out.write_all(b"\n").map_err(err)?;
-        tombs.push(Tomb { id: t.task_id.clone(), status: Status::Completed, hash: i as u64 });
+        tombs.push(Tomb { id: t.task_id.clone(), status: Status::Completed, hash: i as u64, pooled: false });
         if full {
             recent.push(t);
         }

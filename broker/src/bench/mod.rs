@@ -11,7 +11,7 @@ pub mod floor;
 pub mod history;
 pub mod procs;
 
-use crate::journal::{self, Op};
+use crate::journal::{self, Entry};
 pub use procs::{AgentArgs, ProducerArgs, agent_main, producer_main};
 use procs::{JournalTail, Proc, cpu_time, now_us, parse_durability, peak_rss, spawn, start_broker};
 use runtime_layout::{Durability, Layout, RealFs};
@@ -362,10 +362,8 @@ fn pipeline_on(
             &RealFs,
             &seg,
             |rec| {
-                if rec.op != Op::Complete {
-                    return;
-                }
-                let Some(t) = rec.task else { return };
+                let Entry::Complete(r) = rec.entry else { return };
+                let t = r.task;
                 if !t.task_id.starts_with(&prefix) {
                     return;
                 }
@@ -602,9 +600,8 @@ fn wake(ctx: &mut Ctx, samples: usize, poll_ms: u64, p: &Pipe) -> Result<Lat, St
             &RealFs,
             &seg,
             |rec| {
-                if rec.op == Op::Complete
-                    && let Some(t) = rec.task
-                {
+                if let Entry::Complete(r) = rec.entry {
+                    let t = r.task;
                     let sub = t.params["submitted_us"].as_i64().unwrap_or(0);
                     let claimed = t.result["claimed_us"].as_i64().unwrap_or(0);
                     v.push((claimed - sub) as f64 / 1000.0);

@@ -1,0 +1,147 @@
+//! Admission: a new task is validated, checked against what the broker already has (an identical
+//! resubmission is a no-op, a different one with the same id is refused), given a destination
+//! that exists inside the root, journaled whole, and offered to dispatch.
+
+use super::BROKER;
+use super::dispatch::{settle_dependents, try_dispatch};
+use super::quarantine::Refusal;
+use super::tx::Tx;
+use crate::config::Route;
+use crate::journal::{Admitted, Entry, Place};
+use crate::state::fnv64;
+use protocol::machine::{Event, transition};
+use protocol::names;
+use protocol::{HistoryEntry, Status, Task};
+use serde_json::{Value, json};
+
+/// How a new task enters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// A submission: the task starts PENDING whatever status it claims.
+    Submit,
+    /// A migration (`mailroom import`): the task keeps its state; with `create_agents`, the
+    /// mailbox of an assignee that does not exist yet is created.
+    Import { create_agents: bool },
+}
+
+/// A `submit` message: the task in the canonical schema.
+pub(crate) fn submit(tx: &mut Tx, raw: &Value, msg: &str) -> Result<(), Refusal> {
+    let task = Task::from_value(raw.clone()).map_err(|e| Refusal::from(e.within("task")))?;
+    let hash = fnv64(&serde_json::to_vec(raw).expect("a JSON value serialises"));
+    admit(tx, task, hash, msg, Admission::Submit)
+}
+
+/// Accepts a new task (or recognises an identical resubmission). `Submit` starts every task
+/// PENDING; `Import` keeps the state a migrated task had (IN_PROGRESS, which no claim backs
+/// here, becomes PENDING so the work is offered again). `msg` is the inbox message (for an
+/// import, the source file).
+pub(crate) fn admit(
+    tx: &mut Tx,
+    mut task: Task,
+    hash: u64,
+    msg: &str,
+    how: Admission,
+) -> Result<(), Refusal> {
+    let id = task.task_id.clone();
+    if let Some(existing) = tx.state().hash_of(&id) {
+        if existing == hash {
+            tx.push(Entry::Duplicate { task_id: id, msg: msg.to_string() });
+            return Ok(());
+        }
+        let status = tx.state().status_of(&id).map(|s| s.as_str()).unwrap_or("?");
+        return Err(Refusal::rejected(
+            "task.task_id",
+            format!("duplicate: task `{id}` already exists ({status}) with different content"),
+        )
+        .task(&id));
+    }
+    if task.depends_on.iter().any(|d| d == &id) {
+        return Err(Refusal::rejected("task.depends_on", "a task cannot depend on itself").task(&id));
+    }
+    let now = tx.now();
+    let given = task.status;
+    let import = matches!(how, Admission::Import { .. });
+    let keep = import && given != Status::InProgress;
+    if !(keep && given.is_terminal()) {
+        check_destination(tx, &task, matches!(how, Admission::Import { create_agents: true }))
+            .map_err(|r| r.task(&id))?;
+    }
+    if task.created_at.is_none() {
+        task.created_at = Some(now);
+    }
+    let actor = task.created_by.clone().unwrap_or_else(|| "producer".to_string());
+    let place = if keep {
+        let mut details = json!({"status": given});
+        if import {
+            details["source"] = json!(msg);
+        }
+        task.history.push(HistoryEntry {
+            timestamp: now,
+            actor: BROKER.to_string(),
+            action: "import".into(),
+            from: None,
+            to: Some(given),
+            details: Some(details),
+        });
+        task.updated_at = Some(now);
+        if given.is_terminal() { Place::Done } else { Place::Backlog }
+    } else {
+        task.status = Status::Pending;
+        task.attempts = 0;
+        let tr = transition(None, &Event::Submit, now, tx.env.cfg.backoff())
+            .map_err(|e| Refusal::rejected("task", e.to_string()))?;
+        let details = (given != Status::Pending).then(|| json!({"ignored_status": given}));
+        tr.apply(&mut task, &Event::Submit, &actor, now, details);
+        Place::Backlog
+    };
+    let path = match how {
+        Admission::Import { .. } => msg.to_string(),
+        Admission::Submit => tx.env.rel(&tx.env.layout.broker_inbox().new_dir().join(msg)),
+    };
+    let done = place == Place::Done;
+    let admitted = Admitted { task_id: id.clone(), task, place, msg: msg.to_string(), hash, path };
+    tx.push(if import { Entry::Import(admitted) } else { Entry::Submit(admitted) });
+    if done {
+        settle_dependents(tx, &id);
+    } else {
+        try_dispatch(tx, &id);
+    }
+    Ok(())
+}
+
+/// Checks that the task's destination exists (or may be created) and lies inside the root.
+fn check_destination(tx: &Tx, task: &Task, create: bool) -> Result<(), Refusal> {
+    let (field, target) = match (&task.assigned_to, tx.env.route_of(task)) {
+        (Some(a), _) => ("task.assigned_to", Route::Agent(a.clone())),
+        (None, route) => ("task.task_type", route),
+    };
+    let md = match target {
+        Route::Agent(agent) => {
+            names::validate_agent(&agent).map_err(|e| Refusal::rejected(field, e.rule))?;
+            let md = tx.env.layout.mailbox(&agent);
+            if !md.exists(tx.env.fs()) {
+                if !tx.env.cfg.broker.allow_unknown_agents && !create {
+                    return Err(Refusal::rejected(
+                        field,
+                        format!(
+                            "no agent `{agent}` (its mailbox does not exist; `mailroom agent add {agent}` creates it)"
+                        ),
+                    ));
+                }
+                md.create(tx.env.fs(), true).map_err(|e| Refusal::rejected(field, e.to_string()))?;
+            }
+            md
+        }
+        Route::Pool(p) => tx.env.layout.queue(&p),
+    };
+    if !tx.env.layout.maildir_contained(tx.env.fs(), &md) {
+        return Err(Refusal::rejected(
+            field,
+            format!(
+                "destination `{}` is a symbolic link or not a directory: the broker writes only inside its root",
+                tx.env.rel(&md.root)
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! The board writer: the four central boards (`central_task_boards/*.json`) derived from the
+//! state and replaced atomically (temporary, fsync, rename; one directory fsync for the four),
+//! at most every 200 ms unless forced. It caches each task's JSON by version, so a pass
+//! serialises only what changed and skips a board whose entries are all unchanged, and it keeps
+//! a mark of what it wrote on each board, so an edit made behind its back is noticed, left to
+//! settle, and handed to board-edit absorption instead of being overwritten unread.
+
+use super::EngineError;
+use super::env::Env;
+use crate::journal::Place;
+use crate::state::{State, fnv64};
+use protocol::{Status, Task, Timestamp};
+use runtime_layout::{Board, replace_file};
+use std::collections::{HashMap, HashSet};
+
+/// What the writer last wrote to one board: the file's size and mtime, and a hash of each task.
+#[derive(Debug, Clone, Default)]
+pub struct BoardMark {
+    stamp: Option<(u64, Timestamp)>,
+    tasks: HashMap<String, u64>,
+    /// An edit seen but not yet settled: (size, mtime) when first seen changed, and when.
+    pending: Option<((u64, Timestamp), Timestamp)>,
+}
+
+impl BoardMark {
+    /// The hash of the task's compact JSON as the writer put it on the board.
+    pub fn written_hash(&self, id: &str) -> Option<u64> {
+        self.tasks.get(id).copied()
+    }
+
+    /// Has the board file changed since it was written (`now` is its current size and mtime)?
+    fn edited(&self, now: Option<(u64, Timestamp)>) -> bool {
+        now.is_some() && now != self.stamp
+    }
+}
+
+/// A task as last written to a board: the version it had (update time, history length,
+/// status), its compact JSON and that JSON's hash.
+struct CachedTask {
+    version: (Option<i64>, usize, Status),
+    json: Vec<u8>,
+    hash: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct BoardWriter {
+    dirty: bool,
+    force_next: bool,
+    written: Option<Timestamp>,
+    marks: HashMap<Board, BoardMark>,
+    cache: HashMap<String, CachedTask>,
+    sigs: HashMap<Board, u64>,
+}
+
+impl BoardWriter {
+    pub fn new() -> Self {
+        Self { dirty: true, ..Default::default() }
+    }
+
+    /// A task changed: the boards are rewritten at the next chance.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
+    /// Boards edited behind the writer's back whose edit has settled (not changed for
+    /// `settle_ms`), each with the mark of what was written before. Their marks are dropped, so
+    /// they are rewritten, after absorption, at the next write. A deleted board is written again.
+    pub fn settled_edits(&mut self, env: &Env) -> Result<Vec<(Board, BoardMark)>, EngineError> {
+        if self.marks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = env.now();
+        let settle = env.cfg.broker.settle_ms as i64 * 1000;
+        let mut out = Vec::new();
+        for board in Board::ALL {
+            let stamp = env.fs().stat(&env.layout.board(board))?.map(|m| (m.len, m.mtime));
+            let Some(mark) = self.marks.get_mut(&board) else { continue };
+            if stamp == mark.stamp {
+                mark.pending = None;
+                continue;
+            }
+            let Some(cur) = stamp else {
+                mark.stamp = None;
+                self.force_next = true;
+                continue;
+            };
+            match mark.pending {
+                Some((seen, since)) if seen == cur => {
+                    if now.as_micros() - since.as_micros() < settle
+                        && cur.1.as_micros() + settle > now.as_micros()
+                    {
+                        continue;
+                    }
+                }
+                _ => {
+                    mark.pending = Some((cur, now));
+                    continue;
+                }
+            }
+            out.push((board, self.marks.remove(&board).unwrap_or_default()));
+            self.force_next = true;
+        }
+        Ok(out)
+    }
+
+    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
+    pub fn write(&mut self, env: &Env, state: &State, force: bool) -> Result<(), EngineError> {
+        let force = force || std::mem::take(&mut self.force_next);
+        if !self.dirty && !force {
+            return Ok(());
+        }
+        // The engine's clock, not `Instant`: with an injected clock a pass is deterministic.
+        let now = env.now();
+        if !force && self.written.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < 200_000) {
+            return Ok(());
+        }
+        let mut boards: HashMap<Board, Vec<(String, &Task)>> = HashMap::new();
+        for l in state.lives() {
+            let (board, key) = match &l.place {
+                Place::Backlog | Place::Done => (
+                    Board::Backlog,
+                    l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id,
+                ),
+                Place::Queued { name, .. } => (Board::Ready, name.clone()),
+                Place::Held { name, .. } => (Board::Working, name.clone()),
+            };
+            boards.entry(board).or_default().push((key, &l.task));
+        }
+        let mut marks = Vec::new();
+        // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
+        let sync = env.durability.sync_files();
+        let mut deferred = false;
+        let absorb = env.cfg.ingest.absorb_board_edits;
+        for board in Board::ALL {
+            let path = env.layout.board(board);
+            let on_disk = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
+            // A board someone else changed is absorbed first, never overwritten unread.
+            if absorb && self.marks.get(&board).is_some_and(|m| m.edited(on_disk)) {
+                deferred = true;
+                continue;
+            }
+            let tasks: Vec<&Task> = if board == Board::Completed {
+                state.recent_done().collect()
+            } else {
+                let mut list = boards.remove(&board).unwrap_or_default();
+                list.sort_by(|a, b| a.0.cmp(&b.0));
+                list.into_iter().map(|(_, t)| t).collect()
+            };
+            // A task is serialised again only when it changed since the last rewrite (its
+            // version: update time, history length, status). Its bytes also give the hash that
+            // tells an edited entry from an untouched one, and the board's signature: a board
+            // whose entries are all unchanged is not rewritten at all.
+            let mut sig = fnv64(board.file_name().as_bytes());
+            for t in &tasks {
+                let version = (t.updated_at.map(|u| u.as_micros()), t.history.len(), t.status);
+                let hash = match self.cache.get(&t.task_id) {
+                    Some(c) if c.version == version => c.hash,
+                    _ => {
+                        let json = serde_json::to_vec(t).expect("a task always serialises");
+                        let hash = fnv64(&json);
+                        self.cache.insert(t.task_id.clone(), CachedTask { version, json, hash });
+                        hash
+                    }
+                };
+                sig = sig.rotate_left(5) ^ hash;
+            }
+            let unchanged = !force
+                && self.sigs.get(&board) == Some(&sig)
+                && (!absorb || self.marks.contains_key(&board))
+                && on_disk.is_some();
+            if unchanged {
+                continue;
+            }
+            // One task per line.
+            let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
+            let mut bytes = Vec::with_capacity(tasks.len() * 1024 + 4);
+            bytes.push(b'[');
+            for (i, t) in tasks.iter().enumerate() {
+                bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+                let cached = &self.cache[&t.task_id];
+                bytes.extend_from_slice(&cached.json);
+                if absorb {
+                    hashes.insert(t.task_id.clone(), cached.hash);
+                }
+            }
+            bytes.extend_from_slice(b"\n]\n");
+            replace_file(env.fs(), &path, &bytes, &env.names, sync)?;
+            self.sigs.insert(board, sig);
+            if absorb {
+                let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
+                marks.push((board, BoardMark { stamp, tasks: hashes, pending: None }));
+            }
+        }
+        // Forget tasks that left every board.
+        if self.cache.len() > state.live_count() + state.recent_done().len() + 1024 {
+            let keep: HashSet<&str> = state
+                .lives()
+                .map(|l| l.task.task_id.as_str())
+                .chain(state.recent_done().map(|t| t.task_id.as_str()))
+                .collect();
+            self.cache.retain(|k, _| keep.contains(k.as_str()));
+        }
+        if sync {
+            env.fs().sync_dir(&env.layout.boards_dir())?;
+        }
+        for (b, m) in marks {
+            self.marks.insert(b, m);
+        }
+        self.dirty = deferred;
+        self.written = Some(now);
+        Ok(())
+    }
+}

@@ -1,0 +1,151 @@
+//! The command channel into the running broker. In-process front ends (the HTTP API, a cluster
+//! link) hold a [`Handle`]; they never write a file of the tree and never hold the engine. Each
+//! [`Command`] is answered between passes by the broker's own loop: reads from its state, and
+//! submit, cancel and retry through the same handlers, journal and state machine as messages in
+//! the inbox. A verdict that accepts is sent only once its records are durable.
+
+use super::quarantine::Refusal;
+use crate::journal::{Place, Record};
+use protocol::Task;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// A request to the running broker.
+#[derive(Debug)]
+pub enum Command {
+    /// What the broker holds now.
+    Snapshot(oneshot::Sender<View>),
+    /// Submit a task (a JSON task object, validated as a `submit` message's task is).
+    Submit {
+        task: Value,
+        reply: oneshot::Sender<Verdict>,
+    },
+    Cancel {
+        task_id: String,
+        reply: oneshot::Sender<Verdict>,
+    },
+    Retry {
+        task_id: String,
+        reply: oneshot::Sender<Verdict>,
+    },
+    /// Every record committed from now on.
+    Subscribe(oneshot::Sender<Subscription>),
+}
+
+/// The broker's answer to a submit, cancel or retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Journaled durably; `seq` is the journal sequence of the last record it caused.
+    Accepted { task_id: String, seq: u64 },
+    /// Refused: nothing changed. `reason` is `field` and `rule` in one sentence.
+    Refused {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        task_id: Option<String>,
+        field: String,
+        rule: String,
+        reason: String,
+    },
+}
+
+impl Verdict {
+    pub(crate) fn refused(r: Refusal) -> Self {
+        Self::Refused { reason: r.to_string(), task_id: r.task_id, field: r.field, rule: r.rule }
+    }
+}
+
+/// A live stream of committed records, and the sequence number it starts at (a reader that
+/// needs older records reads them from the journal).
+#[derive(Debug)]
+pub struct Subscription {
+    pub from_seq: u64,
+    pub records: broadcast::Receiver<Arc<Record>>,
+}
+
+/// A task as the broker holds it, and where its file is.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskView {
+    pub task: Task,
+    pub place: Place,
+}
+
+/// A pool (or an agent's own mailbox) and how many tasks wait in it as files.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueView {
+    /// `queues/<pool>` or `mailboxes/<agent>`.
+    pub dir: String,
+    pub queued: usize,
+}
+
+/// An agent and the claims it holds.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentView {
+    pub name: String,
+    pub held: Vec<String>,
+}
+
+/// A consistent view of the broker's state between two passes.
+#[derive(Debug, Clone, Serialize)]
+pub struct View {
+    /// The sequence number the next record will get.
+    pub next_seq: u64,
+    /// Live tasks, then the most recent finished ones (oldest first), each once.
+    pub tasks: Vec<TaskView>,
+    pub queues: Vec<QueueView>,
+    pub agents: Vec<AgentView>,
+    /// Finished tasks the broker remembers (beyond those listed in `tasks`).
+    pub finished: usize,
+}
+
+/// The broker stopped: it answers no more commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the broker is not running")]
+pub struct Stopped;
+
+/// How a front end talks to the running broker. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// The broker's end of the channel.
+pub type Commands = mpsc::Receiver<Command>;
+
+/// A command channel: the [`Handle`] for front ends, the [`Commands`] for [`crate::run::serve`].
+/// `depth` bounds the requests waiting for the loop (a sender waits when it is full).
+pub fn channel(depth: usize) -> (Handle, Commands) {
+    let (tx, rx) = mpsc::channel(depth.max(1));
+    (Handle { tx }, rx)
+}
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Stopped> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(make(reply)).await.map_err(|_| Stopped)?;
+        answer.await.map_err(|_| Stopped)
+    }
+
+    pub async fn snapshot(&self) -> Result<View, Stopped> {
+        self.ask(Command::Snapshot).await
+    }
+
+    pub async fn submit(&self, task: Value) -> Result<Verdict, Stopped> {
+        self.ask(|reply| Command::Submit { task, reply }).await
+    }
+
+    pub async fn cancel(&self, task_id: &str) -> Result<Verdict, Stopped> {
+        let task_id = task_id.to_string();
+        self.ask(|reply| Command::Cancel { task_id, reply }).await
+    }
+
+    pub async fn retry(&self, task_id: &str) -> Result<Verdict, Stopped> {
+        let task_id = task_id.to_string();
+        self.ask(|reply| Command::Retry { task_id, reply }).await
+    }
+
+    pub async fn subscribe(&self) -> Result<Subscription, Stopped> {
+        self.ask(Command::Subscribe).await
+    }
+}

@@ -1,0 +1,232 @@
+//! The effects mover: file moves the journal has decided, carried out only once the records that
+//! describe them are durable, followed by an fsync of every directory they touched — destinations
+//! first, then the directories files left, so a power loss in between leaves a moved file in both
+//! places, never in neither. Replies to in-process requests wait here too: a verdict is sent only
+//! once what it promises is in the journal.
+
+use super::EngineError;
+use super::commands::Verdict;
+use super::env::Env;
+use super::ledger::Ledger;
+use protocol::message::{Notice, NoticeKind};
+use protocol::{Mail, Task};
+use runtime_layout::{Durability, Maildir, deliver, write_atomic};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use tokio::sync::oneshot;
+
+/// Something delivered into an agent's `new/` that is not a task.
+#[derive(Debug)]
+pub(crate) enum Post {
+    Notice(Notice),
+    Mail(Mail),
+}
+
+/// A file effect, carried out after the journal entry that describes it is durable.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    /// Write a task file into `<maildir>/new/<name>`.
+    Deliver { maildir: Maildir, name: String, bytes: Vec<u8> },
+    /// Remove a file the journal says is finished with (a completed or taken-back claim).
+    Remove { path: PathBuf },
+    /// Remove a queued file; if an agent claimed it first, revoke the claim from its `cur/`.
+    Revoke { queued: PathBuf, name: String, task_id: String },
+    /// Move a consumed inbox message to `inbox/cur/`.
+    Consumed { from: PathBuf, to: PathBuf },
+    /// Move a file into quarantine and write the reason beside it.
+    Quarantine { from: PathBuf, to: PathBuf, reason: Value },
+    /// Write a copy of refused input (part of a file, or a file that must stay where it is)
+    /// into quarantine, with the reason beside it. Never overwrites.
+    QuarantineCopy { to: PathBuf, bytes: Vec<u8>, reason: Value },
+    /// Deliver a notice or mail into an agent's `new/`.
+    Post { agent: String, post: Post },
+    /// Answer an in-process request.
+    Reply { to: oneshot::Sender<Verdict>, verdict: Verdict },
+}
+
+/// Effects waiting for the next commit, and the directories touched since the last one.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pending: Vec<Effect>,
+    touched: BTreeSet<PathBuf>,
+    /// Directories a file was moved out of: fsynced after every other touched directory.
+    moved_from: BTreeSet<PathBuf>,
+}
+
+/// The bytes of a task file in `new/` (what an agent reads when it claims).
+pub fn task_bytes(task: &Task) -> Vec<u8> {
+    json_pretty(task)
+}
+
+/// A value made of strings, numbers and JSON values, pretty-printed. serde_json fails only on
+/// maps with non-string keys, which none of the broker's types have.
+pub(crate) fn json_pretty(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).expect("the broker's own types always serialise")
+}
+
+impl Effects {
+    pub fn push(&mut self, e: Effect) {
+        self.pending.push(e);
+    }
+
+    /// A file arrived in (or left) `dir` outside an effect (an agent's rename the broker adopts,
+    /// a file taken from `drop/`): fsync `dir` with this batch.
+    pub fn arrived_in(&mut self, dir: PathBuf) {
+        self.touched.insert(dir);
+    }
+
+    /// A file was moved out of `dir`: fsync it after the destinations.
+    pub fn left(&mut self, dir: PathBuf) {
+        self.moved_from.insert(dir);
+    }
+
+    fn touch_dir(&mut self, p: &Path) {
+        if let Some(d) = p.parent() {
+            self.touched.insert(d.to_path_buf());
+        }
+    }
+
+    fn touch_src(&mut self, p: &Path) {
+        if let Some(d) = p.parent() {
+            self.moved_from.insert(d.to_path_buf());
+        }
+    }
+
+    /// Makes the journal durable, then carries out the effects and fsyncs what they touched.
+    pub fn commit(&mut self, env: &Env, ledger: &mut Ledger) -> Result<(), EngineError> {
+        ledger.commit()?;
+        for e in std::mem::take(&mut self.pending) {
+            self.run(env, e)?;
+        }
+        let (arrived, left) = (std::mem::take(&mut self.touched), std::mem::take(&mut self.moved_from));
+        if env.durability.sync_files() {
+            // Destinations first, then sources (a directory that is both is fsynced twice).
+            for d in arrived.iter().chain(&left) {
+                env.fs().sync_dir(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, env: &Env, e: Effect) -> Result<(), EngineError> {
+        let fs = env.fs();
+        match e {
+            Effect::Deliver { maildir, name, bytes } => {
+                // A task file is derived state: the journal already holds the task, and
+                // `reconcile` rewrites a queued file that a power loss lost or tore. Only
+                // `always` pays an fsync per task file; the directory is fsynced per batch.
+                let file_sync =
+                    if env.durability == Durability::Always { Durability::Batch } else { Durability::Never };
+                if !env.layout.maildir_contained(fs, &maildir) {
+                    tracing::error!(dir = %env.rel(&maildir.root), file = %name,
+                        "not delivered: a symbolic link or a file replaced a directory of the tree");
+                    return Ok(());
+                }
+                match deliver(fs, &maildir, &name, &bytes, file_sync) {
+                    Ok(p) => self.touch_dir(&p),
+                    Err(e) if e.is_already_exists() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Effect::Remove { path } if !env.layout.is_contained(fs, &path) => {
+                tracing::error!(file = %env.rel(&path), "not removed: a directory on its path is a symbolic link");
+            }
+            Effect::Remove { path } => match fs.remove_file(&path) {
+                Ok(()) => self.touch_dir(&path),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Effect::Revoke { queued, name, task_id } => match fs.remove_file(&queued) {
+                Ok(()) => self.touch_dir(&queued),
+                Err(e) if e.is_not_found() => {
+                    // An agent claimed it first: find the claim and revoke it.
+                    for agent in env.agents()? {
+                        let p = env.layout.mailbox(&agent).cur().join(&name);
+                        if fs.stat(&p)?.is_some() {
+                            fs.remove_file(&p)?;
+                            self.touch_dir(&p);
+                            let mut n =
+                                Notice::new(NoticeKind::Cancelled, env.now(), "the task was cancelled");
+                            n.task_id = Some(task_id.clone());
+                            n.claim = Some(name.clone());
+                            self.post(env, &agent, Post::Notice(n))?;
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Effect::Consumed { from, to } => match fs.rename(&from, &to) {
+                Ok(()) => {
+                    self.touch_src(&from);
+                    self.touch_dir(&to);
+                }
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Effect::Quarantine { from, to, reason } => {
+                // The reason first, durably: a crash between the two then leaves the message in
+                // the inbox to be moved again, never a quarantined file without its reason (the
+                // move is not redone once the file has left the inbox).
+                write_reason(env, &to, &reason)?;
+                match fs.rename_noreplace(&from, &to) {
+                    Ok(()) => {
+                        self.touch_src(&from);
+                        self.touch_dir(&to);
+                    }
+                    Err(e) if e.is_not_found() => {}
+                    // Moved before a crash that kept the source too (only the quarantine's fsync
+                    // happened): the quarantined copy is this very file (its name holds the
+                    // record's seq), so finish the move. Failing here would stop every restart.
+                    Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
+                        Ok(()) => self.touch_src(&from),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    },
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Effect::QuarantineCopy { to, bytes, reason } => {
+                // The reason first, as for a moved file: a copy is never left without its why.
+                write_reason(env, &to, &reason)?;
+                if fs.stat(&to)?.is_none() {
+                    write_atomic(fs, &to, &bytes, &env.names, env.durability)?;
+                }
+            }
+            Effect::Post { agent, post } => self.post(env, &agent, post)?,
+            Effect::Reply { to, verdict } => {
+                // The requester may have given up waiting: the outcome is in the journal anyway.
+                let _ = to.send(verdict);
+            }
+        }
+        Ok(())
+    }
+
+    fn post(&mut self, env: &Env, agent: &str, post: Post) -> Result<(), EngineError> {
+        let md = env.layout.mailbox(agent);
+        if !md.exists(env.fs()) || !env.layout.maildir_contained(env.fs(), &md) {
+            return Ok(());
+        }
+        let (kind, bytes) = match &post {
+            Post::Notice(n) => ("notice", json_pretty(n)),
+            Post::Mail(m) => ("mail", json_pretty(m)),
+        };
+        let name = env.names.next(kind);
+        let p = deliver(env.fs(), &md, &name, &bytes, Durability::Never)?;
+        self.touch_dir(&p);
+        Ok(())
+    }
+}
+
+/// Writes `<quarantined>.error.json`, durably, unless it exists: a reason written before a
+/// crash is the precise one, so it is kept.
+fn write_reason(env: &Env, quarantined: &Path, reason: &Value) -> Result<(), EngineError> {
+    let mut err_path = quarantined.as_os_str().to_owned();
+    err_path.push(".error.json");
+    let err_path = PathBuf::from(err_path);
+    if env.fs().stat(&err_path)?.is_none() {
+        write_atomic(env.fs(), &err_path, &json_pretty(reason), &env.names, env.durability)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! What every part of the engine reads and none changes during a pass: the filesystem, the
+//! tree's paths, the configuration, the clock and the source of unique names, plus the few
+//! questions about the tree that several parts ask (which agents exist, who holds a file).
+
+use crate::config::{Config, Route};
+use protocol::names;
+use protocol::{Task, Timestamp};
+use runtime_layout::{Clock, Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource};
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) struct Env {
+    pub fs: Arc<dyn Fs>,
+    pub layout: Layout,
+    pub cfg: Config,
+    pub clock: Clock,
+    pub names: NameSource,
+    pub durability: Durability,
+}
+
+impl Env {
+    pub fn new(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Self {
+        let durability = cfg.broker.durability;
+        Self { fs, layout, cfg, clock: Clock::system(), names: NameSource::new(), durability }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub fn fs(&self) -> &dyn Fs {
+        self.fs.as_ref()
+    }
+
+    /// A path as operators see it: relative to `agent_comms/`.
+    pub fn rel(&self, p: &Path) -> String {
+        self.layout.rel(p)
+    }
+
+    /// The maildir `dir` names (`queues/<pool>` or `mailboxes/<agent>`, as a [`Place`] holds it).
+    ///
+    /// [`Place`]: crate::journal::Place
+    pub fn maildir(&self, dir: &str) -> Maildir {
+        Maildir::new(self.layout.comms().join(dir))
+    }
+
+    /// Where a task goes when it has no `assigned_to`: its `task_type`'s route, else the pool
+    /// named after its type.
+    pub fn route_of(&self, task: &Task) -> Route {
+        if let Some(r) = task.task_type.as_ref().and_then(|t| self.cfg.routes.get(t)) {
+            return r.clone();
+        }
+        Route::Pool(names::pool_for_task_type(task.task_type.as_deref()))
+    }
+
+    /// Every agent with a mailbox, sorted.
+    pub fn agents(&self) -> Result<Vec<String>, FsError> {
+        let mut out = Vec::new();
+        for e in self.fs.list(&self.layout.mailboxes_dir())? {
+            if e.kind == FileKind::Dir
+                && let Some(n) = e.name_str()
+                && names::validate_agent(n).is_ok()
+            {
+                out.push(n.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every agent's mailbox and every pool.
+    pub fn all_maildirs(&self) -> Result<Vec<Maildir>, FsError> {
+        let mut out: Vec<Maildir> = self.agents()?.iter().map(|a| self.layout.mailbox(a)).collect();
+        for e in self.fs.list(&self.layout.queues_dir())? {
+            if e.kind == FileKind::Dir
+                && let Some(n) = e.name_str()
+                && names::validate_pool(n).is_ok()
+            {
+                out.push(self.layout.queue(n));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The agent whose `cur/` holds a task file named `name`, if any.
+    pub fn holder_of(&self, name: &str) -> Result<Option<String>, FsError> {
+        for agent in self.agents()? {
+            let p = self.layout.mailbox(&agent).cur().join(name);
+            if matches!(self.fs.stat(&p)?, Some(m) if m.kind == FileKind::File) {
+                return Ok(Some(agent));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,138 @@
+//! The ledger: the journal and the state it derives, kept together so they cannot drift. A
+//! record goes in through [`Ledger::push`], which numbers it, buffers it for the next group
+//! commit and applies it to the state; nothing else changes the state. Committed records are
+//! also published to subscribers (the command channel's event stream).
+
+use super::EngineError;
+use super::env::Env;
+use crate::journal::{self, Entry, Journal, JournalError, Record};
+use crate::state::State;
+use protocol::Timestamp;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// How many committed records a slow subscriber may fall behind before it misses some (it is
+/// told how many: a reader catches up from the journal).
+const EVENT_BACKLOG: usize = 4096;
+
+pub(crate) struct Ledger {
+    journal: Journal,
+    state: State,
+    /// Records pushed since the engine opened.
+    records: usize,
+    /// A pushed record changed a task (the boards need rewriting).
+    tasks_changed: bool,
+    events: broadcast::Sender<Arc<Record>>,
+    /// Records pushed but not yet committed, kept only while someone subscribes.
+    unpublished: Vec<Arc<Record>>,
+}
+
+impl Ledger {
+    /// Replays the journal into a state and opens a new segment (none when `read_only`).
+    pub fn open(env: &Env, read_only: bool) -> Result<Self, EngineError> {
+        let dir = env.layout.journal_dir();
+        // Records are applied as they are read: a restart never holds them all in memory.
+        let limit = env.cfg.broker.completed_board_limit;
+        let rebuilt = std::cell::RefCell::new((State::new(limit), 1u64));
+        let loaded = journal::replay(
+            env.fs(),
+            &dir,
+            |snap| {
+                if let Some(s) = snap {
+                    let next = s.seq + 1;
+                    *rebuilt.borrow_mut() = (State::from_snapshot(s, limit), next);
+                }
+            },
+            |rec| {
+                let mut r = rebuilt.borrow_mut();
+                r.0.apply(&rec);
+                r.1 = rec.seq + 1;
+            },
+        )?;
+        let (state, next_seq) = rebuilt.into_inner();
+        for t in &loaded.torn {
+            tracing::warn!(torn = %t, "ignored an incomplete journal entry left by a crash");
+        }
+        let journal = if read_only {
+            Journal::read_only(&dir, next_seq)
+        } else {
+            Journal::open(env.fs(), &dir, next_seq, env.durability)?
+        };
+        tracing::info!(
+            live = state.live_count(),
+            finished = state.finished_count(),
+            replayed = loaded.records,
+            "state rebuilt from the journal"
+        );
+        Ok(Self {
+            journal,
+            state,
+            records: 0,
+            tasks_changed: true,
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            unpublished: Vec::new(),
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.journal.next_seq()
+    }
+
+    /// Records pushed since the engine opened.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Journals `entry` (durable at the next commit) and applies it. Returns its sequence number.
+    pub fn push(&mut self, ts: Timestamp, entry: Entry) -> u64 {
+        let rec = self.journal.push(ts, entry);
+        self.state.apply(&rec);
+        self.records += 1;
+        self.tasks_changed |= rec.entry.change().is_some();
+        let seq = rec.seq;
+        if self.events.receiver_count() > 0 {
+            self.unpublished.push(Arc::new(rec));
+        }
+        seq
+    }
+
+    /// Whether a task changed since the last call.
+    pub fn take_tasks_changed(&mut self) -> bool {
+        std::mem::take(&mut self.tasks_changed)
+    }
+
+    /// Makes every pushed record durable, then publishes them to subscribers.
+    pub fn commit(&mut self) -> Result<(), JournalError> {
+        self.journal.commit()?;
+        for rec in self.unpublished.drain(..) {
+            // No subscriber left is not an error: the records are in the journal.
+            let _ = self.events.send(rec);
+        }
+        Ok(())
+    }
+
+    /// Every record committed from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
+        self.events.subscribe()
+    }
+
+    /// Writes a snapshot and archives the segments it covers once enough records have
+    /// accumulated. Call only with every effect carried out (after a commit).
+    pub fn compact_if_due(&mut self, env: &Env) -> Result<(), EngineError> {
+        if self.journal.records_since_snapshot() < env.cfg.broker.compact_after_records {
+            return Ok(());
+        }
+        let snap = self.state.snapshot(self.journal.next_seq() - 1);
+        self.journal.compact(env.fs(), &snap, &env.names)?;
+        // Journaled, so that replay forgets exactly what live operation forgets.
+        self.push(env.now(), Entry::Snapshot { through: snap.seq });
+        self.commit()?;
+        tracing::info!(seq = snap.seq, live = snap.live.len(), "journal compacted");
+        Ok(())
+    }
+}

@@ -1,0 +1,309 @@
+//! The broker's core, synchronous and single-threaded: it reads messages and the tree, decides
+//! transitions with the protocol's state machine, journals them, and only then moves files.
+//!
+//! The engine is a few parts that own their state — the [`Ledger`](ledger) (journal and the
+//! state it derives), the [effects mover](effects), the [board writer](boards) and the
+//! [drop watcher](drops) — and handlers that work through a [`Tx`](tx) (read the state, journal
+//! records, queue effects) and own nothing: [inbox] routing, [admission], [claims] and leases,
+//! [dispatch] and dependencies, [operator] verbs, [mail], the [legacy] front door,
+//! [board-edit absorption](board_edits), [recovery] and [quarantine]. One pass,
+//! [`Engine::step`], is a short list of calls on them. A crash anywhere leaves the journal ahead
+//! of the tree; [`Engine::open`] replays the journal and [`Engine::reconcile`] redoes or cleans
+//! up whatever effects did not happen.
+//!
+//! Front ends in the same process talk to the engine only through the [command
+//! channel](commands), answered between passes by [`Engine::serve`].
+
+pub(crate) mod admission;
+pub(crate) mod board_edits;
+pub(crate) mod boards;
+pub(crate) mod claims;
+pub mod commands;
+pub(crate) mod dispatch;
+pub(crate) mod drops;
+pub(crate) mod effects;
+pub(crate) mod env;
+pub(crate) mod inbox;
+pub(crate) mod ledger;
+pub(crate) mod legacy;
+pub(crate) mod mail;
+pub(crate) mod operator;
+pub(crate) mod quarantine;
+pub(crate) mod recovery;
+pub(crate) mod tx;
+
+use crate::config::Config;
+use crate::import::{ImportFile, ImportOptions, ImportReport};
+use crate::journal::{JournalError, Place};
+use crate::state::{Live, State};
+use boards::BoardWriter;
+use commands::{AgentView, Command, QueueView, Subscription, TaskView, Verdict, View};
+use drops::DropWatcher;
+use effects::{Effect, Effects};
+use env::Env;
+use ledger::Ledger;
+use quarantine::Refusal;
+use runtime_layout::{Clock, Fs, FsError, Layout};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tx::{Core, Tx};
+
+pub use effects::task_bytes;
+pub use legacy::{DROP_PREFIX, MAIL_DROP_PREFIX};
+
+/// The actor name the broker uses in task history.
+pub const BROKER: &str = "mailroom";
+
+/// An error that stops the broker: it cannot promise the state it would continue from.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Fs(#[from] FsError),
+}
+
+impl EngineError {
+    /// Out of space or quota: the broker stops taking new work and waits for space, instead of
+    /// stopping (see `run`).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Self::Fs(e) | Self::Journal(JournalError::Fs(e)) => e.is_no_space(),
+            Self::Journal(_) => false,
+        }
+    }
+}
+
+/// What a pass did (for logs and tests).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StepReport {
+    pub messages: usize,
+    pub records: usize,
+    pub more: bool,
+}
+
+pub struct Engine {
+    core: Core,
+    boards: BoardWriter,
+    drops: DropWatcher,
+}
+
+impl Engine {
+    /// Loads the journal, replays it and opens a new segment. Does not touch the rest of the tree.
+    pub fn open(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Result<Self, EngineError> {
+        Self::open_with(fs, layout, cfg, false)
+    }
+
+    /// Rebuilds the state like [`Engine::open`] but writes nothing: no directory, no segment.
+    /// Any attempt to commit a record fails. For `mailroom import --dry-run`.
+    pub fn open_read_only(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Result<Self, EngineError> {
+        Self::open_with(fs, layout, cfg, true)
+    }
+
+    fn open_with(fs: Arc<dyn Fs>, layout: Layout, cfg: Config, read_only: bool) -> Result<Self, EngineError> {
+        if !read_only {
+            layout.create(fs.as_ref())?;
+        }
+        let env = Env::new(fs, layout, cfg);
+        let ledger = Ledger::open(&env, read_only)?;
+        let core = Core { env, ledger, effects: Effects::default() };
+        Ok(Self { core, boards: BoardWriter::new(), drops: DropWatcher::default() })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.core.env.layout
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.core.env.cfg
+    }
+
+    /// The state, read-only (tests, views).
+    pub fn state(&self) -> &State {
+        self.core.ledger.state()
+    }
+
+    /// A task's current record, for tests and `trace`.
+    pub fn live(&self, id: &str) -> Option<&Live> {
+        self.state().live(id)
+    }
+
+    /// Replaces the clock (tests and simulations; leases, backoffs and timestamps all read it).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.core.env.clock = clock;
+    }
+
+    /// Brings the tree in line with the replayed state: claims made while the broker was down,
+    /// dispatch files a crash lost, files left under former names, messages already consumed.
+    pub fn reconcile(&mut self) -> Result<(), EngineError> {
+        recovery::reconcile(&mut self.core.tx())?;
+        self.write_boards(true)
+    }
+
+    /// One pass of the loop. Returns whether more work is waiting (call again without sleeping).
+    pub fn step(&mut self) -> Result<StepReport, EngineError> {
+        let start = self.core.ledger.records();
+        self.drops.take(&mut self.core.tx())?;
+        if self.core.env.cfg.ingest.absorb_board_edits {
+            for (board, mark) in self.boards.settled_edits(&self.core.env)? {
+                board_edits::absorb(&mut self.core.tx(), board, &mark)?;
+            }
+        }
+        let batch = inbox::consume(&mut self.core.tx())?;
+        claims::observe(&mut self.core.tx())?;
+        // Leases are judged only once the inbox is drained: a report waiting there was sent
+        // while its claim was held. Judged with a backlog, an overloaded broker took back claims
+        // whose completions were already waiting, handed the work out again, and the redone work
+        // and stale reports overloaded it further (congestion collapse, found by the race suite).
+        if !batch.more {
+            claims::take_back_expired(&mut self.core.tx())?;
+        }
+        dispatch::ready(&mut self.core.tx());
+        self.core.tx().commit()?;
+        self.core.ledger.compact_if_due(&self.core.env)?;
+        self.write_boards(false)?;
+        Ok(StepReport {
+            messages: batch.messages,
+            records: self.core.ledger.records() - start,
+            more: batch.more,
+        })
+    }
+
+    /// Answers commands from in-process front ends: reads at once, changes through the same
+    /// handlers as inbox messages, all committed together (one fsync), each verdict sent once
+    /// its records are durable.
+    pub fn serve(&mut self, commands: impl IntoIterator<Item = Command>) -> Result<(), EngineError> {
+        for cmd in commands {
+            match cmd {
+                Command::Snapshot(reply) => {
+                    let _ = reply.send(self.view());
+                }
+                Command::Subscribe(reply) => {
+                    let ledger = &self.core.ledger;
+                    let _ =
+                        reply.send(Subscription { from_seq: ledger.next_seq(), records: ledger.subscribe() });
+                }
+                Command::Submit { task, reply } => {
+                    let id =
+                        task.get("task_id").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
+                    self.request(reply, id, |tx, name| admission::submit(tx, &task, name));
+                }
+                Command::Cancel { task_id, reply } => {
+                    self.request(reply, Some(task_id.clone()), |tx, name| {
+                        operator::cancel(tx, &task_id, name)
+                    });
+                }
+                Command::Retry { task_id, reply } => {
+                    self.request(reply, Some(task_id.clone()), |tx, name| {
+                        operator::retry(tx, &task_id, name)
+                    });
+                }
+            }
+        }
+        self.core.tx().commit()?;
+        self.write_boards(false)
+    }
+
+    /// Runs one changing request as if it were an inbox message of its own.
+    fn request(
+        &mut self,
+        reply: tokio::sync::oneshot::Sender<Verdict>,
+        task_id: Option<String>,
+        handle: impl FnOnce(&mut Tx, &str) -> Result<(), Refusal>,
+    ) {
+        let name = self.core.env.names.next("api");
+        let mut tx = self.core.tx();
+        match handle(&mut tx, &name) {
+            Ok(()) => {
+                let verdict =
+                    Verdict::Accepted { task_id: task_id.unwrap_or_default(), seq: tx.ledger.next_seq() - 1 };
+                tx.effect(Effect::Reply { to: reply, verdict });
+            }
+            Err(r) => {
+                tracing::info!(request = %name, reason = %r, "request refused");
+                let _ = reply.send(Verdict::refused(r));
+            }
+        }
+    }
+
+    /// What the broker holds now.
+    fn view(&self) -> View {
+        let state = self.state();
+        let mut tasks: Vec<TaskView> =
+            state.lives().map(|l| TaskView { task: l.task.clone(), place: l.place.clone() }).collect();
+        tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
+        tasks.extend(state.recent_done().map(|t| TaskView { task: t.clone(), place: Place::Done }));
+        let mut queues: BTreeMap<String, usize> = BTreeMap::new();
+        let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for a in self.core.env.agents().unwrap_or_default() {
+            agents.entry(a).or_default();
+        }
+        for l in state.lives() {
+            match &l.place {
+                Place::Queued { dir, .. } => *queues.entry(dir.clone()).or_default() += 1,
+                Place::Held { agent, name, .. } => {
+                    agents.entry(agent.clone()).or_default().push(name.clone())
+                }
+                _ => {}
+            }
+        }
+        View {
+            next_seq: self.core.ledger.next_seq(),
+            finished: state.finished_count(),
+            tasks,
+            queues: queues.into_iter().map(|(dir, queued)| QueueView { dir, queued }).collect(),
+            agents: agents
+                .into_iter()
+                .map(|(name, mut held)| {
+                    held.sort();
+                    AgentView { name, held }
+                })
+                .collect(),
+        }
+    }
+
+    /// Migrates legacy files into this root (`mailroom import`). With `dry_run`, nothing is
+    /// written: the report says what would happen.
+    pub fn import(
+        &mut self,
+        files: Vec<ImportFile>,
+        opts: ImportOptions,
+    ) -> Result<ImportReport, EngineError> {
+        let report = crate::import::run(&mut self.core.tx(), files, opts)?;
+        if !opts.dry_run {
+            self.core.tx().commit()?;
+            self.write_boards(true)?;
+        }
+        Ok(report)
+    }
+
+    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
+    pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
+        if self.core.ledger.take_tasks_changed() {
+            self.boards.mark_dirty();
+        }
+        self.boards.write(&self.core.env, self.core.ledger.state(), force)
+    }
+
+    /// Removes processed messages older than the retention from `broker/inbox/cur/`.
+    pub fn prune_inbox(&mut self) -> Result<(), EngineError> {
+        let env = &self.core.env;
+        let cur = env.layout.broker_inbox().cur();
+        let now = env.now();
+        for e in env.fs().list(&cur)? {
+            let p = cur.join(&e.name);
+            if let Some(m) = env.fs().stat(&p)?
+                && m.mtime.plus_secs(env.cfg.broker.inbox_retention_secs) < now
+            {
+                env.fs().remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes everything (on shutdown).
+    pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.core.tx().commit()?;
+        self.write_boards(true)
+    }
+}

@@ -1,0 +1,101 @@
+//! Recovery: brings the tree in line with the state replayed from the journal before the broker
+//! serves — claims made while it was down, queued files a crash lost or tore, the copy a
+//! half-durable claim left in `new/`, and files left under names the broker no longer knows.
+
+use super::EngineError;
+use super::claims::{observe, record_claim};
+use super::effects::{Effect, task_bytes};
+use super::quarantine::stray;
+use super::tx::Tx;
+use crate::journal::Place;
+use protocol::names::DispatchName;
+use runtime_layout::FsError;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Redoes or cleans up whatever file effects a crash interrupted.
+pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
+    observe(tx)?;
+    // A claim whose rename was only partly durable at a power loss (cur/ synced, new/ not)
+    // leaves its file in both places: the copy in new/ must not be claimed again.
+    let held: Vec<PathBuf> = tx
+        .state()
+        .lives()
+        .filter_map(|l| match &l.place {
+            Place::Held { name, from, .. } if !from.is_empty() => {
+                Some(tx.env.maildir(from).new_dir().join(name))
+            }
+            _ => None,
+        })
+        .collect();
+    for path in held {
+        if tx.env.fs().stat(&path)?.is_some() {
+            tx.effect(Effect::Remove { path });
+        }
+    }
+    let queued: Vec<(String, String, String)> = tx
+        .state()
+        .lives()
+        .filter_map(|l| match &l.place {
+            Place::Queued { dir, name } => Some((l.task.task_id.clone(), dir.clone(), name.clone())),
+            _ => None,
+        })
+        .collect();
+    for (id, dir, name) in queued {
+        let md = tx.env.maildir(&dir);
+        let path = md.new_dir().join(&name);
+        let intact = match tx.env.fs().read(&path, tx.env.cfg.broker.max_message_bytes) {
+            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v["task_id"] == id.as_str()),
+            Err(e) if e.is_not_found() => false,
+            Err(FsError::NotRegular { .. } | FsError::TooLarge { .. }) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if intact {
+            continue;
+        }
+        // Lost or torn by a power loss (task files are not fsynced one by one).
+        if tx.env.fs().stat(&path)?.is_some() {
+            match tx.env.fs().remove_file(&path) {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+        // Or claimed after `observe` listed the agents' cur/ and before the look above. Agents
+        // keep claiming while the broker starts: look again now, after the look in new/, so
+        // that a file renamed in between is found in some cur/ rather than delivered a second
+        // time under the same name to a second agent.
+        if let Some(agent) = tx.env.holder_of(&name)? {
+            record_claim(tx, &id, &agent, &name);
+            continue;
+        }
+        let bytes = task_bytes(&tx.state().live(&id).expect("collected from the live tasks above").task);
+        md.create(tx.env.fs(), false)?;
+        tx.effect(Effect::Deliver { maildir: md, name, bytes });
+    }
+    // Files under names that are not current, in every new/ and cur/.
+    for md in tx.env.all_maildirs()? {
+        for sub in [md.new_dir(), md.cur()] {
+            if tx.env.fs().stat(&sub)?.is_none() {
+                continue;
+            }
+            for e in tx.env.fs().list(&sub)? {
+                let Some(name) = e.name_str().map(str::to_string) else { continue };
+                if DispatchName::parse(&name).is_none() || tx.state().task_named(&name).is_some() {
+                    continue;
+                }
+                let path = sub.join(&name);
+                if tx.state().retired_name(&name).is_some() {
+                    tx.effect(Effect::Remove { path });
+                } else {
+                    stray(
+                        tx,
+                        &path,
+                        &name,
+                        "a task file under a name the broker never dispatched or no longer knows",
+                    );
+                }
+            }
+        }
+    }
+    tx.commit()
+}

@@ -1,0 +1,276 @@
+//! The journal: an append-only log of every transition the broker accepted or refused, as JSON
+//! Lines in `broker/journal/segment-<first seq>.jsonl`, plus periodic snapshots
+//! (`snapshot-<seq>.json`) so that a restart replays only what came after the last snapshot.
+//!
+//! A record is appended (and, unless durability is `never`, fsynced) before any file it
+//! describes is moved, so the journal is always ahead of the tree and recovery can redo effects.
+//! Segments made obsolete by a snapshot move to `journal/archive/`, where `mailroom trace` still
+//! reads them.
+//!
+//! The parts: [`record`] (what a line holds), [`read`] (replay, torn tails, every segment for
+//! `trace`), and [`Journal`] here (numbering, group commit, compaction).
+
+mod read;
+mod record;
+
+pub use read::{Loaded, Replayed, all_segments, load, read_segment, replay};
+pub use record::{
+    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, SnapTask, Snapshot, TakenBack,
+    Tomb,
+};
+
+use protocol::Timestamp;
+use runtime_layout::{AppendFile, Durability, Fs, FsError, NameSource, write_atomic};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("{}: line {line}: {message}", path.display())]
+    Corrupt { path: PathBuf, line: usize, message: String },
+}
+
+pub(crate) const MAX_SEGMENT_BYTES: u64 = 4 << 30;
+
+/// Appends records, with group commit.
+pub struct Journal {
+    dir: PathBuf,
+    file: Box<dyn AppendFile>,
+    /// The segment being appended to.
+    path: PathBuf,
+    /// Set by a failed append or fsync: the segment's tail is unknown (a partial write, or pages
+    /// the kernel dropped after a failed fsync), so nothing more is written or acted upon.
+    broken: Option<String>,
+    buf: Vec<u8>,
+    next_seq: u64,
+    since_snapshot: u64,
+    durability: Durability,
+}
+
+/// The segment of a read-only journal: refuses every write.
+struct NoAppend;
+
+impl AppendFile for NoAppend {
+    fn append(&mut self, _bytes: &[u8]) -> Result<(), FsError> {
+        Err(FsError::io(
+            "append to",
+            Path::new("journal"),
+            std::io::Error::other("the journal is open read-only"),
+        ))
+    }
+    fn sync(&mut self) -> Result<(), FsError> {
+        Ok(())
+    }
+}
+
+pub(crate) fn segment_name(first: u64) -> String {
+    format!("segment-{first:016}.jsonl")
+}
+
+pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok()
+}
+
+impl Journal {
+    /// Opens a fresh segment starting at `next_seq` (every start begins a new segment, so a torn
+    /// tail of an older one is never appended to).
+    pub fn open(fs: &dyn Fs, dir: &Path, next_seq: u64, durability: Durability) -> Result<Self, FsError> {
+        fs.create_dir_all(&dir.join("archive"))?;
+        let path = dir.join(segment_name(next_seq));
+        // A segment named for `next_seq` can exist only if none of its records was complete: a
+        // crash tore its first append. Appending after those bytes would glue them to the next
+        // record and make the segment corrupt in the middle, so start it afresh.
+        if fs.stat(&path)?.is_some() {
+            tracing::warn!(segment = %path.display(), "replaced a segment holding only a torn record");
+            fs.remove_file(&path)?;
+        }
+        let file = fs.open_append(&path)?;
+        if durability.sync_files() {
+            fs.sync_dir(dir)?;
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            broken: None,
+            buf: Vec::new(),
+            next_seq,
+            since_snapshot: 0,
+            durability,
+        })
+    }
+
+    /// A journal that can be read back into state but never written: a commit with records
+    /// pending fails. For views that must not change the root (`mailroom import --dry-run`).
+    pub fn read_only(dir: &Path, next_seq: u64) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            file: Box::new(NoAppend),
+            path: dir.join(segment_name(next_seq)),
+            broken: None,
+            buf: Vec::new(),
+            next_seq,
+            since_snapshot: 0,
+            durability: Durability::Never,
+        }
+    }
+
+    /// Numbers and buffers a record; it is written by the next [`Journal::commit`].
+    pub fn push(&mut self, ts: Timestamp, entry: Entry) -> Record {
+        let rec = Record { seq: self.next_seq, ts, entry };
+        self.next_seq += 1;
+        self.since_snapshot += 1;
+        // A record is strings, numbers and JSON values: serde_json cannot fail on it.
+        serde_json::to_writer(&mut self.buf, &rec).expect("a journal record serialises");
+        self.buf.push(b'\n');
+        rec
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Writes the buffered records and makes them durable. An error here is fatal to the broker,
+    /// and final: every later commit fails too (never retry an fsync; never act on records whose
+    /// durability is unknown).
+    pub fn commit(&mut self) -> Result<(), FsError> {
+        if let Some(why) = &self.broken {
+            return Err(FsError::io(
+                "append to",
+                &self.path,
+                std::io::Error::other(format!("journal unusable since an earlier failure: {why}")),
+            ));
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .file
+            .append(&self.buf)
+            .and_then(|()| if self.durability.sync_files() { self.file.sync() } else { Ok(()) });
+        if let Err(e) = written {
+            self.broken = Some(e.to_string());
+            return Err(e);
+        }
+        self.buf.clear();
+        Ok(())
+    }
+
+    pub fn records_since_snapshot(&self) -> u64 {
+        self.since_snapshot
+    }
+
+    /// Writes `snap` (which must cover every record before `next_seq`), starts a new segment and
+    /// moves the segments the snapshot covers into `archive/`.
+    pub fn compact(&mut self, fs: &dyn Fs, snap: &Snapshot, names: &NameSource) -> Result<(), FsError> {
+        self.commit()?;
+        debug_assert_eq!(snap.seq + 1, self.next_seq);
+        let bytes = serde_json::to_vec(snap).expect("snapshot serialises");
+        write_atomic(
+            fs,
+            &self.dir.join(format!("snapshot-{:016}.json", snap.seq)),
+            &bytes,
+            names,
+            self.durability,
+        )?;
+        let new_path = self.dir.join(segment_name(self.next_seq));
+        self.file = fs.open_append(&new_path)?;
+        self.path = new_path;
+        self.since_snapshot = 0;
+        for e in fs.list(&self.dir)? {
+            let Some(name) = e.name_str() else { continue };
+            if let Some(first) = parse_numbered(name, "segment-", ".jsonl") {
+                if first < self.next_seq {
+                    fs.rename(&self.dir.join(name), &self.dir.join("archive").join(name))?;
+                }
+            } else if let Some(seq) = parse_numbered(name, "snapshot-", ".json")
+                && seq < snap.seq
+            {
+                fs.remove_file(&self.dir.join(name))?;
+            }
+        }
+        if self.durability.sync_files() {
+            // Destination first: a power loss between the two leaves a segment in both places
+            // (replay skips what the snapshot covers), never in neither.
+            fs.sync_dir(&self.dir.join("archive"))?;
+            fs.sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_layout::RealFs;
+
+    fn stray(why: &str) -> Entry {
+        Entry::Stray { reason: why.into(), path: String::new(), from: String::new() }
+    }
+
+    #[test]
+    fn records_survive_restart_and_torn_tails_are_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap();
+        for i in 0..3 {
+            j.push(Timestamp::from_micros(i), stray(&format!("t{i}")));
+        }
+        j.commit().unwrap();
+        // A torn append: half a line at the end.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(d.path().join(segment_name(1)))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"seq\":4,\"ts\":"))
+            .unwrap();
+        let l = load(&RealFs, d.path()).unwrap();
+        assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(l.torn.len(), 1);
+        // A new segment after restart continues the sequence.
+        let j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
+        // A segment whose only record was torn is started afresh, not appended to.
+        drop(j);
+        std::fs::write(d.path().join(segment_name(4)), b"{\"seq\":4,\"ts").unwrap();
+        assert_eq!(load(&RealFs, d.path()).unwrap().records.len(), 3);
+        let mut j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
+        j.push(Timestamp::from_micros(9), stray("d"));
+        j.commit().unwrap();
+        assert_eq!(load(&RealFs, d.path()).unwrap().records.len(), 4);
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(segment_name(1));
+        let good =
+            serde_json::to_string(&Record { seq: 2, ts: Timestamp::from_micros(0), entry: stray("s") })
+                .unwrap();
+        std::fs::write(&p, format!("garbage\n{good}\n")).unwrap();
+        match load(&RealFs, d.path()) {
+            Err(JournalError::Corrupt { line: 1, .. }) => {}
+            other => panic!("expected corruption at line 1, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn compaction_archives_old_segments_and_replays_only_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let names = NameSource::new();
+        let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap();
+        j.push(Timestamp::from_micros(0), stray("a"));
+        j.push(Timestamp::from_micros(0), stray("b"));
+        let snap = Snapshot { seq: 2, ..Default::default() };
+        j.compact(&RealFs, &snap, &names).unwrap();
+        j.push(Timestamp::from_micros(0), stray("c"));
+        j.commit().unwrap();
+        let l = load(&RealFs, d.path()).unwrap();
+        assert_eq!(l.snapshot.unwrap().seq, 2);
+        assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+        assert_eq!(all_segments(&RealFs, d.path()).unwrap().len(), 2);
+        assert!(d.path().join("archive").join(segment_name(1)).exists());
+    }
+}

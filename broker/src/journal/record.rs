@@ -1,0 +1,451 @@
+//! What the journal holds: one typed [`Record`] per line, `{"seq":..,"ts":..,"op":"..",...}`.
+//!
+//! Each operation is one variant of [`Entry`] with exactly the fields it needs. Field names on
+//! the wire are the ones earlier versions wrote (`actor`, `path`, `msg`, ...), so journals written
+//! before the records were typed replay unchanged (their free-form `detail` is ignored: nothing
+//! ever read it back).
+
+use protocol::message::NoticeKind;
+use protocol::{Task, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// Where a task's file is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "at", rename_all = "snake_case")]
+pub enum Place {
+    /// No file: waiting for dependencies, `not_before`, a backoff, or an operator (BLOCKED).
+    Backlog,
+    /// Waiting in `<dir>/new/<name>`, where `dir` is `queues/<pool>` or `mailboxes/<agent>`.
+    Queued { dir: String, name: String },
+    /// Claimed: in `mailboxes/<agent>/cur/<name>` since the broker first saw it at `seen_at`.
+    Held {
+        agent: String,
+        name: String,
+        seen_at: Timestamp,
+        /// The maildir it was claimed from (`queues/<pool>` or `mailboxes/<agent>`).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        from: String,
+    },
+    /// Finished (COMPLETED, FAILED or CANCELLED): no file.
+    Done,
+}
+
+/// The directory prefix of every shared pool in a [`Place`]'s `dir` or `from`.
+const POOLS: &str = "queues/";
+
+impl Place {
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Self::Queued { name, .. } | Self::Held { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The file's path relative to `agent_comms/`, for operators.
+    pub fn rel_path(&self) -> Option<String> {
+        match self {
+            Self::Queued { dir, name } => Some(format!("{dir}/new/{name}")),
+            Self::Held { agent, name, .. } => Some(format!("mailboxes/{agent}/cur/{name}")),
+            _ => None,
+        }
+    }
+
+    /// A claim taken from a shared pool (not from the holder's own mailbox): when it is taken
+    /// back or redriven, the task goes back to the pool, not to the agent that held it.
+    pub fn claimed_from_pool(&self) -> bool {
+        matches!(self, Self::Held { from, .. } if from.starts_with(POOLS))
+    }
+
+    /// The maildir (relative to `agent_comms/`) a pool with this name lives in.
+    pub fn pool_dir(pool: &str) -> String {
+        format!("{POOLS}{pool}")
+    }
+
+    /// The maildir (relative to `agent_comms/`) of an agent.
+    pub fn mailbox_dir(agent: &str) -> String {
+        format!("mailboxes/{agent}")
+    }
+
+    /// The pool a queued task waits in, if it waits in one.
+    pub fn pool(&self) -> Option<&str> {
+        match self {
+            Self::Queued { dir, .. } => dir.strip_prefix(POOLS),
+            _ => None,
+        }
+    }
+}
+
+/// One journal line: a sequence number, the time, and what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub ts: Timestamp,
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// What a record is about: one variant per operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Entry {
+    /// A task accepted from a message; it starts PENDING.
+    Submit(Admitted),
+    /// A task migrated from a legacy tree, in the state it had there.
+    Import(Admitted),
+    /// An identical resubmission of an existing task: accepted as a no-op.
+    Duplicate { task_id: String, msg: String },
+    /// The broker made the task claimable: its file is in a queue or a mailbox.
+    Dispatch { task_id: String, task: Task, place: Place },
+    /// An agent renamed the task's file into its `cur/`.
+    Claim {
+        task_id: String,
+        task: Task,
+        place: Place,
+        #[serde(rename = "actor")]
+        agent: String,
+    },
+    /// The holder reported success.
+    Complete(Report),
+    /// The holder reported failure.
+    Fail(Report),
+    /// The holder gave the task back.
+    Release(Report),
+    /// The lease ran out; the task was taken back.
+    Expire(TakenBack),
+    /// The claimed file disappeared from the holder's `cur/`; the task was taken back.
+    Vanish(TakenBack),
+    /// An operator or producer cancelled the task.
+    Cancel { task_id: String, task: Task, place: Place, msg: String },
+    /// An operator redrove a FAILED, BLOCKED or CANCELLED task.
+    Retry { task_id: String, task: Task, place: Place, msg: String },
+    /// A dependency failed or was cancelled: the task is BLOCKED.
+    Block { task_id: String, task: Task, place: Place, reason: String },
+    /// A message, a file or a part of one that could not be accepted.
+    Reject(Rejected),
+    /// Mail delivered from one agent to another.
+    Mail(MailSent),
+    /// A message file was consumed: moved to `inbox/cur` or to quarantine.
+    Consume {
+        msg: String,
+        /// Where the message file went (relative to `agent_comms/`).
+        path: String,
+        /// Set when the consumed file is an edited board: what was taken from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        board: Option<BoardEdit>,
+    },
+    /// A stray file (stale claim, unknown dispatch name) was moved to quarantine.
+    Stray {
+        reason: String,
+        /// Where it went.
+        path: String,
+        /// Where it was.
+        #[serde(default)]
+        from: String,
+    },
+    /// A snapshot of everything up to `through` was written: every file move the records before
+    /// it describe is finished, so what the state kept to finish them can be forgotten.
+    Snapshot { through: u64 },
+}
+
+/// A task entering the broker whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Admitted {
+    pub task_id: String,
+    pub task: Task,
+    pub place: Place,
+    /// The inbox message it came in (for an import: the source file).
+    pub msg: String,
+    /// Hash of the task as submitted: an identical resubmission is a no-op.
+    pub hash: u64,
+    /// Where it came from (relative to `agent_comms/`, or the import's source path).
+    pub path: String,
+}
+
+/// A complete, fail or release from the holder of a claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub task_id: String,
+    pub task: Task,
+    pub place: Place,
+    pub msg: String,
+    #[serde(rename = "actor")]
+    pub agent: String,
+    /// The claim's file (relative to `agent_comms/`).
+    #[serde(rename = "path")]
+    pub claim: String,
+}
+
+/// A claim the broker took back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TakenBack {
+    pub task_id: String,
+    pub task: Task,
+    pub place: Place,
+    #[serde(rename = "actor")]
+    pub agent: String,
+    pub reason: String,
+    /// The claim's file (relative to `agent_comms/`).
+    #[serde(rename = "path")]
+    pub claim: String,
+}
+
+/// Refused input and where it went.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Rejected {
+    /// The inbox message (file name) refused as a whole. `None` for a part of a file (the file
+    /// itself was consumed) and for an input that never was a message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg: Option<String>,
+    /// The input outside the inbox that was refused (an import's source file, or the file a
+    /// refused part came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The index of the refused task within a multi-task file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The agent the refusal was told to.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "actor")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<NoticeKind>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub field: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rule: String,
+    /// `field` and `rule` in one sentence.
+    pub reason: String,
+    /// The quarantine entry (relative to `agent_comms/`).
+    pub path: String,
+}
+
+/// Mail delivered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailSent {
+    pub msg: String,
+    #[serde(rename = "actor")]
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
+    /// For migrated mail: the hash of its source and content, so a second import skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<u64>,
+    /// For migrated mail: the source file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<String>,
+}
+
+/// What an absorbed board edit gave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoardEdit {
+    pub board: String,
+    pub taken: usize,
+    pub refused: usize,
+}
+
+impl Entry {
+    /// The operation's name, as written in the `op` field.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Submit(_) => "submit",
+            Self::Import(_) => "import",
+            Self::Duplicate { .. } => "duplicate",
+            Self::Dispatch { .. } => "dispatch",
+            Self::Claim { .. } => "claim",
+            Self::Complete(_) => "complete",
+            Self::Fail(_) => "fail",
+            Self::Release(_) => "release",
+            Self::Expire(_) => "expire",
+            Self::Vanish(_) => "vanish",
+            Self::Cancel { .. } => "cancel",
+            Self::Retry { .. } => "retry",
+            Self::Block { .. } => "block",
+            Self::Reject(_) => "reject",
+            Self::Mail(_) => "mail",
+            Self::Consume { .. } => "consume",
+            Self::Stray { .. } => "stray",
+            Self::Snapshot { .. } => "snapshot",
+        }
+    }
+
+    /// The task this record is about, if any.
+    pub fn task_id(&self) -> Option<&str> {
+        match self {
+            Self::Submit(a) | Self::Import(a) => Some(&a.task_id),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&r.task_id),
+            Self::Expire(t) | Self::Vanish(t) => Some(&t.task_id),
+            Self::Duplicate { task_id, .. }
+            | Self::Dispatch { task_id, .. }
+            | Self::Claim { task_id, .. }
+            | Self::Cancel { task_id, .. }
+            | Self::Retry { task_id, .. }
+            | Self::Block { task_id, .. } => Some(task_id),
+            Self::Reject(r) => r.task_id.as_deref(),
+            Self::Mail(_) | Self::Consume { .. } | Self::Stray { .. } | Self::Snapshot { .. } => None,
+        }
+    }
+
+    /// The task after the operation and where it is (what replay sets), for records that change
+    /// a task.
+    pub fn change(&self) -> Option<(&Task, &Place)> {
+        match self {
+            Self::Submit(a) | Self::Import(a) => Some((&a.task, &a.place)),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some((&r.task, &r.place)),
+            Self::Expire(t) | Self::Vanish(t) => Some((&t.task, &t.place)),
+            Self::Dispatch { task, place, .. }
+            | Self::Claim { task, place, .. }
+            | Self::Cancel { task, place, .. }
+            | Self::Retry { task, place, .. }
+            | Self::Block { task, place, .. } => Some((task, place)),
+            _ => None,
+        }
+    }
+
+    /// The inbox message that caused this record. Every record caused by a message names it, so
+    /// replay knows the message was handled even if a crash kept the effect but not its Consume.
+    pub fn msg(&self) -> Option<&str> {
+        match self {
+            Self::Submit(a) => Some(&a.msg),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&r.msg),
+            Self::Duplicate { msg, .. }
+            | Self::Cancel { msg, .. }
+            | Self::Retry { msg, .. }
+            | Self::Consume { msg, .. } => Some(msg),
+            Self::Reject(r) => r.msg.as_deref(),
+            Self::Mail(m) if m.import.is_none() => Some(&m.msg),
+            // An import's `msg` is its source file, not an inbox message.
+            _ => None,
+        }
+    }
+
+    /// Who did it (an agent, or a producer's `created_by`), when the record says.
+    pub fn actor(&self) -> Option<&str> {
+        match self {
+            Self::Claim { agent, .. } => Some(agent),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&r.agent),
+            Self::Expire(t) | Self::Vanish(t) => Some(&t.agent),
+            Self::Reject(r) => r.agent.as_deref(),
+            Self::Mail(m) => Some(&m.from),
+            _ => None,
+        }
+    }
+
+    /// Why, for operators.
+    pub fn reason(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Self::Duplicate { .. } => Some(Cow::Borrowed("identical resubmission: nothing to do")),
+            Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.reason)),
+            Self::Block { reason, .. } | Self::Stray { reason, .. } => Some(Cow::Borrowed(reason)),
+            Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
+            _ => None,
+        }
+    }
+
+    /// The path (relative to `agent_comms/`) this record moved a file to or from, for operators.
+    pub fn path(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Self::Submit(a) | Self::Import(a) => Some(Cow::Borrowed(&a.path)),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(Cow::Borrowed(&r.claim)),
+            Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.claim)),
+            Self::Dispatch { place, .. } | Self::Claim { place, .. } => place.rel_path().map(Cow::Owned),
+            Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
+            Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
+            _ => None,
+        }
+    }
+}
+
+/// A terminal task kept only as an id, its status and its submission hash (for duplicate checks).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tomb {
+    pub id: String,
+    pub status: protocol::Status,
+    pub hash: u64,
+    /// It finished while held on a claim taken from a shared pool: a redrive sends it back to
+    /// the pool, not to the agent that held it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pooled: bool,
+}
+
+/// A live task as a snapshot stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapTask {
+    pub task: Task,
+    pub place: Place,
+    pub hash: u64,
+}
+
+/// Everything needed to restart without replaying older segments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Snapshot {
+    pub seq: u64,
+    pub live: Vec<SnapTask>,
+    pub tombs: Vec<Tomb>,
+    /// The most recent finished tasks, oldest first (the completed board).
+    pub recent_done: Vec<Task>,
+    /// Inbox messages consumed but possibly not yet moved: name → where they go.
+    #[serde(default)]
+    pub consumed: std::collections::BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> Task {
+        Task::new(id)
+    }
+
+    #[test]
+    fn records_round_trip_with_the_op_beside_seq_and_ts() {
+        let rec = Record {
+            seq: 7,
+            ts: Timestamp::from_micros(1_000_000),
+            entry: Entry::Claim {
+                task_id: "T".into(),
+                task: task("T"),
+                place: Place::Held {
+                    agent: "A".into(),
+                    name: "n.json".into(),
+                    seen_at: Timestamp::from_micros(0),
+                    from: "queues/p".into(),
+                },
+                agent: "A".into(),
+            },
+        };
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(line.starts_with(r#"{"seq":7,"ts":"1970-01-01T00:00:01.000000Z","op":"claim","#), "{line}");
+        assert!(line.contains(r#""actor":"A""#), "{line}");
+        assert_eq!(serde_json::from_str::<Record>(&line).unwrap(), rec);
+        assert!(rec.entry.change().unwrap().1.claimed_from_pool());
+        assert_eq!(rec.entry.path().as_deref(), Some("mailboxes/A/cur/n.json"));
+    }
+
+    /// Lines as the broker wrote them before records were typed (one struct of optional fields
+    /// with a free-form `detail`): a root written then must replay now.
+    #[test]
+    fn journals_written_before_typed_records_still_parse() {
+        let t = r#""task":{"task_id":"T","status":"PENDING","max_attempts":3,"attempts":0}"#;
+        let lines = [
+            format!(
+                r#"{{"seq":1,"ts":"2026-01-01T00:00:00Z","op":"submit","task_id":"T",{t},"place":{{"at":"backlog"}},"msg":"m1","path":"broker/inbox/new/m1","hash":5}}"#
+            ),
+            format!(
+                r#"{{"seq":2,"ts":"2026-01-01T00:00:00Z","op":"dispatch","task_id":"T",{t},"place":{{"at":"queued","dir":"queues/default","name":"n"}},"path":"queues/default/new/n"}}"#
+            ),
+            r#"{"seq":3,"ts":"2026-01-01T00:00:00Z","op":"consume","msg":"m1","path":"broker/inbox/cur/m1"}"#.into(),
+            r#"{"seq":4,"ts":"2026-01-01T00:00:00Z","op":"reject","msg":"m2","actor":"A","reason":"field `claim`: x","path":"broker/quarantine/x","detail":{"notice":"stale","field":"claim","rule":"x"}}"#.into(),
+            r#"{"seq":5,"ts":"2026-01-01T00:00:00Z","op":"mail","msg":"m3","actor":"A","detail":{"to":"B"}}"#.into(),
+            r#"{"seq":6,"ts":"2026-01-01T00:00:00Z","op":"stray","reason":"r","path":"broker/quarantine/s","detail":{"from":"queues/x/new/s"}}"#.into(),
+            r#"{"seq":7,"ts":"2026-01-01T00:00:00Z","op":"duplicate","task_id":"T","msg":"m4","reason":"identical resubmission: nothing to do"}"#.into(),
+        ];
+        let ops: Vec<&str> =
+            lines.iter().map(|l| serde_json::from_str::<Record>(l).unwrap().entry.op()).collect();
+        assert_eq!(ops, ["submit", "dispatch", "consume", "reject", "mail", "stray", "duplicate"]);
+        let r: Record = serde_json::from_str(&lines[3]).unwrap();
+        assert_eq!(r.entry.msg(), Some("m2"));
+        assert_eq!(r.entry.actor(), Some("A"));
+    }
+}
