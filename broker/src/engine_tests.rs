@@ -364,3 +364,37 @@ fn a_refusal_finished_after_a_crash_keeps_its_precise_reason() {
     assert!(reason.contains("priority"), "the journaled reason, not a generic one: {reason}");
     assert!(r.list(&r.layout.broker_inbox().new_dir()).is_empty());
 }
+
+#[test]
+fn a_redriven_task_leaves_the_completed_board_and_goes_back_to_its_pool() {
+    let r = Root::new();
+    r.agent("A");
+    let mut e = r.engine();
+    r.send(json!({"task_id": "R", "task_type": "build"}));
+    e.step().unwrap();
+    let pool = r.layout.queue("build").new_dir();
+    let claim = r.claim(&pool, "A");
+    e.step().unwrap();
+    r.send(json!({"kind": "fail", "agent": "A", "claim": claim, "error": "boom", "retryable": false}));
+    e.step().unwrap();
+    e.write_boards(true).unwrap();
+    let done = r.board(Board::Completed);
+    assert_eq!(
+        (done.len(), done[0]["status"].as_str(), done[0]["assigned_to"].as_str()),
+        (1, Some("FAILED"), Some("A"))
+    );
+    assert!(e.state().finished("R").unwrap().pooled, "it finished on a claim from a pool");
+    r.send(json!({"kind": "retry", "task_id": "R"}));
+    e.step().unwrap();
+    e.write_boards(true).unwrap();
+    assert!(r.board(Board::Completed).is_empty(), "a redriven task is on one board only");
+    assert_eq!(r.list(&pool).len(), 1, "back in its pool, not in A's mailbox");
+    assert!(r.list(&r.layout.mailbox("A").new_dir()).iter().all(|n| !n.ends_with("-R.json")));
+    assert_eq!(r.board(Board::Ready)[0]["assigned_to"], Value::Null);
+    // A restart rebuilds the same boards from the journal.
+    drop(e);
+    let mut e = r.engine();
+    e.write_boards(true).unwrap();
+    assert!(r.board(Board::Completed).is_empty());
+    assert_eq!(r.board(Board::Ready).len(), 1);
+}

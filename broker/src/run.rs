@@ -1,8 +1,11 @@
 //! The broker's event loop. Watcher events are only hints that something changed: each one
 //! wakes the loop, and the loop's pass scans what it needs. A periodic tick rescans anyway, so
-//! a missed or overflowed event costs at most one tick of latency, never a task.
+//! a missed or overflowed event costs at most one tick of latency, never a task. Commands from
+//! in-process front ends (see [`crate::engine::commands`]) wake it too and are answered between
+//! passes.
 
 use crate::config::Config;
+use crate::engine::commands::{Command, Commands};
 use crate::engine::{Engine, EngineError};
 use notify::{RecursiveMode, Watcher};
 use runtime_layout::{BrokerLock, Fs, Layout, LockError};
@@ -23,6 +26,9 @@ pub enum RunError {
     Signal(std::io::Error),
 }
 
+/// Most commands answered in one go between two passes (one commit for all of them).
+const COMMAND_BATCH: usize = 256;
+
 /// Takes the root's lock, rebuilds state, reconciles the tree, then serves until `shutdown`
 /// completes. On shutdown the message in hand is finished, the journal flushed, the boards
 /// written and the lock released.
@@ -30,6 +36,17 @@ pub async fn run(
     fs: Arc<dyn Fs>,
     layout: Layout,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    serve(fs, layout, shutdown, None).await
+}
+
+/// [`run`], also answering the commands of in-process front ends that hold the
+/// [`Handle`](crate::engine::commands::Handle) of `commands`' channel.
+pub async fn serve(
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    shutdown: impl Future<Output = ()>,
+    mut commands: Option<Commands>,
 ) -> Result<(), RunError> {
     layout.create(fs.as_ref()).map_err(EngineError::from)?;
     let lock = BrokerLock::acquire(&layout.lock_file())?;
@@ -44,8 +61,10 @@ pub async fn run(
     let _watcher = watch(&layout, engine.config(), wake.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_prune = Instant::now();
+    let mut arrived: Option<Command> = None;
     let result = loop {
-        let more = match engine.step() {
+        let pass = answer(&mut engine, &mut commands, arrived.take()).and_then(|()| engine.step());
+        let more = match pass {
             Ok(r) => r.more,
             Err(e) if e.is_no_space() => {
                 // Nothing is lost: what was acknowledged is in the journal, and messages stay in
@@ -88,6 +107,10 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
+            cmd = next_command(&mut commands) => match cmd {
+                Some(c) => arrived = Some(c),
+                None => commands = None, // every handle is gone: stop listening
+            },
             _ = wake.notified() => {}
             _ = tokio::time::sleep(tick) => {}
         }
@@ -101,6 +124,32 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// The next command, or never when there is no channel.
+async fn next_command(commands: &mut Option<Commands>) -> Option<Command> {
+    match commands {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]).
+fn answer(
+    engine: &mut Engine,
+    commands: &mut Option<Commands>,
+    first: Option<Command>,
+) -> Result<(), EngineError> {
+    let mut batch: Vec<Command> = first.into_iter().collect();
+    if let Some(rx) = commands {
+        while batch.len() < COMMAND_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+    }
+    if batch.is_empty() { Ok(()) } else { engine.serve(batch) }
 }
 
 /// Retries opening the engine (replay and reconcile) every second until it no longer runs out of
