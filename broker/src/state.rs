@@ -2,7 +2,7 @@
 //! journal records ([`State::apply`] is its one writer), so that live operation and replay
 //! cannot disagree. Everything else reads it through the accessors below.
 
-use crate::journal::{Entry, Place, Record, SnapTask, Snapshot, Tomb};
+use crate::journal::{Entry, Place, Record, SnapTask, Snapshot, Tomb, consumed_path};
 use protocol::{Status, Task};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -222,7 +222,7 @@ impl State {
             let dest = match &rec.entry {
                 Entry::Consume { path, .. } => path.clone(),
                 Entry::Reject(r) => r.path.clone(),
-                _ => format!("broker/inbox/cur/{msg}"),
+                _ => consumed_path(msg),
             };
             self.consumed.insert(msg.to_string(), dest);
             if let Entry::Reject(r) = &rec.entry {

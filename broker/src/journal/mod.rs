@@ -16,7 +16,7 @@ mod record;
 pub use read::{Loaded, Replayed, all_segments, load, read_segment, replay};
 pub use record::{
     Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, SnapTask, Snapshot, TakenBack,
-    Tomb,
+    Tomb, consumed_path,
 };
 
 use protocol::Timestamp;

@@ -76,6 +76,12 @@ impl Place {
     }
 }
 
+/// Where a consumed inbox message is kept (relative to `agent_comms/`), as the journal and the
+/// state name it. A test holds it equal to `Layout`'s path.
+pub fn consumed_path(msg: &str) -> String {
+    format!("broker/inbox/cur/{msg}")
+}
+
 /// One journal line: a sequence number, the time, and what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -396,6 +402,20 @@ mod tests {
 
     fn task(id: &str) -> Task {
         Task::new(id)
+    }
+
+    /// The relative paths the journal stores are the paths `Layout` builds.
+    #[test]
+    fn relative_paths_agree_with_the_layout() {
+        let l = runtime_layout::Layout::new("/r");
+        let queued = Place::Queued { dir: Place::pool_dir("p"), name: "n.json".into() };
+        assert_eq!(queued.rel_path().unwrap(), l.rel(&l.queue("p").new_dir().join("n.json")));
+        let seen_at = Timestamp::from_micros(0);
+        let held = Place::Held { agent: "A".into(), name: "n.json".into(), seen_at, from: String::new() };
+        assert_eq!(held.rel_path().unwrap(), l.rel(&l.mailbox("A").cur().join("n.json")));
+        assert_eq!(Place::mailbox_dir("A"), l.rel(&l.mailbox("A").root));
+        assert_eq!(Place::pool_dir("p"), l.rel(&l.queue("p").root));
+        assert_eq!(consumed_path("m.json"), l.rel(&l.broker_inbox().cur().join("m.json")));
     }
 
     #[test]
