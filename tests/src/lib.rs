@@ -1,6 +1,7 @@
 //! End-to-end test support: a temporary runtime root, the `mailroom` binary, a broker process
 //! that is killed when the test ends, and polling helpers. Tests drive real processes.
 
+use rustix::process::{Pid, Signal, kill_process};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -278,16 +279,23 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The broker's process id. A `Broker` holds its child until a consuming method (`kill9`,
+    /// `terminate`) or `Drop` takes it, so there is always one to name.
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+        self.child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .expect("a Broker holds its child process until it is consumed")
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY-free: libc::kill is a plain syscall wrapper.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+    /// Sends `sig` to the broker process, and only to it: the pid is checked to be positive
+    /// (`kill` with 0 or a negative pid would signal a whole process group, this test's own).
+    pub fn signal(&self, sig: Signal) -> std::io::Result<()> {
+        let pid = self.child.as_ref().map(Child::id).and_then(|id| i32::try_from(id).ok());
+        let pid = pid.and_then(Pid::from_raw).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no positive pid to signal")
+        })?;
+        kill_process(pid, sig).map_err(std::io::Error::from)
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -300,7 +308,7 @@ impl Broker {
 
     /// SIGTERM and wait; returns the exit code and stderr.
     pub fn terminate(mut self) -> (Option<i32>, String) {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::TERM).expect("SIGTERM the broker");
         let mut child = self.child.take().unwrap();
         let status = child.wait().unwrap();
         (status.code(), self.log())
