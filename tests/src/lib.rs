@@ -1,6 +1,8 @@
 //! End-to-end test support: a temporary runtime root, the `mailroom` binary, a broker process
 //! that is killed when the test ends, and polling helpers. Tests drive real processes.
 
+pub mod privilege;
+
 use rustix::process::{Pid, Signal, kill_process};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -78,6 +80,15 @@ impl Root {
         let mut c = Command::new(bin());
         c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
         c
+    }
+
+    /// `mailroom --root <root> args...` without root's privileges, so that file modes bind it
+    /// as they bind any user: as `nobody` when the tests run as root, with the root's tree and
+    /// `inputs` given to `nobody` (see [`privilege::unprivileged_command`]).
+    pub fn cmd_unprivileged(&self, args: &[&str], inputs: &[&Path]) -> std::io::Result<Command> {
+        let mut c = privilege::unprivileged_command(&bin(), self.scratch(), inputs)?;
+        c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
+        Ok(c)
     }
 
     /// Runs a command to completion.

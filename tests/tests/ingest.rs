@@ -1,11 +1,13 @@
 //! The lenient front door end to end: legacy scripts writing task files non-atomically, boards
 //! edited behind the broker's back, legacy mailbox inboxes, and `mailroom import` of a small
-//! tree, of the fixture tree `protocol/tests/fixtures/legacy` (always), and of the reference
-//! corpus beside the repository when it is there (otherwise the test prints `SKIPPED:`).
+//! tree, of the fixture tree `protocol/tests/fixtures/legacy` (always), of files it may not read
+//! (run as `nobody` when the tests run as root), and of the reference corpus beside the
+//! repository when it is there (otherwise the test prints `SKIPPED:`).
 
 use mailroom_tests::{Root, skipped, wait_for, workspace};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -381,6 +383,56 @@ fn import_accounts_for_every_fixture_file() {
     assert_eq!(mail_by_agent(&root), mail, "a second import delivers nothing again");
     assert_eq!(root.ls("broker/quarantine"), q, "nor quarantines anything again");
     assert_eq!(snapshot(&fixtures), before, "input files are never modified");
+}
+
+/// Restores the modes of entries a test made unreadable, so that its temporary directory can be
+/// removed when the tests do not run as root.
+struct Unseal(Vec<(PathBuf, u32)>);
+
+impl Drop for Unseal {
+    fn drop(&mut self) {
+        for (p, mode) in &self.0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(*mode));
+        }
+    }
+}
+
+/// A file the importer may not read and a directory it may not list are reported, each with its
+/// reason, beside the file it could read. Root reads everything, so when the tests run as root
+/// the import runs as `nobody`.
+#[test]
+fn import_reports_what_it_may_not_read() {
+    let legacy = tempfile::tempdir().unwrap();
+    let tree = legacy.path().join("runtime");
+    std::fs::create_dir_all(tree.join("sealed")).unwrap();
+    std::fs::write(tree.join("open.json"), json!({"task_id": "WX-201", "status": "open"}).to_string())
+        .unwrap();
+    std::fs::write(tree.join("locked.json"), json!({"task_id": "WX-202", "status": "open"}).to_string())
+        .unwrap();
+    std::fs::write(tree.join("sealed/inside.json"), json!({"task_id": "WX-203"}).to_string()).unwrap();
+    let root = Root::new();
+    let mut cmd = root
+        .cmd_unprivileged(&["import", "--json", tree.to_str().unwrap()], &[legacy.path()])
+        .expect("hand the trees to an unprivileged user");
+    let _unseal = Unseal(vec![(tree.join("locked.json"), 0o644), (tree.join("sealed"), 0o755)]);
+    for p in [tree.join("locked.json"), tree.join("sealed")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let out = cmd.output().expect("run mailroom import");
+    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("import --json prints JSON");
+    let t = &report["totals"];
+    assert_eq!(
+        (&t["files"], &t["tasks_accepted"], &t["files_quarantined"]),
+        (&json!(3), &json!(1), &json!(2)),
+        "{t:#}"
+    );
+    for (rel, why) in [("locked.json", "cannot read"), ("sealed", "cannot list")] {
+        let f = report_of(&report, &tree, rel);
+        let q = f["quarantined"].as_str().unwrap_or_default();
+        assert!(q.starts_with(why) && q.contains("Permission denied"), "{rel}: {f}");
+    }
+    assert_eq!(ids(&root), ["WX-201"]);
 }
 
 /// The reference corpus (`../shared/corpus/dreamos` beside the repository, or
