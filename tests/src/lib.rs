@@ -150,18 +150,40 @@ impl Root {
     }
 
     /// Tasks on one board (`task_backlog`, `task_ready_queue`, `working_tasks`, `completed_tasks`).
+    /// A board not written yet is empty; one that cannot be read or parsed fails the test (boards
+    /// are replaced atomically, so that is a bug, and an empty list would let `is_empty` pass).
     pub fn board(&self, name: &str) -> Vec<serde_json::Value> {
-        let p = self.comms().join("central_task_boards").join(format!("{name}.json"));
-        std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        self.try_board(name).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// File names in a directory under `agent_comms/` (sorted; missing dir = empty).
+    /// [`Root::board`], or why the board is not a readable JSON list (for a test that put
+    /// something else there itself and waits for the broker to replace it).
+    pub fn try_board(&self, name: &str) -> Result<Vec<serde_json::Value>, String> {
+        let p = self.comms().join("central_task_boards").join(format!("{name}.json"));
+        match std::fs::read(&p) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| format!("{} is not a JSON list: {e}", p.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+        }
+    }
+
+    /// File names in a directory under `agent_comms/` (sorted). A missing directory is empty;
+    /// any other error fails the test rather than read as "nothing there".
     pub fn ls(&self, rel: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.comms().join(rel))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        let dir = self.comms().join(rel);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("cannot list {}: {e}", dir.display()),
+        };
+        let mut v: Vec<String> = rd
+            .map(|e| {
+                let e = e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+                e.file_name().to_string_lossy().into_owned()
             })
-            .unwrap_or_default();
+            .collect();
         v.sort();
         v
     }
@@ -199,11 +221,16 @@ impl Root {
 
     /// Every task on the four boards, with the board it is on.
     pub fn all_boards(&self) -> Vec<(String, serde_json::Value)> {
+        self.try_all_boards().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Root::all_boards`], or why one of them is not a readable JSON list.
+    pub fn try_all_boards(&self) -> Result<Vec<(String, serde_json::Value)>, String> {
         let mut v = Vec::new();
         for b in ["task_backlog", "task_ready_queue", "working_tasks", "completed_tasks"] {
-            v.extend(self.board(b).into_iter().map(|t| (b.to_string(), t)));
+            v.extend(self.try_board(b)?.into_iter().map(|t| (b.to_string(), t)));
         }
-        v
+        Ok(v)
     }
 }
 
