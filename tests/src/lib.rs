@@ -136,15 +136,23 @@ impl Root {
     }
 
     /// Starts `mailroom run` and waits until it serves (its boards exist).
+    ///
+    /// The broker writes the four boards one after the other, the backlog first; this one's
+    /// backlog is removed beforehand so that its reappearance marks this start, and the others
+    /// must exist too (on a first start they appear a moment after the backlog).
     pub fn broker(&self) -> Broker {
-        let boards = self.comms().join("central_task_boards/task_backlog.json");
-        let _ = std::fs::remove_file(&boards);
+        let dir = self.comms().join("central_task_boards");
+        let backlog = dir.join("task_backlog.json");
+        let _ = std::fs::remove_file(&backlog);
         let mut b = self.spawn_broker();
         wait_for(Duration::from_secs(20), || {
             if let Some(Some(status)) = b.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
                 panic!("broker exited early: {status}");
             }
-            boards.exists()
+            backlog.exists()
+                && ["task_ready_queue", "working_tasks", "completed_tasks"]
+                    .iter()
+                    .all(|n| dir.join(format!("{n}.json")).exists())
         });
         b
     }
