@@ -298,8 +298,15 @@ impl Task {
         Ok(task)
     }
 
+    /// The task as a JSON object.
+    ///
+    /// # Panics
+    ///
+    /// Never in practice: every field serialises (strings, enums, timestamps written as text,
+    /// JSON values, maps keyed by strings). A `null` in its place would be written out as an
+    /// empty task file, so an impossible failure is loud rather than silent.
     pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        serde_json::to_value(self).expect("a Task always serialises to a JSON object")
     }
 
     /// The lease granted to a claim of this task, given the broker's default.

@@ -1,6 +1,9 @@
 //! End-to-end test support: a temporary runtime root, the `mailroom` binary, a broker process
 //! that is killed when the test ends, and polling helpers. Tests drive real processes.
 
+pub mod privilege;
+
+use rustix::process::{Pid, Signal, kill_process};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -79,6 +82,15 @@ impl Root {
         c
     }
 
+    /// `mailroom --root <root> args...` without root's privileges, so that file modes bind it
+    /// as they bind any user: as `nobody` when the tests run as root, with the root's tree and
+    /// `inputs` given to `nobody` (see [`privilege::unprivileged_command`]).
+    pub fn cmd_unprivileged(&self, args: &[&str], inputs: &[&Path]) -> std::io::Result<Command> {
+        let mut c = privilege::unprivileged_command(&bin(), self.scratch(), inputs)?;
+        c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
+        Ok(c)
+    }
+
     /// Runs a command to completion.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("run mailroom")
@@ -124,32 +136,62 @@ impl Root {
     }
 
     /// Starts `mailroom run` and waits until it serves (its boards exist).
+    ///
+    /// The broker writes the four boards one after the other, the backlog first; this one's
+    /// backlog is removed beforehand so that its reappearance marks this start, and the others
+    /// must exist too (on a first start they appear a moment after the backlog).
     pub fn broker(&self) -> Broker {
-        let boards = self.comms().join("central_task_boards/task_backlog.json");
-        let _ = std::fs::remove_file(&boards);
+        let dir = self.comms().join("central_task_boards");
+        let backlog = dir.join("task_backlog.json");
+        let _ = std::fs::remove_file(&backlog);
         let mut b = self.spawn_broker();
         wait_for(Duration::from_secs(20), || {
             if let Some(Some(status)) = b.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
                 panic!("broker exited early: {status}");
             }
-            boards.exists()
+            backlog.exists()
+                && ["task_ready_queue", "working_tasks", "completed_tasks"]
+                    .iter()
+                    .all(|n| dir.join(format!("{n}.json")).exists())
         });
         b
     }
 
     /// Tasks on one board (`task_backlog`, `task_ready_queue`, `working_tasks`, `completed_tasks`).
+    /// A board not written yet is empty; one that cannot be read or parsed fails the test (boards
+    /// are replaced atomically, so that is a bug, and an empty list would let `is_empty` pass).
     pub fn board(&self, name: &str) -> Vec<serde_json::Value> {
-        let p = self.comms().join("central_task_boards").join(format!("{name}.json"));
-        std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+        self.try_board(name).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// File names in a directory under `agent_comms/` (sorted; missing dir = empty).
+    /// [`Root::board`], or why the board is not a readable JSON list (for a test that put
+    /// something else there itself and waits for the broker to replace it).
+    pub fn try_board(&self, name: &str) -> Result<Vec<serde_json::Value>, String> {
+        let p = self.comms().join("central_task_boards").join(format!("{name}.json"));
+        match std::fs::read(&p) {
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| format!("{} is not a JSON list: {e}", p.display()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+        }
+    }
+
+    /// File names in a directory under `agent_comms/` (sorted). A missing directory is empty;
+    /// any other error fails the test rather than read as "nothing there".
     pub fn ls(&self, rel: &str) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.comms().join(rel))
-            .map(|rd| {
-                rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        let dir = self.comms().join(rel);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => panic!("cannot list {}: {e}", dir.display()),
+        };
+        let mut v: Vec<String> = rd
+            .map(|e| {
+                let e = e.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+                e.file_name().to_string_lossy().into_owned()
             })
-            .unwrap_or_default();
+            .collect();
         v.sort();
         v
     }
@@ -187,11 +229,16 @@ impl Root {
 
     /// Every task on the four boards, with the board it is on.
     pub fn all_boards(&self) -> Vec<(String, serde_json::Value)> {
+        self.try_all_boards().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Root::all_boards`], or why one of them is not a readable JSON list.
+    pub fn try_all_boards(&self) -> Result<Vec<(String, serde_json::Value)>, String> {
         let mut v = Vec::new();
         for b in ["task_backlog", "task_ready_queue", "working_tasks", "completed_tasks"] {
-            v.extend(self.board(b).into_iter().map(|t| (b.to_string(), t)));
+            v.extend(self.try_board(b)?.into_iter().map(|t| (b.to_string(), t)));
         }
-        v
+        Ok(v)
     }
 }
 
@@ -278,16 +325,23 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The broker's process id. A `Broker` holds its child until a consuming method (`kill9`,
+    /// `terminate`) or `Drop` takes it, so there is always one to name.
     pub fn pid(&self) -> i32 {
-        self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+        self.child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .expect("a Broker holds its child process until it is consumed")
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY-free: libc::kill is a plain syscall wrapper.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(self.pid(), sig);
-        }
+    /// Sends `sig` to the broker process, and only to it: the pid is checked to be positive
+    /// (`kill` with 0 or a negative pid would signal a whole process group, this test's own).
+    pub fn signal(&self, sig: Signal) -> std::io::Result<()> {
+        let pid = self.child.as_ref().map(Child::id).and_then(|id| i32::try_from(id).ok());
+        let pid = pid.and_then(Pid::from_raw).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no positive pid to signal")
+        })?;
+        kill_process(pid, sig).map_err(std::io::Error::from)
     }
 
     /// SIGKILL, and wait for the process to be gone.
@@ -300,7 +354,7 @@ impl Broker {
 
     /// SIGTERM and wait; returns the exit code and stderr.
     pub fn terminate(mut self) -> (Option<i32>, String) {
-        self.signal(libc::SIGTERM);
+        self.signal(Signal::TERM).expect("SIGTERM the broker");
         let mut child = self.child.take().unwrap();
         let status = child.wait().unwrap();
         (status.code(), self.log())
@@ -358,6 +412,33 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// The text of a command's stdout.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The environment variable that turns a skip into a failure. `.ci/run` sets it: CI installs
+/// python3 and runs as root, so a test that would skip there for want of either is broken.
+pub const REQUIRE_ALL: &str = "MAILROOM_REQUIRE_ALL";
+
+/// Is `MAILROOM_REQUIRE_ALL` set (to anything but empty or `0`)?
+pub fn require_all() -> bool {
+    std::env::var_os(REQUIRE_ALL).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Says on stderr, past the test harness's capture, that `test` (or a part of it) did not run
+/// and why: `SKIPPED: <test>: <why>`. For inputs that live outside the repository (the reference
+/// corpus in `../shared`), which no clean clone has; the caller returns.
+pub fn skipped(test: &str, why: &str) {
+    use std::io::Write;
+    // `eprintln!` would be captured and shown only if the test failed; a skip must be seen.
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {why}");
+}
+
+/// `test` cannot run because this machine lacks a prerequisite (python3, permission to mount
+/// a tmpfs). Under `MAILROOM_REQUIRE_ALL` that is a failure; otherwise the test says so with
+/// [`skipped`] and the caller returns.
+#[track_caller]
+pub fn skip_unless_required(test: &str, why: &str) {
+    assert!(!require_all(), "{test}: {why}, and {REQUIRE_ALL} is set: this prerequisite must be present");
+    skipped(test, why);
 }
 
 /// Does `python3` run here?

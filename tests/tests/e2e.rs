@@ -1,6 +1,6 @@
 //! End-to-end: real `mailroom` processes (broker, CLI, SDK and Python agents) on temporary roots.
 
-use mailroom_tests::{Root, have_python, stdout, wait_for, workspace};
+use mailroom_tests::{Root, have_python, skip_unless_required, stdout, wait_for, workspace};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
@@ -213,8 +213,7 @@ fn sigkill_and_restart_loses_nothing() {
 #[test]
 fn python_agents_racing_on_one_pool_claim_each_task_once() {
     if !have_python() {
-        eprintln!("python3 not found: skipping");
-        return;
+        return skip_unless_required("python_agents_racing_on_one_pool", "python3 is not installed");
     }
     let root = Root::new();
     root.write_config("[broker]\ntick_ms = 50\n");

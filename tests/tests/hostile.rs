@@ -237,7 +237,8 @@ fn hostile_inputs_are_refused_with_reasons_and_contained() {
     submit(&root, json!({"task_id": "T-type", "task_type": "../../../outside"}));
     // Duplicate ids and invalid transitions.
     submit(&root, json!({"task_id": "DUP", "name": "first", "task_type": "work"}));
-    wait_for(T, || root.all_boards().iter().any(|(_, t)| t["task_id"] == "DUP"));
+    // Until the broker rewrites it, working_tasks.json is the symlink to the sentinel put above.
+    wait_for(T, || root.try_all_boards().is_ok_and(|b| b.iter().any(|(_, t)| t["task_id"] == "DUP")));
     deliver_raw(&root, "dup.json", &json!({"task_id": "DUP", "name": "second"}));
     deliver_raw(&root, "retry-pending.json", &json!({"kind": "retry", "task_id": "DUP"}));
     deliver_raw(&root, "cancel-unknown.json", &json!({"kind": "cancel", "task_id": "NOPE"}));

@@ -1,9 +1,13 @@
 //! The lenient front door end to end: legacy scripts writing task files non-atomically, boards
-//! edited behind the broker's back, legacy mailbox inboxes, and `mailroom import`.
+//! edited behind the broker's back, legacy mailbox inboxes, and `mailroom import` of a small
+//! tree, of the fixture tree `protocol/tests/fixtures/legacy` (always), of files it may not read
+//! (run as `nobody` when the tests run as root), and of the reference corpus beside the
+//! repository when it is there (otherwise the test prints `SKIPPED:`).
 
-use mailroom_tests::{Root, wait_for, workspace};
+use mailroom_tests::{Root, skipped, wait_for, workspace};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -239,11 +243,7 @@ fn import_migrates_a_legacy_tree_once_and_never_touches_it() {
     assert_eq!(t["duplicates_merged"], 1, "{first:#}");
     assert_eq!(t["files_quarantined"], 1, "{first:#}");
     for f in first["files"].as_array().unwrap() {
-        let accounted = !f["accepted"].as_array().unwrap().is_empty()
-            || !f["refused"].as_array().unwrap().is_empty()
-            || f.get("mail").is_some()
-            || f.get("quarantined").is_some();
-        assert!(accounted, "every file is accounted for: {f}");
+        assert!(accounted(f), "every file is accounted for: {f}");
     }
     // T1 was COMPLETED on one board and in progress on another: the most advanced state wins.
     let t1 = find(&root, "T1").unwrap();
@@ -264,24 +264,204 @@ fn import_migrates_a_legacy_tree_once_and_never_touches_it() {
     assert_eq!(snapshot(legacy.path()), before, "input files are never modified");
 }
 
+/// Does the report say what became of the file: tasks accepted, already present or refused,
+/// mail, or a reason it was quarantined?
+fn accounted(f: &Value) -> bool {
+    let some = |k: &str| f[k].as_array().is_some_and(|a| !a.is_empty());
+    some("accepted")
+        || some("already")
+        || some("refused")
+        || f.get("mail").is_some()
+        || f.get("quarantined").is_some_and(|q| q.as_str().is_some_and(|s| !s.is_empty()))
+}
+
+/// The report of one file, by its path under `base`.
+fn report_of<'a>(report: &'a Value, base: &Path, rel: &str) -> &'a Value {
+    let want = base.join(rel).display().to_string();
+    let files = report["files"].as_array().expect("a list of files");
+    files.iter().find(|f| f["file"] == want.as_str()).unwrap_or_else(|| panic!("no report of {want}"))
+}
+
+/// How many mail files each mailbox holds.
+fn mail_by_agent(root: &Root) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for agent in root.ls("mailboxes") {
+        let n = root.ls(&format!("mailboxes/{agent}/new")).iter().filter(|n| n.starts_with("mail-")).count();
+        if n > 0 {
+            m.insert(agent, n);
+        }
+    }
+    m
+}
+
+/// The fixture tree of `protocol/tests/fixtures/legacy` (synthetic files in the corpus's shapes,
+/// part of the repository), imported twice.
+#[test]
+fn import_accounts_for_every_fixture_file() {
+    let fixtures = workspace().join("protocol/tests/fixtures/legacy");
+    let before = snapshot(&fixtures);
+    assert_eq!(before.len(), 40, "the fixture tree the counts below describe");
+    let root = Root::new();
+    let src = fixtures.to_str().unwrap();
+
+    let root_before = snapshot(&root.path);
+    let dry = import(&root, &["--dry-run", src]);
+    assert_eq!(dry["totals"]["tasks_accepted"], 29, "{:#}", dry["totals"]);
+    assert_eq!(snapshot(&root.path), root_before, "a dry run writes nothing in the root");
+
+    let first = import(&root, &[src]);
+    let t = &first["totals"];
+    assert_eq!(
+        (&t["files"], &t["tasks_accepted"], &t["tasks_refused"], &t["duplicates_merged"]),
+        (&json!(40), &json!(29), &json!(3), &json!(2)),
+        "{t:#}"
+    );
+    assert_eq!((&t["mail"], &t["files_quarantined"]), (&json!(6), &json!(12)), "{t:#}");
+    assert_eq!(
+        t["quarantined_by_reason"],
+        json!({
+            "mailbox message refused": 4, // a broadcast, a pronoun, a template, no sender
+            "no task in this file": 2,    // two empty boards
+            "not a task file": 4,         // a claim, a lock, a schema, a shared mailbox
+            "not parseable": 2,           // a board cut short, a text log
+        })
+    );
+    for f in first["files"].as_array().unwrap() {
+        assert!(accounted(f), "every file is accounted for: {f}");
+    }
+    let mut want: Vec<String> = (101..=104)
+        .chain([110, 120, 130, 131, 133, 140, 150, 151, 152, 160, 161])
+        .chain([170, 171, 180])
+        .chain(190..=196)
+        .map(|n| format!("WX-{n}"))
+        .collect();
+    want.extend(["7", "LEAD-FORUM-1a2b3c4d", "LEAD-FORUM-5e6f7a8b", "LEAD-FORUM-9c0d1e2f"].map(String::from));
+    want.sort();
+    assert_eq!(ids(&root), want);
+
+    // Duplicates: the most advanced copy is kept, the other recorded in its history.
+    let merged = |id: &str, from: &str| {
+        let t = find(&root, id).unwrap();
+        let h = t["history"].as_array().unwrap();
+        assert!(h.iter().any(|h| h["action"] == "merge" && h["from"] == from), "{t}");
+        t
+    };
+    assert_eq!(merged("WX-102", "PENDING")["status"], "COMPLETED");
+    assert_eq!(merged("WX-103", "BLOCKED")["assigned_to"], "Agent-4", "the dict-by-id copy won");
+    let t = find(&root, "WX-191").unwrap();
+    assert_eq!((&t["status"], &t["legacy"]["status"]), (&json!("PENDING"), &json!("PARKED_UNTIL_AUDIT")));
+    let drafts = report_of(&first, &fixtures, "runtime/temp_tasks/drafts.json");
+    assert_eq!(drafts["accepted"], json!(["WX-193"]));
+    assert_eq!(drafts["refused"].as_array().unwrap().len(), 2, "{drafts}");
+
+    // Mail: one per message read, the message without a recipient to the owner of its inbox.
+    let mail = BTreeMap::from(
+        [("Agent-1", 1), ("Agent-2", 2), ("Agent-4", 1), ("Agent-5", 1), ("Agent-6", 1), ("Agent-8", 1)]
+            .map(|(a, n)| (a.to_string(), n)),
+    );
+    assert_eq!(mail_by_agent(&root), mail);
+    for nobody in ["yall", "ALL_AGENTS", "Unknown-Agent"] {
+        assert!(!root.comms().join("mailboxes").join(nobody).exists(), "no mailbox for `{nobody}`");
+    }
+    let why =
+        report_of(&first, &fixtures, "runtime/agent_comms/agent_mailboxes/broadcast/all_hands_20250309.json");
+    assert!(why["quarantined"].as_str().unwrap().contains("ALL_AGENTS"), "{why}");
+
+    // Quarantine: a byte-for-byte copy of each file beside its reason.
+    let q = root.ls("broker/quarantine");
+    assert_eq!(q.len(), 24, "{q:?}");
+    let cut = report_of(&first, &fixtures, "runtime/agent_comms/central_task_boards/task_backlog.json.tmp");
+    let copy = root.comms().join(cut["quarantine_path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read(copy).unwrap(),
+        before[&fixtures.join("runtime/agent_comms/central_task_boards/task_backlog.json.tmp")]
+    );
+
+    let second = import(&root, &[src]);
+    let t = &second["totals"];
+    assert_eq!((&t["tasks_accepted"], &t["tasks_already_present"]), (&json!(0), &json!(29)), "{t:#}");
+    assert_eq!(mail_by_agent(&root), mail, "a second import delivers nothing again");
+    assert_eq!(root.ls("broker/quarantine"), q, "nor quarantines anything again");
+    assert_eq!(snapshot(&fixtures), before, "input files are never modified");
+}
+
+/// Restores the modes of entries a test made unreadable, so that its temporary directory can be
+/// removed when the tests do not run as root.
+struct Unseal(Vec<(PathBuf, u32)>);
+
+impl Drop for Unseal {
+    fn drop(&mut self) {
+        for (p, mode) in &self.0 {
+            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(*mode));
+        }
+    }
+}
+
+/// A file the importer may not read and a directory it may not list are reported, each with its
+/// reason, beside the file it could read. Root reads everything, so when the tests run as root
+/// the import runs as `nobody`.
+#[test]
+fn import_reports_what_it_may_not_read() {
+    let legacy = tempfile::tempdir().unwrap();
+    let tree = legacy.path().join("runtime");
+    std::fs::create_dir_all(tree.join("sealed")).unwrap();
+    std::fs::write(tree.join("open.json"), json!({"task_id": "WX-201", "status": "open"}).to_string())
+        .unwrap();
+    std::fs::write(tree.join("locked.json"), json!({"task_id": "WX-202", "status": "open"}).to_string())
+        .unwrap();
+    std::fs::write(tree.join("sealed/inside.json"), json!({"task_id": "WX-203"}).to_string()).unwrap();
+    let root = Root::new();
+    let mut cmd = root
+        .cmd_unprivileged(&["import", "--json", tree.to_str().unwrap()], &[legacy.path()])
+        .expect("hand the trees to an unprivileged user");
+    let _unseal = Unseal(vec![(tree.join("locked.json"), 0o644), (tree.join("sealed"), 0o755)]);
+    for p in [tree.join("locked.json"), tree.join("sealed")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+    let out = cmd.output().expect("run mailroom import");
+    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("import --json prints JSON");
+    let t = &report["totals"];
+    assert_eq!(
+        (&t["files"], &t["tasks_accepted"], &t["files_quarantined"]),
+        (&json!(3), &json!(1), &json!(2)),
+        "{t:#}"
+    );
+    for (rel, why) in [("locked.json", "cannot read"), ("sealed", "cannot list")] {
+        let f = report_of(&report, &tree, rel);
+        let q = f["quarantined"].as_str().unwrap_or_default();
+        assert!(q.starts_with(why) && q.contains("Permission denied"), "{rel}: {f}");
+    }
+    assert_eq!(ids(&root), ["WX-201"]);
+}
+
+/// The reference corpus (`../shared/corpus/dreamos` beside the repository, or
+/// `MAILROOM_CORPUS`), when present; a clean clone does not have it.
 #[test]
 fn import_accounts_for_every_corpus_file() {
-    let corpus = workspace().join("../shared/corpus/dreamos");
+    let corpus = match std::env::var_os("MAILROOM_CORPUS") {
+        Some(p) => PathBuf::from(p),
+        None => workspace().join("../shared/corpus/dreamos"),
+    };
     if !corpus.is_dir() {
-        eprintln!("{} not found: skipping", corpus.display());
-        return;
+        assert!(
+            std::env::var_os("MAILROOM_CORPUS").is_none(),
+            "MAILROOM_CORPUS={} is not a directory",
+            corpus.display()
+        );
+        return skipped(
+            "import_accounts_for_every_corpus_file",
+            &format!(
+                "no reference corpus at {}; import_accounts_for_every_fixture_file covers its shapes",
+                corpus.display()
+            ),
+        );
     }
     let root = Root::new();
     let before = snapshot(&corpus);
     let report = import(&root, &[corpus.to_str().unwrap()]);
-    let files = report["files"].as_array().unwrap();
-    for f in files {
-        let accounted = !f["accepted"].as_array().unwrap().is_empty()
-            || !f["already"].as_array().unwrap().is_empty()
-            || !f["refused"].as_array().unwrap().is_empty()
-            || f.get("mail").is_some()
-            || f.get("quarantined").is_some_and(|q| q.as_str().is_some_and(|s| !s.is_empty()));
-        assert!(accounted, "every file is accounted for: {f}");
+    for f in report["files"].as_array().unwrap() {
+        assert!(accounted(f), "every file is accounted for: {f}");
     }
     eprintln!("corpus import totals: {:#}", report["totals"]);
     let again = import(&root, &[corpus.to_str().unwrap()]);

@@ -1,11 +1,12 @@
 //! Resource faults: a root on a small filesystem that fills up (ENOSPC), a flood of files past
 //! the inotify queue (`max_queued_events`), and an idle broker and agent that must not spin.
-//! The ENOSPC test needs permission to mount a tmpfs (root); without it, it says so and skips.
+//! The ENOSPC test needs permission to mount a tmpfs (root); without it, it prints `SKIPPED:`
+//! and returns, or fails under `MAILROOM_REQUIRE_ALL` (set by CI, which runs as root).
 //! A journal fsync or write error other than ENOSPC stops the broker with exit code 8; that is
 //! exercised with the fault-injecting `Fs` of the power-loss suite, since a real filesystem
 //! cannot be made to fail an fsync on demand.
 
-use mailroom_tests::{Root, wait_for};
+use mailroom_tests::{Root, skip_unless_required, wait_for};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,18 +24,18 @@ impl Drop for Mount {
     }
 }
 
-fn mount_small_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
-    std::fs::create_dir_all(dir).ok()?;
+/// Mounts a tmpfs of `size` on `dir`, or says why it could not.
+fn mount_small_tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let out = Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(dir)
         .output()
-        .ok()?;
+        .map_err(|e| format!("cannot run mount: {e}"))?;
     if out.status.success() {
-        Some(Mount(dir.to_path_buf()))
+        Ok(Mount(dir.to_path_buf()))
     } else {
-        eprintln!("cannot mount a tmpfs ({}): skipping", String::from_utf8_lossy(&out.stderr).trim());
-        None
+        Err(format!("cannot mount a tmpfs: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
@@ -66,7 +67,10 @@ fn board_ids(root: &Root) -> Vec<String> {
 #[test]
 fn full_disk_refuses_new_work_keeps_what_was_acknowledged_and_resumes() {
     let scratch = tempfile::tempdir().unwrap();
-    let Some(_mount) = mount_small_tmpfs(&scratch.path().join("small"), "4m") else { return };
+    let _mount = match mount_small_tmpfs(&scratch.path().join("small"), "4m") {
+        Ok(m) => m,
+        Err(why) => return skip_unless_required("full_disk_refuses_new_work", &why),
+    };
     let root = Root::new_in(&scratch.path().join("small"), scratch.path());
     root.write_config("[broker]\ntick_ms = 50\n");
     let mut broker = root.broker();

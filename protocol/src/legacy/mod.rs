@@ -25,7 +25,7 @@ mod time;
 mod yaml;
 
 #[cfg(test)]
-mod corpus_tests;
+mod property_tests;
 
 pub use agent::{NON_AGENT_WORDS, normalise_agent};
 pub use board::{Extracted, Shape, extract_tasks, is_message_like, is_task_like};
