@@ -236,7 +236,7 @@ fn json_or_text(bytes: Vec<u8>) -> Value {
 }
 
 fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    println!("{}", serde_json::to_string_pretty(v).expect("a JSON value serialises"));
 }
 
 fn dispatch(cli: Cli) -> Result<(), Failure> {
@@ -419,7 +419,7 @@ fn import(
         engine.flush().map_err(|e| Failure::new(exit::FATAL_IO, e))?;
     }
     if json {
-        print_json(&serde_json::to_value(&report).unwrap_or_default());
+        print_json(&serde_json::to_value(&report).expect("the import report serialises"));
     } else {
         print!("{}", report.render(dry_run));
     }
