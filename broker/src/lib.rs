@@ -3,7 +3,6 @@
 //! [`engine::Engine`] is the synchronous core (journal, state machine, file moves);
 //! [`run::run`] is the event loop around it; [`trace`] and [`board`] read what the broker wrote.
 
-pub mod bench;
 pub mod board;
 pub mod config;
 pub mod engine;

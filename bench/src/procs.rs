@@ -1,6 +1,6 @@
 //! The processes a benchmark run is made of: the broker child (`mailroom run`), producers and
-//! agents (hidden `bench-producer` / `bench-agent` subcommands of the same binary, using the SDK),
-//! and what the orchestrator reads from them (`/proc`, the journal, their output files).
+//! agents (the `producer` / `agent` subcommands of `mailroom-bench`, using the SDK), and what the
+//! orchestrator reads from them (`/proc`, the journal, their output files).
 
 use agent_sdk::{Agent, Client};
 use runtime_layout::{Durability, Layout};
@@ -24,9 +24,12 @@ pub fn parse_durability(s: &str) -> Result<Durability, String> {
     }
 }
 
-/// Arguments of the hidden `bench-producer` subcommand.
+/// Arguments of the `producer` subcommand.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProducerArgs {
+    /// The runtime root to submit to.
+    #[arg(long)]
+    pub root: PathBuf,
     /// This producer's index (it submits tasks index, index+of, index+2*of, ...).
     #[arg(long)]
     pub index: usize,
@@ -48,9 +51,12 @@ pub struct ProducerArgs {
     pub prefix: String,
 }
 
-/// Arguments of the hidden `bench-agent` subcommand.
+/// Arguments of the `agent` subcommand.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AgentArgs {
+    /// The runtime root to claim from.
+    #[arg(long)]
+    pub root: PathBuf,
     #[arg(long)]
     pub name: String,
     #[arg(long, default_value = "bench")]
@@ -85,8 +91,8 @@ pub fn bench_task(prefix: &str, i: usize, body_bytes: usize, assigned: Option<St
     t
 }
 
-pub fn producer_main(root: &Path, a: &ProducerArgs) -> Result<(), String> {
-    let mut client = Client::open(root).map_err(|e| e.to_string())?;
+pub fn producer_main(a: &ProducerArgs) -> Result<(), String> {
+    let mut client = Client::open(&a.root).map_err(|e| e.to_string())?;
     if let Some(d) = &a.durability {
         client = client.with_durability(parse_durability(d)?);
     }
@@ -100,8 +106,8 @@ pub fn producer_main(root: &Path, a: &ProducerArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn agent_main(root: &Path, a: &AgentArgs) -> Result<(), String> {
-    let mut agent = Agent::open(root, &a.name).map_err(|e| e.to_string())?;
+pub fn agent_main(a: &AgentArgs) -> Result<(), String> {
+    let mut agent = Agent::open(&a.root, &a.name).map_err(|e| e.to_string())?;
     if let Some(d) = &a.durability {
         agent = agent.with_durability(parse_durability(d)?);
     }
@@ -174,14 +180,20 @@ impl Drop for Proc {
     }
 }
 
-/// `mailroom --root <root> <args>` as a child of this process.
+/// The binaries a run starts: `mailroom` for brokers and `trace`, this binary for producers and
+/// agents. Set once by [`crate::run`].
+pub static BINS: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+
+/// `<exe> <args> --root <root>` as a child of this process (`exe` is `mailroom` for `run`,
+/// `mailroom-bench` for `producer` and `agent`).
 pub fn spawn(root: &Path, args: &[String], log: &Path, what: &str) -> Result<Proc, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let (mailroom, bench) = BINS.get().ok_or("binaries not located")?;
+    let exe = if args.first().map(String::as_str) == Some("run") { mailroom } else { bench };
     let log = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let child = Command::new(exe)
+        .args(args)
         .arg("--root")
         .arg(root)
-        .args(args)
         .env("MAILROOM_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

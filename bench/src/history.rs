@@ -4,7 +4,7 @@
 //! per task (what `mailroom trace` reads). This is what a broker leaves behind after compaction,
 //! written directly rather than through the pipeline (that would take hours at 1,000,000 tasks).
 
-use crate::journal::{Op, Place, Record, Snapshot, Tomb};
+use mailroom::journal::{Op, Place, Record, Snapshot, Tomb};
 use protocol::{HistoryEntry, Status, Task, Timestamp};
 use runtime_layout::{Layout, RealFs};
 use serde_json::{Value, json};
@@ -87,7 +87,7 @@ pub fn build(root: &Path, n: usize, body_bytes: usize, completed_board: usize) -
     let dir = layout.journal_dir();
     let archive = dir.join("archive");
     std::fs::create_dir_all(&archive).map_err(|e| e.to_string())?;
-    let t0 = crate::bench::procs::now_us() - n as i64 * 1000 - 3_600_000_000;
+    let t0 = crate::procs::now_us() - n as i64 * 1000 - 3_600_000_000;
     let err = |e: std::io::Error| e.to_string();
     let mut seq = 0u64;
     let mut tombs = Vec::with_capacity(n);

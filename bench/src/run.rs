@@ -1,18 +1,14 @@
-//! `mailroom bench`: the product measured end to end with real processes, every comparison side
+//! `mailroom-bench`: the product measured end to end with real processes, every comparison side
 //! by side in one run (docs/BENCHMARKS.md explains the workloads and how to read the figures).
 //!
 //! The orchestrator (this module) builds temporary roots, starts `mailroom run` as a child, starts
-//! producer and agent processes (hidden subcommands of the same binary, using the SDK), waits for
+//! producer and agent processes (subcommands of `mailroom-bench`, using the SDK), waits for
 //! the journal to show every task completed, then reads latencies from the completed tasks'
 //! history (every transition is timestamped by the broker; producers put their submit time in
 //! `params`, agents their claim time in `result`).
 
-pub mod floor;
-pub mod history;
-pub mod procs;
-
-use crate::journal::{self, Op};
-pub use procs::{AgentArgs, ProducerArgs, agent_main, producer_main};
+use crate::{floor, history, procs};
+use mailroom::journal::{self, Op};
 use procs::{JournalTail, Proc, cpu_time, now_us, parse_durability, peak_rss, spawn, start_broker};
 use runtime_layout::{Durability, Layout, RealFs};
 use serde_json::{Value, json};
@@ -22,6 +18,9 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// The `mailroom` binary to benchmark (default: the one next to this executable).
+    #[arg(long, env = "MAILROOM_BIN")]
+    pub mailroom: Option<PathBuf>,
     /// Tiny counts, a few seconds, for CI (no thresholds are ever checked).
     #[arg(long)]
     pub smoke: bool,
@@ -214,7 +213,7 @@ fn write_config(root: &Path, p: &Pipe) -> Result<(), String> {
         text.push_str(line);
         text.push('\n');
     }
-    crate::config::Config::parse(&text).map_err(|e| format!("--broker-setting: {e}"))?;
+    mailroom::config::Config::parse(&text).map_err(|e| format!("--broker-setting: {e}"))?;
     std::fs::write(layout.config_file(), text).map_err(|e| e.to_string())
 }
 
@@ -274,7 +273,7 @@ fn pipeline_on(
     let mut agent_procs = Vec::new();
     for a in &agents {
         let mut args = vec![
-            "bench-agent".to_string(),
+            "agent".to_string(),
             "--name".into(),
             a.clone(),
             "--stop".into(),
@@ -290,7 +289,7 @@ fn pipeline_on(
     let mut producers = Vec::new();
     for i in 0..p.producers {
         let mut args = vec![
-            "bench-producer".to_string(),
+            "producer".to_string(),
             "--index".into(),
             i.to_string(),
             "--of".into(),
@@ -508,7 +507,7 @@ fn with_history(ctx: &mut Ctx, n: usize, p: &Pipe) -> Result<Restart, String> {
     let rss_ready = peak_rss(broker.pid()).unwrap_or(0);
     let mut trace_ms = 0.0;
     if n > 0 {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let exe = &procs::BINS.get().ok_or("binaries not located")?.0;
         let t = Instant::now();
         let o = std::process::Command::new(exe)
             .arg("--root")
@@ -547,7 +546,7 @@ fn wake(ctx: &mut Ctx, samples: usize, poll_ms: u64, p: &Pipe) -> Result<Lat, St
     layout.mailbox("Agent-1").create(&RealFs, true).map_err(|e| e.to_string())?;
     let stop = d.join("stop");
     let mut args = vec![
-        "bench-agent".to_string(),
+        "agent".to_string(),
         "--name".into(),
         "Agent-1".into(),
         "--stop".into(),
@@ -659,6 +658,18 @@ fn fs_type(dir: &Path) -> String {
 }
 
 pub fn run(a: &BenchArgs) -> Result<(), String> {
+    let bench = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+    let mailroom = match &a.mailroom {
+        Some(p) => p.clone(),
+        None => bench.with_file_name("mailroom"),
+    };
+    if !mailroom.is_file() {
+        return Err(format!(
+            "{}: no mailroom binary (build it with `cargo build --release -p mailroom`, or pass --mailroom PATH)",
+            mailroom.display()
+        ));
+    }
+    let _ = procs::BINS.set((mailroom, bench));
     let plan = Plan::new(a);
     let want = |w: &str| a.only.is_empty() || a.only.iter().any(|o| o.eq_ignore_ascii_case(w));
     let client_dur = a.client_durability.clone();
