@@ -1,23 +1,23 @@
-//! Builds a runtime root that already holds `n` finished tasks, in the broker's own journal
-//! format: a snapshot (`journal/snapshot-<seq>.json`) whose tombs are the finished tasks and whose
-//! `recent_done` fills the completed board, and archived segments holding one `complete` record
-//! per task (what `mailroom trace` reads). This is what a broker leaves behind after compaction,
-//! written directly rather than through the pipeline (that would take hours at 1,000,000 tasks).
+//! Builds a runtime root that already holds `n` finished tasks (W4/W5): what a broker leaves
+//! behind after compacting such a history, written directly rather than through the pipeline
+//! (that would take hours at 1,000,000 tasks). Every file goes through the `Fs` seam, and the
+//! journal is written by the broker's own journal code (`journal_watch::HistoryWriter`).
 
-use mailroom::journal::{Op, Place, Record, Snapshot, Tomb};
+use crate::error::BenchError;
+use crate::journal_watch::HistoryWriter;
+use crate::procs::now_us;
 use protocol::{HistoryEntry, Status, Task, Timestamp};
-use runtime_layout::{Layout, RealFs};
+use runtime_layout::{Fs, Layout};
 use serde_json::{Value, json};
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
-/// Records per archived segment file.
-const PER_SEGMENT: usize = 250_000;
-
+/// The id of the `i`th finished task of a history (`H-00000000` is the oldest).
 pub fn history_id(i: usize) -> String {
     format!("H-{i:08}")
 }
 
+/// The `i`th task of a history starting at `t0` (µs): submitted, dispatched, claimed by Agent-1
+/// and completed, 40 µs apart, with a body of about `body_bytes`.
 fn finished_task(i: usize, t0: i64, body_bytes: usize) -> Task {
     let ts = |k: i64| Timestamp::from_micros(t0 + i as i64 * 1000 + k);
     let entry =
@@ -75,57 +75,26 @@ fn finished_task(i: usize, t0: i64, body_bytes: usize) -> Task {
     t
 }
 
-/// Writes the journal of `n` finished tasks into `root` (initialising the tree). Archived records
-/// carry a short body (about 300 bytes); the last `completed_board` tasks, which the snapshot
-/// keeps for the completed board, carry `body_bytes`.
-pub fn build(root: &Path, n: usize, body_bytes: usize, completed_board: usize) -> Result<(), String> {
-    let layout = Layout::new(root);
-    layout.create(&RealFs).map_err(|e| e.to_string())?;
+/// Initialises the tree at `root` and writes the journal of `n` finished tasks into it. Archived
+/// records carry a short body (about 300 bytes); the last `completed_board` tasks, which the
+/// snapshot keeps for the completed board, carry `body_bytes`.
+pub fn build(
+    fs: &dyn Fs,
+    root: &Path,
+    n: usize,
+    body_bytes: usize,
+    completed_board: usize,
+) -> Result<(), BenchError> {
+    Layout::new(root).create(fs)?;
     if n == 0 {
         return Ok(());
     }
-    let dir = layout.journal_dir();
-    let archive = dir.join("archive");
-    std::fs::create_dir_all(&archive).map_err(|e| e.to_string())?;
-    let t0 = crate::procs::now_us() - n as i64 * 1000 - 3_600_000_000;
-    let err = |e: std::io::Error| e.to_string();
-    let mut seq = 0u64;
-    let mut tombs = Vec::with_capacity(n);
-    let mut recent = Vec::new();
-    let mut w: Option<BufWriter<std::fs::File>> = None;
+    // The history ends an hour ago, a millisecond per task.
+    let t0 = now_us() - n as i64 * 1000 - 3_600_000_000;
+    let mut w = HistoryWriter::open(fs, root)?;
     for i in 0..n {
-        if i % PER_SEGMENT == 0 {
-            if let Some(mut old) = w.take() {
-                old.flush().map_err(err)?;
-            }
-            let p = archive.join(format!("segment-{:016}.jsonl", seq + 1));
-            w = Some(BufWriter::with_capacity(1 << 20, std::fs::File::create(p).map_err(err)?));
-        }
-        // Archived records are smaller than live ones (a short body): the board keeps the full ones.
-        let full = i + completed_board >= n;
-        let t = finished_task(i, t0, if full { body_bytes } else { 300 });
-        seq += 1;
-        let mut rec = Record::new(Op::Complete, t.updated_at.unwrap_or(Timestamp::from_micros(t0)));
-        rec.seq = seq;
-        rec.task_id = Some(t.task_id.clone());
-        rec.place = Some(Place::Done);
-        rec.actor = Some("Agent-1".into());
-        rec.task = Some(t.clone());
-        let out = w.as_mut().expect("segment open");
-        serde_json::to_writer(&mut *out, &rec).map_err(|e| e.to_string())?;
-        out.write_all(b"\n").map_err(err)?;
-        tombs.push(Tomb { id: t.task_id.clone(), status: Status::Completed, hash: i as u64 });
-        if full {
-            recent.push(t);
-        }
+        let on_board = i + completed_board >= n;
+        w.finished(finished_task(i, t0, if on_board { body_bytes } else { 300 }), i as u64, on_board)?;
     }
-    if let Some(mut old) = w.take() {
-        old.flush().map_err(err)?;
-    }
-    let snap = Snapshot { seq, live: Vec::new(), tombs, recent_done: recent, consumed: Default::default() };
-    let path = dir.join(format!("snapshot-{seq:016}.json"));
-    let mut f = BufWriter::with_capacity(1 << 20, std::fs::File::create(&path).map_err(err)?);
-    serde_json::to_writer(&mut f, &snap).map_err(|e| e.to_string())?;
-    f.flush().map_err(err)?;
-    Ok(())
+    Ok(w.finish()?)
 }

@@ -1,11 +1,14 @@
 //! `mailroom-bench`: the benchmark (docs/BENCHMARKS.md), and the producer and agent processes it
 //! starts (`mailroom-bench producer ...`, `mailroom-bench agent ...`). `mailroom bench ...` execs
-//! this binary with the same arguments. Errors are printed here, at the edge: exit code 1 for a
-//! run that could not finish, 2 for a bad command line.
+//! this binary with the same arguments.
+//!
+//! Output: the human summary on stdout, or with `--json` the report as JSON on stdout and the
+//! summary on stderr; progress on stderr. Exit codes: 0 the run finished; 1 it could not (the
+//! message says why and where the logs are kept); 2 a bad command line.
 
 use clap::{Parser, Subcommand};
-use mailroom_bench::procs::{AgentArgs, ProducerArgs, agent_main, producer_main};
-use mailroom_bench::{BenchArgs, run};
+use mailroom_bench::load::{AgentArgs, ProducerArgs, agent_main, producer_main};
+use mailroom_bench::{BenchArgs, BenchError, run};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -34,7 +37,7 @@ enum Role {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.role {
-        None => run(&cli.bench),
+        None => bench(&cli.bench),
         Some(Role::Producer(a)) => producer_main(a),
         Some(Role::Agent(a)) => agent_main(a),
     };
@@ -42,7 +45,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mailroom-bench: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(if matches!(e, BenchError::Usage(_)) { 2 } else { 1 })
         }
     }
+}
+
+fn bench(args: &BenchArgs) -> Result<(), BenchError> {
+    let report = run(args)?;
+    if args.json {
+        let json = serde_json::to_string_pretty(&report)
+            .map_err(|e| BenchError::process("writing the report as JSON", e))?;
+        println!("{json}");
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
