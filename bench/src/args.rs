@@ -112,6 +112,10 @@ impl Plan {
         if let Some(c) = &a.client_durability {
             parse_durability(c)?;
         }
+        // Refused before any workload runs, not by the first broker's configuration.
+        let settings = format!("[broker]\n{}\n", a.broker_settings.join("\n"));
+        mailroom::config::Config::parse(&settings)
+            .map_err(|e| BenchError::Usage(format!("--broker-setting: {e}")))?;
         let tasks = a.tasks.unwrap_or(tasks);
         Ok(Self {
             tasks,
