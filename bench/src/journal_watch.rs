@@ -158,17 +158,16 @@ impl<'a> HistoryWriter<'a> {
             self.journal.commit()?;
             self.journal = Journal::open(self.fs, &self.dir, self.journal.next_seq(), Durability::Never)?;
         }
+        self.tombs.push(Tomb { id: task.task_id.clone(), status: Status::Completed, hash });
+        if on_board {
+            self.recent.push(task.clone());
+        }
         let mut rec = Record::new(Op::Complete, task.updated_at.unwrap_or(Timestamp::from_micros(0)));
         rec.task_id = Some(task.task_id.clone());
         rec.place = Some(Place::Done);
         rec.actor = Some("Agent-1".into());
         rec.task = Some(task);
-        let rec = self.journal.push(rec);
-        let task = rec.task.expect("the record just built carries its task");
-        self.tombs.push(Tomb { id: task.task_id.clone(), status: Status::Completed, hash });
-        if on_board {
-            self.recent.push(task);
-        }
+        self.journal.push(rec);
         self.written += 1;
         if self.written.is_multiple_of(PER_COMMIT) {
             self.journal.commit()?;
