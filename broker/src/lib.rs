@@ -5,7 +5,6 @@
 //! channel in-process front ends use; [`import`] migrates a legacy tree; [`trace`] and
 //! [`board`] read what the broker wrote.
 
-pub mod bench;
 pub mod board;
 pub mod config;
 pub mod engine;

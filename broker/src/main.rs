@@ -6,6 +6,7 @@ use mailroom::{board, run, trace};
 use protocol::Status;
 use runtime_layout::{Fs, Layout, RealFs};
 use serde_json::Value;
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ mod exit {
     pub const NOT_INITIALISED: u8 = 7;
     /// The broker stopped because it could not make its journal or tree durable.
     pub const FATAL_IO: u8 = 8;
+    /// `mailroom bench`: the `mailroom-bench` binary is neither beside this one nor on `PATH`.
+    pub const NO_BENCH: u8 = 9;
 }
 
 #[derive(Parser)]
@@ -151,12 +154,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AgentCmd,
     },
-    /// Benchmark the product end to end (docs/BENCHMARKS.md); uses its own temporary roots.
-    Bench(mailroom::bench::BenchArgs),
-    #[command(hide = true)]
-    BenchProducer(mailroom::bench::ProducerArgs),
-    #[command(hide = true)]
-    BenchAgent(mailroom::bench::AgentArgs),
+    /// Benchmark the product end to end (docs/BENCHMARKS.md): runs `mailroom-bench` with these
+    /// arguments (`mailroom bench --help` lists them), benchmarking this `mailroom`.
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -360,13 +364,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Import { paths, dry_run, json, no_create_agents } => {
             import(fs, layout, &paths, dry_run, json, !no_create_agents)
         }
-        Cmd::Bench(a) => mailroom::bench::run(&a).map_err(|e| Failure::new(exit::ERROR, e)),
-        Cmd::BenchProducer(a) => {
-            mailroom::bench::producer_main(&root, &a).map_err(|e| Failure::new(exit::ERROR, e))
-        }
-        Cmd::BenchAgent(a) => {
-            mailroom::bench::agent_main(&root, &a).map_err(|e| Failure::new(exit::ERROR, e))
-        }
+        Cmd::Bench { args } => Err(bench(&args)),
         Cmd::Agent { cmd: AgentCmd::Add { name } } => {
             protocol::names::validate_agent(&name).map_err(|e| Failure::new(exit::INVALID, e))?;
             if !layout.is_initialised(fs.as_ref()) {
@@ -424,6 +422,37 @@ fn import(
         print!("{}", report.render(dry_run));
     }
     Ok(())
+}
+
+/// `mailroom bench ARGS` execs `mailroom-bench ARGS`: the benchmark is a crate of its own
+/// (`bench/`), not part of this binary. It is looked for beside this executable, then on `PATH`,
+/// and told (through `MAILROOM_BIN`) to start brokers from this very executable. Returns only
+/// when the exec failed.
+fn bench(args: &[OsString]) -> Failure {
+    use std::os::unix::process::CommandExt;
+    const BENCH: &str = "mailroom-bench";
+    let me = std::env::current_exe().ok();
+    let beside = me.as_deref().map(|p| p.with_file_name(BENCH)).filter(|p| p.is_file());
+    let on_path = || {
+        std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|d| d.join(BENCH)).find(|p| p.is_file()))
+    };
+    let Some(exe) = beside.or_else(on_path) else {
+        return Failure::new(
+            exit::NO_BENCH,
+            format!(
+                "`{BENCH}` was found neither beside this executable nor on PATH; \
+                 build it with `cargo build --release -p mailroom-bench`"
+            ),
+        );
+    };
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(args);
+    if let Some(me) = me {
+        cmd.env("MAILROOM_BIN", me);
+    }
+    let e = cmd.exec();
+    Failure::new(exit::ERROR, format!("{}: {e}", exe.display()))
 }
 
 fn not_initialised(root: &Path) -> Failure {

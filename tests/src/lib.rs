@@ -37,6 +37,29 @@ pub fn bin() -> PathBuf {
     .clone()
 }
 
+/// The `mailroom-bench` binary, built on first use if needed into the same target directory as
+/// [`bin`], that is beside `mailroom`, where `mailroom bench` looks for it first
+/// (`MAILROOM_BENCH_BIN` overrides).
+pub fn bench_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("MAILROOM_BENCH_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "mailroom-bench", "--bin", "mailroom-bench"]).current_dir(workspace());
+        if profile_dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "building the mailroom-bench binary failed");
+        profile_dir.join("mailroom-bench")
+    })
+    .clone()
+}
+
 /// A temporary runtime root, initialised.
 pub struct Root {
     _dir: tempfile::TempDir,

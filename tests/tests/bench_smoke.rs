@@ -1,17 +1,27 @@
-//! `mailroom bench --smoke` runs every workload at tiny counts, so the benchmark never rots.
-//! It checks that the bench completes and reports, never how fast anything is. A workload the
-//! bench could not run (W2 without its script or python3) is reported as `SKIPPED:`.
+//! `mailroom bench --smoke` runs every workload at tiny counts, so the benchmark never rots. It
+//! goes through the documented entry point (`mailroom bench` execs `mailroom-bench`) and checks
+//! that the run finished, reported every workload, completed every task and lost none; never how
+//! fast anything was. A workload the bench could not run (W2 without its script or python3) is
+//! reported as `SKIPPED:`.
 
-use mailroom_tests::{bin, skip_unless_required, skipped};
+use mailroom_tests::{bench_bin, bin, skip_unless_required, skipped};
 use serde_json::Value;
 use std::process::Command;
 
 #[test]
 fn bench_smoke_runs_every_workload_and_prints_the_summary() {
+    let bench = bench_bin();
     let dir = tempfile::tempdir().unwrap();
+    // `mailroom bench` finds `mailroom-bench` beside itself, else on PATH.
+    let path = std::env::join_paths(
+        std::iter::once(bench.parent().unwrap().to_path_buf())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .unwrap();
     let out = Command::new(bin())
         .args(["bench", "--smoke", "--json", "--dir"])
         .arg(dir.path())
+        .env("PATH", path)
         .env("MAILROOM_LOG", "warn")
         .output()
         .expect("run mailroom bench");
@@ -20,24 +30,69 @@ fn bench_smoke_runs_every_workload_and_prints_the_summary() {
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.starts_with("bench: W1 "), "no summary line at the end: {stderr}");
     let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    assert_eq!(v["summary"].as_str().map(|s| format!("bench: {s}")).as_deref(), Some(last));
+
+    // Every pipeline run completed every task, once, and lost none.
     let w1 = &v["w1_pipeline"];
-    assert_eq!(w1["completed"], w1["tasks"], "W1 did not complete every task: {w1}");
-    assert_eq!(w1["lost"], 0);
-    assert_eq!(w1["duplicated"], 0);
-    assert_eq!(w1["claimed_twice"], 0);
-    for key in ["w3_floor", "w2_legacy", "w4_w5_history", "w6_durability", "w7_wakeup"] {
-        assert!(v.get(key).is_some(), "no {key} in the report");
+    assert_pipeline_complete("w1_pipeline", w1);
+    assert!(w1["tasks"].as_u64().unwrap() > 0, "W1 ran no task: {w1}");
+    assert!(w1["tasks_per_s"].as_f64().unwrap() > 0.0, "W1 has no throughput: {w1}");
+    assert!(w1["submit_to_claimed"]["n"].as_u64().unwrap() > 0, "W1 measured no latency: {w1}");
+    for mode in ["always", "batch", "never"] {
+        assert_pipeline_complete(&format!("w6_durability.{mode}"), &v["w6_durability"][mode]);
     }
-    // W2 drives the legacy board script of `../shared/bench` (outside the repository) with
-    // python3; without them the bench reports W2 as skipped, and so does this test, visibly.
-    if let Some(why) = v["w2_legacy"]["skipped"].as_str() {
-        let part = "bench_smoke (W2 legacy workload only)";
-        if why.contains("python3") {
-            skip_unless_required(part, why);
-        } else {
-            skipped(part, why);
+    let history = v["w4_w5_history"].as_array().expect("W4/W5 rows");
+    assert!(history.len() >= 2, "W4 ran fewer than two history sizes: {history:?}");
+    for row in history {
+        assert_pipeline_complete(&format!("w4 history {}", row["history"]), &row["run"]);
+        assert!(row["ready_ms"].as_f64().unwrap() > 0.0, "W5 measured no restart: {row}");
+    }
+    // W2 needs ../shared/bench/legacy_board.py and python3; say so when it could not run.
+    let w2 = &v["w2_legacy"];
+    match w2["skipped"].as_str() {
+        // W2 drives the legacy board script of `../shared/bench` (outside the repository) with
+        // python3; without them the bench reports W2 as skipped, and so does this test, visibly.
+        Some(why) => {
+            let part = "bench_smoke (W2 legacy workload only)";
+            if why.contains("python3") { skip_unless_required(part, why) } else { skipped(part, why) }
+        }
+        None => {
+            assert_pipeline_complete("w2_legacy.mailroom", &w2["mailroom"]);
+            assert!(w2["legacy_tasks_per_s"].as_f64().unwrap() > 0.0, "W2 legacy measured nothing: {w2}");
         }
     }
+    assert!(v["w3_floor"]["tasks_per_s"].as_f64().unwrap() > 0.0, "W3 measured nothing");
+    let w7 = &v["w7_wakeup"];
+    assert!(w7["inotify"]["n"].as_u64().unwrap() > 0 && w7["poll_1s"]["n"].as_u64().unwrap() > 0);
     // The temporary roots are removed after a successful run.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A pipeline run's report says every task was completed exactly once and claimed once.
+fn assert_pipeline_complete(what: &str, run: &Value) {
+    assert!(run.is_object(), "no {what} in the report");
+    assert_eq!(run["completed"], run["tasks"], "{what} did not complete every task: {run}");
+    assert_eq!(run["lost"], 0, "{what} lost tasks: {run}");
+    assert_eq!(run["duplicated"], 0, "{what} completed tasks twice: {run}");
+    assert_eq!(run["claimed_twice"], 0, "{what} had tasks claimed twice: {run}");
+}
+
+#[test]
+fn bench_without_the_bench_binary_says_how_to_build_it() {
+    // A `mailroom` alone in a directory, with nothing on PATH: exit code 9 and the build command.
+    let dir = tempfile::tempdir_in(bin().parent().unwrap()).unwrap();
+    let alone = dir.path().join("mailroom");
+    if std::fs::hard_link(bin(), &alone).is_err() {
+        std::fs::copy(bin(), &alone).unwrap();
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(&alone)
+        .args(["bench", "--smoke"])
+        .env("PATH", empty.path())
+        .env("MAILROOM_LOG", "warn")
+        .output()
+        .expect("run mailroom bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(9), "{stderr}");
+    assert!(stderr.contains("cargo build --release -p mailroom-bench"), "{stderr}");
 }

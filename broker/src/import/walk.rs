@@ -36,9 +36,14 @@ fn walk(root: &Path, out: &mut Vec<ImportFile>) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                let display = e.path().unwrap_or(root).display().to_string();
+                let path = e.path().unwrap_or(root);
                 let why = e.io_error().map_or_else(|| e.to_string(), ToString::to_string);
-                out.push(ImportFile { display, bytes: Err(format!("cannot read: {why}")) });
+                let verb =
+                    if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) { "list" } else { "read" };
+                out.push(ImportFile {
+                    display: path.display().to_string(),
+                    bytes: Err(format!("cannot {verb}: {why}")),
+                });
                 continue;
             }
         };

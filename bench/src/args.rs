@@ -1,0 +1,162 @@
+//! The command line of a benchmark run ([`BenchArgs`], flags documented in docs/BENCHMARKS.md) and
+//! the effective parameters every workload reads ([`Plan`]): `--smoke` and `--quick` pick smaller
+//! defaults, and an explicit flag always wins.
+
+use crate::error::BenchError;
+use runtime_layout::Durability;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct BenchArgs {
+    /// The `mailroom` binary to benchmark (default: the one beside this executable).
+    #[arg(long, env = "MAILROOM_BIN")]
+    pub mailroom: Option<PathBuf>,
+    /// Tiny counts, a few seconds, for CI (no thresholds are ever checked).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Smaller counts (2,000 tasks; history up to 100,000).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the results as JSON on stdout (the human summary goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7; w4 and w5 run together).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// W1 task count.
+    #[arg(long)]
+    pub tasks: Option<usize>,
+    #[arg(long, default_value_t = 2)]
+    pub producers: usize,
+    #[arg(long, default_value_t = 4)]
+    pub agents: usize,
+    /// W1 runs; the median run is reported.
+    #[arg(long)]
+    pub repeat: Option<usize>,
+    /// Approximate task body size in bytes (padding in `params`).
+    #[arg(long, default_value_t = 1024)]
+    pub body_bytes: usize,
+    /// Percentage of tasks addressed to an agent's own mailbox (the rest go to the shared pool).
+    #[arg(long, default_value_t = 10)]
+    pub assigned_pct: usize,
+    /// Durability of producers' and agents' messages (always, batch, never; default: the SDK's
+    /// default, always).
+    #[arg(long)]
+    pub client_durability: Option<String>,
+    /// W2: task count for the legacy board and for mailroom's side of the ratio.
+    #[arg(long)]
+    pub legacy_tasks: Option<usize>,
+    /// W2: the legacy board script (default: ../shared/bench/legacy_board.py of the workspace).
+    #[arg(long)]
+    pub legacy_script: Option<PathBuf>,
+    /// W3: journal fsync every this many tasks (the broker's group commit).
+    #[arg(long, default_value_t = 32)]
+    pub floor_batch: usize,
+    /// W4/W5: history sizes (finished tasks already in the journal).
+    #[arg(long, value_delimiter = ',')]
+    pub history: Vec<usize>,
+    /// W4: tasks per run (default: the W1 count, at most 5,000).
+    #[arg(long)]
+    pub history_tasks: Option<usize>,
+    /// W6: tasks per durability mode.
+    #[arg(long)]
+    pub durability_tasks: Option<usize>,
+    /// W7: samples for the agent blocked in `claim_wait` (inotify).
+    #[arg(long)]
+    pub wake_samples: Option<usize>,
+    /// W7: samples for the agent polling `claim` every second.
+    #[arg(long)]
+    pub poll_samples: Option<usize>,
+    /// Extra `[broker]` settings for every broker of the run, e.g. `tick_ms = 100` (repeatable).
+    #[arg(long = "broker-setting")]
+    pub broker_settings: Vec<String>,
+    /// Where to put the temporary roots (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the temporary roots.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// The effective parameters of a run, read by every workload.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub tasks: usize,
+    pub producers: usize,
+    pub agents: usize,
+    pub repeat: usize,
+    pub body_bytes: usize,
+    pub assigned_pct: usize,
+    /// As given (`None`: the SDK's default); passed on to producer and agent processes.
+    pub client_durability: Option<String>,
+    pub broker_settings: Vec<String>,
+    pub legacy_tasks: usize,
+    pub legacy_script: Option<PathBuf>,
+    pub floor_batch: usize,
+    pub history: Vec<usize>,
+    pub history_tasks: usize,
+    pub durability_tasks: usize,
+    pub wake_samples: usize,
+    pub poll_samples: usize,
+}
+
+impl Plan {
+    pub fn new(a: &BenchArgs) -> Result<Self, BenchError> {
+        let (tasks, repeat, legacy, history, dur, wake, poll) = if a.smoke {
+            (200, 1, 100, vec![0, 2_000], 100, 10, 2)
+        } else if a.quick {
+            (2_000, 1, 1_000, vec![0, 100_000], 1_000, 50, 5)
+        } else {
+            (10_000, 3, 2_000, vec![0, 100_000, 1_000_000], 2_000, 200, 15)
+        };
+        if let Some(c) = &a.client_durability {
+            parse_durability(c)?;
+        }
+        // Refused before any workload runs, not by the first broker's configuration.
+        let settings = format!("[broker]\n{}\n", a.broker_settings.join("\n"));
+        mailroom::config::Config::parse(&settings)
+            .map_err(|e| BenchError::Usage(format!("--broker-setting: {e}")))?;
+        let tasks = a.tasks.unwrap_or(tasks);
+        Ok(Self {
+            tasks,
+            producers: a.producers,
+            agents: a.agents,
+            repeat: a.repeat.unwrap_or(repeat).max(1),
+            body_bytes: a.body_bytes,
+            assigned_pct: a.assigned_pct,
+            client_durability: a.client_durability.clone(),
+            broker_settings: a.broker_settings.clone(),
+            legacy_tasks: a.legacy_tasks.unwrap_or(legacy),
+            legacy_script: a.legacy_script.clone(),
+            floor_batch: a.floor_batch,
+            history: if a.history.is_empty() { history } else { a.history.clone() },
+            history_tasks: a.history_tasks.unwrap_or(tasks.min(5_000)),
+            durability_tasks: a.durability_tasks.unwrap_or(dur),
+            wake_samples: a.wake_samples.unwrap_or(wake),
+            poll_samples: a.poll_samples.unwrap_or(poll),
+        })
+    }
+
+    /// The clients' durability as the report shows it.
+    pub fn client_label(&self) -> String {
+        self.client_durability.clone().unwrap_or_else(|| "always (SDK default)".into())
+    }
+
+    /// The clients' durability for in-process file operations (W3): the SDK's default, `always`,
+    /// if unset.
+    pub fn client_durability(&self) -> Result<Durability, BenchError> {
+        Ok(match &self.client_durability {
+            Some(c) => parse_durability(c)?,
+            None => Durability::Always,
+        })
+    }
+}
+
+pub fn parse_durability(s: &str) -> Result<Durability, BenchError> {
+    match s {
+        "always" => Ok(Durability::Always),
+        "batch" => Ok(Durability::Batch),
+        "never" => Ok(Durability::Never),
+        _ => Err(BenchError::Usage(format!("durability `{s}`: must be always, batch or never"))),
+    }
+}

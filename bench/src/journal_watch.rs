@@ -1,0 +1,266 @@
+//! The one module of the bench that knows the broker's journal (`mailroom::journal`): when the
+//! record types change, this is the file to adapt. Everything else sees [`Completion`]s.
+//!
+//! - Reading: [`completed`] says which task one record completed, the narrow question every
+//!   figure starts from; [`for_each_completion`] reads the segments a run wrote, and
+//!   [`JournalTail`] counts completions while the run goes on, reading only new bytes.
+//! - Writing: [`HistoryWriter`] writes a finished history through the broker's own [`Journal`]
+//!   (segments, then a compaction that writes the snapshot and archives them), so the bench's
+//!   prebuilt roots follow any change of the journal's format.
+
+use crate::error::BenchError;
+use mailroom::journal::{self, Entry, Journal, JournalError, Place, Record, Report, Snapshot, Tomb};
+use protocol::{Status, Task, Timestamp};
+use runtime_layout::{Durability, Fs, FsError, Layout, NameSource};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+impl From<JournalError> for BenchError {
+    fn from(e: JournalError) -> Self {
+        Self::Journal(e.to_string())
+    }
+}
+
+/// A task the journal shows completed.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// When the broker journaled the completion (its own clock), in µs since the epoch.
+    pub at_us: i64,
+    /// The task as completed: its `params`, its `result`, its timestamped `history`.
+    pub task: Task,
+}
+
+/// The task that `rec` completed, if it completed one. The only place that reads a record.
+pub fn completed(rec: Record) -> Option<Completion> {
+    match rec.entry {
+        Entry::Complete(r) => Some(Completion { at_us: rec.ts.as_micros(), task: r.task }),
+        _ => None,
+    }
+}
+
+/// The segments of `root`'s journal that hold records now. A run reads only segments that are
+/// not among them: a broker never appends to a segment it did not open, and it opens a fresh one
+/// at every start (an empty one left by compaction is replaced, so it does not count here).
+pub fn sealed_segments(fs: &dyn Fs, root: &Path) -> Result<HashSet<PathBuf>, BenchError> {
+    let mut out = HashSet::new();
+    for seg in journal::all_segments(fs, &Layout::new(root).journal_dir())? {
+        if fs.stat(&seg)?.is_some_and(|m| m.len > 0) {
+            out.insert(seg);
+        }
+    }
+    Ok(out)
+}
+
+/// Calls `f` for every completion in `root`'s journal, except in the segments of `skip`.
+pub fn for_each_completion(
+    fs: &dyn Fs,
+    root: &Path,
+    skip: &HashSet<PathBuf>,
+    mut f: impl FnMut(Completion),
+) -> Result<(), BenchError> {
+    let mut torn = Vec::new();
+    for seg in journal::all_segments(fs, &Layout::new(root).journal_dir())? {
+        if !skip.contains(&seg) {
+            journal::read_segment(fs, &seg, |rec| completed(rec).into_iter().for_each(&mut f), &mut torn)?;
+        }
+    }
+    Ok(())
+}
+
+/// Counts completions appended to a journal, reading only the new bytes of each segment on every
+/// poll. A line is parsed only if it mentions `complete` at all, so watching costs the run little.
+/// It reads with `std::fs` (it needs to seek), never writes.
+pub struct JournalTail {
+    dir: PathBuf,
+    offsets: HashMap<String, u64>,
+    pub completes: usize,
+}
+
+impl JournalTail {
+    pub fn new(layout: &Layout) -> Self {
+        let dir = layout.journal_dir();
+        let mut offsets = HashMap::new();
+        // Whatever is there before the run (a built history) is not counted.
+        for d in [dir.clone(), dir.join("archive")] {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".jsonl") {
+                    offsets.insert(name, e.metadata().map(|m| m.len()).unwrap_or(0));
+                }
+            }
+        }
+        Self { dir, offsets, completes: 0 }
+    }
+
+    pub fn poll(&mut self) {
+        use std::io::{Read, Seek, SeekFrom};
+        for d in [self.dir.clone(), self.dir.join("archive")] {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".jsonl") {
+                    continue;
+                }
+                let mut off = self.offsets.get(&name).copied().unwrap_or(0);
+                let Ok(mut f) = std::fs::File::open(e.path()) else { continue };
+                // A segment shorter than what was read of it was replaced (an empty one at start).
+                if f.metadata().is_ok_and(|m| m.len() < off) {
+                    off = 0;
+                }
+                if f.seek(SeekFrom::Start(off)).is_err() {
+                    continue;
+                }
+                let mut buf = Vec::new();
+                if f.read_to_end(&mut buf).is_err() {
+                    continue;
+                }
+                // Only whole lines: a record being appended is counted on the next poll.
+                let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { continue };
+                self.completes += buf[..end]
+                    .split(|&b| b == b'\n')
+                    .filter(|line| line.windows(8).any(|w| w == b"complete"))
+                    .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
+                    .filter_map(completed)
+                    .count();
+                self.offsets.insert(name, off + end as u64 + 1);
+            }
+        }
+    }
+}
+
+/// Records per segment of a written history.
+const PER_SEGMENT: u64 = 250_000;
+/// Records buffered between two appends while writing a history.
+const PER_COMMIT: u64 = 4_096;
+
+/// Writes a root's journal as a broker leaves it after compacting a history of finished tasks:
+/// one `complete` record per task in archived segments (what `mailroom trace` reads), and a
+/// snapshot whose tombs are the finished tasks and whose `recent_done` fills the completed
+/// board. Nothing is fsynced: the files are read back warm by the broker that starts next.
+pub struct HistoryWriter<'a> {
+    fs: &'a dyn Fs,
+    dir: PathBuf,
+    journal: Journal,
+    written: u64,
+    tombs: Vec<Tomb>,
+    recent: Vec<Task>,
+}
+
+impl<'a> HistoryWriter<'a> {
+    pub fn open(fs: &'a dyn Fs, root: &Path) -> Result<Self, BenchError> {
+        let dir = Layout::new(root).journal_dir();
+        let journal = Journal::open(fs, &dir, 1, Durability::Never)?;
+        Ok(Self { fs, dir, journal, written: 0, tombs: Vec::new(), recent: Vec::new() })
+    }
+
+    /// Appends a finished task; `on_board` keeps it for the completed board too.
+    pub fn finished(&mut self, task: Task, hash: u64, on_board: bool) -> Result<(), BenchError> {
+        if self.written > 0 && self.written.is_multiple_of(PER_SEGMENT) {
+            self.journal.commit()?;
+            self.journal = Journal::open(self.fs, &self.dir, self.journal.next_seq(), Durability::Never)?;
+        }
+        self.tombs.push(Tomb { id: task.task_id.clone(), status: Status::Completed, hash, pooled: false });
+        if on_board {
+            self.recent.push(task.clone());
+        }
+        let ts = task.updated_at.unwrap_or(Timestamp::from_micros(0));
+        let msg = format!("history-{}", task.task_id);
+        let report = Report {
+            task_id: task.task_id.clone(),
+            task,
+            place: Place::Done,
+            msg,
+            agent: "Agent-1".into(),
+            claim: String::new(),
+        };
+        self.journal.push(ts, Entry::Complete(report));
+        self.written += 1;
+        if self.written.is_multiple_of(PER_COMMIT) {
+            self.journal.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Compacts: writes the snapshot and moves the segments it covers into `archive/`. The empty
+    /// segment compaction opens next is removed, as no broker has written to it: the broker that
+    /// starts on the root opens it afresh (instead of replacing it with a warning).
+    pub fn finish(mut self) -> Result<(), FsError> {
+        let seq = self.journal.next_seq() - 1;
+        let snap = Snapshot {
+            seq,
+            tombs: std::mem::take(&mut self.tombs),
+            recent_done: std::mem::take(&mut self.recent),
+            ..Snapshot::default()
+        };
+        self.journal.compact(self.fs, &snap, &NameSource::new())?;
+        drop(self.journal);
+        for seg in journal::all_segments(self.fs, &self.dir)? {
+            if self.fs.stat(&seg)?.is_some_and(|m| m.len == 0) {
+                self.fs.remove_file(&seg)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_layout::sim::SimFs;
+
+    fn task(i: usize) -> Task {
+        let mut t = Task::from_value(serde_json::json!({"task_id": format!("T-{i}"), "task_type": "bench"}))
+            .expect("a valid task");
+        t.status = Status::Completed;
+        t.updated_at = Some(Timestamp::from_micros(1_000 + i as i64));
+        t
+    }
+
+    /// A history written through the seam is what the broker's own replay and the bench's
+    /// readers see: the snapshot holds every tomb and the board's tasks, the archived segments
+    /// one completion per task, and no empty live segment is left behind.
+    #[test]
+    fn a_written_history_replays_as_a_compacted_journal() {
+        let fs = SimFs::new();
+        let root = Path::new("/r");
+        Layout::new(root).create(&fs).unwrap();
+        let mut w = HistoryWriter::open(&fs, root).unwrap();
+        for i in 0..10 {
+            w.finished(task(i), i as u64, i >= 7).unwrap();
+        }
+        w.finish().unwrap();
+        let dir = Layout::new(root).journal_dir();
+        let loaded = journal::load(&fs, &dir).unwrap();
+        let snap = loaded.snapshot.expect("a snapshot");
+        assert_eq!((snap.seq, snap.tombs.len(), snap.recent_done.len()), (10, 10, 3));
+        assert!(loaded.records.is_empty(), "every record is covered by the snapshot");
+        let mut ids = Vec::new();
+        for_each_completion(&fs, root, &HashSet::new(), |c| ids.push(c.task.task_id)).unwrap();
+        assert_eq!(ids, (0..10).map(|i| format!("T-{i}")).collect::<Vec<_>>());
+        assert!(sealed_segments(&fs, root).unwrap().iter().all(|s| s.starts_with(dir.join("archive"))));
+        assert_eq!(journal::all_segments(&fs, &dir).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn only_complete_records_complete_a_task() {
+        let t = task(1);
+        let ts = Timestamp::from_micros(5);
+        let place = Place::Done;
+        let claim = Entry::Claim {
+            task_id: t.task_id.clone(),
+            task: t.clone(),
+            place: place.clone(),
+            agent: "A".into(),
+        };
+        assert!(completed(Record { seq: 1, ts, entry: claim }).is_none());
+        let report = Report {
+            task_id: t.task_id.clone(),
+            task: t,
+            place,
+            msg: "m".into(),
+            agent: "A".into(),
+            claim: "c".into(),
+        };
+        let c = completed(Record { seq: 2, ts, entry: Entry::Complete(report) }).expect("a completion");
+        assert_eq!((c.task.task_id.as_str(), c.at_us), ("T-1", 5));
+    }
+}

@@ -1,0 +1,130 @@
+//! The load processes of a run, `mailroom-bench producer` and `mailroom-bench agent`: a producer
+//! submits its share of the tasks through the SDK (`Client::submit`), stamping its submit time in
+//! `params.submitted_us`; an agent claims (without a watcher first, in `claim_wait` only when idle,
+//! or polling) and completes through the SDK, stamping its claim time in `result.claimed_us`, and
+//! at the end writes the ids it claimed to a file of the run directory.
+//!
+//! They are not `tests/src/bin/mailroom-load.rs`: that tool logs every acknowledgement and injects
+//! failures and releases for the crash suites, while these only claim and complete as fast as they
+//! can, and a benchmark must not depend on the test crate.
+
+use crate::args::parse_durability;
+use crate::error::BenchError;
+use crate::procs::{now_us, write_file};
+use agent_sdk::{Agent, Client};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `mailroom-bench producer`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProducerArgs {
+    /// The runtime root to submit to.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// This producer's index (it submits tasks index, index+of, index+2*of, ...).
+    #[arg(long)]
+    pub index: usize,
+    #[arg(long)]
+    pub of: usize,
+    #[arg(long)]
+    pub tasks: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub body_bytes: usize,
+    /// Percentage of tasks addressed to one agent's mailbox instead of the shared pool.
+    #[arg(long, default_value_t = 0)]
+    pub assigned_pct: usize,
+    #[arg(long, default_value_t = 1)]
+    pub agents: usize,
+    /// SDK durability (default: the SDK's own default).
+    #[arg(long)]
+    pub durability: Option<String>,
+    #[arg(long, default_value = "B")]
+    pub prefix: String,
+}
+
+/// Arguments of `mailroom-bench agent`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The runtime root to claim from.
+    #[arg(long)]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "bench")]
+    pub pool: String,
+    /// Exit once this file exists and nothing is left to claim.
+    #[arg(long)]
+    pub stop: PathBuf,
+    /// Where to write what this agent claimed (JSON).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub durability: Option<String>,
+    /// 0: block in `claim_wait` (inotify); otherwise poll `claim` every this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub poll_ms: u64,
+}
+
+/// The id of a run's `i`th task.
+pub fn task_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i:08}")
+}
+
+/// The task a producer submits: about `body_bytes` of JSON, with its submit time in `params`.
+pub fn bench_task(prefix: &str, i: usize, body_bytes: usize, assigned: Option<String>) -> Value {
+    let priority = ["CRITICAL", "HIGH", "MEDIUM", "LOW"][i % 4];
+    let mut t = json!({
+        "task_id": task_id(prefix, i),
+        "name": format!("bench task {i}"),
+        "task_type": "bench",
+        "priority": priority,
+        "created_by": "bench",
+        "params": {"submitted_us": now_us(), "pad": "x".repeat(body_bytes.saturating_sub(200))},
+    });
+    if let Some(a) = assigned {
+        t["assigned_to"] = json!(a);
+    }
+    t
+}
+
+pub fn producer_main(a: &ProducerArgs) -> Result<(), BenchError> {
+    let mut client = Client::open(&a.root)?;
+    if let Some(d) = &a.durability {
+        client = client.with_durability(parse_durability(d)?);
+    }
+    let mut i = a.index;
+    while i < a.tasks {
+        let assigned = (a.assigned_pct > 0 && i % 100 < a.assigned_pct)
+            .then(|| format!("Agent-{}", i / 100 % a.agents.max(1) + 1));
+        client.submit(&bench_task(&a.prefix, i, a.body_bytes, assigned))?;
+        i += a.of.max(1);
+    }
+    Ok(())
+}
+
+pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
+    let mut agent = Agent::open(&a.root, &a.name)?;
+    if let Some(d) = &a.durability {
+        agent = agent.with_durability(parse_durability(d)?);
+    }
+    let pools = vec![a.pool.clone()];
+    let mut ids: Vec<String> = Vec::new();
+    loop {
+        // Try without a watcher first: under load there is nearly always a task waiting.
+        let claim = match agent.claim(&pools)? {
+            Some(c) => Some(c),
+            None if a.stop.exists() => break,
+            None if a.poll_ms > 0 => {
+                std::thread::sleep(Duration::from_millis(a.poll_ms));
+                None
+            }
+            None => agent.claim_wait(&pools, Duration::from_millis(250))?,
+        };
+        let Some(c) = claim else { continue };
+        let claimed_us = now_us();
+        ids.push(c.task.task_id.clone());
+        agent.complete(&c.name, json!({"claimed_us": claimed_us}))?;
+    }
+    write_file(&a.out, json!({"agent": a.name, "claims": ids.len(), "ids": ids}).to_string())
+}

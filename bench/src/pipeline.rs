@@ -1,0 +1,278 @@
+//! The pipeline every throughput workload is made of (W1, and W2, W4 and W6 with other counts or
+//! settings): a broker on a root, P producer processes submitting N tasks, A agent processes
+//! claiming and completing them, until the journal shows every task completed. Its figures come
+//! from the journal afterwards ([`PipeReport`]): from each completed task's history (every
+//! transition is timestamped by the broker) and from two times the processes put into the task,
+//! the producer's submit time (`params.submitted_us`) and the agent's claim time
+//! (`result.claimed_us`). Clocks are all the one system clock.
+
+use crate::error::BenchError;
+use crate::journal_watch::{self, JournalTail};
+use crate::load::task_id;
+use crate::procs::{Proc, cpu_time, mb, peak_rss, start_broker, write_file};
+use crate::report::{Lat, round};
+use crate::run::Ctx;
+use runtime_layout::{Fs, Layout, NameSource, write_atomic};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A workload that completes nothing for this long has failed.
+const STALL: Duration = Duration::from_secs(60);
+
+/// One pipeline run's settings.
+#[derive(Debug, Clone)]
+pub struct Pipe {
+    pub tasks: usize,
+    pub producers: usize,
+    pub agents: usize,
+    pub body_bytes: usize,
+    pub assigned_pct: usize,
+    pub broker_durability: String,
+    pub client_durability: Option<String>,
+    pub broker_settings: Vec<String>,
+    /// Task ids are `<prefix>-<n>`: runs on the same root use different prefixes.
+    pub prefix: String,
+}
+
+/// What one pipeline run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PipeReport {
+    pub tasks: usize,
+    pub completed: usize,
+    /// Task ids missing from the journal's `complete` records.
+    pub lost: usize,
+    /// Ids completed more than once.
+    pub duplicated: usize,
+    /// Ids claimed by more than one agent (agents report what they claimed).
+    pub claimed_twice: usize,
+    /// First submit to last completion.
+    #[serde(serialize_with = "round::r3")]
+    pub secs: f64,
+    #[serde(serialize_with = "round::r0")]
+    pub tasks_per_s: f64,
+    /// Submit to the broker's `dispatch` entry (the task file is renamed into the pool right
+    /// after the journal commit that carries it).
+    pub submit_to_claimable: Lat,
+    /// Submit to an agent holding the task.
+    pub submit_to_claimed: Lat,
+    /// The agent's claim to the broker's `claim` entry (IN_PROGRESS in the broker's state).
+    pub claim_to_working: Lat,
+    /// User+system time of the broker during the run, per task.
+    #[serde(serialize_with = "round::r0")]
+    pub broker_cpu_us_per_task: f64,
+    /// `VmHWM` of the broker.
+    #[serde(serialize_with = "round::r3")]
+    pub broker_peak_rss_mb: f64,
+    /// Spawning `mailroom run` to serving.
+    #[serde(serialize_with = "round::r3")]
+    pub broker_ready_ms: f64,
+}
+
+/// The median run by tasks/s, and every run's tasks/s in the order they ran.
+pub fn median_run(mut runs: Vec<PipeReport>) -> (PipeReport, Vec<f64>) {
+    let all: Vec<f64> = runs.iter().map(|r| r.tasks_per_s).collect();
+    runs.sort_by(|a, b| a.tasks_per_s.total_cmp(&b.tasks_per_s));
+    let m = runs.swap_remove(runs.len() / 2);
+    (m, all)
+}
+
+/// Creates the tree at `root` and writes its `mailroom.toml` (the durability and every
+/// `--broker-setting`), through the `Fs` seam.
+pub fn write_config(fs: &dyn Fs, root: &Path, p: &Pipe) -> Result<(), BenchError> {
+    let layout = Layout::new(root);
+    layout.create(fs)?;
+    let mut text = format!("[broker]\ndurability = \"{}\"\n", p.broker_durability);
+    for line in &p.broker_settings {
+        text.push_str(line);
+        text.push('\n');
+    }
+    mailroom::config::Config::parse(&text)
+        .map_err(|e| BenchError::Usage(format!("--broker-setting: {e}")))?;
+    write_atomic(
+        fs,
+        &layout.config_file(),
+        text.as_bytes(),
+        &NameSource::new(),
+        runtime_layout::Durability::Batch,
+    )?;
+    Ok(())
+}
+
+/// A pipeline run on a fresh root.
+pub fn run_fresh(cx: &mut Ctx, label: &str, p: &Pipe) -> Result<PipeReport, BenchError> {
+    let d = cx.fresh(label)?;
+    let root = d.join("runtime");
+    write_config(cx.fs(), &root, p)?;
+    let before = journal_watch::sealed_segments(cx.fs(), &root)?;
+    let (broker, ready) = start_broker(cx.fs(), &cx.bins, &root, &d.join("broker.log"))?;
+    run_on(cx, &d, &root, (broker, ready), &before, p)
+}
+
+/// A pipeline run against a broker already serving `root` (started `ready` before it served);
+/// stops the broker at the end. `d` holds the processes' logs; the figures come from the journal
+/// segments not in `before`.
+pub fn run_on(
+    cx: &Ctx,
+    d: &Path,
+    root: &Path,
+    (broker, ready): (Proc, Duration),
+    before: &HashSet<PathBuf>,
+    p: &Pipe,
+) -> Result<PipeReport, BenchError> {
+    let fs = cx.fs();
+    let layout = Layout::new(root);
+    let mut tail = JournalTail::new(&layout);
+    let stop = d.join("stop");
+    let _ = std::fs::remove_file(&stop);
+    let agents: Vec<String> = (1..=p.agents).map(|i| format!("Agent-{i}")).collect();
+    for a in &agents {
+        layout.mailbox(a).create(fs, true)?;
+    }
+    let cpu0 = cpu_time(broker.pid()).unwrap_or_default();
+    let durability = |args: &mut Vec<String>| {
+        if let Some(c) = &p.client_durability {
+            args.extend(["--durability".into(), c.clone()]);
+        }
+    };
+    let mut agent_procs = Vec::new();
+    for a in &agents {
+        let mut args = vec!["--name".into(), a.clone(), "--stop".into(), path_arg(&stop)];
+        args.extend(["--out".into(), path_arg(&d.join(format!("{a}.json")))]);
+        durability(&mut args);
+        agent_procs.push(cx.bins.load("agent", root, &args, &d.join(format!("{a}.log")), a)?);
+    }
+    let mut producers = Vec::new();
+    for i in 0..p.producers {
+        let mut args: Vec<String> = Vec::new();
+        for (flag, value) in [
+            ("--index", i.to_string()),
+            ("--of", p.producers.to_string()),
+            ("--tasks", p.tasks.to_string()),
+            ("--body-bytes", p.body_bytes.to_string()),
+            ("--assigned-pct", p.assigned_pct.to_string()),
+            ("--agents", p.agents.to_string()),
+            ("--prefix", p.prefix.clone()),
+        ] {
+            args.extend([flag.to_string(), value]);
+        }
+        durability(&mut args);
+        let log = d.join(format!("producer-{i}.log"));
+        producers.push(cx.bins.load("producer", root, &args, &log, &format!("producer {i}"))?);
+    }
+    // Wait until the journal shows every task completed.
+    let mut last = (0, Instant::now());
+    while tail.completes < p.tasks {
+        std::thread::sleep(Duration::from_millis(20));
+        tail.poll();
+        if tail.completes != last.0 {
+            last = (tail.completes, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            let _ = write_file(&stop, b"");
+            return Err(BenchError::Stalled {
+                workload: format!("pipeline {}", p.prefix),
+                done: tail.completes,
+                tasks: p.tasks,
+                secs: STALL.as_secs(),
+                logs: d.to_path_buf(),
+            });
+        }
+        for pr in &mut producers {
+            pr.check().map_err(|e| logs_in(e, d))?;
+        }
+    }
+    let cpu = cpu_time(broker.pid()).unwrap_or_default().saturating_sub(cpu0);
+    let rss = peak_rss(broker.pid()).unwrap_or(0);
+    write_file(&stop, b"")?;
+    for a in agent_procs {
+        a.wait(Duration::from_secs(60)).map_err(|e| logs_in(e, d))?;
+    }
+    for pr in producers {
+        pr.wait(Duration::from_secs(60)).map_err(|e| logs_in(e, d))?;
+    }
+    broker.terminate().map_err(|e| logs_in(e, d))?;
+
+    let mut out = figures(fs, root, before, p)?;
+    let (claims, claimed_ids) = claimed(d, &agents);
+    out.claimed_twice = claims - claimed_ids.len();
+    out.broker_cpu_us_per_task = cpu.as_secs_f64() * 1e6 / p.tasks.max(1) as f64;
+    out.broker_peak_rss_mb = mb(rss);
+    out.broker_ready_ms = ready.as_secs_f64() * 1000.0;
+    Ok(out)
+}
+
+/// What the journal segments not in `before` show about the run's tasks (ids `<prefix>-<n>`).
+fn figures(fs: &dyn Fs, root: &Path, before: &HashSet<PathBuf>, p: &Pipe) -> Result<PipeReport, BenchError> {
+    let prefix = format!("{}-", p.prefix);
+    let mut ids = HashSet::new();
+    let (mut s2q, mut s2c, mut c2w) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut completes = 0;
+    journal_watch::for_each_completion(fs, root, before, |c| {
+        let t = &c.task;
+        if !t.task_id.starts_with(&prefix) {
+            return;
+        }
+        completes += 1;
+        ids.insert(t.task_id.clone());
+        let sub = t.params["submitted_us"].as_i64().unwrap_or(0);
+        let claimed = t.result["claimed_us"].as_i64().unwrap_or(0);
+        let at = |a: &str| t.history.iter().rev().find(|h| h.action == a).map(|h| h.timestamp.as_micros());
+        let ms = |us: i64| us as f64 / 1000.0;
+        if let Some(q) = at("dispatch") {
+            s2q.push(ms(q - sub));
+        }
+        s2c.push(ms(claimed - sub));
+        if let Some(c) = at("claim") {
+            c2w.push(ms(c - claimed));
+        }
+        first = first.min(sub);
+        last = last.max(c.at_us);
+    })?;
+    let secs = (last - first) as f64 / 1e6;
+    Ok(PipeReport {
+        tasks: p.tasks,
+        completed: ids.len(),
+        lost: (0..p.tasks).filter(|&i| !ids.contains(&task_id(&p.prefix, i))).count(),
+        duplicated: completes - ids.len(),
+        secs,
+        tasks_per_s: ids.len() as f64 / secs.max(1e-9),
+        submit_to_claimable: Lat::of(s2q),
+        submit_to_claimed: Lat::of(s2c),
+        claim_to_working: Lat::of(c2w),
+        ..PipeReport::default()
+    })
+}
+
+/// Claims the agents reported, and the distinct ids among them.
+fn claimed(d: &Path, agents: &[String]) -> (usize, HashSet<String>) {
+    let mut claims = 0;
+    let mut ids = HashSet::new();
+    for a in agents {
+        let v: Value = std::fs::read(d.join(format!("{a}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        claims += v["claims"].as_u64().unwrap_or(0) as usize;
+        for id in v["ids"].as_array().into_iter().flatten() {
+            ids.insert(id.as_str().unwrap_or_default().to_string());
+        }
+    }
+    (claims, ids)
+}
+
+/// A process error, pointing at the run's logs.
+pub fn logs_in(e: BenchError, d: &Path) -> BenchError {
+    match e {
+        BenchError::Process { what, problem } => {
+            BenchError::Process { what, problem: format!("{problem}; logs in {}", d.display()) }
+        }
+        e => e,
+    }
+}
+
+pub fn path_arg(p: &Path) -> String {
+    p.display().to_string()
+}
