@@ -4,12 +4,15 @@
 //! [`Message`] derives its wire format: serde's internally tagged enum (`{"kind":"complete",...}`),
 //! with field-level helpers (`fields`) for the lenient rules and for errors that name the field
 //! and the rule. Adding a kind is adding a variant (and its handler in the broker): the parser,
-//! [`Message::kinds`] and the error for an unknown kind follow.
+//! [`Message::kinds`], the schema (`crate::schema`) and the error for an unknown kind follow.
 
 mod fields;
 
 use crate::error::ValidationError;
+use crate::schema::AgentName;
+use crate::task::Task;
 use crate::time::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -22,20 +25,23 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1 << 20;
 /// The derived `Deserialize` reads the tagged form only; [`Message::parse`] and
 /// [`Message::from_value`] add the rest of the protocol (a bare task is a submit, errors are
 /// [`ValidationError`]s) and are what readers of the inbox use.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Message {
     /// `{"kind":"submit","task":{...}}`, or a bare task object with no `kind`. The task is kept as
     /// raw JSON here; the broker validates (and, for legacy input, normalises) it.
     Submit {
         #[serde(deserialize_with = "fields::task")]
+        #[schemars(with = "Task")]
         task: Value,
     },
     /// The claim's work is done.
     Complete {
         #[serde(deserialize_with = "fields::agent")]
+        #[schemars(with = "AgentName")]
         agent: String,
         #[serde(deserialize_with = "fields::claim")]
+        #[schemars(length(min = 1))]
         claim: String,
         #[serde(default)]
         result: Value,
@@ -43,8 +49,10 @@ pub enum Message {
     /// The claim's work failed; `retryable` false dead-letters the task at once.
     Fail {
         #[serde(deserialize_with = "fields::agent")]
+        #[schemars(with = "AgentName")]
         agent: String,
         #[serde(deserialize_with = "fields::claim")]
+        #[schemars(length(min = 1))]
         claim: String,
         #[serde(default = "fields::failed", deserialize_with = "fields::error")]
         error: String,
@@ -54,25 +62,31 @@ pub enum Message {
     /// The claim is given back untouched.
     Release {
         #[serde(deserialize_with = "fields::agent")]
+        #[schemars(with = "AgentName")]
         agent: String,
         #[serde(deserialize_with = "fields::claim")]
+        #[schemars(length(min = 1))]
         claim: String,
     },
     /// Operator verb: PENDING or IN_PROGRESS to CANCELLED.
     Cancel {
         #[serde(deserialize_with = "fields::task_id")]
+        #[schemars(schema_with = "crate::schema::task_id")]
         task_id: String,
     },
     /// Operator verb: FAILED, BLOCKED or CANCELLED to PENDING.
     Retry {
         #[serde(deserialize_with = "fields::task_id")]
+        #[schemars(schema_with = "crate::schema::task_id")]
         task_id: String,
     },
     /// Mail from one agent to another, delivered by the broker as `mail`.
     Send {
         #[serde(deserialize_with = "fields::from")]
+        #[schemars(with = "AgentName")]
         from: String,
         #[serde(deserialize_with = "fields::to")]
+        #[schemars(with = "AgentName")]
         to: String,
         #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "fields::subject")]
         subject: Option<String>,
@@ -182,8 +196,9 @@ fn or_list(items: &[&str]) -> String {
 }
 
 /// What a notice is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::described_enum)]
 pub enum NoticeKind {
     /// A message from this agent was refused (invalid, not allowed in the task's state).
     Rejected,
@@ -196,9 +211,10 @@ pub enum NoticeKind {
 }
 
 /// A notice the broker delivers into `mailboxes/<agent>/new/`, as `{"kind":"notice",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Notice {
     /// Always `notice`.
+    #[schemars(extend("const" = "notice"))]
     pub kind: String,
     pub notice: NoticeKind,
     pub timestamp: Timestamp,
@@ -227,11 +243,14 @@ impl Notice {
 }
 
 /// Mail between agents, delivered by the broker as `{"kind":"mail",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Mail {
     /// Always `mail`.
+    #[schemars(extend("const" = "mail"))]
     pub kind: String,
+    #[schemars(with = "AgentName")]
     pub from: String,
+    #[schemars(with = "AgentName")]
     pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
@@ -348,7 +367,7 @@ mod tests {
     }
 }
 
-/// One message of every kind, for tests that must cover each kind.
+/// One message of every kind, for tests that must cover each kind (here and in `schema`).
 #[cfg(test)]
 pub(crate) mod samples {
     use super::Message;
