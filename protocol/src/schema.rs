@@ -211,4 +211,107 @@ mod tests {
         assert_eq!(strings(&m["notice"]["required"]), ["kind", "notice", "timestamp", "reason"]);
         assert_eq!(strings(&m["mail"]["required"]), ["kind", "from", "to", "body", "sent_at"]);
     }
+
+    fn validator(schema: &Value) -> jsonschema::Validator {
+        jsonschema::options().should_validate_formats(true).build(schema).expect("a usable schema")
+    }
+
+    fn errors(v: &jsonschema::Validator, instance: &Value) -> Vec<String> {
+        v.iter_errors(instance).map(|e| format!("{}: {e}", e.instance_path())).collect()
+    }
+
+    #[test]
+    fn every_schema_is_a_valid_draft_2020_12_schema() {
+        let all = super::all();
+        jsonschema::meta::validate(&all["task"]).unwrap();
+        for (kind, schema) in all["messages"].as_object().unwrap() {
+            jsonschema::meta::validate(schema).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        }
+    }
+
+    #[test]
+    fn what_mailroom_writes_fits_its_schema() {
+        let all = super::all();
+        for kind in Message::kinds() {
+            let v = validator(&all["messages"][kind]);
+            let m = samples::of(kind).to_value();
+            assert_eq!(errors(&v, &m), Vec::<String>::new(), "{kind}: {m}");
+            let mut wrong = m.clone();
+            wrong["kind"] = "explode".into();
+            assert!(!v.is_valid(&wrong), "{kind} accepts another kind");
+        }
+
+        let now = crate::Timestamp::from_micros(1_764_000_000_000_000);
+        let mut task = Task::from_value(serde_json::json!({
+            "task_id": "T-1", "name": "n", "description": "d", "task_type": "build", "priority": "HIGH",
+            "status": "IN_PROGRESS", "assigned_to": "Agent-1", "created_by": "cron", "depends_on": ["T-0"],
+            "tags": ["x"], "params": {"a": [1]}, "max_attempts": 5, "attempts": 1, "lease_secs": 60,
+            "result": null, "error": "boom", "lead_data": {"kept": true},
+        }))
+        .unwrap();
+        (task.created_at, task.updated_at, task.not_before) = (Some(now), Some(now), Some(now));
+        task.history.push(crate::HistoryEntry {
+            timestamp: now,
+            actor: "broker".into(),
+            action: "claim".into(),
+            from: Some(crate::Status::Pending),
+            to: Some(crate::Status::InProgress),
+            details: Some(serde_json::json!({"claim": "c"})),
+        });
+        let task_schema = validator(&all["task"]);
+        assert_eq!(errors(&task_schema, &task.to_value()), Vec::<String>::new());
+        for (field, bad) in [
+            ("priority", serde_json::json!("URGENT")),
+            ("status", serde_json::json!("DONE")),
+            ("max_attempts", serde_json::json!(0)),
+            ("max_attempts", serde_json::json!(1001)),
+            ("lease_secs", serde_json::json!(0)),
+            ("assigned_to", serde_json::json!("../x")),
+            ("created_at", serde_json::json!("yesterday")),
+            ("task_id", serde_json::json!("")),
+        ] {
+            let mut t = task.to_value();
+            t[field] = bad.clone();
+            assert!(!task_schema.is_valid(&t), "{field}: {bad} accepted");
+            // The broker checks `assigned_to` when it routes the task, not `Task::from_value`.
+            if field != "assigned_to" {
+                assert!(Task::from_value(t).is_err(), "{field}: {bad} accepted by Task::from_value");
+            }
+        }
+
+        let mut notice =
+            crate::Notice::new(crate::NoticeKind::LeaseExpired, now, "the lease ran out after 300 s");
+        notice.task_id = Some("T-1".into());
+        notice.message = Some(samples::of("complete").to_value());
+        let mail = Mail {
+            kind: "mail".into(),
+            from: "A".into(),
+            to: "B".into(),
+            subject: None,
+            body: serde_json::json!({"any": "json"}),
+            sent_at: now,
+        };
+        for (kind, value) in
+            [("notice", serde_json::to_value(notice).unwrap()), ("mail", serde_json::to_value(mail).unwrap())]
+        {
+            assert_eq!(errors(&validator(&all["messages"][kind]), &value), Vec::<String>::new(), "{kind}");
+        }
+    }
+
+    /// The pattern accepts exactly the names `validate_agent` accepts, but for `..` (which a
+    /// regular expression without look-ahead cannot refuse; the description says it).
+    #[test]
+    fn the_agent_pattern_agrees_with_the_name_rules() {
+        let v = validator(&messages()["send"]["properties"]["to"]);
+        let long = "x".repeat(64);
+        let too_long = "x".repeat(65);
+        for name in [
+            "Agent-1", "a", "0", "A.b_c-d", &long, &too_long, "", "-a", ".a", "_a", "a/b", "a b", "é",
+            "a\nb", "a..b",
+        ] {
+            let fits = v.is_valid(&Value::from(name));
+            let valid = crate::names::validate_agent(name).is_ok();
+            assert_eq!(fits, valid || name.contains(".."), "{name:?}");
+        }
+    }
 }

@@ -6,6 +6,20 @@
 use mailroom_protocol::{Message, Task};
 use proptest::prelude::*;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// A validator for each kind's derived schema.
+static SCHEMAS: LazyLock<HashMap<String, jsonschema::Validator>> = LazyLock::new(|| {
+    let all = mailroom_protocol::schema::messages();
+    Message::kinds()
+        .iter()
+        .map(|k| {
+            let v = jsonschema::options().should_validate_formats(true).build(&all[k]).expect("a schema");
+            (k.to_string(), v)
+        })
+        .collect()
+});
 
 /// Arbitrary JSON, biased towards the fields and values the parsers look at.
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -141,6 +155,23 @@ proptest! {
     fn every_message_round_trips(m in arb_message()) {
         let bytes = serde_json::to_vec(&m.to_value()).unwrap();
         prop_assert_eq!(Message::parse(&bytes).unwrap(), m);
+    }
+
+    /// A submit's task is raw JSON in a `Message` (the broker validates it); the schema asks for
+    /// a valid task, so a submit is checked with its task made canonical.
+    #[test]
+    fn every_message_fits_the_schema_of_its_kind(m in arb_message()) {
+        let mut value = m.to_value();
+        if let Message::Submit { task } = &m {
+            let mut task = task.clone();
+            task["task_id"] = json!("T");
+            match Task::from_value(task) {
+                Ok(t) => value["task"] = t.to_value(),
+                Err(_) => return Ok(()),
+            }
+        }
+        let errors: Vec<String> = SCHEMAS[m.kind()].iter_errors(&value).map(|e| e.to_string()).collect();
+        prop_assert!(errors.is_empty(), "{}: {:?}", value, errors);
     }
 
     #[test]
