@@ -1,53 +1,102 @@
 //! Messages: what agents and scripts drop into the broker's inbox, and what the broker delivers
 //! back into agents' mailboxes (notices and mail). Every message is a JSON object with a `kind`.
+//!
+//! [`Message`] derives its wire format: serde's internally tagged enum (`{"kind":"complete",...}`),
+//! with field-level helpers (`fields`) for the lenient rules and for errors that name the field
+//! and the rule. Adding a kind is adding a variant (and its handler in the broker): the parser,
+//! [`Message::kinds`], the schema (`crate::schema`) and the error for an unknown kind follow.
+
+mod fields;
 
 use crate::error::ValidationError;
-use crate::names::validate_agent;
+use crate::schema::AgentName;
+use crate::task::Task;
 use crate::time::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+use std::fmt;
 
 /// Largest message the broker reads by default, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1 << 20;
 
 /// A message to the broker.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The derived `Deserialize` reads the tagged form only; [`Message::parse`] and
+/// [`Message::from_value`] add the rest of the protocol (a bare task is a submit, errors are
+/// [`ValidationError`]s) and are what readers of the inbox use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Message {
     /// `{"kind":"submit","task":{...}}`, or a bare task object with no `kind`. The task is kept as
     /// raw JSON here; the broker validates (and, for legacy input, normalises) it.
     Submit {
+        #[serde(deserialize_with = "fields::task")]
+        #[schemars(with = "Task")]
         task: Value,
     },
+    /// The claim's work is done.
     Complete {
+        #[serde(deserialize_with = "fields::agent")]
+        #[schemars(with = "AgentName")]
         agent: String,
+        #[serde(deserialize_with = "fields::claim")]
+        #[schemars(length(min = 1))]
         claim: String,
+        #[serde(default)]
         result: Value,
     },
+    /// The claim's work failed; `retryable` false dead-letters the task at once.
     Fail {
+        #[serde(deserialize_with = "fields::agent")]
+        #[schemars(with = "AgentName")]
         agent: String,
+        #[serde(deserialize_with = "fields::claim")]
+        #[schemars(length(min = 1))]
         claim: String,
+        #[serde(default = "fields::failed", deserialize_with = "fields::error")]
         error: String,
+        #[serde(default = "fields::yes", deserialize_with = "fields::retryable")]
         retryable: bool,
     },
+    /// The claim is given back untouched.
     Release {
+        #[serde(deserialize_with = "fields::agent")]
+        #[schemars(with = "AgentName")]
         agent: String,
+        #[serde(deserialize_with = "fields::claim")]
+        #[schemars(length(min = 1))]
         claim: String,
     },
+    /// Operator verb: PENDING or IN_PROGRESS to CANCELLED.
     Cancel {
+        #[serde(deserialize_with = "fields::task_id")]
+        #[schemars(schema_with = "crate::schema::task_id")]
         task_id: String,
     },
+    /// Operator verb: FAILED, BLOCKED or CANCELLED to PENDING.
     Retry {
+        #[serde(deserialize_with = "fields::task_id")]
+        #[schemars(schema_with = "crate::schema::task_id")]
         task_id: String,
     },
+    /// Mail from one agent to another, delivered by the broker as `mail`.
     Send {
+        #[serde(deserialize_with = "fields::from")]
+        #[schemars(with = "AgentName")]
         from: String,
+        #[serde(deserialize_with = "fields::to")]
+        #[schemars(with = "AgentName")]
         to: String,
+        #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "fields::subject")]
         subject: Option<String>,
+        #[serde(default)]
         body: Value,
     },
 }
 
 impl Message {
+    /// The `kind` of this message, as it is written on the wire.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Submit { .. } => "submit",
@@ -57,6 +106,35 @@ impl Message {
             Self::Cancel { .. } => "cancel",
             Self::Retry { .. } => "retry",
             Self::Send { .. } => "send",
+        }
+    }
+
+    /// Every kind, in declaration order, exactly as the derived `Deserialize` accepts them.
+    ///
+    /// The list is serde's own: its derive hands the variant names to
+    /// [`serde::de::Error::unknown_variant`], so we offer it a tag no variant has and keep the list
+    /// it answers with. A new variant is listed without anyone writing its name twice.
+    pub fn kinds() -> &'static [&'static str] {
+        #[derive(Debug)]
+        struct Expected(&'static [&'static str]);
+        impl fmt::Display for Expected {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "expected one of {:?}", self.0)
+            }
+        }
+        impl std::error::Error for Expected {}
+        impl serde::de::Error for Expected {
+            fn custom<T: fmt::Display>(_: T) -> Self {
+                Expected(&[])
+            }
+            fn unknown_variant(_: &str, expected: &'static [&'static str]) -> Self {
+                Expected(expected)
+            }
+        }
+        let probe = serde::de::value::MapDeserializer::<_, Expected>::new(std::iter::once(("kind", "")));
+        match Message::deserialize(probe) {
+            Err(Expected(kinds)) => kinds,
+            Ok(_) => &[],
         }
     }
 
@@ -82,142 +160,45 @@ impl Message {
         Self::from_value(value)
     }
 
+    /// Reads a JSON value: an object with a known `kind` and its fields, or a bare task (an object
+    /// with no `kind`), which is a submit of that whole object.
     pub fn from_value(value: Value) -> Result<Self, ValidationError> {
-        let Value::Object(mut map) = value else {
+        let Value::Object(map) = value else {
             return Err(ValidationError::new("", "a message must be a JSON object"));
         };
-        let kind = match map.remove("kind") {
-            None => {
-                return Ok(Self::Submit { task: Value::Object(map) });
-            }
-            Some(Value::String(k)) => k,
+        let kind = match map.get("kind") {
+            None => return Ok(Self::Submit { task: Value::Object(map) }),
+            Some(Value::String(k)) => k.clone(),
             Some(_) => return Err(ValidationError::new("kind", "must be a string")),
         };
-        let msg = match kind.as_str() {
-            "submit" => match map.remove("task") {
-                Some(task @ Value::Object(_)) => Self::Submit { task },
-                Some(_) => return Err(ValidationError::new("task", "must be a JSON object")),
-                None => {
-                    return Err(ValidationError::new("task", "is required for kind `submit`"));
-                }
-            },
-            "complete" => Self::Complete {
-                agent: agent(&mut map, "agent")?,
-                claim: string(&mut map, "claim")?,
-                result: map.remove("result").unwrap_or(Value::Null),
-            },
-            "fail" => Self::Fail {
-                agent: agent(&mut map, "agent")?,
-                claim: string(&mut map, "claim")?,
-                error: match map.remove("error") {
-                    Some(Value::String(s)) => s,
-                    None | Some(Value::Null) => "failed".to_string(),
-                    Some(other) => other.to_string(),
-                },
-                retryable: match map.remove("retryable") {
-                    None | Some(Value::Null) => true,
-                    Some(Value::Bool(b)) => b,
-                    Some(_) => {
-                        return Err(ValidationError::new("retryable", "must be true or false"));
-                    }
-                },
-            },
-            "release" => {
-                Self::Release { agent: agent(&mut map, "agent")?, claim: string(&mut map, "claim")? }
-            }
-            "cancel" => Self::Cancel { task_id: task_id(&mut map)? },
-            "retry" => Self::Retry { task_id: task_id(&mut map)? },
-            "send" => Self::Send {
-                from: agent(&mut map, "from")?,
-                to: agent(&mut map, "to")?,
-                subject: match map.remove("subject") {
-                    None | Some(Value::Null) => None,
-                    Some(Value::String(s)) => Some(s),
-                    Some(_) => return Err(ValidationError::new("subject", "must be a string")),
-                },
-                body: map.remove("body").unwrap_or(Value::Null),
-            },
-            other => {
-                return Err(ValidationError::new(
-                    "kind",
-                    format!(
-                        "unknown kind `{other}` (expected submit, complete, fail, release, cancel, retry or send)"
-                    ),
-                ));
-            }
-        };
-        Ok(msg)
+        if !Self::kinds().contains(&kind.as_str()) {
+            return Err(ValidationError::new(
+                "kind",
+                format!("unknown kind `{kind}` (expected {})", or_list(Self::kinds())),
+            ));
+        }
+        serde_json::from_value(Value::Object(map)).map_err(|e| fields::from_serde(&e, &kind))
     }
 
+    /// The message as it is written on the wire: `kind` first, then the fields in order.
     pub fn to_value(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("kind".into(), self.kind().into());
-        match self {
-            Self::Submit { task } => {
-                m.insert("task".into(), task.clone());
-            }
-            Self::Complete { agent, claim, result } => {
-                m.insert("agent".into(), agent.as_str().into());
-                m.insert("claim".into(), claim.as_str().into());
-                m.insert("result".into(), result.clone());
-            }
-            Self::Fail { agent, claim, error, retryable } => {
-                m.insert("agent".into(), agent.as_str().into());
-                m.insert("claim".into(), claim.as_str().into());
-                m.insert("error".into(), error.as_str().into());
-                m.insert("retryable".into(), (*retryable).into());
-            }
-            Self::Release { agent, claim } => {
-                m.insert("agent".into(), agent.as_str().into());
-                m.insert("claim".into(), claim.as_str().into());
-            }
-            Self::Cancel { task_id } | Self::Retry { task_id } => {
-                m.insert("task_id".into(), task_id.as_str().into());
-            }
-            Self::Send { from, to, subject, body } => {
-                m.insert("from".into(), from.as_str().into());
-                m.insert("to".into(), to.as_str().into());
-                if let Some(s) = subject {
-                    m.insert("subject".into(), s.as_str().into());
-                }
-                m.insert("body".into(), body.clone());
-            }
-        }
-        Value::Object(m)
+        serde_json::to_value(self).expect("a message is strings and JSON values: it always serialises")
     }
 }
 
-fn string(map: &mut Map<String, Value>, field: &str) -> Result<String, ValidationError> {
-    match map.remove(field) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(ValidationError::new(field, "must not be empty")),
-        Some(_) => Err(ValidationError::new(field, "must be a string")),
-        None => Err(ValidationError::new(field, "is required")),
+/// `a, b or c`.
+fn or_list(items: &[&str]) -> String {
+    match items.split_last() {
+        None => String::new(),
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
     }
-}
-
-fn agent(map: &mut Map<String, Value>, field: &str) -> Result<String, ValidationError> {
-    let s = string(map, field)?;
-    validate_agent(&s).map_err(|e| ValidationError::new(field, e.rule))?;
-    Ok(s)
-}
-
-fn task_id(map: &mut Map<String, Value>) -> Result<String, ValidationError> {
-    let id = match map.remove("task_id") {
-        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
-        Some(other) => {
-            map.insert("task_id".into(), other);
-            string(map, "task_id")?
-        }
-        None => return Err(ValidationError::new("task_id", "is required")),
-    };
-    crate::task::validate_task_id(&id)?;
-    Ok(id)
 }
 
 /// What a notice is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::described_enum)]
 pub enum NoticeKind {
     /// A message from this agent was refused (invalid, not allowed in the task's state).
     Rejected,
@@ -230,8 +211,10 @@ pub enum NoticeKind {
 }
 
 /// A notice the broker delivers into `mailboxes/<agent>/new/`, as `{"kind":"notice",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Notice {
+    /// Always `notice`.
+    #[schemars(extend("const" = "notice"))]
     pub kind: String,
     pub notice: NoticeKind,
     pub timestamp: Timestamp,
@@ -260,10 +243,14 @@ impl Notice {
 }
 
 /// Mail between agents, delivered by the broker as `{"kind":"mail",...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Mail {
+    /// Always `mail`.
+    #[schemars(extend("const" = "mail"))]
     pub kind: String,
+    #[schemars(with = "AgentName")]
     pub from: String,
+    #[schemars(with = "AgentName")]
     pub to: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
@@ -314,5 +301,102 @@ mod tests {
             Message::parse(br#"{"kind":"cancel","task_id":12}"#).unwrap(),
             Message::Cancel { task_id: "12".into() }
         );
+    }
+
+    /// Fails for a kind that has no sample: add one when adding a variant.
+    #[test]
+    fn kinds_lists_every_variant_once_as_it_is_written() {
+        let kinds = Message::kinds();
+        assert!(kinds.starts_with(&["submit", "complete", "fail", "release", "cancel", "retry", "send"]));
+        for (i, kind) in kinds.iter().enumerate() {
+            assert!(!kinds[..i].contains(kind), "{kind} listed twice");
+            let m = samples::of(kind);
+            assert_eq!(m.kind(), *kind);
+            let v = m.to_value();
+            assert_eq!(v["kind"], *kind, "the tag serde writes is kind()");
+            assert_eq!(v.as_object().and_then(|o| o.keys().next()).map(String::as_str), Some("kind"));
+            assert_eq!(Message::from_value(v).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn unknown_kind_names_every_kind() {
+        let e = Message::parse(br#"{"kind":"explode"}"#).unwrap_err();
+        assert_eq!(e.field, "kind");
+        assert!(
+            e.rule.starts_with("unknown kind `explode` (expected submit, complete, fail, "),
+            "{}",
+            e.rule
+        );
+        for kind in Message::kinds() {
+            assert!(e.rule.contains(&format!(" {kind}")), "{kind} missing from {}", e.rule);
+        }
+        assert_eq!(or_list(&["a"]), "a");
+        assert_eq!(or_list(&[]), "");
+    }
+
+    #[test]
+    fn serde_errors_become_field_and_rule() {
+        let e = |text: &str| serde_json::Error::io(std::io::Error::other(text.to_string()));
+        let data = |text: &str| <serde_json::Error as serde::de::Error>::custom(text);
+        let v = fields::from_serde(&data("missing field `claim`"), "complete");
+        assert_eq!((v.field.as_str(), v.rule.as_str()), ("claim", "is required"));
+        let v = fields::from_serde(&data("missing field `task`"), "submit");
+        assert_eq!((v.field.as_str(), v.rule.as_str()), ("task", "is required for kind `submit`"));
+        let v = fields::from_serde(&data(&ValidationError::new("to", "`a: b` is odd").to_string()), "send");
+        assert_eq!((v.field.as_str(), v.rule.as_str()), ("to", "`a: b` is odd"));
+        let v = fields::from_serde(&e("disk on fire"), "send");
+        assert_eq!((v.field.as_str(), v.rule.as_str()), ("", "disk on fire"));
+    }
+
+    #[test]
+    fn wire_format_is_unchanged() {
+        let wire = |m: &Message| serde_json::to_string(&m.to_value()).unwrap();
+        assert_eq!(
+            wire(&samples::of("fail")),
+            r#"{"kind":"fail","agent":"Agent-1","claim":"c","error":"e","retryable":false}"#
+        );
+        let mut send = samples::of("send");
+        assert_eq!(wire(&send), r#"{"kind":"send","from":"A","to":"B","subject":"s","body":"hi"}"#);
+        if let Message::Send { subject, .. } = &mut send {
+            *subject = None;
+        }
+        assert_eq!(wire(&send), r#"{"kind":"send","from":"A","to":"B","body":"hi"}"#);
+        let complete = Message::Complete { agent: "A".into(), claim: "c".into(), result: Value::Null };
+        assert_eq!(wire(&complete), r#"{"kind":"complete","agent":"A","claim":"c","result":null}"#);
+    }
+}
+
+/// One message of every kind, for tests that must cover each kind (here and in `schema`).
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::Message;
+    use serde_json::json;
+
+    /// A valid message of `kind`; panics for a kind without a sample, so that a new variant
+    /// makes the tests that iterate [`Message::kinds`] fail until it has one.
+    pub(crate) fn of(kind: &str) -> Message {
+        match kind {
+            "submit" => Message::Submit { task: json!({"task_id": "a"}) },
+            "complete" => {
+                Message::Complete { agent: "Agent-1".into(), claim: "c".into(), result: json!([1]) }
+            }
+            "fail" => Message::Fail {
+                agent: "Agent-1".into(),
+                claim: "c".into(),
+                error: "e".into(),
+                retryable: false,
+            },
+            "release" => Message::Release { agent: "Agent-1".into(), claim: "c".into() },
+            "cancel" => Message::Cancel { task_id: "a".into() },
+            "retry" => Message::Retry { task_id: "a".into() },
+            "send" => Message::Send {
+                from: "A".into(),
+                to: "B".into(),
+                subject: Some("s".into()),
+                body: json!("hi"),
+            },
+            other => panic!("no sample message of kind `{other}`: add one to message::samples"),
+        }
     }
 }

@@ -23,6 +23,10 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Longest task-id fragment carried in a dispatch name.
 pub const MAX_ID_FRAGMENT: usize = 80;
 
+/// The agent and pool name rules below as a regular expression, for the JSON Schema (it cannot say
+/// "no `..`"; [`validate_agent`] does).
+pub const AGENT_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
 fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
@@ -156,6 +160,15 @@ pub fn unique_name(kind: &str, now: Timestamp, pid: u32, counter: u64, random: u
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The schema's pattern says what `check_segment` checks (but `..`, which it cannot say).
+    #[test]
+    fn agent_pattern_follows_the_rules() {
+        assert_eq!(AGENT_PATTERN, format!("^[A-Za-z0-9][A-Za-z0-9._-]{{0,{}}}$", MAX_NAME_LEN - 1));
+        for c in ['-', '_', '.'] {
+            assert!(is_name_char(c) && AGENT_PATTERN.contains(c));
+        }
+    }
 
     #[test]
     fn agent_names() {

@@ -1,7 +1,9 @@
 //! The canonical task: the one schema mailroom stores, whatever spelling it was submitted in.
 
 use crate::error::ValidationError;
+use crate::schema::AgentName;
 use crate::time::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -13,8 +15,11 @@ pub const MAX_TASK_ID_LEN: usize = 200;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// Dispatch priority. Declared from most to least urgent, so `Ord` sorts urgent first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
+#[schemars(description = "dispatch priority, most urgent first")]
 pub enum Priority {
     Critical,
     High,
@@ -62,8 +67,9 @@ impl fmt::Display for Priority {
 }
 
 /// Lifecycle state of a task. See [`crate::machine`] for the transitions between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[schemars(description = "a task's state")]
 pub enum Status {
     #[default]
     Pending,
@@ -114,7 +120,7 @@ impl fmt::Display for Status {
 }
 
 /// One line of a task's history: who did what, and which state it moved between.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HistoryEntry {
     pub timestamp: Timestamp,
     pub actor: String,
@@ -129,8 +135,13 @@ pub struct HistoryEntry {
 
 /// The canonical stored task. Every field the protocol does not know is kept in `extra` and
 /// written back untouched.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(
+    title = "mailroom task",
+    description = "The canonical task. Fields not listed here are preserved untouched."
+)]
 pub struct Task {
+    #[schemars(schema_with = "crate::schema::task_id")]
     pub task_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -140,9 +151,11 @@ pub struct Task {
     pub task_type: Option<String>,
     #[serde(default)]
     pub priority: Priority,
+    /// Set by the broker.
     #[serde(default)]
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<AgentName>")]
     pub assigned_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
@@ -159,15 +172,20 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Timestamp>,
     #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = 1000))]
     pub max_attempts: u32,
     #[serde(default)]
     pub attempts: u32,
+    /// The lease of a claim, in seconds (default 300, or the broker's `mailroom.toml`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub lease_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub result: Value,
+    /// The last failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Appended by the broker.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
     /// Fields mailroom does not know, preserved as they came.
