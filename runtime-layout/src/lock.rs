@@ -44,10 +44,9 @@ impl BrokerLock {
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "pid={} host={}", std::process::id(), host.trim()).map_err(io)?;
+        writeln!(file, "pid={} host={}", std::process::id(), crate::ops::hostname()).map_err(io)?;
         Ok(Self { file, path: path.to_path_buf() })
     }
 
