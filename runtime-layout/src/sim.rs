@@ -38,17 +38,21 @@
 //!   any prefix in between (a torn append). Seeded, so reproducible.
 //!
 //! Handles from [`Fs::open_append`] opened before a restart fail afterwards, like the file
-//! descriptors of a dead process.
+//! descriptors of a dead process. Locks ([`Fs::lock_exclusive`]) behave like `flock`: a lock
+//! held by a live guard refuses every other, dropping the guard releases it, and a restart (of
+//! any mode) releases them all, since the process that held them is gone; a guard from before
+//! the restart releases nothing when it is dropped later.
 //!
 //! Mutating operations, each counted once: `create_dir_all`, `create_new`, `rename`,
-//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `open_append`, `append`, `sync`.
+//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `open_append`, `append`, `sync`,
+//! `lock_exclusive` (it may create the file) and `LockGuard::set_contents`.
 //! `create_new` is atomic in this model (create, write and fsync are one step); crashing between
 //! them is equivalent to crashing before it, because the entry is not durable either way.
 //! Only regular files and directories exist; directories are never renamed or removed (mailroom
 //! does neither).
 
 use crate::clock::Clock;
-use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, Meta};
+use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta};
 use protocol::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -126,6 +130,8 @@ struct Inner {
     /// Directory pairs of renames since the last restart (a scrambled crash keeps both halves
     /// of a rename or neither, as journaling filesystems commit a rename in one transaction).
     renames: Vec<(PathBuf, PathBuf)>,
+    /// Inodes locked by a live guard (`flock` locks the open file, hence the inode).
+    locks: BTreeSet<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,6 +379,38 @@ impl AppendFile for SimAppend {
     }
 }
 
+/// A lock taken by [`Fs::lock_exclusive`]; valid in the generation (process life) it was taken in.
+struct SimLock {
+    fs: SimFs,
+    ino: u64,
+    generation: u64,
+    path: PathBuf,
+}
+
+impl LockGuard for SimLock {
+    fn set_contents(&mut self, bytes: &[u8]) -> Result<(), FsError> {
+        let now = self.fs.clock.now();
+        let mut g = self.fs.lock();
+        if g.generation != self.generation || !g.inodes.contains_key(&self.ino) {
+            return Err(FsError::io("write", &self.path, errno(rustix::io::Errno::BADF)));
+        }
+        g.begin("write", &self.path, Kind::Write)?;
+        let ino = g.inodes.get_mut(&self.ino).expect("checked");
+        ino.data = bytes.to_vec();
+        ino.mtime = now;
+        Ok(())
+    }
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut g = self.fs.lock();
+        if g.generation == self.generation {
+            g.locks.remove(&self.ino);
+        }
+    }
+}
+
 impl Fs for SimFs {
     fn create_dir_all(&self, path: &Path) -> Result<(), FsError> {
         let path = normalise(path);
@@ -538,6 +576,28 @@ impl Fs for SimFs {
             }
         };
         Ok(Box::new(SimAppend { fs: self.clone(), ino, generation: g.generation, path }))
+    }
+
+    fn lock_exclusive(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
+        let path = normalise(path);
+        let now = self.clock.now();
+        let mut g = self.lock();
+        g.begin("lock", &path, Kind::Meta)?;
+        let (dir, name) =
+            split(&path).ok_or_else(|| FsError::io("lock", &path, errno(rustix::io::Errno::INVAL)))?;
+        let ino = match g.dir_mut("lock", &dir)?.get(&name).copied() {
+            Some(Node::File(i)) => i,
+            Some(Node::Dir) => return Err(FsError::NotRegular { path, kind: FileKind::Dir }),
+            None => {
+                let i = g.new_inode(Vec::new(), true, now);
+                g.dir_mut("lock", &dir)?.insert(name, Node::File(i));
+                i
+            }
+        };
+        if !g.locks.insert(ino) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SimLock { fs: self.clone(), ino, generation: g.generation, path })))
     }
 }
 

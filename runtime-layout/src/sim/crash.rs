@@ -20,6 +20,8 @@ impl Inner {
         let renames = std::mem::take(&mut self.renames);
         self.crash_at = None;
         self.generation += 1;
+        // The kernel drops a dead process's locks, whatever survives of its files.
+        self.locks.clear();
         match mode {
             // The page cache survives: volatile stays volatile, for a later power loss to drop.
             Crash::Process => return,

@@ -1,5 +1,5 @@
-//! The rules of `SimFs`: what a power loss keeps, how crashes stop every operation, and how
-//! faults are counted.
+//! The rules of `SimFs`: what a power loss keeps, how crashes stop every operation, how faults
+//! are counted, and how locks are held and released.
 
 use super::*;
 
@@ -99,4 +99,41 @@ fn scrambled_crashes_are_reproducible_and_tear_only_appends() {
     for (_, data) in a.files() {
         assert!(b"0123456789".starts_with(&data) || data == b"x" || data.is_empty());
     }
+}
+
+#[test]
+fn a_lock_refuses_a_second_until_dropped_and_dies_with_the_process() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/r")).unwrap();
+    let lock = p("/r/broker.lock");
+    let mut first = fs.lock_exclusive(&lock).unwrap().expect("free");
+    assert!(fs.lock_exclusive(&lock).unwrap().is_none(), "a second lock is refused");
+    first.set_contents(b"pid=1").unwrap();
+    assert_eq!(fs.read(&lock, 10).unwrap(), b"pid=1");
+    drop(first);
+    let held = fs.lock_exclusive(&lock).unwrap().expect("released on drop");
+    // A restart is the holder's death: its lock goes, and its late drop releases nothing.
+    fs.restart(Crash::Process);
+    let _next = fs.lock_exclusive(&lock).unwrap().expect("released by the restart");
+    drop(held);
+    assert!(fs.lock_exclusive(&lock).unwrap().is_none(), "a stale guard freed a live lock");
+    // A power loss releases locks too; the file itself is gone with its unsynced entry.
+    fs.restart(Crash::PowerLoss);
+    assert!(fs.stat(&lock).unwrap().is_none());
+    assert!(fs.lock_exclusive(&lock).unwrap().is_some());
+}
+
+#[test]
+fn a_lock_is_a_counted_operation_that_a_crash_refuses() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/r")).unwrap();
+    fs.create_new(&p("/r/f"), b"keep", true).unwrap();
+    let before = fs.ops();
+    let guard = fs.lock_exclusive(&p("/r/f")).unwrap();
+    assert!(guard.is_some());
+    assert_eq!(fs.ops(), before + 1);
+    assert_eq!(fs.read(&p("/r/f"), 10).unwrap(), b"keep", "taking a lock truncates nothing");
+    assert!(matches!(fs.lock_exclusive(&p("/r")), Err(FsError::NotRegular { kind: FileKind::Dir, .. })));
+    fs.crash_after(0);
+    assert!(fs.lock_exclusive(&p("/r/g")).is_err(), "a dead process takes no lock");
 }
