@@ -109,10 +109,11 @@ impl Client {
         Ok(Self { layout, fs, names: Arc::new(NameSource::new()), durability: Durability::Always })
     }
 
-    /// Names messages from `names` instead of a source of the client's own. Handles that share a
-    /// source send names that sort in the order they were sent, which is the order the broker
-    /// reads them in; a test that shares one built on its manual clock gets the same order, and
-    /// the same names, in every run.
+    /// Names messages from `names` instead of a source of the client's own. The broker reads
+    /// messages in name order; names from different sources made in the same microsecond are
+    /// ordered by their random bits, names from one source by its counter. So a test that gives
+    /// all its handles one source built on its manual clock sees the broker read their messages
+    /// in the same order in every run (see [`NameSource`]).
     pub fn with_names(mut self, names: Arc<NameSource>) -> Self {
         self.names = names;
         self

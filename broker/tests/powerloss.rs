@@ -60,7 +60,8 @@ struct World {
     layout: Layout,
     cfg: Config,
     engine: Option<Engine>,
-    /// Shared by the producer and the agents: their messages sort in the order they were sent.
+    /// Shared by the producer and the agents, on the manual clock: the broker reads their messages
+    /// in the same order in every run.
     names: Arc<NameSource>,
     producer: Client,
     agents: Vec<Agent>,

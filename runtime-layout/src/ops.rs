@@ -48,9 +48,10 @@ pub fn hostname() -> String {
     }
 }
 
-/// Produces maildir-unique names: time, pid, a counter, random bits and the host. Names made by
-/// one source sort in the order they were made as long as its clock does not go back, so the
-/// handles of one process (or one simulated world) that share a source share that order.
+/// Produces maildir-unique names: time, pid, a counter, random bits and the host. Names sort by
+/// the time of the source's clock; two made by one source in the same microsecond sort by the
+/// counter's digits (`Q10` before `Q9`), never by the random bits, so handles that share a source
+/// (one process, or one simulated world on a manual clock) get the same order in every run.
 #[derive(Debug)]
 pub struct NameSource {
     pid: u32,
