@@ -2,6 +2,13 @@
 //! rename, heartbeat, complete, fail, release, and exchange mail, all over the file protocol of
 //! `docs/PROTOCOL.md`. Synchronous: no runtime, no threads except the watcher of [`Agent::claim_wait`].
 //!
+//! Every read, rename, touch, listing and delivery goes through a [`runtime_layout::Fs`]:
+//! [`Client::open`] and [`Agent::open`] use the real filesystem, and [`Client::open_with`] and
+//! [`Agent::open_with`] take any other (the power-loss suite runs this very code on
+//! `runtime_layout::sim::SimFs`). The one exception is the wake-up of [`Agent::claim_wait`],
+//! which watches the real directories with inotify: wake-ups are only hints, and the periodic
+//! rescan through the `Fs` finds the tasks whatever the filesystem.
+//!
 //! ```no_run
 //! use mailroom_agent_sdk::{Agent, Client};
 //! use std::time::Duration;
@@ -24,7 +31,7 @@ use protocol::{Mail, Message, Notice, Task, ValidationError};
 use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, RealFs, deliver};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 /// Largest task file an agent reads when claiming.
@@ -77,22 +84,39 @@ pub fn default_root(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
-/// A producer or operator: drops messages into the broker's inbox.
+/// A producer or operator: drops messages into the broker's inbox. Cheap to clone: clones share
+/// the filesystem and the name source.
+#[derive(Clone)]
 pub struct Client {
     layout: Layout,
-    fs: RealFs,
-    names: NameSource,
+    fs: Arc<dyn Fs>,
+    names: Arc<NameSource>,
     durability: Durability,
 }
 
 impl Client {
     /// Opens an initialised root (one made by `mailroom init` or a broker's first start).
     pub fn open(root: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(Arc::new(RealFs), root)
+    }
+
+    /// Like [`Client::open`], on the filesystem `fs` (every operation of the client goes through it).
+    pub fn open_with(fs: Arc<dyn Fs>, root: impl AsRef<Path>) -> Result<Self, Error> {
         let layout = Layout::new(root.as_ref());
-        if !layout.is_initialised(&RealFs) {
+        if !layout.is_initialised(fs.as_ref()) {
             return Err(Error::NotInitialised { root: root.as_ref().to_path_buf() });
         }
-        Ok(Self { layout, fs: RealFs, names: NameSource::new(), durability: Durability::Always })
+        Ok(Self { layout, fs, names: Arc::new(NameSource::new()), durability: Durability::Always })
+    }
+
+    /// Names messages from `names` instead of a source of the client's own. The broker reads
+    /// messages in name order; names from different sources made in the same microsecond are
+    /// ordered by their random bits, names from one source by its counter. So a test that gives
+    /// all its handles one source built on its manual clock sees the broker read their messages
+    /// in the same order in every run (see [`NameSource`]).
+    pub fn with_names(mut self, names: Arc<NameSource>) -> Self {
+        self.names = names;
+        self
     }
 
     /// How durable a message is when a call returns. The default, [`Durability::Always`], fsyncs
@@ -129,7 +153,7 @@ impl Client {
     pub fn send_message(&self, msg: &Message) -> Result<String, Error> {
         let bytes = serde_json::to_vec(&msg.to_value()).expect("a JSON value always serialises");
         let name = self.names.next("msg");
-        deliver(&self.fs, &self.layout.broker_inbox(), &name, &bytes, self.durability)?;
+        deliver(self.fs.as_ref(), &self.layout.broker_inbox(), &name, &bytes, self.durability)?;
         Ok(name)
     }
 }
@@ -164,15 +188,27 @@ pub struct Agent {
 impl Agent {
     /// Opens (creating on first use) the agent's maildir in an initialised root.
     pub fn open(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
+        Self::open_with(Arc::new(RealFs), root, name)
+    }
+
+    /// Like [`Agent::open`], on the filesystem `fs` (every operation of the agent goes through it;
+    /// see [`Agent::claim_wait`] for its wake-ups).
+    pub fn open_with(fs: Arc<dyn Fs>, root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
         validate_agent(name).map_err(|e| Error::InvalidName(e.within("agent")))?;
-        let client = Client::open(root)?;
+        let client = Client::open_with(fs, root)?;
         let mailbox = client.layout.mailbox(name);
-        mailbox.create(&client.fs, true)?;
+        mailbox.create(client.fs.as_ref(), true)?;
         Ok(Self { client, name: name.to_string(), mailbox })
     }
 
     pub fn with_durability(mut self, durability: Durability) -> Self {
         self.client.durability = durability;
+        self
+    }
+
+    /// See [`Client::with_names`].
+    pub fn with_names(mut self, names: Arc<NameSource>) -> Self {
+        self.client.names = names;
         self
     }
 
@@ -209,6 +245,11 @@ impl Agent {
 
     /// Like [`Agent::claim`], but waits up to `timeout` for a task, woken by filesystem events
     /// (inotify) rather than polling, with a periodic rescan in case an event was missed.
+    ///
+    /// The events come from watching the real directories at the agent's paths, whatever `Fs` the
+    /// agent was opened with: they only say "look again", and every look (the claim itself) goes
+    /// through the `Fs`. A directory that cannot be watched (a pool not created yet, or a path
+    /// that exists only in a simulated filesystem) costs at most one rescan period of latency.
     pub fn claim_wait(&self, pools: &[String], timeout: Duration) -> Result<Option<Claim>, Error> {
         let deadline = Instant::now() + timeout;
         // Watch before the first scan, so nothing can arrive unseen between the scan and the wait.
@@ -219,15 +260,16 @@ impl Agent {
             }
         })?;
         use notify::{RecursiveMode, Watcher};
-        watcher.watch(&self.mailbox.new_dir(), RecursiveMode::NonRecursive)?;
         let queues = self.client.layout.queues_dir();
         let watch_pools: Vec<String> = if pools.is_empty() { self.all_pools()? } else { pools.to_vec() };
-        for p in &watch_pools {
-            // A pool the broker has not created yet is found by the periodic rescan.
-            let _ = watcher.watch(&self.client.layout.queue(p).new_dir(), RecursiveMode::NonRecursive);
-        }
+        let mut dirs = vec![self.mailbox.new_dir()];
+        dirs.extend(watch_pools.iter().map(|p| self.client.layout.queue(p).new_dir()));
         if pools.is_empty() {
-            let _ = watcher.watch(&queues, RecursiveMode::NonRecursive);
+            dirs.push(queues);
+        }
+        for dir in dirs {
+            // Not watchable (not created yet, or not on the real filesystem): the rescan finds it.
+            let _ = watcher.watch(&dir, RecursiveMode::NonRecursive);
         }
         loop {
             while rx.try_recv().is_ok() {}
@@ -306,7 +348,7 @@ impl Agent {
     /// Takes the mail and notices waiting in `new/` (oldest first), moving each into `cur/` so it
     /// is read once. Tasks in `new/` are left for [`Agent::claim`].
     pub fn read_mail(&self) -> Result<Vec<Inbound>, Error> {
-        let fs = &self.client.fs;
+        let fs = self.client.fs.as_ref();
         let mut names: Vec<String> = fs
             .list(&self.mailbox.new_dir())?
             .into_iter()
@@ -379,7 +421,7 @@ impl Agent {
 
     /// One claim attempt: the rename is the claim; losing the race is `None`.
     fn try_claim(&self, name: &str, dir: &Path) -> Result<Option<Claim>, Error> {
-        let fs = &self.client.fs;
+        let fs = self.client.fs.as_ref();
         let from = dir.join(name);
         let to = self.mailbox.cur().join(name);
         match fs.rename_noreplace(&from, &to) {

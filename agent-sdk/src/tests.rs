@@ -3,6 +3,7 @@
 use super::*;
 use protocol::Priority;
 use protocol::names::DispatchName;
+use runtime_layout::sim::{Crash, SimFs};
 use runtime_layout::{Layout, RealFs};
 use serde_json::json;
 use std::sync::{Arc, Barrier};
@@ -171,4 +172,128 @@ fn default_root_prefers_explicit_then_env_then_runtime() {
     if std::env::var_os("MAILROOM_ROOT").is_none() {
         assert_eq!(default_root(None), PathBuf::from("runtime"));
     }
+}
+
+// ------------------------------------------------------------------ over a simulated filesystem
+
+/// A root initialised on a fresh `SimFs` at `root` (which need not exist on the real disk).
+fn sim_root(root: &Path) -> (SimFs, Arc<dyn Fs>, Layout) {
+    let sim = SimFs::new();
+    let l = Layout::new(root);
+    l.create(&sim).unwrap();
+    let fs: Arc<dyn Fs> = Arc::new(sim.clone());
+    (sim, fs, l)
+}
+
+/// Dispatches a task into `dir` on `fs` as the broker does (durably, through `tmp/`).
+fn sim_dispatch(fs: &dyn Fs, dir: &Maildir, id: &str, seq: u64) -> String {
+    dir.create(fs, false).unwrap();
+    let name = DispatchName::new(Priority::Medium, runtime_layout::now(), seq, id).file_name();
+    let task = json!({"task_id": id, "priority": "MEDIUM", "status": "PENDING"});
+    deliver(fs, dir, &name, &serde_json::to_vec(&task).unwrap(), Durability::Always).unwrap();
+    name
+}
+
+#[test]
+fn every_operation_goes_through_the_fs_the_handles_were_opened_with() {
+    // The root is a real, empty directory: the SDK must never touch it on the real disk.
+    let d = tempfile::tempdir().unwrap();
+    let (sim, fs, l) = sim_root(d.path());
+    assert!(matches!(Client::open(d.path()), Err(Error::NotInitialised { .. })), "not on the real disk");
+    let client = Client::open_with(fs.clone(), d.path()).unwrap();
+    let submitted = client.submit(&json!({"task_id": "T-1"})).unwrap();
+    let a = Agent::open_with(fs.clone(), d.path(), "A").unwrap();
+    sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
+    let c = a.claim(&[]).unwrap().expect("the dispatched task");
+    assert_eq!(c.task.task_id, "T-1");
+    assert_eq!(a.held().unwrap(), std::slice::from_ref(&c.name));
+    a.heartbeat(&c.name).unwrap();
+    let reported = a.complete(&c.name, json!({"ok": true})).unwrap();
+    deliver(
+        fs.as_ref(),
+        &l.mailbox("A"),
+        "mail-1.json",
+        br#"{"kind":"mail","from":"B","to":"A","body":"hi","sent_at":"2026-01-01T00:00:00Z"}"#,
+        Durability::Always,
+    )
+    .unwrap();
+    assert!(matches!(&a.read_mail().unwrap()[..], [Inbound::Mail(m)] if m.body == json!("hi")));
+    let files = sim.files();
+    for path in [
+        l.broker_inbox().new_dir().join(&submitted),
+        l.broker_inbox().new_dir().join(&reported),
+        l.mailbox("A").cur().join(&c.name),
+        l.mailbox("A").cur().join("mail-1.json"),
+    ] {
+        assert!(files.contains_key(&path), "{} is not in the simulated tree", path.display());
+    }
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "the real root was touched");
+}
+
+#[test]
+fn a_durable_report_first_makes_the_claim_durable() {
+    let (sim, fs, l) = sim_root(Path::new("/sim/root"));
+    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap();
+    sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
+    let c = a.claim(&[]).unwrap().unwrap();
+    sim.set_logging(true);
+    let msg = a.complete(&c.name, json!(null)).unwrap();
+    let log = sim.take_log();
+    let ops: Vec<&str> = log.iter().map(|line| line.split_once(' ').map_or("", |x| x.1)).collect();
+    let cur = l.mailbox("A").cur();
+    let inbox = l.broker_inbox();
+    assert_eq!(
+        ops,
+        [
+            format!("fsync directory {}", cur.display()),
+            format!("create {}", inbox.tmp().join(&msg).display()),
+            format!("rename {}", inbox.tmp().join(&msg).display()),
+            format!("fsync directory {}", inbox.new_dir().display()),
+        ]
+    );
+    sim.restart(Crash::PowerLoss);
+    assert!(sim.stat(&cur.join(&c.name)).unwrap().is_some(), "the claim survives with its report");
+    assert!(sim.stat(&inbox.new_dir().join(&msg)).unwrap().is_some(), "and so does the report");
+
+    // Relaxed durability promises neither: the claim's rename is lost with the power.
+    let (sim, fs, l) = sim_root(Path::new("/sim/root"));
+    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap().with_durability(Durability::Batch);
+    sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
+    let c = a.claim(&[]).unwrap().unwrap();
+    a.complete(&c.name, json!(null)).unwrap();
+    sim.restart(Crash::PowerLoss);
+    assert!(sim.stat(&l.mailbox("A").cur().join(&c.name)).unwrap().is_none());
+}
+
+#[test]
+fn claim_wait_works_on_a_filesystem_it_cannot_watch() {
+    // Nothing under /sim exists on the real disk: no directory can be watched, and the periodic
+    // rescan through the Fs must still find the task.
+    let (_sim, fs, l) = sim_root(Path::new("/sim/root"));
+    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap();
+    assert!(a.claim_wait(&[], Duration::from_millis(100)).unwrap().is_none());
+    let q = l.queue("w");
+    let bg = fs.clone();
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        sim_dispatch(bg.as_ref(), &q, "late", 9);
+    });
+    let c = a.claim_wait(&["w".into()], Duration::from_secs(20)).unwrap().expect("found by the rescan");
+    assert_eq!(c.task.task_id, "late");
+    h.join().unwrap();
+}
+
+#[test]
+fn handles_sharing_a_name_source_name_messages_in_a_fixed_order() {
+    let (_sim, fs, _l) = sim_root(Path::new("/sim/root"));
+    let clock = runtime_layout::ManualClock::new(protocol::Timestamp::from_micros(1_790_000_000_000_000));
+    let names = Arc::new(NameSource::with_clock(clock.clock()));
+    let client = Client::open_with(fs.clone(), "/sim/root").unwrap().with_names(names.clone());
+    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap().with_names(names.clone());
+    let first = client.submit(&json!({"task_id": "T-1"})).unwrap();
+    let second = a.send("B", None, json!(1)).unwrap();
+    let third = client.cancel("T-1").unwrap();
+    // One microsecond for all three: the shared counter orders them, not the random bits.
+    assert!(first < second && second < third, "{first} {second} {third}");
+    assert!(first.starts_with("msg-20260921T"), "stamped by the clock given: {first}");
 }

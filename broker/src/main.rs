@@ -397,7 +397,7 @@ fn import(
     let _lock = if dry_run {
         None
     } else {
-        Some(runtime_layout::BrokerLock::acquire(&layout.lock_file()).map_err(|e| {
+        Some(runtime_layout::BrokerLock::acquire(fs.as_ref(), &layout.lock_file()).map_err(|e| {
             Failure::new(exit::LOCKED, format!("{e}; stop the broker first, or copy the files into drop/"))
         })?)
     };

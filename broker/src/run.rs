@@ -49,7 +49,7 @@ pub async fn serve(
     mut commands: Option<Commands>,
 ) -> Result<(), RunError> {
     layout.create(fs.as_ref()).map_err(EngineError::from)?;
-    let lock = BrokerLock::acquire(&layout.lock_file())?;
+    let lock = BrokerLock::acquire(fs.as_ref(), &layout.lock_file())?;
     let cfg = Config::load(fs.as_ref(), &layout)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     let started = Instant::now();

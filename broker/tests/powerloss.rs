@@ -1,65 +1,41 @@
-//! Power loss at every step: each scenario drives the broker `Engine` and in-test agents over
+//! Power loss at every step: each scenario drives the broker `Engine` and the real SDK (a
+//! producer `Client` and two `Agent`s, claiming and reporting with the very code agents run) over
 //! `SimFs`, counts the mutating filesystem operations of a clean run, then replays it crashing
 //! after every one of them (power loss, which drops everything not fsynced, and process crash,
 //! which keeps it), recovers, lets the workload finish, and checks the invariants: nothing
 //! acknowledged is lost, nothing is duplicated, every task is in one place, the boards match the
 //! journal, and quarantine holds only genuinely bad input. `MAILROOM_CRASH_LONG=1` adds scrambled
 //! power losses (a random subset of unsynced changes reaches the disk) and more seeds.
+//!
+//! Time is a `ManualClock` owned by each `World`, shared by the engine, the filesystem's mtimes
+//! and the names of the messages the SDK sends (one name source for the producer and the agents),
+//! and it moves only when a scenario says so: every run of a scenario sends the same messages, and
+//! the broker reads them in the same order, whatever the wall clock does. What the suite reads from
+//! the journal is all in `journal_view/mod.rs`.
 
+mod journal_view;
+
+use agent_sdk::{Agent, Client};
+use journal_view::JournalView;
 use mailroom::config::Config;
-use mailroom::engine::{Engine, EngineError};
-use mailroom::journal::{self, Entry, Place, Record};
-use mailroom::state::State;
+use mailroom::engine::Engine;
 use protocol::Timestamp;
 use protocol::names::DispatchName;
-use protocol::{Status, Task};
 use runtime_layout::sim::{Crash, Fault, FaultOn, SimFs};
-use runtime_layout::{Board, Clock, Durability, FileKind, Fs, FsError, Layout, deliver};
+use runtime_layout::{Board, Durability, Fs, Layout, ManualClock, NameSource, deliver};
 use serde_json::{Value, json};
-use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// 2026-09-21T...: any fixed start works; the clock only moves when a scenario says so.
 const T0: i64 = 1_790_000_000_000_000;
+const ROOT: &str = "/sim/runtime";
 const AGENTS: [&str; 2] = ["A1", "A2"];
 
-thread_local! {
-    static NOW: Cell<i64> = const { Cell::new(T0) };
-    /// Second power losses that struck during a recovery (on this thread).
-    static SECOND_CRASHES: Cell<u64> = const { Cell::new(0) };
-}
-
-fn clock() -> Timestamp {
-    Timestamp::from_micros(NOW.with(Cell::get))
-}
-
-fn advance(secs: i64) {
-    NOW.with(|n| n.set(n.get() + secs * 1_000_000));
-}
-
-/// Why a scripted run stopped early: the simulated machine died under it.
-#[derive(Debug)]
-#[allow(dead_code)] // read through Debug when a run fails
-enum Halt {
-    Fs(FsError),
-    Engine(EngineError),
-}
-
-impl From<FsError> for Halt {
-    fn from(e: FsError) -> Self {
-        Self::Fs(e)
-    }
-}
-
-impl From<EngineError> for Halt {
-    fn from(e: EngineError) -> Self {
-        Self::Engine(e)
-    }
-}
-
-type R<T = ()> = Result<T, Halt>;
+/// Why a scripted run stopped early: the simulated machine died under it (the engine's, the
+/// SDK's or the filesystem's error, shown with `{:?}` when a run fails).
+type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
 
 /// A complete, fail or release whose delivery returned (the agent was told it was sent).
 #[derive(Debug, Clone)]
@@ -69,13 +45,26 @@ struct Report {
     claim: String,
 }
 
+/// What an agent reports on a claim.
+enum Outcome {
+    Complete,
+    /// A retryable failure.
+    Fail,
+    Release,
+}
+
 /// The machine under test plus what the producers and agents know, which survives crashes.
 struct World {
     fs: SimFs,
+    clock: ManualClock,
     layout: Layout,
     cfg: Config,
     engine: Option<Engine>,
-    seq: u64,
+    /// Shared by the producer and the agents, on the manual clock: the broker reads their messages
+    /// in the same order in every run.
+    names: Arc<NameSource>,
+    producer: Client,
+    agents: Vec<Agent>,
     /// Every task a producer means to submit, as first submitted.
     intended: BTreeMap<String, Value>,
     acked_submits: BTreeSet<String>,
@@ -87,19 +76,27 @@ struct World {
 
 impl World {
     fn new(cfg: Config) -> Self {
-        NOW.with(|n| n.set(T0));
-        let fs = SimFs::with_clock(Clock::from_fn(clock));
-        let layout = Layout::new("/sim/runtime");
+        let clock = ManualClock::new(Timestamp::from_micros(T0));
+        let fs = SimFs::with_clock(clock.clock());
+        let layout = Layout::new(ROOT);
         layout.create(&fs).unwrap();
-        for a in AGENTS {
-            layout.mailbox(a).create(&fs, true).unwrap();
-        }
+        let shared: Arc<dyn Fs> = Arc::new(fs.clone());
+        let names = Arc::new(NameSource::with_clock(clock.clock()));
+        // The SDK's defaults, Durability::Always included, as agents run it.
+        let producer = Client::open_with(shared.clone(), ROOT).unwrap().with_names(names.clone());
+        let agents = AGENTS
+            .iter()
+            .map(|a| Agent::open_with(shared.clone(), ROOT, a).unwrap().with_names(names.clone()))
+            .collect();
         Self {
             fs,
+            clock,
             layout,
             cfg,
             engine: None,
-            seq: 0,
+            names,
+            producer,
+            agents,
             intended: BTreeMap::new(),
             acked_submits: BTreeSet::new(),
             acked_reports: Vec::new(),
@@ -110,7 +107,7 @@ impl World {
 
     fn start(&mut self) -> R {
         let mut e = Engine::open(Arc::new(self.fs.clone()), self.layout.clone(), self.cfg.clone())?;
-        e.set_clock(Clock::from_fn(clock));
+        e.set_clock(self.clock.clock());
         e.reconcile()?;
         self.engine = Some(e);
         Ok(())
@@ -129,106 +126,67 @@ impl World {
         Ok(self.engine().write_boards(true)?)
     }
 
-    /// Delivers a message the way the SDK does (Durability::Always). Returns its name.
-    fn send(&mut self, v: Value) -> R<String> {
-        self.seq += 1;
-        let name = format!("msg-{:08}.json", self.seq);
-        deliver(&self.fs, &self.layout.broker_inbox(), &name, v.to_string().as_bytes(), Durability::Always)?;
-        Ok(name)
+    fn advance(&self, secs: i64) {
+        self.clock.advance_secs(secs);
+    }
+
+    fn agent(&self, name: &str) -> &Agent {
+        self.agents.iter().find(|a| a.name() == name).expect("one of AGENTS")
     }
 
     fn submit(&mut self, task: Value) -> R {
         let id = task["task_id"].as_str().unwrap().to_string();
         self.intended.entry(id.clone()).or_insert_with(|| task.clone());
-        self.send(json!({"kind": "submit", "task": task}))?;
+        self.producer.submit(&task)?;
         self.acked_submits.insert(id);
         Ok(())
     }
 
+    /// A conflicting duplicate, written by hand under a name taken first: the test must know the
+    /// name even when a crash cuts the send short and the file arrives anyway.
     fn submit_bad(&mut self, task: Value) -> R {
-        self.seq += 1;
-        self.expected_bad.insert(format!("msg-{:08}.json", self.seq));
-        self.seq -= 1;
-        self.send(json!({"kind": "submit", "task": task}))?;
+        let name = self.names.next("msg");
+        self.expected_bad.insert(name.clone());
+        let bytes = json!({"kind": "submit", "task": task}).to_string();
+        deliver(&self.fs, &self.layout.broker_inbox(), &name, bytes.as_bytes(), Durability::Always)?;
         Ok(())
     }
 
     fn cancel(&mut self, id: &str) -> R {
-        self.send(json!({"kind": "cancel", "task_id": id}))?;
+        self.producer.cancel(id)?;
         self.acked_cancels.insert(id.to_string());
         Ok(())
     }
 
-    /// Claims like the SDK: merge the agent's new/ and every pool's new/, sort, and rename the
-    /// first name that is still there into cur/, then touch it.
+    /// The SDK's claim over every pool and the agent's own `new/`: the claim's name, if any.
     fn claim(&mut self, agent: &str) -> R<Option<String>> {
-        let fs = self.fs.clone();
-        let mut dirs = vec![self.layout.mailbox(agent).new_dir()];
-        for e in fs.list(&self.layout.queues_dir())? {
-            if e.kind == FileKind::Dir {
-                dirs.push(self.layout.queues_dir().join(&e.name).join("new"));
-            }
-        }
-        let mut candidates = Vec::new();
-        for d in dirs {
-            let entries = match fs.list(&d) {
-                Ok(e) => e,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for e in entries {
-                if let Some(n) = e.name_str().filter(|n| DispatchName::parse(n).is_some()) {
-                    candidates.push((n.to_string(), d.clone()));
-                }
-            }
-        }
-        candidates.sort();
-        let cur = self.layout.mailbox(agent).cur();
-        for (name, dir) in candidates {
-            match fs.rename_noreplace(&dir.join(&name), &cur.join(&name)) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() || e.is_already_exists() => continue,
-                Err(e) => return Err(e.into()),
-            }
-            fs.touch(&cur.join(&name))?;
-            fs.read(&cur.join(&name), 1 << 20)?;
-            return Ok(Some(name));
-        }
-        Ok(None)
+        Ok(self.agent(agent).claim(&[])?.map(|c| c.name))
     }
 
-    /// Reports on a claim like the SDK: only while the file is in cur/, then a durable message.
-    fn report(&mut self, agent: &str, claim: &str, body: Value) -> R<bool> {
-        let cur = self.layout.mailbox(agent).cur();
-        if !matches!(self.fs.stat(&cur.join(claim))?, Some(m) if m.kind == FileKind::File) {
-            return Ok(false);
-        }
-        // Like the SDK: make the claim's rename durable before a durable report about it.
-        self.fs.sync_dir(&cur)?;
-        let mut msg = body;
-        msg["agent"] = json!(agent);
-        msg["claim"] = json!(claim);
-        let name = self.send(msg)?;
+    /// The SDK's report on a claim: `false` when it refuses because the claim is no longer held.
+    fn report(&mut self, agent: &str, claim: &str, outcome: Outcome) -> R<bool> {
+        let a = self.agent(agent);
+        let sent = match outcome {
+            Outcome::Complete => a.complete(claim, json!({"by": agent})),
+            Outcome::Fail => a.fail(claim, "flaky", true),
+            Outcome::Release => a.release(claim),
+        };
+        let msg = match sent {
+            Ok(msg) => msg,
+            Err(agent_sdk::Error::ClaimLost { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
         let task = DispatchName::parse(claim).unwrap().id_fragment;
-        self.acked_reports.push(Report { msg: name, task, claim: claim.to_string() });
+        self.acked_reports.push(Report { msg, task, claim: claim.to_string() });
         Ok(true)
     }
 
     fn complete(&mut self, agent: &str, claim: &str) -> R<bool> {
-        self.report(agent, claim, json!({"kind": "complete", "result": {"by": agent}}))
+        self.report(agent, claim, Outcome::Complete)
     }
 
     fn held(&self, agent: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .fs
-            .list(&self.layout.mailbox(agent).cur())
-            .unwrap()
-            .into_iter()
-            .filter_map(|e| e.name_str().map(str::to_string))
-            .filter(|n| DispatchName::parse(n).is_some())
-            .collect();
-        v.sort();
-        v
+        self.agent(agent).held().unwrap()
     }
 
     /// After a crash: producers resubmit what they were not told was delivered, agents finish
@@ -261,41 +219,10 @@ impl World {
             if self.intended.keys().all(|id| e.live(id).is_none()) {
                 break;
             }
-            advance(10);
+            self.advance(10);
         }
         self.engine().flush().unwrap();
     }
-}
-
-/// Every record of every segment, archived ones included, each sequence number once (a crash
-/// during compaction may leave a segment both archived and not).
-fn all_records(fs: &dyn Fs, layout: &Layout) -> Vec<Record> {
-    let mut by_seq = BTreeMap::new();
-    for p in journal::all_segments(fs, &layout.journal_dir()).unwrap() {
-        let mut torn = Vec::new();
-        journal::read_segment(
-            fs,
-            &p,
-            |r| {
-                by_seq.insert(r.seq, r);
-            },
-            &mut torn,
-        )
-        .unwrap();
-    }
-    by_seq.into_values().collect()
-}
-
-fn rebuilt_state(fs: &dyn Fs, layout: &Layout) -> State {
-    let loaded = journal::load(fs, &layout.journal_dir()).unwrap();
-    let mut s = match loaded.snapshot {
-        Some(snap) => State::from_snapshot(snap, 1000),
-        None => State::new(1000),
-    };
-    for r in &loaded.records {
-        s.apply(r);
-    }
-    s
 }
 
 /// Every task file (a dispatch name) anywhere in pools and mailboxes: path → task id fragment.
@@ -316,27 +243,19 @@ fn task_files(w: &World) -> BTreeMap<PathBuf, String> {
 
 /// Each live task's file is where the journal says, intact, and it has no other file.
 fn check_places(w: &World, ctx: &str) {
-    let state = rebuilt_state(&w.fs, &w.layout);
-    let files = task_files(w);
-    let comms = w.layout.comms();
+    let journal = JournalView::state_only(&w.fs, &w.layout);
     let mut expected = BTreeSet::new();
-    for l in state.lives() {
-        let path = match &l.place {
-            Place::Queued { dir, name } => comms.join(dir).join("new").join(name),
-            Place::Held { agent, name, .. } => w.layout.mailbox(agent).cur().join(name),
-            _ => continue,
-        };
+    for f in journal.expected_files() {
         let bytes =
-            w.fs.read(&path, 1 << 20)
-                .unwrap_or_else(|e| panic!("{ctx}: {} has no file: {e}", l.task.task_id));
-        if matches!(l.place, Place::Queued { .. }) {
+            w.fs.read(&f.path, 1 << 20).unwrap_or_else(|e| panic!("{ctx}: {} has no file: {e}", f.task_id));
+        if f.queued {
             let v: Value = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("{ctx}: queued file {} torn: {e}", path.display()));
-            assert_eq!(v["task_id"], json!(l.task.task_id), "{ctx}");
+                .unwrap_or_else(|e| panic!("{ctx}: queued file {} torn: {e}", f.path.display()));
+            assert_eq!(v["task_id"], json!(f.task_id), "{ctx}");
         }
-        expected.insert(path);
+        expected.insert(f.path);
     }
-    for (p, id) in &files {
+    for (p, id) in &task_files(w) {
         assert!(
             expected.contains(p),
             "{ctx}: task file {} of {id} is not where the journal puts it",
@@ -347,68 +266,46 @@ fn check_places(w: &World, ctx: &str) {
 
 /// The final invariants, from the journal and the files alone.
 fn check_final(w: &World, ctx: &str) {
-    let records = all_records(&w.fs, &w.layout);
-    let state = rebuilt_state(&w.fs, &w.layout);
-    let mut submits: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut completes: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &records {
-        let id = r.entry.task_id().unwrap_or("");
-        match r.entry {
-            Entry::Submit(_) => *submits.entry(id).or_default() += 1,
-            Entry::Complete(_) => *completes.entry(id).or_default() += 1,
-            Entry::Stray { .. } => panic!("{ctx}: the broker found a task file it did not know: {r:?}"),
-            _ => {}
-        }
+    let journal = JournalView::read(&w.fs, &w.layout);
+    if let Some(r) = journal.stray() {
+        panic!("{ctx}: the broker found a task file it did not know: {r}");
     }
+    let (submits, completes) = (journal.submits(), journal.completes());
     for id in w.intended.keys() {
-        assert_eq!(submits.get(id.as_str()), Some(&1), "{ctx}: task {id} must exist exactly once");
-        let status = state.status_of(id);
-        assert!(status.is_some_and(Status::is_terminal), "{ctx}: {id} did not finish: {status:?}");
-        assert!(completes.get(id.as_str()).copied().unwrap_or(0) <= 1, "{ctx}: {id} completed twice");
+        assert_eq!(submits.get(id), Some(&1), "{ctx}: task {id} must exist exactly once");
+        let status = journal.status_of(id);
+        assert!(status.is_some_and(protocol::Status::is_terminal), "{ctx}: {id} did not finish: {status:?}");
+        assert!(completes.get(id).copied().unwrap_or(0) <= 1, "{ctx}: {id} completed twice");
         if w.acked_cancels.contains(id) {
-            assert_eq!(status, Some(Status::Cancelled), "{ctx}: acknowledged cancel of {id} lost");
+            assert_eq!(status, Some(protocol::Status::Cancelled), "{ctx}: acknowledged cancel of {id} lost");
         }
     }
     assert_eq!(submits.len(), w.intended.len(), "{ctx}: unexpected tasks {submits:?}");
     // Acknowledged reports: accepted, or refused only because the claim was legitimately taken
     // back (lease expiry, cancel) before the report was read.
-    let taken_back = |r: &Report| {
-        records.iter().any(|x| {
-            matches!(&x.entry, Entry::Expire(t) if t.claim.ends_with(&r.claim))
-                || matches!(&x.entry, Entry::Cancel { task_id, .. } if *task_id == r.task)
-        })
-    };
     let mut legit_stale = BTreeSet::new();
     for r in &w.acked_reports {
-        let accepted = records.iter().any(
-            |x| matches!(&x.entry, Entry::Complete(y) | Entry::Fail(y) | Entry::Release(y) if y.msg == r.msg),
-        );
-        if accepted {
+        if journal.accepted(&r.msg) {
             continue;
         }
         assert!(
-            taken_back(r),
+            journal.taken_back(&r.claim, &r.task),
             "{ctx}: acknowledged report {} on {} ({}) was lost: {:?}",
             r.msg,
             r.claim,
             r.task,
-            records.iter().filter(|x| x.entry.msg() == Some(r.msg.as_str())).collect::<Vec<_>>()
+            journal.about(&r.msg)
         );
         legit_stale.insert(r.msg.clone());
     }
     // Refused input is kept: every refusal's file is in quarantine.
-    for r in records.iter().filter_map(|r| match &r.entry {
-        Entry::Reject(x) => Some(x),
-        _ => None,
-    }) {
-        let path = w.layout.comms().join(&r.path);
-        assert!(w.fs.stat(&path).unwrap().is_some(), "{ctx}: refused {:?} is not in quarantine", r.msg);
+    for (msg, path) in journal.refusals() {
+        assert!(w.fs.stat(&path).unwrap().is_some(), "{ctx}: refused {msg:?} is not in quarantine");
         let reason = w.fs.read(&PathBuf::from(format!("{}.error.json", path.display())), 1 << 20);
         let reason: Option<Value> = reason.ok().and_then(|b| serde_json::from_slice(&b).ok());
         assert!(
             reason.is_some_and(|v| v["reason"].is_string()),
-            "{ctx}: refused {:?} has no readable reason beside it",
-            r.msg
+            "{ctx}: refused {msg:?} has no readable reason beside it"
         );
     }
     // Quarantine holds only input that is bad on its own terms.
@@ -421,33 +318,19 @@ fn check_final(w: &World, ctx: &str) {
         assert!(
             w.expected_bad.contains(original) || legit_stale.contains(original),
             "{ctx}: {name} quarantined though it was good input: {:?}",
-            records.iter().filter(|x| x.entry.msg() == Some(original)).collect::<Vec<_>>()
+            journal.about(original)
         );
     }
     // No task file is left anywhere: every task finished.
     assert!(task_files(w).is_empty(), "{ctx}: files left behind: {:?}", task_files(w));
     // The boards equal the state rebuilt from the journal.
-    let by_id = |v: Vec<Value>| -> BTreeMap<String, Value> {
-        v.into_iter().map(|t| (t["task_id"].as_str().unwrap().to_string(), t)).collect()
-    };
-    let mut want: std::collections::HashMap<Board, Vec<Value>> =
-        Board::ALL.iter().map(|b| (*b, Vec::new())).collect();
-    for l in state.lives() {
-        let b = match l.place {
-            Place::Backlog | Place::Done => Board::Backlog,
-            Place::Queued { .. } => Board::Ready,
-            Place::Held { .. } => Board::Working,
-        };
-        want.get_mut(&b).unwrap().push(serde_json::to_value(&l.task).unwrap());
-    }
-    want.insert(
-        Board::Completed,
-        state.recent_done().map(|t: &Task| serde_json::to_value(t).unwrap()).collect(),
-    );
+    let want = journal.boards();
     for b in Board::ALL {
         let bytes = w.fs.read(&w.layout.board(b), 1 << 24).unwrap();
         let got: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(by_id(got), by_id(want[&b].clone()), "{ctx}: board {b:?} differs from the journal");
+        let got: BTreeMap<String, Value> =
+            got.into_iter().map(|t| (t["task_id"].as_str().unwrap().to_string(), t)).collect();
+        assert_eq!(got, want[&b], "{ctx}: board {b:?} differs from the journal");
     }
 }
 
@@ -509,9 +392,9 @@ fn sc_fail_retry(w: &mut World) -> R {
     w.submit(task("F1"))?;
     w.step()?;
     let c = w.claim("A1")?.expect("dispatched");
-    w.report("A1", &c, json!({"kind": "fail", "error": "flaky", "retryable": true}))?;
+    w.report("A1", &c, Outcome::Fail)?;
     w.step()?;
-    advance(6);
+    w.advance(6);
     w.step()?;
     if let Some(c) = w.claim("A2")? {
         w.complete("A2", &c)?;
@@ -525,7 +408,7 @@ fn sc_lease_expiry(w: &mut World) -> R {
     w.step()?;
     w.claim("A1")?;
     w.step()?;
-    advance(31);
+    w.advance(31);
     w.step()?;
     if let Some(c) = w.claim("A2")? {
         w.complete("A2", &c)?;
@@ -549,7 +432,7 @@ fn sc_release(w: &mut World) -> R {
     w.step()?;
     let c = w.claim("A1")?.expect("dispatched");
     w.step()?;
-    w.report("A1", &c, json!({"kind": "release"}))?;
+    w.report("A1", &c, Outcome::Release)?;
     w.step()?;
     w.claim("A2")?;
     w.step()
@@ -625,16 +508,16 @@ fn sc_mixed(w: &mut World) -> R {
     w.step()?;
     w.submit(task("M2"))?;
     w.complete("A1", &a)?;
-    w.report("A2", &b, json!({"kind": "fail", "error": "flaky", "retryable": true}))?;
+    w.report("A2", &b, Outcome::Fail)?;
     w.cancel("M2")?;
     w.step()?;
     if let Some(c) = w.claim("A1")? {
         w.step()?;
-        advance(31);
+        w.advance(31);
         w.step()?;
         let _ = c;
     }
-    advance(10);
+    w.advance(10);
     w.step()?;
     while let Some(c) = w.claim("A2")? {
         w.complete("A2", &c)?;
@@ -670,18 +553,19 @@ fn scenarios() -> Vec<Scenario> {
 /// Runs a scenario, crashing after `k` mutating operations (none: run to the end), restarts as
 /// `mode` says, recovers, finishes the workload and checks. Returns the operations the script did.
 fn run_one(sc: &Scenario, durability: Durability, crash: Option<u64>, mode: Crash) -> u64 {
-    run_twice(sc, durability, crash, mode, None)
+    run_twice(sc, durability, crash, mode, None).0
 }
 
 /// Like [`run_one`], and when `again` is set, loses power a second time after that many operations
 /// of the recovery (opening, reconciling, the first pass): recovery must survive its own crash.
+/// Also returns whether that second power loss struck (the recovery may finish first).
 fn run_twice(
     sc: &Scenario,
     durability: Durability,
     crash: Option<u64>,
     mode: Crash,
     again: Option<u64>,
-) -> u64 {
+) -> (u64, bool) {
     let ctx =
         format!("{} ({durability:?}) crashed after {crash:?} ops ({mode:?}), again after {again:?}", sc.name);
     let mut cfg = (sc.cfg)();
@@ -699,11 +583,12 @@ fn run_twice(
     }
     w.engine = None;
     w.fs.restart(mode);
+    let mut struck_twice = false;
     if let Some(j) = again {
         w.fs.crash_after(j);
         let recovered = w.start().and_then(|()| w.step());
         if w.fs.crashed() {
-            SECOND_CRASHES.with(|c| c.set(c.get() + 1));
+            struck_twice = true;
             w.engine = None;
             w.fs.restart(Crash::PowerLoss);
         } else {
@@ -716,7 +601,7 @@ fn run_twice(
     }
     w.finish(&ctx);
     check_final(&w, &ctx);
-    ops
+    (ops, struck_twice)
 }
 
 fn long_mode() -> bool {
@@ -757,7 +642,7 @@ fn power_loss_at_every_crash_point() {
             .map(|i| {
                 let mine: Vec<_> = work.iter().skip(i).step_by(2).cloned().collect();
                 s.spawn(move || {
-                    let mut out = Vec::new();
+                    let (mut out, mut second) = (Vec::new(), 0);
                     for (sc, durability, modes) in mine {
                         let total = run_one(sc, durability, None, Crash::Process);
                         let mut points = 0;
@@ -774,13 +659,15 @@ fn power_loss_at_every_crash_point() {
                             }
                             if durability != Durability::Never {
                                 // A second power loss during the recovery from this one.
-                                run_twice(sc, durability, Some(k), Crash::PowerLoss, Some(k * 7 % 40));
+                                let again = Some(k * 7 % 40);
+                                second +=
+                                    u64::from(run_twice(sc, durability, Some(k), Crash::PowerLoss, again).1);
                                 points += 1;
                             }
                         }
                         out.push((sc.name.to_string(), durability, total, points));
                     }
-                    (out, SECOND_CRASHES.with(Cell::get))
+                    (out, second)
                 })
             })
             .collect();

@@ -1,5 +1,9 @@
 //! The filesystem seam. [`Fs`] is every operation mailroom performs on its tree; [`RealFs`]
 //! performs them on the real filesystem, never following a symlink it was not asked to follow.
+//!
+//! Besides files and directories, the seam covers the one lock mailroom takes
+//! ([`Fs::lock_exclusive`], the broker lock): on the real filesystem a `flock` that the kernel
+//! drops when its holder dies, so a test on another `Fs` can model that holder dying too.
 
 use protocol::Timestamp;
 use std::ffi::OsString;
@@ -131,6 +135,14 @@ pub trait AppendFile: Send {
     fn sync(&mut self) -> Result<(), FsError>;
 }
 
+/// An exclusive lock on a file, taken by [`Fs::lock_exclusive`] and released when dropped (or when
+/// the process holding it dies).
+pub trait LockGuard: Send {
+    /// Replaces the locked file's content through the locked handle: a note of who holds the lock,
+    /// for whoever is refused it. Not fsynced: the note is a courtesy, the lock is the kernel's.
+    fn set_contents(&mut self, bytes: &[u8]) -> Result<(), FsError>;
+}
+
 /// Every operation mailroom performs on its tree.
 pub trait Fs: Send + Sync {
     /// Creates the directory and any missing parents. The entries it creates are durable when it
@@ -155,6 +167,12 @@ pub trait Fs: Send + Sync {
     /// Sets the file's modification time to now (a heartbeat), without following a symlink.
     fn touch(&self, path: &Path) -> Result<(), FsError>;
     fn open_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError>;
+    /// Takes an exclusive lock on `path` without waiting; `Ok(None)` when someone else holds it.
+    /// The file is created (empty) when missing and otherwise left as it is: never truncated, and
+    /// never opened through a symlink (a symlink, FIFO or directory there is
+    /// [`FsError::NotRegular`]), so a link planted at the lock's path cannot make the locker
+    /// create, lock or damage its target.
+    fn lock_exclusive(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError>;
 }
 
 /// The real filesystem.
@@ -178,6 +196,37 @@ impl AppendFile for RealAppend {
     }
     fn sync(&mut self) -> Result<(), FsError> {
         self.file.sync_data().map_err(|e| FsError::io("fsync", &self.path, e))
+    }
+}
+
+/// A `flock` held through an open file; closing the file (dropping the guard) releases it.
+struct RealLock {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl LockGuard for RealLock {
+    fn set_contents(&mut self, bytes: &[u8]) -> Result<(), FsError> {
+        use std::os::unix::fs::FileExt;
+        self.file.set_len(0).map_err(|e| FsError::io("truncate", &self.path, e))?;
+        self.file.write_all_at(bytes, 0).map_err(|e| FsError::io("write", &self.path, e))
+    }
+}
+
+impl Drop for RealLock {
+    fn drop(&mut self) {
+        // Closing the file, just after, releases the lock anyway: an unlock error changes nothing.
+        let _ = self.file.unlock();
+    }
+}
+
+/// Opening with `O_NOFOLLOW` fails with `ELOOP` on a symlink: report what is there.
+fn open_error(op: &'static str, path: &Path, e: io::Error) -> FsError {
+    match e.raw_os_error() {
+        Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+            FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Symlink }
+        }
+        _ => FsError::io(op, path, e),
     }
 }
 
@@ -274,14 +323,11 @@ impl Fs for RealFs {
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
         // O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO from blocking the open.
         let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
-        let file = std::fs::OpenOptions::new().read(true).custom_flags(flags as i32).open(path).map_err(
-            |e| match e.raw_os_error() {
-                Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
-                    FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Symlink }
-                }
-                _ => FsError::io("open", path, e),
-            },
-        )?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags as i32)
+            .open(path)
+            .map_err(|e| open_error("open", path, e))?;
         let md = file.metadata().map_err(|e| FsError::io("stat", path, e))?;
         let kind = FileKind::from(md.file_type());
         if kind != FileKind::File {
@@ -317,6 +363,31 @@ impl Fs for RealFs {
             .open(path)
             .map_err(|e| FsError::io("open for append", path, e))?;
         Ok(Box::new(RealAppend { file, path: path.to_path_buf() }))
+    }
+
+    fn lock_exclusive(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
+        // O_CREAT without O_TRUNC, and O_NOFOLLOW: a symlink at `path` fails the open (ELOOP)
+        // before its target is created, opened or truncated. O_NONBLOCK: a FIFO does not hang it.
+        let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(flags as i32)
+            .open(path)
+            .map_err(|e| open_error("open lock file", path, e))?;
+        let md = file.metadata().map_err(|e| FsError::io("stat", path, e))?;
+        let kind = FileKind::from(md.file_type());
+        if kind != FileKind::File {
+            return Err(FsError::NotRegular { path: path.to_path_buf(), kind });
+        }
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(RealLock { file, path: path.to_path_buf() }))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(FsError::io("lock", path, e)),
+        }
     }
 }
 
@@ -376,5 +447,50 @@ mod tests {
         j.sync().unwrap();
         assert_eq!(std::fs::read(d.path().join("j")).unwrap(), b"one\ntwo\n");
         RealFs.sync_dir(d.path()).unwrap();
+    }
+
+    #[test]
+    fn a_lock_refuses_a_second_holder_until_dropped_and_keeps_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("broker.lock");
+        std::fs::write(&p, b"pid=1 host=old\n").unwrap();
+        let mut first = RealFs.lock_exclusive(&p).unwrap().expect("free");
+        assert_eq!(std::fs::read(&p).unwrap(), b"pid=1 host=old\n", "taking the lock truncates nothing");
+        assert!(RealFs.lock_exclusive(&p).unwrap().is_none(), "a second lock is refused");
+        first.set_contents(b"me\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"me\n");
+        drop(first);
+        let again = RealFs.lock_exclusive(&p).unwrap();
+        assert!(again.is_some(), "dropping the guard released the lock");
+        // Missing files are created; what the lock is on stays a regular file.
+        let fresh = d.path().join("fresh.lock");
+        assert!(RealFs.lock_exclusive(&fresh).unwrap().is_some());
+        assert_eq!(RealFs.stat(&fresh).unwrap().unwrap().kind, FileKind::File);
+    }
+
+    #[test]
+    fn a_lock_never_goes_through_a_symlink_or_into_a_fifo() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("precious");
+        std::fs::write(&target, b"keep me").unwrap();
+        let link = d.path().join("broker.lock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(matches!(
+            RealFs.lock_exclusive(&link),
+            Err(FsError::NotRegular { kind: FileKind::Symlink, .. })
+        ));
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me", "the target is not truncated");
+        assert!(RealFs.lock_exclusive(&target).unwrap().is_some(), "nor left locked");
+        // A dangling link does not create its target either.
+        let dangling = d.path().join("dangling.lock");
+        std::os::unix::fs::symlink(d.path().join("created?"), &dangling).unwrap();
+        assert!(RealFs.lock_exclusive(&dangling).is_err());
+        assert!(!d.path().join("created?").exists());
+        let fifo = d.path().join("fifo.lock");
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, 0o600.into(), 0).unwrap();
+        assert!(matches!(
+            RealFs.lock_exclusive(&fifo),
+            Err(FsError::NotRegular { kind: FileKind::Fifo, .. })
+        ));
     }
 }

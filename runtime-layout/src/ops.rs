@@ -6,7 +6,11 @@
 //!
 //! Atomic replacement (boards, snapshots): write `.NAME.tmp-<pid>-<n>` beside the target,
 //! fsync it, rename it over the target, fsync the directory.
+//!
+//! Unique names ([`NameSource`]) carry the time, the pid, a counter and the [`hostname`], so that
+//! writers on several processes and machines never pick the same name.
 
+use crate::clock::Clock;
 use crate::fs::{Fs, FsError};
 use crate::layout::Maildir;
 use protocol::Timestamp;
@@ -36,26 +40,49 @@ impl Durability {
     }
 }
 
-/// Produces maildir-unique names: time, pid, a per-process counter, random bits and the host.
+/// This machine's name (`uname(2)`'s nodename), or `localhost` when it has none.
+pub fn hostname() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy();
+    match name.trim() {
+        "" => "localhost".to_string(),
+        name => name.to_string(),
+    }
+}
+
+/// Produces maildir-unique names: time, pid, a counter, random bits and the host. Names sort by
+/// the time of the source's clock; two made by one source in the same microsecond sort by the
+/// counter's digits (`Q10` before `Q9`), never by the random bits, so handles that share a source
+/// (one process, or one simulated world on a manual clock) get the same order in every run.
 #[derive(Debug)]
 pub struct NameSource {
     pid: u32,
     host: String,
     counter: AtomicU64,
     seed: u64,
+    clock: Clock,
 }
 
 impl NameSource {
+    /// Names stamped with the system clock.
     pub fn new() -> Self {
+        Self::with_clock(Clock::system())
+    }
+
+    /// Names stamped with `clock` (a test's manual clock, so that names follow simulated time).
+    pub fn with_clock(clock: Clock) -> Self {
         let pid = std::process::id();
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".to_string());
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        Self { pid, host, counter: AtomicU64::new(0), seed: nanos ^ (u64::from(pid) << 32) }
+        Self {
+            pid,
+            host: hostname(),
+            counter: AtomicU64::new(0),
+            seed: nanos ^ (u64::from(pid) << 32),
+            clock,
+        }
     }
 
     /// A fresh unique name of the given kind (`msg`, `mail`, `notice`).
@@ -66,7 +93,7 @@ impl NameSource {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        protocol::names::unique_name(kind, now(), self.pid, n, z as u32, &self.host)
+        protocol::names::unique_name(kind, self.clock.now(), self.pid, n, z as u32, &self.host)
     }
 
     /// A unique suffix for temporary files.
@@ -211,6 +238,30 @@ mod tests {
         let set: std::collections::HashSet<_> = a.iter().collect();
         assert_eq!(set.len(), a.len());
         assert!(a.iter().all(|x| x.starts_with("msg-") && x.ends_with(".json") && !x.contains('/')));
+    }
+
+    #[test]
+    fn names_follow_the_clock_they_are_given() {
+        let clock = crate::ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+        let n = NameSource::with_clock(clock.clock());
+        let a = n.next("msg");
+        clock.advance_secs(1);
+        let b = n.next("msg");
+        assert!(a.starts_with("msg-20260921T"), "{a}");
+        assert!(a < b, "{a} then {b}");
+    }
+
+    #[test]
+    fn hostname_is_the_kernels_nodename_or_localhost() {
+        let h = hostname();
+        assert!(!h.is_empty() && !h.contains('\n'), "{h:?}");
+        // Where procfs is mounted it must agree with uname (both read the UTS namespace).
+        if let Ok(proc) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            let proc = proc.trim();
+            assert_eq!(h, if proc.is_empty() { "localhost" } else { proc });
+        } else {
+            println!("skipped the comparison with /proc/sys/kernel/hostname: not readable here");
+        }
     }
 
     #[test]

@@ -38,17 +38,21 @@
 //!   any prefix in between (a torn append). Seeded, so reproducible.
 //!
 //! Handles from [`Fs::open_append`] opened before a restart fail afterwards, like the file
-//! descriptors of a dead process.
+//! descriptors of a dead process. Locks ([`Fs::lock_exclusive`]) behave like `flock`: a lock
+//! held by a live guard refuses every other, dropping the guard releases it, and a restart (of
+//! any mode) releases them all, since the process that held them is gone; a guard from before
+//! the restart releases nothing when it is dropped later.
 //!
 //! Mutating operations, each counted once: `create_dir_all`, `create_new`, `rename`,
-//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `open_append`, `append`, `sync`.
+//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `open_append`, `append`, `sync`,
+//! `lock_exclusive` (it may create the file) and `LockGuard::set_contents`.
 //! `create_new` is atomic in this model (create, write and fsync are one step); crashing between
 //! them is equivalent to crashing before it, because the entry is not durable either way.
 //! Only regular files and directories exist; directories are never renamed or removed (mailroom
 //! does neither).
 
 use crate::clock::Clock;
-use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, Meta};
+use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta};
 use protocol::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -56,52 +60,8 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// How a simulated crash treats what was not yet durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Crash {
-    /// The process dies; the kernel keeps everything it was given.
-    Process,
-    /// The machine loses power: everything not fsynced is gone.
-    PowerLoss,
-    /// A power loss in which an arbitrary subset of unsynced changes reached the disk anyway.
-    Scrambled { seed: u64 },
-}
-
-/// Which operations a [`Fault`] counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultOn {
-    /// Every mutating operation.
-    Any,
-    /// File and directory fsyncs (`create_new` with `sync`, `sync_dir`, `AppendFile::sync`).
-    Sync,
-    /// Writes of data (`create_new`, `append`).
-    Write,
-}
-
-/// Makes the `nth` (1-based) matching operation fail with `errno` (e.g. `EIO`, `ENOSPC`).
-/// With `sticky`, every later matching operation fails too (a disk that stays full or broken).
-#[derive(Debug, Clone)]
-pub struct Fault {
-    pub on: FaultOn,
-    /// Only operations on a path containing this string count.
-    pub path_contains: Option<String>,
-    pub nth: u64,
-    pub errno: i32,
-    pub sticky: bool,
-}
-
-impl Fault {
-    pub fn eio(on: FaultOn, nth: u64) -> Self {
-        Self { on, path_contains: None, nth, errno: rustix::io::Errno::IO.raw_os_error(), sticky: false }
-    }
-    pub fn enospc(on: FaultOn, nth: u64) -> Self {
-        Self { on, path_contains: None, nth, errno: rustix::io::Errno::NOSPC.raw_os_error(), sticky: true }
-    }
-    pub fn on_path(mut self, fragment: &str) -> Self {
-        self.path_contains = Some(fragment.to_string());
-        self
-    }
-}
+pub use crash::Crash;
+pub use fault::{Fault, FaultOn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Node {
@@ -135,6 +95,8 @@ struct Inner {
     /// Directory pairs of renames since the last restart (a scrambled crash keeps both halves
     /// of a rename or neither, as journaling filesystems commit a rename in one transaction).
     renames: Vec<(PathBuf, PathBuf)>,
+    /// Inodes locked by a live guard (`flock` locks the open file, hence the inode).
+    locks: BTreeSet<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,14 +151,8 @@ impl Inner {
         if self.logging {
             self.log.push(format!("{} {op} {}", self.ops, path.display()));
         }
-        let shown = path.to_string_lossy();
         for (f, seen) in &mut self.faults {
-            let matches = match f.on {
-                FaultOn::Any => true,
-                FaultOn::Sync => matches!(kind, Kind::Sync | Kind::WriteSync),
-                FaultOn::Write => matches!(kind, Kind::Write | Kind::WriteSync),
-            } && f.path_contains.as_deref().is_none_or(|s| shown.contains(s));
-            if !matches {
+            if !f.matches(kind, path) {
                 continue;
             }
             *seen += 1;
@@ -236,122 +192,6 @@ impl Inner {
         let durable_data = if durable { data.clone() } else { Vec::new() };
         self.inodes.insert(ino, Inode { data, durable: durable_data, mtime: now, durable_mtime: now });
         ino
-    }
-
-    fn restart(&mut self, mode: Crash) {
-        self.crashed = false;
-        let renames = std::mem::take(&mut self.renames);
-        self.crash_at = None;
-        self.generation += 1;
-        match mode {
-            // The page cache survives: volatile stays volatile, for a later power loss to drop.
-            Crash::Process => return,
-            Crash::PowerLoss => {
-                self.live = self.durable.clone();
-                for ino in self.inodes.values_mut() {
-                    ino.data = ino.durable.clone();
-                    ino.mtime = ino.durable_mtime;
-                }
-            }
-            Crash::Scrambled { seed } => {
-                self.renames = renames;
-                let mut rng = SplitMix(seed);
-                let dirs: BTreeSet<PathBuf> = self.live.keys().chain(self.durable.keys()).cloned().collect();
-                let mut flushed: BTreeSet<PathBuf> =
-                    dirs.iter().filter(|_| rng.next() & 1 == 0).cloned().collect();
-                loop {
-                    let before = flushed.len();
-                    for (a, b) in &self.renames {
-                        if flushed.contains(a) || flushed.contains(b) {
-                            flushed.insert(a.clone());
-                            flushed.insert(b.clone());
-                        }
-                    }
-                    if flushed.len() == before {
-                        break;
-                    }
-                }
-                for d in dirs {
-                    let keep_live = flushed.contains(&d);
-                    match (keep_live, self.live.get(&d).cloned(), self.durable.get(&d).cloned()) {
-                        (true, Some(l), _) => {
-                            self.durable.insert(d, l);
-                        }
-                        (_, _, Some(dur)) => {
-                            self.live.insert(d, dur);
-                        }
-                        (false, Some(l), None) => {
-                            self.durable.insert(d, l);
-                        }
-                        (_, None, None) => {}
-                    }
-                }
-                self.live = self.durable.clone();
-                let mut inos: Vec<u64> = self.inodes.keys().copied().collect();
-                inos.sort_unstable();
-                for i in inos {
-                    let r = rng.next();
-                    let ino = self.inodes.get_mut(&i).expect("listed inode");
-                    if ino.data.starts_with(&ino.durable) && ino.data.len() > ino.durable.len() {
-                        let extra = (r as usize) % (ino.data.len() - ino.durable.len() + 1);
-                        ino.data.truncate(ino.durable.len() + extra);
-                    } else if r & 1 == 0 {
-                        ino.data = ino.durable.clone();
-                        ino.mtime = ino.durable_mtime;
-                    }
-                    ino.durable = ino.data.clone();
-                    ino.durable_mtime = ino.mtime;
-                }
-            }
-        }
-        self.renames.clear();
-        self.prune();
-    }
-
-    /// Drops directories no longer reachable from `/` and inodes no longer named.
-    fn prune(&mut self) {
-        let mut reachable = BTreeSet::new();
-        let mut stack = vec![PathBuf::from("/")];
-        let mut named = BTreeSet::new();
-        while let Some(d) = stack.pop() {
-            let Some(entries) = self.live.get(&d) else { continue };
-            reachable.insert(d.clone());
-            for (name, node) in entries {
-                match node {
-                    Node::Dir => stack.push(d.join(name)),
-                    Node::File(i) => {
-                        named.insert(*i);
-                    }
-                }
-            }
-        }
-        self.live.retain(|d, _| reachable.contains(d));
-        // Subdirectories whose entry is gone lose their listings; re-create empty ones for any
-        // directory entry whose own listing was never recorded.
-        let missing: Vec<PathBuf> = self
-            .live
-            .iter()
-            .flat_map(|(d, e)| e.iter().filter(|(_, n)| **n == Node::Dir).map(move |(name, _)| d.join(name)))
-            .filter(|p| !self.live.contains_key(p))
-            .collect();
-        for p in missing {
-            self.live.insert(p, Dir::new());
-        }
-        self.durable = self.live.clone();
-        self.inodes.retain(|i, _| named.contains(i));
-    }
-}
-
-/// A small deterministic generator (splitmix64).
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
     }
 }
 
@@ -495,6 +335,38 @@ impl AppendFile for SimAppend {
         ino.durable = ino.data.clone();
         ino.durable_mtime = ino.mtime;
         Ok(())
+    }
+}
+
+/// A lock taken by [`Fs::lock_exclusive`]; valid in the generation (process life) it was taken in.
+struct SimLock {
+    fs: SimFs,
+    ino: u64,
+    generation: u64,
+    path: PathBuf,
+}
+
+impl LockGuard for SimLock {
+    fn set_contents(&mut self, bytes: &[u8]) -> Result<(), FsError> {
+        let now = self.fs.clock.now();
+        let mut g = self.fs.lock();
+        if g.generation != self.generation || !g.inodes.contains_key(&self.ino) {
+            return Err(FsError::io("write", &self.path, errno(rustix::io::Errno::BADF)));
+        }
+        g.begin("write", &self.path, Kind::Write)?;
+        let ino = g.inodes.get_mut(&self.ino).expect("checked");
+        ino.data = bytes.to_vec();
+        ino.mtime = now;
+        Ok(())
+    }
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut g = self.fs.lock();
+        if g.generation == self.generation {
+            g.locks.remove(&self.ino);
+        }
     }
 }
 
@@ -664,6 +536,28 @@ impl Fs for SimFs {
         };
         Ok(Box::new(SimAppend { fs: self.clone(), ino, generation: g.generation, path }))
     }
+
+    fn lock_exclusive(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
+        let path = normalise(path);
+        let now = self.clock.now();
+        let mut g = self.lock();
+        g.begin("lock", &path, Kind::Meta)?;
+        let (dir, name) =
+            split(&path).ok_or_else(|| FsError::io("lock", &path, errno(rustix::io::Errno::INVAL)))?;
+        let ino = match g.dir_mut("lock", &dir)?.get(&name).copied() {
+            Some(Node::File(i)) => i,
+            Some(Node::Dir) => return Err(FsError::NotRegular { path, kind: FileKind::Dir }),
+            None => {
+                let i = g.new_inode(Vec::new(), true, now);
+                g.dir_mut("lock", &dir)?.insert(name, Node::File(i));
+                i
+            }
+        };
+        if !g.locks.insert(ino) {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(SimLock { fs: self.clone(), ino, generation: g.generation, path })))
+    }
 }
 
 impl SimFs {
@@ -705,105 +599,8 @@ impl SimFs {
     }
 }
 
+mod crash;
+mod fault;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(s: &str) -> PathBuf {
-        PathBuf::from(s)
-    }
-
-    #[test]
-    fn power_loss_keeps_only_what_was_synced() {
-        let fs = SimFs::new();
-        fs.create_dir_all(&p("/r/a")).unwrap();
-        fs.create_dir_all(&p("/r/b")).unwrap();
-        fs.create_new(&p("/r/a/synced"), b"one", true).unwrap();
-        fs.create_new(&p("/r/a/unsynced"), b"two", false).unwrap();
-        fs.sync_dir(&p("/r/a")).unwrap();
-        fs.create_new(&p("/r/a/late"), b"three", true).unwrap();
-        fs.restart(Crash::PowerLoss);
-        assert_eq!(fs.read(&p("/r/a/synced"), 10).unwrap(), b"one");
-        assert_eq!(fs.read(&p("/r/a/unsynced"), 10).unwrap(), b"", "entry durable, content not");
-        assert!(fs.stat(&p("/r/a/late")).unwrap().is_none(), "entry never synced");
-    }
-
-    #[test]
-    fn a_rename_between_directories_needs_both_synced() {
-        let fs = SimFs::new();
-        fs.create_dir_all(&p("/q/new")).unwrap();
-        fs.create_dir_all(&p("/m/cur")).unwrap();
-        fs.create_new(&p("/q/new/t"), b"t", true).unwrap();
-        fs.sync_dir(&p("/q/new")).unwrap();
-        fs.rename_noreplace(&p("/q/new/t"), &p("/m/cur/t")).unwrap();
-        fs.sync_dir(&p("/m/cur")).unwrap();
-        fs.restart(Crash::Process);
-        assert!(fs.stat(&p("/q/new/t")).unwrap().is_none(), "a process crash keeps the rename");
-        fs.restart(Crash::PowerLoss);
-        assert!(fs.stat(&p("/q/new/t")).unwrap().is_some() && fs.stat(&p("/m/cur/t")).unwrap().is_some());
-        fs.create_new(&p("/q/new/u"), b"u", true).unwrap();
-        fs.sync_dir(&p("/q/new")).unwrap();
-        fs.rename(&p("/q/new/u"), &p("/m/cur/u")).unwrap();
-        fs.sync_dir(&p("/q/new")).unwrap();
-        fs.restart(Crash::PowerLoss);
-        assert!(!fs.files().keys().any(|k| k.ends_with("u")), "source synced, destination not: lost");
-    }
-
-    #[test]
-    fn appends_are_volatile_until_sync_and_crashes_stop_everything() {
-        let fs = SimFs::new();
-        fs.create_dir_all(&p("/j")).unwrap();
-        let mut f = fs.open_append(&p("/j/log")).unwrap();
-        fs.sync_dir(&p("/j")).unwrap();
-        f.append(b"a\n").unwrap();
-        f.sync().unwrap();
-        f.append(b"b\n").unwrap();
-        fs.crash_after(1);
-        fs.touch(&p("/j/log")).unwrap();
-        assert!(f.sync().is_err() && fs.crashed());
-        assert!(fs.list(&p("/j")).is_err(), "a crashed process reads nothing either");
-        fs.restart(Crash::PowerLoss);
-        assert_eq!(fs.read(&p("/j/log"), 100).unwrap(), b"a\n");
-        assert!(f.append(b"c").is_err(), "handles do not survive a restart");
-    }
-
-    #[test]
-    fn faults_hit_the_nth_matching_operation() {
-        let fs = SimFs::new();
-        fs.create_dir_all(&p("/d")).unwrap();
-        fs.inject(Fault::eio(FaultOn::Sync, 2).on_path("/d/j"));
-        fs.create_new(&p("/d/j1"), b"", true).unwrap();
-        fs.sync_dir(&p("/d")).unwrap();
-        let e = fs.create_new(&p("/d/j2"), b"", true).unwrap_err();
-        assert!(
-            matches!(&e, FsError::Io { source, .. } if source.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()))
-        );
-        fs.create_new(&p("/d/j3"), b"", true).unwrap();
-        fs.inject(Fault::enospc(FaultOn::Write, 1));
-        assert!(fs.create_new(&p("/d/x"), b"x", false).unwrap_err().is_no_space());
-        assert!(fs.create_new(&p("/d/y"), b"y", false).unwrap_err().is_no_space(), "sticky");
-        fs.clear_faults();
-        fs.create_new(&p("/d/y"), b"y", false).unwrap();
-    }
-
-    #[test]
-    fn scrambled_crashes_are_reproducible_and_tear_only_appends() {
-        let build = || {
-            let fs = SimFs::new();
-            fs.create_dir_all(&p("/d")).unwrap();
-            let mut f = fs.open_append(&p("/d/log")).unwrap();
-            f.append(b"0123456789").unwrap();
-            for i in 0..8 {
-                fs.create_new(&p(&format!("/d/f{i}")), b"x", i % 2 == 0).unwrap();
-            }
-            fs
-        };
-        let (a, b) = (build(), build());
-        a.restart(Crash::Scrambled { seed: 7 });
-        b.restart(Crash::Scrambled { seed: 7 });
-        assert_eq!(a.files(), b.files());
-        for (_, data) in a.files() {
-            assert!(b"0123456789".starts_with(&data) || data == b"x" || data.is_empty());
-        }
-    }
-}
+mod tests;

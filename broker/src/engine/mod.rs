@@ -128,8 +128,10 @@ impl Engine {
         self.state().live(id)
     }
 
-    /// Replaces the clock (tests and simulations; leases, backoffs and timestamps all read it).
+    /// Replaces the clock (tests and simulations): leases, backoffs, timestamps and the names of
+    /// the files the broker writes all follow it.
     pub fn set_clock(&mut self, clock: Clock) {
+        self.core.env.names = runtime_layout::NameSource::with_clock(clock.clone());
         self.core.env.clock = clock;
     }
 

@@ -1,0 +1,139 @@
+//! The rules of `SimFs`: what a power loss keeps, how crashes stop every operation, how faults
+//! are counted, and how locks are held and released.
+
+use super::*;
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+#[test]
+fn power_loss_keeps_only_what_was_synced() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/r/a")).unwrap();
+    fs.create_dir_all(&p("/r/b")).unwrap();
+    fs.create_new(&p("/r/a/synced"), b"one", true).unwrap();
+    fs.create_new(&p("/r/a/unsynced"), b"two", false).unwrap();
+    fs.sync_dir(&p("/r/a")).unwrap();
+    fs.create_new(&p("/r/a/late"), b"three", true).unwrap();
+    fs.restart(Crash::PowerLoss);
+    assert_eq!(fs.read(&p("/r/a/synced"), 10).unwrap(), b"one");
+    assert_eq!(fs.read(&p("/r/a/unsynced"), 10).unwrap(), b"", "entry durable, content not");
+    assert!(fs.stat(&p("/r/a/late")).unwrap().is_none(), "entry never synced");
+}
+
+#[test]
+fn a_rename_between_directories_needs_both_synced() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/q/new")).unwrap();
+    fs.create_dir_all(&p("/m/cur")).unwrap();
+    fs.create_new(&p("/q/new/t"), b"t", true).unwrap();
+    fs.sync_dir(&p("/q/new")).unwrap();
+    fs.rename_noreplace(&p("/q/new/t"), &p("/m/cur/t")).unwrap();
+    fs.sync_dir(&p("/m/cur")).unwrap();
+    fs.restart(Crash::Process);
+    assert!(fs.stat(&p("/q/new/t")).unwrap().is_none(), "a process crash keeps the rename");
+    fs.restart(Crash::PowerLoss);
+    assert!(fs.stat(&p("/q/new/t")).unwrap().is_some() && fs.stat(&p("/m/cur/t")).unwrap().is_some());
+    fs.create_new(&p("/q/new/u"), b"u", true).unwrap();
+    fs.sync_dir(&p("/q/new")).unwrap();
+    fs.rename(&p("/q/new/u"), &p("/m/cur/u")).unwrap();
+    fs.sync_dir(&p("/q/new")).unwrap();
+    fs.restart(Crash::PowerLoss);
+    assert!(!fs.files().keys().any(|k| k.ends_with("u")), "source synced, destination not: lost");
+}
+
+#[test]
+fn appends_are_volatile_until_sync_and_crashes_stop_everything() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/j")).unwrap();
+    let mut f = fs.open_append(&p("/j/log")).unwrap();
+    fs.sync_dir(&p("/j")).unwrap();
+    f.append(b"a\n").unwrap();
+    f.sync().unwrap();
+    f.append(b"b\n").unwrap();
+    fs.crash_after(1);
+    fs.touch(&p("/j/log")).unwrap();
+    assert!(f.sync().is_err() && fs.crashed());
+    assert!(fs.list(&p("/j")).is_err(), "a crashed process reads nothing either");
+    fs.restart(Crash::PowerLoss);
+    assert_eq!(fs.read(&p("/j/log"), 100).unwrap(), b"a\n");
+    assert!(f.append(b"c").is_err(), "handles do not survive a restart");
+}
+
+#[test]
+fn faults_hit_the_nth_matching_operation() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/d")).unwrap();
+    fs.inject(Fault::eio(FaultOn::Sync, 2).on_path("/d/j"));
+    fs.create_new(&p("/d/j1"), b"", true).unwrap();
+    fs.sync_dir(&p("/d")).unwrap();
+    let e = fs.create_new(&p("/d/j2"), b"", true).unwrap_err();
+    assert!(
+        matches!(&e, FsError::Io { source, .. } if source.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error()))
+    );
+    fs.create_new(&p("/d/j3"), b"", true).unwrap();
+    fs.inject(Fault::enospc(FaultOn::Write, 1));
+    assert!(fs.create_new(&p("/d/x"), b"x", false).unwrap_err().is_no_space());
+    assert!(fs.create_new(&p("/d/y"), b"y", false).unwrap_err().is_no_space(), "sticky");
+    fs.clear_faults();
+    fs.create_new(&p("/d/y"), b"y", false).unwrap();
+}
+
+#[test]
+fn scrambled_crashes_are_reproducible_and_tear_only_appends() {
+    let build = || {
+        let fs = SimFs::new();
+        fs.create_dir_all(&p("/d")).unwrap();
+        let mut f = fs.open_append(&p("/d/log")).unwrap();
+        f.append(b"0123456789").unwrap();
+        for i in 0..8 {
+            fs.create_new(&p(&format!("/d/f{i}")), b"x", i % 2 == 0).unwrap();
+        }
+        fs
+    };
+    let (a, b) = (build(), build());
+    a.restart(Crash::Scrambled { seed: 7 });
+    b.restart(Crash::Scrambled { seed: 7 });
+    assert_eq!(a.files(), b.files());
+    for (_, data) in a.files() {
+        assert!(b"0123456789".starts_with(&data) || data == b"x" || data.is_empty());
+    }
+}
+
+#[test]
+fn a_lock_refuses_a_second_until_dropped_and_dies_with_the_process() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/r")).unwrap();
+    let lock = p("/r/broker.lock");
+    let mut first = fs.lock_exclusive(&lock).unwrap().expect("free");
+    assert!(fs.lock_exclusive(&lock).unwrap().is_none(), "a second lock is refused");
+    first.set_contents(b"pid=1").unwrap();
+    assert_eq!(fs.read(&lock, 10).unwrap(), b"pid=1");
+    drop(first);
+    let held = fs.lock_exclusive(&lock).unwrap().expect("released on drop");
+    // A restart is the holder's death: its lock goes, and its late drop releases nothing.
+    fs.restart(Crash::Process);
+    let _next = fs.lock_exclusive(&lock).unwrap().expect("released by the restart");
+    drop(held);
+    assert!(fs.lock_exclusive(&lock).unwrap().is_none(), "a stale guard freed a live lock");
+    // A power loss releases locks too; the file itself is gone with its unsynced entry.
+    fs.restart(Crash::PowerLoss);
+    assert!(fs.stat(&lock).unwrap().is_none());
+    assert!(fs.lock_exclusive(&lock).unwrap().is_some());
+}
+
+#[test]
+fn a_lock_is_a_counted_operation_that_a_crash_refuses() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/r")).unwrap();
+    fs.create_new(&p("/r/f"), b"keep", true).unwrap();
+    let before = fs.ops();
+    let guard = fs.lock_exclusive(&p("/r/f")).unwrap();
+    assert!(guard.is_some());
+    assert_eq!(fs.ops(), before + 1);
+    assert_eq!(fs.read(&p("/r/f"), 10).unwrap(), b"keep", "taking a lock truncates nothing");
+    assert!(matches!(fs.lock_exclusive(&p("/r")), Err(FsError::NotRegular { kind: FileKind::Dir, .. })));
+    fs.crash_after(0);
+    assert!(fs.lock_exclusive(&p("/r/g")).is_err(), "a dead process takes no lock");
+}
