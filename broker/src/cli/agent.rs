@@ -1,0 +1,63 @@
+//! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add`.
+
+use super::exit::{self, Failure, not_initialised};
+use super::io::{json_or_text, print_json, read_input};
+use runtime_layout::{Fs, Layout};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+pub fn claim(root: &Path, agent: &str, pools: &[String], wait: Option<f64>) -> Result<(), Failure> {
+    let a = agent_sdk::Agent::open(root, agent)?;
+    let claim = match wait {
+        Some(secs) => a.claim_wait(pools, Duration::from_secs_f64(secs.max(0.0)))?,
+        None => a.claim(pools)?,
+    };
+    let Some(c) = claim else { return Err(Failure::new(exit::NOTHING, "")) };
+    let mut v = c.task.to_value();
+    if let Value::Object(m) = &mut v {
+        m.insert("claim".into(), Value::String(c.name.clone()));
+    }
+    print_json(&v);
+    Ok(())
+}
+
+pub fn heartbeat(root: &Path, agent: &str, claim: &str) -> Result<(), Failure> {
+    Ok(agent_sdk::Agent::open(root, agent)?.heartbeat(claim)?)
+}
+
+pub fn complete(root: &Path, agent: &str, claim: &str, result: Option<&str>) -> Result<(), Failure> {
+    let result = match result {
+        Some(f) => json_or_text(read_input(f)?),
+        None => Value::Null,
+    };
+    agent_sdk::Agent::open(root, agent)?.complete(claim, result)?;
+    Ok(())
+}
+
+pub fn fail(root: &Path, agent: &str, claim: &str, error: &str, retryable: bool) -> Result<(), Failure> {
+    agent_sdk::Agent::open(root, agent)?.fail(claim, error, retryable)?;
+    Ok(())
+}
+
+pub fn release(root: &Path, agent: &str, claim: &str) -> Result<(), Failure> {
+    agent_sdk::Agent::open(root, agent)?.release(claim)?;
+    Ok(())
+}
+
+pub fn send(root: &Path, from: &str, to: &str, subject: Option<&str>, file: &str) -> Result<(), Failure> {
+    protocol::names::validate_agent(to).map_err(|e| Failure::new(exit::INVALID, e.within("to")))?;
+    let body = json_or_text(read_input(file)?);
+    agent_sdk::Agent::open(root, from)?.send(to, subject, body)?;
+    Ok(())
+}
+
+pub fn add(fs: &dyn Fs, layout: &Layout, name: &str) -> Result<(), Failure> {
+    protocol::names::validate_agent(name).map_err(|e| Failure::new(exit::INVALID, e))?;
+    if !layout.is_initialised(fs) {
+        return Err(not_initialised(layout.root()));
+    }
+    layout.mailbox(name).create(fs, true).map_err(|e| Failure::new(exit::ERROR, e))?;
+    println!("{}", layout.mailbox(name).root.display());
+    Ok(())
+}

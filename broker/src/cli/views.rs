@@ -1,0 +1,52 @@
+//! Read-only views for operators: the boards, a task's trace, the JSON Schemas.
+
+use super::exit::{self, Failure};
+use super::io::print_json;
+use mailroom::{board, trace as tracing_view};
+use protocol::Status;
+use runtime_layout::{Fs, Layout};
+use serde_json::Value;
+
+pub fn board(fs: &dyn Fs, layout: &Layout, status: Option<String>, json: bool) -> Result<(), Failure> {
+    let status = status
+        .map(|s| s.parse::<Status>())
+        .transpose()
+        .map_err(|e| Failure::new(exit::USAGE, format!("--status: {}", e.rule)))?;
+    let rows = board::read(fs, layout, status).map_err(|e| Failure::new(exit::ERROR, e))?;
+    if json {
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|(b, t)| {
+                let mut v = t.to_value();
+                if let Value::Object(m) = &mut v {
+                    m.insert("board".into(), board::board_name(*b).into());
+                }
+                v
+            })
+            .collect();
+        print_json(&Value::Array(v));
+    } else {
+        print!("{}", board::render(&rows));
+    }
+    Ok(())
+}
+
+pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<(), Failure> {
+    match tracing_view::trace(fs, layout, task_id) {
+        Ok(Some(t)) => {
+            if json {
+                print_json(&t.to_json());
+            } else {
+                print!("{}", t.render());
+            }
+            Ok(())
+        }
+        Ok(None) => Err(Failure::new(exit::NOTHING, format!("no task `{task_id}` in the journal"))),
+        Err(e) => Err(Failure::new(exit::ERROR, e)),
+    }
+}
+
+pub fn schema() -> Result<(), Failure> {
+    print_json(&protocol::schema::all());
+    Ok(())
+}
