@@ -15,4 +15,4 @@ pub use error::ValidationError;
 pub use machine::{Backoff, Event, Transition, TransitionError, transition};
 pub use message::{Mail, Message, Notice, NoticeKind};
 pub use task::{HistoryEntry, Priority, Status, Task};
-pub use time::Timestamp;
+pub use time::{TimeError, Timestamp};

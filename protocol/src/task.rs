@@ -359,9 +359,7 @@ fn take_opt_string(map: &mut Map<String, Value>, field: &str) -> Result<Option<S
 fn take_opt_time(map: &mut Map<String, Value>, field: &str) -> Result<Option<Timestamp>, ValidationError> {
     match take_opt_string(map, field)? {
         None => Ok(None),
-        Some(s) => Timestamp::parse_rfc3339(&s)
-            .map(Some)
-            .ok_or_else(|| ValidationError::new(field, format!("must be an RFC 3339 timestamp, got `{s}`"))),
+        Some(s) => Timestamp::parse(&s).map(Some).map_err(|e| ValidationError::new(field, e.to_string())),
     }
 }
 

@@ -1,4 +1,7 @@
-//! Timestamps: RFC 3339 in UTC, microsecond precision, always written with a `Z`.
+//! Timestamps: RFC 3339 in UTC, microsecond precision, always written with a `Z`, and always
+//! between the years 0000 and 9999 once converted to UTC — the range RFC 3339 can write and read
+//! back. Every way a timestamp enters (parsing, deserialising, a `DateTime`) checks the range, so
+//! a timestamp the broker accepts is one it can read back from its own journal.
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -9,18 +12,40 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(DateTime<Utc>);
 
+/// The earliest timestamp: 0000-01-01T00:00:00Z, in microseconds since the Unix epoch.
+const MIN_MICROS: i64 = -62_167_219_200_000_000;
+/// The latest timestamp: 9999-12-31T23:59:59.999999Z, in microseconds since the Unix epoch.
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
+/// Why a string is not a timestamp.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("must be an RFC 3339 timestamp, got `{0}`")]
+    NotRfc3339(String),
+    #[error("`{0}` is outside the years 0000-9999 once converted to UTC")]
+    OutOfRange(String),
+}
+
 impl Timestamp {
-    /// Microseconds since the Unix epoch.
+    /// The earliest and latest timestamps there are.
+    pub const MIN: Timestamp = Timestamp(DateTime::<Utc>::from_timestamp_micros(MIN_MICROS).unwrap());
+    pub const MAX: Timestamp = Timestamp(DateTime::<Utc>::from_timestamp_micros(MAX_MICROS).unwrap());
+
+    /// Microseconds since the Unix epoch, clamped to [`Timestamp::MIN`]..=[`Timestamp::MAX`] (a
+    /// file's mtime can be set to any value; what the broker stores must read back).
     pub fn from_micros(micros: i64) -> Self {
-        Self(Utc.timestamp_micros(micros).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
+        let m = micros.clamp(MIN_MICROS, MAX_MICROS);
+        Self(Utc.timestamp_micros(m).single().unwrap_or(DateTime::<Utc>::UNIX_EPOCH))
     }
 
     pub fn as_micros(&self) -> i64 {
         self.0.timestamp_micros()
     }
 
-    pub fn from_datetime(dt: DateTime<Utc>) -> Self {
-        Self(dt)
+    /// A `DateTime`, if it lies within the years 0000-9999 (its precision is cut to microseconds).
+    pub fn from_datetime(dt: DateTime<Utc>) -> Option<Self> {
+        let m = dt.timestamp_micros();
+        (MIN_MICROS..=MAX_MICROS).contains(&m).then(|| Self::from_micros(m))
     }
 
     pub fn datetime(&self) -> DateTime<Utc> {
@@ -29,7 +54,13 @@ impl Timestamp {
 
     /// Parses strict RFC 3339 (any offset, converted to UTC).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        DateTime::parse_from_rfc3339(s).ok().map(|d| Self(d.with_timezone(&Utc)))
+        Self::parse(s).ok()
+    }
+
+    /// Parses strict RFC 3339 (any offset, converted to UTC), saying why when it cannot.
+    pub fn parse(s: &str) -> Result<Self, TimeError> {
+        let d = DateTime::parse_from_rfc3339(s).map_err(|_| TimeError::NotRfc3339(s.to_string()))?;
+        Self::from_datetime(d.with_timezone(&Utc)).ok_or_else(|| TimeError::OutOfRange(s.to_string()))
     }
 
     pub fn plus_secs(&self, secs: u64) -> Self {
@@ -63,8 +94,7 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Timestamp::parse_rfc3339(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not an RFC 3339 timestamp")))
+        Timestamp::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -92,6 +122,25 @@ mod tests {
         assert_eq!(t.to_string(), "2025-05-01T10:00:00.500000Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_string()), Some(t));
         assert_eq!(t.compact(), "20250501T100000500000");
+    }
+
+    /// An offset can move a written year out of range: such a timestamp is refused, never
+    /// accepted to be unreadable later. Everything accepted reads back.
+    #[test]
+    fn only_timestamps_that_read_back_are_accepted() {
+        for bad in ["9999-12-31T23:00:00-01:00", "0000-01-01T00:30:00+01:00"] {
+            assert!(matches!(Timestamp::parse(bad), Err(TimeError::OutOfRange(_))), "{bad}");
+            assert!(serde_json::from_value::<Timestamp>(serde_json::json!(bad)).is_err());
+        }
+        for good in ["9999-12-31T22:00:00-01:00", "0000-01-01T00:30:00-01:00", "0000-01-01T00:00:00Z"] {
+            let t = Timestamp::parse(good).unwrap();
+            assert_eq!(Timestamp::parse(&t.to_string()), Ok(t), "{good}");
+        }
+        assert_eq!(Timestamp::from_micros(i64::MAX), Timestamp::MAX);
+        assert_eq!(Timestamp::from_micros(i64::MIN), Timestamp::MIN);
+        assert_eq!(Timestamp::parse(&Timestamp::MAX.to_string()), Ok(Timestamp::MAX));
+        assert_eq!(Timestamp::parse(&Timestamp::MIN.to_string()), Ok(Timestamp::MIN));
+        assert!(matches!(Timestamp::parse("yesterday"), Err(TimeError::NotRfc3339(_))));
     }
 
     #[test]

@@ -146,7 +146,7 @@ fn parse_datetime(s: &str) -> Option<(Timestamp, bool)> {
     let rest = rest.trim_start_matches(['T', 't', ' ', '_']);
     if rest.is_empty() {
         let dt = date.and_hms_opt(0, 0, 0)?;
-        return Some((Timestamp::from_datetime(Utc.from_utc_datetime(&dt)), false));
+        return Some((Timestamp::from_datetime(Utc.from_utc_datetime(&dt))?, false));
     }
     // The time: digits, colons, a fraction; then whatever is left is the offset.
     let time_end =
@@ -158,9 +158,9 @@ fn parse_datetime(s: &str) -> Option<(Timestamp, bool)> {
     match parse_zone(zone)? {
         Some(off) => {
             let dt: DateTime<FixedOffset> = off.from_local_datetime(&naive).single()?;
-            Some((Timestamp::from_datetime(dt.with_timezone(&Utc)), true))
+            Some((Timestamp::from_datetime(dt.with_timezone(&Utc))?, true))
         }
-        None => Some((Timestamp::from_datetime(Utc.from_utc_datetime(&naive)), false)),
+        None => Some((Timestamp::from_datetime(Utc.from_utc_datetime(&naive))?, false)),
     }
 }
 
