@@ -177,7 +177,12 @@ impl Message {
                 format!("unknown kind `{kind}` (expected {})", or_list(Self::kinds())),
             ));
         }
-        serde_json::from_value(Value::Object(map)).map_err(|e| fields::from_serde(&e, &kind))
+        // Through bytes, not `from_value`: serde buffers a tagged enum's fields before it knows
+        // the variant, and only the JSON reader's form of a number survives that buffering
+        // with every digit (numbers beyond 64 bits in `task`, `result` or `body` are kept
+        // exactly as written).
+        let bytes = serde_json::to_vec(&map).expect("a JSON object serialises");
+        serde_json::from_slice(&bytes).map_err(|e| fields::from_serde(&e, &kind))
     }
 
     /// The message as it is written on the wire: `kind` first, then the fields in order.

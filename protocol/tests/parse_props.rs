@@ -222,10 +222,21 @@ fn numbers_survive_the_round_trip_exactly() {
     for text in [
         r#"{"":-1111111111111111111111}"#,
         r#"{"task_id":"F","params":[0.1,1e308,-2.2250738585072014e-308,123456789.123456789]}"#,
+        r#"{"kind":"complete","agent":"A","claim":"c","result":{"n":123456789012345678901234567890}}"#,
+        r#"{"kind":"submit","task":{"task_id":"B","budget":-98765432109876543210987654321.5}}"#,
     ] {
         let m = Message::parse(text.as_bytes()).unwrap();
-        let again = Message::parse(&serde_json::to_vec(&m.to_value()).unwrap()).unwrap();
+        let written = serde_json::to_vec(&m.to_value()).unwrap();
+        let again = Message::parse(&written).unwrap();
         assert_eq!(again, m, "{text}");
+        // Every digit is kept: integers beyond 64 bits are not turned into floats.
+        for digits in
+            ["1111111111111111111111", "123456789012345678901234567890", "98765432109876543210987654321.5"]
+        {
+            if text.contains(digits) {
+                assert!(String::from_utf8_lossy(&written).contains(digits), "{text}");
+            }
+        }
     }
 }
 

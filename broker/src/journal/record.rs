@@ -469,3 +469,28 @@ mod tests {
         assert_eq!(r.entry.actor(), Some("A"));
     }
 }
+
+#[cfg(test)]
+mod number_tests {
+    use super::*;
+
+    /// Numbers beyond 64 bits, and decimals written in any form, come back from the journal as
+    /// they were written: what a producer put in a task is what every reader gets.
+    #[test]
+    fn big_and_odd_numbers_survive_the_journal() {
+        let v: serde_json::Value =
+            serde_json::from_str(r#"{"task_id":"N","params":{"big":123456789012345678901234567890,"neg":-98765432109876543210987,"e":1e5,"f":0.1000}}"#)
+                .unwrap();
+        let task = Task::from_value(v).unwrap();
+        let rec = Record {
+            seq: 1,
+            ts: Timestamp::from_micros(0),
+            entry: Entry::Dispatch { task_id: "N".into(), task: task.clone(), place: Place::Backlog },
+        };
+        let line = serde_json::to_string(&rec).unwrap();
+        assert!(line.contains("123456789012345678901234567890") && line.contains("0.1000"), "{line}");
+        let back: Record = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, rec);
+        assert_eq!(serde_json::to_string(&back).unwrap(), line);
+    }
+}

@@ -682,7 +682,11 @@ mod tests {
     #[test]
     fn bare_words_and_python_literals() {
         let l = ok("{\"status\": PENDING, owner: Agent-2, \"n\": 1e5, \"x\": -2.5E-3}");
-        assert_eq!(l.value, json!({"status": "PENDING", "owner": "Agent-2", "n": 1e5, "x": -2.5e-3}));
+        // Numbers keep the form they were written in (arbitrary precision: nothing is rounded).
+        let want: Value =
+            serde_json::from_str(r#"{"status": "PENDING", "owner": "Agent-2", "n": 1e5, "x": -2.5E-3}"#)
+                .unwrap();
+        assert_eq!(l.value, want);
         assert!(has(&l, repair::BARE_WORDS));
         let l = ok("{'task_id': 'T1', 'done': True, 'x': None, 'q': 'it\\'s \"q\"', 'f': False}");
         assert_eq!(l.value, json!({"task_id": "T1", "done": true, "x": null, "q": "it's \"q\"", "f": false}));
