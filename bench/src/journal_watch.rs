@@ -58,10 +58,15 @@ pub fn for_each_completion(
     skip: &HashSet<PathBuf>,
     mut f: impl FnMut(Completion),
 ) -> Result<(), BenchError> {
-    let mut torn = Vec::new();
+    let mut notes = journal::Notes::default();
     for seg in journal::all_segments(fs, &Layout::new(root).journal_dir())? {
         if !skip.contains(&seg) {
-            journal::read_segment(fs, &seg, |rec| completed(rec).into_iter().for_each(&mut f), &mut torn)?;
+            journal::read_segment(
+                fs,
+                &seg,
+                |rec, _, _| completed(rec).into_iter().for_each(&mut f),
+                &mut notes,
+            )?;
         }
     }
     Ok(())

@@ -34,19 +34,19 @@ pub struct Trace {
 pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, JournalError> {
     let mut recs: Vec<Record> = Vec::new();
     let mut consumed: HashMap<String, String> = HashMap::new();
-    let mut torn = Vec::new();
+    let mut notes = journal::Notes::default();
     for seg in journal::all_segments(fs, &layout.journal_dir())? {
         journal::read_segment(
             fs,
             &seg,
-            |r| {
+            |r, _, _| {
                 if let Entry::Consume { msg, path, .. } = &r.entry {
                     consumed.insert(msg.clone(), path.clone());
                 } else if r.entry.task_id() == Some(id) {
                     recs.push(r);
                 }
             },
-            &mut torn,
+            &mut notes,
         )?;
     }
     let snapshot_place = if recs.is_empty() {

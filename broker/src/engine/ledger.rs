@@ -50,8 +50,11 @@ impl Ledger {
             },
         )?;
         let (state, next_seq) = rebuilt.into_inner();
-        for t in &loaded.torn {
+        for t in &loaded.notes.torn {
             tracing::warn!(torn = %t, "ignored an incomplete journal entry left by a crash");
+        }
+        for s in &loaded.notes.set_aside {
+            tracing::error!(record = %s, "set aside a journal record that cannot be read; serving the rest");
         }
         let journal = if read_only {
             Journal::read_only(&dir, next_seq)

@@ -91,19 +91,19 @@ fn find_finished(tx: &Tx, id: &str) -> Result<Option<Task>, JournalError> {
         return Ok(Some(t.clone()));
     }
     let mut found = None;
-    let mut torn = Vec::new();
+    let mut notes = journal::Notes::default();
     for p in journal::all_segments(tx.env.fs(), &tx.env.layout.journal_dir())? {
         journal::read_segment(
             tx.env.fs(),
             &p,
-            |r| {
+            |r, _, _| {
                 if let Some((task, _)) = r.entry.change()
                     && task.task_id == id
                 {
                     found = Some(task.clone());
                 }
             },
-            &mut torn,
+            &mut notes,
         )?;
     }
     Ok(found)

@@ -297,17 +297,17 @@ impl Importer {
 /// Hashes of the messages earlier imports delivered (from every journal segment, archived too).
 fn imported_mail(tx: &Tx) -> Result<HashSet<u64>, EngineError> {
     let mut seen = HashSet::new();
-    let mut torn = Vec::new();
+    let mut notes = journal::Notes::default();
     for p in journal::all_segments(tx.env.fs(), &tx.env.layout.journal_dir())? {
         journal::read_segment(
             tx.env.fs(),
             &p,
-            |r| {
+            |r, _, _| {
                 if let Entry::Mail(MailSent { hash: Some(h), .. }) = r.entry {
                     seen.insert(h);
                 }
             },
-            &mut torn,
+            &mut notes,
         )?;
     }
     Ok(seen)

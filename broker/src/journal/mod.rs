@@ -13,7 +13,7 @@
 mod read;
 mod record;
 
-pub use read::{Loaded, Replayed, all_segments, load, read_segment, replay};
+pub use read::{Loaded, Notes, Replayed, all_segments, load, read_segment, replay};
 pub use record::{
     Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, SnapTask, Snapshot, TakenBack,
     Tomb, consumed_path,
@@ -229,7 +229,7 @@ mod tests {
             .unwrap();
         let l = load(&RealFs, d.path()).unwrap();
         assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
-        assert_eq!(l.torn.len(), 1);
+        assert_eq!(l.notes.torn.len(), 1);
         // A new segment after restart continues the sequence.
         let j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
         // A segment whose only record was torn is started afresh, not appended to.
@@ -242,18 +242,45 @@ mod tests {
         assert_eq!(load(&RealFs, d.path()).unwrap().records.len(), 4);
     }
 
+    /// Damage in the middle of a segment, a record this version cannot decode and a sequence
+    /// number out of order are each set aside with where and why; the rest replays.
     #[test]
-    fn corruption_in_the_middle_is_an_error() {
+    fn unreadable_records_are_set_aside_and_the_rest_replays() {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join(segment_name(1));
-        let good =
-            serde_json::to_string(&Record { seq: 2, ts: Timestamp::from_micros(0), entry: stray("s") })
-                .unwrap();
-        std::fs::write(&p, format!("garbage\n{good}\n")).unwrap();
-        match load(&RealFs, d.path()) {
-            Err(JournalError::Corrupt { line: 1, .. }) => {}
-            other => panic!("expected corruption at line 1, got {other:?}"),
-        }
+        let line = |seq: u64| {
+            serde_json::to_string(&Record { seq, ts: Timestamp::from_micros(0), entry: stray("s") }).unwrap()
+        };
+        let future = r#"{"seq":3,"ts":"2026-01-01T00:00:00Z","op":"teleport","task_id":"T"}"#;
+        let bad_time = r#"{"seq":4,"ts":"9999-12-31T23:30:00-01:00","op":"stray","reason":"r","path":"p"}"#;
+        let body =
+            format!("{}\ngarbage\n{future}\n{bad_time}\n{}\n{}\n{}\n", line(1), line(5), line(2), line(6));
+        std::fs::write(d.path().join(segment_name(1)), body).unwrap();
+        let l = load(&RealFs, d.path()).unwrap();
+        assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 5, 6]);
+        let why = l.notes.set_aside.join("\n");
+        assert_eq!(l.notes.set_aside.len(), 4, "{why}");
+        assert!(why.contains("line 2") && why.contains("teleport") && why.contains("0000-9999"), "{why}");
+        assert!(why.contains("record 2 comes after record 5"), "{why}");
+        assert!(l.notes.torn.is_empty());
+    }
+
+    /// A snapshot that cannot be read is set aside and the state is rebuilt from every segment.
+    #[test]
+    fn an_unreadable_snapshot_falls_back_to_every_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let names = NameSource::new();
+        let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap();
+        j.push(Timestamp::from_micros(0), stray("a"));
+        j.push(Timestamp::from_micros(0), stray("b"));
+        j.compact(&RealFs, &Snapshot { seq: 2, ..Default::default() }, &names).unwrap();
+        j.push(Timestamp::from_micros(0), stray("c"));
+        j.commit().unwrap();
+        std::fs::write(d.path().join(format!("snapshot-{:016}.json", 2)), b"{\"seq\": 2, \"live\": [")
+            .unwrap();
+        let l = load(&RealFs, d.path()).unwrap();
+        assert!(l.snapshot.is_none());
+        assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(l.notes.set_aside[0].contains("rebuilt from every segment"), "{:?}", l.notes);
     }
 
     #[test]

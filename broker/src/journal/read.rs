@@ -1,10 +1,26 @@
 //! Reading the journal back: the newest snapshot and every record after it (replay at start),
-//! every segment archived or not (`trace`), and the rule that tells a torn tail (a crash in the
-//! middle of an append: ignored and reported) from corruption (an error that stops the start).
+//! and every segment, archived or not (`trace`).
+//!
+//! Reading never bricks a root. A final line that does not parse is a torn append (a crash in
+//! the middle of a write): ignored and reported. Any other line that cannot be read as a record
+//! — damaged bytes, a record this version cannot decode, a sequence number out of order — is
+//! *set aside*: skipped, reported with its segment, line and reason, and the rest is read. A
+//! snapshot that cannot be read is set aside too, and the state is rebuilt from every segment.
+//! What was set aside is the operator's to look at (the broker logs it at every start); the
+//! broker serves what it could read.
 
 use super::{JournalError, MAX_SEGMENT_BYTES, Record, Snapshot, parse_numbered, segment_name};
 use runtime_layout::{FileKind, Fs, FsError};
 use std::path::{Path, PathBuf};
+
+/// What reading went past instead of stopping.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Notes {
+    /// Torn tails: a final line a crash cut short.
+    pub torn: Vec<String>,
+    /// Lines (and snapshots) that could not be read, each with where and why.
+    pub set_aside: Vec<String>,
+}
 
 /// What a journal directory holds, ready for replay.
 #[derive(Debug, Default)]
@@ -12,8 +28,7 @@ pub struct Loaded {
     pub snapshot: Option<Snapshot>,
     /// Records after the snapshot, in order.
     pub records: Vec<Record>,
-    /// Torn tails that were ignored (a crash in the middle of an append).
-    pub torn: Vec<String>,
+    pub notes: Notes,
 }
 
 /// Reads the newest snapshot and every later record.
@@ -22,7 +37,7 @@ pub fn load(fs: &dyn Fs, dir: &Path) -> Result<Loaded, JournalError> {
     let mut snapshot = None;
     let replayed = replay(fs, dir, |s| snapshot = s, |rec| out.records.push(rec))?;
     out.snapshot = snapshot;
-    out.torn = replayed.torn;
+    out.notes = replayed.notes;
     Ok(out)
 }
 
@@ -31,8 +46,33 @@ pub fn load(fs: &dyn Fs, dir: &Path) -> Result<Loaded, JournalError> {
 pub struct Replayed {
     /// Records after the snapshot.
     pub records: usize,
-    /// Torn tails that were ignored (a crash in the middle of an append).
-    pub torn: Vec<String>,
+    pub notes: Notes,
+}
+
+/// The snapshots and live segments of a journal directory, by number.
+fn numbered(fs: &dyn Fs, dir: &Path) -> Result<(Vec<u64>, Vec<u64>), FsError> {
+    let mut snaps = Vec::new();
+    let mut segs = Vec::new();
+    for e in fs.list(dir)? {
+        let Some(name) = e.name_str() else { continue };
+        if e.kind == FileKind::Dir {
+            continue; // `archive/`: the compacted segments, read by `trace`, not by replay
+        }
+        if e.kind != FileKind::File {
+            // The broker writes only regular files here: a symbolic link (or anything else)
+            // under a journal name was put there by someone else and is never followed.
+            tracing::warn!(file = %dir.join(name).display(), kind = %e.kind, "ignored: not a regular file");
+            continue;
+        }
+        if let Some(n) = parse_numbered(name, "snapshot-", ".json") {
+            snaps.push(n);
+        } else if let Some(n) = parse_numbered(name, "segment-", ".jsonl") {
+            segs.push(n);
+        }
+    }
+    snaps.sort_unstable();
+    segs.sort_unstable();
+    Ok((snaps, segs))
 }
 
 /// Like [`load`], but hands over the newest snapshot (`on_snapshot`, called once, first) and then
@@ -49,55 +89,44 @@ pub fn replay(
         on_snapshot(None);
         return Ok(out);
     }
-    let entries = fs.list(dir)?;
-    let mut snaps: Vec<u64> = Vec::new();
-    let mut segs: Vec<u64> = Vec::new();
-    for e in &entries {
-        let Some(name) = e.name_str() else { continue };
-        if e.kind == FileKind::Dir && name == "archive" {
-            continue; // the compacted segments, read by `trace`, not by replay
-        }
-        if e.kind != FileKind::File {
-            // The broker writes only regular files here: a symbolic link (or anything else)
-            // under a journal name was put there by someone else and is never followed.
-            tracing::warn!(file = %dir.join(name).display(), kind = %e.kind, "ignored: not a regular file");
-            continue;
-        }
-        if let Some(n) = parse_numbered(name, "snapshot-", ".json") {
-            snaps.push(n);
-        } else if let Some(n) = parse_numbered(name, "segment-", ".jsonl") {
-            segs.push(n);
-        }
-    }
-    snaps.sort_unstable();
+    let (snaps, segs) = numbered(fs, dir)?;
     let mut after = 0;
+    let mut segments: Vec<PathBuf> = segs.iter().map(|n| dir.join(segment_name(*n))).collect();
+    let mut snapshot = None;
     if let Some(&latest) = snaps.last() {
         let path = dir.join(format!("snapshot-{latest:016}.json"));
         // The file's bytes are dropped before the state is built from the snapshot: the three
         // at once were the restart's peak memory.
-        let snap: Snapshot = serde_json::from_slice(&fs.read(&path, MAX_SEGMENT_BYTES)?).map_err(|e| {
-            JournalError::Corrupt { path: path.clone(), line: e.line(), message: e.to_string() }
-        })?;
-        after = snap.seq;
-        on_snapshot(Some(snap));
-    } else {
-        on_snapshot(None);
+        let read = fs.read(&path, MAX_SEGMENT_BYTES)?;
+        match serde_json::from_slice::<Snapshot>(&read) {
+            Ok(snap) => {
+                after = snap.seq;
+                snapshot = Some(snap);
+            }
+            Err(e) => {
+                // Rebuild from every segment there is, the archived ones included.
+                out.notes.set_aside.push(format!(
+                    "{}: cannot be read ({e}); the state is rebuilt from every segment",
+                    path.display()
+                ));
+                segments = all_segments(fs, dir)?;
+            }
+        }
     }
-    segs.sort_unstable();
+    on_snapshot(snapshot);
     let mut last = after;
-    let mut out_of_order: Option<String> = None;
-    for first in segs {
-        let path = dir.join(segment_name(first));
+    for path in segments {
         read_segment(
             fs,
             &path,
-            |rec| {
-                if rec.seq <= after || out_of_order.is_some() {
+            |rec, line, notes| {
+                if rec.seq <= after {
                     return;
                 }
                 if rec.seq <= last {
-                    out_of_order = Some(format!(
-                        "record {} comes after record {last}: sequence numbers must increase",
+                    notes.set_aside.push(format!(
+                        "{}: line {line}: record {} comes after record {last}: sequence numbers must increase",
+                        path.display(),
                         rec.seq
                     ));
                     return;
@@ -106,45 +135,40 @@ pub fn replay(
                 out.records += 1;
                 on_record(rec);
             },
-            &mut out.torn,
+            &mut out.notes,
         )?;
-        if let Some(message) = out_of_order {
-            return Err(JournalError::Corrupt { path: dir.to_path_buf(), line: 0, message });
-        }
     }
     Ok(out)
 }
 
-/// Calls `f` for every record of one segment. A final line that is incomplete or unparseable is a
-/// torn append and is reported in `torn`; an unparseable line followed by valid ones is corruption.
+/// Calls `f` for every record of one segment, with its line number. A final line that does not
+/// parse is a torn append (noted in `torn`); any other line that does not parse is set aside.
 pub fn read_segment(
     fs: &dyn Fs,
     path: &Path,
-    mut f: impl FnMut(Record),
-    torn: &mut Vec<String>,
+    mut f: impl FnMut(Record, usize, &mut Notes),
+    notes: &mut Notes,
 ) -> Result<(), JournalError> {
     let bytes = fs.read(path, MAX_SEGMENT_BYTES)?;
-    let mut bad: Option<(usize, String)> = None;
+    // Unreadable lines seen since the last good one: set aside once a good line follows them,
+    // a torn tail if none does.
+    let mut bad: Vec<(usize, String)> = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
         match serde_json::from_slice::<Record>(line) {
             Ok(rec) => {
-                if let Some((line, message)) = bad.take() {
-                    return Err(JournalError::Corrupt { path: path.to_path_buf(), line, message });
+                for (n, why) in bad.drain(..) {
+                    notes.set_aside.push(format!("{}: line {n}: {why}", path.display()));
                 }
-                f(rec);
+                f(rec, i + 1, notes);
             }
-            Err(e) => {
-                if bad.is_none() {
-                    bad = Some((i + 1, e.to_string()));
-                }
-            }
+            Err(e) => bad.push((i + 1, e.to_string())),
         }
     }
-    if let Some((line, message)) = bad {
-        torn.push(format!("{}: line {line}: {message}", path.display()));
+    for (n, why) in bad {
+        notes.torn.push(format!("{}: line {n}: {why}", path.display()));
     }
     Ok(())
 }

@@ -37,14 +37,14 @@ impl JournalView {
     pub fn read(fs: &dyn Fs, layout: &Layout) -> Self {
         let mut by_seq = BTreeMap::new();
         for p in journal::all_segments(fs, &layout.journal_dir()).unwrap() {
-            let mut torn = Vec::new();
+            let mut notes = journal::Notes::default();
             journal::read_segment(
                 fs,
                 &p,
-                |r| {
+                |r, _, _| {
                     by_seq.insert(r.seq, r);
                 },
-                &mut torn,
+                &mut notes,
             )
             .unwrap();
         }
