@@ -42,6 +42,9 @@ pub struct BrokerSettings {
     pub batch_size: usize,
     /// Start a new journal snapshot after this many records.
     pub compact_after_records: u64,
+    /// Every this many seconds, check that each queued task file is still there and unchanged
+    /// (a deleted one is delivered again, a rewritten one replaced). 0 turns the audit off.
+    pub audit_secs: u64,
 }
 
 impl Default for BrokerSettings {
@@ -60,6 +63,7 @@ impl Default for BrokerSettings {
             backoff_max_secs: 3600,
             batch_size: 512,
             compact_after_records: 200_000,
+            audit_secs: 10,
         }
     }
 }

@@ -75,6 +75,9 @@ pub struct Meta {
     pub kind: FileKind,
     pub len: u64,
     pub mtime: Timestamp,
+    /// The file's identity on its filesystem (inode number): two names with the same one are
+    /// the same file (a hard link, or a rename whose source entry a power loss kept).
+    pub ino: u64,
 }
 
 /// An I/O failure, naming the operation and the path.
@@ -111,6 +114,13 @@ impl FsError {
 
     pub fn is_already_exists(&self) -> bool {
         self.kind() == Some(io::ErrorKind::AlreadyExists)
+    }
+
+    /// Permission denied (EACCES or EPERM): whoever owns the path decided the broker may not.
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if source.kind() == io::ErrorKind::PermissionDenied
+                || source.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()))
     }
 
     /// Out of space or quota: the broker refuses new work but keeps running.
@@ -314,7 +324,12 @@ impl Fs for RealFs {
 
     fn stat(&self, path: &Path) -> Result<Option<Meta>, FsError> {
         match std::fs::symlink_metadata(path) {
-            Ok(md) => Ok(Some(Meta { kind: md.file_type().into(), len: md.len(), mtime: mtime_of(&md) })),
+            Ok(md) => Ok(Some(Meta {
+                kind: md.file_type().into(),
+                len: md.len(),
+                mtime: mtime_of(&md),
+                ino: md.ino(),
+            })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FsError::io("stat", path, e)),
         }

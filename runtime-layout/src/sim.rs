@@ -474,10 +474,10 @@ impl Fs for SimFs {
         let g = self.lock();
         g.read_only("stat", path)?;
         Ok(g.lookup(path).map(|n| match n {
-            Node::Dir => Meta { kind: FileKind::Dir, len: 0, mtime: Timestamp::from_micros(0) },
+            Node::Dir => Meta { kind: FileKind::Dir, len: 0, mtime: Timestamp::from_micros(0), ino: 0 },
             Node::File(i) => {
                 let ino = &g.inodes[&i];
-                Meta { kind: FileKind::File, len: ino.data.len() as u64, mtime: ino.mtime }
+                Meta { kind: FileKind::File, len: ino.data.len() as u64, mtime: ino.mtime, ino: i }
             }
         }))
     }

@@ -30,6 +30,11 @@ pub(crate) fn absorb(tx: &mut Tx, board: Board, mark: &BoardMark) -> Result<(), 
             reject_file(tx, &path, &name, None, Refusal::rejected("", format!("edited board: {e}")));
             return Ok(());
         }
+        Err(e) if e.is_permission_denied() => {
+            let r = Refusal::rejected("", format!("edited board cannot be read: {e}"));
+            reject_file(tx, &path, &name, None, r);
+            return Ok(());
+        }
         Err(e) => return Err(e.into()),
     };
     let tasks = match legacy::parse_lenient(&bytes)

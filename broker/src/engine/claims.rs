@@ -4,21 +4,24 @@
 //! back* a claim whose lease ran out or whose file vanished, under a new name, so a claim taken
 //! back can never be completed.
 
-use super::dispatch::{settle_dependents, try_dispatch};
-use super::effects::{Effect, Post};
-use super::quarantine::Refusal;
+use super::EngineError;
+use super::dispatch::{redeliver, settle_dependents, try_dispatch};
+use super::effects::{Effect, Post, task_bytes};
+use super::quarantine::{Refusal, stray};
 use super::tx::Tx;
-use super::{BROKER, EngineError};
-use crate::journal::{Entry, Place, Report, TakenBack};
+use crate::journal::{Entry, Place, Report};
 use protocol::machine::{Event, transition};
 use protocol::message::{Notice, NoticeKind};
+use protocol::names;
 use protocol::{Status, Task};
-use runtime_layout::FileKind;
+use runtime_layout::{FileKind, FsError};
 use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// A task claimed from a pool goes back to the pool when taken back; one addressed to an agent
 /// stays addressed to it.
-fn unassign_if_pooled(task: &mut Task, place: &Place) {
+pub(crate) fn unassign_if_pooled(task: &mut Task, place: &Place) {
     if place.claimed_from_pool() {
         task.assigned_to = None;
     }
@@ -48,32 +51,92 @@ pub(crate) fn record_claim(tx: &mut Tx, id: &str, agent: &str, name: &str) {
     }
 }
 
-/// Finds task files that agents renamed into their `cur/` since the last look.
+/// Largest task file the broker reads back to check a claim.
+const MAX_TASK_BYTES: u64 = 16 << 20;
+
+/// Finds task files that agents renamed into their `cur/` since the last look. A file counts as
+/// a claim only when it is the dispatched file itself, moved: it has left its queue (a copy or a
+/// hard link left beside the original is not a claim), one agent alone has it (a task found in
+/// two `cur/`s is taken from both and queued again under a new name), the agent's name is valid,
+/// and its bytes are those the broker dispatched (a file rewritten in the queue is never worked
+/// on under the broker's name).
 pub(crate) fn observe(tx: &mut Tx) -> Result<(), EngineError> {
     if tx.state().queued_count() == 0 {
         return Ok(());
     }
-    for agent in tx.env.agents()? {
-        let cur = tx.env.layout.mailbox(&agent).cur();
+    // Each queued name found in some cur/, with every mailbox it was found in.
+    let mut found: BTreeMap<String, Vec<(String, PathBuf, bool)>> = BTreeMap::new();
+    for (agent, mailbox, valid) in tx.env.mailbox_dirs()? {
+        let cur = mailbox.join("cur");
         if !tx.env.layout.is_contained(tx.env.fs(), &cur.join("_")) {
             continue; // a cur/ that is a symbolic link is never listed (claims there do not count)
         }
         let entries = match tx.env.fs().list(&cur) {
             Ok(e) => e,
             Err(e) if e.is_not_found() => continue,
+            Err(e) if e.is_permission_denied() => {
+                tx.env.warn_once(&cur, "cannot list an agent's claims", &e);
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         for e in entries {
             let Some(name) = e.name_str() else { continue };
-            let Some(id) = tx.state().task_named(name).map(str::to_string) else { continue };
-            if matches!(tx.state().live(&id).map(|l| &l.place), Some(Place::Queued { .. }))
-                && e.kind == FileKind::File
+            let Some(id) = tx.state().task_named(name) else { continue };
+            if e.kind == FileKind::File
+                && matches!(tx.state().live(id).map(|l| &l.place), Some(Place::Queued { .. }))
             {
-                record_claim(tx, &id, &agent, name);
+                found.entry(name.to_string()).or_default().push((agent.clone(), cur.join(name), valid));
             }
         }
     }
+    for (name, holders) in found {
+        let Some(id) = tx.state().task_named(&name).map(str::to_string) else { continue };
+        let Some(Place::Queued { dir, .. }) = tx.state().live(&id).map(|l| l.place.clone()) else { continue };
+        let queued = tx.env.maildir(&dir).new_dir().join(&name);
+        if let [(agent, path, true)] = holders.as_slice() {
+            match check(tx, &id, path, &queued) {
+                Ok(Check::Claim) => record_claim(tx, &id, agent, &name),
+                Ok(Check::Copy) => refuse_copy(tx, &id, agent, path, &name, COPY),
+                Ok(Check::Revoke(why)) => {
+                    refuse_copy(tx, &id, agent, path, &name, why);
+                    redeliver(tx, &id);
+                }
+                Err(e) if e.is_not_found() => {} // moved on again meanwhile: the next look decides
+                Err(e) if e.is_permission_denied() => tx.env.warn_once(path, "cannot read a claim", &e),
+                Err(e) => return Err(e.into()),
+            }
+            continue;
+        }
+        // Several mailboxes, or one whose name is not an agent's: nobody holds it.
+        let still_queued = tx.env.fs().stat(&queued)?.is_some();
+        for (agent, path, ok) in &holders {
+            let why = if !*ok {
+                "claimed into a mailbox whose name is not a valid agent name"
+            } else if still_queued {
+                COPY
+            } else {
+                "the task was found in more than one agent's cur/: taken from all and queued again"
+            };
+            refuse_copy(tx, &id, agent, path, &name, why);
+        }
+        if !still_queued {
+            redeliver(tx, &id);
+        }
+    }
     Ok(())
+}
+
+/// A file in an agent's `cur/` under a queued task's name that is not a claim: quarantined (it
+/// is kept, with why) and the agent, when it is one, is told.
+fn refuse_copy(tx: &mut Tx, id: &str, agent: &str, path: &Path, name: &str, why: &str) {
+    stray(tx, path, name, why);
+    if names::validate_agent(agent).is_ok() {
+        let mut n = Notice::new(NoticeKind::Rejected, tx.now(), why);
+        n.task_id = Some(id.to_string());
+        n.claim = Some(name.to_string());
+        tx.effect(Effect::Post { agent: agent.to_string(), post: Post::Notice(n) });
+    }
 }
 
 /// The fence: resolves `claim` for a complete/fail/release from `agent`. The claim must be
@@ -82,29 +145,87 @@ pub(crate) fn observe(tx: &mut Tx) -> Result<(), EngineError> {
 fn holder(tx: &mut Tx, agent: &str, claim: &str) -> Result<String, Refusal> {
     let stale = |rule: String| Refusal::new(NoticeKind::Stale, "claim", rule);
     let Some(id) = tx.state().task_named(claim).map(str::to_string) else {
-        let why = match tx.state().retired_name(claim) {
-            Some(id) => {
-                format!(
-                    "`{claim}` is no longer a claim on task `{id}` (it was taken back, released or finished)"
-                )
-            }
-            None => format!("`{claim}` is not a claim the broker knows"),
-        };
-        return Err(stale(why));
+        return Err(match tx.state().retired_name(claim) {
+            Some(id) => stale(format!(
+                "`{claim}` is no longer a claim on task `{id}` (it was taken back, released or finished)"
+            ))
+            .task(id),
+            None => stale(format!("`{claim}` is not a claim the broker knows")),
+        });
     };
     let path = tx.env.layout.mailbox(agent).cur().join(claim);
     let here = matches!(tx.env.fs().stat(&path), Ok(Some(m)) if m.kind == FileKind::File);
-    match tx.state().live(&id).map(|l| &l.place) {
+    match tx.state().live(&id).map(|l| l.place.clone()) {
         Some(Place::Held { agent: holder, .. }) if holder != agent => {
             Err(stale(format!("`{claim}` is held by `{holder}`, not `{agent}`")).task(&id))
         }
         _ if !here => Err(stale(format!("`{claim}` is not in mailboxes/{agent}/cur/")).task(&id)),
-        Some(Place::Queued { .. }) => {
-            record_claim(tx, &id, agent, claim);
-            Ok(id)
+        Some(Place::Queued { dir, .. }) => {
+            // Not seen yet: the same checks as `observe` before the claim is adopted.
+            let queued = tx.env.maildir(&dir).new_dir().join(claim);
+            match check(tx, &id, &path, &queued) {
+                Ok(Check::Claim) => {
+                    record_claim(tx, &id, agent, claim);
+                    Ok(id)
+                }
+                Ok(Check::Copy) => Err(stale(format!("`{claim}` is not a claim: {COPY}")).task(&id)),
+                Ok(Check::Revoke(why)) => {
+                    refuse_copy(tx, &id, agent, &path, claim, why);
+                    redeliver(tx, &id);
+                    Err(stale(format!("`{claim}` is not a claim: {why}")).task(&id))
+                }
+                Err(e) => Err(stale(format!("`{claim}` cannot be checked: {e}")).task(&id)),
+            }
         }
         _ => Ok(id),
     }
+}
+
+/// What a file under a queued task's name in an agent's `cur/` is.
+enum Check {
+    /// The dispatched file, moved there: a claim.
+    Claim,
+    /// A copy beside the original, which stays queued: not a claim.
+    Copy,
+    /// Not the dispatched file (rewritten), or the original went elsewhere meanwhile: the task
+    /// must be queued again under a new name.
+    Revoke(&'static str),
+}
+
+const COPY: &str = "a copy of a task still waiting in its queue is not a claim (claim by renaming the file)";
+
+/// Tells whether the file at `claimed` is a claim on the queued task `id`, whose queued file
+/// was at `queued`. The same file under both names (a hard link, or a rename whose source entry
+/// a power loss kept) is a claim once the queue's name is removed — atomically, so that no
+/// second agent can take it meanwhile.
+fn check(tx: &mut Tx, id: &str, claimed: &Path, queued: &Path) -> Result<Check, FsError> {
+    let Some(held) = tx.env.fs().stat(claimed)? else { return Err(gone(claimed)) };
+    if let Some(q) = tx.env.fs().stat(queued)? {
+        if q.ino != held.ino {
+            return Ok(Check::Copy);
+        }
+        match tx.env.fs().remove_file(queued) {
+            Ok(()) => tx.effects.left(queued.parent().map(Path::to_path_buf).unwrap_or_default()),
+            Err(e) if e.is_not_found() => {
+                return Ok(Check::Revoke("the task's file was taken into another mailbox too"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let expected = task_bytes(&tx.state().live(id).expect("a queued task is live").task);
+    match tx.env.fs().read(claimed, MAX_TASK_BYTES) {
+        // A task file is not fsynced one by one: a power loss can cut it short after the agent
+        // read it whole. A prefix of what was dispatched is that, not a rewrite.
+        Ok(bytes) if expected.starts_with(&bytes) => Ok(Check::Claim),
+        Ok(_) | Err(FsError::TooLarge { .. } | FsError::NotRegular { .. }) => Ok(Check::Revoke(
+            "the claimed file is not the one dispatched (it was rewritten): the claim is revoked",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn gone(path: &Path) -> FsError {
+    FsError::io("stat", path, std::io::ErrorKind::NotFound.into())
 }
 
 /// A complete, fail or release of `claim` by `agent`, sent as the inbox message `msg`.
@@ -139,87 +260,6 @@ pub(crate) fn finish(tx: &mut Tx, agent: &str, claim: &str, msg: &str, ev: Event
         settle_dependents(tx, &id);
     } else {
         try_dispatch(tx, &id);
-    }
-    Ok(())
-}
-
-/// Takes back claims whose lease ran out or whose file left the holder's `cur/`.
-pub(crate) fn take_back_expired(tx: &mut Tx) -> Result<(), EngineError> {
-    let now = tx.now();
-    let lease_default = tx.env.cfg.broker.lease_secs;
-    let held: Vec<(String, String, String, protocol::Timestamp, u64)> = tx
-        .state()
-        .lives()
-        .filter_map(|l| match &l.place {
-            Place::Held { agent, name, seen_at, .. } => Some((
-                l.task.task_id.clone(),
-                agent.clone(),
-                name.clone(),
-                *seen_at,
-                l.task.lease(lease_default),
-            )),
-            _ => None,
-        })
-        .collect();
-    for (id, agent, name, seen_at, lease) in held {
-        let path = tx.env.layout.mailbox(&agent).cur().join(&name);
-        let (expired, reason) = match tx.env.fs().stat(&path)? {
-            Some(m) if m.kind == FileKind::File => {
-                let deadline = m.mtime.max(seen_at).plus_secs(lease);
-                if now <= deadline {
-                    continue;
-                }
-                (true, format!("lease of {lease} s ran out"))
-            }
-            _ => (false, format!("the claimed file left mailboxes/{agent}/cur/")),
-        };
-        let live = tx.state().live(&id).expect("collected from the live tasks above");
-        let Ok(tr) = transition(Some(&live.task), &Event::LeaseExpired, now, tx.env.cfg.backoff()) else {
-            continue;
-        };
-        let mut task = live.task.clone();
-        tr.apply(
-            &mut task,
-            &Event::LeaseExpired,
-            BROKER,
-            now,
-            Some(json!({"claim": name, "reason": reason})),
-        );
-        if tr.to == Status::Pending {
-            unassign_if_pooled(&mut task, &live.place);
-        }
-        let from = match &live.place {
-            Place::Held { from, .. } => from.clone(),
-            _ => String::new(),
-        };
-        let terminal = tr.to.is_terminal();
-        let taken = TakenBack {
-            task_id: id.clone(),
-            task,
-            place: if terminal { Place::Done } else { Place::Backlog },
-            agent: agent.clone(),
-            reason: reason.clone(),
-            claim: tx.env.rel(&path),
-        };
-        tx.push(if expired { Entry::Expire(taken) } else { Entry::Vanish(taken) });
-        tracing::info!(task = %id, agent = %agent, %reason, "claim taken back");
-        if !expired && !from.is_empty() {
-            // A power loss before the claim was made durable puts the file back where it was
-            // claimed from, under a name that is now retired: take it away.
-            tx.effect(Effect::Remove { path: tx.env.maildir(&from).new_dir().join(&name) });
-        }
-        if expired {
-            tx.effect(Effect::Remove { path });
-            let mut n = Notice::new(NoticeKind::LeaseExpired, now, reason);
-            n.task_id = Some(id.clone());
-            n.claim = Some(name);
-            tx.effect(Effect::Post { agent, post: Post::Notice(n) });
-        }
-        if terminal {
-            settle_dependents(tx, &id);
-        } else {
-            try_dispatch(tx, &id);
-        }
     }
     Ok(())
 }

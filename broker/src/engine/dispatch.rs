@@ -7,9 +7,9 @@ use super::effects::{Effect, task_bytes};
 use super::tx::Tx;
 use crate::config::Route;
 use crate::journal::{Entry, Place};
-use protocol::Status;
 use protocol::machine::{Event, transition};
 use protocol::names::DispatchName;
+use protocol::{Status, Task};
 use serde_json::json;
 
 /// Every backlog task that can go now.
@@ -42,12 +42,27 @@ pub(crate) fn try_dispatch(tx: &mut Tx, id: &str) {
             _ => return,
         }
     }
-    let mut task = live.task.clone();
+    let task = live.task.clone();
     let dir = match (&task.assigned_to, tx.env.route_of(&task)) {
         (Some(a), _) => Place::mailbox_dir(a),
         (None, Route::Agent(a)) => Place::mailbox_dir(&a),
         (None, Route::Pool(p)) => Place::pool_dir(&p),
     };
+    queue_file(tx, id, task, dir);
+}
+
+/// Gives a queued task a new name and a fresh file, in the same queue: its file was copied,
+/// contested, rewritten or lost. The old name is retired, so nothing under it counts any more.
+pub(crate) fn redeliver(tx: &mut Tx, id: &str) {
+    let Some(live) = tx.state().live(id) else { return };
+    let Place::Queued { dir, .. } = &live.place else { return };
+    let (task, dir) = (live.task.clone(), dir.clone());
+    queue_file(tx, id, task, dir);
+}
+
+/// Journals the task as queued in `dir` under a fresh dispatch name and delivers its file.
+fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
+    let now = tx.now();
     let created = task.created_at.unwrap_or(now);
     let name = DispatchName::new(task.priority, created, tx.ledger.next_seq(), id).file_name();
     let Ok(tr) = transition(Some(&task), &Event::Dispatch, now, tx.env.cfg.backoff()) else { return };

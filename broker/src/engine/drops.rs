@@ -5,7 +5,7 @@
 //! quarantined after `settle_timeout_secs`, bytes intact.
 
 use super::EngineError;
-use super::inbox::strip_path;
+use super::inbox::{strip_path, unreadable};
 use super::legacy::{DROP_PREFIX, MAIL_DROP_PREFIX, parses};
 use super::quarantine::{Refusal, printable, reject_file};
 use super::tx::Tx;
@@ -57,6 +57,10 @@ impl DropWatcher {
         let entries = match tx.env.fs().list(dir) {
             Ok(e) => e,
             Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_permission_denied() => {
+                tx.env.warn_once(dir, "cannot list a drop directory", &e);
+                return Ok(());
+            }
             Err(e) => return Err(e.into()),
         };
         let now = tx.now();
@@ -79,7 +83,15 @@ impl DropWatcher {
                 continue;
             }
             seen.insert(path.clone());
-            let Some(meta) = tx.env.fs().stat(&path)? else { continue };
+            let meta = match tx.env.fs().stat(&path) {
+                Ok(Some(m)) => m,
+                Ok(None) => continue,
+                Err(e) if e.is_permission_denied() => {
+                    tx.env.warn_once(&path, "cannot look at a dropped file", &e);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let prev = self.watching.get(&path).copied();
             let watch = Watch {
                 len: meta.len,
@@ -103,6 +115,11 @@ impl DropWatcher {
                         None,
                         Refusal::rejected("", strip_path(&e.to_string(), &path)),
                     );
+                    self.watching.remove(&path);
+                    continue;
+                }
+                Err(e) if e.is_permission_denied() => {
+                    reject_file(tx, &path, &shown, None, unreadable(&e, &path));
                     self.watching.remove(&path);
                     continue;
                 }
@@ -146,6 +163,10 @@ fn sources(tx: &Tx) -> Result<Vec<DropSource>, EngineError> {
         let entries = match tx.env.fs().list(&base) {
             Ok(e) => e,
             Err(e) if e.is_not_found() => continue,
+            Err(e) if e.is_permission_denied() => {
+                tx.env.warn_once(&base, "cannot list a legacy mail directory", &e);
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         for e in entries {

@@ -66,6 +66,20 @@ pub(crate) fn json_pretty(v: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec_pretty(v).expect("the broker's own types always serialise")
 }
 
+impl Effect {
+    /// The path this effect writes or removes in, for telling whose territory it is.
+    fn path(&self) -> Option<&Path> {
+        match self {
+            Self::Deliver { maildir, .. } => Some(&maildir.root),
+            Self::Remove { path } => Some(path),
+            Self::Revoke { queued, .. } => Some(queued),
+            Self::Consumed { from, .. } | Self::Quarantine { from, .. } => Some(from),
+            Self::QuarantineCopy { to, .. } => Some(to),
+            Self::Post { .. } | Self::Reply { .. } => None,
+        }
+    }
+}
+
 impl Effects {
     pub fn push(&mut self, e: Effect) {
         self.pending.push(e);
@@ -98,7 +112,16 @@ impl Effects {
     pub fn commit(&mut self, env: &Env, ledger: &mut Ledger) -> Result<(), EngineError> {
         ledger.commit()?;
         for e in std::mem::take(&mut self.pending) {
-            self.run(env, e)?;
+            // A permission a client took away from the broker in its own territory (a mailbox,
+            // a drop directory) fails that one effect, never the broker.
+            let client = e.path().filter(|p| env.client_owned(p)).map(Path::to_path_buf);
+            match self.run(env, e) {
+                Err(EngineError::Fs(err)) if err.is_permission_denied() && client.is_some() => {
+                    let path = client.unwrap_or_default();
+                    env.warn_once(&path, "a client's permissions stopped a file move", &err);
+                }
+                other => other?,
+            }
         }
         let (arrived, left) = (std::mem::take(&mut self.touched), std::mem::take(&mut self.moved_from));
         if env.durability.sync_files() {
@@ -144,8 +167,14 @@ impl Effects {
                     // An agent claimed it first: find the claim and revoke it.
                     for agent in env.agents()? {
                         let p = env.layout.mailbox(&agent).cur().join(&name);
-                        if fs.stat(&p)?.is_some() {
-                            fs.remove_file(&p)?;
+                        if fs.stat(&p).is_ok_and(|m| m.is_some()) {
+                            if let Err(e) = fs.remove_file(&p) {
+                                if !e.is_permission_denied() {
+                                    return Err(e.into());
+                                }
+                                env.warn_once(&p, "cannot revoke a claim", &e);
+                                continue;
+                            }
                             self.touch_dir(&p);
                             let mut n =
                                 Notice::new(NoticeKind::Cancelled, env.now(), "the task was cancelled");
@@ -157,12 +186,20 @@ impl Effects {
                 }
                 Err(e) => return Err(e.into()),
             },
-            Effect::Consumed { from, to } => match fs.rename(&from, &to) {
+            // Never over a kept copy: the destination was chosen free when the move was journaled,
+            // so a file there already is this very message, moved before a crash that kept its
+            // source too (only the destination's fsync happened): finish the move.
+            Effect::Consumed { from, to } => match fs.rename_noreplace(&from, &to) {
                 Ok(()) => {
                     self.touch_src(&from);
                     self.touch_dir(&to);
                 }
                 Err(e) if e.is_not_found() => {}
+                Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
+                    Ok(()) => self.touch_src(&from),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                },
                 Err(e) => return Err(e.into()),
             },
             Effect::Quarantine { from, to, reason } => {
@@ -213,8 +250,12 @@ impl Effects {
             Post::Mail(m) => ("mail", json_pretty(m)),
         };
         let name = env.names.next(kind);
-        let p = deliver(env.fs(), &md, &name, &bytes, Durability::Never)?;
-        self.touch_dir(&p);
+        match deliver(env.fs(), &md, &name, &bytes, Durability::Never) {
+            Ok(p) => self.touch_dir(&p),
+            // The mailbox is the agent's: one it made unwritable misses the post, nothing else.
+            Err(e) if e.is_permission_denied() => env.warn_once(&md.root, "cannot post into a mailbox", &e),
+            Err(e) => return Err(e.into()),
+        }
         Ok(())
     }
 }

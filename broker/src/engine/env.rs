@@ -6,8 +6,9 @@ use crate::config::{Config, Route};
 use protocol::names;
 use protocol::{Task, Timestamp};
 use runtime_layout::{Clock, Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource};
+use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub(crate) struct Env {
     pub fs: Arc<dyn Fs>,
@@ -16,12 +17,25 @@ pub(crate) struct Env {
     pub clock: Clock,
     pub names: NameSource,
     pub durability: Durability,
+    /// Problems already logged (a directory the broker may not read is met at every pass).
+    warned: Mutex<HashSet<String>>,
 }
+
+/// How many distinct problems are remembered as logged before the memory is cleared.
+const WARNED_MAX: usize = 10_000;
 
 impl Env {
     pub fn new(fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Self {
         let durability = cfg.broker.durability;
-        Self { fs, layout, cfg, clock: Clock::system(), names: NameSource::new(), durability }
+        Self {
+            fs,
+            layout,
+            cfg,
+            clock: Clock::system(),
+            names: NameSource::new(),
+            durability,
+            warned: Mutex::new(HashSet::new()),
+        }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -30,6 +44,33 @@ impl Env {
 
     pub fn fs(&self) -> &dyn Fs {
         self.fs.as_ref()
+    }
+
+    /// Logs a problem with `path` once (until many others have been logged).
+    pub fn warn_once(&self, path: &Path, what: &str, error: &dyn std::fmt::Display) {
+        let key = format!("{what}\0{}", path.display());
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.len() >= WARNED_MAX {
+            warned.clear();
+        }
+        if warned.insert(key) {
+            tracing::warn!(path = %self.rel(path), %error, "{what}");
+        }
+    }
+
+    /// Is `path` in a place clients write and own (a mailbox, a drop directory), where a
+    /// permission problem is the client's doing and never a failure of the broker's own tree?
+    pub fn client_owned(&self, path: &Path) -> bool {
+        let root = self.layout.root();
+        path.starts_with(self.layout.mailboxes_dir())
+            || path.starts_with(self.layout.drop_dir())
+            || self
+                .cfg
+                .ingest
+                .task_dirs
+                .iter()
+                .chain(&self.cfg.ingest.mail_dirs)
+                .any(|d| path.starts_with(root.join(d)))
     }
 
     /// A path as operators see it: relative to `agent_comms/`.
@@ -63,6 +104,23 @@ impl Env {
             {
                 out.push(n.to_string());
             }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Every directory under `mailboxes/`, with its name shown safely and whether that name is
+    /// a valid agent name (a client can make a directory of any name there).
+    pub fn mailbox_dirs(&self) -> Result<Vec<(String, std::path::PathBuf, bool)>, FsError> {
+        let dir = self.layout.mailboxes_dir();
+        let mut out = Vec::new();
+        for e in self.fs.list(&dir)? {
+            if e.kind != FileKind::Dir {
+                continue;
+            }
+            let shown = e.name.to_string_lossy().into_owned();
+            let valid = e.name_str().is_some_and(|n| names::validate_agent(n).is_ok());
+            out.push((shown, dir.join(&e.name), valid));
         }
         out.sort();
         Ok(out)

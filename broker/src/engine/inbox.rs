@@ -1,7 +1,13 @@
 //! The inbox: a batch of messages from `broker/inbox/new/`, in name order, each routed by its
 //! kind to the part that handles it. A handled message is journaled as consumed and moved to
-//! `inbox/cur/`; a refused one goes to quarantine with its reason. A message the journal says
-//! was consumed before a crash is only moved where it belongs, never handled twice.
+//! `inbox/cur/`; a refused one goes to quarantine with its reason.
+//!
+//! A name the journal says was consumed is one of two things. Right after a start, it is a
+//! message a crash caught between its journal record and its move: it is only moved where the
+//! journal says, never handled twice. Once the inbox has been drained after the start, every
+//! such move is done, so a name met again is a new message under a reused name (or a refused
+//! one an operator moved back by hand): it is handled like any other, and the copy kept under
+//! that name in `inbox/cur/` is never overwritten.
 
 use super::claims::finish;
 use super::effects::Effect;
@@ -24,10 +30,39 @@ pub(crate) struct Batch {
     pub more: bool,
 }
 
-/// Consumes up to `batch_size` messages.
-pub(crate) fn consume(tx: &mut Tx) -> Result<Batch, EngineError> {
+/// The inbox part: it knows whether the moves a crash interrupted are still to be finished.
+pub(crate) struct Inbox {
+    recovering: bool,
+}
+
+impl Inbox {
+    /// An inbox just opened: names consumed before the start may be interrupted moves.
+    pub fn new() -> Self {
+        Self { recovering: true }
+    }
+
+    /// Consumes up to `batch_size` messages.
+    pub fn consume(&mut self, tx: &mut Tx) -> Result<Batch, EngineError> {
+        let batch = consume(tx, self.recovering)?;
+        if !batch.more {
+            self.recovering = false;
+        }
+        Ok(batch)
+    }
+}
+
+fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
     let inbox = tx.env.layout.broker_inbox();
-    let mut entries = tx.env.fs().list(&inbox.new_dir())?;
+    let mut entries = match tx.env.fs().list(&inbox.new_dir()) {
+        Ok(e) => e,
+        // Clients write here and can change its mode; the broker waits for it to be readable
+        // again rather than stopping (its journal and the rest of the tree are fine).
+        Err(e) if e.is_permission_denied() => {
+            tx.env.warn_once(&inbox.new_dir(), "cannot list the inbox", &e);
+            return Ok(Batch { messages: 0, more: false });
+        }
+        Err(e) => return Err(e.into()),
+    };
     entries.retain(|e| !e.name_str().is_some_and(names::is_hidden));
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let batch = tx.env.cfg.broker.batch_size;
@@ -41,10 +76,12 @@ pub(crate) fn consume(tx: &mut Tx) -> Result<Batch, EngineError> {
             reject_file(tx, &from, &shown, None, Refusal::rejected("", "file name is not UTF-8"));
             continue;
         };
-        if let Some(dest) = tx.state().consumed(&name).map(str::to_string) {
+        let seen_before = tx.state().consumed(&name).map(str::to_string);
+        if recovering && let Some(dest) = seen_before {
             finish_consumed(tx, from, &name, &dest);
             continue;
         }
+        let reused = seen_before.is_some();
         if tx.env.durability == Durability::Always && n > 1 {
             tx.commit()?;
         }
@@ -61,11 +98,15 @@ pub(crate) fn consume(tx: &mut Tx) -> Result<Batch, EngineError> {
                 reject_file(tx, &from, &name, None, r);
                 continue;
             }
+            Err(e) if e.is_permission_denied() => {
+                reject_file(tx, &from, &name, None, unreadable(&e, &from));
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         if legacy::is_legacy_name(&name) {
             match legacy::consume(tx, &name, &bytes) {
-                Ok(()) => consumed(tx, from, &name),
+                Ok(()) => consumed(tx, from, &name, reused),
                 Err((r, msg)) => reject_file(tx, &from, &name, msg.as_deref(), r),
             }
             continue;
@@ -78,7 +119,7 @@ pub(crate) fn consume(tx: &mut Tx) -> Result<Batch, EngineError> {
             }
         };
         match handle(tx, &msg, &name) {
-            Ok(()) => consumed(tx, from, &name),
+            Ok(()) => consumed(tx, from, &name, reused),
             Err(r) => reject_file(tx, &from, &name, Some(&msg), r),
         }
     }
@@ -118,11 +159,25 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
     }
 }
 
-/// Journals that an inbox message was taken and moves it to `inbox/cur/`.
-pub(crate) fn consumed(tx: &mut Tx, from: PathBuf, name: &str) {
-    let to = tx.env.layout.broker_inbox().cur().join(name);
+/// Journals that an inbox message was taken and moves it to `inbox/cur/` — under its own name,
+/// or, when a message of that name is kept there already (a reused name), beside it.
+pub(crate) fn consumed(tx: &mut Tx, from: PathBuf, name: &str, reused: bool) {
+    let cur = tx.env.layout.broker_inbox().cur();
+    let mut to = cur.join(name);
+    if reused {
+        let mut n = 1;
+        while tx.env.fs().stat(&to).is_ok_and(|m| m.is_some()) {
+            to = cur.join(format!("{name}~{n}"));
+            n += 1;
+        }
+    }
     tx.push(Entry::Consume { msg: name.to_string(), path: tx.env.rel(&to), board: None });
     tx.effect(Effect::Consumed { from, to });
+}
+
+/// The refusal of input the broker may not read: it is input, not a failure of the broker.
+pub(crate) fn unreadable(e: &runtime_layout::FsError, path: &Path) -> Refusal {
+    Refusal::rejected("", format!("cannot be read: {}", strip_path(&e.to_string(), path)))
 }
 
 /// An I/O error's text without the path it names (the quarantine reason names the file already).

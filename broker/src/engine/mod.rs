@@ -15,6 +15,7 @@
 //! channel](commands), answered between passes by [`Engine::serve`].
 
 pub(crate) mod admission;
+pub(crate) mod audit;
 pub(crate) mod board_edits;
 pub(crate) mod boards;
 pub(crate) mod claims;
@@ -24,6 +25,7 @@ pub(crate) mod drops;
 pub(crate) mod effects;
 pub(crate) mod env;
 pub(crate) mod inbox;
+pub(crate) mod leases;
 pub(crate) mod ledger;
 pub(crate) mod legacy;
 pub(crate) mod mail;
@@ -86,6 +88,9 @@ pub struct Engine {
     core: Core,
     boards: BoardWriter,
     drops: DropWatcher,
+    leases: leases::LeaseWatch,
+    audit: audit::QueueAudit,
+    inbox: inbox::Inbox,
 }
 
 impl Engine {
@@ -107,7 +112,14 @@ impl Engine {
         let env = Env::new(fs, layout, cfg);
         let ledger = Ledger::open(&env, read_only)?;
         let core = Core { env, ledger, effects: Effects::default() };
-        Ok(Self { core, boards: BoardWriter::new(), drops: DropWatcher::default() })
+        Ok(Self {
+            core,
+            boards: BoardWriter::new(),
+            drops: DropWatcher::default(),
+            leases: Default::default(),
+            audit: Default::default(),
+            inbox: inbox::Inbox::new(),
+        })
     }
 
     pub fn layout(&self) -> &Layout {
@@ -151,14 +163,17 @@ impl Engine {
                 board_edits::absorb(&mut self.core.tx(), board, &mark)?;
             }
         }
-        let batch = inbox::consume(&mut self.core.tx())?;
+        let batch = self.inbox.consume(&mut self.core.tx())?;
         claims::observe(&mut self.core.tx())?;
         // Leases are judged only once the inbox is drained: a report waiting there was sent
         // while its claim was held. Judged with a backlog, an overloaded broker took back claims
         // whose completions were already waiting, handed the work out again, and the redone work
         // and stale reports overloaded it further (congestion collapse, found by the race suite).
         if !batch.more {
-            claims::take_back_expired(&mut self.core.tx())?;
+            leases::take_back_expired(&mut self.core.tx(), &mut self.leases)?;
+        }
+        if !batch.more {
+            self.audit.run_if_due(&mut self.core.tx())?;
         }
         dispatch::ready(&mut self.core.tx());
         self.core.tx().commit()?;

@@ -48,6 +48,7 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
             Ok(bytes) => serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v["task_id"] == id.as_str()),
             Err(e) if e.is_not_found() => false,
             Err(FsError::NotRegular { .. } | FsError::TooLarge { .. }) => false,
+            Err(e) if e.is_permission_denied() => false,
             Err(e) => return Err(e.into()),
         };
         if intact {
@@ -78,7 +79,15 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
             if tx.env.fs().stat(&sub)?.is_none() {
                 continue;
             }
-            for e in tx.env.fs().list(&sub)? {
+            let entries = match tx.env.fs().list(&sub) {
+                Ok(e) => e,
+                Err(e) if e.is_permission_denied() => {
+                    tx.env.warn_once(&sub, "cannot list a maildir", &e);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for e in entries {
                 let Some(name) = e.name_str().map(str::to_string) else { continue };
                 if DispatchName::parse(&name).is_none() || tx.state().task_named(&name).is_some() {
                     continue;
