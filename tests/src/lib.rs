@@ -144,30 +144,42 @@ impl Root {
 
     /// Starts `mailroom run` without waiting for it to serve.
     pub fn spawn_broker(&self) -> Broker {
-        // The log goes to a file: a pipe nobody drains would block a chatty broker.
+        self.spawn_broker_as(self.cmd(&["run"]))
+    }
+
+    /// Starts `cmd` (a `mailroom run`) with its log in a file: a pipe nobody drains would block
+    /// a chatty broker.
+    fn spawn_broker_as(&self, mut cmd: Command) -> Broker {
         let n = self.brokers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log_path = self.logs.join(format!("broker-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("broker log");
-        let child = self
-            .cmd(&["run"])
-            .env("MAILROOM_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn broker");
+        let child =
+            cmd.env("MAILROOM_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().expect("spawn broker");
         Broker { child: Some(child), log: log_path }
     }
 
     /// Starts `mailroom run` and waits until it serves (its boards exist).
+    pub fn broker(&self) -> Broker {
+        self.broker_as(self.cmd(&["run"]))
+    }
+
+    /// [`Root::broker`] without root's privileges (see [`Root::cmd_unprivileged`]): file modes
+    /// bind the broker as they bind any user.
+    pub fn broker_unprivileged(&self) -> Broker {
+        let cmd = self.cmd_unprivileged(&["run"], &[]).expect("hand the root to an unprivileged user");
+        self.broker_as(cmd)
+    }
+
+    /// Starts `cmd` and waits until it serves.
     ///
     /// The broker writes the four boards one after the other, the backlog first; this one's
     /// backlog is removed beforehand so that its reappearance marks this start, and the others
     /// must exist too (on a first start they appear a moment after the backlog).
-    pub fn broker(&self) -> Broker {
+    fn broker_as(&self, cmd: Command) -> Broker {
         let dir = self.comms().join("central_task_boards");
         let backlog = dir.join("task_backlog.json");
         let _ = std::fs::remove_file(&backlog);
-        let mut b = self.spawn_broker();
+        let mut b = self.spawn_broker_as(cmd);
         wait_for(Duration::from_secs(20), || {
             if let Some(Some(status)) = b.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
                 panic!("broker exited early: {status}");
