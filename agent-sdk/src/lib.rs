@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+use protocol::machine::{Backoff, Event, transition};
 use protocol::names::{DispatchName, is_hidden, validate_agent, validate_pool};
 use protocol::{Mail, Message, Notice, Task, ValidationError};
 use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, RealFs, deliver};
@@ -46,6 +47,8 @@ pub enum Error {
     NotInitialised { root: PathBuf },
     #[error("invalid name: {0}")]
     InvalidName(ValidationError),
+    #[error("no agent `{agent}` in {} (`mailroom agent add {agent}` creates it)", root.display())]
+    UnknownAgent { agent: String, root: PathBuf },
     #[error("invalid task: {reason}")]
     InvalidTask { reason: ValidationError },
     #[error("agent `{agent}` does not hold claim `{claim}` (taken back, finished, or never held)")]
@@ -158,7 +161,9 @@ impl Client {
     }
 }
 
-/// A task this agent holds: its claim name, the task as dispatched, and where its file is.
+/// A task this agent holds: its claim name, the task as it stands now that it is claimed
+/// (IN_PROGRESS, assigned to this agent, this attempt counted: what the broker records when it
+/// sees the claim), and where its file is.
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub name: String,
@@ -186,7 +191,8 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Opens (creating on first use) the agent's maildir in an initialised root.
+    /// Opens an agent that exists (its mailbox was made by `mailroom agent add` or
+    /// [`Agent::register`]). A name nobody registered is an error, so a typo never makes an agent.
     pub fn open(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
         Self::open_with(Arc::new(RealFs), root, name)
     }
@@ -194,11 +200,35 @@ impl Agent {
     /// Like [`Agent::open`], on the filesystem `fs` (every operation of the agent goes through it;
     /// see [`Agent::claim_wait`] for its wake-ups).
     pub fn open_with(fs: Arc<dyn Fs>, root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
-        validate_agent(name).map_err(|e| Error::InvalidName(e.within("agent")))?;
+        Self::open_inner(fs, root.as_ref(), name, false)
+    }
+
+    /// Opens the agent, registering it first if it is new (creating its mailbox): the explicit
+    /// first use, for an agent program that brings its own name.
+    pub fn register(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
+        Self::register_with(Arc::new(RealFs), root, name)
+    }
+
+    /// Like [`Agent::register`], on the filesystem `fs`.
+    pub fn register_with(fs: Arc<dyn Fs>, root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
+        Self::open_inner(fs, root.as_ref(), name, true)
+    }
+
+    fn open_inner(fs: Arc<dyn Fs>, root: &Path, name: &str, create: bool) -> Result<Self, Error> {
+        validate_agent(name).map_err(Error::InvalidName)?;
         let client = Client::open_with(fs, root)?;
         let mailbox = client.layout.mailbox(name);
-        mailbox.create(client.fs.as_ref(), true)?;
+        if create {
+            mailbox.create(client.fs.as_ref(), true)?;
+        } else if !mailbox.exists(client.fs.as_ref()) {
+            return Err(Error::UnknownAgent { agent: name.to_string(), root: root.to_path_buf() });
+        }
         Ok(Self { client, name: name.to_string(), mailbox })
+    }
+
+    /// Is `name` a registered agent of the root?
+    pub fn exists(root: impl AsRef<Path>, name: &str) -> bool {
+        validate_agent(name).is_ok() && Layout::new(root.as_ref()).mailbox(name).exists(&RealFs)
     }
 
     pub fn with_durability(mut self, durability: Durability) -> Self {
@@ -225,7 +255,7 @@ impl Agent {
     /// `None` when nothing is available. Never blocks.
     pub fn claim(&self, pools: &[String]) -> Result<Option<Claim>, Error> {
         for p in pools {
-            validate_pool(p).map_err(|e| Error::InvalidName(e.within("pool")))?;
+            validate_pool(p).map_err(Error::InvalidName)?;
         }
         // A lost race means another agent renamed the file first: move on to the next name.
         // When every candidate was lost, list again once: more may have arrived meanwhile.
@@ -264,12 +294,19 @@ impl Agent {
         let watch_pools: Vec<String> = if pools.is_empty() { self.all_pools()? } else { pools.to_vec() };
         let mut dirs = vec![self.mailbox.new_dir()];
         dirs.extend(watch_pools.iter().map(|p| self.client.layout.queue(p).new_dir()));
-        if pools.is_empty() {
-            dirs.push(queues);
-        }
+        let fs = self.client.fs.as_ref();
+        let missing = watch_pools.iter().any(|p| !self.client.layout.queue(p).exists(fs));
         for dir in dirs {
             // Not watchable (not created yet, or not on the real filesystem): the rescan finds it.
             let _ = watcher.watch(&dir, RecursiveMode::NonRecursive);
+        }
+        // A pool the broker has not made yet: watch the whole of `queues/`, so its first task
+        // wakes this call at once rather than at the next rescan. Otherwise new pools (when
+        // claiming from every pool) are seen by watching `queues/` itself.
+        if missing {
+            let _ = watcher.watch(&queues, RecursiveMode::Recursive);
+        } else if pools.is_empty() {
+            let _ = watcher.watch(&queues, RecursiveMode::NonRecursive);
         }
         loop {
             while rx.try_recv().is_ok() {}
@@ -321,7 +358,7 @@ impl Agent {
 
     /// Sends mail to another agent through the broker.
     pub fn send(&self, to: &str, subject: Option<&str>, body: Value) -> Result<String, Error> {
-        validate_agent(to).map_err(|e| Error::InvalidName(e.within("to")))?;
+        validate_agent(to).map_err(|e| Error::InvalidName(ValidationError::new("to", e.rule)))?;
         self.client.send_message(&Message::Send {
             from: self.name.clone(),
             to: to.to_string(),
@@ -432,10 +469,17 @@ impl Agent {
         // The lease counts from the claim, not from when the broker dispatched the file.
         fs.touch(&to)?;
         let bytes = fs.read(&to, MAX_TASK_BYTES)?;
-        let task = serde_json::from_slice::<Value>(&bytes)
+        let mut task = serde_json::from_slice::<Value>(&bytes)
             .map_err(|e| ValidationError::new("", format!("not JSON: {e}")))
             .and_then(Task::from_value)
             .map_err(|reason| Error::CorruptTask { path: to.clone(), reason })?;
+        // The file holds the task as dispatched (PENDING): show it as the claim makes it, with
+        // the same pure state machine the broker applies when it sees the claim.
+        let ev = Event::Claim { agent: self.name.clone() };
+        let now = runtime_layout::now();
+        if let Ok(tr) = transition(Some(&task), &ev, now, Backoff::default()) {
+            tr.apply(&mut task, &ev, &self.name, now, Some(serde_json::json!({"claim": name})));
+        }
         Ok(Some(Claim { name: name.to_string(), task, path: to }))
     }
 

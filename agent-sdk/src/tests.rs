@@ -32,9 +32,14 @@ fn open_refuses_an_uninitialised_root_and_bad_names() {
     let d = tempfile::tempdir().unwrap();
     assert!(matches!(Client::open(d.path()), Err(Error::NotInitialised { .. })));
     let (d, _) = root();
-    assert!(matches!(Agent::open(d.path(), "../evil"), Err(Error::InvalidName(_))));
-    assert!(matches!(Agent::open(d.path(), ""), Err(Error::InvalidName(_))));
-    let a = Agent::open(d.path(), "Agent-5").unwrap();
+    assert!(matches!(Agent::register(d.path(), "../evil"), Err(Error::InvalidName(_))));
+    assert!(
+        matches!(Agent::open(d.path(), "Nobody-1"), Err(Error::UnknownAgent { .. })),
+        "open never creates an agent"
+    );
+    assert!(!Agent::exists(d.path(), "Nobody-1"));
+    assert!(matches!(Agent::register(d.path(), ""), Err(Error::InvalidName(_))));
+    let a = Agent::register(d.path(), "Agent-5").unwrap();
     assert!(a.mailbox.cur().is_dir(), "the maildir exists once the agent is opened");
 }
 
@@ -55,7 +60,7 @@ fn submit_validates_then_delivers_through_tmp() {
 #[test]
 fn claim_takes_the_highest_priority_oldest_task_first_across_sources() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap();
     dispatch(&l.queue("p"), "low", Priority::Low, 1);
     dispatch(&l.queue("p"), "high", Priority::High, 2);
     dispatch(&l.mailbox("A"), "mine", Priority::Medium, 3);
@@ -81,7 +86,7 @@ fn of_many_racing_agents_exactly_one_wins_each_task() {
             let root = d.path().to_path_buf();
             let b = barrier.clone();
             std::thread::spawn(move || {
-                let a = Agent::open(&root, &format!("A{i}")).unwrap();
+                let a = Agent::register(&root, &format!("A{i}")).unwrap();
                 b.wait();
                 let mut got = Vec::new();
                 while let Some(c) = a.claim(&["race".into()]).unwrap() {
@@ -102,8 +107,8 @@ fn of_many_racing_agents_exactly_one_wins_each_task() {
 #[test]
 fn reports_are_fenced_on_the_claim_still_being_held() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
-    let b = Agent::open(d.path(), "B").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap();
+    let b = Agent::register(d.path(), "B").unwrap();
     dispatch(&l.queue("p"), "t", Priority::Medium, 1);
     let c = a.claim(&[]).unwrap().unwrap();
     assert!(matches!(b.complete(&c.name, json!(1)), Err(Error::ClaimLost { .. })));
@@ -125,7 +130,7 @@ fn reports_are_fenced_on_the_claim_still_being_held() {
 #[test]
 fn read_mail_returns_mail_and_notices_once() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap();
     let new = l.mailbox("A").new_dir();
     std::fs::write(
         new.join("mail-20260101T000000000001.json"),
@@ -149,7 +154,7 @@ fn read_mail_returns_mail_and_notices_once() {
 #[test]
 fn claim_wait_wakes_when_a_task_arrives_and_times_out_otherwise() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap();
     l.queue("w").create(&RealFs, false).unwrap();
     let t0 = Instant::now();
     assert!(a.claim_wait(&["w".into()], Duration::from_millis(300)).unwrap().is_none());
@@ -202,7 +207,7 @@ fn every_operation_goes_through_the_fs_the_handles_were_opened_with() {
     assert!(matches!(Client::open(d.path()), Err(Error::NotInitialised { .. })), "not on the real disk");
     let client = Client::open_with(fs.clone(), d.path()).unwrap();
     let submitted = client.submit(&json!({"task_id": "T-1"})).unwrap();
-    let a = Agent::open_with(fs.clone(), d.path(), "A").unwrap();
+    let a = Agent::register_with(fs.clone(), d.path(), "A").unwrap();
     sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
     let c = a.claim(&[]).unwrap().expect("the dispatched task");
     assert_eq!(c.task.task_id, "T-1");
@@ -233,7 +238,7 @@ fn every_operation_goes_through_the_fs_the_handles_were_opened_with() {
 #[test]
 fn a_durable_report_first_makes_the_claim_durable() {
     let (sim, fs, l) = sim_root(Path::new("/sim/root"));
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap();
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A").unwrap();
     sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
     let c = a.claim(&[]).unwrap().unwrap();
     sim.set_logging(true);
@@ -257,7 +262,7 @@ fn a_durable_report_first_makes_the_claim_durable() {
 
     // Relaxed durability promises neither: the claim's rename is lost with the power.
     let (sim, fs, l) = sim_root(Path::new("/sim/root"));
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap().with_durability(Durability::Batch);
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A").unwrap().with_durability(Durability::Batch);
     sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
     let c = a.claim(&[]).unwrap().unwrap();
     a.complete(&c.name, json!(null)).unwrap();
@@ -270,7 +275,7 @@ fn claim_wait_works_on_a_filesystem_it_cannot_watch() {
     // Nothing under /sim exists on the real disk: no directory can be watched, and the periodic
     // rescan through the Fs must still find the task.
     let (_sim, fs, l) = sim_root(Path::new("/sim/root"));
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap();
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A").unwrap();
     assert!(a.claim_wait(&[], Duration::from_millis(100)).unwrap().is_none());
     let q = l.queue("w");
     let bg = fs.clone();
@@ -289,7 +294,7 @@ fn handles_sharing_a_name_source_name_messages_in_a_fixed_order() {
     let clock = runtime_layout::ManualClock::new(protocol::Timestamp::from_micros(1_790_000_000_000_000));
     let names = Arc::new(NameSource::with_clock(clock.clock()));
     let client = Client::open_with(fs.clone(), "/sim/root").unwrap().with_names(names.clone());
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap().with_names(names.clone());
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A").unwrap().with_names(names.clone());
     let first = client.submit(&json!({"task_id": "T-1"})).unwrap();
     let second = a.send("B", None, json!(1)).unwrap();
     let third = client.cancel("T-1").unwrap();

@@ -86,7 +86,7 @@ impl World {
         let producer = Client::open_with(shared.clone(), ROOT).unwrap().with_names(names.clone());
         let agents = AGENTS
             .iter()
-            .map(|a| Agent::open_with(shared.clone(), ROOT, a).unwrap().with_names(names.clone()))
+            .map(|a| Agent::register_with(shared.clone(), ROOT, a).unwrap().with_names(names.clone()))
             .collect();
         Self {
             fs,

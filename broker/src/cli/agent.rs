@@ -1,7 +1,7 @@
 //! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add`.
 
 use super::exit::{self, Failure, not_initialised};
-use super::io::{json_or_text, print_json, read_input};
+use super::io::{emit, json_or_text, print_json, read_input};
 use runtime_layout::{Fs, Layout};
 use serde_json::Value;
 use std::path::Path;
@@ -18,8 +18,7 @@ pub fn claim(root: &Path, agent: &str, pools: &[String], wait: Option<f64>) -> R
     if let Value::Object(m) = &mut v {
         m.insert("claim".into(), Value::String(c.name.clone()));
     }
-    print_json(&v);
-    Ok(())
+    print_json(&v)
 }
 
 pub fn heartbeat(root: &Path, agent: &str, claim: &str) -> Result<(), Failure> {
@@ -58,6 +57,5 @@ pub fn add(fs: &dyn Fs, layout: &Layout, name: &str) -> Result<(), Failure> {
         return Err(not_initialised(layout.root()));
     }
     layout.mailbox(name).create(fs, true).map_err(|e| Failure::new(exit::ERROR, e))?;
-    println!("{}", layout.mailbox(name).root.display());
-    Ok(())
+    emit(&format!("{}\n", layout.mailbox(name).root.display()))
 }

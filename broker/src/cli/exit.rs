@@ -14,7 +14,8 @@ pub const NOTHING: u8 = 3;
 pub const LOCKED: u8 = 4;
 /// The claim is no longer held by this agent (taken back, finished, or never held).
 pub const CLAIM_LOST: u8 = 5;
-/// Invalid input: a file that is not JSON, a task or name that breaks a rule.
+/// Invalid input: a file that is not JSON, a task or name that breaks a rule, an agent that was
+/// never added.
 pub const INVALID: u8 = 6;
 /// The root is not initialised (`mailroom init`).
 pub const NOT_INITIALISED: u8 = 7;
@@ -41,7 +42,7 @@ impl From<agent_sdk::Error> for Failure {
         let code = match &e {
             E::ClaimLost { .. } => CLAIM_LOST,
             E::NotInitialised { .. } => NOT_INITIALISED,
-            E::InvalidName(_) | E::InvalidTask { .. } => INVALID,
+            E::InvalidName(_) | E::InvalidTask { .. } | E::UnknownAgent { .. } => INVALID,
             _ => ERROR,
         };
         Self::new(code, e)

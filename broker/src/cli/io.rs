@@ -1,8 +1,10 @@
-//! Reading command input (a file or `-` for stdin) and printing data on stdout.
+//! Reading command input (a file or `-` for stdin) and printing data on stdout. A reader that
+//! stops reading (`mailroom schema | head -1`) is not an error: the command ends quietly with
+//! exit 0, as a pipeline expects.
 
 use super::exit::{self, Failure};
 use serde_json::Value;
-use std::io::Read;
+use std::io::{Read, Write};
 
 pub fn read_input(file: &str) -> Result<Vec<u8>, Failure> {
     if file == "-" {
@@ -22,6 +24,18 @@ pub fn json_or_text(bytes: Vec<u8>) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).trim_end().to_string()))
 }
 
-pub fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).expect("a JSON value serialises"));
+/// Writes `text` to stdout.
+pub fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // The reader went away: stop, successfully and silently.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::new(exit::OK, "")),
+        Err(e) => Err(Failure::new(exit::ERROR, format!("stdout: {e}"))),
+    }
+}
+
+/// Writes `v` as pretty JSON and a newline to stdout.
+pub fn print_json(v: &Value) -> Result<(), Failure> {
+    emit(&format!("{}\n", serde_json::to_string_pretty(v).expect("a JSON value serialises")))
 }

@@ -161,7 +161,15 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             println!("{}", layout.comms().display());
             Ok(())
         }
-        Cmd::Run => serve::run_broker(fs, layout),
+        Cmd::Run => {
+            // A root that is not a directory (or whose tree cannot be a mailroom tree) is a
+            // wrong root, not a failure of the broker's durability.
+            let not_dir = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
+            if not_dir(&root) || not_dir(layout.comms()) {
+                return Err(exit::not_initialised(&root));
+            }
+            serve::run_broker(fs, layout)
+        }
         Cmd::Submit { file } => producer::submit(&root, &file),
         Cmd::Cancel { task_id } => producer::cancel(&root, &task_id),
         Cmd::Retry { task_id } => producer::retry(&root, &task_id),
@@ -171,6 +179,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Fail { agent, claim, error, no_retry } => agent::fail(&root, &agent, &claim, &error, !no_retry),
         Cmd::Release { agent, claim } => agent::release(&root, &agent, &claim),
         Cmd::Send { from, to, subject, file } => agent::send(&root, &from, &to, subject.as_deref(), &file),
+        Cmd::Board { .. } | Cmd::Trace { .. } if !layout.is_initialised(fs.as_ref()) => {
+            Err(exit::not_initialised(&root))
+        }
         Cmd::Board { status, json } => views::board(fs.as_ref(), &layout, status, json),
         Cmd::Trace { task_id, json } => views::trace(fs.as_ref(), &layout, &task_id, json),
         Cmd::Schema => views::schema(),

@@ -1,7 +1,7 @@
 //! Read-only views for operators: the boards, a task's trace, the JSON Schemas.
 
 use super::exit::{self, Failure};
-use super::io::print_json;
+use super::io::{emit, print_json};
 use mailroom::{board, trace as tracing_view};
 use protocol::Status;
 use runtime_layout::{Fs, Layout};
@@ -24,22 +24,20 @@ pub fn board(fs: &dyn Fs, layout: &Layout, status: Option<String>, json: bool) -
                 v
             })
             .collect();
-        print_json(&Value::Array(v));
+        print_json(&Value::Array(v))
     } else {
-        print!("{}", board::render(&rows));
+        emit(&board::render(&rows))
     }
-    Ok(())
 }
 
 pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<(), Failure> {
     match tracing_view::trace(fs, layout, task_id) {
         Ok(Some(t)) => {
             if json {
-                print_json(&t.to_json());
+                print_json(&t.to_json())
             } else {
-                print!("{}", t.render());
+                emit(&t.render())
             }
-            Ok(())
         }
         Ok(None) => Err(Failure::new(exit::NOTHING, format!("no task `{task_id}` in the journal"))),
         Err(e) => Err(Failure::new(exit::ERROR, e)),
@@ -47,6 +45,5 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<
 }
 
 pub fn schema() -> Result<(), Failure> {
-    print_json(&protocol::schema::all());
-    Ok(())
+    print_json(&protocol::schema::all())
 }

@@ -112,9 +112,13 @@ impl Engine {
         let env = Env::new(fs, layout, cfg);
         let ledger = Ledger::open(&env, read_only)?;
         let core = Core { env, ledger, effects: Effects::default() };
+        let mut boards = BoardWriter::new();
+        if !read_only {
+            boards.load_marks(&core.env, core.ledger.next_seq() - 1)?;
+        }
         Ok(Self {
             core,
-            boards: BoardWriter::new(),
+            boards,
             drops: DropWatcher::default(),
             leases: Default::default(),
             audit: Default::default(),
@@ -318,9 +322,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Flushes everything (on shutdown).
+    /// Flushes everything (on shutdown), and leaves the marks of the boards as written so that
+    /// edits made while the broker is stopped are absorbed at the next start.
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.core.tx().commit()?;
-        self.write_boards(true)
+        self.write_boards(true)?;
+        if self.core.env.cfg.ingest.absorb_board_edits {
+            self.boards.save_marks(&self.core.env, self.core.ledger.next_seq() - 1)?;
+        }
+        Ok(())
     }
 }

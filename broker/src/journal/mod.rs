@@ -81,8 +81,11 @@ impl Journal {
         // A segment named for `next_seq` can exist only if none of its records was complete: a
         // crash tore its first append. Appending after those bytes would glue them to the next
         // record and make the segment corrupt in the middle, so start it afresh.
-        if fs.stat(&path)?.is_some() {
-            tracing::warn!(segment = %path.display(), "replaced a segment holding only a torn record");
+        // An empty one is what a broker (or an import) that wrote nothing leaves: nothing to say.
+        if let Some(m) = fs.stat(&path)? {
+            if m.len > 0 {
+                tracing::warn!(segment = %path.display(), "replaced a segment holding only a torn record");
+            }
             fs.remove_file(&path)?;
         }
         let file = fs.open_append(&path)?;

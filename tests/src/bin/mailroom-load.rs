@@ -132,7 +132,7 @@ fn agent(a: &Args) {
     let release_pct = a.num("release-pct", 5);
     let mut rng = Rng::new(a.num("seed", 1));
     let mut log = Log::open(a.get("log"));
-    let agent = Agent::open(&root, name).unwrap_or_else(|e| die(&e.to_string()));
+    let agent = Agent::register(&root, name).unwrap_or_else(|e| die(&e.to_string()));
     loop {
         let claim = match agent.claim_wait(&a.pools, Duration::from_millis(300)) {
             Ok(Some(c)) => c,
