@@ -87,7 +87,8 @@ fn subscribers_see_every_committed_record_in_order() {
         let mut sub = h.subscribe().await.unwrap();
         h.submit(json!({"task_id": "S-1"})).await.unwrap();
         // A message dropped into the inbox by any client shows up on the same stream.
-        let client = agent_sdk::Client::open(layout.root()).unwrap();
+        // Not waiting for the answer: this test's one thread also runs the broker.
+        let client = agent_sdk::Client::open(layout.root()).unwrap().with_ack(agent_sdk::Ack::None);
         client.submit(&json!({"task_id": "S-2"})).unwrap();
         let mut seen = Vec::new();
         let mut last = 0;

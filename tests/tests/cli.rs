@@ -221,3 +221,51 @@ fn a_claim_into_a_mailbox_no_agent_can_have_is_taken_back() {
     assert!(!root.comms().join("mailboxes/bad name 2").exists());
     assert!(root.ls("queues/default/new").iter().any(|n| n.ends_with("-BN-1.json")), "nothing stranded");
 }
+
+#[test]
+fn every_message_waits_for_the_brokers_verdict() {
+    let root = Root::new();
+    assert!(root.run(&["agent", "add", "A"]).status.success());
+    // No broker yet: the command says so after the wait (exit 10) and the message stays queued.
+    let out = root.run_with_input(&["--answer-within", "0.3", "submit", "-"], br#"{"task_id":"V-0"}"#);
+    assert_eq!(out.status.code(), Some(10), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no broker consumed it"));
+    assert_eq!(root.ls("broker/inbox/new").len(), 1, "nothing lost");
+    let _broker = root.broker();
+    wait_for(T, || root.ls("broker/inbox/new").is_empty());
+    assert!(submit(&root, &json!({"task_id": "V-1"})).status.success());
+    let refusals: Vec<(Vec<&str>, Vec<u8>, &str)> = vec![
+        (vec!["cancel", "NOPE"], vec![], "no task `NOPE`"),
+        (vec!["send", "--from", "A", "--to", "Nobody", "-"], b"hi".to_vec(), "no agent `Nobody`"),
+        (
+            vec!["submit", "-"],
+            json!({"task_id": "V-2", "assigned_to": "Nobody"}).to_string().into_bytes(),
+            "no agent",
+        ),
+        (
+            vec!["submit", "-"],
+            json!({"task_id": "V-3", "params": "x".repeat(2 << 20)}).to_string().into_bytes(),
+            "limit",
+        ),
+    ];
+    for (args, input, why) in refusals {
+        let out = root.run_with_input(&args, &input);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(6), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    // A retry of a COMPLETED task is refused; of a finished-but-failed one, accepted.
+    let out = root.run(&["claim", "--agent", "A", "--wait", "10"]);
+    let c = serde_json::from_str::<Value>(&stdout(&out)).unwrap();
+    let claim = c["claim"].as_str().unwrap();
+    let done = root.run_with_input(&["complete", "--agent", "A", "--claim", claim, "--result", "-"], b"1");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let task = c["task_id"].as_str().unwrap();
+    let retry = root.run(&["retry", task]);
+    assert_eq!(retry.status.code(), Some(6));
+    assert!(String::from_utf8_lossy(&retry.stderr).contains("COMPLETED"));
+    // A report about a claim already finished: the claim is lost (exit 5).
+    let again = root
+        .run_with_input(&["--no-wait", "complete", "--agent", "A", "--claim", claim, "--result", "-"], b"1");
+    assert_eq!(again.status.code(), Some(5));
+}

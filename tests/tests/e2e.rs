@@ -179,9 +179,12 @@ fn sigkill_and_restart_loses_nothing() {
     }
     std::thread::sleep(Duration::from_millis(50));
     b.kill9();
-    // Producers keep writing while the broker is down; agents keep claiming.
+    // Producers keep writing while the broker is down (not waiting for an answer that cannot
+    // come: their messages are fsynced and wait in the inbox); agents keep claiming.
     for i in n / 2..n {
-        submit(&root, json!({"task_id": format!("K-{i:04}")}));
+        let task = json!({"task_id": format!("K-{i:04}")}).to_string();
+        let out = root.run_with_input(&["--no-wait", "submit", "-"], task.as_bytes());
+        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let held = claim(&root, "Agent-1", &[]);
     let _b = root.broker();

@@ -2,6 +2,7 @@
 
 use super::exit::{self, Failure, not_initialised};
 use super::io::{emit, json_or_text, print_json, read_input};
+use agent_sdk::Ack;
 use runtime_layout::{Fs, Layout};
 use serde_json::Value;
 use std::path::Path;
@@ -25,29 +26,49 @@ pub fn heartbeat(root: &Path, agent: &str, claim: &str) -> Result<(), Failure> {
     Ok(agent_sdk::Agent::open(root, agent)?.heartbeat(claim)?)
 }
 
-pub fn complete(root: &Path, agent: &str, claim: &str, result: Option<&str>) -> Result<(), Failure> {
+pub fn complete(
+    root: &Path,
+    ack: Ack,
+    agent: &str,
+    claim: &str,
+    result: Option<&str>,
+) -> Result<(), Failure> {
     let result = match result {
         Some(f) => json_or_text(read_input(f)?),
         None => Value::Null,
     };
-    agent_sdk::Agent::open(root, agent)?.complete(claim, result)?;
+    agent_sdk::Agent::open(root, agent)?.with_ack(ack).complete(claim, result)?;
     Ok(())
 }
 
-pub fn fail(root: &Path, agent: &str, claim: &str, error: &str, retryable: bool) -> Result<(), Failure> {
-    agent_sdk::Agent::open(root, agent)?.fail(claim, error, retryable)?;
+pub fn fail(
+    root: &Path,
+    ack: Ack,
+    agent: &str,
+    claim: &str,
+    error: &str,
+    retryable: bool,
+) -> Result<(), Failure> {
+    agent_sdk::Agent::open(root, agent)?.with_ack(ack).fail(claim, error, retryable)?;
     Ok(())
 }
 
-pub fn release(root: &Path, agent: &str, claim: &str) -> Result<(), Failure> {
-    agent_sdk::Agent::open(root, agent)?.release(claim)?;
+pub fn release(root: &Path, ack: Ack, agent: &str, claim: &str) -> Result<(), Failure> {
+    agent_sdk::Agent::open(root, agent)?.with_ack(ack).release(claim)?;
     Ok(())
 }
 
-pub fn send(root: &Path, from: &str, to: &str, subject: Option<&str>, file: &str) -> Result<(), Failure> {
+pub fn send(
+    root: &Path,
+    ack: Ack,
+    from: &str,
+    to: &str,
+    subject: Option<&str>,
+    file: &str,
+) -> Result<(), Failure> {
     protocol::names::validate_agent(to).map_err(|e| Failure::new(exit::INVALID, e.within("to")))?;
     let body = json_or_text(read_input(file)?);
-    agent_sdk::Agent::open(root, from)?.send(to, subject, body)?;
+    agent_sdk::Agent::open(root, from)?.with_ack(ack).send(to, subject, body)?;
     Ok(())
 }
 

@@ -23,6 +23,8 @@ pub const NOT_INITIALISED: u8 = 7;
 pub const FATAL_IO: u8 = 8;
 /// `mailroom bench`: the `mailroom-bench` binary is neither beside this one nor on `PATH`.
 pub const NO_BENCH: u8 = 9;
+/// No broker answered a message within the wait: it waits in the inbox (nothing is lost).
+pub const UNANSWERED: u8 = 10;
 
 /// An error with the exit code it maps to.
 pub struct Failure {
@@ -42,7 +44,10 @@ impl From<agent_sdk::Error> for Failure {
         let code = match &e {
             E::ClaimLost { .. } => CLAIM_LOST,
             E::NotInitialised { .. } => NOT_INITIALISED,
-            E::InvalidName(_) | E::InvalidTask { .. } | E::UnknownAgent { .. } => INVALID,
+            // A report the broker refused because its claim is no longer held: the claim is lost.
+            E::Refused { field, .. } if field == "claim" => CLAIM_LOST,
+            E::InvalidName(_) | E::InvalidTask { .. } | E::UnknownAgent { .. } | E::Refused { .. } => INVALID,
+            E::Unanswered { .. } => UNANSWERED,
             _ => ERROR,
         };
         Self::new(code, e)

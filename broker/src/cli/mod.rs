@@ -23,6 +23,14 @@ pub struct Cli {
     /// Runtime root (default: $MAILROOM_ROOT, else ./runtime).
     #[arg(long, global = true, env = "MAILROOM_ROOT", default_value = "runtime")]
     pub root: PathBuf,
+    /// Do not wait for the broker's answer to a message: return once it is delivered (and
+    /// fsynced by this command). By default every message waits to be accepted or refused.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+    /// How long to wait for the broker's answer, in seconds (then exit 10: no broker took it;
+    /// the message waits in the inbox).
+    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
+    pub answer_within: f64,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -153,6 +161,11 @@ pub enum AgentCmd {
 /// Runs one command.
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     let root = cli.root;
+    let ack = if cli.no_wait {
+        agent_sdk::Ack::None
+    } else {
+        agent_sdk::Ack::Wait(std::time::Duration::from_secs_f64(cli.answer_within.max(0.0)))
+    };
     let layout = Layout::new(&root);
     let fs: Arc<dyn Fs> = Arc::new(RealFs);
     match cli.cmd {
@@ -170,15 +183,21 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             }
             serve::run_broker(fs, layout)
         }
-        Cmd::Submit { file } => producer::submit(&root, &file),
-        Cmd::Cancel { task_id } => producer::cancel(&root, &task_id),
-        Cmd::Retry { task_id } => producer::retry(&root, &task_id),
+        Cmd::Submit { file } => producer::submit(&root, ack, &file),
+        Cmd::Cancel { task_id } => producer::cancel(&root, ack, &task_id),
+        Cmd::Retry { task_id } => producer::retry(&root, ack, &task_id),
         Cmd::Claim { agent, pools, wait } => agent::claim(&root, &agent, &pools, wait),
         Cmd::Heartbeat { agent, claim } => agent::heartbeat(&root, &agent, &claim),
-        Cmd::Complete { agent, claim, result } => agent::complete(&root, &agent, &claim, result.as_deref()),
-        Cmd::Fail { agent, claim, error, no_retry } => agent::fail(&root, &agent, &claim, &error, !no_retry),
-        Cmd::Release { agent, claim } => agent::release(&root, &agent, &claim),
-        Cmd::Send { from, to, subject, file } => agent::send(&root, &from, &to, subject.as_deref(), &file),
+        Cmd::Complete { agent, claim, result } => {
+            agent::complete(&root, ack, &agent, &claim, result.as_deref())
+        }
+        Cmd::Fail { agent, claim, error, no_retry } => {
+            agent::fail(&root, ack, &agent, &claim, &error, !no_retry)
+        }
+        Cmd::Release { agent, claim } => agent::release(&root, ack, &agent, &claim),
+        Cmd::Send { from, to, subject, file } => {
+            agent::send(&root, ack, &from, &to, subject.as_deref(), &file)
+        }
         Cmd::Board { .. } | Cmd::Trace { .. } if !layout.is_initialised(fs.as_ref()) => {
             Err(exit::not_initialised(&root))
         }

@@ -3,6 +3,7 @@
 
 use super::exit::{self, Failure};
 use super::io::{emit, read_input};
+use agent_sdk::Ack;
 use serde_json::Value;
 use std::path::Path;
 
@@ -10,7 +11,7 @@ use std::path::Path;
 /// (what `drop/` accepts: `P1`, `id`, `title`, naive times, ...) is normalised by the same rules
 /// first, each change said on stderr. So the CLI takes the spellings `drop/` maps, and the
 /// broker's inbox still only ever sees canonical tasks.
-pub fn submit(root: &Path, file: &str) -> Result<(), Failure> {
+pub fn submit(root: &Path, ack: Ack, file: &str) -> Result<(), Failure> {
     let bytes = read_input(file)?;
     let v: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Failure::new(exit::INVALID, format!("{file}: not JSON: {e}")))?;
@@ -37,16 +38,16 @@ pub fn submit(root: &Path, file: &str) -> Result<(), Failure> {
         }
     };
     let id = task["task_id"].as_str().unwrap_or_default().to_string();
-    let name = agent_sdk::Client::open(root)?.submit(&task)?;
+    let name = agent_sdk::Client::open(root)?.with_ack(ack).submit(&task)?;
     emit(&format!("{}\n", serde_json::json!({"task_id": id, "message": name})))
 }
 
-pub fn cancel(root: &Path, task_id: &str) -> Result<(), Failure> {
-    agent_sdk::Client::open(root)?.cancel(task_id)?;
+pub fn cancel(root: &Path, ack: Ack, task_id: &str) -> Result<(), Failure> {
+    agent_sdk::Client::open(root)?.with_ack(ack).cancel(task_id)?;
     Ok(())
 }
 
-pub fn retry(root: &Path, task_id: &str) -> Result<(), Failure> {
-    agent_sdk::Client::open(root)?.retry(task_id)?;
+pub fn retry(root: &Path, ack: Ack, task_id: &str) -> Result<(), Failure> {
+    agent_sdk::Client::open(root)?.with_ack(ack).retry(task_id)?;
     Ok(())
 }

@@ -115,6 +115,10 @@ fn produce(a: &Args) {
             Ok(msg) => log.write(
                 json!({"op": "submit", "task_id": id, "msg": msg, "assigned_to": task["assigned_to"]}),
             ),
+            // Not taken (yet): not acknowledged, so not logged as submitted.
+            Err(e @ (Error::Refused { .. } | Error::Unanswered { .. })) => {
+                log.write(json!({"op": "unacknowledged", "task_id": id, "why": e.to_string()}))
+            }
             Err(e) => die(&format!("submit {id}: {e}")),
         }
         if !gap.is_zero() {
@@ -166,7 +170,10 @@ fn agent(a: &Args) {
         };
         match res {
             Ok(_) => log.write(rec(op)),
-            Err(Error::ClaimLost { .. }) => log.write(rec("lost")),
+            // Refused (the claim was taken back meanwhile) or not answered: not acknowledged.
+            Err(Error::ClaimLost { .. } | Error::Refused { .. } | Error::Unanswered { .. }) => {
+                log.write(rec("lost"))
+            }
             Err(e) => die(&format!("{name}: {op}: {e}")),
         }
     }
