@@ -109,8 +109,9 @@ impl Default for IngestSettings {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
-    /// `ADDR:PORT` to listen on, or `off`. Beyond loopback only with `token_file` set.
-    pub listen: String,
+    /// `ADDR:PORT` to listen on, or `off` (default [`DEFAULT_HTTP_LISTEN`]). Beyond loopback only
+    /// with `token_file` set.
+    pub listen: Option<String>,
     /// The bearer token mutations need (reads too, beyond loopback). Relative paths are taken
     /// from the root. Default `agent_comms/broker/http.token`, created (mode 0600) if absent.
     pub token_file: Option<PathBuf>,
@@ -122,9 +123,19 @@ pub struct HttpSettings {
 /// Where `mailroom run` listens unless told otherwise.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7878";
 
+impl HttpSettings {
+    /// The address to listen on (or `off`), and whether it was chosen rather than defaulted.
+    pub fn listen(&self) -> (&str, bool) {
+        match &self.listen {
+            Some(l) => (l, true),
+            None => (DEFAULT_HTTP_LISTEN, false),
+        }
+    }
+}
+
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { listen: DEFAULT_HTTP_LISTEN.into(), token_file: None, cors_origins: Vec::new() }
+        Self { listen: None, token_file: None, cors_origins: Vec::new() }
     }
 }
 
@@ -221,12 +232,12 @@ mod tests {
 
     #[test]
     fn http_settings_default_to_loopback_and_parse() {
-        assert_eq!(Config::parse("").unwrap().http.listen, DEFAULT_HTTP_LISTEN);
+        assert_eq!(Config::parse("").unwrap().http.listen(), (DEFAULT_HTTP_LISTEN, false));
         let c = Config::parse(
             "[http]\nlisten = \"off\"\ntoken_file = \"/etc/mr.token\"\ncors_origins = [\"http://a:1\"]\n",
         )
         .unwrap();
-        assert_eq!(c.http.listen, "off");
+        assert_eq!(c.http.listen(), ("off", true));
         assert_eq!(c.http.token_file.as_deref(), Some(std::path::Path::new("/etc/mr.token")));
         assert_eq!(c.http.cors_origins, ["http://a:1"]);
     }
