@@ -142,6 +142,63 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observer::Observer;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    /// An application whose broker is gone (every command answers "stopped") on a fresh root.
+    fn app(dir: &std::path::Path) -> Router {
+        let layout = runtime_layout::Layout::new(dir.join("runtime"));
+        layout.create(&runtime_layout::RealFs).unwrap();
+        let (handle, rx) = mailroom::engine::commands::channel(1);
+        drop(rx);
+        let cfg = mailroom::config::Config::default();
+        router(AppState {
+            handle,
+            fs: Arc::new(runtime_layout::RealFs),
+            layout,
+            cfg: Arc::new(cfg.clone()),
+            token: Arc::new(auth::Token::from_secret("t")),
+            reads_need_token: false,
+            observer: Arc::new(Observer::new(cfg)),
+        })
+    }
+
+    /// Every route of the table is routed (no 404 or 405 from the fallback), and unknown ones are not.
+    #[test]
+    fn every_route_of_the_table_is_served() {
+        let d = tempfile::tempdir().unwrap();
+        let app = app(d.path());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let call = |m: &str, p: &str| {
+                let req = Request::builder()
+                    .method(m)
+                    .uri(p.replace("{id}", "T-1").replace("{name}", "x"))
+                    .header("authorization", "Bearer t")
+                    .body(Body::from("{}"))
+                    .unwrap();
+                app.clone().oneshot(req)
+            };
+            for (m, p) in API_ROUTES
+                .iter()
+                .copied()
+                .chain(crate::dashboard::DASHBOARD_ROUTES.iter().map(|p| ("GET", *p)))
+            {
+                let s = call(m, p).await.unwrap().status();
+                assert!(
+                    s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED || p.contains("{name}"),
+                    "{m} {p}: {s}"
+                );
+            }
+            assert_eq!(call("GET", "/api/nope").await.unwrap().status(), StatusCode::NOT_FOUND);
+            assert_eq!(call("GET", "/api/tasks").await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+            let no_token = Request::builder().method("POST").uri("/api/retry").body(Body::empty()).unwrap();
+            assert_eq!(app.clone().oneshot(no_token).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        });
+    }
 
     /// The document and the route table describe the same API, and the document is OpenAPI 3.
     #[test]
