@@ -105,6 +105,7 @@ pub async fn list(State(state): State<AppState>, q: Query<TaskQuery>) -> Result<
     let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE);
     let view = state.handle.snapshot().await?;
+    let next_seq = view.next_seq;
     let mut found: Vec<TaskView> = view.tasks.into_iter().filter(|t| matches(&q, &statuses, t)).collect();
     found.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
     let total = found.len();
@@ -112,7 +113,8 @@ pub async fn list(State(state): State<AppState>, q: Query<TaskQuery>) -> Result<
     let page: Vec<TaskOut> = found.into_iter().skip(start).take(limit).map(|t| task_out(&state, t)).collect();
     let next =
         (start + page.len() < total).then(|| page.last().map(|t| encode_cursor(&t.task.task_id))).flatten();
-    Ok(Json(json!({"tasks": page, "total": total, "next_cursor": next})))
+    // `next_seq`: follow `/api/events?after=<next_seq - 1>` to see every change after this page.
+    Ok(Json(json!({"tasks": page, "total": total, "next_cursor": next, "next_seq": next_seq})))
 }
 
 /// `GET /api/tasks/{id}`: the task, its whole trace from the journal, its file's path.
