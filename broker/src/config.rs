@@ -106,7 +106,7 @@ impl Default for IngestSettings {
 
 /// The HTTP surface of `mailroom run` (API, event stream, metrics, dashboard). `--http` on the
 /// command line overrides `listen`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpSettings {
     /// `ADDR:PORT` to listen on, or `off` (default [`DEFAULT_HTTP_LISTEN`]). Beyond loopback only
@@ -130,12 +130,6 @@ impl HttpSettings {
             Some(l) => (l, true),
             None => (DEFAULT_HTTP_LISTEN, false),
         }
-    }
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self { listen: None, token_file: None, cors_origins: Vec::new() }
     }
 }
 

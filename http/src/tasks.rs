@@ -90,7 +90,7 @@ pub fn encode_cursor(id: &str) -> String {
 
 pub fn decode_cursor(c: &str) -> Result<String, ApiError> {
     let bad = || ApiError::bad_request("cursor: not one this server gave out");
-    if c.len() % 2 != 0 {
+    if !c.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Result<Vec<u8>, _> =
