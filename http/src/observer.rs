@@ -517,3 +517,6 @@ impl Observer {
         lock(&self.inner).last_seq
     }
 }
+
+#[cfg(test)]
+mod tests;
