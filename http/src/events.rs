@@ -148,7 +148,7 @@ pub fn records_after(
             Some((first, p))
         })
         .collect();
-    let mut torn = Vec::new();
+    let mut notes = journal::Notes::default();
     for (i, (_, path)) in segs.iter().enumerate() {
         // Every record of this segment is below the next one's first: skip it if that is not
         // above `after + 1`.
@@ -158,13 +158,17 @@ pub fn records_after(
         journal::read_segment(
             fs,
             path,
-            |r| {
+            |r, _, _| {
                 if r.seq > after {
                     f(r)
                 }
             },
-            &mut torn,
+            &mut notes,
         )?;
+    }
+    for line in &notes.set_aside {
+        // Set aside by the broker too: such a record is in no stream.
+        tracing::warn!(%line, "event stream: an unreadable journal line is skipped");
     }
     Ok(())
 }

@@ -263,16 +263,16 @@ impl Observer {
         let mut batches: Vec<Vec<Record>> = Vec::new();
         for seg in journal::all_segments(fs, &layout.journal_dir())?.into_iter().rev() {
             let mut recs = Vec::new();
-            let mut torn = Vec::new();
+            let mut notes = journal::Notes::default();
             journal::read_segment(
                 fs,
                 &seg,
-                |r| {
+                |r, _, _| {
                     if r.seq < before && micros(r.ts) >= since {
                         recs.push(r)
                     }
                 },
-                &mut torn,
+                &mut notes,
             )?;
             let older = recs.is_empty() || recs.first().is_some_and(|r| r.seq > 1 && micros(r.ts) <= since);
             batches.push(recs);
