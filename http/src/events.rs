@@ -6,8 +6,9 @@
 //! off the runtime thread, then the live stream. The subscription is taken *before* the journal
 //! is read, so nothing committed in between is lost, and every record at or below the last one
 //! sent is skipped, so nothing is sent twice. A subscriber that falls behind the live stream
-//! (the broadcast says it lagged) catches up from the journal the same way. Without either, the
-//! stream starts with what is committed next.
+//! (the broadcast says it lagged) catches up from the journal the same way, and so does one whose
+//! broker reopened its engine (the stream it followed closed). Without either, the stream starts
+//! with what is committed next.
 
 use crate::AppState;
 use crate::routes::ApiError;
@@ -57,7 +58,7 @@ pub async fn stream(
     };
     let mut sub = state.handle.subscribe().await?;
     let (tx, rx) = mpsc::channel::<Event>(BUFFER);
-    let (fs, layout) = (state.fs.clone(), state.layout.clone());
+    let (fs, layout, handle) = (state.fs.clone(), state.layout.clone(), state.handle.clone());
     tokio::spawn(async move {
         let _ = tx
             .send(
@@ -91,7 +92,16 @@ pub async fn stream(
                         Err(e) => return fail(&tx, e).await,
                     }
                 }
-                Err(RecvError::Closed) => return,
+                Err(RecvError::Closed) => {
+                    // The broker reopened its engine (after running out of space, say): follow the
+                    // new one, catching up from the journal on what came in between.
+                    let Ok(again) = handle.subscribe().await else { return };
+                    sub = again;
+                    match catch_up(&fs, &layout, last, &tx).await {
+                        Ok(l) => last = last.max(l),
+                        Err(e) => return fail(&tx, e).await,
+                    }
+                }
             }
         }
     });

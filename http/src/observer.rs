@@ -211,7 +211,13 @@ impl Observer {
                                 Err(_) => return,
                             }
                         }
-                        Err(RecvError::Closed) => return,
+                        Err(RecvError::Closed) => {
+                            // The broker reopened its engine: follow the new stream from a fresh
+                            // snapshot (the windows miss what came in between).
+                            let (Ok(again), Ok(v)) = (handle.subscribe().await, handle.snapshot().await) else { return };
+                            sub = again;
+                            follower.seed(&v);
+                        }
                     },
                     _ = tick.tick() => follower.sample(micros(runtime_layout::now())),
                 }
