@@ -78,6 +78,8 @@ struct RawConfig {
     routes: BTreeMap<String, String>,
     #[serde(default)]
     ingest: IngestSettings,
+    #[serde(default)]
+    http: HttpSettings,
 }
 
 /// Where existing scripts write, besides `drop/`. Relative paths are taken from the root (the
@@ -102,12 +104,42 @@ impl Default for IngestSettings {
     }
 }
 
+/// The HTTP surface of `mailroom run` (API, event stream, metrics, dashboard). `--http` on the
+/// command line overrides `listen`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// `ADDR:PORT` to listen on, or `off` (default [`DEFAULT_HTTP_LISTEN`]). Beyond loopback only
+    /// with `token_file` set.
+    pub listen: Option<String>,
+    /// The bearer token mutations need (reads too, beyond loopback). Relative paths are taken
+    /// from the root. Default `agent_comms/broker/http.token`, created (mode 0600) if absent.
+    pub token_file: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser page served elsewhere (CORS). None by
+    /// default: only the dashboard, served from the same origin, can.
+    pub cors_origins: Vec<String>,
+}
+
+/// Where `mailroom run` listens unless told otherwise.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7878";
+
+impl HttpSettings {
+    /// The address to listen on (or `off`), and whether it was chosen rather than defaulted.
+    pub fn listen(&self) -> (&str, bool) {
+        match &self.listen {
+            Some(l) => (l, true),
+            None => (DEFAULT_HTTP_LISTEN, false),
+        }
+    }
+}
+
 /// The parsed configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub broker: BrokerSettings,
     pub routes: BTreeMap<String, Route>,
     pub ingest: IngestSettings,
+    pub http: HttpSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +182,16 @@ impl Config {
         if raw.broker.lease_secs == 0 || raw.broker.tick_ms == 0 || raw.broker.batch_size == 0 {
             return Err("broker: lease_secs, tick_ms and batch_size must be at least 1".into());
         }
-        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest })
+        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, http: raw.http })
+    }
+
+    /// Where a task goes when it has no `assigned_to`: its `task_type`'s route, else the pool
+    /// named after its type.
+    pub fn route_of(&self, task: &protocol::Task) -> Route {
+        if let Some(r) = task.task_type.as_ref().and_then(|t| self.routes.get(t)) {
+            return r.clone();
+        }
+        Route::Pool(names::pool_for_task_type(task.task_type.as_deref()))
     }
 
     pub fn backoff(&self) -> protocol::Backoff {
@@ -180,5 +221,18 @@ mod tests {
         assert!(Config::parse("[routes]\nX = \"queue:a\"\n").unwrap_err().contains("routes.X"));
         assert!(Config::parse("[routes]\nX = \"agent:../a\"\n").unwrap_err().contains("routes.X"));
         assert!(Config::parse("").is_ok());
+        assert!(Config::parse("[http]\nlisen = \"x\"\n").unwrap_err().contains("lisen"));
+    }
+
+    #[test]
+    fn http_settings_default_to_loopback_and_parse() {
+        assert_eq!(Config::parse("").unwrap().http.listen(), (DEFAULT_HTTP_LISTEN, false));
+        let c = Config::parse(
+            "[http]\nlisten = \"off\"\ntoken_file = \"/etc/mr.token\"\ncors_origins = [\"http://a:1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.listen(), ("off", true));
+        assert_eq!(c.http.token_file.as_deref(), Some(std::path::Path::new("/etc/mr.token")));
+        assert_eq!(c.http.cors_origins, ["http://a:1"]);
     }
 }

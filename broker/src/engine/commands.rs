@@ -3,10 +3,15 @@
 //! [`Command`] is answered between passes by the broker's own loop: reads from its state, and
 //! submit, cancel and retry through the same handlers, journal and state machine as messages in
 //! the inbox. A verdict that accepts is sent only once its records are durable.
+//!
+//! Besides the state ([`View`]) a front end may ask for the loop's own figures ([`Stats`]: commit
+//! and pass durations, inbox backlog), which the loop only counts; and for a scoped bulk retry
+//! ([`RetryScope`]), each task of it redriven through the same handler as a single retry.
 
 use super::quarantine::Refusal;
+pub use super::stats::{Histogram, LATENCY_BOUNDS_SECS, Stats};
 use crate::journal::{Place, Record};
-use protocol::Task;
+use protocol::{Status, Task};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -30,8 +35,47 @@ pub enum Command {
         task_id: String,
         reply: oneshot::Sender<Verdict>,
     },
-    /// Every record committed from now on.
+    /// Redrive every task the scope selects (each as a [`Command::Retry`] would).
+    RetryWhere {
+        scope: RetryScope,
+        reply: oneshot::Sender<BulkVerdict>,
+    },
+    /// Every record committed from now on. Answered after the commit that ends the batch, so
+    /// every record before `from_seq` is in the journal when the answer arrives.
     Subscribe(oneshot::Sender<Subscription>),
+    /// The loop's own figures.
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// Which tasks a bulk retry redrives: those the broker holds (live, and the finished ones on the
+/// completed board) whose status is one of `statuses` and that match every filter given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryScope {
+    /// FAILED, BLOCKED or CANCELLED (the statuses a retry leaves).
+    pub statuses: Vec<Status>,
+    /// The pool the task was queued in or would be routed to.
+    pub pool: Option<String>,
+    pub task_type: Option<String>,
+    /// Most tasks redriven by one request.
+    pub limit: usize,
+}
+
+/// The broker's answer to a bulk retry: how many tasks matched, which were redriven (durably),
+/// and which were refused and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BulkVerdict {
+    pub matched: usize,
+    pub retried: Vec<String>,
+    pub refused: Vec<Refused>,
+    /// The journal sequence of the last record the redrives caused (0 if none).
+    pub seq: u64,
+}
+
+/// A task of a bulk request that was not changed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refused {
+    pub task_id: String,
+    pub reason: String,
 }
 
 /// The broker's answer to a submit, cancel or retry.
@@ -69,6 +113,9 @@ pub struct Subscription {
 pub struct TaskView {
     pub task: Task,
     pub place: Place,
+    /// The pool it waits in, was claimed from, or is routed to; `None` for a task addressed to
+    /// an agent's own mailbox.
+    pub pool: Option<String>,
 }
 
 /// A pool (or an agent's own mailbox) and how many tasks wait in it as files.
@@ -145,7 +192,15 @@ impl Handle {
         self.ask(|reply| Command::Retry { task_id, reply }).await
     }
 
+    pub async fn retry_where(&self, scope: RetryScope) -> Result<BulkVerdict, Stopped> {
+        self.ask(|reply| Command::RetryWhere { scope, reply }).await
+    }
+
     pub async fn subscribe(&self) -> Result<Subscription, Stopped> {
         self.ask(Command::Subscribe).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, Stopped> {
+        self.ask(Command::Stats).await
     }
 }

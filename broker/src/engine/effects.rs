@@ -5,7 +5,7 @@
 //! once what it promises is in the journal.
 
 use super::EngineError;
-use super::commands::Verdict;
+use super::commands::{BulkVerdict, Verdict};
 use super::env::Env;
 use super::ledger::Ledger;
 use protocol::message::{Notice, NoticeKind};
@@ -43,7 +43,14 @@ pub(crate) enum Effect {
     /// Deliver a notice or mail into an agent's `new/`.
     Post { agent: String, post: Post },
     /// Answer an in-process request.
-    Reply { to: oneshot::Sender<Verdict>, verdict: Verdict },
+    Reply(Answer),
+}
+
+/// A reply to an in-process request, sent once what it promises is durable.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Verdict(oneshot::Sender<Verdict>, Verdict),
+    Bulk(oneshot::Sender<BulkVerdict>, BulkVerdict),
 }
 
 /// Effects waiting for the next commit, and the directories touched since the last one.
@@ -232,8 +239,11 @@ impl Effects {
                 }
             }
             Effect::Post { agent, post } => self.post(env, &agent, post)?,
-            Effect::Reply { to, verdict } => {
-                // The requester may have given up waiting: the outcome is in the journal anyway.
+            // The requester may have given up waiting: the outcome is in the journal anyway.
+            Effect::Reply(Answer::Verdict(to, verdict)) => {
+                let _ = to.send(verdict);
+            }
+            Effect::Reply(Answer::Bulk(to, verdict)) => {
                 let _ = to.send(verdict);
             }
         }

@@ -5,6 +5,7 @@
 
 use super::EngineError;
 use super::env::Env;
+use super::stats::Histogram;
 use crate::journal::{self, Entry, Journal, JournalError, Record};
 use crate::state::State;
 use protocol::Timestamp;
@@ -25,6 +26,8 @@ pub(crate) struct Ledger {
     events: broadcast::Sender<Arc<Record>>,
     /// Records pushed but not yet committed, kept only while someone subscribes.
     unpublished: Vec<Arc<Record>>,
+    /// How long commits that wrote something took (for metrics).
+    commits: Histogram,
 }
 
 impl Ledger {
@@ -74,6 +77,7 @@ impl Ledger {
             tasks_changed: true,
             events: broadcast::channel(EVENT_BACKLOG).0,
             unpublished: Vec::new(),
+            commits: Histogram::default(),
         })
     }
 
@@ -111,12 +115,21 @@ impl Ledger {
 
     /// Makes every pushed record durable, then publishes them to subscribers.
     pub fn commit(&mut self) -> Result<(), JournalError> {
+        let started = self.journal.has_pending().then(std::time::Instant::now);
         self.journal.commit()?;
+        if let Some(t) = started {
+            self.commits.observe(t.elapsed());
+        }
         for rec in self.unpublished.drain(..) {
             // No subscriber left is not an error: the records are in the journal.
             let _ = self.events.send(rec);
         }
         Ok(())
+    }
+
+    /// How long the commits that wrote records took.
+    pub fn commit_latency(&self) -> &Histogram {
+        &self.commits
     }
 
     /// Every record committed from now on.

@@ -39,8 +39,15 @@ pub struct Cli {
 pub enum Cmd {
     /// Create the runtime tree.
     Init,
-    /// Run the broker until SIGINT or SIGTERM.
-    Run,
+    /// Run the broker until SIGINT or SIGTERM, with its HTTP surface (API, events, metrics,
+    /// dashboard; docs/HTTP.md).
+    Run {
+        /// Where the HTTP surface listens: `ADDR:PORT` (`127.0.0.1:0` picks a free port, written
+        /// to broker/http.addr) or `off`. Default: `[http] listen` of mailroom.toml, else
+        /// 127.0.0.1:7878.
+        #[arg(long, env = "MAILROOM_HTTP", value_name = "ADDR|off")]
+        http: Option<String>,
+    },
     /// Submit a task (a JSON task object, or a `{"kind":"submit","task":...}` message).
     Submit {
         /// File to read, or `-` for stdin.
@@ -174,14 +181,14 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             println!("{}", layout.comms().display());
             Ok(())
         }
-        Cmd::Run => {
+        Cmd::Run { http } => {
             // A root that is not a directory (or whose tree cannot be a mailroom tree) is a
             // wrong root, not a failure of the broker's durability.
             let not_dir = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
             if not_dir(&root) || not_dir(layout.comms()) {
                 return Err(exit::not_initialised(&root));
             }
-            serve::run_broker(fs, layout)
+            serve::run_broker(fs, layout, http)
         }
         Cmd::Submit { file } => producer::submit(&root, ack, &file),
         Cmd::Cancel { task_id } => producer::cancel(&root, ack, &task_id),
