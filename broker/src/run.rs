@@ -57,6 +57,8 @@ pub async fn serve(
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     let started = Instant::now();
     let mut engine = Engine::open(fs.clone(), layout.clone(), cfg.clone())?;
+    // A sink configured since the last run starts here: with what this start journals.
+    let outbox_start = engine.next_seq() - 1;
     engine.reconcile()?;
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
 
@@ -65,7 +67,7 @@ pub async fn serve(
     let _deliverers = (!outbox.is_empty()).then(|| {
         let (handle, rx) = commands::channel(64);
         commands.outbox = Some(rx);
-        outbox.start(handle, fs.clone(), &layout, Arc::new(cfg.clone()))
+        outbox.start(handle, fs.clone(), &layout, Arc::new(cfg.clone()), outbox_start)
     });
 
     let wake = Arc::new(Notify::new());

@@ -136,6 +136,11 @@ impl Engine {
         &self.core.env.cfg
     }
 
+    /// The sequence number the next journal record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.core.ledger.next_seq()
+    }
+
     /// The state, read-only (tests, views).
     pub fn state(&self) -> &State {
         self.core.ledger.state()

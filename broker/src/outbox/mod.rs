@@ -123,10 +123,20 @@ impl Outbox {
     }
 
     /// Starts one deliverer per sink on the current tokio runtime, talking to the broker
-    /// through `handle`.
-    pub fn start(self, handle: Handle, fs: Arc<dyn Fs>, layout: &Layout, cfg: Arc<Config>) -> Running {
+    /// through `handle`. A sink with no journaled position (new in the configuration) starts
+    /// after record `new_after`: the broker passes the last record before its start, so a new
+    /// sink gets everything from this start on, and no history before it.
+    pub fn start(
+        self,
+        handle: Handle,
+        fs: Arc<dyn Fs>,
+        layout: &Layout,
+        cfg: Arc<Config>,
+        new_after: u64,
+    ) -> Running {
         let cx = Context {
             handle,
+            new_after,
             fs,
             journal_dir: layout.journal_dir(),
             journal_every: cfg.broker.delivery_journal_every,

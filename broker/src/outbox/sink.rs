@@ -47,6 +47,8 @@ pub(crate) struct Context {
     pub cfg: Arc<Config>,
     pub deliveries: Deliveries,
     pub journal_every: u64,
+    /// Where a sink without a journaled position starts (see `Outbox::start`).
+    pub new_after: u64,
 }
 
 impl Sink {
@@ -93,15 +95,15 @@ impl Sink {
         }
     }
 
-    /// The feed after the journaled position. A sink never seen starts at the journal's end
-    /// (journaled at once): a new webhook is not flooded with history.
+    /// The feed after the journaled position. A sink never seen starts where this broker
+    /// started (journaled at once): a new webhook is not flooded with history.
     async fn resume(&self, cx: &Context) -> Option<(Feed, u64)> {
         let position = cx.handle.position(&self.id).await.ok()?;
         let sub = cx.handle.subscribe().await.ok()?;
         let after = match position {
             Some(p) => p,
             None => {
-                let p = sub.from_seq.saturating_sub(1);
+                let p = cx.new_after.min(sub.from_seq.saturating_sub(1));
                 self.commit(cx, p).await?;
                 p
             }
