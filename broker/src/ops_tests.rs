@@ -165,7 +165,7 @@ fn a_requeue_cut_short_by_a_crash_is_finished_at_restart() {
 
     r.layout.mailbox("Agent-8").create(&RealFs, true).unwrap();
     let mut e = r.engine();
-    assert_eq!(r.ls(&inbox), [fresh.clone()], "moved again, under the same name");
+    assert_eq!(r.ls(&inbox), [fresh], "moved again, under the same name");
     assert!(r.entries().is_empty());
     assert_eq!(r.ls(&q.join("requeued")), [reason]);
     e.step().unwrap();
