@@ -242,6 +242,7 @@ fn agent_list_shows_held_claims_leases_and_activity() {
     root.write_config("[broker]\nlease_secs = 120\n");
     let _b = root.broker();
     root.run(&["agent", "add", "Idle-1"]);
+    root.run(&["agent", "add", "Busy-1"]);
     submit(&root, json!({"task_id": "A-1", "task_type": "work"}));
     submit(&root, json!({"task_id": "A-2", "task_type": "work", "lease_secs": 900}));
     wait_for(T, || root.board("task_ready_queue").len() == 2);
