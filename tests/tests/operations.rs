@@ -148,7 +148,11 @@ fn board_filters_by_pool_agent_and_type_and_watch_redraws_until_sigint() {
 fn quarantine_entries_are_listed_shown_and_requeued_through_the_broker() {
     let root = Root::new();
     let _b = root.broker();
-    submit(&root, json!({"task_id": "Q-1", "assigned_to": "Agent-4"}));
+    let refused = root.run_with_input(
+        &["submit", "-"],
+        json!({"task_id": "Q-1", "assigned_to": "Agent-4"}).to_string().as_bytes(),
+    );
+    assert_eq!(refused.status.code(), Some(6), "the verdict: refused, and quarantined");
     deliver_raw(&root, "garbled.json", b"{\"task_id\": ");
     wait_for(T, || entries(&root).len() == 2);
     let list = entries(&root);
@@ -193,7 +197,8 @@ fn quarantine_entries_are_listed_shown_and_requeued_through_the_broker() {
     // A requeue message naming a path is refused by the broker itself, and quarantined.
     let client = agent_sdk::Client::open(&root.path).unwrap();
     assert!(client.requeue("../journal").is_err(), "the SDK refuses it first");
-    client.send_message(&protocol::Message::Requeue { name: "../journal".into() }).unwrap();
+    let refused = client.send_message(&protocol::Message::Requeue { name: "../journal".into() }).unwrap_err();
+    assert!(refused.to_string().contains("name"), "refused by the broker, naming the field: {refused}");
     wait_for(T, || entries(&root).iter().any(|e| e["field"] == "name"));
     assert!(root.ls("broker/journal").iter().any(|n| n.starts_with("segment-")), "the journal is untouched");
 }
@@ -216,7 +221,7 @@ fn mail_read_takes_mail_and_notices_once() {
         claim: "1-20260101T000000000000-000000000001-X.json".into(),
         result: Value::Null,
     };
-    client.send_message(&stale).unwrap();
+    client.send_message(&stale).unwrap_err(); // refused as stale: the verdict, and a notice
     wait_for(T, || root.ls("mailboxes/Agent-2/new").len() == 2);
     let got = json_of(&root, &["mail", "read", "--agent", "Agent-2", "--json"], 0);
     let kinds: Vec<&str> = got.as_array().unwrap().iter().map(|m| m["kind"].as_str().unwrap()).collect();
