@@ -40,6 +40,9 @@ pub(crate) enum Effect {
     /// Write a copy of refused input (part of a file, or a file that must stay where it is)
     /// into quarantine, with the reason beside it. Never overwrites.
     QuarantineCopy { to: PathBuf, bytes: Vec<u8>, reason: Value },
+    /// Move a quarantine entry back into the inbox under a fresh name, and its reason (if any)
+    /// into `quarantine/requeued/`. Finished by `reconcile` if a crash interrupts it.
+    Requeue { from: PathBuf, to: PathBuf, reason_from: PathBuf, reason_to: PathBuf },
     /// Deliver a notice or mail into an agent's `new/`.
     Post { agent: String, post: Post },
     /// Answer an in-process request.
@@ -80,7 +83,9 @@ impl Effect {
             Self::Deliver { maildir, .. } => Some(&maildir.root),
             Self::Remove { path } => Some(path),
             Self::Revoke { queued, .. } => Some(queued),
-            Self::Consumed { from, .. } | Self::Quarantine { from, .. } => Some(from),
+            Self::Consumed { from, .. } | Self::Quarantine { from, .. } | Self::Requeue { from, .. } => {
+                Some(from)
+            }
             Self::QuarantineCopy { to, .. } => Some(to),
             Self::Post { .. } | Self::Reply { .. } => None,
         }
@@ -238,6 +243,20 @@ impl Effects {
                     write_atomic(fs, &to, &bytes, &env.names, env.durability)?;
                 }
             }
+            Effect::Requeue { from, to, reason_from, reason_to } => {
+                if !env.layout.is_contained(fs, &from) || !env.layout.is_contained(fs, &reason_to) {
+                    tracing::error!(entry = %env.rel(&from),
+                        "not requeued: a directory on its path is a symbolic link");
+                    return Ok(());
+                }
+                self.move_once(env, &from, &to)?;
+                if fs.stat(&reason_from)?.is_some() {
+                    if let Some(d) = reason_to.parent() {
+                        fs.create_dir_all(d)?;
+                    }
+                    self.move_once(env, &reason_from, &reason_to)?;
+                }
+            }
             Effect::Post { agent, post } => self.post(env, &agent, post)?,
             // The requester may have given up waiting: the outcome is in the journal anyway.
             Effect::Reply(Answer::Verdict(to, verdict)) => {
@@ -246,6 +265,26 @@ impl Effects {
             Effect::Reply(Answer::Bulk(to, verdict)) => {
                 let _ = to.send(verdict);
             }
+        }
+        Ok(())
+    }
+
+    /// Moves a file that must not be in both places, nor replace anything: gone already is done,
+    /// and a destination that exists already is this very file moved before a crash that kept
+    /// the source too (destinations are fresh names), so the source is removed.
+    fn move_once(&mut self, env: &Env, from: &Path, to: &Path) -> Result<(), EngineError> {
+        match env.fs().rename_noreplace(from, to) {
+            Ok(()) => {
+                self.touch_src(from);
+                self.touch_dir(to);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_already_exists() => match env.fs().remove_file(from) {
+                Ok(()) => self.touch_src(from),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
