@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::engine::commands::{self, Command, Commands};
 use crate::engine::{Engine, EngineError};
-use crate::outbox::{Deliveries, Outbox};
+use crate::outbox::{Deliveries, Outbox, Poster};
 use notify::{RecursiveMode, Watcher};
 use runtime_layout::{BrokerLock, Fs, Layout, LockError};
 use std::future::Future;
@@ -50,10 +50,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     commands: Option<Commands>,
 ) -> Result<(), RunError> {
+    serve_with(fs, layout, shutdown, commands, None).await
+}
+
+/// [`serve`], with the HTTP client the outbox's webhooks POST through (the `mailroom` binary
+/// gives one; without it, a configured webhook is a configuration error).
+pub async fn serve_with(
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    shutdown: impl Future<Output = ()>,
+    commands: Option<Commands>,
+    poster: Option<Arc<dyn Poster>>,
+) -> Result<(), RunError> {
     layout.create(fs.as_ref()).map_err(EngineError::from)?;
     let lock = BrokerLock::acquire(fs.as_ref(), &layout.lock_file())?;
     let cfg = Config::load(fs.as_ref(), &layout)?;
-    let outbox = Outbox::prepare(&cfg, &layout)?;
+    let outbox = Outbox::prepare(&cfg, &layout, poster)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     let started = Instant::now();
     let mut engine = Engine::open(fs.clone(), layout.clone(), cfg.clone())?;

@@ -28,7 +28,7 @@ mod status;
 mod webhook;
 
 pub use status::{Attempt, Deliveries, RECENT, SinkStatus};
-pub use webhook::signature;
+pub use webhook::{Posted, Poster, signature};
 
 use crate::config::{Config, ConfigError, outbox::redacted_url};
 use crate::engine::commands::Handle;
@@ -83,16 +83,26 @@ fn read_secret(layout: &Layout, key: &str, file: &Path) -> Result<Vec<u8>, Confi
 }
 
 impl Outbox {
-    /// Builds the sinks of `cfg`: reads each webhook's secret and makes its client. An error
-    /// names the sink and the key; the broker does not start on it.
-    pub fn prepare(cfg: &Config, layout: &Layout) -> Result<Self, ConfigError> {
+    /// Builds the sinks of `cfg`: reads each webhook's secret and gives it `poster`, the HTTP
+    /// client of the process (webhooks cannot run without one). An error names the sink and the
+    /// key; the broker does not start on it.
+    pub fn prepare(
+        cfg: &Config,
+        layout: &Layout,
+        poster: Option<Arc<dyn Poster>>,
+    ) -> Result<Self, ConfigError> {
         let deliveries = Deliveries::default();
         let mut sinks = Vec::new();
         for (i, w) in cfg.webhooks.iter().enumerate() {
             let key = format!("webhooks[{i}]");
             let secret = w.secret_file.as_deref().map(|f| read_secret(layout, &key, f)).transpose()?;
-            let client = webhook::Webhook::new(w.url.clone(), secret, w.retry.timeout)
-                .map_err(|e| invalid(layout, format!("{key}: {e}")))?;
+            let Some(poster) = poster.clone() else {
+                return Err(invalid(
+                    layout,
+                    format!("{key}: webhooks need an HTTP client, which only the `mailroom` binary gives"),
+                ));
+            };
+            let client = webhook::Webhook::new(poster, w.url.clone(), secret, w.retry.timeout);
             let mut st = status::SinkStatus::new(w.sink(), "webhook", redacted_url(&w.url), w.events.names());
             st.pools = w.events.pools.iter().cloned().collect();
             deliveries.insert(st);

@@ -5,17 +5,37 @@
 //! when the sink has a secret, `X-Mailroom-Signature: sha256=<hex HMAC-SHA256 of the body>`. Any
 //! 2xx answer delivers; anything else, a redirect included, or no answer within the timeout, is a
 //! failed attempt. The client is async: a slow endpoint holds only its own deliverer.
+//!
+//! The POST itself goes through a [`Poster`]: the broker library carries no HTTP client (the
+//! engine stays off the HTTP stack), and the `mailroom` binary gives it one (`mailroom-http`).
 
 use super::event::Event;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Largest part of a failed answer's body kept for the log.
-const ERROR_BODY: usize = 200;
+/// What a [`Poster`] returns: `Ok` with a short summary (`"HTTP 200"`) for a 2xx answer, `Err`
+/// with what went wrong (a status and the start of the body, a timeout, no connection) — never
+/// the URL, which may carry a token.
+pub type Posted = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+/// One HTTP POST as the process running the broker makes it: no redirects followed, the whole
+/// request bounded by `timeout`.
+pub trait Poster: Send + Sync + 'static {
+    fn post(
+        &self,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Posted;
+}
 
 pub(crate) struct Webhook {
-    client: reqwest::Client,
+    poster: Arc<dyn Poster>,
     url: String,
     secret: Option<Vec<u8>>,
     timeout: Duration,
@@ -30,64 +50,21 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 }
 
 impl Webhook {
-    pub fn new(url: String, secret: Option<Vec<u8>>, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("mailroom/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout)
-            .build()?;
-        Ok(Self { client, url, secret, timeout })
+    pub fn new(poster: Arc<dyn Poster>, url: String, secret: Option<Vec<u8>>, timeout: Duration) -> Self {
+        Self { poster, url, secret, timeout }
     }
 
     /// One attempt: `Ok("HTTP 200")`, or what went wrong.
     pub async fn post(&self, ev: &Event) -> Result<String, String> {
-        let mut req = self
-            .client
-            .post(&self.url)
-            .timeout(self.timeout)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Mailroom-Delivery", ev.seq.to_string())
-            .header("X-Mailroom-Event", ev.name.as_str());
+        let mut headers = vec![
+            ("Content-Type", "application/json".to_string()),
+            ("X-Mailroom-Delivery", ev.seq.to_string()),
+            ("X-Mailroom-Event", ev.name.clone()),
+        ];
         if let Some(secret) = &self.secret {
-            req = req.header("X-Mailroom-Signature", signature(secret, &ev.body));
+            headers.push(("X-Mailroom-Signature", signature(secret, &ev.body)));
         }
-        let mut resp = req.body(ev.body.clone()).send().await.map_err(|e| describe(&e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(format!("HTTP {}", status.as_u16()));
-        }
-        let mut body = Vec::new();
-        while body.len() < ERROR_BODY {
-            match resp.chunk().await {
-                Ok(Some(c)) => body.extend_from_slice(&c),
-                _ => break,
-            }
-        }
-        body.truncate(ERROR_BODY);
-        let text = String::from_utf8_lossy(&body);
-        let text = text.trim();
-        Err(if text.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {text}") })
-    }
-}
-
-/// The error's chain in one line, without the URL (it may carry a token).
-fn describe(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut causes = Vec::new();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        causes.push(s.to_string());
-        src = s.source();
-    }
-    match causes.last() {
-        Some(root) => format!("{what}: {root}"),
-        None => what.to_string(),
+        self.poster.post(&self.url, headers, ev.body.clone(), self.timeout).await
     }
 }
 
