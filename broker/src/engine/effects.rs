@@ -1,8 +1,15 @@
 //! The effects mover: file moves the journal has decided, carried out only once the records that
-//! describe them are durable, followed by an fsync of every directory they touched — destinations
-//! first, then the directories files left, so a power loss in between leaves a moved file in both
-//! places, never in neither. Replies to in-process requests wait here too: a verdict is sent only
-//! once what it promises is in the journal.
+//! describe them are durable. Replies to in-process requests wait here too: a verdict is sent
+//! only once what it promises is in the journal.
+//!
+//! Directories the moves touched are fsynced — destinations first, then the directories files
+//! left, so a power loss in between leaves a moved file in both places, never in neither — but
+//! not with every batch: under `batch` durability the journal is the one fsync a batch pays.
+//! A move a power loss undoes is one the journal still describes, and recovery redoes it (a
+//! message back in `inbox/new/` is known consumed, a queued file lost is written again, a claim
+//! undone is taken back). What recovery needs to redo a move is forgotten at each snapshot, so
+//! the touched directories are fsynced before a snapshot is written ([`Effects::sync_touched`]),
+//! and at a clean stop. Under `always` they are fsynced with every batch, as before.
 
 use super::EngineError;
 use super::commands::{BulkVerdict, Verdict};
@@ -135,11 +142,24 @@ impl Effects {
                 other => other?,
             }
         }
+        if env.durability == Durability::Always {
+            self.sync_touched(env)?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs every directory moved into or out of since the last call: destinations first,
+    /// then sources (a directory that is both is fsynced twice).
+    pub fn sync_touched(&mut self, env: &Env) -> Result<(), EngineError> {
         let (arrived, left) = (std::mem::take(&mut self.touched), std::mem::take(&mut self.moved_from));
         if env.durability.sync_files() {
-            // Destinations first, then sources (a directory that is both is fsynced twice).
             for d in arrived.iter().chain(&left) {
-                env.fs().sync_dir(d)?;
+                match env.fs().sync_dir(d) {
+                    Ok(()) => {}
+                    // Removed since (an agent's mailbox, a pool): nothing in it to keep.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())

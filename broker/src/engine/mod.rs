@@ -200,7 +200,12 @@ impl Engine {
         }
         dispatch::ready(&mut self.core.tx());
         self.core.tx().commit()?;
-        self.core.ledger.compact_if_due(&self.core.env)?;
+        if self.core.ledger.compaction_due(&self.core.env) {
+            // The snapshot forgets what recovery needs to redo the moves it covers: make them
+            // durable first.
+            self.core.effects.sync_touched(&self.core.env)?;
+            self.core.ledger.compact(&self.core.env)?;
+        }
         self.write_boards(false)?;
         self.passes.observe(started.elapsed());
         self.messages += batch.messages as u64;
@@ -406,10 +411,15 @@ impl Engine {
 
     /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
+        let durable = self.core.env.durability == runtime_layout::Durability::Always;
+        self.write_boards_as(force, durable)
+    }
+
+    fn write_boards_as(&mut self, force: bool, durable: bool) -> Result<(), EngineError> {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force)
+        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 
     /// Removes processed messages older than the retention from `broker/inbox/cur/`.
@@ -432,7 +442,8 @@ impl Engine {
     /// edits made while the broker is stopped are absorbed at the next start.
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.core.tx().commit()?;
-        self.write_boards(true)?;
+        self.core.effects.sync_touched(&self.core.env)?;
+        self.write_boards_as(true, true)?;
         if self.core.env.cfg.ingest.absorb_board_edits {
             self.boards.save_marks(&self.core.env, self.core.ledger.next_seq() - 1)?;
         }
