@@ -2,8 +2,10 @@
 //! ([`outbox`]). Every setting has a default, so the file is optional; an unknown key is an error
 //! naming it, so a typo never silently changes nothing.
 
+pub mod cluster;
 pub mod outbox;
 
+pub use cluster::ClusterSettings;
 pub use outbox::{Events, Hook, Retry, Webhook};
 use protocol::Task;
 use protocol::names;
@@ -94,6 +96,8 @@ struct RawConfig {
     webhooks: Vec<outbox::RawWebhook>,
     #[serde(default)]
     hooks: Vec<outbox::RawHook>,
+    #[serde(default)]
+    cluster: Option<cluster::RawCluster>,
 }
 
 /// Where existing scripts write, besides `drop/`. Relative paths are taken from the root (the
@@ -156,6 +160,8 @@ pub struct Config {
     pub http: HttpSettings,
     pub webhooks: Vec<Webhook>,
     pub hooks: Vec<Hook>,
+    /// This broker as a node of a cluster sharing pools (`None`: a broker on its own).
+    pub cluster: Option<ClusterSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,7 +213,8 @@ impl Config {
         }
         let webhooks = outbox::webhooks(raw.webhooks)?;
         let hooks = outbox::hooks(raw.hooks)?;
-        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, http: raw.http, webhooks, hooks })
+        let cluster = raw.cluster.map(cluster::parse).transpose()?;
+        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, http: raw.http, webhooks, hooks, cluster })
     }
 
     /// Where a task goes when it has no `assigned_to`: its `task_type`'s route, else the pool
@@ -228,6 +235,11 @@ impl Config {
             Route::Pool(p) => Some(p),
             Route::Agent(_) => None,
         }
+    }
+
+    /// Whether tasks routed to `pool` travel through the cluster (never without `[cluster]`).
+    pub fn shared(&self, pool: &str) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.shares(pool))
     }
 
     pub fn backoff(&self) -> protocol::Backoff {

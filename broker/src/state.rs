@@ -55,6 +55,9 @@ pub struct State {
     requeues: BTreeMap<String, Requeued>,
     /// Each outbox sink's journaled position: every record up to it was handled.
     delivered: BTreeMap<String, u64>,
+    /// Tasks pulled from the cluster, not yet settled cluster-wide → the cluster-wide record's
+    /// revision this node wrote.
+    pulled: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -75,6 +78,7 @@ impl State {
         }
         s.consumed = snap.consumed;
         s.delivered = snap.delivered;
+        s.pulled = snap.pulled;
         s
     }
 
@@ -99,6 +103,7 @@ impl State {
             recent_done: self.recent_done.iter().cloned().collect(),
             consumed: BTreeMap::new(),
             delivered: self.delivered.clone(),
+            pulled: self.pulled.clone(),
         }
     }
 
@@ -178,6 +183,16 @@ impl State {
     /// An outbox sink's journaled position (`None` for a sink never seen).
     pub fn delivered(&self, sink: &str) -> Option<u64> {
         self.delivered.get(sink).copied()
+    }
+
+    /// The cluster-wide revision of a task pulled from the cluster and not yet settled there.
+    pub fn pulled(&self, id: &str) -> Option<u64> {
+        self.pulled.get(id).copied()
+    }
+
+    /// Every task pulled from the cluster and not yet settled there, with its revision.
+    pub fn pulled_tasks(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.pulled.iter().map(|(id, r)| (id.as_str(), *r))
     }
 
     /// Why a consumed inbox message was refused.
@@ -264,6 +279,13 @@ impl State {
             }
             Entry::Delivered { sink, through } => {
                 self.delivered.insert(sink.clone(), *through);
+                return;
+            }
+            Entry::Pull { task_id, revision, .. } | Entry::Revision { task_id, revision } => {
+                self.pulled.insert(task_id.clone(), *revision);
+            }
+            Entry::Settled { task_id, .. } => {
+                self.pulled.remove(task_id);
                 return;
             }
             _ => {}

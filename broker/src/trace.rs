@@ -102,6 +102,10 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         Some(p @ (Place::Queued { .. } | Place::Held { .. })) => p.rel_path().unwrap_or_default(),
         Some(Place::Backlog) => "no file: waiting in the backlog".into(),
         Some(Place::Done) => "no file: finished".into(),
+        Some(Place::Outbound { pool }) => {
+            format!("no file: held for the cluster (pool `{pool}`), not yet published")
+        }
+        Some(Place::Forwarded { pool }) => format!("no file: forwarded to the cluster (pool `{pool}`)"),
         None => "no file: never accepted".into(),
     };
     Ok(Some(Trace { task_id: id.to_string(), steps, status, now }))

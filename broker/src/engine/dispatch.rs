@@ -46,6 +46,10 @@ pub(crate) fn try_dispatch(tx: &mut Tx, id: &str) {
     let dir = match (&task.assigned_to, tx.env.route_of(&task)) {
         (Some(a), _) => Place::mailbox_dir(a),
         (None, Route::Agent(a)) => Place::mailbox_dir(&a),
+        // A shared pool's task goes to the cluster, unless it came from there.
+        (None, Route::Pool(p)) if tx.env.cfg.shared(&p) && tx.state().pulled(id).is_none() => {
+            return super::cluster::forward(tx, id, task, p);
+        }
         (None, Route::Pool(p)) => Place::pool_dir(&p),
     };
     queue_file(tx, id, task, dir);
@@ -61,7 +65,18 @@ pub(crate) fn redeliver(tx: &mut Tx, id: &str) {
 }
 
 /// Journals the task as queued in `dir` under a fresh dispatch name and delivers its file.
-fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
+fn queue_file(tx: &mut Tx, id: &str, task: Task, dir: String) {
+    queue_file_as(tx, id, task, dir, |task_id, task, place| Entry::Dispatch { task_id, task, place });
+}
+
+/// [`queue_file`], journaled as the record `entry` makes (a dispatch, or a pull from the cluster).
+pub(crate) fn queue_file_as(
+    tx: &mut Tx,
+    id: &str,
+    mut task: Task,
+    dir: String,
+    entry: impl FnOnce(String, Task, Place) -> Entry,
+) {
     let now = tx.now();
     let created = task.created_at.unwrap_or(now);
     let name = DispatchName::new(task.priority, created, tx.ledger.next_seq(), id).file_name();
@@ -70,7 +85,7 @@ fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
     let place = Place::Queued { dir, name: name.clone() };
     tr.apply(&mut task, &Event::Dispatch, BROKER, now, Some(json!({"to": place.rel_path()})));
     let bytes = task_bytes(&task);
-    tx.push(Entry::Dispatch { task_id: id.to_string(), task, place });
+    tx.push(entry(id.to_string(), task, place));
     if let Err(e) = maildir.create(tx.env.fs(), false) {
         tracing::error!(error = %e, "cannot create the destination maildir");
     }

@@ -29,6 +29,11 @@ pub enum Place {
     },
     /// Finished (COMPLETED, FAILED or CANCELLED): no file.
     Done,
+    /// A task of a shared pool, held in the journal until the cluster link has published it to
+    /// the cluster (no file: agents of this node get it, if at all, by pulling it back).
+    Outbound { pool: String },
+    /// Published to the cluster's work queue: whichever node pulls it runs it (no file here).
+    Forwarded { pool: String },
 }
 
 /// The directory prefix of every shared pool in a [`Place`]'s `dir` or `from`.
@@ -157,6 +162,25 @@ pub enum Entry {
     /// An outbox sink (a webhook or a hook) has handled every record up to `through`: after a
     /// restart it resumes after it (see `outbox`).
     Delivered { sink: String, through: u64 },
+    /// A task bound for a shared pool is held for the cluster (`Place::Outbound`): the cluster
+    /// link publishes it, as often as it takes, until `Forwarded` is journaled.
+    Forward { task_id: String, task: Task, place: Place },
+    /// The cluster's work queue has the task (`Place::Forwarded`).
+    Forwarded { task_id: String, task: Task, place: Place },
+    /// A task pulled from the cluster's work queue, queued here for local agents; `revision` is
+    /// the cluster-wide record's revision this node wrote when it took the task.
+    Pull { task_id: String, task: Task, place: Place, revision: u64 },
+    /// The cluster-wide record of a task pulled here moved to `revision` (redelivered to this
+    /// node while it still held the task).
+    Revision { task_id: String, revision: u64 },
+    /// The outcome of a pulled task was written to the cluster-wide record (`fenced`: refused,
+    /// because another node took the task since: the record's revision was no longer ours).
+    Settled {
+        task_id: String,
+        revision: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fenced: bool,
+    },
 }
 
 /// A quarantine entry sent back to the inbox.
@@ -296,6 +320,11 @@ impl Entry {
             Self::Snapshot { .. } => "snapshot",
             Self::Requeue(_) => "requeue",
             Self::Delivered { .. } => "delivered",
+            Self::Forward { .. } => "forward",
+            Self::Forwarded { .. } => "forwarded",
+            Self::Pull { .. } => "pull",
+            Self::Revision { .. } => "revision",
+            Self::Settled { .. } => "settled",
         }
     }
 
@@ -310,7 +339,12 @@ impl Entry {
             | Self::Claim { task_id, .. }
             | Self::Cancel { task_id, .. }
             | Self::Retry { task_id, .. }
-            | Self::Block { task_id, .. } => Some(task_id),
+            | Self::Block { task_id, .. }
+            | Self::Forward { task_id, .. }
+            | Self::Forwarded { task_id, .. }
+            | Self::Pull { task_id, .. }
+            | Self::Revision { task_id, .. }
+            | Self::Settled { task_id, .. } => Some(task_id),
             Self::Reject(r) => r.task_id.as_deref(),
             Self::Requeue(r) => r.task_id.as_deref(),
             Self::Mail(_)
@@ -332,7 +366,10 @@ impl Entry {
             | Self::Claim { task, place, .. }
             | Self::Cancel { task, place, .. }
             | Self::Retry { task, place, .. }
-            | Self::Block { task, place, .. } => Some((task, place)),
+            | Self::Block { task, place, .. }
+            | Self::Forward { task, place, .. }
+            | Self::Forwarded { task, place, .. }
+            | Self::Pull { task, place, .. } => Some((task, place)),
             _ => None,
         }
     }
@@ -375,6 +412,9 @@ impl Entry {
             Self::Block { reason, .. } | Self::Stray { reason, .. } => Some(Cow::Borrowed(reason)),
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
             Self::Requeue(_) => Some(Cow::Borrowed("requeued from quarantine by an operator")),
+            Self::Settled { fenced: true, .. } => Some(Cow::Borrowed(
+                "fenced: another node took the task since; this outcome was refused cluster-wide",
+            )),
             _ => None,
         }
     }
@@ -385,7 +425,9 @@ impl Entry {
             Self::Submit(a) | Self::Import(a) => Some(Cow::Borrowed(&a.path)),
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(Cow::Borrowed(&r.claim)),
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.claim)),
-            Self::Dispatch { place, .. } | Self::Claim { place, .. } => place.rel_path().map(Cow::Owned),
+            Self::Dispatch { place, .. } | Self::Claim { place, .. } | Self::Pull { place, .. } => {
+                place.rel_path().map(Cow::Owned)
+            }
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
             Self::Requeue(r) => Some(Cow::Borrowed(&r.path)),
@@ -428,6 +470,10 @@ pub struct Snapshot {
     /// Each outbox sink's journaled position (`Entry::Delivered`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub delivered: std::collections::BTreeMap<String, u64>,
+    /// Tasks pulled from the cluster whose outcome is not yet settled cluster-wide: id → the
+    /// revision of the cluster-wide record this node wrote.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pulled: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

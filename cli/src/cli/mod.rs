@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod board;
+mod cluster_board;
 pub mod exit;
 mod import;
 mod io;
@@ -136,6 +137,10 @@ pub enum Cmd {
         /// Redraw on every change until interrupted (with --json: one JSON array per line).
         #[arg(long)]
         watch: bool,
+        /// The cluster-wide board of shared tasks, read from the cluster (`[cluster]` in
+        /// mailroom.toml) instead of this root's boards.
+        #[arg(long, conflicts_with = "watch")]
+        cluster: bool,
     },
     /// Is a broker running, and what waits where (exit 10 when no broker runs).
     Status {
@@ -272,8 +277,8 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Board { .. } | Cmd::Trace { .. } if !layout.is_initialised(fs.as_ref()) => {
             Err(exit::not_initialised(&root))
         }
-        Cmd::Board { status, pool, agent, task_type, json, watch } => {
-            let args = board::Args { status, pool, agent, task_type, json, watch };
+        Cmd::Board { status, pool, agent, task_type, json, watch, cluster } => {
+            let args = board::Args { status, pool, agent, task_type, json, watch, cluster };
             board::board(fs.as_ref(), &layout, args)
         }
         Cmd::Status { json } => status::status(fs.as_ref(), &layout, json),
