@@ -184,7 +184,7 @@ impl BoardWriter {
                     Board::Backlog,
                     l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id,
                 ),
-                Place::Queued { name, .. } => (Board::Ready, name.clone()),
+                Place::Queued { name, .. } | Place::Waiting { name, .. } => (Board::Ready, name.clone()),
                 Place::Held { name, .. } => (Board::Working, name.clone()),
             };
             boards.entry(board).or_default().push((key, &l.task));

@@ -37,6 +37,7 @@ pub(crate) mod quarantine;
 pub(crate) mod recovery;
 pub(crate) mod stats;
 pub(crate) mod tx;
+pub(crate) mod window;
 
 use crate::config::{self, Config};
 use crate::import::{ImportFile, ImportOptions, ImportReport};
@@ -348,7 +349,9 @@ impl Engine {
         let state = self.state();
         let view = |task: &protocol::Task, place: &Place| {
             let pool = match place {
-                Place::Queued { dir, .. } => dir.strip_prefix("queues/").map(str::to_string),
+                Place::Queued { dir, .. } | Place::Waiting { dir, .. } => {
+                    dir.strip_prefix("queues/").map(str::to_string)
+                }
                 Place::Held { from, .. } => from.strip_prefix("queues/").map(str::to_string),
                 Place::Outbound { pool } | Place::Forwarded { pool } => Some(pool.clone()),
                 Place::Backlog | Place::Done => {
@@ -380,7 +383,9 @@ impl Engine {
         }
         for l in state.lives() {
             match &l.place {
-                Place::Queued { dir, .. } => *queues.entry(dir.clone()).or_default() += 1,
+                Place::Queued { dir, .. } | Place::Waiting { dir, .. } => {
+                    *queues.entry(dir.clone()).or_default() += 1
+                }
                 Place::Held { agent, name, .. } => {
                     agents.entry(agent.clone()).or_default().push(name.clone())
                 }
