@@ -3,7 +3,7 @@
 
 use crate::{Client, Error, MAX_TASK_BYTES, SAFETY_RESCAN, is_change};
 use protocol::machine::{Backoff, Event, transition};
-use protocol::names::{DispatchName, is_hidden, validate_agent, validate_pool};
+use protocol::names::{DispatchName, Recipient, is_hidden, validate_agent, validate_pool};
 use protocol::{Mail, Message, Notice, Task, ValidationError};
 use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, RealFs};
 use serde_json::Value;
@@ -213,9 +213,10 @@ impl Agent {
         self.client.send_message(&Message::Release { agent: self.name.clone(), claim: claim.to_string() })
     }
 
-    /// Sends mail to another agent through the broker.
+    /// Sends mail through the broker: to another agent, to every agent but this one (`to` is
+    /// `ALL`), or to a group (`@name`, defined in the broker's `mailroom.toml`).
     pub fn send(&self, to: &str, subject: Option<&str>, body: Value) -> Result<String, Error> {
-        validate_agent(to).map_err(|e| Error::InvalidName(ValidationError::new("to", e.rule)))?;
+        Recipient::parse(to).map_err(Error::InvalidName)?;
         self.client.send_message(&Message::Send {
             from: self.name.clone(),
             to: to.to_string(),

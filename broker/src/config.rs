@@ -78,6 +78,9 @@ struct RawConfig {
     routes: BTreeMap<String, String>,
     #[serde(default)]
     ingest: IngestSettings,
+    /// `name = ["Agent-2", "Agent-5"]`: mail to `@name` goes to these agents.
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
 }
 
 /// Where existing scripts write, besides `drop/`. Relative paths are taken from the root (the
@@ -108,6 +111,8 @@ pub struct Config {
     pub broker: BrokerSettings,
     pub routes: BTreeMap<String, Route>,
     pub ingest: IngestSettings,
+    /// Named groups of agents, addressed as `@name` (members in the order written, each once).
+    pub groups: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +155,19 @@ impl Config {
         if raw.broker.lease_secs == 0 || raw.broker.tick_ms == 0 || raw.broker.batch_size == 0 {
             return Err("broker: lease_secs, tick_ms and batch_size must be at least 1".into());
         }
-        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest })
+        let mut groups = BTreeMap::new();
+        for (name, members) in raw.groups {
+            names::validate_group(&name).map_err(|e| format!("groups.{name}: {}", e.rule))?;
+            let mut unique: Vec<String> = Vec::with_capacity(members.len());
+            for m in members {
+                names::validate_agent(&m).map_err(|e| format!("groups.{name}: {}", e.rule))?;
+                if !unique.contains(&m) {
+                    unique.push(m);
+                }
+            }
+            groups.insert(name, unique);
+        }
+        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, groups })
     }
 
     pub fn backoff(&self) -> protocol::Backoff {
@@ -180,5 +197,13 @@ mod tests {
         assert!(Config::parse("[routes]\nX = \"queue:a\"\n").unwrap_err().contains("routes.X"));
         assert!(Config::parse("[routes]\nX = \"agent:../a\"\n").unwrap_err().contains("routes.X"));
         assert!(Config::parse("").is_ok());
+        assert!(Config::parse("[groups]\n\"a b\" = []\n").unwrap_err().contains("groups.a b"));
+        assert!(Config::parse("[groups]\nr = [\"ALL\"]\n").unwrap_err().contains("reserved"));
+    }
+
+    #[test]
+    fn groups_list_valid_agents_once() {
+        let c = Config::parse("[groups]\nreviewers = [\"Agent-2\", \"Agent-5\", \"Agent-2\"]\n").unwrap();
+        assert_eq!(c.groups["reviewers"], ["Agent-2", "Agent-5"]);
     }
 }

@@ -31,10 +31,68 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
+/// The address of a broadcast: mail sent to `ALL` goes to every registered agent but its sender.
+/// No agent may take this name, in any case.
+pub const BROADCAST: &str = "ALL";
+/// The prefix of a group's address: `@reviewers` is the group `reviewers` of `mailroom.toml`'s
+/// `[groups]`. Agent names start with a letter or digit, so no agent name starts with it.
+pub const GROUP_PREFIX: char = '@';
+
+/// The address rules (an agent name, `ALL`, or `@` and a group name) as a regular expression, for
+/// the JSON Schema (it cannot say "no `..`" nor "not `all` in another case"; [`Recipient::parse`]
+/// does).
+pub const RECIPIENT_PATTERN: &str = "^@?[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
 /// Agent names are case-sensitive and path-safe: 1-64 bytes of `A-Z a-z 0-9 - _ .`, starting
-/// with a letter or digit, with no `..`.
+/// with a letter or digit, with no `..`, and not [`BROADCAST`] in any case.
 pub fn validate_agent(name: &str) -> Result<(), ValidationError> {
-    check_segment(name, "agent")
+    check_segment(name, "agent")?;
+    if name.eq_ignore_ascii_case(BROADCAST) {
+        return Err(ValidationError::new(
+            "agent",
+            format!("`{name}` is reserved: mail to `{BROADCAST}` goes to every agent"),
+        ));
+    }
+    Ok(())
+}
+
+/// Group names (`[groups]` of `mailroom.toml`, addressed as `@name`) follow the pool-name rules.
+pub fn validate_group(name: &str) -> Result<(), ValidationError> {
+    check_segment(name, "group")
+}
+
+/// Whom mail is addressed to: one agent, every agent ([`BROADCAST`]), or a named group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    Agent(String),
+    All,
+    Group(String),
+}
+
+impl Recipient {
+    /// Reads an address: `ALL`, `@group`, or an agent name. The error names the field `to`.
+    pub fn parse(address: &str) -> Result<Self, ValidationError> {
+        if address == BROADCAST {
+            return Ok(Self::All);
+        }
+        if let Some(group) = address.strip_prefix(GROUP_PREFIX) {
+            return validate_group(group)
+                .map(|()| Self::Group(group.to_string()))
+                .map_err(|e| ValidationError::new("to", e.rule));
+        }
+        validate_agent(address)
+            .map(|()| Self::Agent(address.to_string()))
+            .map_err(|e| ValidationError::new("to", e.rule))
+    }
+
+    /// The address as it is written: `ALL`, `@group` or the agent's name.
+    pub fn address(&self) -> String {
+        match self {
+            Self::Agent(a) => a.clone(),
+            Self::All => BROADCAST.to_string(),
+            Self::Group(g) => format!("{GROUP_PREFIX}{g}"),
+        }
+    }
 }
 
 /// Pool names follow the agent-name rules.
@@ -179,6 +237,24 @@ mod tests {
             assert!(validate_agent(bad).is_err(), "{bad:?}");
         }
         assert_eq!(validate_agent("a/b").unwrap_err().field, "agent");
+        for reserved in ["ALL", "all", "All"] {
+            assert!(validate_agent(reserved).unwrap_err().rule.contains("reserved"), "{reserved}");
+        }
+        assert!(validate_agent("ALL-1").is_ok() && validate_agent("Allie").is_ok());
+    }
+
+    #[test]
+    fn recipients() {
+        assert_eq!(Recipient::parse("ALL"), Ok(Recipient::All));
+        assert_eq!(Recipient::parse("@reviewers"), Ok(Recipient::Group("reviewers".into())));
+        assert_eq!(Recipient::parse("Agent-5"), Ok(Recipient::Agent("Agent-5".into())));
+        for bad in ["all", "@", "@../x", "@a b", "", "a/b", "@@x"] {
+            let e = Recipient::parse(bad).unwrap_err();
+            assert_eq!(e.field, "to", "{bad}");
+        }
+        for r in [Recipient::All, Recipient::Group("g".into()), Recipient::Agent("A".into())] {
+            assert_eq!(Recipient::parse(&r.address()), Ok(r));
+        }
     }
 
     #[test]
@@ -220,6 +296,13 @@ mod tests {
         #[test]
         fn any_task_type_gives_a_valid_pool(t in "\\PC{0,100}") {
             prop_assert!(validate_pool(&pool_for_task_type(Some(&t))).is_ok());
+        }
+
+        #[test]
+        fn no_agent_name_is_a_broadcast_or_a_group(s in "[@a-zA-Z0-9._-]{0,70}") {
+            if validate_agent(&s).is_ok() {
+                prop_assert_eq!(Recipient::parse(&s), Ok(Recipient::Agent(s.clone())));
+            }
         }
 
         #[test]

@@ -29,4 +29,4 @@ pub use clock::{Clock, ManualClock};
 pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};
-pub use ops::{Durability, NameSource, deliver, hostname, now, replace_file, write_atomic};
+pub use ops::{Durability, NameSource, deliver, deliver_read, hostname, now, replace_file, write_atomic};

@@ -66,7 +66,7 @@ pub fn send(
     subject: Option<&str>,
     file: &str,
 ) -> Result<(), Failure> {
-    protocol::names::validate_agent(to).map_err(|e| Failure::new(exit::INVALID, e.within("to")))?;
+    protocol::names::Recipient::parse(to).map_err(|e| Failure::new(exit::INVALID, e))?;
     let body = json_or_text(read_input(file)?);
     agent_sdk::Agent::open(root, from)?.with_ack(ack).send(to, subject, body)?;
     Ok(())

@@ -97,10 +97,12 @@ pub enum Cmd {
     Cancel { task_id: String },
     /// Redrive a FAILED, BLOCKED or CANCELLED task.
     Retry { task_id: String },
-    /// Send mail from one agent to another; the body is JSON (or text) from a file or `-`.
+    /// Send mail from one agent to another, to every other agent (`--to ALL`) or to a group
+    /// (`--to @name`, from `[groups]` of mailroom.toml); the body is JSON (or text) from a file or `-`.
     Send {
         #[arg(long)]
         from: String,
+        /// An agent, `ALL`, or `@group`.
         #[arg(long)]
         to: String,
         #[arg(long)]

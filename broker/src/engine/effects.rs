@@ -10,7 +10,7 @@ use super::env::Env;
 use super::ledger::Ledger;
 use protocol::message::{Notice, NoticeKind};
 use protocol::{Mail, Task};
-use runtime_layout::{Durability, Maildir, deliver, write_atomic};
+use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_atomic};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -21,7 +21,11 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub(crate) enum Post {
     Notice(Notice),
-    Mail(Mail),
+    /// Mail; `read` puts it into `cur/` (legacy mail that was marked delivered or read).
+    Mail {
+        mail: Mail,
+        read: bool,
+    },
 }
 
 /// A file effect, carried out after the journal entry that describes it is durable.
@@ -245,12 +249,18 @@ impl Effects {
         if !md.exists(env.fs()) || !env.layout.maildir_contained(env.fs(), &md) {
             return Ok(());
         }
-        let (kind, bytes) = match &post {
-            Post::Notice(n) => ("notice", json_pretty(n)),
-            Post::Mail(m) => ("mail", json_pretty(m)),
+        let (kind, bytes, read) = match &post {
+            Post::Notice(n) => ("notice", json_pretty(n), false),
+            Post::Mail { mail, read } => ("mail", json_pretty(mail), *read),
         };
         let name = env.names.next(kind);
-        match deliver(env.fs(), &md, &name, &bytes, Durability::Never) {
+        let posted = if read {
+            md.create(env.fs(), true)
+                .and_then(|()| deliver_read(env.fs(), &md, &name, &bytes, Durability::Never))
+        } else {
+            deliver(env.fs(), &md, &name, &bytes, Durability::Never)
+        };
+        match posted {
             Ok(p) => self.touch_dir(&p),
             // The mailbox is the agent's: one it made unwritable misses the post, nothing else.
             Err(e) if e.is_permission_denied() => env.warn_once(&md.root, "cannot post into a mailbox", &e),

@@ -227,20 +227,41 @@ pub struct Rejected {
     pub path: String,
 }
 
-/// Mail delivered.
+/// Mail delivered: to one agent, or (a broadcast, a group) to each of `fanout`, in one record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MailSent {
     pub msg: String,
     #[serde(rename = "actor")]
     pub from: String,
+    /// The address: an agent, `ALL` or `@group`.
     #[serde(default)]
     pub to: String,
+    /// For `ALL` and `@group`: every agent a copy was delivered to (the sender never is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fanout: Vec<String>,
+    /// For `@group`: members that got no copy because they have no mailbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+    /// Delivered as read, into the recipients' `cur/` (legacy mail marked delivered or read).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read: bool,
     /// For migrated mail: the hash of its source and content, so a second import skips it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<u64>,
     /// For migrated mail: the source file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<String>,
+}
+
+impl MailSent {
+    /// The agents the mail was delivered to: the fan-out, or the one agent it was addressed to.
+    pub fn recipients(&self) -> Vec<&str> {
+        if self.fanout.is_empty() && protocol::names::validate_agent(&self.to).is_ok() {
+            vec![self.to.as_str()]
+        } else {
+            self.fanout.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 /// What an absorbed board edit gave.
