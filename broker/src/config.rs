@@ -68,6 +68,38 @@ impl Default for BrokerSettings {
     }
 }
 
+/// How tasks are ordered and released: priority aging and dependencies that do not exist.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchSettings {
+    /// A queued task waiting longer than this many seconds rises one priority level (for dispatch
+    /// order only) per further `aging_secs`, never above CRITICAL. `0` (the default) turns aging
+    /// off.
+    pub aging_secs: u64,
+    /// A task waiting for a task id that does not exist is BLOCKED after this many seconds.
+    pub missing_dependency_secs: u64,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self { aging_secs: 0, missing_dependency_secs: 86_400 }
+    }
+}
+
+/// Agent presence.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// An agent not seen (no claim, heartbeat or message) for this many seconds is `stale`.
+    pub stale_secs: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self { stale_secs: 600 }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -81,6 +113,10 @@ struct RawConfig {
     /// `name = ["Agent-2", "Agent-5"]`: mail to `@name` goes to these agents.
     #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    dispatch: DispatchSettings,
+    #[serde(default)]
+    agents: AgentSettings,
 }
 
 /// Where existing scripts write, besides `drop/`. Relative paths are taken from the root (the
@@ -113,6 +149,8 @@ pub struct Config {
     pub ingest: IngestSettings,
     /// Named groups of agents, addressed as `@name` (members in the order written, each once).
     pub groups: BTreeMap<String, Vec<String>>,
+    pub dispatch: DispatchSettings,
+    pub agents: AgentSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +205,17 @@ impl Config {
             }
             groups.insert(name, unique);
         }
-        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, groups })
+        if raw.agents.stale_secs == 0 {
+            return Err("agents: stale_secs must be at least 1".into());
+        }
+        Ok(Self {
+            broker: raw.broker,
+            routes,
+            ingest: raw.ingest,
+            groups,
+            dispatch: raw.dispatch,
+            agents: raw.agents,
+        })
     }
 
     pub fn backoff(&self) -> protocol::Backoff {
@@ -199,6 +247,25 @@ mod tests {
         assert!(Config::parse("").is_ok());
         assert!(Config::parse("[groups]\n\"a b\" = []\n").unwrap_err().contains("groups.a b"));
         assert!(Config::parse("[groups]\nr = [\"ALL\"]\n").unwrap_err().contains("reserved"));
+    }
+
+    #[test]
+    fn dispatch_and_agent_settings() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(
+            (c.dispatch.aging_secs, c.dispatch.missing_dependency_secs, c.agents.stale_secs),
+            (0, 86_400, 600)
+        );
+        let c = Config::parse(
+            "[dispatch]\naging_secs = 30\nmissing_dependency_secs = 5\n[agents]\nstale_secs = 9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.dispatch.aging_secs, c.dispatch.missing_dependency_secs, c.agents.stale_secs),
+            (30, 5, 9)
+        );
+        assert!(Config::parse("[dispatch]\naging = 1\n").unwrap_err().contains("aging"));
+        assert!(Config::parse("[agents]\nstale_secs = 0\n").is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! channel in-process front ends use; [`import`] migrates a legacy tree; [`trace`] and
 //! [`board`] read what the broker wrote.
 
+pub mod agents;
 pub mod board;
 pub mod config;
 pub mod engine;

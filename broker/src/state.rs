@@ -3,7 +3,7 @@
 //! cannot disagree. Everything else reads it through the accessors below.
 
 use crate::journal::{Entry, Place, Record, SnapTask, Snapshot, Tomb, consumed_path};
-use protocol::{Status, Task};
+use protocol::{Status, Task, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// A task that is not finished.
@@ -51,6 +51,9 @@ pub struct State {
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
     refusals: BTreeMap<String, String>,
+    /// When each agent was last seen in a record: a claim, a report, mail, a refused message.
+    /// (Heartbeats touch claim files and are not journaled: presence adds their mtimes.)
+    seen: HashMap<String, Timestamp>,
 }
 
 impl State {
@@ -70,6 +73,7 @@ impl State {
             s.set_live(st.task, st.place, st.hash);
         }
         s.consumed = snap.consumed;
+        s.seen = snap.agents_seen.into_iter().collect();
         s
     }
 
@@ -93,6 +97,7 @@ impl State {
             tombs,
             recent_done: self.recent_done.iter().cloned().collect(),
             consumed: BTreeMap::new(),
+            agents_seen: self.seen.iter().map(|(a, t)| (a.clone(), *t)).collect(),
         }
     }
 
@@ -159,6 +164,11 @@ impl State {
         self.consumed.get(msg).map(String::as_str)
     }
 
+    /// When `agent` was last seen in a journal record.
+    pub fn last_seen(&self, agent: &str) -> Option<Timestamp> {
+        self.seen.get(agent).copied()
+    }
+
     /// Why a consumed inbox message was refused.
     pub fn refusal(&self, msg: &str) -> Option<&str> {
         self.refusals.get(msg).map(String::as_str)
@@ -215,6 +225,10 @@ impl State {
 
     /// Applies one journal record. Live operation and replay both go through here.
     pub fn apply(&mut self, rec: &Record) {
+        if let Some(agent) = rec.entry.seen_agent() {
+            let t = self.seen.entry(agent.to_string()).or_insert(rec.ts);
+            *t = (*t).max(rec.ts);
+        }
         // Any record caused by a message means the message was handled, not only its Consume
         // record: a power loss can keep a prefix of an unsynced batch (a torn append), and a
         // message whose effect survived without its Consume must not be handled a second time.

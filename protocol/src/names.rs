@@ -12,7 +12,9 @@
 //!   └ priority rank: 0 CRITICAL, 1 HIGH, 2 MEDIUM, 3 LOW (urgent first)
 //! ```
 //!
-//! Plain byte order of these names is dispatch order.
+//! Plain byte order of these names is dispatch order. A task in a shared pool that requires
+//! capabilities carries their tag (see [`crate::capability`]) before `.json`:
+//! `…-LEAD-7.caps-3f2a9c1e0b4d5a67.json`.
 
 use crate::error::ValidationError;
 use crate::task::Priority;
@@ -150,6 +152,9 @@ pub fn id_fragment(task_id: &str) -> String {
     if out.is_empty() { "_".to_string() } else { out }
 }
 
+/// What separates the tag of a task's required capabilities from the id fragment.
+pub const CAPS_MARK: &str = ".caps-";
+
 /// The parts of a dispatch name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DispatchName {
@@ -158,16 +163,30 @@ pub struct DispatchName {
     pub created: String,
     pub seq: u64,
     pub id_fragment: String,
+    /// The tag of the capabilities the task requires (see [`crate::capability::tag`]), for a
+    /// task waiting in a shared pool that requires some.
+    pub caps: Option<String>,
 }
 
 impl DispatchName {
     pub fn new(priority: Priority, created: Timestamp, seq: u64, task_id: &str) -> Self {
-        Self { priority, created: created.compact(), seq, id_fragment: id_fragment(task_id) }
+        Self { priority, created: created.compact(), seq, id_fragment: id_fragment(task_id), caps: None }
+    }
+
+    /// The same name, carrying the tag of the capabilities a claimant must hold.
+    pub fn with_caps(mut self, tag: Option<String>) -> Self {
+        self.caps = tag;
+        self
     }
 
     /// Parses a file name; `None` if it is not a dispatch name (mail, notices, strays).
     pub fn parse(name: &str) -> Option<Self> {
         let stem = name.strip_suffix(".json")?;
+        let (stem, caps) = match stem.rsplit_once(CAPS_MARK) {
+            Some((stem, tag)) if crate::capability::is_tag(tag) => (stem, Some(tag.to_string())),
+            Some(_) => return None,
+            None => (stem, None),
+        };
         let mut parts = stem.splitn(4, '-');
         let rank = parts.next()?;
         let created = parts.next()?;
@@ -190,11 +209,13 @@ impl DispatchName {
             created: created.to_string(),
             seq: seq.parse().ok()?,
             id_fragment: frag.to_string(),
+            caps,
         })
     }
 
     pub fn file_name(&self) -> String {
-        format!("{}-{}-{:012}-{}.json", self.priority.rank(), self.created, self.seq, self.id_fragment)
+        let caps = self.caps.as_deref().map(|t| format!("{CAPS_MARK}{t}")).unwrap_or_default();
+        format!("{}-{}-{:012}-{}{caps}.json", self.priority.rank(), self.created, self.seq, self.id_fragment)
     }
 }
 
@@ -280,12 +301,21 @@ mod tests {
         assert!(!a.file_name().contains('/'));
         assert_eq!(DispatchName::parse("mail-20250101T000000000000.P1Q1R0.h.json"), None);
         assert_eq!(DispatchName::parse("../1-x.json"), None);
+        let gated = c.clone().with_caps(Some("0123456789abcdef".into()));
+        assert!(gated.file_name().ends_with("-older.caps-0123456789abcdef.json"), "{}", gated.file_name());
+        assert_eq!(DispatchName::parse(&gated.file_name()), Some(gated.clone()));
+        let mut with_tag = vec![gated.file_name(), a.file_name(), b.file_name()];
+        with_tag.sort();
+        assert_eq!(with_tag, [gated.file_name(), a.file_name(), b.file_name()], "the tag changes no order");
+        let bad = c.file_name().replace(".json", ".caps-xyz.json");
+        assert_eq!(DispatchName::parse(&bad), None);
     }
 
     proptest! {
         #[test]
-        fn any_task_id_gives_a_safe_parseable_name(id in "\\PC{1,300}", seq in 0u64..999_999_999_999, rank in 0u8..4) {
-            let n = DispatchName::new(Priority::from_rank(rank).unwrap(), Timestamp::from_micros(1_600_000_000_000_000), seq, &id);
+        fn any_task_id_gives_a_safe_parseable_name(id in "\\PC{1,300}", seq in 0u64..999_999_999_999, rank in 0u8..4, caps in proptest::option::of("[a-z]{1,10}")) {
+            let tag = caps.and_then(|c| crate::capability::tag(&[c]));
+            let n = DispatchName::new(Priority::from_rank(rank).unwrap(), Timestamp::from_micros(1_600_000_000_000_000), seq, &id).with_caps(tag);
             let name = n.file_name();
             prop_assert!(name.len() < 200);
             prop_assert!(!name.contains('/') && !name.starts_with('.') && !name.contains(".."));

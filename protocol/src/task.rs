@@ -167,6 +167,10 @@ pub struct Task {
     pub depends_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Capabilities an agent must hold (all of them) to claim the task from a shared pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1, max = 64)))]
+    pub required_capabilities: Vec<String>,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub params: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +215,7 @@ pub const CANONICAL_FIELDS: &[&str] = &[
     "updated_at",
     "depends_on",
     "tags",
+    "required_capabilities",
     "params",
     "not_before",
     "max_attempts",
@@ -237,6 +242,7 @@ impl Task {
             updated_at: None,
             depends_on: Vec::new(),
             tags: Vec::new(),
+            required_capabilities: Vec::new(),
             params: Value::Null,
             not_before: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -281,6 +287,11 @@ impl Task {
         task.not_before = take_opt_time(&mut map, "not_before")?;
         task.depends_on = take_string_list(&mut map, "depends_on")?;
         task.tags = take_string_list(&mut map, "tags")?;
+        task.required_capabilities = take_string_list(&mut map, "required_capabilities")?;
+        for (i, c) in task.required_capabilities.iter().enumerate() {
+            crate::capability::validate_capability(c)
+                .map_err(|e| ValidationError::new(format!("required_capabilities[{i}]"), e.rule))?;
+        }
         task.params = map.shift_remove("params").unwrap_or(Value::Null);
         task.result = map.shift_remove("result").unwrap_or(Value::Null);
         if let Some(n) = take_opt_u64(&mut map, "max_attempts")? {

@@ -8,6 +8,8 @@
 //!   broker/broker.lock                exclusive lock held by the one running broker
 //!   queues/<pool>/{tmp,new}/          shared work pools
 //!   mailboxes/<agent>/{tmp,new,cur}/  one maildir per agent
+//!   mailboxes/<agent>/agent.json      what the agent declares (its capabilities)
+//!   capabilities/<tag>.json           the capabilities a dispatch name's tag stands for
 //!   drop/                             files written any way at all by existing scripts
 //!   central_task_boards/              boards, written only by the broker, always atomically
 //!   mailroom.toml                     optional configuration
@@ -23,6 +25,7 @@ mod fs;
 mod layout;
 mod lock;
 mod ops;
+mod profile;
 pub mod sim;
 
 pub use clock::{Clock, ManualClock};
@@ -30,3 +33,6 @@ pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};
 pub use ops::{Durability, NameSource, deliver, deliver_read, hostname, now, replace_file, write_atomic};
+pub use profile::{
+    ProfileError, read_agent_profile, read_capability_set, write_agent_profile, write_capability_set,
+};

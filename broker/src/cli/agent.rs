@@ -1,4 +1,5 @@
-//! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add`.
+//! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add` (with the
+//! capabilities an agent declares).
 
 use super::exit::{self, Failure, not_initialised};
 use super::io::{emit, json_or_text, print_json, read_input};
@@ -6,6 +7,7 @@ use agent_sdk::Ack;
 use runtime_layout::{Fs, Layout};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn claim(root: &Path, agent: &str, pools: &[String], wait: Option<f64>) -> Result<(), Failure> {
@@ -72,11 +74,14 @@ pub fn send(
     Ok(())
 }
 
-pub fn add(fs: &dyn Fs, layout: &Layout, name: &str) -> Result<(), Failure> {
+pub fn add(fs: Arc<dyn Fs>, layout: &Layout, name: &str, capabilities: &[String]) -> Result<(), Failure> {
     protocol::names::validate_agent(name).map_err(|e| Failure::new(exit::INVALID, e))?;
-    if !layout.is_initialised(fs) {
+    if !layout.is_initialised(fs.as_ref()) {
         return Err(not_initialised(layout.root()));
     }
-    layout.mailbox(name).create(fs, true).map_err(|e| Failure::new(exit::ERROR, e))?;
+    let agent = agent_sdk::Agent::register_with(fs, layout.root(), name)?;
+    if !capabilities.is_empty() {
+        agent.set_capabilities(capabilities)?;
+    }
     emit(&format!("{}\n", layout.mailbox(name).root.display()))
 }

@@ -156,8 +156,20 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
-    /// Create an agent's mailbox.
-    Add { name: String },
+    /// Create an agent's mailbox; with `--capability`, declare what it can do (replacing what it
+    /// declared before).
+    Add {
+        name: String,
+        /// A capability the agent holds (repeat for more): it may then claim pool tasks whose
+        /// `required_capabilities` it covers.
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+    },
+    /// List the agents: capabilities, claims held, last seen and state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one command.
@@ -210,6 +222,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             import::import(fs, layout, &paths, dry_run, json, !no_create_agents)
         }
         Cmd::Bench { args } => Err(bench::bench(&args)),
-        Cmd::Agent { cmd: AgentCmd::Add { name } } => agent::add(fs.as_ref(), &layout, &name),
+        Cmd::Agent { cmd: AgentCmd::Add { name, capabilities } } => {
+            agent::add(fs, &layout, &name, &capabilities)
+        }
+        Cmd::Agent { cmd: AgentCmd::List { json } } => views::agents(fs.as_ref(), &layout, json),
     }
 }

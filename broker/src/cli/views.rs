@@ -1,8 +1,8 @@
-//! Read-only views for operators: the boards, a task's trace, the JSON Schemas.
+//! Read-only views for operators: the boards, a task's trace, the agents, the JSON Schemas.
 
 use super::exit::{self, Failure};
 use super::io::{emit, print_json};
-use mailroom::{board, trace as tracing_view};
+use mailroom::{agents, board, trace as tracing_view};
 use protocol::Status;
 use runtime_layout::{Fs, Layout};
 use serde_json::Value;
@@ -26,7 +26,18 @@ pub fn board(fs: &dyn Fs, layout: &Layout, status: Option<String>, json: bool) -
             .collect();
         print_json(&Value::Array(v))
     } else {
-        emit(&board::render(&rows))
+        let mut text = board::render(&rows);
+        if status.is_none() {
+            let cfg =
+                mailroom::config::Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+            let list = agents::list(fs, layout, &cfg, runtime_layout::now())
+                .map_err(|e| Failure::new(exit::ERROR, e))?;
+            if !list.is_empty() {
+                text.push('\n');
+                text.push_str(&agents::render(&list));
+            }
+        }
+        emit(&text)
     }
 }
 
@@ -41,6 +52,21 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<
         }
         Ok(None) => Err(Failure::new(exit::NOTHING, format!("no task `{task_id}` in the journal"))),
         Err(e) => Err(Failure::new(exit::ERROR, e)),
+    }
+}
+
+/// `mailroom agent list`: every agent, its capabilities, claims, last-seen time and state.
+pub fn agents(fs: &dyn Fs, layout: &Layout, json: bool) -> Result<(), Failure> {
+    if !layout.is_initialised(fs) {
+        return Err(exit::not_initialised(layout.root()));
+    }
+    let cfg = mailroom::config::Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let list =
+        agents::list(fs, layout, &cfg, runtime_layout::now()).map_err(|e| Failure::new(exit::ERROR, e))?;
+    if json {
+        print_json(&serde_json::to_value(&list).expect("agent statuses serialise"))
+    } else {
+        emit(&agents::render(&list))
     }
 }
 

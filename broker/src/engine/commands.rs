@@ -79,12 +79,8 @@ pub struct QueueView {
     pub queued: usize,
 }
 
-/// An agent and the claims it holds.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct AgentView {
-    pub name: String,
-    pub held: Vec<String>,
-}
+/// An agent: its capabilities, the claims it holds, when it was last seen and its state.
+pub type AgentView = crate::agents::AgentStatus;
 
 /// A consistent view of the broker's state between two passes.
 #[derive(Debug, Clone, Serialize)]

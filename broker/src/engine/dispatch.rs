@@ -6,10 +6,11 @@ use super::BROKER;
 use super::effects::{Effect, task_bytes};
 use super::tx::Tx;
 use crate::config::Route;
-use crate::journal::{Entry, Place};
+use crate::journal::{Entry, POOLS_DIR, Place};
+use protocol::capability::CapabilitySet;
 use protocol::machine::{Event, transition};
 use protocol::names::DispatchName;
-use protocol::{Status, Task};
+use protocol::{Status, Task, Timestamp};
 use serde_json::json;
 
 /// Every backlog task that can go now.
@@ -63,9 +64,9 @@ pub(crate) fn redeliver(tx: &mut Tx, id: &str) {
 /// Journals the task as queued in `dir` under a fresh dispatch name and delivers its file.
 fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
     let now = tx.now();
-    let created = task.created_at.unwrap_or(now);
-    let name = DispatchName::new(task.priority, created, tx.ledger.next_seq(), id).file_name();
     let Ok(tr) = transition(Some(&task), &Event::Dispatch, now, tx.env.cfg.backoff()) else { return };
+    let caps = gate(&task, &dir);
+    let name = dispatch_name(&task, caps.as_ref(), tx.ledger.next_seq(), now).file_name();
     let maildir = tx.env.maildir(&dir);
     let place = Place::Queued { dir, name: name.clone() };
     tr.apply(&mut task, &Event::Dispatch, BROKER, now, Some(json!({"to": place.rel_path()})));
@@ -74,7 +75,32 @@ fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
     if let Err(e) = maildir.create(tx.env.fs(), false) {
         tracing::error!(error = %e, "cannot create the destination maildir");
     }
+    if let Some(set) = caps {
+        tx.effect(Effect::WriteCapabilities(set));
+    }
     tx.effect(Effect::Deliver { maildir, name, bytes });
+}
+
+/// The capabilities an agent must hold to claim `task` from the maildir `dir`: those it requires,
+/// when `dir` is a shared pool. A task addressed to one agent is that agent's to claim.
+pub(crate) fn gate(task: &Task, dir: &str) -> Option<CapabilitySet> {
+    if !dir.starts_with(POOLS_DIR) {
+        return None;
+    }
+    CapabilitySet::of(&task.required_capabilities)
+}
+
+/// A task's dispatch name: where it sorts among the files agents claim from (priority, then age,
+/// then the sequence number `seq`), and, for a task gated by capabilities, their tag. Every name
+/// the broker gives a queued task is made here, so dispatch order has one definition.
+pub(crate) fn dispatch_name(
+    task: &Task,
+    caps: Option<&CapabilitySet>,
+    seq: u64,
+    now: Timestamp,
+) -> DispatchName {
+    let created = task.created_at.unwrap_or(now);
+    DispatchName::new(task.priority, created, seq, &task.task_id).with_caps(caps.map(|c| c.tag.clone()))
 }
 
 fn block(tx: &mut Tx, id: &str, dep: &str) {

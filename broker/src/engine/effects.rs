@@ -8,9 +8,10 @@ use super::EngineError;
 use super::commands::Verdict;
 use super::env::Env;
 use super::ledger::Ledger;
+use protocol::capability::CapabilitySet;
 use protocol::message::{Notice, NoticeKind};
 use protocol::{Mail, Task};
-use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_atomic};
+use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_atomic, write_capability_set};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -31,6 +32,9 @@ pub(crate) enum Post {
 /// A file effect, carried out after the journal entry that describes it is durable.
 #[derive(Debug)]
 pub(crate) enum Effect {
+    /// Write the set of capabilities a tag stands for (once: a tag's set never changes), before
+    /// the first task file that carries the tag.
+    WriteCapabilities(CapabilitySet),
     /// Write a task file into `<maildir>/new/<name>`.
     Deliver { maildir: Maildir, name: String, bytes: Vec<u8> },
     /// Remove a file the journal says is finished with (a completed or taken-back claim).
@@ -44,6 +48,10 @@ pub(crate) enum Effect {
     /// Write a copy of refused input (part of a file, or a file that must stay where it is)
     /// into quarantine, with the reason beside it. Never overwrites.
     QuarantineCopy { to: PathBuf, bytes: Vec<u8>, reason: Value },
+    /// Put a refused claim back where it was claimed from, under the same name: rename
+    /// `claim` (in the agent's `cur/`) into `maildir/new/`; if the agent removed it meanwhile,
+    /// write `bytes` there instead.
+    Return { claim: PathBuf, maildir: Maildir, name: String, bytes: Vec<u8> },
     /// Deliver a notice or mail into an agent's `new/`.
     Post { agent: String, post: Post },
     /// Answer an in-process request.
@@ -79,7 +87,9 @@ impl Effect {
             Self::Revoke { queued, .. } => Some(queued),
             Self::Consumed { from, .. } | Self::Quarantine { from, .. } => Some(from),
             Self::QuarantineCopy { to, .. } => Some(to),
-            Self::Post { .. } | Self::Reply { .. } => None,
+            // A claim put back is taken out of an agent's cur/, its territory.
+            Self::Return { claim, .. } => Some(claim),
+            Self::WriteCapabilities(_) | Self::Post { .. } | Self::Reply { .. } => None,
         }
     }
 }
@@ -156,6 +166,9 @@ impl Effects {
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
                 }
+            }
+            Effect::WriteCapabilities(set) => {
+                write_capability_set(fs, &env.layout, &set, &env.names, env.durability)?;
             }
             Effect::Remove { path } if !env.layout.is_contained(fs, &path) => {
                 tracing::error!(file = %env.rel(&path), "not removed: a directory on its path is a symbolic link");
@@ -235,11 +248,50 @@ impl Effects {
                     write_atomic(fs, &to, &bytes, &env.names, env.durability)?;
                 }
             }
+            Effect::Return { claim, maildir, name, bytes } => {
+                self.put_back(env, &claim, &maildir, &name, &bytes)?
+            }
             Effect::Post { agent, post } => self.post(env, &agent, post)?,
             Effect::Reply { to, verdict } => {
                 // The requester may have given up waiting: the outcome is in the journal anyway.
                 let _ = to.send(verdict);
             }
+        }
+        Ok(())
+    }
+
+    fn put_back(
+        &mut self,
+        env: &Env,
+        claim: &Path,
+        maildir: &Maildir,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), EngineError> {
+        let fs = env.fs();
+        let queued = maildir.new_dir().join(name);
+        if !env.layout.is_contained(fs, claim) || !env.layout.maildir_contained(fs, maildir) {
+            tracing::error!(file = %env.rel(claim), "not put back: a directory on its path is a symbolic link");
+            return Ok(());
+        }
+        match fs.rename_noreplace(claim, &queued) {
+            Ok(()) => {
+                self.touch_dir(&queued);
+                self.touch_src(claim);
+            }
+            // The agent removed its copy: the queued file is written again.
+            Err(e) if e.is_not_found() => match deliver(fs, maildir, name, bytes, Durability::Never) {
+                Ok(p) => self.touch_dir(&p),
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(e.into()),
+            },
+            // Already back (a crash after the rename, before the journal knew): drop the copy.
+            Err(e) if e.is_already_exists() => match fs.remove_file(claim) {
+                Ok(()) => self.touch_src(claim),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

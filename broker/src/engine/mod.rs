@@ -30,6 +30,7 @@ pub(crate) mod ledger;
 pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
+pub(crate) mod presence;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
 pub(crate) mod tx;
@@ -39,11 +40,12 @@ use crate::import::{ImportFile, ImportOptions, ImportReport};
 use crate::journal::{JournalError, Place};
 use crate::state::{Live, State};
 use boards::BoardWriter;
-use commands::{AgentView, Command, QueueView, Subscription, TaskView, Verdict, View};
+use commands::{Command, QueueView, Subscription, TaskView, Verdict, View};
 use drops::DropWatcher;
 use effects::{Effect, Effects};
 use env::Env;
 use ledger::Ledger;
+use presence::PresenceBoard;
 use quarantine::Refusal;
 use runtime_layout::{Clock, Fs, FsError, Layout};
 use std::collections::BTreeMap;
@@ -87,6 +89,7 @@ pub struct StepReport {
 pub struct Engine {
     core: Core,
     boards: BoardWriter,
+    presence: PresenceBoard,
     drops: DropWatcher,
     leases: leases::LeaseWatch,
     audit: audit::QueueAudit,
@@ -119,6 +122,7 @@ impl Engine {
         Ok(Self {
             core,
             boards,
+            presence: PresenceBoard::default(),
             drops: DropWatcher::default(),
             leases: Default::default(),
             audit: Default::default(),
@@ -137,6 +141,11 @@ impl Engine {
     /// The state, read-only (tests, views).
     pub fn state(&self) -> &State {
         self.core.ledger.state()
+    }
+
+    /// Every registered agent: capabilities, claims, last seen and state.
+    pub fn agents(&self) -> Result<Vec<crate::agents::AgentStatus>, EngineError> {
+        presence::statuses(&self.core.env, self.state())
     }
 
     /// A task's current record, for tests and `trace`.
@@ -255,31 +264,21 @@ impl Engine {
         tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
         tasks.extend(state.recent_done().map(|t| TaskView { task: t.clone(), place: Place::Done }));
         let mut queues: BTreeMap<String, usize> = BTreeMap::new();
-        let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for a in self.core.env.agents().unwrap_or_default() {
-            agents.entry(a).or_default();
-        }
         for l in state.lives() {
-            match &l.place {
-                Place::Queued { dir, .. } => *queues.entry(dir.clone()).or_default() += 1,
-                Place::Held { agent, name, .. } => {
-                    agents.entry(agent.clone()).or_default().push(name.clone())
-                }
-                _ => {}
+            if let Place::Queued { dir, .. } = &l.place {
+                *queues.entry(dir.clone()).or_default() += 1;
             }
         }
+        let agents = self.agents().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the agents cannot be listed for a snapshot");
+            Vec::new()
+        });
         View {
             next_seq: self.core.ledger.next_seq(),
             finished: state.finished_count(),
             tasks,
             queues: queues.into_iter().map(|(dir, queued)| QueueView { dir, queued }).collect(),
-            agents: agents
-                .into_iter()
-                .map(|(name, mut held)| {
-                    held.sort();
-                    AgentView { name, held }
-                })
-                .collect(),
+            agents,
         }
     }
 
@@ -298,12 +297,14 @@ impl Engine {
         Ok(report)
     }
 
-    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
+    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`),
+    /// and the presence board when it changed (looked at once a second unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force)
+        self.boards.write(&self.core.env, self.core.ledger.state(), force)?;
+        self.presence.write(&self.core.env, self.core.ledger.state(), force)
     }
 
     /// Removes processed messages older than the retention from `broker/inbox/cur/`.

@@ -3,7 +3,8 @@
 //! half-durable claim left in `new/`, and files left under names the broker no longer knows.
 
 use super::EngineError;
-use super::claims::{observe, record_claim};
+use super::claims::{adopt, observe};
+use super::dispatch::gate;
 use super::effects::{Effect, task_bytes};
 use super::quarantine::stray;
 use super::tx::Tx;
@@ -51,6 +52,10 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
             Err(e) if e.is_permission_denied() => false,
             Err(e) => return Err(e.into()),
         };
+        // The set a gated file's tag stands for (written once, before the file: a no-op if there).
+        if let Some(set) = tx.state().live(&id).and_then(|l| gate(&l.task, &dir)) {
+            tx.effect(Effect::WriteCapabilities(set));
+        }
         if intact {
             continue;
         }
@@ -66,7 +71,8 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
         // that a file renamed in between is found in some cur/ rather than delivered a second
         // time under the same name to a second agent.
         if let Some(agent) = tx.env.holder_of(&name)? {
-            record_claim(tx, &id, &agent, &name);
+            // A claim the agent may not hold is put back and the file rewritten by `adopt`.
+            let _ = adopt(tx, &id, &agent, &name, true);
             continue;
         }
         let bytes = task_bytes(&tx.state().live(&id).expect("collected from the live tasks above").task);

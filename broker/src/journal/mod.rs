@@ -15,8 +15,8 @@ mod record;
 
 pub use read::{Loaded, Notes, Replayed, all_segments, load, read_segment, replay};
 pub use record::{
-    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, SnapTask, Snapshot, TakenBack,
-    Tomb, consumed_path,
+    Admitted, BoardEdit, Entry, MailSent, POOLS_DIR, Place, Record, RefusedClaim, Rejected, Report, SnapTask,
+    Snapshot, TakenBack, Tomb, consumed_path,
 };
 
 use protocol::Timestamp;

@@ -32,7 +32,8 @@ pub enum Place {
 }
 
 /// The directory prefix of every shared pool in a [`Place`]'s `dir` or `from`.
-const POOLS: &str = "queues/";
+pub const POOLS_DIR: &str = "queues/";
+const POOLS: &str = POOLS_DIR;
 
 impl Place {
     pub fn name(&self) -> Option<&str> {
@@ -46,7 +47,7 @@ impl Place {
     pub fn rel_path(&self) -> Option<String> {
         match self {
             Self::Queued { dir, name } => Some(format!("{dir}/new/{name}")),
-            Self::Held { agent, name, .. } => Some(format!("mailboxes/{agent}/cur/{name}")),
+            Self::Held { agent, name, .. } => Some(Self::claim_path(agent, name)),
             _ => None,
         }
     }
@@ -60,6 +61,11 @@ impl Place {
     /// The maildir (relative to `agent_comms/`) a pool with this name lives in.
     pub fn pool_dir(pool: &str) -> String {
         format!("{POOLS}{pool}")
+    }
+
+    /// Where the claim `name` of `agent` is (relative to `agent_comms/`).
+    pub fn claim_path(agent: &str, name: &str) -> String {
+        format!("{}/cur/{name}", Self::mailbox_dir(agent))
     }
 
     /// The maildir (relative to `agent_comms/`) of an agent.
@@ -127,6 +133,10 @@ pub enum Entry {
     Retry { task_id: String, task: Task, place: Place, msg: String },
     /// A dependency failed or was cancelled: the task is BLOCKED.
     Block { task_id: String, task: Task, place: Place, reason: String },
+    /// An agent renamed a queued task into its `cur/` that it may not claim (it lacks a capability
+    /// the task requires): the file goes back where it was, under the same name, and the task
+    /// stays queued, unchanged.
+    Refuse(RefusedClaim),
     /// A message, a file or a part of one that could not be accepted.
     Reject(Rejected),
     /// Mail delivered from one agent to another.
@@ -194,6 +204,21 @@ pub struct TakenBack {
     /// The claim's file (relative to `agent_comms/`).
     #[serde(rename = "path")]
     pub claim: String,
+}
+
+/// A claim the broker refused and took back at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefusedClaim {
+    pub task_id: String,
+    #[serde(rename = "actor")]
+    pub agent: String,
+    /// The claimed file's name (the task's current dispatch name, which it keeps).
+    pub name: String,
+    /// The maildir it goes back to (`queues/<pool>`).
+    pub from: String,
+    /// The required capabilities the agent lacks.
+    pub missing: Vec<String>,
+    pub reason: String,
 }
 
 /// Refused input and where it went.
@@ -289,6 +314,7 @@ impl Entry {
             Self::Cancel { .. } => "cancel",
             Self::Retry { .. } => "retry",
             Self::Block { .. } => "block",
+            Self::Refuse(_) => "refuse",
             Self::Reject(_) => "reject",
             Self::Mail(_) => "mail",
             Self::Consume { .. } => "consume",
@@ -310,6 +336,7 @@ impl Entry {
             | Self::Retry { task_id, .. }
             | Self::Block { task_id, .. } => Some(task_id),
             Self::Reject(r) => r.task_id.as_deref(),
+            Self::Refuse(r) => Some(&r.task_id),
             Self::Mail(_) | Self::Consume { .. } | Self::Stray { .. } | Self::Snapshot { .. } => None,
         }
     }
@@ -354,7 +381,21 @@ impl Entry {
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&r.agent),
             Self::Expire(t) | Self::Vanish(t) => Some(&t.agent),
             Self::Reject(r) => r.agent.as_deref(),
+            Self::Refuse(r) => Some(&r.agent),
             Self::Mail(m) => Some(&m.from),
+            _ => None,
+        }
+    }
+
+    /// The agent this record shows alive, if any: it claimed, reported, sent mail or a message the
+    /// broker refused. (A claim the broker took back, or mail migrated by an import, does not.)
+    pub fn seen_agent(&self) -> Option<&str> {
+        match self {
+            Self::Claim { agent, .. } => Some(agent),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&r.agent),
+            Self::Refuse(r) => Some(&r.agent),
+            Self::Reject(r) if r.msg.is_some() => r.agent.as_deref(),
+            Self::Mail(m) if m.import.is_none() => Some(&m.from),
             _ => None,
         }
     }
@@ -366,6 +407,7 @@ impl Entry {
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.reason)),
             Self::Block { reason, .. } | Self::Stray { reason, .. } => Some(Cow::Borrowed(reason)),
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
+            Self::Refuse(r) => Some(Cow::Borrowed(&r.reason)),
             _ => None,
         }
     }
@@ -379,6 +421,7 @@ impl Entry {
             Self::Dispatch { place, .. } | Self::Claim { place, .. } => place.rel_path().map(Cow::Owned),
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
+            Self::Refuse(r) => Some(Cow::Owned(Place::claim_path(&r.agent, &r.name))),
             _ => None,
         }
     }
@@ -415,6 +458,9 @@ pub struct Snapshot {
     /// Inbox messages consumed but possibly not yet moved: name → where they go.
     #[serde(default)]
     pub consumed: std::collections::BTreeMap<String, String>,
+    /// When each agent was last seen in a record (see [`Entry::seen_agent`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub agents_seen: std::collections::BTreeMap<String, Timestamp>,
 }
 
 #[cfg(test)]

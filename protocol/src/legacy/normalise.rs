@@ -70,7 +70,7 @@ pub fn normalise_task(v: &Value, now: Timestamp) -> Result<Normalised, Validatio
         for f in ["name", "description", "task_type", "created_by", "error"] {
             text_field(&mut cx, f);
         }
-        for f in ["depends_on", "tags"] {
+        for f in ["depends_on", "tags", "required_capabilities"] {
             list_field(&mut cx, f);
         }
         let time_fields: Vec<String> = cx.m.keys().filter(|k| is_time_field(k)).cloned().collect();

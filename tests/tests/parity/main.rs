@@ -3,7 +3,9 @@
 //! presence. One module per item; the helpers they share are here.
 
 mod broadcast;
+mod capabilities;
 mod import_report;
+mod presence;
 
 use mailroom_tests::Root;
 use serde_json::Value;

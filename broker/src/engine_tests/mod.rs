@@ -1,6 +1,9 @@
 //! Engine tests on temporary roots: the lifecycle, fencing, restart and leases, driven by hand
 //! (files placed and renamed the way agents do) so each rule is checked in isolation.
 
+mod capabilities;
+mod presence;
+
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::journal::Place;

@@ -1,0 +1,84 @@
+//! Agent presence, as the broker sees it: for every registered agent, the last time a journal
+//! record showed it alive (a claim, a report, mail, a refused message: kept in the state, so it
+//! survives a restart and a snapshot) or a heartbeat touched one of its claims (the claim file's
+//! mtime, read here), its capabilities and claims, and its state. The presence board
+//! (`central_task_boards/agents.json`) is refreshed at most once a second and rewritten only when
+//! it changed.
+
+use super::EngineError;
+use super::env::Env;
+use crate::agents::{AgentStatus, capabilities, presence};
+use crate::journal::Place;
+use crate::state::State;
+use protocol::Timestamp;
+use runtime_layout::{FileKind, replace_file};
+use std::collections::BTreeMap;
+
+/// Every registered agent's status now.
+pub(crate) fn statuses(env: &Env, state: &State) -> Result<Vec<AgentStatus>, EngineError> {
+    let now = env.now();
+    let mut held: BTreeMap<&str, Vec<(&str, Timestamp)>> = BTreeMap::new();
+    for l in state.lives() {
+        if let Place::Held { agent, name, seen_at, .. } = &l.place {
+            held.entry(agent).or_default().push((name, *seen_at));
+        }
+    }
+    let mut out = Vec::new();
+    for name in env.agents()? {
+        let claims = held.remove(name.as_str()).unwrap_or_default();
+        let mut last_seen = state.last_seen(&name);
+        for (claim, seen_at) in &claims {
+            let mut t = *seen_at;
+            // A heartbeat is a touch of the claim file.
+            if let Some(m) = env.fs().stat(&env.layout.mailbox(&name).cur().join(claim))?
+                && m.kind == FileKind::File
+            {
+                t = t.max(m.mtime);
+            }
+            last_seen = Some(last_seen.map_or(t, |l| l.max(t)));
+        }
+        let mut names: Vec<String> = claims.iter().map(|(c, _)| (*c).to_string()).collect();
+        names.sort();
+        let state = presence(last_seen, names.len(), now, env.cfg.agents.stale_secs);
+        out.push(AgentStatus {
+            capabilities: capabilities(env.fs(), &env.layout, &name),
+            name,
+            held: names,
+            last_seen,
+            state,
+        });
+    }
+    Ok(out)
+}
+
+/// The writer of the presence board.
+#[derive(Default)]
+pub(crate) struct PresenceBoard {
+    written: Option<Vec<u8>>,
+    checked: Option<Timestamp>,
+}
+
+impl PresenceBoard {
+    /// Rewrites the presence board if it changed (looking at most once a second unless `force`).
+    pub fn write(&mut self, env: &Env, state: &State, force: bool) -> Result<(), EngineError> {
+        let now = env.now();
+        if !force && self.checked.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < 1_000_000) {
+            return Ok(());
+        }
+        self.checked = Some(now);
+        let mut bytes =
+            serde_json::to_vec_pretty(&statuses(env, state)?).expect("agent statuses always serialise");
+        bytes.push(b'\n');
+        let path = env.layout.agents_board();
+        if !force && self.written.as_ref() == Some(&bytes) {
+            return Ok(());
+        }
+        let sync = env.durability.sync_files();
+        replace_file(env.fs(), &path, &bytes, &env.names, sync)?;
+        if sync {
+            env.fs().sync_dir(&env.layout.boards_dir())?;
+        }
+        self.written = Some(bytes);
+        Ok(())
+    }
+}
