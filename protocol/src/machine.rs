@@ -40,6 +40,8 @@ pub enum Event {
     Retry,
     /// A task this one depends on ended FAILED or CANCELLED.
     DependencyFailed { dependency: String },
+    /// A queued task rose a priority level for dispatch order (priority aging): it stays PENDING.
+    Age,
 }
 
 impl Event {
@@ -56,6 +58,7 @@ impl Event {
             Self::Cancel => "cancel",
             Self::Retry => "retry",
             Self::DependencyFailed { .. } => "dependency_failed",
+            Self::Age => "age",
         }
     }
 }
@@ -121,7 +124,7 @@ pub fn transition(
     let mut t = Transition::to(Some(from), from, task.attempts);
     match (event, from) {
         (Event::Submit, _) => return deny(),
-        (Event::Dispatch, Pending) => {}
+        (Event::Dispatch | Event::Age, Pending) => {}
         (Event::Claim { agent }, Pending) => {
             t.to = InProgress;
             t.attempts = task.attempts.saturating_add(1);
@@ -286,6 +289,7 @@ mod tests {
             Just(Event::Cancel),
             Just(Event::Retry),
             Just(Event::DependencyFailed { dependency: "d".into() }),
+            Just(Event::Age),
         ]
     }
 
@@ -303,7 +307,7 @@ mod tests {
                 match transition(Some(&task), &ev, now(), Backoff::default()) {
                     Ok(tr) => {
                         let allowed: &[Status] = match (&ev, before) {
-                            (Event::Dispatch, Pending) => &[Pending],
+                            (Event::Dispatch | Event::Age, Pending) => &[Pending],
                             (Event::Claim{..}, Pending) => &[InProgress],
                             (Event::Complete{..}, InProgress) => &[Completed],
                             (Event::Fail{..} | Event::LeaseExpired, InProgress) => &[Pending, Failed],

@@ -48,6 +48,17 @@ impl Priority {
     pub fn from_rank(rank: u8) -> Option<Self> {
         Self::ALL.get(usize::from(rank)).copied()
     }
+
+    /// The priority a task of this priority has for dispatch order once it has waited
+    /// `waited_secs` to be claimed (priority aging): one level higher per full `aging_secs`
+    /// waited, never above CRITICAL. `aging_secs` 0 turns aging off.
+    pub fn aged(self, waited_secs: u64, aging_secs: u64) -> Self {
+        if aging_secs == 0 {
+            return self;
+        }
+        let levels = (waited_secs / aging_secs).min(u64::from(self.rank()));
+        Self::from_rank(self.rank() - levels as u8).unwrap_or(Self::Critical)
+    }
 }
 
 impl FromStr for Priority {
@@ -438,6 +449,17 @@ mod tests {
         assert_eq!((e.field.as_str(), e.rule.as_str()), ("task_id", "is required"));
         let e = Task::from_value(json!({"task_id": "x\ny"})).unwrap_err();
         assert_eq!(e.field, "task_id");
+    }
+
+    #[test]
+    fn aging_rises_a_level_per_period_and_stops_at_critical() {
+        use Priority::*;
+        assert_eq!(Low.aged(1_000_000, 0), Low, "0 turns aging off");
+        let steps: Vec<Priority> =
+            [0, 9, 10, 19, 20, 30, 40, 10_000].iter().map(|w| Low.aged(*w, 10)).collect();
+        assert_eq!(steps, [Low, Low, Medium, Medium, High, Critical, Critical, Critical]);
+        assert_eq!(High.aged(25, 10), Critical);
+        assert_eq!(Critical.aged(u64::MAX, 1), Critical);
     }
 
     #[test]

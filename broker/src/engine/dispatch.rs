@@ -10,7 +10,7 @@ use crate::journal::{Entry, POOLS_DIR, Place};
 use protocol::capability::CapabilitySet;
 use protocol::machine::{Event, transition};
 use protocol::names::DispatchName;
-use protocol::{Status, Task, Timestamp};
+use protocol::{Priority, Status, Task, Timestamp};
 use serde_json::json;
 
 /// Every backlog task that can go now.
@@ -66,7 +66,8 @@ fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
     let now = tx.now();
     let Ok(tr) = transition(Some(&task), &Event::Dispatch, now, tx.env.cfg.backoff()) else { return };
     let caps = gate(&task, &dir);
-    let name = dispatch_name(&task, caps.as_ref(), tx.ledger.next_seq(), now).file_name();
+    let aging = tx.env.cfg.dispatch.aging_secs;
+    let name = dispatch_name(&task, caps.as_ref(), tx.ledger.next_seq(), now, aging).file_name();
     let maildir = tx.env.maildir(&dir);
     let place = Place::Queued { dir, name: name.clone() };
     tr.apply(&mut task, &Event::Dispatch, BROKER, now, Some(json!({"to": place.rel_path()})));
@@ -90,17 +91,41 @@ pub(crate) fn gate(task: &Task, dir: &str) -> Option<CapabilitySet> {
     CapabilitySet::of(&task.required_capabilities)
 }
 
-/// A task's dispatch name: where it sorts among the files agents claim from (priority, then age,
-/// then the sequence number `seq`), and, for a task gated by capabilities, their tag. Every name
-/// the broker gives a queued task is made here, so dispatch order has one definition.
+/// A task's dispatch name: where it sorts among the files agents claim from, and, for a task
+/// gated by capabilities, their tag. The order is its priority as aged at `now` (see
+/// [`aged_priority`]), then its creation time, then the sequence number `seq`. Every name the
+/// broker gives a queued task is made here, so dispatch order has one definition: a part that
+/// keeps ready tasks in order without files orders them by this name too.
 pub(crate) fn dispatch_name(
     task: &Task,
     caps: Option<&CapabilitySet>,
     seq: u64,
     now: Timestamp,
+    aging_secs: u64,
 ) -> DispatchName {
     let created = task.created_at.unwrap_or(now);
-    DispatchName::new(task.priority, created, seq, &task.task_id).with_caps(caps.map(|c| c.tag.clone()))
+    let priority = aged_priority(task, now, aging_secs);
+    DispatchName::new(priority, created, seq, &task.task_id).with_caps(caps.map(|c| c.tag.clone()))
+}
+
+/// The priority `task` has for dispatch order at `now`: its own, raised one level per full
+/// `aging_secs` it has waited to be claimed ([`waiting_since`]), never above CRITICAL.
+pub(crate) fn aged_priority(task: &Task, now: Timestamp, aging_secs: u64) -> Priority {
+    let since = waiting_since(task).unwrap_or(now);
+    let waited = u64::try_from(now.as_micros().saturating_sub(since.as_micros()) / 1_000_000).unwrap_or(0);
+    task.priority.aged(waited, aging_secs)
+}
+
+/// Since when a queued task has waited to be claimed: the first of the broker's `dispatch` and
+/// `age` entries that end its history (a file delivered again, or renamed by aging, does not
+/// restart the wait). `None` for a task that is not waiting in a queue.
+pub(crate) fn waiting_since(task: &Task) -> Option<Timestamp> {
+    task.history
+        .iter()
+        .rev()
+        .take_while(|h| h.actor == BROKER && matches!(h.action.as_str(), "dispatch" | "age"))
+        .last()
+        .map(|h| h.timestamp)
 }
 
 fn block(tx: &mut Tx, id: &str, dep: &str) {

@@ -15,6 +15,7 @@
 //! channel](commands), answered between passes by [`Engine::serve`].
 
 pub(crate) mod admission;
+pub(crate) mod aging;
 pub(crate) mod audit;
 pub(crate) mod board_edits;
 pub(crate) mod boards;
@@ -92,6 +93,7 @@ pub struct Engine {
     presence: PresenceBoard,
     drops: DropWatcher,
     leases: leases::LeaseWatch,
+    aging: aging::Aging,
     audit: audit::QueueAudit,
     inbox: inbox::Inbox,
 }
@@ -125,6 +127,7 @@ impl Engine {
             presence: PresenceBoard::default(),
             drops: DropWatcher::default(),
             leases: Default::default(),
+            aging: Default::default(),
             audit: Default::default(),
             inbox: inbox::Inbox::new(),
         })
@@ -189,6 +192,7 @@ impl Engine {
             self.audit.run_if_due(&mut self.core.tx())?;
         }
         dispatch::ready(&mut self.core.tx());
+        self.aging.run_if_due(&mut self.core.tx())?;
         self.core.tx().commit()?;
         self.core.ledger.compact_if_due(&self.core.env)?;
         self.write_boards(false)?;

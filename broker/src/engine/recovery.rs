@@ -79,9 +79,10 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
         md.create(tx.env.fs(), false)?;
         tx.effect(Effect::Deliver { maildir: md, name, bytes });
     }
-    // Files under names that are not current, in every new/ and cur/.
+    // Files under names that are not current, in every new/ and cur/, and in tmp/ the file a
+    // crash left there after priority aging took it out of its queue under its former name.
     for md in tx.env.all_maildirs()? {
-        for sub in [md.new_dir(), md.cur()] {
+        for sub in [md.new_dir(), md.cur(), md.tmp()] {
             if tx.env.fs().stat(&sub)?.is_none() {
                 continue;
             }
@@ -101,7 +102,7 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
                 let path = sub.join(&name);
                 if tx.state().retired_name(&name).is_some() {
                     tx.effect(Effect::Remove { path });
-                } else {
+                } else if sub != md.tmp() {
                     stray(
                         tx,
                         &path,

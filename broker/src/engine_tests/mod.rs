@@ -1,6 +1,7 @@
 //! Engine tests on temporary roots: the lifecycle, fencing, restart and leases, driven by hand
 //! (files placed and renamed the way agents do) so each rule is checked in isolation.
 
+mod aging;
 mod capabilities;
 mod presence;
 

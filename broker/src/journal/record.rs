@@ -109,6 +109,10 @@ pub enum Entry {
     Duplicate { task_id: String, msg: String },
     /// The broker made the task claimable: its file is in a queue or a mailbox.
     Dispatch { task_id: String, task: Task, place: Place },
+    /// A queued task rose a priority level for dispatch order (priority aging): the broker took
+    /// its file out of the queue (`from`, its old name, retired now) and queued it again under
+    /// `place`'s new name, which sorts earlier.
+    Age { task_id: String, task: Task, place: Place, from: String, reason: String },
     /// An agent renamed the task's file into its `cur/`.
     Claim {
         task_id: String,
@@ -305,6 +309,7 @@ impl Entry {
             Self::Import(_) => "import",
             Self::Duplicate { .. } => "duplicate",
             Self::Dispatch { .. } => "dispatch",
+            Self::Age { .. } => "age",
             Self::Claim { .. } => "claim",
             Self::Complete(_) => "complete",
             Self::Fail(_) => "fail",
@@ -331,6 +336,7 @@ impl Entry {
             Self::Expire(t) | Self::Vanish(t) => Some(&t.task_id),
             Self::Duplicate { task_id, .. }
             | Self::Dispatch { task_id, .. }
+            | Self::Age { task_id, .. }
             | Self::Claim { task_id, .. }
             | Self::Cancel { task_id, .. }
             | Self::Retry { task_id, .. }
@@ -349,6 +355,7 @@ impl Entry {
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some((&r.task, &r.place)),
             Self::Expire(t) | Self::Vanish(t) => Some((&t.task, &t.place)),
             Self::Dispatch { task, place, .. }
+            | Self::Age { task, place, .. }
             | Self::Claim { task, place, .. }
             | Self::Cancel { task, place, .. }
             | Self::Retry { task, place, .. }
@@ -405,7 +412,9 @@ impl Entry {
         match self {
             Self::Duplicate { .. } => Some(Cow::Borrowed("identical resubmission: nothing to do")),
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.reason)),
-            Self::Block { reason, .. } | Self::Stray { reason, .. } => Some(Cow::Borrowed(reason)),
+            Self::Block { reason, .. } | Self::Stray { reason, .. } | Self::Age { reason, .. } => {
+                Some(Cow::Borrowed(reason))
+            }
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
             Self::Refuse(r) => Some(Cow::Borrowed(&r.reason)),
             _ => None,
@@ -418,7 +427,9 @@ impl Entry {
             Self::Submit(a) | Self::Import(a) => Some(Cow::Borrowed(&a.path)),
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(Cow::Borrowed(&r.claim)),
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.claim)),
-            Self::Dispatch { place, .. } | Self::Claim { place, .. } => place.rel_path().map(Cow::Owned),
+            Self::Dispatch { place, .. } | Self::Claim { place, .. } | Self::Age { place, .. } => {
+                place.rel_path().map(Cow::Owned)
+            }
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
             Self::Refuse(r) => Some(Cow::Owned(Place::claim_path(&r.agent, &r.name))),

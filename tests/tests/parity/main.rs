@@ -2,6 +2,7 @@
 //! an honest import report, capability routing, priority aging, dependency dead ends and agent
 //! presence. One module per item; the helpers they share are here.
 
+mod aging;
 mod broadcast;
 mod capabilities;
 mod import_report;

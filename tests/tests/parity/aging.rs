@@ -1,0 +1,44 @@
+//! Priority aging on a real broker: `[dispatch] aging_secs` renames a waiting task one level up
+//! per period, never above CRITICAL, each change once in its history and in `trace`; and a LOW
+//! task is claimed before the HIGH work that keeps arriving once it has waited long enough.
+
+use super::{T, claim, submit};
+use mailroom_tests::{Root, stdout, wait_for};
+use serde_json::{Value, json};
+
+fn ready(root: &Root, id: &str) -> Option<Value> {
+    root.board("task_ready_queue").into_iter().find(|t| t["task_id"] == id)
+}
+
+#[test]
+fn a_waiting_task_rises_to_critical_and_is_claimed_before_newer_urgent_work() {
+    let root = Root::new();
+    root.write_config("[broker]\ntick_ms = 50\n[dispatch]\naging_secs = 1\n");
+    let _b = root.broker();
+    submit(&root, &json!({"task_id": "OLD-LOW", "priority": "LOW", "task_type": "work"}));
+    wait_for(T, || root.ls("queues/work/new").iter().any(|n| n.starts_with("0-")));
+    wait_for(T, || {
+        ready(&root, "OLD-LOW").is_some_and(|t| {
+            t["history"].as_array().unwrap().iter().filter(|h| h["action"] == "age").count() == 3
+        })
+    });
+    let t = ready(&root, "OLD-LOW").unwrap();
+    assert_eq!(t["priority"], "LOW", "its own priority never changes");
+    let raised: Vec<&Value> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["action"] == "age")
+        .map(|h| &h["details"]["dispatched_as"])
+        .collect();
+    assert_eq!(raised, [&json!("MEDIUM"), &json!("HIGH"), &json!("CRITICAL")]);
+    let trace = stdout(&root.run(&["trace", "OLD-LOW"]));
+    assert_eq!(trace.matches(" age ").count(), 3, "{trace}");
+
+    // Newer urgent work arrives; the aged task, CRITICAL and older, is claimed first.
+    for i in 0..3 {
+        submit(&root, &json!({"task_id": format!("NEW-HIGH-{i}"), "priority": "HIGH", "task_type": "work"}));
+    }
+    wait_for(T, || root.ls("queues/work/new").len() == 4);
+    assert_eq!(claim(&root, "Agent-1", &[]).expect("a task")["task_id"], "OLD-LOW");
+}
