@@ -46,6 +46,8 @@ pub struct State {
     retired_order: VecDeque<String>,
     /// Live PENDING tasks in the backlog, waiting to be dispatched.
     backlog: BTreeSet<String>,
+    /// Dependency id → the live tasks that depend on it.
+    dependents: HashMap<String, BTreeSet<String>>,
     /// Inbox messages already consumed → where they belong (`cur` or a quarantine path).
     consumed: BTreeMap<String, String>,
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
@@ -154,6 +156,11 @@ impl State {
         self.by_name.len() - self.held
     }
 
+    /// The live tasks that depend on `id`, in id order.
+    pub fn dependents(&self, id: &str) -> impl Iterator<Item = &str> {
+        self.dependents.get(id).into_iter().flatten().map(String::as_str)
+    }
+
     /// Live PENDING tasks without a file, in id order.
     pub fn backlog(&self) -> impl Iterator<Item = &str> {
         self.backlog.iter().map(String::as_str)
@@ -220,6 +227,10 @@ impl State {
         } else {
             self.backlog.remove(&id);
         }
+        // A task's dependencies never change: recording them again changes nothing.
+        for dep in &task.depends_on {
+            self.dependents.entry(dep.clone()).or_default().insert(id.clone());
+        }
         self.live.insert(id, Live { task, place, hash });
     }
 
@@ -261,6 +272,14 @@ impl State {
                 self.backlog.remove(&id);
                 pooled = old.place.claimed_from_pool();
                 self.forget_place(&id, &old.place);
+                for dep in &old.task.depends_on {
+                    if let Some(set) = self.dependents.get_mut(dep) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            self.dependents.remove(dep);
+                        }
+                    }
+                }
             }
             self.tombs.insert(id, Finished { status: task.status, hash, pooled });
             self.recent_done.push_back(task.clone());

@@ -54,7 +54,7 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         journal::load(fs, &layout.journal_dir())?
             .snapshot
             .and_then(|s| s.live.into_iter().find(|t| t.task.task_id == id))
-            .map(|t| (t.task.status, t.place))
+            .map(|t| (t.task, t.place))
     } else {
         None
     };
@@ -64,6 +64,7 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
     let mut steps = Vec::new();
     let mut status: Option<Status> = None;
     let mut place: Option<Place> = None;
+    let mut last: Option<protocol::Task> = None;
     for r in recs {
         let e = &r.entry;
         let to = e.change().map(|(t, _)| t.status);
@@ -90,17 +91,20 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         if let Some(t) = to {
             status = Some(t);
         }
-        if let Some((_, p)) = e.change() {
+        if let Some((t, p)) = e.change() {
             place = Some(p.clone());
+            last = Some(t.clone());
         }
     }
-    if let Some((s, p)) = snapshot_place {
-        status = Some(s);
+    if let Some((t, p)) = snapshot_place {
+        status = Some(t.status);
         place = Some(p);
+        last = Some(t);
     }
+    let note = last.as_ref().and_then(crate::board::note).map(|n| format!(": {n}")).unwrap_or_default();
     let now = match &place {
         Some(p @ (Place::Queued { .. } | Place::Held { .. })) => p.rel_path().unwrap_or_default(),
-        Some(Place::Backlog) => "no file: waiting in the backlog".into(),
+        Some(Place::Backlog) => format!("no file: in the backlog{note}"),
         Some(Place::Done) => "no file: finished".into(),
         None => "no file: never accepted".into(),
     };

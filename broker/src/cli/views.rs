@@ -20,6 +20,9 @@ pub fn board(fs: &dyn Fs, layout: &Layout, status: Option<String>, json: bool) -
                 let mut v = t.to_value();
                 if let Value::Object(m) = &mut v {
                     m.insert("board".into(), board::board_name(*b).into());
+                    if let Some(n) = board::note(t) {
+                        m.insert("note".into(), n.into());
+                    }
                 }
                 v
             })

@@ -64,11 +64,21 @@ pub struct Subscription {
     pub records: broadcast::Receiver<Arc<Record>>,
 }
 
-/// A task as the broker holds it, and where its file is.
+/// A task as the broker holds it, where its file is, and what an operator should know about a
+/// task that waits or is blocked ("waiting for unknown task X", see [`crate::board::note`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
     pub task: Task,
     pub place: Place,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl TaskView {
+    pub fn new(task: Task, place: Place) -> Self {
+        let note = crate::board::note(&task);
+        Self { task, place, note }
+    }
 }
 
 /// A pool (or an agent's own mailbox) and how many tasks wait in it as files.

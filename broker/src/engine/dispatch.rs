@@ -1,8 +1,10 @@
-//! Dispatch and dependencies: a PENDING task in the backlog becomes a file in its queue (or its
-//! agent's mailbox) once every dependency is COMPLETED and its `not_before` has passed; a failed
-//! or cancelled dependency BLOCKs it instead, and that cascades to whatever depends on it.
+//! Dispatch: a PENDING task in the backlog becomes a file in its queue (or its agent's mailbox)
+//! once its `not_before` has passed and its [dependencies](super::dependencies) allow, under a
+//! dispatch name made by [`dispatch_name`], the one definition of dispatch order.
 
 use super::BROKER;
+pub(crate) use super::dependencies::settle_dependents;
+use super::dependencies::{self, Deps};
 use super::effects::{Effect, task_bytes};
 use super::tx::Tx;
 use crate::config::Route;
@@ -21,28 +23,31 @@ pub(crate) fn ready(tx: &mut Tx) {
     }
 }
 
-/// Dispatches a backlog task if its dependencies and `not_before` allow; blocks it if a
-/// dependency failed.
+/// Dispatches a backlog task if its time and dependencies allow; when a dependency makes it
+/// BLOCKED, its dependents are settled too.
 pub(crate) fn try_dispatch(tx: &mut Tx, id: &str) {
-    let Some(live) = tx.state().live(id) else { return };
+    if examine(tx, id) == Some(Deps::Blocked) {
+        settle_dependents(tx, id);
+    }
+}
+
+/// Dispatches the backlog task `id` if its `not_before` has passed and its dependencies allow
+/// (see [`dependencies::check`]); returns what they allowed, or `None` when the task is not
+/// waiting in the backlog or its time has not come. Does not settle dependents.
+pub(crate) fn examine(tx: &mut Tx, id: &str) -> Option<Deps> {
+    let live = tx.state().live(id)?;
     if live.place != Place::Backlog || live.task.status != Status::Pending {
-        return;
+        return None;
     }
     let now = tx.now();
     if live.task.not_before.is_some_and(|t| t > now) {
-        return;
+        return None;
     }
-    for dep in &live.task.depends_on {
-        match tx.state().status_of(dep) {
-            Some(Status::Completed) => {}
-            Some(Status::Failed | Status::Cancelled) => {
-                let dep = dep.clone();
-                block(tx, id, &dep);
-                return;
-            }
-            _ => return,
-        }
+    let deps = dependencies::check(tx, id);
+    if deps != Deps::Ready {
+        return Some(deps);
     }
+    let Some(live) = tx.state().live(id) else { return Some(deps) };
     let task = live.task.clone();
     let dir = match (&task.assigned_to, tx.env.route_of(&task)) {
         (Some(a), _) => Place::mailbox_dir(a),
@@ -50,6 +55,7 @@ pub(crate) fn try_dispatch(tx: &mut Tx, id: &str) {
         (None, Route::Pool(p)) => Place::pool_dir(&p),
     };
     queue_file(tx, id, task, dir);
+    Some(Deps::Ready)
 }
 
 /// Gives a queued task a new name and a fresh file, in the same queue: its file was copied,
@@ -126,33 +132,4 @@ pub(crate) fn waiting_since(task: &Task) -> Option<Timestamp> {
         .take_while(|h| h.actor == BROKER && matches!(h.action.as_str(), "dispatch" | "age"))
         .last()
         .map(|h| h.timestamp)
-}
-
-fn block(tx: &mut Tx, id: &str, dep: &str) {
-    let now = tx.now();
-    let Some(live) = tx.state().live(id) else { return };
-    let ev = Event::DependencyFailed { dependency: dep.to_string() };
-    let Ok(tr) = transition(Some(&live.task), &ev, now, tx.env.cfg.backoff()) else { return };
-    let mut task = live.task.clone();
-    tr.apply(&mut task, &ev, BROKER, now, None);
-    tx.push(Entry::Block {
-        task_id: id.to_string(),
-        task,
-        place: Place::Backlog,
-        reason: format!("dependency `{dep}` failed or was cancelled"),
-    });
-    settle_dependents(tx, id);
-}
-
-/// Re-examines the tasks that depend on `id` after it changed state.
-pub(crate) fn settle_dependents(tx: &mut Tx, id: &str) {
-    let state = tx.state();
-    let waiting: Vec<String> = state
-        .backlog()
-        .filter(|w| state.live(w).is_some_and(|l| l.task.depends_on.iter().any(|d| d == id)))
-        .map(str::to_string)
-        .collect();
-    for w in waiting {
-        try_dispatch(tx, &w);
-    }
 }

@@ -21,6 +21,7 @@ pub(crate) mod board_edits;
 pub(crate) mod boards;
 pub(crate) mod claims;
 pub mod commands;
+pub(crate) mod dependencies;
 pub(crate) mod dispatch;
 pub(crate) mod drops;
 pub(crate) mod effects;
@@ -264,9 +265,9 @@ impl Engine {
     fn view(&self) -> View {
         let state = self.state();
         let mut tasks: Vec<TaskView> =
-            state.lives().map(|l| TaskView { task: l.task.clone(), place: l.place.clone() }).collect();
+            state.lives().map(|l| TaskView::new(l.task.clone(), l.place.clone())).collect();
         tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
-        tasks.extend(state.recent_done().map(|t| TaskView { task: t.clone(), place: Place::Done }));
+        tasks.extend(state.recent_done().map(|t| TaskView::new(t.clone(), Place::Done)));
         let mut queues: BTreeMap<String, usize> = BTreeMap::new();
         for l in state.lives() {
             if let Place::Queued { dir, .. } = &l.place {

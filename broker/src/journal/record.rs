@@ -135,8 +135,14 @@ pub enum Entry {
     Cancel { task_id: String, task: Task, place: Place, msg: String },
     /// An operator redrove a FAILED, BLOCKED or CANCELLED task.
     Retry { task_id: String, task: Task, place: Place, msg: String },
-    /// A dependency failed or was cancelled: the task is BLOCKED.
+    /// A dependency failed, was cancelled, is BLOCKED, or does not exist after
+    /// `missing_dependency_secs`: the task is BLOCKED.
     Block { task_id: String, task: Task, place: Place, reason: String },
+    /// The dependencies a waiting task names that do not exist changed (`reason` lists them, or
+    /// says they all exist now).
+    Wait { task_id: String, task: Task, place: Place, reason: String },
+    /// What blocked a task on a dependency is fixed: it is PENDING again.
+    Unblock { task_id: String, task: Task, place: Place, reason: String },
     /// An agent renamed a queued task into its `cur/` that it may not claim (it lacks a capability
     /// the task requires): the file goes back where it was, under the same name, and the task
     /// stays queued, unchanged.
@@ -319,6 +325,8 @@ impl Entry {
             Self::Cancel { .. } => "cancel",
             Self::Retry { .. } => "retry",
             Self::Block { .. } => "block",
+            Self::Wait { .. } => "wait",
+            Self::Unblock { .. } => "unblock",
             Self::Refuse(_) => "refuse",
             Self::Reject(_) => "reject",
             Self::Mail(_) => "mail",
@@ -340,7 +348,9 @@ impl Entry {
             | Self::Claim { task_id, .. }
             | Self::Cancel { task_id, .. }
             | Self::Retry { task_id, .. }
-            | Self::Block { task_id, .. } => Some(task_id),
+            | Self::Block { task_id, .. }
+            | Self::Wait { task_id, .. }
+            | Self::Unblock { task_id, .. } => Some(task_id),
             Self::Reject(r) => r.task_id.as_deref(),
             Self::Refuse(r) => Some(&r.task_id),
             Self::Mail(_) | Self::Consume { .. } | Self::Stray { .. } | Self::Snapshot { .. } => None,
@@ -359,7 +369,9 @@ impl Entry {
             | Self::Claim { task, place, .. }
             | Self::Cancel { task, place, .. }
             | Self::Retry { task, place, .. }
-            | Self::Block { task, place, .. } => Some((task, place)),
+            | Self::Block { task, place, .. }
+            | Self::Wait { task, place, .. }
+            | Self::Unblock { task, place, .. } => Some((task, place)),
             _ => None,
         }
     }
@@ -412,9 +424,11 @@ impl Entry {
         match self {
             Self::Duplicate { .. } => Some(Cow::Borrowed("identical resubmission: nothing to do")),
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.reason)),
-            Self::Block { reason, .. } | Self::Stray { reason, .. } | Self::Age { reason, .. } => {
-                Some(Cow::Borrowed(reason))
-            }
+            Self::Block { reason, .. }
+            | Self::Wait { reason, .. }
+            | Self::Unblock { reason, .. }
+            | Self::Stray { reason, .. }
+            | Self::Age { reason, .. } => Some(Cow::Borrowed(reason)),
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
             Self::Refuse(r) => Some(Cow::Borrowed(&r.reason)),
             _ => None,

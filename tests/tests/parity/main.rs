@@ -5,6 +5,7 @@
 mod aging;
 mod broadcast;
 mod capabilities;
+mod dependencies;
 mod import_report;
 mod presence;
 

@@ -1,0 +1,78 @@
+//! Dependency dead ends on a real broker: a dependency that does not exist is shown by `board`
+//! and `trace` and BLOCKs the task after `[dispatch] missing_dependency_secs`; a cycle is refused
+//! when it would close, named in the refusal and in `trace`; BLOCKED cascades to every
+//! transitive dependent; `retry` of the failed dependency unblocks them.
+
+use super::{T, claim, notices, submit};
+use mailroom_tests::{Root, stdout, wait_for};
+use serde_json::{Value, json};
+
+fn status(root: &Root, id: &str) -> Option<Value> {
+    root.all_boards().into_iter().map(|(_, t)| t).find(|t| t["task_id"] == id).map(|t| t["status"].clone())
+}
+
+#[test]
+fn a_dependency_that_does_not_exist_is_shown_then_blocks() {
+    let root = Root::new();
+    root.write_config("[broker]\ntick_ms = 50\n[dispatch]\nmissing_dependency_secs = 3\n");
+    let _b = root.broker();
+    submit(&root, &json!({"task_id": "WAITER", "depends_on": ["NO-SUCH-TASK"]}));
+    submit(&root, &json!({"task_id": "AFTER", "depends_on": ["WAITER"]}));
+    wait_for(T, || stdout(&root.run(&["board"])).contains("waiting for unknown task NO-SUCH-TASK"));
+    let json: Vec<Value> = serde_json::from_slice(&root.run(&["board", "--json"]).stdout).unwrap();
+    let w = json.iter().find(|t| t["task_id"] == "WAITER").unwrap();
+    assert_eq!(w["note"], "waiting for unknown task NO-SUCH-TASK", "{w}");
+    let trace = stdout(&root.run(&["trace", "WAITER"]));
+    assert!(trace.contains("waiting for unknown task NO-SUCH-TASK"), "{trace}");
+    wait_for(T, || status(&root, "WAITER") == Some(json!("BLOCKED")));
+    wait_for(T, || status(&root, "AFTER") == Some(json!("BLOCKED")));
+    let trace = stdout(&root.run(&["trace", "WAITER"]));
+    assert!(trace.contains("`NO-SUCH-TASK` does not exist"), "{trace}");
+}
+
+#[test]
+fn a_cycle_is_refused_and_named_and_a_retry_unblocks_the_cascade() {
+    let root = Root::new();
+    root.write_config("[broker]\ntick_ms = 50\n");
+    let _b = root.broker();
+    submit(&root, &json!({"task_id": "BASE", "task_type": "base"}));
+    submit(&root, &json!({"task_id": "MID", "depends_on": ["BASE"]}));
+    submit(&root, &json!({"task_id": "TOP", "depends_on": ["MID", "LOOP"]}));
+    // LOOP depends on TOP, which depends on LOOP: refused when it would close.
+    submit(&root, &json!({"task_id": "LOOP", "depends_on": ["TOP"]}));
+    wait_for(T, || root.run(&["trace", "LOOP"]).status.success());
+    let trace = stdout(&root.run(&["trace", "LOOP"]));
+    assert!(trace.contains("dependency cycle: LOOP -> TOP -> LOOP"), "{trace}");
+    assert_eq!(status(&root, "LOOP"), None, "never accepted");
+    let why: Value = {
+        let q = root.ls("broker/quarantine");
+        let f = q.iter().find(|n| n.ends_with(".error.json")).expect("the refused message, quarantined");
+        serde_json::from_slice(&std::fs::read(root.comms().join("broker/quarantine").join(f)).unwrap())
+            .unwrap()
+    };
+    assert!(why["reason"].as_str().unwrap().contains("LOOP -> TOP -> LOOP"), "{why}");
+
+    // BASE fails for good: MID and, through it, TOP are BLOCKED.
+    wait_for(T, || root.board("task_ready_queue").len() == 1);
+    let t = claim(&root, "Agent-1", &[]).expect("BASE");
+    let out = root.run(&[
+        "fail",
+        "--agent",
+        "Agent-1",
+        "--claim",
+        t["claim"].as_str().unwrap(),
+        "--error",
+        "x",
+        "--no-retry",
+    ]);
+    assert!(out.status.success());
+    wait_for(T, || status(&root, "TOP") == Some(json!("BLOCKED")));
+    assert_eq!(status(&root, "MID"), Some(json!("BLOCKED")));
+    // A retry of BASE unblocks both; TOP goes on waiting (for MID, and for LOOP, unknown).
+    assert!(root.run(&["retry", "BASE"]).status.success());
+    wait_for(T, || {
+        status(&root, "TOP") == Some(json!("PENDING")) && status(&root, "MID") == Some(json!("PENDING"))
+    });
+    wait_for(T, || stdout(&root.run(&["board"])).contains("waiting for unknown task LOOP"));
+    assert!(notices(&root, "Agent-1").is_empty(), "{:?}", notices(&root, "Agent-1"));
+}
