@@ -2,7 +2,7 @@
 //! per period, never above CRITICAL, each change once in its history and in `trace`; and a LOW
 //! task is claimed before the HIGH work that keeps arriving once it has waited long enough.
 
-use super::{T, claim, submit};
+use super::{T, agent_add, claim, submit};
 use mailroom_tests::{Root, stdout, wait_for};
 use serde_json::{Value, json};
 
@@ -14,6 +14,7 @@ fn ready(root: &Root, id: &str) -> Option<Value> {
 fn a_waiting_task_rises_to_critical_and_is_claimed_before_newer_urgent_work() {
     let root = Root::new();
     root.write_config("[broker]\ntick_ms = 50\n[dispatch]\naging_secs = 1\n");
+    agent_add(&root, "Agent-1", &[]);
     let _b = root.broker();
     submit(&root, &json!({"task_id": "OLD-LOW", "priority": "LOW", "task_type": "work"}));
     wait_for(T, || root.ls("queues/work/new").iter().any(|n| n.starts_with("0-")));

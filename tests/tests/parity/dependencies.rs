@@ -3,7 +3,7 @@
 //! when it would close, named in the refusal and in `trace`; BLOCKED cascades to every
 //! transitive dependent; `retry` of the failed dependency unblocks them.
 
-use super::{T, claim, notices, submit};
+use super::{T, agent_add, claim, notices, submit};
 use mailroom_tests::{Root, stdout, wait_for};
 use serde_json::{Value, json};
 
@@ -34,6 +34,7 @@ fn a_dependency_that_does_not_exist_is_shown_then_blocks() {
 fn a_cycle_is_refused_and_named_and_a_retry_unblocks_the_cascade() {
     let root = Root::new();
     root.write_config("[broker]\ntick_ms = 50\n");
+    agent_add(&root, "Agent-1", &[]);
     let _b = root.broker();
     submit(&root, &json!({"task_id": "BASE", "task_type": "base"}));
     submit(&root, &json!({"task_id": "MID", "depends_on": ["BASE"]}));
@@ -44,6 +45,7 @@ fn a_cycle_is_refused_and_named_and_a_retry_unblocks_the_cascade() {
     let trace = stdout(&root.run(&["trace", "LOOP"]));
     assert!(trace.contains("dependency cycle: LOOP -> TOP -> LOOP"), "{trace}");
     assert_eq!(status(&root, "LOOP"), None, "never accepted");
+    wait_for(T, || root.ls("broker/quarantine").iter().any(|n| n.ends_with(".error.json")));
     let why: Value = {
         let q = root.ls("broker/quarantine");
         let f = q.iter().find(|n| n.ends_with(".error.json")).expect("the refused message, quarantined");
