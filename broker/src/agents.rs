@@ -8,7 +8,7 @@
 use crate::config::Config;
 use protocol::Timestamp;
 use protocol::names::validate_agent;
-use runtime_layout::{FileKind, Fs, FsError, Layout, read_agent_profile};
+use runtime_layout::{FileKind, Fs, FsError, Layout, ProfileError, read_agent_profile};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -72,16 +72,18 @@ pub fn registered(fs: &dyn Fs, layout: &Layout) -> Result<Vec<String>, FsError> 
     Ok(out)
 }
 
+/// The capabilities `agent` declares (none without an `agent.json`).
+pub fn read_capabilities(fs: &dyn Fs, layout: &Layout, agent: &str) -> Result<Vec<String>, ProfileError> {
+    Ok(read_agent_profile(fs, layout, agent)?.unwrap_or_default().capabilities)
+}
+
 /// The capabilities `agent` declares; an `agent.json` that cannot be read declares nothing (the
-/// broker treats it so too).
+/// broker treats it so too), with a warning.
 pub fn capabilities(fs: &dyn Fs, layout: &Layout, agent: &str) -> Vec<String> {
-    match read_agent_profile(fs, layout, agent) {
-        Ok(p) => p.unwrap_or_default().capabilities,
-        Err(e) => {
-            tracing::warn!(%agent, error = %e, "an agent profile that cannot be read declares nothing");
-            Vec::new()
-        }
-    }
+    read_capabilities(fs, layout, agent).unwrap_or_else(|e| {
+        tracing::warn!(%agent, error = %e, "an agent profile that cannot be read declares nothing");
+        Vec::new()
+    })
 }
 
 /// For `mailroom agent list`: every registered agent with its declared capabilities, the claims

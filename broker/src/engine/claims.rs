@@ -42,7 +42,11 @@ fn lacks(tx: &Tx, id: &str, agent: &str) -> Vec<String> {
     if live.place.pool().is_none() || live.task.required_capabilities.is_empty() {
         return Vec::new();
     }
-    let held = crate::agents::capabilities(tx.env.fs(), &tx.env.layout, agent);
+    let held = crate::agents::read_capabilities(tx.env.fs(), &tx.env.layout, agent).unwrap_or_else(|e| {
+        let path = tx.env.layout.agent_profile(agent);
+        tx.env.warn_once(&path, "an agent profile that cannot be read declares nothing", &e);
+        Vec::new()
+    });
     capability::missing(&live.task.required_capabilities, &held).into_iter().map(str::to_string).collect()
 }
 

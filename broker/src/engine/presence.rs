@@ -3,11 +3,12 @@
 //! survives a restart and a snapshot) or a heartbeat touched one of its claims (the claim file's
 //! mtime, read here), its capabilities and claims, and its state. The presence board
 //! (`central_task_boards/agents.json`) is refreshed at most once a second and rewritten only when
-//! it changed.
+//! it changed. It is derived and informative: a mailbox, claim or `agent.json` the broker may not
+//! read (the agent's own doing) is left out with a warning, never a reason to stop.
 
 use super::EngineError;
 use super::env::Env;
-use crate::agents::{AgentStatus, capabilities, presence};
+use crate::agents::{AgentStatus, presence, read_capabilities};
 use crate::journal::Place;
 use crate::state::State;
 use protocol::Timestamp;
@@ -25,28 +26,31 @@ pub(crate) fn statuses(env: &Env, state: &State) -> Result<Vec<AgentStatus>, Eng
     }
     let mut out = Vec::new();
     for name in env.agents()? {
+        let cur = env.layout.mailbox(&name).cur();
         let claims = held.remove(name.as_str()).unwrap_or_default();
         let mut last_seen = state.last_seen(&name);
         for (claim, seen_at) in &claims {
             let mut t = *seen_at;
             // A heartbeat is a touch of the claim file.
-            if let Some(m) = env.fs().stat(&env.layout.mailbox(&name).cur().join(claim))?
-                && m.kind == FileKind::File
-            {
-                t = t.max(m.mtime);
+            match env.fs().stat(&cur.join(claim)) {
+                Ok(Some(m)) if m.kind == FileKind::File => t = t.max(m.mtime),
+                Ok(_) => {}
+                Err(e) => env.warn_once(&cur, "cannot see an agent's heartbeats", &e),
             }
             last_seen = Some(last_seen.map_or(t, |l| l.max(t)));
         }
         let mut names: Vec<String> = claims.iter().map(|(c, _)| (*c).to_string()).collect();
         names.sort();
         let state = presence(last_seen, names.len(), now, env.cfg.agents.stale_secs);
-        out.push(AgentStatus {
-            capabilities: capabilities(env.fs(), &env.layout, &name),
-            name,
-            held: names,
-            last_seen,
-            state,
+        let capabilities = read_capabilities(env.fs(), &env.layout, &name).unwrap_or_else(|e| {
+            env.warn_once(
+                &env.layout.agent_profile(&name),
+                "an agent profile that cannot be read declares nothing",
+                &e,
+            );
+            Vec::new()
         });
+        out.push(AgentStatus { capabilities, name, held: names, last_seen, state });
     }
     Ok(out)
 }
@@ -66,8 +70,19 @@ impl PresenceBoard {
             return Ok(());
         }
         self.checked = Some(now);
-        let mut bytes =
-            serde_json::to_vec_pretty(&statuses(env, state)?).expect("agent statuses always serialise");
+        let list = match statuses(env, state) {
+            Ok(l) => l,
+            // The mailboxes cannot be listed (their directory's mode, say): nothing to show now.
+            Err(e) => {
+                env.warn_once(
+                    &env.layout.mailboxes_dir(),
+                    "cannot list the agents for the presence board",
+                    &e,
+                );
+                return Ok(());
+            }
+        };
+        let mut bytes = serde_json::to_vec_pretty(&list).expect("agent statuses always serialise");
         bytes.push(b'\n');
         let path = env.layout.agents_board();
         if !force && self.written.as_ref() == Some(&bytes) {
