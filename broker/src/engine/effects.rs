@@ -141,7 +141,15 @@ impl Effects {
         if env.durability.sync_files() {
             // Destinations first, then sources (a directory that is both is fsynced twice).
             for d in arrived.iter().chain(&left) {
-                env.fs().sync_dir(d)?;
+                match env.fs().sync_dir(d) {
+                    // An agent that took the broker's access to its own directory away (between
+                    // the pass that saw its claim and this commit, say) loses that fsync, and the
+                    // broker does not stop: like any effect in a client's territory.
+                    Err(e) if e.is_permission_denied() && env.client_owned(d) => {
+                        env.warn_once(d, "cannot fsync a client's directory", &e);
+                    }
+                    other => other?,
+                }
             }
         }
         Ok(())
