@@ -50,18 +50,21 @@ fn group_mail_goes_to_the_members_and_an_unknown_group_is_refused() {
         agent_add(&root, a, &[]);
     }
     let _b = root.broker();
-    let send = |to: &str| {
-        let out = root.run_with_input(&["send", "--from", "Agent-1", "--to", to, "-"], b"\"please review\"");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    };
-    send("@reviewers");
+    let send =
+        |to: &str| root.run_with_input(&["send", "--from", "Agent-1", "--to", to, "-"], b"\"please review\"");
+    let out = send("@reviewers");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for(T, || mail(&root, "Agent-2", "new").len() == 1 && mail(&root, "Agent-5", "new").len() == 1);
     assert_eq!(mail(&root, "Agent-5", "new")[0]["sent_to"], "@reviewers");
     let sent = records(&root, "mail");
     assert_eq!(sent.len(), 1);
     assert_eq!((&sent[0]["to"], &sent[0]["fanout"]), (&json!("@reviewers"), &json!(["Agent-2", "Agent-5"])));
 
-    send("@nobody");
+    // The broker refuses it, and the sender hears why: from the command (which waits for the
+    // verdict) and by a notice.
+    let out = send("@nobody");
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no group `nobody`"));
     wait_for(T, || notices(&root, "Agent-1").iter().any(|n| n["notice"] == "rejected"));
     let n = notices(&root, "Agent-1").into_iter().find(|n| n["notice"] == "rejected").unwrap();
     assert!(n["reason"].as_str().unwrap().contains("no group `nobody`"), "{n}");

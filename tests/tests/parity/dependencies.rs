@@ -39,9 +39,18 @@ fn a_cycle_is_refused_and_named_and_a_retry_unblocks_the_cascade() {
     submit(&root, &json!({"task_id": "BASE", "task_type": "base"}));
     submit(&root, &json!({"task_id": "MID", "depends_on": ["BASE"]}));
     submit(&root, &json!({"task_id": "TOP", "depends_on": ["MID", "LOOP"]}));
-    // LOOP depends on TOP, which depends on LOOP: refused when it would close.
-    submit(&root, &json!({"task_id": "LOOP", "depends_on": ["TOP"]}));
-    wait_for(T, || root.run(&["trace", "LOOP"]).status.success());
+    // LOOP depends on TOP, which depends on LOOP: refused when it would close; `submit` waits
+    // for the verdict and says why.
+    let out = root.run_with_input(
+        &["submit", "-"],
+        json!({"task_id": "LOOP", "depends_on": ["TOP"]}).to_string().as_bytes(),
+    );
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("LOOP -> TOP -> LOOP"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let trace = stdout(&root.run(&["trace", "LOOP"]));
     assert!(trace.contains("dependency cycle: LOOP -> TOP -> LOOP"), "{trace}");
     assert_eq!(status(&root, "LOOP"), None, "never accepted");
