@@ -13,7 +13,10 @@
 //! name the journal holds and removes a retired name left in `new/` or `tmp/`.
 //!
 //! Each task is renamed at most three times per wait (LOW to CRITICAL), and the queued tasks are
-//! looked at once a second at most, each look costing a name parse per queued task.
+//! looked at once a second at most, each look costing a name parse per queued task. A look that
+//! comes late (a busy broker, an `aging_secs` below a second) may find a task two levels up: it
+//! is renamed once, and its one history entry says from which level to which (`was`,
+//! `dispatched_as`).
 
 use super::dispatch::{aged_priority, dispatch_name, gate};
 use super::effects::{Effect, task_bytes};
@@ -86,16 +89,18 @@ fn age(tx: &mut Tx, id: &str) -> Result<(), EngineError> {
     }
     let caps = gate(&task, &dir);
     let effective = aged_priority(&task, now, aging);
+    let was = DispatchName::parse(&old).map_or(task.priority, |n| n.priority);
     let name = dispatch_name(&task, caps.as_ref(), tx.ledger.next_seq(), now, aging).file_name();
     let place = Place::Queued { dir, name: name.clone() };
     let waited = super::dispatch::waiting_since(&task)
         .map_or(0, |s| (now.as_micros().saturating_sub(s.as_micros())) / 1_000_000);
     let reason = format!(
-        "waited {waited} s to be claimed: dispatched as {effective} (its priority is {})",
+        "waited {waited} s to be claimed: dispatched as {effective}, was {was} (its priority is {})",
         task.priority
     );
     let details = json!({
         "priority": task.priority,
+        "was": was,
         "dispatched_as": effective,
         "waited_secs": waited,
         "from": tx.env.rel(&queued),

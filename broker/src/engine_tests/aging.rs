@@ -47,6 +47,16 @@ fn a_waiting_task_rises_a_level_per_period_up_to_critical_once_per_change() {
     }
     assert_eq!(names.len(), 4, "renamed once per level: {names:?}");
     assert_eq!(ages(&e, "L"), ["MEDIUM", "HIGH", "CRITICAL"], "each change in the history, once");
+    let was: Vec<String> = e
+        .live("L")
+        .unwrap()
+        .task
+        .history
+        .iter()
+        .filter(|h| h.action == "age")
+        .map(|h| h.details.as_ref().unwrap()["was"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(was, ["LOW", "MEDIUM", "HIGH"]);
     assert_eq!(e.live("L").unwrap().task.priority, protocol::Priority::Low, "its own priority stands");
     let t = crate::trace::trace(&runtime_layout::RealFs, &r.layout, "L").unwrap().unwrap();
     assert_eq!(t.steps.iter().filter(|s| s.op == "age").count(), 3, "{}", t.render());
@@ -56,6 +66,35 @@ fn a_waiting_task_rises_a_level_per_period_up_to_critical_once_per_change() {
     r.send(json!({"kind": "complete", "agent": "A", "claim": first}));
     e.step().unwrap();
     assert_eq!(e.live("L").unwrap().task.status, Status::Pending);
+    skew.store(0, Ordering::SeqCst);
+}
+
+#[test]
+fn a_late_look_renames_once_and_says_from_which_level() {
+    let r = Root::new();
+    let mut cfg = Config::default();
+    cfg.dispatch.aging_secs = 10;
+    let mut e = r.engine_with(cfg);
+    let (clock, skew) = skewed();
+    e.set_clock(clock);
+    r.send(json!({"task_id": "L", "priority": "LOW"}));
+    e.step().unwrap();
+    skew.store(25, Ordering::SeqCst);
+    e.step().unwrap();
+    let h: Vec<(String, String)> = e
+        .live("L")
+        .unwrap()
+        .task
+        .history
+        .iter()
+        .filter(|h| h.action == "age")
+        .map(|h| {
+            let d = h.details.as_ref().unwrap();
+            (d["was"].as_str().unwrap().to_string(), d["dispatched_as"].as_str().unwrap().to_string())
+        })
+        .collect();
+    assert_eq!(h, [("LOW".to_string(), "HIGH".to_string())]);
+    assert!(r.list(&r.layout.queue("default").new_dir())[0].starts_with("1-"));
     skew.store(0, Ordering::SeqCst);
 }
 

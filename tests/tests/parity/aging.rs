@@ -18,23 +18,31 @@ fn a_waiting_task_rises_to_critical_and_is_claimed_before_newer_urgent_work() {
     let _b = root.broker();
     submit(&root, &json!({"task_id": "OLD-LOW", "priority": "LOW", "task_type": "work"}));
     wait_for(T, || root.ls("queues/work/new").iter().any(|n| n.starts_with("0-")));
+    let ages = |t: &Value| -> Vec<(String, String)> {
+        t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["action"] == "age")
+            .map(|h| (h["details"]["was"].to_string(), h["details"]["dispatched_as"].to_string()))
+            .collect()
+    };
     wait_for(T, || {
-        ready(&root, "OLD-LOW").is_some_and(|t| {
-            t["history"].as_array().unwrap().iter().filter(|h| h["action"] == "age").count() == 3
-        })
+        ready(&root, "OLD-LOW").is_some_and(|t| ages(&t).last().is_some_and(|a| a.1 == "\"CRITICAL\""))
     });
     let t = ready(&root, "OLD-LOW").unwrap();
     assert_eq!(t["priority"], "LOW", "its own priority never changes");
-    let raised: Vec<&Value> = t["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["action"] == "age")
-        .map(|h| &h["details"]["dispatched_as"])
-        .collect();
-    assert_eq!(raised, [&json!("MEDIUM"), &json!("HIGH"), &json!("CRITICAL")]);
+    // One entry per change, each from the level the last one reached: MEDIUM, HIGH, CRITICAL one
+    // second apart, or fewer entries when a busy broker looked late and found it two levels up.
+    let raised = ages(&t);
+    let mut level = "\"LOW\"".to_string();
+    for (was, to) in &raised {
+        assert_eq!(was, &level, "{raised:?}");
+        level = to.clone();
+    }
+    assert!((1..=3).contains(&raised.len()), "{raised:?}");
     let trace = stdout(&root.run(&["trace", "OLD-LOW"]));
-    assert_eq!(trace.matches(" age ").count(), 3, "{trace}");
+    assert_eq!(trace.matches(" age ").count(), raised.len(), "{trace}");
 
     // Newer urgent work arrives; the aged task, CRITICAL and older, is claimed first.
     for i in 0..3 {
