@@ -1,16 +1,15 @@
-//! Agents as operators see them: every registered agent (one with a mailbox), the capabilities it
-//! declares (`agent.json`), the claims it holds, when it was last seen (a claim, a heartbeat, a
+//! Agents as the broker sees them: every registered agent (one with a mailbox), the capabilities
+//! it declares (`agent.json`), the claims it holds, when it was last seen (a claim, a heartbeat, a
 //! message) and its state: `busy` (it holds a claim), `idle`, or `stale` (not seen for
 //! `[agents] stale_secs`). The broker writes them to `central_task_boards/agents.json` (and the
-//! command channel's snapshot holds them); `mailroom agent list` reads that board and judges
-//! staleness at the time it is run, so it is right even while the broker is down.
+//! command channel's snapshot holds them); `mailroom agent list` (`crate::views::agents`) reads
+//! that board and judges staleness at the time it is run, so it is right even while the broker
+//! is down.
 
-use crate::config::Config;
 use protocol::Timestamp;
 use protocol::names::validate_agent;
 use runtime_layout::{FileKind, Fs, FsError, Layout, ProfileError, read_agent_profile};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// What an agent is doing, as far as the broker can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,45 +83,6 @@ pub fn capabilities(fs: &dyn Fs, layout: &Layout, agent: &str) -> Vec<String> {
         tracing::warn!(%agent, error = %e, "an agent profile that cannot be read declares nothing");
         Vec::new()
     })
-}
-
-/// For `mailroom agent list`: every registered agent with its declared capabilities, the claims
-/// and last-seen time the broker last wrote on the agents board, and its state at `now`.
-pub fn list(fs: &dyn Fs, layout: &Layout, cfg: &Config, now: Timestamp) -> Result<Vec<AgentStatus>, FsError> {
-    let path = layout.agents_board();
-    let board: BTreeMap<String, AgentStatus> = match fs.read(&path, 1 << 30) {
-        Ok(bytes) => serde_json::from_slice::<Vec<AgentStatus>>(&bytes)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| (a.name.clone(), a))
-            .collect(),
-        Err(e) if e.is_not_found() => BTreeMap::new(),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for name in registered(fs, layout)? {
-        let (held, last_seen) = board.get(&name).map(|a| (a.held.clone(), a.last_seen)).unwrap_or_default();
-        let state = presence(last_seen, held.len(), now, cfg.agents.stale_secs);
-        out.push(AgentStatus { capabilities: capabilities(fs, layout, &name), name, held, last_seen, state });
-    }
-    Ok(out)
-}
-
-/// The agents as a table.
-pub fn render(agents: &[AgentStatus]) -> String {
-    let mut out =
-        format!("{:<20} {:<6} {:<28} {:<5} {}\n", "AGENT", "STATE", "LAST SEEN", "HELD", "CAPABILITIES");
-    for a in agents {
-        out.push_str(&format!(
-            "{:<20} {:<6} {:<28} {:<5} {}\n",
-            a.name,
-            a.state.as_str(),
-            a.last_seen.map(|t| t.to_string()).unwrap_or_else(|| "never".into()),
-            a.held.len(),
-            if a.capabilities.is_empty() { "-".to_string() } else { a.capabilities.join(", ") }
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! journal records ([`State::apply`] is its one writer), so that live operation and replay
 //! cannot disagree. Everything else reads it through the accessors below.
 
-use crate::journal::{Entry, Place, Record, SnapTask, Snapshot, Tomb, consumed_path};
+use crate::journal::{Entry, Place, Record, Requeued, SnapTask, Snapshot, Tomb, consumed_path};
 use protocol::{Status, Task, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -56,6 +56,10 @@ pub struct State {
     /// When each agent was last seen in a record: a claim, a report, mail, a refused message.
     /// (Heartbeats touch claim files and are not journaled: presence adds their mtimes.)
     seen: HashMap<String, Timestamp>,
+    /// Quarantine entries requeued since the last snapshot: their moves may be unfinished.
+    requeues: BTreeMap<String, Requeued>,
+    /// Each outbox sink's journaled position: every record up to it was handled.
+    delivered: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -76,6 +80,7 @@ impl State {
         }
         s.consumed = snap.consumed;
         s.seen = snap.agents_seen.into_iter().collect();
+        s.delivered = snap.delivered;
         s
     }
 
@@ -100,6 +105,7 @@ impl State {
             recent_done: self.recent_done.iter().cloned().collect(),
             consumed: BTreeMap::new(),
             agents_seen: self.seen.iter().map(|(a, t)| (a.clone(), *t)).collect(),
+            delivered: self.delivered.clone(),
         }
     }
 
@@ -174,6 +180,21 @@ impl State {
     /// When `agent` was last seen in a journal record.
     pub fn last_seen(&self, agent: &str) -> Option<Timestamp> {
         self.seen.get(agent).copied()
+    }
+
+    /// Requeues whose moves may be unfinished (since the last snapshot), by entry name.
+    pub fn requeues(&self) -> impl Iterator<Item = &Requeued> {
+        self.requeues.values()
+    }
+
+    /// Was this quarantine entry requeued since the last snapshot?
+    pub fn requeued(&self, name: &str) -> bool {
+        self.requeues.contains_key(name)
+    }
+
+    /// An outbox sink's journaled position (`None` for a sink never seen).
+    pub fn delivered(&self, sink: &str) -> Option<u64> {
+        self.delivered.get(sink).copied()
     }
 
     /// Why a consumed inbox message was refused.
@@ -254,11 +275,23 @@ impl State {
                 self.refusals.insert(msg.to_string(), r.reason.clone());
             }
         }
-        if let Entry::Snapshot { .. } = rec.entry {
-            // Every move the records before the snapshot describe is finished.
-            self.consumed.clear();
-            self.refusals.clear();
-            return;
+        match &rec.entry {
+            Entry::Snapshot { .. } => {
+                // Every move the records before the snapshot describe is finished.
+                self.consumed.clear();
+                self.refusals.clear();
+                self.requeues.clear();
+                return;
+            }
+            Entry::Requeue(r) => {
+                self.requeues.insert(r.name.clone(), r.clone());
+                return;
+            }
+            Entry::Delivered { sink, through } => {
+                self.delivered.insert(sink.clone(), *through);
+                return;
+            }
+            _ => {}
         }
         let Some((task, place)) = rec.entry.change() else { return };
         let id = task.task_id.clone();

@@ -161,6 +161,12 @@ pub trait Fs: Send + Sync {
     fn create_dir_all(&self, path: &Path) -> Result<(), FsError>;
     /// Creates `path`, which must not exist, with `bytes`; fsyncs the file when `sync`.
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError>;
+    /// [`Fs::create_new`], readable and writable by its owner only (mode 0600): for a secret
+    /// such as the HTTP token. The default is `create_new` itself, for filesystems that model no
+    /// permissions (`SimFs`); [`RealFs`] overrides it.
+    fn create_private(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        self.create_new(path, bytes, sync)
+    }
     /// Renames, replacing any file at `to`.
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError>;
     /// Renames, failing with `AlreadyExists` if `to` exists.
@@ -244,6 +250,25 @@ fn mtime_of(md: &std::fs::Metadata) -> Timestamp {
     Timestamp::from_micros(md.mtime().saturating_mul(1_000_000).saturating_add(md.mtime_nsec() / 1000))
 }
 
+/// Creates a new file with `mode` (less the umask), writes it whole, fsyncs it when `sync`.
+fn create_with_mode(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<(), FsError> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| FsError::io("create", path, e))?;
+    let written = f
+        .write_all(bytes)
+        .map_err(|e| FsError::io("write", path, e))
+        .and_then(|()| if sync { f.sync_all().map_err(|e| FsError::io("fsync", path, e)) } else { Ok(()) });
+    if written.is_err() {
+        // Leave no half-written file behind under a name someone may read.
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
 impl Fs for RealFs {
     fn create_dir_all(&self, path: &Path) -> Result<(), FsError> {
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
@@ -264,20 +289,11 @@ impl Fs for RealFs {
     }
 
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(path)
-            .map_err(|e| FsError::io("create", path, e))?;
-        let written = f.write_all(bytes).map_err(|e| FsError::io("write", path, e)).and_then(|()| {
-            if sync { f.sync_all().map_err(|e| FsError::io("fsync", path, e)) } else { Ok(()) }
-        });
-        if written.is_err() {
-            // Leave no half-written file behind under a name someone may read.
-            let _ = std::fs::remove_file(path);
-        }
-        written
+        create_with_mode(path, bytes, sync, 0o644)
+    }
+
+    fn create_private(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        create_with_mode(path, bytes, sync, 0o600)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
@@ -429,6 +445,15 @@ mod tests {
         assert!(matches!(RealFs.read(&fifo, 1 << 20), Err(FsError::NotRegular { kind: FileKind::Fifo, .. })));
         assert_eq!(RealFs.stat(&l).unwrap().unwrap().kind, FileKind::Symlink);
         assert_eq!(RealFs.stat(&d.path().join("none")).unwrap(), None);
+    }
+
+    #[test]
+    fn private_files_are_for_their_owner_only() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("secret");
+        RealFs.create_private(&p, b"t", true).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert!(RealFs.create_private(&p, b"again", false).unwrap_err().is_already_exists());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! End-to-end test support: a temporary runtime root, the `mailroom` binary, a broker process
 //! that is killed when the test ends, and polling helpers. Tests drive real processes.
 
+pub mod cdp;
+pub mod http;
 pub mod privilege;
 
 use rustix::process::{Pid, Signal, kill_process};
@@ -102,6 +104,8 @@ impl Root {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
+        // Every broker a test starts serves HTTP on a port of its own (see `Root::api`).
+        c.env(http::HTTP_ENV, "127.0.0.1:0");
         c
     }
 
@@ -111,6 +115,7 @@ impl Root {
     pub fn cmd_unprivileged(&self, args: &[&str], inputs: &[&Path]) -> std::io::Result<Command> {
         let mut c = privilege::unprivileged_command(&bin(), self.scratch(), inputs)?;
         c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
+        c.env(http::HTTP_ENV, "127.0.0.1:0");
         Ok(c)
     }
 
@@ -144,7 +149,14 @@ impl Root {
 
     /// Starts `mailroom run` without waiting for it to serve.
     pub fn spawn_broker(&self) -> Broker {
-        self.spawn_broker_as(self.cmd(&["run"]))
+        self.spawn_broker_with(&[])
+    }
+
+    /// [`Root::spawn_broker`] with more environment variables (`MAILROOM_HTTP`, say).
+    pub fn spawn_broker_with(&self, env: &[(&str, &str)]) -> Broker {
+        let mut cmd = self.cmd(&["run"]);
+        cmd.envs(env.iter().copied());
+        self.spawn_broker_as(cmd)
     }
 
     /// Starts `cmd` (a `mailroom run`) with its log in a file: a pipe nobody drains would block
@@ -179,6 +191,8 @@ impl Root {
         let dir = self.comms().join("central_task_boards");
         let backlog = dir.join("task_backlog.json");
         let _ = std::fs::remove_file(&backlog);
+        // So that `Root::api` finds this broker's address, not a former one's.
+        let _ = std::fs::remove_file(self.comms().join("broker/http.addr"));
         let mut b = self.spawn_broker_as(cmd);
         wait_for(Duration::from_secs(20), || {
             if let Some(Some(status)) = b.child.as_mut().map(|c| c.try_wait().ok().flatten()) {

@@ -6,7 +6,8 @@
 //! [drop watcher](drops) — and handlers that work through a [`Tx`](tx) (read the state, journal
 //! records, queue effects) and own nothing: [inbox] routing, [admission], [claims] and leases,
 //! [dispatch] and dependencies, [operator] verbs, [mail], the [legacy] front door,
-//! [board-edit absorption](board_edits), [recovery] and [quarantine]. One pass,
+//! [board-edit absorption](board_edits), [recovery], [quarantine] (and requeue) and the outbox's
+//! [positions]. One pass,
 //! [`Engine::step`], is a short list of calls on them. A crash anywhere leaves the journal ahead
 //! of the tree; [`Engine::open`] replays the journal and [`Engine::reconcile`] redoes or cleans
 //! up whatever effects did not happen.
@@ -32,24 +33,27 @@ pub(crate) mod ledger;
 pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
+pub(crate) mod positions;
 pub(crate) mod presence;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
+pub(crate) mod stats;
 pub(crate) mod tx;
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::import::{ImportFile, ImportOptions, ImportReport};
 use crate::journal::{JournalError, Place};
 use crate::state::{Live, State};
 use boards::BoardWriter;
-use commands::{Command, QueueView, Subscription, TaskView, Verdict, View};
+use commands::{BulkVerdict, Command, QueueView, Refused, RetryScope, Subscription, TaskView, Verdict, View};
 use drops::DropWatcher;
-use effects::{Effect, Effects};
+use effects::{Answer, Effect, Effects};
 use env::Env;
 use ledger::Ledger;
 use presence::PresenceBoard;
 use quarantine::Refusal;
 use runtime_layout::{Clock, Fs, FsError, Layout};
+use stats::{Histogram, Stats};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tx::{Core, Tx};
@@ -97,6 +101,10 @@ pub struct Engine {
     aging: aging::Aging,
     audit: audit::QueueAudit,
     inbox: inbox::Inbox,
+    /// How long passes take, and what the inbox held (counted for metrics, nothing more).
+    passes: Histogram,
+    messages: u64,
+    inbox_waiting: u64,
 }
 
 impl Engine {
@@ -131,6 +139,9 @@ impl Engine {
             aging: Default::default(),
             audit: Default::default(),
             inbox: inbox::Inbox::new(),
+            passes: Histogram::default(),
+            messages: 0,
+            inbox_waiting: 0,
         })
     }
 
@@ -140,6 +151,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.core.env.cfg
+    }
+
+    /// The sequence number the next journal record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.core.ledger.next_seq()
     }
 
     /// The state, read-only (tests, views).
@@ -173,6 +189,7 @@ impl Engine {
 
     /// One pass of the loop. Returns whether more work is waiting (call again without sleeping).
     pub fn step(&mut self) -> Result<StepReport, EngineError> {
+        let started = std::time::Instant::now();
         let start = self.core.ledger.records();
         self.drops.take(&mut self.core.tx())?;
         if self.core.env.cfg.ingest.absorb_board_edits {
@@ -195,8 +212,16 @@ impl Engine {
         dispatch::ready(&mut self.core.tx());
         self.aging.run_if_due(&mut self.core.tx())?;
         self.core.tx().commit()?;
-        self.core.ledger.compact_if_due(&self.core.env)?;
+        if self.core.ledger.compaction_due(&self.core.env) {
+            // The snapshot forgets what recovery needs to redo the moves it covers: make them
+            // durable first.
+            self.core.effects.sync_touched(&self.core.env)?;
+            self.core.ledger.compact(&self.core.env)?;
+        }
         self.write_boards(false)?;
+        self.passes.observe(started.elapsed());
+        self.messages += batch.messages as u64;
+        self.inbox_waiting = batch.waiting as u64;
         Ok(StepReport {
             messages: batch.messages,
             records: self.core.ledger.records() - start,
@@ -208,16 +233,21 @@ impl Engine {
     /// handlers as inbox messages, all committed together (one fsync), each verdict sent once
     /// its records are durable.
     pub fn serve(&mut self, commands: impl IntoIterator<Item = Command>) -> Result<(), EngineError> {
+        let mut subscribers = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Snapshot(reply) => {
                     let _ = reply.send(self.view());
                 }
-                Command::Subscribe(reply) => {
-                    let ledger = &self.core.ledger;
-                    let _ =
-                        reply.send(Subscription { from_seq: ledger.next_seq(), records: ledger.subscribe() });
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.stats());
                 }
+                Command::Subscribe(reply) => {
+                    // Subscribed now, so that records this batch commits reach it too (a reader
+                    // skips those before `from_seq`), answered after the commit below.
+                    subscribers.push((reply, self.core.ledger.subscribe()));
+                }
+                Command::RetryWhere { scope, reply } => self.retry_where(&scope, reply),
                 Command::Submit { task, reply } => {
                     let id =
                         task.get("task_id").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
@@ -233,10 +263,67 @@ impl Engine {
                         operator::retry(tx, &task_id, name)
                     });
                 }
+                Command::Requeue { name, reply } => {
+                    self.request(reply, None, |tx, msg| quarantine::requeue(tx, &name, msg));
+                }
+                Command::Position { sink, reply } => {
+                    let _ = reply.send(self.state().delivered(&sink));
+                }
+                Command::Delivered { sink, through, reply } => {
+                    self.request(reply, None, |tx, _| positions::delivered(tx, &sink, through));
+                }
+                Command::Deliveries(reply) => {
+                    // `run::serve` owns the outbox and answers this itself; an engine driven
+                    // without it has no webhooks or hooks running.
+                    let _ = reply.send(crate::outbox::Deliveries::default());
+                }
             }
         }
         self.core.tx().commit()?;
+        // Every record pushed so far is durable: the journal holds all before `from_seq`.
+        let from_seq = self.core.ledger.next_seq();
+        for (reply, records) in subscribers {
+            let _ = reply.send(Subscription { from_seq, records });
+        }
         self.write_boards(false)
+    }
+
+    /// The loop's own figures.
+    fn stats(&self) -> Stats {
+        Stats {
+            commits: self.core.ledger.commit_latency().clone(),
+            passes: self.passes.clone(),
+            records: self.core.ledger.records() as u64,
+            messages: self.messages,
+            inbox_waiting: self.inbox_waiting,
+        }
+    }
+
+    /// A scoped bulk retry: each selected task through [`operator::retry`], one verdict for all.
+    fn retry_where(&mut self, scope: &RetryScope, reply: tokio::sync::oneshot::Sender<BulkVerdict>) {
+        let ids: Vec<String> = self
+            .view_tasks()
+            .into_iter()
+            .filter(|t| {
+                scope.statuses.contains(&t.task.status)
+                    && scope.pool.as_ref().is_none_or(|p| t.pool.as_ref() == Some(p))
+                    && scope.task_type.as_ref().is_none_or(|ty| t.task.task_type.as_ref() == Some(ty))
+            })
+            .map(|t| t.task.task_id)
+            .collect();
+        let name = self.core.env.names.next("api");
+        let mut tx = self.core.tx();
+        let mut verdict =
+            BulkVerdict { matched: ids.len(), retried: Vec::new(), refused: Vec::new(), seq: 0 };
+        for id in ids.into_iter().take(scope.limit) {
+            match operator::retry(&mut tx, &id, &name) {
+                Ok(()) => verdict.retried.push(id),
+                Err(r) => verdict.refused.push(Refused { task_id: id, reason: r.to_string() }),
+            }
+        }
+        verdict.seq = if verdict.retried.is_empty() { 0 } else { tx.ledger.next_seq() - 1 };
+        tracing::info!(request = %name, matched = verdict.matched, retried = verdict.retried.len(), "bulk retry");
+        tx.effect(Effect::Reply(Answer::Bulk(reply, verdict)));
     }
 
     /// Runs one changing request as if it were an inbox message of its own.
@@ -252,7 +339,7 @@ impl Engine {
             Ok(()) => {
                 let verdict =
                     Verdict::Accepted { task_id: task_id.unwrap_or_default(), seq: tx.ledger.next_seq() - 1 };
-                tx.effect(Effect::Reply { to: reply, verdict });
+                tx.effect(Effect::Reply(Answer::Verdict(reply, verdict)));
             }
             Err(r) => {
                 tracing::info!(request = %name, reason = %r, "request refused");
@@ -261,13 +348,35 @@ impl Engine {
         }
     }
 
+    /// Live tasks by id, then the most recent finished ones (oldest first), each with its pool.
+    fn view_tasks(&self) -> Vec<TaskView> {
+        let state = self.state();
+        let view = |task: &protocol::Task, place: &Place| {
+            let pool = match place {
+                Place::Queued { dir, .. } => dir.strip_prefix("queues/").map(str::to_string),
+                Place::Held { from, .. } => from.strip_prefix("queues/").map(str::to_string),
+                Place::Backlog | Place::Done => {
+                    // A finished task that was claimed from a pool names its holder, not the pool.
+                    let pooled = state.finished(&task.task_id).is_some_and(|f| f.pooled);
+                    match (&task.assigned_to, self.config().route_of(task)) {
+                        (Some(_), _) if !pooled => None,
+                        (_, config::Route::Pool(p)) => Some(p),
+                        (_, config::Route::Agent(_)) => None,
+                    }
+                }
+            };
+            TaskView::new(task.clone(), place.clone(), pool)
+        };
+        let mut tasks: Vec<TaskView> = state.lives().map(|l| view(&l.task, &l.place)).collect();
+        tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
+        tasks.extend(state.recent_done().map(|t| view(t, &Place::Done)));
+        tasks
+    }
+
     /// What the broker holds now.
     fn view(&self) -> View {
         let state = self.state();
-        let mut tasks: Vec<TaskView> =
-            state.lives().map(|l| TaskView::new(l.task.clone(), l.place.clone())).collect();
-        tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
-        tasks.extend(state.recent_done().map(|t| TaskView::new(t.clone(), Place::Done)));
+        let tasks = self.view_tasks();
         let mut queues: BTreeMap<String, usize> = BTreeMap::new();
         for l in state.lives() {
             if let Place::Queued { dir, .. } = &l.place {
@@ -305,11 +414,16 @@ impl Engine {
     /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`),
     /// and the presence board when it changed (looked at once a second unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
+        let durable = self.core.env.durability == runtime_layout::Durability::Always;
+        self.write_boards_as(force, durable)
+    }
+
+    fn write_boards_as(&mut self, force: bool, durable: bool) -> Result<(), EngineError> {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force)?;
-        self.presence.write(&self.core.env, self.core.ledger.state(), force)
+        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)?;
+        self.presence.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 
     /// Removes processed messages older than the retention from `broker/inbox/cur/`.
@@ -332,7 +446,8 @@ impl Engine {
     /// edits made while the broker is stopped are absorbed at the next start.
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.core.tx().commit()?;
-        self.write_boards(true)?;
+        self.core.effects.sync_touched(&self.core.env)?;
+        self.write_boards_as(true, true)?;
         if self.core.env.cfg.ingest.absorb_board_edits {
             self.boards.save_marks(&self.core.env, self.core.ledger.next_seq() - 1)?;
         }

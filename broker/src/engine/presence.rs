@@ -63,8 +63,9 @@ pub(crate) struct PresenceBoard {
 }
 
 impl PresenceBoard {
-    /// Rewrites the presence board if it changed (looking at most once a second unless `force`).
-    pub fn write(&mut self, env: &Env, state: &State, force: bool) -> Result<(), EngineError> {
+    /// Rewrites the presence board if it changed (looking at most once a second unless `force`),
+    /// fsynced only when `durable`, like the task boards: it is derived, rebuilt at every start.
+    pub fn write(&mut self, env: &Env, state: &State, force: bool, durable: bool) -> Result<(), EngineError> {
         let now = env.now();
         if !force && self.checked.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < 1_000_000) {
             return Ok(());
@@ -88,7 +89,7 @@ impl PresenceBoard {
         if !force && self.written.as_ref() == Some(&bytes) {
             return Ok(());
         }
-        let sync = env.durability.sync_files();
+        let sync = durable && env.durability.sync_files();
         replace_file(env.fs(), &path, &bytes, &env.names, sync)?;
         if sync {
             env.fs().sync_dir(&env.layout.boards_dir())?;

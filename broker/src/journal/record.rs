@@ -172,6 +172,27 @@ pub enum Entry {
     /// A snapshot of everything up to `through` was written: every file move the records before
     /// it describe is finished, so what the state kept to finish them can be forgotten.
     Snapshot { through: u64 },
+    /// An operator put a quarantined input back into the inbox.
+    Requeue(Requeued),
+    /// An outbox sink (a webhook or a hook) has handled every record up to `through`: after a
+    /// restart it resumes after it (see `outbox`).
+    Delivered { sink: String, through: u64 },
+}
+
+/// A quarantine entry sent back to the inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requeued {
+    /// The entry's name in `broker/quarantine/`.
+    pub name: String,
+    /// Where it went: `broker/inbox/new/<fresh name>` (relative to `agent_comms/`).
+    pub path: String,
+    /// Where its reason went: `broker/quarantine/requeued/<name>.error.json`.
+    pub reason_path: String,
+    /// The message (or command) that asked for it.
+    pub msg: String,
+    /// The task the entry's reason named, if any (so `trace` shows the requeue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
 }
 
 /// A task entering the broker whole.
@@ -333,6 +354,8 @@ impl Entry {
             Self::Consume { .. } => "consume",
             Self::Stray { .. } => "stray",
             Self::Snapshot { .. } => "snapshot",
+            Self::Requeue(_) => "requeue",
+            Self::Delivered { .. } => "delivered",
         }
     }
 
@@ -353,7 +376,12 @@ impl Entry {
             | Self::Unblock { task_id, .. } => Some(task_id),
             Self::Reject(r) => r.task_id.as_deref(),
             Self::Refuse(r) => Some(&r.task_id),
-            Self::Mail(_) | Self::Consume { .. } | Self::Stray { .. } | Self::Snapshot { .. } => None,
+            Self::Requeue(r) => r.task_id.as_deref(),
+            Self::Mail(_)
+            | Self::Consume { .. }
+            | Self::Stray { .. }
+            | Self::Snapshot { .. }
+            | Self::Delivered { .. } => None,
         }
     }
 
@@ -387,6 +415,7 @@ impl Entry {
             | Self::Retry { msg, .. }
             | Self::Consume { msg, .. } => Some(msg),
             Self::Reject(r) => r.msg.as_deref(),
+            Self::Requeue(r) => Some(&r.msg),
             Self::Mail(m) if m.import.is_none() => Some(&m.msg),
             // An import's `msg` is its source file, not an inbox message.
             _ => None,
@@ -431,6 +460,7 @@ impl Entry {
             | Self::Age { reason, .. } => Some(Cow::Borrowed(reason)),
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
             Self::Refuse(r) => Some(Cow::Borrowed(&r.reason)),
+            Self::Requeue(_) => Some(Cow::Borrowed("requeued from quarantine by an operator")),
             _ => None,
         }
     }
@@ -447,6 +477,7 @@ impl Entry {
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
             Self::Refuse(r) => Some(Cow::Owned(Place::claim_path(&r.agent, &r.name))),
+            Self::Requeue(r) => Some(Cow::Borrowed(&r.path)),
             _ => None,
         }
     }
@@ -486,6 +517,9 @@ pub struct Snapshot {
     /// When each agent was last seen in a record (see [`Entry::seen_agent`]).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub agents_seen: std::collections::BTreeMap<String, Timestamp>,
+    /// Each outbox sink's journaled position (`Entry::Delivered`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub delivered: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

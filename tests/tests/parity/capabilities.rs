@@ -23,7 +23,7 @@ fn only_an_agent_holding_every_capability_claims_a_gated_task() {
             .unwrap();
     assert_eq!(profile["capabilities"], json!(["python", "web"]));
     let listed: Vec<(Value, Value)> =
-        agent_list(&root).into_iter().map(|a| (a["name"].clone(), a["capabilities"].clone())).collect();
+        agent_list(&root).into_iter().map(|a| (a["agent"].clone(), a["capabilities"].clone())).collect();
     assert_eq!(listed, [(json!("Agent-1"), json!(["python", "web"])), (json!("Agent-2"), json!(["python"]))]);
     let text = stdout(&root.run(&["agent", "list"]));
     assert!(text.contains("python, web"), "{text}");

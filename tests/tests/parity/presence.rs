@@ -13,7 +13,7 @@ fn listed(root: &Root) -> Vec<Value> {
 }
 
 fn state(root: &Root, agent: &str) -> Value {
-    listed(root).into_iter().find(|a| a["name"] == agent).expect("listed")["state"].clone()
+    listed(root).into_iter().find(|a| a["agent"] == agent).expect("listed")["state"].clone()
 }
 
 fn board(root: &Root) -> Vec<Value> {
@@ -52,7 +52,7 @@ fn claims_heartbeats_and_messages_keep_an_agent_from_going_stale() {
 
     // The last sight of an agent survives a restart (it is in the journal).
     wait_for(T, || state(&root, "Talker") == "stale");
-    let before = listed(&root).into_iter().find(|a| a["name"] == "Talker").unwrap()["last_seen"].clone();
+    let before = listed(&root).into_iter().find(|a| a["agent"] == "Talker").unwrap()["last_seen"].clone();
     assert!(before.is_string(), "{before}");
     b.kill9();
     let _b = root.broker();
