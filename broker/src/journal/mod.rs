@@ -10,6 +10,7 @@
 //! The parts: [`record`] (what a line holds), [`read`] (replay, torn tails, every segment for
 //! `trace`), and [`Journal`] here (numbering, group commit, compaction).
 
+mod place;
 mod read;
 mod record;
 
