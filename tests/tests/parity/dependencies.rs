@@ -24,6 +24,10 @@ fn a_dependency_that_does_not_exist_is_shown_then_blocks() {
     assert_eq!(w["note"], "waiting for unknown task NO-SUCH-TASK", "{w}");
     let trace = stdout(&root.run(&["trace", "WAITER"]));
     assert!(trace.contains("waiting for unknown task NO-SUCH-TASK"), "{trace}");
+    // The HTTP API says so too: in the task and in its trace.
+    let api = root.api().get("/api/tasks/WAITER");
+    assert_eq!(api.json["current"]["note"], "waiting for unknown task NO-SUCH-TASK", "{}", api.text);
+    assert!(api.json["trace"]["now"].as_str().unwrap().contains("waiting for unknown task"), "{}", api.text);
     wait_for(T, || status(&root, "WAITER") == Some(json!("BLOCKED")));
     wait_for(T, || status(&root, "AFTER") == Some(json!("BLOCKED")));
     let trace = stdout(&root.run(&["trace", "WAITER"]));

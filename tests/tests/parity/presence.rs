@@ -1,6 +1,6 @@
 //! Agent presence: last seen from any claim, heartbeat or message, and the state (busy, idle,
-//! stale after `[agents] stale_secs`) in `mailroom agent list`, on the agents board, and after a
-//! restart.
+//! stale after `[agents] stale_secs`) in `mailroom agent list`, on the agents board, in the HTTP
+//! API, and after a restart.
 
 use super::{T, agent_add, claim, submit};
 use mailroom_tests::{Root, wait_for};
@@ -28,9 +28,10 @@ fn board(root: &Root) -> Vec<Value> {
 fn claims_heartbeats_and_messages_keep_an_agent_from_going_stale() {
     let root = Root::new();
     root.write_config("[broker]\ntick_ms = 50\n[agents]\nstale_secs = 2\n");
-    for a in ["Worker", "Talker", "Silent"] {
+    for a in ["Worker", "Silent"] {
         agent_add(&root, a, &[]);
     }
+    agent_add(&root, "Talker", &["--capability", "chat"]);
     let b = root.broker();
     assert_eq!(state(&root, "Silent"), "stale", "never seen");
     submit(&root, &json!({"task_id": "P-1"}));
@@ -39,6 +40,14 @@ fn claims_heartbeats_and_messages_keep_an_agent_from_going_stale() {
     let out = root.run_with_input(&["send", "--from", "Talker", "--to", "Worker", "-"], b"\"hello\"");
     assert!(out.status.success());
     wait_for(T, || state(&root, "Worker") == "busy" && state(&root, "Talker") == "idle");
+    // The HTTP API judges them alike, with their capabilities.
+    let api = root.api().get("/api/agents");
+    let of = |name: &str| {
+        api.json["agents"].as_array().unwrap().iter().find(|a| a["agent"] == name).cloned().unwrap()
+    };
+    assert_eq!(of("Silent")["state"], "stale", "never seen: {}", api.text);
+    assert_eq!(of("Worker")["held"].as_array().map(Vec::len), Some(1), "{}", api.text);
+    assert_eq!(of("Talker")["capabilities"], json!(["chat"]), "{}", api.text);
     let on_board: Vec<(Value, Value)> =
         board(&root).into_iter().map(|a| (a["name"].clone(), a["held"].clone())).collect();
     assert!(on_board.contains(&(json!("Worker"), json!([t["claim"]]))), "{on_board:?}");
