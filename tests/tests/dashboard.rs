@@ -2,8 +2,8 @@
 //! broker: the page loads and goes live, a task submitted through the API appears on the board
 //! without a reload, a retry asks for the token once and goes through, a quarantined message is
 //! requeued, a hook's deliveries are shown, and a screenshot is kept
-//! as a test artifact (`target/mailroom-artifacts/dashboard.png`; with `MAILROOM_SCREENSHOT_DOCS=1`
-//! also `docs/dashboard.png`).
+//! as a test artifact (`target/mailroom-artifacts/dashboard.png`, and `dashboard-deliveries.png`
+//! of the deliveries view; with `MAILROOM_SCREENSHOT_DOCS=1` also `docs/dashboard.png`).
 
 use mailroom_tests::cdp::{self, Chromium};
 use mailroom_tests::{Root, skip_unless_required, wait_for, workspace};
@@ -194,4 +194,7 @@ fn the_dashboard_is_live_retries_with_the_token_and_is_photographed() {
         page.wait_until(&format!("{hook_row} && {attempt}"), T).unwrap(),
         "the hook and its attempt are shown"
     );
+    let png = page.screenshot().unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    std::fs::write(artifacts().join("dashboard-deliveries.png"), &png).unwrap();
 }
