@@ -39,7 +39,7 @@ pub fn report(sinks: Vec<SinkStatus>, q: &DeliveriesQuery) -> Value {
         .filter(|(_, a)| !q.failed.unwrap_or(false) || !a.ok)
         .collect();
     // Newest first: by time, then by journal sequence.
-    attempts.sort_by(|(_, a), (_, b)| (b.at, b.seq).cmp(&(a.at, a.seq)));
+    attempts.sort_by_key(|(_, a)| std::cmp::Reverse((a.at, a.seq)));
     let mut recent: Vec<Value> = attempts
         .into_iter()
         .map(|(sink, a)| {
