@@ -4,16 +4,18 @@
 //!
 //! A record is appended (and, unless durability is `never`, fsynced) before any file it
 //! describes is moved, so the journal is always ahead of the tree and recovery can redo effects.
-//! Segments made obsolete by a snapshot move to `journal/archive/`, where `mailroom trace` still
-//! reads them.
+//! Segments made obsolete by a snapshot move to `journal/archive/`, where they are compressed and
+//! kept within the retention limits, and where `mailroom trace` still reads them.
 //!
 //! The parts: [`record`] (what a line holds), [`read`] (replay, torn tails, every segment for
-//! `trace`), and [`Journal`] here (numbering, group commit, compaction).
+//! `trace`), [`archive`] (compression and the retention rule of archived segments), and
+//! [`Journal`] here (numbering, group commit, compaction).
 
+pub mod archive;
 mod read;
 mod record;
 
-pub use read::{Loaded, Notes, Replayed, all_segments, load, read_segment, replay};
+pub use read::{Loaded, Notes, Replayed, all_segments, load, read_segment, replay, segment_bytes};
 pub use record::{
     Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, SnapTask, Snapshot, TakenBack,
     Tomb, consumed_path,
@@ -302,5 +304,42 @@ mod tests {
         assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
         assert_eq!(all_segments(&RealFs, d.path()).unwrap().len(), 2);
         assert!(d.path().join("archive").join(segment_name(1)).exists());
+    }
+
+    #[test]
+    fn trace_reads_compressed_and_plain_segments_alike_each_once() {
+        let d = tempfile::tempdir().unwrap();
+        let names = NameSource::new();
+        let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap();
+        j.push(Timestamp::from_micros(0), stray("a"));
+        j.push(Timestamp::from_micros(0), stray("b"));
+        j.compact(&RealFs, &Snapshot { seq: 2, ..Default::default() }, &names).unwrap();
+        j.push(Timestamp::from_micros(0), stray("c"));
+        j.commit().unwrap();
+        let plain = d.path().join("archive").join(segment_name(1));
+        let mut c = archive::Compressor::start(&RealFs, &plain, true).unwrap();
+        assert!(matches!(c.step(&RealFs, 1 << 20).unwrap(), archive::Progress::Done { .. }));
+        assert!(
+            !plain.exists()
+                && d.path().join("archive").join(archive::compressed_name(&segment_name(1))).exists()
+        );
+        let seqs = |d: &Path| {
+            let mut out = Vec::new();
+            for s in all_segments(&RealFs, d).unwrap() {
+                read_segment(&RealFs, &s, |r, _, _| out.push(r.seq), &mut Notes::default()).unwrap();
+            }
+            out
+        };
+        assert_eq!(seqs(d.path()), vec![1, 2, 3]);
+        // A crash between the rename and the removal leaves both forms: read once.
+        std::fs::write(&plain, segment_bytes(&RealFs, &all_segments(&RealFs, d.path()).unwrap()[0]).unwrap())
+            .unwrap();
+        assert_eq!(seqs(d.path()), vec![1, 2, 3]);
+        assert_eq!(all_segments(&RealFs, d.path()).unwrap()[0], plain, "the plain copy is the one read");
+        // Replay never reads the archive.
+        assert_eq!(
+            load(&RealFs, d.path()).unwrap().records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 }
