@@ -3,11 +3,14 @@
 //! [`engine::Engine`] is the synchronous core (journal, state machine, file moves), made of
 //! parts that own their state; [`run::serve`] is the event loop around it, with the command
 //! channel in-process front ends use; [`import`] migrates a legacy tree; [`trace`] and
-//! [`board`] read what the broker wrote.
+//! [`board`] read what the broker wrote; [`footprint`] counts what a root holds, and [`gc`]
+//! applies the retention rules to a stopped root.
 
 pub mod board;
 pub mod config;
 pub mod engine;
+pub mod footprint;
+pub mod gc;
 pub mod import;
 pub mod journal;
 pub mod run;

@@ -60,7 +60,6 @@ pub async fn serve(
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&layout, engine.config(), wake.clone());
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut last_prune = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
         let pass = answer(&mut engine, &mut commands, arrived.take()).and_then(|()| engine.step());
@@ -96,12 +95,6 @@ pub async fn serve(
                 biased;
                 _ = &mut shutdown => break Ok(()),
                 _ = std::future::ready(()) => continue,
-            }
-        }
-        if last_prune.elapsed() > Duration::from_secs(60) {
-            last_prune = Instant::now();
-            if let Err(e) = engine.prune_inbox() {
-                break Err(e);
             }
         }
         tokio::select! {

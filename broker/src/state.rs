@@ -25,8 +25,10 @@ pub struct Finished {
     pub pooled: bool,
 }
 
-/// How many former dispatch names are remembered, so that a file left behind under an old name
-/// (a crash between a journal entry and its file move) is recognised and cleaned up.
+/// How many former dispatch names are remembered at most, so that a file left behind under an old
+/// name (a crash between a journal entry and its file move) is recognised and cleaned up. They are
+/// also forgotten at each snapshot (every move before it is finished, and a restart replays only
+/// what follows it), so they cost memory in proportion to recent work, not to history.
 const RETIRED_NAMES: usize = 100_000;
 
 #[derive(Debug, Default)]
@@ -230,9 +232,12 @@ impl State {
             }
         }
         if let Entry::Snapshot { .. } = rec.entry {
-            // Every move the records before the snapshot describe is finished.
-            self.consumed.clear();
-            self.refusals.clear();
+            // Every move the records before the snapshot describe is finished, and a restart
+            // rebuilds these from the records after it only: live operation forgets them too.
+            self.consumed = BTreeMap::new();
+            self.refusals = BTreeMap::new();
+            self.retired = HashMap::new();
+            self.retired_order = VecDeque::new();
             return;
         }
         let Some((task, place)) = rec.entry.change() else { return };

@@ -138,10 +138,11 @@ impl Ledger {
     }
 
     /// Writes a snapshot and archives the segments it covers once enough records have
-    /// accumulated. Call only with every effect carried out (after a commit).
-    pub fn compact_if_due(&mut self, env: &Env) -> Result<(), EngineError> {
+    /// accumulated. Call only with every effect carried out (after a commit). Returns whether it
+    /// compacted.
+    pub fn compact_if_due(&mut self, env: &Env) -> Result<bool, EngineError> {
         if self.journal.records_since_snapshot() < env.cfg.broker.compact_after_records {
-            return Ok(());
+            return Ok(false);
         }
         let snap = self.state.snapshot(self.journal.next_seq() - 1);
         self.journal.compact(env.fs(), &snap, &env.names)?;
@@ -149,6 +150,6 @@ impl Ledger {
         self.push(env.now(), Entry::Snapshot { through: snap.seq });
         self.commit()?;
         tracing::info!(seq = snap.seq, live = snap.live.len(), "journal compacted");
-        Ok(())
+        Ok(true)
     }
 }

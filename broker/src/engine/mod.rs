@@ -33,6 +33,7 @@ pub(crate) mod operator;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
 pub(crate) mod stats;
+pub mod retention;
 pub(crate) mod tx;
 
 use crate::config::{self, Config};
@@ -48,6 +49,7 @@ use effects::{Answer, Effect, Effects};
 use env::Env;
 use ledger::Ledger;
 use quarantine::Refusal;
+use retention::{KeptNow, Retention};
 use runtime_layout::{Clock, Fs, FsError, Layout};
 use stats::{Histogram, Stats};
 use std::collections::BTreeMap;
@@ -99,6 +101,7 @@ pub struct Engine {
     passes: Histogram,
     messages: u64,
     inbox_waiting: u64,
+    retention: Retention,
 }
 
 impl Engine {
@@ -134,6 +137,7 @@ impl Engine {
             passes: Histogram::default(),
             messages: 0,
             inbox_waiting: 0,
+            retention: Retention::new(),
         })
     }
 
@@ -193,8 +197,13 @@ impl Engine {
         }
         dispatch::ready(&mut self.core.tx());
         self.core.tx().commit()?;
-        self.core.ledger.compact_if_due(&self.core.env)?;
+        if self.core.ledger.compact_if_due(&self.core.env)? {
+            self.retention.archive_changed();
+        }
         self.write_boards(false)?;
+        // Kept messages and archived history within their limits, a bounded amount per pass.
+        let arrived = self.core.effects.take_kept();
+        self.retention.work(&self.core.env, arrived);
         self.passes.observe(started.elapsed());
         self.messages += batch.messages as u64;
         self.inbox_waiting = batch.waiting as u64;
@@ -391,25 +400,17 @@ impl Engine {
         self.boards.write(&self.core.env, self.core.ledger.state(), force)
     }
 
-    /// Removes processed messages older than the retention from `broker/inbox/cur/`.
-    pub fn prune_inbox(&mut self) -> Result<(), EngineError> {
-        let env = &self.core.env;
-        let cur = env.layout.broker_inbox().cur();
-        let now = env.now();
-        for e in env.fs().list(&cur)? {
-            let p = cur.join(&e.name);
-            if let Some(m) = env.fs().stat(&p)?
-                && m.mtime.plus_secs(env.cfg.broker.inbox_retention_secs) < now
-            {
-                env.fs().remove_file(&p)?;
-            }
-        }
-        Ok(())
+    /// What the broker keeps for operators, as far as its retention knows (kept messages and
+    /// archived segments); [`crate::footprint::measure`] counts every area from the disk.
+    pub fn kept(&self) -> KeptNow {
+        self.retention.kept_now()
     }
 
     /// Flushes everything (on shutdown), and leaves the marks of the boards as written so that
-    /// edits made while the broker is stopped are absorbed at the next start.
+    /// edits made while the broker is stopped are absorbed at the next start. A compression in
+    /// progress is given up (its plain segment stays, and is compressed after the next start).
     pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.retention.stop(self.core.env.fs());
         self.core.tx().commit()?;
         self.write_boards(true)?;
         if self.core.env.cfg.ingest.absorb_board_edits {
