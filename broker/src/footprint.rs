@@ -31,8 +31,11 @@ pub struct Footprint {
     pub inbox_pending: Area,
     /// Consumed messages kept for operators (`broker/inbox/cur/`), within `inbox_keep_*`.
     pub inbox_kept: Area,
-    /// The journal replay reads: the newest snapshot and the segments after it.
+    /// The journal segments replay reads (the one being appended to, and any not yet archived):
+    /// they grow until the next compaction (`compact_after_records`).
     pub journal_live: Area,
+    /// The newest snapshot (and a temporary while one is written): a tomb per finished task.
+    pub snapshot: Area,
     /// Segments a snapshot covers (`journal/archive/`), within `[journal] archive_keep*`.
     pub archive: Area,
     /// Refused input and its reasons (`broker/quarantine/`): never removed by the broker.
@@ -74,6 +77,7 @@ impl Footprint {
             self.inbox_pending,
             self.inbox_kept,
             self.journal_live,
+            self.snapshot,
             self.archive,
             self.quarantine,
             self.tasks,
@@ -85,11 +89,12 @@ impl Footprint {
     }
 
     /// The areas with their names, in the order above (for tables and metrics).
-    pub fn areas(&self) -> [(&'static str, Area); 8] {
+    pub fn areas(&self) -> [(&'static str, Area); 9] {
         [
             ("inbox_pending", self.inbox_pending),
             ("inbox_kept", self.inbox_kept),
             ("journal_live", self.journal_live),
+            ("snapshot", self.snapshot),
             ("archive", self.archive),
             ("quarantine", self.quarantine),
             ("tasks", self.tasks),
@@ -136,7 +141,12 @@ fn classify<'a>(layout: &Layout, path: &Path, f: &'a mut Footprint) -> &'a mut A
     } else if path.starts_with(journal.join("archive")) {
         &mut f.archive
     } else if path.starts_with(&journal) {
-        &mut f.journal_live
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        if name.starts_with("snapshot-") || name.starts_with(".snapshot-") {
+            &mut f.snapshot
+        } else {
+            &mut f.journal_live
+        }
     } else if path.starts_with(layout.quarantine_dir()) {
         &mut f.quarantine
     } else if path.starts_with(layout.queues_dir()) || path.starts_with(layout.mailboxes_dir()) {
@@ -195,7 +205,8 @@ mod tests {
         let f = measure(&fs, &l).unwrap();
         assert_eq!(f.inbox_pending, Area { files: 1, bytes: 10 });
         assert_eq!(f.inbox_kept, Area { files: 2, bytes: 25 });
-        assert_eq!(f.journal_live, Area { files: 2, bytes: 37 });
+        assert_eq!(f.journal_live, Area { files: 1, bytes: 30 });
+        assert_eq!(f.snapshot, Area { files: 1, bytes: 7 });
         assert_eq!(f.archive, Area { files: 1, bytes: 40 });
         assert_eq!(f.quarantine, Area { files: 1, bytes: 50 });
         assert_eq!(f.tasks, Area { files: 1, bytes: 60 });
