@@ -44,7 +44,7 @@ pub struct GcReport {
     pub after: Option<Footprint>,
     /// Kept messages removed from `broker/inbox/cur/`.
     pub inbox_removed: Area,
-    /// Temporaries and duplicate plain segments an interrupted compression left.
+    /// Temporaries and duplicate plain segments an interrupted compression or compaction left.
     pub leftovers_removed: Area,
     pub compressed: Vec<Compressed>,
     /// Archived segments beyond the retention (relative to `agent_comms/`), and their bytes.
@@ -144,13 +144,23 @@ pub fn gc(
     // 2. The archive.
     let dir = layout.journal_dir().join("archive");
     let listing = archive::list(fs, &dir)?;
-    let leftovers: Vec<_> = listing.temporaries.iter().cloned().chain(duplicates(&listing)).collect();
+    let stale = archive::snapshot_temporaries(fs, &layout.journal_dir())?;
+    let leftovers: Vec<_> = listing
+        .temporaries
+        .iter()
+        .cloned()
+        .chain(duplicates(&listing))
+        .chain(stale.iter().cloned())
+        .collect();
     for p in &leftovers {
         report.leftovers_removed.files += 1;
         report.leftovers_removed.bytes += fs.stat(p)?.map_or(0, |m| m.len);
     }
     if !dry_run {
         archive::finish_interrupted(fs, &listing)?;
+        for p in &stale {
+            remove(fs, p)?;
+        }
     }
     let skip: HashSet<_> = leftovers.into_iter().collect();
     let mut segs: Vec<_> = listing.segments.into_iter().filter(|s| !skip.contains(&s.path)).collect();

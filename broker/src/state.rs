@@ -4,7 +4,12 @@
 
 use crate::journal::{Entry, Place, Record, SnapTask, Snapshot, Tomb, consumed_path};
 use protocol::{Status, Task};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use tombs::Tombs;
+
+mod snapshot;
+mod tombs;
 
 /// A task that is not finished.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +39,8 @@ const RETIRED_NAMES: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct State {
     live: HashMap<String, Live>,
-    /// Finished tasks.
-    tombs: HashMap<String, Finished>,
+    /// Finished tasks, compactly (see `tombs.rs`).
+    tombs: Tombs,
     /// The most recent finished tasks, oldest first.
     recent_done: VecDeque<Task>,
     recent_limit: usize,
@@ -48,8 +53,10 @@ pub struct State {
     retired_order: VecDeque<String>,
     /// Live PENDING tasks in the backlog, waiting to be dispatched.
     backlog: BTreeSet<String>,
-    /// Inbox messages already consumed → where they belong (`cur` or a quarantine path).
-    consumed: BTreeMap<String, String>,
+    /// Inbox messages already consumed → where they belong: `None` for `inbox/cur/` (nearly all
+    /// of them: not spelt out, as there is one per message between two snapshots), else the
+    /// quarantine path.
+    consumed: BTreeMap<String, Option<String>>,
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
     refusals: BTreeMap<String, String>,
@@ -65,13 +72,17 @@ impl State {
         // Sized once: growing by doubling to a million tombs peaks at 1.5 tables during a rehash.
         s.tombs.reserve(snap.tombs.len());
         for t in snap.tombs {
-            s.tombs.insert(t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
+            s.tombs.insert(&t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
         }
         s.recent_done = snap.recent_done.into();
         for st in snap.live {
             s.set_live(st.task, st.place, st.hash);
         }
-        s.consumed = snap.consumed;
+        s.consumed = snap
+            .consumed
+            .into_iter()
+            .map(|(m, d)| (m.clone(), (d != consumed_path(&m)).then_some(d)))
+            .collect();
         s
     }
 
@@ -85,7 +96,7 @@ impl State {
         let mut tombs: Vec<Tomb> = self
             .tombs
             .iter()
-            .map(|(id, f)| Tomb { id: id.clone(), status: f.status, hash: f.hash, pooled: f.pooled })
+            .map(|(id, f)| Tomb { id: id.to_string(), status: f.status, hash: f.hash, pooled: f.pooled })
             .collect();
         tombs.sort_by(|a, b| a.id.cmp(&b.id));
         // Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
@@ -116,11 +127,16 @@ impl State {
 
     /// A finished task.
     pub fn finished(&self, id: &str) -> Option<Finished> {
-        self.tombs.get(id).copied()
+        self.tombs.get(id)
     }
 
     pub fn finished_count(&self) -> usize {
         self.tombs.len()
+    }
+
+    /// The memory the finished tasks' tombs hold.
+    pub fn tombs_heap_bytes(&self) -> usize {
+        self.tombs.heap_bytes()
     }
 
     /// The most recent finished tasks, oldest first (the completed board).
@@ -157,8 +173,11 @@ impl State {
     }
 
     /// Where an inbox message consumed before belongs (`broker/inbox/cur/..` or a quarantine path).
-    pub fn consumed(&self, msg: &str) -> Option<&str> {
-        self.consumed.get(msg).map(String::as_str)
+    pub fn consumed(&self, msg: &str) -> Option<Cow<'_, str>> {
+        self.consumed.get(msg).map(|d| match d {
+            Some(p) => Cow::Borrowed(p.as_str()),
+            None => Cow::Owned(consumed_path(msg)),
+        })
     }
 
     /// Why a consumed inbox message was refused.
@@ -222,10 +241,11 @@ impl State {
         // message whose effect survived without its Consume must not be handled a second time.
         if let Some(msg) = rec.entry.msg() {
             let dest = match &rec.entry {
-                Entry::Consume { path, .. } => path.clone(),
-                Entry::Reject(r) => r.path.clone(),
-                _ => consumed_path(msg),
+                Entry::Consume { path, .. } => Some(path),
+                Entry::Reject(r) => Some(&r.path),
+                _ => None,
             };
+            let dest = dest.filter(|p| **p != consumed_path(msg)).cloned();
             self.consumed.insert(msg.to_string(), dest);
             if let Entry::Reject(r) = &rec.entry {
                 self.refusals.insert(msg.to_string(), r.reason.clone());
@@ -253,7 +273,7 @@ impl State {
                 pooled = old.place.claimed_from_pool();
                 self.forget_place(&id, &old.place);
             }
-            self.tombs.insert(id, Finished { status: task.status, hash, pooled });
+            self.tombs.insert(&id, Finished { status: task.status, hash, pooled });
             self.recent_done.push_back(task.clone());
             while self.recent_done.len() > self.recent_limit.max(1) {
                 self.recent_done.pop_front();

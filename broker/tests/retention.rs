@@ -214,7 +214,12 @@ fn the_archive_is_compressed_and_pruned_and_trace_says_what_is_gone() {
 #[test]
 fn low_space_or_inodes_are_noticed() {
     let mut w = World::new(cfg());
-    w.fs.set_space(Some(Space { free_bytes: 5, total_bytes: 100, free_inodes: 500_000, total_inodes: 1_000_000 }));
+    w.fs.set_space(Some(Space {
+        free_bytes: 5,
+        total_bytes: 100,
+        free_inodes: 500_000,
+        total_inodes: 1_000_000,
+    }));
     w.start().unwrap();
     w.step().unwrap();
     let k = w.engine().kept();

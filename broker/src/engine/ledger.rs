@@ -144,12 +144,13 @@ impl Ledger {
         if self.journal.records_since_snapshot() < env.cfg.broker.compact_after_records {
             return Ok(false);
         }
-        let snap = self.state.snapshot(self.journal.next_seq() - 1);
-        self.journal.compact(env.fs(), &snap, &env.names)?;
+        let seq = self.journal.next_seq() - 1;
+        let state = &self.state;
+        self.journal.compact_with(env.fs(), seq, &env.names, |w| state.write_snapshot(seq, w))?;
         // Journaled, so that replay forgets exactly what live operation forgets.
-        self.push(env.now(), Entry::Snapshot { through: snap.seq });
+        self.push(env.now(), Entry::Snapshot { through: seq });
         self.commit()?;
-        tracing::info!(seq = snap.seq, live = snap.live.len(), "journal compacted");
+        tracing::info!(seq, live = self.state.live_count(), "journal compacted");
         Ok(true)
     }
 }

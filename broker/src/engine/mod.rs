@@ -88,6 +88,8 @@ pub struct StepReport {
     pub messages: usize,
     pub records: usize,
     pub more: bool,
+    /// Retention has work left (an archived segment to compress): come back soon, not a tick later.
+    pub housekeeping: bool,
 }
 
 pub struct Engine {
@@ -211,6 +213,7 @@ impl Engine {
             messages: batch.messages,
             records: self.core.ledger.records() - start,
             more: batch.more,
+            housekeeping: self.retention.pending(&self.core.env),
         })
     }
 

@@ -8,8 +8,10 @@
 //!   while there are more than `inbox_keep_count`, more bytes than `inbox_keep_bytes`, or they are
 //!   older than `inbox_retention_secs`; a pass removes at most [`PRUNE_PER_PASS`] more than it
 //!   moved in. Nothing is lost: the journal holds every message that was accepted.
-//! - **Archived segments** (`journal/archive/`): compressed a piece per pass ([`COMPRESS_PER_PASS`],
-//!   see `journal::archive` for why a crash never costs history), then removed oldest first beyond
+//! - **Archived segments** (`journal/archive/`): compressed a few pieces per pass (for at most
+//!   [`COMPRESS_TIME`] of CPU, at least one piece of 1 MiB; see `journal::archive` for why a crash
+//!   never costs history); while some wait, the loop comes back for more within
+//!   milliseconds instead of a tick (`StepReport::housekeeping`). Then removed oldest first beyond
 //!   `[journal] archive_keep` and `archive_keep_bytes`. The listing is refreshed after a
 //!   compaction, a finished compression and once a minute.
 //! - **Space**: once a minute, the filesystem's free space and inodes (statvfs); a warning when
@@ -31,8 +33,9 @@ use std::path::{Path, PathBuf};
 pub const PRUNE_PER_PASS: usize = 256;
 /// Files of `inbox/cur/` found at start whose size and time a pass looks up.
 const SCAN_PER_PASS: usize = 4096;
-/// Bytes of archived segments a pass compresses.
-pub const COMPRESS_PER_PASS: u64 = 2 * archive::PIECE_BYTES;
+/// The CPU a pass spends compressing (at least one piece); a pass under load takes longer than
+/// this anyway (its fsyncs), and the journal grows by a few MB a second at most.
+pub const COMPRESS_TIME: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often the archive is listed again and the free space looked at, and how long work that
 /// failed waits before it is tried again.
 const MINUTE_US: i64 = 60_000_000;
@@ -134,6 +137,13 @@ impl Retention {
             self.space_checked = Some(now);
             self.check_space(env, now);
         }
+    }
+
+    /// Is compression still to do (the loop should come back soon rather than after a tick)?
+    pub fn pending(&self, env: &Env) -> bool {
+        env.cfg.journal.compress_archive
+            && self.archive_pause.is_none()
+            && (self.job.is_some() || self.archive.iter().any(|s| !s.compressed))
     }
 
     /// Stops work in progress (on shutdown): a half-written compressed copy is removed.
@@ -238,8 +248,12 @@ impl Retention {
         {
             let mut listing = archive::list(fs, &dir)?;
             if first {
-                for p in archive::finish_interrupted(fs, &listing)? {
-                    tracing::info!(file = %env.rel(&p), "removed what an interrupted compression left");
+                let stale = archive::snapshot_temporaries(fs, &env.layout.journal_dir())?;
+                for p in &stale {
+                    remove(fs, p)?;
+                }
+                for p in stale.iter().chain(&archive::finish_interrupted(fs, &listing)?) {
+                    tracing::info!(file = %env.rel(p), "removed what an interrupted compaction or compression left");
                 }
                 listing = archive::list(fs, &dir)?;
             }
@@ -280,12 +294,19 @@ impl Retention {
             self.job = Some(Compressor::start(fs, &plain.path, env.durability.sync_files())?);
         }
         let job = self.job.as_mut().expect("started above");
-        if let Progress::Done { plain, compressed } = job.step(fs, COMPRESS_PER_PASS)? {
-            let src = self.job.take().expect("running").source().to_path_buf();
-            tracing::info!(segment = %env.rel(&src), plain, compressed, "compressed an archived segment");
-            self.archive_stale = true;
+        let started = std::time::Instant::now();
+        loop {
+            match job.step(fs, archive::PIECE_BYTES)? {
+                Progress::Done { plain, compressed } => {
+                    let src = self.job.take().expect("running").source().to_path_buf();
+                    tracing::info!(segment = %env.rel(&src), plain, compressed, "compressed an archived segment");
+                    self.archive_stale = true;
+                    return Ok(());
+                }
+                Progress::More if started.elapsed() < COMPRESS_TIME => {}
+                Progress::More => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     fn check_space(&mut self, env: &Env, now: Timestamp) {
@@ -341,6 +362,7 @@ impl Retention {
     }
 }
 
+/// Work that failed waits a minute (by the engine's clock) before it is tried again.
 fn paused(since: Option<Timestamp>, now: Timestamp) -> bool {
     since.is_some_and(|t| now.as_micros() - t.as_micros() < MINUTE_US)
 }

@@ -245,6 +245,24 @@ impl Compressor {
     }
 }
 
+/// Snapshot temporaries in the journal directory (`.snapshot-N.json.tmp-*`): a compaction
+/// writes and renames its own within one call, so any found outside one was left by a crash.
+pub fn snapshot_temporaries(fs: &dyn Fs, journal: &Path) -> Result<Vec<PathBuf>, FsError> {
+    if fs.stat(journal)?.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(fs
+        .list(journal)?
+        .into_iter()
+        .filter(|e| e.kind == FileKind::File)
+        .filter_map(|e| {
+            e.name_str()
+                .filter(|n| n.starts_with(".snapshot-") && n.contains(".tmp-"))
+                .map(|n| journal.join(n))
+        })
+        .collect())
+}
+
 /// Removes what a crash left in `archive/`: temporaries, and the plain form of any segment that
 /// also has its (complete: renamed only once durable) compressed form. Returns what it removed.
 pub fn finish_interrupted(fs: &dyn Fs, listing: &ArchiveListing) -> Result<Vec<PathBuf>, FsError> {

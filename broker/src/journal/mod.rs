@@ -22,7 +22,7 @@ pub use record::{
 };
 
 use protocol::Timestamp;
-use runtime_layout::{AppendFile, Durability, Fs, FsError, NameSource, write_atomic};
+use runtime_layout::{AppendFile, Durability, Fs, FsError, NameSource};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +62,49 @@ impl AppendFile for NoAppend {
         ))
     }
     fn sync(&mut self) -> Result<(), FsError> {
+        Ok(())
+    }
+}
+
+/// A snapshot is appended to its temporary this many bytes at a time.
+const CHUNK: usize = 1 << 20;
+
+/// An `io::Write` over an [`AppendFile`] that appends a chunk at a time and keeps the first
+/// error (serde_json sees only an `io::Error`).
+struct Chunked {
+    file: Box<dyn AppendFile>,
+    buf: Vec<u8>,
+    failed: Option<FsError>,
+}
+
+impl Chunked {
+    fn flush_chunk(&mut self) {
+        if self.failed.is_none()
+            && !self.buf.is_empty()
+            && let Err(e) = self.file.append(&self.buf)
+        {
+            self.failed = Some(e);
+        }
+        self.buf.clear();
+    }
+}
+
+impl std::io::Write for Chunked {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(std::io::Error::other("snapshot write failed"));
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.flush_chunk();
+            if self.failed.is_some() {
+                return Err(std::io::Error::other("snapshot write failed"));
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -173,16 +216,42 @@ impl Journal {
     /// Writes `snap` (which must cover every record before `next_seq`), starts a new segment and
     /// moves the segments the snapshot covers into `archive/`.
     pub fn compact(&mut self, fs: &dyn Fs, snap: &Snapshot, names: &NameSource) -> Result<(), FsError> {
+        self.compact_with(fs, snap.seq, names, |w| serde_json::to_writer(w, snap))
+    }
+
+    /// [`Journal::compact`] with the snapshot of everything up to `seq` written by `write`, which
+    /// streams its JSON: it goes to a temporary a mebibyte at a time (never whole in memory),
+    /// which is fsynced and renamed into place, as `write_atomic` does.
+    pub fn compact_with(
+        &mut self,
+        fs: &dyn Fs,
+        seq: u64,
+        names: &NameSource,
+        write: impl FnOnce(&mut dyn std::io::Write) -> serde_json::Result<()>,
+    ) -> Result<(), FsError> {
         self.commit()?;
-        debug_assert_eq!(snap.seq + 1, self.next_seq);
-        let bytes = serde_json::to_vec(snap).expect("snapshot serialises");
-        write_atomic(
-            fs,
-            &self.dir.join(format!("snapshot-{:016}.json", snap.seq)),
-            &bytes,
-            names,
-            self.durability,
-        )?;
+        debug_assert_eq!(seq + 1, self.next_seq);
+        let name = format!("snapshot-{seq:016}.json");
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", names.tmp_suffix()));
+        if fs.stat(&tmp)?.is_some() {
+            fs.remove_file(&tmp)?;
+        }
+        let mut out = Chunked { file: fs.open_append(&tmp)?, buf: Vec::with_capacity(CHUNK), failed: None };
+        let written = write(&mut out);
+        out.flush_chunk();
+        let flushed = match (out.failed.take(), written) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(FsError::io("write", &tmp, std::io::Error::other(e))),
+            (None, Ok(())) if self.durability.sync_files() => out.file.sync(),
+            (None, Ok(())) => Ok(()),
+        };
+        if let Err(e) = flushed.and_then(|()| fs.rename(&tmp, &self.dir.join(&name))) {
+            let _ = fs.remove_file(&tmp);
+            return Err(e);
+        }
+        if self.durability.sync_files() {
+            fs.sync_dir(&self.dir)?;
+        }
         let new_path = self.dir.join(segment_name(self.next_seq));
         self.file = fs.open_append(&new_path)?;
         self.path = new_path;
@@ -193,8 +262,8 @@ impl Journal {
                 if first < self.next_seq {
                     fs.rename(&self.dir.join(name), &self.dir.join("archive").join(name))?;
                 }
-            } else if let Some(seq) = parse_numbered(name, "snapshot-", ".json")
-                && seq < snap.seq
+            } else if let Some(n) = parse_numbered(name, "snapshot-", ".json")
+                && n < seq
             {
                 fs.remove_file(&self.dir.join(name))?;
             }
