@@ -90,6 +90,11 @@ impl Ledger {
         self.journal.next_seq()
     }
 
+    /// Bytes of records written to the journal since the engine opened.
+    pub fn journal_written(&self) -> u64 {
+        self.journal.written()
+    }
+
     /// Records pushed since the engine opened.
     pub fn records(&self) -> usize {
         self.records

@@ -179,6 +179,7 @@ impl Engine {
     pub fn step(&mut self) -> Result<StepReport, EngineError> {
         let started = std::time::Instant::now();
         let start = self.core.ledger.records();
+        let journal_before = self.core.ledger.journal_written();
         self.drops.take(&mut self.core.tx())?;
         if self.core.env.cfg.ingest.absorb_board_edits {
             for (board, mark) in self.boards.settled_edits(&self.core.env)? {
@@ -205,7 +206,8 @@ impl Engine {
         self.write_boards(false)?;
         // Kept messages and archived history within their limits, a bounded amount per pass.
         let arrived = self.core.effects.take_kept();
-        self.retention.work(&self.core.env, arrived);
+        let grew = self.core.ledger.journal_written() - journal_before;
+        self.retention.work(&self.core.env, arrived, grew);
         self.passes.observe(started.elapsed());
         self.messages += batch.messages as u64;
         self.inbox_waiting = batch.waiting as u64;

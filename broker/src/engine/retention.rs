@@ -8,10 +8,12 @@
 //!   while there are more than `inbox_keep_count`, more bytes than `inbox_keep_bytes`, or they are
 //!   older than `inbox_retention_secs`; a pass removes at most [`PRUNE_PER_PASS`] more than it
 //!   moved in. Nothing is lost: the journal holds every message that was accepted.
-//! - **Archived segments** (`journal/archive/`): compressed a few pieces per pass (for at most
-//!   [`COMPRESS_TIME`] of CPU, at least one piece of 1 MiB; see `journal::archive` for why a crash
-//!   never costs history); while some wait, the loop comes back for more within
-//!   milliseconds instead of a tick (`StepReport::housekeeping`). Then removed oldest first beyond
+//! - **Archived segments** (`journal/archive/`): compressed a few pieces of 1 MiB per pass: twice
+//!   what the pass appended to the journal (so compression outpaces the journal's growth however
+//!   slow passes are: under load their fsyncs make them so), and more while the pass has spent
+//!   less than [`COMPRESS_TIME`] on it; see `journal::archive` for why a crash never costs
+//!   history. While some wait, the loop comes back within milliseconds instead of a tick
+//!   (`StepReport::housekeeping`). Then removed oldest first beyond
 //!   `[journal] archive_keep` and `archive_keep_bytes`. The listing is refreshed after a
 //!   compaction, a finished compression and once a minute.
 //! - **Space**: once a minute, the filesystem's free space and inodes (statvfs); a warning when
@@ -33,8 +35,7 @@ use std::path::{Path, PathBuf};
 pub const PRUNE_PER_PASS: usize = 256;
 /// Files of `inbox/cur/` found at start whose size and time a pass looks up.
 const SCAN_PER_PASS: usize = 4096;
-/// The CPU a pass spends compressing (at least one piece); a pass under load takes longer than
-/// this anyway (its fsyncs), and the journal grows by a few MB a second at most.
+/// The CPU a pass may spend compressing beyond twice its own journal bytes.
 pub const COMPRESS_TIME: std::time::Duration = std::time::Duration::from_millis(10);
 /// How often the archive is listed again and the free space looked at, and how long work that
 /// failed waits before it is tried again.
@@ -114,8 +115,8 @@ impl Retention {
     }
 
     /// One pass's share: `arrived` are the files the effects mover put into `inbox/cur/` since the
-    /// last call, in order.
-    pub fn work(&mut self, env: &Env, arrived: Vec<PathBuf>) {
+    /// last call, in order; `journal_grew` the bytes the pass appended to the journal.
+    pub fn work(&mut self, env: &Env, arrived: Vec<PathBuf>, journal_grew: u64) {
         let now = env.now();
         if !paused(self.inbox_pause, now)
             && let Err(e) = self.inbox(env, arrived, now)
@@ -124,7 +125,7 @@ impl Retention {
             self.inbox_pause = Some(now);
         }
         if !paused(self.archive_pause, now)
-            && let Err(e) = self.archive(env, now)
+            && let Err(e) = self.archive(env, now, journal_grew.saturating_mul(2))
         {
             tracing::warn!(error = %e, "keeping the journal archive failed; trying again in a minute");
             if let Some(job) = self.job.take() {
@@ -239,7 +240,7 @@ impl Retention {
         Ok(budget)
     }
 
-    fn archive(&mut self, env: &Env, now: Timestamp) -> Result<(), FsError> {
+    fn archive(&mut self, env: &Env, now: Timestamp, owed: u64) -> Result<(), FsError> {
         let fs = env.fs();
         let dir = env.layout.journal_dir().join("archive");
         let first = self.archive_listed.is_none();
@@ -295,7 +296,9 @@ impl Retention {
         }
         let job = self.job.as_mut().expect("started above");
         let started = std::time::Instant::now();
+        let mut done = 0;
         loop {
+            done += archive::PIECE_BYTES;
             match job.step(fs, archive::PIECE_BYTES)? {
                 Progress::Done { plain, compressed } => {
                     let src = self.job.take().expect("running").source().to_path_buf();
@@ -303,7 +306,7 @@ impl Retention {
                     self.archive_stale = true;
                     return Ok(());
                 }
-                Progress::More if started.elapsed() < COMPRESS_TIME => {}
+                Progress::More if done < owed || started.elapsed() < COMPRESS_TIME => {}
                 Progress::More => return Ok(()),
             }
         }

@@ -48,6 +48,8 @@ pub struct Journal {
     next_seq: u64,
     since_snapshot: u64,
     durability: Durability,
+    /// Bytes of records appended since the journal was opened.
+    written: u64,
 }
 
 /// The segment of a read-only journal: refuses every write.
@@ -146,6 +148,7 @@ impl Journal {
             next_seq,
             since_snapshot: 0,
             durability,
+            written: 0,
         })
     }
 
@@ -161,6 +164,7 @@ impl Journal {
             next_seq,
             since_snapshot: 0,
             durability: Durability::Never,
+            written: 0,
         }
     }
 
@@ -205,8 +209,14 @@ impl Journal {
             self.broken = Some(e.to_string());
             return Err(e);
         }
+        self.written += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
+    }
+
+    /// Bytes of records appended since the journal was opened.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     pub fn records_since_snapshot(&self) -> u64 {
