@@ -32,8 +32,8 @@ pub(crate) mod mail;
 pub(crate) mod operator;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
-pub(crate) mod stats;
 pub mod retention;
+pub(crate) mod stats;
 pub(crate) mod tx;
 
 use crate::config::{self, Config};
