@@ -2,9 +2,10 @@
 //!
 //! [`engine::Engine`] is the synchronous core (journal, state machine, file moves), made of
 //! parts that own their state; [`run::serve`] is the event loop around it, with the command
-//! channel in-process front ends use; [`import`] migrates a legacy tree; [`trace`] and
-//! [`board`] read what the broker wrote; [`footprint`] counts what a root holds, and [`gc`]
-//! applies the retention rules to a stopped root.
+//! channel in-process front ends use; [`outbox`] delivers committed transitions to webhooks and
+//! hooks; [`import`] migrates a legacy tree; [`trace`], [`board`] and [`views`] read what the
+//! broker wrote; [`footprint`] counts what a root holds, and [`gc`] applies the retention rules
+//! to a stopped root.
 
 pub mod board;
 pub mod config;
@@ -13,9 +14,13 @@ pub mod footprint;
 pub mod gc;
 pub mod import;
 pub mod journal;
+pub mod outbox;
 pub mod run;
 pub mod state;
 pub mod trace;
+pub mod views;
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod ops_tests;

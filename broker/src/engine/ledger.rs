@@ -142,13 +142,15 @@ impl Ledger {
         self.events.subscribe()
     }
 
-    /// Writes a snapshot and archives the segments it covers once enough records have
-    /// accumulated. Call only with every effect carried out (after a commit). Returns whether it
-    /// compacted.
-    pub fn compact_if_due(&mut self, env: &Env) -> Result<bool, EngineError> {
-        if self.journal.records_since_snapshot() < env.cfg.broker.compact_after_records {
-            return Ok(false);
-        }
+    /// Whether enough records have accumulated for a snapshot.
+    pub fn compaction_due(&self, env: &Env) -> bool {
+        self.journal.records_since_snapshot() >= env.cfg.broker.compact_after_records
+    }
+
+    /// Writes a snapshot (streamed from the state, never a copy of it) and archives the segments
+    /// it covers. Call only with every effect carried out and the directories it touched fsynced
+    /// (after a commit and `Effects::sync_touched`).
+    pub fn compact(&mut self, env: &Env) -> Result<(), EngineError> {
         let seq = self.journal.next_seq() - 1;
         let state = &self.state;
         self.journal.compact_with(env.fs(), seq, &env.names, |w| state.write_snapshot(seq, w))?;
@@ -156,6 +158,6 @@ impl Ledger {
         self.push(env.now(), Entry::Snapshot { through: seq });
         self.commit()?;
         tracing::info!(seq, live = self.state.live_count(), "journal compacted");
-        Ok(true)
+        Ok(())
     }
 }

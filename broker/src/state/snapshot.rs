@@ -20,6 +20,9 @@ struct SnapshotView<'a> {
     recent_done: &'a VecDeque<Task>,
     /// Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
     consumed: BTreeMap<String, String>,
+    /// Each outbox sink's journaled position.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    delivered: &'a BTreeMap<String, u64>,
 }
 
 #[derive(Serialize)]
@@ -65,6 +68,7 @@ impl State {
             tombs: TombsView(&self.tombs),
             recent_done: &self.recent_done,
             consumed: BTreeMap::new(),
+            delivered: &self.delivered,
         };
         view.serialize(&mut serde_json::Serializer::new(w))
     }
@@ -109,6 +113,7 @@ mod tests {
                 );
             }
         }
+        push(&mut s, Entry::Delivered { sink: "hook:a".into(), through: 4 });
         let mut bytes = Vec::new();
         s.write_snapshot(9, &mut bytes).unwrap();
         let mut streamed: Snapshot = serde_json::from_slice(&bytes).unwrap();
@@ -117,5 +122,6 @@ mod tests {
         copied.tombs.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(streamed, copied);
         assert_eq!((streamed.tombs.len(), streamed.live.len(), streamed.recent_done.len()), (3, 3, 3));
+        assert_eq!(streamed.delivered.get("hook:a"), Some(&4));
     }
 }
