@@ -1,6 +1,6 @@
 //! `mailroom gc` as an operator runs it: refused (exit 4) while a broker holds the root, a dry run
 //! that changes nothing (and may run beside the broker), then the retention rules applied to the
-//! stopped root, with a JSON report a script can read.
+//! stopped root, with a JSON report a script can read; `mailroom status` shows what it left.
 
 use mailroom_tests::Root;
 use serde_json::{Value, json};
@@ -38,6 +38,13 @@ fn gc_waits_for_the_broker_to_stop_then_prunes_what_the_limits_allow() {
     assert_eq!(root.ls("broker/inbox/cur").len(), 2);
     let (before, after) = (&done["before"]["inbox_kept"]["files"], &done["after"]["inbox_kept"]["files"]);
     assert_eq!((before, after), (&json!(5), &json!(2)), "{done}");
+    // `status` shows the footprint per area (it exits 3 here: no broker runs).
+    let st = root.run(&["status", "--json"]);
+    let st: Value = serde_json::from_slice(&st.stdout).expect("status --json prints JSON");
+    assert_eq!(st["footprint"]["inbox_kept"]["files"], 2, "{st}");
+    assert!(st["footprint"]["snapshot"]["bytes"].as_u64().is_some(), "{st}");
+    let st = String::from_utf8_lossy(&root.run(&["status"]).stdout).into_owned();
+    assert!(st.contains("FOOTPRINT") && st.contains("inbox_kept"), "{st}");
     let text = root.run(&["gc"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("inbox/cur: removed 0 kept messages"));
     // The root still serves, with what it kept.
