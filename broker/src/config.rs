@@ -52,8 +52,11 @@ pub struct BrokerSettings {
     pub backoff_max_secs: u64,
     /// Messages handled per batch (one journal fsync per batch).
     pub batch_size: usize,
-    /// Start a new journal snapshot after this many records.
+    /// Start a new journal snapshot after this many records...
     pub compact_after_records: u64,
+    /// ...or once this many bytes of records were appended since the last one, whichever comes
+    /// first (large task bodies make records large: the live journal stays within this).
+    pub compact_after_bytes: u64,
     /// Every this many seconds, check that each queued task file is still there and unchanged
     /// (a deleted one is delivered again, a rewritten one replaced). 0 turns the audit off.
     pub audit_secs: u64,
@@ -82,6 +85,7 @@ impl Default for BrokerSettings {
             backoff_max_secs: 3600,
             batch_size: 512,
             compact_after_records: 200_000,
+            compact_after_bytes: 256_000_000,
             audit_secs: 10,
             delivery_journal_every: 32,
         }
@@ -286,9 +290,10 @@ impl Config {
             || raw.broker.tick_ms == 0
             || raw.broker.batch_size == 0
             || raw.broker.delivery_journal_every == 0
+            || raw.broker.compact_after_bytes == 0
         {
             return Err(
-                "broker: lease_secs, tick_ms, batch_size and delivery_journal_every must be at least 1"
+                "broker: lease_secs, tick_ms, batch_size, delivery_journal_every and compact_after_bytes must be at least 1"
                     .into(),
             );
         }

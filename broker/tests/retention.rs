@@ -211,6 +211,27 @@ fn the_archive_is_compressed_and_pruned_and_trace_says_what_is_gone() {
     assert!(w.archive().segments.is_empty());
 }
 
+/// The live journal is bounded in bytes as well as in records: large records bring the
+/// snapshot sooner.
+#[test]
+fn a_snapshot_comes_after_enough_bytes_of_records_too() {
+    let archived = |bytes: u64| {
+        let mut c = cfg();
+        c.broker.compact_after_records = 1_000_000;
+        c.broker.compact_after_bytes = bytes;
+        c.journal.compress_archive = false;
+        let mut w = World::new(c);
+        w.start().unwrap();
+        for i in 0..10 {
+            w.task(&format!("B{i}")).unwrap();
+        }
+        w.step().unwrap();
+        w.archive().segments.len()
+    };
+    assert_eq!(archived(u64::MAX), 0, "no snapshot by records alone");
+    assert!(archived(2000) >= 2, "a snapshot about every 2000 bytes of records");
+}
+
 #[test]
 fn low_space_or_inodes_are_noticed() {
     let mut w = World::new(cfg());

@@ -100,6 +100,7 @@ impl Workload for W9 {
                 format!("inbox_keep_bytes = {}", b.inbox_keep_bytes),
                 format!("inbox_retention_secs = {}", b.inbox_retention_secs),
                 format!("compact_after_records = {}", b.compact_after_records),
+                format!("compact_after_bytes = {}", b.compact_after_bytes),
                 format!("archive_keep = {:?}", j.archive_keep),
                 format!("archive_keep_bytes = {}", j.archive_keep_bytes),
             ]

@@ -142,9 +142,11 @@ impl Ledger {
         self.events.subscribe()
     }
 
-    /// Whether enough records have accumulated for a snapshot.
+    /// Whether enough records, or bytes of records, have accumulated for a snapshot.
     pub fn compaction_due(&self, env: &Env) -> bool {
-        self.journal.records_since_snapshot() >= env.cfg.broker.compact_after_records
+        let b = &env.cfg.broker;
+        self.journal.records_since_snapshot() >= b.compact_after_records
+            || self.journal.bytes_since_snapshot() >= b.compact_after_bytes
     }
 
     /// Writes a snapshot (streamed from the state, never a copy of it) and archives the segments

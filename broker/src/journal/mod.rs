@@ -49,6 +49,8 @@ pub struct Journal {
     buf: Vec<u8>,
     next_seq: u64,
     since_snapshot: u64,
+    /// Bytes of records appended since the last snapshot (or since the journal was opened).
+    bytes_since_snapshot: u64,
     durability: Durability,
     /// Bytes of records appended since the journal was opened.
     written: u64,
@@ -149,6 +151,7 @@ impl Journal {
             buf: Vec::new(),
             next_seq,
             since_snapshot: 0,
+            bytes_since_snapshot: 0,
             durability,
             written: 0,
         })
@@ -165,6 +168,7 @@ impl Journal {
             buf: Vec::new(),
             next_seq,
             since_snapshot: 0,
+            bytes_since_snapshot: 0,
             durability: Durability::Never,
             written: 0,
         }
@@ -212,6 +216,7 @@ impl Journal {
             return Err(e);
         }
         self.written += self.buf.len() as u64;
+        self.bytes_since_snapshot += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
@@ -223,6 +228,11 @@ impl Journal {
 
     pub fn records_since_snapshot(&self) -> u64 {
         self.since_snapshot
+    }
+
+    /// Bytes of records appended since the last snapshot (or since the journal was opened).
+    pub fn bytes_since_snapshot(&self) -> u64 {
+        self.bytes_since_snapshot
     }
 
     /// Writes `snap` (which must cover every record before `next_seq`), starts a new segment and
@@ -268,6 +278,7 @@ impl Journal {
         self.file = fs.open_append(&new_path)?;
         self.path = new_path;
         self.since_snapshot = 0;
+        self.bytes_since_snapshot = 0;
         for e in fs.list(&self.dir)? {
             let Some(name) = e.name_str() else { continue };
             if let Some(first) = parse_numbered(name, "segment-", ".jsonl") {
