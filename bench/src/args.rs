@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7; w4 and w5 run together).
+    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8; w4 and w5 run together).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// W1 task count.
@@ -67,6 +67,15 @@ pub struct BenchArgs {
     /// W7: samples for the agent polling `claim` every second.
     #[arg(long)]
     pub poll_samples: Option<usize>,
+    /// W8: the two queue depths, shallow then deep (default 1,000 and 100,000).
+    #[arg(long, value_delimiter = ',')]
+    pub deep: Vec<usize>,
+    /// W8: claims timed, one at a time by one agent, at each depth.
+    #[arg(long)]
+    pub deep_claims: Option<usize>,
+    /// W8: tasks drained by the agents (`--agents`) at each depth.
+    #[arg(long)]
+    pub deep_drain: Option<usize>,
     /// Extra `[broker]` settings for every broker of the run, e.g. `tick_ms = 100` (repeatable).
     #[arg(long = "broker-setting")]
     pub broker_settings: Vec<String>,
@@ -98,6 +107,10 @@ pub struct Plan {
     pub durability_tasks: usize,
     pub wake_samples: usize,
     pub poll_samples: usize,
+    /// W8's shallow and deep queue.
+    pub deep: (usize, usize),
+    pub deep_claims: usize,
+    pub deep_drain: usize,
 }
 
 impl Plan {
@@ -109,6 +122,27 @@ impl Plan {
         } else {
             (10_000, 3, 2_000, vec![0, 100_000, 1_000_000], 2_000, 200, 15)
         };
+        // W8: depths, claims timed, tasks drained.
+        let (deep, deep_claims, deep_drain) = if a.smoke {
+            ((100, 2_000), 20, 40)
+        } else if a.quick {
+            ((1_000, 20_000), 100, 400)
+        } else {
+            ((1_000, 100_000), 200, 400)
+        };
+        let deep = match a.deep[..] {
+            [] => deep,
+            [shallow, deep] => (shallow, deep),
+            _ => return Err(BenchError::Usage("--deep: two depths, shallow,deep".into())),
+        };
+        let (deep_claims, deep_drain) =
+            (a.deep_claims.unwrap_or(deep_claims), a.deep_drain.unwrap_or(deep_drain));
+        if deep_claims + deep_drain > deep.0.min(deep.1) {
+            return Err(BenchError::Usage(format!(
+                "W8: --deep-claims {deep_claims} + --deep-drain {deep_drain} exceed the shallow queue ({})",
+                deep.0.min(deep.1)
+            )));
+        }
         if let Some(c) = &a.client_durability {
             parse_durability(c)?;
         }
@@ -134,6 +168,9 @@ impl Plan {
             durability_tasks: a.durability_tasks.unwrap_or(dur),
             wake_samples: a.wake_samples.unwrap_or(wake),
             poll_samples: a.poll_samples.unwrap_or(poll),
+            deep,
+            deep_claims,
+            deep_drain,
         })
     }
 
@@ -158,5 +195,37 @@ pub fn parse_durability(s: &str) -> Result<Durability, BenchError> {
         "batch" => Ok(Durability::Batch),
         "never" => Ok(Durability::Never),
         _ => Err(BenchError::Usage(format!("durability `{s}`: must be always, batch or never"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan, BenchError> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let cli =
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).expect("flags parse");
+        Plan::new(&cli.bench)
+    }
+
+    #[test]
+    fn w8_takes_two_depths_and_no_more_claims_than_the_shallow_queue_holds() {
+        let p = plan(&["--smoke"]).unwrap();
+        assert_eq!(p.deep, (100, 2_000));
+        assert_eq!(
+            plan(&["--deep", "50,500", "--deep-claims", "10", "--deep-drain", "20"]).unwrap().deep,
+            (50, 500)
+        );
+        assert!(matches!(plan(&["--deep", "1,2,3"]), Err(BenchError::Usage(_))));
+        assert!(matches!(
+            plan(&["--deep", "50,500", "--deep-claims", "40", "--deep-drain", "20"]),
+            Err(BenchError::Usage(_))
+        ));
     }
 }

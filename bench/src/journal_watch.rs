@@ -72,13 +72,19 @@ pub fn for_each_completion(
     Ok(())
 }
 
-/// Counts completions appended to a journal, reading only the new bytes of each segment on every
-/// poll. A line is parsed only if it mentions `complete` at all, so watching costs the run little.
-/// It reads with `std::fs` (it needs to seek), never writes.
+/// Whether `rec` made a task claimable (its file went into a queue or a mailbox).
+pub fn dispatched(rec: &Record) -> bool {
+    matches!(rec.entry, Entry::Dispatch { .. })
+}
+
+/// Counts completions and dispatches appended to a journal, reading only the new bytes of each
+/// segment on every poll. A line is parsed only if it mentions `complete` or `dispatch` at all,
+/// so watching costs the run little. It reads with `std::fs` (it needs to seek), never writes.
 pub struct JournalTail {
     dir: PathBuf,
     offsets: HashMap<String, u64>,
     pub completes: usize,
+    pub dispatches: usize,
 }
 
 impl JournalTail {
@@ -94,7 +100,7 @@ impl JournalTail {
                 }
             }
         }
-        Self { dir, offsets, completes: 0 }
+        Self { dir, offsets, completes: 0, dispatches: 0 }
     }
 
     pub fn poll(&mut self) {
@@ -120,12 +126,18 @@ impl JournalTail {
                 }
                 // Only whole lines: a record being appended is counted on the next poll.
                 let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { continue };
-                self.completes += buf[..end]
+                let mentions = |line: &[u8], word: &[u8]| line.windows(word.len()).any(|w| w == word);
+                for rec in buf[..end]
                     .split(|&b| b == b'\n')
-                    .filter(|line| line.windows(8).any(|w| w == b"complete"))
+                    .filter(|line| mentions(line, b"complete") || mentions(line, b"dispatch"))
                     .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
-                    .filter_map(completed)
-                    .count();
+                {
+                    if dispatched(&rec) {
+                        self.dispatches += 1;
+                    } else if completed(rec).is_some() {
+                        self.completes += 1;
+                    }
+                }
                 self.offsets.insert(name, off + end as u64 + 1);
             }
         }
@@ -246,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn only_complete_records_complete_a_task() {
+    fn only_complete_records_complete_a_task_and_only_dispatch_records_dispatch_one() {
         let t = task(1);
         let ts = Timestamp::from_micros(5);
         let place = Place::Done;
@@ -256,7 +268,11 @@ mod tests {
             place: place.clone(),
             agent: "A".into(),
         };
-        assert!(completed(Record { seq: 1, ts, entry: claim }).is_none());
+        let claim = Record { seq: 1, ts, entry: claim };
+        assert!(!dispatched(&claim));
+        assert!(completed(claim).is_none());
+        let dispatch = Entry::Dispatch { task_id: t.task_id.clone(), task: t.clone(), place: place.clone() };
+        assert!(dispatched(&Record { seq: 3, ts, entry: dispatch }));
         let report = Report {
             task_id: t.task_id.clone(),
             task: t,

@@ -1,6 +1,6 @@
 //! The workloads of a run, one module each, every one returning a typed [`Section`] of the report.
 //!
-//! Adding a workload (W8 deep queue, W9 soak, a peer such as PostgreSQL) is a module here that
+//! Adding a workload (a soak, another peer) is a module here that
 //! implements [`Workload`] (its `run` returns a `Serialize` struct implementing [`Section`] and
 //! `Display`) and one line in [`ALL`]. A workload can read the sections of those that ran before
 //! it (`report::find`), and compare itself with any other once all have run (`Section::relate`).
@@ -15,6 +15,7 @@ pub mod w3_floor;
 pub mod w4_history;
 pub mod w6_durability;
 pub mod w7_wake;
+pub mod w8_deep;
 
 /// One workload.
 pub trait Workload: Sync {
@@ -29,8 +30,15 @@ pub trait Workload: Sync {
 }
 
 /// Every workload, in the order the report shows them.
-pub static ALL: &[&dyn Workload] =
-    &[&w1_pipeline::W1, &w3_floor::W3, &w2_legacy::W2, &w6_durability::W6, &w7_wake::W7, &w4_history::W4];
+pub static ALL: &[&dyn Workload] = &[
+    &w1_pipeline::W1,
+    &w3_floor::W3,
+    &w2_legacy::W2,
+    &w6_durability::W6,
+    &w7_wake::W7,
+    &w4_history::W4,
+    &w8_deep::W8,
+];
 
 /// The workloads `--only` names (every one if it names none).
 pub fn select(only: &[String]) -> Result<Vec<&'static dyn Workload>, BenchError> {
