@@ -20,7 +20,8 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8; w4 and w5 run together).
+    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8,peers; w4 and w5 run
+    /// together).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// W1 task count.
@@ -67,6 +68,19 @@ pub struct BenchArgs {
     /// W7: samples for the agent polling `claim` every second.
     #[arg(long)]
     pub poll_samples: Option<usize>,
+    /// Peers: tasks per round and system (default 2,000).
+    #[arg(long)]
+    pub peer_tasks: Option<usize>,
+    /// Peers: producer processes per system.
+    #[arg(long, default_value_t = 4)]
+    pub peer_producers: usize,
+    /// Peers: agent processes per system.
+    #[arg(long, default_value_t = 8)]
+    pub peer_agents: usize,
+    /// Peers: the systems to compare mailroom with (comma-separated: postgres,redis,nats; default
+    /// every one installed).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub peers: Vec<crate::peers::System>,
     /// W8: the two queue depths, shallow then deep (default 1,000 and 100,000).
     #[arg(long, value_delimiter = ',')]
     pub deep: Vec<usize>,
@@ -107,6 +121,11 @@ pub struct Plan {
     pub durability_tasks: usize,
     pub wake_samples: usize,
     pub poll_samples: usize,
+    pub peer_tasks: usize,
+    pub peer_producers: usize,
+    pub peer_agents: usize,
+    /// The peers to run (mailroom always runs).
+    pub peers: Vec<crate::peers::System>,
     /// W8's shallow and deep queue.
     pub deep: (usize, usize),
     pub deep_claims: usize,
@@ -122,13 +141,13 @@ impl Plan {
         } else {
             (10_000, 3, 2_000, vec![0, 100_000, 1_000_000], 2_000, 200, 15)
         };
-        // W8: depths, claims timed, tasks drained.
-        let (deep, deep_claims, deep_drain) = if a.smoke {
-            ((100, 2_000), 20, 40)
+        // Peers: tasks per round; W8: depths, claims timed, tasks drained.
+        let (peer_tasks, deep, deep_claims, deep_drain) = if a.smoke {
+            (100, (100, 2_000), 20, 40)
         } else if a.quick {
-            ((1_000, 20_000), 100, 400)
+            (2_000, (1_000, 20_000), 100, 400)
         } else {
-            ((1_000, 100_000), 200, 400)
+            (2_000, (1_000, 100_000), 200, 400)
         };
         let deep = match a.deep[..] {
             [] => deep,
@@ -168,6 +187,10 @@ impl Plan {
             durability_tasks: a.durability_tasks.unwrap_or(dur),
             wake_samples: a.wake_samples.unwrap_or(wake),
             poll_samples: a.poll_samples.unwrap_or(poll),
+            peer_tasks: a.peer_tasks.unwrap_or(peer_tasks),
+            peer_producers: a.peer_producers.max(1),
+            peer_agents: a.peer_agents.max(1),
+            peers: if a.peers.is_empty() { crate::peers::System::PEERS.to_vec() } else { a.peers.clone() },
             deep,
             deep_claims,
             deep_drain,

@@ -9,6 +9,7 @@ use crate::error::BenchError;
 use crate::report::Section;
 use crate::run::Ctx;
 
+pub mod peers;
 pub mod w1_pipeline;
 pub mod w2_legacy;
 pub mod w3_floor;
@@ -38,6 +39,7 @@ pub static ALL: &[&dyn Workload] = &[
     &w7_wake::W7,
     &w4_history::W4,
     &w8_deep::W8,
+    &peers::Peers,
 ];
 
 /// The workloads `--only` names (every one if it names none).
