@@ -98,6 +98,13 @@ impl Client {
         self.send_message(&Message::Retry { task_id: task_id.to_string() })
     }
 
+    /// Asks the broker to put a quarantined input (`name`, an entry of `broker/quarantine/`) back
+    /// into its inbox, to be handled again; one still bad returns to quarantine with its reason.
+    pub fn requeue(&self, name: &str) -> Result<String, Error> {
+        protocol::names::validate_quarantine_entry(name).map_err(Error::InvalidName)?;
+        self.send_message(&Message::Requeue { name: name.to_string() })
+    }
+
     /// Delivers any message into `broker/inbox/new/` through `tmp/` and, unless the client does
     /// not wait ([`Ack::None`]), waits for the broker's answer: `Ok` with the message's name once
     /// it was accepted, [`Error::Refused`] or [`Error::Unanswered`] otherwise.

@@ -1,6 +1,11 @@
-//! `mailroom.toml`: routes and broker settings. Every setting has a default, so the file is
-//! optional; an unknown key is an error naming it, so a typo never silently changes nothing.
+//! `mailroom.toml`: routes and broker settings, and the outbox's webhooks and hooks
+//! ([`outbox`]). Every setting has a default, so the file is optional; an unknown key is an error
+//! naming it, so a typo never silently changes nothing.
 
+pub mod outbox;
+
+pub use outbox::{Events, Hook, Retry, Webhook};
+use protocol::Task;
 use protocol::names;
 use runtime_layout::{Durability, Fs, FsError, Layout};
 use serde::Deserialize;
@@ -45,6 +50,10 @@ pub struct BrokerSettings {
     /// Every this many seconds, check that each queued task file is still there and unchanged
     /// (a deleted one is delivered again, a rewritten one replaced). 0 turns the audit off.
     pub audit_secs: u64,
+    /// An outbox sink (webhook or hook) journals its position after this many deliveries (and
+    /// at least every second while it has delivered something since): after a crash, at most
+    /// this many deliveries per sink are made again.
+    pub delivery_journal_every: u64,
 }
 
 impl Default for BrokerSettings {
@@ -64,6 +73,7 @@ impl Default for BrokerSettings {
             batch_size: 512,
             compact_after_records: 200_000,
             audit_secs: 10,
+            delivery_journal_every: 32,
         }
     }
 }
@@ -80,6 +90,10 @@ struct RawConfig {
     ingest: IngestSettings,
     #[serde(default)]
     http: HttpSettings,
+    #[serde(default)]
+    webhooks: Vec<outbox::RawWebhook>,
+    #[serde(default)]
+    hooks: Vec<outbox::RawHook>,
 }
 
 /// Where existing scripts write, besides `drop/`. Relative paths are taken from the root (the
@@ -140,6 +154,8 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     pub ingest: IngestSettings,
     pub http: HttpSettings,
+    pub webhooks: Vec<Webhook>,
+    pub hooks: Vec<Hook>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,19 +195,39 @@ impl Config {
             .map_err(|e| format!("routes.{task_type}: {}", e.rule))?;
             routes.insert(task_type, route);
         }
-        if raw.broker.lease_secs == 0 || raw.broker.tick_ms == 0 || raw.broker.batch_size == 0 {
-            return Err("broker: lease_secs, tick_ms and batch_size must be at least 1".into());
+        if raw.broker.lease_secs == 0
+            || raw.broker.tick_ms == 0
+            || raw.broker.batch_size == 0
+            || raw.broker.delivery_journal_every == 0
+        {
+            return Err(
+                "broker: lease_secs, tick_ms, batch_size and delivery_journal_every must be at least 1"
+                    .into(),
+            );
         }
-        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, http: raw.http })
+        let webhooks = outbox::webhooks(raw.webhooks)?;
+        let hooks = outbox::hooks(raw.hooks)?;
+        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, http: raw.http, webhooks, hooks })
     }
 
     /// Where a task goes when it has no `assigned_to`: its `task_type`'s route, else the pool
     /// named after its type.
-    pub fn route_of(&self, task: &protocol::Task) -> Route {
+    pub fn route_of(&self, task: &Task) -> Route {
         if let Some(r) = task.task_type.as_ref().and_then(|t| self.routes.get(t)) {
             return r.clone();
         }
         Route::Pool(names::pool_for_task_type(task.task_type.as_deref()))
+    }
+
+    /// The pool a task belongs to: the one its `task_type` routes to (`None` when its type
+    /// routes to an agent). A claim does not change it: a task taken from `build` by an agent
+    /// is still a `build` task when it completes. What `--pool` filters and a sink's `pools`
+    /// match on.
+    pub fn pool_of(&self, task: &Task) -> Option<String> {
+        match self.route_of(task) {
+            Route::Pool(p) => Some(p),
+            Route::Agent(_) => None,
+        }
     }
 
     pub fn backoff(&self) -> protocol::Backoff {

@@ -2,11 +2,13 @@
 //! wakes the loop, and the loop's pass scans what it needs. A periodic tick rescans anyway, so
 //! a missed or overflowed event costs at most one tick of latency, never a task. Commands from
 //! in-process front ends (see [`crate::engine::commands`]) wake it too and are answered between
-//! passes.
+//! passes, and so are those of the [outbox](crate::outbox)'s deliverers, which the loop starts
+//! (one task per webhook or hook) and stops with it.
 
 use crate::config::Config;
-use crate::engine::commands::{Command, Commands};
+use crate::engine::commands::{self, Command, Commands};
 use crate::engine::{Engine, EngineError};
+use crate::outbox::{Deliveries, Outbox, Poster};
 use notify::{RecursiveMode, Watcher};
 use runtime_layout::{BrokerLock, Fs, Layout, LockError};
 use std::future::Future;
@@ -46,16 +48,39 @@ pub async fn serve(
     fs: Arc<dyn Fs>,
     layout: Layout,
     shutdown: impl Future<Output = ()>,
-    mut commands: Option<Commands>,
+    commands: Option<Commands>,
+) -> Result<(), RunError> {
+    serve_with(fs, layout, shutdown, commands, None).await
+}
+
+/// [`serve`], with the HTTP client the outbox's webhooks POST through (the `mailroom` binary
+/// gives one; without it, a configured webhook is a configuration error).
+pub async fn serve_with(
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    shutdown: impl Future<Output = ()>,
+    commands: Option<Commands>,
+    poster: Option<Arc<dyn Poster>>,
 ) -> Result<(), RunError> {
     layout.create(fs.as_ref()).map_err(EngineError::from)?;
     let lock = BrokerLock::acquire(fs.as_ref(), &layout.lock_file())?;
     let cfg = Config::load(fs.as_ref(), &layout)?;
+    let outbox = Outbox::prepare(&cfg, &layout, poster)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     let started = Instant::now();
     let mut engine = Engine::open(fs.clone(), layout.clone(), cfg.clone())?;
+    // A sink configured since the last run starts here: with what this start journals.
+    let outbox_start = engine.next_seq() - 1;
     engine.reconcile()?;
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
+
+    let deliveries = outbox.deliveries();
+    let mut commands = Inlets { external: commands, outbox: None };
+    let _deliverers = (!outbox.is_empty()).then(|| {
+        let (handle, rx) = commands::channel(64);
+        commands.outbox = Some(rx);
+        outbox.start(handle, fs.clone(), &layout, Arc::new(cfg.clone()), outbox_start)
+    });
 
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&layout, engine.config(), wake.clone());
@@ -63,7 +88,8 @@ pub async fn serve(
     let mut last_prune = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
-        let pass = answer(&mut engine, &mut commands, arrived.take()).and_then(|()| engine.step());
+        let pass =
+            answer(&mut engine, &mut commands, &deliveries, arrived.take()).and_then(|()| engine.step());
         let more = match pass {
             Ok(r) => r.more,
             Err(e) if e.is_no_space() => {
@@ -107,15 +133,12 @@ pub async fn serve(
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
-            cmd = next_command(&mut commands) => match cmd {
-                Some(c) => arrived = Some(c),
-                None => commands = None, // every handle is gone: stop listening
-            },
+            cmd = commands.next() => arrived = Some(cmd),
             _ = wake.notified() => {}
             _ = tokio::time::sleep(tick) => {}
         }
     };
-    let flushed = engine.flush();
+    let flushed = journal_positions(&mut engine, &deliveries).and_then(|()| engine.flush());
     drop(lock);
     match (result, flushed) {
         (Err(e), _) | (Ok(()), Err(e)) => Err(e.into()),
@@ -126,29 +149,76 @@ pub async fn serve(
     }
 }
 
-/// The next command, or never when there is no channel.
-async fn next_command(commands: &mut Option<Commands>) -> Option<Command> {
-    match commands {
+/// Where commands come from: front ends' channel, and the outbox's deliverers' own. A channel
+/// whose every handle is gone is dropped (no longer listened to).
+struct Inlets {
+    external: Option<Commands>,
+    outbox: Option<Commands>,
+}
+
+impl Inlets {
+    /// The next command from either channel; never, when neither has a sender left.
+    async fn next(&mut self) -> Command {
+        loop {
+            let got = tokio::select! {
+                c = recv(&mut self.external) => (c, true),
+                c = recv(&mut self.outbox) => (c, false),
+            };
+            match got {
+                (Some(c), _) => return c,
+                (None, true) => self.external = None,
+                (None, false) => self.outbox = None,
+            }
+        }
+    }
+
+    /// A command waiting now, if any.
+    fn try_next(&mut self) -> Option<Command> {
+        [&mut self.external, &mut self.outbox].into_iter().flatten().find_map(|rx| rx.try_recv().ok())
+    }
+}
+
+/// The next command of a channel, or never when there is none.
+async fn recv(rx: &mut Option<Commands>) -> Option<Command> {
+    match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// Answers `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]).
+/// Answers `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]). The
+/// handle on the outbox's deliveries is the loop's to give; everything else goes to the engine.
 fn answer(
     engine: &mut Engine,
-    commands: &mut Option<Commands>,
+    commands: &mut Inlets,
+    deliveries: &Deliveries,
     first: Option<Command>,
 ) -> Result<(), EngineError> {
-    let mut batch: Vec<Command> = first.into_iter().collect();
-    if let Some(rx) = commands {
-        while batch.len() < COMMAND_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
+    let mut batch: Vec<Command> = Vec::new();
+    let mut next = first.or_else(|| commands.try_next());
+    while let Some(c) = next {
+        match c {
+            Command::Deliveries(reply) => {
+                let _ = reply.send(deliveries.clone());
             }
+            c => batch.push(c),
         }
+        next = if batch.len() < COMMAND_BATCH { commands.try_next() } else { None };
     }
+    if batch.is_empty() { Ok(()) } else { engine.serve(batch) }
+}
+
+/// On a clean stop: journals the position each sink has reached since it last journaled one,
+/// so that a restart delivers again only what was in flight.
+fn journal_positions(engine: &mut Engine, deliveries: &Deliveries) -> Result<(), EngineError> {
+    let batch: Vec<Command> = deliveries
+        .unjournaled()
+        .into_iter()
+        .map(|(sink, through)| {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            Command::Delivered { sink, through, reply }
+        })
+        .collect();
     if batch.is_empty() { Ok(()) } else { engine.serve(batch) }
 }
 

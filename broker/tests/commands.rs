@@ -182,3 +182,39 @@ fn a_subscription_answered_with_changes_starts_after_them_and_the_journal_holds_
     }
     assert!(other.records.try_recv().is_ok());
 }
+
+#[test]
+fn requeue_and_the_deliveries_handle_answer_over_the_channel() {
+    with_broker(|h, layout| async move {
+        // Without webhooks or hooks the handle is there, and empty.
+        assert!(h.deliveries().await.unwrap().sinks().is_empty());
+        let v = h.requeue("../journal").await.unwrap();
+        assert!(matches!(&v, Verdict::Refused { field, .. } if field == "name"), "{v:?}");
+        let v = h.requeue("nope.json").await.unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused { reason, .. } if reason.contains("no quarantine entry")),
+            "{v:?}"
+        );
+        // A refused submit leaves nothing in quarantine (a verdict, not a file): make an entry.
+        let inbox = layout.broker_inbox();
+        std::fs::write(inbox.tmp().join("bad.json"), b"{").unwrap();
+        std::fs::rename(inbox.tmp().join("bad.json"), inbox.new_dir().join("bad.json")).unwrap();
+        let quarantined = async {
+            loop {
+                let found = std::fs::read_dir(layout.quarantine_dir())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .find(|n| !n.ends_with(".error.json"));
+                if let Some(n) = found {
+                    return n;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let entry = tokio::time::timeout(Duration::from_secs(20), quarantined).await.expect("quarantined");
+        let v = h.requeue(&entry).await.unwrap();
+        assert!(matches!(v, Verdict::Accepted { .. }), "{v:?}");
+        assert!(!layout.quarantine_dir().join(&entry).exists(), "accepted means moved");
+        assert_eq!(h.position("webhook:none").await.unwrap(), None);
+    });
+}

@@ -20,6 +20,7 @@ pub mod events;
 pub mod metrics;
 pub mod observer;
 pub mod ops;
+pub mod poster;
 pub mod routes;
 pub mod tasks;
 

@@ -162,7 +162,12 @@ impl BoardWriter {
     }
 
     /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
-    pub fn write(&mut self, env: &Env, state: &State, force: bool) -> Result<(), EngineError> {
+    ///
+    /// Boards are derived state, rewritten from the journal at every start, so a rewrite is not
+    /// fsynced unless `durable` (a clean stop, or `always` durability): a power loss can leave an
+    /// old board (or, on a filesystem that does not flush a file renamed over another, an empty
+    /// one) until the broker starts again.
+    pub fn write(&mut self, env: &Env, state: &State, force: bool, durable: bool) -> Result<(), EngineError> {
         let force = force || std::mem::take(&mut self.force_next);
         if !self.dirty && !force {
             return Ok(());
@@ -186,7 +191,7 @@ impl BoardWriter {
         }
         let mut marks = Vec::new();
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
-        let sync = env.durability.sync_files();
+        let sync = durable && env.durability.sync_files();
         let mut deferred = false;
         let absorb = env.cfg.ingest.absorb_board_edits;
         for board in Board::ALL {

@@ -1,16 +1,22 @@
 //! The command channel into the running broker. In-process front ends (the HTTP API, a cluster
 //! link) hold a [`Handle`]; they never write a file of the tree and never hold the engine. Each
 //! [`Command`] is answered between passes by the broker's own loop: reads from its state, and
-//! submit, cancel and retry through the same handlers, journal and state machine as messages in
-//! the inbox. A verdict that accepts is sent only once its records are durable.
+//! submit, cancel, retry and requeue through the same handlers, journal and state machine as
+//! messages in the inbox. A verdict that accepts is sent only once its records are durable.
 //!
 //! Besides the state ([`View`]) a front end may ask for the loop's own figures ([`Stats`]: commit
 //! and pass durations, inbox backlog), which the loop only counts; and for a scoped bulk retry
 //! ([`RetryScope`]), each task of it redriven through the same handler as a single retry.
+//!
+//! The outbox (`crate::outbox`) uses the same channel: [`Command::Position`] and
+//! [`Command::Delivered`] read and journal a sink's position, and [`Command::Deliveries`] hands
+//! out the shared [`Deliveries`] handle through which a front end reads what the webhooks and
+//! hooks did (answered by `run::serve`, which owns the outbox).
 
 use super::quarantine::Refusal;
 pub use super::stats::{Histogram, LATENCY_BOUNDS_SECS, Stats};
 use crate::journal::{Place, Record};
+use crate::outbox::Deliveries;
 use protocol::{Status, Task};
 use serde::Serialize;
 use serde_json::Value;
@@ -45,6 +51,24 @@ pub enum Command {
     Subscribe(oneshot::Sender<Subscription>),
     /// The loop's own figures.
     Stats(oneshot::Sender<Stats>),
+    /// Put a quarantine entry (`name`, a file of `broker/quarantine/`) back into the inbox.
+    Requeue {
+        name: String,
+        reply: oneshot::Sender<Verdict>,
+    },
+    /// An outbox sink's journaled position (`None`: never journaled).
+    Position {
+        sink: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    /// Journal that an outbox sink has handled every record up to `through`.
+    Delivered {
+        sink: String,
+        through: u64,
+        reply: oneshot::Sender<Verdict>,
+    },
+    /// The handle on what the webhooks and hooks did (empty when none is configured).
+    Deliveries(oneshot::Sender<Deliveries>),
 }
 
 /// Which tasks a bulk retry redrives: those the broker holds (live, and the finished ones on the
@@ -202,5 +226,29 @@ impl Handle {
 
     pub async fn stats(&self) -> Result<Stats, Stopped> {
         self.ask(Command::Stats).await
+    }
+
+    /// Requeues a quarantine entry: accepted once the requeue is journaled and the entry is back
+    /// in the inbox (refused for an unknown name, a reason file, or a name that is not one file
+    /// inside `broker/quarantine/`).
+    pub async fn requeue(&self, name: &str) -> Result<Verdict, Stopped> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Requeue { name, reply }).await
+    }
+
+    pub async fn position(&self, sink: &str) -> Result<Option<u64>, Stopped> {
+        let sink = sink.to_string();
+        self.ask(|reply| Command::Position { sink, reply }).await
+    }
+
+    pub async fn delivered(&self, sink: &str, through: u64) -> Result<Verdict, Stopped> {
+        let sink = sink.to_string();
+        self.ask(|reply| Command::Delivered { sink, through, reply }).await
+    }
+
+    /// The shared, cheap-to-read record of recent deliveries and failures of every webhook and
+    /// hook (see [`Deliveries`]). Ask once and keep it: it stays current.
+    pub async fn deliveries(&self) -> Result<Deliveries, Stopped> {
+        self.ask(Command::Deliveries).await
     }
 }

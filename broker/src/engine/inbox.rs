@@ -11,7 +11,7 @@
 
 use super::claims::finish;
 use super::effects::Effect;
-use super::quarantine::{Refusal, reject_file};
+use super::quarantine::{self, Refusal, reject_file};
 use super::tx::Tx;
 use super::{EngineError, admission, legacy, mail, operator};
 use crate::journal::Entry;
@@ -159,6 +159,7 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
         Message::Cancel { task_id } => operator::cancel(tx, task_id, name),
         Message::Retry { task_id } => operator::retry(tx, task_id, name),
         Message::Send { from, to, subject, body } => mail::send(tx, from, to, subject.as_deref(), body, name),
+        Message::Requeue { name: entry } => quarantine::requeue(tx, entry, name),
     }
 }
 

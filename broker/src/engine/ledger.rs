@@ -137,12 +137,14 @@ impl Ledger {
         self.events.subscribe()
     }
 
-    /// Writes a snapshot and archives the segments it covers once enough records have
-    /// accumulated. Call only with every effect carried out (after a commit).
-    pub fn compact_if_due(&mut self, env: &Env) -> Result<(), EngineError> {
-        if self.journal.records_since_snapshot() < env.cfg.broker.compact_after_records {
-            return Ok(());
-        }
+    /// Whether enough records have accumulated for a snapshot.
+    pub fn compaction_due(&self, env: &Env) -> bool {
+        self.journal.records_since_snapshot() >= env.cfg.broker.compact_after_records
+    }
+
+    /// Writes a snapshot and archives the segments it covers. Call only with every effect carried
+    /// out and the directories it touched fsynced (after a commit and `Effects::sync_touched`).
+    pub fn compact(&mut self, env: &Env) -> Result<(), EngineError> {
         let snap = self.state.snapshot(self.journal.next_seq() - 1);
         self.journal.compact(env.fs(), &snap, &env.names)?;
         // Journaled, so that replay forgets exactly what live operation forgets.

@@ -6,7 +6,8 @@
 //! [drop watcher](drops) — and handlers that work through a [`Tx`](tx) (read the state, journal
 //! records, queue effects) and own nothing: [inbox] routing, [admission], [claims] and leases,
 //! [dispatch] and dependencies, [operator] verbs, [mail], the [legacy] front door,
-//! [board-edit absorption](board_edits), [recovery] and [quarantine]. One pass,
+//! [board-edit absorption](board_edits), [recovery], [quarantine] (and requeue) and the outbox's
+//! [positions]. One pass,
 //! [`Engine::step`], is a short list of calls on them. A crash anywhere leaves the journal ahead
 //! of the tree; [`Engine::open`] replays the journal and [`Engine::reconcile`] redoes or cleans
 //! up whatever effects did not happen.
@@ -30,6 +31,7 @@ pub(crate) mod ledger;
 pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
+pub(crate) mod positions;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
 pub(crate) mod stats;
@@ -145,6 +147,11 @@ impl Engine {
         &self.core.env.cfg
     }
 
+    /// The sequence number the next journal record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.core.ledger.next_seq()
+    }
+
     /// The state, read-only (tests, views).
     pub fn state(&self) -> &State {
         self.core.ledger.state()
@@ -193,7 +200,12 @@ impl Engine {
         }
         dispatch::ready(&mut self.core.tx());
         self.core.tx().commit()?;
-        self.core.ledger.compact_if_due(&self.core.env)?;
+        if self.core.ledger.compaction_due(&self.core.env) {
+            // The snapshot forgets what recovery needs to redo the moves it covers: make them
+            // durable first.
+            self.core.effects.sync_touched(&self.core.env)?;
+            self.core.ledger.compact(&self.core.env)?;
+        }
         self.write_boards(false)?;
         self.passes.observe(started.elapsed());
         self.messages += batch.messages as u64;
@@ -238,6 +250,20 @@ impl Engine {
                     self.request(reply, Some(task_id.clone()), |tx, name| {
                         operator::retry(tx, &task_id, name)
                     });
+                }
+                Command::Requeue { name, reply } => {
+                    self.request(reply, None, |tx, msg| quarantine::requeue(tx, &name, msg));
+                }
+                Command::Position { sink, reply } => {
+                    let _ = reply.send(self.state().delivered(&sink));
+                }
+                Command::Delivered { sink, through, reply } => {
+                    self.request(reply, None, |tx, _| positions::delivered(tx, &sink, through));
+                }
+                Command::Deliveries(reply) => {
+                    // `run::serve` owns the outbox and answers this itself; an engine driven
+                    // without it has no webhooks or hooks running.
+                    let _ = reply.send(crate::outbox::Deliveries::default());
                 }
             }
         }
@@ -385,10 +411,15 @@ impl Engine {
 
     /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
+        let durable = self.core.env.durability == runtime_layout::Durability::Always;
+        self.write_boards_as(force, durable)
+    }
+
+    fn write_boards_as(&mut self, force: bool, durable: bool) -> Result<(), EngineError> {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force)
+        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 
     /// Removes processed messages older than the retention from `broker/inbox/cur/`.
@@ -411,7 +442,8 @@ impl Engine {
     /// edits made while the broker is stopped are absorbed at the next start.
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.core.tx().commit()?;
-        self.write_boards(true)?;
+        self.core.effects.sync_touched(&self.core.env)?;
+        self.write_boards_as(true, true)?;
         if self.core.env.cfg.ingest.absorb_board_edits {
             self.boards.save_marks(&self.core.env, self.core.ledger.next_seq() - 1)?;
         }

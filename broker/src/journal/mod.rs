@@ -13,10 +13,10 @@
 mod read;
 mod record;
 
-pub use read::{Loaded, Notes, Replayed, all_segments, load, read_segment, replay};
+pub use read::{Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay};
 pub use record::{
-    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, SnapTask, Snapshot, TakenBack,
-    Tomb, consumed_path,
+    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, Requeued, SnapTask, Snapshot,
+    TakenBack, Tomb, consumed_path,
 };
 
 use protocol::Timestamp;

@@ -1,8 +1,11 @@
-//! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add`.
+//! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add|list` (the list
+//! is the library's `views::agents`, shared with the HTTP API).
 
 use super::exit::{self, Failure, not_initialised};
-use super::io::{emit, json_or_text, print_json, read_input};
+use super::io::{emit, json_or_text, print_json, read_input, to_json};
 use agent_sdk::Ack;
+use mailroom::config::Config;
+use mailroom::views::agents;
 use runtime_layout::{Fs, Layout};
 use serde_json::Value;
 use std::path::Path;
@@ -79,4 +82,14 @@ pub fn add(fs: &dyn Fs, layout: &Layout, name: &str) -> Result<(), Failure> {
     }
     layout.mailbox(name).create(fs, true).map_err(|e| Failure::new(exit::ERROR, e))?;
     emit(&format!("{}\n", layout.mailbox(name).root.display()))
+}
+
+pub fn agent_list(fs: &dyn Fs, layout: &Layout, json: bool) -> Result<(), Failure> {
+    if !layout.is_initialised(fs) {
+        return Err(not_initialised(layout.root()));
+    }
+    let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let now = runtime_layout::now();
+    let list = agents::list(fs, layout, &cfg, now)?;
+    if json { print_json(&to_json(&list)?) } else { emit(&agents::render(&list, now)) }
 }

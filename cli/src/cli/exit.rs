@@ -23,7 +23,8 @@ pub const NOT_INITIALISED: u8 = 7;
 pub const FATAL_IO: u8 = 8;
 /// `mailroom bench`: the `mailroom-bench` binary is neither beside this one nor on `PATH`.
 pub const NO_BENCH: u8 = 9;
-/// No broker answered a message within the wait: it waits in the inbox (nothing is lost).
+/// No broker answered a message within the wait: it waits in the inbox (nothing is lost). And
+/// for `mailroom status`: no broker is running on the root (the status is printed all the same).
 pub const UNANSWERED: u8 = 10;
 
 /// An error with the exit code it maps to.
@@ -49,6 +50,18 @@ impl From<agent_sdk::Error> for Failure {
             E::InvalidName(_) | E::InvalidTask { .. } | E::UnknownAgent { .. } | E::Refused { .. } => INVALID,
             E::Unanswered { .. } => UNANSWERED,
             _ => ERROR,
+        };
+        Self::new(code, e)
+    }
+}
+
+impl From<mailroom::views::ViewError> for Failure {
+    fn from(e: mailroom::views::ViewError) -> Self {
+        use mailroom::views::ViewError as E;
+        let code = match &e {
+            E::NotInitialised { .. } => NOT_INITIALISED,
+            E::Invalid(_) | E::Config(_) => INVALID,
+            E::Fs(_) => ERROR,
         };
         Self::new(code, e)
     }

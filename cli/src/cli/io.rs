@@ -39,3 +39,8 @@ pub fn emit(text: &str) -> Result<(), Failure> {
 pub fn print_json(v: &Value) -> Result<(), Failure> {
     emit(&format!("{}\n", serde_json::to_string_pretty(v).expect("a JSON value serialises")))
 }
+
+/// A view as JSON (the views are plain data: this fails only on a bug, which it reports).
+pub fn to_json(v: &impl serde::Serialize) -> Result<Value, Failure> {
+    serde_json::to_value(v).map_err(|e| Failure::new(exit::ERROR, e))
+}

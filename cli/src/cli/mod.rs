@@ -3,11 +3,15 @@
 
 mod agent;
 mod bench;
+mod board;
 pub mod exit;
 mod import;
 mod io;
+mod mail;
 mod producer;
+mod quarantine;
 mod serve;
+mod status;
 mod views;
 
 use clap::{Parser, Subcommand};
@@ -114,12 +118,39 @@ pub enum Cmd {
         subject: Option<String>,
         file: String,
     },
-    /// Show the central boards.
+    /// Show the central boards (filtered), once or redrawn on every change.
     Board {
         #[arg(long)]
         status: Option<String>,
+        /// Tasks whose type routes to this pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Tasks assigned to (or held by) this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Tasks of this `task_type`.
+        #[arg(long = "type")]
+        task_type: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Redraw on every change until interrupted (with --json: one JSON array per line).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Is a broker running, and what waits where (exit 10 when no broker runs).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quarantined input: list, show, requeue.
+    Quarantine {
+        #[command(subcommand)]
+        cmd: QuarantineCmd,
+    },
+    /// An agent's mail and notices.
+    Mail {
+        #[command(subcommand)]
+        cmd: MailCmd,
     },
     /// Show every journaled event of a task and where its file is now.
     Trace {
@@ -163,6 +194,39 @@ pub enum Cmd {
 pub enum AgentCmd {
     /// Create an agent's mailbox.
     Add { name: String },
+    /// Every agent: claims held with their leases, what waits, last activity.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QuarantineCmd {
+    /// Every entry with its reason, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One entry: its reason and its content (exit 3 when there is no such entry).
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the broker to put an entry back into its inbox, to be handled again.
+    Requeue { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum MailCmd {
+    /// Take the agent's mail and notices (each moves to its cur/: read once), oldest first.
+    Read {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one command.
@@ -208,7 +272,17 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Board { .. } | Cmd::Trace { .. } if !layout.is_initialised(fs.as_ref()) => {
             Err(exit::not_initialised(&root))
         }
-        Cmd::Board { status, json } => views::board(fs.as_ref(), &layout, status, json),
+        Cmd::Board { status, pool, agent, task_type, json, watch } => {
+            let args = board::Args { status, pool, agent, task_type, json, watch };
+            board::board(fs.as_ref(), &layout, args)
+        }
+        Cmd::Status { json } => status::status(fs.as_ref(), &layout, json),
+        Cmd::Quarantine { cmd } => match cmd {
+            QuarantineCmd::List { json } => quarantine::list(fs.as_ref(), &layout, json),
+            QuarantineCmd::Show { name, json } => quarantine::show(fs.as_ref(), &layout, &name, json),
+            QuarantineCmd::Requeue { name } => quarantine::requeue(fs.as_ref(), &layout, ack, &name),
+        },
+        Cmd::Mail { cmd: MailCmd::Read { agent, json } } => mail::read(fs.as_ref(), &layout, &agent, json),
         Cmd::Trace { task_id, json } => views::trace(fs.as_ref(), &layout, &task_id, json),
         Cmd::Schema => views::schema(),
         Cmd::Import { paths, dry_run, json, no_create_agents } => {
@@ -216,5 +290,6 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Bench { args } => Err(bench::bench(&args)),
         Cmd::Agent { cmd: AgentCmd::Add { name } } => agent::add(fs.as_ref(), &layout, &name),
+        Cmd::Agent { cmd: AgentCmd::List { json } } => agent::agent_list(fs.as_ref(), &layout, json),
     }
 }

@@ -58,8 +58,17 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
             }
             std::future::pending::<()>().await
         };
+        // The webhooks' HTTP client: the broker library has none of its own.
+        let poster: Option<std::sync::Arc<dyn mailroom::outbox::Poster>> =
+            match mailroom_http::poster::WebhookClient::new() {
+                Ok(c) => Some(std::sync::Arc::new(c)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no HTTP client for webhooks");
+                    None
+                }
+            };
         tokio::select! {
-            r = run::serve(fs.clone(), layout.clone(), shutdown, Some(rx)) => r,
+            r = run::serve_with(fs.clone(), layout.clone(), shutdown, Some(rx), poster) => r,
             () = front => unreachable!("the http front end never returns"),
         }
     });

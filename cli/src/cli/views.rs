@@ -1,34 +1,9 @@
-//! Read-only views for operators: the boards, a task's trace, the JSON Schemas.
+//! Read-only views for operators: a task's trace, the JSON Schemas (the boards are `board.rs`).
 
 use super::exit::{self, Failure};
 use super::io::{emit, print_json};
-use mailroom::{board, trace as tracing_view};
-use protocol::Status;
+use mailroom::trace as tracing_view;
 use runtime_layout::{Fs, Layout};
-use serde_json::Value;
-
-pub fn board(fs: &dyn Fs, layout: &Layout, status: Option<String>, json: bool) -> Result<(), Failure> {
-    let status = status
-        .map(|s| s.parse::<Status>())
-        .transpose()
-        .map_err(|e| Failure::new(exit::USAGE, format!("--status: {}", e.rule)))?;
-    let rows = board::read(fs, layout, status).map_err(|e| Failure::new(exit::ERROR, e))?;
-    if json {
-        let v: Vec<Value> = rows
-            .iter()
-            .map(|(b, t)| {
-                let mut v = t.to_value();
-                if let Value::Object(m) = &mut v {
-                    m.insert("board".into(), board::board_name(*b).into());
-                }
-                v
-            })
-            .collect();
-        print_json(&Value::Array(v))
-    } else {
-        emit(&board::render(&rows))
-    }
-}
 
 pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<(), Failure> {
     match tracing_view::trace(fs, layout, task_id) {
