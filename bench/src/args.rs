@@ -41,7 +41,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub assigned_pct: usize,
     /// Durability of producers' and agents' messages (always, batch, never; default: the SDK's
-    /// default, always).
+    /// default, which writes without fsync and waits for the broker's journaled verdict).
     #[arg(long)]
     pub client_durability: Option<String>,
     /// W2: task count for the legacy board and for mailroom's side of the ratio.
@@ -199,15 +199,18 @@ impl Plan {
 
     /// The clients' durability as the report shows it.
     pub fn client_label(&self) -> String {
-        self.client_durability.clone().unwrap_or_else(|| "always (SDK default)".into())
+        self.client_durability
+            .clone()
+            .unwrap_or_else(|| "no fsync, waits for the broker's ack (SDK default)".into())
     }
 
-    /// The clients' durability for in-process file operations (W3): the SDK's default, `always`,
-    /// if unset.
+    /// The clients' durability for in-process file operations (W3) if unset: the SDK's default,
+    /// `never` (a client waiting for the broker's verdict does not fsync its message; the
+    /// broker's journal makes it durable).
     pub fn client_durability(&self) -> Result<Durability, BenchError> {
         Ok(match &self.client_durability {
             Some(c) => parse_durability(c)?,
-            None => Durability::Always,
+            None => Durability::Never,
         })
     }
 }

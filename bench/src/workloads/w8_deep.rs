@@ -3,9 +3,11 @@
 //! stay within 20% of the shallow queue's; the run prints the ratios and checks nothing.
 //!
 //! At each depth, on a fresh root and broker:
-//! 1. fill: the tasks are submitted through the SDK (`Client::submit`, four threads, client
-//!    durability `never`: the fill is set-up, not measured), and the run waits until the journal
-//!    shows every one dispatched into the pool, then a second for the broker to settle;
+//! 1. fill: the tasks are submitted through the SDK (`Client::submit`, four threads, without
+//!    waiting for the broker's verdict and without fsyncs: the fill is set-up, not measured, and
+//!    a client that waits for each verdict submits one task per broker batch), and the run waits
+//!    until the journal shows every one dispatched into the pool, then a second for the broker to
+//!    settle;
 //! 2. claim latency: one agent process (`mailroom-bench deep-agent`) claims and completes
 //!    `--deep-claims` tasks one at a time, timing each `Agent::claim` call (p50, p99);
 //! 3. drain: `--agents` agent processes claim and complete `--deep-drain` tasks between them;
@@ -22,7 +24,7 @@ use crate::pipeline::{Pipe, logs_in, path_arg, write_config};
 use crate::procs::start_broker;
 use crate::report::{Lat, Section, round, short};
 use crate::run::{Ctx, log};
-use agent_sdk::Client;
+use agent_sdk::{Ack, Client};
 use runtime_layout::{Durability, Layout};
 use serde::Serialize;
 use std::fmt;
@@ -128,7 +130,7 @@ fn fill(root: &Path, n: usize, d: &Path) -> Result<(), BenchError> {
         let handles: Vec<_> = (0..FILLERS)
             .map(|k| {
                 s.spawn(move || -> Result<(), BenchError> {
-                    let client = Client::open(root)?.with_durability(Durability::Never);
+                    let client = Client::open(root)?.with_ack(Ack::None).with_durability(Durability::Never);
                     for i in (k..n).step_by(FILLERS) {
                         client.submit(&bench_task("D", i, BODY, None))?;
                     }
