@@ -4,12 +4,15 @@
 //! parts that own their state; [`run::serve`] is the event loop around it, with the command
 //! channel in-process front ends use; [`outbox`] delivers committed transitions to webhooks and
 //! hooks; [`import`] migrates a legacy tree; [`trace`], [`board`] and [`views`] read what the
-//! broker wrote.
+//! broker wrote; [`footprint`] counts what a root holds, and [`gc`] applies the retention rules
+//! to a stopped root.
 
 pub mod agents;
 pub mod board;
 pub mod config;
 pub mod engine;
+pub mod footprint;
+pub mod gc;
 pub mod import;
 pub mod journal;
 pub mod outbox;

@@ -31,6 +31,9 @@ pub enum RunError {
 /// Most commands answered in one go between two passes (one commit for all of them).
 const COMMAND_BATCH: usize = 256;
 
+/// The period of passes while retention has work left (archived segments to compress).
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(20);
+
 /// Takes the root's lock, rebuilds state, reconciles the tree, then serves until `shutdown`
 /// completes. On shutdown the message in hand is finished, the journal flushed, the boards
 /// written and the lock released.
@@ -85,13 +88,12 @@ pub async fn serve_with(
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&layout, engine.config(), wake.clone());
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut last_prune = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
         let pass =
             answer(&mut engine, &mut commands, &deliveries, arrived.take()).and_then(|()| engine.step());
-        let more = match pass {
-            Ok(r) => r.more,
+        let (more, housekeeping) = match pass {
+            Ok(r) => (r.more, r.housekeeping),
             Err(e) if e.is_no_space() => {
                 // Nothing is lost: what was acknowledged is in the journal, and messages stay in
                 // the inbox until a journaled pass consumes them. So drop the in-memory state and
@@ -124,18 +126,13 @@ pub async fn serve_with(
                 _ = std::future::ready(()) => continue,
             }
         }
-        if last_prune.elapsed() > Duration::from_secs(60) {
-            last_prune = Instant::now();
-            if let Err(e) = engine.prune_inbox() {
-                break Err(e);
-            }
-        }
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
             cmd = commands.next() => arrived = Some(cmd),
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
+            // Compression still to do: another pass soon (each does a bounded piece of it).
+            _ = tokio::time::sleep(if housekeeping { HOUSEKEEPING_TICK } else { tick }) => {}
         }
     };
     let flushed = journal_positions(&mut engine, &deliveries).and_then(|()| engine.flush());

@@ -4,7 +4,12 @@
 
 use crate::journal::{Entry, Place, Record, Requeued, SnapTask, Snapshot, Tomb, consumed_path};
 use protocol::{Status, Task, Timestamp};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use tombs::Tombs;
+
+mod snapshot;
+mod tombs;
 
 /// A task that is not finished.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,21 +30,23 @@ pub struct Finished {
     pub pooled: bool,
 }
 
-/// How many former dispatch names are remembered, so that a file left behind under an old name
-/// (a crash between a journal entry and its file move) is recognised and cleaned up.
+/// How many former dispatch names are remembered at most, so that a file left behind under an old
+/// name (a crash between a journal entry and its file move) is recognised and cleaned up. They are
+/// also forgotten at each snapshot (every move before it is finished, and a restart replays only
+/// what follows it), so they cost memory in proportion to recent work, not to history.
 const RETIRED_NAMES: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct State {
     live: HashMap<String, Live>,
-    /// Finished tasks.
-    tombs: HashMap<String, Finished>,
+    /// Finished tasks, compactly (see `tombs.rs`).
+    tombs: Tombs,
     /// The most recent finished tasks, oldest first.
     recent_done: VecDeque<Task>,
     recent_limit: usize,
-    /// Current dispatch name → task id (tasks that are Queued or Held).
+    /// Current dispatch name → task id (tasks that are Queued, Waiting or Held).
     by_name: HashMap<String, String>,
-    /// How many live tasks are Held (the rest of `by_name` is Queued).
+    /// How many live tasks are Held (the rest of `by_name` is Queued or Waiting).
     held: usize,
     /// Former dispatch names → task id.
     retired: HashMap<String, String>,
@@ -48,8 +55,10 @@ pub struct State {
     backlog: BTreeSet<String>,
     /// Dependency id → the live tasks that depend on it.
     dependents: HashMap<String, BTreeSet<String>>,
-    /// Inbox messages already consumed → where they belong (`cur` or a quarantine path).
-    consumed: BTreeMap<String, String>,
+    /// Inbox messages already consumed → where they belong: `None` for `inbox/cur/` (nearly all
+    /// of them: not spelt out, as there is one per message between two snapshots), else the
+    /// quarantine path.
+    consumed: BTreeMap<String, Option<String>>,
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
     refusals: BTreeMap<String, String>,
@@ -60,6 +69,42 @@ pub struct State {
     requeues: BTreeMap<String, Requeued>,
     /// Each outbox sink's journaled position: every record up to it was handled.
     delivered: BTreeMap<String, u64>,
+    /// Each maildir's ready tasks, filed and waiting, by dispatch name.
+    windows: HashMap<String, Window>,
+    /// How many live tasks are Waiting (in `by_name` without a file).
+    waiting: usize,
+}
+
+/// The ready tasks of one maildir (`queues/<pool>` or `mailboxes/<agent>`) in dispatch order:
+/// those with a file in its `new/` and those waiting for room in its ready window. Names sort
+/// in dispatch order (see `protocol::names::DispatchName`).
+#[derive(Debug, Default)]
+pub struct Window {
+    filed: BTreeSet<String>,
+    /// Dispatch name → task id.
+    waiting: BTreeMap<String, String>,
+}
+
+impl Window {
+    /// How many of its tasks have a file.
+    pub fn filed(&self) -> usize {
+        self.filed.len()
+    }
+
+    /// The name of the filed task that sorts last (the one a better task takes the place of).
+    pub fn last_filed(&self) -> Option<&str> {
+        self.filed.last().map(String::as_str)
+    }
+
+    /// How many wait for room.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The waiting tasks in dispatch order: (name, task id).
+    pub fn waiting_in_order(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.waiting.iter().map(|(n, id)| (n.as_str(), id.as_str()))
+    }
 }
 
 impl State {
@@ -72,13 +117,17 @@ impl State {
         // Sized once: growing by doubling to a million tombs peaks at 1.5 tables during a rehash.
         s.tombs.reserve(snap.tombs.len());
         for t in snap.tombs {
-            s.tombs.insert(t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
+            s.tombs.insert(&t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
         }
         s.recent_done = snap.recent_done.into();
         for st in snap.live {
             s.set_live(st.task, st.place, st.hash);
         }
-        s.consumed = snap.consumed;
+        s.consumed = snap
+            .consumed
+            .into_iter()
+            .map(|(m, d)| (m.clone(), (d != consumed_path(&m)).then_some(d)))
+            .collect();
         s.seen = snap.agents_seen.into_iter().collect();
         s.delivered = snap.delivered;
         s
@@ -94,7 +143,7 @@ impl State {
         let mut tombs: Vec<Tomb> = self
             .tombs
             .iter()
-            .map(|(id, f)| Tomb { id: id.clone(), status: f.status, hash: f.hash, pooled: f.pooled })
+            .map(|(id, f)| Tomb { id: id.to_string(), status: f.status, hash: f.hash, pooled: f.pooled })
             .collect();
         tombs.sort_by(|a, b| a.id.cmp(&b.id));
         // Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
@@ -127,11 +176,16 @@ impl State {
 
     /// A finished task.
     pub fn finished(&self, id: &str) -> Option<Finished> {
-        self.tombs.get(id).copied()
+        self.tombs.get(id)
     }
 
     pub fn finished_count(&self) -> usize {
         self.tombs.len()
+    }
+
+    /// The memory the finished tasks' tombs hold.
+    pub fn tombs_heap_bytes(&self) -> usize {
+        self.tombs.heap_bytes()
     }
 
     /// The most recent finished tasks, oldest first (the completed board).
@@ -159,7 +213,17 @@ impl State {
 
     /// How many tasks wait as files in a queue or a mailbox (dispatched, not yet claimed).
     pub fn queued_count(&self) -> usize {
-        self.by_name.len() - self.held
+        self.by_name.len() - self.held - self.waiting
+    }
+
+    /// The ready tasks of the maildir `dir`, if it has any.
+    pub fn window(&self, dir: &str) -> Option<&Window> {
+        self.windows.get(dir)
+    }
+
+    /// The maildirs with tasks waiting for room in their window.
+    pub fn windows_waiting(&self) -> impl Iterator<Item = &str> {
+        self.windows.iter().filter(|(_, w)| !w.waiting.is_empty()).map(|(d, _)| d.as_str())
     }
 
     /// The live tasks that depend on `id`, in id order.
@@ -173,8 +237,11 @@ impl State {
     }
 
     /// Where an inbox message consumed before belongs (`broker/inbox/cur/..` or a quarantine path).
-    pub fn consumed(&self, msg: &str) -> Option<&str> {
-        self.consumed.get(msg).map(String::as_str)
+    pub fn consumed(&self, msg: &str) -> Option<Cow<'_, str>> {
+        self.consumed.get(msg).map(|d| match d {
+            Some(p) => Cow::Borrowed(p.as_str()),
+            None => Cow::Owned(consumed_path(msg)),
+        })
     }
 
     /// When `agent` was last seen in a journal record.
@@ -225,9 +292,46 @@ impl State {
         }
     }
 
+    /// Takes a ready task out of its maildir's window index.
+    fn unwindow(&mut self, old: &Place) {
+        let (dir, name, filed) = match old {
+            Place::Queued { dir, name } => (dir, name, true),
+            Place::Waiting { dir, name } => (dir, name, false),
+            _ => return,
+        };
+        if !filed {
+            self.waiting -= 1;
+        }
+        if let Some(w) = self.windows.get_mut(dir) {
+            if filed {
+                w.filed.remove(name);
+            } else {
+                w.waiting.remove(name);
+            }
+            if w.filed.is_empty() && w.waiting.is_empty() {
+                self.windows.remove(dir);
+            }
+        }
+    }
+
+    /// Puts a ready task into its maildir's window index.
+    fn window_in(&mut self, id: &str, place: &Place) {
+        match place {
+            Place::Queued { dir, name } => {
+                self.windows.entry(dir.clone()).or_default().filed.insert(name.clone());
+            }
+            Place::Waiting { dir, name } => {
+                self.waiting += 1;
+                self.windows.entry(dir.clone()).or_default().waiting.insert(name.clone(), id.to_string());
+            }
+            _ => {}
+        }
+    }
+
     fn set_live(&mut self, task: Task, place: Place, hash: u64) {
         let id = task.task_id.clone();
         if let Some(old) = self.live.remove(&id) {
+            self.unwindow(&old.place);
             if old.place.name() == place.name() {
                 // Same file, another stage (queued → held keeps the name): only the count moves.
                 if matches!(old.place, Place::Held { .. }) {
@@ -243,6 +347,7 @@ impl State {
         if matches!(place, Place::Held { .. }) {
             self.held += 1;
         }
+        self.window_in(&id, &place);
         if place == Place::Backlog && task.status == Status::Pending {
             self.backlog.insert(id.clone());
         } else {
@@ -266,10 +371,11 @@ impl State {
         // message whose effect survived without its Consume must not be handled a second time.
         if let Some(msg) = rec.entry.msg() {
             let dest = match &rec.entry {
-                Entry::Consume { path, .. } => path.clone(),
-                Entry::Reject(r) => r.path.clone(),
-                _ => consumed_path(msg),
+                Entry::Consume { path, .. } => Some(path),
+                Entry::Reject(r) => Some(&r.path),
+                _ => None,
             };
+            let dest = dest.filter(|p| **p != consumed_path(msg)).cloned();
             self.consumed.insert(msg.to_string(), dest);
             if let Entry::Reject(r) = &rec.entry {
                 self.refusals.insert(msg.to_string(), r.reason.clone());
@@ -277,10 +383,13 @@ impl State {
         }
         match &rec.entry {
             Entry::Snapshot { .. } => {
-                // Every move the records before the snapshot describe is finished.
-                self.consumed.clear();
-                self.refusals.clear();
+                // Every move the records before the snapshot describe is finished, and a restart
+                // rebuilds these from the records after it only: live operation forgets them too.
+                self.consumed = BTreeMap::new();
+                self.refusals = BTreeMap::new();
                 self.requeues.clear();
+                self.retired = HashMap::new();
+                self.retired_order = VecDeque::new();
                 return;
             }
             Entry::Requeue(r) => {
@@ -293,6 +402,16 @@ impl State {
             }
             _ => {}
         }
+        if let Some((id, place)) = rec.entry.relocation() {
+            // In or out of a ready window: same task, same name, only whether it has a file.
+            if let Some(mut live) = self.live.remove(id) {
+                self.unwindow(&live.place);
+                self.window_in(id, place);
+                live.place = place.clone();
+                self.live.insert(id.to_string(), live);
+            }
+            return;
+        }
         let Some((task, place)) = rec.entry.change() else { return };
         let id = task.task_id.clone();
         let hash = match &rec.entry {
@@ -303,6 +422,7 @@ impl State {
             let mut pooled = false;
             if let Some(old) = self.live.remove(&id) {
                 self.backlog.remove(&id);
+                self.unwindow(&old.place);
                 pooled = old.place.claimed_from_pool();
                 self.forget_place(&id, &old.place);
                 for dep in &old.task.depends_on {
@@ -314,7 +434,7 @@ impl State {
                     }
                 }
             }
-            self.tombs.insert(id, Finished { status: task.status, hash, pooled });
+            self.tombs.insert(&id, Finished { status: task.status, hash, pooled });
             self.recent_done.push_back(task.clone());
             while self.recent_done.len() > self.recent_limit.max(1) {
                 self.recent_done.pop_front();

@@ -80,6 +80,18 @@ pub struct Meta {
     pub ino: u64,
 }
 
+/// What `statvfs` reports about the filesystem a path is on: what is left, and of how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer can still use.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Inodes (files) an unprivileged writer can still create; `total_inodes` is 0 on a
+    /// filesystem without a fixed inode table (btrfs, some FUSE mounts).
+    pub free_inodes: u64,
+    pub total_inodes: u64,
+}
+
 /// An I/O failure, naming the operation and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -183,6 +195,14 @@ pub trait Fs: Send + Sync {
     /// Sets the file's modification time to now (a heartbeat), without following a symlink.
     fn touch(&self, path: &Path) -> Result<(), FsError>;
     fn open_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError>;
+    /// Reads at most `len` bytes of a regular file from `offset` (fewer at its end), without
+    /// following a symlink: a large file read a piece at a time (an archived journal segment).
+    fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError>;
+    /// Sets the file's modification time (durable with the file's next fsync), without
+    /// following a symlink: a compressed copy keeps the time of what it replaces.
+    fn set_mtime(&self, path: &Path, mtime: Timestamp) -> Result<(), FsError>;
+    /// Free and total space and inodes of the filesystem `path` is on; `None` when unknown.
+    fn space(&self, path: &Path) -> Result<Option<Space>, FsError>;
     /// Takes an exclusive lock on `path` without waiting; `Ok(None)` when someone else holds it.
     /// The file is created (empty) when missing and otherwise left as it is: never truncated, and
     /// never opened through a symlink (a symlink, FIFO or directory there is
@@ -396,6 +416,50 @@ impl Fs for RealFs {
         Ok(Box::new(RealAppend { file, path: path.to_path_buf() }))
     }
 
+    fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
+        use std::io::{Seek, SeekFrom};
+        let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(flags as i32)
+            .open(path)
+            .map_err(|e| open_error("open", path, e))?;
+        let md = file.metadata().map_err(|e| FsError::io("stat", path, e))?;
+        let kind = FileKind::from(md.file_type());
+        if kind != FileKind::File {
+            return Err(FsError::NotRegular { path: path.to_path_buf(), kind });
+        }
+        file.seek(SeekFrom::Start(offset)).map_err(|e| FsError::io("seek", path, e))?;
+        let mut buf = Vec::with_capacity(len.min(md.len().saturating_sub(offset)) as usize);
+        file.take(len).read_to_end(&mut buf).map_err(|e| FsError::io("read", path, e))?;
+        Ok(buf)
+    }
+
+    fn set_mtime(&self, path: &Path, mtime: Timestamp) -> Result<(), FsError> {
+        use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT, utimensat};
+        let us = mtime.as_micros();
+        let times = Timestamps {
+            last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+            last_modification: Timespec {
+                tv_sec: us.div_euclid(1_000_000),
+                tv_nsec: us.rem_euclid(1_000_000) * 1000,
+            },
+        };
+        utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FsError::io("set mtime", path, e.into()))
+    }
+
+    fn space(&self, path: &Path) -> Result<Option<Space>, FsError> {
+        let s = rustix::fs::statvfs(path).map_err(|e| FsError::io("statvfs", path, e.into()))?;
+        let unit = if s.f_frsize > 0 { s.f_frsize } else { s.f_bsize };
+        Ok(Some(Space {
+            free_bytes: s.f_bavail.saturating_mul(unit),
+            total_bytes: s.f_blocks.saturating_mul(unit),
+            free_inodes: s.f_favail,
+            total_inodes: s.f_files,
+        }))
+    }
+
     fn lock_exclusive(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
         // O_CREAT without O_TRUNC, and O_NOFOLLOW: a symlink at `path` fails the open (ELOOP)
         // before its target is created, opened or truncated. O_NONBLOCK: a FIFO does not hang it.
@@ -487,6 +551,25 @@ mod tests {
         j.sync().unwrap();
         assert_eq!(std::fs::read(d.path().join("j")).unwrap(), b"one\ntwo\n");
         RealFs.sync_dir(d.path()).unwrap();
+    }
+
+    #[test]
+    fn read_at_reads_a_piece_set_mtime_sets_the_time_and_space_is_known() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("f");
+        RealFs.create_new(&f, b"0123456789", false).unwrap();
+        assert_eq!(RealFs.read_at(&f, 3, 4).unwrap(), b"3456");
+        assert_eq!(RealFs.read_at(&f, 8, 100).unwrap(), b"89");
+        assert_eq!(RealFs.read_at(&f, 20, 4).unwrap(), b"");
+        let l = d.path().join("l");
+        std::os::unix::fs::symlink(&f, &l).unwrap();
+        assert!(matches!(RealFs.read_at(&l, 0, 4), Err(FsError::NotRegular { kind: FileKind::Symlink, .. })));
+        let t = Timestamp::from_micros(1_700_000_000_123_456);
+        RealFs.set_mtime(&f, t).unwrap();
+        assert_eq!(RealFs.stat(&f).unwrap().unwrap().mtime, t);
+        let s = RealFs.space(d.path()).unwrap().expect("statvfs works on a real directory");
+        assert!(s.total_bytes > 0 && s.free_bytes <= s.total_bytes, "{s:?}");
+        assert!(s.free_inodes <= s.total_inodes || s.total_inodes == 0, "{s:?}");
     }
 
     #[test]

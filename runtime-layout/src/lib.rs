@@ -29,7 +29,7 @@ mod profile;
 pub mod sim;
 
 pub use clock::{Clock, ManualClock};
-pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs};
+pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs, Space};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};
 pub use ops::{Durability, NameSource, deliver, deliver_read, hostname, now, replace_file, write_atomic};

@@ -15,7 +15,7 @@
 //! | `rename(a, b)` / `rename_noreplace` | entry moves | removal from `a`'s directory: `sync_dir(dir a)`; arrival in `b`'s: `sync_dir(dir b)`, **independently**: with only the source synced a power loss loses the file, with only the destination synced it is in both places |
 //! | `remove_file(p)` | entry removed | `sync_dir(parent)` |
 //! | `AppendFile::append` | bytes appended | `AppendFile::sync` |
-//! | `touch(p)` | mtime | an fsync of the file (never, in mailroom: a heartbeat is volatile) |
+//! | `touch(p)` / `set_mtime(p, t)` | mtime | an fsync of the file (a heartbeat never is: it is volatile) |
 //! | `open_append(p)` on a new file | entry, empty | `sync_dir(parent)` |
 //!
 //! `sync_dir(d)` copies `d`'s whole volatile entry list to its durable one (every creation, rename
@@ -44,7 +44,7 @@
 //! the restart releases nothing when it is dropped later.
 //!
 //! Mutating operations, each counted once: `create_dir_all`, `create_new`, `rename`,
-//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `open_append`, `append`, `sync`,
+//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `set_mtime`, `open_append`, `append`, `sync`,
 //! `lock_exclusive` (it may create the file) and `LockGuard::set_contents`.
 //! `create_new` is atomic in this model (create, write and fsync are one step); crashing between
 //! them is equivalent to crashing before it, because the entry is not durable either way.
@@ -52,7 +52,8 @@
 //! does neither).
 
 use crate::clock::Clock;
-use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta};
+use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, Space};
+use handles::{SimAppend, SimLock};
 use protocol::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -97,6 +98,8 @@ struct Inner {
     renames: Vec<(PathBuf, PathBuf)>,
     /// Inodes locked by a live guard (`flock` locks the open file, hence the inode).
     locks: BTreeSet<u64>,
+    /// What [`Fs::space`] reports (set by a test; `None`: unknown).
+    space: Option<Space>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,81 +295,15 @@ impl SimFs {
         out
     }
 
+    /// Sets what [`Fs::space`] reports from now on (`None`: unknown, the default).
+    pub fn set_space(&self, space: Option<Space>) {
+        self.lock().space = space;
+    }
+
     /// Is nothing volatile (every change made so far would survive a power loss)?
     pub fn all_durable(&self) -> bool {
         let g = self.lock();
         g.live == g.durable && g.inodes.values().all(|i| i.data == i.durable)
-    }
-}
-
-struct SimAppend {
-    fs: SimFs,
-    ino: u64,
-    generation: u64,
-    path: PathBuf,
-}
-
-impl SimAppend {
-    fn check(&self, g: &Inner, op: &'static str) -> Result<(), FsError> {
-        if g.generation != self.generation || !g.inodes.contains_key(&self.ino) {
-            return Err(FsError::io(op, &self.path, errno(rustix::io::Errno::BADF)));
-        }
-        Ok(())
-    }
-}
-
-impl AppendFile for SimAppend {
-    fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
-        let mut g = self.fs.lock();
-        self.check(&g, "append to")?;
-        g.begin("append to", &self.path, Kind::Write)?;
-        let now = self.fs.clock.now();
-        let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.data.extend_from_slice(bytes);
-        ino.mtime = now;
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), FsError> {
-        let mut g = self.fs.lock();
-        self.check(&g, "fsync")?;
-        g.begin("fsync", &self.path, Kind::Sync)?;
-        let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.durable = ino.data.clone();
-        ino.durable_mtime = ino.mtime;
-        Ok(())
-    }
-}
-
-/// A lock taken by [`Fs::lock_exclusive`]; valid in the generation (process life) it was taken in.
-struct SimLock {
-    fs: SimFs,
-    ino: u64,
-    generation: u64,
-    path: PathBuf,
-}
-
-impl LockGuard for SimLock {
-    fn set_contents(&mut self, bytes: &[u8]) -> Result<(), FsError> {
-        let now = self.fs.clock.now();
-        let mut g = self.fs.lock();
-        if g.generation != self.generation || !g.inodes.contains_key(&self.ino) {
-            return Err(FsError::io("write", &self.path, errno(rustix::io::Errno::BADF)));
-        }
-        g.begin("write", &self.path, Kind::Write)?;
-        let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.data = bytes.to_vec();
-        ino.mtime = now;
-        Ok(())
-    }
-}
-
-impl Drop for SimLock {
-    fn drop(&mut self) {
-        let mut g = self.fs.lock();
-        if g.generation == self.generation {
-            g.locks.remove(&self.ino);
-        }
     }
 }
 
@@ -537,6 +474,40 @@ impl Fs for SimFs {
         Ok(Box::new(SimAppend { fs: self.clone(), ino, generation: g.generation, path }))
     }
 
+    fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
+        let g = self.lock();
+        g.read_only("open", path)?;
+        match g.lookup(path) {
+            None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
+            Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
+            Some(Node::File(i)) => {
+                let data = &g.inodes[&i].data;
+                let from = (offset as usize).min(data.len());
+                let to = from.saturating_add(len as usize).min(data.len());
+                Ok(data[from..to].to_vec())
+            }
+        }
+    }
+
+    fn set_mtime(&self, path: &Path, mtime: Timestamp) -> Result<(), FsError> {
+        let mut g = self.lock();
+        g.begin("set mtime", path, Kind::Meta)?;
+        match g.lookup(path) {
+            Some(Node::File(i)) => {
+                g.inodes.get_mut(&i).expect("named inode").mtime = mtime;
+                Ok(())
+            }
+            Some(Node::Dir) => Ok(()),
+            None => Err(FsError::io("set mtime", path, errno(rustix::io::Errno::NOENT))),
+        }
+    }
+
+    fn space(&self, path: &Path) -> Result<Option<Space>, FsError> {
+        let g = self.lock();
+        g.read_only("statvfs", path)?;
+        Ok(g.space)
+    }
+
     fn lock_exclusive(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
         let path = normalise(path);
         let now = self.clock.now();
@@ -601,6 +572,7 @@ impl SimFs {
 
 mod crash;
 mod fault;
+mod handles;
 
 #[cfg(test)]
 mod tests;

@@ -21,10 +21,11 @@
 use super::dispatch::{aged_priority, dispatch_name, gate};
 use super::effects::{Effect, task_bytes};
 use super::tx::Tx;
+use super::window;
 use super::{BROKER, EngineError};
 use crate::journal::{Entry, Place};
 use protocol::Timestamp;
-use protocol::machine::{Event, transition};
+use protocol::machine::{Event, Transition, transition};
 use protocol::names::DispatchName;
 use serde_json::json;
 
@@ -48,7 +49,7 @@ impl Aging {
             tx.state()
                 .lives()
                 .filter(|l| match &l.place {
-                    Place::Queued { name, .. } => DispatchName::parse(name)
+                    Place::Queued { name, .. } | Place::Waiting { name, .. } => DispatchName::parse(name)
                         .is_some_and(|n| aged_priority(&l.task, now, aging) < n.priority),
                     _ => false,
                 })
@@ -66,12 +67,20 @@ fn age(tx: &mut Tx, id: &str) -> Result<(), EngineError> {
     let now = tx.now();
     let aging = tx.env.cfg.dispatch.aging_secs;
     let Some(live) = tx.state().live(id) else { return Ok(()) };
-    let Place::Queued { dir, name: old } = live.place.clone() else { return Ok(()) };
+    let (dir, old, filed) = match live.place.clone() {
+        Place::Queued { dir, name } => (dir, name, true),
+        Place::Waiting { dir, name } => (dir, name, false),
+        _ => return Ok(()),
+    };
     let Ok(tr) = transition(Some(&live.task), &Event::Age, now, tx.env.cfg.backoff()) else { return Ok(()) };
     let mut task = live.task.clone();
     let maildir = tx.env.maildir(&dir);
     let (queued, withdrawn) = (maildir.new_dir().join(&old), maildir.tmp().join(&old));
     if !tx.env.layout.maildir_contained(tx.env.fs(), &maildir) {
+        return Ok(());
+    }
+    if !filed {
+        age_waiting(tx, id, task, tr, dir, old);
         return Ok(());
     }
     // Out of reach first: once the file is in tmp/, no agent can claim it under the old name.
@@ -112,4 +121,30 @@ fn age(tx: &mut Tx, id: &str) -> Result<(), EngineError> {
     tx.effect(Effect::Deliver { maildir, name, bytes });
     tx.effect(Effect::Remove { path: withdrawn });
     Ok(())
+}
+
+/// Ages a task waiting for room in its ready window: no file to move, only a better name, and a
+/// file at once if the name now sorts before the window's last file.
+fn age_waiting(tx: &mut Tx, id: &str, mut task: protocol::Task, tr: Transition, dir: String, old: String) {
+    let now = tx.now();
+    let aging = tx.env.cfg.dispatch.aging_secs;
+    let caps = gate(&task, &dir);
+    let effective = aged_priority(&task, now, aging);
+    let was = DispatchName::parse(&old).map_or(task.priority, |n| n.priority);
+    let name = dispatch_name(&task, caps.as_ref(), tx.ledger.next_seq(), now, aging).file_name();
+    let place = window::admit(tx, &dir, &name);
+    let reason = format!(
+        "waited for room in the ready window: ranked as {effective}, was {was} (its priority is {})",
+        task.priority
+    );
+    let details = json!({"priority": task.priority, "was": was, "dispatched_as": effective, "waiting": true});
+    tr.apply(&mut task, &Event::Age, BROKER, now, Some(details));
+    let bytes = matches!(place, Place::Queued { .. }).then(|| task_bytes(&task));
+    tx.push(Entry::Age { task_id: id.to_string(), task, place, from: old, reason });
+    if let Some(bytes) = bytes {
+        if let Some(set) = caps {
+            tx.effect(Effect::WriteCapabilities(set));
+        }
+        tx.effect(Effect::Deliver { maildir: tx.env.maildir(&dir), name, bytes });
+    }
 }

@@ -82,6 +82,8 @@ pub(crate) struct Effects {
     touched: BTreeSet<PathBuf>,
     /// Directories a file was moved out of: fsynced after every other touched directory.
     moved_from: BTreeSet<PathBuf>,
+    /// Messages moved into `inbox/cur/`, in order, for retention to keep count of.
+    kept: Vec<PathBuf>,
 }
 
 /// The bytes of a task file in `new/` (what an agent reads when it claims).
@@ -116,6 +118,11 @@ impl Effect {
 impl Effects {
     pub fn push(&mut self, e: Effect) {
         self.pending.push(e);
+    }
+
+    /// The messages moved into `inbox/cur/` since the last call, in order.
+    pub fn take_kept(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.kept)
     }
 
     /// A file arrived in (or left) `dir` outside an effect (an agent's rename the broker adopts,
@@ -248,6 +255,7 @@ impl Effects {
                 Ok(()) => {
                     self.touch_src(&from);
                     self.touch_dir(&to);
+                    self.kept.push(to);
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) if e.is_already_exists() => match fs.remove_file(&from) {

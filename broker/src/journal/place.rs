@@ -13,6 +13,10 @@ pub enum Place {
     Backlog,
     /// Waiting in `<dir>/new/<name>`, where `dir` is `queues/<pool>` or `mailboxes/<agent>`.
     Queued { dir: String, name: String },
+    /// Ready for `dir` under the dispatch name `name`, with no file yet: the maildir's ready
+    /// window (`[dispatch] ready_window`) is full of tasks that sort before it. It gets its file,
+    /// under this name, as soon as the window has room.
+    Waiting { dir: String, name: String },
     /// Claimed: in `mailboxes/<agent>/cur/<name>` since the broker first saw it at `seen_at`.
     Held {
         agent: String,
@@ -33,7 +37,15 @@ const POOLS: &str = POOLS_DIR;
 impl Place {
     pub fn name(&self) -> Option<&str> {
         match self {
-            Self::Queued { name, .. } | Self::Held { name, .. } => Some(name),
+            Self::Queued { name, .. } | Self::Waiting { name, .. } | Self::Held { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The maildir a ready task (queued or waiting for its window) is ready in.
+    pub fn ready_dir(&self) -> Option<&str> {
+        match self {
+            Self::Queued { dir, .. } | Self::Waiting { dir, .. } => Some(dir),
             _ => None,
         }
     }
@@ -68,12 +80,9 @@ impl Place {
         format!("mailboxes/{agent}")
     }
 
-    /// The pool a queued task waits in, if it waits in one.
+    /// The pool a ready task (queued or waiting for its window) waits in, if it waits in one.
     pub fn pool(&self) -> Option<&str> {
-        match self {
-            Self::Queued { dir, .. } => dir.strip_prefix(POOLS),
-            _ => None,
-        }
+        self.ready_dir().and_then(|d| d.strip_prefix(POOLS))
     }
 }
 

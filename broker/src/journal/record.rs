@@ -37,6 +37,12 @@ pub enum Entry {
     /// its file out of the queue (`from`, its old name, retired now) and queued it again under
     /// `place`'s new name, which sorts earlier.
     Age { task_id: String, task: Task, place: Place, from: String, reason: String },
+    /// A waiting task got its file (under its dispatch name): its maildir's ready window had
+    /// room. `place` is `Queued`.
+    Promote { task_id: String, place: Place },
+    /// A queued task's file was removed from its full ready window to make room for one that
+    /// sorts before it; it waits again under the same name. `place` is `Waiting`.
+    Withdraw { task_id: String, place: Place },
     /// An agent renamed the task's file into its `cur/`.
     Claim {
         task_id: String,
@@ -261,6 +267,8 @@ impl Entry {
             Self::Duplicate { .. } => "duplicate",
             Self::Dispatch { .. } => "dispatch",
             Self::Age { .. } => "age",
+            Self::Promote { .. } => "promote",
+            Self::Withdraw { .. } => "withdraw",
             Self::Claim { .. } => "claim",
             Self::Complete(_) => "complete",
             Self::Fail(_) => "fail",
@@ -292,6 +300,8 @@ impl Entry {
             Self::Duplicate { task_id, .. }
             | Self::Dispatch { task_id, .. }
             | Self::Age { task_id, .. }
+            | Self::Promote { task_id, .. }
+            | Self::Withdraw { task_id, .. }
             | Self::Claim { task_id, .. }
             | Self::Cancel { task_id, .. }
             | Self::Retry { task_id, .. }
@@ -306,6 +316,15 @@ impl Entry {
             | Self::Stray { .. }
             | Self::Snapshot { .. }
             | Self::Delivered { .. } => None,
+        }
+    }
+
+    /// For records that move a task without changing it (in and out of its ready window): the
+    /// task and where it is now.
+    pub fn relocation(&self) -> Option<(&str, &Place)> {
+        match self {
+            Self::Promote { task_id, place } | Self::Withdraw { task_id, place } => Some((task_id, place)),
+            _ => None,
         }
     }
 
@@ -395,8 +414,13 @@ impl Entry {
             Self::Submit(a) | Self::Import(a) => Some(Cow::Borrowed(&a.path)),
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(Cow::Borrowed(&r.claim)),
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.claim)),
-            Self::Dispatch { place, .. } | Self::Claim { place, .. } | Self::Age { place, .. } => {
-                place.rel_path().map(Cow::Owned)
+            Self::Dispatch { place, .. }
+            | Self::Claim { place, .. }
+            | Self::Age { place, .. }
+            | Self::Promote { place, .. } => place.rel_path().map(Cow::Owned),
+            // The file removed.
+            Self::Withdraw { place: Place::Waiting { dir, name }, .. } => {
+                Some(Cow::Owned(format!("{dir}/new/{name}")))
             }
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
