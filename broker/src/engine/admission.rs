@@ -115,25 +115,14 @@ fn check_destination(tx: &Tx, task: &Task, create: bool) -> Result<(), Refusal> 
         (Some(a), _) => ("task.assigned_to", Route::Agent(a.clone())),
         (None, route) => ("task.task_type", route),
     };
-    let md = match target {
+    let (md, agent) = match target {
         Route::Agent(agent) => {
             names::validate_agent(&agent).map_err(|e| Refusal::rejected(field, e.rule))?;
-            let md = tx.env.layout.mailbox(&agent);
-            if !md.exists(tx.env.fs()) {
-                if !tx.env.cfg.broker.allow_unknown_agents && !create {
-                    return Err(Refusal::rejected(
-                        field,
-                        format!(
-                            "no agent `{agent}` (its mailbox does not exist; `mailroom agent add {agent}` creates it)"
-                        ),
-                    ));
-                }
-                md.create(tx.env.fs(), true).map_err(|e| Refusal::rejected(field, e.to_string()))?;
-            }
-            md
+            (tx.env.layout.mailbox(&agent), Some(agent))
         }
-        Route::Pool(p) => tx.env.layout.queue(&p),
+        Route::Pool(p) => (tx.env.layout.queue(&p), None),
     };
+    // Before asking whether a mailbox exists: one that is a link (never followed) does not.
     if !tx.env.layout.maildir_contained(tx.env.fs(), &md) {
         return Err(Refusal::rejected(
             field,
@@ -142,6 +131,19 @@ fn check_destination(tx: &Tx, task: &Task, create: bool) -> Result<(), Refusal> 
                 tx.env.rel(&md.root)
             ),
         ));
+    }
+    if let Some(agent) = agent
+        && !md.exists(tx.env.fs())
+    {
+        if !tx.env.cfg.broker.allow_unknown_agents && !create {
+            return Err(Refusal::rejected(
+                field,
+                format!(
+                    "no agent `{agent}` (its mailbox does not exist; `mailroom agent add {agent}` creates it)"
+                ),
+            ));
+        }
+        md.create(tx.env.fs(), true).map_err(|e| Refusal::rejected(field, e.to_string()))?;
     }
     Ok(())
 }
