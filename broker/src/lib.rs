@@ -2,7 +2,8 @@
 //!
 //! [`engine::Engine`] is the synchronous core (journal, state machine, file moves), made of
 //! parts that own their state; [`run::serve`] is the event loop around it, with the command
-//! channel in-process front ends use; [`import`] migrates a legacy tree; [`trace`] and
+//! channel in-process front ends use; [`repair`] keeps it serving when a directory of its tree is
+//! replaced by a link or a file; [`import`] migrates a legacy tree; [`trace`] and
 //! [`board`] read what the broker wrote.
 
 pub mod board;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod engine;
 pub mod import;
 pub mod journal;
+pub mod repair;
 pub mod run;
 pub mod state;
 pub mod trace;

@@ -7,8 +7,9 @@
 use crate::config::Config;
 use crate::engine::commands::{Command, Commands};
 use crate::engine::{Engine, EngineError};
+use crate::repair;
 use notify::{RecursiveMode, Watcher};
-use runtime_layout::{BrokerLock, Fs, Layout, LockError};
+use runtime_layout::{BrokerLock, Fs, Layout, LockError, TreeError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The journal's directory is not a real directory beneath the root, or the segment being
+    /// written was replaced: the broker stops rather than write a journal it cannot trust.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
     #[error("signal handlers: {0}")]
     Signal(std::io::Error),
 }
@@ -42,30 +47,50 @@ pub async fn run(
 
 /// [`run`], also answering the commands of in-process front ends that hold the
 /// [`Handle`](crate::engine::commands::Handle) of `commands`' channel.
+///
+/// `fs` should be a [`RootFs`](runtime_layout::RootFs) on the layout's root (as `mailroom run`
+/// opens it): then nothing an agent does to the tree makes the broker read, move, write or
+/// delete a file outside the root, and a directory of the tree replaced by a link or a file is
+/// moved aside and made again while the broker keeps serving ([`crate::repair`]).
 pub async fn serve(
     fs: Arc<dyn Fs>,
     layout: Layout,
     shutdown: impl Future<Output = ()>,
     mut commands: Option<Commands>,
 ) -> Result<(), RunError> {
-    layout.create(fs.as_ref()).map_err(EngineError::from)?;
-    let lock = BrokerLock::acquire(fs.as_ref(), &layout.lock_file())?;
-    let cfg = Config::load(fs.as_ref(), &layout)?;
+    // The lock is on the root directory: it must exist (a RootFs was opened on it already).
+    fs.create_dir_all(layout.root()).map_err(EngineError::from)?;
+    let lock = BrokerLock::acquire(fs.as_ref(), &layout)?;
+    let cfg = repair::prepare(fs.as_ref(), &layout)?;
+    if let Err(e) = lock.record_holder(fs.as_ref()) {
+        tracing::warn!(error = %e, "cannot write who holds the lock into broker/broker.lock (the lock is held all the same)");
+    }
     let tick = Duration::from_millis(cfg.broker.tick_ms);
+    // Processed messages are pruned at least as often as they expire (and at most once a minute).
+    let prune_every = Duration::from_secs(cfg.broker.inbox_retention_secs.clamp(1, 60));
     let started = Instant::now();
-    let mut engine = Engine::open(fs.clone(), layout.clone(), cfg.clone())?;
-    engine.reconcile()?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut engine = match repair::open_engine(&fs, &layout, &cfg, &mut shutdown).await {
+        Some(opened) => opened?,
+        None => return Ok(()),
+    };
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
 
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&layout, engine.config(), wake.clone());
-    let mut shutdown = std::pin::pin!(shutdown);
     let mut last_prune = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
-        let pass = answer(&mut engine, &mut commands, arrived.take()).and_then(|()| engine.step());
+        let pass =
+            answer(&mut engine, &mut commands, arrived.take()).and_then(|()| engine.step()).and_then(|r| {
+                if !r.more && last_prune.elapsed() >= prune_every {
+                    last_prune = Instant::now();
+                    engine.prune_inbox()?;
+                }
+                Ok(r.more)
+            });
         let more = match pass {
-            Ok(r) => r.more,
+            Ok(more) => more,
             Err(e) if e.is_no_space() => {
                 // Nothing is lost: what was acknowledged is in the journal, and messages stay in
                 // the inbox until a journaled pass consumes them. So drop the in-memory state and
@@ -78,11 +103,31 @@ pub async fn serve(
                         engine = e;
                         continue;
                     }
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => return Err(e),
                     None => {
                         drop(lock);
                         tracing::info!(
                             "stopped while out of space (the journal holds everything acknowledged)"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
+            Err(e) if repair::containment(&e).is_some() => {
+                let refusal = repair::containment(&e).expect("matched");
+                let reopened = repair::recover(&fs, &layout, &cfg, refusal, &mut shutdown).await;
+                drop(e);
+                match reopened {
+                    Some(Ok(e)) => {
+                        tracing::info!("tree repaired and state rebuilt from the journal: serving again");
+                        engine = e;
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        drop(lock);
+                        tracing::info!(
+                            "stopped while repairing the tree (the journal holds everything acknowledged)"
                         );
                         return Ok(());
                     }
@@ -98,12 +143,6 @@ pub async fn serve(
                 _ = std::future::ready(()) => continue,
             }
         }
-        if last_prune.elapsed() > Duration::from_secs(60) {
-            last_prune = Instant::now();
-            if let Err(e) = engine.prune_inbox() {
-                break Err(e);
-            }
-        }
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
@@ -115,7 +154,14 @@ pub async fn serve(
             _ = tokio::time::sleep(tick) => {}
         }
     };
-    let flushed = engine.flush();
+    let flushed = match engine.flush() {
+        // The journal is flushed first; boards are derived and rewritten at the next start.
+        Err(e) if repair::spares_journal(&layout, &e) => {
+            tracing::error!(error = %e, "boards not written at shutdown (rewritten at the next start)");
+            Ok(())
+        }
+        other => other,
+    };
     drop(lock);
     match (result, flushed) {
         (Err(e), _) | (Ok(()), Err(e)) => Err(e.into()),
@@ -159,7 +205,7 @@ async fn reopen_when_space_returns(
     layout: &Layout,
     cfg: &Config,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Option<Result<Engine, EngineError>> {
+) -> Option<Result<Engine, RunError>> {
     loop {
         tokio::select! {
             biased;
@@ -173,7 +219,10 @@ async fn reopen_when_space_returns(
         match reopened {
             Ok(e) => return Some(Ok(e)),
             Err(e) if e.is_no_space() => tracing::debug!(error = %e, "still out of space"),
-            Err(e) => return Some(Err(e)),
+            Err(e) => match repair::containment(&e) {
+                Some(refusal) => return repair::recover(fs, layout, cfg, refusal, shutdown).await,
+                None => return Some(Err(e.into())),
+            },
         }
     }
 }

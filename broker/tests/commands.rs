@@ -1,11 +1,11 @@
-//! The command channel against the real broker loop (`run::serve` on a temporary root, the real
-//! filesystem): verdicts of submit, cancel and retry, a snapshot of the state, and the stream of
+//! The command channel against the real broker loop (`run::serve` on a temporary root, through
+//! the `RootFs` that `mailroom run` uses): verdicts of submit, cancel and retry, a snapshot of the state, and the stream of
 //! committed records, all without writing a file behind the broker's back.
 
 use mailroom::engine::commands::{self, Handle, Stopped, Verdict};
 use mailroom::journal::{Entry, Place};
 use mailroom::run;
-use runtime_layout::{Layout, RealFs};
+use runtime_layout::{Layout, RootFs};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +19,14 @@ where
 {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path().join("runtime"));
+    std::fs::create_dir(layout.root()).unwrap();
+    let fs = RootFs::open(layout.root()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (handle, rx) = commands::channel(16);
         let (stop, stopped) = oneshot::channel::<()>();
         let broker = tokio::spawn(run::serve(
-            Arc::new(RealFs),
+            Arc::new(fs),
             layout.clone(),
             async {
                 let _ = stopped.await;

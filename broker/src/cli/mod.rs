@@ -12,9 +12,9 @@ mod views;
 
 use clap::{Parser, Subcommand};
 use exit::Failure;
-use runtime_layout::{Fs, Layout, RealFs};
+use runtime_layout::{Fs, Layout, RootFs};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -150,18 +150,37 @@ pub enum AgentCmd {
     Add { name: String },
 }
 
+/// The root's filesystem, contained beneath it: every path is resolved beneath the root and never
+/// through a link, so nothing an agent does to the tree leads a command outside it. `create`
+/// makes the root directory first (`init`, `run`, `import`); otherwise a root that cannot be
+/// opened is not a mailroom root.
+fn root_fs(root: &Path, create: bool) -> Result<Arc<dyn Fs>, Failure> {
+    if std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
+        return Err(exit::not_initialised(root));
+    }
+    if create {
+        std::fs::create_dir_all(root)
+            .map_err(|e| Failure::new(exit::ERROR, format!("create directory {}: {e}", root.display())))?;
+    }
+    match RootFs::open(root) {
+        Ok(fs) => Ok(Arc::new(fs)),
+        Err(e) if !create && e.is_not_found() => Err(exit::not_initialised(root)),
+        Err(e) => Err(Failure::new(exit::ERROR, e)),
+    }
+}
+
 /// Runs one command.
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     let root = cli.root;
     let layout = Layout::new(&root);
-    let fs: Arc<dyn Fs> = Arc::new(RealFs);
     match cli.cmd {
         Cmd::Init => {
+            let fs = root_fs(&root, true)?;
             layout.create(fs.as_ref()).map_err(|e| Failure::new(exit::ERROR, e))?;
             println!("{}", layout.comms().display());
             Ok(())
         }
-        Cmd::Run => serve::run_broker(fs, layout),
+        Cmd::Run => serve::run_broker(root_fs(&root, true)?, layout),
         Cmd::Submit { file } => producer::submit(&root, &file),
         Cmd::Cancel { task_id } => producer::cancel(&root, &task_id),
         Cmd::Retry { task_id } => producer::retry(&root, &task_id),
@@ -171,13 +190,17 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Fail { agent, claim, error, no_retry } => agent::fail(&root, &agent, &claim, &error, !no_retry),
         Cmd::Release { agent, claim } => agent::release(&root, &agent, &claim),
         Cmd::Send { from, to, subject, file } => agent::send(&root, &from, &to, subject.as_deref(), &file),
-        Cmd::Board { status, json } => views::board(fs.as_ref(), &layout, status, json),
-        Cmd::Trace { task_id, json } => views::trace(fs.as_ref(), &layout, &task_id, json),
+        Cmd::Board { status, json } => views::board(root_fs(&root, false)?.as_ref(), &layout, status, json),
+        Cmd::Trace { task_id, json } => {
+            views::trace(root_fs(&root, false)?.as_ref(), &layout, &task_id, json)
+        }
         Cmd::Schema => views::schema(),
         Cmd::Import { paths, dry_run, json, no_create_agents } => {
-            import::import(fs, layout, &paths, dry_run, json, !no_create_agents)
+            import::import(root_fs(&root, !dry_run)?, layout, &paths, dry_run, json, !no_create_agents)
         }
         Cmd::Bench { args } => Err(bench::bench(&args)),
-        Cmd::Agent { cmd: AgentCmd::Add { name } } => agent::add(fs.as_ref(), &layout, &name),
+        Cmd::Agent { cmd: AgentCmd::Add { name } } => {
+            agent::add(root_fs(&root, false)?.as_ref(), &layout, &name)
+        }
     }
 }

@@ -25,10 +25,16 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout) -> Result<(), Failure> {
         };
         run::run(fs, layout, shutdown).await
     })
-    .map_err(|e| match e {
+    .map_err(failure)
+}
+
+/// The exit code and message of a broker that stopped (or never started).
+pub fn failure(e: run::RunError) -> Failure {
+    match e {
         run::RunError::Locked(e) => Failure::new(exit::LOCKED, e),
         run::RunError::Config(e) => Failure::new(exit::INVALID, e),
         run::RunError::Engine(e) => Failure::new(exit::FATAL_IO, format!("broker stopped: {e}")),
+        run::RunError::Tree(e) => Failure::new(exit::FATAL_IO, format!("broker stopped: {e}")),
         run::RunError::Signal(e) => Failure::new(exit::ERROR, format!("installing signal handlers: {e}")),
-    })
+    }
 }

@@ -8,6 +8,7 @@ use super::env::Env;
 use crate::journal::{self, Entry, Journal, JournalError, Record};
 use crate::state::State;
 use protocol::Timestamp;
+use runtime_layout::Fs;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -17,6 +18,8 @@ const EVENT_BACKLOG: usize = 4096;
 
 pub(crate) struct Ledger {
     journal: Journal,
+    /// The filesystem the journal's segments are created on (at their first commit).
+    fs: Arc<dyn Fs>,
     state: State,
     /// Records pushed since the engine opened.
     records: usize,
@@ -69,6 +72,7 @@ impl Ledger {
         );
         Ok(Self {
             journal,
+            fs: env.fs.clone(),
             state,
             records: 0,
             tasks_changed: true,
@@ -111,7 +115,7 @@ impl Ledger {
 
     /// Makes every pushed record durable, then publishes them to subscribers.
     pub fn commit(&mut self) -> Result<(), JournalError> {
-        self.journal.commit()?;
+        self.journal.commit(self.fs.as_ref())?;
         for rec in self.unpublished.drain(..) {
             // No subscriber left is not an error: the records are in the journal.
             let _ = self.events.send(rec);
