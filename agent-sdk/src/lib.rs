@@ -3,8 +3,10 @@
 //! `docs/PROTOCOL.md`. Synchronous: no runtime, no threads except the watcher of [`Agent::claim_wait`].
 //!
 //! Every read, rename, touch, listing and delivery goes through a [`runtime_layout::Fs`]:
-//! [`Client::open`] and [`Agent::open`] use the real filesystem, and [`Client::open_with`] and
-//! [`Agent::open_with`] take any other (the power-loss suite runs this very code on
+//! [`Client::open`] and [`Agent::open`] use a [`RootFs`] on the root (every path resolved beneath
+//! it, never through a link: a pool or mailbox replaced by a symlink cannot make an agent write,
+//! rename or read outside the root), and [`Client::open_with`] and [`Agent::open_with`] take any
+//! other (the power-loss suite runs this very code on
 //! `runtime_layout::sim::SimFs`). The one exception is the wake-up of [`Agent::claim_wait`],
 //! which watches the real directories with inotify: wake-ups are only hints, and the periodic
 //! rescan through the `Fs` finds the tasks whatever the filesystem.
@@ -28,7 +30,7 @@
 
 use protocol::names::{DispatchName, is_hidden, validate_agent, validate_pool};
 use protocol::{Mail, Message, Notice, Task, ValidationError};
-use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, RealFs, deliver};
+use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, RootFs, deliver};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -84,6 +86,17 @@ pub fn default_root(explicit: Option<&Path>) -> PathBuf {
     }
 }
 
+/// The root's filesystem, contained beneath it; a root that is not a directory is not a root.
+fn root_fs(root: &Path) -> Result<Arc<dyn Fs>, Error> {
+    match RootFs::open(root) {
+        Ok(fs) => Ok(Arc::new(fs)),
+        Err(e) if e.is_not_found() || std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) => {
+            Err(Error::NotInitialised { root: root.to_path_buf() })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// A producer or operator: drops messages into the broker's inbox. Cheap to clone: clones share
 /// the filesystem and the name source.
 #[derive(Clone)]
@@ -97,7 +110,7 @@ pub struct Client {
 impl Client {
     /// Opens an initialised root (one made by `mailroom init` or a broker's first start).
     pub fn open(root: impl AsRef<Path>) -> Result<Self, Error> {
-        Self::open_with(Arc::new(RealFs), root)
+        Self::open_with(root_fs(root.as_ref())?, root)
     }
 
     /// Like [`Client::open`], on the filesystem `fs` (every operation of the client goes through it).
@@ -188,7 +201,7 @@ pub struct Agent {
 impl Agent {
     /// Opens (creating on first use) the agent's maildir in an initialised root.
     pub fn open(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
-        Self::open_with(Arc::new(RealFs), root, name)
+        Self::open_with(root_fs(root.as_ref())?, root, name)
     }
 
     /// Like [`Agent::open`], on the filesystem `fs` (every operation of the agent goes through it;
