@@ -151,29 +151,51 @@ impl Layout {
     /// Is every directory between `agent_comms/` and `path` a real directory, so that a file
     /// written, read or removed at `path` stays inside the root? A symbolic link (or a file)
     /// where a directory belongs makes it not contained; a missing directory does not (it will
-    /// be created as a real one). Agents can write into the tree, so the broker checks this
-    /// before it writes or removes anything in a directory an agent could have replaced.
+    /// be created as a real one).
+    ///
+    /// A check before use, so an early and friendly refusal (a submit to a mailbox that is a
+    /// link is refused with that reason) but not what keeps the broker inside its root: that is
+    /// [`RootFs`](crate::RootFs), which resolves every path beneath the root at the moment of use.
     pub fn is_contained(&self, fs: &dyn Fs, path: &Path) -> bool {
-        let Ok(rel) = path.strip_prefix(&self.comms) else { return false };
+        self.contain(fs, path).is_ok()
+    }
+
+    /// [`Layout::is_contained`], saying why not: the first directory on the way that is not one
+    /// ([`FsError::NotBeneath`]), as a [`RootFs`](crate::RootFs) would name it at the moment of
+    /// use, for the broker's repair of its tree.
+    pub fn contain(&self, fs: &dyn Fs, path: &Path) -> Result<(), FsError> {
+        let outside = || FsError::Outside { path: path.to_path_buf(), root: self.comms.clone() };
+        let rel = path.strip_prefix(&self.comms).map_err(|_| outside())?;
         let comps: Vec<_> = rel.components().collect();
         let mut cur = self.comms.clone();
         for c in &comps[..comps.len().saturating_sub(1)] {
             match c {
                 std::path::Component::Normal(n) => cur.push(n),
-                _ => return false,
+                _ => return Err(outside()),
             }
-            match fs.stat(&cur) {
-                Ok(Some(m)) if m.kind == crate::fs::FileKind::Dir => {}
-                Ok(None) => return true,
-                _ => return false,
+            match fs.stat(&cur)? {
+                Some(m) if m.kind == crate::fs::FileKind::Dir => {}
+                None => return Ok(()),
+                Some(m) => {
+                    return Err(FsError::NotBeneath {
+                        path: path.to_path_buf(),
+                        at: cur,
+                        kind: Some(m.kind),
+                    });
+                }
             }
         }
-        true
+        Ok(())
     }
 
     /// [`Layout::is_contained`] for everything a delivery into `md` touches (`tmp/`, `new/`, `cur/`).
     pub fn maildir_contained(&self, fs: &dyn Fs, md: &Maildir) -> bool {
-        [md.tmp(), md.new_dir(), md.cur()].iter().all(|d| self.is_contained(fs, &d.join("_")))
+        self.contain_maildir(fs, md).is_ok()
+    }
+
+    /// [`Layout::contain`] for everything a delivery into `md` touches (`tmp/`, `new/`, `cur/`).
+    pub fn contain_maildir(&self, fs: &dyn Fs, md: &Maildir) -> Result<(), FsError> {
+        [md.tmp(), md.new_dir(), md.cur()].iter().try_for_each(|d| self.contain(fs, &d.join("_")))
     }
 
     /// Is this root initialised (the broker inbox exists)?

@@ -12,6 +12,7 @@ use crate::state::fnv64;
 use protocol::machine::{Event, transition};
 use protocol::names;
 use protocol::{HistoryEntry, Status, Task};
+use runtime_layout::FsError;
 use serde_json::{Value, json};
 
 /// How a new task enters.
@@ -122,17 +123,24 @@ fn check_destination(tx: &Tx, task: &Task, create: bool) -> Result<(), Refusal> 
         }
         Route::Pool(p) => (tx.env.layout.queue(&p), None),
     };
-    // Before asking whether a mailbox exists: one that is a link (never followed) does not.
-    if !tx.env.layout.maildir_contained(tx.env.fs(), &md) {
-        return Err(Refusal::rejected(
-            field,
-            format!(
-                "destination `{}` is a symbolic link or not a directory: the broker writes only inside its root",
-                tx.env.rel(&md.root)
-            ),
-        ));
-    }
+    // Before asking whether a mailbox exists: one that is a link (never followed) does not. A
+    // directory of the broker's own in the way (`queues/`, `mailboxes/` replaced) is no fault of
+    // the task: the delivery fails on it and the broker moves it aside (`crate::repair`).
+    let owned_in_the_way = match tx.env.layout.contain_maildir(tx.env.fs(), &md) {
+        Ok(()) => false,
+        Err(FsError::NotBeneath { at, .. }) if tx.env.layout.owned_dirs().contains(&at) => true,
+        Err(_) => {
+            return Err(Refusal::rejected(
+                field,
+                format!(
+                    "destination `{}` is a symbolic link or not a directory: the broker writes only inside its root",
+                    tx.env.rel(&md.root)
+                ),
+            ));
+        }
+    };
     if let Some(agent) = agent
+        && !owned_in_the_way
         && !md.exists(tx.env.fs())
     {
         if !tx.env.cfg.broker.allow_unknown_agents && !create {

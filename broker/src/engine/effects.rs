@@ -142,25 +142,22 @@ impl Effects {
                 // `always` pays an fsync per task file; the directory is fsynced per batch.
                 let file_sync =
                     if env.durability == Durability::Always { Durability::Batch } else { Durability::Never };
-                if !env.layout.maildir_contained(fs, &maildir) {
-                    tracing::error!(dir = %env.rel(&maildir.root), file = %name,
-                        "not delivered: a symbolic link or a file replaced a directory of the tree");
-                    return Ok(());
-                }
+                // A link or a file where a directory belongs fails the pass (never followed), and
+                // the broker moves it aside and redelivers from the journal (`crate::repair`).
+                env.layout.contain_maildir(fs, &maildir)?;
                 match deliver(fs, &maildir, &name, &bytes, file_sync) {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            Effect::Remove { path } if !env.layout.is_contained(fs, &path) => {
-                tracing::error!(file = %env.rel(&path), "not removed: a directory on its path is a symbolic link");
+            Effect::Remove { path } => {
+                match env.layout.contain(fs, &path).and_then(|()| fs.remove_file(&path)) {
+                    Ok(()) => self.touch_dir(&path),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Effect::Remove { path } => match fs.remove_file(&path) {
-                Ok(()) => self.touch_dir(&path),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            },
             Effect::Revoke { queued, name, task_id } => match fs.remove_file(&queued) {
                 Ok(()) => self.touch_dir(&queued),
                 Err(e) if e.is_not_found() => {
