@@ -17,7 +17,8 @@
 //!    failed half way never acted on records that were not durable, and reconcile finishes the
 //!    moves of a commit the failure interrupted.
 //!
-//! At start the same check runs before anything is read ([`prepare`]).
+//! At start the same check runs before anything is read ([`prepare`]), and again with every
+//! inbox prune ([`check`]), for directories that no operation of the broker touches.
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineError};
@@ -33,16 +34,23 @@ use std::time::Duration;
 /// back as fast as it is moved aside costs the broker a tick per attempt, not a busy loop).
 const QUICK_RETRIES: u32 = 8;
 
-/// The containment refusal that failed an operation, if that is what failed it.
+/// The containment refusal that failed an operation, if that is what failed it: a link or a
+/// file where a directory belongs, a replaced journal segment, or a directory of the way missing
+/// (removed, or caught between an agent's rename and its symlink).
 pub fn containment(e: &EngineError) -> Option<&FsError> {
     match e {
         EngineError::Fs(f) | EngineError::Journal(JournalError::Fs(f))
-            if matches!(f, FsError::NotBeneath { .. } | FsError::Replaced { .. }) =>
+            if matches!(f, FsError::NotBeneath { .. } | FsError::Replaced { .. }) || missing_dir(f) =>
         {
             Some(f)
         }
         _ => None,
     }
+}
+
+/// Did resolving the directory that holds the path fail because a directory on the way is gone?
+fn missing_dir(e: &FsError) -> bool {
+    matches!(e, FsError::Io { op: "resolve", .. }) && e.is_not_found()
 }
 
 /// A containment refusal that did not touch the journal (a board or an inbox directory, say).
@@ -89,6 +97,16 @@ pub fn repair(fs: &dyn Fs, layout: &Layout, cfg: &Config, e: &FsError) -> Result
                 .into(),
         });
     }
+    if let FsError::Io { path, .. } = e
+        && missing_dir(e)
+        && layout.holds_journal(path)
+    {
+        // Made again empty, the journal would be a broker that forgot everything it acknowledged.
+        return Err(TreeError::Journal {
+            path: path.clone(),
+            what: "a directory on its way is missing".into(),
+        });
+    }
     let now = runtime_layout::now();
     if let Some(culprit) = e.culprit()
         && let Some(d) = layout.displace(fs, culprit, now)?
@@ -99,6 +117,18 @@ pub fn repair(fs: &dyn Fs, layout: &Layout, cfg: &Config, e: &FsError) -> Result
         log_displaced(layout, &d);
     }
     Ok(())
+}
+
+/// The periodic look at the tree (with the inbox prune): every owned directory checked as at
+/// start, for the ones no operation of the broker touches (agents write `broker/inbox/tmp/`, the
+/// broker never reads it). Returns whether something was moved aside (the caller rebuilds its
+/// state, as after a refused operation).
+pub fn check(fs: &dyn Fs, layout: &Layout, cfg: &Config) -> Result<bool, TreeError> {
+    let moved = layout.ensure_dirs(fs, &cfg.ingest_dirs(layout), runtime_layout::now())?;
+    for d in &moved {
+        log_displaced(layout, d);
+    }
+    Ok(!moved.is_empty())
 }
 
 /// Opens the engine (replay, then reconcile), repairing the tree and trying again whenever a

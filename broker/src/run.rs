@@ -81,10 +81,12 @@ pub async fn serve(
     let mut last_prune = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
+        let mut maintain = false;
         let pass =
             answer(&mut engine, &mut commands, arrived.take()).and_then(|()| engine.step()).and_then(|r| {
                 if !r.more && last_prune.elapsed() >= prune_every {
                     last_prune = Instant::now();
+                    maintain = true;
                     engine.prune_inbox()?;
                 }
                 Ok(r.more)
@@ -135,6 +137,22 @@ pub async fn serve(
             }
             Err(e) => break Err(e),
         };
+        if maintain {
+            // The periodic look at the tree, for directories no operation of the broker touches.
+            match repair::check(fs.as_ref(), &layout, &cfg) {
+                Ok(false) => {}
+                Ok(true) => {
+                    drop(engine);
+                    match repair::open_engine(&fs, &layout, &cfg, &mut shutdown).await {
+                        Some(Ok(e)) => engine = e,
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok(()),
+                    }
+                }
+                Err(e @ TreeError::Journal { .. }) => return Err(e.into()),
+                Err(e) => tracing::warn!(error = %e, "cannot check the tree's directories"),
+            }
+        }
         if more {
             // Keep draining, but never past a shutdown request.
             tokio::select! {
