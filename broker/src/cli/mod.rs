@@ -12,7 +12,7 @@ mod views;
 
 use clap::{Parser, Subcommand};
 use exit::Failure;
-use runtime_layout::{Fs, Layout, RootFs};
+use runtime_layout::{Layout, Resolve, RootFs};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,8 +153,9 @@ pub enum AgentCmd {
 /// The root's filesystem, contained beneath it: every path is resolved beneath the root and never
 /// through a link, so nothing an agent does to the tree leads a command outside it. `create`
 /// makes the root directory first (`init`, `run`, `import`); otherwise a root that cannot be
-/// opened is not a mailroom root.
-fn root_fs(root: &Path, create: bool) -> Result<Arc<dyn Fs>, Failure> {
+/// opened is not a mailroom root. `MAILROOM_RESOLVE=walk` forces the resolution that kernels
+/// without `openat2` get (for tests and comparisons; the default uses `openat2` where it exists).
+fn root_fs(root: &Path, create: bool) -> Result<Arc<RootFs>, Failure> {
     if std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
         return Err(exit::not_initialised(root));
     }
@@ -162,7 +163,11 @@ fn root_fs(root: &Path, create: bool) -> Result<Arc<dyn Fs>, Failure> {
         std::fs::create_dir_all(root)
             .map_err(|e| Failure::new(exit::ERROR, format!("create directory {}: {e}", root.display())))?;
     }
-    match RootFs::open(root) {
+    let resolve = match std::env::var("MAILROOM_RESOLVE").as_deref() {
+        Ok("walk") => Resolve::Walk,
+        _ => Resolve::Auto,
+    };
+    match RootFs::open_with(root, resolve) {
         Ok(fs) => Ok(Arc::new(fs)),
         Err(e) if !create && e.is_not_found() => Err(exit::not_initialised(root)),
         Err(e) => Err(Failure::new(exit::ERROR, e)),
@@ -180,7 +185,12 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             println!("{}", layout.comms().display());
             Ok(())
         }
-        Cmd::Run => serve::run_broker(root_fs(&root, true)?, layout),
+        Cmd::Run => {
+            let fs = root_fs(&root, true)?;
+            let how = if fs.uses_openat2() { "openat2" } else { "walk" };
+            tracing::info!(resolution = how, "every path is resolved beneath the root, never through a link");
+            serve::run_broker(fs, layout)
+        }
         Cmd::Submit { file } => producer::submit(&root, &file),
         Cmd::Cancel { task_id } => producer::cancel(&root, &task_id),
         Cmd::Retry { task_id } => producer::retry(&root, &task_id),
