@@ -131,6 +131,35 @@ impl Beneath {
         Ok(cur)
     }
 
+    /// Opens `path`'s last component with `flags` (which must hold `O_NOFOLLOW`) beneath the
+    /// root: with `openat2` one call from the root for the whole path (no directory opened
+    /// apart), else the walk to its parent and an `openat` there. `Err(Ok(errno))` is the open's
+    /// own failure (`ELOOP`: the last component is a link; `ENOENT`: it is missing), `Err(Err)`
+    /// a refusal or failure of the way to it.
+    pub fn open_file(
+        &self,
+        path: &Path,
+        flags: OFlags,
+        mode: Mode,
+    ) -> Result<OwnedFd, Result<Errno, FsError>> {
+        let rel = self.relative(path).map_err(Err)?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        if rel.as_os_str().is_empty() {
+            return Err(Ok(Errno::ISDIR));
+        }
+        if self.uses_openat2() {
+            match openat2(&self.root, rel, flags | OFlags::CLOEXEC, mode, RESOLVE) {
+                Ok(fd) => return Ok(fd),
+                Err(Errno::NOSYS) => self.openat2.store(false, Ordering::Relaxed),
+                // The way, or the last component? Resolving the way alone says (rare: errors only).
+                Err(e) => return Err(self.dir(path, parent, false).map(|_| e)),
+            }
+        }
+        let name = rel.file_name().expect("a relative path of normal components has a last one");
+        let dir = self.dir(path, parent, false).map_err(Err)?;
+        openat(&dir, name, flags | OFlags::CLOEXEC, mode).map_err(Ok)
+    }
+
     /// The error for a failed resolution: what stood in the way, or the I/O error as it is.
     fn refused(&self, path: &Path, rel: &Path, e: Errno) -> FsError {
         if matches!(e, Errno::LOOP | Errno::NOTDIR | Errno::XDEV) {

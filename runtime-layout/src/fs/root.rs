@@ -104,6 +104,16 @@ impl RootFs {
     }
 }
 
+/// The error of an exclusive creation: a link already at the name (`ELOOP` with
+/// `RESOLVE_NO_SYMLINKS`) is a name taken, as `EEXIST` says for any other file there.
+fn created(path: &Path, op: &'static str, e: Result<Errno, FsError>) -> FsError {
+    match e {
+        Ok(Errno::LOOP) => FsError::io(op, path, errno(Errno::EXIST)),
+        Ok(e) => FsError::io(op, path, errno(e)),
+        Err(refused) => refused,
+    }
+}
+
 impl Fs for RootFs {
     fn create_dir_all(&self, path: &Path) -> Result<(), FsError> {
         let rel = self.at.relative(path)?;
@@ -116,14 +126,12 @@ impl Fs for RootFs {
     }
 
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
-        let (dir, name) = self.at.parent(path)?;
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir, name, flags, mode(0o644))
-            .map_err(|e| FsError::io("create", path, errno(e)))?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd = self.at.open_file(path, flags, mode(0o644)).map_err(|e| created(path, "create", e))?;
         let written = unix::fill(fd, path, bytes, sync);
         if written.is_err() {
             // Leave no half-written file behind under a name someone may read.
-            let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
+            let _ = self.remove_file(path);
         }
         written
     }
@@ -211,11 +219,12 @@ impl Fs for RootFs {
     }
 
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-        let (dir, name) = self.at.parent(path)?;
         // O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO from blocking the open.
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd =
-            rustix::fs::openat(&dir, name, flags, Mode::empty()).map_err(|e| open_error("open", path, e))?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
+            Ok(errno) => open_error("open", path, errno),
+            Err(refused) => refused,
+        })?;
         unix::read_limited(fd, path, limit)
     }
 
@@ -230,15 +239,9 @@ impl Fs for RootFs {
     }
 
     fn create_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {
-        let (dir, name) = self.at.parent(path)?;
-        let flags = OFlags::WRONLY
-            | OFlags::APPEND
-            | OFlags::CREATE
-            | OFlags::EXCL
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&dir, name, flags, mode(0o644))
-            .map_err(|e| FsError::io("create for append", path, errno(e)))?;
+        let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd =
+            self.at.open_file(path, flags, mode(0o644)).map_err(|e| created(path, "create for append", e))?;
         let fs = self.clone();
         let locate = Box::new(move |p: &Path| {
             let (dir, name) = fs.at.parent(p)?;
