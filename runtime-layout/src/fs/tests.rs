@@ -294,3 +294,24 @@ fn rootfs_resolves_afresh_for_every_operation() {
         assert_eq!(std::fs::read_dir(outside.join("a")).unwrap().count(), 1, "{resolve:?}");
     }
 }
+
+/// Paths spelled with doubled or trailing slashes (the root given with one too) resolve to the
+/// same entries; `.` and `..` anywhere are refused.
+#[test]
+fn rootfs_reads_paths_however_they_are_spelled() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("root/a/b")).unwrap();
+    std::fs::write(d.path().join("root/a/b/f"), b"x").unwrap();
+    for resolve in [Resolve::Auto, Resolve::Walk] {
+        let fs = RootFs::open_with(d.path().join("root/"), resolve).unwrap();
+        let root = d.path().join("root");
+        for p in ["a/b/f", "a//b/f", "a/b//f"] {
+            assert_eq!(fs.read(&root.join(p), 10).unwrap(), b"x", "{p}");
+        }
+        assert_eq!(fs.stat(&root.join("a/b/")).unwrap().unwrap().kind, FileKind::Dir);
+        assert_eq!(fs.list(&root.join("a//b/")).unwrap().len(), 1);
+        for p in ["a/./b/f", "a/../a/b/f", "./a/b/f"] {
+            assert!(matches!(fs.read(&root.join(p), 10), Err(FsError::Outside { .. })), "{p}");
+        }
+    }
+}
