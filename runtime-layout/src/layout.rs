@@ -167,6 +167,22 @@ impl Layout {
         let outside = || FsError::Outside { path: path.to_path_buf(), root: self.comms.clone() };
         let rel = path.strip_prefix(&self.comms).map_err(|_| outside())?;
         let comps: Vec<_> = rel.components().collect();
+        if comps.iter().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(outside());
+        }
+        if fs.resolves_beneath() {
+            // One lookup of the deepest directory: the filesystem itself refuses a link or a
+            // file anywhere on the way to it (FsError::NotBeneath, naming it).
+            let dir = path.parent().unwrap_or(&self.comms);
+            return match fs.stat(dir)? {
+                Some(m) if m.kind != crate::fs::FileKind::Dir => Err(FsError::NotBeneath {
+                    path: path.to_path_buf(),
+                    at: dir.to_path_buf(),
+                    kind: Some(m.kind),
+                }),
+                _ => Ok(()),
+            };
+        }
         let mut cur = self.comms.clone();
         for c in &comps[..comps.len().saturating_sub(1)] {
             match c {
@@ -186,6 +202,18 @@ impl Layout {
             }
         }
         Ok(())
+    }
+
+    /// What a write or removal at `path` needs checked first so as not to leave the tree: nothing
+    /// on a filesystem that resolves beneath the root (the operation itself refuses a link on
+    /// the way, naming it), [`Layout::contain`] on one that follows links.
+    pub fn guard(&self, fs: &dyn Fs, path: &Path) -> Result<(), FsError> {
+        if fs.resolves_beneath() { Ok(()) } else { self.contain(fs, path) }
+    }
+
+    /// [`Layout::guard`] for everything a delivery into `md` touches.
+    pub fn guard_maildir(&self, fs: &dyn Fs, md: &Maildir) -> Result<(), FsError> {
+        if fs.resolves_beneath() { Ok(()) } else { self.contain_maildir(fs, md) }
     }
 
     /// [`Layout::is_contained`] for everything a delivery into `md` touches (`tmp/`, `new/`, `cur/`).
@@ -235,22 +263,34 @@ mod tests {
 
     #[test]
     fn symlinked_directories_are_not_contained() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Layout::new(dir.path().join("runtime"));
-        l.create(&RealFs).unwrap();
-        let outside = dir.path().join("outside");
-        std::fs::create_dir_all(outside.join("new")).unwrap();
-        std::os::unix::fs::symlink(&outside, l.mailboxes_dir().join("Evil")).unwrap();
-        std::os::unix::fs::symlink(&outside, l.queues_dir().join("evil")).unwrap();
-        l.mailbox("Good").create(&RealFs, true).unwrap();
-        std::fs::remove_dir(l.mailbox("Good").cur()).unwrap();
-        std::os::unix::fs::symlink(&outside, l.mailbox("Good").cur()).unwrap();
-        assert!(!l.maildir_contained(&RealFs, &l.mailbox("Evil")));
-        assert!(!l.maildir_contained(&RealFs, &l.queue("evil")));
-        assert!(!l.is_contained(&RealFs, &l.mailbox("Good").cur().join("x")));
-        assert!(l.is_contained(&RealFs, &l.mailbox("Good").new_dir().join("x")));
-        assert!(l.maildir_contained(&RealFs, &l.queue("not-yet")), "missing dirs will be created");
-        assert!(!l.is_contained(&RealFs, &outside.join("x")));
-        assert!(!l.is_contained(&RealFs, &l.comms().join("queues/../../x")));
+        // On plain paths every directory on the way is looked at; beneath a root, the deepest
+        // one (the filesystem refuses a link on the way to it): the same answers.
+        for beneath in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let l = Layout::new(dir.path().join("runtime"));
+            std::fs::create_dir(l.root()).unwrap();
+            let root_fs = crate::fs::RootFs::open(l.root()).unwrap();
+            let fs: &dyn Fs = if beneath { &root_fs } else { &RealFs };
+            assert_eq!(fs.resolves_beneath(), beneath);
+            l.create(fs).unwrap();
+            let outside = dir.path().join("outside");
+            std::fs::create_dir_all(outside.join("new")).unwrap();
+            std::os::unix::fs::symlink(&outside, l.mailboxes_dir().join("Evil")).unwrap();
+            std::os::unix::fs::symlink(&outside, l.queues_dir().join("evil")).unwrap();
+            l.mailbox("Good").create(fs, true).unwrap();
+            std::fs::remove_dir(l.mailbox("Good").cur()).unwrap();
+            std::os::unix::fs::symlink(&outside, l.mailbox("Good").cur()).unwrap();
+            assert!(!l.maildir_contained(fs, &l.mailbox("Evil")));
+            assert!(!l.maildir_contained(fs, &l.queue("evil")));
+            assert!(!l.is_contained(fs, &l.mailbox("Good").cur().join("x")));
+            assert!(l.is_contained(fs, &l.mailbox("Good").new_dir().join("x")));
+            assert!(l.maildir_contained(fs, &l.queue("not-yet")), "missing dirs will be created");
+            assert!(!l.is_contained(fs, &outside.join("x")));
+            assert!(!l.is_contained(fs, &l.comms().join("queues/../../x")));
+            match l.contain(fs, &l.mailbox("Evil").new_dir().join("x")) {
+                Err(FsError::NotBeneath { at, .. }) => assert_eq!(at, l.mailboxes_dir().join("Evil")),
+                other => panic!("beneath={beneath}: {other:?}"),
+            }
+        }
     }
 }

@@ -144,7 +144,7 @@ impl Effects {
                     if env.durability == Durability::Always { Durability::Batch } else { Durability::Never };
                 // A link or a file where a directory belongs fails the pass (never followed), and
                 // the broker moves it aside and redelivers from the journal (`crate::repair`).
-                env.layout.contain_maildir(fs, &maildir)?;
+                env.layout.guard_maildir(fs, &maildir)?;
                 match deliver(fs, &maildir, &name, &bytes, file_sync) {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
@@ -152,7 +152,7 @@ impl Effects {
                 }
             }
             Effect::Remove { path } => {
-                match env.layout.contain(fs, &path).and_then(|()| fs.remove_file(&path)) {
+                match env.layout.guard(fs, &path).and_then(|()| fs.remove_file(&path)) {
                     Ok(()) => self.touch_dir(&path),
                     Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e.into()),

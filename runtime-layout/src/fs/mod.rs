@@ -262,4 +262,11 @@ pub trait Fs: Send + Sync {
     /// else holds it. Nothing is created, opened for writing or truncated: a lock on a directory
     /// cannot be dodged by removing or replacing a file, and cannot damage one.
     fn lock_dir(&self, dir: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError>;
+    /// Does this filesystem resolve every path beneath a root, never through a link, at the
+    /// moment of use ([`RootFs`])? Then no operation can leave the tree whatever a check made
+    /// before it found, and such a check ([`crate::Layout::contain`]) needs one lookup of the
+    /// deepest directory instead of one per component.
+    fn resolves_beneath(&self) -> bool {
+        false
+    }
 }

@@ -254,6 +254,10 @@ impl Fs for RootFs {
         Ok(Box::new(Appender::new(fd, path, locate)?))
     }
 
+    fn resolves_beneath(&self) -> bool {
+        true
+    }
+
     fn lock_dir(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
         let fd = match self.open_dir(path)? {
             // A descriptor of its own: a flock belongs to the open file description.
