@@ -12,9 +12,13 @@ It exits 0 once no task has been available for --wait seconds (or after --max ta
 import argparse
 import json
 import os
+import re
 import socket
 import sys
 import time
+
+# The rule every agent name follows (docs/PROTOCOL.md): the broker ignores mailboxes named otherwise.
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 COUNTER = 0
 
@@ -48,6 +52,24 @@ def fsync_dir(path):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def verdict(comms, name, timeout=30.0):
+    """Waits for the broker's answer to message `name`: it leaves broker/inbox/new/ only once
+    journaled, into broker/inbox/cur/ if accepted or into broker/quarantine/ if refused.
+    Returns "accepted", "refused: <reason>", or None if no broker consumed it in time."""
+    inbox = os.path.join(comms, "broker", "inbox")
+    quarantine = os.path.join(comms, "broker", "quarantine")
+    deadline = time.monotonic() + timeout
+    while os.path.exists(os.path.join(inbox, "new", name)):
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.01)
+    for entry in listdir(quarantine):
+        if entry.endswith("-" + name + ".error.json"):
+            with open(os.path.join(quarantine, entry)) as f:
+                return "refused: " + json.load(f).get("reason", "?")
+    return "accepted"
 
 
 def is_task_name(name):
@@ -94,7 +116,12 @@ def main():
     comms = os.path.join(args.root, "agent_comms")
     if not os.path.isdir(os.path.join(comms, "broker", "inbox")):
         sys.exit("%s is not a mailroom root" % args.root)
+    if not AGENT_NAME.match(args.agent) or ".." in args.agent:
+        sys.exit("--agent %r is not a valid agent name (letters, digits, '.', '_', '-'; at most 64)" % args.agent)
     mine = os.path.join(comms, "mailboxes", args.agent)
+    if not os.path.isdir(os.path.join(mine, "new")):
+        # Registering: an agent exists once its maildir does (`mailroom agent add` does the same).
+        print("registering new agent %s" % args.agent, file=sys.stderr)
     for sub in ("tmp", "new", "cur"):
         os.makedirs(os.path.join(mine, sub), exist_ok=True)
     inbox = os.path.join(comms, "broker", "inbox")
@@ -116,8 +143,12 @@ def main():
             print("lost claim %s" % name, file=sys.stderr)
             continue
         fsync_dir(os.path.join(mine, "cur"))  # the claim must outlive a power loss the report does
-        deliver(inbox, {"kind": "complete", "agent": args.agent, "claim": name, "result": result})
-        print("completed %s (%s)" % (task["task_id"], name))
+        sent = deliver(inbox, {"kind": "complete", "agent": args.agent, "claim": name, "result": result})
+        answer = verdict(comms, sent)
+        if answer == "accepted":
+            print("completed %s (%s)" % (task["task_id"], name))
+        else:
+            print("not completed %s (%s): %s" % (task["task_id"], name, answer or "no broker answered"), file=sys.stderr)
         done += 1
         idle_since = time.monotonic()
 

@@ -15,7 +15,7 @@ fn main() -> Result<(), Error> {
     let root = mailroom_agent_sdk::default_root(args.next().as_deref().map(std::path::Path::new));
     let name = args.next().unwrap_or_else(|| "Agent-1".to_string());
     let pools: Vec<String> = args.collect();
-    let agent = Agent::open(&root, &name)?;
+    let agent = Agent::register(&root, &name)?; // registers the agent on first use
     eprintln!("{name}: waiting for tasks in {} (idle 10 s ends the run)", root.display());
     while let Some(claim) = agent.claim_wait(&pools, Duration::from_secs(10))? {
         // Real work goes here; heartbeat more often than the lease (300 s by default).

@@ -1,12 +1,17 @@
 //! SDK tests on a real temporary root, with task files placed the way the broker dispatches them.
 
 use super::*;
+use protocol::Message;
 use protocol::Priority;
 use protocol::names::DispatchName;
 use runtime_layout::sim::{Crash, SimFs};
-use runtime_layout::{Layout, RealFs};
+use runtime_layout::{Durability, Fs, Layout, Maildir, NameSource, RealFs, deliver};
+use serde_json::Value;
 use serde_json::json;
+use std::path::Path;
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use std::time::Instant;
 
 fn root() -> (tempfile::TempDir, Layout) {
     let d = tempfile::tempdir().unwrap();
@@ -32,16 +37,21 @@ fn open_refuses_an_uninitialised_root_and_bad_names() {
     let d = tempfile::tempdir().unwrap();
     assert!(matches!(Client::open(d.path()), Err(Error::NotInitialised { .. })));
     let (d, _) = root();
-    assert!(matches!(Agent::open(d.path(), "../evil"), Err(Error::InvalidName(_))));
-    assert!(matches!(Agent::open(d.path(), ""), Err(Error::InvalidName(_))));
-    let a = Agent::open(d.path(), "Agent-5").unwrap();
+    assert!(matches!(Agent::register(d.path(), "../evil"), Err(Error::InvalidName(_))));
+    assert!(
+        matches!(Agent::open(d.path(), "Nobody-1"), Err(Error::UnknownAgent { .. })),
+        "open never creates an agent"
+    );
+    assert!(!Agent::exists(d.path(), "Nobody-1"));
+    assert!(matches!(Agent::register(d.path(), ""), Err(Error::InvalidName(_))));
+    let a = Agent::register(d.path(), "Agent-5").unwrap().with_ack(Ack::None);
     assert!(a.mailbox.cur().is_dir(), "the maildir exists once the agent is opened");
 }
 
 #[test]
 fn submit_validates_then_delivers_through_tmp() {
     let (d, l) = root();
-    let c = Client::open(d.path()).unwrap();
+    let c = Client::open(d.path()).unwrap().with_ack(Ack::None);
     let err = c.submit(&json!({"task_id": "x", "priority": "URGENT-ish"})).unwrap_err();
     assert!(matches!(err, Error::InvalidTask { ref reason } if reason.field == "priority"), "{err}");
     let name = c.submit(&json!({"task_id": "T-1", "name": "n"})).unwrap();
@@ -55,7 +65,7 @@ fn submit_validates_then_delivers_through_tmp() {
 #[test]
 fn claim_takes_the_highest_priority_oldest_task_first_across_sources() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
     dispatch(&l.queue("p"), "low", Priority::Low, 1);
     dispatch(&l.queue("p"), "high", Priority::High, 2);
     dispatch(&l.mailbox("A"), "mine", Priority::Medium, 3);
@@ -81,7 +91,7 @@ fn of_many_racing_agents_exactly_one_wins_each_task() {
             let root = d.path().to_path_buf();
             let b = barrier.clone();
             std::thread::spawn(move || {
-                let a = Agent::open(&root, &format!("A{i}")).unwrap();
+                let a = Agent::register(&root, &format!("A{i}")).unwrap().with_ack(Ack::None);
                 b.wait();
                 let mut got = Vec::new();
                 while let Some(c) = a.claim(&["race".into()]).unwrap() {
@@ -102,8 +112,8 @@ fn of_many_racing_agents_exactly_one_wins_each_task() {
 #[test]
 fn reports_are_fenced_on_the_claim_still_being_held() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
-    let b = Agent::open(d.path(), "B").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
+    let b = Agent::register(d.path(), "B").unwrap().with_ack(Ack::None);
     dispatch(&l.queue("p"), "t", Priority::Medium, 1);
     let c = a.claim(&[]).unwrap().unwrap();
     assert!(matches!(b.complete(&c.name, json!(1)), Err(Error::ClaimLost { .. })));
@@ -125,7 +135,7 @@ fn reports_are_fenced_on_the_claim_still_being_held() {
 #[test]
 fn read_mail_returns_mail_and_notices_once() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
     let new = l.mailbox("A").new_dir();
     std::fs::write(
         new.join("mail-20260101T000000000001.json"),
@@ -149,7 +159,7 @@ fn read_mail_returns_mail_and_notices_once() {
 #[test]
 fn claim_wait_wakes_when_a_task_arrives_and_times_out_otherwise() {
     let (d, l) = root();
-    let a = Agent::open(d.path(), "A").unwrap();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
     l.queue("w").create(&RealFs, false).unwrap();
     let t0 = Instant::now();
     assert!(a.claim_wait(&["w".into()], Duration::from_millis(300)).unwrap().is_none());
@@ -200,9 +210,9 @@ fn every_operation_goes_through_the_fs_the_handles_were_opened_with() {
     let d = tempfile::tempdir().unwrap();
     let (sim, fs, l) = sim_root(d.path());
     assert!(matches!(Client::open(d.path()), Err(Error::NotInitialised { .. })), "not on the real disk");
-    let client = Client::open_with(fs.clone(), d.path()).unwrap();
+    let client = Client::open_with(fs.clone(), d.path()).unwrap().with_ack(Ack::None);
     let submitted = client.submit(&json!({"task_id": "T-1"})).unwrap();
-    let a = Agent::open_with(fs.clone(), d.path(), "A").unwrap();
+    let a = Agent::register_with(fs.clone(), d.path(), "A").unwrap().with_ack(Ack::None);
     sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
     let c = a.claim(&[]).unwrap().expect("the dispatched task");
     assert_eq!(c.task.task_id, "T-1");
@@ -233,7 +243,7 @@ fn every_operation_goes_through_the_fs_the_handles_were_opened_with() {
 #[test]
 fn a_durable_report_first_makes_the_claim_durable() {
     let (sim, fs, l) = sim_root(Path::new("/sim/root"));
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap();
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A").unwrap().with_ack(Ack::None);
     sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
     let c = a.claim(&[]).unwrap().unwrap();
     sim.set_logging(true);
@@ -257,7 +267,10 @@ fn a_durable_report_first_makes_the_claim_durable() {
 
     // Relaxed durability promises neither: the claim's rename is lost with the power.
     let (sim, fs, l) = sim_root(Path::new("/sim/root"));
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap().with_durability(Durability::Batch);
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A")
+        .unwrap()
+        .with_ack(Ack::None)
+        .with_durability(Durability::Batch);
     sim_dispatch(fs.as_ref(), &l.queue("p"), "T-1", 1);
     let c = a.claim(&[]).unwrap().unwrap();
     a.complete(&c.name, json!(null)).unwrap();
@@ -270,7 +283,7 @@ fn claim_wait_works_on_a_filesystem_it_cannot_watch() {
     // Nothing under /sim exists on the real disk: no directory can be watched, and the periodic
     // rescan through the Fs must still find the task.
     let (_sim, fs, l) = sim_root(Path::new("/sim/root"));
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap();
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A").unwrap().with_ack(Ack::None);
     assert!(a.claim_wait(&[], Duration::from_millis(100)).unwrap().is_none());
     let q = l.queue("w");
     let bg = fs.clone();
@@ -288,12 +301,69 @@ fn handles_sharing_a_name_source_name_messages_in_a_fixed_order() {
     let (_sim, fs, _l) = sim_root(Path::new("/sim/root"));
     let clock = runtime_layout::ManualClock::new(protocol::Timestamp::from_micros(1_790_000_000_000_000));
     let names = Arc::new(NameSource::with_clock(clock.clock()));
-    let client = Client::open_with(fs.clone(), "/sim/root").unwrap().with_names(names.clone());
-    let a = Agent::open_with(fs.clone(), "/sim/root", "A").unwrap().with_names(names.clone());
+    let client =
+        Client::open_with(fs.clone(), "/sim/root").unwrap().with_ack(Ack::None).with_names(names.clone());
+    let a = Agent::register_with(fs.clone(), "/sim/root", "A")
+        .unwrap()
+        .with_ack(Ack::None)
+        .with_names(names.clone());
     let first = client.submit(&json!({"task_id": "T-1"})).unwrap();
     let second = a.send("B", None, json!(1)).unwrap();
     let third = client.cancel("T-1").unwrap();
     // One microsecond for all three: the shared counter orders them, not the random bits.
     assert!(first < second && second < third, "{first} {second} {third}");
     assert!(first.starts_with("msg-20260921T"), "stamped by the clock given: {first}");
+}
+
+/// The answer to a message, given by a stand-in for the broker that moves it out of the inbox
+/// the way the broker does: accepted into `inbox/cur/`, refused into quarantine beside its
+/// reason (written first). With no one to answer, the call says so, and the message stays.
+#[test]
+fn a_message_waits_for_the_answer_the_broker_gives_by_moving_it() {
+    let d = tempfile::tempdir().unwrap();
+    let layout = Layout::new(d.path());
+    layout.create(&RealFs).unwrap();
+    let client = Client::open(d.path()).unwrap().with_ack(Ack::Wait(Duration::from_secs(10)));
+    let inbox = layout.broker_inbox();
+    let quarantine = layout.quarantine_dir();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let broker = {
+        let (inbox, quarantine, stop) = (inbox.clone(), quarantine.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for e in std::fs::read_dir(inbox.new_dir()).unwrap().flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let body = std::fs::read_to_string(e.path()).unwrap();
+                    if body.contains("REFUSE") {
+                        let why = json!({"field": "task.priority", "rule": "no", "reason": "field `task.priority`: no"});
+                        std::fs::write(
+                            quarantine.join(format!("000000000007-{name}.error.json")),
+                            why.to_string(),
+                        )
+                        .unwrap();
+                        std::fs::rename(e.path(), quarantine.join(format!("000000000007-{name}"))).unwrap();
+                    } else {
+                        std::fs::rename(e.path(), inbox.cur().join(&name)).unwrap();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let ok = client.submit(&json!({"task_id": "A-1"})).unwrap();
+    assert!(inbox.cur().join(&ok).exists());
+    match client.submit(&json!({"task_id": "REFUSE"})) {
+        Err(Error::Refused { field, reason, .. }) => {
+            assert_eq!(field, "task.priority");
+            assert!(reason.contains("no"));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    broker.join().unwrap();
+    let quick = client.clone().with_ack(Ack::Wait(Duration::from_millis(50)));
+    match quick.submit(&json!({"task_id": "A-2"})) {
+        Err(Error::Unanswered { message, .. }) => assert!(inbox.new_dir().join(message).exists(), "it waits"),
+        other => panic!("expected no answer, got {other:?}"),
+    }
 }

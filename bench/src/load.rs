@@ -104,7 +104,7 @@ pub fn producer_main(a: &ProducerArgs) -> Result<(), BenchError> {
 }
 
 pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
-    let mut agent = Agent::open(&a.root, &a.name)?;
+    let mut agent = Agent::register(&a.root, &a.name)?;
     if let Some(d) = &a.durability {
         agent = agent.with_durability(parse_durability(d)?);
     }

@@ -1,5 +1,7 @@
-//! `mailroom board`: the central boards as the broker last wrote them, as a table or JSON.
+//! `mailroom board`: the central boards as the broker last wrote them, as a table or JSON, and
+//! the filters of `--status`, `--pool`, `--agent` and `--type` ([`Filter`]).
 
+use crate::config::Config;
 use protocol::{Status, Task};
 use runtime_layout::{Board, Fs, FsError, Layout};
 
@@ -22,6 +24,38 @@ pub fn read(fs: &dyn Fs, layout: &Layout, status: Option<Status>) -> Result<Vec<
         }
     }
     Ok(out)
+}
+
+/// Which tasks to show; every field left `None` matches every task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub status: Option<Status>,
+    /// The pool the task's type routes to ([`Config::pool_of`]).
+    pub pool: Option<String>,
+    /// The agent the task is assigned to (a direct task, or the holder of its claim).
+    pub agent: Option<String>,
+    pub task_type: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, task: &Task, cfg: &Config) -> bool {
+        self.status.is_none_or(|s| s == task.status)
+            && self.agent.as_ref().is_none_or(|a| task.assigned_to.as_ref() == Some(a))
+            && self.task_type.as_ref().is_none_or(|t| task.task_type.as_ref() == Some(t))
+            && self.pool.as_ref().is_none_or(|p| cfg.pool_of(task).as_ref() == Some(p))
+    }
+}
+
+/// [`read`], keeping the tasks `filter` matches.
+pub fn read_filtered(
+    fs: &dyn Fs,
+    layout: &Layout,
+    filter: &Filter,
+    cfg: &Config,
+) -> Result<Vec<(Board, Task)>, FsError> {
+    let mut rows = read(fs, layout, filter.status)?;
+    rows.retain(|(_, t)| filter.matches(t, cfg));
+    Ok(rows)
 }
 
 pub fn board_name(b: Board) -> &'static str {

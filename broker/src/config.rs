@@ -1,6 +1,11 @@
-//! `mailroom.toml`: routes and broker settings. Every setting has a default, so the file is
-//! optional; an unknown key is an error naming it, so a typo never silently changes nothing.
+//! `mailroom.toml`: routes and broker settings, and the outbox's webhooks and hooks
+//! ([`outbox`]). Every setting has a default, so the file is optional; an unknown key is an error
+//! naming it, so a typo never silently changes nothing.
 
+pub mod outbox;
+
+pub use outbox::{Events, Hook, Retry, Webhook};
+use protocol::Task;
 use protocol::names;
 use runtime_layout::{Durability, Fs, FsError, Layout};
 use serde::Deserialize;
@@ -45,6 +50,10 @@ pub struct BrokerSettings {
     /// Every this many seconds, check that each queued task file is still there and unchanged
     /// (a deleted one is delivered again, a rewritten one replaced). 0 turns the audit off.
     pub audit_secs: u64,
+    /// An outbox sink (webhook or hook) journals its position after this many deliveries (and
+    /// at least every second while it has delivered something since): after a crash, at most
+    /// this many deliveries per sink are made again.
+    pub delivery_journal_every: u64,
 }
 
 impl Default for BrokerSettings {
@@ -64,6 +73,7 @@ impl Default for BrokerSettings {
             batch_size: 512,
             compact_after_records: 200_000,
             audit_secs: 10,
+            delivery_journal_every: 32,
         }
     }
 }
@@ -78,6 +88,12 @@ struct RawConfig {
     routes: BTreeMap<String, String>,
     #[serde(default)]
     ingest: IngestSettings,
+    #[serde(default)]
+    http: HttpSettings,
+    #[serde(default)]
+    webhooks: Vec<outbox::RawWebhook>,
+    #[serde(default)]
+    hooks: Vec<outbox::RawHook>,
 }
 
 /// Where existing scripts write, besides `drop/`. Paths are relative to the root (the directory
@@ -103,12 +119,44 @@ impl Default for IngestSettings {
     }
 }
 
+/// The HTTP surface of `mailroom run` (API, event stream, metrics, dashboard). `--http` on the
+/// command line overrides `listen`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// `ADDR:PORT` to listen on, or `off` (default [`DEFAULT_HTTP_LISTEN`]). Beyond loopback only
+    /// with `token_file` set.
+    pub listen: Option<String>,
+    /// The bearer token mutations need (reads too, beyond loopback). Relative paths are taken
+    /// from the root. Default `agent_comms/broker/http.token`, created (mode 0600) if absent.
+    pub token_file: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser page served elsewhere (CORS). None by
+    /// default: only the dashboard, served from the same origin, can.
+    pub cors_origins: Vec<String>,
+}
+
+/// Where `mailroom run` listens unless told otherwise.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7878";
+
+impl HttpSettings {
+    /// The address to listen on (or `off`), and whether it was chosen rather than defaulted.
+    pub fn listen(&self) -> (&str, bool) {
+        match &self.listen {
+            Some(l) => (l, true),
+            None => (DEFAULT_HTTP_LISTEN, false),
+        }
+    }
+}
+
 /// The parsed configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub broker: BrokerSettings,
     pub routes: BTreeMap<String, Route>,
     pub ingest: IngestSettings,
+    pub http: HttpSettings,
+    pub webhooks: Vec<Webhook>,
+    pub hooks: Vec<Hook>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,10 +208,39 @@ impl Config {
                 }
             }
         }
-        if raw.broker.lease_secs == 0 || raw.broker.tick_ms == 0 || raw.broker.batch_size == 0 {
-            return Err("broker: lease_secs, tick_ms and batch_size must be at least 1".into());
+        if raw.broker.lease_secs == 0
+            || raw.broker.tick_ms == 0
+            || raw.broker.batch_size == 0
+            || raw.broker.delivery_journal_every == 0
+        {
+            return Err(
+                "broker: lease_secs, tick_ms, batch_size and delivery_journal_every must be at least 1"
+                    .into(),
+            );
         }
-        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest })
+        let webhooks = outbox::webhooks(raw.webhooks)?;
+        let hooks = outbox::hooks(raw.hooks)?;
+        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, http: raw.http, webhooks, hooks })
+    }
+
+    /// Where a task goes when it has no `assigned_to`: its `task_type`'s route, else the pool
+    /// named after its type.
+    pub fn route_of(&self, task: &Task) -> Route {
+        if let Some(r) = task.task_type.as_ref().and_then(|t| self.routes.get(t)) {
+            return r.clone();
+        }
+        Route::Pool(names::pool_for_task_type(task.task_type.as_deref()))
+    }
+
+    /// The pool a task belongs to: the one its `task_type` routes to (`None` when its type
+    /// routes to an agent). A claim does not change it: a task taken from `build` by an agent
+    /// is still a `build` task when it completes. What `--pool` filters and a sink's `pools`
+    /// match on.
+    pub fn pool_of(&self, task: &Task) -> Option<String> {
+        match self.route_of(task) {
+            Route::Pool(p) => Some(p),
+            Route::Agent(_) => None,
+        }
     }
 
     /// The directories existing scripts write into, besides `drop/` (each beneath the root).
@@ -206,5 +283,18 @@ mod tests {
         assert!(e.contains("ingest.mail_dirs"), "{e}");
         let c = Config::parse("[ingest]\ntask_dirs = [\"tasks\", \"legacy/leads\"]\n").unwrap();
         assert_eq!(c.ingest.task_dirs.len(), 2);
+        assert!(Config::parse("[http]\nlisen = \"x\"\n").unwrap_err().contains("lisen"));
+    }
+
+    #[test]
+    fn http_settings_default_to_loopback_and_parse() {
+        assert_eq!(Config::parse("").unwrap().http.listen(), (DEFAULT_HTTP_LISTEN, false));
+        let c = Config::parse(
+            "[http]\nlisten = \"off\"\ntoken_file = \"/etc/mr.token\"\ncors_origins = [\"http://a:1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.listen(), ("off", true));
+        assert_eq!(c.http.token_file.as_deref(), Some(std::path::Path::new("/etc/mr.token")));
+        assert_eq!(c.http.cors_origins, ["http://a:1"]);
     }
 }

@@ -3,18 +3,23 @@
 //! [`engine::Engine`] is the synchronous core (journal, state machine, file moves), made of
 //! parts that own their state; [`run::serve`] is the event loop around it, with the command
 //! channel in-process front ends use; [`repair`] keeps it serving when a directory of its tree is
-//! replaced by a link or a file; [`import`] migrates a legacy tree; [`trace`] and
-//! [`board`] read what the broker wrote.
+//! replaced by a link or a file; [`outbox`] delivers committed transitions to webhooks and
+//! hooks; [`import`] migrates a legacy tree; [`trace`], [`board`] and [`views`] read what the
+//! broker wrote.
 
 pub mod board;
 pub mod config;
 pub mod engine;
 pub mod import;
 pub mod journal;
+pub mod outbox;
 pub mod repair;
 pub mod run;
 pub mod state;
 pub mod trace;
+pub mod views;
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod ops_tests;

@@ -139,15 +139,27 @@ pub async fn open_engine(
     cfg: &Config,
     shutdown: &mut Pin<&mut impl Future<Output = ()>>,
 ) -> Option<Result<Engine, RunError>> {
+    open_engine_from(fs, layout, cfg, shutdown).await.map(|r| r.map(|(engine, _)| engine))
+}
+
+/// [`open_engine`], also saying the sequence number of the last record replayed, before
+/// reconcile journaled anything (where an outbox sink configured since the last run starts).
+pub async fn open_engine_from(
+    fs: &Arc<dyn Fs>,
+    layout: &Layout,
+    cfg: &Config,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Option<Result<(Engine, u64), RunError>> {
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     let mut attempts = 0u32;
     loop {
         let opened = Engine::open(fs.clone(), layout.clone(), cfg.clone()).and_then(|mut e| {
+            let replayed = e.next_seq() - 1;
             e.reconcile()?;
-            Ok(e)
+            Ok((e, replayed))
         });
         let e = match opened {
-            Ok(engine) => return Some(Ok(engine)),
+            Ok(opened) => return Some(Ok(opened)),
             Err(e) => e,
         };
         let Some(refusal) = containment(&e) else { return Some(Err(e.into())) };

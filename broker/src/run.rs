@@ -2,11 +2,13 @@
 //! wakes the loop, and the loop's pass scans what it needs. A periodic tick rescans anyway, so
 //! a missed or overflowed event costs at most one tick of latency, never a task. Commands from
 //! in-process front ends (see [`crate::engine::commands`]) wake it too and are answered between
-//! passes.
+//! passes, and so are those of the [outbox](crate::outbox)'s deliverers, which the loop starts
+//! (one task per webhook or hook) and stops with it.
 
 use crate::config::Config;
-use crate::engine::commands::{Command, Commands};
+use crate::engine::commands::{self, Command, Commands};
 use crate::engine::{Engine, EngineError};
+use crate::outbox::{Deliveries, Outbox, Poster};
 use crate::repair;
 use notify::{RecursiveMode, Watcher};
 use runtime_layout::{BrokerLock, Fs, Layout, LockError, TreeError};
@@ -56,7 +58,19 @@ pub async fn serve(
     fs: Arc<dyn Fs>,
     layout: Layout,
     shutdown: impl Future<Output = ()>,
-    mut commands: Option<Commands>,
+    commands: Option<Commands>,
+) -> Result<(), RunError> {
+    serve_with(fs, layout, shutdown, commands, None).await
+}
+
+/// [`serve`], with the HTTP client the outbox's webhooks POST through (the `mailroom` binary
+/// gives one; without it, a configured webhook is a configuration error).
+pub async fn serve_with(
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    shutdown: impl Future<Output = ()>,
+    commands: Option<Commands>,
+    poster: Option<Arc<dyn Poster>>,
 ) -> Result<(), RunError> {
     // The lock is on the root directory: it must exist (a RootFs was opened on it already).
     fs.create_dir_all(layout.root()).map_err(EngineError::from)?;
@@ -65,16 +79,27 @@ pub async fn serve(
     if let Err(e) = lock.record_holder(fs.as_ref()) {
         tracing::warn!(error = %e, "cannot write who holds the lock into broker/broker.lock (the lock is held all the same)");
     }
+    let outbox = Outbox::prepare(&cfg, &layout, poster)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
     // Processed messages are pruned at least as often as they expire (and at most once a minute).
     let prune_every = Duration::from_secs(cfg.broker.inbox_retention_secs.clamp(1, 60));
     let started = Instant::now();
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut engine = match repair::open_engine(&fs, &layout, &cfg, &mut shutdown).await {
+    // A sink configured since the last run starts after what was replayed: with what this start
+    // journals.
+    let (mut engine, outbox_start) = match repair::open_engine_from(&fs, &layout, &cfg, &mut shutdown).await {
         Some(opened) => opened?,
         None => return Ok(()),
     };
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
+
+    let deliveries = outbox.deliveries();
+    let mut commands = Inlets { external: commands, outbox: None };
+    let _deliverers = (!outbox.is_empty()).then(|| {
+        let (handle, rx) = commands::channel(64);
+        commands.outbox = Some(rx);
+        outbox.start(handle, fs.clone(), &layout, Arc::new(cfg.clone()), outbox_start)
+    });
 
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&layout, engine.config(), wake.clone());
@@ -82,8 +107,9 @@ pub async fn serve(
     let mut arrived: Option<Command> = None;
     let result = loop {
         let mut maintain = false;
-        let pass =
-            answer(&mut engine, &mut commands, arrived.take()).and_then(|()| engine.step()).and_then(|r| {
+        let pass = answer(&mut engine, &mut commands, &deliveries, arrived.take())
+            .and_then(|()| engine.step())
+            .and_then(|r| {
                 if !r.more && last_prune.elapsed() >= prune_every {
                     last_prune = Instant::now();
                     maintain = true;
@@ -164,15 +190,12 @@ pub async fn serve(
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
-            cmd = next_command(&mut commands) => match cmd {
-                Some(c) => arrived = Some(c),
-                None => commands = None, // every handle is gone: stop listening
-            },
+            cmd = commands.next() => arrived = Some(cmd),
             _ = wake.notified() => {}
             _ = tokio::time::sleep(tick) => {}
         }
     };
-    let flushed = match engine.flush() {
+    let flushed = match journal_positions(&mut engine, &deliveries).and_then(|()| engine.flush()) {
         // The journal is flushed first; boards are derived and rewritten at the next start.
         Err(e) if repair::spares_journal(&layout, &e) => {
             tracing::error!(error = %e, "boards not written at shutdown (rewritten at the next start)");
@@ -190,29 +213,76 @@ pub async fn serve(
     }
 }
 
-/// The next command, or never when there is no channel.
-async fn next_command(commands: &mut Option<Commands>) -> Option<Command> {
-    match commands {
+/// Where commands come from: front ends' channel, and the outbox's deliverers' own. A channel
+/// whose every handle is gone is dropped (no longer listened to).
+struct Inlets {
+    external: Option<Commands>,
+    outbox: Option<Commands>,
+}
+
+impl Inlets {
+    /// The next command from either channel; never, when neither has a sender left.
+    async fn next(&mut self) -> Command {
+        loop {
+            let got = tokio::select! {
+                c = recv(&mut self.external) => (c, true),
+                c = recv(&mut self.outbox) => (c, false),
+            };
+            match got {
+                (Some(c), _) => return c,
+                (None, true) => self.external = None,
+                (None, false) => self.outbox = None,
+            }
+        }
+    }
+
+    /// A command waiting now, if any.
+    fn try_next(&mut self) -> Option<Command> {
+        [&mut self.external, &mut self.outbox].into_iter().flatten().find_map(|rx| rx.try_recv().ok())
+    }
+}
+
+/// The next command of a channel, or never when there is none.
+async fn recv(rx: &mut Option<Commands>) -> Option<Command> {
+    match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
 
-/// Answers `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]).
+/// Answers `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]). The
+/// handle on the outbox's deliveries is the loop's to give; everything else goes to the engine.
 fn answer(
     engine: &mut Engine,
-    commands: &mut Option<Commands>,
+    commands: &mut Inlets,
+    deliveries: &Deliveries,
     first: Option<Command>,
 ) -> Result<(), EngineError> {
-    let mut batch: Vec<Command> = first.into_iter().collect();
-    if let Some(rx) = commands {
-        while batch.len() < COMMAND_BATCH {
-            match rx.try_recv() {
-                Ok(c) => batch.push(c),
-                Err(_) => break,
+    let mut batch: Vec<Command> = Vec::new();
+    let mut next = first.or_else(|| commands.try_next());
+    while let Some(c) = next {
+        match c {
+            Command::Deliveries(reply) => {
+                let _ = reply.send(deliveries.clone());
             }
+            c => batch.push(c),
         }
+        next = if batch.len() < COMMAND_BATCH { commands.try_next() } else { None };
     }
+    if batch.is_empty() { Ok(()) } else { engine.serve(batch) }
+}
+
+/// On a clean stop: journals the position each sink has reached since it last journaled one,
+/// so that a restart delivers again only what was in flight.
+fn journal_positions(engine: &mut Engine, deliveries: &Deliveries) -> Result<(), EngineError> {
+    let batch: Vec<Command> = deliveries
+        .unjournaled()
+        .into_iter()
+        .map(|(sink, through)| {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            Command::Delivered { sink, through, reply }
+        })
+        .collect();
     if batch.is_empty() { Ok(()) } else { engine.serve(batch) }
 }
 

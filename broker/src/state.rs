@@ -2,7 +2,7 @@
 //! journal records ([`State::apply`] is its one writer), so that live operation and replay
 //! cannot disagree. Everything else reads it through the accessors below.
 
-use crate::journal::{Entry, Place, Record, SnapTask, Snapshot, Tomb, consumed_path};
+use crate::journal::{Entry, Place, Record, Requeued, SnapTask, Snapshot, Tomb, consumed_path};
 use protocol::{Status, Task};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -51,6 +51,10 @@ pub struct State {
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
     refusals: BTreeMap<String, String>,
+    /// Quarantine entries requeued since the last snapshot: their moves may be unfinished.
+    requeues: BTreeMap<String, Requeued>,
+    /// Each outbox sink's journaled position: every record up to it was handled.
+    delivered: BTreeMap<String, u64>,
 }
 
 impl State {
@@ -70,6 +74,7 @@ impl State {
             s.set_live(st.task, st.place, st.hash);
         }
         s.consumed = snap.consumed;
+        s.delivered = snap.delivered;
         s
     }
 
@@ -93,6 +98,7 @@ impl State {
             tombs,
             recent_done: self.recent_done.iter().cloned().collect(),
             consumed: BTreeMap::new(),
+            delivered: self.delivered.clone(),
         }
     }
 
@@ -157,6 +163,21 @@ impl State {
     /// Where an inbox message consumed before belongs (`broker/inbox/cur/..` or a quarantine path).
     pub fn consumed(&self, msg: &str) -> Option<&str> {
         self.consumed.get(msg).map(String::as_str)
+    }
+
+    /// Requeues whose moves may be unfinished (since the last snapshot), by entry name.
+    pub fn requeues(&self) -> impl Iterator<Item = &Requeued> {
+        self.requeues.values()
+    }
+
+    /// Was this quarantine entry requeued since the last snapshot?
+    pub fn requeued(&self, name: &str) -> bool {
+        self.requeues.contains_key(name)
+    }
+
+    /// An outbox sink's journaled position (`None` for a sink never seen).
+    pub fn delivered(&self, sink: &str) -> Option<u64> {
+        self.delivered.get(sink).copied()
     }
 
     /// Why a consumed inbox message was refused.
@@ -229,11 +250,23 @@ impl State {
                 self.refusals.insert(msg.to_string(), r.reason.clone());
             }
         }
-        if let Entry::Snapshot { .. } = rec.entry {
-            // Every move the records before the snapshot describe is finished.
-            self.consumed.clear();
-            self.refusals.clear();
-            return;
+        match &rec.entry {
+            Entry::Snapshot { .. } => {
+                // Every move the records before the snapshot describe is finished.
+                self.consumed.clear();
+                self.refusals.clear();
+                self.requeues.clear();
+                return;
+            }
+            Entry::Requeue(r) => {
+                self.requeues.insert(r.name.clone(), r.clone());
+                return;
+            }
+            Entry::Delivered { sink, through } => {
+                self.delivered.insert(sink.clone(), *through);
+                return;
+            }
+            _ => {}
         }
         let Some((task, place)) = rec.entry.change() else { return };
         let id = task.task_id.clone();

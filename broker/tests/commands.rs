@@ -1,11 +1,14 @@
 //! The command channel against the real broker loop (`run::serve` on a temporary root, through
-//! the `RootFs` that `mailroom run` uses): verdicts of submit, cancel and retry, a snapshot of the state, and the stream of
-//! committed records, all without writing a file behind the broker's back.
+//! the `RootFs` that `mailroom run` uses): verdicts of submit, cancel and retry, a snapshot of the
+//! state, and the stream of committed records, a scoped bulk retry and the loop's own figures,
+//! all without writing a file behind the broker's back.
 
-use mailroom::engine::commands::{self, Handle, Stopped, Verdict};
-use mailroom::journal::{Entry, Place};
+use mailroom::engine::Engine;
+use mailroom::engine::commands::{self, Command, Handle, RetryScope, Stopped, Verdict};
+use mailroom::journal::{self, Entry, Place};
 use mailroom::run;
-use runtime_layout::{Layout, RootFs};
+use protocol::Status;
+use runtime_layout::{Layout, RealFs, RootFs};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +92,8 @@ fn subscribers_see_every_committed_record_in_order() {
         let mut sub = h.subscribe().await.unwrap();
         h.submit(json!({"task_id": "S-1"})).await.unwrap();
         // A message dropped into the inbox by any client shows up on the same stream.
-        let client = agent_sdk::Client::open(layout.root()).unwrap();
+        // Not waiting for the answer: this test's one thread also runs the broker.
+        let client = agent_sdk::Client::open(layout.root()).unwrap().with_ack(agent_sdk::Ack::None);
         client.submit(&json!({"task_id": "S-2"})).unwrap();
         let mut seen = Vec::new();
         let mut last = 0;
@@ -113,5 +117,106 @@ fn subscribers_see_every_committed_record_in_order() {
                 ("dispatch", "S-2".into())
             ]
         );
+    });
+}
+
+#[test]
+fn a_scoped_bulk_retry_redrives_only_what_its_filters_select_and_says_how_many() {
+    with_broker(|h, _layout| async move {
+        for (id, ty) in [("B-1", "build"), ("B-2", "build"), ("B-3", "build"), ("D-1", "docs")] {
+            assert!(matches!(
+                h.submit(json!({"task_id": id, "task_type": ty})).await.unwrap(),
+                Verdict::Accepted { .. }
+            ));
+            assert!(matches!(h.cancel(id).await.unwrap(), Verdict::Accepted { .. }));
+        }
+        let scope =
+            |statuses, limit| RetryScope { statuses, pool: Some("build".into()), task_type: None, limit };
+        // FAILED selects none of them: nothing changes.
+        let none = h.retry_where(scope(vec![Status::Failed], 100)).await.unwrap();
+        assert_eq!((none.matched, none.retried.len(), none.seq), (0, 0, 0));
+        let two = h.retry_where(scope(vec![Status::Cancelled], 2)).await.unwrap();
+        assert_eq!((two.matched, two.retried.clone()), (3, vec!["B-1".to_string(), "B-2".to_string()]));
+        assert!(two.refused.is_empty() && two.seq > 0);
+        let view = h.snapshot().await.unwrap();
+        let status = |id: &str| view.tasks.iter().find(|t| t.task.task_id == id).map(|t| t.task.status);
+        assert_eq!(status("B-1"), Some(Status::Pending));
+        assert_eq!(status("B-3"), Some(Status::Cancelled), "beyond the limit");
+        assert_eq!(status("D-1"), Some(Status::Cancelled), "another pool");
+        assert_eq!(
+            view.tasks.iter().find(|t| t.task.task_id == "D-1").unwrap().pool.as_deref(),
+            Some("docs")
+        );
+        // The loop counted its commits and passes.
+        let stats = h.stats().await.unwrap();
+        assert!(stats.commits.count > 0 && stats.passes.count > 0 && stats.records > 0, "{stats:?}");
+    });
+}
+
+#[test]
+fn a_subscription_answered_with_changes_starts_after_them_and_the_journal_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("runtime"));
+    let mut engine =
+        Engine::open(Arc::new(RealFs), layout.clone(), mailroom::config::Config::default()).unwrap();
+    engine.reconcile().unwrap();
+    let (verdict, verdict_rx) = oneshot::channel();
+    let (sub, sub_rx) = oneshot::channel();
+    let (other, other_rx) = oneshot::channel();
+    // An earlier subscriber makes the batch's records published; the new one must still be
+    // able to tell them from what it has to read in the journal.
+    engine.serve(vec![Command::Subscribe(other)]).unwrap();
+    let mut other = other_rx.blocking_recv().unwrap();
+    engine
+        .serve(vec![
+            Command::Submit { task: json!({"task_id": "J-1"}), reply: verdict },
+            Command::Subscribe(sub),
+        ])
+        .unwrap();
+    let Verdict::Accepted { seq, .. } = verdict_rx.blocking_recv().unwrap() else { panic!("refused") };
+    let mut sub = sub_rx.blocking_recv().unwrap();
+    assert!(sub.from_seq > seq, "the subscription starts after the batch it was answered in");
+    let loaded = journal::load(&RealFs, &layout.journal_dir()).unwrap();
+    assert_eq!(loaded.records.last().map(|r| r.seq), Some(sub.from_seq - 1), "all before it is durable");
+    // The live stream may repeat those records; a reader skips what is below `from_seq`.
+    while let Ok(r) = sub.records.try_recv() {
+        assert!(r.seq < sub.from_seq);
+    }
+    assert!(other.records.try_recv().is_ok());
+}
+
+#[test]
+fn requeue_and_the_deliveries_handle_answer_over_the_channel() {
+    with_broker(|h, layout| async move {
+        // Without webhooks or hooks the handle is there, and empty.
+        assert!(h.deliveries().await.unwrap().sinks().is_empty());
+        let v = h.requeue("../journal").await.unwrap();
+        assert!(matches!(&v, Verdict::Refused { field, .. } if field == "name"), "{v:?}");
+        let v = h.requeue("nope.json").await.unwrap();
+        assert!(
+            matches!(&v, Verdict::Refused { reason, .. } if reason.contains("no quarantine entry")),
+            "{v:?}"
+        );
+        // A refused submit leaves nothing in quarantine (a verdict, not a file): make an entry.
+        let inbox = layout.broker_inbox();
+        std::fs::write(inbox.tmp().join("bad.json"), b"{").unwrap();
+        std::fs::rename(inbox.tmp().join("bad.json"), inbox.new_dir().join("bad.json")).unwrap();
+        let quarantined = async {
+            loop {
+                let found = std::fs::read_dir(layout.quarantine_dir())
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .find(|n| !n.ends_with(".error.json"));
+                if let Some(n) = found {
+                    return n;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let entry = tokio::time::timeout(Duration::from_secs(20), quarantined).await.expect("quarantined");
+        let v = h.requeue(&entry).await.unwrap();
+        assert!(matches!(v, Verdict::Accepted { .. }), "{v:?}");
+        assert!(!layout.quarantine_dir().join(&entry).exists(), "accepted means moved");
+        assert_eq!(h.position("webhook:none").await.unwrap(), None);
     });
 }

@@ -15,7 +15,7 @@
 
 mod journal_view;
 
-use agent_sdk::{Agent, Client};
+use agent_sdk::{Ack, Agent, Client};
 use journal_view::JournalView;
 use mailroom::config::Config;
 use mailroom::engine::Engine;
@@ -72,21 +72,60 @@ struct World {
     acked_cancels: BTreeSet<String>,
     /// Messages sent knowing they must be refused (a conflicting duplicate).
     expected_bad: BTreeSet<String>,
+    clients: Clients,
+    /// Messages sent under `Clients::Ack` whose answer the client has not seen yet.
+    pending: Vec<(String, Pending)>,
+    /// Every message sent under `Clients::Ack` that was never answered: after a power loss one can
+    /// arrive torn (its client never fsynced it) and be refused; its client sent it again.
+    unanswered: BTreeSet<String>,
+}
+
+/// How the producers and agents make sure the broker has their messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    /// Each message is fsynced (file and inbox) before the call returns: acknowledged at once.
+    Fsync,
+    /// Messages are written without fsync and acknowledged when the broker moves them out of
+    /// `inbox/new/` (the answer of PROTOCOL.md: it does so only once they are journaled).
+    Ack,
+}
+
+/// What an unanswered message was, to count it once answered.
+#[derive(Debug, Clone)]
+enum Pending {
+    Submit(String),
+    Cancel(String),
+    Report(Report),
 }
 
 impl World {
-    fn new(cfg: Config) -> Self {
+    fn new(cfg: Config, clients: Clients) -> Self {
         let clock = ManualClock::new(Timestamp::from_micros(T0));
         let fs = SimFs::with_clock(clock.clock());
         let layout = Layout::new(ROOT);
         layout.create(&fs).unwrap();
         let shared: Arc<dyn Fs> = Arc::new(fs.clone());
         let names = Arc::new(NameSource::with_clock(clock.clock()));
-        // The SDK's defaults, Durability::Always included, as agents run it.
-        let producer = Client::open_with(shared.clone(), ROOT).unwrap().with_names(names.clone());
+        // The SDK as agents run it, without waiting inside the call (the suite is one thread: it
+        // steps the broker itself, and sees the answer after the step).
+        let durability = match clients {
+            Clients::Fsync => Durability::Always,
+            Clients::Ack => Durability::Never,
+        };
+        let producer = Client::open_with(shared.clone(), ROOT)
+            .unwrap()
+            .with_ack(Ack::None)
+            .with_durability(durability)
+            .with_names(names.clone());
         let agents = AGENTS
             .iter()
-            .map(|a| Agent::open_with(shared.clone(), ROOT, a).unwrap().with_names(names.clone()))
+            .map(|a| {
+                Agent::register_with(shared.clone(), ROOT, a)
+                    .unwrap()
+                    .with_ack(Ack::None)
+                    .with_durability(durability)
+                    .with_names(names.clone())
+            })
             .collect();
         Self {
             fs,
@@ -102,6 +141,56 @@ impl World {
             acked_reports: Vec::new(),
             acked_cancels: BTreeSet::new(),
             expected_bad: BTreeSet::new(),
+            clients,
+            pending: Vec::new(),
+            unanswered: BTreeSet::new(),
+        }
+    }
+
+    /// Restarts the machine as `mode` says. A power loss stops the clients too: the answers they
+    /// were waiting for are never seen (they send those messages again when they come back).
+    fn restart(&mut self, mode: Crash) {
+        self.fs.restart(mode);
+        if mode != Crash::Process {
+            self.pending.clear();
+        }
+    }
+
+    /// Counts what the client now knows was taken: at once when it fsyncs, when the broker has
+    /// moved the message out of the inbox under `Clients::Ack`.
+    fn sent(&mut self, msg: String, what: Pending) {
+        match self.clients {
+            Clients::Fsync => self.acknowledge(what),
+            Clients::Ack => {
+                self.unanswered.insert(msg.clone());
+                self.pending.push((msg, what));
+            }
+        }
+    }
+
+    fn acknowledge(&mut self, what: Pending) {
+        match what {
+            Pending::Submit(id) => {
+                self.acked_submits.insert(id);
+            }
+            Pending::Cancel(id) => {
+                self.acked_cancels.insert(id);
+            }
+            Pending::Report(r) => self.acked_reports.push(r),
+        }
+    }
+
+    /// The answers the client can see now: messages no longer in `inbox/new/`.
+    fn collect_answers(&mut self) {
+        let new = self.layout.broker_inbox().new_dir();
+        let pending = std::mem::take(&mut self.pending);
+        for (msg, what) in pending {
+            if matches!(self.fs.stat(&new.join(&msg)), Ok(None)) {
+                self.unanswered.remove(&msg);
+                self.acknowledge(what);
+            } else {
+                self.pending.push((msg, what));
+            }
         }
     }
 
@@ -119,6 +208,7 @@ impl World {
 
     fn step(&mut self) -> R {
         while self.engine().step()?.more {}
+        self.collect_answers();
         Ok(())
     }
 
@@ -137,8 +227,8 @@ impl World {
     fn submit(&mut self, task: Value) -> R {
         let id = task["task_id"].as_str().unwrap().to_string();
         self.intended.entry(id.clone()).or_insert_with(|| task.clone());
-        self.producer.submit(&task)?;
-        self.acked_submits.insert(id);
+        let msg = self.producer.submit(&task)?;
+        self.sent(msg, Pending::Submit(id));
         Ok(())
     }
 
@@ -153,8 +243,8 @@ impl World {
     }
 
     fn cancel(&mut self, id: &str) -> R {
-        self.producer.cancel(id)?;
-        self.acked_cancels.insert(id.to_string());
+        let msg = self.producer.cancel(id)?;
+        self.sent(msg, Pending::Cancel(id.to_string()));
         Ok(())
     }
 
@@ -177,7 +267,7 @@ impl World {
             Err(e) => return Err(e.into()),
         };
         let task = DispatchName::parse(claim).unwrap().id_fragment;
-        self.acked_reports.push(Report { msg, task, claim: claim.to_string() });
+        self.sent(msg.clone(), Pending::Report(Report { msg, task, claim: claim.to_string() }));
         Ok(true)
     }
 
@@ -316,7 +406,9 @@ fn check_final(w: &World, ctx: &str) {
         }
         let original = name.split_once('-').map(|x| x.1).unwrap_or(name);
         assert!(
-            w.expected_bad.contains(original) || legit_stale.contains(original),
+            w.expected_bad.contains(original)
+                || legit_stale.contains(original)
+                || w.unanswered.contains(original),
             "{ctx}: {name} quarantined though it was good input: {:?}",
             journal.about(original)
         );
@@ -552,25 +644,31 @@ fn scenarios() -> Vec<Scenario> {
 
 /// Runs a scenario, crashing after `k` mutating operations (none: run to the end), restarts as
 /// `mode` says, recovers, finishes the workload and checks. Returns the operations the script did.
-fn run_one(sc: &Scenario, durability: Durability, crash: Option<u64>, mode: Crash) -> u64 {
-    run_twice(sc, durability, crash, mode, None).0
+fn run_one(sc: &Scenario, setup: Setup, crash: Option<u64>, mode: Crash) -> u64 {
+    run_twice(sc, setup, crash, mode, None).0
 }
+
+/// The broker's durability and how clients make sure of their messages.
+type Setup = (Durability, Clients);
 
 /// Like [`run_one`], and when `again` is set, loses power a second time after that many operations
 /// of the recovery (opening, reconciling, the first pass): recovery must survive its own crash.
 /// Also returns whether that second power loss struck (the recovery may finish first).
 fn run_twice(
     sc: &Scenario,
-    durability: Durability,
+    setup: Setup,
     crash: Option<u64>,
     mode: Crash,
     again: Option<u64>,
 ) -> (u64, bool) {
-    let ctx =
-        format!("{} ({durability:?}) crashed after {crash:?} ops ({mode:?}), again after {again:?}", sc.name);
+    let (durability, clients) = setup;
+    let ctx = format!(
+        "{} ({durability:?}, {clients:?}) crashed after {crash:?} ops ({mode:?}), again after {again:?}",
+        sc.name
+    );
     let mut cfg = (sc.cfg)();
     cfg.broker.durability = durability;
-    let mut w = World::new(cfg);
+    let mut w = World::new(cfg, clients);
     let base = w.fs.ops();
     if let Some(k) = crash {
         w.fs.crash_after(k);
@@ -582,7 +680,7 @@ fn run_twice(
         (Err(e), false) => panic!("{ctx}: failed without a crash: {e:?}"),
     }
     w.engine = None;
-    w.fs.restart(mode);
+    w.restart(mode);
     let mut struck_twice = false;
     if let Some(j) = again {
         w.fs.crash_after(j);
@@ -590,7 +688,7 @@ fn run_twice(
         if w.fs.crashed() {
             struck_twice = true;
             w.engine = None;
-            w.fs.restart(Crash::PowerLoss);
+            w.restart(Crash::PowerLoss);
         } else {
             recovered.unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
             w.fs.disarm();
@@ -630,21 +728,24 @@ fn power_loss_at_every_crash_point() {
         .chain((0..seeds).map(|seed| Crash::Scrambled { seed }))
         .collect();
     // `never` gives up power-loss durability by design: only process crashes are checked there.
-    let mut work: Vec<(&Scenario, Durability, &[Crash])> = Vec::new();
+    // Clients that wait for the broker's answer instead of fsyncing: under the default `batch`.
+    let mut work: Vec<(&Scenario, Setup, &[Crash])> = Vec::new();
     for sc in &scenarios {
-        work.push((sc, Durability::Batch, &lossy));
-        work.push((sc, Durability::Always, &lossy));
-        work.push((sc, Durability::Never, &[Crash::Process]));
+        work.push((sc, (Durability::Batch, Clients::Fsync), &lossy));
+        work.push((sc, (Durability::Batch, Clients::Ack), &lossy));
+        work.push((sc, (Durability::Always, Clients::Fsync), &lossy));
+        work.push((sc, (Durability::Never, Clients::Fsync), &[Crash::Process]));
     }
     let mut seconds = 0;
-    let results: Vec<(String, Durability, u64, u64)> = std::thread::scope(|s| {
+    let results: Vec<(String, Setup, u64, u64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|i| {
                 let mine: Vec<_> = work.iter().skip(i).step_by(2).cloned().collect();
                 s.spawn(move || {
                     let (mut out, mut second) = (Vec::new(), 0);
-                    for (sc, durability, modes) in mine {
-                        let total = run_one(sc, durability, None, Crash::Process);
+                    for (sc, setup, modes) in mine {
+                        let durability = setup.0;
+                        let total = run_one(sc, setup, None, Crash::Process);
                         let mut points = 0;
                         for k in 0..=total {
                             for mode in modes {
@@ -654,18 +755,17 @@ fn power_loss_at_every_crash_point() {
                                     }
                                     m => m,
                                 };
-                                run_one(sc, durability, Some(k), mode);
+                                run_one(sc, setup, Some(k), mode);
                                 points += 1;
                             }
                             if durability != Durability::Never {
                                 // A second power loss during the recovery from this one.
                                 let again = Some(k * 7 % 40);
-                                second +=
-                                    u64::from(run_twice(sc, durability, Some(k), Crash::PowerLoss, again).1);
+                                second += u64::from(run_twice(sc, setup, Some(k), Crash::PowerLoss, again).1);
                                 points += 1;
                             }
                         }
-                        out.push((sc.name.to_string(), durability, total, points));
+                        out.push((sc.name.to_string(), setup, total, points));
                     }
                     (out, second)
                 })
@@ -683,13 +783,13 @@ fn power_loss_at_every_crash_point() {
     let mut results = results;
     results.sort_by_key(|r| (order(&r.0), format!("{:?}", r.1)));
     let points: u64 = results.iter().map(|r| r.3).sum();
-    for (name, durability, ops, pts) in &results {
+    for (name, (durability, clients), ops, pts) in &results {
         println!(
-            "powerloss: {name:<28} {durability:<7?} {ops:>4} mutating operations, {pts:>5} crash points"
+            "powerloss: {name:<28} {durability:<7?} {clients:<6?} {ops:>4} mutating operations, {pts:>5} crash points"
         );
     }
     println!(
-        "powerloss: {} scenarios x 3 durability modes, {points} simulated crash points \
+        "powerloss: {} scenarios x 4 setups (batch with fsyncing or answered clients, always, never), {points} simulated crash points \
          (power loss, process crash, power loss during recovery{}; {seconds} of them struck a recovery \
          a second time), lost 0, duplicated 0",
         scenarios.len(),
@@ -704,7 +804,7 @@ fn a_failed_journal_fsync_stops_the_broker_and_loses_nothing_acknowledged() {
         ("append EIO", Fault::eio(FaultOn::Write, 1).on_path("journal/segment")),
         ("append ENOSPC", Fault::enospc(FaultOn::Write, 1).on_path("journal/segment")),
     ] {
-        let mut w = World::new(cfg());
+        let mut w = World::new(cfg(), Clients::Fsync);
         w.start().unwrap();
         w.submit(task("J1")).unwrap();
         w.fs.inject(fault);
@@ -719,7 +819,7 @@ fn a_failed_journal_fsync_stops_the_broker_and_loses_nothing_acknowledged() {
         assert!(task_files(&w).is_empty(), "{what}: nothing dispatched past a failed journal write");
         w.fs.clear_faults();
         w.engine = None;
-        w.fs.restart(Crash::PowerLoss);
+        w.restart(Crash::PowerLoss);
         w.start().unwrap();
         w.finish(what);
         check_final(&w, what);
@@ -731,17 +831,17 @@ fn faults_anywhere_stop_the_broker_cleanly_and_recovery_loses_nothing() {
     // The n-th mutating operation of the complete scenario fails (EIO, then ENOSPC): the run
     // stops with an error (never a panic), and after a power loss recovery is whole.
     let sc = Scenario { name: "complete with a fault", cfg, script: sc_complete };
-    let total = run_one(&sc, Durability::Batch, None, Crash::Process);
+    let total = run_one(&sc, (Durability::Batch, Clients::Fsync), None, Crash::Process);
     println!("powerloss: {} single-operation faults (EIO and ENOSPC at each of {total})", 2 * total);
     for n in 1..=total {
         for fault in [Fault::eio(FaultOn::Any, n), Fault::enospc(FaultOn::Any, n)] {
             let ctx = format!("fault {fault:?}");
-            let mut w = World::new(cfg());
+            let mut w = World::new(cfg(), Clients::Fsync);
             w.fs.inject(fault);
             let _ = sc_complete(&mut w);
             w.fs.clear_faults();
             w.engine = None;
-            w.fs.restart(Crash::PowerLoss);
+            w.restart(Crash::PowerLoss);
             w.start().unwrap_or_else(|e| panic!("{ctx}: recovery failed: {e:?}"));
             w.finish(&ctx);
             check_final(&w, &ctx);

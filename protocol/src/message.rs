@@ -93,6 +93,13 @@ pub enum Message {
         #[serde(default)]
         body: Value,
     },
+    /// Operator verb: put a quarantined input (`name`, an entry of `broker/quarantine/`) back into
+    /// the broker's inbox under a fresh name, to be handled again from the start.
+    Requeue {
+        #[serde(deserialize_with = "fields::quarantine_entry")]
+        #[schemars(length(min = 1, max = 255), pattern(r"^[^./][^/]*$"))]
+        name: String,
+    },
 }
 
 impl Message {
@@ -106,6 +113,7 @@ impl Message {
             Self::Cancel { .. } => "cancel",
             Self::Retry { .. } => "retry",
             Self::Send { .. } => "send",
+            Self::Requeue { .. } => "requeue",
         }
     }
 
@@ -284,6 +292,7 @@ mod tests {
             Message::Cancel { task_id: "a".into() },
             Message::Retry { task_id: "a".into() },
             Message::Send { from: "A".into(), to: "B".into(), subject: Some("s".into()), body: json!("hi") },
+            Message::Requeue { name: "000000000042-msg-1.json".into() },
         ];
         for m in msgs {
             let bytes = serde_json::to_vec(&m.to_value()).unwrap();
@@ -401,6 +410,7 @@ pub(crate) mod samples {
                 subject: Some("s".into()),
                 body: json!("hi"),
             },
+            "requeue" => Message::Requeue { name: "000000000042-msg-1.json".into() },
             other => panic!("no sample message of kind `{other}`: add one to message::samples"),
         }
     }

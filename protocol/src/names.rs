@@ -62,6 +62,33 @@ fn check_segment(name: &str, what: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The suffix of the file beside each quarantine entry that says why it is there.
+pub const REASON_SUFFIX: &str = ".error.json";
+
+/// A quarantine entry named by an operator (`requeue`): one file name inside
+/// `broker/quarantine/`, so no `/`, no NUL, not `.` or `..` nor any other dot-file, and not the
+/// `<entry>.error.json` that holds an entry's reason. Whether the entry exists is the broker's
+/// to say.
+pub fn validate_quarantine_entry(name: &str) -> Result<(), ValidationError> {
+    let rule = |r: &str| Err(ValidationError::new("name", format!("`{}` {r}", name.escape_debug())));
+    if name.is_empty() {
+        return rule("is empty");
+    }
+    if name.len() > 255 {
+        return rule("is longer than 255 bytes");
+    }
+    if name.contains('/') || name.contains('\0') {
+        return rule("must be a file name within broker/quarantine/ (no `/`)");
+    }
+    if name.starts_with('.') {
+        return rule("must not start with `.` (`..` and hidden files are not entries)");
+    }
+    if name.ends_with(REASON_SUFFIX) {
+        return rule("is the reason of an entry, not an entry (name the entry itself)");
+    }
+    Ok(())
+}
+
 /// The pool a task type routes to by default: characters outside `A-Za-z0-9-_.` become `_`,
 /// the result is shortened to 64 bytes, and an absent or empty type gives `default`.
 pub fn pool_for_task_type(task_type: Option<&str>) -> String {
@@ -160,6 +187,28 @@ pub fn unique_name(kind: &str, now: Timestamp, pid: u32, counter: u64, random: u
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn quarantine_entries_are_single_names_and_never_reasons() {
+        for ok in ["000000000042-msg-1.json", "x", "a..b.json", "000000000007-drop-1-lead 42.json"] {
+            assert!(validate_quarantine_entry(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../journal/segment-1.jsonl",
+            "a/b",
+            "/etc/passwd",
+            ".hidden",
+            "e.json.error.json",
+            "a\0b",
+        ] {
+            let e = validate_quarantine_entry(bad).unwrap_err();
+            assert_eq!(e.field, "name", "{bad}");
+        }
+        assert!(validate_quarantine_entry(&"x".repeat(256)).is_err());
+    }
 
     /// The schema's pattern says what `check_segment` checks (but `..`, which it cannot say).
     #[test]

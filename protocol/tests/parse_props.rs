@@ -102,6 +102,11 @@ fn arb_message() -> impl Strategy<Value = Message> {
         arb_task_id().prop_map(|task_id| Message::Retry { task_id }),
         (arb_agent(), arb_agent(), prop::option::of(".{0,20}"), arb_json())
             .prop_map(|(from, to, subject, body)| Message::Send { from, to, subject, body }),
+        "[0-9A-Za-z_-][^/\\x00]{0,60}[0-9A-Za-z]"
+            .prop_map(|name| Message::Requeue { name })
+            .prop_filter("an entry, not a reason file", |m| {
+                matches!(m, Message::Requeue { name } if !name.ends_with(".error.json"))
+            }),
     ]
 }
 

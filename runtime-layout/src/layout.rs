@@ -103,6 +103,14 @@ impl Layout {
     pub fn lock_file(&self) -> PathBuf {
         self.broker_dir().join("broker.lock")
     }
+    /// The bearer token of the broker's HTTP surface (mode 0600), unless configured elsewhere.
+    pub fn http_token_file(&self) -> PathBuf {
+        self.broker_dir().join("http.token")
+    }
+    /// Where the running broker's HTTP surface listens (`ADDR:PORT`), while it runs.
+    pub fn http_addr_file(&self) -> PathBuf {
+        self.broker_dir().join("http.addr")
+    }
     pub fn queues_dir(&self) -> PathBuf {
         self.comms.join("queues")
     }

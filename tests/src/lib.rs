@@ -1,6 +1,8 @@
 //! End-to-end test support: a temporary runtime root, the `mailroom` binary, a broker process
 //! that is killed when the test ends, and polling helpers. Tests drive real processes.
 
+pub mod cdp;
+pub mod http;
 pub mod privilege;
 
 use rustix::process::{Pid, Signal, kill_process};
@@ -112,6 +114,8 @@ impl Root {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
+        // Every broker a test starts serves HTTP on a port of its own (see `Root::api`).
+        c.env(http::HTTP_ENV, "127.0.0.1:0");
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
@@ -122,6 +126,7 @@ impl Root {
     pub fn cmd_unprivileged(&self, args: &[&str], inputs: &[&Path]) -> std::io::Result<Command> {
         let mut c = privilege::unprivileged_command(&bin(), self.scratch(), inputs)?;
         c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
+        c.env(http::HTTP_ENV, "127.0.0.1:0");
         Ok(c)
     }
 
@@ -155,30 +160,51 @@ impl Root {
 
     /// Starts `mailroom run` without waiting for it to serve.
     pub fn spawn_broker(&self) -> Broker {
-        // The log goes to a file: a pipe nobody drains would block a chatty broker.
+        self.spawn_broker_with(&[])
+    }
+
+    /// [`Root::spawn_broker`] with more environment variables (`MAILROOM_HTTP`, say).
+    pub fn spawn_broker_with(&self, env: &[(&str, &str)]) -> Broker {
+        let mut cmd = self.cmd(&["run"]);
+        cmd.envs(env.iter().copied());
+        self.spawn_broker_as(cmd)
+    }
+
+    /// Starts `cmd` (a `mailroom run`) with its log in a file: a pipe nobody drains would block
+    /// a chatty broker.
+    fn spawn_broker_as(&self, mut cmd: Command) -> Broker {
         let n = self.brokers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log_path = self.logs.join(format!("broker-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("broker log");
-        let child = self
-            .cmd(&["run"])
-            .env("MAILROOM_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn broker");
+        let child =
+            cmd.env("MAILROOM_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().expect("spawn broker");
         Broker { child: Some(child), log: log_path }
     }
 
     /// Starts `mailroom run` and waits until it serves (its boards exist).
+    pub fn broker(&self) -> Broker {
+        self.broker_as(self.cmd(&["run"]))
+    }
+
+    /// [`Root::broker`] without root's privileges (see [`Root::cmd_unprivileged`]): file modes
+    /// bind the broker as they bind any user.
+    pub fn broker_unprivileged(&self) -> Broker {
+        let cmd = self.cmd_unprivileged(&["run"], &[]).expect("hand the root to an unprivileged user");
+        self.broker_as(cmd)
+    }
+
+    /// Starts `cmd` and waits until it serves.
     ///
     /// The broker writes the four boards one after the other, the backlog first; this one's
     /// backlog is removed beforehand so that its reappearance marks this start, and the others
     /// must exist too (on a first start they appear a moment after the backlog).
-    pub fn broker(&self) -> Broker {
+    fn broker_as(&self, cmd: Command) -> Broker {
         let dir = self.comms().join("central_task_boards");
         let backlog = dir.join("task_backlog.json");
         let _ = std::fs::remove_file(&backlog);
-        let mut b = self.spawn_broker();
+        // So that `Root::api` finds this broker's address, not a former one's.
+        let _ = std::fs::remove_file(self.comms().join("broker/http.addr"));
+        let mut b = self.spawn_broker_as(cmd);
         wait_for(Duration::from_secs(20), || {
             if let Some(Some(status)) = b.child.as_mut().map(|c| c.try_wait().ok().flatten()) {
                 panic!("broker exited early: {status}");

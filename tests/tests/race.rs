@@ -77,6 +77,7 @@ fn sixteen_agents_race_on_a_pool_and_mailboxes_with_kills() {
     let task = serde_json::json!({"task_id": "GHOST-TASK", "task_type": "ghost"}).to_string();
     assert!(root.run_with_input(&["submit", "-"], task.as_bytes()).status.success());
     let claim_as = |agent: &str| -> Value {
+        assert!(root.run(&["agent", "add", agent]).status.success());
         let out = root.run(&["claim", "--agent", agent, "--pool", "ghost", "--wait", "30"]);
         assert!(out.status.success(), "{agent} claim: {}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()

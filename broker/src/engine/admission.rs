@@ -28,8 +28,37 @@ pub(crate) enum Admission {
 /// A `submit` message: the task in the canonical schema.
 pub(crate) fn submit(tx: &mut Tx, raw: &Value, msg: &str) -> Result<(), Refusal> {
     let task = Task::from_value(raw.clone()).map_err(|e| Refusal::from(e.within("task")))?;
-    let hash = fnv64(&serde_json::to_vec(raw).expect("a JSON value serialises"));
+    let hash = identity(tx, &task.task_id, raw);
     admit(tx, task, hash, msg, Admission::Submit)
+}
+
+/// The identity of a submitted task, for telling an identical resubmission from a conflicting
+/// one: a hash of its canonical form (object keys sorted at every level), so that the same task
+/// with its keys in another order is the same task. A task admitted before identities were
+/// canonical keeps the hash of its bytes as written; a resubmission matching that is the same too.
+pub(crate) fn identity(tx: &Tx, id: &str, raw: &Value) -> u64 {
+    let canonical = fnv64(&serde_json::to_vec(&canonical(raw)).expect("a JSON value serialises"));
+    match tx.state().hash_of(id) {
+        Some(h)
+            if h != canonical && h == fnv64(&serde_json::to_vec(raw).expect("a JSON value serialises")) =>
+        {
+            h
+        }
+        _ => canonical,
+    }
+}
+
+/// `v` with the keys of every object sorted.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&m[k]))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Accepts a new task (or recognises an identical resubmission). `Submit` starts every task
@@ -87,11 +116,21 @@ pub(crate) fn admit(
         task.updated_at = Some(now);
         if given.is_terminal() { Place::Done } else { Place::Backlog }
     } else {
+        // A submission starts PENDING with no attempt made, whatever it says: what it said is
+        // recorded in its history, never dropped silently.
+        let given_attempts = task.attempts;
         task.status = Status::Pending;
         task.attempts = 0;
         let tr = transition(None, &Event::Submit, now, tx.env.cfg.backoff())
             .map_err(|e| Refusal::rejected("task", e.to_string()))?;
-        let details = (given != Status::Pending).then(|| json!({"ignored_status": given}));
+        let mut ignored = serde_json::Map::new();
+        if given != Status::Pending {
+            ignored.insert("ignored_status".into(), json!(given));
+        }
+        if given_attempts != 0 {
+            ignored.insert("ignored_attempts".into(), json!(given_attempts));
+        }
+        let details = (!ignored.is_empty()).then_some(serde_json::Value::Object(ignored));
         tr.apply(&mut task, &Event::Submit, &actor, now, details);
         Place::Backlog
     };

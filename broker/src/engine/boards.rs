@@ -11,16 +11,32 @@ use crate::journal::Place;
 use crate::state::{State, fnv64};
 use protocol::{Status, Task, Timestamp};
 use runtime_layout::{Board, replace_file};
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
 /// What the writer last wrote to one board: the file's size and mtime, and a hash of each task.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BoardMark {
     stamp: Option<(u64, Timestamp)>,
     tasks: HashMap<String, u64>,
     /// An edit seen but not yet settled: (size, mtime) when first seen changed, and when.
+    #[serde(skip)]
     pending: Option<((u64, Timestamp), Timestamp)>,
 }
+
+/// The marks a clean stop leaves beside the boards, so that an edit made while the broker is
+/// stopped is absorbed at the next start rather than overwritten. Valid only for the journal
+/// position it was written at: after any later record the boards were rewritten, so older marks
+/// would mistake the broker's own writes for edits.
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedMarks {
+    /// The last journal record when the boards were last written.
+    seq: u64,
+    boards: HashMap<String, BoardMark>,
+}
+
+/// The file that holds [`SavedMarks`], in `central_task_boards/` (hidden: not a board).
+const MARKS: &str = ".mailroom-board-marks.json";
 
 impl BoardMark {
     /// The hash of the task's compact JSON as the writer put it on the board.
@@ -55,6 +71,48 @@ pub(crate) struct BoardWriter {
 impl BoardWriter {
     pub fn new() -> Self {
         Self { dirty: true, ..Default::default() }
+    }
+
+    /// Takes the marks a clean stop left (see [`SavedMarks`]), if they are for journal record
+    /// `last_seq`; the file is removed either way, so no later start can trust it.
+    pub fn load_marks(&mut self, env: &Env, last_seq: u64) -> Result<(), EngineError> {
+        let path = env.layout.boards_dir().join(MARKS);
+        let bytes = match env.fs().read(&path, 1 << 30) {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => {
+                env.warn_once(&path, "cannot read the board marks of the last stop", &e);
+                return Ok(());
+            }
+        };
+        match serde_json::from_slice::<SavedMarks>(&bytes) {
+            Ok(saved) if saved.seq == last_seq => {
+                for board in Board::ALL {
+                    if let Some(m) = saved.boards.get(board.file_name()) {
+                        self.marks.insert(board, m.clone());
+                    }
+                }
+            }
+            Ok(_) => tracing::debug!("board marks of an earlier stop are out of date: not used"),
+            Err(e) => tracing::warn!(error = %e, "board marks of the last stop cannot be read: not used"),
+        }
+        match env.fs().remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Leaves the marks of what was last written for the next start (on a clean stop).
+    pub fn save_marks(&self, env: &Env, last_seq: u64) -> Result<(), EngineError> {
+        if self.marks.is_empty() {
+            return Ok(());
+        }
+        let boards = self.marks.iter().map(|(b, m)| (b.file_name().to_string(), m.clone())).collect();
+        let bytes = serde_json::to_vec(&SavedMarks { seq: last_seq, boards }).expect("marks serialise");
+        let path = env.layout.boards_dir().join(MARKS);
+        runtime_layout::write_atomic(env.fs(), &path, &bytes, &env.names, env.durability)?;
+        Ok(())
     }
 
     /// A task changed: the boards are rewritten at the next chance.
@@ -104,7 +162,12 @@ impl BoardWriter {
     }
 
     /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
-    pub fn write(&mut self, env: &Env, state: &State, force: bool) -> Result<(), EngineError> {
+    ///
+    /// Boards are derived state, rewritten from the journal at every start, so a rewrite is not
+    /// fsynced unless `durable` (a clean stop, or `always` durability): a power loss can leave an
+    /// old board (or, on a filesystem that does not flush a file renamed over another, an empty
+    /// one) until the broker starts again.
+    pub fn write(&mut self, env: &Env, state: &State, force: bool, durable: bool) -> Result<(), EngineError> {
         let force = force || std::mem::take(&mut self.force_next);
         if !self.dirty && !force {
             return Ok(());
@@ -128,7 +191,7 @@ impl BoardWriter {
         }
         let mut marks = Vec::new();
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
-        let sync = env.durability.sync_files();
+        let sync = durable && env.durability.sync_files();
         let mut deferred = false;
         let absorb = env.cfg.ingest.absorb_board_edits;
         for board in Board::ALL {

@@ -1,12 +1,23 @@
 //! The command channel into the running broker. In-process front ends (the HTTP API, a cluster
 //! link) hold a [`Handle`]; they never write a file of the tree and never hold the engine. Each
 //! [`Command`] is answered between passes by the broker's own loop: reads from its state, and
-//! submit, cancel and retry through the same handlers, journal and state machine as messages in
-//! the inbox. A verdict that accepts is sent only once its records are durable.
+//! submit, cancel, retry and requeue through the same handlers, journal and state machine as
+//! messages in the inbox. A verdict that accepts is sent only once its records are durable.
+//!
+//! Besides the state ([`View`]) a front end may ask for the loop's own figures ([`Stats`]: commit
+//! and pass durations, inbox backlog), which the loop only counts; and for a scoped bulk retry
+//! ([`RetryScope`]), each task of it redriven through the same handler as a single retry.
+//!
+//! The outbox (`crate::outbox`) uses the same channel: [`Command::Position`] and
+//! [`Command::Delivered`] read and journal a sink's position, and [`Command::Deliveries`] hands
+//! out the shared [`Deliveries`] handle through which a front end reads what the webhooks and
+//! hooks did (answered by `run::serve`, which owns the outbox).
 
 use super::quarantine::Refusal;
+pub use super::stats::{Histogram, LATENCY_BOUNDS_SECS, Stats};
 use crate::journal::{Place, Record};
-use protocol::Task;
+use crate::outbox::Deliveries;
+use protocol::{Status, Task};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -30,8 +41,65 @@ pub enum Command {
         task_id: String,
         reply: oneshot::Sender<Verdict>,
     },
-    /// Every record committed from now on.
+    /// Redrive every task the scope selects (each as a [`Command::Retry`] would).
+    RetryWhere {
+        scope: RetryScope,
+        reply: oneshot::Sender<BulkVerdict>,
+    },
+    /// Every record committed from now on. Answered after the commit that ends the batch, so
+    /// every record before `from_seq` is in the journal when the answer arrives.
     Subscribe(oneshot::Sender<Subscription>),
+    /// The loop's own figures.
+    Stats(oneshot::Sender<Stats>),
+    /// Put a quarantine entry (`name`, a file of `broker/quarantine/`) back into the inbox.
+    Requeue {
+        name: String,
+        reply: oneshot::Sender<Verdict>,
+    },
+    /// An outbox sink's journaled position (`None`: never journaled).
+    Position {
+        sink: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    /// Journal that an outbox sink has handled every record up to `through`.
+    Delivered {
+        sink: String,
+        through: u64,
+        reply: oneshot::Sender<Verdict>,
+    },
+    /// The handle on what the webhooks and hooks did (empty when none is configured).
+    Deliveries(oneshot::Sender<Deliveries>),
+}
+
+/// Which tasks a bulk retry redrives: those the broker holds (live, and the finished ones on the
+/// completed board) whose status is one of `statuses` and that match every filter given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryScope {
+    /// FAILED, BLOCKED or CANCELLED (the statuses a retry leaves).
+    pub statuses: Vec<Status>,
+    /// The pool the task was queued in or would be routed to.
+    pub pool: Option<String>,
+    pub task_type: Option<String>,
+    /// Most tasks redriven by one request.
+    pub limit: usize,
+}
+
+/// The broker's answer to a bulk retry: how many tasks matched, which were redriven (durably),
+/// and which were refused and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BulkVerdict {
+    pub matched: usize,
+    pub retried: Vec<String>,
+    pub refused: Vec<Refused>,
+    /// The journal sequence of the last record the redrives caused (0 if none).
+    pub seq: u64,
+}
+
+/// A task of a bulk request that was not changed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refused {
+    pub task_id: String,
+    pub reason: String,
 }
 
 /// The broker's answer to a submit, cancel or retry.
@@ -69,6 +137,9 @@ pub struct Subscription {
 pub struct TaskView {
     pub task: Task,
     pub place: Place,
+    /// The pool it waits in, was claimed from, or is routed to; `None` for a task addressed to
+    /// an agent's own mailbox.
+    pub pool: Option<String>,
 }
 
 /// A pool (or an agent's own mailbox) and how many tasks wait in it as files.
@@ -145,7 +216,39 @@ impl Handle {
         self.ask(|reply| Command::Retry { task_id, reply }).await
     }
 
+    pub async fn retry_where(&self, scope: RetryScope) -> Result<BulkVerdict, Stopped> {
+        self.ask(|reply| Command::RetryWhere { scope, reply }).await
+    }
+
     pub async fn subscribe(&self) -> Result<Subscription, Stopped> {
         self.ask(Command::Subscribe).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, Stopped> {
+        self.ask(Command::Stats).await
+    }
+
+    /// Requeues a quarantine entry: accepted once the requeue is journaled and the entry is back
+    /// in the inbox (refused for an unknown name, a reason file, or a name that is not one file
+    /// inside `broker/quarantine/`).
+    pub async fn requeue(&self, name: &str) -> Result<Verdict, Stopped> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Requeue { name, reply }).await
+    }
+
+    pub async fn position(&self, sink: &str) -> Result<Option<u64>, Stopped> {
+        let sink = sink.to_string();
+        self.ask(|reply| Command::Position { sink, reply }).await
+    }
+
+    pub async fn delivered(&self, sink: &str, through: u64) -> Result<Verdict, Stopped> {
+        let sink = sink.to_string();
+        self.ask(|reply| Command::Delivered { sink, through, reply }).await
+    }
+
+    /// The shared, cheap-to-read record of recent deliveries and failures of every webhook and
+    /// hook (see [`Deliveries`]). Ask once and keep it: it stays current.
+    pub async fn deliveries(&self) -> Result<Deliveries, Stopped> {
+        self.ask(Command::Deliveries).await
     }
 }

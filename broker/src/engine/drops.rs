@@ -135,8 +135,12 @@ impl DropWatcher {
                     };
                     let inbox = tx.env.layout.broker_inbox().new_dir();
                     tx.env.fs().rename_noreplace(&path, &inbox.join(&name))?;
-                    tx.effects.left(dir.clone());
-                    tx.effects.arrived_in(inbox);
+                    // Made durable before the batch is journaled (a file a power loss put back
+                    // in `drop/` would be taken twice: once more mail, say): destination first.
+                    if tx.env.durability.sync_files() {
+                        tx.env.fs().sync_dir(&inbox)?;
+                        tx.env.fs().sync_dir(dir)?;
+                    }
                     self.watching.remove(&path);
                     tracing::debug!(file = %tx.env.rel(&path), as_message = %name, "took a dropped file");
                 }

@@ -1,11 +1,18 @@
 //! The effects mover: file moves the journal has decided, carried out only once the records that
-//! describe them are durable, followed by an fsync of every directory they touched — destinations
-//! first, then the directories files left, so a power loss in between leaves a moved file in both
-//! places, never in neither. Replies to in-process requests wait here too: a verdict is sent only
-//! once what it promises is in the journal.
+//! describe them are durable. Replies to in-process requests wait here too: a verdict is sent
+//! only once what it promises is in the journal.
+//!
+//! Directories the moves touched are fsynced — destinations first, then the directories files
+//! left, so a power loss in between leaves a moved file in both places, never in neither — but
+//! not with every batch: under `batch` durability the journal is the one fsync a batch pays.
+//! A move a power loss undoes is one the journal still describes, and recovery redoes it (a
+//! message back in `inbox/new/` is known consumed, a queued file lost is written again, a claim
+//! undone is taken back). What recovery needs to redo a move is forgotten at each snapshot, so
+//! the touched directories are fsynced before a snapshot is written ([`Effects::sync_touched`]),
+//! and at a clean stop. Under `always` they are fsynced with every batch, as before.
 
 use super::EngineError;
-use super::commands::Verdict;
+use super::commands::{BulkVerdict, Verdict};
 use super::env::Env;
 use super::ledger::Ledger;
 use protocol::message::{Notice, NoticeKind};
@@ -40,10 +47,20 @@ pub(crate) enum Effect {
     /// Write a copy of refused input (part of a file, or a file that must stay where it is)
     /// into quarantine, with the reason beside it. Never overwrites.
     QuarantineCopy { to: PathBuf, bytes: Vec<u8>, reason: Value },
+    /// Move a quarantine entry back into the inbox under a fresh name, and its reason (if any)
+    /// into `quarantine/requeued/`. Finished by `reconcile` if a crash interrupts it.
+    Requeue { from: PathBuf, to: PathBuf, reason_from: PathBuf, reason_to: PathBuf },
     /// Deliver a notice or mail into an agent's `new/`.
     Post { agent: String, post: Post },
     /// Answer an in-process request.
-    Reply { to: oneshot::Sender<Verdict>, verdict: Verdict },
+    Reply(Answer),
+}
+
+/// A reply to an in-process request, sent once what it promises is durable.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Verdict(oneshot::Sender<Verdict>, Verdict),
+    Bulk(oneshot::Sender<BulkVerdict>, BulkVerdict),
 }
 
 /// Effects waiting for the next commit, and the directories touched since the last one.
@@ -73,7 +90,9 @@ impl Effect {
             Self::Deliver { maildir, .. } => Some(&maildir.root),
             Self::Remove { path } => Some(path),
             Self::Revoke { queued, .. } => Some(queued),
-            Self::Consumed { from, .. } | Self::Quarantine { from, .. } => Some(from),
+            Self::Consumed { from, .. } | Self::Quarantine { from, .. } | Self::Requeue { from, .. } => {
+                Some(from)
+            }
             Self::QuarantineCopy { to, .. } => Some(to),
             Self::Post { .. } | Self::Reply { .. } => None,
         }
@@ -123,11 +142,24 @@ impl Effects {
                 other => other?,
             }
         }
+        if env.durability == Durability::Always {
+            self.sync_touched(env)?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs every directory moved into or out of since the last call: destinations first,
+    /// then sources (a directory that is both is fsynced twice).
+    pub fn sync_touched(&mut self, env: &Env) -> Result<(), EngineError> {
         let (arrived, left) = (std::mem::take(&mut self.touched), std::mem::take(&mut self.moved_from));
         if env.durability.sync_files() {
-            // Destinations first, then sources (a directory that is both is fsynced twice).
             for d in arrived.iter().chain(&left) {
-                env.fs().sync_dir(d)?;
+                match env.fs().sync_dir(d) {
+                    Ok(()) => {}
+                    // Removed since (an agent's mailbox, a pool): nothing in it to keep.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())
@@ -228,11 +260,48 @@ impl Effects {
                     write_atomic(fs, &to, &bytes, &env.names, env.durability)?;
                 }
             }
+            Effect::Requeue { from, to, reason_from, reason_to } => {
+                if !env.layout.is_contained(fs, &from) || !env.layout.is_contained(fs, &reason_to) {
+                    tracing::error!(entry = %env.rel(&from),
+                        "not requeued: a directory on its path is a symbolic link");
+                    return Ok(());
+                }
+                self.move_once(env, &from, &to)?;
+                if fs.stat(&reason_from)?.is_some() {
+                    if let Some(d) = reason_to.parent() {
+                        fs.create_dir_all(d)?;
+                    }
+                    self.move_once(env, &reason_from, &reason_to)?;
+                }
+            }
             Effect::Post { agent, post } => self.post(env, &agent, post)?,
-            Effect::Reply { to, verdict } => {
-                // The requester may have given up waiting: the outcome is in the journal anyway.
+            // The requester may have given up waiting: the outcome is in the journal anyway.
+            Effect::Reply(Answer::Verdict(to, verdict)) => {
                 let _ = to.send(verdict);
             }
+            Effect::Reply(Answer::Bulk(to, verdict)) => {
+                let _ = to.send(verdict);
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a file that must not be in both places, nor replace anything: gone already is done,
+    /// and a destination that exists already is this very file moved before a crash that kept
+    /// the source too (destinations are fresh names), so the source is removed.
+    fn move_once(&mut self, env: &Env, from: &Path, to: &Path) -> Result<(), EngineError> {
+        match env.fs().rename_noreplace(from, to) {
+            Ok(()) => {
+                self.touch_src(from);
+                self.touch_dir(to);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_already_exists() => match env.fs().remove_file(from) {
+                Ok(()) => self.touch_src(from),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

@@ -88,10 +88,7 @@ impl Env {
     /// Where a task goes when it has no `assigned_to`: its `task_type`'s route, else the pool
     /// named after its type.
     pub fn route_of(&self, task: &Task) -> Route {
-        if let Some(r) = task.task_type.as_ref().and_then(|t| self.cfg.routes.get(t)) {
-            return r.clone();
-        }
-        Route::Pool(names::pool_for_task_type(task.task_type.as_deref()))
+        self.cfg.route_of(task)
     }
 
     /// Every agent with a mailbox, sorted.

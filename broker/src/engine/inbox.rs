@@ -11,7 +11,7 @@
 
 use super::claims::finish;
 use super::effects::Effect;
-use super::quarantine::{Refusal, reject_file};
+use super::quarantine::{self, Refusal, reject_file};
 use super::tx::Tx;
 use super::{EngineError, admission, legacy, mail, operator};
 use crate::journal::Entry;
@@ -28,6 +28,8 @@ pub(crate) struct Batch {
     pub messages: usize,
     /// More messages wait than the batch took.
     pub more: bool,
+    /// Messages waiting in `inbox/new/` when the pass looked (this batch included).
+    pub waiting: usize,
 }
 
 /// The inbox part: it knows whether the moves a crash interrupted are still to be finished.
@@ -59,14 +61,15 @@ fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
         // again rather than stopping (its journal and the rest of the tree are fine).
         Err(e) if e.is_permission_denied() => {
             tx.env.warn_once(&inbox.new_dir(), "cannot list the inbox", &e);
-            return Ok(Batch { messages: 0, more: false });
+            return Ok(Batch { messages: 0, more: false, waiting: 0 });
         }
         Err(e) => return Err(e.into()),
     };
     entries.retain(|e| !e.name_str().is_some_and(names::is_hidden));
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let batch = tx.env.cfg.broker.batch_size;
-    let more = entries.len() > batch;
+    let waiting = entries.len();
+    let more = waiting > batch;
     let mut n = 0;
     for e in entries.into_iter().take(batch) {
         n += 1;
@@ -123,7 +126,7 @@ fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
             Err(r) => reject_file(tx, &from, &name, Some(&msg), r),
         }
     }
-    Ok(Batch { messages: n, more })
+    Ok(Batch { messages: n, more, waiting })
 }
 
 /// A message consumed before a crash: finish moving it where the journal says it goes.
@@ -156,6 +159,7 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
         Message::Cancel { task_id } => operator::cancel(tx, task_id, name),
         Message::Retry { task_id } => operator::retry(tx, task_id, name),
         Message::Send { from, to, subject, body } => mail::send(tx, from, to, subject.as_deref(), body, name),
+        Message::Requeue { name: entry } => quarantine::requeue(tx, entry, name),
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::EngineError;
 use super::env::Env;
+use super::stats::Histogram;
 use crate::journal::{self, Entry, Journal, JournalError, Record};
 use crate::state::State;
 use protocol::Timestamp;
@@ -28,6 +29,8 @@ pub(crate) struct Ledger {
     events: broadcast::Sender<Arc<Record>>,
     /// Records pushed but not yet committed, kept only while someone subscribes.
     unpublished: Vec<Arc<Record>>,
+    /// How long commits that wrote something took (for metrics).
+    commits: Histogram,
 }
 
 impl Ledger {
@@ -78,6 +81,7 @@ impl Ledger {
             tasks_changed: true,
             events: broadcast::channel(EVENT_BACKLOG).0,
             unpublished: Vec::new(),
+            commits: Histogram::default(),
         })
     }
 
@@ -115,7 +119,11 @@ impl Ledger {
 
     /// Makes every pushed record durable, then publishes them to subscribers.
     pub fn commit(&mut self) -> Result<(), JournalError> {
+        let started = self.journal.has_pending().then(std::time::Instant::now);
         self.journal.commit(self.fs.as_ref())?;
+        if let Some(t) = started {
+            self.commits.observe(t.elapsed());
+        }
         for rec in self.unpublished.drain(..) {
             // No subscriber left is not an error: the records are in the journal.
             let _ = self.events.send(rec);
@@ -123,17 +131,24 @@ impl Ledger {
         Ok(())
     }
 
+    /// How long the commits that wrote records took.
+    pub fn commit_latency(&self) -> &Histogram {
+        &self.commits
+    }
+
     /// Every record committed from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
         self.events.subscribe()
     }
 
-    /// Writes a snapshot and archives the segments it covers once enough records have
-    /// accumulated. Call only with every effect carried out (after a commit).
-    pub fn compact_if_due(&mut self, env: &Env) -> Result<(), EngineError> {
-        if self.journal.records_since_snapshot() < env.cfg.broker.compact_after_records {
-            return Ok(());
-        }
+    /// Whether enough records have accumulated for a snapshot.
+    pub fn compaction_due(&self, env: &Env) -> bool {
+        self.journal.records_since_snapshot() >= env.cfg.broker.compact_after_records
+    }
+
+    /// Writes a snapshot and archives the segments it covers. Call only with every effect carried
+    /// out and the directories it touched fsynced (after a commit and `Effects::sync_touched`).
+    pub fn compact(&mut self, env: &Env) -> Result<(), EngineError> {
         let snap = self.state.snapshot(self.journal.next_seq() - 1);
         self.journal.compact(env.fs(), &snap, &env.names)?;
         // Journaled, so that replay forgets exactly what live operation forgets.

@@ -4,7 +4,7 @@
 //! as any message. A file of several tasks is consumed if any is taken; each refused task is
 //! quarantined on its own.
 
-use super::admission::{Admission, admit};
+use super::admission::{Admission, admit, identity};
 use super::inbox::handle;
 use super::quarantine::{Refusal, reject_part};
 use super::tx::Tx;
@@ -31,7 +31,8 @@ pub fn parses(bytes: &[u8]) -> Result<(), protocol::ValidationError> {
         .map_err(|f| protocol::ValidationError::new("", format!("not parseable: {f}")))
 }
 
-/// The identity of a legacy task object, for duplicate checks: the hash of its raw JSON.
+/// The hash of a task object's JSON as written (a board entry the board writer wrote is
+/// recognised by it).
 pub(crate) fn task_hash(v: &Value) -> u64 {
     fnv64(&serde_json::to_vec(v).expect("a JSON value serialises"))
 }
@@ -129,5 +130,6 @@ pub(crate) fn admit_normalised(
     for c in n.changes.iter().filter(|c| c.warning) {
         tracing::warn!(task = %n.task.task_id, field = %c.field, change = c.kind.as_str(), "normalised with a warning");
     }
-    admit(tx, n.task, task_hash(raw), msg, Admission::Submit)
+    let hash = identity(tx, &n.task.task_id, raw);
+    admit(tx, n.task, hash, msg, Admission::Submit)
 }

@@ -6,7 +6,8 @@
 //! [drop watcher](drops) — and handlers that work through a [`Tx`](tx) (read the state, journal
 //! records, queue effects) and own nothing: [inbox] routing, [admission], [claims] and leases,
 //! [dispatch] and dependencies, [operator] verbs, [mail], the [legacy] front door,
-//! [board-edit absorption](board_edits), [recovery] and [quarantine]. One pass,
+//! [board-edit absorption](board_edits), [recovery], [quarantine] (and requeue) and the outbox's
+//! [positions]. One pass,
 //! [`Engine::step`], is a short list of calls on them. A crash anywhere leaves the journal ahead
 //! of the tree; [`Engine::open`] replays the journal and [`Engine::reconcile`] redoes or cleans
 //! up whatever effects did not happen.
@@ -30,22 +31,27 @@ pub(crate) mod ledger;
 pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
+pub(crate) mod positions;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
+pub(crate) mod stats;
 pub(crate) mod tx;
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::import::{ImportFile, ImportOptions, ImportReport};
 use crate::journal::{JournalError, Place};
 use crate::state::{Live, State};
 use boards::BoardWriter;
-use commands::{AgentView, Command, QueueView, Subscription, TaskView, Verdict, View};
+use commands::{
+    AgentView, BulkVerdict, Command, QueueView, Refused, RetryScope, Subscription, TaskView, Verdict, View,
+};
 use drops::DropWatcher;
-use effects::{Effect, Effects};
+use effects::{Answer, Effect, Effects};
 use env::Env;
 use ledger::Ledger;
 use quarantine::Refusal;
 use runtime_layout::{Clock, Fs, FsError, Layout};
+use stats::{Histogram, Stats};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tx::{Core, Tx};
@@ -91,6 +97,10 @@ pub struct Engine {
     leases: leases::LeaseWatch,
     audit: audit::QueueAudit,
     inbox: inbox::Inbox,
+    /// How long passes take, and what the inbox held (counted for metrics, nothing more).
+    passes: Histogram,
+    messages: u64,
+    inbox_waiting: u64,
 }
 
 impl Engine {
@@ -112,13 +122,20 @@ impl Engine {
         let env = Env::new(fs, layout, cfg);
         let ledger = Ledger::open(&env, read_only)?;
         let core = Core { env, ledger, effects: Effects::default() };
+        let mut boards = BoardWriter::new();
+        if !read_only {
+            boards.load_marks(&core.env, core.ledger.next_seq() - 1)?;
+        }
         Ok(Self {
             core,
-            boards: BoardWriter::new(),
+            boards,
             drops: DropWatcher::default(),
             leases: Default::default(),
             audit: Default::default(),
             inbox: inbox::Inbox::new(),
+            passes: Histogram::default(),
+            messages: 0,
+            inbox_waiting: 0,
         })
     }
 
@@ -128,6 +145,11 @@ impl Engine {
 
     pub fn config(&self) -> &Config {
         &self.core.env.cfg
+    }
+
+    /// The sequence number the next journal record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.core.ledger.next_seq()
     }
 
     /// The state, read-only (tests, views).
@@ -156,6 +178,7 @@ impl Engine {
 
     /// One pass of the loop. Returns whether more work is waiting (call again without sleeping).
     pub fn step(&mut self) -> Result<StepReport, EngineError> {
+        let started = std::time::Instant::now();
         let start = self.core.ledger.records();
         self.drops.take(&mut self.core.tx())?;
         if self.core.env.cfg.ingest.absorb_board_edits {
@@ -177,8 +200,16 @@ impl Engine {
         }
         dispatch::ready(&mut self.core.tx());
         self.core.tx().commit()?;
-        self.core.ledger.compact_if_due(&self.core.env)?;
+        if self.core.ledger.compaction_due(&self.core.env) {
+            // The snapshot forgets what recovery needs to redo the moves it covers: make them
+            // durable first.
+            self.core.effects.sync_touched(&self.core.env)?;
+            self.core.ledger.compact(&self.core.env)?;
+        }
         self.write_boards(false)?;
+        self.passes.observe(started.elapsed());
+        self.messages += batch.messages as u64;
+        self.inbox_waiting = batch.waiting as u64;
         Ok(StepReport {
             messages: batch.messages,
             records: self.core.ledger.records() - start,
@@ -190,16 +221,21 @@ impl Engine {
     /// handlers as inbox messages, all committed together (one fsync), each verdict sent once
     /// its records are durable.
     pub fn serve(&mut self, commands: impl IntoIterator<Item = Command>) -> Result<(), EngineError> {
+        let mut subscribers = Vec::new();
         for cmd in commands {
             match cmd {
                 Command::Snapshot(reply) => {
                     let _ = reply.send(self.view());
                 }
-                Command::Subscribe(reply) => {
-                    let ledger = &self.core.ledger;
-                    let _ =
-                        reply.send(Subscription { from_seq: ledger.next_seq(), records: ledger.subscribe() });
+                Command::Stats(reply) => {
+                    let _ = reply.send(self.stats());
                 }
+                Command::Subscribe(reply) => {
+                    // Subscribed now, so that records this batch commits reach it too (a reader
+                    // skips those before `from_seq`), answered after the commit below.
+                    subscribers.push((reply, self.core.ledger.subscribe()));
+                }
+                Command::RetryWhere { scope, reply } => self.retry_where(&scope, reply),
                 Command::Submit { task, reply } => {
                     let id =
                         task.get("task_id").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string));
@@ -215,10 +251,67 @@ impl Engine {
                         operator::retry(tx, &task_id, name)
                     });
                 }
+                Command::Requeue { name, reply } => {
+                    self.request(reply, None, |tx, msg| quarantine::requeue(tx, &name, msg));
+                }
+                Command::Position { sink, reply } => {
+                    let _ = reply.send(self.state().delivered(&sink));
+                }
+                Command::Delivered { sink, through, reply } => {
+                    self.request(reply, None, |tx, _| positions::delivered(tx, &sink, through));
+                }
+                Command::Deliveries(reply) => {
+                    // `run::serve` owns the outbox and answers this itself; an engine driven
+                    // without it has no webhooks or hooks running.
+                    let _ = reply.send(crate::outbox::Deliveries::default());
+                }
             }
         }
         self.core.tx().commit()?;
+        // Every record pushed so far is durable: the journal holds all before `from_seq`.
+        let from_seq = self.core.ledger.next_seq();
+        for (reply, records) in subscribers {
+            let _ = reply.send(Subscription { from_seq, records });
+        }
         self.write_boards(false)
+    }
+
+    /// The loop's own figures.
+    fn stats(&self) -> Stats {
+        Stats {
+            commits: self.core.ledger.commit_latency().clone(),
+            passes: self.passes.clone(),
+            records: self.core.ledger.records() as u64,
+            messages: self.messages,
+            inbox_waiting: self.inbox_waiting,
+        }
+    }
+
+    /// A scoped bulk retry: each selected task through [`operator::retry`], one verdict for all.
+    fn retry_where(&mut self, scope: &RetryScope, reply: tokio::sync::oneshot::Sender<BulkVerdict>) {
+        let ids: Vec<String> = self
+            .view_tasks()
+            .into_iter()
+            .filter(|t| {
+                scope.statuses.contains(&t.task.status)
+                    && scope.pool.as_ref().is_none_or(|p| t.pool.as_ref() == Some(p))
+                    && scope.task_type.as_ref().is_none_or(|ty| t.task.task_type.as_ref() == Some(ty))
+            })
+            .map(|t| t.task.task_id)
+            .collect();
+        let name = self.core.env.names.next("api");
+        let mut tx = self.core.tx();
+        let mut verdict =
+            BulkVerdict { matched: ids.len(), retried: Vec::new(), refused: Vec::new(), seq: 0 };
+        for id in ids.into_iter().take(scope.limit) {
+            match operator::retry(&mut tx, &id, &name) {
+                Ok(()) => verdict.retried.push(id),
+                Err(r) => verdict.refused.push(Refused { task_id: id, reason: r.to_string() }),
+            }
+        }
+        verdict.seq = if verdict.retried.is_empty() { 0 } else { tx.ledger.next_seq() - 1 };
+        tracing::info!(request = %name, matched = verdict.matched, retried = verdict.retried.len(), "bulk retry");
+        tx.effect(Effect::Reply(Answer::Bulk(reply, verdict)));
     }
 
     /// Runs one changing request as if it were an inbox message of its own.
@@ -234,7 +327,7 @@ impl Engine {
             Ok(()) => {
                 let verdict =
                     Verdict::Accepted { task_id: task_id.unwrap_or_default(), seq: tx.ledger.next_seq() - 1 };
-                tx.effect(Effect::Reply { to: reply, verdict });
+                tx.effect(Effect::Reply(Answer::Verdict(reply, verdict)));
             }
             Err(r) => {
                 tracing::info!(request = %name, reason = %r, "request refused");
@@ -243,13 +336,35 @@ impl Engine {
         }
     }
 
+    /// Live tasks by id, then the most recent finished ones (oldest first), each with its pool.
+    fn view_tasks(&self) -> Vec<TaskView> {
+        let state = self.state();
+        let view = |task: &protocol::Task, place: &Place| {
+            let pool = match place {
+                Place::Queued { dir, .. } => dir.strip_prefix("queues/").map(str::to_string),
+                Place::Held { from, .. } => from.strip_prefix("queues/").map(str::to_string),
+                Place::Backlog | Place::Done => {
+                    // A finished task that was claimed from a pool names its holder, not the pool.
+                    let pooled = state.finished(&task.task_id).is_some_and(|f| f.pooled);
+                    match (&task.assigned_to, self.config().route_of(task)) {
+                        (Some(_), _) if !pooled => None,
+                        (_, config::Route::Pool(p)) => Some(p),
+                        (_, config::Route::Agent(_)) => None,
+                    }
+                }
+            };
+            TaskView { task: task.clone(), place: place.clone(), pool }
+        };
+        let mut tasks: Vec<TaskView> = state.lives().map(|l| view(&l.task, &l.place)).collect();
+        tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
+        tasks.extend(state.recent_done().map(|t| view(t, &Place::Done)));
+        tasks
+    }
+
     /// What the broker holds now.
     fn view(&self) -> View {
         let state = self.state();
-        let mut tasks: Vec<TaskView> =
-            state.lives().map(|l| TaskView { task: l.task.clone(), place: l.place.clone() }).collect();
-        tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
-        tasks.extend(state.recent_done().map(|t| TaskView { task: t.clone(), place: Place::Done }));
+        let tasks = self.view_tasks();
         let mut queues: BTreeMap<String, usize> = BTreeMap::new();
         let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for a in self.core.env.agents().unwrap_or_default() {
@@ -296,10 +411,15 @@ impl Engine {
 
     /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
+        let durable = self.core.env.durability == runtime_layout::Durability::Always;
+        self.write_boards_as(force, durable)
+    }
+
+    fn write_boards_as(&mut self, force: bool, durable: bool) -> Result<(), EngineError> {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force)
+        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 
     /// Removes processed messages older than the retention from `broker/inbox/cur/`.
@@ -318,9 +438,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Flushes everything (on shutdown).
+    /// Flushes everything (on shutdown), and leaves the marks of the boards as written so that
+    /// edits made while the broker is stopped are absorbed at the next start.
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.core.tx().commit()?;
-        self.write_boards(true)
+        self.core.effects.sync_touched(&self.core.env)?;
+        self.write_boards_as(true, true)?;
+        if self.core.env.cfg.ingest.absorb_board_edits {
+            self.boards.save_marks(&self.core.env, self.core.ledger.next_seq() - 1)?;
+        }
+        Ok(())
     }
 }

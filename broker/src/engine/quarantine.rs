@@ -2,15 +2,27 @@
 //! copied) into `broker/quarantine/` beside a `<name>.error.json` that names the file, the field
 //! and the rule, and, when the input names an agent, a notice to that agent. Nothing refused is
 //! ever deleted.
+//!
+//! And how it comes back: [`requeue`] (a `requeue` message or command) journals the requeue, then,
+//! after the commit, moves the entry into `broker/inbox/new/` under a fresh name and its reason
+//! into `broker/quarantine/requeued/`, kept as history. The inbox handles it again from the start:
+//! input still bad goes back to quarantine with its (new) reason, under a new name.
 
 use super::effects::{Effect, Post, json_pretty};
+use super::env::Env;
+use super::legacy::{DROP_PREFIX, MAIL_DROP_PREFIX};
 use super::tx::Tx;
-use crate::journal::{Entry, Rejected};
+use crate::journal::{Entry, Rejected, Requeued};
 use protocol::ValidationError;
 use protocol::message::{Message, Notice, NoticeKind};
+use protocol::names::{REASON_SUFFIX, validate_agent, validate_quarantine_entry};
+use runtime_layout::FileKind;
 use serde_json::{Value, json};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The directory of `broker/quarantine/` where the reasons of requeued entries are kept.
+pub const REQUEUED_DIR: &str = "requeued";
 
 /// Why a message (or a task within a file) was refused.
 #[derive(Debug, Clone)]
@@ -159,4 +171,90 @@ pub(crate) fn stray(tx: &mut Tx, path: &Path, name: &str, why: &str) {
     tx.push(Entry::Stray { reason: why.to_string(), path: tx.env.rel(&to), from: tx.env.rel(path) });
     let reason = json!({"file": tx.env.rel(path), "quarantined_at": now, "reason": why});
     tx.effect(Effect::Quarantine { from: path.to_path_buf(), to, reason });
+}
+
+/// The reason file beside a quarantine entry (or beside where it was).
+pub(crate) fn reason_path(entry: &Path) -> PathBuf {
+    let mut p = entry.as_os_str().to_owned();
+    p.push(REASON_SUFFIX);
+    PathBuf::from(p)
+}
+
+/// Journals that the quarantine entry `name` goes back into the inbox, and queues the moves.
+/// Refuses anything but a regular file directly inside `broker/quarantine/` that is not an
+/// entry's reason, and an entry requeued already. `msg` is the message (or command) asking.
+pub(crate) fn requeue(tx: &mut Tx, name: &str, msg: &str) -> Result<(), Refusal> {
+    validate_quarantine_entry(name).map_err(Refusal::from)?;
+    if tx.state().requeued(name) {
+        return Err(Refusal::rejected("name", format!("`{name}` was requeued already")));
+    }
+    let dir = tx.env.layout.quarantine_dir();
+    let from = dir.join(name);
+    match tx.env.fs().stat(&from) {
+        Ok(Some(m)) if m.kind == FileKind::File => {}
+        Ok(Some(m)) => {
+            return Err(Refusal::rejected(
+                "name",
+                format!("`{name}` is a {}, not a quarantined file", m.kind),
+            ));
+        }
+        Ok(None) => return Err(Refusal::rejected("name", format!("no quarantine entry `{name}`"))),
+        Err(e) => return Err(Refusal::rejected("name", format!("`{name}` cannot be looked at: {e}"))),
+    }
+    let reason_from = reason_path(&from);
+    // The reason names where the input came from (so it goes back through the same door) and
+    // the task it was about. A reason that cannot be read only costs those two.
+    let reason: Value = match tx.env.fs().read(&reason_from, 1 << 20) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        Err(e) if e.is_not_found() => Value::Null,
+        Err(e) => {
+            tracing::warn!(entry = %name, error = %e, "requeue: the entry's reason cannot be read");
+            Value::Null
+        }
+    };
+    let fresh = fresh_name(tx.env, reason["file"].as_str());
+    let to = tx.env.layout.broker_inbox().new_dir().join(&fresh);
+    let reason_to = reason_path(&dir.join(REQUEUED_DIR).join(name));
+    tx.push(Entry::Requeue(Requeued {
+        name: name.to_string(),
+        path: tx.env.rel(&to),
+        reason_path: tx.env.rel(&reason_to),
+        msg: msg.to_string(),
+        task_id: reason["task_id"].as_str().map(str::to_string),
+    }));
+    tracing::info!(entry = %name, as_message = %fresh, "requeued from quarantine");
+    tx.effect(Effect::Requeue { from, to, reason_from, reason_to });
+    Ok(())
+}
+
+/// The inbox name a requeued entry gets: fresh, and of the same door it first came through —
+/// a file that came in through `drop/` or a legacy mailbox keeps its lenient prefix (and its
+/// mailbox's agent), a strict message gets a plain name.
+fn fresh_name(env: &Env, original: Option<&str>) -> String {
+    let unique = env.names.next("r");
+    let unique = unique.trim_start_matches("r-").trim_end_matches(".json");
+    let Some(file) = original else { return env.names.next("requeued") };
+    let path = Path::new(file);
+    let base = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry.json");
+    let inbox = env.rel(&env.layout.broker_inbox().new_dir());
+    if path.parent() == Some(Path::new(&inbox)) {
+        if let Some(agent) = base.strip_prefix(MAIL_DROP_PREFIX).and_then(|r| r.split('+').next()) {
+            return format!("{MAIL_DROP_PREFIX}{agent}+{unique}-{}", printable(base));
+        }
+        if base.starts_with(DROP_PREFIX) {
+            return format!("{DROP_PREFIX}{unique}-{}", printable(base));
+        }
+        return env.names.next("requeued");
+    }
+    // From outside the inbox: a drop directory, or `<mail dir>/<agent>/inbox/`.
+    let parent = path.parent();
+    let mailbox_agent = parent
+        .filter(|p| p.file_name().is_some_and(|n| n == "inbox"))
+        .and_then(Path::parent)
+        .and_then(|p| p.file_name()?.to_str())
+        .filter(|a| validate_agent(a).is_ok() && !path.starts_with(env.layout.comms()));
+    match mailbox_agent {
+        Some(agent) => format!("{MAIL_DROP_PREFIX}{agent}+{unique}-{}", printable(base)),
+        None => format!("{DROP_PREFIX}{unique}-{}", printable(base)),
+    }
 }

@@ -1,13 +1,14 @@
 //! Recovery: brings the tree in line with the state replayed from the journal before the broker
 //! serves — claims made while it was down, queued files a crash lost or tore, the copy a
-//! half-durable claim left in `new/`, and files left under names the broker no longer knows.
+//! half-durable claim left in `new/`, requeues from quarantine cut short, and files left under
+//! names the broker no longer knows.
 
 use super::EngineError;
 use super::claims::{observe, record_claim};
 use super::effects::{Effect, task_bytes};
-use super::quarantine::stray;
+use super::quarantine::{reason_path, stray};
 use super::tx::Tx;
-use crate::journal::Place;
+use crate::journal::{Place, Requeued};
 use protocol::names::DispatchName;
 use runtime_layout::FsError;
 use serde_json::Value;
@@ -72,6 +73,17 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
         let bytes = task_bytes(&tx.state().live(&id).expect("collected from the live tasks above").task);
         md.create(tx.env.fs(), false)?;
         tx.effect(Effect::Deliver { maildir: md, name, bytes });
+    }
+    // Requeues journaled whose moves a crash cut short (each move is done at most once).
+    let requeues: Vec<Requeued> = tx.state().requeues().cloned().collect();
+    for r in requeues {
+        let from = tx.env.layout.quarantine_dir().join(&r.name);
+        let reason_from = reason_path(&from);
+        if tx.env.fs().stat(&from)?.is_some() || tx.env.fs().stat(&reason_from)?.is_some() {
+            let to = tx.env.layout.comms().join(&r.path);
+            let reason_to = tx.env.layout.comms().join(&r.reason_path);
+            tx.effect(Effect::Requeue { from, to, reason_from, reason_to });
+        }
     }
     // Files under names that are not current, in every new/ and cur/.
     for md in tx.env.all_maildirs()? {

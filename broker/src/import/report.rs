@@ -86,7 +86,8 @@ impl ImportReport {
             if let Some(q) = &f.quarantined {
                 let _ = writeln!(
                     s,
-                    "  quarantined: {q}{}",
+                    "  {}: {q}{}",
+                    if dry_run { "would be quarantined" } else { "quarantined" },
                     f.quarantine_path.as_ref().map(|p| format!(" -> {p}")).unwrap_or_default()
                 );
             }

@@ -13,14 +13,14 @@
 mod read;
 mod record;
 
-pub use read::{Loaded, Notes, Replayed, all_segments, load, read_segment, replay};
+pub use read::{Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay};
 pub use record::{
-    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, SnapTask, Snapshot, TakenBack,
-    Tomb, consumed_path,
+    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, Requeued, SnapTask, Snapshot,
+    TakenBack, Tomb, consumed_path,
 };
 
 use protocol::Timestamp;
-use runtime_layout::{AppendFile, Durability, Fs, FsError, NameSource, write_atomic};
+use runtime_layout::{AppendFile, Durability, FileKind, Fs, FsError, NameSource, write_atomic};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,15 @@ impl Journal {
     /// hard link to a file outside the root) is never appended to; it is moved aside, intact.
     fn create_segment(&self, fs: &dyn Fs) -> Result<Box<dyn AppendFile>, FsError> {
         match fs.create_append(&self.path) {
+            // An empty file is what an earlier version left when it started and recorded
+            // nothing: nothing to keep, nothing to say (removing a name never touches its target).
+            Err(e)
+                if e.is_already_exists()
+                    && fs.stat(&self.path)?.is_some_and(|m| m.kind == FileKind::File && m.len == 0) =>
+            {
+                fs.remove_file(&self.path)?;
+                fs.create_append(&self.path)
+            }
             Err(e) if e.is_already_exists() => {
                 let name =
                     self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -152,6 +152,27 @@ pub enum Entry {
     /// A snapshot of everything up to `through` was written: every file move the records before
     /// it describe is finished, so what the state kept to finish them can be forgotten.
     Snapshot { through: u64 },
+    /// An operator put a quarantined input back into the inbox.
+    Requeue(Requeued),
+    /// An outbox sink (a webhook or a hook) has handled every record up to `through`: after a
+    /// restart it resumes after it (see `outbox`).
+    Delivered { sink: String, through: u64 },
+}
+
+/// A quarantine entry sent back to the inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requeued {
+    /// The entry's name in `broker/quarantine/`.
+    pub name: String,
+    /// Where it went: `broker/inbox/new/<fresh name>` (relative to `agent_comms/`).
+    pub path: String,
+    /// Where its reason went: `broker/quarantine/requeued/<name>.error.json`.
+    pub reason_path: String,
+    /// The message (or command) that asked for it.
+    pub msg: String,
+    /// The task the entry's reason named, if any (so `trace` shows the requeue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
 }
 
 /// A task entering the broker whole.
@@ -273,6 +294,8 @@ impl Entry {
             Self::Consume { .. } => "consume",
             Self::Stray { .. } => "stray",
             Self::Snapshot { .. } => "snapshot",
+            Self::Requeue(_) => "requeue",
+            Self::Delivered { .. } => "delivered",
         }
     }
 
@@ -289,7 +312,12 @@ impl Entry {
             | Self::Retry { task_id, .. }
             | Self::Block { task_id, .. } => Some(task_id),
             Self::Reject(r) => r.task_id.as_deref(),
-            Self::Mail(_) | Self::Consume { .. } | Self::Stray { .. } | Self::Snapshot { .. } => None,
+            Self::Requeue(r) => r.task_id.as_deref(),
+            Self::Mail(_)
+            | Self::Consume { .. }
+            | Self::Stray { .. }
+            | Self::Snapshot { .. }
+            | Self::Delivered { .. } => None,
         }
     }
 
@@ -320,6 +348,7 @@ impl Entry {
             | Self::Retry { msg, .. }
             | Self::Consume { msg, .. } => Some(msg),
             Self::Reject(r) => r.msg.as_deref(),
+            Self::Requeue(r) => Some(&r.msg),
             Self::Mail(m) if m.import.is_none() => Some(&m.msg),
             // An import's `msg` is its source file, not an inbox message.
             _ => None,
@@ -345,6 +374,7 @@ impl Entry {
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.reason)),
             Self::Block { reason, .. } | Self::Stray { reason, .. } => Some(Cow::Borrowed(reason)),
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
+            Self::Requeue(_) => Some(Cow::Borrowed("requeued from quarantine by an operator")),
             _ => None,
         }
     }
@@ -358,6 +388,7 @@ impl Entry {
             Self::Dispatch { place, .. } | Self::Claim { place, .. } => place.rel_path().map(Cow::Owned),
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
+            Self::Requeue(r) => Some(Cow::Borrowed(&r.path)),
             _ => None,
         }
     }
@@ -394,6 +425,9 @@ pub struct Snapshot {
     /// Inbox messages consumed but possibly not yet moved: name → where they go.
     #[serde(default)]
     pub consumed: std::collections::BTreeMap<String, String>,
+    /// Each outbox sink's journaled position (`Entry::Delivered`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub delivered: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

@@ -71,6 +71,15 @@ pub(super) fn task_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Erro
     })
 }
 
+/// A quarantine entry's name: one file name, never a path or an entry's reason file.
+pub(super) fn quarantine_entry<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    check(d, "name", |v| {
+        let name = non_empty_string(v)?;
+        crate::names::validate_quarantine_entry(&name).map_err(|e| e.rule)?;
+        Ok(name)
+    })
+}
+
 /// The default of a missing `error`.
 pub(super) fn failed() -> String {
     "failed".into()

@@ -239,6 +239,12 @@ pub trait Fs: Send + Sync {
     /// Creates `path`, which must not exist (not even as a symlink), with `bytes`; fsyncs the file
     /// when `sync`. Never opens what is already there.
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError>;
+    /// [`Fs::create_new`], readable and writable by its owner only (mode 0600): for a secret
+    /// such as the HTTP token. The default is `create_new` itself, for filesystems that model no
+    /// permissions (`SimFs`); [`RealFs`] and [`RootFs`] override it.
+    fn create_private(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        self.create_new(path, bytes, sync)
+    }
     /// Renames, replacing any file at `to` (the name is replaced, never what it points to).
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError>;
     /// Renames, failing with `AlreadyExists` if `to` exists.

@@ -39,16 +39,11 @@ impl Fs for RealFs {
     }
 
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
-        use rustix::fs::{CWD, Mode, OFlags, openat};
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = openat(CWD, path, flags, Mode::from_bits_truncate(0o644))
-            .map_err(|e| FsError::io("create", path, errno(e)))?;
-        let written = unix::fill(fd, path, bytes, sync);
-        if written.is_err() {
-            // Leave no half-written file behind under a name someone may read.
-            let _ = std::fs::remove_file(path);
-        }
-        written
+        create_with_mode(path, bytes, sync, 0o644)
+    }
+
+    fn create_private(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        create_with_mode(path, bytes, sync, 0o600)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
@@ -150,4 +145,19 @@ impl Fs for RealFs {
             .map_err(|e| FsError::io("open directory", path, errno(e)))?;
         unix::lock(fd, path)
     }
+}
+
+/// Creates a new file with `mode` (less the umask), never opening one already there, writes it
+/// whole, fsyncs it when `sync`.
+fn create_with_mode(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<(), FsError> {
+    use rustix::fs::{CWD, Mode, OFlags, openat};
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = openat(CWD, path, flags, Mode::from_bits_truncate(mode))
+        .map_err(|e| FsError::io("create", path, errno(e)))?;
+    let written = unix::fill(fd, path, bytes, sync);
+    if written.is_err() {
+        // Leave no half-written file behind under a name someone may read.
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }

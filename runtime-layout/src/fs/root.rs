@@ -68,6 +68,19 @@ impl RootFs {
         self.at.dir(path, rel, true)
     }
 
+    /// Creates `path` exclusively with `bits` (less the umask), writes it whole, fsyncs it when
+    /// `sync`.
+    fn create_with_mode(&self, path: &Path, bytes: &[u8], sync: bool, bits: u32) -> Result<(), FsError> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd = self.at.open_file(path, flags, mode(bits)).map_err(|e| created(path, "create", e))?;
+        let written = unix::fill(fd, path, bytes, sync);
+        if written.is_err() {
+            // Leave no half-written file behind under a name someone may read.
+            let _ = self.remove_file(path);
+        }
+        written
+    }
+
     fn create_dirs(&self, path: &Path, rel: &Path) -> Result<(), FsError> {
         let mut cur = Dir::Root(self.at.root());
         let mut at = self.at.root_path().to_path_buf();
@@ -126,14 +139,11 @@ impl Fs for RootFs {
     }
 
     fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
-        let fd = self.at.open_file(path, flags, mode(0o644)).map_err(|e| created(path, "create", e))?;
-        let written = unix::fill(fd, path, bytes, sync);
-        if written.is_err() {
-            // Leave no half-written file behind under a name someone may read.
-            let _ = self.remove_file(path);
-        }
-        written
+        self.create_with_mode(path, bytes, sync, 0o644)
+    }
+
+    fn create_private(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        self.create_with_mode(path, bytes, sync, 0o600)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {

@@ -145,6 +145,20 @@ fn creation_is_exclusive_against_planted_hard_links_and_symlinks() {
 }
 
 #[test]
+fn private_files_are_for_their_owner_only() {
+    each(|fs, d| {
+        let p = d.join("secret");
+        fs.create_private(&p, b"t", true).unwrap();
+        assert_eq!(std::fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+        assert!(fs.create_private(&p, b"again", false).unwrap_err().is_already_exists());
+        let planted = plant(d);
+        let e = fs.create_private(&d.join("hard"), b"overwrite", true).unwrap_err();
+        assert!(e.is_already_exists(), "{e}");
+        assert_eq!(fingerprint(&planted.bait), planted.before, "the bait is untouched");
+    });
+}
+
+#[test]
 fn an_appender_stops_once_its_file_is_replaced_or_moved() {
     each(|fs, d| {
         let seg = d.join("segment");

@@ -115,6 +115,10 @@ fn produce(a: &Args) {
             Ok(msg) => log.write(
                 json!({"op": "submit", "task_id": id, "msg": msg, "assigned_to": task["assigned_to"]}),
             ),
+            // Not taken (yet): not acknowledged, so not logged as submitted.
+            Err(e @ (Error::Refused { .. } | Error::Unanswered { .. })) => {
+                log.write(json!({"op": "unacknowledged", "task_id": id, "why": e.to_string()}))
+            }
             Err(e) => die(&format!("submit {id}: {e}")),
         }
         if !gap.is_zero() {
@@ -132,7 +136,7 @@ fn agent(a: &Args) {
     let release_pct = a.num("release-pct", 5);
     let mut rng = Rng::new(a.num("seed", 1));
     let mut log = Log::open(a.get("log"));
-    let agent = Agent::open(&root, name).unwrap_or_else(|e| die(&e.to_string()));
+    let agent = Agent::register(&root, name).unwrap_or_else(|e| die(&e.to_string()));
     loop {
         let claim = match agent.claim_wait(&a.pools, Duration::from_millis(300)) {
             Ok(Some(c)) => c,
@@ -166,7 +170,10 @@ fn agent(a: &Args) {
         };
         match res {
             Ok(_) => log.write(rec(op)),
-            Err(Error::ClaimLost { .. }) => log.write(rec("lost")),
+            // Refused (the claim was taken back meanwhile) or not answered: not acknowledged.
+            Err(Error::ClaimLost { .. } | Error::Refused { .. } | Error::Unanswered { .. }) => {
+                log.write(rec("lost"))
+            }
             Err(e) => die(&format!("{name}: {op}: {e}")),
         }
     }

@@ -14,7 +14,8 @@ pub const NOTHING: u8 = 3;
 pub const LOCKED: u8 = 4;
 /// The claim is no longer held by this agent (taken back, finished, or never held).
 pub const CLAIM_LOST: u8 = 5;
-/// Invalid input: a file that is not JSON, a task or name that breaks a rule.
+/// Invalid input: a file that is not JSON, a task or name that breaks a rule, an agent that was
+/// never added.
 pub const INVALID: u8 = 6;
 /// The root is not initialised (`mailroom init`).
 pub const NOT_INITIALISED: u8 = 7;
@@ -22,6 +23,9 @@ pub const NOT_INITIALISED: u8 = 7;
 pub const FATAL_IO: u8 = 8;
 /// `mailroom bench`: the `mailroom-bench` binary is neither beside this one nor on `PATH`.
 pub const NO_BENCH: u8 = 9;
+/// No broker answered a message within the wait: it waits in the inbox (nothing is lost). And
+/// for `mailroom status`: no broker is running on the root (the status is printed all the same).
+pub const UNANSWERED: u8 = 10;
 
 /// An error with the exit code it maps to.
 pub struct Failure {
@@ -41,8 +45,23 @@ impl From<agent_sdk::Error> for Failure {
         let code = match &e {
             E::ClaimLost { .. } => CLAIM_LOST,
             E::NotInitialised { .. } => NOT_INITIALISED,
-            E::InvalidName(_) | E::InvalidTask { .. } => INVALID,
+            // A report the broker refused because its claim is no longer held: the claim is lost.
+            E::Refused { field, .. } if field == "claim" => CLAIM_LOST,
+            E::InvalidName(_) | E::InvalidTask { .. } | E::UnknownAgent { .. } | E::Refused { .. } => INVALID,
+            E::Unanswered { .. } => UNANSWERED,
             _ => ERROR,
+        };
+        Self::new(code, e)
+    }
+}
+
+impl From<mailroom::views::ViewError> for Failure {
+    fn from(e: mailroom::views::ViewError) -> Self {
+        use mailroom::views::ViewError as E;
+        let code = match &e {
+            E::NotInitialised { .. } => NOT_INITIALISED,
+            E::Invalid(_) | E::Config(_) => INVALID,
+            E::Fs(_) => ERROR,
         };
         Self::new(code, e)
     }

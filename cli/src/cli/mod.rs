@@ -3,11 +3,15 @@
 
 mod agent;
 mod bench;
+mod board;
 pub mod exit;
 mod import;
 mod io;
+mod mail;
 mod producer;
+mod quarantine;
 mod serve;
+mod status;
 mod views;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +27,14 @@ pub struct Cli {
     /// Runtime root (default: $MAILROOM_ROOT, else ./runtime).
     #[arg(long, global = true, env = "MAILROOM_ROOT", default_value = "runtime")]
     pub root: PathBuf,
+    /// Do not wait for the broker's answer to a message: return once it is delivered (and
+    /// fsynced by this command). By default every message waits to be accepted or refused.
+    #[arg(long, global = true)]
+    pub no_wait: bool,
+    /// How long to wait for the broker's answer, in seconds (then exit 10: no broker took it;
+    /// the message waits in the inbox).
+    #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
+    pub answer_within: f64,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -31,8 +43,15 @@ pub struct Cli {
 pub enum Cmd {
     /// Create the runtime tree.
     Init,
-    /// Run the broker until SIGINT or SIGTERM.
-    Run,
+    /// Run the broker until SIGINT or SIGTERM, with its HTTP surface (API, events, metrics,
+    /// dashboard; docs/HTTP.md).
+    Run {
+        /// Where the HTTP surface listens: `ADDR:PORT` (`127.0.0.1:0` picks a free port, written
+        /// to broker/http.addr) or `off`. Default: `[http] listen` of mailroom.toml, else
+        /// 127.0.0.1:7878.
+        #[arg(long, env = "MAILROOM_HTTP", value_name = "ADDR|off")]
+        http: Option<String>,
+    },
     /// Submit a task (a JSON task object, or a `{"kind":"submit","task":...}` message).
     Submit {
         /// File to read, or `-` for stdin.
@@ -99,12 +118,39 @@ pub enum Cmd {
         subject: Option<String>,
         file: String,
     },
-    /// Show the central boards.
+    /// Show the central boards (filtered), once or redrawn on every change.
     Board {
         #[arg(long)]
         status: Option<String>,
+        /// Tasks whose type routes to this pool.
+        #[arg(long)]
+        pool: Option<String>,
+        /// Tasks assigned to (or held by) this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Tasks of this `task_type`.
+        #[arg(long = "type")]
+        task_type: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Redraw on every change until interrupted (with --json: one JSON array per line).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Is a broker running, and what waits where (exit 10 when no broker runs).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quarantined input: list, show, requeue.
+    Quarantine {
+        #[command(subcommand)]
+        cmd: QuarantineCmd,
+    },
+    /// An agent's mail and notices.
+    Mail {
+        #[command(subcommand)]
+        cmd: MailCmd,
     },
     /// Show every journaled event of a task and where its file is now.
     Trace {
@@ -148,6 +194,39 @@ pub enum Cmd {
 pub enum AgentCmd {
     /// Create an agent's mailbox.
     Add { name: String },
+    /// Every agent: claims held with their leases, what waits, last activity.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QuarantineCmd {
+    /// Every entry with its reason, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One entry: its reason and its content (exit 3 when there is no such entry).
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the broker to put an entry back into its inbox, to be handled again.
+    Requeue { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum MailCmd {
+    /// Take the agent's mail and notices (each moves to its cur/: read once), oldest first.
+    Read {
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The root's filesystem, contained beneath it: every path is resolved beneath the root and never
@@ -174,9 +253,21 @@ fn root_fs(root: &Path, create: bool) -> Result<Arc<RootFs>, Failure> {
     }
 }
 
+/// [`root_fs`] on a root that must be initialised (`board`, `trace`): anything else is not a
+/// mailroom root.
+fn initialised(root: &Path, layout: &Layout) -> Result<Arc<RootFs>, Failure> {
+    let fs = root_fs(root, false)?;
+    if layout.is_initialised(fs.as_ref()) { Ok(fs) } else { Err(exit::not_initialised(root)) }
+}
+
 /// Runs one command.
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     let root = cli.root;
+    let ack = if cli.no_wait {
+        agent_sdk::Ack::None
+    } else {
+        agent_sdk::Ack::Wait(std::time::Duration::from_secs_f64(cli.answer_within.max(0.0)))
+    };
     let layout = Layout::new(&root);
     match cli.cmd {
         Cmd::Init => {
@@ -185,32 +276,63 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             println!("{}", layout.comms().display());
             Ok(())
         }
-        Cmd::Run => {
+        Cmd::Run { http } => {
+            // A root that is not a directory (or whose tree cannot be a mailroom tree) is a
+            // wrong root, not a failure of the broker's durability.
+            let not_dir = |p: &std::path::Path| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_dir());
+            if not_dir(&root) || not_dir(layout.comms()) {
+                return Err(exit::not_initialised(&root));
+            }
             let fs = root_fs(&root, true)?;
             let how = if fs.uses_openat2() { "openat2" } else { "walk" };
             tracing::info!(resolution = how, "every path is resolved beneath the root, never through a link");
-            serve::run_broker(fs, layout)
+            serve::run_broker(fs, layout, http)
         }
-        Cmd::Submit { file } => producer::submit(&root, &file),
-        Cmd::Cancel { task_id } => producer::cancel(&root, &task_id),
-        Cmd::Retry { task_id } => producer::retry(&root, &task_id),
+        Cmd::Submit { file } => producer::submit(&root, ack, &file),
+        Cmd::Cancel { task_id } => producer::cancel(&root, ack, &task_id),
+        Cmd::Retry { task_id } => producer::retry(&root, ack, &task_id),
         Cmd::Claim { agent, pools, wait } => agent::claim(&root, &agent, &pools, wait),
         Cmd::Heartbeat { agent, claim } => agent::heartbeat(&root, &agent, &claim),
-        Cmd::Complete { agent, claim, result } => agent::complete(&root, &agent, &claim, result.as_deref()),
-        Cmd::Fail { agent, claim, error, no_retry } => agent::fail(&root, &agent, &claim, &error, !no_retry),
-        Cmd::Release { agent, claim } => agent::release(&root, &agent, &claim),
-        Cmd::Send { from, to, subject, file } => agent::send(&root, &from, &to, subject.as_deref(), &file),
-        Cmd::Board { status, json } => views::board(root_fs(&root, false)?.as_ref(), &layout, status, json),
+        Cmd::Complete { agent, claim, result } => {
+            agent::complete(&root, ack, &agent, &claim, result.as_deref())
+        }
+        Cmd::Fail { agent, claim, error, no_retry } => {
+            agent::fail(&root, ack, &agent, &claim, &error, !no_retry)
+        }
+        Cmd::Release { agent, claim } => agent::release(&root, ack, &agent, &claim),
+        Cmd::Send { from, to, subject, file } => {
+            agent::send(&root, ack, &from, &to, subject.as_deref(), &file)
+        }
+        Cmd::Board { status, pool, agent, task_type, json, watch } => {
+            let args = board::Args { status, pool, agent, task_type, json, watch };
+            board::board(initialised(&root, &layout)?.as_ref(), &layout, args)
+        }
+        Cmd::Status { json } => status::status(root_fs(&root, false)?.as_ref(), &layout, json),
+        Cmd::Quarantine { cmd } => {
+            let fs = root_fs(&root, false)?;
+            match cmd {
+                QuarantineCmd::List { json } => quarantine::list(fs.as_ref(), &layout, json),
+                QuarantineCmd::Show { name, json } => quarantine::show(fs.as_ref(), &layout, &name, json),
+                QuarantineCmd::Requeue { name } => quarantine::requeue(fs.as_ref(), &layout, ack, &name),
+            }
+        }
+        Cmd::Mail { cmd: MailCmd::Read { agent, json } } => {
+            mail::read(root_fs(&root, false)?.as_ref(), &layout, &agent, json)
+        }
         Cmd::Trace { task_id, json } => {
-            views::trace(root_fs(&root, false)?.as_ref(), &layout, &task_id, json)
+            views::trace(initialised(&root, &layout)?.as_ref(), &layout, &task_id, json)
         }
         Cmd::Schema => views::schema(),
         Cmd::Import { paths, dry_run, json, no_create_agents } => {
             import::import(root_fs(&root, !dry_run)?, layout, &paths, dry_run, json, !no_create_agents)
         }
         Cmd::Bench { args } => Err(bench::bench(&args)),
-        Cmd::Agent { cmd: AgentCmd::Add { name } } => {
-            agent::add(root_fs(&root, false)?.as_ref(), &layout, &name)
+        Cmd::Agent { cmd } => {
+            let fs = root_fs(&root, false)?;
+            match cmd {
+                AgentCmd::Add { name } => agent::add(fs.as_ref(), &layout, &name),
+                AgentCmd::List { json } => agent::agent_list(fs.as_ref(), &layout, json),
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the engine's import and prints the report.
 
 use super::exit::{self, Failure, not_initialised};
-use super::io::print_json;
+use super::io::{emit, print_json};
 use runtime_layout::{Fs, Layout};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,9 +49,8 @@ pub fn import(
         engine.flush().map_err(|e| Failure::new(exit::FATAL_IO, e))?;
     }
     if json {
-        print_json(&serde_json::to_value(&report).expect("the import report serialises"));
+        print_json(&serde_json::to_value(&report).expect("the import report serialises"))
     } else {
-        print!("{}", report.render(dry_run));
+        emit(&report.render(dry_run))
     }
-    Ok(())
 }

@@ -1,0 +1,134 @@
+//! The producer's and operator's handle: submit, cancel, retry and any message, each delivered
+//! into the broker's inbox through `tmp/` and, by default, answered by the broker (see [`Ack`]).
+
+use crate::Error;
+use crate::ack::{self, Ack, Verdict};
+use protocol::{Message, Task};
+use runtime_layout::{Durability, Fs, Layout, NameSource, deliver};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A producer or operator: drops messages into the broker's inbox. Cheap to clone: clones share
+/// the filesystem and the name source.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) layout: Layout,
+    pub(crate) fs: Arc<dyn Fs>,
+    pub(crate) names: Arc<NameSource>,
+    /// How much the client itself fsyncs a message; `None` until set (then it follows `ack`).
+    durability: Option<Durability>,
+    ack: Ack,
+}
+
+impl Client {
+    /// Opens an initialised root (one made by `mailroom init` or a broker's first start).
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with(crate::root_fs(root.as_ref())?, root)
+    }
+
+    /// Like [`Client::open`], on the filesystem `fs` (every operation of the client goes through it).
+    pub fn open_with(fs: Arc<dyn Fs>, root: impl AsRef<Path>) -> Result<Self, Error> {
+        let layout = Layout::new(root.as_ref());
+        if !layout.is_initialised(fs.as_ref()) {
+            return Err(Error::NotInitialised { root: root.as_ref().to_path_buf() });
+        }
+        Ok(Self { layout, fs, names: Arc::new(NameSource::new()), durability: None, ack: Ack::default() })
+    }
+
+    /// Names messages from `names` instead of a source of the client's own. The broker reads
+    /// messages in name order; names from different sources made in the same microsecond are
+    /// ordered by their random bits, names from one source by its counter. So a test that gives
+    /// all its handles one source built on its manual clock sees the broker read their messages
+    /// in the same order in every run (see [`NameSource`]).
+    pub fn with_names(mut self, names: Arc<NameSource>) -> Self {
+        self.names = names;
+        self
+    }
+
+    /// How the client learns its messages were taken: by the broker's answer (the default, see
+    /// [`Ack`]), or not at all.
+    pub fn with_ack(mut self, ack: Ack) -> Self {
+        self.ack = ack;
+        self
+    }
+
+    /// How much the client fsyncs its own messages. By default nothing when it waits for the
+    /// broker's answer (the broker's journal makes the message durable before it answers) and
+    /// [`Durability::Always`] (the file and the inbox directory) when it does not wait.
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = Some(durability);
+        self
+    }
+
+    /// The durability a message is written with.
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability.unwrap_or(match self.ack {
+            Ack::Wait(_) => Durability::Never,
+            Ack::None => Durability::Always,
+        })
+    }
+
+    /// How the client learns its messages were taken.
+    pub fn ack(&self) -> Ack {
+        self.ack
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Submits a task (validated here first, so a bad task fails at the caller rather than in
+    /// quarantine). Returns the name of the message in the broker's inbox once the broker
+    /// accepted it (see [`Ack`]).
+    pub fn submit(&self, task: &Value) -> Result<String, Error> {
+        Task::from_value(task.clone()).map_err(|reason| Error::InvalidTask { reason })?;
+        self.send_message(&Message::Submit { task: task.clone() })
+    }
+
+    /// Asks the broker to cancel a task (a held claim is revoked).
+    pub fn cancel(&self, task_id: &str) -> Result<String, Error> {
+        protocol::task::validate_task_id(task_id).map_err(|reason| Error::InvalidTask { reason })?;
+        self.send_message(&Message::Cancel { task_id: task_id.to_string() })
+    }
+
+    /// Asks the broker to dispatch a FAILED, BLOCKED or CANCELLED task again.
+    pub fn retry(&self, task_id: &str) -> Result<String, Error> {
+        protocol::task::validate_task_id(task_id).map_err(|reason| Error::InvalidTask { reason })?;
+        self.send_message(&Message::Retry { task_id: task_id.to_string() })
+    }
+
+    /// Asks the broker to put a quarantined input (`name`, an entry of `broker/quarantine/`) back
+    /// into its inbox, to be handled again; one still bad returns to quarantine with its reason.
+    pub fn requeue(&self, name: &str) -> Result<String, Error> {
+        protocol::names::validate_quarantine_entry(name).map_err(Error::InvalidName)?;
+        self.send_message(&Message::Requeue { name: name.to_string() })
+    }
+
+    /// Delivers any message into `broker/inbox/new/` through `tmp/` and, unless the client does
+    /// not wait ([`Ack::None`]), waits for the broker's answer: `Ok` with the message's name once
+    /// it was accepted, [`Error::Refused`] or [`Error::Unanswered`] otherwise.
+    pub fn send_message(&self, msg: &Message) -> Result<String, Error> {
+        let name = self.post(msg)?;
+        match self.ack {
+            Ack::None => Ok(name),
+            Ack::Wait(timeout) => {
+                let verdict = self.verdict(&name, timeout)?;
+                ack::into_result(name, verdict, timeout)
+            }
+        }
+    }
+
+    /// Delivers a message without waiting for the answer; returns its name.
+    pub fn post(&self, msg: &Message) -> Result<String, Error> {
+        let bytes = serde_json::to_vec(&msg.to_value()).expect("a JSON value always serialises");
+        let name = self.names.next("msg");
+        deliver(self.fs.as_ref(), &self.layout.broker_inbox(), &name, &bytes, self.durability())?;
+        Ok(name)
+    }
+
+    /// Waits up to `timeout` for the broker's answer to the message `name` (see [`Ack`]).
+    pub fn verdict(&self, name: &str, timeout: std::time::Duration) -> Result<Verdict, Error> {
+        ack::wait(self.fs.as_ref(), &self.layout, name, timeout)
+    }
+}

@@ -1,0 +1,118 @@
+//! `mailroom board`: the central boards, filtered by status, pool, agent and type, once or
+//! redrawn on every change (`--watch`, until SIGINT or SIGTERM). Changes are noticed by watching
+//! `central_task_boards/` (the broker replaces a board by renaming a new file over it), with a
+//! rescan every second in case an event is missed; a redraw happens only when what is shown
+//! changed. With `--json`, each redraw is one JSON array on one line.
+
+use super::exit::{self, Failure, not_initialised};
+use super::io::emit;
+use mailroom::board::{self, Filter};
+use mailroom::config::Config;
+use notify::{RecursiveMode, Watcher};
+use protocol::{Status, Task};
+use runtime_layout::{Board, Fs, Layout};
+use serde_json::Value;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Args {
+    pub status: Option<String>,
+    pub pool: Option<String>,
+    pub agent: Option<String>,
+    pub task_type: Option<String>,
+    pub json: bool,
+    pub watch: bool,
+}
+
+pub fn board(fs: &dyn Fs, layout: &Layout, args: Args) -> Result<(), Failure> {
+    if !layout.is_initialised(fs) {
+        return Err(not_initialised(layout.root()));
+    }
+    let status = args
+        .status
+        .map(|s| s.parse::<Status>())
+        .transpose()
+        .map_err(|e| Failure::new(exit::USAGE, format!("--status: {}", e.rule)))?;
+    let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let filter = Filter { status, pool: args.pool, agent: args.agent, task_type: args.task_type };
+    if args.watch {
+        return watch(fs, layout, &filter, &cfg, args.json);
+    }
+    emit(&show(fs, layout, &filter, &cfg, args.json, true)?)
+}
+
+/// What one drawing prints.
+fn show(
+    fs: &dyn Fs,
+    layout: &Layout,
+    filter: &Filter,
+    cfg: &Config,
+    json: bool,
+    pretty: bool,
+) -> Result<String, Failure> {
+    let rows = board::read_filtered(fs, layout, filter, cfg).map_err(|e| Failure::new(exit::ERROR, e))?;
+    Ok(if json {
+        let v = Value::Array(rows.iter().map(|(b, t)| with_board(*b, t)).collect());
+        let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+        format!("{}\n", text.map_err(|e| Failure::new(exit::ERROR, e))?)
+    } else {
+        board::render(&rows)
+    })
+}
+
+fn with_board(b: Board, t: &Task) -> Value {
+    let mut v = t.to_value();
+    if let Value::Object(m) = &mut v {
+        m.insert("board".into(), board::board_name(b).into());
+    }
+    v
+}
+
+fn watch(fs: &dyn Fs, layout: &Layout, filter: &Filter, cfg: &Config, json: bool) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(exit::ERROR, e))?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let sig = |k| signal(k).map_err(|e| Failure::new(exit::ERROR, format!("signal handlers: {e}")));
+        let (mut int, mut term) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let w = wake.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if agent_sdk::is_change(&res) {
+                w.notify_one();
+            }
+        });
+        // Without a watcher (inotify limits), the rescan every second still redraws.
+        let _watcher = watcher
+            .ok()
+            .and_then(|mut w| w.watch(&layout.boards_dir(), RecursiveMode::NonRecursive).ok().map(|()| w));
+        let tty = std::io::stdout().is_terminal() && !json;
+        let mut last = String::new();
+        loop {
+            let shown = show(fs, layout, filter, cfg, json, false)?;
+            if shown != last {
+                let mut out = std::io::stdout().lock();
+                let frame = if tty {
+                    let now = runtime_layout::now();
+                    format!("\x1b[2J\x1b[Hmailroom board  {now}  (Ctrl-C to quit)\n\n{shown}")
+                } else {
+                    shown.clone()
+                };
+                // A reader that went away (`| head`) ends the watch, quietly.
+                if out.write_all(frame.as_bytes()).and_then(|()| out.flush()).is_err() {
+                    return Ok(());
+                }
+                last = shown;
+            }
+            tokio::select! {
+                _ = int.recv() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    })
+}

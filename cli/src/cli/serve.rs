@@ -1,0 +1,96 @@
+//! `mailroom run`: the broker on a tokio runtime with its HTTP surface beside it on the same
+//! runtime, stopped cleanly by SIGINT or SIGTERM.
+//!
+//! The HTTP surface holds only a command-channel handle. It waits for the broker to serve before
+//! it binds, so a root locked by another broker reports that (exit 4), not a busy port. If it
+//! cannot start on an address that was asked for, the broker stops too (exit 6): an operator who
+//! asked for a dashboard must not be left without one unknowingly.
+
+use super::exit::{self, Failure};
+use mailroom::config::Config;
+use mailroom::engine::commands;
+use mailroom::run;
+use runtime_layout::{Fs, Layout};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Requests waiting for the loop before a front end's `send` waits.
+const COMMAND_DEPTH: usize = 1024;
+
+pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Result<(), Failure> {
+    // The configuration is read again by the broker; here only for the HTTP settings (a bad file
+    // is reported before anything starts, with the same exit code the broker would use).
+    // The tree is made (and repaired) by the broker once it holds the lock.
+    let cfg = Config::load(fs.as_ref(), &layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let (listen, chosen) = match &http {
+        Some(h) => (h.as_str(), true),
+        None => cfg.http.listen(),
+    };
+    let listen = mailroom_http::Listen::parse(listen).map_err(|e| Failure::new(exit::USAGE, e))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(exit::ERROR, e))?;
+    let http_failed: Rc<RefCell<Option<mailroom_http::HttpError>>> = Rc::default();
+    let result = rt.block_on(async {
+        // Handlers are installed before the broker starts serving, so a SIGTERM that arrives at
+        // any point after that is a clean shutdown, never the default (killing) disposition.
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).map_err(run::RunError::Signal)?;
+        let mut term = signal(SignalKind::terminate()).map_err(run::RunError::Signal)?;
+        let (http_down, http_down_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            tokio::select! {
+                _ = int.recv() => tracing::info!("signal received: finishing the message in hand"),
+                _ = term.recv() => tracing::info!("signal received: finishing the message in hand"),
+                Ok(()) = http_down_rx => tracing::error!("the http surface could not start: stopping"),
+            }
+        };
+        let (handle, rx) = commands::channel(COMMAND_DEPTH);
+        let opts = mailroom_http::Options { listen, chosen };
+        let failed = http_failed.clone();
+        let (hfs, hlayout) = (fs.clone(), layout.clone());
+        let front = async move {
+            if let Err(e) = mailroom_http::serve(hfs, hlayout, cfg, opts, handle).await {
+                *failed.borrow_mut() = Some(e);
+                let _ = http_down.send(());
+            }
+            std::future::pending::<()>().await
+        };
+        // The webhooks' HTTP client: the broker library has none of its own.
+        let poster: Option<std::sync::Arc<dyn mailroom::outbox::Poster>> =
+            match mailroom_http::poster::WebhookClient::new() {
+                Ok(c) => Some(std::sync::Arc::new(c)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no HTTP client for webhooks");
+                    None
+                }
+            };
+        tokio::select! {
+            r = run::serve_with(fs.clone(), layout.clone(), shutdown, Some(rx), poster) => r,
+            () = front => unreachable!("the http front end never returns"),
+        }
+    });
+    // A broker refused the root's lock never wrote the address: the file is the other's.
+    if !matches!(result, Err(run::RunError::Locked(_)))
+        && let Err(e) = mailroom_http::forget_addr(fs.as_ref(), &layout)
+    {
+        tracing::warn!(error = %e, "could not remove broker/http.addr");
+    }
+    if let Some(e) = http_failed.borrow_mut().take() {
+        return Err(Failure::new(exit::INVALID, e));
+    }
+    result.map_err(failure)
+}
+
+/// The exit code and message of a broker that stopped (or never started).
+pub fn failure(e: run::RunError) -> Failure {
+    match e {
+        run::RunError::Locked(e) => Failure::new(exit::LOCKED, e),
+        run::RunError::Config(e) => Failure::new(exit::INVALID, e),
+        run::RunError::Engine(e) => Failure::new(exit::FATAL_IO, format!("broker stopped: {e}")),
+        run::RunError::Tree(e) => Failure::new(exit::FATAL_IO, format!("broker stopped: {e}")),
+        run::RunError::Signal(e) => Failure::new(exit::ERROR, format!("installing signal handlers: {e}")),
+    }
+}

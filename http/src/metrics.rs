@@ -1,0 +1,196 @@
+//! `GET /metrics`: the Prometheus exposition (OpenMetrics text, from `prometheus-client`). Every
+//! name starts `mailroom_`.
+//!
+//! Three sources: counters and histograms the [observer](crate::observer) feeds from the record
+//! stream (transitions, lease expiries, quarantines, submit→claim and claim→finish); gauges
+//! computed at scrape time from a snapshot (tasks by status and pool, queue depth, claims held per
+//! agent); and the loop's own figures (`Command::Stats`: journal commit and pass durations, inbox
+//! backlog), which the loop counts and this module only formats.
+
+use crate::AppState;
+use crate::routes::ApiError;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use mailroom::engine::commands::{Histogram as LoopHistogram, Stats, View};
+use mailroom::journal::Place;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::BTreeMap;
+
+/// The content type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a scrape reads besides the stream's counters.
+#[derive(Debug)]
+struct AtScrape {
+    /// (status, pool) → tasks.
+    tasks: BTreeMap<(String, String), i64>,
+    /// queue dir (`queues/p`, `mailboxes/a`) → queued files.
+    queued: BTreeMap<String, i64>,
+    held: BTreeMap<String, i64>,
+    stats: Stats,
+    quarantined: i64,
+}
+
+fn encode_loop_histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    h: &LoopHistogram,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    m.encode_histogram::<NoLabelSet>(h.sum_secs, h.count, &h.cumulative(), None)
+}
+
+impl Collector for AtScrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        {
+            let mut m = enc.encode_descriptor(
+                "mailroom_tasks",
+                "Tasks the broker holds (live, and the recently finished it remembers), by status and pool",
+                None,
+                MetricType::Gauge,
+            )?;
+            for ((status, pool), n) in &self.tasks {
+                m.encode_family(&[("status", status.as_str()), ("pool", pool.as_str())])?.encode_gauge(n)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "mailroom_queue_depth",
+                "Task files waiting to be claimed, per pool or agent mailbox",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (dir, n) in &self.queued {
+                m.encode_family(&[("queue", dir.as_str())])?.encode_gauge(n)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "mailroom_held_claims",
+                "Claims each agent holds",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (agent, n) in &self.held {
+                m.encode_family(&[("agent", agent.as_str())])?.encode_gauge(n)?;
+            }
+        }
+        enc.encode_descriptor(
+            "mailroom_inbox_backlog",
+            "Messages waiting in broker/inbox/new when the loop last looked",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&(self.stats.inbox_waiting as i64))?;
+        enc.encode_descriptor(
+            "mailroom_quarantined_files",
+            "Entries in broker/quarantine",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&self.quarantined)?;
+        enc.encode_descriptor(
+            "mailroom_journal_records",
+            "Journal records committed since the broker started",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.stats.records, None)?;
+        enc.encode_descriptor(
+            "mailroom_messages",
+            "Inbox messages handled since the broker started",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.stats.messages, None)?;
+        encode_loop_histogram(
+            &mut enc,
+            "mailroom_journal_commit",
+            "Journal group commits (append and fsync) that wrote records",
+            &self.stats.commits,
+        )?;
+        encode_loop_histogram(
+            &mut enc,
+            "mailroom_pass_duration",
+            "Passes of the broker's loop",
+            &self.stats.passes,
+        )
+    }
+}
+
+/// The exposition text of one scrape.
+pub fn render(
+    state: &AppState,
+    view: &View,
+    stats: Stats,
+    quarantined: i64,
+) -> Result<String, std::fmt::Error> {
+    let c = &state.observer.counters;
+    let mut reg = Registry::default();
+    reg.register("mailroom_transitions", "Journaled records by operation and pool", c.transitions.clone());
+    reg.register(
+        "mailroom_lease_expiries",
+        "Claims taken back because their lease ran out, by pool",
+        c.lease_expiries.clone(),
+    );
+    reg.register(
+        "mailroom_quarantines",
+        "Inputs refused into quarantine, by kind and field",
+        c.quarantines.clone(),
+    );
+    reg.register_with_unit(
+        "mailroom_submit_to_claim",
+        "From a task's queueing (submission or redispatch) to its claim",
+        Unit::Seconds,
+        c.submit_to_claim.clone(),
+    );
+    reg.register_with_unit(
+        "mailroom_claim_to_finish",
+        "From a claim to its completion or failure",
+        Unit::Seconds,
+        c.claim_to_finish.clone(),
+    );
+    let mut at = AtScrape {
+        tasks: BTreeMap::new(),
+        queued: BTreeMap::new(),
+        held: BTreeMap::new(),
+        stats,
+        quarantined,
+    };
+    for t in &view.tasks {
+        let key = (t.task.status.as_str().to_string(), t.pool.clone().unwrap_or_default());
+        *at.tasks.entry(key).or_default() += 1;
+        if let Place::Held { agent, .. } = &t.place {
+            *at.held.entry(agent.clone()).or_default() += 1;
+        }
+    }
+    for a in &view.agents {
+        at.held.entry(a.name.clone()).or_default();
+    }
+    for q in &view.queues {
+        at.queued.insert(q.dir.clone(), q.queued as i64);
+    }
+    reg.register_collector(Box::new(at));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let view = state.handle.snapshot().await?;
+    let stats = state.handle.stats().await?;
+    let (fs, layout) = (state.fs.clone(), state.layout.clone());
+    let quarantined = tokio::task::spawn_blocking(move || {
+        crate::ops::list_quarantine(fs.as_ref(), &layout, 0).map(|(n, _)| n as i64)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    let text = render(&state, &view, stats, quarantined).map_err(ApiError::internal)?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
+}

@@ -1,0 +1,146 @@
+//! The observer fed by hand-made records: windows, waits, agents, the state and its samples.
+
+use super::*;
+use mailroom::engine::commands::View;
+use mailroom::journal::{Admitted, Report};
+use protocol::{Task, Timestamp};
+
+const S: i64 = 1_000_000;
+/// A fixed "now" (µs): records are placed relative to it.
+const NOW: i64 = 1_800_000_000 * S;
+
+fn task(id: &str, status: Status) -> Task {
+    let mut t = Task::new(id);
+    t.task_type = Some("build".into());
+    t.status = status;
+    t
+}
+
+fn rec(seq: u64, at: i64, entry: Entry) -> Record {
+    Record { seq, ts: Timestamp::from_micros(at), entry }
+}
+
+fn queued(id: &str) -> Place {
+    Place::Queued { dir: "queues/build".into(), name: format!("1-{id}.json") }
+}
+
+fn held(id: &str, agent: &str) -> Place {
+    Place::Held {
+        agent: agent.into(),
+        name: format!("1-{id}.json"),
+        seen_at: Timestamp::from_micros(NOW),
+        from: "queues/build".into(),
+    }
+}
+
+/// Submit, dispatch at `at`, claim `wait` seconds later, complete `work` seconds after that.
+fn lifecycle(o: &Observer, seq: u64, id: &str, at: i64, wait: i64, work: i64) {
+    let admitted = Admitted {
+        task_id: id.into(),
+        task: task(id, Status::Pending),
+        place: Place::Backlog,
+        msg: format!("m-{id}"),
+        hash: 1,
+        path: String::new(),
+    };
+    o.observe(&rec(seq, at, Entry::Submit(admitted)), true);
+    let dispatch = Entry::Dispatch { task_id: id.into(), task: task(id, Status::Pending), place: queued(id) };
+    o.observe(&rec(seq + 1, at, dispatch), true);
+    let claim = Entry::Claim {
+        task_id: id.into(),
+        task: task(id, Status::InProgress),
+        place: held(id, "A-1"),
+        agent: "A-1".into(),
+    };
+    o.observe(&rec(seq + 2, at + wait * S, claim), true);
+    let report = Report {
+        task_id: id.into(),
+        task: task(id, Status::Completed),
+        place: Place::Done,
+        msg: format!("c-{id}"),
+        agent: "A-1".into(),
+        claim: String::new(),
+    };
+    o.observe(&rec(seq + 3, at + (wait + work) * S, Entry::Complete(report)), true);
+}
+
+fn empty_view(next_seq: u64) -> View {
+    View { next_seq, tasks: Vec::new(), queues: Vec::new(), agents: Vec::new(), finished: 0 }
+}
+
+#[test]
+fn waits_rates_and_agents_come_from_the_records() {
+    let o = Observer::new(Config::default());
+    o.seed(&empty_view(1));
+    // Ten tasks over the last two minutes, each waiting i seconds; one left queued.
+    for i in 0..10 {
+        lifecycle(&o, 1 + 4 * i as u64, &format!("T-{i}"), NOW - 120 * S + i * S, i + 1, 2);
+    }
+    let d = task("Q", Status::Pending);
+    o.observe(
+        &rec(100, NOW - 30 * S, Entry::Dispatch { task_id: "Q".into(), task: d, place: queued("Q") }),
+        true,
+    );
+    let pools = o.pools(NOW);
+    let build = &pools["build"];
+    assert_eq!(build.in_per_min, 11.0 / 5.0, "eleven arrivals in the last five minutes");
+    assert_eq!(build.out_per_min, 10.0 / 5.0);
+    assert_eq!((build.wait_p50_secs, build.wait_p95_secs), (Some(5.0), Some(10.0)));
+    assert_eq!(build.oldest_wait_secs, Some(30.0), "Q has waited since its dispatch");
+    let agents = o.agents(NOW);
+    assert_eq!(agents["A-1"].completions_per_min, 2.0);
+    assert!(agents["A-1"].last_seen.is_some());
+    // Counters (live records only) and histograms.
+    let claims =
+        o.counters.transitions.get_or_create(&[("op", "claim".into()), ("pool", "build".into())]).get();
+    assert_eq!(claims, 10);
+    // The state: Q queued, ten finished; a sample records both.
+    o.sample(NOW);
+    let s = o.samples();
+    assert_eq!(s[0].depth.get("build"), Some(&1));
+    assert_eq!(s[0].finished.get("COMPLETED"), Some(&10));
+    assert_eq!(s[0].live.get("PENDING"), Some(&1));
+}
+
+#[test]
+fn windows_forget_what_is_older_than_the_window_and_history_counts_nowhere() {
+    let o = Observer::new(Config::default());
+    o.seed(&empty_view(1000));
+    // Read from the journal at start (not live): windows yes, counters no, state no (the
+    // snapshot at seq 1000 has it already).
+    lifecycle(&o, 1, "OLD", NOW - (WINDOW_SECS + 60) * S, 1, 1);
+    lifecycle(&o, 10, "H", NOW - 60 * S, 3, 1);
+    let claims =
+        o.counters.transitions.get_or_create(&[("op", "claim".into()), ("pool", "build".into())]).get();
+    assert_eq!(claims, 2, "these were fed as live records");
+    let o2 = Observer::new(Config::default());
+    o2.seed(&empty_view(1000));
+    for (seq, at) in [(1, NOW - (WINDOW_SECS + 60) * S), (10, NOW - 60 * S)] {
+        let d = task("X", Status::Pending);
+        o2.observe(
+            &rec(seq, at, Entry::Dispatch { task_id: "X".into(), task: d, place: queued("X") }),
+            false,
+        );
+    }
+    assert_eq!(
+        o2.counters.transitions.get_or_create(&[("op", "dispatch".into()), ("pool", "build".into())]).get(),
+        0
+    );
+    o2.sample(NOW);
+    assert_eq!(
+        o2.samples()[0].depth.get("build"),
+        None,
+        "records before the snapshot do not change the state"
+    );
+    let p = &o.pools(NOW)["build"];
+    assert_eq!(p.waits_sampled, 1, "the wait older than the window is forgotten");
+    assert_eq!(p.wait_p50_secs, Some(3.0));
+}
+
+#[test]
+fn quantiles_take_the_nearest_rank() {
+    assert_eq!(quantile(&mut [], 0.5), None);
+    assert_eq!(quantile(&mut [3.0, 1.0, 2.0], 0.5), Some(2.0));
+    assert_eq!(quantile(&mut [1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
+    assert_eq!(quantile(&mut [7.0], 0.95), Some(7.0));
+}
