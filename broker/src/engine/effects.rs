@@ -218,40 +218,13 @@ impl Effects {
             // Never over a kept copy: the destination was chosen free when the move was journaled,
             // so a file there already is this very message, moved before a crash that kept its
             // source too (only the destination's fsync happened): finish the move.
-            Effect::Consumed { from, to } => match fs.rename_noreplace(&from, &to) {
-                Ok(()) => {
-                    self.touch_src(&from);
-                    self.touch_dir(&to);
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
-                    Ok(()) => self.touch_src(&from),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                },
-                Err(e) => return Err(e.into()),
-            },
+            Effect::Consumed { from, to } => self.move_in(env, &from, &to)?,
             Effect::Quarantine { from, to, reason } => {
                 // The reason first, durably: a crash between the two then leaves the message in
                 // the inbox to be moved again, never a quarantined file without its reason (the
                 // move is not redone once the file has left the inbox).
                 write_reason(env, &to, &reason)?;
-                match fs.rename_noreplace(&from, &to) {
-                    Ok(()) => {
-                        self.touch_src(&from);
-                        self.touch_dir(&to);
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    // Moved before a crash that kept the source too (only the quarantine's fsync
-                    // happened): the quarantined copy is this very file (its name holds the
-                    // record's seq), so finish the move. Failing here would stop every restart.
-                    Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
-                        Ok(()) => self.touch_src(&from),
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    },
-                    Err(e) => return Err(e.into()),
-                }
+                self.move_in(env, &from, &to)?;
             }
             Effect::QuarantineCopy { to, bytes, reason } => {
                 // The reason first, as for a moved file: a copy is never left without its why.
@@ -306,6 +279,57 @@ impl Effects {
         Ok(())
     }
 
+    /// Moves `from` to `to`, a name chosen free when the move was journaled, never over what is
+    /// there. A file already at `to` that is `from` itself (the same inode: the move happened
+    /// before a crash that kept the source's entry too, only the destination's fsync done) means
+    /// the move is finished by removing `from`; failing there would stop every restart. Anything
+    /// else at `to` was put there by someone else (a hard link to a file outside the root, say):
+    /// it is moved aside (`<name>.displaced-<time>`, never opened) and the move made, so the
+    /// file is neither lost nor ever written through.
+    fn move_in(&mut self, env: &Env, from: &Path, to: &Path) -> Result<(), EngineError> {
+        let fs = env.fs();
+        for attempt in 0.. {
+            match fs.rename_noreplace(from, to) {
+                Ok(()) => {
+                    self.touch_src(from);
+                    self.touch_dir(to);
+                    return Ok(());
+                }
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) if e.is_already_exists() && attempt < 3 => {
+                    let (src, dst) = (fs.stat(from)?, fs.stat(to)?);
+                    match (src, dst) {
+                        (None, _) => return Ok(()),
+                        (Some(s), Some(d)) if s.ino == d.ino => {
+                            match fs.remove_file(from) {
+                                Ok(()) => self.touch_src(from),
+                                Err(e) if e.is_not_found() => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                            return Ok(());
+                        }
+                        (Some(_), Some(d)) => {
+                            let aside = displaced_name(to, env.now(), attempt);
+                            match fs.rename_noreplace(to, &aside) {
+                                Ok(()) => {
+                                    tracing::warn!(path = %env.rel(to), kind = %d.kind, moved_to = %env.rel(&aside),
+                                        "a file someone else put at a name the broker was moving a file to: moved aside, never opened");
+                                    self.touch_dir(&aside);
+                                }
+                                Err(e) if e.is_not_found() || e.is_already_exists() => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        // Gone meanwhile: try again.
+                        (Some(_), None) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     fn post(&mut self, env: &Env, agent: &str, post: Post) -> Result<(), EngineError> {
         let md = env.layout.mailbox(agent);
         if !md.exists(env.fs()) || !env.layout.maildir_contained(env.fs(), &md) {
@@ -324,6 +348,16 @@ impl Effects {
         }
         Ok(())
     }
+}
+
+/// Where a file found at `to` is moved aside: `<to>.displaced-<time>`, `-<n>` after a first try.
+fn displaced_name(to: &Path, now: protocol::Timestamp, attempt: u32) -> PathBuf {
+    let mut p = to.as_os_str().to_owned();
+    p.push(format!(".displaced-{}", now.compact()));
+    if attempt > 0 {
+        p.push(format!("-{}", attempt + 1));
+    }
+    PathBuf::from(p)
 }
 
 /// Writes `<quarantined>.error.json`, durably, unless it exists: a reason written before a
