@@ -436,3 +436,72 @@ fn a_second_broker_is_refused_whatever_was_done_to_the_lock_file() {
     assert_eq!(fingerprint(&outside.dir), before, "something outside the root changed");
     exactly_once(&root, &ids);
 }
+
+/// Hard links to an outside file planted at names the broker creates or moves files to while it
+/// runs: the temporaries of board rewrites, the next snapshots, the quarantine entry of a message
+/// it will refuse, and the `inbox/cur/` name of a message it will consume. None is ever opened
+/// for writing (the outside file is unchanged); a planted file in the way of a move is moved
+/// aside, so the message itself is kept, whole, where the journal says it went.
+#[test]
+fn files_planted_at_names_the_broker_creates_are_never_written_through() {
+    let root = Root::new();
+    root.write_config(
+        "[broker]\ntick_ms = 50\nsettle_ms = 100\ncompact_after_records = 40\n[ingest]\ntask_dirs = [\"tasks\"]\n",
+    );
+    let outside = Outside::new(&root);
+    std::fs::create_dir(root.path.join("tasks")).unwrap();
+    let mut broker = start(&root);
+    assert!(root.run(&["agent", "add", "Agent-1"]).status.success());
+    let pid = broker.pid();
+    let link = |p: PathBuf| {
+        std::fs::hard_link(&outside.hard, &p).unwrap();
+        p
+    };
+    let (boards, journal, quarantine) = (
+        root.comms().join("central_task_boards"),
+        root.comms().join("broker/journal"),
+        root.comms().join("broker/quarantine"),
+    );
+    let mut temps = Vec::new();
+    for board in root.ls("central_task_boards").iter().filter(|n| n.ends_with(".json")) {
+        temps.extend((0..400).map(|k| link(boards.join(format!(".{board}.tmp-{pid}-{k}")))));
+    }
+    assert!(!temps.is_empty(), "the boards are written at start");
+    let snaps: Vec<PathBuf> =
+        (1..=400).map(|seq| link(journal.join(format!("snapshot-{seq:016}.json")))).collect();
+    let entries: Vec<PathBuf> =
+        (1..=600).map(|seq| link(quarantine.join(format!("{seq:012}-P-bad.json")))).collect();
+    let submit = json!({"kind": "submit", "task": {"task_id": "P-HAND", "task_type": "work"}}).to_string();
+    let consumed = link(root.comms().join("broker/inbox/cur/msg-P-hand.json"));
+    let before = fingerprint(&outside.dir);
+
+    let ino = std::fs::metadata(&outside.hard).unwrap().ino();
+    let planted = |p: &PathBuf| std::fs::symlink_metadata(p).is_ok_and(|m| m.ino() == ino);
+    let moved_aside = |p: &Path| {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&format!("{name}.displaced-")))
+    };
+
+    put(&root.comms().join("broker/inbox/new"), "msg-P-hand.json", submit.as_bytes());
+    complete_all(&root, &mut broker, &BTreeSet::from(["P-HAND".to_string()]));
+    // Checked before the first inbox prune (a minute after start) removes consumed messages.
+    assert_eq!(std::fs::read_to_string(&consumed).unwrap(), submit, "the consumed message, whole");
+    assert!(moved_aside(&consumed), "nothing moved aside beside {}:\n{}", consumed.display(), broker.log());
+    let mut ids = traffic(&root, &mut broker, "P", 12);
+    ids.insert("P-HAND".into());
+    wait_for(T, || root.ls("broker/journal/archive").iter().any(|n| n.starts_with("segment-")));
+    assert!(broker.is_running(), "{}", broker.log());
+    assert_eq!(fingerprint(&outside.dir), before, "something outside the root changed");
+    exactly_once(&root, &ids);
+
+    assert!(temps.iter().any(|p| !planted(p)), "no board rewrite met a planted temporary");
+    assert!(snaps.iter().any(|p| !planted(p)), "no snapshot was written over a planted name");
+    // The refused message is where the journal says it went, whole; what stood in its way sits
+    // beside it.
+    let kept = entries.iter().find(|p| !planted(p)).expect("the refused message's entry");
+    assert_eq!(std::fs::read(kept).unwrap(), b"this is not JSON", "{}", kept.display());
+    assert!(moved_aside(kept), "nothing moved aside beside {}:\n{}", kept.display(), broker.log());
+}
