@@ -78,6 +78,24 @@ impl Default for BrokerSettings {
     }
 }
 
+/// How ready tasks are released to agents.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchSettings {
+    /// At most this many ready tasks of one maildir (a pool or an agent's mailbox) are files in
+    /// its `new/`; the rest wait in the broker's state, in dispatch order, and get their file as
+    /// claims make room. A task that sorts before the window's last file takes its place at
+    /// once. Keeps a claim (which lists `new/`) and a pass costing the same at any queue depth.
+    /// `0` means no limit.
+    pub ready_window: usize,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self { ready_window: 256 }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -88,6 +106,8 @@ struct RawConfig {
     routes: BTreeMap<String, String>,
     #[serde(default)]
     ingest: IngestSettings,
+    #[serde(default)]
+    dispatch: DispatchSettings,
     #[serde(default)]
     http: HttpSettings,
     #[serde(default)]
@@ -154,6 +174,7 @@ pub struct Config {
     pub broker: BrokerSettings,
     pub routes: BTreeMap<String, Route>,
     pub ingest: IngestSettings,
+    pub dispatch: DispatchSettings,
     pub http: HttpSettings,
     pub webhooks: Vec<Webhook>,
     pub hooks: Vec<Hook>,
@@ -220,7 +241,15 @@ impl Config {
         }
         let webhooks = outbox::webhooks(raw.webhooks)?;
         let hooks = outbox::hooks(raw.hooks)?;
-        Ok(Self { broker: raw.broker, routes, ingest: raw.ingest, http: raw.http, webhooks, hooks })
+        Ok(Self {
+            broker: raw.broker,
+            routes,
+            ingest: raw.ingest,
+            dispatch: raw.dispatch,
+            http: raw.http,
+            webhooks,
+            hooks,
+        })
     }
 
     /// Where a task goes when it has no `assigned_to`: its `task_type`'s route, else the pool

@@ -37,9 +37,9 @@ pub struct State {
     /// The most recent finished tasks, oldest first.
     recent_done: VecDeque<Task>,
     recent_limit: usize,
-    /// Current dispatch name → task id (tasks that are Queued or Held).
+    /// Current dispatch name → task id (tasks that are Queued, Waiting or Held).
     by_name: HashMap<String, String>,
-    /// How many live tasks are Held (the rest of `by_name` is Queued).
+    /// How many live tasks are Held (the rest of `by_name` is Queued or Waiting).
     held: usize,
     /// Former dispatch names → task id.
     retired: HashMap<String, String>,
@@ -55,6 +55,42 @@ pub struct State {
     requeues: BTreeMap<String, Requeued>,
     /// Each outbox sink's journaled position: every record up to it was handled.
     delivered: BTreeMap<String, u64>,
+    /// Each maildir's ready tasks, filed and waiting, by dispatch name.
+    windows: HashMap<String, Window>,
+    /// How many live tasks are Waiting (in `by_name` without a file).
+    waiting: usize,
+}
+
+/// The ready tasks of one maildir (`queues/<pool>` or `mailboxes/<agent>`) in dispatch order:
+/// those with a file in its `new/` and those waiting for room in its ready window. Names sort
+/// in dispatch order (see `protocol::names::DispatchName`).
+#[derive(Debug, Default)]
+pub struct Window {
+    filed: BTreeSet<String>,
+    /// Dispatch name → task id.
+    waiting: BTreeMap<String, String>,
+}
+
+impl Window {
+    /// How many of its tasks have a file.
+    pub fn filed(&self) -> usize {
+        self.filed.len()
+    }
+
+    /// The name of the filed task that sorts last (the one a better task takes the place of).
+    pub fn last_filed(&self) -> Option<&str> {
+        self.filed.last().map(String::as_str)
+    }
+
+    /// How many wait for room.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The waiting tasks in dispatch order: (name, task id).
+    pub fn waiting_in_order(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.waiting.iter().map(|(n, id)| (n.as_str(), id.as_str()))
+    }
 }
 
 impl State {
@@ -152,7 +188,17 @@ impl State {
 
     /// How many tasks wait as files in a queue or a mailbox (dispatched, not yet claimed).
     pub fn queued_count(&self) -> usize {
-        self.by_name.len() - self.held
+        self.by_name.len() - self.held - self.waiting
+    }
+
+    /// The ready tasks of the maildir `dir`, if it has any.
+    pub fn window(&self, dir: &str) -> Option<&Window> {
+        self.windows.get(dir)
+    }
+
+    /// The maildirs with tasks waiting for room in their window.
+    pub fn windows_waiting(&self) -> impl Iterator<Item = &str> {
+        self.windows.iter().filter(|(_, w)| !w.waiting.is_empty()).map(|(d, _)| d.as_str())
     }
 
     /// Live PENDING tasks without a file, in id order.
@@ -208,9 +254,46 @@ impl State {
         }
     }
 
+    /// Takes a ready task out of its maildir's window index.
+    fn unwindow(&mut self, old: &Place) {
+        let (dir, name, filed) = match old {
+            Place::Queued { dir, name } => (dir, name, true),
+            Place::Waiting { dir, name } => (dir, name, false),
+            _ => return,
+        };
+        if !filed {
+            self.waiting -= 1;
+        }
+        if let Some(w) = self.windows.get_mut(dir) {
+            if filed {
+                w.filed.remove(name);
+            } else {
+                w.waiting.remove(name);
+            }
+            if w.filed.is_empty() && w.waiting.is_empty() {
+                self.windows.remove(dir);
+            }
+        }
+    }
+
+    /// Puts a ready task into its maildir's window index.
+    fn window_in(&mut self, id: &str, place: &Place) {
+        match place {
+            Place::Queued { dir, name } => {
+                self.windows.entry(dir.clone()).or_default().filed.insert(name.clone());
+            }
+            Place::Waiting { dir, name } => {
+                self.waiting += 1;
+                self.windows.entry(dir.clone()).or_default().waiting.insert(name.clone(), id.to_string());
+            }
+            _ => {}
+        }
+    }
+
     fn set_live(&mut self, task: Task, place: Place, hash: u64) {
         let id = task.task_id.clone();
         if let Some(old) = self.live.remove(&id) {
+            self.unwindow(&old.place);
             if old.place.name() == place.name() {
                 // Same file, another stage (queued → held keeps the name): only the count moves.
                 if matches!(old.place, Place::Held { .. }) {
@@ -226,6 +309,7 @@ impl State {
         if matches!(place, Place::Held { .. }) {
             self.held += 1;
         }
+        self.window_in(&id, &place);
         if place == Place::Backlog && task.status == Status::Pending {
             self.backlog.insert(id.clone());
         } else {
@@ -268,6 +352,16 @@ impl State {
             }
             _ => {}
         }
+        if let Some((id, place)) = rec.entry.relocation() {
+            // In or out of a ready window: same task, same name, only whether it has a file.
+            if let Some(mut live) = self.live.remove(id) {
+                self.unwindow(&live.place);
+                self.window_in(id, place);
+                live.place = place.clone();
+                self.live.insert(id.to_string(), live);
+            }
+            return;
+        }
         let Some((task, place)) = rec.entry.change() else { return };
         let id = task.task_id.clone();
         let hash = match &rec.entry {
@@ -278,6 +372,7 @@ impl State {
             let mut pooled = false;
             if let Some(old) = self.live.remove(&id) {
                 self.backlog.remove(&id);
+                self.unwindow(&old.place);
                 pooled = old.place.claimed_from_pool();
                 self.forget_place(&id, &old.place);
             }

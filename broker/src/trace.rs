@@ -90,7 +90,7 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         if let Some(t) = to {
             status = Some(t);
         }
-        if let Some((_, p)) = e.change() {
+        if let Some(p) = e.change().map(|(_, p)| p).or(e.relocation().map(|(_, p)| p)) {
             place = Some(p.clone());
         }
     }
@@ -100,6 +100,9 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
     }
     let now = match &place {
         Some(p @ (Place::Queued { .. } | Place::Held { .. })) => p.rel_path().unwrap_or_default(),
+        Some(Place::Waiting { dir, name }) => {
+            format!("no file yet: ready, waiting for room in the ready window of {dir}/new/ (as {name})")
+        }
         Some(Place::Backlog) => "no file: waiting in the backlog".into(),
         Some(Place::Done) => "no file: finished".into(),
         None => "no file: never accepted".into(),

@@ -580,6 +580,26 @@ fn sc_dependencies(w: &mut World) -> R {
     w.step()
 }
 
+/// A ready window of two: the third LOW task waits without a file, the CRITICAL one takes the
+/// place of the last LOW file (withdrawn), and claims make room for the waiting ones.
+fn sc_window(w: &mut World) -> R {
+    w.start()?;
+    for id in ["W1", "W2", "W3"] {
+        w.submit(json!({"task_id": id, "priority": "LOW", "max_attempts": 5}))?;
+    }
+    w.step()?;
+    w.submit(json!({"task_id": "W4", "priority": "CRITICAL", "max_attempts": 5}))?;
+    w.step()?;
+    let c = w.claim("A1")?.expect("a task is ready");
+    w.step()?;
+    w.complete("A1", &c)?;
+    w.step()?;
+    if let Some(c) = w.claim("A2")? {
+        w.complete("A2", &c)?;
+    }
+    w.step()
+}
+
 fn mixed_cfg() -> Config {
     let mut c = cfg();
     c.broker.compact_after_records = 7;
@@ -639,6 +659,16 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario { name: "duplicate submit", cfg, script: sc_duplicate },
         Scenario { name: "dependencies", cfg, script: sc_dependencies },
+        Scenario {
+            name: "ready window",
+            cfg: || {
+                let mut c = cfg();
+                c.dispatch.ready_window = 2;
+                c.broker.compact_after_records = 9;
+                c
+            },
+            script: sc_window,
+        },
     ]
 }
 

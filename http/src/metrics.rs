@@ -186,7 +186,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
     let stats = state.handle.stats().await?;
     let (fs, layout) = (state.fs.clone(), state.layout.clone());
     let quarantined = tokio::task::spawn_blocking(move || {
-        crate::ops::list_quarantine(fs.as_ref(), &layout, 0).map(|(n, _)| n as i64)
+        crate::quarantine::entry_names(fs.as_ref(), &layout).map(|n| n.len() as i64)
     })
     .await
     .map_err(ApiError::internal)?

@@ -236,7 +236,7 @@ impl Observer {
             if t.place == Place::Done {
                 continue;
             }
-            let queued = matches!(t.place, Place::Queued { .. });
+            let queued = matches!(t.place, Place::Queued { .. } | Place::Waiting { .. });
             let tracked = Tracked {
                 status: t.task.status,
                 pool: t.pool.clone(),
@@ -294,7 +294,7 @@ impl Observer {
 
     fn pool_for(&self, task: &protocol::Task, place: &Place, known: Option<&Tracked>) -> Option<String> {
         match place {
-            Place::Queued { dir, .. } => pool_of_dir(dir),
+            Place::Queued { dir, .. } | Place::Waiting { dir, .. } => pool_of_dir(dir),
             Place::Held { from, .. } => pool_of_dir(from),
             _ => match known {
                 Some(k) => k.pool.clone(),
@@ -345,7 +345,7 @@ impl Observer {
             })
         };
         match &rec.entry {
-            Entry::Dispatch { task_id, place: Place::Queued { .. }, .. } => {
+            Entry::Dispatch { task_id, place: Place::Queued { .. } | Place::Waiting { .. }, .. } => {
                 g.queued_at.insert(task_id.clone(), ts);
                 if let Some(p) = window(&mut g, &pool) {
                     g.pools.entry(p).or_default().arrivals.push_back(ts);
@@ -402,7 +402,7 @@ impl Observer {
                 let t = Tracked {
                     status: task.status,
                     pool,
-                    queued: matches!(place, Place::Queued { .. }),
+                    queued: matches!(place, Place::Queued { .. } | Place::Waiting { .. }),
                     held: matches!(place, Place::Held { .. }),
                 };
                 Self::count(&mut g, &t, 1);

@@ -163,13 +163,22 @@ pub async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Respon
     Ok(verdict(v, StatusCode::CREATED, StatusCode::UNPROCESSABLE_ENTITY))
 }
 
-/// `POST /api/tasks/{id}/cancel`.
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `POST /api/tasks/{id}/cancel`. A body, if any, is read (within the limit) and ignored, so the
+/// connection stays reusable.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    _body: Bytes,
+) -> Result<Response, ApiError> {
     Ok(verdict(state.handle.cancel(&id).await?, StatusCode::OK, StatusCode::CONFLICT))
 }
 
-/// `POST /api/tasks/{id}/retry`.
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `POST /api/tasks/{id}/retry` (a body is ignored, as for cancel).
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    _body: Bytes,
+) -> Result<Response, ApiError> {
     Ok(verdict(state.handle.retry(&id).await?, StatusCode::OK, StatusCode::CONFLICT))
 }
 

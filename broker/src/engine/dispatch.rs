@@ -5,6 +5,7 @@
 use super::BROKER;
 use super::effects::{Effect, task_bytes};
 use super::tx::Tx;
+use super::window;
 use crate::config::Route;
 use crate::journal::{Entry, Place};
 use protocol::machine::{Event, transition};
@@ -12,12 +13,14 @@ use protocol::names::DispatchName;
 use protocol::{Status, Task};
 use serde_json::json;
 
-/// Every backlog task that can go now.
+/// Every backlog task that can go now; then the room claims made in ready windows goes to the
+/// tasks waiting for it.
 pub(crate) fn ready(tx: &mut Tx) {
     let ids: Vec<String> = tx.state().backlog().map(str::to_string).collect();
     for id in ids {
         try_dispatch(tx, &id);
     }
+    window::refill(tx);
 }
 
 /// Dispatches a backlog task if its dependencies and `not_before` allow; blocks it if a
@@ -60,15 +63,24 @@ pub(crate) fn redeliver(tx: &mut Tx, id: &str) {
     queue_file(tx, id, task, dir);
 }
 
-/// Journals the task as queued in `dir` under a fresh dispatch name and delivers its file.
+/// Journals the task as ready in `dir` under a fresh dispatch name and delivers its file, or
+/// leaves it waiting for room in the maildir's [ready window](window).
 fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
     let now = tx.now();
     let created = task.created_at.unwrap_or(now);
     let name = DispatchName::new(task.priority, created, tx.ledger.next_seq(), id).file_name();
     let Ok(tr) = transition(Some(&task), &Event::Dispatch, now, tx.env.cfg.backoff()) else { return };
     let maildir = tx.env.maildir(&dir);
-    let place = Place::Queued { dir, name: name.clone() };
-    tr.apply(&mut task, &Event::Dispatch, BROKER, now, Some(json!({"to": place.rel_path()})));
+    let place = window::admit(tx, &dir, &name);
+    let to = match &place {
+        Place::Waiting { .. } => json!({"to": format!("{dir}/new/{name}"), "waiting": true}),
+        _ => json!({"to": place.rel_path()}),
+    };
+    tr.apply(&mut task, &Event::Dispatch, BROKER, now, Some(to));
+    if matches!(place, Place::Waiting { .. }) {
+        tx.push(Entry::Dispatch { task_id: id.to_string(), task, place });
+        return;
+    }
     let bytes = task_bytes(&task);
     tx.push(Entry::Dispatch { task_id: id.to_string(), task, place });
     if let Err(e) = maildir.create(tx.env.fs(), false) {

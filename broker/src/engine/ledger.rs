@@ -104,7 +104,7 @@ impl Ledger {
         let rec = self.journal.push(ts, entry);
         self.state.apply(&rec);
         self.records += 1;
-        self.tasks_changed |= rec.entry.change().is_some();
+        self.tasks_changed |= rec.entry.change().is_some() || rec.entry.relocation().is_some();
         let seq = rec.seq;
         if self.events.receiver_count() > 0 {
             self.unpublished.push(Arc::new(rec));

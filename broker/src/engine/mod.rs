@@ -36,6 +36,7 @@ pub(crate) mod quarantine;
 pub(crate) mod recovery;
 pub(crate) mod stats;
 pub(crate) mod tx;
+pub(crate) mod window;
 
 use crate::config::{self, Config};
 use crate::import::{ImportFile, ImportOptions, ImportReport};
@@ -341,7 +342,9 @@ impl Engine {
         let state = self.state();
         let view = |task: &protocol::Task, place: &Place| {
             let pool = match place {
-                Place::Queued { dir, .. } => dir.strip_prefix("queues/").map(str::to_string),
+                Place::Queued { dir, .. } | Place::Waiting { dir, .. } => {
+                    dir.strip_prefix("queues/").map(str::to_string)
+                }
                 Place::Held { from, .. } => from.strip_prefix("queues/").map(str::to_string),
                 Place::Backlog | Place::Done => {
                     // A finished task that was claimed from a pool names its holder, not the pool.
@@ -372,7 +375,9 @@ impl Engine {
         }
         for l in state.lives() {
             match &l.place {
-                Place::Queued { dir, .. } => *queues.entry(dir.clone()).or_default() += 1,
+                Place::Queued { dir, .. } | Place::Waiting { dir, .. } => {
+                    *queues.entry(dir.clone()).or_default() += 1
+                }
                 Place::Held { agent, name, .. } => {
                     agents.entry(agent.clone()).or_default().push(name.clone())
                 }

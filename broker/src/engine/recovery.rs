@@ -34,6 +34,20 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
             tx.effect(Effect::Remove { path });
         }
     }
+    // Withdrawn from a full ready window (journaled), with the unlink undone by a power loss.
+    let withdrawn: Vec<std::path::PathBuf> = tx
+        .state()
+        .lives()
+        .filter_map(|l| match &l.place {
+            Place::Waiting { dir, name } => Some(tx.env.maildir(dir).new_dir().join(name)),
+            _ => None,
+        })
+        .collect();
+    for path in withdrawn {
+        if tx.env.fs().stat(&path)?.is_some() {
+            tx.effect(Effect::Remove { path });
+        }
+    }
     let queued: Vec<(String, String, String)> = tx
         .state()
         .lives()

@@ -18,6 +18,10 @@ pub enum Place {
     Backlog,
     /// Waiting in `<dir>/new/<name>`, where `dir` is `queues/<pool>` or `mailboxes/<agent>`.
     Queued { dir: String, name: String },
+    /// Ready for `dir` under the dispatch name `name`, with no file yet: the maildir's ready
+    /// window (`[dispatch] ready_window`) is full of tasks that sort before it. It gets its file,
+    /// under this name, as soon as the window has room.
+    Waiting { dir: String, name: String },
     /// Claimed: in `mailboxes/<agent>/cur/<name>` since the broker first saw it at `seen_at`.
     Held {
         agent: String,
@@ -37,7 +41,15 @@ const POOLS: &str = "queues/";
 impl Place {
     pub fn name(&self) -> Option<&str> {
         match self {
-            Self::Queued { name, .. } | Self::Held { name, .. } => Some(name),
+            Self::Queued { name, .. } | Self::Waiting { name, .. } | Self::Held { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The maildir a ready task (queued or waiting for its window) is ready in.
+    pub fn ready_dir(&self) -> Option<&str> {
+        match self {
+            Self::Queued { dir, .. } | Self::Waiting { dir, .. } => Some(dir),
             _ => None,
         }
     }
@@ -67,12 +79,9 @@ impl Place {
         format!("mailboxes/{agent}")
     }
 
-    /// The pool a queued task waits in, if it waits in one.
+    /// The pool a ready task (queued or waiting for its window) waits in, if it waits in one.
     pub fn pool(&self) -> Option<&str> {
-        match self {
-            Self::Queued { dir, .. } => dir.strip_prefix(POOLS),
-            _ => None,
-        }
+        self.ready_dir().and_then(|d| d.strip_prefix(POOLS))
     }
 }
 
@@ -103,6 +112,12 @@ pub enum Entry {
     Duplicate { task_id: String, msg: String },
     /// The broker made the task claimable: its file is in a queue or a mailbox.
     Dispatch { task_id: String, task: Task, place: Place },
+    /// A waiting task got its file (under its dispatch name): its maildir's ready window had
+    /// room. `place` is `Queued`.
+    Promote { task_id: String, place: Place },
+    /// A queued task's file was removed from its full ready window to make room for one that
+    /// sorts before it; it waits again under the same name. `place` is `Waiting`.
+    Withdraw { task_id: String, place: Place },
     /// An agent renamed the task's file into its `cur/`.
     Claim {
         task_id: String,
@@ -280,6 +295,8 @@ impl Entry {
             Self::Import(_) => "import",
             Self::Duplicate { .. } => "duplicate",
             Self::Dispatch { .. } => "dispatch",
+            Self::Promote { .. } => "promote",
+            Self::Withdraw { .. } => "withdraw",
             Self::Claim { .. } => "claim",
             Self::Complete(_) => "complete",
             Self::Fail(_) => "fail",
@@ -307,6 +324,8 @@ impl Entry {
             Self::Expire(t) | Self::Vanish(t) => Some(&t.task_id),
             Self::Duplicate { task_id, .. }
             | Self::Dispatch { task_id, .. }
+            | Self::Promote { task_id, .. }
+            | Self::Withdraw { task_id, .. }
             | Self::Claim { task_id, .. }
             | Self::Cancel { task_id, .. }
             | Self::Retry { task_id, .. }
@@ -318,6 +337,15 @@ impl Entry {
             | Self::Stray { .. }
             | Self::Snapshot { .. }
             | Self::Delivered { .. } => None,
+        }
+    }
+
+    /// For records that move a task without changing it (in and out of its ready window): the
+    /// task and where it is now.
+    pub fn relocation(&self) -> Option<(&str, &Place)> {
+        match self {
+            Self::Promote { task_id, place } | Self::Withdraw { task_id, place } => Some((task_id, place)),
+            _ => None,
         }
     }
 
@@ -385,7 +413,13 @@ impl Entry {
             Self::Submit(a) | Self::Import(a) => Some(Cow::Borrowed(&a.path)),
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(Cow::Borrowed(&r.claim)),
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.claim)),
-            Self::Dispatch { place, .. } | Self::Claim { place, .. } => place.rel_path().map(Cow::Owned),
+            Self::Dispatch { place, .. } | Self::Claim { place, .. } | Self::Promote { place, .. } => {
+                place.rel_path().map(Cow::Owned)
+            }
+            // The file removed.
+            Self::Withdraw { place: Place::Waiting { dir, name }, .. } => {
+                Some(Cow::Owned(format!("{dir}/new/{name}")))
+            }
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
             Self::Requeue(r) => Some(Cow::Borrowed(&r.path)),

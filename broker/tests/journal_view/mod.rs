@@ -132,7 +132,7 @@ impl JournalView {
         for l in self.state.lives() {
             let b = match l.place {
                 Place::Backlog | Place::Done => Board::Backlog,
-                Place::Queued { .. } => Board::Ready,
+                Place::Queued { .. } | Place::Waiting { .. } => Board::Ready,
                 Place::Held { .. } => Board::Working,
             };
             want.get_mut(&b).unwrap().extend([as_json(&l.task)]);
