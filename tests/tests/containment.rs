@@ -113,8 +113,19 @@ fn displaced(path: &Path) -> bool {
 }
 
 fn submit(root: &Root, id: &str) {
+    submit_with(root, id, &[]);
+}
+
+/// Submits without waiting for the broker's answer, for a submit the broker is expected to stop
+/// on: the message is delivered to the inbox and the next broker takes it.
+fn submit_unanswered(root: &Root, id: &str) {
+    submit_with(root, id, &["--no-wait"]);
+}
+
+fn submit_with(root: &Root, id: &str, flags: &[&str]) {
     let task = json!({"task_id": id, "task_type": "work"});
-    let out = root.run_with_input(&["submit", "-"], task.to_string().as_bytes());
+    let args: Vec<&str> = ["submit"].into_iter().chain(flags.iter().copied()).chain(["-"]).collect();
+    let out = root.run_with_input(&args, task.to_string().as_bytes());
     assert!(out.status.success(), "submit {id}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -352,7 +363,7 @@ fn a_replaced_journal_stops_the_broker_until_it_is_put_back() {
     // While running: the next commit finds the journal gone and stops before writing it.
     swap(&journal, &outside.dir, &aside);
     let taken = fingerprint(&aside);
-    submit(&root, "L-0");
+    submit_unanswered(&root, "L-0");
     wait_for(T, || !broker.is_running());
     assert_eq!(broker.exit_status().unwrap().code(), Some(8), "{}", broker.log());
     assert!(broker.log().contains("Put the journal"), "{}", broker.log());
@@ -367,7 +378,7 @@ fn a_replaced_journal_stops_the_broker_until_it_is_put_back() {
     let segment = newest_segment(&journal);
     std::fs::rename(&segment, root.scratch().join("segment-taken")).unwrap();
     std::fs::hard_link(&outside.hard, &segment).unwrap();
-    submit(&root, "M-0");
+    submit_unanswered(&root, "M-0");
     wait_for(T, || !broker.is_running());
     assert_eq!(broker.exit_status().unwrap().code(), Some(8), "{}", broker.log());
     assert!(broker.log().contains("no longer the file"), "{}", broker.log());
