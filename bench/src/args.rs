@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7; w4 and w5 run together).
+    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w9; w4 and w5 run together).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// W1 task count.
@@ -67,6 +67,16 @@ pub struct BenchArgs {
     /// W7: samples for the agent polling `claim` every second.
     #[arg(long)]
     pub poll_samples: Option<usize>,
+    /// W9: how long the soak runs, in seconds (default 600; 60 with --quick, 4 with --smoke).
+    #[arg(long)]
+    pub soak_secs: Option<u64>,
+    /// W9: seconds between two samples (default 60; 10 with --quick, 1 with --smoke).
+    #[arg(long)]
+    pub soak_interval: Option<u64>,
+    /// W9: the broker's `[journal] archive_keep_bytes`, small enough for the archive to reach it
+    /// within the soak (default 64 MB).
+    #[arg(long)]
+    pub soak_archive_bytes: Option<u64>,
     /// Extra `[broker]` settings for every broker of the run, e.g. `tick_ms = 100` (repeatable).
     #[arg(long = "broker-setting")]
     pub broker_settings: Vec<String>,
@@ -98,6 +108,9 @@ pub struct Plan {
     pub durability_tasks: usize,
     pub wake_samples: usize,
     pub poll_samples: usize,
+    pub soak_secs: u64,
+    pub soak_interval: u64,
+    pub soak_archive_bytes: u64,
 }
 
 impl Plan {
@@ -108,6 +121,13 @@ impl Plan {
             (2_000, 1, 1_000, vec![0, 100_000], 1_000, 50, 5)
         } else {
             (10_000, 3, 2_000, vec![0, 100_000, 1_000_000], 2_000, 200, 15)
+        };
+        let (soak, interval) = if a.smoke {
+            (4, 1)
+        } else if a.quick {
+            (60, 10)
+        } else {
+            (600, 60)
         };
         if let Some(c) = &a.client_durability {
             parse_durability(c)?;
@@ -134,6 +154,9 @@ impl Plan {
             durability_tasks: a.durability_tasks.unwrap_or(dur),
             wake_samples: a.wake_samples.unwrap_or(wake),
             poll_samples: a.poll_samples.unwrap_or(poll),
+            soak_secs: a.soak_secs.unwrap_or(soak).max(1),
+            soak_interval: a.soak_interval.unwrap_or(interval).max(1),
+            soak_archive_bytes: a.soak_archive_bytes.unwrap_or(64_000_000),
         })
     }
 

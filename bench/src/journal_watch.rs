@@ -74,10 +74,16 @@ pub fn for_each_completion(
 
 /// Counts completions appended to a journal, reading only the new bytes of each segment on every
 /// poll. A line is parsed only if it mentions `complete` at all, so watching costs the run little.
-/// It reads with `std::fs` (it needs to seek), never writes.
+/// It reads with `std::fs` (it needs to seek), never writes. A segment compressed in the archive
+/// (`.jsonl.zst`) before the tail read all of it is decompressed once and read from where the
+/// tail had stopped.
 pub struct JournalTail {
     dir: PathBuf,
     offsets: HashMap<String, u64>,
+    /// Plain segments read in the archive (sealed: read to their end).
+    sealed: HashSet<String>,
+    /// Compressed segments already dealt with.
+    compressed: HashSet<String>,
     pub completes: usize,
 }
 
@@ -85,51 +91,106 @@ impl JournalTail {
     pub fn new(layout: &Layout) -> Self {
         let dir = layout.journal_dir();
         let mut offsets = HashMap::new();
+        let mut compressed = HashSet::new();
         // Whatever is there before the run (a built history) is not counted.
         for d in [dir.clone(), dir.join("archive")] {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".jsonl") {
                     offsets.insert(name, e.metadata().map(|m| m.len()).unwrap_or(0));
+                } else if name.ends_with(".jsonl.zst") {
+                    compressed.insert(name);
                 }
             }
         }
-        Self { dir, offsets, completes: 0 }
+        Self { dir, offsets, sealed: HashSet::new(), compressed, completes: 0 }
     }
 
     pub fn poll(&mut self) {
+        self.poll_ids(|_| {});
+    }
+
+    /// Like [`JournalTail::poll`], calling `f` with the id of every task completed since.
+    pub fn poll_ids(&mut self, mut f: impl FnMut(&str)) {
         use std::io::{Read, Seek, SeekFrom};
-        for d in [self.dir.clone(), self.dir.join("archive")] {
+        for (d, archived) in [(self.dir.clone(), false), (self.dir.join("archive"), true)] {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".jsonl.zst") {
+                    self.compressed_segment(&e.path(), name, &mut f);
+                    continue;
+                }
                 if !name.ends_with(".jsonl") {
                     continue;
                 }
                 let mut off = self.offsets.get(&name).copied().unwrap_or(0);
-                let Ok(mut f) = std::fs::File::open(e.path()) else { continue };
+                let Ok(mut file) = std::fs::File::open(e.path()) else { continue };
                 // A segment shorter than what was read of it was replaced (an empty one at start).
-                if f.metadata().is_ok_and(|m| m.len() < off) {
+                if file.metadata().is_ok_and(|m| m.len() < off) {
                     off = 0;
                 }
-                if f.seek(SeekFrom::Start(off)).is_err() {
+                if file.seek(SeekFrom::Start(off)).is_err() {
                     continue;
                 }
                 let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).is_err() {
+                if file.read_to_end(&mut buf).is_err() {
                     continue;
+                }
+                if archived {
+                    self.sealed.insert(name.clone());
                 }
                 // Only whole lines: a record being appended is counted on the next poll.
                 let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { continue };
-                self.completes += buf[..end]
-                    .split(|&b| b == b'\n')
-                    .filter(|line| line.windows(8).any(|w| w == b"complete"))
-                    .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
-                    .filter_map(completed)
-                    .count();
+                self.count(&buf[..end], &mut f);
                 self.offsets.insert(name, off + end as u64 + 1);
             }
         }
     }
+
+    fn compressed_segment(&mut self, path: &Path, name: String, f: &mut impl FnMut(&str)) {
+        if !self.compressed.insert(name.clone()) {
+            return;
+        }
+        let plain = name.trim_end_matches(".zst").to_string();
+        if self.sealed.contains(&plain) {
+            return;
+        }
+        let Ok(bytes) = journal::segment_bytes(&runtime_layout::RealFs, path) else { return };
+        let off = self.offsets.get(&plain).copied().unwrap_or(0) as usize;
+        if bytes.len() > off {
+            self.count(&bytes[off..], f);
+        }
+        self.offsets.insert(plain, bytes.len() as u64);
+    }
+
+    fn count(&mut self, lines: &[u8], f: &mut impl FnMut(&str)) {
+        for c in lines
+            .split(|&b| b == b'\n')
+            .filter(|line| line.windows(8).any(|w| w == b"complete"))
+            .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
+            .filter_map(completed)
+        {
+            self.completes += 1;
+            f(&c.task.task_id);
+        }
+    }
+}
+
+/// Compressed archived segments of `root` and, for each, its bytes and the tasks its records
+/// complete: what a finished task costs in the archive.
+pub fn archive_cost(fs: &dyn Fs, root: &Path) -> Result<(u64, usize), BenchError> {
+    let dir = Layout::new(root).journal_dir().join("archive");
+    let (mut bytes, mut tasks) = (0, 0);
+    for s in journal::archive::list(fs, &dir)?.segments.iter().filter(|s| s.compressed) {
+        bytes += s.bytes;
+        journal::read_segment(
+            fs,
+            &s.path,
+            |r, _, _| tasks += usize::from(completed(r).is_some()),
+            &mut journal::Notes::default(),
+        )?;
+    }
+    Ok((bytes, tasks))
 }
 
 /// Records per segment of a written history.

@@ -41,6 +41,15 @@ pub struct ProducerArgs {
     pub durability: Option<String>,
     #[arg(long, default_value = "B")]
     pub prefix: String,
+    /// Soak mode: submit until this file exists (`--tasks` is then only an upper bound), never
+    /// letting more than `--max-backlog` messages and queued tasks wait, and write how many were
+    /// submitted to `--out`.
+    #[arg(long)]
+    pub until: Option<PathBuf>,
+    #[arg(long, default_value_t = 2000)]
+    pub max_backlog: usize,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Arguments of `mailroom-bench agent`.
@@ -94,13 +103,39 @@ pub fn producer_main(a: &ProducerArgs) -> Result<(), BenchError> {
         client = client.with_durability(parse_durability(d)?);
     }
     let mut i = a.index;
+    let mut submitted = 0usize;
     while i < a.tasks {
+        if let Some(until) = &a.until {
+            if submitted.is_multiple_of(64) && backlog_full(client.layout(), a.max_backlog, until) {
+                continue;
+            }
+            if until.exists() {
+                break;
+            }
+        }
         let assigned = (a.assigned_pct > 0 && i % 100 < a.assigned_pct)
             .then(|| format!("Agent-{}", i / 100 % a.agents.max(1) + 1));
         client.submit(&bench_task(&a.prefix, i, a.body_bytes, assigned))?;
+        submitted += 1;
         i += a.of.max(1);
     }
+    if let Some(out) = &a.out {
+        write_file(out, json!({"index": a.index, "of": a.of, "submitted": submitted}).to_string())?;
+    }
     Ok(())
+}
+
+/// Soak mode's brake: waits (a few milliseconds) while more than `max` messages wait in the
+/// broker's inbox and tasks in the shared pool, so the load is as fast as the broker goes without
+/// an ever-growing backlog. Returns whether it waited (then look again).
+fn backlog_full(layout: &runtime_layout::Layout, max: usize, until: &std::path::Path) -> bool {
+    let count = |d: PathBuf| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    let waiting = count(layout.broker_inbox().new_dir()) + count(layout.queue("bench").new_dir());
+    if waiting > max && !until.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+        return true;
+    }
+    false
 }
 
 pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {

@@ -183,6 +183,14 @@ pub fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resident set now (`VmRSS`) of a process, in bytes.
+pub fn rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Bytes in MiB.
 pub fn mb(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)

@@ -41,12 +41,22 @@ pub struct BrokerSettings {
     pub allow_unknown_agents: bool,
     /// Processed messages stay in `broker/inbox/cur/` this long for operators, then are removed.
     pub inbox_retention_secs: u64,
+    /// ...and only the newest this many of them (the journal holds what was accepted anyway).
+    pub inbox_keep_count: u64,
+    /// ...and only the newest that fit in this many bytes.
+    pub inbox_keep_bytes: u64,
+    /// The broker warns when less than this percentage of the filesystem's space or inodes is
+    /// free, or when what is free would not hold what the retention limits still allow to grow.
+    pub low_space_percent: u64,
     pub backoff_base_secs: u64,
     pub backoff_max_secs: u64,
     /// Messages handled per batch (one journal fsync per batch).
     pub batch_size: usize,
-    /// Start a new journal snapshot after this many records.
+    /// Start a new journal snapshot after this many records...
     pub compact_after_records: u64,
+    /// ...or once this many bytes of records were appended since the last one, whichever comes
+    /// first (large task bodies make records large: the live journal stays within this).
+    pub compact_after_bytes: u64,
     /// Every this many seconds, check that each queued task file is still there and unchanged
     /// (a deleted one is delivered again, a rewritten one replaced). 0 turns the audit off.
     pub audit_secs: u64,
@@ -68,10 +78,14 @@ impl Default for BrokerSettings {
             completed_board_limit: 1000,
             allow_unknown_agents: false,
             inbox_retention_secs: 3600,
+            inbox_keep_count: 10_000,
+            inbox_keep_bytes: 100_000_000,
+            low_space_percent: 10,
             backoff_base_secs: 5,
             backoff_max_secs: 3600,
             batch_size: 512,
             compact_after_records: 200_000,
+            compact_after_bytes: 256_000_000,
             audit_secs: 10,
             delivery_journal_every: 32,
         }
@@ -111,9 +125,85 @@ struct RawConfig {
     #[serde(default)]
     http: HttpSettings,
     #[serde(default)]
+    journal: JournalSettings,
+    #[serde(default)]
     webhooks: Vec<outbox::RawWebhook>,
     #[serde(default)]
     hooks: Vec<outbox::RawHook>,
+}
+
+/// What happens to journal segments once a snapshot covers them (`journal/archive/`): they are
+/// compressed (zstd) and kept for `mailroom trace` within both limits, oldest removed first.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSettings {
+    /// How long archived history is kept: `"7d"`, `"12h"`, `"30m"`, `"90s"`, a number of
+    /// seconds, or `"forever"`.
+    pub archive_keep: KeepFor,
+    /// At most this many bytes of archive (compressed), oldest segments removed first.
+    pub archive_keep_bytes: u64,
+    /// Compress archived segments (`segment-N.jsonl.zst`).
+    pub compress_archive: bool,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            archive_keep: KeepFor::Secs(7 * 86_400),
+            archive_keep_bytes: 1_000_000_000,
+            compress_archive: true,
+        }
+    }
+}
+
+/// A retention time: a number of seconds, or no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepFor {
+    Secs(u64),
+    Forever,
+}
+
+impl KeepFor {
+    /// `"7d"`, `"12h"`, `"30m"`, `"90s"`, `"3600"` or `"forever"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "forever" {
+            return Ok(Self::Forever);
+        }
+        let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => s.split_at(i),
+            None => (s, "s"),
+        };
+        let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a duration like \"7d\""))?;
+        let per = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(format!("`{s}`: the unit must be s, m, h or d (or \"forever\")")),
+        };
+        n.checked_mul(per).map(Self::Secs).ok_or_else(|| format!("`{s}` is too long"))
+    }
+
+    /// Is something `age_secs` old past this limit?
+    pub fn expired(self, age_secs: i64) -> bool {
+        matches!(self, Self::Secs(limit) if age_secs > 0 && age_secs as u64 > limit)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeepFor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(n) => Ok(Self::Secs(n)),
+            Raw::Text(t) => Self::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// Where existing scripts write, besides `drop/`. Paths are relative to the root (the directory
@@ -176,6 +266,7 @@ pub struct Config {
     pub ingest: IngestSettings,
     pub dispatch: DispatchSettings,
     pub http: HttpSettings,
+    pub journal: JournalSettings,
     pub webhooks: Vec<Webhook>,
     pub hooks: Vec<Hook>,
 }
@@ -233,9 +324,10 @@ impl Config {
             || raw.broker.tick_ms == 0
             || raw.broker.batch_size == 0
             || raw.broker.delivery_journal_every == 0
+            || raw.broker.compact_after_bytes == 0
         {
             return Err(
-                "broker: lease_secs, tick_ms, batch_size and delivery_journal_every must be at least 1"
+                "broker: lease_secs, tick_ms, batch_size, delivery_journal_every and compact_after_bytes must be at least 1"
                     .into(),
             );
         }
@@ -249,6 +341,7 @@ impl Config {
             http: raw.http,
             webhooks,
             hooks,
+            journal: raw.journal,
         })
     }
 
@@ -313,6 +406,8 @@ mod tests {
         let c = Config::parse("[ingest]\ntask_dirs = [\"tasks\", \"legacy/leads\"]\n").unwrap();
         assert_eq!(c.ingest.task_dirs.len(), 2);
         assert!(Config::parse("[http]\nlisen = \"x\"\n").unwrap_err().contains("lisen"));
+        assert!(Config::parse("[journal]\narchive_keep = \"7w\"\n").unwrap_err().contains("unit"));
+        assert!(Config::parse("[journal]\narchive_kep = \"7d\"\n").unwrap_err().contains("archive_kep"));
     }
 
     #[test]
@@ -325,5 +420,34 @@ mod tests {
         assert_eq!(c.http.listen(), ("off", true));
         assert_eq!(c.http.token_file.as_deref(), Some(std::path::Path::new("/etc/mr.token")));
         assert_eq!(c.http.cors_origins, ["http://a:1"]);
+    }
+
+    #[test]
+    fn retention_settings_parse_with_units_and_default_to_bounded_limits() {
+        let c = Config::parse(
+            "[broker]\ninbox_keep_count = 5\ninbox_keep_bytes = 1000\n[journal]\narchive_keep = \"12h\"\narchive_keep_bytes = 2000\n",
+        )
+        .unwrap();
+        assert_eq!((c.broker.inbox_keep_count, c.broker.inbox_keep_bytes), (5, 1000));
+        assert_eq!(c.journal.archive_keep, KeepFor::Secs(43_200));
+        assert_eq!(c.journal.archive_keep_bytes, 2000);
+        for (text, want) in [
+            ("90s", KeepFor::Secs(90)),
+            ("30m", KeepFor::Secs(1800)),
+            ("7d", KeepFor::Secs(604_800)),
+            ("3600", KeepFor::Secs(3600)),
+            ("forever", KeepFor::Forever),
+        ] {
+            assert_eq!(KeepFor::parse(text), Ok(want), "{text}");
+        }
+        assert!(KeepFor::parse("d").is_err() && KeepFor::parse("-1d").is_err());
+        let n = Config::parse("[journal]\narchive_keep = 60\n").unwrap();
+        assert_eq!(n.journal.archive_keep, KeepFor::Secs(60));
+        let d = Config::default();
+        assert_eq!((d.broker.inbox_keep_count, d.broker.inbox_keep_bytes), (10_000, 100_000_000));
+        assert_eq!(d.journal.archive_keep, KeepFor::Secs(7 * 86_400));
+        assert!(d.journal.compress_archive && d.journal.archive_keep_bytes == 1_000_000_000);
+        assert!(KeepFor::Secs(10).expired(11) && !KeepFor::Secs(10).expired(10));
+        assert!(!KeepFor::Forever.expired(i64::MAX));
     }
 }

@@ -5,11 +5,14 @@
 //! channel in-process front ends use; [`repair`] keeps it serving when a directory of its tree is
 //! replaced by a link or a file; [`outbox`] delivers committed transitions to webhooks and
 //! hooks; [`import`] migrates a legacy tree; [`trace`], [`board`] and [`views`] read what the
-//! broker wrote.
+//! broker wrote; [`footprint`] counts what a root holds, and [`gc`] applies the retention rules
+//! to a stopped root.
 
 pub mod board;
 pub mod config;
 pub mod engine;
+pub mod footprint;
+pub mod gc;
 pub mod import;
 pub mod journal;
 pub mod outbox;

@@ -36,6 +36,9 @@ pub enum RunError {
 /// Most commands answered in one go between two passes (one commit for all of them).
 const COMMAND_BATCH: usize = 256;
 
+/// The period of passes while retention has work left (archived segments to compress).
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(20);
+
 /// Takes the root's lock, rebuilds state, reconciles the tree, then serves until `shutdown`
 /// completes. On shutdown the message in hand is finished, the journal flushed, the boards
 /// written and the lock released.
@@ -81,8 +84,9 @@ pub async fn serve_with(
     }
     let outbox = Outbox::prepare(&cfg, &layout, poster)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
-    // Processed messages are pruned at least as often as they expire (and at most once a minute).
-    let prune_every = Duration::from_secs(cfg.broker.inbox_retention_secs.clamp(1, 60));
+    // The tree is looked at as often as processed messages expire (and at least once a minute):
+    // retention works in directories no other operation may meet (`inbox/tmp/`, say).
+    let check_every = Duration::from_secs(cfg.broker.inbox_retention_secs.clamp(1, 60));
     let started = Instant::now();
     let mut shutdown = std::pin::pin!(shutdown);
     // A sink configured since the last run starts after what was replayed: with what this start
@@ -103,22 +107,13 @@ pub async fn serve_with(
 
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&layout, engine.config(), wake.clone());
-    let mut last_prune = Instant::now();
+    let mut last_check = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
-        let mut maintain = false;
-        let pass = answer(&mut engine, &mut commands, &deliveries, arrived.take())
-            .and_then(|()| engine.step())
-            .and_then(|r| {
-                if !r.more && last_prune.elapsed() >= prune_every {
-                    last_prune = Instant::now();
-                    maintain = true;
-                    engine.prune_inbox()?;
-                }
-                Ok(r.more)
-            });
-        let more = match pass {
-            Ok(more) => more,
+        let pass =
+            answer(&mut engine, &mut commands, &deliveries, arrived.take()).and_then(|()| engine.step());
+        let (more, housekeeping) = match pass {
+            Ok(r) => (r.more, r.housekeeping),
             Err(e) if e.is_no_space() => {
                 // Nothing is lost: what was acknowledged is in the journal, and messages stay in
                 // the inbox until a journaled pass consumes them. So drop the in-memory state and
@@ -163,7 +158,8 @@ pub async fn serve_with(
             }
             Err(e) => break Err(e),
         };
-        if maintain {
+        if !more && last_check.elapsed() >= check_every {
+            last_check = Instant::now();
             // The periodic look at the tree, for directories no operation of the broker touches.
             match repair::check(fs.as_ref(), &layout, &cfg) {
                 Ok(false) => {}
@@ -192,7 +188,8 @@ pub async fn serve_with(
             _ = &mut shutdown => break Ok(()),
             cmd = commands.next() => arrived = Some(cmd),
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
+            // Compression still to do: another pass soon (each does a bounded piece of it).
+            _ = tokio::time::sleep(if housekeeping { HOUSEKEEPING_TICK } else { tick }) => {}
         }
     };
     let flushed = match journal_positions(&mut engine, &deliveries).and_then(|()| engine.flush()) {

@@ -28,7 +28,7 @@ pub mod sim;
 mod tree;
 
 pub use clock::{Clock, ManualClock};
-pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs, Resolve, RootFs};
+pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs, Resolve, RootFs, Space};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};
 pub use ops::{Durability, NameSource, deliver, hostname, now, replace_file, write_atomic};

@@ -15,7 +15,7 @@
 //! | `rename(a, b)` / `rename_noreplace` | entry moves | removal from `a`'s directory: `sync_dir(dir a)`; arrival in `b`'s: `sync_dir(dir b)`, **independently**: with only the source synced a power loss loses the file, with only the destination synced it is in both places |
 //! | `remove_file(p)` | entry removed | `sync_dir(parent)` |
 //! | `AppendFile::append` | bytes appended | `AppendFile::sync` |
-//! | `touch(p)` | mtime | an fsync of the file (never, in mailroom: a heartbeat is volatile) |
+//! | `touch(p)` / `set_mtime(p, t)` | mtime | an fsync of the file (a heartbeat never is: it is volatile) |
 //! | `create_append(p)` (`p` must not exist) | entry, empty | `sync_dir(parent)` |
 //!
 //! `sync_dir(d)` copies `d`'s whole volatile entry list to its durable one (every creation, rename
@@ -45,7 +45,7 @@
 //! the restart releases nothing when it is dropped later.
 //!
 //! Mutating operations, each counted once: `create_dir_all`, `create_new`, `rename`,
-//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `create_append`, `append`, `sync` and
+//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `set_mtime`, `create_append`, `append`, `sync` and
 //! `lock_dir`.
 //! `create_new` is atomic in this model (create, write and fsync are one step); crashing between
 //! them is equivalent to crashing before it, because the entry is not durable either way.
@@ -53,7 +53,7 @@
 //! does neither).
 
 use crate::clock::Clock;
-use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta};
+use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, Space};
 use protocol::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -98,6 +98,8 @@ struct Inner {
     renames: Vec<(PathBuf, PathBuf)>,
     /// Directories locked by a live guard.
     locks: BTreeSet<PathBuf>,
+    /// What [`Fs::space`] reports (set by a test; `None`: unknown).
+    space: Option<Space>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,6 +293,11 @@ impl SimFs {
             }
         }
         out
+    }
+
+    /// Sets what [`Fs::space`] reports from now on (`None`: unknown, the default).
+    pub fn set_space(&self, space: Option<Space>) {
+        self.lock().space = space;
     }
 
     /// Is nothing volatile (every change made so far would survive a power loss)?

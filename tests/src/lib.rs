@@ -255,24 +255,35 @@ impl Root {
         v.sort();
         v
     }
-    /// Every journal record (archived segments included), in sequence order, read from the files
-    /// alone. Panics if a sequence number appears twice.
+    /// Every journal record (archived segments included, compressed ones decompressed), in
+    /// sequence order, read from the files alone. A segment a kill left in two forms (plain and
+    /// compressed: the broker removes the plain one only after the compressed one is in place)
+    /// is read once. Panics if a sequence number appears twice.
     pub fn journal(&self) -> Vec<serde_json::Value> {
         let dir = self.comms().join("broker/journal");
-        let mut segs = Vec::new();
+        let mut segs = std::collections::BTreeMap::new();
         for d in [dir.join("archive"), dir.clone()] {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 let regular = e.file_type().is_ok_and(|t| t.is_file());
-                if regular && n.starts_with("segment-") && n.ends_with(".jsonl") {
-                    segs.push((n, e.path()));
+                let plain = n.strip_suffix(".zst").unwrap_or(&n).to_string();
+                if regular && n.starts_with("segment-") && plain.ends_with(".jsonl") {
+                    // The plain form wins over the compressed one.
+                    let prefer = n.ends_with(".jsonl") || !segs.contains_key(&plain);
+                    if prefer {
+                        segs.insert(plain, e.path());
+                    }
                 }
             }
         }
-        segs.sort();
         let mut out: Vec<serde_json::Value> = Vec::new();
-        for (_, p) in segs {
+        for p in segs.into_values() {
             let bytes = std::fs::read(&p).expect("read segment");
+            let bytes = if p.extension().is_some_and(|x| x == "zst") {
+                zstd::stream::decode_all(&bytes[..]).expect("a compressed segment decompresses")
+            } else {
+                bytes
+            };
             for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 // A torn final line (a crash mid-append) is not a record.
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {

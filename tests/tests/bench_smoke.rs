@@ -62,6 +62,18 @@ fn bench_smoke_runs_every_workload_and_prints_the_summary() {
         }
     }
     assert!(v["w3_floor"]["tasks_per_s"].as_f64().unwrap() > 0.0, "W3 measured nothing");
+    // W9 soaked for a few seconds: samples of every area, every submitted task completed once.
+    let w9 = &v["w9_soak"];
+    let samples = w9["samples"].as_array().expect("W9 samples");
+    assert!(samples.len() >= 2, "W9 took fewer than two samples: {w9}");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["footprint"]["inbox_kept"]["files"].is_u64() && s["rss_mb"].as_f64() > Some(0.0))
+    );
+    assert!(w9["submitted"].as_u64().unwrap() > 0, "W9 submitted nothing: {w9}");
+    assert_eq!(w9["completed"], w9["submitted"], "W9 did not complete every task: {w9}");
+    assert_eq!((&w9["lost"], &w9["duplicated"]), (&Value::from(0), &Value::from(0)), "{w9}");
     let w7 = &v["w7_wakeup"];
     assert!(w7["inotify"]["n"].as_u64().unwrap() > 0 && w7["poll_1s"]["n"].as_u64().unwrap() > 0);
     // The temporary roots are removed after a successful run.

@@ -393,6 +393,8 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
         ("mailroom_pass_duration_seconds", "histogram"),
         ("mailroom_inbox_backlog", "gauge"),
         ("mailroom_queue_depth", "gauge"),
+        ("mailroom_footprint_files", "gauge"),
+        ("mailroom_footprint_bytes", "gauge"),
     ] {
         assert_eq!(
             families.get(name).map(String::as_str),
@@ -407,6 +409,8 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     assert!(text.contains("mailroom_claim_to_finish_seconds_count 1"), "{text}");
     assert!(text.contains("mailroom_journal_commit_seconds_count "), "{text}");
     assert!(!text.contains("mailroom_journal_commit_seconds_count 0\n"), "commits were timed: {text}");
+    assert!(text.contains("mailroom_footprint_files{area=\"inbox_kept\"} "), "{text}");
+    assert!(text.contains("mailroom_footprint_bytes{area=\"journal_live\"} "), "{text}");
 }
 
 #[test]

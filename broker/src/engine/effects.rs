@@ -70,6 +70,8 @@ pub(crate) struct Effects {
     touched: BTreeSet<PathBuf>,
     /// Directories a file was moved out of: fsynced after every other touched directory.
     moved_from: BTreeSet<PathBuf>,
+    /// Messages moved into `inbox/cur/`, in order, for retention to keep count of.
+    kept: Vec<PathBuf>,
 }
 
 /// The bytes of a task file in `new/` (what an agent reads when it claims).
@@ -102,6 +104,11 @@ impl Effect {
 impl Effects {
     pub fn push(&mut self, e: Effect) {
         self.pending.push(e);
+    }
+
+    /// The messages moved into `inbox/cur/` since the last call, in order.
+    pub fn take_kept(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.kept)
     }
 
     /// A file arrived in (or left) `dir` outside an effect (an agent's rename the broker adopts,
@@ -215,10 +222,13 @@ impl Effects {
                 }
                 Err(e) => return Err(e.into()),
             },
-            // Never over a kept copy: the destination was chosen free when the move was journaled,
-            // so a file there already is this very message, moved before a crash that kept its
-            // source too (only the destination's fsync happened): finish the move.
-            Effect::Consumed { from, to } => self.move_in(env, &from, &to)?,
+            // Never over what is there (see `move_in`); a message moved in now is counted for
+            // retention.
+            Effect::Consumed { from, to } => {
+                if self.move_in(env, &from, &to)? {
+                    self.kept.push(to);
+                }
+            }
             Effect::Quarantine { from, to, reason } => {
                 // The reason first, durably: a crash between the two then leaves the message in
                 // the inbox to be moved again, never a quarantined file without its reason (the
@@ -285,28 +295,28 @@ impl Effects {
     /// the move is finished by removing `from`; failing there would stop every restart. Anything
     /// else at `to` was put there by someone else (a hard link to a file outside the root, say):
     /// it is moved aside (`<name>.displaced-<time>`, never opened) and the move made, so the
-    /// file is neither lost nor ever written through.
-    fn move_in(&mut self, env: &Env, from: &Path, to: &Path) -> Result<(), EngineError> {
+    /// file is neither lost nor ever written through. True when this call moved the file.
+    fn move_in(&mut self, env: &Env, from: &Path, to: &Path) -> Result<bool, EngineError> {
         let fs = env.fs();
         for attempt in 0.. {
             match fs.rename_noreplace(from, to) {
                 Ok(()) => {
                     self.touch_src(from);
                     self.touch_dir(to);
-                    return Ok(());
+                    return Ok(true);
                 }
-                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) if e.is_not_found() => return Ok(false),
                 Err(e) if e.is_already_exists() && attempt < 3 => {
                     let (src, dst) = (fs.stat(from)?, fs.stat(to)?);
                     match (src, dst) {
-                        (None, _) => return Ok(()),
+                        (None, _) => return Ok(false),
                         (Some(s), Some(d)) if s.ino == d.ino => {
                             match fs.remove_file(from) {
                                 Ok(()) => self.touch_src(from),
                                 Err(e) if e.is_not_found() => {}
                                 Err(e) => return Err(e.into()),
                             }
-                            return Ok(());
+                            return Ok(false);
                         }
                         (Some(_), Some(d)) => {
                             let aside = displaced_name(to, env.now(), attempt);

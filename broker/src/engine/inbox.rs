@@ -79,7 +79,7 @@ fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
             reject_file(tx, &from, &shown, None, Refusal::rejected("", "file name is not UTF-8"));
             continue;
         };
-        let seen_before = tx.state().consumed(&name).map(str::to_string);
+        let seen_before = tx.state().consumed(&name).map(|d| d.into_owned());
         if recovering && let Some(dest) = seen_before {
             finish_consumed(tx, from, &name, &dest);
             continue;

@@ -94,6 +94,11 @@ impl Ledger {
         self.journal.next_seq()
     }
 
+    /// Bytes of records written to the journal since the engine opened.
+    pub fn journal_written(&self) -> u64 {
+        self.journal.written()
+    }
+
     /// Records pushed since the engine opened.
     pub fn records(&self) -> usize {
         self.records
@@ -141,20 +146,24 @@ impl Ledger {
         self.events.subscribe()
     }
 
-    /// Whether enough records have accumulated for a snapshot.
+    /// Whether enough records, or bytes of records, have accumulated for a snapshot.
     pub fn compaction_due(&self, env: &Env) -> bool {
-        self.journal.records_since_snapshot() >= env.cfg.broker.compact_after_records
+        let b = &env.cfg.broker;
+        self.journal.records_since_snapshot() >= b.compact_after_records
+            || self.journal.bytes_since_snapshot() >= b.compact_after_bytes
     }
 
-    /// Writes a snapshot and archives the segments it covers. Call only with every effect carried
-    /// out and the directories it touched fsynced (after a commit and `Effects::sync_touched`).
+    /// Writes a snapshot (streamed from the state, never a copy of it) and archives the segments
+    /// it covers. Call only with every effect carried out and the directories it touched fsynced
+    /// (after a commit and `Effects::sync_touched`).
     pub fn compact(&mut self, env: &Env) -> Result<(), EngineError> {
-        let snap = self.state.snapshot(self.journal.next_seq() - 1);
-        self.journal.compact(env.fs(), &snap, &env.names)?;
+        let seq = self.journal.next_seq() - 1;
+        let state = &self.state;
+        self.journal.compact_with(env.fs(), seq, &env.names, |w| state.write_snapshot(seq, w))?;
         // Journaled, so that replay forgets exactly what live operation forgets.
-        self.push(env.now(), Entry::Snapshot { through: snap.seq });
+        self.push(env.now(), Entry::Snapshot { through: seq });
         self.commit()?;
-        tracing::info!(seq = snap.seq, live = snap.live.len(), "journal compacted");
+        tracing::info!(seq, live = self.state.live_count(), "journal compacted");
         Ok(())
     }
 }

@@ -34,6 +34,7 @@ pub(crate) mod operator;
 pub(crate) mod positions;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
+pub mod retention;
 pub(crate) mod stats;
 pub(crate) mod tx;
 pub(crate) mod window;
@@ -51,6 +52,7 @@ use effects::{Answer, Effect, Effects};
 use env::Env;
 use ledger::Ledger;
 use quarantine::Refusal;
+use retention::{KeptNow, Retention};
 use runtime_layout::{Clock, Fs, FsError, Layout};
 use stats::{Histogram, Stats};
 use std::collections::BTreeMap;
@@ -89,6 +91,8 @@ pub struct StepReport {
     pub messages: usize,
     pub records: usize,
     pub more: bool,
+    /// Retention has work left (an archived segment to compress): come back soon, not a tick later.
+    pub housekeeping: bool,
 }
 
 pub struct Engine {
@@ -102,6 +106,7 @@ pub struct Engine {
     passes: Histogram,
     messages: u64,
     inbox_waiting: u64,
+    retention: Retention,
 }
 
 impl Engine {
@@ -137,6 +142,7 @@ impl Engine {
             passes: Histogram::default(),
             messages: 0,
             inbox_waiting: 0,
+            retention: Retention::new(),
         })
     }
 
@@ -181,6 +187,7 @@ impl Engine {
     pub fn step(&mut self) -> Result<StepReport, EngineError> {
         let started = std::time::Instant::now();
         let start = self.core.ledger.records();
+        let journal_before = self.core.ledger.journal_written();
         self.drops.take(&mut self.core.tx())?;
         if self.core.env.cfg.ingest.absorb_board_edits {
             for (board, mark) in self.boards.settled_edits(&self.core.env)? {
@@ -206,8 +213,13 @@ impl Engine {
             // durable first.
             self.core.effects.sync_touched(&self.core.env)?;
             self.core.ledger.compact(&self.core.env)?;
+            self.retention.archive_changed();
         }
         self.write_boards(false)?;
+        // Kept messages and archived history within their limits, a bounded amount per pass.
+        let arrived = self.core.effects.take_kept();
+        let grew = self.core.ledger.journal_written() - journal_before;
+        self.retention.work(&self.core.env, arrived, grew);
         self.passes.observe(started.elapsed());
         self.messages += batch.messages as u64;
         self.inbox_waiting = batch.waiting as u64;
@@ -215,6 +227,7 @@ impl Engine {
             messages: batch.messages,
             records: self.core.ledger.records() - start,
             more: batch.more,
+            housekeeping: self.retention.pending(&self.core.env),
         })
     }
 
@@ -427,25 +440,17 @@ impl Engine {
         self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 
-    /// Removes processed messages older than the retention from `broker/inbox/cur/`.
-    pub fn prune_inbox(&mut self) -> Result<(), EngineError> {
-        let env = &self.core.env;
-        let cur = env.layout.broker_inbox().cur();
-        let now = env.now();
-        for e in env.fs().list(&cur)? {
-            let p = cur.join(&e.name);
-            if let Some(m) = env.fs().stat(&p)?
-                && m.mtime.plus_secs(env.cfg.broker.inbox_retention_secs) < now
-            {
-                env.fs().remove_file(&p)?;
-            }
-        }
-        Ok(())
+    /// What the broker keeps for operators, as far as its retention knows (kept messages and
+    /// archived segments); [`crate::footprint::measure`] counts every area from the disk.
+    pub fn kept(&self) -> KeptNow {
+        self.retention.kept_now()
     }
 
     /// Flushes everything (on shutdown), and leaves the marks of the boards as written so that
-    /// edits made while the broker is stopped are absorbed at the next start.
+    /// edits made while the broker is stopped are absorbed at the next start. A compression in
+    /// progress is given up (its plain segment stays, and is compressed after the next start).
     pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.retention.stop(self.core.env.fs());
         self.core.tx().commit()?;
         self.core.effects.sync_touched(&self.core.env)?;
         self.write_boards_as(true, true)?;

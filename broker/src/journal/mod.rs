@@ -4,23 +4,27 @@
 //!
 //! A record is appended (and, unless durability is `never`, fsynced) before any file it
 //! describes is moved, so the journal is always ahead of the tree and recovery can redo effects.
-//! Segments made obsolete by a snapshot move to `journal/archive/`, where `mailroom trace` still
-//! reads them.
+//! Segments made obsolete by a snapshot move to `journal/archive/`, where they are compressed and
+//! kept within the retention limits, and where `mailroom trace` still reads them.
 //!
 //! The parts: [`record`] (what a line holds), [`read`] (replay, torn tails, every segment for
-//! `trace`), and [`Journal`] here (numbering, group commit, compaction).
+//! `trace`), [`archive`] (compression and the retention rule of archived segments), and
+//! [`Journal`] here (numbering, group commit, compaction).
 
+pub mod archive;
 mod read;
 mod record;
 
-pub use read::{Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay};
+pub use read::{
+    Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay, segment_bytes,
+};
 pub use record::{
     Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, Requeued, SnapTask, Snapshot,
     TakenBack, Tomb, consumed_path,
 };
 
 use protocol::Timestamp;
-use runtime_layout::{AppendFile, Durability, FileKind, Fs, FsError, NameSource, write_atomic};
+use runtime_layout::{AppendFile, Durability, FileKind, Fs, FsError, NameSource};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +50,11 @@ pub struct Journal {
     buf: Vec<u8>,
     next_seq: u64,
     since_snapshot: u64,
+    /// Bytes of records appended since the last snapshot (or since the journal was opened).
+    bytes_since_snapshot: u64,
     durability: Durability,
+    /// Bytes of records appended since the journal was opened.
+    written: u64,
 }
 
 /// The segment the next commit appends to.
@@ -56,6 +64,49 @@ enum Segment {
     Open(Box<dyn AppendFile>),
     /// A journal open read-only: every commit with records fails.
     ReadOnly,
+}
+
+/// A snapshot is appended to its temporary this many bytes at a time.
+const CHUNK: usize = 1 << 20;
+
+/// An `io::Write` over an [`AppendFile`] that appends a chunk at a time and keeps the first
+/// error (serde_json sees only an `io::Error`).
+struct Chunked {
+    file: Box<dyn AppendFile>,
+    buf: Vec<u8>,
+    failed: Option<FsError>,
+}
+
+impl Chunked {
+    fn flush_chunk(&mut self) {
+        if self.failed.is_none()
+            && !self.buf.is_empty()
+            && let Err(e) = self.file.append(&self.buf)
+        {
+            self.failed = Some(e);
+        }
+        self.buf.clear();
+    }
+}
+
+impl std::io::Write for Chunked {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(std::io::Error::other("snapshot write failed"));
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.flush_chunk();
+            if self.failed.is_some() {
+                return Err(std::io::Error::other("snapshot write failed"));
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) fn segment_name(first: u64) -> String {
@@ -81,7 +132,9 @@ impl Journal {
             buf: Vec::new(),
             next_seq,
             since_snapshot: 0,
+            bytes_since_snapshot: 0,
             durability,
+            written: 0,
         })
     }
 
@@ -96,7 +149,9 @@ impl Journal {
             buf: Vec::new(),
             next_seq,
             since_snapshot: 0,
+            bytes_since_snapshot: 0,
             durability: Durability::Never,
+            written: 0,
         }
     }
 
@@ -165,6 +220,8 @@ impl Journal {
             self.broken = Some(e.to_string());
             return Err(e);
         }
+        self.written += self.buf.len() as u64;
+        self.bytes_since_snapshot += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
@@ -193,35 +250,72 @@ impl Journal {
         Ok(())
     }
 
+    /// Bytes of records appended since the journal was opened.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     pub fn records_since_snapshot(&self) -> u64 {
         self.since_snapshot
+    }
+
+    /// Bytes of records appended since the last snapshot (or since the journal was opened).
+    pub fn bytes_since_snapshot(&self) -> u64 {
+        self.bytes_since_snapshot
     }
 
     /// Writes `snap` (which must cover every record before `next_seq`), starts a new segment and
     /// moves the segments the snapshot covers into `archive/`.
     pub fn compact(&mut self, fs: &dyn Fs, snap: &Snapshot, names: &NameSource) -> Result<(), FsError> {
+        self.compact_with(fs, snap.seq, names, |w| serde_json::to_writer(w, snap))
+    }
+
+    /// [`Journal::compact`] with the snapshot of everything up to `seq` written by `write`, which
+    /// streams its JSON: it goes to a temporary a mebibyte at a time (never whole in memory),
+    /// which is fsynced and renamed into place, as `write_atomic` does.
+    pub fn compact_with(
+        &mut self,
+        fs: &dyn Fs,
+        seq: u64,
+        names: &NameSource,
+        write: impl FnOnce(&mut dyn std::io::Write) -> serde_json::Result<()>,
+    ) -> Result<(), FsError> {
         self.commit(fs)?;
-        debug_assert_eq!(snap.seq + 1, self.next_seq);
-        let bytes = serde_json::to_vec(snap).expect("snapshot serialises");
-        write_atomic(
-            fs,
-            &self.dir.join(format!("snapshot-{:016}.json", snap.seq)),
-            &bytes,
-            names,
-            self.durability,
-        )?;
+        debug_assert_eq!(seq + 1, self.next_seq);
+        let name = format!("snapshot-{seq:016}.json");
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", names.tmp_suffix()));
+        if fs.stat(&tmp)?.is_some() {
+            fs.remove_file(&tmp)?;
+        }
+        let mut out = Chunked { file: fs.create_append(&tmp)?, buf: Vec::with_capacity(CHUNK), failed: None };
+        let written = write(&mut out);
+        out.flush_chunk();
+        let flushed = match (out.failed.take(), written) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(FsError::io("write", &tmp, std::io::Error::other(e))),
+            (None, Ok(())) if self.durability.sync_files() => out.file.sync(),
+            (None, Ok(())) => Ok(()),
+        };
+        if let Err(e) = flushed.and_then(|()| fs.rename(&tmp, &self.dir.join(&name))) {
+            let _ = fs.remove_file(&tmp);
+            return Err(e);
+        }
+        if self.durability.sync_files() {
+            fs.sync_dir(&self.dir)?;
+        }
         // The next segment is created by the next commit; the current one is archived below.
         self.file = Segment::Pending;
         self.path = self.dir.join(segment_name(self.next_seq));
         self.since_snapshot = 0;
+        self.bytes_since_snapshot = 0;
         for e in fs.list(&self.dir)? {
             let Some(name) = e.name_str() else { continue };
             if let Some(first) = parse_numbered(name, "segment-", ".jsonl") {
                 if first < self.next_seq {
                     fs.rename(&self.dir.join(name), &self.dir.join("archive").join(name))?;
                 }
-            } else if let Some(seq) = parse_numbered(name, "snapshot-", ".json")
-                && seq < snap.seq
+            } else if let Some(n) = parse_numbered(name, "snapshot-", ".json")
+                && n < seq
             {
                 fs.remove_file(&self.dir.join(name))?;
             }
@@ -375,5 +469,42 @@ mod tests {
             .unwrap()
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".displaced-"));
         assert_eq!(displaced.count(), 2);
+    }
+
+    #[test]
+    fn trace_reads_compressed_and_plain_segments_alike_each_once() {
+        let d = tempfile::tempdir().unwrap();
+        let names = NameSource::new();
+        let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap();
+        j.push(Timestamp::from_micros(0), stray("a"));
+        j.push(Timestamp::from_micros(0), stray("b"));
+        j.compact(&RealFs, &Snapshot { seq: 2, ..Default::default() }, &names).unwrap();
+        j.push(Timestamp::from_micros(0), stray("c"));
+        j.commit(&RealFs).unwrap();
+        let plain = d.path().join("archive").join(segment_name(1));
+        let mut c = archive::Compressor::start(&RealFs, &plain, true).unwrap();
+        assert!(matches!(c.step(&RealFs, 1 << 20).unwrap(), archive::Progress::Done { .. }));
+        assert!(
+            !plain.exists()
+                && d.path().join("archive").join(archive::compressed_name(&segment_name(1))).exists()
+        );
+        let seqs = |d: &Path| {
+            let mut out = Vec::new();
+            for s in all_segments(&RealFs, d).unwrap() {
+                read_segment(&RealFs, &s, |r, _, _| out.push(r.seq), &mut Notes::default()).unwrap();
+            }
+            out
+        };
+        assert_eq!(seqs(d.path()), vec![1, 2, 3]);
+        // A crash between the rename and the removal leaves both forms: read once.
+        std::fs::write(&plain, segment_bytes(&RealFs, &all_segments(&RealFs, d.path()).unwrap()[0]).unwrap())
+            .unwrap();
+        assert_eq!(seqs(d.path()), vec![1, 2, 3]);
+        assert_eq!(all_segments(&RealFs, d.path()).unwrap()[0], plain, "the plain copy is the one read");
+        // Replay never reads the archive.
+        assert_eq!(
+            load(&RealFs, d.path()).unwrap().records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 }

@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod board;
 pub mod exit;
+mod gc;
 mod import;
 mod io;
 mod mail;
@@ -176,6 +177,16 @@ pub enum Cmd {
         #[arg(long)]
         no_create_agents: bool,
     },
+    /// Apply the retention rules to a stopped root: prune kept messages, compress and prune the
+    /// journal archive (a running broker does this itself, a little per pass).
+    Gc {
+        /// Show what would be removed or compressed without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage agents.
     Agent {
         #[command(subcommand)]
@@ -326,6 +337,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Import { paths, dry_run, json, no_create_agents } => {
             import::import(root_fs(&root, !dry_run)?, layout, &paths, dry_run, json, !no_create_agents)
         }
+        Cmd::Gc { dry_run, json } => gc::gc(root_fs(&root, false)?.as_ref(), &layout, dry_run, json),
         Cmd::Bench { args } => Err(bench::bench(&args)),
         Cmd::Agent { cmd } => {
             let fs = root_fs(&root, false)?;

@@ -118,6 +118,18 @@ pub struct Meta {
     pub ino: u64,
 }
 
+/// What `statvfs` reports about the filesystem a path is on: what is left, and of how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer can still use.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Inodes (files) an unprivileged writer can still create; `total_inodes` is 0 on a
+    /// filesystem without a fixed inode table (btrfs, some FUSE mounts).
+    pub free_inodes: u64,
+    pub total_inodes: u64,
+}
+
 /// An I/O failure, naming the operation and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -264,6 +276,14 @@ pub trait Fs: Send + Sync {
     /// file already there (a hard link to someone else's file, a symlink) is never appended to.
     /// The new entry is durable once the caller fsyncs the directory.
     fn create_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError>;
+    /// Reads at most `len` bytes of a regular file from `offset` (fewer at its end), without
+    /// following a symlink: a large file read a piece at a time (an archived journal segment).
+    fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError>;
+    /// Sets the file's modification time (durable with the file's next fsync), without
+    /// following a symlink: a compressed copy keeps the time of what it replaces.
+    fn set_mtime(&self, path: &Path, mtime: Timestamp) -> Result<(), FsError>;
+    /// Free and total space and inodes of the filesystem `path` is on; `None` when unknown.
+    fn space(&self, path: &Path) -> Result<Option<Space>, FsError>;
     /// Takes an exclusive lock on the directory `dir` without waiting; `Ok(None)` when someone
     /// else holds it. Nothing is created, opened for writing or truncated: a lock on a directory
     /// cannot be dodged by removing or replacing a file, and cannot damage one.

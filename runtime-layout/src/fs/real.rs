@@ -4,7 +4,7 @@
 //! trees that are not one (the benchmark's scratch directories, tests).
 
 use super::unix::{self, Appender, errno, id_of, open_error};
-use super::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta};
+use super::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, Space};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -135,6 +135,24 @@ impl Fs for RealFs {
             Err(e) => Err(FsError::io("stat", p, errno(e))),
         });
         Ok(Box::new(Appender::new(fd, path, locate)?))
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
+        use rustix::fs::{CWD, Mode, OFlags, openat};
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = openat(CWD, path, flags, Mode::empty()).map_err(|e| open_error("open", path, e))?;
+        unix::read_piece(fd, path, offset, len)
+    }
+
+    fn set_mtime(&self, path: &Path, mtime: protocol::Timestamp) -> Result<(), FsError> {
+        use rustix::fs::{AtFlags, CWD, utimensat};
+        utimensat(CWD, path, &unix::mtime_times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FsError::io("set mtime", path, errno(e)))
+    }
+
+    fn space(&self, path: &Path) -> Result<Option<Space>, FsError> {
+        let s = rustix::fs::statvfs(path).map_err(|e| FsError::io("statvfs", path, errno(e)))?;
+        Ok(Some(unix::space_of(&s)))
     }
 
     fn lock_dir(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {

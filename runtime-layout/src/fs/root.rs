@@ -13,7 +13,7 @@
 
 use super::beneath::{Beneath, Dir};
 use super::unix::{self, Appender, errno, id_of, meta_of, open_error};
-use super::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta};
+use super::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, Space};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
 use rustix::io::Errno;
 use std::path::Path;
@@ -262,6 +262,27 @@ impl Fs for RootFs {
             }
         });
         Ok(Box::new(Appender::new(fd, path, locate)?))
+    }
+
+    fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
+            Ok(errno) => open_error("open", path, errno),
+            Err(refused) => refused,
+        })?;
+        unix::read_piece(fd, path, offset, len)
+    }
+
+    fn set_mtime(&self, path: &Path, mtime: protocol::Timestamp) -> Result<(), FsError> {
+        let (dir, name) = self.at.parent(path)?;
+        rustix::fs::utimensat(&dir, name, &unix::mtime_times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FsError::io("set mtime", path, errno(e)))
+    }
+
+    fn space(&self, path: &Path) -> Result<Option<Space>, FsError> {
+        let dir = self.open_dir(path)?;
+        let s = rustix::fs::fstatvfs(&dir).map_err(|e| FsError::io("statvfs", path, errno(e)))?;
+        Ok(Some(unix::space_of(&s)))
     }
 
     fn resolves_beneath(&self) -> bool {

@@ -110,6 +110,29 @@ fn touch_moves_mtime_forward_and_append_accumulates() {
     });
 }
 
+#[test]
+fn read_at_reads_a_piece_set_mtime_sets_the_time_and_space_is_known() {
+    each(|fs, d| {
+        let f = d.join("f");
+        fs.create_new(&f, b"0123456789", false).unwrap();
+        assert_eq!(fs.read_at(&f, 3, 4).unwrap(), b"3456");
+        assert_eq!(fs.read_at(&f, 8, 100).unwrap(), b"89");
+        assert_eq!(fs.read_at(&f, 20, 4).unwrap(), b"");
+        let l = d.join("l");
+        symlink(&f, &l).unwrap();
+        assert!(matches!(fs.read_at(&l, 0, 4), Err(FsError::NotRegular { kind: FileKind::Symlink, .. })));
+        let t = Timestamp::from_micros(1_700_000_000_123_456);
+        fs.set_mtime(&f, t).unwrap();
+        assert_eq!(fs.stat(&f).unwrap().unwrap().mtime, t);
+        let before = std::fs::symlink_metadata(&f).unwrap().mtime();
+        fs.set_mtime(&l, Timestamp::from_micros(42)).unwrap();
+        assert_eq!(std::fs::metadata(&f).unwrap().mtime(), before, "a symlink's target is left alone");
+        let s = fs.space(d).unwrap().expect("statvfs works on a real directory");
+        assert!(s.total_bytes > 0 && s.free_bytes <= s.total_bytes, "{s:?}");
+        assert!(s.free_inodes <= s.total_inodes || s.total_inodes == 0, "{s:?}");
+    });
+}
+
 /// A bait file outside the tree, and a hard link to it and symlinks (live and dangling) to it
 /// planted at the names the code under test is about to create.
 struct Planted {

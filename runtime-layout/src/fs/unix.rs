@@ -2,7 +2,7 @@
 //! read it within a limit, append to it all or nothing after checking it is still the file at
 //! its path, hold a `flock`, and turn `stat` results and errors into the seam's types.
 
-use super::{AppendFile, FileKind, FsError, LockGuard, Meta};
+use super::{AppendFile, FileKind, FsError, LockGuard, Meta, Space};
 use protocol::Timestamp;
 use rustix::fs::{FileType, Stat};
 use rustix::io::Errno;
@@ -65,6 +65,46 @@ pub(crate) fn read_limited(fd: OwnedFd, path: &Path, limit: u64) -> Result<Vec<u
         return Err(FsError::TooLarge { path: path.to_path_buf(), size: buf.len() as u64, limit });
     }
     Ok(buf)
+}
+
+/// Reads at most `len` bytes from `offset` of an open file that must be a regular file.
+pub(crate) fn read_piece(fd: OwnedFd, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
+    use std::io::{Seek, SeekFrom};
+    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
+    let kind = kind_of(&st);
+    if kind != FileKind::File {
+        return Err(FsError::NotRegular { path: path.to_path_buf(), kind });
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let mut file = std::fs::File::from(fd);
+    file.seek(SeekFrom::Start(offset)).map_err(|e| FsError::io("seek", path, e))?;
+    let mut buf = Vec::with_capacity(len.min(size.saturating_sub(offset)) as usize);
+    file.take(len).read_to_end(&mut buf).map_err(|e| FsError::io("read", path, e))?;
+    Ok(buf)
+}
+
+/// `mtime` as the times `utimensat` sets (the access time left alone).
+pub(crate) fn mtime_times(mtime: Timestamp) -> rustix::fs::Timestamps {
+    use rustix::fs::{Timespec, UTIME_OMIT};
+    let us = mtime.as_micros();
+    rustix::fs::Timestamps {
+        last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        last_modification: Timespec {
+            tv_sec: us.div_euclid(1_000_000),
+            tv_nsec: us.rem_euclid(1_000_000) * 1000,
+        },
+    }
+}
+
+/// What `statvfs` says, as a [`Space`].
+pub(crate) fn space_of(s: &rustix::fs::StatVfs) -> Space {
+    let unit = if s.f_frsize > 0 { s.f_frsize } else { s.f_bsize };
+    Space {
+        free_bytes: s.f_bavail.saturating_mul(unit),
+        total_bytes: s.f_blocks.saturating_mul(unit),
+        free_inodes: s.f_favail,
+        total_inodes: s.f_files,
+    }
 }
 
 /// Where the file named by a path is now (`None`: nothing there), for the identity check.

@@ -149,6 +149,40 @@ impl Fs for SimFs {
         }
     }
 
+    fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
+        let g = self.lock();
+        g.read_only("open", path)?;
+        match g.lookup(path) {
+            None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
+            Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
+            Some(Node::File(i)) => {
+                let data = &g.inodes[&i].data;
+                let from = (offset as usize).min(data.len());
+                let to = from.saturating_add(len as usize).min(data.len());
+                Ok(data[from..to].to_vec())
+            }
+        }
+    }
+
+    fn set_mtime(&self, path: &Path, mtime: Timestamp) -> Result<(), FsError> {
+        let mut g = self.lock();
+        g.begin("set mtime", path, Kind::Meta)?;
+        match g.lookup(path) {
+            Some(Node::File(i)) => {
+                g.inodes.get_mut(&i).expect("named inode").mtime = mtime;
+                Ok(())
+            }
+            Some(Node::Dir) => Ok(()),
+            None => Err(FsError::io("set mtime", path, errno(rustix::io::Errno::NOENT))),
+        }
+    }
+
+    fn space(&self, path: &Path) -> Result<Option<Space>, FsError> {
+        let g = self.lock();
+        g.read_only("statvfs", path)?;
+        Ok(g.space)
+    }
+
     fn create_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {
         let path = normalise(path);
         let now = self.clock.now();

@@ -148,3 +148,29 @@ fn appends_are_exclusive_and_stop_when_the_file_is_replaced() {
     assert_eq!(fs.read(&p("/j/moved"), 10).unwrap(), b"1");
     assert_eq!(fs.read(&p("/j/planted"), 10).unwrap(), b"keep");
 }
+
+#[test]
+fn pieces_read_back_a_set_mtime_lasts_with_an_fsync_and_space_is_what_the_test_says() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/r")).unwrap();
+    fs.create_new(&p("/r/f"), b"0123456789", true).unwrap();
+    fs.sync_dir(&p("/r")).unwrap();
+    assert_eq!(fs.read_at(&p("/r/f"), 2, 3).unwrap(), b"234");
+    assert_eq!(fs.read_at(&p("/r/f"), 9, 3).unwrap(), b"9");
+    assert_eq!(fs.read_at(&p("/r/f"), 30, 3).unwrap(), b"");
+    let t = Timestamp::from_micros(42);
+    fs.set_mtime(&p("/r/f"), t).unwrap();
+    assert_eq!(fs.stat(&p("/r/f")).unwrap().unwrap().mtime, t);
+    fs.restart(Crash::PowerLoss);
+    assert_ne!(fs.stat(&p("/r/f")).unwrap().unwrap().mtime, t, "an mtime nobody fsynced is lost");
+    let mut a = fs.create_append(&p("/r/g")).unwrap();
+    fs.sync_dir(&p("/r")).unwrap();
+    fs.set_mtime(&p("/r/g"), t).unwrap();
+    a.sync().unwrap();
+    fs.restart(Crash::PowerLoss);
+    assert_eq!(fs.stat(&p("/r/g")).unwrap().unwrap().mtime, t, "the file's fsync keeps it");
+    assert_eq!(fs.space(&p("/r")).unwrap(), None);
+    let s = Space { free_bytes: 1, total_bytes: 2, free_inodes: 3, total_inodes: 4 };
+    fs.set_space(Some(s));
+    assert_eq!(fs.space(&p("/r")).unwrap(), Some(s));
+}
