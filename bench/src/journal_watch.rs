@@ -72,11 +72,17 @@ pub fn for_each_completion(
     Ok(())
 }
 
-/// Counts completions appended to a journal, reading only the new bytes of each segment on every
-/// poll. A line is parsed only if it mentions `complete` at all, so watching costs the run little.
-/// It reads with `std::fs` (it needs to seek), never writes. A segment compressed in the archive
-/// (`.jsonl.zst`) before the tail read all of it is decompressed once and read from where the
-/// tail had stopped.
+/// Whether `rec` made a task ready (its file went into a queue or a mailbox, or it waits for
+/// room in the ready window).
+pub fn dispatched(rec: &Record) -> bool {
+    matches!(rec.entry, Entry::Dispatch { .. })
+}
+
+/// Counts completions and dispatches appended to a journal, reading only the new bytes of each
+/// segment on every poll. A line is parsed only if it mentions `complete` or `dispatch` at all,
+/// so watching costs the run little. It reads with `std::fs` (it needs to seek), never writes. A
+/// segment compressed in the archive (`.jsonl.zst`) before the tail read all of it is
+/// decompressed once and read from where the tail had stopped.
 pub struct JournalTail {
     dir: PathBuf,
     offsets: HashMap<String, u64>,
@@ -85,6 +91,7 @@ pub struct JournalTail {
     /// Compressed segments already dealt with.
     compressed: HashSet<String>,
     pub completes: usize,
+    pub dispatches: usize,
 }
 
 impl JournalTail {
@@ -103,7 +110,7 @@ impl JournalTail {
                 }
             }
         }
-        Self { dir, offsets, sealed: HashSet::new(), compressed, completes: 0 }
+        Self { dir, offsets, sealed: HashSet::new(), compressed, completes: 0, dispatches: 0 }
     }
 
     pub fn poll(&mut self) {
@@ -164,14 +171,18 @@ impl JournalTail {
     }
 
     fn count(&mut self, lines: &[u8], f: &mut impl FnMut(&str)) {
-        for c in lines
+        let mentions = |line: &[u8], word: &[u8]| line.windows(word.len()).any(|w| w == word);
+        for rec in lines
             .split(|&b| b == b'\n')
-            .filter(|line| line.windows(8).any(|w| w == b"complete"))
+            .filter(|line| mentions(line, b"complete") || mentions(line, b"dispatch"))
             .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
-            .filter_map(completed)
         {
-            self.completes += 1;
-            f(&c.task.task_id);
+            if dispatched(&rec) {
+                self.dispatches += 1;
+            } else if let Some(c) = completed(rec) {
+                self.completes += 1;
+                f(&c.task.task_id);
+            }
         }
     }
 }
@@ -300,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn only_complete_records_complete_a_task() {
+    fn only_complete_records_complete_a_task_and_only_dispatch_records_dispatch_one() {
         let t = task(1);
         let ts = Timestamp::from_micros(5);
         let place = Place::Done;
@@ -310,7 +321,11 @@ mod tests {
             place: place.clone(),
             agent: "A".into(),
         };
-        assert!(completed(Record { seq: 1, ts, entry: claim }).is_none());
+        let claim = Record { seq: 1, ts, entry: claim };
+        assert!(!dispatched(&claim));
+        assert!(completed(claim).is_none());
+        let dispatch = Entry::Dispatch { task_id: t.task_id.clone(), task: t.clone(), place: place.clone() };
+        assert!(dispatched(&Record { seq: 3, ts, entry: dispatch }));
         let report = Report {
             task_id: t.task_id.clone(),
             task: t,

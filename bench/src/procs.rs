@@ -45,8 +45,15 @@ impl Binaries {
         log: &Path,
         what: &str,
     ) -> Result<Proc, BenchError> {
+        let mut all = vec!["--root".to_string(), root.display().to_string()];
+        all.extend_from_slice(args);
+        self.role(role, &all, log, what)
+    }
+
+    /// `mailroom-bench <role> <args>` as a child, its stderr in `log`.
+    pub fn role(&self, role: &str, args: &[String], log: &Path, what: &str) -> Result<Proc, BenchError> {
         let mut cmd = Command::new(&self.bench);
-        cmd.arg(role).arg("--root").arg(root).args(args);
+        cmd.arg(role).args(args);
         spawn(cmd, log, what)
     }
 

@@ -19,22 +19,9 @@ pub fn workspace() -> PathBuf {
 /// The `mailroom` binary, built on first use if needed (`MAILROOM_BIN` overrides).
 pub fn bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("MAILROOM_BIN") {
-            return PathBuf::from(p);
-        }
-        // Test executables live in target/<profile>/deps/; the binary is in target/<profile>/.
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
-        let release = profile_dir.ends_with("release");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "mailroom", "--bin", "mailroom"]).current_dir(workspace());
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building the mailroom binary failed");
-        profile_dir.join("mailroom")
+    BIN.get_or_init(|| match std::env::var("MAILROOM_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => build_bins().join("mailroom"),
     })
     .clone()
 }
@@ -44,20 +31,36 @@ pub fn bin() -> PathBuf {
 /// (`MAILROOM_BENCH_BIN` overrides).
 pub fn bench_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("MAILROOM_BENCH_BIN") {
-            return PathBuf::from(p);
-        }
+    BIN.get_or_init(|| match std::env::var("MAILROOM_BENCH_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => build_bins().join("mailroom-bench"),
+    })
+    .clone()
+}
+
+/// Builds the workspace's binaries once, into the profile directory of this test executable
+/// (test executables live in `target/<profile>/deps/`), and returns that directory.
+///
+/// One `cargo build --workspace --bins --examples` builds them all with the very features
+/// `cargo test --workspace` resolved: cargo unifies features over the packages selected, and
+/// over dev-dependencies only when a target that needs them is built (an example does). So every
+/// library it links is one `cargo test --workspace` already compiled, and only the binaries
+/// themselves are compiled here. A `cargo build -p mailroom` instead resolves features for one
+/// package, different ones (tokio, serde_json, ...), and so compiles most of the dependency tree
+/// and every workspace crate a second time, inside the first test that asks for a binary.
+fn build_bins() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("current exe");
         let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "mailroom-bench", "--bin", "mailroom-bench"]).current_dir(workspace());
+        cmd.args(["build", "-q", "--workspace", "--bins", "--examples"]).current_dir(workspace());
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building the mailroom-bench binary failed");
-        profile_dir.join("mailroom-bench")
+        assert!(status.success(), "building the workspace's binaries failed");
+        profile_dir
     })
     .clone()
 }

@@ -1,6 +1,6 @@
 //! The workloads of a run, one module each, every one returning a typed [`Section`] of the report.
 //!
-//! Adding a workload (W8 deep queue, a peer such as PostgreSQL) is a module here that
+//! Adding a workload (a soak, another peer) is a module here that
 //! implements [`Workload`] (its `run` returns a `Serialize` struct implementing [`Section`] and
 //! `Display`) and one line in [`ALL`]. A workload can read the sections of those that ran before
 //! it (`report::find`), and compare itself with any other once all have run (`Section::relate`).
@@ -9,12 +9,14 @@ use crate::error::BenchError;
 use crate::report::Section;
 use crate::run::Ctx;
 
+pub mod peers;
 pub mod w1_pipeline;
 pub mod w2_legacy;
 pub mod w3_floor;
 pub mod w4_history;
 pub mod w6_durability;
 pub mod w7_wake;
+pub mod w8_deep;
 pub mod w9_soak;
 
 /// One workload.
@@ -37,6 +39,8 @@ pub static ALL: &[&dyn Workload] = &[
     &w6_durability::W6,
     &w7_wake::W7,
     &w4_history::W4,
+    &w8_deep::W8,
+    &peers::Peers,
     &w9_soak::W9,
 ];
 
