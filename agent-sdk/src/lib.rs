@@ -39,6 +39,7 @@
 
 mod ack;
 mod agent;
+mod capabilities;
 mod client;
 
 pub use ack::{Ack, Verdict};
@@ -82,6 +83,8 @@ pub enum Error {
     Io(#[from] FsError),
     #[error("file watcher: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Profile(#[from] runtime_layout::ProfileError),
 }
 
 /// Is a watcher event worth a rescan? Opening, reading or listing a watched directory is not (a

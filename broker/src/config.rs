@@ -92,10 +92,16 @@ impl Default for BrokerSettings {
     }
 }
 
-/// How ready tasks are released to agents.
+/// How tasks are ordered and released: priority aging and dependencies that do not exist.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DispatchSettings {
+    /// A queued task waiting longer than this many seconds rises one priority level (for dispatch
+    /// order only) per further `aging_secs`, never above CRITICAL. `0` (the default) turns aging
+    /// off.
+    pub aging_secs: u64,
+    /// A task waiting for a task id that does not exist is BLOCKED after this many seconds.
+    pub missing_dependency_secs: u64,
     /// At most this many ready tasks of one maildir (a pool or an agent's mailbox) are files in
     /// its `new/`; the rest wait in the broker's state, in dispatch order, and get their file as
     /// claims make room. A task that sorts before the window's last file takes its place at
@@ -106,7 +112,21 @@ pub struct DispatchSettings {
 
 impl Default for DispatchSettings {
     fn default() -> Self {
-        Self { ready_window: 256 }
+        Self { aging_secs: 0, missing_dependency_secs: 86_400, ready_window: 256 }
+    }
+}
+
+/// Agent presence.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// An agent not seen (no claim, heartbeat or message) for this many seconds is `stale`.
+    pub stale_secs: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self { stale_secs: 600 }
     }
 }
 
@@ -120,8 +140,13 @@ struct RawConfig {
     routes: BTreeMap<String, String>,
     #[serde(default)]
     ingest: IngestSettings,
+    /// `name = ["Agent-2", "Agent-5"]`: mail to `@name` goes to these agents.
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     dispatch: DispatchSettings,
+    #[serde(default)]
+    agents: AgentSettings,
     #[serde(default)]
     http: HttpSettings,
     #[serde(default)]
@@ -264,7 +289,10 @@ pub struct Config {
     pub broker: BrokerSettings,
     pub routes: BTreeMap<String, Route>,
     pub ingest: IngestSettings,
+    /// Named groups of agents, addressed as `@name` (members in the order written, each once).
+    pub groups: BTreeMap<String, Vec<String>>,
     pub dispatch: DispatchSettings,
+    pub agents: AgentSettings,
     pub http: HttpSettings,
     pub journal: JournalSettings,
     pub webhooks: Vec<Webhook>,
@@ -331,16 +359,33 @@ impl Config {
                     .into(),
             );
         }
+        let mut groups = BTreeMap::new();
+        for (name, members) in raw.groups {
+            names::validate_group(&name).map_err(|e| format!("groups.{name}: {}", e.rule))?;
+            let mut unique: Vec<String> = Vec::with_capacity(members.len());
+            for m in members {
+                names::validate_agent(&m).map_err(|e| format!("groups.{name}: {}", e.rule))?;
+                if !unique.contains(&m) {
+                    unique.push(m);
+                }
+            }
+            groups.insert(name, unique);
+        }
+        if raw.agents.stale_secs == 0 {
+            return Err("agents: stale_secs must be at least 1".into());
+        }
         let webhooks = outbox::webhooks(raw.webhooks)?;
         let hooks = outbox::hooks(raw.hooks)?;
         Ok(Self {
             broker: raw.broker,
             routes,
             ingest: raw.ingest,
-            dispatch: raw.dispatch,
             http: raw.http,
             webhooks,
             hooks,
+            groups,
+            dispatch: raw.dispatch,
+            agents: raw.agents,
             journal: raw.journal,
         })
     }
@@ -405,9 +450,36 @@ mod tests {
         assert!(e.contains("ingest.mail_dirs"), "{e}");
         let c = Config::parse("[ingest]\ntask_dirs = [\"tasks\", \"legacy/leads\"]\n").unwrap();
         assert_eq!(c.ingest.task_dirs.len(), 2);
+        assert!(Config::parse("[groups]\n\"a b\" = []\n").unwrap_err().contains("groups.a b"));
+        assert!(Config::parse("[groups]\nr = [\"ALL\"]\n").unwrap_err().contains("reserved"));
         assert!(Config::parse("[http]\nlisen = \"x\"\n").unwrap_err().contains("lisen"));
         assert!(Config::parse("[journal]\narchive_keep = \"7w\"\n").unwrap_err().contains("unit"));
         assert!(Config::parse("[journal]\narchive_kep = \"7d\"\n").unwrap_err().contains("archive_kep"));
+    }
+
+    #[test]
+    fn dispatch_and_agent_settings() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(
+            (c.dispatch.aging_secs, c.dispatch.missing_dependency_secs, c.agents.stale_secs),
+            (0, 86_400, 600)
+        );
+        let c = Config::parse(
+            "[dispatch]\naging_secs = 30\nmissing_dependency_secs = 5\n[agents]\nstale_secs = 9\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.dispatch.aging_secs, c.dispatch.missing_dependency_secs, c.agents.stale_secs),
+            (30, 5, 9)
+        );
+        assert!(Config::parse("[dispatch]\naging = 1\n").unwrap_err().contains("aging"));
+        assert!(Config::parse("[agents]\nstale_secs = 0\n").is_err());
+    }
+
+    #[test]
+    fn groups_list_valid_agents_once() {
+        let c = Config::parse("[groups]\nreviewers = [\"Agent-2\", \"Agent-5\", \"Agent-2\"]\n").unwrap();
+        assert_eq!(c.groups["reviewers"], ["Agent-2", "Agent-5"]);
     }
 
     #[test]

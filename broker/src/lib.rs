@@ -8,6 +8,7 @@
 //! broker wrote; [`footprint`] counts what a root holds, and [`gc`] applies the retention rules
 //! to a stopped root.
 
+pub mod agents;
 pub mod board;
 pub mod config;
 pub mod engine;

@@ -3,7 +3,7 @@
 //! cannot disagree. Everything else reads it through the accessors below.
 
 use crate::journal::{Entry, Place, Record, Requeued, SnapTask, Snapshot, Tomb, consumed_path};
-use protocol::{Status, Task};
+use protocol::{Status, Task, Timestamp};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use tombs::Tombs;
@@ -53,6 +53,8 @@ pub struct State {
     retired_order: VecDeque<String>,
     /// Live PENDING tasks in the backlog, waiting to be dispatched.
     backlog: BTreeSet<String>,
+    /// Dependency id → the live tasks that depend on it.
+    dependents: HashMap<String, BTreeSet<String>>,
     /// Inbox messages already consumed → where they belong: `None` for `inbox/cur/` (nearly all
     /// of them: not spelt out, as there is one per message between two snapshots), else the
     /// quarantine path.
@@ -60,6 +62,9 @@ pub struct State {
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
     refusals: BTreeMap<String, String>,
+    /// When each agent was last seen in a record: a claim, a report, mail, a refused message.
+    /// (Heartbeats touch claim files and are not journaled: presence adds their mtimes.)
+    seen: HashMap<String, Timestamp>,
     /// Quarantine entries requeued since the last snapshot: their moves may be unfinished.
     requeues: BTreeMap<String, Requeued>,
     /// Each outbox sink's journaled position: every record up to it was handled.
@@ -123,6 +128,7 @@ impl State {
             .into_iter()
             .map(|(m, d)| (m.clone(), (d != consumed_path(&m)).then_some(d)))
             .collect();
+        s.seen = snap.agents_seen.into_iter().collect();
         s.delivered = snap.delivered;
         s
     }
@@ -147,6 +153,7 @@ impl State {
             tombs,
             recent_done: self.recent_done.iter().cloned().collect(),
             consumed: BTreeMap::new(),
+            agents_seen: self.seen.iter().map(|(a, t)| (a.clone(), *t)).collect(),
             delivered: self.delivered.clone(),
         }
     }
@@ -219,6 +226,11 @@ impl State {
         self.windows.iter().filter(|(_, w)| !w.waiting.is_empty()).map(|(d, _)| d.as_str())
     }
 
+    /// The live tasks that depend on `id`, in id order.
+    pub fn dependents(&self, id: &str) -> impl Iterator<Item = &str> {
+        self.dependents.get(id).into_iter().flatten().map(String::as_str)
+    }
+
     /// Live PENDING tasks without a file, in id order.
     pub fn backlog(&self) -> impl Iterator<Item = &str> {
         self.backlog.iter().map(String::as_str)
@@ -230,6 +242,11 @@ impl State {
             Some(p) => Cow::Borrowed(p.as_str()),
             None => Cow::Owned(consumed_path(msg)),
         })
+    }
+
+    /// When `agent` was last seen in a journal record.
+    pub fn last_seen(&self, agent: &str) -> Option<Timestamp> {
+        self.seen.get(agent).copied()
     }
 
     /// Requeues whose moves may be unfinished (since the last snapshot), by entry name.
@@ -336,11 +353,19 @@ impl State {
         } else {
             self.backlog.remove(&id);
         }
+        // A task's dependencies never change: recording them again changes nothing.
+        for dep in &task.depends_on {
+            self.dependents.entry(dep.clone()).or_default().insert(id.clone());
+        }
         self.live.insert(id, Live { task, place, hash });
     }
 
     /// Applies one journal record. Live operation and replay both go through here.
     pub fn apply(&mut self, rec: &Record) {
+        if let Some(agent) = rec.entry.seen_agent() {
+            let t = self.seen.entry(agent.to_string()).or_insert(rec.ts);
+            *t = (*t).max(rec.ts);
+        }
         // Any record caused by a message means the message was handled, not only its Consume
         // record: a power loss can keep a prefix of an unsynced batch (a torn append), and a
         // message whose effect survived without its Consume must not be handled a second time.
@@ -400,6 +425,14 @@ impl State {
                 self.unwindow(&old.place);
                 pooled = old.place.claimed_from_pool();
                 self.forget_place(&id, &old.place);
+                for dep in &old.task.depends_on {
+                    if let Some(set) = self.dependents.get_mut(dep) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            self.dependents.remove(dep);
+                        }
+                    }
+                }
             }
             self.tombs.insert(&id, Finished { status: task.status, hash, pooled });
             self.recent_done.push_back(task.clone());

@@ -68,8 +68,8 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
             s.live
                 .into_iter()
                 .find(|t| t.task.task_id == id)
-                .map(|t| (t.task.status, t.place))
-                .or_else(|| s.tombs.into_iter().find(|t| t.id == id).map(|t| (t.status, Place::Done)))
+                .map(|t| (t.task.status, t.place, Some(t.task)))
+                .or_else(|| s.tombs.into_iter().find(|t| t.id == id).map(|t| (t.status, Place::Done, None)))
         })
     } else {
         None
@@ -100,6 +100,7 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
     let mut steps = Vec::new();
     let mut status: Option<Status> = None;
     let mut place: Option<Place> = None;
+    let mut last: Option<protocol::Task> = None;
     for r in recs {
         let e = &r.entry;
         let to = e.change().map(|(t, _)| t.status);
@@ -126,20 +127,27 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         if let Some(t) = to {
             status = Some(t);
         }
-        if let Some(p) = e.change().map(|(_, p)| p).or(e.relocation().map(|(_, p)| p)) {
+        if let Some((t, p)) = e.change() {
+            place = Some(p.clone());
+            last = Some(t.clone());
+        } else if let Some((_, p)) = e.relocation() {
             place = Some(p.clone());
         }
     }
-    if let Some((s, p)) = snapshot_place {
+    if let Some((s, p, t)) = snapshot_place {
         status = Some(s);
         place = Some(p);
+        if t.is_some() {
+            last = t;
+        }
     }
+    let note = last.as_ref().and_then(crate::board::note).map(|n| format!(": {n}")).unwrap_or_default();
     let now = match &place {
         Some(p @ (Place::Queued { .. } | Place::Held { .. })) => p.rel_path().unwrap_or_default(),
         Some(Place::Waiting { dir, name }) => {
             format!("no file yet: ready, waiting for room in the ready window of {dir}/new/ (as {name})")
         }
-        Some(Place::Backlog) => "no file: waiting in the backlog".into(),
+        Some(Place::Backlog) => format!("no file: in the backlog{note}"),
         Some(Place::Done) => "no file: finished".into(),
         None => "no file: never accepted".into(),
     };

@@ -120,6 +120,28 @@ fn subscribers_see_every_committed_record_in_order() {
     });
 }
 
+/// The API-facing view says what a task waits for when its dependency does not exist, refuses a
+/// cycle with the cycle named, and lists the agents with their presence.
+#[test]
+fn the_snapshot_shows_dead_ends_and_agents() {
+    with_broker(|h, layout| async move {
+        layout.mailbox("Agent-1").create(&RealFs, true).unwrap();
+        let v = h.submit(json!({"task_id": "D-1", "depends_on": ["NOWHERE"]})).await.unwrap();
+        assert!(matches!(v, Verdict::Accepted { .. }), "{v:?}");
+        let view = h.snapshot().await.unwrap();
+        let t = view.tasks.iter().find(|t| t.task.task_id == "D-1").expect("in the snapshot");
+        assert_eq!(t.note.as_deref(), Some("waiting for unknown task NOWHERE"));
+        let v = h.submit(json!({"task_id": "NOWHERE", "depends_on": ["D-1"]})).await.unwrap();
+        let Verdict::Refused { reason, .. } = v else { panic!("a cycle was accepted") };
+        assert!(reason.contains("NOWHERE -> D-1 -> NOWHERE"), "{reason}");
+        let agents = h.snapshot().await.unwrap().agents;
+        assert_eq!(
+            agents.iter().map(|a| (a.name.as_str(), a.state.as_str())).collect::<Vec<_>>(),
+            [("Agent-1", "stale")]
+        );
+    });
+}
+
 #[test]
 fn a_scoped_bulk_retry_redrives_only_what_its_filters_select_and_says_how_many() {
     with_broker(|h, _layout| async move {

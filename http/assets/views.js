@@ -68,7 +68,7 @@
     const n = {};
     for (const t of tasks()) n[MR.column(t)] = (n[MR.column(t)] || 0) + 1;
     const ag = state.agents ? state.agents.agents : [];
-    const busy = ag.filter((a) => a.state !== "idle").length;
+    const busy = ag.filter((a) => a.state === "busy").length;
     const st = state.stats || {};
     const k = (v, label, alert) => `<div class="kpi${alert ? " alert" : ""}"><b>${v ?? "–"}</b><span>${label}</span></div>`;
     return k(n.PENDING || 0, "backlog") + k(n.QUEUED || 0, "queued") + k(n.IN_PROGRESS || 0, "in progress") +

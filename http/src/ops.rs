@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::routes::ApiError;
 use axum::Json;
 use axum::extract::State;
+use mailroom::agents::presence;
 use mailroom::engine::commands::{TaskView, View};
 use mailroom::journal::Place;
 use protocol::Status;
@@ -126,6 +127,9 @@ pub async fn agents(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "lease_left_secs": (expires - now) as f64 / 1e6,
         }));
     }
+    let broker: HashMap<&str, &mailroom::agents::AgentStatus> =
+        view.agents.iter().map(|a| (a.name.as_str(), a)).collect();
+    let stale_secs = state.cfg.agents.stale_secs;
     let mut out = Vec::new();
     let mut names: Vec<String> = view.agents.iter().map(|a| a.name.clone()).collect();
     names.extend(flow.keys().cloned());
@@ -134,22 +138,30 @@ pub async fn agents(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     for name in names {
         let f = flow.get(&name).cloned().unwrap_or_default();
         let held = claims.remove(&name).unwrap_or_default();
-        let last_seen = match (f.last_seen, heartbeat.get(&name)) {
-            (Some(a), Some(b)) => Some(a.max(*b)),
-            (a, b) => a.or(b.copied()),
-        };
+        let known = broker.get(name.as_str());
+        let last_seen = [
+            f.last_seen,
+            heartbeat.get(&name).copied(),
+            known.and_then(|a| a.last_seen).map(|t| t.as_micros()),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         let least = held
             .iter()
             .filter_map(|c| c["lease_left_secs"].as_f64())
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
-        let state = match least {
-            None => "idle",
-            Some(l) if l <= 0.0 => "stale",
-            Some(_) => "busy",
-        };
+        // Stale: a lease ran out, or not seen for `[agents] stale_secs`.
+        let seen = last_seen.map(protocol::Timestamp::from_micros);
+        let state =
+            match (least, presence(seen, held.len(), protocol::Timestamp::from_micros(now), stale_secs)) {
+                (Some(l), _) if l <= 0.0 => "stale",
+                (_, p) => p.as_str(),
+            };
         out.push(json!({
             "agent": name,
             "state": state,
+            "capabilities": known.map(|a| a.capabilities.clone()).unwrap_or_default(),
             "held": held,
             "min_lease_left_secs": least,
             "last_seen": last_seen,

@@ -127,6 +127,19 @@ impl Layout {
         debug_assert!(names::validate_agent(agent).is_ok(), "unvalidated agent {agent:?}");
         Maildir::new(self.mailboxes_dir().join(agent))
     }
+    /// `mailboxes/<agent>/agent.json`: what an agent declares about itself (its capabilities).
+    pub fn agent_profile(&self, agent: &str) -> PathBuf {
+        self.mailbox(agent).root.join("agent.json")
+    }
+    /// Where the broker writes the set of capabilities each tag stands for.
+    pub fn capabilities_dir(&self) -> PathBuf {
+        self.comms.join("capabilities")
+    }
+    /// `capabilities/<tag>.json`. `tag` must pass [`protocol::capability::is_tag`].
+    pub fn capability_set(&self, tag: &str) -> PathBuf {
+        debug_assert!(protocol::capability::is_tag(tag), "not a tag {tag:?}");
+        self.capabilities_dir().join(format!("{tag}.json"))
+    }
     pub fn drop_dir(&self) -> PathBuf {
         self.comms.join("drop")
     }
@@ -135,6 +148,10 @@ impl Layout {
     }
     pub fn board(&self, board: Board) -> PathBuf {
         self.boards_dir().join(board.file_name())
+    }
+    /// `central_task_boards/agents.json`: every agent, its capabilities, claims and presence.
+    pub fn agents_board(&self) -> PathBuf {
+        self.boards_dir().join("agents.json")
     }
     pub fn config_file(&self) -> PathBuf {
         self.comms.join("mailroom.toml")
@@ -150,6 +167,7 @@ impl Layout {
             self.mailboxes_dir(),
             self.drop_dir(),
             self.boards_dir(),
+            self.capabilities_dir(),
         ] {
             fs.create_dir_all(&d)?;
         }
@@ -262,11 +280,18 @@ mod tests {
             "agent_comms/mailboxes",
             "agent_comms/drop",
             "agent_comms/central_task_boards",
+            "agent_comms/capabilities",
         ] {
             assert!(dir.path().join("runtime").join(p).is_dir(), "{p}");
         }
         assert_eq!(l.mailbox("Agent-5").cur(), dir.path().join("runtime/agent_comms/mailboxes/Agent-5/cur"));
         assert_eq!(l.board(Board::Ready).file_name().unwrap(), "task_ready_queue.json");
+        assert_eq!(l.agent_profile("A"), dir.path().join("runtime/agent_comms/mailboxes/A/agent.json"));
+        let tag = "0123456789abcdef";
+        assert_eq!(
+            l.capability_set(tag),
+            dir.path().join(format!("runtime/agent_comms/capabilities/{tag}.json"))
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   broker/broker.lock                who holds the broker lock (the lock is on <root>/ itself)
 //!   queues/<pool>/{tmp,new}/          shared work pools
 //!   mailboxes/<agent>/{tmp,new,cur}/  one maildir per agent
+//!   mailboxes/<agent>/agent.json      what the agent declares (its capabilities)
+//!   capabilities/<tag>.json           the capabilities a dispatch name's tag stands for
 //!   drop/                             files written any way at all by existing scripts
 //!   central_task_boards/              boards, written only by the broker, always atomically
 //!   mailroom.toml                     optional configuration
@@ -24,6 +26,7 @@ mod fs;
 mod layout;
 mod lock;
 mod ops;
+mod profile;
 pub mod sim;
 mod tree;
 
@@ -31,5 +34,8 @@ pub use clock::{Clock, ManualClock};
 pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs, Resolve, RootFs, Space};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};
-pub use ops::{Durability, NameSource, deliver, hostname, now, replace_file, write_atomic};
+pub use ops::{Durability, NameSource, deliver, deliver_read, hostname, now, replace_file, write_atomic};
+pub use profile::{
+    ProfileError, read_agent_profile, read_capability_set, write_agent_profile, write_capability_set,
+};
 pub use tree::{Displaced, TreeError};

@@ -3,6 +3,7 @@
 //! that exists inside the root, journaled whole, and offered to dispatch.
 
 use super::BROKER;
+use super::dependencies;
 use super::dispatch::{settle_dependents, try_dispatch};
 use super::quarantine::Refusal;
 use super::tx::Tx;
@@ -88,6 +89,13 @@ pub(crate) fn admit(
     if task.depends_on.iter().any(|d| d == &id) {
         return Err(Refusal::rejected("task.depends_on", "a task cannot depend on itself").task(&id));
     }
+    if let Some(cycle) = dependencies::cycle(tx.state(), &id, &task.depends_on) {
+        return Err(Refusal::rejected(
+            "task.depends_on",
+            format!("it would close a dependency cycle: {} (each depends on the next)", cycle.join(" -> ")),
+        )
+        .task(&id));
+    }
     let now = tx.now();
     let given = task.status;
     let import = matches!(how, Admission::Import { .. });
@@ -141,11 +149,11 @@ pub(crate) fn admit(
     let done = place == Place::Done;
     let admitted = Admitted { task_id: id.clone(), task, place, msg: msg.to_string(), hash, path };
     tx.push(if import { Entry::Import(admitted) } else { Entry::Submit(admitted) });
-    if done {
-        settle_dependents(tx, &id);
-    } else {
+    if !done {
         try_dispatch(tx, &id);
     }
+    // Tasks may have waited for this one, not knowing it (or been blocked for want of it).
+    settle_dependents(tx, &id);
     Ok(())
 }
 

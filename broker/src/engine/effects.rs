@@ -15,9 +15,10 @@ use super::EngineError;
 use super::commands::{BulkVerdict, Verdict};
 use super::env::Env;
 use super::ledger::Ledger;
+use protocol::capability::CapabilitySet;
 use protocol::message::{Notice, NoticeKind};
 use protocol::{Mail, Task};
-use runtime_layout::{Durability, Maildir, deliver, write_atomic};
+use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_atomic, write_capability_set};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -28,12 +29,19 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub(crate) enum Post {
     Notice(Notice),
-    Mail(Mail),
+    /// Mail; `read` puts it into `cur/` (legacy mail that was marked delivered or read).
+    Mail {
+        mail: Mail,
+        read: bool,
+    },
 }
 
 /// A file effect, carried out after the journal entry that describes it is durable.
 #[derive(Debug)]
 pub(crate) enum Effect {
+    /// Write the set of capabilities a tag stands for (once: a tag's set never changes), before
+    /// the first task file that carries the tag.
+    WriteCapabilities(CapabilitySet),
     /// Write a task file into `<maildir>/new/<name>`.
     Deliver { maildir: Maildir, name: String, bytes: Vec<u8> },
     /// Remove a file the journal says is finished with (a completed or taken-back claim).
@@ -47,6 +55,10 @@ pub(crate) enum Effect {
     /// Write a copy of refused input (part of a file, or a file that must stay where it is)
     /// into quarantine, with the reason beside it. Never overwrites.
     QuarantineCopy { to: PathBuf, bytes: Vec<u8>, reason: Value },
+    /// Put a refused claim back where it was claimed from, under the same name: rename
+    /// `claim` (in the agent's `cur/`) into `maildir/new/`; if the agent removed it meanwhile,
+    /// write `bytes` there instead.
+    Return { claim: PathBuf, maildir: Maildir, name: String, bytes: Vec<u8> },
     /// Move a quarantine entry back into the inbox under a fresh name, and its reason (if any)
     /// into `quarantine/requeued/`. Finished by `reconcile` if a crash interrupts it.
     Requeue { from: PathBuf, to: PathBuf, reason_from: PathBuf, reason_to: PathBuf },
@@ -96,7 +108,9 @@ impl Effect {
                 Some(from)
             }
             Self::QuarantineCopy { to, .. } => Some(to),
-            Self::Post { .. } | Self::Reply { .. } => None,
+            // A claim put back is taken out of an agent's cur/, its territory.
+            Self::Return { claim, .. } => Some(claim),
+            Self::WriteCapabilities(_) | Self::Post { .. } | Self::Reply { .. } => None,
         }
     }
 }
@@ -165,6 +179,12 @@ impl Effects {
                     Ok(()) => {}
                     // Removed since (an agent's mailbox, a pool): nothing in it to keep.
                     Err(e) if e.is_not_found() => {}
+                    // An agent that took the broker's access to its own directory away (between
+                    // the pass that saw its claim and this fsync, say) loses that fsync, and the
+                    // broker does not stop: like any effect in a client's territory.
+                    Err(e) if e.is_permission_denied() && env.client_owned(d) => {
+                        env.warn_once(d, "cannot fsync a client's directory", &e);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -189,6 +209,9 @@ impl Effects {
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
                 }
+            }
+            Effect::WriteCapabilities(set) => {
+                write_capability_set(fs, &env.layout, &set, &env.names, env.durability)?;
             }
             Effect::Remove { path } => {
                 match env.layout.guard(fs, &path).and_then(|()| fs.remove_file(&path)) {
@@ -242,6 +265,9 @@ impl Effects {
                 if fs.stat(&to)?.is_none() {
                     write_atomic(fs, &to, &bytes, &env.names, env.durability)?;
                 }
+            }
+            Effect::Return { claim, maildir, name, bytes } => {
+                self.put_back(env, &claim, &maildir, &name, &bytes)?
             }
             Effect::Requeue { from, to, reason_from, reason_to } => {
                 if !env.layout.is_contained(fs, &from) || !env.layout.is_contained(fs, &reason_to) {
@@ -340,17 +366,58 @@ impl Effects {
         unreachable!("the loop returns")
     }
 
+    fn put_back(
+        &mut self,
+        env: &Env,
+        claim: &Path,
+        maildir: &Maildir,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), EngineError> {
+        let fs = env.fs();
+        let queued = maildir.new_dir().join(name);
+        // A link on either path is refused (the broker moves it aside and rebuilds: `crate::repair`).
+        env.layout.guard(fs, claim)?;
+        env.layout.guard_maildir(fs, maildir)?;
+        match fs.rename_noreplace(claim, &queued) {
+            Ok(()) => {
+                self.touch_dir(&queued);
+                self.touch_src(claim);
+            }
+            // The agent removed its copy: the queued file is written again.
+            Err(e) if e.is_not_found() => match deliver(fs, maildir, name, bytes, Durability::Never) {
+                Ok(p) => self.touch_dir(&p),
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(e.into()),
+            },
+            // Already back (a crash after the rename, before the journal knew): drop the copy.
+            Err(e) if e.is_already_exists() => match fs.remove_file(claim) {
+                Ok(()) => self.touch_src(claim),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
     fn post(&mut self, env: &Env, agent: &str, post: Post) -> Result<(), EngineError> {
         let md = env.layout.mailbox(agent);
         if !md.exists(env.fs()) || !env.layout.maildir_contained(env.fs(), &md) {
             return Ok(());
         }
-        let (kind, bytes) = match &post {
-            Post::Notice(n) => ("notice", json_pretty(n)),
-            Post::Mail(m) => ("mail", json_pretty(m)),
+        let (kind, bytes, read) = match &post {
+            Post::Notice(n) => ("notice", json_pretty(n), false),
+            Post::Mail { mail, read } => ("mail", json_pretty(mail), *read),
         };
         let name = env.names.next(kind);
-        match deliver(env.fs(), &md, &name, &bytes, Durability::Never) {
+        let posted = if read {
+            md.create(env.fs(), true)
+                .and_then(|()| deliver_read(env.fs(), &md, &name, &bytes, Durability::Never))
+        } else {
+            deliver(env.fs(), &md, &name, &bytes, Durability::Never)
+        };
+        match posted {
             Ok(p) => self.touch_dir(&p),
             // The mailbox is the agent's: one it made unwritable misses the post, nothing else.
             Err(e) if e.is_permission_denied() => env.warn_once(&md.root, "cannot post into a mailbox", &e),

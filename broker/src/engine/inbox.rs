@@ -158,7 +158,17 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
         Message::Release { agent, claim } => finish(tx, agent, claim, name, Event::Release),
         Message::Cancel { task_id } => operator::cancel(tx, task_id, name),
         Message::Retry { task_id } => operator::retry(tx, task_id, name),
-        Message::Send { from, to, subject, body } => mail::send(tx, from, to, subject.as_deref(), body, name),
+        Message::Send { from, to, subject, body } => {
+            let letter = mail::Letter {
+                from: from.clone(),
+                to: to.clone(),
+                subject: subject.clone(),
+                body: body.clone(),
+                sent_at: None,
+                read: false,
+            };
+            mail::send(tx, letter, name)
+        }
         Message::Requeue { name: entry } => quarantine::requeue(tx, entry, name),
     }
 }

@@ -16,11 +16,13 @@
 //! channel](commands), answered between passes by [`Engine::serve`].
 
 pub(crate) mod admission;
+pub(crate) mod aging;
 pub(crate) mod audit;
 pub(crate) mod board_edits;
 pub(crate) mod boards;
 pub(crate) mod claims;
 pub mod commands;
+pub(crate) mod dependencies;
 pub(crate) mod dispatch;
 pub(crate) mod drops;
 pub(crate) mod effects;
@@ -32,6 +34,7 @@ pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
 pub(crate) mod positions;
+pub(crate) mod presence;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
 pub mod retention;
@@ -44,13 +47,12 @@ use crate::import::{ImportFile, ImportOptions, ImportReport};
 use crate::journal::{JournalError, Place};
 use crate::state::{Live, State};
 use boards::BoardWriter;
-use commands::{
-    AgentView, BulkVerdict, Command, QueueView, Refused, RetryScope, Subscription, TaskView, Verdict, View,
-};
+use commands::{BulkVerdict, Command, QueueView, Refused, RetryScope, Subscription, TaskView, Verdict, View};
 use drops::DropWatcher;
 use effects::{Answer, Effect, Effects};
 use env::Env;
 use ledger::Ledger;
+use presence::PresenceBoard;
 use quarantine::Refusal;
 use retention::{KeptNow, Retention};
 use runtime_layout::{Clock, Fs, FsError, Layout};
@@ -98,8 +100,10 @@ pub struct StepReport {
 pub struct Engine {
     core: Core,
     boards: BoardWriter,
+    presence: PresenceBoard,
     drops: DropWatcher,
     leases: leases::LeaseWatch,
+    aging: aging::Aging,
     audit: audit::QueueAudit,
     inbox: inbox::Inbox,
     /// How long passes take, and what the inbox held (counted for metrics, nothing more).
@@ -135,8 +139,10 @@ impl Engine {
         Ok(Self {
             core,
             boards,
+            presence: PresenceBoard::default(),
             drops: DropWatcher::default(),
             leases: Default::default(),
+            aging: Default::default(),
             audit: Default::default(),
             inbox: inbox::Inbox::new(),
             passes: Histogram::default(),
@@ -162,6 +168,11 @@ impl Engine {
     /// The state, read-only (tests, views).
     pub fn state(&self) -> &State {
         self.core.ledger.state()
+    }
+
+    /// Every registered agent: capabilities, claims, last seen and state.
+    pub fn agents(&self) -> Result<Vec<crate::agents::AgentStatus>, EngineError> {
+        presence::statuses(&self.core.env, self.state())
     }
 
     /// A task's current record, for tests and `trace`.
@@ -207,6 +218,7 @@ impl Engine {
             self.audit.run_if_due(&mut self.core.tx())?;
         }
         dispatch::ready(&mut self.core.tx());
+        self.aging.run_if_due(&mut self.core.tx())?;
         self.core.tx().commit()?;
         if self.core.ledger.compaction_due(&self.core.env) {
             // The snapshot forgets what recovery needs to redo the moves it covers: make them
@@ -369,7 +381,7 @@ impl Engine {
                     }
                 }
             };
-            TaskView { task: task.clone(), place: place.clone(), pool }
+            TaskView::new(task.clone(), place.clone(), pool)
         };
         let mut tasks: Vec<TaskView> = state.lives().map(|l| view(&l.task, &l.place)).collect();
         tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
@@ -382,33 +394,21 @@ impl Engine {
         let state = self.state();
         let tasks = self.view_tasks();
         let mut queues: BTreeMap<String, usize> = BTreeMap::new();
-        let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for a in self.core.env.agents().unwrap_or_default() {
-            agents.entry(a).or_default();
-        }
         for l in state.lives() {
-            match &l.place {
-                Place::Queued { dir, .. } | Place::Waiting { dir, .. } => {
-                    *queues.entry(dir.clone()).or_default() += 1
-                }
-                Place::Held { agent, name, .. } => {
-                    agents.entry(agent.clone()).or_default().push(name.clone())
-                }
-                _ => {}
+            if let Place::Queued { dir, .. } | Place::Waiting { dir, .. } = &l.place {
+                *queues.entry(dir.clone()).or_default() += 1;
             }
         }
+        let agents = self.agents().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the agents cannot be listed for a snapshot");
+            Vec::new()
+        });
         View {
             next_seq: self.core.ledger.next_seq(),
             finished: state.finished_count(),
             tasks,
             queues: queues.into_iter().map(|(dir, queued)| QueueView { dir, queued }).collect(),
-            agents: agents
-                .into_iter()
-                .map(|(name, mut held)| {
-                    held.sort();
-                    AgentView { name, held }
-                })
-                .collect(),
+            agents,
         }
     }
 
@@ -427,7 +427,8 @@ impl Engine {
         Ok(report)
     }
 
-    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
+    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`),
+    /// and the presence board when it changed (looked at once a second unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
         let durable = self.core.env.durability == runtime_layout::Durability::Always;
         self.write_boards_as(force, durable)
@@ -437,7 +438,8 @@ impl Engine {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)
+        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)?;
+        self.presence.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 
     /// What the broker keeps for operators, as far as its retention knows (kept messages and

@@ -12,6 +12,7 @@
 //! [`Journal`] here (numbering, group commit, compaction).
 
 pub mod archive;
+mod place;
 mod read;
 mod record;
 
@@ -19,8 +20,8 @@ pub use read::{
     Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay, segment_bytes,
 };
 pub use record::{
-    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, Requeued, SnapTask, Snapshot,
-    TakenBack, Tomb, consumed_path,
+    Admitted, BoardEdit, Entry, MailSent, POOLS_DIR, Place, Record, RefusedClaim, Rejected, Report, Requeued,
+    SnapTask, Snapshot, TakenBack, Tomb, consumed_path,
 };
 
 use protocol::Timestamp;

@@ -7,7 +7,7 @@
 
 use super::{State, Tombs};
 use crate::journal::Place;
-use protocol::{Status, Task};
+use protocol::{Status, Task, Timestamp};
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
 use std::collections::{BTreeMap, VecDeque};
@@ -20,6 +20,9 @@ struct SnapshotView<'a> {
     recent_done: &'a VecDeque<Task>,
     /// Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
     consumed: BTreeMap<String, String>,
+    /// When each agent was last seen in a record.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    agents_seen: BTreeMap<&'a str, Timestamp>,
     /// Each outbox sink's journaled position.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     delivered: &'a BTreeMap<String, u64>,
@@ -68,6 +71,7 @@ impl State {
             tombs: TombsView(&self.tombs),
             recent_done: &self.recent_done,
             consumed: BTreeMap::new(),
+            agents_seen: self.seen.iter().map(|(a, t)| (a.as_str(), *t)).collect(),
             delivered: &self.delivered,
         };
         view.serialize(&mut serde_json::Serializer::new(w))

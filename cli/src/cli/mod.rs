@@ -109,10 +109,12 @@ pub enum Cmd {
     Cancel { task_id: String },
     /// Redrive a FAILED, BLOCKED or CANCELLED task.
     Retry { task_id: String },
-    /// Send mail from one agent to another; the body is JSON (or text) from a file or `-`.
+    /// Send mail from one agent to another, to every other agent (`--to ALL`) or to a group
+    /// (`--to @name`, from `[groups]` of mailroom.toml); the body is JSON (or text) from a file or `-`.
     Send {
         #[arg(long)]
         from: String,
+        /// An agent, `ALL`, or `@group`.
         #[arg(long)]
         to: String,
         #[arg(long)]
@@ -203,9 +205,16 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
-    /// Create an agent's mailbox.
-    Add { name: String },
-    /// Every agent: claims held with their leases, what waits, last activity.
+    /// Create an agent's mailbox; with `--capability`, declare what it can do (replacing what it
+    /// declared before).
+    Add {
+        name: String,
+        /// A capability the agent holds (repeat for more): it may then claim pool tasks whose
+        /// `required_capabilities` it covers.
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+    },
+    /// List the agents: capabilities, claims held, last seen and state.
     List {
         #[arg(long)]
         json: bool,
@@ -342,7 +351,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Agent { cmd } => {
             let fs = root_fs(&root, false)?;
             match cmd {
-                AgentCmd::Add { name } => agent::add(fs.as_ref(), &layout, &name),
+                AgentCmd::Add { name, capabilities } => agent::add(fs, &layout, &name, &capabilities),
                 AgentCmd::List { json } => agent::agent_list(fs.as_ref(), &layout, json),
             }
         }
