@@ -5,7 +5,7 @@ use crate::{Client, Error, MAX_TASK_BYTES, SAFETY_RESCAN, is_change};
 use protocol::machine::{Backoff, Event, transition};
 use protocol::names::{DispatchName, Recipient, is_hidden, validate_agent, validate_pool};
 use protocol::{Mail, Message, Notice, Task, ValidationError};
-use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, RealFs};
+use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +47,7 @@ impl Agent {
     /// Opens an agent that exists (its mailbox was made by `mailroom agent add` or
     /// [`Agent::register`]). A name nobody registered is an error, so a typo never makes an agent.
     pub fn open(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
-        Self::open_with(Arc::new(RealFs), root, name)
+        Self::open_with(crate::root_fs(root.as_ref())?, root, name)
     }
 
     /// Like [`Agent::open`], on the filesystem `fs` (every operation of the agent goes through it;
@@ -59,7 +59,7 @@ impl Agent {
     /// Opens the agent, registering it first if it is new (creating its mailbox): the explicit
     /// first use, for an agent program that brings its own name.
     pub fn register(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
-        Self::register_with(Arc::new(RealFs), root, name)
+        Self::register_with(crate::root_fs(root.as_ref())?, root, name)
     }
 
     /// Like [`Agent::register`], on the filesystem `fs`.
@@ -81,7 +81,9 @@ impl Agent {
 
     /// Is `name` a registered agent of the root?
     pub fn exists(root: impl AsRef<Path>, name: &str) -> bool {
-        validate_agent(name).is_ok() && Layout::new(root.as_ref()).mailbox(name).exists(&RealFs)
+        let root = root.as_ref();
+        validate_agent(name).is_ok()
+            && crate::root_fs(root).is_ok_and(|fs| Layout::new(root).mailbox(name).exists(fs.as_ref()))
     }
 
     /// See [`Client::with_durability`].

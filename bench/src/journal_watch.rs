@@ -232,7 +232,7 @@ impl<'a> HistoryWriter<'a> {
     /// Appends a finished task; `on_board` keeps it for the completed board too.
     pub fn finished(&mut self, task: Task, hash: u64, on_board: bool) -> Result<(), BenchError> {
         if self.written > 0 && self.written.is_multiple_of(PER_SEGMENT) {
-            self.journal.commit()?;
+            self.journal.commit(self.fs)?;
             self.journal = Journal::open(self.fs, &self.dir, self.journal.next_seq(), Durability::Never)?;
         }
         self.tombs.push(Tomb { id: task.task_id.clone(), status: Status::Completed, hash, pooled: false });
@@ -252,14 +252,13 @@ impl<'a> HistoryWriter<'a> {
         self.journal.push(ts, Entry::Complete(report));
         self.written += 1;
         if self.written.is_multiple_of(PER_COMMIT) {
-            self.journal.commit()?;
+            self.journal.commit(self.fs)?;
         }
         Ok(())
     }
 
-    /// Compacts: writes the snapshot and moves the segments it covers into `archive/`. The empty
-    /// segment compaction opens next is removed, as no broker has written to it: the broker that
-    /// starts on the root opens it afresh (instead of replacing it with a warning).
+    /// Compacts: writes the snapshot and moves the segments it covers into `archive/` (the next
+    /// segment is created by the first commit of the broker that starts on the root).
     pub fn finish(mut self) -> Result<(), FsError> {
         let seq = self.journal.next_seq() - 1;
         let snap = Snapshot {
@@ -269,12 +268,6 @@ impl<'a> HistoryWriter<'a> {
             ..Snapshot::default()
         };
         self.journal.compact(self.fs, &snap, &NameSource::new())?;
-        drop(self.journal);
-        for seg in journal::all_segments(self.fs, &self.dir)? {
-            if self.fs.stat(&seg)?.is_some_and(|m| m.len == 0) {
-                self.fs.remove_file(&seg)?;
-            }
-        }
         Ok(())
     }
 }

@@ -231,9 +231,10 @@ impl<'de> Deserialize<'de> for KeepFor {
     }
 }
 
-/// Where existing scripts write, besides `drop/`. Relative paths are taken from the root (the
-/// directory that holds `agent_comms/`). Each directory must be on the root's filesystem: files
-/// are taken by renaming them into the broker's inbox.
+/// Where existing scripts write, besides `drop/`. Paths are relative to the root (the directory
+/// that holds `agent_comms/`) and must stay beneath it (no `..`, not absolute): the broker reads,
+/// moves and writes nothing outside its root. Files are taken by renaming them into the broker's
+/// inbox.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestSettings {
@@ -335,6 +336,18 @@ impl Config {
             .map_err(|e| format!("routes.{task_type}: {}", e.rule))?;
             routes.insert(task_type, route);
         }
+        for (key, dirs) in [("task_dirs", &raw.ingest.task_dirs), ("mail_dirs", &raw.ingest.mail_dirs)] {
+            for d in dirs {
+                let beneath = !d.as_os_str().is_empty()
+                    && d.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+                if !beneath {
+                    return Err(format!(
+                        "ingest.{key}: `{}` must be a relative path beneath the root (no `..`, not absolute)",
+                        d.display()
+                    ));
+                }
+            }
+        }
         if raw.broker.lease_secs == 0
             || raw.broker.tick_ms == 0
             || raw.broker.batch_size == 0
@@ -397,6 +410,11 @@ impl Config {
         }
     }
 
+    /// The directories existing scripts write into, besides `drop/` (each beneath the root).
+    pub fn ingest_dirs(&self, layout: &Layout) -> Vec<PathBuf> {
+        self.ingest.task_dirs.iter().chain(&self.ingest.mail_dirs).map(|d| layout.root().join(d)).collect()
+    }
+
     pub fn backoff(&self) -> protocol::Backoff {
         protocol::Backoff { base_secs: self.broker.backoff_base_secs, max_secs: self.broker.backoff_max_secs }
     }
@@ -424,6 +442,14 @@ mod tests {
         assert!(Config::parse("[routes]\nX = \"queue:a\"\n").unwrap_err().contains("routes.X"));
         assert!(Config::parse("[routes]\nX = \"agent:../a\"\n").unwrap_err().contains("routes.X"));
         assert!(Config::parse("").is_ok());
+        for bad in ["/etc", "../outside", "tasks/../../x", "./tasks", ""] {
+            let e = Config::parse(&format!("[ingest]\ntask_dirs = [{bad:?}]\n")).unwrap_err();
+            assert!(e.contains("ingest.task_dirs") && e.contains("beneath the root"), "{bad}: {e}");
+        }
+        let e = Config::parse("[ingest]\nmail_dirs = [\"/var/mail\"]\n").unwrap_err();
+        assert!(e.contains("ingest.mail_dirs"), "{e}");
+        let c = Config::parse("[ingest]\ntask_dirs = [\"tasks\", \"legacy/leads\"]\n").unwrap();
+        assert_eq!(c.ingest.task_dirs.len(), 2);
         assert!(Config::parse("[groups]\n\"a b\" = []\n").unwrap_err().contains("groups.a b"));
         assert!(Config::parse("[groups]\nr = [\"ALL\"]\n").unwrap_err().contains("reserved"));
         assert!(Config::parse("[http]\nlisen = \"x\"\n").unwrap_err().contains("lisen"));

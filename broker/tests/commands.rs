@@ -1,14 +1,14 @@
-//! The command channel against the real broker loop (`run::serve` on a temporary root, the real
-//! filesystem): verdicts of submit, cancel and retry, a snapshot of the state, and the stream of
-//! committed records, a scoped bulk retry and the loop's own figures, all without writing a file
-//! behind the broker's back.
+//! The command channel against the real broker loop (`run::serve` on a temporary root, through
+//! the `RootFs` that `mailroom run` uses): verdicts of submit, cancel and retry, a snapshot of the
+//! state, and the stream of committed records, a scoped bulk retry and the loop's own figures,
+//! all without writing a file behind the broker's back.
 
 use mailroom::engine::Engine;
 use mailroom::engine::commands::{self, Command, Handle, RetryScope, Stopped, Verdict};
 use mailroom::journal::{self, Entry, Place};
 use mailroom::run;
 use protocol::Status;
-use runtime_layout::{Layout, RealFs};
+use runtime_layout::{Layout, RealFs, RootFs};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +22,14 @@ where
 {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path().join("runtime"));
+    std::fs::create_dir(layout.root()).unwrap();
+    let fs = RootFs::open(layout.root()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (handle, rx) = commands::channel(16);
         let (stop, stopped) = oneshot::channel::<()>();
         let broker = tokio::spawn(run::serve(
-            Arc::new(RealFs),
+            Arc::new(fs),
             layout.clone(),
             async {
                 let _ = stopped.await;

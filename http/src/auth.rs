@@ -41,6 +41,10 @@ impl Token {
             Some(p) => layout.root().join(p),
             None => layout.http_token_file(),
         };
+        // A token file the operator put outside the tree (an absolute `token_file`, often a
+        // mounted secret) is theirs, reached by the path they gave, as the root itself is; one
+        // in the tree goes through `fs`, beneath the root.
+        let fs: &dyn Fs = if path.starts_with(layout.root()) { fs } else { &runtime_layout::RealFs };
         let err = |why: String| HttpError::Token { path: path.clone(), why };
         if fs.stat(&path)?.is_none() {
             let mut raw = [0u8; 32];

@@ -71,6 +71,8 @@ pub struct Root {
     logs: PathBuf,
     pub path: PathBuf,
     brokers: std::sync::atomic::AtomicU32,
+    /// Environment given to every command run on this root (see [`Root::with_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Default for Root {
@@ -93,7 +95,8 @@ impl Root {
 
     fn init(dir: tempfile::TempDir, logs: PathBuf) -> Self {
         let path = dir.path().join("runtime");
-        let r = Self { _dir: dir, logs, path, brokers: std::sync::atomic::AtomicU32::new(0) };
+        let r =
+            Self { _dir: dir, logs, path, brokers: std::sync::atomic::AtomicU32::new(0), env: Vec::new() };
         let out = r.cmd(&["init"]).output().expect("mailroom init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         r
@@ -103,12 +106,20 @@ impl Root {
         self.path.join("agent_comms")
     }
 
+    /// Sets `key=value` in the environment of every command run on this root from now on (the
+    /// brokers included), such as `MAILROOM_RESOLVE=walk`.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// `mailroom --root <root> args...`
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
         // Every broker a test starts serves HTTP on a port of its own (see `Root::api`).
         c.env(http::HTTP_ENV, "127.0.0.1:0");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

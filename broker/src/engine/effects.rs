@@ -201,11 +201,9 @@ impl Effects {
                 // `always` pays an fsync per task file; the directory is fsynced per batch.
                 let file_sync =
                     if env.durability == Durability::Always { Durability::Batch } else { Durability::Never };
-                if !env.layout.maildir_contained(fs, &maildir) {
-                    tracing::error!(dir = %env.rel(&maildir.root), file = %name,
-                        "not delivered: a symbolic link or a file replaced a directory of the tree");
-                    return Ok(());
-                }
+                // A link or a file where a directory belongs fails the pass (never followed), and
+                // the broker moves it aside and redelivers from the journal (`crate::repair`).
+                env.layout.guard_maildir(fs, &maildir)?;
                 match deliver(fs, &maildir, &name, &bytes, file_sync) {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
@@ -215,14 +213,13 @@ impl Effects {
             Effect::WriteCapabilities(set) => {
                 write_capability_set(fs, &env.layout, &set, &env.names, env.durability)?;
             }
-            Effect::Remove { path } if !env.layout.is_contained(fs, &path) => {
-                tracing::error!(file = %env.rel(&path), "not removed: a directory on its path is a symbolic link");
+            Effect::Remove { path } => {
+                match env.layout.guard(fs, &path).and_then(|()| fs.remove_file(&path)) {
+                    Ok(()) => self.touch_dir(&path),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Effect::Remove { path } => match fs.remove_file(&path) {
-                Ok(()) => self.touch_dir(&path),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            },
             Effect::Revoke { queued, name, task_id } => match fs.remove_file(&queued) {
                 Ok(()) => self.touch_dir(&queued),
                 Err(e) if e.is_not_found() => {
@@ -248,44 +245,19 @@ impl Effects {
                 }
                 Err(e) => return Err(e.into()),
             },
-            // Never over a kept copy: the destination was chosen free when the move was journaled,
-            // so a file there already is this very message, moved before a crash that kept its
-            // source too (only the destination's fsync happened): finish the move.
-            Effect::Consumed { from, to } => match fs.rename_noreplace(&from, &to) {
-                Ok(()) => {
-                    self.touch_src(&from);
-                    self.touch_dir(&to);
+            // Never over what is there (see `move_in`); a message moved in now is counted for
+            // retention.
+            Effect::Consumed { from, to } => {
+                if self.move_in(env, &from, &to)? {
                     self.kept.push(to);
                 }
-                Err(e) if e.is_not_found() => {}
-                Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
-                    Ok(()) => self.touch_src(&from),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                },
-                Err(e) => return Err(e.into()),
-            },
+            }
             Effect::Quarantine { from, to, reason } => {
                 // The reason first, durably: a crash between the two then leaves the message in
                 // the inbox to be moved again, never a quarantined file without its reason (the
                 // move is not redone once the file has left the inbox).
                 write_reason(env, &to, &reason)?;
-                match fs.rename_noreplace(&from, &to) {
-                    Ok(()) => {
-                        self.touch_src(&from);
-                        self.touch_dir(&to);
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    // Moved before a crash that kept the source too (only the quarantine's fsync
-                    // happened): the quarantined copy is this very file (its name holds the
-                    // record's seq), so finish the move. Failing here would stop every restart.
-                    Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
-                        Ok(()) => self.touch_src(&from),
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    },
-                    Err(e) => return Err(e.into()),
-                }
+                self.move_in(env, &from, &to)?;
             }
             Effect::QuarantineCopy { to, bytes, reason } => {
                 // The reason first, as for a moved file: a copy is never left without its why.
@@ -343,6 +315,57 @@ impl Effects {
         Ok(())
     }
 
+    /// Moves `from` to `to`, a name chosen free when the move was journaled, never over what is
+    /// there. A file already at `to` that is `from` itself (the same inode: the move happened
+    /// before a crash that kept the source's entry too, only the destination's fsync done) means
+    /// the move is finished by removing `from`; failing there would stop every restart. Anything
+    /// else at `to` was put there by someone else (a hard link to a file outside the root, say):
+    /// it is moved aside (`<name>.displaced-<time>`, never opened) and the move made, so the
+    /// file is neither lost nor ever written through. True when this call moved the file.
+    fn move_in(&mut self, env: &Env, from: &Path, to: &Path) -> Result<bool, EngineError> {
+        let fs = env.fs();
+        for attempt in 0.. {
+            match fs.rename_noreplace(from, to) {
+                Ok(()) => {
+                    self.touch_src(from);
+                    self.touch_dir(to);
+                    return Ok(true);
+                }
+                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) if e.is_already_exists() && attempt < 3 => {
+                    let (src, dst) = (fs.stat(from)?, fs.stat(to)?);
+                    match (src, dst) {
+                        (None, _) => return Ok(false),
+                        (Some(s), Some(d)) if s.ino == d.ino => {
+                            match fs.remove_file(from) {
+                                Ok(()) => self.touch_src(from),
+                                Err(e) if e.is_not_found() => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                            return Ok(false);
+                        }
+                        (Some(_), Some(d)) => {
+                            let aside = displaced_name(to, env.now(), attempt);
+                            match fs.rename_noreplace(to, &aside) {
+                                Ok(()) => {
+                                    tracing::warn!(path = %env.rel(to), kind = %d.kind, moved_to = %env.rel(&aside),
+                                        "a file someone else put at a name the broker was moving a file to: moved aside, never opened");
+                                    self.touch_dir(&aside);
+                                }
+                                Err(e) if e.is_not_found() || e.is_already_exists() => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        // Gone meanwhile: try again.
+                        (Some(_), None) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     fn put_back(
         &mut self,
         env: &Env,
@@ -353,10 +376,9 @@ impl Effects {
     ) -> Result<(), EngineError> {
         let fs = env.fs();
         let queued = maildir.new_dir().join(name);
-        if !env.layout.is_contained(fs, claim) || !env.layout.maildir_contained(fs, maildir) {
-            tracing::error!(file = %env.rel(claim), "not put back: a directory on its path is a symbolic link");
-            return Ok(());
-        }
+        // A link on either path is refused (the broker moves it aside and rebuilds: `crate::repair`).
+        env.layout.guard(fs, claim)?;
+        env.layout.guard_maildir(fs, maildir)?;
         match fs.rename_noreplace(claim, &queued) {
             Ok(()) => {
                 self.touch_dir(&queued);
@@ -403,6 +425,16 @@ impl Effects {
         }
         Ok(())
     }
+}
+
+/// Where a file found at `to` is moved aside: `<to>.displaced-<time>`, `-<n>` after a first try.
+fn displaced_name(to: &Path, now: protocol::Timestamp, attempt: u32) -> PathBuf {
+    let mut p = to.as_os_str().to_owned();
+    p.push(format!(".displaced-{}", now.compact()));
+    if attempt > 0 {
+        p.push(format!("-{}", attempt + 1));
+    }
+    PathBuf::from(p)
 }
 
 /// Writes `<quarantined>.error.json`, durably, unless it exists: a reason written before a

@@ -9,6 +9,7 @@ use super::stats::Histogram;
 use crate::journal::{self, Entry, Journal, JournalError, Record};
 use crate::state::State;
 use protocol::Timestamp;
+use runtime_layout::Fs;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -18,6 +19,8 @@ const EVENT_BACKLOG: usize = 4096;
 
 pub(crate) struct Ledger {
     journal: Journal,
+    /// The filesystem the journal's segments are created on (at their first commit).
+    fs: Arc<dyn Fs>,
     state: State,
     /// Records pushed since the engine opened.
     records: usize,
@@ -72,6 +75,7 @@ impl Ledger {
         );
         Ok(Self {
             journal,
+            fs: env.fs.clone(),
             state,
             records: 0,
             tasks_changed: true,
@@ -121,7 +125,7 @@ impl Ledger {
     /// Makes every pushed record durable, then publishes them to subscribers.
     pub fn commit(&mut self) -> Result<(), JournalError> {
         let started = self.journal.has_pending().then(std::time::Instant::now);
-        self.journal.commit()?;
+        self.journal.commit(self.fs.as_ref())?;
         if let Some(t) = started {
             self.commits.observe(t.elapsed());
         }

@@ -170,7 +170,7 @@ impl Compressor {
         if fs.stat(&tmp)?.is_some() {
             fs.remove_file(&tmp)?;
         }
-        let out = fs.open_append(&tmp)?;
+        let out = fs.create_append(&tmp)?;
         Ok(Self {
             src: src.to_path_buf(),
             tmp,

@@ -13,7 +13,7 @@ pub fn gc(fs: &dyn Fs, layout: &Layout, dry_run: bool, json: bool) -> Result<(),
     let _lock = if dry_run {
         None
     } else {
-        Some(BrokerLock::acquire(fs, &layout.lock_file()).map_err(|e| {
+        Some(BrokerLock::acquire(fs, layout).map_err(|e| {
             Failure::new(exit::LOCKED, format!("{e}; a running broker applies the retention itself"))
         })?)
     };

@@ -1,15 +1,13 @@
-//! The handles [`SimFs`] gives out: an open append-only file ([`SimAppend`], the journal) and a
-//! lock ([`SimLock`]); both are valid only in the generation (process life) they were made in.
+//! What [`SimFs`] hands out: appenders ([`Fs::create_append`]) and directory locks
+//! ([`Fs::lock_dir`]), each valid only in the generation (process life) it was made in.
 
-use super::{Inner, Kind, SimFs, errno};
-use crate::fs::{AppendFile, FsError, LockGuard};
-use std::path::PathBuf;
+use super::*;
 
 pub(super) struct SimAppend {
-    pub(super) fs: SimFs,
-    pub(super) ino: u64,
-    pub(super) generation: u64,
-    pub(super) path: PathBuf,
+    pub fs: SimFs,
+    pub ino: u64,
+    pub generation: u64,
+    pub path: PathBuf,
 }
 
 impl SimAppend {
@@ -25,6 +23,10 @@ impl AppendFile for SimAppend {
     fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
         let mut g = self.fs.lock();
         self.check(&g, "append to")?;
+        // The identity check of the real implementations: the path must still name this file.
+        if g.lookup(&self.path) != Some(Node::File(self.ino)) {
+            return Err(FsError::Replaced { path: self.path.clone() });
+        }
         g.begin("append to", &self.path, Kind::Write)?;
         let now = self.fs.clock.now();
         let ino = g.inodes.get_mut(&self.ino).expect("checked");
@@ -44,34 +46,21 @@ impl AppendFile for SimAppend {
     }
 }
 
-/// A lock taken by [`Fs::lock_exclusive`]; valid in the generation (process life) it was taken in.
+/// A lock taken by [`Fs::lock_dir`] on the directory `dir` (directories are never renamed here,
+/// so the path is the directory's identity).
 pub(super) struct SimLock {
-    pub(super) fs: SimFs,
-    pub(super) ino: u64,
-    pub(super) generation: u64,
-    pub(super) path: PathBuf,
+    pub fs: SimFs,
+    pub dir: PathBuf,
+    pub generation: u64,
 }
 
-impl LockGuard for SimLock {
-    fn set_contents(&mut self, bytes: &[u8]) -> Result<(), FsError> {
-        let now = self.fs.clock.now();
-        let mut g = self.fs.lock();
-        if g.generation != self.generation || !g.inodes.contains_key(&self.ino) {
-            return Err(FsError::io("write", &self.path, errno(rustix::io::Errno::BADF)));
-        }
-        g.begin("write", &self.path, Kind::Write)?;
-        let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.data = bytes.to_vec();
-        ino.mtime = now;
-        Ok(())
-    }
-}
+impl LockGuard for SimLock {}
 
 impl Drop for SimLock {
     fn drop(&mut self) {
         let mut g = self.fs.lock();
         if g.generation == self.generation {
-            g.locks.remove(&self.ino);
+            g.locks.remove(&self.dir);
         }
     }
 }
