@@ -97,7 +97,12 @@ fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
             Ok(b) => b,
             Err(e) if e.is_not_found() => continue,
             Err(e @ (FsError::NotRegular { .. } | FsError::TooLarge { .. })) => {
-                let r = Refusal::rejected("", strip_path(&e.to_string(), &from));
+                let mut r = Refusal::rejected("", strip_path(&e.to_string(), &from));
+                if matches!(e, FsError::TooLarge { .. })
+                    && let Some(id) = task_id_in_head(tx, &from)
+                {
+                    r = r.task(&id);
+                }
                 reject_file(tx, &from, &name, None, r);
                 continue;
             }
@@ -197,4 +202,16 @@ pub(crate) fn unreadable(e: &runtime_layout::FsError, path: &Path) -> Refusal {
 /// An I/O error's text without the path it names (the quarantine reason names the file already).
 pub(crate) fn strip_path(msg: &str, path: &Path) -> String {
     msg.replace(&format!("{}: ", path.display()), "")
+}
+
+/// The `task_id` a message too large to read names among its first bytes, if it does, so that
+/// its refusal is tied to the task (its reason file, its notice, `trace`). Only a prefix is read.
+fn task_id_in_head(tx: &Tx, path: &Path) -> Option<String> {
+    let head = tx.env.fs().read_at(path, 0, 4096).ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let at = text.find("\"task_id\"")? + "\"task_id\"".len();
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let id = serde_json::Deserializer::from_str(rest).into_iter::<String>().next()?.ok()?;
+    protocol::task::validate_task_id(&id).ok()?;
+    Some(id)
 }
