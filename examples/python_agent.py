@@ -77,6 +77,29 @@ def is_task_name(name):
     return name[:1].isdigit() and name.endswith(".json")
 
 
+def load(path, default):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return default
+
+
+def may_claim(comms, agent, name):
+    """A pool task that requires capabilities carries their tag: `...-ID.caps-TAG.json`. The set
+    is in capabilities/TAG.json; our own are in our agent.json. Claiming one we lack is refused."""
+    stem = name[: -len(".json")]
+    if ".caps-" not in stem:
+        return True
+    tag = stem.rsplit(".caps-", 1)[1]
+    needed = load(os.path.join(comms, "capabilities", tag + ".json"), None)
+    if needed is None:
+        return False
+    mine = load(os.path.join(comms, "mailboxes", agent, "agent.json"), {}).get("capabilities", [])
+    held = {c.strip().lower() for c in mine}
+    return all(c in held for c in needed["capabilities"])
+
+
 def listdir(path):
     try:
         return os.listdir(path)
@@ -91,7 +114,9 @@ def claim(comms, agent, pools):
     if not pools:
         pools = sorted(listdir(os.path.join(comms, "queues")))
     sources += [os.path.join(comms, "queues", p, "new") for p in pools]
-    candidates = sorted((n, d) for d in sources for n in listdir(d) if is_task_name(n))
+    candidates = sorted(
+        (n, d) for d in sources for n in listdir(d) if is_task_name(n) and may_claim(comms, agent, n)
+    )
     for name, src in candidates:
         dest = os.path.join(mine, "cur", name)
         try:

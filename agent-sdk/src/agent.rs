@@ -3,12 +3,13 @@
 
 use crate::{Client, Error, MAX_TASK_BYTES, SAFETY_RESCAN, is_change};
 use protocol::machine::{Backoff, Event, transition};
-use protocol::names::{DispatchName, is_hidden, validate_agent, validate_pool};
+use protocol::names::{DispatchName, Recipient, is_hidden, validate_agent, validate_pool};
 use protocol::{Mail, Message, Notice, Task, ValidationError};
-use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource, RealFs};
+use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A task this agent holds: its claim name, the task as it stands now that it is claimed
@@ -35,16 +36,18 @@ pub enum Inbound {
 
 /// An agent: owns `mailboxes/<name>/`, claims tasks into its `cur/` and reports on them.
 pub struct Agent {
-    client: Client,
-    name: String,
+    pub(crate) client: Client,
+    pub(crate) name: String,
     pub(crate) mailbox: Maildir,
+    /// The capability sets of tags read so far (a tag's set never changes; see `capabilities.rs`).
+    pub(crate) sets: Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl Agent {
     /// Opens an agent that exists (its mailbox was made by `mailroom agent add` or
     /// [`Agent::register`]). A name nobody registered is an error, so a typo never makes an agent.
     pub fn open(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
-        Self::open_with(Arc::new(RealFs), root, name)
+        Self::open_with(crate::root_fs(root.as_ref())?, root, name)
     }
 
     /// Like [`Agent::open`], on the filesystem `fs` (every operation of the agent goes through it;
@@ -56,7 +59,7 @@ impl Agent {
     /// Opens the agent, registering it first if it is new (creating its mailbox): the explicit
     /// first use, for an agent program that brings its own name.
     pub fn register(root: impl AsRef<Path>, name: &str) -> Result<Self, Error> {
-        Self::register_with(Arc::new(RealFs), root, name)
+        Self::register_with(crate::root_fs(root.as_ref())?, root, name)
     }
 
     /// Like [`Agent::register`], on the filesystem `fs`.
@@ -73,12 +76,14 @@ impl Agent {
         } else if !mailbox.exists(client.fs.as_ref()) {
             return Err(Error::UnknownAgent { agent: name.to_string(), root: root.to_path_buf() });
         }
-        Ok(Self { client, name: name.to_string(), mailbox })
+        Ok(Self { client, name: name.to_string(), mailbox, sets: Mutex::new(HashMap::new()) })
     }
 
     /// Is `name` a registered agent of the root?
     pub fn exists(root: impl AsRef<Path>, name: &str) -> bool {
-        validate_agent(name).is_ok() && Layout::new(root.as_ref()).mailbox(name).exists(&RealFs)
+        let root = root.as_ref();
+        validate_agent(name).is_ok()
+            && crate::root_fs(root).is_ok_and(|fs| Layout::new(root).mailbox(name).exists(fs.as_ref()))
     }
 
     /// See [`Client::with_durability`].
@@ -108,8 +113,9 @@ impl Agent {
     }
 
     /// Claims the first available task, in dispatch order (higher priority, then older, first),
-    /// from the agent's own mailbox and the given pools (every pool when `pools` is empty).
-    /// `None` when nothing is available. Never blocks.
+    /// from the agent's own mailbox and the given pools (every pool when `pools` is empty),
+    /// skipping pool tasks that require a capability this agent does not declare. `None` when
+    /// nothing is available. Never blocks.
     pub fn claim(&self, pools: &[String]) -> Result<Option<Claim>, Error> {
         for p in pools {
             validate_pool(p).map_err(Error::InvalidName)?;
@@ -213,9 +219,10 @@ impl Agent {
         self.client.send_message(&Message::Release { agent: self.name.clone(), claim: claim.to_string() })
     }
 
-    /// Sends mail to another agent through the broker.
+    /// Sends mail through the broker: to another agent, to every agent but this one (`to` is
+    /// `ALL`), or to a group (`@name`, defined in the broker's `mailroom.toml`).
     pub fn send(&self, to: &str, subject: Option<&str>, body: Value) -> Result<String, Error> {
-        validate_agent(to).map_err(|e| Error::InvalidName(ValidationError::new("to", e.rule)))?;
+        Recipient::parse(to).map_err(Error::InvalidName)?;
         self.client.send_message(&Message::Send {
             from: self.name.clone(),
             to: to.to_string(),
@@ -286,12 +293,14 @@ impl Agent {
         }
     }
 
-    /// Every task file the agent could claim now, merged and sorted in dispatch order.
+    /// Every task file the agent could claim now, merged and sorted in dispatch order; a gated
+    /// file whose capabilities it does not hold is left out (see `capabilities.rs`).
     fn candidates(&self, pools: &[String]) -> Result<Vec<(String, PathBuf)>, Error> {
         let mut dirs = vec![self.mailbox.new_dir()];
         let pools = if pools.is_empty() { self.all_pools()? } else { pools.to_vec() };
         dirs.extend(pools.iter().map(|p| self.client.layout.queue(p).new_dir()));
         let mut out = Vec::new();
+        let mut held = None;
         for dir in dirs {
             let entries = match self.client.fs.list(&dir) {
                 Ok(e) => e,
@@ -302,11 +311,14 @@ impl Agent {
                 if e.kind != FileKind::File {
                     continue;
                 }
-                if let Some(n) = e.name_str()
-                    && DispatchName::parse(n).is_some()
+                let Some(n) = e.name_str() else { continue };
+                let Some(d) = DispatchName::parse(n) else { continue };
+                if let Some(tag) = &d.caps
+                    && !self.may_claim(tag, &mut held)?
                 {
-                    out.push((n.to_string(), dir.clone()));
+                    continue;
                 }
+                out.push((n.to_string(), dir.clone()));
             }
         }
         out.sort();

@@ -4,7 +4,7 @@
 use crate::Error;
 use crate::ack::{self, Ack, Verdict};
 use protocol::{Message, Task};
-use runtime_layout::{Durability, Fs, Layout, NameSource, RealFs, deliver};
+use runtime_layout::{Durability, Fs, Layout, NameSource, deliver};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub struct Client {
 impl Client {
     /// Opens an initialised root (one made by `mailroom init` or a broker's first start).
     pub fn open(root: impl AsRef<Path>) -> Result<Self, Error> {
-        Self::open_with(Arc::new(RealFs), root)
+        Self::open_with(crate::root_fs(root.as_ref())?, root)
     }
 
     /// Like [`Client::open`], on the filesystem `fs` (every operation of the client goes through it).

@@ -12,8 +12,10 @@
 //! heartbeats, reports, mail), and the answer to a message (`ack.rs`).
 //!
 //! Every read, rename, touch, listing and delivery goes through a [`runtime_layout::Fs`]:
-//! [`Client::open`] and [`Agent::open`] use the real filesystem, and [`Client::open_with`] and
-//! [`Agent::open_with`] take any other (the power-loss suite runs this very code on
+//! [`Client::open`] and [`Agent::open`] use a [`RootFs`] on the root (every path resolved beneath
+//! it, never through a link: a pool or mailbox replaced by a symlink cannot make an agent write,
+//! rename or read outside the root), and [`Client::open_with`] and [`Agent::open_with`] take any
+//! other (the power-loss suite runs this very code on
 //! `runtime_layout::sim::SimFs`). The one exception is the wake-up of [`Agent::claim_wait`],
 //! which watches the real directories with inotify: wake-ups are only hints, and the periodic
 //! rescan through the `Fs` finds the tasks whatever the filesystem.
@@ -37,6 +39,7 @@
 
 mod ack;
 mod agent;
+mod capabilities;
 mod client;
 
 pub use ack::{Ack, Verdict};
@@ -44,8 +47,9 @@ pub use agent::{Agent, Claim, Inbound};
 pub use client::Client;
 
 use protocol::ValidationError;
-use runtime_layout::FsError;
+use runtime_layout::{Fs, FsError, RootFs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest task file an agent reads when claiming.
@@ -79,6 +83,8 @@ pub enum Error {
     Io(#[from] FsError),
     #[error("file watcher: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Profile(#[from] runtime_layout::ProfileError),
 }
 
 /// Is a watcher event worth a rescan? Opening, reading or listing a watched directory is not (a
@@ -104,6 +110,17 @@ pub fn default_root(explicit: Option<&Path>) -> PathBuf {
     match std::env::var_os("MAILROOM_ROOT") {
         Some(v) if !v.is_empty() => PathBuf::from(v),
         _ => PathBuf::from("runtime"),
+    }
+}
+
+/// The root's filesystem, contained beneath it; a root that is not a directory is not a root.
+pub(crate) fn root_fs(root: &Path) -> Result<Arc<dyn Fs>, Error> {
+    match RootFs::open(root) {
+        Ok(fs) => Ok(Arc::new(fs)),
+        Err(e) if e.is_not_found() || std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) => {
+            Err(Error::NotInitialised { root: root.to_path_buf() })
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

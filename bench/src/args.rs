@@ -20,7 +20,8 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7; w4 and w5 run together).
+    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8,peers,w9; w4 and w5 run
+    /// together).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// W1 task count.
@@ -40,7 +41,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 10)]
     pub assigned_pct: usize,
     /// Durability of producers' and agents' messages (always, batch, never; default: the SDK's
-    /// default, always).
+    /// default, which writes without fsync and waits for the broker's journaled verdict).
     #[arg(long)]
     pub client_durability: Option<String>,
     /// W2: task count for the legacy board and for mailroom's side of the ratio.
@@ -67,6 +68,38 @@ pub struct BenchArgs {
     /// W7: samples for the agent polling `claim` every second.
     #[arg(long)]
     pub poll_samples: Option<usize>,
+    /// W9: how long the soak runs, in seconds (default 600; 60 with --quick, 4 with --smoke).
+    #[arg(long)]
+    pub soak_secs: Option<u64>,
+    /// W9: seconds between two samples (default 60; 10 with --quick, 1 with --smoke).
+    #[arg(long)]
+    pub soak_interval: Option<u64>,
+    /// W9: the broker's `[journal] archive_keep_bytes`, small enough for the archive to reach it
+    /// within the soak (default 64 MB).
+    #[arg(long)]
+    pub soak_archive_bytes: Option<u64>,
+    /// Peers: tasks per round and system (default 2,000).
+    #[arg(long)]
+    pub peer_tasks: Option<usize>,
+    /// Peers: producer processes per system.
+    #[arg(long, default_value_t = 4)]
+    pub peer_producers: usize,
+    /// Peers: agent processes per system.
+    #[arg(long, default_value_t = 8)]
+    pub peer_agents: usize,
+    /// Peers: the systems to compare mailroom with (comma-separated: postgres,redis,nats; default
+    /// every one installed).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub peers: Vec<crate::peers::System>,
+    /// W8: the two queue depths, shallow then deep (default 1,000 and 100,000).
+    #[arg(long, value_delimiter = ',')]
+    pub deep: Vec<usize>,
+    /// W8: claims timed, one at a time by one agent, at each depth.
+    #[arg(long)]
+    pub deep_claims: Option<usize>,
+    /// W8: tasks drained by the agents (`--agents`) at each depth.
+    #[arg(long)]
+    pub deep_drain: Option<usize>,
     /// Extra `[broker]` settings for every broker of the run, e.g. `tick_ms = 100` (repeatable).
     #[arg(long = "broker-setting")]
     pub broker_settings: Vec<String>,
@@ -98,6 +131,18 @@ pub struct Plan {
     pub durability_tasks: usize,
     pub wake_samples: usize,
     pub poll_samples: usize,
+    pub soak_secs: u64,
+    pub soak_interval: u64,
+    pub soak_archive_bytes: u64,
+    pub peer_tasks: usize,
+    pub peer_producers: usize,
+    pub peer_agents: usize,
+    /// The peers to run (mailroom always runs).
+    pub peers: Vec<crate::peers::System>,
+    /// W8's shallow and deep queue.
+    pub deep: (usize, usize),
+    pub deep_claims: usize,
+    pub deep_drain: usize,
 }
 
 impl Plan {
@@ -109,6 +154,34 @@ impl Plan {
         } else {
             (10_000, 3, 2_000, vec![0, 100_000, 1_000_000], 2_000, 200, 15)
         };
+        let (soak, interval) = if a.smoke {
+            (4, 1)
+        } else if a.quick {
+            (60, 10)
+        } else {
+            (600, 60)
+        };
+        // Peers: tasks per round; W8: depths, claims timed, tasks drained.
+        let (peer_tasks, deep, deep_claims, deep_drain) = if a.smoke {
+            (100, (100, 2_000), 20, 40)
+        } else if a.quick {
+            (2_000, (1_000, 20_000), 100, 400)
+        } else {
+            (2_000, (1_000, 100_000), 200, 400)
+        };
+        let deep = match a.deep[..] {
+            [] => deep,
+            [shallow, deep] => (shallow, deep),
+            _ => return Err(BenchError::Usage("--deep: two depths, shallow,deep".into())),
+        };
+        let (deep_claims, deep_drain) =
+            (a.deep_claims.unwrap_or(deep_claims), a.deep_drain.unwrap_or(deep_drain));
+        if deep_claims + deep_drain > deep.0.min(deep.1) {
+            return Err(BenchError::Usage(format!(
+                "W8: --deep-claims {deep_claims} + --deep-drain {deep_drain} exceed the shallow queue ({})",
+                deep.0.min(deep.1)
+            )));
+        }
         if let Some(c) = &a.client_durability {
             parse_durability(c)?;
         }
@@ -134,20 +207,33 @@ impl Plan {
             durability_tasks: a.durability_tasks.unwrap_or(dur),
             wake_samples: a.wake_samples.unwrap_or(wake),
             poll_samples: a.poll_samples.unwrap_or(poll),
+            soak_secs: a.soak_secs.unwrap_or(soak).max(1),
+            soak_interval: a.soak_interval.unwrap_or(interval).max(1),
+            soak_archive_bytes: a.soak_archive_bytes.unwrap_or(64_000_000),
+            peer_tasks: a.peer_tasks.unwrap_or(peer_tasks),
+            peer_producers: a.peer_producers.max(1),
+            peer_agents: a.peer_agents.max(1),
+            peers: if a.peers.is_empty() { crate::peers::System::PEERS.to_vec() } else { a.peers.clone() },
+            deep,
+            deep_claims,
+            deep_drain,
         })
     }
 
     /// The clients' durability as the report shows it.
     pub fn client_label(&self) -> String {
-        self.client_durability.clone().unwrap_or_else(|| "always (SDK default)".into())
+        self.client_durability
+            .clone()
+            .unwrap_or_else(|| "no fsync, waits for the broker's ack (SDK default)".into())
     }
 
-    /// The clients' durability for in-process file operations (W3): the SDK's default, `always`,
-    /// if unset.
+    /// The clients' durability for in-process file operations (W3) if unset: the SDK's default,
+    /// `never` (a client waiting for the broker's verdict does not fsync its message; the
+    /// broker's journal makes it durable).
     pub fn client_durability(&self) -> Result<Durability, BenchError> {
         Ok(match &self.client_durability {
             Some(c) => parse_durability(c)?,
-            None => Durability::Always,
+            None => Durability::Never,
         })
     }
 }
@@ -158,5 +244,37 @@ pub fn parse_durability(s: &str) -> Result<Durability, BenchError> {
         "batch" => Ok(Durability::Batch),
         "never" => Ok(Durability::Never),
         _ => Err(BenchError::Usage(format!("durability `{s}`: must be always, batch or never"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan, BenchError> {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let cli =
+            Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).expect("flags parse");
+        Plan::new(&cli.bench)
+    }
+
+    #[test]
+    fn w8_takes_two_depths_and_no_more_claims_than_the_shallow_queue_holds() {
+        let p = plan(&["--smoke"]).unwrap();
+        assert_eq!(p.deep, (100, 2_000));
+        assert_eq!(
+            plan(&["--deep", "50,500", "--deep-claims", "10", "--deep-drain", "20"]).unwrap().deep,
+            (50, 500)
+        );
+        assert!(matches!(plan(&["--deep", "1,2,3"]), Err(BenchError::Usage(_))));
+        assert!(matches!(
+            plan(&["--deep", "50,500", "--deep-claims", "40", "--deep-drain", "20"]),
+            Err(BenchError::Usage(_))
+        ));
     }
 }

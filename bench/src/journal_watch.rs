@@ -72,64 +72,136 @@ pub fn for_each_completion(
     Ok(())
 }
 
-/// Counts completions appended to a journal, reading only the new bytes of each segment on every
-/// poll. A line is parsed only if it mentions `complete` at all, so watching costs the run little.
-/// It reads with `std::fs` (it needs to seek), never writes.
+/// Whether `rec` made a task ready (its file went into a queue or a mailbox, or it waits for
+/// room in the ready window).
+pub fn dispatched(rec: &Record) -> bool {
+    matches!(rec.entry, Entry::Dispatch { .. })
+}
+
+/// Counts completions and dispatches appended to a journal, reading only the new bytes of each
+/// segment on every poll. A line is parsed only if it mentions `complete` or `dispatch` at all,
+/// so watching costs the run little. It reads with `std::fs` (it needs to seek), never writes. A
+/// segment compressed in the archive (`.jsonl.zst`) before the tail read all of it is
+/// decompressed once and read from where the tail had stopped.
 pub struct JournalTail {
     dir: PathBuf,
     offsets: HashMap<String, u64>,
+    /// Plain segments read in the archive (sealed: read to their end).
+    sealed: HashSet<String>,
+    /// Compressed segments already dealt with.
+    compressed: HashSet<String>,
     pub completes: usize,
+    pub dispatches: usize,
 }
 
 impl JournalTail {
     pub fn new(layout: &Layout) -> Self {
         let dir = layout.journal_dir();
         let mut offsets = HashMap::new();
+        let mut compressed = HashSet::new();
         // Whatever is there before the run (a built history) is not counted.
         for d in [dir.clone(), dir.join("archive")] {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".jsonl") {
                     offsets.insert(name, e.metadata().map(|m| m.len()).unwrap_or(0));
+                } else if name.ends_with(".jsonl.zst") {
+                    compressed.insert(name);
                 }
             }
         }
-        Self { dir, offsets, completes: 0 }
+        Self { dir, offsets, sealed: HashSet::new(), compressed, completes: 0, dispatches: 0 }
     }
 
     pub fn poll(&mut self) {
+        self.poll_ids(|_| {});
+    }
+
+    /// Like [`JournalTail::poll`], calling `f` with the id of every task completed since.
+    pub fn poll_ids(&mut self, mut f: impl FnMut(&str)) {
         use std::io::{Read, Seek, SeekFrom};
-        for d in [self.dir.clone(), self.dir.join("archive")] {
+        for (d, archived) in [(self.dir.clone(), false), (self.dir.join("archive"), true)] {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".jsonl.zst") {
+                    self.compressed_segment(&e.path(), name, &mut f);
+                    continue;
+                }
                 if !name.ends_with(".jsonl") {
                     continue;
                 }
                 let mut off = self.offsets.get(&name).copied().unwrap_or(0);
-                let Ok(mut f) = std::fs::File::open(e.path()) else { continue };
+                let Ok(mut file) = std::fs::File::open(e.path()) else { continue };
                 // A segment shorter than what was read of it was replaced (an empty one at start).
-                if f.metadata().is_ok_and(|m| m.len() < off) {
+                if file.metadata().is_ok_and(|m| m.len() < off) {
                     off = 0;
                 }
-                if f.seek(SeekFrom::Start(off)).is_err() {
+                if file.seek(SeekFrom::Start(off)).is_err() {
                     continue;
                 }
                 let mut buf = Vec::new();
-                if f.read_to_end(&mut buf).is_err() {
+                if file.read_to_end(&mut buf).is_err() {
                     continue;
+                }
+                if archived {
+                    self.sealed.insert(name.clone());
                 }
                 // Only whole lines: a record being appended is counted on the next poll.
                 let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { continue };
-                self.completes += buf[..end]
-                    .split(|&b| b == b'\n')
-                    .filter(|line| line.windows(8).any(|w| w == b"complete"))
-                    .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
-                    .filter_map(completed)
-                    .count();
+                self.count(&buf[..end], &mut f);
                 self.offsets.insert(name, off + end as u64 + 1);
             }
         }
     }
+
+    fn compressed_segment(&mut self, path: &Path, name: String, f: &mut impl FnMut(&str)) {
+        if !self.compressed.insert(name.clone()) {
+            return;
+        }
+        let plain = name.trim_end_matches(".zst").to_string();
+        if self.sealed.contains(&plain) {
+            return;
+        }
+        let Ok(bytes) = journal::segment_bytes(&runtime_layout::RealFs, path) else { return };
+        let off = self.offsets.get(&plain).copied().unwrap_or(0) as usize;
+        if bytes.len() > off {
+            self.count(&bytes[off..], f);
+        }
+        self.offsets.insert(plain, bytes.len() as u64);
+    }
+
+    fn count(&mut self, lines: &[u8], f: &mut impl FnMut(&str)) {
+        let mentions = |line: &[u8], word: &[u8]| line.windows(word.len()).any(|w| w == word);
+        for rec in lines
+            .split(|&b| b == b'\n')
+            .filter(|line| mentions(line, b"complete") || mentions(line, b"dispatch"))
+            .filter_map(|line| serde_json::from_slice::<Record>(line).ok())
+        {
+            if dispatched(&rec) {
+                self.dispatches += 1;
+            } else if let Some(c) = completed(rec) {
+                self.completes += 1;
+                f(&c.task.task_id);
+            }
+        }
+    }
+}
+
+/// Compressed archived segments of `root` and, for each, its bytes and the tasks its records
+/// complete: what a finished task costs in the archive.
+pub fn archive_cost(fs: &dyn Fs, root: &Path) -> Result<(u64, usize), BenchError> {
+    let dir = Layout::new(root).journal_dir().join("archive");
+    let (mut bytes, mut tasks) = (0, 0);
+    for s in journal::archive::list(fs, &dir)?.segments.iter().filter(|s| s.compressed) {
+        bytes += s.bytes;
+        journal::read_segment(
+            fs,
+            &s.path,
+            |r, _, _| tasks += usize::from(completed(r).is_some()),
+            &mut journal::Notes::default(),
+        )?;
+    }
+    Ok((bytes, tasks))
 }
 
 /// Records per segment of a written history.
@@ -160,7 +232,7 @@ impl<'a> HistoryWriter<'a> {
     /// Appends a finished task; `on_board` keeps it for the completed board too.
     pub fn finished(&mut self, task: Task, hash: u64, on_board: bool) -> Result<(), BenchError> {
         if self.written > 0 && self.written.is_multiple_of(PER_SEGMENT) {
-            self.journal.commit()?;
+            self.journal.commit(self.fs)?;
             self.journal = Journal::open(self.fs, &self.dir, self.journal.next_seq(), Durability::Never)?;
         }
         self.tombs.push(Tomb { id: task.task_id.clone(), status: Status::Completed, hash, pooled: false });
@@ -180,14 +252,13 @@ impl<'a> HistoryWriter<'a> {
         self.journal.push(ts, Entry::Complete(report));
         self.written += 1;
         if self.written.is_multiple_of(PER_COMMIT) {
-            self.journal.commit()?;
+            self.journal.commit(self.fs)?;
         }
         Ok(())
     }
 
-    /// Compacts: writes the snapshot and moves the segments it covers into `archive/`. The empty
-    /// segment compaction opens next is removed, as no broker has written to it: the broker that
-    /// starts on the root opens it afresh (instead of replacing it with a warning).
+    /// Compacts: writes the snapshot and moves the segments it covers into `archive/` (the next
+    /// segment is created by the first commit of the broker that starts on the root).
     pub fn finish(mut self) -> Result<(), FsError> {
         let seq = self.journal.next_seq() - 1;
         let snap = Snapshot {
@@ -197,12 +268,6 @@ impl<'a> HistoryWriter<'a> {
             ..Snapshot::default()
         };
         self.journal.compact(self.fs, &snap, &NameSource::new())?;
-        drop(self.journal);
-        for seg in journal::all_segments(self.fs, &self.dir)? {
-            if self.fs.stat(&seg)?.is_some_and(|m| m.len == 0) {
-                self.fs.remove_file(&seg)?;
-            }
-        }
         Ok(())
     }
 }
@@ -246,7 +311,7 @@ mod tests {
     }
 
     #[test]
-    fn only_complete_records_complete_a_task() {
+    fn only_complete_records_complete_a_task_and_only_dispatch_records_dispatch_one() {
         let t = task(1);
         let ts = Timestamp::from_micros(5);
         let place = Place::Done;
@@ -256,7 +321,11 @@ mod tests {
             place: place.clone(),
             agent: "A".into(),
         };
-        assert!(completed(Record { seq: 1, ts, entry: claim }).is_none());
+        let claim = Record { seq: 1, ts, entry: claim };
+        assert!(!dispatched(&claim));
+        assert!(completed(claim).is_none());
+        let dispatch = Entry::Dispatch { task_id: t.task_id.clone(), task: t.clone(), place: place.clone() };
+        assert!(dispatched(&Record { seq: 3, ts, entry: dispatch }));
         let report = Report {
             task_id: t.task_id.clone(),
             task: t,

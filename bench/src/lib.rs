@@ -11,6 +11,7 @@
 //! (one module per workload and the registry), [`pipeline`] (the producer → broker → agent run
 //! most workloads are made of), [`report`] (sections, JSON and summary), [`journal_watch`] (the
 //! only module that knows the broker's journal types), [`history`] (prebuilt roots for W4/W5),
+//! [`peers`] (PostgreSQL, Redis and NATS JetStream run through the same workflow as mailroom),
 //! [`procs`] (child processes, `/proc`), [`machine`], [`error`].
 
 pub mod args;
@@ -19,6 +20,7 @@ pub mod history;
 pub mod journal_watch;
 pub mod load;
 pub mod machine;
+pub mod peers;
 pub mod pipeline;
 pub mod procs;
 pub mod report;

@@ -4,6 +4,9 @@
 //! or polling) and completes through the SDK, stamping its claim time in `result.claimed_us`, and
 //! at the end writes the ids it claimed to a file of the run directory.
 //!
+//! `mailroom-bench deep-agent` (W8) claims and completes a fixed number of tasks, timing each
+//! `claim`. The peers comparison has load processes of its own (`peers::load`).
+//!
 //! They are not `tests/src/bin/mailroom-load.rs`: that tool logs every acknowledgement and injects
 //! failures and releases for the crash suites, while these only claim and complete as fast as they
 //! can, and a benchmark must not depend on the test crate.
@@ -12,9 +15,10 @@ use crate::args::parse_durability;
 use crate::error::BenchError;
 use crate::procs::{now_us, write_file};
 use agent_sdk::{Agent, Client};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Arguments of `mailroom-bench producer`.
 #[derive(clap::Args, Debug, Clone)]
@@ -41,6 +45,15 @@ pub struct ProducerArgs {
     pub durability: Option<String>,
     #[arg(long, default_value = "B")]
     pub prefix: String,
+    /// Soak mode: submit until this file exists (`--tasks` is then only an upper bound), never
+    /// letting more than `--max-backlog` messages and queued tasks wait, and write how many were
+    /// submitted to `--out`.
+    #[arg(long)]
+    pub until: Option<PathBuf>,
+    #[arg(long, default_value_t = 2000)]
+    pub max_backlog: usize,
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// Arguments of `mailroom-bench agent`.
@@ -94,13 +107,39 @@ pub fn producer_main(a: &ProducerArgs) -> Result<(), BenchError> {
         client = client.with_durability(parse_durability(d)?);
     }
     let mut i = a.index;
+    let mut submitted = 0usize;
     while i < a.tasks {
+        if let Some(until) = &a.until {
+            if submitted.is_multiple_of(64) && backlog_full(client.layout(), a.max_backlog, until) {
+                continue;
+            }
+            if until.exists() {
+                break;
+            }
+        }
         let assigned = (a.assigned_pct > 0 && i % 100 < a.assigned_pct)
             .then(|| format!("Agent-{}", i / 100 % a.agents.max(1) + 1));
         client.submit(&bench_task(&a.prefix, i, a.body_bytes, assigned))?;
+        submitted += 1;
         i += a.of.max(1);
     }
+    if let Some(out) = &a.out {
+        write_file(out, json!({"index": a.index, "of": a.of, "submitted": submitted}).to_string())?;
+    }
     Ok(())
+}
+
+/// Soak mode's brake: waits (a few milliseconds) while more than `max` messages wait in the
+/// broker's inbox and tasks in the shared pool, so the load is as fast as the broker goes without
+/// an ever-growing backlog. Returns whether it waited (then look again).
+fn backlog_full(layout: &runtime_layout::Layout, max: usize, until: &std::path::Path) -> bool {
+    let count = |d: PathBuf| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
+    let waiting = count(layout.broker_inbox().new_dir()) + count(layout.queue("bench").new_dir());
+    if waiting > max && !until.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+        return true;
+    }
+    false
 }
 
 pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
@@ -127,4 +166,59 @@ pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
         agent.complete(&c.name, json!({"claimed_us": claimed_us}))?;
     }
     write_file(&a.out, json!({"agent": a.name, "claims": ids.len(), "ids": ids}).to_string())
+}
+
+/// Arguments of `mailroom-bench deep-agent` (W8).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeepAgentArgs {
+    /// The runtime root to claim from.
+    #[arg(long)]
+    pub root: PathBuf,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value = "bench")]
+    pub pool: String,
+    /// Claim and complete this many tasks, then exit.
+    #[arg(long)]
+    pub claims: usize,
+    /// Where to write the claims' latencies and times (JSON).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// What a deep agent reports (W8).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeepOut {
+    /// Each successful `Agent::claim` call, in milliseconds.
+    pub claim_ms: Vec<f64>,
+    /// When its first claim began and its last completion returned (µs since the epoch).
+    pub first_us: i64,
+    pub last_us: i64,
+}
+
+/// Claims and completes `--claims` tasks through the SDK, timing each `claim` call that returned
+/// a task (when one finds nothing, the pool being empty for a moment, the agent waits in
+/// `claim_wait`; such a claim is completed and counted, not timed).
+pub fn deep_agent_main(a: &DeepAgentArgs) -> Result<(), BenchError> {
+    let agent = Agent::register(&a.root, &a.name)?;
+    let pools = vec![a.pool.clone()];
+    let mut out = DeepOut { first_us: now_us(), ..DeepOut::default() };
+    let mut taken = 0;
+    while taken < a.claims {
+        let t = Instant::now();
+        let claim = match agent.claim(&pools)? {
+            Some(c) => {
+                out.claim_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                Some(c)
+            }
+            None => agent.claim_wait(&pools, Duration::from_millis(250))?,
+        };
+        if let Some(c) = claim {
+            agent.complete(&c.name, json!({}))?;
+            taken += 1;
+        }
+    }
+    out.last_us = now_us();
+    let text = serde_json::to_string(&out).map_err(|e| BenchError::process("writing a report", e))?;
+    write_file(&a.out, text)
 }

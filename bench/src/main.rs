@@ -1,5 +1,6 @@
-//! `mailroom-bench`: the benchmark (docs/BENCHMARKS.md), and the producer and agent processes it
-//! starts (`mailroom-bench producer ...`, `mailroom-bench agent ...`). `mailroom bench ...` execs
+//! `mailroom-bench`: the benchmark (docs/BENCHMARKS.md), and the load processes it starts
+//! (`mailroom-bench producer|agent|deep-agent ...`, and for the peers comparison
+//! `mailroom-bench peer-producer|peer-agent --system S ...`). `mailroom bench ...` execs
 //! this binary with the same arguments.
 //!
 //! Output: the human summary on stdout, or with `--json` the report as JSON on stdout and the
@@ -7,7 +8,10 @@
 //! message says why and where the logs are kept); 2 a bad command line.
 
 use clap::{Parser, Subcommand};
-use mailroom_bench::load::{AgentArgs, ProducerArgs, agent_main, producer_main};
+use mailroom_bench::load::{
+    AgentArgs, DeepAgentArgs, ProducerArgs, agent_main, deep_agent_main, producer_main,
+};
+use mailroom_bench::peers::load::{PeerAgentArgs, PeerProducerArgs, peer_agent_main, peer_producer_main};
 use mailroom_bench::{BenchArgs, BenchError, run};
 use std::process::ExitCode;
 
@@ -32,6 +36,12 @@ enum Role {
     Producer(ProducerArgs),
     /// An agent process: claims and completes tasks through the SDK until told to stop.
     Agent(AgentArgs),
+    /// W8: claims and completes a fixed number of tasks, timing each claim.
+    DeepAgent(DeepAgentArgs),
+    /// Peers: a producer submitting to mailroom, PostgreSQL, Redis or NATS JetStream.
+    PeerProducer(PeerProducerArgs),
+    /// Peers: an agent taking and completing tasks from one of those systems.
+    PeerAgent(PeerAgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +50,9 @@ fn main() -> ExitCode {
         None => bench(&cli.bench),
         Some(Role::Producer(a)) => producer_main(a),
         Some(Role::Agent(a)) => agent_main(a),
+        Some(Role::DeepAgent(a)) => deep_agent_main(a),
+        Some(Role::PeerProducer(a)) => peer_producer_main(a),
+        Some(Role::PeerAgent(a)) => peer_agent_main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,8 @@ pub struct Pipe {
     pub broker_durability: String,
     pub client_durability: Option<String>,
     pub broker_settings: Vec<String>,
+    /// `[journal]` settings (retention), one `key = value` per line.
+    pub journal_settings: Vec<String>,
     /// Task ids are `<prefix>-<n>`: runs on the same root use different prefixes.
     pub prefix: String,
 }
@@ -88,6 +90,13 @@ pub fn write_config(fs: &dyn Fs, root: &Path, p: &Pipe) -> Result<(), BenchError
     for line in &p.broker_settings {
         text.push_str(line);
         text.push('\n');
+    }
+    if !p.journal_settings.is_empty() {
+        text.push_str("[journal]\n");
+        for line in &p.journal_settings {
+            text.push_str(line);
+            text.push('\n');
+        }
     }
     mailroom::config::Config::parse(&text)
         .map_err(|e| BenchError::Usage(format!("--broker-setting: {e}")))?;

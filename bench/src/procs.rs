@@ -45,8 +45,15 @@ impl Binaries {
         log: &Path,
         what: &str,
     ) -> Result<Proc, BenchError> {
+        let mut all = vec!["--root".to_string(), root.display().to_string()];
+        all.extend_from_slice(args);
+        self.role(role, &all, log, what)
+    }
+
+    /// `mailroom-bench <role> <args>` as a child, its stderr in `log`.
+    pub fn role(&self, role: &str, args: &[String], log: &Path, what: &str) -> Result<Proc, BenchError> {
         let mut cmd = Command::new(&self.bench);
-        cmd.arg(role).arg("--root").arg(root).args(args);
+        cmd.arg(role).args(args);
         spawn(cmd, log, what)
     }
 
@@ -179,6 +186,14 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
 pub fn peak_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident set now (`VmRSS`) of a process, in bytes.
+pub fn rss(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -56,6 +56,7 @@ impl Ctx {
             broker_durability: "batch".into(),
             client_durability: p.client_durability.clone(),
             broker_settings: p.broker_settings.clone(),
+            journal_settings: Vec::new(),
             prefix: "B".into(),
         }
     }

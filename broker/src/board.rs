@@ -67,6 +67,18 @@ pub fn board_name(b: Board) -> &'static str {
     }
 }
 
+/// What an operator should know about a task that waits or is blocked: "waiting for unknown
+/// task X" for a PENDING task whose dependencies do not all exist, the reason for a BLOCKED one.
+pub fn note(task: &Task) -> Option<String> {
+    match task.status {
+        Status::Pending => crate::engine::dependencies::waiting_note(task),
+        Status::Blocked => {
+            Some(format!("blocked: {}", task.error.as_deref().unwrap_or("by an operator or an import")))
+        }
+        _ => None,
+    }
+}
+
 pub fn render(rows: &[(Board, Task)]) -> String {
     let mut out =
         format!("{:<10} {:<12} {:<9} {:<14} {}\n", "BOARD", "STATUS", "PRIORITY", "ASSIGNED", "TASK");
@@ -80,6 +92,9 @@ pub fn render(rows: &[(Board, Task)]) -> String {
             t.task_id,
             t.name.as_deref().map(|n| format!("  {n}")).unwrap_or_default()
         ));
+        if let Some(n) = note(t) {
+            out.push_str(&format!("{:<10} {n}\n", ""));
+        }
     }
     out
 }

@@ -89,3 +89,26 @@ fn shared_tasks_are_held_forwarded_pulled_and_settled_through_the_journal() {
     drop(e);
     assert_eq!(open(&layout).state().pulled("P"), None);
 }
+
+#[test]
+fn the_pull_window_counts_tasks_waiting_for_room_in_the_ready_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("runtime"));
+    layout.create(&RealFs).unwrap();
+    for a in ["Agent-1", "Agent-2", "Agent-3"] {
+        std::fs::create_dir_all(layout.mailbox(a).root.join("cur")).unwrap();
+    }
+    // A ready window of one file per pool: a second ready task waits without a file.
+    let cfg = format!("[dispatch]\nready_window = 1\n{CFG}");
+    let mut e = Engine::open(Arc::new(RealFs), layout.clone(), Config::parse(&cfg).unwrap()).unwrap();
+    e.reconcile().unwrap();
+    assert_eq!(view(&mut e).window["leads"], 3, "three idle agents, nothing ready");
+    for id in ["P1", "P2"] {
+        let pull = ClusterOp::Pull { task: Box::new(Task::new(id)), pool: "leads".into(), revision: 1 };
+        assert!(accepted(&ask(&mut e, |reply| Command::Cluster { op: pull, reply })));
+    }
+    assert_eq!(files(&layout, "leads"), 1, "one file in the window");
+    assert!(matches!(e.live("P2").unwrap().place, Place::Waiting { .. }));
+    // Two of the three idle agents' turns are already taken: one file, one waiting for room.
+    assert_eq!(view(&mut e).window["leads"], 1);
+}

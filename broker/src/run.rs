@@ -9,8 +9,9 @@ use crate::config::Config;
 use crate::engine::commands::{self, Command, Commands};
 use crate::engine::{Engine, EngineError};
 use crate::outbox::{Deliveries, Outbox, Poster};
+use crate::repair;
 use notify::{RecursiveMode, Watcher};
-use runtime_layout::{BrokerLock, Fs, Layout, LockError};
+use runtime_layout::{BrokerLock, Fs, Layout, LockError, TreeError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,12 +25,19 @@ pub enum RunError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The journal's directory is not a real directory beneath the root, or the segment being
+    /// written was replaced: the broker stops rather than write a journal it cannot trust.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
     #[error("signal handlers: {0}")]
     Signal(std::io::Error),
 }
 
 /// Most commands answered in one go between two passes (one commit for all of them).
 const COMMAND_BATCH: usize = 256;
+
+/// The period of passes while retention has work left (archived segments to compress).
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(20);
 
 /// Takes the root's lock, rebuilds state, reconciles the tree, then serves until `shutdown`
 /// completes. On shutdown the message in hand is finished, the journal flushed, the boards
@@ -44,6 +52,11 @@ pub async fn run(
 
 /// [`run`], also answering the commands of in-process front ends that hold the
 /// [`Handle`](crate::engine::commands::Handle) of `commands`' channel.
+///
+/// `fs` should be a [`RootFs`](runtime_layout::RootFs) on the layout's root (as `mailroom run`
+/// opens it): then nothing an agent does to the tree makes the broker read, move, write or
+/// delete a file outside the root, and a directory of the tree replaced by a link or a file is
+/// moved aside and made again while the broker keeps serving ([`crate::repair`]).
 pub async fn serve(
     fs: Arc<dyn Fs>,
     layout: Layout,
@@ -62,16 +75,26 @@ pub async fn serve_with(
     commands: Option<Commands>,
     poster: Option<Arc<dyn Poster>>,
 ) -> Result<(), RunError> {
-    layout.create(fs.as_ref()).map_err(EngineError::from)?;
-    let lock = BrokerLock::acquire(fs.as_ref(), &layout.lock_file())?;
-    let cfg = Config::load(fs.as_ref(), &layout)?;
+    // The lock is on the root directory: it must exist (a RootFs was opened on it already).
+    fs.create_dir_all(layout.root()).map_err(EngineError::from)?;
+    let lock = BrokerLock::acquire(fs.as_ref(), &layout)?;
+    let cfg = repair::prepare(fs.as_ref(), &layout)?;
+    if let Err(e) = lock.record_holder(fs.as_ref()) {
+        tracing::warn!(error = %e, "cannot write who holds the lock into broker/broker.lock (the lock is held all the same)");
+    }
     let outbox = Outbox::prepare(&cfg, &layout, poster)?;
     let tick = Duration::from_millis(cfg.broker.tick_ms);
+    // The tree is looked at as often as processed messages expire (and at least once a minute):
+    // retention works in directories no other operation may meet (`inbox/tmp/`, say).
+    let check_every = Duration::from_secs(cfg.broker.inbox_retention_secs.clamp(1, 60));
     let started = Instant::now();
-    let mut engine = Engine::open(fs.clone(), layout.clone(), cfg.clone())?;
-    // A sink configured since the last run starts here: with what this start journals.
-    let outbox_start = engine.next_seq() - 1;
-    engine.reconcile()?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    // A sink configured since the last run starts after what was replayed: with what this start
+    // journals.
+    let (mut engine, outbox_start) = match repair::open_engine_from(&fs, &layout, &cfg, &mut shutdown).await {
+        Some(opened) => opened?,
+        None => return Ok(()),
+    };
     tracing::info!(root = %layout.root().display(), elapsed_ms = started.elapsed().as_millis() as u64, "serving");
 
     let deliveries = outbox.deliveries();
@@ -84,14 +107,13 @@ pub async fn serve_with(
 
     let wake = Arc::new(Notify::new());
     let _watcher = watch(&layout, engine.config(), wake.clone());
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut last_prune = Instant::now();
+    let mut last_check = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
         let pass =
             answer(&mut engine, &mut commands, &deliveries, arrived.take()).and_then(|()| engine.step());
-        let more = match pass {
-            Ok(r) => r.more,
+        let (more, housekeeping) = match pass {
+            Ok(r) => (r.more, r.housekeeping),
             Err(e) if e.is_no_space() => {
                 // Nothing is lost: what was acknowledged is in the journal, and messages stay in
                 // the inbox until a journaled pass consumes them. So drop the in-memory state and
@@ -104,7 +126,7 @@ pub async fn serve_with(
                         engine = e;
                         continue;
                     }
-                    Some(Err(e)) => return Err(e.into()),
+                    Some(Err(e)) => return Err(e),
                     None => {
                         drop(lock);
                         tracing::info!(
@@ -114,8 +136,45 @@ pub async fn serve_with(
                     }
                 }
             }
+            Err(e) if repair::containment(&e).is_some() => {
+                let refusal = repair::containment(&e).expect("matched");
+                let reopened = repair::recover(&fs, &layout, &cfg, refusal, &mut shutdown).await;
+                drop(e);
+                match reopened {
+                    Some(Ok(e)) => {
+                        tracing::info!("tree repaired and state rebuilt from the journal: serving again");
+                        engine = e;
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        drop(lock);
+                        tracing::info!(
+                            "stopped while repairing the tree (the journal holds everything acknowledged)"
+                        );
+                        return Ok(());
+                    }
+                }
+            }
             Err(e) => break Err(e),
         };
+        if !more && last_check.elapsed() >= check_every {
+            last_check = Instant::now();
+            // The periodic look at the tree, for directories no operation of the broker touches.
+            match repair::check(fs.as_ref(), &layout, &cfg) {
+                Ok(false) => {}
+                Ok(true) => {
+                    drop(engine);
+                    match repair::open_engine(&fs, &layout, &cfg, &mut shutdown).await {
+                        Some(Ok(e)) => engine = e,
+                        Some(Err(e)) => return Err(e),
+                        None => return Ok(()),
+                    }
+                }
+                Err(e @ TreeError::Journal { .. }) => return Err(e.into()),
+                Err(e) => tracing::warn!(error = %e, "cannot check the tree's directories"),
+            }
+        }
         if more {
             // Keep draining, but never past a shutdown request.
             tokio::select! {
@@ -124,21 +183,23 @@ pub async fn serve_with(
                 _ = std::future::ready(()) => continue,
             }
         }
-        if last_prune.elapsed() > Duration::from_secs(60) {
-            last_prune = Instant::now();
-            if let Err(e) = engine.prune_inbox() {
-                break Err(e);
-            }
-        }
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
             cmd = commands.next() => arrived = Some(cmd),
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
+            // Compression still to do: another pass soon (each does a bounded piece of it).
+            _ = tokio::time::sleep(if housekeeping { HOUSEKEEPING_TICK } else { tick }) => {}
         }
     };
-    let flushed = journal_positions(&mut engine, &deliveries).and_then(|()| engine.flush());
+    let flushed = match journal_positions(&mut engine, &deliveries).and_then(|()| engine.flush()) {
+        // The journal is flushed first; boards are derived and rewritten at the next start.
+        Err(e) if repair::spares_journal(&layout, &e) => {
+            tracing::error!(error = %e, "boards not written at shutdown (rewritten at the next start)");
+            Ok(())
+        }
+        other => other,
+    };
     drop(lock);
     match (result, flushed) {
         (Err(e), _) | (Ok(()), Err(e)) => Err(e.into()),
@@ -229,7 +290,7 @@ async fn reopen_when_space_returns(
     layout: &Layout,
     cfg: &Config,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Option<Result<Engine, EngineError>> {
+) -> Option<Result<Engine, RunError>> {
     loop {
         tokio::select! {
             biased;
@@ -243,7 +304,10 @@ async fn reopen_when_space_returns(
         match reopened {
             Ok(e) => return Some(Ok(e)),
             Err(e) if e.is_no_space() => tracing::debug!(error = %e, "still out of space"),
-            Err(e) => return Some(Err(e)),
+            Err(e) => match repair::containment(&e) {
+                Some(refusal) => return repair::recover(fs, layout, cfg, refusal, shutdown).await,
+                None => return Some(Err(e.into())),
+            },
         }
     }
 }

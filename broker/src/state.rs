@@ -3,8 +3,13 @@
 //! cannot disagree. Everything else reads it through the accessors below.
 
 use crate::journal::{Entry, Place, Record, Requeued, SnapTask, Snapshot, Tomb, consumed_path};
-use protocol::{Status, Task};
+use protocol::{Status, Task, Timestamp};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use tombs::Tombs;
+
+mod snapshot;
+mod tombs;
 
 /// A task that is not finished.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,15 +30,17 @@ pub struct Finished {
     pub pooled: bool,
 }
 
-/// How many former dispatch names are remembered, so that a file left behind under an old name
-/// (a crash between a journal entry and its file move) is recognised and cleaned up.
+/// How many former dispatch names are remembered at most, so that a file left behind under an old
+/// name (a crash between a journal entry and its file move) is recognised and cleaned up. They are
+/// also forgotten at each snapshot (every move before it is finished, and a restart replays only
+/// what follows it), so they cost memory in proportion to recent work, not to history.
 const RETIRED_NAMES: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct State {
     live: HashMap<String, Live>,
-    /// Finished tasks.
-    tombs: HashMap<String, Finished>,
+    /// Finished tasks, compactly (see `tombs.rs`).
+    tombs: Tombs,
     /// The most recent finished tasks, oldest first.
     recent_done: VecDeque<Task>,
     recent_limit: usize,
@@ -46,11 +53,18 @@ pub struct State {
     retired_order: VecDeque<String>,
     /// Live PENDING tasks in the backlog, waiting to be dispatched.
     backlog: BTreeSet<String>,
-    /// Inbox messages already consumed → where they belong (`cur` or a quarantine path).
-    consumed: BTreeMap<String, String>,
+    /// Dependency id → the live tasks that depend on it.
+    dependents: HashMap<String, BTreeSet<String>>,
+    /// Inbox messages already consumed → where they belong: `None` for `inbox/cur/` (nearly all
+    /// of them: not spelt out, as there is one per message between two snapshots), else the
+    /// quarantine path.
+    consumed: BTreeMap<String, Option<String>>,
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
     refusals: BTreeMap<String, String>,
+    /// When each agent was last seen in a record: a claim, a report, mail, a refused message.
+    /// (Heartbeats touch claim files and are not journaled: presence adds their mtimes.)
+    seen: HashMap<String, Timestamp>,
     /// Quarantine entries requeued since the last snapshot: their moves may be unfinished.
     requeues: BTreeMap<String, Requeued>,
     /// Each outbox sink's journaled position: every record up to it was handled.
@@ -106,13 +120,18 @@ impl State {
         // Sized once: growing by doubling to a million tombs peaks at 1.5 tables during a rehash.
         s.tombs.reserve(snap.tombs.len());
         for t in snap.tombs {
-            s.tombs.insert(t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
+            s.tombs.insert(&t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
         }
         s.recent_done = snap.recent_done.into();
         for st in snap.live {
             s.set_live(st.task, st.place, st.hash);
         }
-        s.consumed = snap.consumed;
+        s.consumed = snap
+            .consumed
+            .into_iter()
+            .map(|(m, d)| (m.clone(), (d != consumed_path(&m)).then_some(d)))
+            .collect();
+        s.seen = snap.agents_seen.into_iter().collect();
         s.delivered = snap.delivered;
         s.pulled = snap.pulled;
         s
@@ -128,7 +147,7 @@ impl State {
         let mut tombs: Vec<Tomb> = self
             .tombs
             .iter()
-            .map(|(id, f)| Tomb { id: id.clone(), status: f.status, hash: f.hash, pooled: f.pooled })
+            .map(|(id, f)| Tomb { id: id.to_string(), status: f.status, hash: f.hash, pooled: f.pooled })
             .collect();
         tombs.sort_by(|a, b| a.id.cmp(&b.id));
         // Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
@@ -138,6 +157,7 @@ impl State {
             tombs,
             recent_done: self.recent_done.iter().cloned().collect(),
             consumed: BTreeMap::new(),
+            agents_seen: self.seen.iter().map(|(a, t)| (a.clone(), *t)).collect(),
             delivered: self.delivered.clone(),
             pulled: self.pulled.clone(),
         }
@@ -161,11 +181,16 @@ impl State {
 
     /// A finished task.
     pub fn finished(&self, id: &str) -> Option<Finished> {
-        self.tombs.get(id).copied()
+        self.tombs.get(id)
     }
 
     pub fn finished_count(&self) -> usize {
         self.tombs.len()
+    }
+
+    /// The memory the finished tasks' tombs hold.
+    pub fn tombs_heap_bytes(&self) -> usize {
+        self.tombs.heap_bytes()
     }
 
     /// The most recent finished tasks, oldest first (the completed board).
@@ -206,14 +231,27 @@ impl State {
         self.windows.iter().filter(|(_, w)| !w.waiting.is_empty()).map(|(d, _)| d.as_str())
     }
 
+    /// The live tasks that depend on `id`, in id order.
+    pub fn dependents(&self, id: &str) -> impl Iterator<Item = &str> {
+        self.dependents.get(id).into_iter().flatten().map(String::as_str)
+    }
+
     /// Live PENDING tasks without a file, in id order.
     pub fn backlog(&self) -> impl Iterator<Item = &str> {
         self.backlog.iter().map(String::as_str)
     }
 
     /// Where an inbox message consumed before belongs (`broker/inbox/cur/..` or a quarantine path).
-    pub fn consumed(&self, msg: &str) -> Option<&str> {
-        self.consumed.get(msg).map(String::as_str)
+    pub fn consumed(&self, msg: &str) -> Option<Cow<'_, str>> {
+        self.consumed.get(msg).map(|d| match d {
+            Some(p) => Cow::Borrowed(p.as_str()),
+            None => Cow::Owned(consumed_path(msg)),
+        })
+    }
+
+    /// When `agent` was last seen in a journal record.
+    pub fn last_seen(&self, agent: &str) -> Option<Timestamp> {
+        self.seen.get(agent).copied()
     }
 
     /// Requeues whose moves may be unfinished (since the last snapshot), by entry name.
@@ -330,20 +368,29 @@ impl State {
         } else {
             self.backlog.remove(&id);
         }
+        // A task's dependencies never change: recording them again changes nothing.
+        for dep in &task.depends_on {
+            self.dependents.entry(dep.clone()).or_default().insert(id.clone());
+        }
         self.live.insert(id, Live { task, place, hash });
     }
 
     /// Applies one journal record. Live operation and replay both go through here.
     pub fn apply(&mut self, rec: &Record) {
+        if let Some(agent) = rec.entry.seen_agent() {
+            let t = self.seen.entry(agent.to_string()).or_insert(rec.ts);
+            *t = (*t).max(rec.ts);
+        }
         // Any record caused by a message means the message was handled, not only its Consume
         // record: a power loss can keep a prefix of an unsynced batch (a torn append), and a
         // message whose effect survived without its Consume must not be handled a second time.
         if let Some(msg) = rec.entry.msg() {
             let dest = match &rec.entry {
-                Entry::Consume { path, .. } => path.clone(),
-                Entry::Reject(r) => r.path.clone(),
-                _ => consumed_path(msg),
+                Entry::Consume { path, .. } => Some(path),
+                Entry::Reject(r) => Some(&r.path),
+                _ => None,
             };
+            let dest = dest.filter(|p| **p != consumed_path(msg)).cloned();
             self.consumed.insert(msg.to_string(), dest);
             if let Entry::Reject(r) = &rec.entry {
                 self.refusals.insert(msg.to_string(), r.reason.clone());
@@ -351,10 +398,13 @@ impl State {
         }
         match &rec.entry {
             Entry::Snapshot { .. } => {
-                // Every move the records before the snapshot describe is finished.
-                self.consumed.clear();
-                self.refusals.clear();
+                // Every move the records before the snapshot describe is finished, and a restart
+                // rebuilds these from the records after it only: live operation forgets them too.
+                self.consumed = BTreeMap::new();
+                self.refusals = BTreeMap::new();
                 self.requeues.clear();
+                self.retired = HashMap::new();
+                self.retired_order = VecDeque::new();
                 return;
             }
             Entry::Requeue(r) => {
@@ -397,8 +447,16 @@ impl State {
                 self.unwindow(&old.place);
                 pooled = old.place.claimed_from_pool();
                 self.forget_place(&id, &old.place);
+                for dep in &old.task.depends_on {
+                    if let Some(set) = self.dependents.get_mut(dep) {
+                        set.remove(&id);
+                        if set.is_empty() {
+                            self.dependents.remove(dep);
+                        }
+                    }
+                }
             }
-            self.tombs.insert(id, Finished { status: task.status, hash, pooled });
+            self.tombs.insert(&id, Finished { status: task.status, hash, pooled });
             self.recent_done.push_back(task.clone());
             while self.recent_done.len() > self.recent_limit.max(1) {
                 self.recent_done.pop_front();

@@ -1,6 +1,9 @@
 //! `mailroom trace`: every journaled event of one task, with the paths its files moved through,
-//! the rejections that named it and where its file is now.
+//! the rejections that named it and where its file is now. Archived segments are read compressed
+//! or not; when the retention has removed the oldest of them, a trace whose beginning was there
+//! says so plainly (`history`) instead of starting in the middle without a word.
 
+use crate::config::{Config, KeepFor};
 use crate::journal::{self, Entry, JournalError, Place, Record};
 use protocol::Status;
 use runtime_layout::{Fs, Layout};
@@ -29,13 +32,22 @@ pub struct Trace {
     pub status: Option<Status>,
     /// Where the task's file is now, or why there is none.
     pub now: String,
+    /// Set when the task's early history is no longer kept (older than the journal's retention).
+    pub history: Option<String>,
 }
 
 pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, JournalError> {
     let mut recs: Vec<Record> = Vec::new();
     let mut consumed: HashMap<String, String> = HashMap::new();
     let mut notes = journal::Notes::default();
-    for seg in journal::all_segments(fs, &layout.journal_dir())? {
+    let segments = journal::all_segments(fs, &layout.journal_dir())?;
+    // The first record still kept, when older ones were removed by the retention.
+    let kept_from = segments
+        .first()
+        .and_then(|p| p.file_name()?.to_str().and_then(journal::archive::segment_number))
+        .map(|(n, _)| n)
+        .filter(|&n| n > 1);
+    for seg in segments {
         journal::read_segment(
             fs,
             &seg,
@@ -50,20 +62,45 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         )?;
     }
     let snapshot_place = if recs.is_empty() {
-        // Only a snapshot may know the task (its older segments were removed by an operator).
-        journal::load(fs, &layout.journal_dir())?
-            .snapshot
-            .and_then(|s| s.live.into_iter().find(|t| t.task.task_id == id))
-            .map(|t| (t.task.status, t.place))
+        // Only a snapshot may know the task: its segments were removed (by the retention or an
+        // operator). A finished task is a tomb there, a live one is whole.
+        journal::load(fs, &layout.journal_dir())?.snapshot.and_then(|s| {
+            s.live
+                .into_iter()
+                .find(|t| t.task.task_id == id)
+                .map(|t| (t.task.status, t.place, Some(t.task)))
+                .or_else(|| s.tombs.into_iter().find(|t| t.id == id).map(|t| (t.status, Place::Done, None)))
+        })
     } else {
         None
     };
     if recs.is_empty() && snapshot_place.is_none() {
         return Ok(None);
     }
+    let whole = recs.first().is_some_and(|r| matches!(r.entry, Entry::Submit(_) | Entry::Import(_)));
+    let history = if whole {
+        None
+    } else {
+        let cfg = Config::load(fs, layout).unwrap_or_default();
+        let keep = match cfg.journal.archive_keep {
+            KeepFor::Secs(s) => format!("{s} s"),
+            KeepFor::Forever => "forever".into(),
+        };
+        let first = recs
+            .first()
+            .map_or("none of its records is".to_string(), |r| format!("its steps start at record {}", r.seq));
+        Some(match kept_from {
+            Some(n) => format!(
+                "older than the retention: the journal keeps records from {n} on ([journal] archive_keep = {keep}, archive_keep_bytes = {}), and {first} kept",
+                cfg.journal.archive_keep_bytes
+            ),
+            None => format!("the segments holding its beginning are gone (removed by hand?); {first} kept"),
+        })
+    };
     let mut steps = Vec::new();
     let mut status: Option<Status> = None;
     let mut place: Option<Place> = None;
+    let mut last: Option<protocol::Task> = None;
     for r in recs {
         let e = &r.entry;
         let to = e.change().map(|(t, _)| t.status);
@@ -90,20 +127,27 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         if let Some(t) = to {
             status = Some(t);
         }
-        if let Some(p) = e.change().map(|(_, p)| p).or(e.relocation().map(|(_, p)| p)) {
+        if let Some((t, p)) = e.change() {
+            place = Some(p.clone());
+            last = Some(t.clone());
+        } else if let Some((_, p)) = e.relocation() {
             place = Some(p.clone());
         }
     }
-    if let Some((s, p)) = snapshot_place {
+    if let Some((s, p, t)) = snapshot_place {
         status = Some(s);
         place = Some(p);
+        if t.is_some() {
+            last = t;
+        }
     }
+    let note = last.as_ref().and_then(crate::board::note).map(|n| format!(": {n}")).unwrap_or_default();
     let now = match &place {
         Some(p @ (Place::Queued { .. } | Place::Held { .. })) => p.rel_path().unwrap_or_default(),
         Some(Place::Waiting { dir, name }) => {
             format!("no file yet: ready, waiting for room in the ready window of {dir}/new/ (as {name})")
         }
-        Some(Place::Backlog) => "no file: waiting in the backlog".into(),
+        Some(Place::Backlog) => format!("no file: in the backlog{note}"),
         Some(Place::Done) => "no file: finished".into(),
         Some(Place::Outbound { pool }) => {
             format!("no file: held for the cluster (pool `{pool}`), not yet published")
@@ -111,7 +155,7 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         Some(Place::Forwarded { pool }) => format!("no file: forwarded to the cluster (pool `{pool}`)"),
         None => "no file: never accepted".into(),
     };
-    Ok(Some(Trace { task_id: id.to_string(), steps, status, now }))
+    Ok(Some(Trace { task_id: id.to_string(), steps, status, now, history }))
 }
 
 impl Trace {
@@ -121,6 +165,9 @@ impl Trace {
 
     pub fn render(&self) -> String {
         let mut out = format!("task {}\n", self.task_id);
+        if let Some(h) = &self.history {
+            out.push_str(&format!("early history not kept: {h}\n"));
+        }
         for s in &self.steps {
             let change = match (s.from, s.to) {
                 (Some(a), Some(b)) if a != b => format!("{a} -> {b}"),

@@ -1,14 +1,14 @@
-//! The command channel against the real broker loop (`run::serve` on a temporary root, the real
-//! filesystem): verdicts of submit, cancel and retry, a snapshot of the state, and the stream of
-//! committed records, a scoped bulk retry and the loop's own figures, all without writing a file
-//! behind the broker's back.
+//! The command channel against the real broker loop (`run::serve` on a temporary root, through
+//! the `RootFs` that `mailroom run` uses): verdicts of submit, cancel and retry, a snapshot of the
+//! state, and the stream of committed records, a scoped bulk retry and the loop's own figures,
+//! all without writing a file behind the broker's back.
 
 use mailroom::engine::Engine;
 use mailroom::engine::commands::{self, Command, Handle, RetryScope, Stopped, Verdict};
 use mailroom::journal::{self, Entry, Place};
 use mailroom::run;
 use protocol::Status;
-use runtime_layout::{Layout, RealFs};
+use runtime_layout::{Layout, RealFs, RootFs};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +22,14 @@ where
 {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path().join("runtime"));
+    std::fs::create_dir(layout.root()).unwrap();
+    let fs = RootFs::open(layout.root()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (handle, rx) = commands::channel(16);
         let (stop, stopped) = oneshot::channel::<()>();
         let broker = tokio::spawn(run::serve(
-            Arc::new(RealFs),
+            Arc::new(fs),
             layout.clone(),
             async {
                 let _ = stopped.await;
@@ -114,6 +116,28 @@ fn subscribers_see_every_committed_record_in_order() {
                 ("submit", "S-2".into()),
                 ("dispatch", "S-2".into())
             ]
+        );
+    });
+}
+
+/// The API-facing view says what a task waits for when its dependency does not exist, refuses a
+/// cycle with the cycle named, and lists the agents with their presence.
+#[test]
+fn the_snapshot_shows_dead_ends_and_agents() {
+    with_broker(|h, layout| async move {
+        layout.mailbox("Agent-1").create(&RealFs, true).unwrap();
+        let v = h.submit(json!({"task_id": "D-1", "depends_on": ["NOWHERE"]})).await.unwrap();
+        assert!(matches!(v, Verdict::Accepted { .. }), "{v:?}");
+        let view = h.snapshot().await.unwrap();
+        let t = view.tasks.iter().find(|t| t.task.task_id == "D-1").expect("in the snapshot");
+        assert_eq!(t.note.as_deref(), Some("waiting for unknown task NOWHERE"));
+        let v = h.submit(json!({"task_id": "NOWHERE", "depends_on": ["D-1"]})).await.unwrap();
+        let Verdict::Refused { reason, .. } = v else { panic!("a cycle was accepted") };
+        assert!(reason.contains("NOWHERE -> D-1 -> NOWHERE"), "{reason}");
+        let agents = h.snapshot().await.unwrap().agents;
+        assert_eq!(
+            agents.iter().map(|a| (a.name.as_str(), a.state.as_str())).collect::<Vec<_>>(),
+            [("Agent-1", "stale")]
         );
     });
 }

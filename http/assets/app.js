@@ -7,7 +7,7 @@ window.MR = (() => {
   const MAX_DONE = 2000; // finished tasks kept in the store
   const state = {
     tasks: new Map(), // task_id -> {task, place, pool, path}
-    pools: null, agents: null, stats: null, quarantine: null, openapi: null,
+    pools: null, agents: null, stats: null, quarantine: null, deliveries: null,
     lastSeq: null, live: false, loaded: false, fresh: new Set(),
   };
   const $ = (sel, root = document) => root.querySelector(sel);
@@ -176,6 +176,7 @@ window.MR = (() => {
       get("/api/agents").then((r) => { state.agents = r; }),
       get("/api/stats").then((r) => { state.stats = r; }),
       get("/api/quarantine?limit=200").then((r) => { state.quarantine = r; }),
+      get("/api/deliveries?limit=200").then((r) => { state.deliveries = r; }),
     ];
     await Promise.allSettled(jobs);
     changed();
@@ -217,7 +218,7 @@ window.MR = (() => {
     const [path, query] = h.split("?");
     const params = new URLSearchParams(query || "");
     if (path.startsWith("task/")) return { name: "task", id: path.slice(5), params };
-    return { name: ["tasks", "failed", "quarantine"].includes(path) ? path : "overview", params };
+    return { name: ["tasks", "failed", "quarantine", "deliveries"].includes(path) ? path : "overview", params };
   }
 
   async function start() {
@@ -236,7 +237,6 @@ window.MR = (() => {
       const next = await loadTasks();
       state.lastSeq = next - 1;
     } catch (e) { toast(`Loading tasks: ${e.message}`, true); }
-    get("/api/openapi.json").then((d) => { state.openapi = d; changed(); }).catch(() => {});
     follow();
     refresh();
     setInterval(refresh, 5000);

@@ -1,5 +1,6 @@
 // The mailroom dashboard's views: overview (board, pools, flow, agents, bottlenecks), tasks with
-// filters, failed and dead tasks with retry (single and bulk) and cancel, quarantine, and a task's
+// filters, failed and dead tasks with retry (single and bulk) and cancel, quarantine with requeue,
+// webhook and hook deliveries, and a task's
 // page with its trace as a timeline. Each view has a shell (drawn when the route changes) and an
 // update (redrawn when data changes), so typing in a filter never loses focus.
 "use strict";
@@ -67,7 +68,7 @@
     const n = {};
     for (const t of tasks()) n[MR.column(t)] = (n[MR.column(t)] || 0) + 1;
     const ag = state.agents ? state.agents.agents : [];
-    const busy = ag.filter((a) => a.state !== "idle").length;
+    const busy = ag.filter((a) => a.state === "busy").length;
     const st = state.stats || {};
     const k = (v, label, alert) => `<div class="kpi${alert ? " alert" : ""}"><b>${v ?? "–"}</b><span>${label}</span></div>`;
     return k(n.PENDING || 0, "backlog") + k(n.QUEUED || 0, "queued") + k(n.IN_PROGRESS || 0, "in progress") +
@@ -112,6 +113,11 @@
         if (c.lease_left_secs < Math.min(60, lease * 0.2)) {
           items.push(`<li><b>${esc(a.agent)}</b> holds ${taskLink(c.task_id)}: lease ${c.lease_left_secs <= 0 ? "ran out" : "ends in " + dur(c.lease_left_secs)}.</li>`);
         }
+      }
+    }
+    for (const s of state.deliveries ? state.deliveries.sinks : []) {
+      if (s.failing_since) {
+        items.push(`<li><a href="#/deliveries"><b>${esc(s.sink)}</b></a> has been failing since ${ago(ms(s.failing_since))}: ${esc(s.last_error || "")} (deliveries wait, in order).</li>`);
       }
     }
     for (const b of state.stats ? state.stats.blockers : []) {
@@ -224,7 +230,6 @@
   };
 
   // ------------------------------------------------------------------ quarantine
-  const canRequeue = () => !!(state.openapi && state.openapi.paths && state.openapi.paths["/api/quarantine/{name}/requeue"]);
   const quarantineView = {
     shell: () => `<div class="grid cols-2"><section class="panel"><header><h2>Quarantine</h2><span class="hint" id="n"></span></header><div class="body flush" id="rows"></div></section>
       <section class="panel side"><header><h2>Entry</h2></header><div class="body" id="entry"><div class="empty">Pick an entry to see its reason and content.</div></div></section></div>`,
@@ -235,7 +240,7 @@
       $("#rows").innerHTML = q.entries.length ? `<table><thead><tr><th>entry</th><th>when</th><th>field</th><th>reason</th><th>task</th><th></th></tr></thead><tbody>` +
         q.entries.map((e) => `<tr class="click" data-entry="${esc(e.name)}"><td class="clip mono">${esc(e.name)}</td><td class="muted">${ago(ms(e.quarantined_at))}</td>` +
           `<td class="mono">${esc(e.field)}</td><td class="clip" title="${esc(e.reason)}">${esc(e.reason)}</td><td>${e.task_id ? taskLink(e.task_id) : ""}</td>` +
-          `<td class="actions">${canRequeue() ? `<button class="small" data-action="requeue" data-entry="${esc(e.name)}">Requeue</button>` : ""}</td></tr>`).join("") +
+          `<td class="actions"><button class="small" data-action="requeue" data-entry="${esc(e.name)}">Requeue</button></td></tr>`).join("") +
         `</tbody></table>` : `<div class="empty">Nothing quarantined.</div>`;
     },
   };
@@ -250,6 +255,36 @@
         `</dl><div class="path"><code>${esc(e.path)}</code></div><h3>Content</h3><pre class="json">${esc(e.content)}</pre>`;
     } catch (err) { box.innerHTML = `<div class="empty bad">${esc(err.message)}</div>`; }
   }
+
+
+  // ------------------------------------------------------------------ deliveries
+  function sinkRow(s) {
+    const failing = !!s.failing_since;
+    const health = failing ? pill("FAILED", `failing ${ago(ms(s.failing_since))}`) : s.delivered ? pill("COMPLETED", "ok") : pill("PENDING", "waiting");
+    return `<tr data-sink="${esc(s.sink)}"><td><b class="mono">${esc(s.sink)}</b><div class="muted clip" title="${esc(s.target)}">${esc(s.target)}</div></td><td>${health}</td>` +
+      `<td class="clip">${esc((s.events || []).join(", ") || "every event")}${s.pools && s.pools.length ? `<div class="muted">pools ${esc(s.pools.join(", "))}</div>` : ""}</td>` +
+      `<td class="num">${s.delivered}</td><td class="num${s.failures ? " warn" : ""}">${s.failures}</td><td class="num${s.given_up ? " bad" : ""}">${s.given_up}</td>` +
+      `<td class="num mono">#${s.through}<div class="muted">journaled #${s.journaled}</div></td>` +
+      `<td class="clip bad" title="${esc(s.last_error)}">${esc(s.last_error || "")}${s.next_retry_at ? `<div class="muted">next try ${esc(s.next_retry_at.slice(11, 19))}</div>` : ""}</td></tr>`;
+  }
+  function attemptRow(a) {
+    return `<tr class="${a.ok ? "" : "failed-attempt"}"><td class="muted">${ago(ms(a.at))}</td><td class="mono">${esc(a.sink)}</td><td class="mono">#${a.seq}</td>` +
+      `<td>${esc(a.event)}</td><td>${a.task_id ? taskLink(a.task_id) : ""}</td><td class="num">${a.attempt}</td>` +
+      `<td>${a.ok ? pill("COMPLETED", a.detail) : `<span class="bad">${esc(a.detail)}</span>`}</td><td class="num">${a.duration_ms} ms</td></tr>`;
+  }
+  const deliveriesView = {
+    shell: () => `<div class="grid"><section class="panel"><header><h2>Webhooks and hooks</h2><span class="hint" id="n"></span></header><div class="body flush" id="sinks"></div></section>
+      <section class="panel"><header><h2>Recent attempts</h2><span class="hint">newest first; a failed delivery is retried with backoff, in order, never skipped</span></header><div class="body flush" id="attempts"></div></section></div>`,
+    update: () => {
+      const d = state.deliveries;
+      if (!d) { $("#sinks").innerHTML = `<div class="empty">Loading…</div>`; return; }
+      $("#n").textContent = `${d.sinks.length} configured · ${d.delivered} delivered, ${d.failures} failed attempts, ${d.given_up} given up since the broker started`;
+      $("#sinks").innerHTML = d.sinks.length ? `<table><thead><tr><th>sink</th><th>health</th><th>events</th><th class="num">delivered</th><th class="num">failed</th><th class="num">given up</th><th class="num">position</th><th>last error</th></tr></thead><tbody>` +
+        d.sinks.map(sinkRow).join("") + `</tbody></table>` : `<div class="empty">No webhook or hook is configured (<code>[[webhooks]]</code> and <code>[[hooks]]</code> in mailroom.toml).</div>`;
+      $("#attempts").innerHTML = d.recent.length ? `<table><thead><tr><th>when</th><th>sink</th><th>record</th><th>event</th><th>task</th><th class="num">try</th><th>result</th><th class="num">took</th></tr></thead><tbody>` +
+        d.recent.map(attemptRow).join("") + `</tbody></table>` : `<div class="empty">No delivery attempted since the broker started.</div>`;
+    },
+  };
 
   // ------------------------------------------------------------------ a task
   let detail = null;
@@ -294,7 +329,7 @@
   };
 
   // ------------------------------------------------------------------ wiring
-  const views = { overview, tasks: tasksView, failed: failedView, quarantine: quarantineView, task: taskView };
+  const views = { overview, tasks: tasksView, failed: failedView, quarantine: quarantineView, deliveries: deliveriesView, task: taskView };
   let current = null;
   function render(force) {
     const r = MR.route();
@@ -308,6 +343,7 @@
     const dead = tasks().filter((t) => t.task.status === "FAILED").length;
     $("#failed-count").textContent = dead || "";
     $("#quarantine-count").textContent = state.quarantine && state.quarantine.total ? state.quarantine.total : "";
+    $("#deliveries-count").textContent = state.deliveries && state.deliveries.failing.length ? state.deliveries.failing.length : "";
     document.title = `mailroom${dead ? ` · ${dead} failed` : ""}`;
   }
   function tickLeases() {
@@ -333,7 +369,11 @@
         if (await MR.confirmDialog("Retry in bulk?", `Every task that is ${b.dataset.scope} goes back to PENDING and is dispatched again.`)) await MR.act("POST", "/api/retry", body, "Bulk retry");
       } else if (b.dataset.action === "requeue") {
         const n = b.dataset.entry;
-        await MR.act("POST", `/api/quarantine/${encodeURIComponent(n)}/requeue`, undefined, `Requeue ${n}`);
+        if (await MR.confirmDialog(`Requeue ${n}?`, "It goes back into the broker's inbox and through admission again, as if it had just arrived; its reason is kept under quarantine/requeued/.")) {
+          await MR.act("POST", `/api/quarantine/${encodeURIComponent(n)}/requeue`, undefined, `Requeue ${n}`);
+          const box = $("#entry");
+          if (box) box.innerHTML = `<div class="empty">Requeued. Pick an entry to see its reason and content.</div>`;
+        }
       } else if (b.dataset.action === "copy") {
         try { await navigator.clipboard.writeText(b.dataset.text); MR.toast("Path copied"); } catch (_) { MR.toast("Copy refused by the browser", true); }
       }

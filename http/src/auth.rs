@@ -2,7 +2,9 @@
 //! (any method but GET and HEAD) needs `Authorization: Bearer <token>`, and beyond loopback so
 //! does every read of the API. The token is the content of `broker/http.token` (or of
 //! `[http] token_file`), created at first start from the system's random source with mode 0600
-//! through the `Fs` seam. Tokens are compared in constant time.
+//! through the `Fs` seam. Tokens are compared in constant time: both sides are hashed
+//! (SHA-256) and the digests compared with `subtle`, so neither the content nor the length of the
+//! token shows in how long a refusal takes.
 
 use crate::{AppState, HttpError};
 use axum::extract::{Request, State};
@@ -11,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mailroom::config::Config;
 use runtime_layout::{Fs, Layout};
+use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use subtle::ConstantTimeEq;
 
@@ -19,7 +22,8 @@ const TOKEN_LIMIT: u64 = 4096;
 
 /// The bearer token, and where it lives.
 pub struct Token {
-    secret: Vec<u8>,
+    /// SHA-256 of the token: what a presented token's digest is compared with.
+    digest: [u8; 32],
     pub path: PathBuf,
 }
 
@@ -37,6 +41,10 @@ impl Token {
             Some(p) => layout.root().join(p),
             None => layout.http_token_file(),
         };
+        // A token file the operator put outside the tree (an absolute `token_file`, often a
+        // mounted secret) is theirs, reached by the path they gave, as the root itself is; one
+        // in the tree goes through `fs`, beneath the root.
+        let fs: &dyn Fs = if path.starts_with(layout.root()) { fs } else { &runtime_layout::RealFs };
         let err = |why: String| HttpError::Token { path: path.clone(), why };
         if fs.stat(&path)?.is_none() {
             let mut raw = [0u8; 32];
@@ -58,19 +66,24 @@ impl Token {
         if secret.is_empty() {
             return Err(err("is empty: a token must not be".into()));
         }
-        Ok(Self { secret: secret.as_bytes().to_vec(), path })
+        Ok(Self::new(secret.as_bytes(), path))
     }
 
     /// A token for tests.
     pub fn from_secret(secret: &str) -> Self {
-        Self { secret: secret.as_bytes().to_vec(), path: PathBuf::new() }
+        Self::new(secret.as_bytes(), PathBuf::new())
     }
 
-    /// Does `Authorization: <value>` carry this token? (Constant time in the token's content.)
+    fn new(secret: &[u8], path: PathBuf) -> Self {
+        Self { digest: Sha256::digest(secret).into(), path }
+    }
+
+    /// Does `Authorization: <value>` carry this token? Compared as digests in constant time,
+    /// whatever the length or content of what is presented.
     pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(given) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else { return false };
-        let given = given.trim_ascii();
-        bool::from(given.ct_eq(&self.secret))
+        let given = authorization.and_then(|v| v.strip_prefix(b"Bearer ")).map(<[u8]>::trim_ascii);
+        let digest: [u8; 32] = Sha256::digest(given.unwrap_or_default()).into();
+        bool::from(digest.ct_eq(&self.digest)) && given.is_some()
     }
 }
 
@@ -135,9 +148,9 @@ mod tests {
         let cfg = Config::default();
         let a = Token::load_or_create(&runtime_layout::RealFs, &layout, &cfg).unwrap();
         assert_eq!(std::fs::metadata(&a.path).unwrap().mode() & 0o777, 0o600);
-        assert_eq!(a.secret.len(), 64);
+        assert_eq!(std::fs::read_to_string(&a.path).unwrap().trim().len(), 64);
         let b = Token::load_or_create(&runtime_layout::RealFs, &layout, &cfg).unwrap();
-        assert_eq!(a.secret, b.secret, "kept across starts");
+        assert_eq!(a.digest, b.digest, "kept across starts");
         std::fs::write(&a.path, "  \n").unwrap();
         assert!(matches!(
             Token::load_or_create(&runtime_layout::RealFs, &layout, &cfg),

@@ -153,8 +153,8 @@ pub fn records_after(
     let segs: Vec<(u64, PathBuf)> = journal::all_segments(fs, &layout.journal_dir())?
         .into_iter()
         .filter_map(|p| {
-            let first =
-                p.file_name()?.to_str()?.strip_prefix("segment-")?.strip_suffix(".jsonl")?.parse().ok()?;
+            // Archived segments may be compressed (`segment-N.jsonl.zst`): the name is the same.
+            let (first, _) = journal::archive::segment_number(p.file_name()?.to_str()?)?;
             Some((first, p))
         })
         .collect();

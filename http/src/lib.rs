@@ -9,18 +9,20 @@
 //! files it writes are its own: the token (created once, mode 0600) and `broker/http.addr`.
 //!
 //! Parts: [`auth`] (the token, who may do what), [`routes`] (the router and its route table,
-//! checked against the OpenAPI document), [`tasks`] and [`ops`] (the API), [`events`] (the event
-//! stream and its resume from the journal), [`observer`] (rates, latencies and series computed
-//! from the committed-record stream), [`metrics`] (the Prometheus exposition) and [`dashboard`]
-//! (the embedded page).
+//! checked against the OpenAPI document), [`tasks`], [`ops`], [`quarantine`] and [`deliveries`]
+//! (the API), [`events`] (the event stream and its resume from the journal), [`observer`] (rates,
+//! latencies and series computed from the committed-record stream), [`metrics`] (the Prometheus
+//! exposition) and [`dashboard`] (the embedded page).
 
 pub mod auth;
 pub mod dashboard;
+pub mod deliveries;
 pub mod events;
 pub mod metrics;
 pub mod observer;
 pub mod ops;
 pub mod poster;
+pub mod quarantine;
 pub mod routes;
 pub mod tasks;
 
@@ -83,6 +85,8 @@ pub struct AppState {
     /// Reads need the token too (the listener is reachable beyond loopback).
     pub reads_need_token: bool,
     pub observer: Arc<Observer>,
+    /// What the webhooks and hooks did (kept current by the broker's outbox).
+    pub deliveries: mailroom::outbox::Deliveries,
 }
 
 /// How the broker's HTTP surface was set up.
@@ -125,6 +129,7 @@ pub async fn serve(
     };
     let bound = listener.local_addr().map_err(HttpError::Serve)?;
     let observer = Observer::start(handle.clone(), fs.clone(), layout.clone(), cfg.clone()).await;
+    let deliveries = deliveries::handle_of(&handle).await;
     let state = AppState {
         handle,
         fs: fs.clone(),
@@ -133,6 +138,7 @@ pub async fn serve(
         token,
         reads_need_token: !bound.ip().is_loopback(),
         observer,
+        deliveries,
     };
     let app = routes::router(state);
     write_addr(fs.as_ref(), &layout, bound)?;

@@ -5,7 +5,9 @@
 //! stream (transitions, lease expiries, quarantines, submit→claim and claim→finish); gauges
 //! computed at scrape time from a snapshot (tasks by status and pool, queue depth, claims held per
 //! agent); and the loop's own figures (`Command::Stats`: journal commit and pass durations, inbox
-//! backlog), which the loop counts and this module only formats.
+//! backlog), which the loop counts and this module only formats. The footprint per area (files
+//! and bytes of `inbox/cur`, the journal, the archive, quarantine, ...) and the filesystem's free
+//! space and inodes are counted from the disk at scrape time (`mailroom::footprint::measure`).
 
 use crate::AppState;
 use crate::routes::ApiError;
@@ -13,6 +15,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use mailroom::engine::commands::{Histogram as LoopHistogram, Stats, View};
+use mailroom::footprint::Footprint;
 use mailroom::journal::Place;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -33,6 +36,7 @@ struct AtScrape {
     held: BTreeMap<String, i64>,
     stats: Stats,
     quarantined: i64,
+    footprint: Footprint,
 }
 
 fn encode_loop_histogram(
@@ -94,6 +98,43 @@ impl Collector for AtScrape {
             MetricType::Gauge,
         )?
         .encode_gauge(&self.quarantined)?;
+        {
+            let f = &self.footprint;
+            let mut m = enc.encode_descriptor(
+                "mailroom_footprint_files",
+                "Files under agent_comms/ by area (inbox_kept, journal_live, archive, quarantine, ...)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (area, a) in f.areas() {
+                m.encode_family(&[("area", area)])?.encode_gauge(&(a.files as i64))?;
+            }
+            let mut m = enc.encode_descriptor(
+                "mailroom_footprint",
+                "Bytes under agent_comms/ by area",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?;
+            for (area, a) in f.areas() {
+                m.encode_family(&[("area", area)])?.encode_gauge(&(a.bytes as i64))?;
+            }
+            if let Some(space) = f.space {
+                enc.encode_descriptor(
+                    "mailroom_filesystem_free",
+                    "Space an unprivileged writer can still use on the root's filesystem",
+                    Some(&Unit::Bytes),
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(space.free_bytes as i64))?;
+                enc.encode_descriptor(
+                    "mailroom_filesystem_free_inodes",
+                    "Inodes an unprivileged writer can still create on the root's filesystem",
+                    None,
+                    MetricType::Gauge,
+                )?
+                .encode_gauge(&(space.free_inodes as i64))?;
+            }
+        }
         enc.encode_descriptor(
             "mailroom_journal_records",
             "Journal records committed since the broker started",
@@ -129,6 +170,7 @@ pub fn render(
     view: &View,
     stats: Stats,
     quarantined: i64,
+    footprint: Footprint,
 ) -> Result<String, std::fmt::Error> {
     let c = &state.observer.counters;
     let mut reg = Registry::default();
@@ -161,6 +203,7 @@ pub fn render(
         held: BTreeMap::new(),
         stats,
         quarantined,
+        footprint,
     };
     for t in &view.tasks {
         let key = (t.task.status.as_str().to_string(), t.pool.clone().unwrap_or_default());
@@ -185,12 +228,14 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
     let view = state.handle.snapshot().await?;
     let stats = state.handle.stats().await?;
     let (fs, layout) = (state.fs.clone(), state.layout.clone());
-    let quarantined = tokio::task::spawn_blocking(move || {
-        crate::ops::list_quarantine(fs.as_ref(), &layout, 0).map(|(n, _)| n as i64)
+    let (quarantined, footprint) = tokio::task::spawn_blocking(move || {
+        let quarantined = crate::quarantine::entry_names(fs.as_ref(), &layout).map(|n| n.len() as i64)?;
+        let footprint = mailroom::footprint::measure(fs.as_ref(), &layout)?;
+        Ok::<_, runtime_layout::FsError>((quarantined, footprint))
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
-    let text = render(&state, &view, stats, quarantined).map_err(ApiError::internal)?;
+    let text = render(&state, &view, stats, quarantined, footprint).map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())
 }

@@ -1,17 +1,17 @@
 //! The operations endpoints: pools (depth, oldest wait, rates, queue-wait percentiles, a depth
 //! series), agents (claims with the lease left, last seen, completions and failures per minute),
-//! quarantine (every entry with the reason written beside it), and overall stats with the
-//! cumulative-flow series and the dependencies holding back the most tasks.
+//! and overall stats with the cumulative-flow series and the dependencies holding back the most
+//! tasks. Quarantine is in `quarantine.rs`, the outbox's deliveries in `deliveries.rs`.
 
 use crate::AppState;
 use crate::routes::ApiError;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use mailroom::agents::presence;
 use mailroom::engine::commands::{TaskView, View};
 use mailroom::journal::Place;
 use protocol::Status;
 use runtime_layout::{FileKind, Fs, Layout};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 
@@ -58,7 +58,7 @@ pub async fn pools(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     Ok(Json(json!({"pools": out, "mailboxes": mailboxes, "sample_secs": crate::observer::SAMPLE_SECS})))
 }
 
-async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
@@ -127,6 +127,9 @@ pub async fn agents(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
             "lease_left_secs": (expires - now) as f64 / 1e6,
         }));
     }
+    let broker: HashMap<&str, &mailroom::agents::AgentStatus> =
+        view.agents.iter().map(|a| (a.name.as_str(), a)).collect();
+    let stale_secs = state.cfg.agents.stale_secs;
     let mut out = Vec::new();
     let mut names: Vec<String> = view.agents.iter().map(|a| a.name.clone()).collect();
     names.extend(flow.keys().cloned());
@@ -135,22 +138,30 @@ pub async fn agents(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     for name in names {
         let f = flow.get(&name).cloned().unwrap_or_default();
         let held = claims.remove(&name).unwrap_or_default();
-        let last_seen = match (f.last_seen, heartbeat.get(&name)) {
-            (Some(a), Some(b)) => Some(a.max(*b)),
-            (a, b) => a.or(b.copied()),
-        };
+        let known = broker.get(name.as_str());
+        let last_seen = [
+            f.last_seen,
+            heartbeat.get(&name).copied(),
+            known.and_then(|a| a.last_seen).map(|t| t.as_micros()),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         let least = held
             .iter()
             .filter_map(|c| c["lease_left_secs"].as_f64())
             .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
-        let state = match least {
-            None => "idle",
-            Some(l) if l <= 0.0 => "stale",
-            Some(_) => "busy",
-        };
+        // Stale: a lease ran out, or not seen for `[agents] stale_secs`.
+        let seen = last_seen.map(protocol::Timestamp::from_micros);
+        let state =
+            match (least, presence(seen, held.len(), protocol::Timestamp::from_micros(now), stale_secs)) {
+                (Some(l), _) if l <= 0.0 => "stale",
+                (_, p) => p.as_str(),
+            };
         out.push(json!({
             "agent": name,
             "state": state,
+            "capabilities": known.map(|a| a.capabilities.clone()).unwrap_or_default(),
             "held": held,
             "min_lease_left_secs": least,
             "last_seen": last_seen,
@@ -159,102 +170,6 @@ pub async fn agents(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
         }));
     }
     Ok(Json(json!({"agents": out, "lease_secs": default_lease})))
-}
-
-/// Most entries `GET /api/quarantine` lists, newest first.
-const QUARANTINE_PAGE: usize = 500;
-/// Largest reason file or preview read.
-const READ_LIMIT: u64 = 64 * 1024;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuarantineQuery {
-    pub limit: Option<usize>,
-}
-
-/// Every quarantined input (newest first) with the reason written beside it.
-pub fn list_quarantine(
-    fs: &dyn Fs,
-    layout: &Layout,
-    limit: usize,
-) -> Result<(usize, Vec<Value>), runtime_layout::FsError> {
-    let dir = layout.quarantine_dir();
-    if fs.stat(&dir)?.is_none() {
-        return Ok((0, Vec::new()));
-    }
-    let mut names: Vec<String> = fs
-        .list(&dir)?
-        .into_iter()
-        .filter_map(|e| e.name_str().map(str::to_string))
-        .filter(|n| !n.ends_with(".error.json") && !n.starts_with('.'))
-        .collect();
-    names.sort_unstable_by(|a, b| b.cmp(a));
-    let total = names.len();
-    let mut out = Vec::new();
-    for name in names.into_iter().take(limit) {
-        out.push(entry(fs, layout, &name)?);
-    }
-    Ok((total, out))
-}
-
-fn entry(fs: &dyn Fs, layout: &Layout, name: &str) -> Result<Value, runtime_layout::FsError> {
-    let dir = layout.quarantine_dir();
-    let size = fs.stat(&dir.join(name))?.map(|m| m.len);
-    let reason = match fs.read(&dir.join(format!("{name}.error.json")), READ_LIMIT) {
-        Ok(b) => serde_json::from_slice::<Value>(&b)
-            .unwrap_or_else(|e| json!({"reason": format!("unreadable reason file: {e}")})),
-        Err(e) if e.is_not_found() => json!({"reason": "no reason file beside it"}),
-        Err(e) => json!({"reason": format!("reason file: {e}")}),
-    };
-    Ok(json!({
-        "name": name,
-        "path": dir.join(name).display().to_string(),
-        "size": size,
-        "reason": reason.get("reason").cloned().unwrap_or(Value::Null),
-        "field": reason.get("field").cloned().unwrap_or(Value::Null),
-        "rule": reason.get("rule").cloned().unwrap_or(Value::Null),
-        "file": reason.get("file").cloned().unwrap_or(Value::Null),
-        "kind": reason.get("kind").cloned().unwrap_or(Value::Null),
-        "task_id": reason.get("task_id").cloned().unwrap_or(Value::Null),
-        "quarantined_at": reason.get("quarantined_at").cloned().unwrap_or(Value::Null),
-    }))
-}
-
-/// `GET /api/quarantine`.
-pub async fn quarantine(
-    State(state): State<AppState>,
-    Query(q): Query<QuarantineQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(QUARANTINE_PAGE).clamp(1, 10 * QUARANTINE_PAGE);
-    let (fs, layout) = (state.fs.clone(), state.layout.clone());
-    let (total, entries) = blocking(move || list_quarantine(fs.as_ref(), &layout, limit)).await?;
-    Ok(Json(json!({"total": total, "entries": entries})))
-}
-
-/// `GET /api/quarantine/{name}`: one entry, its reason and the start of its content.
-pub async fn quarantined(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    if name.contains('/') || name.starts_with('.') || name.is_empty() {
-        return Err(ApiError::bad_request("name: a quarantine entry's file name"));
-    }
-    let (fs, layout, n) = (state.fs.clone(), state.layout.clone(), name.clone());
-    let found = blocking(move || {
-        let path = layout.quarantine_dir().join(&n);
-        match fs.stat(&path)? {
-            Some(m) if m.kind == FileKind::File => {}
-            _ => return Ok(None),
-        }
-        let mut e = entry(fs.as_ref(), &layout, &n)?;
-        e["content"] = match fs.read(&path, READ_LIMIT) {
-            Ok(b) => Value::String(String::from_utf8_lossy(&b).into_owned()),
-            Err(err) => Value::String(format!("(not shown: {err})")),
-        };
-        Ok::<_, runtime_layout::FsError>(Some(e))
-    })
-    .await?;
-    found.map(Json).ok_or_else(|| ApiError::not_found(format!("no quarantine entry `{name}`")))
 }
 
 /// The tasks that hold back the most others: dependencies of waiting tasks that are not done.
@@ -290,19 +205,9 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         *by_type.entry(t.task.task_type.clone().unwrap_or_default()).or_default() += 1;
     }
     let (fs, layout) = (state.fs.clone(), state.layout.clone());
-    let quarantined = blocking(move || {
-        let dir = layout.quarantine_dir();
-        if fs.stat(&dir)?.is_none() {
-            return Ok(0);
-        }
-        Ok::<_, runtime_layout::FsError>(
-            fs.list(&dir)?
-                .iter()
-                .filter(|e| e.name_str().is_some_and(|n| !n.ends_with(".error.json") && !n.starts_with('.')))
-                .count(),
-        )
-    })
-    .await?;
+    let quarantined =
+        blocking(move || crate::quarantine::entry_names(fs.as_ref(), &layout).map(|names| names.len()))
+            .await?;
     let commit_mean = if engine.commits.count == 0 {
         None
     } else {

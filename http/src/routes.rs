@@ -2,7 +2,7 @@
 //! the OpenAPI document by a test, the dashboard's files, and the layers around them (the token
 //! guard, the body limit, CORS when configured, and headers that keep the page to itself).
 
-use crate::{AppState, auth, dashboard, events, metrics, ops, tasks};
+use crate::{AppState, auth, dashboard, deliveries, events, metrics, ops, quarantine, tasks};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -25,6 +25,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/agents"),
     ("GET", "/api/quarantine"),
     ("GET", "/api/quarantine/{name}"),
+    ("POST", "/api/quarantine/{name}/requeue"),
+    ("GET", "/api/deliveries"),
     ("GET", "/api/stats"),
     ("GET", "/api/events"),
     ("GET", "/api/openapi.json"),
@@ -75,8 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/retry", post(tasks::retry_where))
         .route("/api/pools", get(ops::pools))
         .route("/api/agents", get(ops::agents))
-        .route("/api/quarantine", get(ops::quarantine))
-        .route("/api/quarantine/{name}", get(ops::quarantined))
+        .route("/api/quarantine", get(quarantine::quarantine))
+        .route("/api/quarantine/{name}", get(quarantine::quarantined))
+        .route("/api/quarantine/{name}/requeue", post(quarantine::requeue))
+        .route("/api/deliveries", get(deliveries::list))
         .route("/api/stats", get(ops::stats))
         .route("/api/events", get(events::stream))
         .route("/api/openapi.json", get(openapi))
@@ -163,6 +167,7 @@ mod tests {
             token: Arc::new(auth::Token::from_secret("t")),
             reads_need_token: false,
             observer: Arc::new(Observer::new(cfg)),
+            deliveries: Default::default(),
         })
     }
 

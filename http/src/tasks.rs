@@ -44,11 +44,15 @@ pub struct TaskOut {
     pub pool: Option<String>,
     /// The task file's path (absolute), if it has one now.
     pub path: Option<String>,
+    /// Why it waits when that may never come ("waiting for unknown task X"), or why it is
+    /// BLOCKED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 pub fn task_out(state: &AppState, t: TaskView) -> TaskOut {
     let path = t.place.rel_path().map(|r| state.layout.comms().join(r).display().to_string());
-    TaskOut { task: t.task, place: t.place, pool: t.pool, path }
+    TaskOut { task: t.task, place: t.place, pool: t.pool, path, note: t.note }
 }
 
 /// Statuses from `PENDING,FAILED` (any case).
@@ -163,13 +167,22 @@ pub async fn submit(State(state): State<AppState>, body: Bytes) -> Result<Respon
     Ok(verdict(v, StatusCode::CREATED, StatusCode::UNPROCESSABLE_ENTITY))
 }
 
-/// `POST /api/tasks/{id}/cancel`.
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `POST /api/tasks/{id}/cancel`. A body, if any, is read (within the limit) and ignored, so the
+/// connection stays reusable.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    _body: Bytes,
+) -> Result<Response, ApiError> {
     Ok(verdict(state.handle.cancel(&id).await?, StatusCode::OK, StatusCode::CONFLICT))
 }
 
-/// `POST /api/tasks/{id}/retry`.
-pub async fn retry(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+/// `POST /api/tasks/{id}/retry` (a body is ignored, as for cancel).
+pub async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    _body: Bytes,
+) -> Result<Response, ApiError> {
     Ok(verdict(state.handle.retry(&id).await?, StatusCode::OK, StatusCode::CONFLICT))
 }
 
@@ -243,7 +256,7 @@ mod tests {
         task.name = Some("Analyse the Lead".into());
         task.task_type = Some("leads".into());
         task.status = Status::Failed;
-        let t = TaskView { task, place: Place::Done, pool: Some("leads".into()) };
+        let t = TaskView::new(task, Place::Done, Some("leads".into()));
         let q = |f: fn(&mut TaskQuery)| {
             let mut q = TaskQuery::default();
             f(&mut q);

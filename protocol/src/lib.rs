@@ -2,6 +2,7 @@
 //! state machine and the file-name rules. Pure data and pure functions: this crate does no I/O,
 //! reads no clock and spawns nothing, so every rule here can be tested in isolation.
 
+pub mod capability;
 pub mod error;
 pub mod legacy;
 pub mod machine;

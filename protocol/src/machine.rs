@@ -7,6 +7,7 @@
 //!               │  ▼                 │  └──fail (no attempts left) / expire (none left)──► FAILED
 //!               │ BLOCKED            └─ release / lease expired ──► PENDING
 //!   retry ──────┘ (from FAILED, BLOCKED, CANCELLED)
+//!   unblock: BLOCKED ──► PENDING (what blocked it is fixed: a dependency redriven or found)
 //!   cancel: PENDING or IN_PROGRESS ──► CANCELLED
 //! ```
 //!
@@ -38,8 +39,15 @@ pub enum Event {
     Cancel,
     /// An operator redrives a FAILED, BLOCKED or CANCELLED task.
     Retry,
-    /// A task this one depends on ended FAILED or CANCELLED.
-    DependencyFailed { dependency: String },
+    /// A task this one depends on ended FAILED or CANCELLED, is BLOCKED itself, or does not
+    /// exist after the broker waited for it; `reason` says which.
+    DependencyFailed { dependency: String, reason: String },
+    /// The task waits for dependencies; it records the ones that do not exist (`reason`).
+    Wait { reason: String },
+    /// What blocked the task on a dependency is fixed (the dependency was redriven, or turned up).
+    Unblock,
+    /// A queued task rose a priority level for dispatch order (priority aging): it stays PENDING.
+    Age,
 }
 
 impl Event {
@@ -56,6 +64,9 @@ impl Event {
             Self::Cancel => "cancel",
             Self::Retry => "retry",
             Self::DependencyFailed { .. } => "dependency_failed",
+            Self::Wait { .. } => "waiting",
+            Self::Unblock => "unblock",
+            Self::Age => "age",
         }
     }
 }
@@ -121,7 +132,7 @@ pub fn transition(
     let mut t = Transition::to(Some(from), from, task.attempts);
     match (event, from) {
         (Event::Submit, _) => return deny(),
-        (Event::Dispatch, Pending) => {}
+        (Event::Dispatch | Event::Age, Pending) => {}
         (Event::Claim { agent }, Pending) => {
             t.to = InProgress;
             t.attempts = task.attempts.saturating_add(1);
@@ -157,10 +168,12 @@ pub fn transition(
             t.to = Pending;
             t.attempts = 0;
         }
-        (Event::DependencyFailed { dependency }, Pending) => {
+        (Event::DependencyFailed { reason, .. }, Pending) => {
             t.to = Blocked;
-            t.error = Some(format!("dependency `{dependency}` failed or was cancelled"));
+            t.error = Some(reason.clone());
         }
+        (Event::Wait { .. }, Pending) => {}
+        (Event::Unblock, Blocked) => t.to = Pending,
         _ => return deny(),
     }
     Ok(t)
@@ -285,7 +298,10 @@ mod tests {
             Just(Event::LeaseExpired),
             Just(Event::Cancel),
             Just(Event::Retry),
-            Just(Event::DependencyFailed { dependency: "d".into() }),
+            Just(Event::DependencyFailed { dependency: "d".into(), reason: "r".into() }),
+            Just(Event::Wait { reason: "w".into() }),
+            Just(Event::Unblock),
+            Just(Event::Age),
         ]
     }
 
@@ -303,7 +319,7 @@ mod tests {
                 match transition(Some(&task), &ev, now(), Backoff::default()) {
                     Ok(tr) => {
                         let allowed: &[Status] = match (&ev, before) {
-                            (Event::Dispatch, Pending) => &[Pending],
+                            (Event::Dispatch | Event::Age, Pending) => &[Pending],
                             (Event::Claim{..}, Pending) => &[InProgress],
                             (Event::Complete{..}, InProgress) => &[Completed],
                             (Event::Fail{..} | Event::LeaseExpired, InProgress) => &[Pending, Failed],
@@ -311,6 +327,8 @@ mod tests {
                             (Event::Cancel, Pending | InProgress) => &[Cancelled],
                             (Event::Retry, Failed | Blocked | Cancelled) => &[Pending],
                             (Event::DependencyFailed{..}, Pending) => &[Blocked],
+                            (Event::Wait{..}, Pending) => &[Pending],
+                            (Event::Unblock, Blocked) => &[Pending],
                             _ => &[],
                         };
                         prop_assert!(allowed.contains(&tr.to), "{:?} from {:?} gave {:?}", ev, before, tr.to);

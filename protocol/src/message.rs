@@ -9,7 +9,7 @@
 mod fields;
 
 use crate::error::ValidationError;
-use crate::schema::AgentName;
+use crate::schema::{Address, AgentName};
 use crate::task::Task;
 use crate::time::Timestamp;
 use schemars::JsonSchema;
@@ -80,13 +80,14 @@ pub enum Message {
         #[schemars(schema_with = "crate::schema::task_id")]
         task_id: String,
     },
-    /// Mail from one agent to another, delivered by the broker as `mail`.
+    /// Mail from one agent to another, to every agent (`to` is `ALL`) or to a group (`@name`),
+    /// delivered by the broker as `mail` to each recipient.
     Send {
         #[serde(deserialize_with = "fields::from")]
         #[schemars(with = "AgentName")]
         from: String,
         #[serde(deserialize_with = "fields::to")]
-        #[schemars(with = "AgentName")]
+        #[schemars(with = "Address")]
         to: String,
         #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "fields::subject")]
         subject: Option<String>,
@@ -221,6 +222,9 @@ pub enum NoticeKind {
     Cancelled,
     /// The lease on a claim ran out and the task was taken back.
     LeaseExpired,
+    /// A claim the agent may not hold (it lacks a capability the task requires) was taken back;
+    /// the task stays available to the agents that may.
+    Refused,
 }
 
 /// A notice the broker delivers into `mailboxes/<agent>/new/`, as `{"kind":"notice",...}`.
@@ -263,8 +267,13 @@ pub struct Mail {
     pub kind: String,
     #[schemars(with = "AgentName")]
     pub from: String,
+    /// The recipient who reads this copy.
     #[schemars(with = "AgentName")]
     pub to: String,
+    /// The address it was sent to when that was not `to` alone: `ALL` or `@group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Address>")]
+    pub sent_to: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     pub body: Value,

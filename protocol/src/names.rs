@@ -12,7 +12,9 @@
 //!   └ priority rank: 0 CRITICAL, 1 HIGH, 2 MEDIUM, 3 LOW (urgent first)
 //! ```
 //!
-//! Plain byte order of these names is dispatch order.
+//! Plain byte order of these names is dispatch order. A task in a shared pool that requires
+//! capabilities carries their tag (see [`crate::capability`]) before `.json`:
+//! `…-LEAD-7.caps-3f2a9c1e0b4d5a67.json`.
 
 use crate::error::ValidationError;
 use crate::task::Priority;
@@ -31,10 +33,68 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
 }
 
+/// The address of a broadcast: mail sent to `ALL` goes to every registered agent but its sender.
+/// No agent may take this name, in any case.
+pub const BROADCAST: &str = "ALL";
+/// The prefix of a group's address: `@reviewers` is the group `reviewers` of `mailroom.toml`'s
+/// `[groups]`. Agent names start with a letter or digit, so no agent name starts with it.
+pub const GROUP_PREFIX: char = '@';
+
+/// The address rules (an agent name, `ALL`, or `@` and a group name) as a regular expression, for
+/// the JSON Schema (it cannot say "no `..`" nor "not `all` in another case"; [`Recipient::parse`]
+/// does).
+pub const RECIPIENT_PATTERN: &str = "^@?[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+
 /// Agent names are case-sensitive and path-safe: 1-64 bytes of `A-Z a-z 0-9 - _ .`, starting
-/// with a letter or digit, with no `..`.
+/// with a letter or digit, with no `..`, and not [`BROADCAST`] in any case.
 pub fn validate_agent(name: &str) -> Result<(), ValidationError> {
-    check_segment(name, "agent")
+    check_segment(name, "agent")?;
+    if name.eq_ignore_ascii_case(BROADCAST) {
+        return Err(ValidationError::new(
+            "agent",
+            format!("`{name}` is reserved: mail to `{BROADCAST}` goes to every agent"),
+        ));
+    }
+    Ok(())
+}
+
+/// Group names (`[groups]` of `mailroom.toml`, addressed as `@name`) follow the pool-name rules.
+pub fn validate_group(name: &str) -> Result<(), ValidationError> {
+    check_segment(name, "group")
+}
+
+/// Whom mail is addressed to: one agent, every agent ([`BROADCAST`]), or a named group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    Agent(String),
+    All,
+    Group(String),
+}
+
+impl Recipient {
+    /// Reads an address: `ALL`, `@group`, or an agent name. The error names the field `to`.
+    pub fn parse(address: &str) -> Result<Self, ValidationError> {
+        if address == BROADCAST {
+            return Ok(Self::All);
+        }
+        if let Some(group) = address.strip_prefix(GROUP_PREFIX) {
+            return validate_group(group)
+                .map(|()| Self::Group(group.to_string()))
+                .map_err(|e| ValidationError::new("to", e.rule));
+        }
+        validate_agent(address)
+            .map(|()| Self::Agent(address.to_string()))
+            .map_err(|e| ValidationError::new("to", e.rule))
+    }
+
+    /// The address as it is written: `ALL`, `@group` or the agent's name.
+    pub fn address(&self) -> String {
+        match self {
+            Self::Agent(a) => a.clone(),
+            Self::All => BROADCAST.to_string(),
+            Self::Group(g) => format!("{GROUP_PREFIX}{g}"),
+        }
+    }
 }
 
 /// Pool names follow the agent-name rules.
@@ -119,6 +179,9 @@ pub fn id_fragment(task_id: &str) -> String {
     if out.is_empty() { "_".to_string() } else { out }
 }
 
+/// What separates the tag of a task's required capabilities from the id fragment.
+pub const CAPS_MARK: &str = ".caps-";
+
 /// The parts of a dispatch name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DispatchName {
@@ -127,16 +190,30 @@ pub struct DispatchName {
     pub created: String,
     pub seq: u64,
     pub id_fragment: String,
+    /// The tag of the capabilities the task requires (see [`crate::capability::tag`]), for a
+    /// task waiting in a shared pool that requires some.
+    pub caps: Option<String>,
 }
 
 impl DispatchName {
     pub fn new(priority: Priority, created: Timestamp, seq: u64, task_id: &str) -> Self {
-        Self { priority, created: created.compact(), seq, id_fragment: id_fragment(task_id) }
+        Self { priority, created: created.compact(), seq, id_fragment: id_fragment(task_id), caps: None }
+    }
+
+    /// The same name, carrying the tag of the capabilities a claimant must hold.
+    pub fn with_caps(mut self, tag: Option<String>) -> Self {
+        self.caps = tag;
+        self
     }
 
     /// Parses a file name; `None` if it is not a dispatch name (mail, notices, strays).
     pub fn parse(name: &str) -> Option<Self> {
         let stem = name.strip_suffix(".json")?;
+        let (stem, caps) = match stem.rsplit_once(CAPS_MARK) {
+            Some((stem, tag)) if crate::capability::is_tag(tag) => (stem, Some(tag.to_string())),
+            Some(_) => return None,
+            None => (stem, None),
+        };
         let mut parts = stem.splitn(4, '-');
         let rank = parts.next()?;
         let created = parts.next()?;
@@ -159,11 +236,13 @@ impl DispatchName {
             created: created.to_string(),
             seq: seq.parse().ok()?,
             id_fragment: frag.to_string(),
+            caps,
         })
     }
 
     pub fn file_name(&self) -> String {
-        format!("{}-{}-{:012}-{}.json", self.priority.rank(), self.created, self.seq, self.id_fragment)
+        let caps = self.caps.as_deref().map(|t| format!("{CAPS_MARK}{t}")).unwrap_or_default();
+        format!("{}-{}-{:012}-{}{caps}.json", self.priority.rank(), self.created, self.seq, self.id_fragment)
     }
 }
 
@@ -228,6 +307,24 @@ mod tests {
             assert!(validate_agent(bad).is_err(), "{bad:?}");
         }
         assert_eq!(validate_agent("a/b").unwrap_err().field, "agent");
+        for reserved in ["ALL", "all", "All"] {
+            assert!(validate_agent(reserved).unwrap_err().rule.contains("reserved"), "{reserved}");
+        }
+        assert!(validate_agent("ALL-1").is_ok() && validate_agent("Allie").is_ok());
+    }
+
+    #[test]
+    fn recipients() {
+        assert_eq!(Recipient::parse("ALL"), Ok(Recipient::All));
+        assert_eq!(Recipient::parse("@reviewers"), Ok(Recipient::Group("reviewers".into())));
+        assert_eq!(Recipient::parse("Agent-5"), Ok(Recipient::Agent("Agent-5".into())));
+        for bad in ["all", "@", "@../x", "@a b", "", "a/b", "@@x"] {
+            let e = Recipient::parse(bad).unwrap_err();
+            assert_eq!(e.field, "to", "{bad}");
+        }
+        for r in [Recipient::All, Recipient::Group("g".into()), Recipient::Agent("A".into())] {
+            assert_eq!(Recipient::parse(&r.address()), Ok(r));
+        }
     }
 
     #[test]
@@ -253,12 +350,21 @@ mod tests {
         assert!(!a.file_name().contains('/'));
         assert_eq!(DispatchName::parse("mail-20250101T000000000000.P1Q1R0.h.json"), None);
         assert_eq!(DispatchName::parse("../1-x.json"), None);
+        let gated = c.clone().with_caps(Some("0123456789abcdef".into()));
+        assert!(gated.file_name().ends_with("-older.caps-0123456789abcdef.json"), "{}", gated.file_name());
+        assert_eq!(DispatchName::parse(&gated.file_name()), Some(gated.clone()));
+        let mut with_tag = vec![gated.file_name(), a.file_name(), b.file_name()];
+        with_tag.sort();
+        assert_eq!(with_tag, [gated.file_name(), a.file_name(), b.file_name()], "the tag changes no order");
+        let bad = c.file_name().replace(".json", ".caps-xyz.json");
+        assert_eq!(DispatchName::parse(&bad), None);
     }
 
     proptest! {
         #[test]
-        fn any_task_id_gives_a_safe_parseable_name(id in "\\PC{1,300}", seq in 0u64..999_999_999_999, rank in 0u8..4) {
-            let n = DispatchName::new(Priority::from_rank(rank).unwrap(), Timestamp::from_micros(1_600_000_000_000_000), seq, &id);
+        fn any_task_id_gives_a_safe_parseable_name(id in "\\PC{1,300}", seq in 0u64..999_999_999_999, rank in 0u8..4, caps in proptest::option::of("[a-z]{1,10}")) {
+            let tag = caps.and_then(|c| crate::capability::tag(&[c]));
+            let n = DispatchName::new(Priority::from_rank(rank).unwrap(), Timestamp::from_micros(1_600_000_000_000_000), seq, &id).with_caps(tag);
             let name = n.file_name();
             prop_assert!(name.len() < 200);
             prop_assert!(!name.contains('/') && !name.starts_with('.') && !name.contains(".."));
@@ -269,6 +375,13 @@ mod tests {
         #[test]
         fn any_task_type_gives_a_valid_pool(t in "\\PC{0,100}") {
             prop_assert!(validate_pool(&pool_for_task_type(Some(&t))).is_ok());
+        }
+
+        #[test]
+        fn no_agent_name_is_a_broadcast_or_a_group(s in "[@a-zA-Z0-9._-]{0,70}") {
+            if validate_agent(&s).is_ok() {
+                prop_assert_eq!(Recipient::parse(&s), Ok(Recipient::Agent(s.clone())));
+            }
         }
 
         #[test]

@@ -3,7 +3,7 @@
 //! variant), [`Notice`] and [`Mail`]. Nothing here lists fields or kinds by hand.
 
 use crate::message::{Mail, Message, Notice};
-use crate::names::AGENT_PATTERN;
+use crate::names::{AGENT_PATTERN, RECIPIENT_PATTERN};
 use crate::task::{MAX_TASK_ID_LEN, Task};
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -15,6 +15,16 @@ use serde_json::{Map, Value};
 #[schemars(inline, description = "agent name (case-sensitive, no `..`)")]
 #[allow(dead_code, reason = "never built: only its schema is used")]
 pub(crate) struct AgentName(#[schemars(pattern(AGENT_PATTERN))] String);
+
+/// The schema of a mail address: an agent name, `ALL` or `@group` (the rules are
+/// [`crate::names::Recipient::parse`]).
+#[derive(JsonSchema)]
+#[schemars(
+    inline,
+    description = "an agent name, `ALL` (every agent but the sender) or `@group` (a `[groups]` entry of mailroom.toml)"
+)]
+#[allow(dead_code, reason = "never built: only its schema is used")]
+pub(crate) struct Address(#[schemars(pattern(RECIPIENT_PATTERN))] String);
 
 /// The schema of a task id where one is read: a string, or an integer that becomes its decimal
 /// string (see [`crate::task::validate_task_id`]).
@@ -117,7 +127,6 @@ pub fn all() -> Value {
 mod tests {
     use super::*;
     use crate::message::samples;
-    use crate::names::AGENT_PATTERN;
     use crate::task::{CANONICAL_FIELDS, Priority, Status};
 
     fn strings(v: &Value) -> Vec<&str> {
@@ -198,14 +207,18 @@ mod tests {
         for (kind, field) in
             [("complete", "agent"), ("fail", "agent"), ("release", "agent"), ("send", "from")]
                 .into_iter()
-                .chain([("send", "to"), ("mail", "from"), ("mail", "to")])
+                .chain([("mail", "from"), ("mail", "to")])
         {
             assert_eq!(m[kind]["properties"][field]["pattern"], AGENT_PATTERN, "{kind}.{field}");
         }
+        assert_eq!(m["send"]["properties"]["to"]["pattern"], RECIPIENT_PATTERN);
         assert_eq!(m["fail"]["properties"]["retryable"]["default"], true);
         assert_eq!(m["fail"]["properties"]["error"]["default"], "failed");
         let notice = &m["notice"]["properties"];
-        assert_eq!(strings(&notice["notice"]["enum"]), ["rejected", "stale", "cancelled", "lease_expired"]);
+        assert_eq!(
+            strings(&notice["notice"]["enum"]),
+            ["rejected", "stale", "cancelled", "lease_expired", "refused"]
+        );
         assert_eq!(notice["timestamp"]["format"], "date-time");
         assert_eq!(m["mail"]["properties"]["sent_at"]["format"], "date-time");
         assert_eq!(strings(&m["notice"]["required"]), ["kind", "notice", "timestamp", "reason"]);
@@ -287,6 +300,7 @@ mod tests {
             kind: "mail".into(),
             from: "A".into(),
             to: "B".into(),
+            sent_to: Some("ALL".into()),
             subject: None,
             body: serde_json::json!({"any": "json"}),
             sent_at: now,
@@ -298,20 +312,25 @@ mod tests {
         }
     }
 
-    /// The pattern accepts exactly the names `validate_agent` accepts, but for `..` (which a
-    /// regular expression without look-ahead cannot refuse; the description says it).
+    /// The pattern accepts exactly the names `validate_agent` accepts, but for `..` and the
+    /// reserved `ALL` (which a regular expression without look-ahead cannot refuse; the
+    /// description says it).
     #[test]
     fn the_agent_pattern_agrees_with_the_name_rules() {
-        let v = validator(&messages()["send"]["properties"]["to"]);
+        let v = validator(&messages()["send"]["properties"]["from"]);
+        let to = validator(&messages()["send"]["properties"]["to"]);
         let long = "x".repeat(64);
         let too_long = "x".repeat(65);
         for name in [
             "Agent-1", "a", "0", "A.b_c-d", &long, &too_long, "", "-a", ".a", "_a", "a/b", "a b", "é",
-            "a\nb", "a..b",
+            "a\nb", "a..b", "ALL", "all", "@g", "@-g", "@",
         ] {
             let fits = v.is_valid(&Value::from(name));
             let valid = crate::names::validate_agent(name).is_ok();
-            assert_eq!(fits, valid || name.contains(".."), "{name:?}");
+            let lookahead = name.contains("..") || name.eq_ignore_ascii_case("all");
+            assert_eq!(fits, valid || lookahead, "{name:?}");
+            let address = crate::names::Recipient::parse(name).is_ok();
+            assert_eq!(to.is_valid(&Value::from(name)), address || lookahead, "to: {name:?}");
         }
     }
 }

@@ -48,6 +48,17 @@ impl Priority {
     pub fn from_rank(rank: u8) -> Option<Self> {
         Self::ALL.get(usize::from(rank)).copied()
     }
+
+    /// The priority a task of this priority has for dispatch order once it has waited
+    /// `waited_secs` to be claimed (priority aging): one level higher per full `aging_secs`
+    /// waited, never above CRITICAL. `aging_secs` 0 turns aging off.
+    pub fn aged(self, waited_secs: u64, aging_secs: u64) -> Self {
+        if aging_secs == 0 {
+            return self;
+        }
+        let levels = (waited_secs / aging_secs).min(u64::from(self.rank()));
+        Self::from_rank(self.rank() - levels as u8).unwrap_or(Self::Critical)
+    }
 }
 
 impl FromStr for Priority {
@@ -167,6 +178,10 @@ pub struct Task {
     pub depends_on: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Capabilities an agent must hold (all of them) to claim the task from a shared pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1, max = 64)))]
+    pub required_capabilities: Vec<String>,
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub params: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +226,7 @@ pub const CANONICAL_FIELDS: &[&str] = &[
     "updated_at",
     "depends_on",
     "tags",
+    "required_capabilities",
     "params",
     "not_before",
     "max_attempts",
@@ -237,6 +253,7 @@ impl Task {
             updated_at: None,
             depends_on: Vec::new(),
             tags: Vec::new(),
+            required_capabilities: Vec::new(),
             params: Value::Null,
             not_before: None,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -281,6 +298,11 @@ impl Task {
         task.not_before = take_opt_time(&mut map, "not_before")?;
         task.depends_on = take_string_list(&mut map, "depends_on")?;
         task.tags = take_string_list(&mut map, "tags")?;
+        task.required_capabilities = take_string_list(&mut map, "required_capabilities")?;
+        for (i, c) in task.required_capabilities.iter().enumerate() {
+            crate::capability::validate_capability(c)
+                .map_err(|e| ValidationError::new(format!("required_capabilities[{i}]"), e.rule))?;
+        }
         task.params = map.shift_remove("params").unwrap_or(Value::Null);
         task.result = map.shift_remove("result").unwrap_or(Value::Null);
         if let Some(n) = take_opt_u64(&mut map, "max_attempts")? {
@@ -427,6 +449,17 @@ mod tests {
         assert_eq!((e.field.as_str(), e.rule.as_str()), ("task_id", "is required"));
         let e = Task::from_value(json!({"task_id": "x\ny"})).unwrap_err();
         assert_eq!(e.field, "task_id");
+    }
+
+    #[test]
+    fn aging_rises_a_level_per_period_and_stops_at_critical() {
+        use Priority::*;
+        assert_eq!(Low.aged(1_000_000, 0), Low, "0 turns aging off");
+        let steps: Vec<Priority> =
+            [0, 9, 10, 19, 20, 30, 40, 10_000].iter().map(|w| Low.aged(*w, 10)).collect();
+        assert_eq!(steps, [Low, Low, Medium, Medium, High, Critical, Critical, Critical]);
+        assert_eq!(High.aged(25, 10), Critical);
+        assert_eq!(Critical.aged(u64::MAX, 1), Critical);
     }
 
     #[test]

@@ -127,6 +127,19 @@ impl Layout {
         debug_assert!(names::validate_agent(agent).is_ok(), "unvalidated agent {agent:?}");
         Maildir::new(self.mailboxes_dir().join(agent))
     }
+    /// `mailboxes/<agent>/agent.json`: what an agent declares about itself (its capabilities).
+    pub fn agent_profile(&self, agent: &str) -> PathBuf {
+        self.mailbox(agent).root.join("agent.json")
+    }
+    /// Where the broker writes the set of capabilities each tag stands for.
+    pub fn capabilities_dir(&self) -> PathBuf {
+        self.comms.join("capabilities")
+    }
+    /// `capabilities/<tag>.json`. `tag` must pass [`protocol::capability::is_tag`].
+    pub fn capability_set(&self, tag: &str) -> PathBuf {
+        debug_assert!(protocol::capability::is_tag(tag), "not a tag {tag:?}");
+        self.capabilities_dir().join(format!("{tag}.json"))
+    }
     pub fn drop_dir(&self) -> PathBuf {
         self.comms.join("drop")
     }
@@ -135,6 +148,10 @@ impl Layout {
     }
     pub fn board(&self, board: Board) -> PathBuf {
         self.boards_dir().join(board.file_name())
+    }
+    /// `central_task_boards/agents.json`: every agent, its capabilities, claims and presence.
+    pub fn agents_board(&self) -> PathBuf {
+        self.boards_dir().join("agents.json")
     }
     pub fn config_file(&self) -> PathBuf {
         self.comms.join("mailroom.toml")
@@ -150,6 +167,7 @@ impl Layout {
             self.mailboxes_dir(),
             self.drop_dir(),
             self.boards_dir(),
+            self.capabilities_dir(),
         ] {
             fs.create_dir_all(&d)?;
         }
@@ -159,29 +177,79 @@ impl Layout {
     /// Is every directory between `agent_comms/` and `path` a real directory, so that a file
     /// written, read or removed at `path` stays inside the root? A symbolic link (or a file)
     /// where a directory belongs makes it not contained; a missing directory does not (it will
-    /// be created as a real one). Agents can write into the tree, so the broker checks this
-    /// before it writes or removes anything in a directory an agent could have replaced.
+    /// be created as a real one).
+    ///
+    /// A check before use, so an early and friendly refusal (a submit to a mailbox that is a
+    /// link is refused with that reason) but not what keeps the broker inside its root: that is
+    /// [`RootFs`](crate::RootFs), which resolves every path beneath the root at the moment of use.
     pub fn is_contained(&self, fs: &dyn Fs, path: &Path) -> bool {
-        let Ok(rel) = path.strip_prefix(&self.comms) else { return false };
+        self.contain(fs, path).is_ok()
+    }
+
+    /// [`Layout::is_contained`], saying why not: the first directory on the way that is not one
+    /// ([`FsError::NotBeneath`]), as a [`RootFs`](crate::RootFs) would name it at the moment of
+    /// use, for the broker's repair of its tree.
+    pub fn contain(&self, fs: &dyn Fs, path: &Path) -> Result<(), FsError> {
+        let outside = || FsError::Outside { path: path.to_path_buf(), root: self.comms.clone() };
+        let rel = path.strip_prefix(&self.comms).map_err(|_| outside())?;
         let comps: Vec<_> = rel.components().collect();
+        if comps.iter().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            return Err(outside());
+        }
+        if fs.resolves_beneath() {
+            // One lookup of the deepest directory: the filesystem itself refuses a link or a
+            // file anywhere on the way to it (FsError::NotBeneath, naming it).
+            let dir = path.parent().unwrap_or(&self.comms);
+            return match fs.stat(dir)? {
+                Some(m) if m.kind != crate::fs::FileKind::Dir => Err(FsError::NotBeneath {
+                    path: path.to_path_buf(),
+                    at: dir.to_path_buf(),
+                    kind: Some(m.kind),
+                }),
+                _ => Ok(()),
+            };
+        }
         let mut cur = self.comms.clone();
         for c in &comps[..comps.len().saturating_sub(1)] {
             match c {
                 std::path::Component::Normal(n) => cur.push(n),
-                _ => return false,
+                _ => return Err(outside()),
             }
-            match fs.stat(&cur) {
-                Ok(Some(m)) if m.kind == crate::fs::FileKind::Dir => {}
-                Ok(None) => return true,
-                _ => return false,
+            match fs.stat(&cur)? {
+                Some(m) if m.kind == crate::fs::FileKind::Dir => {}
+                None => return Ok(()),
+                Some(m) => {
+                    return Err(FsError::NotBeneath {
+                        path: path.to_path_buf(),
+                        at: cur,
+                        kind: Some(m.kind),
+                    });
+                }
             }
         }
-        true
+        Ok(())
+    }
+
+    /// What a write or removal at `path` needs checked first so as not to leave the tree: nothing
+    /// on a filesystem that resolves beneath the root (the operation itself refuses a link on
+    /// the way, naming it), [`Layout::contain`] on one that follows links.
+    pub fn guard(&self, fs: &dyn Fs, path: &Path) -> Result<(), FsError> {
+        if fs.resolves_beneath() { Ok(()) } else { self.contain(fs, path) }
+    }
+
+    /// [`Layout::guard`] for everything a delivery into `md` touches.
+    pub fn guard_maildir(&self, fs: &dyn Fs, md: &Maildir) -> Result<(), FsError> {
+        if fs.resolves_beneath() { Ok(()) } else { self.contain_maildir(fs, md) }
     }
 
     /// [`Layout::is_contained`] for everything a delivery into `md` touches (`tmp/`, `new/`, `cur/`).
     pub fn maildir_contained(&self, fs: &dyn Fs, md: &Maildir) -> bool {
-        [md.tmp(), md.new_dir(), md.cur()].iter().all(|d| self.is_contained(fs, &d.join("_")))
+        self.contain_maildir(fs, md).is_ok()
+    }
+
+    /// [`Layout::contain`] for everything a delivery into `md` touches (`tmp/`, `new/`, `cur/`).
+    pub fn contain_maildir(&self, fs: &dyn Fs, md: &Maildir) -> Result<(), FsError> {
+        [md.tmp(), md.new_dir(), md.cur()].iter().try_for_each(|d| self.contain(fs, &d.join("_")))
     }
 
     /// Is this root initialised (the broker inbox exists)?
@@ -212,31 +280,50 @@ mod tests {
             "agent_comms/mailboxes",
             "agent_comms/drop",
             "agent_comms/central_task_boards",
+            "agent_comms/capabilities",
         ] {
             assert!(dir.path().join("runtime").join(p).is_dir(), "{p}");
         }
         assert_eq!(l.mailbox("Agent-5").cur(), dir.path().join("runtime/agent_comms/mailboxes/Agent-5/cur"));
         assert_eq!(l.board(Board::Ready).file_name().unwrap(), "task_ready_queue.json");
+        assert_eq!(l.agent_profile("A"), dir.path().join("runtime/agent_comms/mailboxes/A/agent.json"));
+        let tag = "0123456789abcdef";
+        assert_eq!(
+            l.capability_set(tag),
+            dir.path().join(format!("runtime/agent_comms/capabilities/{tag}.json"))
+        );
     }
 
     #[test]
     fn symlinked_directories_are_not_contained() {
-        let dir = tempfile::tempdir().unwrap();
-        let l = Layout::new(dir.path().join("runtime"));
-        l.create(&RealFs).unwrap();
-        let outside = dir.path().join("outside");
-        std::fs::create_dir_all(outside.join("new")).unwrap();
-        std::os::unix::fs::symlink(&outside, l.mailboxes_dir().join("Evil")).unwrap();
-        std::os::unix::fs::symlink(&outside, l.queues_dir().join("evil")).unwrap();
-        l.mailbox("Good").create(&RealFs, true).unwrap();
-        std::fs::remove_dir(l.mailbox("Good").cur()).unwrap();
-        std::os::unix::fs::symlink(&outside, l.mailbox("Good").cur()).unwrap();
-        assert!(!l.maildir_contained(&RealFs, &l.mailbox("Evil")));
-        assert!(!l.maildir_contained(&RealFs, &l.queue("evil")));
-        assert!(!l.is_contained(&RealFs, &l.mailbox("Good").cur().join("x")));
-        assert!(l.is_contained(&RealFs, &l.mailbox("Good").new_dir().join("x")));
-        assert!(l.maildir_contained(&RealFs, &l.queue("not-yet")), "missing dirs will be created");
-        assert!(!l.is_contained(&RealFs, &outside.join("x")));
-        assert!(!l.is_contained(&RealFs, &l.comms().join("queues/../../x")));
+        // On plain paths every directory on the way is looked at; beneath a root, the deepest
+        // one (the filesystem refuses a link on the way to it): the same answers.
+        for beneath in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let l = Layout::new(dir.path().join("runtime"));
+            std::fs::create_dir(l.root()).unwrap();
+            let root_fs = crate::fs::RootFs::open(l.root()).unwrap();
+            let fs: &dyn Fs = if beneath { &root_fs } else { &RealFs };
+            assert_eq!(fs.resolves_beneath(), beneath);
+            l.create(fs).unwrap();
+            let outside = dir.path().join("outside");
+            std::fs::create_dir_all(outside.join("new")).unwrap();
+            std::os::unix::fs::symlink(&outside, l.mailboxes_dir().join("Evil")).unwrap();
+            std::os::unix::fs::symlink(&outside, l.queues_dir().join("evil")).unwrap();
+            l.mailbox("Good").create(fs, true).unwrap();
+            std::fs::remove_dir(l.mailbox("Good").cur()).unwrap();
+            std::os::unix::fs::symlink(&outside, l.mailbox("Good").cur()).unwrap();
+            assert!(!l.maildir_contained(fs, &l.mailbox("Evil")));
+            assert!(!l.maildir_contained(fs, &l.queue("evil")));
+            assert!(!l.is_contained(fs, &l.mailbox("Good").cur().join("x")));
+            assert!(l.is_contained(fs, &l.mailbox("Good").new_dir().join("x")));
+            assert!(l.maildir_contained(fs, &l.queue("not-yet")), "missing dirs will be created");
+            assert!(!l.is_contained(fs, &outside.join("x")));
+            assert!(!l.is_contained(fs, &l.comms().join("queues/../../x")));
+            match l.contain(fs, &l.mailbox("Evil").new_dir().join("x")) {
+                Err(FsError::NotBeneath { at, .. }) => assert_eq!(at, l.mailboxes_dir().join("Evil")),
+                other => panic!("beneath={beneath}: {other:?}"),
+            }
+        }
     }
 }

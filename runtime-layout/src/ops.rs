@@ -127,8 +127,32 @@ pub fn deliver(
     bytes: &[u8],
     durability: Durability,
 ) -> Result<PathBuf, FsError> {
+    publish(fs, maildir, &maildir.new_dir(), name, bytes, durability)
+}
+
+/// [`deliver`], but into `maildir/cur/name`: a file its reader has seen already (legacy mail
+/// migrated as read). Returns the path in `cur/`.
+pub fn deliver_read(
+    fs: &dyn Fs,
+    maildir: &Maildir,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<PathBuf, FsError> {
+    publish(fs, maildir, &maildir.cur(), name, bytes, durability)
+}
+
+/// Writes `tmp/name` and renames it into `dir` (the maildir's `new/` or `cur/`).
+fn publish(
+    fs: &dyn Fs,
+    maildir: &Maildir,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<PathBuf, FsError> {
     let tmp = maildir.tmp().join(name);
-    let dest = maildir.new_dir().join(name);
+    let dest = dir.join(name);
     match fs.create_new(&tmp, bytes, durability.sync_files()) {
         // Names are unique to their writer, so `tmp/NAME` can only be what a crash left of an
         // earlier attempt to deliver this very file (the broker redelivers under the same name).
@@ -143,7 +167,7 @@ pub fn deliver(
         return Err(e);
     }
     if durability.sync_dirs_now() {
-        fs.sync_dir(&maildir.new_dir())?;
+        fs.sync_dir(dir)?;
     }
     Ok(dest)
 }
@@ -216,6 +240,22 @@ mod tests {
         let p = deliver(&RealFs, &md, "again.json", b"{}", Durability::Batch).unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"{}");
         assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn deliver_read_publishes_into_cur() {
+        let d = tempfile::tempdir().unwrap();
+        let md = Maildir::new(d.path());
+        md.create(&RealFs, true).unwrap();
+        let p = deliver_read(&RealFs, &md, "mail-1.json", b"{}", Durability::Always).unwrap();
+        assert_eq!(p, md.cur().join("mail-1.json"));
+        assert_eq!(std::fs::read_dir(md.new_dir()).unwrap().count(), 0, "nothing in new/");
+        assert_eq!(std::fs::read_dir(md.tmp()).unwrap().count(), 0, "tmp/ is left empty");
+        assert!(
+            deliver_read(&RealFs, &md, "mail-1.json", b"{}", Durability::Batch)
+                .unwrap_err()
+                .is_already_exists()
+        );
     }
 
     #[test]

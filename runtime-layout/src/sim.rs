@@ -15,8 +15,8 @@
 //! | `rename(a, b)` / `rename_noreplace` | entry moves | removal from `a`'s directory: `sync_dir(dir a)`; arrival in `b`'s: `sync_dir(dir b)`, **independently**: with only the source synced a power loss loses the file, with only the destination synced it is in both places |
 //! | `remove_file(p)` | entry removed | `sync_dir(parent)` |
 //! | `AppendFile::append` | bytes appended | `AppendFile::sync` |
-//! | `touch(p)` | mtime | an fsync of the file (never, in mailroom: a heartbeat is volatile) |
-//! | `open_append(p)` on a new file | entry, empty | `sync_dir(parent)` |
+//! | `touch(p)` / `set_mtime(p, t)` | mtime | an fsync of the file (a heartbeat never is: it is volatile) |
+//! | `create_append(p)` (`p` must not exist) | entry, empty | `sync_dir(parent)` |
 //!
 //! `sync_dir(d)` copies `d`'s whole volatile entry list to its durable one (every creation, rename
 //! and removal in `d` so far). A directory whose own entry in its parent is not durable is lost
@@ -37,22 +37,23 @@
 //!   and a file whose durable content is a prefix of its volatile content (an append log) may keep
 //!   any prefix in between (a torn append). Seeded, so reproducible.
 //!
-//! Handles from [`Fs::open_append`] opened before a restart fail afterwards, like the file
-//! descriptors of a dead process. Locks ([`Fs::lock_exclusive`]) behave like `flock`: a lock
+//! Handles from [`Fs::create_append`] opened before a restart fail afterwards, like the file
+//! descriptors of a dead process; an append also fails ([`FsError::Replaced`]) once the handle's
+//! path no longer names its file. Directory locks ([`Fs::lock_dir`]) behave like `flock`: a lock
 //! held by a live guard refuses every other, dropping the guard releases it, and a restart (of
 //! any mode) releases them all, since the process that held them is gone; a guard from before
 //! the restart releases nothing when it is dropped later.
 //!
 //! Mutating operations, each counted once: `create_dir_all`, `create_new`, `rename`,
-//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `open_append`, `append`, `sync`,
-//! `lock_exclusive` (it may create the file) and `LockGuard::set_contents`.
+//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `set_mtime`, `create_append`, `append`, `sync` and
+//! `lock_dir`.
 //! `create_new` is atomic in this model (create, write and fsync are one step); crashing between
 //! them is equivalent to crashing before it, because the entry is not durable either way.
 //! Only regular files and directories exist; directories are never renamed or removed (mailroom
 //! does neither).
 
 use crate::clock::Clock;
-use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta};
+use crate::fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, Space};
 use protocol::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsString;
@@ -95,8 +96,10 @@ struct Inner {
     /// Directory pairs of renames since the last restart (a scrambled crash keeps both halves
     /// of a rename or neither, as journaling filesystems commit a rename in one transaction).
     renames: Vec<(PathBuf, PathBuf)>,
-    /// Inodes locked by a live guard (`flock` locks the open file, hence the inode).
-    locks: BTreeSet<u64>,
+    /// Directories locked by a live guard.
+    locks: BTreeSet<PathBuf>,
+    /// What [`Fs::space`] reports (set by a test; `None`: unknown).
+    space: Option<Space>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +295,11 @@ impl SimFs {
         out
     }
 
+    /// Sets what [`Fs::space`] reports from now on (`None`: unknown, the default).
+    pub fn set_space(&self, space: Option<Space>) {
+        self.lock().space = space;
+    }
+
     /// Is nothing volatile (every change made so far would survive a power loss)?
     pub fn all_durable(&self) -> bool {
         let g = self.lock();
@@ -299,308 +307,10 @@ impl SimFs {
     }
 }
 
-struct SimAppend {
-    fs: SimFs,
-    ino: u64,
-    generation: u64,
-    path: PathBuf,
-}
-
-impl SimAppend {
-    fn check(&self, g: &Inner, op: &'static str) -> Result<(), FsError> {
-        if g.generation != self.generation || !g.inodes.contains_key(&self.ino) {
-            return Err(FsError::io(op, &self.path, errno(rustix::io::Errno::BADF)));
-        }
-        Ok(())
-    }
-}
-
-impl AppendFile for SimAppend {
-    fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
-        let mut g = self.fs.lock();
-        self.check(&g, "append to")?;
-        g.begin("append to", &self.path, Kind::Write)?;
-        let now = self.fs.clock.now();
-        let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.data.extend_from_slice(bytes);
-        ino.mtime = now;
-        Ok(())
-    }
-
-    fn sync(&mut self) -> Result<(), FsError> {
-        let mut g = self.fs.lock();
-        self.check(&g, "fsync")?;
-        g.begin("fsync", &self.path, Kind::Sync)?;
-        let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.durable = ino.data.clone();
-        ino.durable_mtime = ino.mtime;
-        Ok(())
-    }
-}
-
-/// A lock taken by [`Fs::lock_exclusive`]; valid in the generation (process life) it was taken in.
-struct SimLock {
-    fs: SimFs,
-    ino: u64,
-    generation: u64,
-    path: PathBuf,
-}
-
-impl LockGuard for SimLock {
-    fn set_contents(&mut self, bytes: &[u8]) -> Result<(), FsError> {
-        let now = self.fs.clock.now();
-        let mut g = self.fs.lock();
-        if g.generation != self.generation || !g.inodes.contains_key(&self.ino) {
-            return Err(FsError::io("write", &self.path, errno(rustix::io::Errno::BADF)));
-        }
-        g.begin("write", &self.path, Kind::Write)?;
-        let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.data = bytes.to_vec();
-        ino.mtime = now;
-        Ok(())
-    }
-}
-
-impl Drop for SimLock {
-    fn drop(&mut self) {
-        let mut g = self.fs.lock();
-        if g.generation == self.generation {
-            g.locks.remove(&self.ino);
-        }
-    }
-}
-
-impl Fs for SimFs {
-    fn create_dir_all(&self, path: &Path) -> Result<(), FsError> {
-        let path = normalise(path);
-        let mut g = self.lock();
-        g.begin("create directory", &path, Kind::Meta)?;
-        let mut cur = PathBuf::from("/");
-        for c in path.components().skip(1) {
-            let name = c.as_os_str().to_os_string();
-            let next = cur.join(&name);
-            match g.live.get(&cur).and_then(|d| d.get(&name)) {
-                Some(Node::Dir) => {}
-                Some(Node::File(_)) => {
-                    return Err(FsError::io("create directory", &next, errno(rustix::io::Errno::NOTDIR)));
-                }
-                None => {
-                    // Durable at once: the parent is fsynced after the mkdir (see Fs::create_dir_all).
-                    g.live.get_mut(&cur).expect("walked").insert(name.clone(), Node::Dir);
-                    g.durable.entry(cur.clone()).or_default().insert(name, Node::Dir);
-                    g.live.insert(next.clone(), Dir::new());
-                    g.durable.insert(next.clone(), Dir::new());
-                }
-            }
-            cur = next;
-        }
-        Ok(())
-    }
-
-    fn create_new(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
-        let path = normalise(path);
-        let now = self.clock.now();
-        let mut g = self.lock();
-        g.begin("create", &path, if sync { Kind::WriteSync } else { Kind::Write })?;
-        let (dir, name) =
-            split(&path).ok_or_else(|| FsError::io("create", &path, errno(rustix::io::Errno::INVAL)))?;
-        if g.dir_mut("create", &dir)?.contains_key(&name) {
-            return Err(FsError::io("create", &path, errno(rustix::io::Errno::EXIST)));
-        }
-        let ino = g.new_inode(bytes.to_vec(), sync, now);
-        g.dir_mut("create", &dir)?.insert(name, Node::File(ino));
-        Ok(())
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
-        self.rename_impl(from, to, true)
-    }
-
-    fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<(), FsError> {
-        self.rename_impl(from, to, false)
-    }
-
-    fn remove_file(&self, path: &Path) -> Result<(), FsError> {
-        let path = normalise(path);
-        let mut g = self.lock();
-        g.begin("remove", &path, Kind::Meta)?;
-        let (dir, name) =
-            split(&path).ok_or_else(|| FsError::io("remove", &path, errno(rustix::io::Errno::INVAL)))?;
-        let d = g.dir_mut("remove", &dir)?;
-        match d.get(&name) {
-            Some(Node::File(_)) => {
-                d.remove(&name);
-                Ok(())
-            }
-            Some(Node::Dir) => Err(FsError::io("remove", &path, errno(rustix::io::Errno::ISDIR))),
-            None => Err(FsError::io("remove", &path, errno(rustix::io::Errno::NOENT))),
-        }
-    }
-
-    fn sync_dir(&self, path: &Path) -> Result<(), FsError> {
-        let path = normalise(path);
-        let mut g = self.lock();
-        g.begin("fsync directory", &path, Kind::Sync)?;
-        let entries = g
-            .live
-            .get(&path)
-            .cloned()
-            .ok_or_else(|| FsError::io("open directory", &path, errno(rustix::io::Errno::NOENT)))?;
-        g.durable.insert(path, entries);
-        Ok(())
-    }
-
-    fn list(&self, dir: &Path) -> Result<Vec<Entry>, FsError> {
-        let dir = normalise(dir);
-        let g = self.lock();
-        g.read_only("list", &dir)?;
-        let entries = match g.live.get(&dir) {
-            Some(e) => e,
-            None if g.lookup(&dir).is_some() => {
-                return Err(FsError::io("list", &dir, errno(rustix::io::Errno::NOTDIR)));
-            }
-            None => return Err(FsError::io("list", &dir, errno(rustix::io::Errno::NOENT))),
-        };
-        Ok(entries
-            .iter()
-            .map(|(name, node)| Entry {
-                name: name.clone(),
-                kind: if *node == Node::Dir { FileKind::Dir } else { FileKind::File },
-            })
-            .collect())
-    }
-
-    fn stat(&self, path: &Path) -> Result<Option<Meta>, FsError> {
-        let g = self.lock();
-        g.read_only("stat", path)?;
-        Ok(g.lookup(path).map(|n| match n {
-            Node::Dir => Meta { kind: FileKind::Dir, len: 0, mtime: Timestamp::from_micros(0), ino: 0 },
-            Node::File(i) => {
-                let ino = &g.inodes[&i];
-                Meta { kind: FileKind::File, len: ino.data.len() as u64, mtime: ino.mtime, ino: i }
-            }
-        }))
-    }
-
-    fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-        let g = self.lock();
-        g.read_only("open", path)?;
-        match g.lookup(path) {
-            None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
-            Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
-            Some(Node::File(i)) => {
-                let data = &g.inodes[&i].data;
-                if data.len() as u64 > limit {
-                    return Err(FsError::TooLarge {
-                        path: path.to_path_buf(),
-                        size: data.len() as u64,
-                        limit,
-                    });
-                }
-                Ok(data.clone())
-            }
-        }
-    }
-
-    fn touch(&self, path: &Path) -> Result<(), FsError> {
-        let now = self.clock.now();
-        let mut g = self.lock();
-        g.begin("touch", path, Kind::Meta)?;
-        match g.lookup(path) {
-            Some(Node::File(i)) => {
-                g.inodes.get_mut(&i).expect("named inode").mtime = now;
-                Ok(())
-            }
-            Some(Node::Dir) => Ok(()),
-            None => Err(FsError::io("touch", path, errno(rustix::io::Errno::NOENT))),
-        }
-    }
-
-    fn open_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {
-        let path = normalise(path);
-        let now = self.clock.now();
-        let mut g = self.lock();
-        g.begin("open for append", &path, Kind::Meta)?;
-        let (dir, name) = split(&path)
-            .ok_or_else(|| FsError::io("open for append", &path, errno(rustix::io::Errno::INVAL)))?;
-        let ino = match g.dir_mut("open for append", &dir)?.get(&name).copied() {
-            Some(Node::File(i)) => i,
-            Some(Node::Dir) => {
-                return Err(FsError::io("open for append", &path, errno(rustix::io::Errno::ISDIR)));
-            }
-            None => {
-                let i = g.new_inode(Vec::new(), true, now);
-                g.dir_mut("open for append", &dir)?.insert(name, Node::File(i));
-                i
-            }
-        };
-        Ok(Box::new(SimAppend { fs: self.clone(), ino, generation: g.generation, path }))
-    }
-
-    fn lock_exclusive(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
-        let path = normalise(path);
-        let now = self.clock.now();
-        let mut g = self.lock();
-        g.begin("lock", &path, Kind::Meta)?;
-        let (dir, name) =
-            split(&path).ok_or_else(|| FsError::io("lock", &path, errno(rustix::io::Errno::INVAL)))?;
-        let ino = match g.dir_mut("lock", &dir)?.get(&name).copied() {
-            Some(Node::File(i)) => i,
-            Some(Node::Dir) => return Err(FsError::NotRegular { path, kind: FileKind::Dir }),
-            None => {
-                let i = g.new_inode(Vec::new(), true, now);
-                g.dir_mut("lock", &dir)?.insert(name, Node::File(i));
-                i
-            }
-        };
-        if !g.locks.insert(ino) {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(SimLock { fs: self.clone(), ino, generation: g.generation, path })))
-    }
-}
-
-impl SimFs {
-    fn rename_impl(&self, from: &Path, to: &Path, replace: bool) -> Result<(), FsError> {
-        let (from, to) = (normalise(from), normalise(to));
-        let mut g = self.lock();
-        g.begin("rename", &from, Kind::Meta)?;
-        let bad = |p: &Path| FsError::io("rename", p, errno(rustix::io::Errno::INVAL));
-        let (fdir, fname) = split(&from).ok_or_else(|| bad(&from))?;
-        let (tdir, tname) = split(&to).ok_or_else(|| bad(&to))?;
-        let node = g.dir_mut("rename", &fdir)?.get(&fname).copied();
-        let node = match node {
-            Some(n @ Node::File(_)) => n,
-            Some(Node::Dir) => {
-                return Err(FsError::io(
-                    "rename",
-                    &from,
-                    io::Error::other("SimFs does not rename directories"),
-                ));
-            }
-            None => return Err(FsError::io("rename", &from, errno(rustix::io::Errno::NOENT))),
-        };
-        match g.dir_mut("rename", &tdir)?.get(&tname) {
-            Some(Node::Dir) => return Err(FsError::io("rename", &from, errno(rustix::io::Errno::ISDIR))),
-            Some(Node::File(_)) if !replace => {
-                return Err(FsError::io("rename", &from, errno(rustix::io::Errno::EXIST)));
-            }
-            _ => {}
-        }
-        if from == to {
-            return Ok(());
-        }
-        g.dir_mut("rename", &fdir)?.remove(&fname);
-        g.dir_mut("rename", &tdir)?.insert(tname, node);
-        if fdir != tdir {
-            g.renames.push((fdir, tdir));
-        }
-        Ok(())
-    }
-}
-
 mod crash;
 mod fault;
+mod handles;
+mod ops;
 
 #[cfg(test)]
 mod tests;

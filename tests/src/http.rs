@@ -16,10 +16,11 @@ pub struct Api {
     agent: ureq::Agent,
 }
 
-/// A response: status, body as text, and the body as JSON when it is JSON.
+/// A response: status, headers, body as text, and the body as JSON when it is JSON.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
+    pub headers: ureq::http::HeaderMap,
     pub content_type: String,
     pub text: String,
     pub json: serde_json::Value,
@@ -49,11 +50,12 @@ impl Api {
     fn finish(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
         let r = r.expect("the HTTP request went through");
         let status = r.status().as_u16();
+        let headers = r.headers().clone();
         let content_type =
             r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let text = r.into_body().read_to_string().expect("read the body");
         let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
-        Reply { status, content_type, text, json }
+        Reply { status, headers, content_type, text, json }
     }
 
     /// `GET path`, without the token.
@@ -68,6 +70,20 @@ impl Api {
             req = req.header("authorization", a);
         }
         Self::finish(req.call())
+    }
+
+    /// `GET path` with extra headers (an `Origin`, say).
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.request("GET", path, headers)
+    }
+
+    /// Any method without a body (`OPTIONS` for a CORS preflight), with the headers given.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = ureq::http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::finish(self.agent.run(req.body(()).expect("a well-formed request")))
     }
 
     /// `POST path` with the token and a JSON body.
@@ -135,5 +151,12 @@ impl Events {
                 data.push_str(v.strip_prefix(' ').unwrap_or(v));
             }
         }
+    }
+}
+
+impl Reply {
+    /// A header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
     }
 }

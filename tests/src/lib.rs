@@ -20,22 +20,9 @@ pub fn workspace() -> PathBuf {
 /// The `mailroom` binary, built on first use if needed (`MAILROOM_BIN` overrides).
 pub fn bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("MAILROOM_BIN") {
-            return PathBuf::from(p);
-        }
-        // Test executables live in target/<profile>/deps/; the binary is in target/<profile>/.
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
-        let release = profile_dir.ends_with("release");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "mailroom", "--bin", "mailroom"]).current_dir(workspace());
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building the mailroom binary failed");
-        profile_dir.join("mailroom")
+    BIN.get_or_init(|| match std::env::var("MAILROOM_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => build_bins().join("mailroom"),
     })
     .clone()
 }
@@ -45,20 +32,36 @@ pub fn bin() -> PathBuf {
 /// (`MAILROOM_BENCH_BIN` overrides).
 pub fn bench_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(p) = std::env::var("MAILROOM_BENCH_BIN") {
-            return PathBuf::from(p);
-        }
+    BIN.get_or_init(|| match std::env::var("MAILROOM_BENCH_BIN") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => build_bins().join("mailroom-bench"),
+    })
+    .clone()
+}
+
+/// Builds the workspace's binaries once, into the profile directory of this test executable
+/// (test executables live in `target/<profile>/deps/`), and returns that directory.
+///
+/// One `cargo build --workspace --bins --examples` builds them all with the very features
+/// `cargo test --workspace` resolved: cargo unifies features over the packages selected, and
+/// over dev-dependencies only when a target that needs them is built (an example does). So every
+/// library it links is one `cargo test --workspace` already compiled, and only the binaries
+/// themselves are compiled here. A `cargo build -p mailroom` instead resolves features for one
+/// package, different ones (tokio, serde_json, ...), and so compiles most of the dependency tree
+/// and every workspace crate a second time, inside the first test that asks for a binary.
+fn build_bins() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("current exe");
         let profile_dir = exe.parent().and_then(Path::parent).expect("target profile dir").to_path_buf();
         let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-q", "-p", "mailroom-bench", "--bin", "mailroom-bench"]).current_dir(workspace());
+        cmd.args(["build", "-q", "--workspace", "--bins", "--examples"]).current_dir(workspace());
         if profile_dir.ends_with("release") {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building the mailroom-bench binary failed");
-        profile_dir.join("mailroom-bench")
+        assert!(status.success(), "building the workspace's binaries failed");
+        profile_dir
     })
     .clone()
 }
@@ -69,6 +72,8 @@ pub struct Root {
     logs: PathBuf,
     pub path: PathBuf,
     brokers: std::sync::atomic::AtomicU32,
+    /// Environment given to every command run on this root (see [`Root::with_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl Default for Root {
@@ -91,7 +96,8 @@ impl Root {
 
     fn init(dir: tempfile::TempDir, logs: PathBuf) -> Self {
         let path = dir.path().join("runtime");
-        let r = Self { _dir: dir, logs, path, brokers: std::sync::atomic::AtomicU32::new(0) };
+        let r =
+            Self { _dir: dir, logs, path, brokers: std::sync::atomic::AtomicU32::new(0), env: Vec::new() };
         let out = r.cmd(&["init"]).output().expect("mailroom init");
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         r
@@ -101,12 +107,20 @@ impl Root {
         self.path.join("agent_comms")
     }
 
+    /// Sets `key=value` in the environment of every command run on this root from now on (the
+    /// brokers included), such as `MAILROOM_RESOLVE=walk`.
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// `mailroom --root <root> args...`
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--root").arg(&self.path).args(args).env("MAILROOM_LOG", "warn");
         // Every broker a test starts serves HTTP on a port of its own (see `Root::api`).
         c.env(http::HTTP_ENV, "127.0.0.1:0");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -245,24 +259,35 @@ impl Root {
         v.sort();
         v
     }
-    /// Every journal record (archived segments included), in sequence order, read from the files
-    /// alone. Panics if a sequence number appears twice.
+    /// Every journal record (archived segments included, compressed ones decompressed), in
+    /// sequence order, read from the files alone. A segment a kill left in two forms (plain and
+    /// compressed: the broker removes the plain one only after the compressed one is in place)
+    /// is read once. Panics if a sequence number appears twice.
     pub fn journal(&self) -> Vec<serde_json::Value> {
         let dir = self.comms().join("broker/journal");
-        let mut segs = Vec::new();
+        let mut segs = std::collections::BTreeMap::new();
         for d in [dir.join("archive"), dir.clone()] {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 let regular = e.file_type().is_ok_and(|t| t.is_file());
-                if regular && n.starts_with("segment-") && n.ends_with(".jsonl") {
-                    segs.push((n, e.path()));
+                let plain = n.strip_suffix(".zst").unwrap_or(&n).to_string();
+                if regular && n.starts_with("segment-") && plain.ends_with(".jsonl") {
+                    // The plain form wins over the compressed one.
+                    let prefer = n.ends_with(".jsonl") || !segs.contains_key(&plain);
+                    if prefer {
+                        segs.insert(plain, e.path());
+                    }
                 }
             }
         }
-        segs.sort();
         let mut out: Vec<serde_json::Value> = Vec::new();
-        for (_, p) in segs {
+        for p in segs.into_values() {
             let bytes = std::fs::read(&p).expect("read segment");
+            let bytes = if p.extension().is_some_and(|x| x == "zst") {
+                zstd::stream::decode_all(&bytes[..]).expect("a compressed segment decompresses")
+            } else {
+                bytes
+            };
             for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 // A torn final line (a crash mid-append) is not a record.
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {

@@ -4,7 +4,7 @@
 //! as `MAILROOM_NATS_SERVER`, `/usr/sbin/nats-server` (Debian's package) or on `PATH`.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,9 +39,9 @@ pub struct NatsServer {
 
 impl NatsServer {
     /// Starts a server on `port` with JetStream, and waits until it accepts connections.
-    pub fn start(bin: &PathBuf, port: u16) -> Self {
+    pub fn start(bin: &Path, port: u16) -> Self {
         let store = tempfile::tempdir().expect("store dir");
-        let mut s = Self { child: None, bin: bin.clone(), port, store };
+        let mut s = Self { child: None, bin: bin.to_path_buf(), port, store };
         s.restart();
         s
     }

@@ -1,8 +1,9 @@
 //! `mailroom bench --smoke` runs every workload at tiny counts, so the benchmark never rots. It
 //! goes through the documented entry point (`mailroom bench` execs `mailroom-bench`) and checks
 //! that the run finished, reported every workload, completed every task and lost none; never how
-//! fast anything was. A workload the bench could not run (W2 without its script or python3) is
-//! reported as `SKIPPED:`.
+//! fast anything was. A workload the bench could not run (W2 without its script or python3, a peer
+//! whose server is not installed) is reported as `SKIPPED:`; with `MAILROOM_REQUIRE_ALL` set (CI,
+//! whose `.ci/run` installs python3, PostgreSQL, Redis and NATS) such a skip fails instead.
 
 use mailroom_tests::{bench_bin, bin, skip_unless_required, skipped};
 use serde_json::Value;
@@ -62,8 +63,45 @@ fn bench_smoke_runs_every_workload_and_prints_the_summary() {
         }
     }
     assert!(v["w3_floor"]["tasks_per_s"].as_f64().unwrap() > 0.0, "W3 measured nothing");
+    // W9 soaked for a few seconds: samples of every area, every submitted task completed once.
+    let w9 = &v["w9_soak"];
+    let samples = w9["samples"].as_array().expect("W9 samples");
+    assert!(samples.len() >= 2, "W9 took fewer than two samples: {w9}");
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["footprint"]["inbox_kept"]["files"].is_u64() && s["rss_mb"].as_f64() > Some(0.0))
+    );
+    assert!(w9["submitted"].as_u64().unwrap() > 0, "W9 submitted nothing: {w9}");
+    assert_eq!(w9["completed"], w9["submitted"], "W9 did not complete every task: {w9}");
+    assert_eq!((&w9["lost"], &w9["duplicated"]), (&Value::from(0), &Value::from(0)), "{w9}");
     let w7 = &v["w7_wakeup"];
     assert!(w7["inotify"]["n"].as_u64().unwrap() > 0 && w7["poll_1s"]["n"].as_u64().unwrap() > 0);
+    // W8: both depths measured, the deep one deeper.
+    let w8 = &v["w8_deep"];
+    for depth in ["shallow", "deep"] {
+        assert!(w8[depth]["claim"]["n"].as_u64().unwrap() > 0, "W8 {depth} timed no claim: {w8}");
+        assert!(w8[depth]["drain_per_s"].as_f64().unwrap() > 0.0, "W8 {depth} drained nothing: {w8}");
+    }
+    assert!(w8["deep"]["queued"].as_u64() > w8["shallow"]["queued"].as_u64(), "{w8}");
+    assert!(w8["claim_p50_ratio"].as_f64().unwrap() > 0.0 && w8["drain_ratio"].as_f64().unwrap() > 0.0);
+    // Peers: mailroom always runs; each peer either ran the same workflow, losing nothing, or is
+    // reported skipped with the reason (its server is not installed), never with a figure.
+    let peers = &v["peers"];
+    assert_system_complete("peers.mailroom", &peers["mailroom"]);
+    for name in ["postgres", "redis", "nats"] {
+        let peer = &peers[name];
+        match peer["skipped"].as_str() {
+            Some(why) => {
+                assert!(peer.get("tasks_per_s").is_none(), "a skipped peer has no figures: {peer}");
+                skip_unless_required(&format!("bench_smoke (peer {name} only)"), why);
+            }
+            None => {
+                assert_system_complete(&format!("peers.{name}"), peer);
+                assert!(peer["mailroom_ratio"].as_f64().unwrap() > 0.0, "no ratio for {name}: {peer}");
+            }
+        }
+    }
     // The temporary roots are removed after a successful run.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
@@ -75,6 +113,17 @@ fn assert_pipeline_complete(what: &str, run: &Value) {
     assert_eq!(run["lost"], 0, "{what} lost tasks: {run}");
     assert_eq!(run["duplicated"], 0, "{what} completed tasks twice: {run}");
     assert_eq!(run["claimed_twice"], 0, "{what} had tasks claimed twice: {run}");
+}
+
+/// A system of the peers comparison completed every task it was given, once, and left none.
+fn assert_system_complete(what: &str, run: &Value) {
+    assert!(run.is_object(), "no {what} in the report");
+    assert_eq!(run["completed"], run["submitted"], "{what} did not complete every task: {run}");
+    assert!(run["submitted"].as_u64().unwrap() > 0, "{what} ran no task: {run}");
+    assert_eq!(run["lost"], 0, "{what} lost tasks: {run}");
+    assert_eq!(run["duplicated"], 0, "{what} completed tasks twice: {run}");
+    assert_eq!(run["left"], 0, "{what} left tasks queued: {run}");
+    assert!(run["tasks_per_s"].as_f64().unwrap() > 0.0, "{what} has no throughput: {run}");
 }
 
 #[test]

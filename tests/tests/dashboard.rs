@@ -1,8 +1,9 @@
 //! The dashboard in a real headless Chromium, driven over the DevTools protocol, against a real
 //! broker: the page loads and goes live, a task submitted through the API appears on the board
-//! without a reload, a retry asks for the token once and goes through, and a screenshot is kept
-//! as a test artifact (`target/mailroom-artifacts/dashboard.png`; with `MAILROOM_SCREENSHOT_DOCS=1`
-//! also `docs/dashboard.png`).
+//! without a reload, a retry asks for the token once and goes through, a quarantined message is
+//! requeued, a hook's deliveries are shown, and a screenshot is kept
+//! as a test artifact (`target/mailroom-artifacts/dashboard.png`, and `dashboard-deliveries.png`
+//! of the deliveries view; with `MAILROOM_SCREENSHOT_DOCS=1` also `docs/dashboard.png`).
 
 use mailroom_tests::cdp::{self, Chromium};
 use mailroom_tests::{Root, skip_unless_required, wait_for, workspace};
@@ -39,6 +40,8 @@ fn the_dashboard_is_live_retries_with_the_token_and_is_photographed() {
         );
     };
     let root = Root::new();
+    // A hook on every completion, so the deliveries view has a sink with attempts to show.
+    root.write_config("[[hooks]]\non = [\"COMPLETED\"]\nrun = [\"/bin/true\", \"{task_id}\"]\n");
     let _b = root.broker();
     let api = root.api();
     // Some history, so the page has something to show: pools, an agent, work done and failed.
@@ -61,6 +64,10 @@ fn the_dashboard_is_live_retries_with_the_token_and_is_photographed() {
     );
     let done = claim(&root, "Agent-1");
     assert!(root.run(&["complete", "--agent", "Agent-1", "--claim", &done]).status.success());
+    let done_id = root.journal().iter().rev().find(|r| r["op"] == "complete").unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let failed = claim(&root, "Agent-2");
     let out = root.run(&[
         "fail",
@@ -159,4 +166,35 @@ fn the_dashboard_is_live_retries_with_the_token_and_is_photographed() {
     page.eval("document.querySelector('#confirm-yes').click(); true").unwrap();
     wait_for(T, || api.get("/api/tasks/REPORT").json["current"]["task"]["status"] == "CANCELLED");
     assert_eq!(page.eval("document.querySelector('#token-dialog').open").unwrap(), json!(false));
+
+    // Requeue the refused message from the Quarantine view: the broker takes it back into its
+    // inbox, refuses it again (it is still a completion without a claim), and the view follows.
+    let entry = api.get("/api/quarantine").json["entries"][0]["name"].as_str().unwrap().to_string();
+    page.eval("location.hash = '#/quarantine'; true").unwrap();
+    let requeue = format!("document.querySelector('[data-action=\"requeue\"][data-entry={}]')", json!(entry));
+    assert!(page.wait_until(&format!("{requeue} !== null"), T).unwrap(), "the entry has a requeue button");
+    page.eval(&format!("{requeue}.click(); true")).unwrap();
+    assert!(page.wait_until("document.querySelector('#confirm-dialog').open", T).unwrap());
+    page.eval("document.querySelector('#confirm-yes').click(); true").unwrap();
+    wait_for(T, || root.journal().iter().any(|r| r["op"] == "requeue" && r["name"] == entry.as_str()));
+    assert!(
+        page.wait_until(
+            &format!("{requeue} === null && document.querySelector('[data-action=\"requeue\"]') !== null"),
+            T
+        )
+        .unwrap(),
+        "the requeued entry leaves the list and its second refusal takes its place"
+    );
+
+    // The deliveries view: the hook ran for the completed task, and says so.
+    page.eval("location.hash = '#/deliveries'; true").unwrap();
+    let hook_row = "[...document.querySelectorAll('#sinks tr[data-sink]')].some((r) => r.dataset.sink.startsWith('hook:/bin/true'))";
+    let attempt = format!("document.querySelector('#attempts a[href=\"#/task/{done_id}\"]') !== null");
+    assert!(
+        page.wait_until(&format!("{hook_row} && {attempt}"), T).unwrap(),
+        "the hook and its attempt are shown"
+    );
+    let png = page.screenshot().unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"));
+    std::fs::write(artifacts().join("dashboard-deliveries.png"), &png).unwrap();
 }

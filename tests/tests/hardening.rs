@@ -320,3 +320,21 @@ fn a_heartbeat_from_the_far_future_holds_a_claim_no_longer_than_any_other() {
     assert!(a.complete(&c.name, json!(null)).is_err(), "the old claim is gone");
     assert_eq!(status(&root, "F-1").as_deref(), Some("PENDING"));
 }
+
+#[test]
+fn a_message_too_large_to_read_is_tied_to_the_task_it_names() {
+    let root = Root::new();
+    root.write_config("[broker]\nmax_message_bytes = 4096\n");
+    let _broker = root.broker();
+    let big = json!({"task_id": "HUGE-1", "params": {"blob": "x".repeat(8192)}});
+    raw(&root, "msg-huge-1.json", &big.to_string());
+    wait_for(T, || reasons(&root).iter().any(|(n, _)| n.ends_with("msg-huge-1.json")));
+    let (_, why) = reasons(&root).into_iter().find(|(n, _)| n.ends_with("msg-huge-1.json")).unwrap();
+    assert!(why["rule"].as_str().unwrap().contains("limit"), "{why}");
+    assert_eq!(why["task_id"], "HUGE-1", "the refusal names the task: {why}");
+    // `trace` shows the refusal under the task's id.
+    let out = root.run(&["trace", "HUGE-1", "--json"]);
+    let trace: Value = serde_json::from_slice(&out.stdout).expect("the task has a trace");
+    let ops: Vec<&str> = trace["steps"].as_array().unwrap().iter().filter_map(|s| s["op"].as_str()).collect();
+    assert_eq!(ops, ["reject"], "{trace}");
+}

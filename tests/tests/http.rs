@@ -1,6 +1,6 @@
 //! The broker's HTTP surface against real `mailroom run` processes: every endpoint, the token
-//! (401 without it, on every change), the verdict of a refused submit, the event stream resumed
-//! with `Last-Event-ID` (no gap, no duplicate, archived segments included), the metrics parsed as
+//! (401 without it, on every change), the verdict of a refused submit, quarantine requeue through
+//! the broker, body limits and CORS, the event stream resumed with `Last-Event-ID` (no gap, no duplicate, archived segments included), the metrics parsed as
 //! Prometheus text, and the rules about where the surface may listen.
 
 use mailroom_tests::http::Api;
@@ -84,6 +84,7 @@ fn every_endpoint_answers_and_every_change_needs_the_token() {
     assert_eq!(api.get("/api/tasks?q=ARCHIVE").json["tasks"][0]["task"]["task_id"], "H-1");
     assert_eq!(api.get("/api/tasks?status=FAILED").json["total"], 0);
     assert_eq!(api.get("/api/tasks?status=NOPE").status, 400);
+    assert_eq!(api.get("/api/tasks?colour=red").status, 400, "an unknown filter is an error, not ignored");
     let page = api.get("/api/tasks?limit=1");
     assert_eq!(page.json["tasks"].as_array().unwrap().len(), 1);
     let next = page.json["next_cursor"].as_str().expect("a second page");
@@ -101,6 +102,12 @@ fn every_endpoint_answers_and_every_change_needs_the_token() {
     assert_eq!(a["state"], "busy", "{a}");
     assert_eq!(a["held"][0]["task_id"], "H-1");
     assert_eq!(a["held"][0]["claim"], name.as_str());
+    let mine = api.get("/api/tasks?agent=Agent-1");
+    assert_eq!(
+        (mine.json["total"].as_u64(), mine.json["tasks"][0]["task"]["task_id"].as_str()),
+        (Some(1), Some("H-1"))
+    );
+    assert_eq!(api.get("/api/tasks?agent=Agent-2").json["total"], 0);
     let left = a["held"][0]["lease_left_secs"].as_f64().unwrap();
     assert!(left > 0.0 && left <= 300.0, "{left}");
     let pools = api.get("/api/pools");
@@ -151,6 +158,27 @@ fn every_endpoint_answers_and_every_change_needs_the_token() {
     assert_eq!(api.get("/api/quarantine/..").status, 400);
     assert_eq!(api.get("/api/quarantine/none.json").status, 404);
 
+    // Requeue: the token, then the broker moves the entry back into its inbox. Still a cancel
+    // without a task id, it is refused again: a new entry, and the first one's reason kept aside.
+    let first = e["name"].as_str().unwrap().to_string();
+    let requeue = format!("/api/quarantine/{first}/requeue");
+    for auth in [None, Some("Bearer wrong")] {
+        assert_eq!(api.post_as(&requeue, &json!({}), auth).status, 401);
+    }
+    assert_eq!(api.get("/api/quarantine").json["entries"][0]["name"], first.as_str(), "nothing moved");
+    let r = api.post(&requeue, &json!({}));
+    assert_eq!((r.status, r.json["verdict"].as_str()), (200, Some("accepted")), "{}", r.text);
+    assert!(root.journal().iter().any(|rec| rec["op"] == "requeue"), "the requeue is journaled");
+    wait_for(T, || {
+        let q = api.get("/api/quarantine");
+        q.json["total"] == 1 && q.json["entries"][0]["name"] != first.as_str()
+    });
+    let again = api.get("/api/quarantine").json["entries"][0]["name"].as_str().unwrap().to_string();
+    assert!(root.comms().join(format!("broker/quarantine/requeued/{first}.error.json")).is_file());
+    assert_eq!(api.post(&requeue, &json!({})).status, 404, "requeued already: gone from the quarantine");
+    assert_eq!(api.post(&format!("/api/quarantine/{again}.error.json/requeue"), &json!({})).status, 400);
+    assert_eq!(api.post("/api/quarantine/.hidden/requeue", &json!({})).status, 400);
+
     // Stats, the OpenAPI document, the dashboard.
     let s = api.get("/api/stats");
     assert_eq!(s.status, 200);
@@ -167,6 +195,53 @@ fn every_endpoint_answers_and_every_change_needs_the_token() {
         assert_eq!(api.get(asset).status, 200, "{asset}");
     }
     assert_eq!(api.get("/api/nothing").status, 404);
+
+    // No CORS unless configured: no Access-Control header, even for a cross-origin preflight.
+    let pre = api.request(
+        "OPTIONS",
+        "/api/tasks",
+        &[("origin", "https://evil.example"), ("access-control-request-method", "POST")],
+    );
+    assert!(pre.header("access-control-allow-origin").is_none(), "{:?}", pre.headers);
+    let r = api.get_with("/api/tasks", &[("origin", "https://evil.example")]);
+    assert!(r.header("access-control-allow-origin").is_none());
+    assert_eq!(r.header("x-content-type-options").as_deref(), Some("nosniff"));
+}
+
+#[test]
+fn bodies_are_limited_and_cors_is_only_for_configured_origins() {
+    let root = Root::new();
+    root.write_config(
+        "[broker]\nmax_message_bytes = 4096\n\n[http]\ncors_origins = [\"https://ops.example\"]\n",
+    );
+    let _b = root.broker();
+    let api = root.api();
+    // Beyond the limit: 413, and nothing is submitted.
+    let big = json!({"task_id": "BIG", "params": {"blob": "x".repeat(8192)}});
+    let r = api.post("/api/tasks", &big);
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(api.get("/api/tasks/BIG").status, 404);
+    assert_eq!(api.post("/api/tasks", &json!({"task_id": "SMALL"})).status, 201);
+    // The configured origin may read and ask; any other gets no CORS header.
+    let ok = api.request(
+        "OPTIONS",
+        "/api/tasks",
+        &[
+            ("origin", "https://ops.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "authorization"),
+        ],
+    );
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some("https://ops.example"),
+        "{:?}",
+        ok.headers
+    );
+    let other = api.get_with("/api/tasks", &[("origin", "https://evil.example")]);
+    assert!(other.header("access-control-allow-origin").is_none(), "{:?}", other.headers);
+    // A request whose token is wrong is 401 before its body is read, whatever its size.
+    assert_eq!(api.post_as("/api/tasks", &big, Some("Bearer nope")).status, 401);
 }
 
 /// Reads events until one with `id` ≥ `upto`; every id must be the previous one plus one.
@@ -318,6 +393,8 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
         ("mailroom_pass_duration_seconds", "histogram"),
         ("mailroom_inbox_backlog", "gauge"),
         ("mailroom_queue_depth", "gauge"),
+        ("mailroom_footprint_files", "gauge"),
+        ("mailroom_footprint_bytes", "gauge"),
     ] {
         assert_eq!(
             families.get(name).map(String::as_str),
@@ -332,6 +409,8 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     assert!(text.contains("mailroom_claim_to_finish_seconds_count 1"), "{text}");
     assert!(text.contains("mailroom_journal_commit_seconds_count "), "{text}");
     assert!(!text.contains("mailroom_journal_commit_seconds_count 0\n"), "commits were timed: {text}");
+    assert!(text.contains("mailroom_footprint_files{area=\"inbox_kept\"} "), "{text}");
+    assert!(text.contains("mailroom_footprint_bytes{area=\"journal_live\"} "), "{text}");
 }
 
 #[test]

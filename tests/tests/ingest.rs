@@ -264,15 +264,26 @@ fn import_migrates_a_legacy_tree_once_and_never_touches_it() {
     assert_eq!(snapshot(legacy.path()), before, "input files are never modified");
 }
 
-/// Does the report say what became of the file: tasks accepted, already present or refused,
-/// mail, or a reason it was quarantined?
+/// Does the report say what became of the file: tasks accepted, already present, refused or
+/// merged into another file's copy, mail, or a reason it was quarantined?
 fn accounted(f: &Value) -> bool {
     let some = |k: &str| f[k].as_array().is_some_and(|a| !a.is_empty());
     some("accepted")
         || some("already")
         || some("refused")
+        || f["merged_into"].as_object().is_some_and(|m| !m.is_empty())
         || f.get("mail").is_some()
         || f.get("quarantined").is_some_and(|q| q.as_str().is_some_and(|s| !s.is_empty()))
+}
+
+/// A file the report quarantines must not be one whose tasks were merged into another file's,
+/// nor a broadcast (mail to every agent is delivered, not refused).
+fn honestly_quarantined(f: &Value) -> bool {
+    let Some(q) = f["quarantined"].as_str() else { return true };
+    let merged = f["merged_into"].as_object().is_some_and(|m| !m.is_empty());
+    let broadcast =
+        protocol::legacy::BROADCAST_WORDS.iter().any(|w| q.to_ascii_lowercase().contains(&format!("`{w}`")));
+    !merged && !broadcast
 }
 
 /// The report of one file, by its path under `base`.
@@ -316,11 +327,13 @@ fn import_accounts_for_every_fixture_file() {
         (&json!(40), &json!(29), &json!(3), &json!(2)),
         "{t:#}"
     );
-    assert_eq!((&t["mail"], &t["files_quarantined"]), (&json!(6), &json!(12)), "{t:#}");
+    // Since broadcasts are delivered, the broadcast is mail (7, was 6) and not quarantined (11,
+    // was 12).
+    assert_eq!((&t["mail"], &t["files_quarantined"]), (&json!(7), &json!(11)), "{t:#}");
     assert_eq!(
         t["quarantined_by_reason"],
         json!({
-            "mailbox message refused": 4, // a broadcast, a pronoun, a template, no sender
+            "mailbox message refused": 3, // a pronoun, a template, no sender
             "no task in this file": 2,    // two empty boards
             "not a task file": 4,         // a claim, a lock, a schema, a shared mailbox
             "not parseable": 2,           // a board cut short, a text log
@@ -328,7 +341,40 @@ fn import_accounts_for_every_fixture_file() {
     );
     for f in first["files"].as_array().unwrap() {
         assert!(accounted(f), "every file is accounted for: {f}");
+        assert!(honestly_quarantined(f), "{f}");
     }
+    // The backlog board's copies of WX-102 and WX-103 lost to more advanced ones: it says where.
+    let backlog = report_of(&first, &fixtures, "runtime/agent_comms/central_task_boards/task_backlog.json");
+    let cb = fixtures.join("runtime/agent_comms/central_task_boards");
+    assert_eq!(
+        backlog["merged_into"],
+        json!({
+            cb.join("completed_tasks.json").display().to_string(): ["WX-102"],
+            cb.join("working_tasks.json").display().to_string(): ["WX-103"],
+        })
+    );
+    assert_eq!(t["files_merged_into_others"], 1);
+    // Every agent the import created, and why.
+    let created: BTreeMap<String, String> = first["agents_created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["agent"].as_str().unwrap().to_string(), a["reason"].as_str().unwrap().to_string()))
+        .collect();
+    let want_created = BTreeMap::from(
+        [
+            ("Agent-1", "recipient of mail from `Agent-6`"),
+            ("Agent-2", "assignee of task `WX-180`"),
+            ("Agent-4", "assignee of task `WX-103`"),
+            ("Agent-5", "assignee of task `WX-104`"),
+            ("Agent-6", "assignee of task `WX-150`"),
+            ("Agent-7", "assignee of task `WX-133`"),
+            ("Agent-8", "recipient of mail from `Agent-9`"),
+        ]
+        .map(|(a, r)| (a.to_string(), r.to_string())),
+    );
+    assert_eq!(created, want_created);
+    assert_eq!(root.ls("mailboxes"), want_created.keys().cloned().collect::<Vec<_>>(), "no other mailbox");
     let mut want: Vec<String> = (101..=104)
         .chain([110, 120, 130, 131, 133, 140, 150, 151, 152, 160, 161])
         .chain([170, 171, 180])
@@ -354,22 +400,48 @@ fn import_accounts_for_every_fixture_file() {
     assert_eq!(drafts["accepted"], json!(["WX-193"]));
     assert_eq!(drafts["refused"].as_array().unwrap().len(), 2, "{drafts}");
 
-    // Mail: one per message read, the message without a recipient to the owner of its inbox.
+    // Mail: one per message read, the message without a recipient to the owner of its inbox, the
+    // broadcast from Agent-1 to every other agent the import brought (one more each, Agent-1
+    // none), and the queue message marked DELIVERED into Agent-6's cur/ rather than its new/.
     let mail = BTreeMap::from(
-        [("Agent-1", 1), ("Agent-2", 2), ("Agent-4", 1), ("Agent-5", 1), ("Agent-6", 1), ("Agent-8", 1)]
-            .map(|(a, n)| (a.to_string(), n)),
+        [
+            ("Agent-1", 1),
+            ("Agent-2", 3),
+            ("Agent-4", 2),
+            ("Agent-5", 2),
+            ("Agent-6", 1),
+            ("Agent-7", 1),
+            ("Agent-8", 2),
+        ]
+        .map(|(a, n)| (a.to_string(), n)),
     );
     assert_eq!(mail_by_agent(&root), mail);
-    for nobody in ["yall", "ALL_AGENTS", "Unknown-Agent"] {
+    let read = root.ls("mailboxes/Agent-6/cur");
+    assert_eq!(read.len(), 1, "{read:?}");
+    let delivered: Value = serde_json::from_slice(
+        &std::fs::read(root.comms().join("mailboxes/Agent-6/cur").join(&read[0])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((&delivered["from"], &delivered["body"]), (&json!("Agent-1"), &json!("Ridge survey first.")));
+    for nobody in ["yall", "ALL", "ALL_AGENTS", "Unknown-Agent"] {
         assert!(!root.comms().join("mailboxes").join(nobody).exists(), "no mailbox for `{nobody}`");
     }
-    let why =
+    let bc =
         report_of(&first, &fixtures, "runtime/agent_comms/agent_mailboxes/broadcast/all_hands_20250309.json");
-    assert!(why["quarantined"].as_str().unwrap().contains("ALL_AGENTS"), "{why}");
+    assert_eq!(bc["mail"], "delivered mail from Agent-1 to ALL (6 agents)", "{bc}");
+    let records = root.journal();
+    let fanout: Vec<&Value> = records.iter().filter(|r| r["op"] == "mail" && r["to"] == "ALL").collect();
+    assert_eq!(fanout.len(), 1, "one record for the whole broadcast");
+    assert_eq!(
+        fanout[0]["fanout"],
+        json!(["Agent-2", "Agent-4", "Agent-5", "Agent-6", "Agent-7", "Agent-8"]),
+        "{}",
+        fanout[0]
+    );
 
     // Quarantine: a byte-for-byte copy of each file beside its reason.
     let q = root.ls("broker/quarantine");
-    assert_eq!(q.len(), 24, "{q:?}");
+    assert_eq!(q.len(), 22, "{q:?}");
     let cut = report_of(&first, &fixtures, "runtime/agent_comms/central_task_boards/task_backlog.json.tmp");
     let copy = root.comms().join(cut["quarantine_path"].as_str().unwrap());
     assert_eq!(
@@ -462,6 +534,7 @@ fn import_accounts_for_every_corpus_file() {
     let report = import(&root, &[corpus.to_str().unwrap()]);
     for f in report["files"].as_array().unwrap() {
         assert!(accounted(f), "every file is accounted for: {f}");
+        assert!(honestly_quarantined(f), "no file is quarantined for a broadcast or a merged duplicate: {f}");
     }
     eprintln!("corpus import totals: {:#}", report["totals"]);
     let again = import(&root, &[corpus.to_str().unwrap()]);

@@ -3,6 +3,7 @@
 //! SIGKILLed in the middle of a stream and restarted (nothing lost, repeats bounded by
 //! `delivery_journal_every`); a hook script records its calls (arguments never through a shell),
 //! and a hook that runs past its timeout is killed, retried, given up, and does not hold the rest.
+//! What each sink did is read back from the broker's `GET /api/deliveries`.
 
 use hmac::{Hmac, Mac};
 use mailroom_tests::{Root, wait_for};
@@ -173,8 +174,30 @@ fn webhook_deliveries_survive_a_dead_endpoint_and_a_killed_broker() {
     wait_for(T, || b.log().contains("delivery failed"));
     assert!(b.log().contains("cannot connect"), "{}", b.log());
     assert!(!b.log().contains("token=abc"), "the URL's token is never logged");
+    // The failures are visible in the API: the sink is failing, its attempts say why.
+    let api = root.api();
+    let d = api.get("/api/deliveries");
+    assert_eq!(d.status, 200, "{}", d.text);
+    let sink = d.json["sinks"][0].clone();
+    let id = sink["sink"].as_str().unwrap().to_string();
+    assert!(id.starts_with("webhook:http://127.0.0.1:") && !id.contains("token=abc"), "{sink}");
+    assert_eq!(d.json["failing"], json!([id]), "{}", d.text);
+    assert!(sink["failing_since"].is_string() && sink["last_error"].as_str().unwrap().contains("connect"));
+    assert_eq!((sink["kind"].as_str(), sink["delivered"].as_u64()), (Some("webhook"), Some(0)), "{sink}");
+    let recent = d.json["recent"].as_array().unwrap();
+    assert!(!recent.is_empty() && recent.iter().all(|a| a["ok"] == false && a["sink"] == id.as_str()));
+    assert_eq!(api.get("/api/deliveries?sink=webhook:nope").status, 404);
     rx.up();
     wait_for(T, || rx.counts().len() == 5);
+    // Then the deliveries: the streak is over, the newest attempt went through.
+    wait_for(T, || api.get("/api/deliveries").json["sinks"][0]["delivered"].as_u64() >= Some(5));
+    let d = api.get("/api/deliveries");
+    assert_eq!(d.json["failing"], json!([]), "{}", d.text);
+    assert_eq!(d.json["recent"][0]["ok"], true, "{}", d.text);
+    assert!(first.iter().any(|t| d.json["recent"][0]["task_id"] == t.as_str()), "{}", d.text);
+    let failed = api.get("/api/deliveries?failed=true");
+    let failed = failed.json["recent"].as_array().unwrap();
+    assert!(!failed.is_empty() && failed.iter().all(|a| a["ok"] == false), "the failures stay listed");
     let counts = rx.counts();
     assert_eq!(counts.keys().cloned().collect::<Vec<_>>(), first, "every one, and only the pool's");
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
@@ -266,4 +289,17 @@ fn hooks_record_their_calls_and_one_that_hangs_is_killed_and_given_up() {
     assert!(log.contains("timed out after 1 s: killed"), "{log}");
     assert!(log.contains("delivery given up after max_attempts"), "{log}");
     assert!(log.contains("ran for FAST"), "the hook's output is logged: {log}");
+    // The API counts the same: two tries delivered, SLOW's two timed out and were given up.
+    let api = root.api();
+    wait_for(T, || api.get("/api/deliveries").json["sinks"][0]["delivered"] == 2);
+    let d = api.get("/api/deliveries");
+    let sink = &d.json["sinks"][0];
+    assert_eq!(sink["kind"], "hook", "{}", d.text);
+    assert_eq!(
+        (sink["delivered"].as_u64(), sink["failures"].as_u64(), sink["given_up"].as_u64()),
+        (Some(2), Some(2), Some(1)),
+        "{sink}"
+    );
+    let timed_out = d.json["recent"].as_array().unwrap().iter().filter(|a| a["task_id"] == "SLOW").count();
+    assert_eq!(timed_out, 2, "{}", d.text);
 }

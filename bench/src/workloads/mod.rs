@@ -1,6 +1,6 @@
 //! The workloads of a run, one module each, every one returning a typed [`Section`] of the report.
 //!
-//! Adding a workload (W8 deep queue, W9 soak, a peer such as PostgreSQL) is a module here that
+//! Adding a workload (a soak, another peer) is a module here that
 //! implements [`Workload`] (its `run` returns a `Serialize` struct implementing [`Section`] and
 //! `Display`) and one line in [`ALL`]. A workload can read the sections of those that ran before
 //! it (`report::find`), and compare itself with any other once all have run (`Section::relate`).
@@ -9,12 +9,15 @@ use crate::error::BenchError;
 use crate::report::Section;
 use crate::run::Ctx;
 
+pub mod peers;
 pub mod w1_pipeline;
 pub mod w2_legacy;
 pub mod w3_floor;
 pub mod w4_history;
 pub mod w6_durability;
 pub mod w7_wake;
+pub mod w8_deep;
+pub mod w9_soak;
 
 /// One workload.
 pub trait Workload: Sync {
@@ -29,8 +32,17 @@ pub trait Workload: Sync {
 }
 
 /// Every workload, in the order the report shows them.
-pub static ALL: &[&dyn Workload] =
-    &[&w1_pipeline::W1, &w3_floor::W3, &w2_legacy::W2, &w6_durability::W6, &w7_wake::W7, &w4_history::W4];
+pub static ALL: &[&dyn Workload] = &[
+    &w1_pipeline::W1,
+    &w3_floor::W3,
+    &w2_legacy::W2,
+    &w6_durability::W6,
+    &w7_wake::W7,
+    &w4_history::W4,
+    &w8_deep::W8,
+    &peers::Peers,
+    &w9_soak::W9,
+];
 
 /// The workloads `--only` names (every one if it names none).
 pub fn select(only: &[String]) -> Result<Vec<&'static dyn Workload>, BenchError> {
@@ -64,7 +76,9 @@ mod tests {
         };
         assert_eq!(names(&[]).unwrap().len(), ALL.len());
         assert_eq!(names(&["W5", "w1"]).unwrap(), ["w1", "w4"]);
-        assert!(matches!(names(&["w9"]), Err(BenchError::Usage(_))));
+        assert!(matches!(names(&["w10"]), Err(BenchError::Usage(_))));
+        assert_eq!(names(&["w8"]).unwrap(), ["w8"]);
+        assert_eq!(names(&["w9"]).unwrap(), ["w9"]);
     }
 
     /// The JSON and the summary are rendered from the same sections, cross-workload figures

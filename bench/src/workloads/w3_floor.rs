@@ -101,7 +101,7 @@ fn one(
         m.create(fs, true)?;
     }
     fs.create_dir_all(&dir.join("journal"))?;
-    let mut journal = fs.open_append(&dir.join("journal/segment.jsonl"))?;
+    let mut journal = fs.create_append(&dir.join("journal/segment.jsonl"))?;
     let names = NameSource::new();
     let message = vec![b'm'; body_bytes + 200];
     let task_file = vec![b't'; body_bytes + 600];

@@ -3,6 +3,7 @@
 //! that exists inside the root, journaled whole, and offered to dispatch.
 
 use super::BROKER;
+use super::dependencies;
 use super::dispatch::{settle_dependents, try_dispatch};
 use super::quarantine::Refusal;
 use super::tx::Tx;
@@ -12,6 +13,7 @@ use crate::state::fnv64;
 use protocol::machine::{Event, transition};
 use protocol::names;
 use protocol::{HistoryEntry, Status, Task};
+use runtime_layout::FsError;
 use serde_json::{Value, json};
 
 /// How a new task enters.
@@ -87,6 +89,13 @@ pub(crate) fn admit(
     if task.depends_on.iter().any(|d| d == &id) {
         return Err(Refusal::rejected("task.depends_on", "a task cannot depend on itself").task(&id));
     }
+    if let Some(cycle) = dependencies::cycle(tx.state(), &id, &task.depends_on) {
+        return Err(Refusal::rejected(
+            "task.depends_on",
+            format!("it would close a dependency cycle: {} (each depends on the next)", cycle.join(" -> ")),
+        )
+        .task(&id));
+    }
     let now = tx.now();
     let given = task.status;
     let import = matches!(how, Admission::Import { .. });
@@ -140,11 +149,11 @@ pub(crate) fn admit(
     let done = place == Place::Done;
     let admitted = Admitted { task_id: id.clone(), task, place, msg: msg.to_string(), hash, path };
     tx.push(if import { Entry::Import(admitted) } else { Entry::Submit(admitted) });
-    if done {
-        settle_dependents(tx, &id);
-    } else {
+    if !done {
         try_dispatch(tx, &id);
     }
+    // Tasks may have waited for this one, not knowing it (or been blocked for want of it).
+    settle_dependents(tx, &id);
     Ok(())
 }
 
@@ -154,33 +163,42 @@ fn check_destination(tx: &Tx, task: &Task, create: bool) -> Result<(), Refusal> 
         (Some(a), _) => ("task.assigned_to", Route::Agent(a.clone())),
         (None, route) => ("task.task_type", route),
     };
-    let md = match target {
+    let (md, agent) = match target {
         Route::Agent(agent) => {
             names::validate_agent(&agent).map_err(|e| Refusal::rejected(field, e.rule))?;
-            let md = tx.env.layout.mailbox(&agent);
-            if !md.exists(tx.env.fs()) {
-                if !tx.env.cfg.broker.allow_unknown_agents && !create {
-                    return Err(Refusal::rejected(
-                        field,
-                        format!(
-                            "no agent `{agent}` (its mailbox does not exist; `mailroom agent add {agent}` creates it)"
-                        ),
-                    ));
-                }
-                md.create(tx.env.fs(), true).map_err(|e| Refusal::rejected(field, e.to_string()))?;
-            }
-            md
+            (tx.env.layout.mailbox(&agent), Some(agent))
         }
-        Route::Pool(p) => tx.env.layout.queue(&p),
+        Route::Pool(p) => (tx.env.layout.queue(&p), None),
     };
-    if !tx.env.layout.maildir_contained(tx.env.fs(), &md) {
-        return Err(Refusal::rejected(
-            field,
-            format!(
-                "destination `{}` is a symbolic link or not a directory: the broker writes only inside its root",
-                tx.env.rel(&md.root)
-            ),
-        ));
+    // Before asking whether a mailbox exists: one that is a link (never followed) does not. A
+    // directory of the broker's own in the way (`queues/`, `mailboxes/` replaced) is no fault of
+    // the task: the delivery fails on it and the broker moves it aside (`crate::repair`).
+    let owned_in_the_way = match tx.env.layout.contain_maildir(tx.env.fs(), &md) {
+        Ok(()) => false,
+        Err(FsError::NotBeneath { at, .. }) if tx.env.layout.owned_dirs().contains(&at) => true,
+        Err(_) => {
+            return Err(Refusal::rejected(
+                field,
+                format!(
+                    "destination `{}` is a symbolic link or not a directory: the broker writes only inside its root",
+                    tx.env.rel(&md.root)
+                ),
+            ));
+        }
+    };
+    if let Some(agent) = agent
+        && !owned_in_the_way
+        && !md.exists(tx.env.fs())
+    {
+        if !tx.env.cfg.broker.allow_unknown_agents && !create {
+            return Err(Refusal::rejected(
+                field,
+                format!(
+                    "no agent `{agent}` (its mailbox does not exist; `mailroom agent add {agent}` creates it)"
+                ),
+            ));
+        }
+        md.create(tx.env.fs(), true).map_err(|e| Refusal::rejected(field, e.to_string()))?;
     }
     Ok(())
 }

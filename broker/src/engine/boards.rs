@@ -1,6 +1,6 @@
 //! The board writer: the four central boards (`central_task_boards/*.json`) derived from the
 //! state and replaced atomically (temporary, fsync, rename; one directory fsync for the four),
-//! at most every 200 ms unless forced. It caches each task's JSON by version, so a pass
+//! at most every 200 ms (or four times as long as the last rewrite took) unless forced. It caches each task's JSON by version, so a pass
 //! serialises only what changed and skips a board whose entries are all unchanged, and it keeps
 //! a mark of what it wrote on each board, so an edit made behind its back is noticed, left to
 //! settle, and handed to board-edit absorption instead of being overwritten unread.
@@ -63,6 +63,10 @@ pub(crate) struct BoardWriter {
     dirty: bool,
     force_next: bool,
     written: Option<Timestamp>,
+    /// How long the last rewrite took (µs): the next waits at least four times that, so that
+    /// boards of a deep queue (every ready task is on the ready board) never take more than a
+    /// fifth of the broker's time.
+    cost_us: i64,
     marks: HashMap<Board, BoardMark>,
     cache: HashMap<String, CachedTask>,
     sigs: HashMap<Board, u64>,
@@ -161,7 +165,8 @@ impl BoardWriter {
         Ok(out)
     }
 
-    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
+    /// Rewrites the boards from state when they changed (at most every 200 ms, or four times the
+    /// last rewrite's duration, unless `force`).
     ///
     /// Boards are derived state, rewritten from the journal at every start, so a rewrite is not
     /// fsynced unless `durable` (a clean stop, or `always` durability): a power loss can leave an
@@ -174,9 +179,11 @@ impl BoardWriter {
         }
         // The engine's clock, not `Instant`: with an injected clock a pass is deterministic.
         let now = env.now();
-        if !force && self.written.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < 200_000) {
+        let interval = (4 * self.cost_us).max(200_000);
+        if !force && self.written.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < interval) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut boards: HashMap<Board, Vec<(String, &Task)>> = HashMap::new();
         for l in state.lives() {
             let (board, key) = match &l.place {
@@ -271,6 +278,7 @@ impl BoardWriter {
         }
         self.dirty = deferred;
         self.written = Some(now);
+        self.cost_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX / 8);
         Ok(())
     }
 }

@@ -3,13 +3,20 @@
 //! its file in the reporter's `cur/`), *finishes* a claim on complete/fail/release, and *takes
 //! back* a claim whose lease ran out or whose file vanished, under a new name, so a claim taken
 //! back can never be completed.
+//!
+//! A claim from a shared pool of a task that requires capabilities is adopted only if the agent
+//! holds every one (its `agent.json`); otherwise it is *refused*: journaled, the file put back
+//! where it was under the same name (the task never stops being queued), and the agent told.
+//! Checking costs one read of the agent's `agent.json` per observed claim of such a task, and
+//! nothing for any other claim.
 
 use super::EngineError;
 use super::dispatch::{redeliver, settle_dependents, try_dispatch};
 use super::effects::{Effect, Post, task_bytes};
 use super::quarantine::{Refusal, stray};
 use super::tx::Tx;
-use crate::journal::{Entry, Place, Report};
+use crate::journal::{Entry, Place, RefusedClaim, Report};
+use protocol::capability;
 use protocol::machine::{Event, transition};
 use protocol::message::{Notice, NoticeKind};
 use protocol::names;
@@ -25,6 +32,69 @@ pub(crate) fn unassign_if_pooled(task: &mut Task, place: &Place) {
     if place.claimed_from_pool() {
         task.assigned_to = None;
     }
+}
+
+/// The required capabilities `agent` lacks to claim the task `id` where it is queued: none for a
+/// task addressed to one agent (its mailbox), nor for one that requires nothing. An `agent.json`
+/// that cannot be read counts as declaring nothing.
+fn lacks(tx: &Tx, id: &str, agent: &str) -> Vec<String> {
+    let Some(live) = tx.state().live(id) else { return Vec::new() };
+    if live.place.pool().is_none() || live.task.required_capabilities.is_empty() {
+        return Vec::new();
+    }
+    let held = crate::agents::read_capabilities(tx.env.fs(), &tx.env.layout, agent).unwrap_or_else(|e| {
+        let path = tx.env.layout.agent_profile(agent);
+        tx.env.warn_once(&path, "an agent profile that cannot be read declares nothing", &e);
+        Vec::new()
+    });
+    capability::missing(&live.task.required_capabilities, &held).into_iter().map(str::to_string).collect()
+}
+
+/// Journals that `agent` holds the task `id` under the claim `name` (its file is in the agent's
+/// `cur/`), like [`record_claim`]; or, when the agent lacks a capability the task requires,
+/// refuses the claim (see [`refuse`]; `notify` says whether the agent gets a notice of its own)
+/// and says why.
+pub(crate) fn adopt(tx: &mut Tx, id: &str, agent: &str, name: &str, notify: bool) -> Result<(), Refusal> {
+    let missing = lacks(tx, id, agent);
+    if !missing.is_empty() {
+        return Err(refuse(tx, id, agent, name, missing, notify));
+    }
+    record_claim(tx, id, agent, name);
+    Ok(())
+}
+
+/// Takes back at once a claim the agent may not hold: the record, the file back into the maildir
+/// it was claimed from (rewritten there if it is gone), and, with `notify`, a `refused` notice.
+/// The task stays queued under the same name.
+fn refuse(tx: &mut Tx, id: &str, agent: &str, name: &str, missing: Vec<String>, notify: bool) -> Refusal {
+    let live = tx.state().live(id).expect("refused claims are of live queued tasks");
+    let from = match &live.place {
+        Place::Queued { dir, .. } => dir.clone(),
+        _ => String::new(),
+    };
+    let bytes = task_bytes(&live.task);
+    let reason = format!(
+        "`{agent}` lacks the capabilities task `{id}` requires: {} (declare them in mailboxes/{agent}/agent.json, e.g. `mailroom agent add {agent} --capability ...`)",
+        missing.join(", ")
+    );
+    tx.push(Entry::Refuse(RefusedClaim {
+        task_id: id.to_string(),
+        agent: agent.to_string(),
+        name: name.to_string(),
+        from: from.clone(),
+        missing,
+        reason: reason.clone(),
+    }));
+    tracing::info!(task = %id, %agent, %reason, "claim refused");
+    let claim = tx.env.layout.mailbox(agent).cur().join(name);
+    tx.effect(Effect::Return { claim, maildir: tx.env.maildir(&from), name: name.to_string(), bytes });
+    if notify {
+        let mut n = Notice::new(NoticeKind::Refused, tx.now(), reason.clone());
+        n.task_id = Some(id.to_string());
+        n.claim = Some(name.to_string());
+        tx.effect(Effect::Post { agent: agent.to_string(), post: Post::Notice(n) });
+    }
+    Refusal::new(NoticeKind::Refused, "claim", reason).task(id)
 }
 
 /// Journals that `agent` holds the task `id` under the claim `name` (its file is in the agent's
@@ -96,7 +166,10 @@ pub(crate) fn observe(tx: &mut Tx) -> Result<(), EngineError> {
         let queued = tx.env.maildir(&dir).new_dir().join(&name);
         if let [(agent, path, true)] = holders.as_slice() {
             match check(tx, &id, path, &queued) {
-                Ok(Check::Claim) => record_claim(tx, &id, agent, &name),
+                // A refused claim is journaled, and its file put back, by `adopt` itself.
+                Ok(Check::Claim) => {
+                    let _ = adopt(tx, &id, agent, &name, true);
+                }
                 Ok(Check::Copy) => refuse_copy(tx, &id, agent, path, &name, COPY),
                 Ok(Check::Revoke(why)) => {
                     refuse_copy(tx, &id, agent, path, &name, why);
@@ -165,7 +238,7 @@ fn holder(tx: &mut Tx, agent: &str, claim: &str) -> Result<String, Refusal> {
             let queued = tx.env.maildir(&dir).new_dir().join(claim);
             match check(tx, &id, &path, &queued) {
                 Ok(Check::Claim) => {
-                    record_claim(tx, &id, agent, claim);
+                    adopt(tx, &id, agent, claim, false)?;
                     Ok(id)
                 }
                 Ok(Check::Copy) => Err(stale(format!("`{claim}` is not a claim: {COPY}")).task(&id)),

@@ -16,7 +16,7 @@ use super::BROKER;
 use super::dispatch::queue_file_as;
 use super::quarantine::Refusal;
 use super::tx::Tx;
-use crate::journal::{Entry, Place};
+use crate::journal::{Entry, POOLS_DIR, Place};
 use protocol::{HistoryEntry, Status, Task};
 use serde::Serialize;
 use serde_json::json;
@@ -150,7 +150,7 @@ pub(crate) fn view(tx: &Tx) -> ClusterView {
     if cfg.shared_pools.iter().any(|p| p == "*") {
         for md in tx.env.all_maildirs().unwrap_or_default() {
             let rel = tx.env.rel(&md.root);
-            if let Some(p) = rel.strip_prefix("queues/")
+            if let Some(p) = rel.strip_prefix(POOLS_DIR)
                 && !pools.iter().any(|q| q == p)
             {
                 pools.push(p.to_string());
@@ -163,7 +163,9 @@ pub(crate) fn view(tx: &Tx) -> ClusterView {
     for l in state.lives() {
         match &l.place {
             Place::Outbound { pool } => v.outbound.push((l.task.clone(), pool.clone())),
-            Place::Queued { .. } => {
+            // Ready in a pool: a queued file, or a task waiting for room in the pool's ready
+            // window. Both are work this node's agents have yet to take.
+            Place::Queued { .. } | Place::Waiting { .. } => {
                 if let Some(p) = l.place.pool() {
                     *queued.entry(p).or_default() += 1;
                 }
@@ -181,8 +183,8 @@ pub(crate) fn view(tx: &Tx) -> ClusterView {
     for (id, revision) in state.pulled_tasks() {
         let live = state.live(id);
         let pool = live.and_then(|l| match &l.place {
-            Place::Queued { dir, .. } => dir.strip_prefix("queues/").map(str::to_string),
-            Place::Held { from, .. } => from.strip_prefix("queues/").map(str::to_string),
+            Place::Queued { .. } | Place::Waiting { .. } => l.place.pool().map(str::to_string),
+            Place::Held { from, .. } => from.strip_prefix(POOLS_DIR).map(str::to_string),
             _ => None,
         });
         if let Some(p) = &pool {

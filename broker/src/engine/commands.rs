@@ -143,7 +143,8 @@ pub struct Subscription {
     pub records: broadcast::Receiver<Arc<Record>>,
 }
 
-/// A task as the broker holds it, and where its file is.
+/// A task as the broker holds it, where its file is, and what an operator should know about a
+/// task that waits or is blocked ("waiting for unknown task X", see [`crate::board::note`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskView {
     pub task: Task,
@@ -151,6 +152,16 @@ pub struct TaskView {
     /// The pool it waits in, was claimed from, or is routed to; `None` for a task addressed to
     /// an agent's own mailbox.
     pub pool: Option<String>,
+    /// Why it waits, when it waits on something that may never come (`board::note`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl TaskView {
+    pub fn new(task: Task, place: Place, pool: Option<String>) -> Self {
+        let note = crate::board::note(&task);
+        Self { task, place, pool, note }
+    }
 }
 
 /// A pool (or an agent's own mailbox) and how many tasks wait in it as files.
@@ -161,12 +172,8 @@ pub struct QueueView {
     pub queued: usize,
 }
 
-/// An agent and the claims it holds.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct AgentView {
-    pub name: String,
-    pub held: Vec<String>,
-}
+/// An agent: its capabilities, the claims it holds, when it was last seen and its state.
+pub type AgentView = crate::agents::AgentStatus;
 
 /// A consistent view of the broker's state between two passes.
 #[derive(Debug, Clone, Serialize)]

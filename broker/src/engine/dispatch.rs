@@ -1,16 +1,19 @@
-//! Dispatch and dependencies: a PENDING task in the backlog becomes a file in its queue (or its
-//! agent's mailbox) once every dependency is COMPLETED and its `not_before` has passed; a failed
-//! or cancelled dependency BLOCKs it instead, and that cascades to whatever depends on it.
+//! Dispatch: a PENDING task in the backlog becomes a file in its queue (or its agent's mailbox)
+//! once its `not_before` has passed and its [dependencies](super::dependencies) allow, under a
+//! dispatch name made by [`dispatch_name`], the one definition of dispatch order.
 
 use super::BROKER;
+pub(crate) use super::dependencies::settle_dependents;
+use super::dependencies::{self, Deps};
 use super::effects::{Effect, task_bytes};
 use super::tx::Tx;
 use super::window;
 use crate::config::Route;
-use crate::journal::{Entry, Place};
+use crate::journal::{Entry, POOLS_DIR, Place};
+use protocol::capability::CapabilitySet;
 use protocol::machine::{Event, transition};
 use protocol::names::DispatchName;
-use protocol::{Status, Task};
+use protocol::{Priority, Status, Task, Timestamp};
 use serde_json::json;
 
 /// Every backlog task that can go now; then the room claims made in ready windows goes to the
@@ -23,39 +26,44 @@ pub(crate) fn ready(tx: &mut Tx) {
     window::refill(tx);
 }
 
-/// Dispatches a backlog task if its dependencies and `not_before` allow; blocks it if a
-/// dependency failed.
+/// Dispatches a backlog task if its time and dependencies allow; when a dependency makes it
+/// BLOCKED, its dependents are settled too.
 pub(crate) fn try_dispatch(tx: &mut Tx, id: &str) {
-    let Some(live) = tx.state().live(id) else { return };
+    if examine(tx, id) == Some(Deps::Blocked) {
+        settle_dependents(tx, id);
+    }
+}
+
+/// Dispatches the backlog task `id` if its `not_before` has passed and its dependencies allow
+/// (see [`dependencies::check`]); returns what they allowed, or `None` when the task is not
+/// waiting in the backlog or its time has not come. Does not settle dependents.
+pub(crate) fn examine(tx: &mut Tx, id: &str) -> Option<Deps> {
+    let live = tx.state().live(id)?;
     if live.place != Place::Backlog || live.task.status != Status::Pending {
-        return;
+        return None;
     }
     let now = tx.now();
     if live.task.not_before.is_some_and(|t| t > now) {
-        return;
+        return None;
     }
-    for dep in &live.task.depends_on {
-        match tx.state().status_of(dep) {
-            Some(Status::Completed) => {}
-            Some(Status::Failed | Status::Cancelled) => {
-                let dep = dep.clone();
-                block(tx, id, &dep);
-                return;
-            }
-            _ => return,
-        }
+    let deps = dependencies::check(tx, id);
+    if deps != Deps::Ready {
+        return Some(deps);
     }
+    let Some(live) = tx.state().live(id) else { return Some(deps) };
     let task = live.task.clone();
     let dir = match (&task.assigned_to, tx.env.route_of(&task)) {
         (Some(a), _) => Place::mailbox_dir(a),
         (None, Route::Agent(a)) => Place::mailbox_dir(&a),
         // A shared pool's task goes to the cluster, unless it came from there.
         (None, Route::Pool(p)) if tx.env.cfg.shared(&p) && tx.state().pulled(id).is_none() => {
-            return super::cluster::forward(tx, id, task, p);
+            super::cluster::forward(tx, id, task, p);
+            return Some(Deps::Ready);
         }
         (None, Route::Pool(p)) => Place::pool_dir(&p),
     };
     queue_file(tx, id, task, dir);
+    Some(Deps::Ready)
 }
 
 /// Gives a queued task a new name and a fresh file, in the same queue: its file was copied,
@@ -82,9 +90,10 @@ pub(crate) fn queue_file_as(
     entry: impl FnOnce(String, Task, Place) -> Entry,
 ) {
     let now = tx.now();
-    let created = task.created_at.unwrap_or(now);
-    let name = DispatchName::new(task.priority, created, tx.ledger.next_seq(), id).file_name();
     let Ok(tr) = transition(Some(&task), &Event::Dispatch, now, tx.env.cfg.backoff()) else { return };
+    let caps = gate(&task, &dir);
+    let aging = tx.env.cfg.dispatch.aging_secs;
+    let name = dispatch_name(&task, caps.as_ref(), tx.ledger.next_seq(), now, aging).file_name();
     let maildir = tx.env.maildir(&dir);
     let place = window::admit(tx, &dir, &name);
     let to = match &place {
@@ -101,34 +110,54 @@ pub(crate) fn queue_file_as(
     if let Err(e) = maildir.create(tx.env.fs(), false) {
         tracing::error!(error = %e, "cannot create the destination maildir");
     }
+    if let Some(set) = caps {
+        tx.effect(Effect::WriteCapabilities(set));
+    }
     tx.effect(Effect::Deliver { maildir, name, bytes });
 }
 
-fn block(tx: &mut Tx, id: &str, dep: &str) {
-    let now = tx.now();
-    let Some(live) = tx.state().live(id) else { return };
-    let ev = Event::DependencyFailed { dependency: dep.to_string() };
-    let Ok(tr) = transition(Some(&live.task), &ev, now, tx.env.cfg.backoff()) else { return };
-    let mut task = live.task.clone();
-    tr.apply(&mut task, &ev, BROKER, now, None);
-    tx.push(Entry::Block {
-        task_id: id.to_string(),
-        task,
-        place: Place::Backlog,
-        reason: format!("dependency `{dep}` failed or was cancelled"),
-    });
-    settle_dependents(tx, id);
+/// The capabilities an agent must hold to claim `task` from the maildir `dir`: those it requires,
+/// when `dir` is a shared pool. A task addressed to one agent is that agent's to claim.
+pub(crate) fn gate(task: &Task, dir: &str) -> Option<CapabilitySet> {
+    if !dir.starts_with(POOLS_DIR) {
+        return None;
+    }
+    CapabilitySet::of(&task.required_capabilities)
 }
 
-/// Re-examines the tasks that depend on `id` after it changed state.
-pub(crate) fn settle_dependents(tx: &mut Tx, id: &str) {
-    let state = tx.state();
-    let waiting: Vec<String> = state
-        .backlog()
-        .filter(|w| state.live(w).is_some_and(|l| l.task.depends_on.iter().any(|d| d == id)))
-        .map(str::to_string)
-        .collect();
-    for w in waiting {
-        try_dispatch(tx, &w);
-    }
+/// A task's dispatch name: where it sorts among the files agents claim from, and, for a task
+/// gated by capabilities, their tag. The order is its priority as aged at `now` (see
+/// [`aged_priority`]), then its creation time, then the sequence number `seq`. Every name the
+/// broker gives a queued task is made here, so dispatch order has one definition: a part that
+/// keeps ready tasks in order without files orders them by this name too.
+pub(crate) fn dispatch_name(
+    task: &Task,
+    caps: Option<&CapabilitySet>,
+    seq: u64,
+    now: Timestamp,
+    aging_secs: u64,
+) -> DispatchName {
+    let created = task.created_at.unwrap_or(now);
+    let priority = aged_priority(task, now, aging_secs);
+    DispatchName::new(priority, created, seq, &task.task_id).with_caps(caps.map(|c| c.tag.clone()))
+}
+
+/// The priority `task` has for dispatch order at `now`: its own, raised one level per full
+/// `aging_secs` it has waited to be claimed ([`waiting_since`]), never above CRITICAL.
+pub(crate) fn aged_priority(task: &Task, now: Timestamp, aging_secs: u64) -> Priority {
+    let since = waiting_since(task).unwrap_or(now);
+    let waited = u64::try_from(now.as_micros().saturating_sub(since.as_micros()) / 1_000_000).unwrap_or(0);
+    task.priority.aged(waited, aging_secs)
+}
+
+/// Since when a queued task has waited to be claimed: the first of the broker's `dispatch` and
+/// `age` entries that end its history (a file delivered again, or renamed by aging, does not
+/// restart the wait). `None` for a task that is not waiting in a queue.
+pub(crate) fn waiting_since(task: &Task) -> Option<Timestamp> {
+    task.history
+        .iter()
+        .rev()
+        .take_while(|h| h.actor == BROKER && matches!(h.action.as_str(), "dispatch" | "age"))
+        .last()
+        .map(|h| h.timestamp)
 }

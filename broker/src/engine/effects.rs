@@ -15,9 +15,10 @@ use super::EngineError;
 use super::commands::{BulkVerdict, Verdict};
 use super::env::Env;
 use super::ledger::Ledger;
+use protocol::capability::CapabilitySet;
 use protocol::message::{Notice, NoticeKind};
 use protocol::{Mail, Task};
-use runtime_layout::{Durability, Maildir, deliver, write_atomic};
+use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_atomic, write_capability_set};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -28,12 +29,19 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub(crate) enum Post {
     Notice(Notice),
-    Mail(Mail),
+    /// Mail; `read` puts it into `cur/` (legacy mail that was marked delivered or read).
+    Mail {
+        mail: Mail,
+        read: bool,
+    },
 }
 
 /// A file effect, carried out after the journal entry that describes it is durable.
 #[derive(Debug)]
 pub(crate) enum Effect {
+    /// Write the set of capabilities a tag stands for (once: a tag's set never changes), before
+    /// the first task file that carries the tag.
+    WriteCapabilities(CapabilitySet),
     /// Write a task file into `<maildir>/new/<name>`.
     Deliver { maildir: Maildir, name: String, bytes: Vec<u8> },
     /// Remove a file the journal says is finished with (a completed or taken-back claim).
@@ -47,6 +55,10 @@ pub(crate) enum Effect {
     /// Write a copy of refused input (part of a file, or a file that must stay where it is)
     /// into quarantine, with the reason beside it. Never overwrites.
     QuarantineCopy { to: PathBuf, bytes: Vec<u8>, reason: Value },
+    /// Put a refused claim back where it was claimed from, under the same name: rename
+    /// `claim` (in the agent's `cur/`) into `maildir/new/`; if the agent removed it meanwhile,
+    /// write `bytes` there instead.
+    Return { claim: PathBuf, maildir: Maildir, name: String, bytes: Vec<u8> },
     /// Move a quarantine entry back into the inbox under a fresh name, and its reason (if any)
     /// into `quarantine/requeued/`. Finished by `reconcile` if a crash interrupts it.
     Requeue { from: PathBuf, to: PathBuf, reason_from: PathBuf, reason_to: PathBuf },
@@ -70,6 +82,8 @@ pub(crate) struct Effects {
     touched: BTreeSet<PathBuf>,
     /// Directories a file was moved out of: fsynced after every other touched directory.
     moved_from: BTreeSet<PathBuf>,
+    /// Messages moved into `inbox/cur/`, in order, for retention to keep count of.
+    kept: Vec<PathBuf>,
 }
 
 /// The bytes of a task file in `new/` (what an agent reads when it claims).
@@ -94,7 +108,9 @@ impl Effect {
                 Some(from)
             }
             Self::QuarantineCopy { to, .. } => Some(to),
-            Self::Post { .. } | Self::Reply { .. } => None,
+            // A claim put back is taken out of an agent's cur/, its territory.
+            Self::Return { claim, .. } => Some(claim),
+            Self::WriteCapabilities(_) | Self::Post { .. } | Self::Reply { .. } => None,
         }
     }
 }
@@ -102,6 +118,11 @@ impl Effect {
 impl Effects {
     pub fn push(&mut self, e: Effect) {
         self.pending.push(e);
+    }
+
+    /// The messages moved into `inbox/cur/` since the last call, in order.
+    pub fn take_kept(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.kept)
     }
 
     /// A file arrived in (or left) `dir` outside an effect (an agent's rename the broker adopts,
@@ -158,6 +179,12 @@ impl Effects {
                     Ok(()) => {}
                     // Removed since (an agent's mailbox, a pool): nothing in it to keep.
                     Err(e) if e.is_not_found() => {}
+                    // An agent that took the broker's access to its own directory away (between
+                    // the pass that saw its claim and this fsync, say) loses that fsync, and the
+                    // broker does not stop: like any effect in a client's territory.
+                    Err(e) if e.is_permission_denied() && env.client_owned(d) => {
+                        env.warn_once(d, "cannot fsync a client's directory", &e);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -174,25 +201,25 @@ impl Effects {
                 // `always` pays an fsync per task file; the directory is fsynced per batch.
                 let file_sync =
                     if env.durability == Durability::Always { Durability::Batch } else { Durability::Never };
-                if !env.layout.maildir_contained(fs, &maildir) {
-                    tracing::error!(dir = %env.rel(&maildir.root), file = %name,
-                        "not delivered: a symbolic link or a file replaced a directory of the tree");
-                    return Ok(());
-                }
+                // A link or a file where a directory belongs fails the pass (never followed), and
+                // the broker moves it aside and redelivers from the journal (`crate::repair`).
+                env.layout.guard_maildir(fs, &maildir)?;
                 match deliver(fs, &maildir, &name, &bytes, file_sync) {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            Effect::Remove { path } if !env.layout.is_contained(fs, &path) => {
-                tracing::error!(file = %env.rel(&path), "not removed: a directory on its path is a symbolic link");
+            Effect::WriteCapabilities(set) => {
+                write_capability_set(fs, &env.layout, &set, &env.names, env.durability)?;
             }
-            Effect::Remove { path } => match fs.remove_file(&path) {
-                Ok(()) => self.touch_dir(&path),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            },
+            Effect::Remove { path } => {
+                match env.layout.guard(fs, &path).and_then(|()| fs.remove_file(&path)) {
+                    Ok(()) => self.touch_dir(&path),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             Effect::Revoke { queued, name, task_id } => match fs.remove_file(&queued) {
                 Ok(()) => self.touch_dir(&queued),
                 Err(e) if e.is_not_found() => {
@@ -218,43 +245,19 @@ impl Effects {
                 }
                 Err(e) => return Err(e.into()),
             },
-            // Never over a kept copy: the destination was chosen free when the move was journaled,
-            // so a file there already is this very message, moved before a crash that kept its
-            // source too (only the destination's fsync happened): finish the move.
-            Effect::Consumed { from, to } => match fs.rename_noreplace(&from, &to) {
-                Ok(()) => {
-                    self.touch_src(&from);
-                    self.touch_dir(&to);
+            // Never over what is there (see `move_in`); a message moved in now is counted for
+            // retention.
+            Effect::Consumed { from, to } => {
+                if self.move_in(env, &from, &to)? {
+                    self.kept.push(to);
                 }
-                Err(e) if e.is_not_found() => {}
-                Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
-                    Ok(()) => self.touch_src(&from),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
-                },
-                Err(e) => return Err(e.into()),
-            },
+            }
             Effect::Quarantine { from, to, reason } => {
                 // The reason first, durably: a crash between the two then leaves the message in
                 // the inbox to be moved again, never a quarantined file without its reason (the
                 // move is not redone once the file has left the inbox).
                 write_reason(env, &to, &reason)?;
-                match fs.rename_noreplace(&from, &to) {
-                    Ok(()) => {
-                        self.touch_src(&from);
-                        self.touch_dir(&to);
-                    }
-                    Err(e) if e.is_not_found() => {}
-                    // Moved before a crash that kept the source too (only the quarantine's fsync
-                    // happened): the quarantined copy is this very file (its name holds the
-                    // record's seq), so finish the move. Failing here would stop every restart.
-                    Err(e) if e.is_already_exists() => match fs.remove_file(&from) {
-                        Ok(()) => self.touch_src(&from),
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    },
-                    Err(e) => return Err(e.into()),
-                }
+                self.move_in(env, &from, &to)?;
             }
             Effect::QuarantineCopy { to, bytes, reason } => {
                 // The reason first, as for a moved file: a copy is never left without its why.
@@ -262,6 +265,9 @@ impl Effects {
                 if fs.stat(&to)?.is_none() {
                     write_atomic(fs, &to, &bytes, &env.names, env.durability)?;
                 }
+            }
+            Effect::Return { claim, maildir, name, bytes } => {
+                self.put_back(env, &claim, &maildir, &name, &bytes)?
             }
             Effect::Requeue { from, to, reason_from, reason_to } => {
                 if !env.layout.is_contained(fs, &from) || !env.layout.is_contained(fs, &reason_to) {
@@ -309,17 +315,109 @@ impl Effects {
         Ok(())
     }
 
+    /// Moves `from` to `to`, a name chosen free when the move was journaled, never over what is
+    /// there. A file already at `to` that is `from` itself (the same inode: the move happened
+    /// before a crash that kept the source's entry too, only the destination's fsync done) means
+    /// the move is finished by removing `from`; failing there would stop every restart. Anything
+    /// else at `to` was put there by someone else (a hard link to a file outside the root, say):
+    /// it is moved aside (`<name>.displaced-<time>`, never opened) and the move made, so the
+    /// file is neither lost nor ever written through. True when this call moved the file.
+    fn move_in(&mut self, env: &Env, from: &Path, to: &Path) -> Result<bool, EngineError> {
+        let fs = env.fs();
+        for attempt in 0.. {
+            match fs.rename_noreplace(from, to) {
+                Ok(()) => {
+                    self.touch_src(from);
+                    self.touch_dir(to);
+                    return Ok(true);
+                }
+                Err(e) if e.is_not_found() => return Ok(false),
+                Err(e) if e.is_already_exists() && attempt < 3 => {
+                    let (src, dst) = (fs.stat(from)?, fs.stat(to)?);
+                    match (src, dst) {
+                        (None, _) => return Ok(false),
+                        (Some(s), Some(d)) if s.ino == d.ino => {
+                            match fs.remove_file(from) {
+                                Ok(()) => self.touch_src(from),
+                                Err(e) if e.is_not_found() => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                            return Ok(false);
+                        }
+                        (Some(_), Some(d)) => {
+                            let aside = displaced_name(to, env.now(), attempt);
+                            match fs.rename_noreplace(to, &aside) {
+                                Ok(()) => {
+                                    tracing::warn!(path = %env.rel(to), kind = %d.kind, moved_to = %env.rel(&aside),
+                                        "a file someone else put at a name the broker was moving a file to: moved aside, never opened");
+                                    self.touch_dir(&aside);
+                                }
+                                Err(e) if e.is_not_found() || e.is_already_exists() => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                        // Gone meanwhile: try again.
+                        (Some(_), None) => {}
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn put_back(
+        &mut self,
+        env: &Env,
+        claim: &Path,
+        maildir: &Maildir,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(), EngineError> {
+        let fs = env.fs();
+        let queued = maildir.new_dir().join(name);
+        // A link on either path is refused (the broker moves it aside and rebuilds: `crate::repair`).
+        env.layout.guard(fs, claim)?;
+        env.layout.guard_maildir(fs, maildir)?;
+        match fs.rename_noreplace(claim, &queued) {
+            Ok(()) => {
+                self.touch_dir(&queued);
+                self.touch_src(claim);
+            }
+            // The agent removed its copy: the queued file is written again.
+            Err(e) if e.is_not_found() => match deliver(fs, maildir, name, bytes, Durability::Never) {
+                Ok(p) => self.touch_dir(&p),
+                Err(e) if e.is_already_exists() => {}
+                Err(e) => return Err(e.into()),
+            },
+            // Already back (a crash after the rename, before the journal knew): drop the copy.
+            Err(e) if e.is_already_exists() => match fs.remove_file(claim) {
+                Ok(()) => self.touch_src(claim),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
     fn post(&mut self, env: &Env, agent: &str, post: Post) -> Result<(), EngineError> {
         let md = env.layout.mailbox(agent);
         if !md.exists(env.fs()) || !env.layout.maildir_contained(env.fs(), &md) {
             return Ok(());
         }
-        let (kind, bytes) = match &post {
-            Post::Notice(n) => ("notice", json_pretty(n)),
-            Post::Mail(m) => ("mail", json_pretty(m)),
+        let (kind, bytes, read) = match &post {
+            Post::Notice(n) => ("notice", json_pretty(n), false),
+            Post::Mail { mail, read } => ("mail", json_pretty(mail), *read),
         };
         let name = env.names.next(kind);
-        match deliver(env.fs(), &md, &name, &bytes, Durability::Never) {
+        let posted = if read {
+            md.create(env.fs(), true)
+                .and_then(|()| deliver_read(env.fs(), &md, &name, &bytes, Durability::Never))
+        } else {
+            deliver(env.fs(), &md, &name, &bytes, Durability::Never)
+        };
+        match posted {
             Ok(p) => self.touch_dir(&p),
             // The mailbox is the agent's: one it made unwritable misses the post, nothing else.
             Err(e) if e.is_permission_denied() => env.warn_once(&md.root, "cannot post into a mailbox", &e),
@@ -327,6 +425,16 @@ impl Effects {
         }
         Ok(())
     }
+}
+
+/// Where a file found at `to` is moved aside: `<to>.displaced-<time>`, `-<n>` after a first try.
+fn displaced_name(to: &Path, now: protocol::Timestamp, attempt: u32) -> PathBuf {
+    let mut p = to.as_os_str().to_owned();
+    p.push(format!(".displaced-{}", now.compact()));
+    if attempt > 0 {
+        p.push(format!("-{}", attempt + 1));
+    }
+    PathBuf::from(p)
 }
 
 /// Writes `<quarantined>.error.json`, durably, unless it exists: a reason written before a

@@ -93,17 +93,7 @@ impl Env {
 
     /// Every agent with a mailbox, sorted.
     pub fn agents(&self) -> Result<Vec<String>, FsError> {
-        let mut out = Vec::new();
-        for e in self.fs.list(&self.layout.mailboxes_dir())? {
-            if e.kind == FileKind::Dir
-                && let Some(n) = e.name_str()
-                && names::validate_agent(n).is_ok()
-            {
-                out.push(n.to_string());
-            }
-        }
-        out.sort();
-        Ok(out)
+        crate::agents::registered(self.fs(), &self.layout)
     }
 
     /// Every directory under `mailboxes/`, with its name shown safely and whether that name is

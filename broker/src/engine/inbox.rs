@@ -79,7 +79,7 @@ fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
             reject_file(tx, &from, &shown, None, Refusal::rejected("", "file name is not UTF-8"));
             continue;
         };
-        let seen_before = tx.state().consumed(&name).map(str::to_string);
+        let seen_before = tx.state().consumed(&name).map(|d| d.into_owned());
         if recovering && let Some(dest) = seen_before {
             finish_consumed(tx, from, &name, &dest);
             continue;
@@ -97,7 +97,12 @@ fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
             Ok(b) => b,
             Err(e) if e.is_not_found() => continue,
             Err(e @ (FsError::NotRegular { .. } | FsError::TooLarge { .. })) => {
-                let r = Refusal::rejected("", strip_path(&e.to_string(), &from));
+                let mut r = Refusal::rejected("", strip_path(&e.to_string(), &from));
+                if matches!(e, FsError::TooLarge { .. })
+                    && let Some(id) = task_id_in_head(tx, &from)
+                {
+                    r = r.task(&id);
+                }
                 reject_file(tx, &from, &name, None, r);
                 continue;
             }
@@ -158,7 +163,17 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
         Message::Release { agent, claim } => finish(tx, agent, claim, name, Event::Release),
         Message::Cancel { task_id } => operator::cancel(tx, task_id, name),
         Message::Retry { task_id } => operator::retry(tx, task_id, name),
-        Message::Send { from, to, subject, body } => mail::send(tx, from, to, subject.as_deref(), body, name),
+        Message::Send { from, to, subject, body } => {
+            let letter = mail::Letter {
+                from: from.clone(),
+                to: to.clone(),
+                subject: subject.clone(),
+                body: body.clone(),
+                sent_at: None,
+                read: false,
+            };
+            mail::send(tx, letter, name)
+        }
         Message::Requeue { name: entry } => quarantine::requeue(tx, entry, name),
     }
 }
@@ -187,4 +202,16 @@ pub(crate) fn unreadable(e: &runtime_layout::FsError, path: &Path) -> Refusal {
 /// An I/O error's text without the path it names (the quarantine reason names the file already).
 pub(crate) fn strip_path(msg: &str, path: &Path) -> String {
     msg.replace(&format!("{}: ", path.display()), "")
+}
+
+/// The `task_id` a message too large to read names among its first bytes, if it does, so that
+/// its refusal is tied to the task (its reason file, its notice, `trace`). Only a prefix is read.
+fn task_id_in_head(tx: &Tx, path: &Path) -> Option<String> {
+    let head = tx.env.fs().read_at(path, 0, 4096).ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let at = text.find("\"task_id\"")? + "\"task_id\"".len();
+    let rest = text[at..].trim_start().strip_prefix(':')?.trim_start();
+    let id = serde_json::Deserializer::from_str(rest).into_iter::<String>().next()?.ok()?;
+    protocol::task::validate_task_id(&id).ok()?;
+    Some(id)
 }

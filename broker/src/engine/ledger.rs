@@ -9,6 +9,7 @@ use super::stats::Histogram;
 use crate::journal::{self, Entry, Journal, JournalError, Record};
 use crate::state::State;
 use protocol::Timestamp;
+use runtime_layout::Fs;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -18,6 +19,8 @@ const EVENT_BACKLOG: usize = 4096;
 
 pub(crate) struct Ledger {
     journal: Journal,
+    /// The filesystem the journal's segments are created on (at their first commit).
+    fs: Arc<dyn Fs>,
     state: State,
     /// Records pushed since the engine opened.
     records: usize,
@@ -72,6 +75,7 @@ impl Ledger {
         );
         Ok(Self {
             journal,
+            fs: env.fs.clone(),
             state,
             records: 0,
             tasks_changed: true,
@@ -88,6 +92,11 @@ impl Ledger {
     /// The sequence number the next record will get.
     pub fn next_seq(&self) -> u64 {
         self.journal.next_seq()
+    }
+
+    /// Bytes of records written to the journal since the engine opened.
+    pub fn journal_written(&self) -> u64 {
+        self.journal.written()
     }
 
     /// Records pushed since the engine opened.
@@ -116,7 +125,7 @@ impl Ledger {
     /// Makes every pushed record durable, then publishes them to subscribers.
     pub fn commit(&mut self) -> Result<(), JournalError> {
         let started = self.journal.has_pending().then(std::time::Instant::now);
-        self.journal.commit()?;
+        self.journal.commit(self.fs.as_ref())?;
         if let Some(t) = started {
             self.commits.observe(t.elapsed());
         }
@@ -137,20 +146,24 @@ impl Ledger {
         self.events.subscribe()
     }
 
-    /// Whether enough records have accumulated for a snapshot.
+    /// Whether enough records, or bytes of records, have accumulated for a snapshot.
     pub fn compaction_due(&self, env: &Env) -> bool {
-        self.journal.records_since_snapshot() >= env.cfg.broker.compact_after_records
+        let b = &env.cfg.broker;
+        self.journal.records_since_snapshot() >= b.compact_after_records
+            || self.journal.bytes_since_snapshot() >= b.compact_after_bytes
     }
 
-    /// Writes a snapshot and archives the segments it covers. Call only with every effect carried
-    /// out and the directories it touched fsynced (after a commit and `Effects::sync_touched`).
+    /// Writes a snapshot (streamed from the state, never a copy of it) and archives the segments
+    /// it covers. Call only with every effect carried out and the directories it touched fsynced
+    /// (after a commit and `Effects::sync_touched`).
     pub fn compact(&mut self, env: &Env) -> Result<(), EngineError> {
-        let snap = self.state.snapshot(self.journal.next_seq() - 1);
-        self.journal.compact(env.fs(), &snap, &env.names)?;
+        let seq = self.journal.next_seq() - 1;
+        let state = &self.state;
+        self.journal.compact_with(env.fs(), seq, &env.names, |w| state.write_snapshot(seq, w))?;
         // Journaled, so that replay forgets exactly what live operation forgets.
-        self.push(env.now(), Entry::Snapshot { through: snap.seq });
+        self.push(env.now(), Entry::Snapshot { through: seq });
         self.commit()?;
-        tracing::info!(seq = snap.seq, live = snap.live.len(), "journal compacted");
+        tracing::info!(seq, live = self.state.live_count(), "journal compacted");
         Ok(())
     }
 }

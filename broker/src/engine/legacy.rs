@@ -6,6 +6,7 @@
 
 use super::admission::{Admission, admit, identity};
 use super::inbox::handle;
+use super::mail::{Letter, send};
 use super::quarantine::{Refusal, reject_part};
 use super::tx::Tx;
 use crate::state::fnv64;
@@ -69,8 +70,21 @@ pub(crate) fn consume(tx: &mut Tx, name: &str, bytes: &[u8]) -> Result<(), Legac
         let dir_agent = rest.split('+').next().unwrap_or_default();
         default_recipient(&mut value, dir_agent);
         let mail = legacy::normalise_mail(&value, now).map_err(|e| (e.into(), None))?;
-        let msg = Message::Send { from: mail.from, to: mail.to, subject: mail.subject, body: mail.body };
-        return handle(tx, &msg, name).map_err(|r| (r, Some(Box::new(msg))));
+        let msg = Message::Send {
+            from: mail.from.clone(),
+            to: mail.to.clone(),
+            subject: mail.subject.clone(),
+            body: mail.body.clone(),
+        };
+        let letter = Letter {
+            from: mail.from,
+            to: mail.to,
+            subject: mail.subject,
+            body: mail.body,
+            sent_at: mail.sent_at,
+            read: mail.read,
+        };
+        return send(tx, letter, name).map_err(|r| (r, Some(Box::new(msg))));
     }
     // A message written by a script that knows the protocol: strict, like the inbox.
     if value.get("kind").and_then(Value::as_str).is_some_and(|k| k != "submit") {

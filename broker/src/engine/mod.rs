@@ -16,12 +16,14 @@
 //! channel](commands), answered between passes by [`Engine::serve`].
 
 pub(crate) mod admission;
+pub(crate) mod aging;
 pub(crate) mod audit;
 pub(crate) mod board_edits;
 pub(crate) mod boards;
 pub(crate) mod claims;
 pub mod cluster;
 pub mod commands;
+pub(crate) mod dependencies;
 pub(crate) mod dispatch;
 pub(crate) mod drops;
 pub(crate) mod effects;
@@ -33,8 +35,10 @@ pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
 pub(crate) mod positions;
+pub(crate) mod presence;
 pub(crate) mod quarantine;
 pub(crate) mod recovery;
+pub mod retention;
 pub(crate) mod stats;
 pub(crate) mod tx;
 pub(crate) mod window;
@@ -44,14 +48,14 @@ use crate::import::{ImportFile, ImportOptions, ImportReport};
 use crate::journal::{JournalError, Place};
 use crate::state::{Live, State};
 use boards::BoardWriter;
-use commands::{
-    AgentView, BulkVerdict, Command, QueueView, Refused, RetryScope, Subscription, TaskView, Verdict, View,
-};
+use commands::{BulkVerdict, Command, QueueView, Refused, RetryScope, Subscription, TaskView, Verdict, View};
 use drops::DropWatcher;
 use effects::{Answer, Effect, Effects};
 use env::Env;
 use ledger::Ledger;
+use presence::PresenceBoard;
 use quarantine::Refusal;
+use retention::{KeptNow, Retention};
 use runtime_layout::{Clock, Fs, FsError, Layout};
 use stats::{Histogram, Stats};
 use std::collections::BTreeMap;
@@ -90,19 +94,24 @@ pub struct StepReport {
     pub messages: usize,
     pub records: usize,
     pub more: bool,
+    /// Retention has work left (an archived segment to compress): come back soon, not a tick later.
+    pub housekeeping: bool,
 }
 
 pub struct Engine {
     core: Core,
     boards: BoardWriter,
+    presence: PresenceBoard,
     drops: DropWatcher,
     leases: leases::LeaseWatch,
+    aging: aging::Aging,
     audit: audit::QueueAudit,
     inbox: inbox::Inbox,
     /// How long passes take, and what the inbox held (counted for metrics, nothing more).
     passes: Histogram,
     messages: u64,
     inbox_waiting: u64,
+    retention: Retention,
 }
 
 impl Engine {
@@ -131,13 +140,16 @@ impl Engine {
         Ok(Self {
             core,
             boards,
+            presence: PresenceBoard::default(),
             drops: DropWatcher::default(),
             leases: Default::default(),
+            aging: Default::default(),
             audit: Default::default(),
             inbox: inbox::Inbox::new(),
             passes: Histogram::default(),
             messages: 0,
             inbox_waiting: 0,
+            retention: Retention::new(),
         })
     }
 
@@ -157,6 +169,11 @@ impl Engine {
     /// The state, read-only (tests, views).
     pub fn state(&self) -> &State {
         self.core.ledger.state()
+    }
+
+    /// Every registered agent: capabilities, claims, last seen and state.
+    pub fn agents(&self) -> Result<Vec<crate::agents::AgentStatus>, EngineError> {
+        presence::statuses(&self.core.env, self.state())
     }
 
     /// A task's current record, for tests and `trace`.
@@ -182,6 +199,7 @@ impl Engine {
     pub fn step(&mut self) -> Result<StepReport, EngineError> {
         let started = std::time::Instant::now();
         let start = self.core.ledger.records();
+        let journal_before = self.core.ledger.journal_written();
         self.drops.take(&mut self.core.tx())?;
         if self.core.env.cfg.ingest.absorb_board_edits {
             for (board, mark) in self.boards.settled_edits(&self.core.env)? {
@@ -201,14 +219,20 @@ impl Engine {
             self.audit.run_if_due(&mut self.core.tx())?;
         }
         dispatch::ready(&mut self.core.tx());
+        self.aging.run_if_due(&mut self.core.tx())?;
         self.core.tx().commit()?;
         if self.core.ledger.compaction_due(&self.core.env) {
             // The snapshot forgets what recovery needs to redo the moves it covers: make them
             // durable first.
             self.core.effects.sync_touched(&self.core.env)?;
             self.core.ledger.compact(&self.core.env)?;
+            self.retention.archive_changed();
         }
         self.write_boards(false)?;
+        // Kept messages and archived history within their limits, a bounded amount per pass.
+        let arrived = self.core.effects.take_kept();
+        let grew = self.core.ledger.journal_written() - journal_before;
+        self.retention.work(&self.core.env, arrived, grew);
         self.passes.observe(started.elapsed());
         self.messages += batch.messages as u64;
         self.inbox_waiting = batch.waiting as u64;
@@ -216,6 +240,7 @@ impl Engine {
             messages: batch.messages,
             records: self.core.ledger.records() - start,
             more: batch.more,
+            housekeeping: self.retention.pending(&self.core.env),
         })
     }
 
@@ -364,7 +389,7 @@ impl Engine {
                     }
                 }
             };
-            TaskView { task: task.clone(), place: place.clone(), pool }
+            TaskView::new(task.clone(), place.clone(), pool)
         };
         let mut tasks: Vec<TaskView> = state.lives().map(|l| view(&l.task, &l.place)).collect();
         tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
@@ -377,33 +402,21 @@ impl Engine {
         let state = self.state();
         let tasks = self.view_tasks();
         let mut queues: BTreeMap<String, usize> = BTreeMap::new();
-        let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for a in self.core.env.agents().unwrap_or_default() {
-            agents.entry(a).or_default();
-        }
         for l in state.lives() {
-            match &l.place {
-                Place::Queued { dir, .. } | Place::Waiting { dir, .. } => {
-                    *queues.entry(dir.clone()).or_default() += 1
-                }
-                Place::Held { agent, name, .. } => {
-                    agents.entry(agent.clone()).or_default().push(name.clone())
-                }
-                _ => {}
+            if let Place::Queued { dir, .. } | Place::Waiting { dir, .. } = &l.place {
+                *queues.entry(dir.clone()).or_default() += 1;
             }
         }
+        let agents = self.agents().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the agents cannot be listed for a snapshot");
+            Vec::new()
+        });
         View {
             next_seq: self.core.ledger.next_seq(),
             finished: state.finished_count(),
             tasks,
             queues: queues.into_iter().map(|(dir, queued)| QueueView { dir, queued }).collect(),
-            agents: agents
-                .into_iter()
-                .map(|(name, mut held)| {
-                    held.sort();
-                    AgentView { name, held }
-                })
-                .collect(),
+            agents,
         }
     }
 
@@ -422,7 +435,8 @@ impl Engine {
         Ok(report)
     }
 
-    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`).
+    /// Rewrites the boards from state when they changed (at most every 200 ms unless `force`),
+    /// and the presence board when it changed (looked at once a second unless `force`).
     pub fn write_boards(&mut self, force: bool) -> Result<(), EngineError> {
         let durable = self.core.env.durability == runtime_layout::Durability::Always;
         self.write_boards_as(force, durable)
@@ -432,28 +446,21 @@ impl Engine {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)
+        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)?;
+        self.presence.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 
-    /// Removes processed messages older than the retention from `broker/inbox/cur/`.
-    pub fn prune_inbox(&mut self) -> Result<(), EngineError> {
-        let env = &self.core.env;
-        let cur = env.layout.broker_inbox().cur();
-        let now = env.now();
-        for e in env.fs().list(&cur)? {
-            let p = cur.join(&e.name);
-            if let Some(m) = env.fs().stat(&p)?
-                && m.mtime.plus_secs(env.cfg.broker.inbox_retention_secs) < now
-            {
-                env.fs().remove_file(&p)?;
-            }
-        }
-        Ok(())
+    /// What the broker keeps for operators, as far as its retention knows (kept messages and
+    /// archived segments); [`crate::footprint::measure`] counts every area from the disk.
+    pub fn kept(&self) -> KeptNow {
+        self.retention.kept_now()
     }
 
     /// Flushes everything (on shutdown), and leaves the marks of the boards as written so that
-    /// edits made while the broker is stopped are absorbed at the next start.
+    /// edits made while the broker is stopped are absorbed at the next start. A compression in
+    /// progress is given up (its plain segment stays, and is compressed after the next start).
     pub fn flush(&mut self) -> Result<(), EngineError> {
+        self.retention.stop(self.core.env.fs());
         self.core.tx().commit()?;
         self.core.effects.sync_touched(&self.core.env)?;
         self.write_boards_as(true, true)?;

@@ -1,6 +1,6 @@
 //! Operator verbs: cancel (a queued file is removed, a held claim revoked with a notice) and
 //! retry (a FAILED, BLOCKED or CANCELLED task goes back to where it came from — its pool if it
-//! was claimed from one — and its BLOCKED dependents are looked at again).
+//! was claimed from one — and the dependents its failure BLOCKED are unblocked, transitively).
 
 use super::dispatch::{settle_dependents, try_dispatch};
 use super::effects::{Effect, Post};
@@ -88,6 +88,8 @@ pub(crate) fn retry(tx: &mut Tx, id: &str, msg: &str) -> Result<(), Refusal> {
     }
     tx.push(Entry::Retry { task_id: id.to_string(), task, place: Place::Backlog, msg: msg.to_string() });
     try_dispatch(tx, id);
+    // The tasks its failure blocked may wait for it again.
+    settle_dependents(tx, id);
     Ok(())
 }
 

@@ -4,7 +4,8 @@
 //! names the broker no longer knows.
 
 use super::EngineError;
-use super::claims::{observe, record_claim};
+use super::claims::{adopt, observe};
+use super::dispatch::gate;
 use super::effects::{Effect, task_bytes};
 use super::quarantine::{reason_path, stray};
 use super::tx::Tx;
@@ -66,6 +67,10 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
             Err(e) if e.is_permission_denied() => false,
             Err(e) => return Err(e.into()),
         };
+        // The set a gated file's tag stands for (written once, before the file: a no-op if there).
+        if let Some(set) = tx.state().live(&id).and_then(|l| gate(&l.task, &dir)) {
+            tx.effect(Effect::WriteCapabilities(set));
+        }
         if intact {
             continue;
         }
@@ -81,7 +86,8 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
         // that a file renamed in between is found in some cur/ rather than delivered a second
         // time under the same name to a second agent.
         if let Some(agent) = tx.env.holder_of(&name)? {
-            record_claim(tx, &id, &agent, &name);
+            // A claim the agent may not hold is put back and the file rewritten by `adopt`.
+            let _ = adopt(tx, &id, &agent, &name, true);
             continue;
         }
         let bytes = task_bytes(&tx.state().live(&id).expect("collected from the live tasks above").task);
@@ -99,9 +105,10 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
             tx.effect(Effect::Requeue { from, to, reason_from, reason_to });
         }
     }
-    // Files under names that are not current, in every new/ and cur/.
+    // Files under names that are not current, in every new/ and cur/, and in tmp/ the file a
+    // crash left there after priority aging took it out of its queue under its former name.
     for md in tx.env.all_maildirs()? {
-        for sub in [md.new_dir(), md.cur()] {
+        for sub in [md.new_dir(), md.cur(), md.tmp()] {
             if tx.env.fs().stat(&sub)?.is_none() {
                 continue;
             }
@@ -121,7 +128,7 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
                 let path = sub.join(&name);
                 if tx.state().retired_name(&name).is_some() {
                     tx.effect(Effect::Remove { path });
-                } else {
+                } else if sub != md.tmp() {
                     stray(
                         tx,
                         &path,

@@ -80,6 +80,7 @@ pub(crate) fn refill(tx: &mut Tx) {
 fn promote(tx: &mut Tx, dir: &str, name: String, id: String) {
     let Some(live) = tx.state().live(&id) else { return };
     let bytes = task_bytes(&live.task);
+    let caps = super::dispatch::gate(&live.task, dir);
     let maildir = tx.env.maildir(dir);
     tx.push(Entry::Promote {
         task_id: id,
@@ -87,6 +88,9 @@ fn promote(tx: &mut Tx, dir: &str, name: String, id: String) {
     });
     if let Err(e) = maildir.create(tx.env.fs(), false) {
         tracing::error!(error = %e, "cannot create the destination maildir");
+    }
+    if let Some(set) = caps {
+        tx.effect(Effect::WriteCapabilities(set));
     }
     tx.effect(Effect::Deliver { maildir, name, bytes });
 }

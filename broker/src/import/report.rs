@@ -1,6 +1,7 @@
 //! The import report: what happened to every input file (tasks accepted, already present,
-//! refused with why, duplicates merged, mail delivered, quarantined), with totals, as JSON for
-//! scripts (`--json`) and as text for people.
+//! refused with why, duplicates merged, merged into another file, mail delivered, quarantined),
+//! every agent the import created and why, with totals, as JSON for scripts (`--json`) and as
+//! text for people.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -23,6 +24,10 @@ pub struct FileReport {
     pub refused: Vec<Refused>,
     /// Other occurrences of an id accepted from this file, merged into it.
     pub merged: usize,
+    /// Tasks of this file whose copy in another file was kept (the more advanced one): that
+    /// file, and the ids. Their copy here is recorded in the kept task's history.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub merged_into: BTreeMap<String, Vec<String>>,
     pub normalisations: BTreeMap<String, usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -38,6 +43,28 @@ pub struct FileReport {
     pub quarantine_path: Option<String>,
 }
 
+impl FileReport {
+    /// Did nothing come of the file: no task (accepted, present, refused or merged into
+    /// another file's) and no mail?
+    pub fn is_empty(&self) -> bool {
+        self.accepted.is_empty()
+            && self.already.is_empty()
+            && self.refused.is_empty()
+            && self.merged_into.is_empty()
+            && self.mail.is_none()
+    }
+}
+
+/// An agent whose mailbox the import created (or, in a dry run, would create).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentCreated {
+    pub agent: String,
+    /// Why: `assignee of task `X``, `recipient of mail from `A``, ...
+    pub reason: String,
+    /// The file that needed it.
+    pub file: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Totals {
     pub files: usize,
@@ -45,7 +72,10 @@ pub struct Totals {
     pub tasks_already_present: usize,
     pub tasks_refused: usize,
     pub duplicates_merged: usize,
+    /// Files whose tasks (some or all) were merged into another file's copy.
+    pub files_merged_into_others: usize,
     pub mail: usize,
+    pub agents_created: usize,
     pub files_quarantined: usize,
     pub normalisations: BTreeMap<String, usize>,
     pub quarantined_by_reason: BTreeMap<String, usize>,
@@ -54,17 +84,23 @@ pub struct Totals {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ImportReport {
     pub files: Vec<FileReport>,
+    pub agents_created: Vec<AgentCreated>,
     pub totals: Totals,
 }
 
 impl ImportReport {
     pub(crate) fn total(&mut self) {
-        let mut t = Totals { files: self.files.len(), ..Default::default() };
+        let mut t = Totals {
+            files: self.files.len(),
+            agents_created: self.agents_created.len(),
+            ..Default::default()
+        };
         for f in &self.files {
             t.tasks_accepted += f.accepted.len();
             t.tasks_already_present += f.already.len();
             t.tasks_refused += f.refused.len();
             t.duplicates_merged += f.merged;
+            t.files_merged_into_others += usize::from(!f.merged_into.is_empty());
             t.mail += usize::from(f.mail.is_some());
             for (k, v) in &f.normalisations {
                 *t.normalisations.entry(k.clone()).or_default() += v;
@@ -104,6 +140,9 @@ impl ImportReport {
             if f.merged > 0 {
                 let _ = writeln!(s, "  duplicates merged: {}", f.merged);
             }
+            for (into, ids) in &f.merged_into {
+                let _ = writeln!(s, "  merged into {into}: {}", abbreviate(ids));
+            }
             for r in &f.refused {
                 let _ = writeln!(s, "  refused {}: {}", r.task_id.as_deref().unwrap_or("(no id)"), r.reason);
             }
@@ -121,17 +160,27 @@ impl ImportReport {
                 let _ = writeln!(s, "  skipped: {k}");
             }
         }
+        if !self.agents_created.is_empty() {
+            let verb = if dry_run { "would create" } else { "created" };
+            let _ = writeln!(s, "\nagents {verb}:");
+            for a in &self.agents_created {
+                let _ = writeln!(s, "  {}: {} ({})", a.agent, a.reason, a.file);
+            }
+        }
         let t = &self.totals;
         let _ = writeln!(
             s,
-            "\n{} files: {} tasks {}, {} already present, {} refused, {} duplicates merged, {} mail, {} files quarantined",
+            "\n{} files: {} tasks {}, {} already present, {} refused, {} duplicates merged ({} files merged into another), {} mail, {} agents {}, {} files quarantined",
             t.files,
             t.tasks_accepted,
             if dry_run { "would be accepted" } else { "accepted" },
             t.tasks_already_present,
             t.tasks_refused,
             t.duplicates_merged,
+            t.files_merged_into_others,
             t.mail,
+            t.agents_created,
+            if dry_run { "would be created" } else { "created" },
             t.files_quarantined
         );
         if !t.normalisations.is_empty() {

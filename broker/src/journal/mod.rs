@@ -4,23 +4,28 @@
 //!
 //! A record is appended (and, unless durability is `never`, fsynced) before any file it
 //! describes is moved, so the journal is always ahead of the tree and recovery can redo effects.
-//! Segments made obsolete by a snapshot move to `journal/archive/`, where `mailroom trace` still
-//! reads them.
+//! Segments made obsolete by a snapshot move to `journal/archive/`, where they are compressed and
+//! kept within the retention limits, and where `mailroom trace` still reads them.
 //!
 //! The parts: [`record`] (what a line holds), [`read`] (replay, torn tails, every segment for
-//! `trace`), and [`Journal`] here (numbering, group commit, compaction).
+//! `trace`), [`archive`] (compression and the retention rule of archived segments), and
+//! [`Journal`] here (numbering, group commit, compaction).
 
+pub mod archive;
+mod place;
 mod read;
 mod record;
 
-pub use read::{Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay};
+pub use read::{
+    Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay, segment_bytes,
+};
 pub use record::{
-    Admitted, BoardEdit, Entry, MailSent, Place, Record, Rejected, Report, Requeued, SnapTask, Snapshot,
-    TakenBack, Tomb, consumed_path,
+    Admitted, BoardEdit, Entry, MailSent, POOLS_DIR, Place, Record, RefusedClaim, Rejected, Report, Requeued,
+    SnapTask, Snapshot, TakenBack, Tomb, consumed_path,
 };
 
 use protocol::Timestamp;
-use runtime_layout::{AppendFile, Durability, Fs, FsError, NameSource, write_atomic};
+use runtime_layout::{AppendFile, Durability, FileKind, Fs, FsError, NameSource};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +41,9 @@ pub(crate) const MAX_SEGMENT_BYTES: u64 = 4 << 30;
 /// Appends records, with group commit.
 pub struct Journal {
     dir: PathBuf,
-    file: Box<dyn AppendFile>,
-    /// The segment being appended to.
+    /// Where the next commit's records go.
+    file: Segment,
+    /// The segment's path.
     path: PathBuf,
     /// Set by a failed append or fsync: the segment's tail is unknown (a partial write, or pages
     /// the kernel dropped after a failed fsync), so nothing more is written or acted upon.
@@ -45,21 +51,61 @@ pub struct Journal {
     buf: Vec<u8>,
     next_seq: u64,
     since_snapshot: u64,
+    /// Bytes of records appended since the last snapshot (or since the journal was opened).
+    bytes_since_snapshot: u64,
     durability: Durability,
+    /// Bytes of records appended since the journal was opened.
+    written: u64,
 }
 
-/// The segment of a read-only journal: refuses every write.
-struct NoAppend;
+/// The segment the next commit appends to.
+enum Segment {
+    /// Not created yet: the next commit with records creates it, exclusively.
+    Pending,
+    Open(Box<dyn AppendFile>),
+    /// A journal open read-only: every commit with records fails.
+    ReadOnly,
+}
 
-impl AppendFile for NoAppend {
-    fn append(&mut self, _bytes: &[u8]) -> Result<(), FsError> {
-        Err(FsError::io(
-            "append to",
-            Path::new("journal"),
-            std::io::Error::other("the journal is open read-only"),
-        ))
+/// A snapshot is appended to its temporary this many bytes at a time.
+const CHUNK: usize = 1 << 20;
+
+/// An `io::Write` over an [`AppendFile`] that appends a chunk at a time and keeps the first
+/// error (serde_json sees only an `io::Error`).
+struct Chunked {
+    file: Box<dyn AppendFile>,
+    buf: Vec<u8>,
+    failed: Option<FsError>,
+}
+
+impl Chunked {
+    fn flush_chunk(&mut self) {
+        if self.failed.is_none()
+            && !self.buf.is_empty()
+            && let Err(e) = self.file.append(&self.buf)
+        {
+            self.failed = Some(e);
+        }
+        self.buf.clear();
     }
-    fn sync(&mut self) -> Result<(), FsError> {
+}
+
+impl std::io::Write for Chunked {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(std::io::Error::other("snapshot write failed"));
+        }
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= CHUNK {
+            self.flush_chunk();
+            if self.failed.is_some() {
+                return Err(std::io::Error::other("snapshot write failed"));
+            }
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
 }
@@ -73,34 +119,23 @@ pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u
 }
 
 impl Journal {
-    /// Opens a fresh segment starting at `next_seq` (every start begins a new segment, so a torn
-    /// tail of an older one is never appended to).
+    /// A journal whose next record is `next_seq`. Every start begins a new segment, so a torn
+    /// tail of an older one is never appended to; the segment is created by the first commit
+    /// that has records for it (a start or an import that records nothing leaves no empty
+    /// segment behind).
     pub fn open(fs: &dyn Fs, dir: &Path, next_seq: u64, durability: Durability) -> Result<Self, FsError> {
         fs.create_dir_all(&dir.join("archive"))?;
-        let path = dir.join(segment_name(next_seq));
-        // A segment named for `next_seq` can exist only if none of its records was complete: a
-        // crash tore its first append. Appending after those bytes would glue them to the next
-        // record and make the segment corrupt in the middle, so start it afresh.
-        // An empty one is what a broker (or an import) that wrote nothing leaves: nothing to say.
-        if let Some(m) = fs.stat(&path)? {
-            if m.len > 0 {
-                tracing::warn!(segment = %path.display(), "replaced a segment holding only a torn record");
-            }
-            fs.remove_file(&path)?;
-        }
-        let file = fs.open_append(&path)?;
-        if durability.sync_files() {
-            fs.sync_dir(dir)?;
-        }
         Ok(Self {
             dir: dir.to_path_buf(),
-            file,
-            path,
+            file: Segment::Pending,
+            path: dir.join(segment_name(next_seq)),
             broken: None,
             buf: Vec::new(),
             next_seq,
             since_snapshot: 0,
+            bytes_since_snapshot: 0,
             durability,
+            written: 0,
         })
     }
 
@@ -109,13 +144,43 @@ impl Journal {
     pub fn read_only(dir: &Path, next_seq: u64) -> Self {
         Self {
             dir: dir.to_path_buf(),
-            file: Box::new(NoAppend),
+            file: Segment::ReadOnly,
             path: dir.join(segment_name(next_seq)),
             broken: None,
             buf: Vec::new(),
             next_seq,
             since_snapshot: 0,
+            bytes_since_snapshot: 0,
             durability: Durability::Never,
+            written: 0,
+        }
+    }
+
+    /// Creates the segment, exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`): whatever already has
+    /// its name (the torn first record of a crashed start, or a file planted there, such as a
+    /// hard link to a file outside the root) is never appended to; it is moved aside, intact.
+    fn create_segment(&self, fs: &dyn Fs) -> Result<Box<dyn AppendFile>, FsError> {
+        match fs.create_append(&self.path) {
+            // An empty file is what an earlier version left when it started and recorded
+            // nothing: nothing to keep, nothing to say (removing a name never touches its target).
+            Err(e)
+                if e.is_already_exists()
+                    && fs.stat(&self.path)?.is_some_and(|m| m.kind == FileKind::File && m.len == 0) =>
+            {
+                fs.remove_file(&self.path)?;
+                fs.create_append(&self.path)
+            }
+            Err(e) if e.is_already_exists() => {
+                let name =
+                    self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let aside = self.dir.join(format!("{name}.displaced-{}", runtime_layout::now().compact()));
+                fs.rename_noreplace(&self.path, &aside)?;
+                tracing::warn!(segment = %self.path.display(), moved_to = %aside.display(),
+                    "a file already had the name of the new journal segment (a torn record left by a \
+                     crash, or planted): moved aside, never appended to");
+                fs.create_append(&self.path)
+            }
+            other => other,
         }
     }
 
@@ -141,7 +206,7 @@ impl Journal {
     /// Writes the buffered records and makes them durable. An error here is fatal to the broker,
     /// and final: every later commit fails too (never retry an fsync; never act on records whose
     /// durability is unknown).
-    pub fn commit(&mut self) -> Result<(), FsError> {
+    pub fn commit(&mut self, fs: &dyn Fs) -> Result<(), FsError> {
         if let Some(why) = &self.broken {
             return Err(FsError::io(
                 "append to",
@@ -152,47 +217,106 @@ impl Journal {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let written = self
-            .file
-            .append(&self.buf)
-            .and_then(|()| if self.durability.sync_files() { self.file.sync() } else { Ok(()) });
-        if let Err(e) = written {
+        if let Err(e) = self.write(fs) {
             self.broken = Some(e.to_string());
             return Err(e);
         }
+        self.written += self.buf.len() as u64;
+        self.bytes_since_snapshot += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
+    }
+
+    fn write(&mut self, fs: &dyn Fs) -> Result<(), FsError> {
+        let created = match self.file {
+            Segment::Open(_) => false,
+            Segment::Pending => {
+                self.file = Segment::Open(self.create_segment(fs)?);
+                true
+            }
+            Segment::ReadOnly => {
+                let why = std::io::Error::other("the journal is open read-only");
+                return Err(FsError::io("append to", &self.path, why));
+            }
+        };
+        let Segment::Open(file) = &mut self.file else { unreachable!("opened above") };
+        file.append(&self.buf)?;
+        if self.durability.sync_files() {
+            file.sync()?;
+            if created {
+                // The records are durable once the segment's own entry is.
+                fs.sync_dir(&self.dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of records appended since the journal was opened.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     pub fn records_since_snapshot(&self) -> u64 {
         self.since_snapshot
     }
 
+    /// Bytes of records appended since the last snapshot (or since the journal was opened).
+    pub fn bytes_since_snapshot(&self) -> u64 {
+        self.bytes_since_snapshot
+    }
+
     /// Writes `snap` (which must cover every record before `next_seq`), starts a new segment and
     /// moves the segments the snapshot covers into `archive/`.
     pub fn compact(&mut self, fs: &dyn Fs, snap: &Snapshot, names: &NameSource) -> Result<(), FsError> {
-        self.commit()?;
-        debug_assert_eq!(snap.seq + 1, self.next_seq);
-        let bytes = serde_json::to_vec(snap).expect("snapshot serialises");
-        write_atomic(
-            fs,
-            &self.dir.join(format!("snapshot-{:016}.json", snap.seq)),
-            &bytes,
-            names,
-            self.durability,
-        )?;
-        let new_path = self.dir.join(segment_name(self.next_seq));
-        self.file = fs.open_append(&new_path)?;
-        self.path = new_path;
+        self.compact_with(fs, snap.seq, names, |w| serde_json::to_writer(w, snap))
+    }
+
+    /// [`Journal::compact`] with the snapshot of everything up to `seq` written by `write`, which
+    /// streams its JSON: it goes to a temporary a mebibyte at a time (never whole in memory),
+    /// which is fsynced and renamed into place, as `write_atomic` does.
+    pub fn compact_with(
+        &mut self,
+        fs: &dyn Fs,
+        seq: u64,
+        names: &NameSource,
+        write: impl FnOnce(&mut dyn std::io::Write) -> serde_json::Result<()>,
+    ) -> Result<(), FsError> {
+        self.commit(fs)?;
+        debug_assert_eq!(seq + 1, self.next_seq);
+        let name = format!("snapshot-{seq:016}.json");
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", names.tmp_suffix()));
+        if fs.stat(&tmp)?.is_some() {
+            fs.remove_file(&tmp)?;
+        }
+        let mut out = Chunked { file: fs.create_append(&tmp)?, buf: Vec::with_capacity(CHUNK), failed: None };
+        let written = write(&mut out);
+        out.flush_chunk();
+        let flushed = match (out.failed.take(), written) {
+            (Some(e), _) => Err(e),
+            (None, Err(e)) => Err(FsError::io("write", &tmp, std::io::Error::other(e))),
+            (None, Ok(())) if self.durability.sync_files() => out.file.sync(),
+            (None, Ok(())) => Ok(()),
+        };
+        if let Err(e) = flushed.and_then(|()| fs.rename(&tmp, &self.dir.join(&name))) {
+            let _ = fs.remove_file(&tmp);
+            return Err(e);
+        }
+        if self.durability.sync_files() {
+            fs.sync_dir(&self.dir)?;
+        }
+        // The next segment is created by the next commit; the current one is archived below.
+        self.file = Segment::Pending;
+        self.path = self.dir.join(segment_name(self.next_seq));
         self.since_snapshot = 0;
+        self.bytes_since_snapshot = 0;
         for e in fs.list(&self.dir)? {
             let Some(name) = e.name_str() else { continue };
             if let Some(first) = parse_numbered(name, "segment-", ".jsonl") {
                 if first < self.next_seq {
                     fs.rename(&self.dir.join(name), &self.dir.join("archive").join(name))?;
                 }
-            } else if let Some(seq) = parse_numbered(name, "snapshot-", ".json")
-                && seq < snap.seq
+            } else if let Some(n) = parse_numbered(name, "snapshot-", ".json")
+                && n < seq
             {
                 fs.remove_file(&self.dir.join(name))?;
             }
@@ -223,7 +347,7 @@ mod tests {
         for i in 0..3 {
             j.push(Timestamp::from_micros(i), stray(&format!("t{i}")));
         }
-        j.commit().unwrap();
+        j.commit(&RealFs).unwrap();
         // A torn append: half a line at the end.
         std::fs::OpenOptions::new()
             .append(true)
@@ -241,7 +365,7 @@ mod tests {
         assert_eq!(load(&RealFs, d.path()).unwrap().records.len(), 3);
         let mut j = Journal::open(&RealFs, d.path(), 4, Durability::Batch).unwrap();
         j.push(Timestamp::from_micros(9), stray("d"));
-        j.commit().unwrap();
+        j.commit(&RealFs).unwrap();
         assert_eq!(load(&RealFs, d.path()).unwrap().records.len(), 4);
     }
 
@@ -277,7 +401,7 @@ mod tests {
         j.push(Timestamp::from_micros(0), stray("b"));
         j.compact(&RealFs, &Snapshot { seq: 2, ..Default::default() }, &names).unwrap();
         j.push(Timestamp::from_micros(0), stray("c"));
-        j.commit().unwrap();
+        j.commit(&RealFs).unwrap();
         std::fs::write(d.path().join(format!("snapshot-{:016}.json", 2)), b"{\"seq\": 2, \"live\": [")
             .unwrap();
         let l = load(&RealFs, d.path()).unwrap();
@@ -296,11 +420,92 @@ mod tests {
         let snap = Snapshot { seq: 2, ..Default::default() };
         j.compact(&RealFs, &snap, &names).unwrap();
         j.push(Timestamp::from_micros(0), stray("c"));
-        j.commit().unwrap();
+        j.commit(&RealFs).unwrap();
         let l = load(&RealFs, d.path()).unwrap();
         assert_eq!(l.snapshot.unwrap().seq, 2);
         assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
         assert_eq!(all_segments(&RealFs, d.path()).unwrap().len(), 2);
         assert!(d.path().join("archive").join(segment_name(1)).exists());
+    }
+
+    #[test]
+    fn a_segment_is_created_at_the_first_commit_and_only_then() {
+        let d = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap();
+        j.commit(&RealFs).unwrap();
+        assert!(all_segments(&RealFs, d.path()).unwrap().is_empty(), "nothing recorded, no segment");
+        j.push(Timestamp::from_micros(0), stray("a"));
+        j.commit(&RealFs).unwrap();
+        assert_eq!(all_segments(&RealFs, d.path()).unwrap(), [d.path().join(segment_name(1))]);
+        let mut ro = Journal::read_only(d.path(), 2);
+        ro.commit(&RealFs).unwrap();
+        ro.push(Timestamp::from_micros(0), stray("b"));
+        assert!(ro.commit(&RealFs).is_err(), "a read-only journal refuses records");
+    }
+
+    /// A hard link to a file outside the journal (or a symlink), planted at the name of the next
+    /// segment, is moved aside untouched; the records go into a segment of the journal's own.
+    #[test]
+    fn a_file_planted_at_the_next_segment_name_is_never_appended_to() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let (dir, outside) = (d.path().join("journal"), d.path().join("outside"));
+        std::fs::create_dir_all(&outside).unwrap();
+        let bait = outside.join("bait");
+        std::fs::write(&bait, b"someone else's").unwrap();
+        let mut j = Journal::open(&RealFs, &dir, 1, Durability::Batch).unwrap();
+        std::fs::hard_link(&bait, dir.join(segment_name(1))).unwrap();
+        j.push(Timestamp::from_micros(0), stray("a"));
+        j.commit(&RealFs).unwrap();
+        let snap = Snapshot { seq: 1, ..Default::default() };
+        std::os::unix::fs::symlink(&bait, dir.join(segment_name(2))).unwrap();
+        j.compact(&RealFs, &snap, &NameSource::new()).unwrap();
+        j.push(Timestamp::from_micros(0), stray("b"));
+        j.commit(&RealFs).unwrap();
+        assert_eq!(std::fs::read(&bait).unwrap(), b"someone else's");
+        assert_eq!(std::fs::metadata(&bait).unwrap().nlink(), 2, "the link was moved, not removed");
+        let l = load(&RealFs, &dir).unwrap();
+        assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+        let displaced = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains(".displaced-"));
+        assert_eq!(displaced.count(), 2);
+    }
+
+    #[test]
+    fn trace_reads_compressed_and_plain_segments_alike_each_once() {
+        let d = tempfile::tempdir().unwrap();
+        let names = NameSource::new();
+        let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap();
+        j.push(Timestamp::from_micros(0), stray("a"));
+        j.push(Timestamp::from_micros(0), stray("b"));
+        j.compact(&RealFs, &Snapshot { seq: 2, ..Default::default() }, &names).unwrap();
+        j.push(Timestamp::from_micros(0), stray("c"));
+        j.commit(&RealFs).unwrap();
+        let plain = d.path().join("archive").join(segment_name(1));
+        let mut c = archive::Compressor::start(&RealFs, &plain, true).unwrap();
+        assert!(matches!(c.step(&RealFs, 1 << 20).unwrap(), archive::Progress::Done { .. }));
+        assert!(
+            !plain.exists()
+                && d.path().join("archive").join(archive::compressed_name(&segment_name(1))).exists()
+        );
+        let seqs = |d: &Path| {
+            let mut out = Vec::new();
+            for s in all_segments(&RealFs, d).unwrap() {
+                read_segment(&RealFs, &s, |r, _, _| out.push(r.seq), &mut Notes::default()).unwrap();
+            }
+            out
+        };
+        assert_eq!(seqs(d.path()), vec![1, 2, 3]);
+        // A crash between the rename and the removal leaves both forms: read once.
+        std::fs::write(&plain, segment_bytes(&RealFs, &all_segments(&RealFs, d.path()).unwrap()[0]).unwrap())
+            .unwrap();
+        assert_eq!(seqs(d.path()), vec![1, 2, 3]);
+        assert_eq!(all_segments(&RealFs, d.path()).unwrap()[0], plain, "the plain copy is the one read");
+        // Replay never reads the archive.
+        assert_eq!(
+            load(&RealFs, d.path()).unwrap().records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Reading the journal back: the newest snapshot and every record after it (replay at start),
-//! every segment, archived or not (`trace`), and a range of records (an outbox sink catching up).
+//! every segment, archived or not, compressed or not (`trace`), and a range of records (an outbox
+//! sink catching up).
 //!
 //! Reading never bricks a root. A final line that does not parse is a torn append (a crash in
 //! the middle of a write): ignored and reported. Any other line that cannot be read as a record
@@ -9,6 +10,7 @@
 //! What was set aside is the operator's to look at (the broker logs it at every start); the
 //! broker serves what it could read.
 
+use super::archive::{self, segment_number};
 use super::{JournalError, MAX_SEGMENT_BYTES, Record, Snapshot, parse_numbered, segment_name};
 use runtime_layout::{FileKind, Fs, FsError};
 use std::path::{Path, PathBuf};
@@ -141,15 +143,24 @@ pub fn replay(
     Ok(out)
 }
 
-/// Calls `f` for every record of one segment, with its line number. A final line that does not
-/// parse is a torn append (noted in `torn`); any other line that does not parse is set aside.
+/// The records of one segment as JSON Lines, decompressed if it is compressed (`.jsonl.zst`).
+pub fn segment_bytes(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
+    let bytes = fs.read(path, MAX_SEGMENT_BYTES)?;
+    let compressed =
+        path.file_name().and_then(|n| n.to_str()).and_then(segment_number).is_some_and(|(_, c)| c);
+    if compressed { archive::decompress(&bytes, path) } else { Ok(bytes) }
+}
+
+/// Calls `f` for every record of one segment, compressed or not, with its line number. A final
+/// line that does not parse is a torn append (noted in `torn`); any other line that does not
+/// parse is set aside.
 pub fn read_segment(
     fs: &dyn Fs,
     path: &Path,
     mut f: impl FnMut(Record, usize, &mut Notes),
     notes: &mut Notes,
 ) -> Result<(), JournalError> {
-    let bytes = fs.read(path, MAX_SEGMENT_BYTES)?;
+    let bytes = segment_bytes(fs, path)?;
     // Unreadable lines seen since the last good one: set aside once a good line follows them,
     // a torn tail if none does.
     let mut bad: Vec<(usize, String)> = Vec::new();
@@ -173,10 +184,12 @@ pub fn read_segment(
     Ok(())
 }
 
-/// Every segment, archived ones first, in sequence order (for `trace`).
+/// Every segment, archived (plain or compressed) or not, in sequence order, each once (for
+/// `trace`). A crash can leave one segment in two places or two forms: the plain archived copy is
+/// read first, then the live one, then the compressed one (each is whole; see `archive`).
 pub fn all_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>, FsError> {
-    let mut segs: Vec<(u64, PathBuf)> = Vec::new();
-    for d in [dir.join("archive"), dir.to_path_buf()] {
+    let mut segs: Vec<(u64, u8, PathBuf)> = Vec::new();
+    for (d, archived) in [(dir.join("archive"), true), (dir.to_path_buf(), false)] {
         if fs.stat(&d)?.is_none() {
             continue;
         }
@@ -184,15 +197,20 @@ pub fn all_segments(fs: &dyn Fs, dir: &Path) -> Result<Vec<PathBuf>, FsError> {
             if e.kind != FileKind::File {
                 continue;
             }
-            if let Some(n) = e.name_str().and_then(|n| parse_numbered(n, "segment-", ".jsonl")) {
-                segs.push((n, d.join(e.name)));
-            }
+            let Some((n, compressed)) = e.name_str().and_then(segment_number) else { continue };
+            let rank = match (archived, compressed) {
+                (true, false) => 0,
+                (false, false) => 1,
+                (true, true) => 2,
+                // The broker never compresses a live segment: not its file.
+                (false, true) => continue,
+            };
+            segs.push((n, rank, d.join(e.name)));
         }
     }
     segs.sort();
-    // A power loss during compaction can leave a segment both archived and not: read it once.
-    segs.dedup_by_key(|(n, _)| *n);
-    Ok(segs.into_iter().map(|(_, p)| p).collect())
+    segs.dedup_by_key(|(n, _, _)| *n);
+    Ok(segs.into_iter().map(|(_, _, p)| p).collect())
 }
 
 /// The committed records numbered `from..to`, in order, at most `limit` of them, from every
@@ -225,8 +243,8 @@ fn read_range_once(
     let segs = all_segments(fs, dir)?;
     let firsts: Vec<u64> = segs
         .iter()
-        .map(|p| p.file_name().and_then(|n| n.to_str()).and_then(|n| parse_numbered(n, "segment-", ".jsonl")))
-        .map(|n| n.unwrap_or(0))
+        .map(|p| p.file_name().and_then(|n| n.to_str()).and_then(segment_number))
+        .map(|n| n.map_or(0, |(n, _)| n))
         .collect();
     let mut out = Vec::new();
     // A line set aside at start is set aside here too: the feed reports the gap it leaves.

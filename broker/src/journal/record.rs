@@ -5,96 +5,14 @@
 //! before the records were typed replay unchanged (their free-form `detail` is ignored: nothing
 //! ever read it back).
 
-use protocol::message::NoticeKind;
 use protocol::{Task, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
-/// Where a task's file is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "at", rename_all = "snake_case")]
-pub enum Place {
-    /// No file: waiting for dependencies, `not_before`, a backoff, or an operator (BLOCKED).
-    Backlog,
-    /// Waiting in `<dir>/new/<name>`, where `dir` is `queues/<pool>` or `mailboxes/<agent>`.
-    Queued { dir: String, name: String },
-    /// Ready for `dir` under the dispatch name `name`, with no file yet: the maildir's ready
-    /// window (`[dispatch] ready_window`) is full of tasks that sort before it. It gets its file,
-    /// under this name, as soon as the window has room.
-    Waiting { dir: String, name: String },
-    /// Claimed: in `mailboxes/<agent>/cur/<name>` since the broker first saw it at `seen_at`.
-    Held {
-        agent: String,
-        name: String,
-        seen_at: Timestamp,
-        /// The maildir it was claimed from (`queues/<pool>` or `mailboxes/<agent>`).
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        from: String,
-    },
-    /// Finished (COMPLETED, FAILED or CANCELLED): no file.
-    Done,
-    /// A task of a shared pool, held in the journal until the cluster link has published it to
-    /// the cluster (no file: agents of this node get it, if at all, by pulling it back).
-    Outbound { pool: String },
-    /// Published to the cluster's work queue: whichever node pulls it runs it (no file here).
-    Forwarded { pool: String },
-}
+mod payload;
 
-/// The directory prefix of every shared pool in a [`Place`]'s `dir` or `from`.
-const POOLS: &str = "queues/";
-
-impl Place {
-    pub fn name(&self) -> Option<&str> {
-        match self {
-            Self::Queued { name, .. } | Self::Waiting { name, .. } | Self::Held { name, .. } => Some(name),
-            _ => None,
-        }
-    }
-
-    /// The maildir a ready task (queued or waiting for its window) is ready in.
-    pub fn ready_dir(&self) -> Option<&str> {
-        match self {
-            Self::Queued { dir, .. } | Self::Waiting { dir, .. } => Some(dir),
-            _ => None,
-        }
-    }
-
-    /// The file's path relative to `agent_comms/`, for operators.
-    pub fn rel_path(&self) -> Option<String> {
-        match self {
-            Self::Queued { dir, name } => Some(format!("{dir}/new/{name}")),
-            Self::Held { agent, name, .. } => Some(format!("mailboxes/{agent}/cur/{name}")),
-            _ => None,
-        }
-    }
-
-    /// A claim taken from a shared pool (not from the holder's own mailbox): when it is taken
-    /// back or redriven, the task goes back to the pool, not to the agent that held it.
-    pub fn claimed_from_pool(&self) -> bool {
-        matches!(self, Self::Held { from, .. } if from.starts_with(POOLS))
-    }
-
-    /// The maildir (relative to `agent_comms/`) a pool with this name lives in.
-    pub fn pool_dir(pool: &str) -> String {
-        format!("{POOLS}{pool}")
-    }
-
-    /// The maildir (relative to `agent_comms/`) of an agent.
-    pub fn mailbox_dir(agent: &str) -> String {
-        format!("mailboxes/{agent}")
-    }
-
-    /// The pool a ready task (queued or waiting for its window) waits in, if it waits in one.
-    pub fn pool(&self) -> Option<&str> {
-        self.ready_dir().and_then(|d| d.strip_prefix(POOLS))
-    }
-}
-
-/// Where a consumed inbox message is kept (relative to `agent_comms/`), as the journal and the
-/// state name it. A test holds it equal to `Layout`'s path.
-pub fn consumed_path(msg: &str) -> String {
-    format!("broker/inbox/cur/{msg}")
-}
+pub use super::place::{POOLS_DIR, Place, consumed_path};
+pub use payload::{Admitted, BoardEdit, MailSent, RefusedClaim, Rejected, Report, Requeued, TakenBack};
 
 /// One journal line: a sequence number, the time, and what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +35,10 @@ pub enum Entry {
     Duplicate { task_id: String, msg: String },
     /// The broker made the task claimable: its file is in a queue or a mailbox.
     Dispatch { task_id: String, task: Task, place: Place },
+    /// A queued task rose a priority level for dispatch order (priority aging): the broker took
+    /// its file out of the queue (`from`, its old name, retired now) and queued it again under
+    /// `place`'s new name, which sorts earlier.
+    Age { task_id: String, task: Task, place: Place, from: String, reason: String },
     /// A waiting task got its file (under its dispatch name): its maildir's ready window had
     /// room. `place` is `Queued`.
     Promote { task_id: String, place: Place },
@@ -145,8 +67,18 @@ pub enum Entry {
     Cancel { task_id: String, task: Task, place: Place, msg: String },
     /// An operator redrove a FAILED, BLOCKED or CANCELLED task.
     Retry { task_id: String, task: Task, place: Place, msg: String },
-    /// A dependency failed or was cancelled: the task is BLOCKED.
+    /// A dependency failed, was cancelled, is BLOCKED, or does not exist after
+    /// `missing_dependency_secs`: the task is BLOCKED.
     Block { task_id: String, task: Task, place: Place, reason: String },
+    /// The dependencies a waiting task names that do not exist changed (`reason` lists them, or
+    /// says they all exist now).
+    Wait { task_id: String, task: Task, place: Place, reason: String },
+    /// What blocked a task on a dependency is fixed: it is PENDING again.
+    Unblock { task_id: String, task: Task, place: Place, reason: String },
+    /// An agent renamed a queued task into its `cur/` that it may not claim (it lacks a capability
+    /// the task requires): the file goes back where it was, under the same name, and the task
+    /// stays queued, unchanged.
+    Refuse(RefusedClaim),
     /// A message, a file or a part of one that could not be accepted.
     Reject(Rejected),
     /// Mail delivered from one agent to another.
@@ -198,119 +130,6 @@ pub enum Entry {
     },
 }
 
-/// A quarantine entry sent back to the inbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Requeued {
-    /// The entry's name in `broker/quarantine/`.
-    pub name: String,
-    /// Where it went: `broker/inbox/new/<fresh name>` (relative to `agent_comms/`).
-    pub path: String,
-    /// Where its reason went: `broker/quarantine/requeued/<name>.error.json`.
-    pub reason_path: String,
-    /// The message (or command) that asked for it.
-    pub msg: String,
-    /// The task the entry's reason named, if any (so `trace` shows the requeue).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-}
-
-/// A task entering the broker whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Admitted {
-    pub task_id: String,
-    pub task: Task,
-    pub place: Place,
-    /// The inbox message it came in (for an import: the source file).
-    pub msg: String,
-    /// Hash of the task as submitted: an identical resubmission is a no-op.
-    pub hash: u64,
-    /// Where it came from (relative to `agent_comms/`, or the import's source path).
-    pub path: String,
-}
-
-/// A complete, fail or release from the holder of a claim.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub task_id: String,
-    pub task: Task,
-    pub place: Place,
-    pub msg: String,
-    #[serde(rename = "actor")]
-    pub agent: String,
-    /// The claim's file (relative to `agent_comms/`).
-    #[serde(rename = "path")]
-    pub claim: String,
-}
-
-/// A claim the broker took back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TakenBack {
-    pub task_id: String,
-    pub task: Task,
-    pub place: Place,
-    #[serde(rename = "actor")]
-    pub agent: String,
-    pub reason: String,
-    /// The claim's file (relative to `agent_comms/`).
-    #[serde(rename = "path")]
-    pub claim: String,
-}
-
-/// Refused input and where it went.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Rejected {
-    /// The inbox message (file name) refused as a whole. `None` for a part of a file (the file
-    /// itself was consumed) and for an input that never was a message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub msg: Option<String>,
-    /// The input outside the inbox that was refused (an import's source file, or the file a
-    /// refused part came from).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// The index of the refused task within a multi-task file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-    /// The agent the refusal was told to.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "actor")]
-    pub agent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notice: Option<NoticeKind>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub field: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub rule: String,
-    /// `field` and `rule` in one sentence.
-    pub reason: String,
-    /// The quarantine entry (relative to `agent_comms/`).
-    pub path: String,
-}
-
-/// Mail delivered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MailSent {
-    pub msg: String,
-    #[serde(rename = "actor")]
-    pub from: String,
-    #[serde(default)]
-    pub to: String,
-    /// For migrated mail: the hash of its source and content, so a second import skips it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<u64>,
-    /// For migrated mail: the source file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub import: Option<String>,
-}
-
-/// What an absorbed board edit gave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BoardEdit {
-    pub board: String,
-    pub taken: usize,
-    pub refused: usize,
-}
-
 impl Entry {
     /// The operation's name, as written in the `op` field.
     pub fn op(&self) -> &'static str {
@@ -319,6 +138,7 @@ impl Entry {
             Self::Import(_) => "import",
             Self::Duplicate { .. } => "duplicate",
             Self::Dispatch { .. } => "dispatch",
+            Self::Age { .. } => "age",
             Self::Promote { .. } => "promote",
             Self::Withdraw { .. } => "withdraw",
             Self::Claim { .. } => "claim",
@@ -330,6 +150,9 @@ impl Entry {
             Self::Cancel { .. } => "cancel",
             Self::Retry { .. } => "retry",
             Self::Block { .. } => "block",
+            Self::Wait { .. } => "wait",
+            Self::Unblock { .. } => "unblock",
+            Self::Refuse(_) => "refuse",
             Self::Reject(_) => "reject",
             Self::Mail(_) => "mail",
             Self::Consume { .. } => "consume",
@@ -353,18 +176,22 @@ impl Entry {
             Self::Expire(t) | Self::Vanish(t) => Some(&t.task_id),
             Self::Duplicate { task_id, .. }
             | Self::Dispatch { task_id, .. }
+            | Self::Age { task_id, .. }
             | Self::Promote { task_id, .. }
             | Self::Withdraw { task_id, .. }
             | Self::Claim { task_id, .. }
             | Self::Cancel { task_id, .. }
             | Self::Retry { task_id, .. }
             | Self::Block { task_id, .. }
+            | Self::Wait { task_id, .. }
+            | Self::Unblock { task_id, .. }
             | Self::Forward { task_id, .. }
             | Self::Forwarded { task_id, .. }
             | Self::Pull { task_id, .. }
             | Self::Revision { task_id, .. }
             | Self::Settled { task_id, .. } => Some(task_id),
             Self::Reject(r) => r.task_id.as_deref(),
+            Self::Refuse(r) => Some(&r.task_id),
             Self::Requeue(r) => r.task_id.as_deref(),
             Self::Mail(_)
             | Self::Consume { .. }
@@ -391,10 +218,13 @@ impl Entry {
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some((&r.task, &r.place)),
             Self::Expire(t) | Self::Vanish(t) => Some((&t.task, &t.place)),
             Self::Dispatch { task, place, .. }
+            | Self::Age { task, place, .. }
             | Self::Claim { task, place, .. }
             | Self::Cancel { task, place, .. }
             | Self::Retry { task, place, .. }
             | Self::Block { task, place, .. }
+            | Self::Wait { task, place, .. }
+            | Self::Unblock { task, place, .. }
             | Self::Forward { task, place, .. }
             | Self::Forwarded { task, place, .. }
             | Self::Pull { task, place, .. } => Some((task, place)),
@@ -427,7 +257,21 @@ impl Entry {
             Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&r.agent),
             Self::Expire(t) | Self::Vanish(t) => Some(&t.agent),
             Self::Reject(r) => r.agent.as_deref(),
+            Self::Refuse(r) => Some(&r.agent),
             Self::Mail(m) => Some(&m.from),
+            _ => None,
+        }
+    }
+
+    /// The agent this record shows alive, if any: it claimed, reported, sent mail or a message the
+    /// broker refused. (A claim the broker took back, or mail migrated by an import, does not.)
+    pub fn seen_agent(&self) -> Option<&str> {
+        match self {
+            Self::Claim { agent, .. } => Some(agent),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&r.agent),
+            Self::Refuse(r) => Some(&r.agent),
+            Self::Reject(r) if r.msg.is_some() => r.agent.as_deref(),
+            Self::Mail(m) if m.import.is_none() => Some(&m.from),
             _ => None,
         }
     }
@@ -437,8 +281,13 @@ impl Entry {
         match self {
             Self::Duplicate { .. } => Some(Cow::Borrowed("identical resubmission: nothing to do")),
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.reason)),
-            Self::Block { reason, .. } | Self::Stray { reason, .. } => Some(Cow::Borrowed(reason)),
+            Self::Block { reason, .. }
+            | Self::Wait { reason, .. }
+            | Self::Unblock { reason, .. }
+            | Self::Stray { reason, .. }
+            | Self::Age { reason, .. } => Some(Cow::Borrowed(reason)),
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
+            Self::Refuse(r) => Some(Cow::Borrowed(&r.reason)),
             Self::Requeue(_) => Some(Cow::Borrowed("requeued from quarantine by an operator")),
             Self::Settled { fenced: true, .. } => Some(Cow::Borrowed(
                 "fenced: another node took the task since; this outcome was refused cluster-wide",
@@ -455,6 +304,7 @@ impl Entry {
             Self::Expire(t) | Self::Vanish(t) => Some(Cow::Borrowed(&t.claim)),
             Self::Dispatch { place, .. }
             | Self::Claim { place, .. }
+            | Self::Age { place, .. }
             | Self::Promote { place, .. }
             | Self::Pull { place, .. } => place.rel_path().map(Cow::Owned),
             // The file removed.
@@ -463,6 +313,7 @@ impl Entry {
             }
             Self::Reject(r) => Some(Cow::Borrowed(&r.path)),
             Self::Consume { path, .. } | Self::Stray { path, .. } => Some(Cow::Borrowed(path)),
+            Self::Refuse(r) => Some(Cow::Owned(Place::claim_path(&r.agent, &r.name))),
             Self::Requeue(r) => Some(Cow::Borrowed(&r.path)),
             _ => None,
         }
@@ -500,6 +351,9 @@ pub struct Snapshot {
     /// Inbox messages consumed but possibly not yet moved: name → where they go.
     #[serde(default)]
     pub consumed: std::collections::BTreeMap<String, String>,
+    /// When each agent was last seen in a record (see [`Entry::seen_agent`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub agents_seen: std::collections::BTreeMap<String, Timestamp>,
     /// Each outbox sink's journaled position (`Entry::Delivered`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub delivered: std::collections::BTreeMap<String, u64>,

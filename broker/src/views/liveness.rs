@@ -1,10 +1,11 @@
 //! Is a broker running on a root? Answered without touching its lock: taking the lock, even for
 //! an instant, could make a broker starting at that very moment refuse to start.
 //!
+//! The lock is a `flock` on the root directory itself (`runtime_layout::BrokerLock`);
 //! `broker/broker.lock` names its holder (`pid=<pid> host=<host>`, written by the broker once it
 //! holds the lock; the note stays after the broker stops). On Linux, `/proc/locks` lists every
-//! `flock` with the holder's pid and the file's inode: the broker runs when that pid holds a write
-//! lock on that inode. Where `/proc/locks` cannot be read, a holder on this host whose pid is
+//! `flock` with the holder's pid and the locked inode: the broker runs when that pid holds a write
+//! lock on the root directory's inode. Where `/proc/locks` cannot be read, a holder on this host whose pid is
 //! alive is taken as running, and the answer says it was judged by the pid only.
 
 use super::ViewError;
@@ -70,7 +71,8 @@ pub fn check(fs: &dyn Fs, layout: &Layout) -> Result<Liveness, ViewError> {
     if host.as_deref().is_some_and(|h| h != hostname()) {
         return Ok(Liveness { running: false, pid, host, judged_by: "other-host" });
     }
-    let ino = std::fs::symlink_metadata(&path).map(|m| m.ino());
+    // The directory locked is the root as the broker opened it (following a link in its path).
+    let ino = std::fs::metadata(layout.root()).map(|m| m.ino());
     let (running, judged_by) = match (std::fs::read_to_string("/proc/locks"), ino) {
         (Ok(locks), Ok(ino)) => (holds_flock(&locks, p, ino), "lock"),
         _ => (Path::new(&format!("/proc/{p}")).exists(), "pid"),
@@ -101,7 +103,9 @@ mod tests {
         let layout = Layout::new(d.path());
         layout.create(&runtime_layout::RealFs).unwrap();
         assert_eq!(check(&runtime_layout::RealFs, &layout).unwrap().judged_by, "never");
-        let lock = runtime_layout::BrokerLock::acquire(&runtime_layout::RealFs, &layout.lock_file()).unwrap();
+        let lock = runtime_layout::BrokerLock::acquire(&runtime_layout::RealFs, &layout).unwrap();
+        assert_eq!(check(&runtime_layout::RealFs, &layout).unwrap().judged_by, "never", "no note yet");
+        lock.record_holder(&runtime_layout::RealFs).unwrap();
         let live = check(&runtime_layout::RealFs, &layout).unwrap();
         assert!(live.running, "{live:?}");
         assert_eq!(live.pid, Some(std::process::id()));

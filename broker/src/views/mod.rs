@@ -42,23 +42,17 @@ pub fn secs_since(now: Timestamp, then: Timestamp) -> f64 {
 
 /// The regular files of a directory (none when it is missing), without dot-files.
 pub(crate) fn files(fs: &dyn Fs, dir: &Path) -> Result<Vec<String>, FsError> {
-    let entries = match fs.list(dir) {
-        Ok(e) => e,
-        Err(e) if e.is_not_found() => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out: Vec<String> = entries
-        .into_iter()
-        .filter(|e| e.kind == FileKind::File)
-        .filter_map(|e| e.name_str().map(str::to_string))
-        .filter(|n| !protocol::names::is_hidden(n))
-        .collect();
-    out.sort();
-    Ok(out)
+    names_of(fs, dir, FileKind::File, |n| !protocol::names::is_hidden(n))
 }
 
 /// The subdirectories of a directory whose names follow the agent and pool rules.
 pub(crate) fn named_dirs(fs: &dyn Fs, dir: &Path) -> Result<Vec<String>, FsError> {
+    names_of(fs, dir, FileKind::Dir, |n| protocol::names::validate_pool(n).is_ok())
+}
+
+/// The sorted names of a directory's entries of `kind` that `keep` accepts (none when the
+/// directory is missing).
+fn names_of(fs: &dyn Fs, dir: &Path, kind: FileKind, keep: fn(&str) -> bool) -> Result<Vec<String>, FsError> {
     let entries = match fs.list(dir) {
         Ok(e) => e,
         Err(e) if e.is_not_found() => return Ok(Vec::new()),
@@ -66,9 +60,9 @@ pub(crate) fn named_dirs(fs: &dyn Fs, dir: &Path) -> Result<Vec<String>, FsError
     };
     let mut out: Vec<String> = entries
         .into_iter()
-        .filter(|e| e.kind == FileKind::Dir)
+        .filter(|e| e.kind == kind)
         .filter_map(|e| e.name_str().map(str::to_string))
-        .filter(|n| protocol::names::validate_pool(n).is_ok())
+        .filter(|n| keep(n))
         .collect();
     out.sort();
     Ok(out)

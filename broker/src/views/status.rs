@@ -1,12 +1,15 @@
 //! `mailroom status`: whether a broker runs, and what waits where — tasks per board and status,
 //! per pool (files waiting in `queues/<pool>/new/` and the oldest one's age) and per agent (claims
 //! held, direct tasks and mail waiting), the inbox's backlog, the quarantine's size, and how long
-//! ago the journal was last written. Everything is read from the files the broker writes; nothing
-//! is replayed, so it is cheap on any root.
+//! ago the journal was last written, and the root's footprint (files and bytes per area, the
+//! filesystem's free space and inodes, with a warning when either runs low). Everything is read
+//! from the files the broker writes; nothing is replayed, so it is cheap on any root (the
+//! footprint stats every file once: the areas the broker keeps are bounded by its limits).
 
 use super::liveness::{self, Liveness};
 use super::{ViewError, files, named_dirs, require_root, secs_since, waiting};
 use crate::board;
+use crate::footprint::{self, Footprint, SpaceView};
 use protocol::Timestamp;
 use protocol::names::{DispatchName, REASON_SUFFIX};
 use runtime_layout::{Fs, Layout};
@@ -58,6 +61,10 @@ pub struct Status {
     pub quarantine: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub journal: Option<JournalStatus>,
+    /// Files and bytes per area, and the filesystem's free space and inodes.
+    pub footprint: Footprint,
+    /// Free space or inodes below `[broker] low_space_percent` of the filesystem's.
+    pub warnings: Vec<String>,
 }
 
 /// Reads the status of `layout`'s root at `now`.
@@ -92,6 +99,12 @@ pub fn read(fs: &dyn Fs, layout: &Layout, now: Timestamp) -> Result<Status, View
         last_write,
         segment,
     });
+    let footprint = footprint::measure(fs, layout)?;
+    // A configuration that does not load is reported by `mailroom run`; here the default
+    // threshold still gives the warning.
+    let pct = crate::config::Config::load(fs, layout)
+        .map_or(crate::config::BrokerSettings::default().low_space_percent, |c| c.broker.low_space_percent);
+    let warnings = footprint.space.map(|s| low_space(s, pct)).unwrap_or_default();
     Ok(Status {
         root: layout.root().display().to_string(),
         broker,
@@ -102,7 +115,28 @@ pub fn read(fs: &dyn Fs, layout: &Layout, now: Timestamp) -> Result<Status, View
         inbox,
         quarantine,
         journal,
+        footprint,
+        warnings,
     })
+}
+
+/// A warning for free space and one for free inodes below `pct` percent.
+fn low_space(s: SpaceView, pct: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let low = |free: u64, total: u64| total > 0 && free.saturating_mul(100) < total.saturating_mul(pct);
+    if low(s.free_bytes, s.total_bytes) {
+        out.push(format!(
+            "low space: {} of {} bytes free (below {pct}%); see `mailroom gc` and the retention limits",
+            s.free_bytes, s.total_bytes
+        ));
+    }
+    if low(s.free_inodes, s.total_inodes) {
+        out.push(format!(
+            "low inodes: {} of {} free (below {pct}%); see `mailroom gc` and `inbox_keep_count`",
+            s.free_inodes, s.total_inodes
+        ));
+    }
+    out
 }
 
 /// The segment being appended to (the highest-numbered) and its mtime.
@@ -159,6 +193,11 @@ impl Status {
                 out.push_str(&format!("{:<24} {:>6} {:>8} {:>7}\n", a.agent, a.held, a.waiting, a.unread));
             }
         }
+        out.push_str("\nFOOTPRINT\n");
+        out.push_str(&self.footprint.render());
+        for w in &self.warnings {
+            out.push_str(&format!("warning: {w}\n"));
+        }
         out
     }
 }
@@ -170,5 +209,26 @@ pub fn age(secs: f64) -> String {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn space(free: u64, free_inodes: u64) -> SpaceView {
+        SpaceView { free_bytes: free, total_bytes: 1000, free_inodes, total_inodes: 100 }
+    }
+
+    #[test]
+    fn low_space_and_inodes_are_told_apart() {
+        assert!(low_space(space(500, 50), 10).is_empty());
+        let w = low_space(space(99, 50), 10);
+        assert!(w.len() == 1 && w[0].starts_with("low space: 99 of 1000"), "{w:?}");
+        let w = low_space(space(500, 9), 10);
+        assert!(w.len() == 1 && w[0].starts_with("low inodes: 9 of 100"), "{w:?}");
+        assert_eq!(low_space(space(0, 0), 10).len(), 2);
+        // A filesystem that reports no inodes (some do) never warns about them.
+        assert!(low_space(SpaceView { total_inodes: 0, ..space(500, 0) }, 10).is_empty());
     }
 }

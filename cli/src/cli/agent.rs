@@ -1,5 +1,6 @@
-//! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add|list` (the list
-//! is the library's `views::agents`, shared with the HTTP API).
+//! Agents' verbs: claim, heartbeat, complete, fail, release, send, and `agent add|list` (`add`
+//! with the capabilities an agent declares; the list is the library's `views::agents`, shared
+//! with the HTTP API).
 
 use super::exit::{self, Failure, not_initialised};
 use super::io::{emit, json_or_text, print_json, read_input, to_json};
@@ -9,6 +10,7 @@ use mailroom::views::agents;
 use runtime_layout::{Fs, Layout};
 use serde_json::Value;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn claim(root: &Path, agent: &str, pools: &[String], wait: Option<f64>) -> Result<(), Failure> {
@@ -69,18 +71,21 @@ pub fn send(
     subject: Option<&str>,
     file: &str,
 ) -> Result<(), Failure> {
-    protocol::names::validate_agent(to).map_err(|e| Failure::new(exit::INVALID, e.within("to")))?;
+    protocol::names::Recipient::parse(to).map_err(|e| Failure::new(exit::INVALID, e))?;
     let body = json_or_text(read_input(file)?);
     agent_sdk::Agent::open(root, from)?.with_ack(ack).send(to, subject, body)?;
     Ok(())
 }
 
-pub fn add(fs: &dyn Fs, layout: &Layout, name: &str) -> Result<(), Failure> {
+pub fn add(fs: Arc<dyn Fs>, layout: &Layout, name: &str, capabilities: &[String]) -> Result<(), Failure> {
     protocol::names::validate_agent(name).map_err(|e| Failure::new(exit::INVALID, e))?;
-    if !layout.is_initialised(fs) {
+    if !layout.is_initialised(fs.as_ref()) {
         return Err(not_initialised(layout.root()));
     }
-    layout.mailbox(name).create(fs, true).map_err(|e| Failure::new(exit::ERROR, e))?;
+    let agent = agent_sdk::Agent::register_with(fs, layout.root(), name)?;
+    if !capabilities.is_empty() {
+        agent.set_capabilities(capabilities)?;
+    }
     emit(&format!("{}\n", layout.mailbox(name).root.display()))
 }
 

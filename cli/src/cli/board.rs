@@ -9,6 +9,7 @@ use super::exit::{self, Failure, not_initialised};
 use super::io::emit;
 use mailroom::board::{self, Filter};
 use mailroom::config::Config;
+use mailroom::views::agents;
 use notify::{RecursiveMode, Watcher};
 use protocol::{Status, Task};
 use runtime_layout::{Board, Fs, Layout};
@@ -47,29 +48,44 @@ pub fn board(fs: &dyn Fs, layout: &Layout, args: Args) -> Result<(), Failure> {
     emit(&show(fs, layout, &filter, &cfg, args.json, true)?)
 }
 
-/// What one drawing prints.
+/// What one drawing prints. `once` is a single drawing (not `--watch`, whose redraws would
+/// follow every tick of the agents' ages): pretty JSON, and the agents under an unfiltered board.
 fn show(
     fs: &dyn Fs,
     layout: &Layout,
     filter: &Filter,
     cfg: &Config,
     json: bool,
-    pretty: bool,
+    once: bool,
 ) -> Result<String, Failure> {
     let rows = board::read_filtered(fs, layout, filter, cfg).map_err(|e| Failure::new(exit::ERROR, e))?;
     Ok(if json {
         let v = Value::Array(rows.iter().map(|(b, t)| with_board(*b, t)).collect());
-        let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+        let text = if once { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
         format!("{}\n", text.map_err(|e| Failure::new(exit::ERROR, e))?)
     } else {
-        board::render(&rows)
+        let mut text = board::render(&rows);
+        // Unfiltered, the board ends with the agents and their presence.
+        if once && *filter == Filter::default() {
+            let now = runtime_layout::now();
+            let list = agents::list(fs, layout, cfg, now).map_err(|e| Failure::new(exit::ERROR, e))?;
+            if !list.is_empty() {
+                text.push('\n');
+                text.push_str(&agents::render(&list, now));
+            }
+        }
+        text
     })
 }
 
+/// A task as `--json` prints it: its board, and what it waits for when that may never come.
 fn with_board(b: Board, t: &Task) -> Value {
     let mut v = t.to_value();
     if let Value::Object(m) = &mut v {
         m.insert("board".into(), board::board_name(b).into());
+        if let Some(n) = board::note(t) {
+            m.insert("note".into(), n.into());
+        }
     }
     v
 }

@@ -17,22 +17,24 @@ pub fn import(
 ) -> Result<(), Failure> {
     use mailroom::import::{ImportOptions, collect_import_files};
     // The import is the broker for its duration: it takes the root's lock, so it never races a
-    // running broker (which would own the journal and the boards).
-    if !dry_run {
-        layout.create(fs.as_ref()).map_err(|e| Failure::new(exit::ERROR, e))?;
-    } else if !layout.is_initialised(fs.as_ref()) {
+    // running broker (which would own the journal and the boards). A dry run writes nothing (no
+    // lock, no journal segment) and may run beside a broker.
+    if dry_run && !layout.is_initialised(fs.as_ref()) {
         return Err(not_initialised(layout.root()));
     }
-    // A dry run writes nothing (no lock, no journal segment) and may run beside a broker.
     let _lock = if dry_run {
         None
     } else {
-        Some(runtime_layout::BrokerLock::acquire(fs.as_ref(), &layout.lock_file()).map_err(|e| {
+        Some(runtime_layout::BrokerLock::acquire(fs.as_ref(), &layout).map_err(|e| {
             Failure::new(exit::LOCKED, format!("{e}; stop the broker first, or copy the files into drop/"))
         })?)
     };
-    let cfg =
-        mailroom::config::Config::load(fs.as_ref(), &layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let cfg = if dry_run {
+        mailroom::config::Config::load(fs.as_ref(), &layout).map_err(|e| Failure::new(exit::INVALID, e))?
+    } else {
+        // Every directory of the tree a real one (impostors moved aside), as a broker's start does.
+        mailroom::repair::prepare(fs.as_ref(), &layout).map_err(super::serve::failure)?
+    };
     let open =
         if dry_run { mailroom::engine::Engine::open_read_only } else { mailroom::engine::Engine::open };
     let mut engine = open(fs, layout, cfg).map_err(|e| Failure::new(exit::FATAL_IO, e))?;

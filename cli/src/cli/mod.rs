@@ -6,6 +6,7 @@ mod bench;
 mod board;
 mod cluster_board;
 pub mod exit;
+mod gc;
 mod import;
 mod io;
 mod mail;
@@ -17,9 +18,9 @@ mod views;
 
 use clap::{Parser, Subcommand};
 use exit::Failure;
-use runtime_layout::{Fs, Layout, RealFs};
+use runtime_layout::{Layout, Resolve, RootFs};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser)]
@@ -109,10 +110,12 @@ pub enum Cmd {
     Cancel { task_id: String },
     /// Redrive a FAILED, BLOCKED or CANCELLED task.
     Retry { task_id: String },
-    /// Send mail from one agent to another; the body is JSON (or text) from a file or `-`.
+    /// Send mail from one agent to another, to every other agent (`--to ALL`) or to a group
+    /// (`--to @name`, from `[groups]` of mailroom.toml); the body is JSON (or text) from a file or `-`.
     Send {
         #[arg(long)]
         from: String,
+        /// An agent, `ALL`, or `@group`.
         #[arg(long)]
         to: String,
         #[arg(long)]
@@ -181,6 +184,16 @@ pub enum Cmd {
         #[arg(long)]
         no_create_agents: bool,
     },
+    /// Apply the retention rules to a stopped root: prune kept messages, compress and prune the
+    /// journal archive (a running broker does this itself, a little per pass).
+    Gc {
+        /// Show what would be removed or compressed without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage agents.
     Agent {
         #[command(subcommand)]
@@ -197,9 +210,16 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum AgentCmd {
-    /// Create an agent's mailbox.
-    Add { name: String },
-    /// Every agent: claims held with their leases, what waits, last activity.
+    /// Create an agent's mailbox; with `--capability`, declare what it can do (replacing what it
+    /// declared before).
+    Add {
+        name: String,
+        /// A capability the agent holds (repeat for more): it may then claim pool tasks whose
+        /// `required_capabilities` it covers.
+        #[arg(long = "capability")]
+        capabilities: Vec<String>,
+    },
+    /// List the agents: capabilities, claims held, last seen and state.
     List {
         #[arg(long)]
         json: bool,
@@ -234,6 +254,37 @@ pub enum MailCmd {
     },
 }
 
+/// The root's filesystem, contained beneath it: every path is resolved beneath the root and never
+/// through a link, so nothing an agent does to the tree leads a command outside it. `create`
+/// makes the root directory first (`init`, `run`, `import`); otherwise a root that cannot be
+/// opened is not a mailroom root. `MAILROOM_RESOLVE=walk` forces the resolution that kernels
+/// without `openat2` get (for tests and comparisons; the default uses `openat2` where it exists).
+fn root_fs(root: &Path, create: bool) -> Result<Arc<RootFs>, Failure> {
+    if std::fs::metadata(root).is_ok_and(|m| !m.is_dir()) {
+        return Err(exit::not_initialised(root));
+    }
+    if create {
+        std::fs::create_dir_all(root)
+            .map_err(|e| Failure::new(exit::ERROR, format!("create directory {}: {e}", root.display())))?;
+    }
+    let resolve = match std::env::var("MAILROOM_RESOLVE").as_deref() {
+        Ok("walk") => Resolve::Walk,
+        _ => Resolve::Auto,
+    };
+    match RootFs::open_with(root, resolve) {
+        Ok(fs) => Ok(Arc::new(fs)),
+        Err(e) if !create && e.is_not_found() => Err(exit::not_initialised(root)),
+        Err(e) => Err(Failure::new(exit::ERROR, e)),
+    }
+}
+
+/// [`root_fs`] on a root that must be initialised (`board`, `trace`): anything else is not a
+/// mailroom root.
+fn initialised(root: &Path, layout: &Layout) -> Result<Arc<RootFs>, Failure> {
+    let fs = root_fs(root, false)?;
+    if layout.is_initialised(fs.as_ref()) { Ok(fs) } else { Err(exit::not_initialised(root)) }
+}
+
 /// Runs one command.
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     let root = cli.root;
@@ -243,9 +294,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         agent_sdk::Ack::Wait(std::time::Duration::from_secs_f64(cli.answer_within.max(0.0)))
     };
     let layout = Layout::new(&root);
-    let fs: Arc<dyn Fs> = Arc::new(RealFs);
     match cli.cmd {
         Cmd::Init => {
+            let fs = root_fs(&root, true)?;
             layout.create(fs.as_ref()).map_err(|e| Failure::new(exit::ERROR, e))?;
             println!("{}", layout.comms().display());
             Ok(())
@@ -257,6 +308,9 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             if not_dir(&root) || not_dir(layout.comms()) {
                 return Err(exit::not_initialised(&root));
             }
+            let fs = root_fs(&root, true)?;
+            let how = if fs.uses_openat2() { "openat2" } else { "walk" };
+            tracing::info!(resolution = how, "every path is resolved beneath the root, never through a link");
             serve::run_broker(fs, layout, http)
         }
         Cmd::Submit { file } => producer::submit(&root, ack, &file),
@@ -274,27 +328,37 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Send { from, to, subject, file } => {
             agent::send(&root, ack, &from, &to, subject.as_deref(), &file)
         }
-        Cmd::Board { .. } | Cmd::Trace { .. } if !layout.is_initialised(fs.as_ref()) => {
-            Err(exit::not_initialised(&root))
-        }
         Cmd::Board { status, pool, agent, task_type, json, watch, cluster } => {
             let args = board::Args { status, pool, agent, task_type, json, watch, cluster };
-            board::board(fs.as_ref(), &layout, args)
+            board::board(initialised(&root, &layout)?.as_ref(), &layout, args)
         }
-        Cmd::Status { json } => status::status(fs.as_ref(), &layout, json),
-        Cmd::Quarantine { cmd } => match cmd {
-            QuarantineCmd::List { json } => quarantine::list(fs.as_ref(), &layout, json),
-            QuarantineCmd::Show { name, json } => quarantine::show(fs.as_ref(), &layout, &name, json),
-            QuarantineCmd::Requeue { name } => quarantine::requeue(fs.as_ref(), &layout, ack, &name),
-        },
-        Cmd::Mail { cmd: MailCmd::Read { agent, json } } => mail::read(fs.as_ref(), &layout, &agent, json),
-        Cmd::Trace { task_id, json } => views::trace(fs.as_ref(), &layout, &task_id, json),
+        Cmd::Status { json } => status::status(root_fs(&root, false)?.as_ref(), &layout, json),
+        Cmd::Quarantine { cmd } => {
+            let fs = root_fs(&root, false)?;
+            match cmd {
+                QuarantineCmd::List { json } => quarantine::list(fs.as_ref(), &layout, json),
+                QuarantineCmd::Show { name, json } => quarantine::show(fs.as_ref(), &layout, &name, json),
+                QuarantineCmd::Requeue { name } => quarantine::requeue(fs.as_ref(), &layout, ack, &name),
+            }
+        }
+        Cmd::Mail { cmd: MailCmd::Read { agent, json } } => {
+            mail::read(root_fs(&root, false)?.as_ref(), &layout, &agent, json)
+        }
+        Cmd::Trace { task_id, json } => {
+            views::trace(initialised(&root, &layout)?.as_ref(), &layout, &task_id, json)
+        }
         Cmd::Schema => views::schema(),
         Cmd::Import { paths, dry_run, json, no_create_agents } => {
-            import::import(fs, layout, &paths, dry_run, json, !no_create_agents)
+            import::import(root_fs(&root, !dry_run)?, layout, &paths, dry_run, json, !no_create_agents)
         }
+        Cmd::Gc { dry_run, json } => gc::gc(root_fs(&root, false)?.as_ref(), &layout, dry_run, json),
         Cmd::Bench { args } => Err(bench::bench(&args)),
-        Cmd::Agent { cmd: AgentCmd::Add { name } } => agent::add(fs.as_ref(), &layout, &name),
-        Cmd::Agent { cmd: AgentCmd::List { json } } => agent::agent_list(fs.as_ref(), &layout, json),
+        Cmd::Agent { cmd } => {
+            let fs = root_fs(&root, false)?;
+            match cmd {
+                AgentCmd::Add { name, capabilities } => agent::add(fs, &layout, &name, &capabilities),
+                AgentCmd::List { json } => agent::agent_list(fs.as_ref(), &layout, json),
+            }
+        }
     }
 }

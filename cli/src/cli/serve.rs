@@ -21,7 +21,7 @@ const COMMAND_DEPTH: usize = 1024;
 pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Result<(), Failure> {
     // The configuration is read again by the broker; here only for the HTTP settings (a bad file
     // is reported before anything starts, with the same exit code the broker would use).
-    layout.create(fs.as_ref()).map_err(|e| Failure::new(exit::ERROR, e))?;
+    // The tree is made (and repaired) by the broker once it holds the lock.
     let cfg = Config::load(fs.as_ref(), &layout).map_err(|e| Failure::new(exit::INVALID, e))?;
     let (listen, chosen) = match &http {
         Some(h) => (h.as_str(), true),
@@ -92,10 +92,16 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
     if let Some(e) = http_failed.borrow_mut().take() {
         return Err(Failure::new(exit::INVALID, e));
     }
-    result.map_err(|e| match e {
+    result.map_err(failure)
+}
+
+/// The exit code and message of a broker that stopped (or never started).
+pub fn failure(e: run::RunError) -> Failure {
+    match e {
         run::RunError::Locked(e) => Failure::new(exit::LOCKED, e),
         run::RunError::Config(e) => Failure::new(exit::INVALID, e),
         run::RunError::Engine(e) => Failure::new(exit::FATAL_IO, format!("broker stopped: {e}")),
+        run::RunError::Tree(e) => Failure::new(exit::FATAL_IO, format!("broker stopped: {e}")),
         run::RunError::Signal(e) => Failure::new(exit::ERROR, format!("installing signal handlers: {e}")),
-    })
+    }
 }

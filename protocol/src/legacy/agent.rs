@@ -48,6 +48,23 @@ pub const NON_AGENT_WORDS: &[&str] = &[
     "swarm",
 ];
 
+/// Spellings that, where a message's recipient belongs, address every agent: such mail is a
+/// broadcast, addressed to [`crate::names::BROADCAST`]. Compared like [`NON_AGENT_WORDS`]. (As an assignee
+/// they still name no agent.)
+pub const BROADCAST_WORDS: &[&str] =
+    &["all", "all_agents", "all_active_agents", "broadcast", "everyone", "everybody", "swarm"];
+
+/// Does this recipient spelling address every agent (`ALL_AGENTS`, `BROADCAST`, `All Agents`)?
+pub fn is_broadcast(s: &str) -> bool {
+    let folded = fold(s);
+    BROADCAST_WORDS.contains(&folded.as_str()) || BROADCAST_WORDS.contains(&folded.replace('_', "").as_str())
+}
+
+/// Lower case, with `-`, space, `'` and `/` as `_`: how spellings are compared with the word lists.
+fn fold(s: &str) -> String {
+    s.trim().to_ascii_lowercase().replace(['-', ' ', '\'', '/'], "_")
+}
+
 /// Canonical spelling of an agent id, or `None` when the string names no agent.
 ///
 /// 1. Decorations go: a parenthesised suffix (`Agent-8 (Captain)`), a ` - description` tail
@@ -84,7 +101,7 @@ pub fn normalise_agent(s: &str) -> Option<String> {
     if let Some(n) = agent_number(t).or(doubled) {
         return Some(format!("Agent-{n}"));
     }
-    let folded: String = t.to_ascii_lowercase().replace(['-', ' ', '\'', '/'], "_");
+    let folded = fold(t);
     if NON_AGENT_WORDS.contains(&folded.as_str())
         || NON_AGENT_WORDS.contains(&folded.replace('_', "").as_str())
     {
@@ -186,6 +203,25 @@ mod tests {
             "N/A",
         ] {
             assert_eq!(n(s), None, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn broadcast_spellings() {
+        for s in [
+            "ALL",
+            "all",
+            "ALL_AGENTS",
+            "BROADCAST",
+            "broadcast",
+            "ALL_ACTIVE_AGENTS",
+            "All Agents",
+            " everyone ",
+        ] {
+            assert!(is_broadcast(s), "{s:?}");
+        }
+        for s in ["Agent-1", "yall", "anyone", "ALL-1", "{{all}}", ""] {
+            assert!(!is_broadcast(s), "{s:?}");
         }
     }
 

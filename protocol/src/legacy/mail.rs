@@ -1,9 +1,11 @@
 //! Legacy mailbox messages: the sender, recipient, subject, body and time under any spelling.
 
-use super::agent::normalise_agent;
+use super::agent::{is_broadcast, normalise_agent};
 use super::time::{TimeOutcome, normalise_timestamp};
+use super::vocab_key;
 use super::{Change, ChangeKind};
 use crate::error::ValidationError;
+use crate::names::BROADCAST;
 use crate::time::Timestamp;
 use serde_json::{Map, Value, json};
 
@@ -43,15 +45,37 @@ const SENT_AT_FIELDS: &[&str] = &[
     "ts",
 ];
 
+/// Fields that say a message was read when they are `true`.
+pub const READ_FLAGS: &[&str] = &["read_status", "read", "is_read", "seen"];
+/// Fields that say a message was delivered or read when they hold a time.
+pub const READ_TIMES: &[&str] = &["read_at", "delivered_at", "acknowledged_at", "processed_at"];
+/// Fields that hold a message's delivery status, and the statuses (compared like status
+/// spellings) that say it was delivered or read already.
+pub const STATUS_FIELDS: &[&str] = &["status", "message_status", "delivery_status", "read_state"];
+pub const READ_STATUSES: &[&str] = &[
+    "read",
+    "delivered",
+    "processed",
+    "completed",
+    "complete",
+    "done",
+    "acknowledged",
+    "archived",
+    "handled",
+];
+
 /// A legacy mailbox message in canonical terms. Build a [`crate::Mail`] from it by supplying
 /// `sent_at` (or `now` when it is `None`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegacyMail {
     pub from: String,
+    /// An agent name, or [`crate::names::BROADCAST`] for a message to every agent.
     pub to: String,
     pub subject: Option<String>,
     pub body: Value,
     pub sent_at: Option<Timestamp>,
+    /// The message is marked delivered or read already: it is not new to its recipient.
+    pub read: bool,
     pub changes: Vec<Change>,
 }
 
@@ -78,11 +102,12 @@ fn agent_field(
     let Value::String(raw) = v else {
         return Err(ValidationError::new(key, "must be a string naming one agent"));
     };
-    let Some(agent) = normalise_agent(raw) else {
+    let broadcast = (canonical == "to" && is_broadcast(raw)).then(|| BROADCAST.to_string());
+    let Some(agent) = broadcast.or_else(|| normalise_agent(raw)) else {
         return Err(ValidationError::new(
             key,
             format!(
-                "`{}` is not an agent: pronouns, broadcast targets and placeholders name no single agent",
+                "`{}` is not an agent: pronouns, placeholders and words for nobody in particular name no agent",
                 raw.escape_debug()
             ),
         ));
@@ -113,10 +138,39 @@ pub fn mail_recipient_named(m: &Map<String, Value>) -> bool {
     TO_FIELDS.iter().any(|k| m.contains_key(*k))
 }
 
+/// Is the message marked delivered or read already? A `true` flag, a time in a read or delivery
+/// field, or a status that says so, in the envelope or the message. Returns the field that says
+/// it, and its value.
+fn read_mark(objs: &[&Map<String, Value>]) -> Option<(String, Value)> {
+    for o in objs {
+        for k in READ_FLAGS {
+            if o.get(*k) == Some(&Value::Bool(true)) {
+                return Some(((*k).to_string(), Value::Bool(true)));
+            }
+        }
+        for k in READ_TIMES {
+            if let Some(v @ (Value::String(_) | Value::Number(_))) = o.get(*k)
+                && v.as_str().is_none_or(|s| !s.trim().is_empty())
+            {
+                return Some(((*k).to_string(), v.clone()));
+            }
+        }
+        for k in STATUS_FIELDS {
+            if let Some(Value::String(s)) = o.get(*k)
+                && READ_STATUSES.contains(&vocab_key(s).as_str())
+            {
+                return Some(((*k).to_string(), Value::String(s.clone())));
+            }
+        }
+    }
+    None
+}
+
 /// Normalises one legacy mailbox message. Looks inside a `message` envelope (queue entries) and
-/// a `payload` object (supervisor messages). `Err` when the value is not an object, or the
-/// sender or recipient is missing or names no agent (`yall`, `i`, `ALL`): the error names the
-/// field as it was spelled and the rule.
+/// a `payload` object (supervisor messages). A recipient that addresses everyone (`ALL_AGENTS`,
+/// `BROADCAST`, see [`super::BROADCAST_WORDS`]) becomes `ALL`. `Err` when the value is not an
+/// object, or the sender or recipient is missing or names no agent (`yall`, `i`, a placeholder):
+/// the error names the field as it was spelled and the rule.
 pub fn normalise_mail(v: &Value, now: Timestamp) -> Result<LegacyMail, ValidationError> {
     let Value::Object(outer) = v else {
         return Err(ValidationError::new("", "a message must be a JSON object"));
@@ -206,7 +260,16 @@ pub fn normalise_mail(v: &Value, now: Timestamp) -> Result<LegacyMail, Validatio
         }
         out.timestamp()
     });
-    Ok(LegacyMail { from, to, subject, body, sent_at, changes })
+    let read = read_mark(&objs).map(|(field, value)| {
+        changes.push(Change::new(
+            "read",
+            ChangeKind::StatusMapped,
+            Some(json!({ field: value })),
+            Some(json!(true)),
+            false,
+        ));
+    });
+    Ok(LegacyMail { from, to, subject, body, sent_at, read: read.is_some(), changes })
 }
 
 #[cfg(test)]
@@ -277,13 +340,7 @@ mod tests {
 
     #[test]
     fn unrecognised_recipients_are_errors_naming_the_field() {
-        for (field, who) in [
-            ("to", "yall"),
-            ("recipient", "i"),
-            ("recipient_agent_id", "ALL_ACTIVE_AGENTS"),
-            ("to", "BROADCAST"),
-            ("to", "{{agent}}"),
-        ] {
+        for (field, who) in [("to", "yall"), ("recipient", "i"), ("to", "{{agent}}"), ("to", "anyone")] {
             let e = normalise_mail(&json!({"from": "Agent-1", field: who}), now()).unwrap_err();
             assert_eq!(e.field, field);
             assert!(e.rule.contains("not an agent"), "{e}");
@@ -294,5 +351,48 @@ mod tests {
         let e = normalise_mail(&json!({"to": "Agent-1", "from": 3}), now()).unwrap_err();
         assert_eq!(e.field, "from");
         assert!(normalise_mail(&json!([1]), now()).is_err());
+        let e = normalise_mail(&json!({"from": "ALL_AGENTS", "to": "Agent-1"}), now()).unwrap_err();
+        assert_eq!(e.field, "from", "a broadcast has one sender");
+    }
+
+    #[test]
+    fn broadcast_recipients_become_all() {
+        for (field, who) in [
+            ("recipient_agent_id", "ALL_ACTIVE_AGENTS"),
+            ("recipient_agent_id", "ALL_AGENTS"),
+            ("to", "BROADCAST"),
+            ("recipient", "broadcast"),
+            ("to", "ALL"),
+            ("to", "All Agents"),
+        ] {
+            let m = mail(json!({"from": "Agent-1", field: who, "body": "hear ye"}));
+            assert_eq!(m.to, "ALL", "{who}");
+            let normalised =
+                m.changes.iter().any(|c| c.kind == ChangeKind::AgentNormalised && c.field == "to");
+            assert_eq!(normalised, who != "ALL", "{who}: {:?}", m.changes);
+        }
+    }
+
+    #[test]
+    fn mail_marked_delivered_or_read_is_read() {
+        for marked in [
+            json!({"from": "A", "to": "B", "read_status": true}),
+            json!({"from": "A", "to": "B", "status": "read"}),
+            json!({"from": "A", "to": "B", "delivered_at": "2025-01-01T00:00:00Z"}),
+            json!({"message": {"sender": "A", "recipient": "B"}, "status": "DELIVERED"}),
+            json!({"from": "A", "to": "B", "status": "completed"}),
+        ] {
+            let m = mail(marked.clone());
+            assert!(m.read, "{marked}");
+            assert!(m.changes.iter().any(|c| c.field == "read"), "{marked}");
+        }
+        for unread in [
+            json!({"from": "A", "to": "B", "read_status": false}),
+            json!({"from": "A", "to": "B", "status": "pending", "read_at": null}),
+            json!({"message": {"sender": "A", "recipient": "B"}, "status": "PENDING", "delivered_at": ""}),
+            json!({"from": "A", "to": "B"}),
+        ] {
+            assert!(!mail(unread.clone()).read, "{unread}");
+        }
     }
 }

@@ -27,10 +27,13 @@ mod yaml;
 #[cfg(test)]
 mod property_tests;
 
-pub use agent::{NON_AGENT_WORDS, normalise_agent};
+pub use agent::{BROADCAST_WORDS, NON_AGENT_WORDS, is_broadcast, normalise_agent};
 pub use board::{Extracted, Shape, extract_tasks, is_message_like, is_task_like};
 pub use lenient::{Lenient, ParseFailure, parse_lenient, repair};
-pub use mail::{FROM_FIELDS, LegacyMail, TO_FIELDS, mail_recipient_named, normalise_mail};
+pub use mail::{
+    FROM_FIELDS, LegacyMail, READ_FLAGS, READ_STATUSES, READ_TIMES, STATUS_FIELDS, TO_FIELDS,
+    mail_recipient_named, normalise_mail,
+};
 pub use normalise::{NESTED_CONTAINERS, Normalised, RENAMES, is_time_field, normalise_task};
 pub use priority::{PRIORITY_TABLE, PriorityMatch, map_priority};
 pub use status::{STATUS_TABLE, StatusMatch, map_status, status_rank};

@@ -7,7 +7,7 @@
 //! `serde_json::Error` keeps nothing but text, and [`from_serde`] reads the field and the rule back.
 
 use crate::error::ValidationError;
-use crate::names::validate_agent;
+use crate::names::{Recipient, validate_agent};
 use crate::task::validate_task_id;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -43,8 +43,13 @@ pub(super) fn from<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
     check(d, "from", agent_name)
 }
 
+/// An address: an agent, `ALL` (a broadcast) or `@group`; kept as it is written.
 pub(super) fn to<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    check(d, "to", agent_name)
+    check(d, "to", |v| {
+        let address = non_empty_string(v)?;
+        Recipient::parse(&address).map_err(|e| e.rule)?;
+        Ok(address)
+    })
 }
 
 pub(super) fn claim<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

@@ -144,8 +144,9 @@ const CASES: &[Case] = &[
     // The importer addresses this one to the owner of its inbox; on its own it has no recipient.
     Case("runtime/agent_comms/agent_mailboxes/Agent-5/inbox/reminder.json", &[],
         Mail { read: &[], refused: &["`to` is required"] }),
+    // A broadcast: `ALL_AGENTS` addresses every agent (`ALL`).
     Case("runtime/agent_comms/agent_mailboxes/broadcast/all_hands_20250309.json", &[],
-        Mail { read: &[], refused: &["`recipient_agent_id` `ALL_AGENTS` is not an agent"] }),
+        Mail { read: &[("Agent-1", "ALL")], refused: &[] }),
     Case("runtime/agent_comms/agent_mailboxes/Agent-3/inbox/relay_to_yall.md", &[repair::MARKDOWN],
         Mail { read: &[], refused: &["`to` `yall` is not an agent"] }),
     Case("runtime/agent_comms/templates/directive_template.json", &[],
@@ -257,7 +258,7 @@ fn fixtures_every_file_is_accounted_for() {
         }
     }
     assert_eq!((f.tasks_seen, f.tasks_accepted, f.messages_accepted), (seen, accepted, read));
-    assert_eq!((seen, accepted, read), (34, 31, 6), "the fixtures hold what the import test expects");
+    assert_eq!((seen, accepted, read), (34, 31, 7), "the fixtures hold what the import test expects");
     for k in ChangeKind::ALL {
         assert!(f.changes.contains_key(k.as_str()), "no fixture makes a `{k}` change");
     }

@@ -47,7 +47,7 @@ fn a_rename_between_directories_needs_both_synced() {
 fn appends_are_volatile_until_sync_and_crashes_stop_everything() {
     let fs = SimFs::new();
     fs.create_dir_all(&p("/j")).unwrap();
-    let mut f = fs.open_append(&p("/j/log")).unwrap();
+    let mut f = fs.create_append(&p("/j/log")).unwrap();
     fs.sync_dir(&p("/j")).unwrap();
     f.append(b"a\n").unwrap();
     f.sync().unwrap();
@@ -85,7 +85,7 @@ fn scrambled_crashes_are_reproducible_and_tear_only_appends() {
     let build = || {
         let fs = SimFs::new();
         fs.create_dir_all(&p("/d")).unwrap();
-        let mut f = fs.open_append(&p("/d/log")).unwrap();
+        let mut f = fs.create_append(&p("/d/log")).unwrap();
         f.append(b"0123456789").unwrap();
         for i in 0..8 {
             fs.create_new(&p(&format!("/d/f{i}")), b"x", i % 2 == 0).unwrap();
@@ -104,36 +104,73 @@ fn scrambled_crashes_are_reproducible_and_tear_only_appends() {
 #[test]
 fn a_lock_refuses_a_second_until_dropped_and_dies_with_the_process() {
     let fs = SimFs::new();
-    fs.create_dir_all(&p("/r")).unwrap();
-    let lock = p("/r/broker.lock");
-    let mut first = fs.lock_exclusive(&lock).unwrap().expect("free");
-    assert!(fs.lock_exclusive(&lock).unwrap().is_none(), "a second lock is refused");
-    first.set_contents(b"pid=1").unwrap();
-    assert_eq!(fs.read(&lock, 10).unwrap(), b"pid=1");
+    let root = p("/r");
+    fs.create_dir_all(&root).unwrap();
+    let first = fs.lock_dir(&root).unwrap().expect("free");
+    assert!(fs.lock_dir(&root).unwrap().is_none(), "a second lock is refused");
     drop(first);
-    let held = fs.lock_exclusive(&lock).unwrap().expect("released on drop");
+    let held = fs.lock_dir(&root).unwrap().expect("released on drop");
     // A restart is the holder's death: its lock goes, and its late drop releases nothing.
     fs.restart(Crash::Process);
-    let _next = fs.lock_exclusive(&lock).unwrap().expect("released by the restart");
+    let _next = fs.lock_dir(&root).unwrap().expect("released by the restart");
     drop(held);
-    assert!(fs.lock_exclusive(&lock).unwrap().is_none(), "a stale guard freed a live lock");
-    // A power loss releases locks too; the file itself is gone with its unsynced entry.
+    assert!(fs.lock_dir(&root).unwrap().is_none(), "a stale guard freed a live lock");
     fs.restart(Crash::PowerLoss);
-    assert!(fs.stat(&lock).unwrap().is_none());
-    assert!(fs.lock_exclusive(&lock).unwrap().is_some());
+    assert!(fs.lock_dir(&root).unwrap().is_some(), "a power loss releases locks too");
 }
 
 #[test]
-fn a_lock_is_a_counted_operation_that_a_crash_refuses() {
+fn a_lock_is_a_counted_operation_on_a_directory_that_a_crash_refuses() {
     let fs = SimFs::new();
     fs.create_dir_all(&p("/r")).unwrap();
     fs.create_new(&p("/r/f"), b"keep", true).unwrap();
     let before = fs.ops();
-    let guard = fs.lock_exclusive(&p("/r/f")).unwrap();
-    assert!(guard.is_some());
+    assert!(fs.lock_dir(&p("/r")).unwrap().is_some());
     assert_eq!(fs.ops(), before + 1);
-    assert_eq!(fs.read(&p("/r/f"), 10).unwrap(), b"keep", "taking a lock truncates nothing");
-    assert!(matches!(fs.lock_exclusive(&p("/r")), Err(FsError::NotRegular { kind: FileKind::Dir, .. })));
+    assert!(fs.lock_dir(&p("/r/f")).is_err(), "a file is not a directory to lock");
+    assert!(fs.lock_dir(&p("/none")).is_err());
+    assert_eq!(fs.read(&p("/r/f"), 10).unwrap(), b"keep");
     fs.crash_after(0);
-    assert!(fs.lock_exclusive(&p("/r/g")).is_err(), "a dead process takes no lock");
+    assert!(fs.lock_dir(&p("/")).is_err(), "a dead process takes no lock");
+}
+
+#[test]
+fn appends_are_exclusive_and_stop_when_the_file_is_replaced() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/j")).unwrap();
+    fs.create_new(&p("/j/planted"), b"keep", true).unwrap();
+    assert!(fs.create_append(&p("/j/planted")).err().expect("refused").is_already_exists());
+    let mut f = fs.create_append(&p("/j/seg")).unwrap();
+    f.append(b"1").unwrap();
+    fs.rename(&p("/j/seg"), &p("/j/moved")).unwrap();
+    fs.create_new(&p("/j/seg"), b"other", true).unwrap();
+    assert!(matches!(f.append(b"2"), Err(FsError::Replaced { .. })));
+    assert_eq!(fs.read(&p("/j/moved"), 10).unwrap(), b"1");
+    assert_eq!(fs.read(&p("/j/planted"), 10).unwrap(), b"keep");
+}
+
+#[test]
+fn pieces_read_back_a_set_mtime_lasts_with_an_fsync_and_space_is_what_the_test_says() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/r")).unwrap();
+    fs.create_new(&p("/r/f"), b"0123456789", true).unwrap();
+    fs.sync_dir(&p("/r")).unwrap();
+    assert_eq!(fs.read_at(&p("/r/f"), 2, 3).unwrap(), b"234");
+    assert_eq!(fs.read_at(&p("/r/f"), 9, 3).unwrap(), b"9");
+    assert_eq!(fs.read_at(&p("/r/f"), 30, 3).unwrap(), b"");
+    let t = Timestamp::from_micros(42);
+    fs.set_mtime(&p("/r/f"), t).unwrap();
+    assert_eq!(fs.stat(&p("/r/f")).unwrap().unwrap().mtime, t);
+    fs.restart(Crash::PowerLoss);
+    assert_ne!(fs.stat(&p("/r/f")).unwrap().unwrap().mtime, t, "an mtime nobody fsynced is lost");
+    let mut a = fs.create_append(&p("/r/g")).unwrap();
+    fs.sync_dir(&p("/r")).unwrap();
+    fs.set_mtime(&p("/r/g"), t).unwrap();
+    a.sync().unwrap();
+    fs.restart(Crash::PowerLoss);
+    assert_eq!(fs.stat(&p("/r/g")).unwrap().unwrap().mtime, t, "the file's fsync keeps it");
+    assert_eq!(fs.space(&p("/r")).unwrap(), None);
+    let s = Space { free_bytes: 1, total_bytes: 2, free_inodes: 3, total_inodes: 4 };
+    fs.set_space(Some(s));
+    assert_eq!(fs.space(&p("/r")).unwrap(), Some(s));
 }

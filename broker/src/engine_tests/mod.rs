@@ -1,6 +1,11 @@
 //! Engine tests on temporary roots: the lifecycle, fencing, restart and leases, driven by hand
 //! (files placed and renamed the way agents do) so each rule is checked in isolation.
 
+mod aging;
+mod capabilities;
+mod dependencies;
+mod presence;
+
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::journal::Place;
@@ -262,12 +267,15 @@ fn dependencies_hold_tasks_and_failures_block_them() {
     r.send(json!({"kind": "fail", "agent": "A", "claim": claim, "error": "nope", "retryable": false}));
     e.step().unwrap();
     assert_eq!(e.live("child").unwrap().task.status, Status::Blocked);
-    assert_eq!(e.live("grandchild").unwrap().task.status, Status::Pending, "waits: child may be retried");
+    // (Before issue 13 the grandchild stayed PENDING here: BLOCKED did not cascade.)
+    assert_eq!(e.live("grandchild").unwrap().task.status, Status::Blocked, "BLOCKED cascades");
+    // A retry of the failed parent unblocks what its failure blocked, transitively.
     r.send(json!({"kind": "retry", "task_id": "parent"}));
     e.step().unwrap();
+    assert_eq!(e.live("child").unwrap().task.status, Status::Pending);
+    assert_eq!(e.live("grandchild").unwrap().task.status, Status::Pending);
     let claim = r.claim(&pool, "A");
     r.send(json!({"kind": "complete", "agent": "A", "claim": claim}));
-    r.send(json!({"kind": "retry", "task_id": "child"}));
     e.step().unwrap();
     assert_eq!(r.list(&pool).len(), 1, "child dispatched after its parent completed");
 }

@@ -1,0 +1,176 @@
+//! What [`RealFs`](super::RealFs) and [`RootFs`](super::RootFs) do alike once a file is open:
+//! read it within a limit, append to it all or nothing after checking it is still the file at
+//! its path, hold a `flock`, and turn `stat` results and errors into the seam's types.
+
+use super::{AppendFile, FileKind, FsError, LockGuard, Meta, Space};
+use protocol::Timestamp;
+use rustix::fs::{FileType, Stat};
+use rustix::io::Errno;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// The device and inode of a file: what "the same file" means.
+pub(crate) type FileId = (u64, u64);
+
+pub(crate) fn errno(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+pub(crate) fn kind_of(st: &Stat) -> FileKind {
+    FileType::from_raw_mode(st.st_mode).into()
+}
+
+pub(crate) fn id_of(st: &Stat) -> FileId {
+    (st.st_dev, st.st_ino)
+}
+
+pub(crate) fn meta_of(st: &Stat) -> Meta {
+    let micros = st.st_mtime.saturating_mul(1_000_000).saturating_add(st.st_mtime_nsec as i64 / 1000);
+    Meta {
+        kind: kind_of(st),
+        len: u64::try_from(st.st_size).unwrap_or(0),
+        mtime: Timestamp::from_micros(micros),
+        ino: st.st_ino,
+    }
+}
+
+/// Opening with `O_NOFOLLOW` fails with `ELOOP` on a symlink: report what is there.
+pub(crate) fn open_error(op: &'static str, path: &Path, e: Errno) -> FsError {
+    if e == Errno::LOOP {
+        FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Symlink }
+    } else {
+        FsError::io(op, path, errno(e))
+    }
+}
+
+/// Reads an open file that must be a regular file of at most `limit` bytes.
+pub(crate) fn read_limited(fd: OwnedFd, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
+    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
+    let kind = kind_of(&st);
+    if kind != FileKind::File {
+        return Err(FsError::NotRegular { path: path.to_path_buf(), kind });
+    }
+    let len = u64::try_from(st.st_size).unwrap_or(0);
+    if len > limit {
+        return Err(FsError::TooLarge { path: path.to_path_buf(), size: len, limit });
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    // A writer may still be appending: never read past the limit whatever the file grows to.
+    std::fs::File::from(fd)
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| FsError::io("read", path, e))?;
+    if buf.len() as u64 > limit {
+        return Err(FsError::TooLarge { path: path.to_path_buf(), size: buf.len() as u64, limit });
+    }
+    Ok(buf)
+}
+
+/// Reads at most `len` bytes from `offset` of an open file that must be a regular file.
+pub(crate) fn read_piece(fd: OwnedFd, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
+    use std::io::{Seek, SeekFrom};
+    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
+    let kind = kind_of(&st);
+    if kind != FileKind::File {
+        return Err(FsError::NotRegular { path: path.to_path_buf(), kind });
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    let mut file = std::fs::File::from(fd);
+    file.seek(SeekFrom::Start(offset)).map_err(|e| FsError::io("seek", path, e))?;
+    let mut buf = Vec::with_capacity(len.min(size.saturating_sub(offset)) as usize);
+    file.take(len).read_to_end(&mut buf).map_err(|e| FsError::io("read", path, e))?;
+    Ok(buf)
+}
+
+/// `mtime` as the times `utimensat` sets (the access time left alone).
+pub(crate) fn mtime_times(mtime: Timestamp) -> rustix::fs::Timestamps {
+    use rustix::fs::{Timespec, UTIME_OMIT};
+    let us = mtime.as_micros();
+    rustix::fs::Timestamps {
+        last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+        last_modification: Timespec {
+            tv_sec: us.div_euclid(1_000_000),
+            tv_nsec: us.rem_euclid(1_000_000) * 1000,
+        },
+    }
+}
+
+/// What `statvfs` says, as a [`Space`].
+pub(crate) fn space_of(s: &rustix::fs::StatVfs) -> Space {
+    let unit = if s.f_frsize > 0 { s.f_frsize } else { s.f_bsize };
+    Space {
+        free_bytes: s.f_bavail.saturating_mul(unit),
+        total_bytes: s.f_blocks.saturating_mul(unit),
+        free_inodes: s.f_favail,
+        total_inodes: s.f_files,
+    }
+}
+
+/// Where the file named by a path is now (`None`: nothing there), for the identity check.
+pub(crate) type Locate = Box<dyn Fn(&Path) -> Result<Option<FileId>, FsError> + Send>;
+
+/// A file created for appending, which checks before each append that its path still names it.
+pub(crate) struct Appender {
+    file: std::fs::File,
+    path: PathBuf,
+    id: FileId,
+    locate: Locate,
+}
+
+impl Appender {
+    pub fn new(fd: OwnedFd, path: &Path, locate: Locate) -> Result<Self, FsError> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
+        Ok(Self { file: fd.into(), path: path.to_path_buf(), id: id_of(&st), locate })
+    }
+}
+
+impl AppendFile for Appender {
+    /// All or nothing: a write that fails part way (out of space, say) is cut back off, so that
+    /// no torn record is left for later appends to follow (which would read as corruption).
+    fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
+        // The open file's identity (fixed at creation) against what its path names now: one
+        // lookup and one `fstatat`, cheap beside the fsync that follows.
+        match (self.locate)(&self.path) {
+            Ok(Some(id)) if id == self.id => {}
+            Ok(_) => return Err(FsError::Replaced { path: self.path.clone() }),
+            Err(e) if e.is_not_found() => return Err(FsError::Replaced { path: self.path.clone() }),
+            Err(e) => return Err(e),
+        }
+        let before = self.file.metadata().map_err(|e| FsError::io("stat", &self.path, e))?.len();
+        self.file.write_all(bytes).map_err(|e| {
+            let _ = self.file.set_len(before);
+            FsError::io("append to", &self.path, e)
+        })
+    }
+
+    fn sync(&mut self) -> Result<(), FsError> {
+        self.file.sync_data().map_err(|e| FsError::io("fsync", &self.path, e))
+    }
+}
+
+/// A `flock` held through an open directory; closing it (dropping the guard) releases the lock
+/// (the descriptor is held, never read).
+pub(crate) struct DirLock(#[allow(dead_code)] OwnedFd);
+
+impl LockGuard for DirLock {}
+
+/// Takes an exclusive `flock` on the open directory `fd` without waiting.
+pub(crate) fn lock(fd: OwnedFd, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
+    use rustix::fs::{FlockOperation, flock};
+    match flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(Box::new(DirLock(fd)))),
+        Err(e) if e == Errno::WOULDBLOCK => Ok(None),
+        Err(e) => Err(FsError::io("lock", path, errno(e))),
+    }
+}
+
+/// Writes `bytes` into a file just created, fsyncing it when `sync`.
+pub(crate) fn fill(fd: OwnedFd, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes).map_err(|e| FsError::io("write", path, e))?;
+    if sync {
+        f.sync_all().map_err(|e| FsError::io("fsync", path, e))?;
+    }
+    Ok(())
+}
