@@ -3,7 +3,7 @@
 
 use crate::names;
 use crate::record::ClusterRecord;
-use async_nats::jetstream::{self, kv::Operation};
+use async_nats::jetstream::{self, kv, kv::Operation};
 use futures_util::StreamExt;
 use mailroom::config::ClusterSettings;
 use serde::Serialize;
@@ -25,26 +25,30 @@ pub struct Row {
     pub record: ClusterRecord,
 }
 
-/// Every shared task's cluster-wide record, by task id.
-pub async fn board(cfg: &ClusterSettings) -> Result<Vec<Row>, BoardError> {
-    let unreachable = |e: &dyn std::fmt::Display| BoardError::Unreachable {
-        servers: cfg.nats.join(","),
-        reason: e.to_string(),
-    };
+/// The cluster's key-value bucket, or `None` when no shared task was ever published.
+pub(crate) async fn open(cfg: &ClusterSettings) -> Result<Option<kv::Store>, BoardError> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(3))
         .connect(cfg.nats.clone())
         .await
-        .map_err(|e| unreachable(&e))?;
-    let bucket =
-        |e: &dyn std::fmt::Display| BoardError::Bucket { bucket: cfg.bucket.clone(), reason: e.to_string() };
+        .map_err(|e| BoardError::Unreachable { servers: cfg.nats.join(","), reason: e.to_string() })?;
     let js = jetstream::new(client);
-    let kv = match js.get_key_value(&cfg.bucket).await {
-        Ok(kv) => kv,
-        // No shared task was ever published: an empty board.
-        Err(e) if e.to_string().contains("not found") => return Ok(Vec::new()),
-        Err(e) => return Err(bucket(&e)),
-    };
+    match js.get_key_value(&cfg.bucket).await {
+        Ok(kv) => Ok(Some(kv)),
+        Err(e) if e.to_string().contains("not found") => Ok(None),
+        Err(e) => Err(bucket_error(cfg, &e)),
+    }
+}
+
+pub(crate) fn bucket_error(cfg: &ClusterSettings, e: &dyn std::fmt::Display) -> BoardError {
+    BoardError::Bucket { bucket: cfg.bucket.clone(), reason: e.to_string() }
+}
+
+/// Every shared task's cluster-wide record, by task id.
+pub async fn board(cfg: &ClusterSettings) -> Result<Vec<Row>, BoardError> {
+    let bucket = |e: &dyn std::fmt::Display| bucket_error(cfg, e);
+    // No shared task was ever published: an empty board.
+    let Some(kv) = open(cfg).await? else { return Ok(Vec::new()) };
     let mut keys = kv.keys().await.map_err(|e| bucket(&e))?;
     let mut rows = Vec::new();
     while let Some(k) = keys.next().await {

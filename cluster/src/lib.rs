@@ -13,6 +13,7 @@
 //! - [`link`]: the loop: publish what the node holds for the cluster, pull what its agents can
 //!   take, extend deadlines with in-progress acks, settle outcomes then ack.
 //! - [`board`]: the cluster-wide board (`mailroom board --cluster`).
+//! - [`trace`]: one shared task's kept revisions (`mailroom trace --cluster ID`).
 //!
 //! [`ClusterOp`]: mailroom::engine::commands::ClusterOp
 //! [`ClusterView`]: mailroom::engine::commands::ClusterView
@@ -21,6 +22,8 @@ pub mod board;
 pub mod link;
 pub mod names;
 pub mod record;
+pub mod trace;
 
 pub use board::{BoardError, board};
 pub use link::run;
+pub use trace::history;

@@ -1,11 +1,26 @@
 //! `mailroom board --cluster`: every shared task's cluster-wide record (status, the node and
 //! agent that hold or finished it, how often a node took it, its revision), read from the
 //! cluster's key-value bucket. Filters by status, pool and agent; `--json` prints one array.
+//! `mailroom trace --cluster ID`: the kept revisions of one task's record, oldest first.
 
 use super::exit::{self, Failure};
 use super::io::emit;
-use mailroom::config::Config;
+use mailroom::config::{ClusterSettings, Config};
+use mailroom_cluster::board::Row;
 use protocol::Status;
+use runtime_layout::{Fs, Layout};
+
+/// The `[cluster]` section, and a runtime to talk to the cluster with.
+fn cluster(cfg: &Config) -> Result<(&ClusterSettings, tokio::runtime::Runtime), Failure> {
+    let Some(cluster) = &cfg.cluster else {
+        return Err(Failure::new(exit::NO_CLUSTER, "--cluster: mailroom.toml has no [cluster] section"));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::new(exit::ERROR, e))?;
+    Ok((cluster, rt))
+}
 
 pub fn show(
     cfg: &Config,
@@ -14,13 +29,7 @@ pub fn show(
     agent: Option<String>,
     json: bool,
 ) -> Result<(), Failure> {
-    let Some(cluster) = &cfg.cluster else {
-        return Err(Failure::new(exit::NO_CLUSTER, "--cluster: mailroom.toml has no [cluster] section"));
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::new(exit::ERROR, e))?;
+    let (cluster, rt) = cluster(cfg)?;
     let mut rows =
         rt.block_on(mailroom_cluster::board(cluster)).map_err(|e| Failure::new(exit::NO_CLUSTER, e))?;
     rows.retain(|r| {
@@ -29,14 +38,40 @@ pub fn show(
             && agent.as_ref().is_none_or(|a| r.record.agent.as_ref() == Some(a))
     });
     if json {
-        let text = serde_json::to_string_pretty(&rows).map_err(|e| Failure::new(exit::ERROR, e))?;
-        return emit(&format!("{text}\n"));
+        return print_json(&rows);
     }
+    let mut out = table(&rows);
+    out.push_str(&format!("{} shared task(s)\n", rows.len()));
+    emit(&out)
+}
+
+/// `mailroom trace --cluster ID`: exit 3 when the cluster has no record of the task.
+pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<(), Failure> {
+    let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let (cluster, rt) = cluster(&cfg)?;
+    let rows = rt
+        .block_on(mailroom_cluster::history(cluster, task_id))
+        .map_err(|e| Failure::new(exit::NO_CLUSTER, e))?;
+    if rows.is_empty() {
+        return Err(Failure::new(exit::NOTHING, format!("no task `{task_id}` in the cluster")));
+    }
+    if json {
+        return print_json(&rows);
+    }
+    let mut out = table(&rows);
+    for r in &rows {
+        out.push_str(&format!("rev {}: written {}\n", r.revision, r.record.updated_at));
+    }
+    emit(&out)
+}
+
+/// One line per record, under a header.
+fn table(rows: &[Row]) -> String {
     let mut out = format!(
         "{:<24} {:<12} {:<12} {:<8} {:<8} {:<14} {:>5} {:>5}\n",
         "TASK", "STATUS", "POOL", "ORIGIN", "NODE", "AGENT", "TAKES", "REV"
     );
-    for r in &rows {
+    for r in rows {
         let rec = &r.record;
         out.push_str(&format!(
             "{:<24} {:<12} {:<12} {:<8} {:<8} {:<14} {:>5} {:>5}\n",
@@ -50,6 +85,10 @@ pub fn show(
             r.revision
         ));
     }
-    out.push_str(&format!("{} shared task(s)\n", rows.len()));
-    emit(&out)
+    out
+}
+
+fn print_json(rows: &[Row]) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(rows).map_err(|e| Failure::new(exit::ERROR, e))?;
+    emit(&format!("{text}\n"))
 }

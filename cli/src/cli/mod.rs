@@ -165,6 +165,10 @@ pub enum Cmd {
         task_id: String,
         #[arg(long)]
         json: bool,
+        /// The task's cluster-wide history (every kept revision of its record), read from the
+        /// cluster (`[cluster]` in mailroom.toml) instead of this root's journal.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Print the JSON Schemas of the task and of every message kind.
     Schema,
@@ -344,7 +348,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Mail { cmd: MailCmd::Read { agent, json } } => {
             mail::read(root_fs(&root, false)?.as_ref(), &layout, &agent, json)
         }
-        Cmd::Trace { task_id, json } => {
+        Cmd::Trace { task_id, json, cluster: true } => {
+            cluster_board::trace(initialised(&root, &layout)?.as_ref(), &layout, &task_id, json)
+        }
+        Cmd::Trace { task_id, json, cluster: false } => {
             views::trace(initialised(&root, &layout)?.as_ref(), &layout, &task_id, json)
         }
         Cmd::Schema => views::schema(),
