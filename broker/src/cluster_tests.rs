@@ -111,4 +111,11 @@ fn the_pull_window_counts_tasks_waiting_for_room_in_the_ready_window() {
     assert!(matches!(e.live("P2").unwrap().place, Place::Waiting { .. }));
     // Two of the three idle agents' turns are already taken: one file, one waiting for room.
     assert_eq!(view(&mut e).window["leads"], 1);
+
+    // Cancelled cluster-wide: the copy here is cancelled (its file removed) and settled.
+    let cancelled = ClusterOp::Cancelled { task_id: "P1".into(), revision: 9 };
+    assert!(accepted(&ask(&mut e, |reply| Command::Cluster { op: cancelled, reply })));
+    assert_eq!(e.state().status_of("P1"), Some(protocol::Status::Cancelled));
+    assert_eq!(e.state().pulled("P1"), None);
+    assert_eq!(e.state().pulled("P2"), Some(1));
 }

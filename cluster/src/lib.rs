@@ -13,12 +13,14 @@
 //! - [`link`]: the loop: publish what the node holds for the cluster, pull what its agents can
 //!   take, extend deadlines with in-progress acks, settle outcomes then ack.
 //! - [`board`]: the cluster-wide board (`mailroom board --cluster`).
+//! - [`control`]: cluster-wide cancel by compare-and-set (`mailroom cancel --cluster ID`).
 //! - [`trace`]: one shared task's kept revisions (`mailroom trace --cluster ID`).
 //!
 //! [`ClusterOp`]: mailroom::engine::commands::ClusterOp
 //! [`ClusterView`]: mailroom::engine::commands::ClusterView
 
 pub mod board;
+pub mod control;
 pub mod link;
 pub mod names;
 pub mod record;

@@ -9,8 +9,10 @@
 //!    status on the revision this node wrote when it took it, then ack the work-queue message,
 //!    then journal `Settled`. A failed compare-and-set means another node took the task since:
 //!    the outcome is fenced (journaled as such, not acked).
-//! 3. **Keep alive** every pulled task still in hand: an in-progress ack every third of
-//!    `ack_wait`, so the cluster redelivers a task only when its node stops answering.
+//! 3. **Keep alive** every pulled task still in hand, every third of `ack_wait`: if its record
+//!    was cancelled cluster-wide meanwhile, cancel it here (journaled, the claim revoked) and
+//!    ack it; else an in-progress ack, so the cluster redelivers a task only when its node
+//!    stops answering.
 //! 4. **Pull** from each shared pool's durable consumer at most the pool's ready window (idle
 //!    local agents minus tasks already waiting here, capped by `max_pull`): take its record
 //!    (compare-and-set, `node` = this node), then journal `Pull`, which queues the file.
@@ -53,7 +55,6 @@ const TICK: Duration = Duration::from_millis(100);
 /// A work-queue message this node holds, for its in-progress acks and its final ack.
 struct Held {
     msg: Message,
-    last_progress: Instant,
 }
 
 /// What the link keeps between rounds (only caches: the journal and the cluster are the truth).
@@ -64,6 +65,9 @@ struct Link {
     js: jetstream::Context,
     ready: Option<Ready>,
     held: HashMap<String, Held>,
+    /// When each pulled task still in hand last had its record looked at (for a cluster-wide
+    /// cancel) and its deadline extended.
+    checked: HashMap<String, Instant>,
 }
 
 /// The stream, bucket and consumers, once they exist.
@@ -73,7 +77,7 @@ struct Ready {
     consumers: HashMap<String, PullConsumer>,
 }
 
-fn now_text() -> String {
+pub(crate) fn now_text() -> String {
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -100,7 +104,8 @@ pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
     };
     let mut js = jetstream::new(client);
     js.set_timeout(REQUEST_TIMEOUT);
-    let mut link = Link { cfg, ack_wait, handle, js, ready: None, held: HashMap::new() };
+    let mut link =
+        Link { cfg, ack_wait, handle, js, ready: None, held: HashMap::new(), checked: HashMap::new() };
     let mut records = match link.handle.subscribe().await {
         Ok(s) => s.records,
         Err(Stopped) => return,
@@ -181,7 +186,7 @@ impl Link {
         for p in view.pulled.iter().filter(|p| p.finished) {
             self.settle(p).await?;
         }
-        self.keep_alive(&view.pulled).await;
+        self.keep_alive(&view.pulled).await?;
         for (pool, window) in &view.window {
             if *window > 0 {
                 self.pull(pool, *window).await?;
@@ -210,6 +215,7 @@ impl Link {
             takes: 0,
             attempts: task.attempts,
             updated_at: now_text(),
+            cancelled_by: None,
         };
         match self.kv().entry(key.clone()).await.map_err(nats)? {
             Some(e) if e.operation == Operation::Put => {
@@ -278,21 +284,45 @@ impl Link {
         self.journal(op).await
     }
 
-    /// In-progress acks for every pulled task still in hand, every third of `ack_wait`.
-    async fn keep_alive(&mut self, pulled: &[PulledView]) {
+    /// Every third of `ack_wait`, for every pulled task still in hand: obey a cluster-wide
+    /// cancel if its record says so, else send an in-progress ack.
+    async fn keep_alive(&mut self, pulled: &[PulledView]) -> Result<(), LinkError> {
         let every = self.ack_wait / 3;
+        self.checked.retain(|id, _| pulled.iter().any(|p| !p.finished && &p.task_id == id));
         for p in pulled.iter().filter(|p| !p.finished) {
+            if self.checked.get(&p.task_id).is_some_and(|t| t.elapsed() < every) {
+                continue;
+            }
+            self.checked.insert(p.task_id.clone(), Instant::now());
+            if self.cancelled_cluster_wide(p).await? {
+                continue;
+            }
             if let Some(h) = self.held.get_mut(&p.task_id)
-                && h.last_progress.elapsed() >= every
+                && let Err(e) = h.msg.ack_with(AckKind::Progress).await
             {
-                match h.msg.ack_with(AckKind::Progress).await {
-                    Ok(()) => h.last_progress = Instant::now(),
-                    Err(e) => {
-                        tracing::warn!(task = %p.task_id, error = %e, "cluster: in-progress ack failed")
-                    }
-                }
+                tracing::warn!(task = %p.task_id, error = %e, "cluster: in-progress ack failed")
             }
         }
+        Ok(())
+    }
+
+    /// Whether the task's record was cancelled cluster-wide since this node took it; if so the
+    /// local copy is cancelled and settled on the record's revision, and the message acked.
+    async fn cancelled_cluster_wide(&mut self, p: &PulledView) -> Result<bool, LinkError> {
+        let entry = self.kv().entry(names::key(&p.task_id)).await.map_err(nats)?;
+        let Some(entry) = entry.filter(|e| e.operation == Operation::Put && e.revision != p.revision) else {
+            return Ok(false);
+        };
+        if !ClusterRecord::parse(&entry.value).is_some_and(|r| r.status == Status::Cancelled) {
+            return Ok(false);
+        }
+        tracing::info!(task = %p.task_id, "cluster: cancelled cluster-wide; cancelling here");
+        self.journal(ClusterOp::Cancelled { task_id: p.task_id.clone(), revision: entry.revision }).await?;
+        if let Some(h) = self.held.remove(&p.task_id) {
+            let _ = h.msg.ack().await;
+        }
+        self.checked.remove(&p.task_id);
+        Ok(true)
     }
 
     async fn consumer(&mut self, pool: &str) -> Result<PullConsumer, LinkError> {
@@ -362,6 +392,7 @@ impl Link {
             takes: 0,
             attempts: task.attempts,
             updated_at: String::new(),
+            cancelled_by: None,
         });
         rec.node = Some(self.cfg.node.clone());
         rec.agent = None;
@@ -387,7 +418,8 @@ impl Link {
         match self.handle.cluster(op).await? {
             Verdict::Accepted { .. } => {
                 tracing::debug!(task = %id, revision, "cluster: pulled");
-                self.held.insert(id, Held { msg, last_progress: Instant::now() });
+                self.checked.insert(id.clone(), Instant::now());
+                self.held.insert(id, Held { msg });
             }
             Verdict::Refused { reason, .. } => {
                 tracing::warn!(task = %id, %reason, "cluster: pulled task refused here; offered again");

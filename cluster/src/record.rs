@@ -32,6 +32,9 @@ pub struct ClusterRecord {
     pub attempts: u32,
     /// When this record was written (RFC 3339).
     pub updated_at: String,
+    /// The node an operator cancelled the task from, cluster-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 impl ClusterRecord {

@@ -10,7 +10,8 @@
 //!   any dispatched task ([`Entry::Pull`], with the cluster-wide record's revision this node
 //!   wrote), so local claims stay one rename.
 //! - **Settle.** Once a pulled task's outcome is written cluster-wide (or refused there because
-//!   another node took the task since: fenced), the link asks for [`Entry::Settled`].
+//!   another node took the task since: fenced), the link asks for [`Entry::Settled`]. A task
+//!   cancelled cluster-wide is cancelled here as an operator would, then settled.
 
 use super::BROKER;
 use super::dispatch::queue_file_as;
@@ -32,6 +33,9 @@ pub enum ClusterOp {
     Pull { task: Box<Task>, pool: String, revision: u64 },
     /// The outcome of a pulled task was written cluster-wide (`fenced`: refused there).
     Settled { task_id: String, revision: u64, fenced: bool },
+    /// A pulled task was cancelled cluster-wide (its record is `CANCELLED` at `revision`):
+    /// cancel it here and settle it on that revision.
+    Cancelled { task_id: String, revision: u64 },
 }
 
 /// What the cluster link needs from the engine, between two passes.
@@ -91,6 +95,15 @@ pub(crate) fn apply(tx: &mut Tx, op: ClusterOp) -> Result<String, Refusal> {
             Ok(task_id)
         }
         ClusterOp::Pull { task, pool, revision } => pull(tx, *task, pool, revision),
+        ClusterOp::Cancelled { task_id, revision } => {
+            if tx.state().pulled(&task_id).is_some() {
+                if tx.state().live(&task_id).is_some() {
+                    super::operator::cancel(tx, &task_id, "cluster")?;
+                }
+                tx.push(Entry::Settled { task_id: task_id.clone(), revision, fenced: false });
+            }
+            Ok(task_id)
+        }
         ClusterOp::Settled { task_id, revision, fenced } => {
             if tx.state().pulled(&task_id).is_some() {
                 if fenced {

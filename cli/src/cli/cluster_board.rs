@@ -2,6 +2,7 @@
 //! agent that hold or finished it, how often a node took it, its revision), read from the
 //! cluster's key-value bucket. Filters by status, pool and agent; `--json` prints one array.
 //! `mailroom trace --cluster ID`: the kept revisions of one task's record, oldest first.
+//! `mailroom cancel --cluster ID`: cancel a shared task cluster-wide (compare-and-set).
 
 use super::exit::{self, Failure};
 use super::io::emit;
@@ -63,6 +64,20 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<
         out.push_str(&format!("rev {}: written {}\n", r.revision, r.record.updated_at));
     }
     emit(&out)
+}
+
+/// `mailroom cancel --cluster ID`: exit 3 when the cluster has no record of the task, 6 when it
+/// is finished cluster-wide already, 11 when the cluster cannot be reached.
+pub fn cancel(fs: &dyn Fs, layout: &Layout, task_id: &str) -> Result<(), Failure> {
+    use mailroom_cluster::control::{ControlError, cancel};
+    let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let (cluster, rt) = cluster(&cfg)?;
+    match rt.block_on(cancel(cluster, task_id, &cluster.node)) {
+        Ok(row) => emit(&format!("cancelled cluster-wide: {task_id} (revision {})\n", row.revision)),
+        Err(e @ ControlError::NotFound(_)) => Err(Failure::new(exit::NOTHING, e)),
+        Err(e @ ControlError::Finished { .. }) => Err(Failure::new(exit::INVALID, e)),
+        Err(e @ ControlError::Cluster(_)) => Err(Failure::new(exit::NO_CLUSTER, e)),
+    }
 }
 
 /// One line per record, under a header.

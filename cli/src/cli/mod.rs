@@ -107,7 +107,13 @@ pub enum Cmd {
         claim: String,
     },
     /// Cancel a task (a held claim is revoked).
-    Cancel { task_id: String },
+    Cancel {
+        task_id: String,
+        /// Cancel a shared task cluster-wide, by compare-and-set on its record, wherever it is
+        /// (`[cluster]` in mailroom.toml): the node holding it cancels its copy.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Redrive a FAILED, BLOCKED or CANCELLED task.
     Retry { task_id: String },
     /// Send mail from one agent to another, to every other agent (`--to ALL`) or to a group
@@ -318,7 +324,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             serve::run_broker(fs, layout, http)
         }
         Cmd::Submit { file } => producer::submit(&root, ack, &file),
-        Cmd::Cancel { task_id } => producer::cancel(&root, ack, &task_id),
+        Cmd::Cancel { task_id, cluster: true } => {
+            cluster_board::cancel(initialised(&root, &layout)?.as_ref(), &layout, &task_id)
+        }
+        Cmd::Cancel { task_id, cluster: false } => producer::cancel(&root, ack, &task_id),
         Cmd::Retry { task_id } => producer::retry(&root, ack, &task_id),
         Cmd::Claim { agent, pools, wait } => agent::claim(&root, &agent, &pools, wait),
         Cmd::Heartbeat { agent, claim } => agent::heartbeat(&root, &agent, &claim),
