@@ -71,6 +71,12 @@ pub struct PipeReport {
     /// Spawning `mailroom run` to serving.
     #[serde(serialize_with = "round::r3")]
     pub broker_ready_ms: f64,
+    /// Journal bytes written per task (uncompressed).
+    #[serde(serialize_with = "round::r0")]
+    pub journal_bytes_per_task: f64,
+    /// What the same records would take per task if each carried its task whole.
+    #[serde(serialize_with = "round::r0")]
+    pub journal_whole_bytes_per_task: f64,
 }
 
 /// The median run by tasks/s, and every run's tasks/s in the order they ran.
@@ -209,6 +215,9 @@ pub fn run_on(
     out.broker_cpu_us_per_task = cpu.as_secs_f64() * 1e6 / p.tasks.max(1) as f64;
     out.broker_peak_rss_mb = mb(rss);
     out.broker_ready_ms = ready.as_secs_f64() * 1000.0;
+    let (written, whole) = journal_watch::journal_cost(fs, root, before)?;
+    out.journal_bytes_per_task = written as f64 / p.tasks.max(1) as f64;
+    out.journal_whole_bytes_per_task = whole as f64 / p.tasks.max(1) as f64;
     Ok(out)
 }
 
