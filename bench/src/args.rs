@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8,peers,w9; w4 and w5 run
+    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8,peers,w9,w10; w4 and w5 run
     /// together).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,

@@ -5,6 +5,10 @@
 //! transition is timestamped by the broker) and from two times the processes put into the task,
 //! the producer's submit time (`params.submitted_us`) and the agent's claim time
 //! (`result.claimed_us`). Clocks are all the one system clock.
+//!
+//! The same pipeline runs across several brokers ([`run_nodes`], W10's cluster): producer `i`
+//! and agent `i` go to node `i mod n`, the run waits for the completions of every node's
+//! journal, and the figures are read from all of them together.
 
 use crate::error::BenchError;
 use crate::journal_watch::{self, JournalTail};
@@ -37,6 +41,17 @@ pub struct Pipe {
     pub journal_settings: Vec<String>,
     /// Task ids are `<prefix>-<n>`: runs on the same root use different prefixes.
     pub prefix: String,
+    /// Whole sections appended to `mailroom.toml` (W10's `[cluster]`), verbatim.
+    pub extra_config: String,
+}
+
+/// One broker of a run: its root, its process, how long it took to serve, and the journal
+/// segments its root held before the run (not counted).
+pub struct Node {
+    pub root: PathBuf,
+    pub broker: Proc,
+    pub ready: Duration,
+    pub before: HashSet<PathBuf>,
 }
 
 /// What one pipeline run measured.
@@ -104,6 +119,7 @@ pub fn write_config(fs: &dyn Fs, root: &Path, p: &Pipe) -> Result<(), BenchError
             text.push('\n');
         }
     }
+    text.push_str(&p.extra_config);
     mailroom::config::Config::parse(&text)
         .map_err(|e| BenchError::Usage(format!("--broker-setting: {e}")))?;
     write_atomic(
@@ -137,27 +153,44 @@ pub fn run_on(
     before: &HashSet<PathBuf>,
     p: &Pipe,
 ) -> Result<PipeReport, BenchError> {
+    let node = Node { root: root.to_path_buf(), broker, ready, before: before.clone() };
+    run_nodes(cx, d, vec![node], p, &mut || Ok(()))
+}
+
+/// A pipeline run across brokers already serving (one or more nodes): producer `i` and agent
+/// `i` (of `p.producers` and `p.agents` in all) use node `i mod n`. Once every task is completed
+/// in some node's journal and the load processes have exited, `settle` runs while the brokers
+/// still serve (W10 waits there for the cluster-wide records); then the brokers are stopped.
+/// Broker CPU and journal bytes are the sums over the nodes, peak RSS and ready time the largest.
+pub fn run_nodes(
+    cx: &Ctx,
+    d: &Path,
+    nodes: Vec<Node>,
+    p: &Pipe,
+    settle: &mut dyn FnMut() -> Result<(), BenchError>,
+) -> Result<PipeReport, BenchError> {
     let fs = cx.fs();
-    let layout = Layout::new(root);
-    let mut tail = JournalTail::new(&layout);
+    let n = nodes.len().max(1);
+    let mut tails: Vec<JournalTail> = nodes.iter().map(|x| JournalTail::new(&Layout::new(&x.root))).collect();
     let stop = d.join("stop");
     let _ = std::fs::remove_file(&stop);
     let agents: Vec<String> = (1..=p.agents).map(|i| format!("Agent-{i}")).collect();
-    for a in &agents {
-        layout.mailbox(a).create(fs, true)?;
+    let root_of = |i: usize| nodes[i % n].root.as_path();
+    for (i, a) in agents.iter().enumerate() {
+        Layout::new(root_of(i)).mailbox(a).create(fs, true)?;
     }
-    let cpu0 = cpu_time(broker.pid()).unwrap_or_default();
+    let cpu0: Vec<Duration> = nodes.iter().map(|x| cpu_time(x.broker.pid()).unwrap_or_default()).collect();
     let durability = |args: &mut Vec<String>| {
         if let Some(c) = &p.client_durability {
             args.extend(["--durability".into(), c.clone()]);
         }
     };
     let mut agent_procs = Vec::new();
-    for a in &agents {
+    for (i, a) in agents.iter().enumerate() {
         let mut args = vec!["--name".into(), a.clone(), "--stop".into(), path_arg(&stop)];
         args.extend(["--out".into(), path_arg(&d.join(format!("{a}.json")))]);
         durability(&mut args);
-        agent_procs.push(cx.bins.load("agent", root, &args, &d.join(format!("{a}.log")), a)?);
+        agent_procs.push(cx.bins.load("agent", root_of(i), &args, &d.join(format!("{a}.log")), a)?);
     }
     let mut producers = Vec::new();
     for i in 0..p.producers {
@@ -175,20 +208,24 @@ pub fn run_on(
         }
         durability(&mut args);
         let log = d.join(format!("producer-{i}.log"));
-        producers.push(cx.bins.load("producer", root, &args, &log, &format!("producer {i}"))?);
+        producers.push(cx.bins.load("producer", root_of(i), &args, &log, &format!("producer {i}"))?);
     }
-    // Wait until the journal shows every task completed.
+    // Wait until the journals show every task completed.
     let mut last = (0, Instant::now());
-    while tail.completes < p.tasks {
+    let mut done = 0;
+    while done < p.tasks {
         std::thread::sleep(Duration::from_millis(20));
-        tail.poll();
-        if tail.completes != last.0 {
-            last = (tail.completes, Instant::now());
+        for t in &mut tails {
+            t.poll();
+        }
+        done = tails.iter().map(|t| t.completes).sum();
+        if done != last.0 {
+            last = (done, Instant::now());
         } else if last.1.elapsed() > STALL {
             let _ = write_file(&stop, b"");
             return Err(BenchError::Stalled {
                 workload: format!("pipeline {}", p.prefix),
-                done: tail.completes,
+                done,
                 tasks: p.tasks,
                 secs: STALL.as_secs(),
                 logs: d.to_path_buf(),
@@ -198,8 +235,12 @@ pub fn run_on(
             pr.check().map_err(|e| logs_in(e, d))?;
         }
     }
-    let cpu = cpu_time(broker.pid()).unwrap_or_default().saturating_sub(cpu0);
-    let rss = peak_rss(broker.pid()).unwrap_or(0);
+    let cpu: Duration = nodes
+        .iter()
+        .zip(&cpu0)
+        .map(|(x, c0)| cpu_time(x.broker.pid()).unwrap_or_default().saturating_sub(*c0))
+        .sum();
+    let rss = nodes.iter().filter_map(|x| peak_rss(x.broker.pid())).max().unwrap_or(0);
     write_file(&stop, b"")?;
     for a in agent_procs {
         a.wait(Duration::from_secs(60)).map_err(|e| logs_in(e, d))?;
@@ -207,48 +248,64 @@ pub fn run_on(
     for pr in producers {
         pr.wait(Duration::from_secs(60)).map_err(|e| logs_in(e, d))?;
     }
-    broker.terminate().map_err(|e| logs_in(e, d))?;
+    settle().map_err(|e| logs_in(e, d))?;
+    let ready = nodes.iter().map(|x| x.ready).max().unwrap_or_default();
+    let mut parts = Vec::new();
+    for x in nodes {
+        x.broker.terminate().map_err(|e| logs_in(e, d))?;
+        parts.push((x.root, x.before));
+    }
 
-    let mut out = figures(fs, root, before, p)?;
+    let mut out = figures(fs, &parts, p)?;
     let (claims, claimed_ids) = claimed(d, &agents);
     out.claimed_twice = claims - claimed_ids.len();
     out.broker_cpu_us_per_task = cpu.as_secs_f64() * 1e6 / p.tasks.max(1) as f64;
     out.broker_peak_rss_mb = mb(rss);
     out.broker_ready_ms = ready.as_secs_f64() * 1000.0;
-    let (written, whole) = journal_watch::journal_cost(fs, root, before)?;
+    let (mut written, mut whole) = (0, 0);
+    for (root, before) in &parts {
+        let (w, h) = journal_watch::journal_cost(fs, root, before)?;
+        written += w;
+        whole += h;
+    }
     out.journal_bytes_per_task = written as f64 / p.tasks.max(1) as f64;
     out.journal_whole_bytes_per_task = whole as f64 / p.tasks.max(1) as f64;
     Ok(out)
 }
 
-/// What the journal segments not in `before` show about the run's tasks (ids `<prefix>-<n>`).
-fn figures(fs: &dyn Fs, root: &Path, before: &HashSet<PathBuf>, p: &Pipe) -> Result<PipeReport, BenchError> {
+/// What the journal segments of each `(root, before)` not in its `before` show about the run's
+/// tasks (ids `<prefix>-<n>`), all nodes together. A task pulled from the cluster is queued by a
+/// `pull` entry where a local one has its `dispatch`.
+fn figures(fs: &dyn Fs, parts: &[(PathBuf, HashSet<PathBuf>)], p: &Pipe) -> Result<PipeReport, BenchError> {
     let prefix = format!("{}-", p.prefix);
     let mut ids = HashSet::new();
     let (mut s2q, mut s2c, mut c2w) = (Vec::new(), Vec::new(), Vec::new());
     let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut completes = 0;
-    journal_watch::for_each_completion(fs, root, before, |c| {
-        let t = &c.task;
-        if !t.task_id.starts_with(&prefix) {
-            return;
-        }
-        completes += 1;
-        ids.insert(t.task_id.clone());
-        let sub = t.params["submitted_us"].as_i64().unwrap_or(0);
-        let claimed = t.result["claimed_us"].as_i64().unwrap_or(0);
-        let at = |a: &str| t.history.iter().rev().find(|h| h.action == a).map(|h| h.timestamp.as_micros());
-        let ms = |us: i64| us as f64 / 1000.0;
-        if let Some(q) = at("dispatch") {
-            s2q.push(ms(q - sub));
-        }
-        s2c.push(ms(claimed - sub));
-        if let Some(c) = at("claim") {
-            c2w.push(ms(c - claimed));
-        }
-        first = first.min(sub);
-        last = last.max(c.at_us);
-    })?;
+    for (root, before) in parts {
+        journal_watch::for_each_completion(fs, root, before, |c| {
+            let t = &c.task;
+            if !t.task_id.starts_with(&prefix) {
+                return;
+            }
+            completes += 1;
+            ids.insert(t.task_id.clone());
+            let sub = t.params["submitted_us"].as_i64().unwrap_or(0);
+            let claimed = t.result["claimed_us"].as_i64().unwrap_or(0);
+            let at =
+                |a: &str| t.history.iter().rev().find(|h| h.action == a).map(|h| h.timestamp.as_micros());
+            let ms = |us: i64| us as f64 / 1000.0;
+            if let Some(q) = at("dispatch").or_else(|| at("pull")) {
+                s2q.push(ms(q - sub));
+            }
+            s2c.push(ms(claimed - sub));
+            if let Some(c) = at("claim") {
+                c2w.push(ms(c - claimed));
+            }
+            first = first.min(sub);
+            last = last.max(c.at_us);
+        })?;
+    }
     let secs = (last - first) as f64 / 1e6;
     Ok(PipeReport {
         tasks: p.tasks,

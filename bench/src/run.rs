@@ -58,6 +58,7 @@ impl Ctx {
             broker_settings: p.broker_settings.clone(),
             journal_settings: Vec::new(),
             prefix: "B".into(),
+            extra_config: String::new(),
         }
     }
 }

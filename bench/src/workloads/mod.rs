@@ -10,6 +10,7 @@ use crate::report::Section;
 use crate::run::Ctx;
 
 pub mod peers;
+pub mod w10_cluster;
 pub mod w1_pipeline;
 pub mod w2_legacy;
 pub mod w3_floor;
@@ -42,6 +43,7 @@ pub static ALL: &[&dyn Workload] = &[
     &w8_deep::W8,
     &peers::Peers,
     &w9_soak::W9,
+    &w10_cluster::W10,
 ];
 
 /// The workloads `--only` names (every one if it names none).
@@ -76,7 +78,8 @@ mod tests {
         };
         assert_eq!(names(&[]).unwrap().len(), ALL.len());
         assert_eq!(names(&["W5", "w1"]).unwrap(), ["w1", "w4"]);
-        assert!(matches!(names(&["w10"]), Err(BenchError::Usage(_))));
+        assert!(matches!(names(&["w11"]), Err(BenchError::Usage(_))));
+        assert_eq!(names(&["cluster"]).unwrap(), ["w10"]);
         assert_eq!(names(&["w8"]).unwrap(), ["w8"]);
         assert_eq!(names(&["w9"]).unwrap(), ["w9"]);
     }
