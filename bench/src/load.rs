@@ -2,7 +2,10 @@
 //! submits its share of the tasks through the SDK (`Client::submit`), stamping its submit time in
 //! `params.submitted_us`; an agent claims (without a watcher first, in `claim_wait` only when idle,
 //! or polling) and completes through the SDK, stamping its claim time in `result.claimed_us`, and
-//! at the end writes the ids it claimed to a file of the run directory.
+//! at the end writes the ids it claimed to a file of the run directory. With `--threads N` one
+//! agent process is N agents (`<name>-1` .. `<name>-N`), each a thread with an `Agent` of its own
+//! that polls (one inotify watcher per waiting agent would exceed the kernel's per-user limit of
+//! watchers for a fleet of hundreds): W10's simulated fleet.
 //!
 //! `mailroom-bench deep-agent` (W8) claims and completes a fixed number of tasks, timing each
 //! `claim`. The peers comparison has load processes of its own (`peers::load`).
@@ -77,6 +80,10 @@ pub struct AgentArgs {
     /// 0: block in `claim_wait` (inotify); otherwise poll `claim` every this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub poll_ms: u64,
+    /// Be this many agents, `<name>-1` .. `<name>-N`, one thread each (they poll: `--poll-ms`,
+    /// 200 when not given).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
 /// The id of a run's `i`th task.
@@ -143,10 +150,40 @@ fn backlog_full(layout: &runtime_layout::Layout, max: usize, until: &std::path::
 }
 
 pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
-    let mut agent = Agent::register(&a.root, &a.name)?;
+    if a.threads <= 1 {
+        let ids = agent_loop(a, &a.name, a.poll_ms, Duration::ZERO)?;
+        return write_file(&a.out, json!({"agent": a.name, "claims": ids.len(), "ids": ids}).to_string());
+    }
+    let poll_ms = if a.poll_ms == 0 { 200 } else { a.poll_ms };
+    let threads: Vec<_> = (1..=a.threads)
+        .map(|j| {
+            let (a, name) = (a.clone(), format!("{}-{j}", a.name));
+            // Spread the first polls over one interval, so the fleet does not poll in step.
+            let offset = Duration::from_millis(poll_ms * j as u64 / a.threads as u64);
+            std::thread::Builder::new()
+                .stack_size(512 * 1024)
+                .spawn(move || agent_loop(&a, &name, poll_ms, offset))
+                .map_err(|e| BenchError::process("an agent thread", e))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut ids = Vec::new();
+    for t in threads {
+        ids.extend(t.join().map_err(|_| BenchError::process("an agent thread", "panicked"))??);
+    }
+    write_file(
+        &a.out,
+        json!({"agent": a.name, "agents": a.threads, "claims": ids.len(), "ids": ids}).to_string(),
+    )
+}
+
+/// One agent claiming and completing until the stop file exists and nothing is left: the ids it
+/// claimed.
+fn agent_loop(a: &AgentArgs, name: &str, poll_ms: u64, offset: Duration) -> Result<Vec<String>, BenchError> {
+    let mut agent = Agent::register(&a.root, name)?;
     if let Some(d) = &a.durability {
         agent = agent.with_durability(parse_durability(d)?);
     }
+    std::thread::sleep(offset);
     let pools = vec![a.pool.clone()];
     let mut ids: Vec<String> = Vec::new();
     loop {
@@ -154,8 +191,8 @@ pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
         let claim = match agent.claim(&pools)? {
             Some(c) => Some(c),
             None if a.stop.exists() => break,
-            None if a.poll_ms > 0 => {
-                std::thread::sleep(Duration::from_millis(a.poll_ms));
+            None if poll_ms > 0 => {
+                std::thread::sleep(Duration::from_millis(poll_ms));
                 None
             }
             None => agent.claim_wait(&pools, Duration::from_millis(250))?,
@@ -165,7 +202,7 @@ pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
         ids.push(c.task.task_id.clone());
         agent.complete(&c.name, json!({"claimed_us": claimed_us}))?;
     }
-    write_file(&a.out, json!({"agent": a.name, "claims": ids.len(), "ids": ids}).to_string())
+    Ok(ids)
 }
 
 /// Arguments of `mailroom-bench deep-agent` (W8).

@@ -43,6 +43,10 @@ pub struct Pipe {
     pub prefix: String,
     /// Whole sections appended to `mailroom.toml` (W10's `[cluster]`), verbatim.
     pub extra_config: String,
+    /// W10's fleet: this many agents in all, threads of the `agents` processes (which then poll
+    /// every `fleet_poll_ms`); `None`: each agent process is one agent.
+    pub fleet: Option<usize>,
+    pub fleet_poll_ms: u64,
 }
 
 /// One broker of a run: its root, its process, how long it took to serve, and the journal
@@ -176,8 +180,17 @@ pub fn run_nodes(
     let _ = std::fs::remove_file(&stop);
     let agents: Vec<String> = (1..=p.agents).map(|i| format!("Agent-{i}")).collect();
     let root_of = |i: usize| nodes[i % n].root.as_path();
+    // Agents per process: one, or the fleet shared out (the first processes take the rest).
+    let threads = |i: usize| p.fleet.map(|f| f / p.agents.max(1) + usize::from(i < f % p.agents.max(1)));
     for (i, a) in agents.iter().enumerate() {
-        Layout::new(root_of(i)).mailbox(a).create(fs, true)?;
+        match threads(i) {
+            None => Layout::new(root_of(i)).mailbox(a).create(fs, true)?,
+            Some(t) => {
+                for j in 1..=t {
+                    Layout::new(root_of(i)).mailbox(&format!("{a}-{j}")).create(fs, true)?;
+                }
+            }
+        }
     }
     let cpu0: Vec<Duration> = nodes.iter().map(|x| cpu_time(x.broker.pid()).unwrap_or_default()).collect();
     let durability = |args: &mut Vec<String>| {
@@ -189,6 +202,9 @@ pub fn run_nodes(
     for (i, a) in agents.iter().enumerate() {
         let mut args = vec!["--name".into(), a.clone(), "--stop".into(), path_arg(&stop)];
         args.extend(["--out".into(), path_arg(&d.join(format!("{a}.json")))]);
+        if let Some(t) = threads(i) {
+            args.extend(["--threads".into(), t.to_string(), "--poll-ms".into(), p.fleet_poll_ms.to_string()]);
+        }
         durability(&mut args);
         agent_procs.push(cx.bins.load("agent", root_of(i), &args, &d.join(format!("{a}.log")), a)?);
     }

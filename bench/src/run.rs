@@ -59,6 +59,8 @@ impl Ctx {
             journal_settings: Vec::new(),
             prefix: "B".into(),
             extra_config: String::new(),
+            fleet: None,
+            fleet_poll_ms: 0,
         }
     }
 }

@@ -102,6 +102,29 @@ fn bench_smoke_runs_every_workload_and_prints_the_summary() {
             }
         }
     }
+    // W10: the pipeline on 1, 2 and 3 cluster nodes and a fleet, every task completed once in
+    // the node journals and COMPLETED in the cluster-wide record; or skipped without nats-server.
+    let w10 = &v["w10_cluster"];
+    match w10["skipped"].as_str() {
+        Some(why) => {
+            assert!(w10.get("nodes").is_none(), "a skipped W10 has no figures: {w10}");
+            skip_unless_required("bench_smoke (W10 cluster only)", why);
+        }
+        None => {
+            assert_pipeline_complete("w10_cluster.local", &w10["local"]);
+            let rows = w10["nodes"].as_array().expect("W10 rows");
+            let counts: Vec<u64> = rows.iter().map(|r| r["nodes"].as_u64().unwrap()).collect();
+            assert_eq!(counts, [1, 2, 3], "{w10}");
+            for row in rows.iter().chain([&w10["fleet"]]) {
+                let what = format!("w10_cluster {} nodes", row["nodes"]);
+                assert_pipeline_complete(&what, row);
+                assert_eq!(row["record"]["completed"], row["tasks"], "{what}: cluster-wide record {row}");
+                assert_eq!(row["record"]["lost"], 0, "{what}: {row}");
+                assert!(row["tasks_per_s"].as_f64().unwrap() > 0.0, "{what} has no throughput: {row}");
+            }
+            assert_eq!(w10["fleet"]["agents"], 1000, "{w10}");
+        }
+    }
     // The temporary roots are removed after a successful run.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
