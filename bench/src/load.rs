@@ -124,7 +124,8 @@ pub fn producer_main(a: &ProducerArgs) -> Result<(), BenchError> {
         i += a.of.max(1);
     }
     if let Some(out) = &a.out {
-        write_file(out, json!({"index": a.index, "of": a.of, "submitted": submitted}).to_string())?;
+        let fs = client.fs_counts();
+        write_file(out, json!({"index": a.index, "of": a.of, "submitted": submitted, "fs": fs}).to_string())?;
     }
     Ok(())
 }
@@ -165,7 +166,8 @@ pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
         ids.push(c.task.task_id.clone());
         agent.complete(&c.name, json!({"claimed_us": claimed_us}))?;
     }
-    write_file(&a.out, json!({"agent": a.name, "claims": ids.len(), "ids": ids}).to_string())
+    let fs = agent.fs_counts();
+    write_file(&a.out, json!({"agent": a.name, "claims": ids.len(), "ids": ids, "fs": fs}).to_string())
 }
 
 /// Arguments of `mailroom-bench deep-agent` (W8).

@@ -76,6 +76,13 @@ impl fmt::Display for W1Report {
             f,
             "                broker CPU {:.0} us/task, peak RSS {:.1} MB, ready in {:.0} ms",
             o.broker_cpu_us_per_task, o.broker_peak_rss_mb, o.broker_ready_ms
-        )
+        )?;
+        match &o.fs {
+            Some(t) => write!(f, "{t}"),
+            None => writeln!(
+                f,
+                "                filesystem operations: not counted (the broker's HTTP surface did not answer)"
+            ),
+        }
     }
 }
