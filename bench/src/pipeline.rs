@@ -72,6 +72,12 @@ pub struct PipeReport {
     /// Spawning `mailroom run` to serving.
     #[serde(serialize_with = "round::r3")]
     pub broker_ready_ms: f64,
+    /// Journal bytes written per task (uncompressed).
+    #[serde(serialize_with = "round::r0")]
+    pub journal_bytes_per_task: f64,
+    /// What the same records would take per task if each carried its task whole.
+    #[serde(serialize_with = "round::r0")]
+    pub journal_whole_bytes_per_task: f64,
     /// Filesystem operations of the broker (during the load), the producers and the agents, as
     /// each process's `RootFs` counted them; `None` when the broker's could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +226,9 @@ pub fn run_on(
     out.broker_cpu_us_per_task = cpu.as_secs_f64() * 1e6 / p.tasks.max(1) as f64;
     out.broker_peak_rss_mb = mb(rss);
     out.broker_ready_ms = ready.as_secs_f64() * 1000.0;
+    let (written, whole) = journal_watch::journal_cost(fs, root, before)?;
+    out.journal_bytes_per_task = written as f64 / p.tasks.max(1) as f64;
+    out.journal_whole_bytes_per_task = whole as f64 / p.tasks.max(1) as f64;
     if let (Some(a), Some(b)) = (fs0, fs1) {
         let sum = |files: Vec<PathBuf>| {
             files.iter().fold(FsCounts::default(), |acc, f| acc.plus(&fs_ops::from_report(&read_json(f))))

@@ -338,3 +338,59 @@ fn a_message_too_large_to_read_is_tied_to_the_task_it_names() {
     let ops: Vec<&str> = trace["steps"].as_array().unwrap().iter().filter_map(|s| s["op"].as_str()).collect();
     assert_eq!(ops, ["reject"], "{trace}");
 }
+
+#[test]
+fn files_planted_at_a_put_back_claims_name_or_a_reasons_name_cost_neither_the_task_nor_the_reason() {
+    let root = Root::new();
+    root.write_config("[broker]\ntick_ms = 50\n");
+    let _lacking = agent(&root, "Agent-9");
+    assert!(root.run(&["agent", "add", "Agent-1", "--capability", "gpu"]).status.success());
+    let broker = root.broker();
+    submit(&root, json!({"task_id": "G-1", "task_type": "render", "required_capabilities": ["gpu"]}));
+    wait_for(T, || queued_file(&root, "render", "G-1").is_some());
+    let queued = queued_file(&root, "render", "G-1").unwrap();
+    let (code, log) = broker.terminate();
+    assert_eq!(code, Some(0), "{log}");
+
+    // While the broker is down: an agent lacking the capability renames the task into its cur/
+    // (the broker will put it back), and someone plants another file at the queued name.
+    let name = queued.file_name().unwrap().to_owned();
+    std::fs::rename(&queued, root.comms().join("mailboxes/Agent-9/cur").join(&name)).unwrap();
+    let forged = json!({"task_id": "G-1", "task_type": "render", "description": "forged"}).to_string();
+    std::fs::write(&queued, &forged).unwrap();
+    // And reasons planted at the names the next quarantine entries will take.
+    let q = root.comms().join("broker/quarantine");
+    for seq in 1..=400u64 {
+        std::fs::write(q.join(format!("{seq:012}-msg-bad.json.error.json")), r#"{"reason":"planted"}"#)
+            .unwrap();
+    }
+
+    let broker = root.broker();
+    raw(&root, "msg-bad.json", "this is not JSON");
+    let real_reason = |v: &Value| v["reason"].as_str().is_some_and(|r| r != "planted");
+    wait_for(T, || reasons(&root).iter().any(|(n, v)| n.ends_with("-msg-bad.json") && real_reason(v)));
+    let (entry, _) =
+        reasons(&root).into_iter().find(|(n, v)| n.ends_with("-msg-bad.json") && real_reason(v)).unwrap();
+    assert_eq!(std::fs::read(q.join(&entry)).unwrap(), b"this is not JSON", "the refused message, whole");
+    let planted_aside = std::fs::read_dir(&q).unwrap().flatten().any(|e| {
+        e.file_name().to_string_lossy().starts_with(&format!("{entry}.error.json.displaced-"))
+            && std::fs::read(e.path()).unwrap() == br#"{"reason":"planted"}"#
+    });
+    assert!(planted_aside, "the planted reason is kept beside, not taken for the real one");
+
+    // The refused claim is taken back; whatever the planted file became (the queue audit or the
+    // put-back met it first), the task claimed is the task's own and the planted bytes are kept.
+    wait_for(T, || root.ls("mailboxes/Agent-9/cur").is_empty());
+    let kept_somewhere = [q.clone(), root.comms().join("queues/render/new")].iter().any(|dir| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read(e.path()).is_ok_and(|b| b == forged.as_bytes()))
+    });
+    assert!(kept_somewhere, "the planted file is kept (moved aside or quarantined):\n{}", broker.log());
+    let holder = agent_sdk::Agent::open(&root.path, "Agent-1").unwrap();
+    let claimed = holder.claim(&["render".to_string()]).unwrap().expect("the task is still there to claim");
+    assert_eq!(claimed.task.task_id, "G-1");
+    assert_ne!(claimed.task.description.as_deref(), Some("forged"));
+    assert_eq!(claimed.task.required_capabilities, ["gpu"]);
+}

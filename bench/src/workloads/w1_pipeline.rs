@@ -77,6 +77,13 @@ impl fmt::Display for W1Report {
             "                broker CPU {:.0} us/task, peak RSS {:.1} MB, ready in {:.0} ms",
             o.broker_cpu_us_per_task, o.broker_peak_rss_mb, o.broker_ready_ms
         )?;
+        writeln!(
+            f,
+            "                journal {:.0} B/task ({:.0} B/task if every record carried its task whole: {:.2}x)",
+            o.journal_bytes_per_task,
+            o.journal_whole_bytes_per_task,
+            o.journal_bytes_per_task / o.journal_whole_bytes_per_task.max(1.0)
+        )?;
         match &o.fs {
             Some(t) => write!(f, "{t}"),
             None => writeln!(

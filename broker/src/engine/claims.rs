@@ -273,26 +273,59 @@ const COPY: &str = "a copy of a task still waiting in its queue is not a claim (
 /// second agent can take it meanwhile.
 fn check(tx: &mut Tx, id: &str, claimed: &Path, queued: &Path) -> Result<Check, FsError> {
     let Some(held) = tx.env.fs().stat(claimed)? else { return Err(gone(claimed)) };
+    let expected = task_bytes(&tx.state().live(id).expect("a queued task is live").task);
     if let Some(q) = tx.env.fs().stat(queued)? {
         if q.ino != held.ino {
-            return Ok(Check::Copy);
-        }
-        match tx.env.fs().remove_file(queued) {
-            Ok(()) => tx.effects.left(queued.parent().map(Path::to_path_buf).unwrap_or_default()),
-            Err(e) if e.is_not_found() => {
-                return Ok(Check::Revoke("the task's file was taken into another mailbox too"));
+            // Two files: the claim beside a copy left queued, or a file someone put at the
+            // queued name after the claim's rename. Only the second is not the task's bytes: it
+            // is moved aside (never opened for writing), so it costs the claim nothing.
+            if dispatched(tx, queued, &expected)? {
+                return Ok(Check::Copy);
             }
-            Err(e) => return Err(e),
+            set_aside(tx, queued)?;
+        } else {
+            match tx.env.fs().remove_file(queued) {
+                Ok(()) => tx.effects.left(queued.parent().map(Path::to_path_buf).unwrap_or_default()),
+                Err(e) if e.is_not_found() => {
+                    return Ok(Check::Revoke("the task's file was taken into another mailbox too"));
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    let expected = task_bytes(&tx.state().live(id).expect("a queued task is live").task);
-    match tx.env.fs().read(claimed, MAX_TASK_BYTES) {
-        // A task file is not fsynced one by one: a power loss can cut it short after the agent
-        // read it whole. A prefix of what was dispatched is that, not a rewrite.
-        Ok(bytes) if expected.starts_with(&bytes) => Ok(Check::Claim),
-        Ok(_) | Err(FsError::TooLarge { .. } | FsError::NotRegular { .. }) => Ok(Check::Revoke(
+    if dispatched(tx, claimed, &expected)? {
+        Ok(Check::Claim)
+    } else {
+        Ok(Check::Revoke(
             "the claimed file is not the one dispatched (it was rewritten): the claim is revoked",
-        )),
+        ))
+    }
+}
+
+/// Whether the file at `path` holds the task's dispatched bytes. A task file is not fsynced one
+/// by one: a power loss can cut it short after the agent read it whole, so a prefix of what was
+/// dispatched counts as it, not as a rewrite.
+fn dispatched(tx: &Tx, path: &Path, expected: &[u8]) -> Result<bool, FsError> {
+    match tx.env.fs().read(path, MAX_TASK_BYTES) {
+        Ok(bytes) => Ok(expected.starts_with(&bytes)),
+        Err(FsError::TooLarge { .. } | FsError::NotRegular { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves a file someone put at a queued task's name aside, to `<name>.displaced-<time>`.
+fn set_aside(tx: &mut Tx, path: &Path) -> Result<(), FsError> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".displaced-{}", tx.now().compact()));
+    let aside = PathBuf::from(aside);
+    match tx.env.fs().rename_noreplace(path, &aside) {
+        Ok(()) => {
+            tracing::warn!(path = %tx.env.rel(path), moved_to = %tx.env.rel(&aside),
+                "a file someone else put at a claimed task's queued name: moved aside, never opened for writing");
+            tx.effects.arrived_in(aside.parent().map(Path::to_path_buf).unwrap_or_default());
+            Ok(())
+        }
+        Err(e) if e.is_not_found() || e.is_already_exists() => Ok(()),
         Err(e) => Err(e),
     }
 }

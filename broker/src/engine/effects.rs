@@ -18,7 +18,7 @@ use super::ledger::Ledger;
 use protocol::capability::CapabilitySet;
 use protocol::message::{Notice, NoticeKind};
 use protocol::{Mail, Task};
-use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_atomic, write_capability_set};
+use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_capability_set};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -136,13 +136,13 @@ impl Effects {
         self.moved_from.insert(dir);
     }
 
-    fn touch_dir(&mut self, p: &Path) {
+    pub(super) fn touch_dir(&mut self, p: &Path) {
         if let Some(d) = p.parent() {
             self.touched.insert(d.to_path_buf());
         }
     }
 
-    fn touch_src(&mut self, p: &Path) {
+    pub(super) fn touch_src(&mut self, p: &Path) {
         if let Some(d) = p.parent() {
             self.moved_from.insert(d.to_path_buf());
         }
@@ -256,15 +256,13 @@ impl Effects {
                 // The reason first, durably: a crash between the two then leaves the message in
                 // the inbox to be moved again, never a quarantined file without its reason (the
                 // move is not redone once the file has left the inbox).
-                write_reason(env, &to, &reason)?;
+                self.write_reason(env, &to, &reason)?;
                 self.move_in(env, &from, &to)?;
             }
             Effect::QuarantineCopy { to, bytes, reason } => {
                 // The reason first, as for a moved file: a copy is never left without its why.
-                write_reason(env, &to, &reason)?;
-                if fs.stat(&to)?.is_none() {
-                    write_atomic(fs, &to, &bytes, &env.names, env.durability)?;
-                }
+                self.write_reason(env, &to, &reason)?;
+                self.write_exact(env, &to, &bytes)?;
             }
             Effect::Return { claim, maildir, name, bytes } => {
                 self.put_back(env, &claim, &maildir, &name, &bytes)?
@@ -275,12 +273,12 @@ impl Effects {
                         "not requeued: a directory on its path is a symbolic link");
                     return Ok(());
                 }
-                self.move_once(env, &from, &to)?;
+                self.move_in(env, &from, &to)?;
                 if fs.stat(&reason_from)?.is_some() {
                     if let Some(d) = reason_to.parent() {
                         fs.create_dir_all(d)?;
                     }
-                    self.move_once(env, &reason_from, &reason_to)?;
+                    self.move_in(env, &reason_from, &reason_to)?;
                 }
             }
             Effect::Post { agent, post } => self.post(env, &agent, post)?,
@@ -291,112 +289,6 @@ impl Effects {
             Effect::Reply(Answer::Bulk(to, verdict)) => {
                 let _ = to.send(verdict);
             }
-        }
-        Ok(())
-    }
-
-    /// Moves a file that must not be in both places, nor replace anything: gone already is done,
-    /// and a destination that exists already is this very file moved before a crash that kept
-    /// the source too (destinations are fresh names), so the source is removed.
-    fn move_once(&mut self, env: &Env, from: &Path, to: &Path) -> Result<(), EngineError> {
-        match env.fs().rename_noreplace(from, to) {
-            Ok(()) => {
-                self.touch_src(from);
-                self.touch_dir(to);
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) if e.is_already_exists() => match env.fs().remove_file(from) {
-                Ok(()) => self.touch_src(from),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
-    }
-
-    /// Moves `from` to `to`, a name chosen free when the move was journaled, never over what is
-    /// there. A file already at `to` that is `from` itself (the same inode: the move happened
-    /// before a crash that kept the source's entry too, only the destination's fsync done) means
-    /// the move is finished by removing `from`; failing there would stop every restart. Anything
-    /// else at `to` was put there by someone else (a hard link to a file outside the root, say):
-    /// it is moved aside (`<name>.displaced-<time>`, never opened) and the move made, so the
-    /// file is neither lost nor ever written through. True when this call moved the file.
-    fn move_in(&mut self, env: &Env, from: &Path, to: &Path) -> Result<bool, EngineError> {
-        let fs = env.fs();
-        for attempt in 0.. {
-            match fs.rename_noreplace(from, to) {
-                Ok(()) => {
-                    self.touch_src(from);
-                    self.touch_dir(to);
-                    return Ok(true);
-                }
-                Err(e) if e.is_not_found() => return Ok(false),
-                Err(e) if e.is_already_exists() && attempt < 3 => {
-                    let (src, dst) = (fs.stat(from)?, fs.stat(to)?);
-                    match (src, dst) {
-                        (None, _) => return Ok(false),
-                        (Some(s), Some(d)) if s.ino == d.ino => {
-                            match fs.remove_file(from) {
-                                Ok(()) => self.touch_src(from),
-                                Err(e) if e.is_not_found() => {}
-                                Err(e) => return Err(e.into()),
-                            }
-                            return Ok(false);
-                        }
-                        (Some(_), Some(d)) => {
-                            let aside = displaced_name(to, env.now(), attempt);
-                            match fs.rename_noreplace(to, &aside) {
-                                Ok(()) => {
-                                    tracing::warn!(path = %env.rel(to), kind = %d.kind, moved_to = %env.rel(&aside),
-                                        "a file someone else put at a name the broker was moving a file to: moved aside, never opened");
-                                    self.touch_dir(&aside);
-                                }
-                                Err(e) if e.is_not_found() || e.is_already_exists() => {}
-                                Err(e) => return Err(e.into()),
-                            }
-                        }
-                        // Gone meanwhile: try again.
-                        (Some(_), None) => {}
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        unreachable!("the loop returns")
-    }
-
-    fn put_back(
-        &mut self,
-        env: &Env,
-        claim: &Path,
-        maildir: &Maildir,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<(), EngineError> {
-        let fs = env.fs();
-        let queued = maildir.new_dir().join(name);
-        // A link on either path is refused (the broker moves it aside and rebuilds: `crate::repair`).
-        env.layout.guard(fs, claim)?;
-        env.layout.guard_maildir(fs, maildir)?;
-        match fs.rename_noreplace(claim, &queued) {
-            Ok(()) => {
-                self.touch_dir(&queued);
-                self.touch_src(claim);
-            }
-            // The agent removed its copy: the queued file is written again.
-            Err(e) if e.is_not_found() => match deliver(fs, maildir, name, bytes, Durability::Never) {
-                Ok(p) => self.touch_dir(&p),
-                Err(e) if e.is_already_exists() => {}
-                Err(e) => return Err(e.into()),
-            },
-            // Already back (a crash after the rename, before the journal knew): drop the copy.
-            Err(e) if e.is_already_exists() => match fs.remove_file(claim) {
-                Ok(()) => self.touch_src(claim),
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            },
-            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
@@ -425,26 +317,4 @@ impl Effects {
         }
         Ok(())
     }
-}
-
-/// Where a file found at `to` is moved aside: `<to>.displaced-<time>`, `-<n>` after a first try.
-fn displaced_name(to: &Path, now: protocol::Timestamp, attempt: u32) -> PathBuf {
-    let mut p = to.as_os_str().to_owned();
-    p.push(format!(".displaced-{}", now.compact()));
-    if attempt > 0 {
-        p.push(format!("-{}", attempt + 1));
-    }
-    PathBuf::from(p)
-}
-
-/// Writes `<quarantined>.error.json`, durably, unless it exists: a reason written before a
-/// crash is the precise one, so it is kept.
-fn write_reason(env: &Env, quarantined: &Path, reason: &Value) -> Result<(), EngineError> {
-    let mut err_path = quarantined.as_os_str().to_owned();
-    err_path.push(".error.json");
-    let err_path = PathBuf::from(err_path);
-    if env.fs().stat(&err_path)?.is_none() {
-        write_atomic(env.fs(), &err_path, &json_pretty(reason), &env.names, env.durability)?;
-    }
-    Ok(())
 }

@@ -106,7 +106,9 @@ impl Ledger {
 
     /// Journals `entry` (durable at the next commit) and applies it. Returns its sequence number.
     pub fn push(&mut self, ts: Timestamp, entry: Entry) -> u64 {
-        let rec = self.journal.push(ts, entry);
+        // The task as its last record left it: a record about it carries only what changed.
+        let prev = entry.change().and_then(|(t, _)| self.state.live(&t.task_id)).map(|l| &l.task);
+        let rec = self.journal.push_change(ts, entry, prev);
         self.state.apply(&rec);
         self.records += 1;
         self.tasks_changed |= rec.entry.change().is_some() || rec.entry.relocation().is_some();

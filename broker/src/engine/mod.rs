@@ -33,6 +33,7 @@ pub(crate) mod ledger;
 pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
+pub(crate) mod placing;
 pub(crate) mod positions;
 pub(crate) mod presence;
 pub(crate) mod quarantine;

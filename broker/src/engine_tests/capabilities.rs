@@ -92,3 +92,39 @@ fn a_task_addressed_to_one_agent_is_not_gated() {
     let c = a.claim(&[]).unwrap().expect("its own task");
     assert!(!c.name.contains(".caps-"), "{}", c.name);
 }
+
+#[test]
+fn a_file_planted_at_a_claimed_tasks_queued_name_is_moved_aside_and_costs_no_claim() {
+    let r = Root::new();
+    r.agent("Raw");
+    let mut e = r.engine();
+    r.send(json!({"task_id": "G", "required_capabilities": ["gpu"]}));
+    e.step().unwrap();
+    let pool = r.layout.queue("default").new_dir();
+    let own = std::fs::read(pool.join(&r.list(&pool)[0])).unwrap();
+    let name = r.claim(&pool, "Raw");
+    // Someone puts another file at the name before the broker puts the claim back.
+    std::fs::write(pool.join(&name), br#"{"task_id": "G", "description": "forged"}"#).unwrap();
+    e.step().unwrap();
+    assert_eq!(std::fs::read(pool.join(&name)).unwrap(), own, "the claim went back, not the planted file");
+    let aside: Vec<String> =
+        r.list(&pool).into_iter().filter(|n| n.starts_with(&format!("{name}.displaced-"))).collect();
+    assert_eq!(aside.len(), 1, "{:?}", r.list(&pool));
+    assert!(std::fs::read_to_string(pool.join(&aside[0])).unwrap().contains("forged"));
+    assert!(r.list(&r.layout.mailbox("Raw").cur()).is_empty());
+
+    // An ordinary claim stands the same way: the planted file is not taken for the task.
+    r.send(json!({"task_id": "P", "task_type": "plain"}));
+    e.step().unwrap();
+    let plain = r.layout.queue("plain").new_dir();
+    let name = r.claim(&plain, "Raw");
+    std::fs::write(plain.join(&name), b"planted").unwrap();
+    e.step().unwrap();
+    let live = e.live("P").unwrap();
+    assert!(matches!(&live.place, Place::Held { agent, .. } if agent == "Raw"), "{:?}", live.place);
+    assert!(
+        r.list(&plain).iter().all(|n| n.starts_with(&format!("{name}.displaced-"))),
+        "{:?}",
+        r.list(&plain)
+    );
+}

@@ -7,15 +7,18 @@
 //! Segments made obsolete by a snapshot move to `journal/archive/`, where they are compressed and
 //! kept within the retention limits, and where `mailroom trace` still reads them.
 //!
-//! The parts: [`record`] (what a line holds), [`read`] (replay, torn tails, every segment for
+//! The parts: [`record`] (what a line holds), [`delta`] (a record about a task the segment
+//! already holds carries only what changed), [`read`] (replay, torn tails, every segment for
 //! `trace`), [`archive`] (compression and the retention rule of archived segments), and
 //! [`Journal`] here (numbering, group commit, compaction).
 
 pub mod archive;
+mod delta;
 mod place;
 mod read;
 mod record;
 
+pub use delta::Resolver;
 pub use read::{
     Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay, segment_bytes,
 };
@@ -56,6 +59,8 @@ pub struct Journal {
     durability: Durability,
     /// Bytes of records appended since the journal was opened.
     written: u64,
+    /// Which tasks the current segment has whole, so later records about them carry deltas.
+    encoder: delta::Encoder,
 }
 
 /// The segment the next commit appends to.
@@ -136,6 +141,7 @@ impl Journal {
             bytes_since_snapshot: 0,
             durability,
             written: 0,
+            encoder: delta::Encoder::default(),
         })
     }
 
@@ -153,6 +159,7 @@ impl Journal {
             bytes_since_snapshot: 0,
             durability: Durability::Never,
             written: 0,
+            encoder: delta::Encoder::default(),
         }
     }
 
@@ -186,11 +193,17 @@ impl Journal {
 
     /// Numbers and buffers a record; it is written by the next [`Journal::commit`].
     pub fn push(&mut self, ts: Timestamp, entry: Entry) -> Record {
+        self.push_change(ts, entry, None)
+    }
+
+    /// [`Journal::push`] for a writer that knows the task as it was before `entry` (`prev`, the
+    /// image the task's last record left, if the task is live): a record about a task the
+    /// current segment already holds whole carries only what changed (see [`delta`]).
+    pub fn push_change(&mut self, ts: Timestamp, entry: Entry, prev: Option<&protocol::Task>) -> Record {
         let rec = Record { seq: self.next_seq, ts, entry };
         self.next_seq += 1;
         self.since_snapshot += 1;
-        // A record is strings, numbers and JSON values: serde_json cannot fail on it.
-        serde_json::to_writer(&mut self.buf, &rec).expect("a journal record serialises");
+        self.encoder.write(&mut self.buf, &rec, prev);
         self.buf.push(b'\n');
         rec
     }
@@ -307,6 +320,7 @@ impl Journal {
         // The next segment is created by the next commit; the current one is archived below.
         self.file = Segment::Pending;
         self.path = self.dir.join(segment_name(self.next_seq));
+        self.encoder.new_segment();
         self.since_snapshot = 0;
         self.bytes_since_snapshot = 0;
         for e in fs.list(&self.dir)? {

@@ -11,6 +11,7 @@
 //! broker serves what it could read.
 
 use super::archive::{self, segment_number};
+use super::delta::Resolver;
 use super::{JournalError, MAX_SEGMENT_BYTES, Record, Snapshot, parse_numbered, segment_name};
 use runtime_layout::{FileKind, Fs, FsError};
 use std::path::{Path, PathBuf};
@@ -164,18 +165,21 @@ pub fn read_segment(
     // Unreadable lines seen since the last good one: set aside once a good line follows them,
     // a torn tail if none does.
     let mut bad: Vec<(usize, String)> = Vec::new();
+    // Records about a task the segment already holds carry deltas: resolved here, so every
+    // reader sees whole records.
+    let mut resolver = Resolver::default();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Record>(line) {
+        match resolver.read(line) {
             Ok(rec) => {
                 for (n, why) in bad.drain(..) {
                     notes.set_aside.push(format!("{}: line {n}: {why}", path.display()));
                 }
                 f(rec, i + 1, notes);
             }
-            Err(e) => bad.push((i + 1, e.to_string())),
+            Err(e) => bad.push((i + 1, e)),
         }
     }
     for (n, why) in bad {

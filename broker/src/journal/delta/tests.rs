@@ -1,0 +1,297 @@
+use super::*;
+use crate::journal::{Admitted, Entry, Journal, Report, Snapshot, load, read_segment, segment_name};
+use proptest::prelude::*;
+use protocol::task::HistoryEntry;
+use protocol::{Status, Timestamp};
+use runtime_layout::{Durability, NameSource, RealFs};
+use serde_json::json;
+
+fn at(us: i64) -> Timestamp {
+    Timestamp::from_micros(1_800_000_000_000_000 + us)
+}
+
+fn queued() -> Place {
+    Place::Queued { dir: "queues/work".into(), name: "2-x-T.json".into() }
+}
+
+fn submit(task: &Task) -> Entry {
+    Entry::Submit(Admitted {
+        task_id: task.task_id.clone(),
+        task: task.clone(),
+        place: Place::Backlog,
+        msg: "m".into(),
+        hash: 7,
+        path: "p".into(),
+    })
+}
+
+fn report(task: &Task, place: Place) -> Entry {
+    Entry::Complete(Report {
+        task_id: task.task_id.clone(),
+        task: task.clone(),
+        place,
+        msg: "m".into(),
+        agent: "Agent-1".into(),
+        claim: "c".into(),
+    })
+}
+
+/// A task taken one step on: status, a time, an attempt, a history entry.
+fn step(task: &mut Task, us: i64, to: Status) {
+    let from = task.status;
+    task.status = to;
+    task.updated_at = Some(at(us));
+    task.attempts += u32::from(to == Status::InProgress);
+    task.history.push(HistoryEntry {
+        timestamp: at(us),
+        actor: "mailroom".into(),
+        action: "step".into(),
+        from: Some(from),
+        to: Some(to),
+        details: Some(json!({"z": 1, "a": [1, 2]})),
+    });
+}
+
+/// Writes `entries` through a journal the way the ledger does (each with the task before it),
+/// and reads the segment back.
+fn round_trip(entries: Vec<Entry>) -> (Vec<Record>, Vec<Record>, u64) {
+    let d = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Never).unwrap();
+    let mut live: HashMap<String, Task> = HashMap::new();
+    let mut written = Vec::new();
+    for (i, e) in entries.into_iter().enumerate() {
+        let prev = e.change().and_then(|(t, _)| live.get(&t.task_id)).cloned();
+        let rec = j.push_change(at(i as i64), e, prev.as_ref());
+        if let Some((t, p)) = rec.entry.change() {
+            if *p == Place::Done {
+                live.remove(&t.task_id);
+            } else {
+                live.insert(t.task_id.clone(), t.clone());
+            }
+        }
+        written.push(rec);
+    }
+    j.commit(&RealFs).unwrap();
+    let l = load(&RealFs, d.path()).unwrap();
+    assert!(l.notes.set_aside.is_empty() && l.notes.torn.is_empty(), "{:?}", l.notes);
+    (written, l.records, j.written())
+}
+
+fn lifecycle(task: &Task) -> Vec<Entry> {
+    let mut t = task.clone();
+    let mut out = vec![submit(&t)];
+    step(&mut t, 1, Status::Pending);
+    out.push(Entry::Dispatch { task_id: t.task_id.clone(), task: t.clone(), place: queued() });
+    step(&mut t, 2, Status::InProgress);
+    out.push(Entry::Claim {
+        task_id: t.task_id.clone(),
+        task: t.clone(),
+        place: queued(),
+        agent: "A".into(),
+    });
+    step(&mut t, 3, Status::Completed);
+    t.result = json!({"ok": true});
+    out.push(report(&t, Place::Done));
+    out
+}
+
+fn a_task(id: &str) -> Task {
+    let mut t: Task = serde_json::from_value(json!({
+        "task_id": id, "description": "x".repeat(600), "params": {"b": 1, "a": 2},
+        "zeta": "kept first", "alpha": {"nested": [1, {"y": 2, "x": 1}]},
+    }))
+    .unwrap();
+    step(&mut t, 0, Status::Pending);
+    t
+}
+
+#[test]
+fn a_lifecycle_reads_back_exactly_and_costs_a_fraction_of_whole_records() {
+    let (written, read, bytes) = round_trip(lifecycle(&a_task("T-1")));
+    assert_eq!(read, written);
+    for (w, r) in written.iter().zip(&read) {
+        let (a, b) = (w.entry.change().unwrap().0, r.entry.change().unwrap().0);
+        assert_eq!(serde_json::to_vec(a).unwrap(), serde_json::to_vec(b).unwrap(), "byte for byte");
+    }
+    let whole: usize = written.iter().map(|r| serde_json::to_vec(r).unwrap().len() + 1).sum();
+    assert!((bytes as usize) * 2 < whole, "{bytes} bytes with deltas, {whole} whole");
+}
+
+#[test]
+fn a_change_that_would_reorder_unknown_fields_is_written_whole() {
+    let base = a_task("T-2");
+    // A field the protocol does not know added between two others (a board edit can do that).
+    let mut v = serde_json::to_value(&base).unwrap();
+    let m = v.as_object_mut().unwrap();
+    let alpha = m.shift_remove("alpha").unwrap();
+    m.insert("middle".into(), json!(1));
+    m.insert("alpha".into(), alpha);
+    let edited: Task = serde_json::from_value(v).unwrap();
+    let (b, e) = (serde_json::to_value(&base).unwrap(), serde_json::to_value(&edited).unwrap());
+    assert_eq!(Delta::between(b.as_object().unwrap(), e.as_object().unwrap()), None);
+    let entries =
+        vec![submit(&base), Entry::Dispatch { task_id: "T-2".into(), task: edited.clone(), place: queued() }];
+    let (written, read, _) = round_trip(entries);
+    assert_eq!(read, written);
+    let bytes = serde_json::to_vec(read[1].entry.change().unwrap().0).unwrap();
+    assert_eq!(bytes, serde_json::to_vec(&edited).unwrap());
+    // Appended last, it is a delta.
+    let mut later = edited.clone();
+    later.extra.insert("omega".into(), json!(null));
+    later.error = Some("e".into());
+    let (l, e2) = (serde_json::to_value(&later).unwrap(), serde_json::to_value(&edited).unwrap());
+    let d = Delta::between(e2.as_object().unwrap(), l.as_object().unwrap()).expect("a delta");
+    let mut applied = e2.as_object().unwrap().clone();
+    d.apply(&mut applied).unwrap();
+    let back: Task = serde_json::from_value(Value::Object(applied)).unwrap();
+    assert_eq!(serde_json::to_vec(&back).unwrap(), serde_json::to_vec(&later).unwrap());
+}
+
+#[test]
+fn a_retried_task_and_a_new_segment_begin_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Never).unwrap();
+    let mut t = a_task("T-3");
+    j.push_change(at(0), submit(&t), None);
+    let before = t.clone();
+    step(&mut t, 1, Status::Failed);
+    j.push_change(at(1), report(&t, Place::Done), Some(&before));
+    // Finished: the writer's state no longer holds it, so the retry is whole.
+    step(&mut t, 2, Status::Pending);
+    let retry = |t: &Task| Entry::Retry {
+        task_id: t.task_id.clone(),
+        task: t.clone(),
+        place: Place::Backlog,
+        msg: "r".into(),
+    };
+    j.push_change(at(2), retry(&t), None);
+    j.commit(&RealFs).unwrap();
+    let seg = std::fs::read_to_string(d.path().join(segment_name(1))).unwrap();
+    let has_task: Vec<bool> =
+        seg.lines().map(|l| serde_json::from_str::<Value>(l).unwrap().get("task").is_some()).collect();
+    assert_eq!(has_task, [true, false, true], "{seg}");
+    // After compaction the next segment holds the task whole again, and reads on its own.
+    j.compact(&RealFs, &Snapshot { seq: 3, ..Default::default() }, &NameSource::new()).unwrap();
+    let before = t.clone();
+    step(&mut t, 3, Status::Pending);
+    j.push_change(at(3), retry(&t), Some(&before));
+    j.commit(&RealFs).unwrap();
+    let mut seen = Vec::new();
+    read_segment(&RealFs, &d.path().join(segment_name(4)), |r, _, _| seen.push(r), &mut Default::default())
+        .unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].entry.change().unwrap().0, &t);
+}
+
+#[test]
+fn a_change_whose_earlier_record_is_damaged_is_set_aside_with_why() {
+    let d = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Never).unwrap();
+    let mut live = a_task("T-4");
+    for e in lifecycle(&live).into_iter().take(3) {
+        let prev = live.clone();
+        let rec = j.push_change(at(0), e, Some(&prev));
+        live = rec.entry.change().unwrap().0.clone();
+    }
+    // A readable record after them: what comes before it is damage, not a torn tail.
+    j.push(at(1), Entry::Stray { reason: "r".into(), path: "p".into(), from: String::new() });
+    j.commit(&RealFs).unwrap();
+    let path = d.path().join(segment_name(1));
+    let seg = std::fs::read_to_string(&path).unwrap();
+    let damaged: Vec<String> =
+        seg.lines().enumerate().map(|(i, l)| if i == 0 { "garbage".into() } else { l.to_string() }).collect();
+    std::fs::write(&path, damaged.join("\n") + "\n").unwrap();
+    let l = load(&RealFs, d.path()).unwrap();
+    assert_eq!(l.records.len(), 1, "only the stray reads");
+    let why = l.notes.set_aside.join("\n");
+    assert!(why.contains("task `T-4` whose earlier record in this segment could not be read"), "{why}");
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        "[a-z]{0,6}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(("[a-e]", inner), 0..4)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// A task image: known fields and unknown ones in any order, any values.
+fn image() -> impl Strategy<Value = Map<String, Value>> {
+    let known = prop::collection::vec(prop::sample::select(vec!["params", "result", "error", "tags"]), 0..3);
+    let unknown = prop::collection::vec(("[p-z]{1,2}", value()), 0..5);
+    let history = prop::collection::vec(value(), 0..4);
+    (known, unknown, history).prop_map(|(known, unknown, history)| {
+        let mut m = Map::new();
+        m.insert("task_id".into(), json!("T"));
+        for k in known {
+            m.insert(k.into(), if k == "tags" { json!(["a"]) } else { json!(k) });
+        }
+        m.insert("history".into(), Value::Array(history));
+        for (k, v) in unknown {
+            m.insert(k, v);
+        }
+        m
+    })
+}
+
+/// The next image: fields changed, removed, added (unknown ones anywhere), history grown or not.
+fn next(base: Map<String, Value>) -> impl Strategy<Value = (Map<String, Value>, Map<String, Value>)> {
+    let n = base.len();
+    (prop::collection::vec((0..n.max(1), 0..4u8, value()), 0..5), prop::collection::vec(value(), 0..3))
+        .prop_map(move |(edits, more)| {
+            let mut new = base.clone();
+            for (i, what, v) in edits {
+                let Some(k) = new.keys().nth(i % new.len().max(1)).cloned() else { continue };
+                if k == "task_id" || k == "history" {
+                    continue;
+                }
+                match what {
+                    0 => {
+                        new.shift_remove(&k);
+                    }
+                    1 => {
+                        new.insert(k, v);
+                    }
+                    2 => {
+                        new.insert(format!("{k}n"), v);
+                    }
+                    _ => {
+                        let at = i % new.len();
+                        new.shift_insert(at, format!("{k}m"), v);
+                    }
+                }
+            }
+            if let Some(Value::Array(h)) = new.get_mut("history") {
+                h.extend(more);
+            }
+            (base.clone(), new)
+        })
+}
+
+proptest! {
+    /// Whenever a delta is made, applying it gives the new image with every key in its place.
+    #[test]
+    fn a_delta_applied_gives_the_new_image_exactly((base, new) in image().prop_flat_map(next)) {
+        if let Some(d) = Delta::between(&base, &new) {
+            let back = Delta::from_value(d.to_value()).unwrap();
+            let mut applied = base.clone();
+            back.apply(&mut applied).unwrap();
+            let extra = |m: &Map<String, Value>| -> Vec<(String, Value)> {
+                m.iter().filter(|(k, _)| !CANONICAL_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+            };
+            prop_assert_eq!(serde_json::to_string(&extra(&applied)).unwrap(), serde_json::to_string(&extra(&new)).unwrap());
+            let canonical = |m: &Map<String, Value>| -> std::collections::BTreeMap<String, String> {
+                m.iter().filter(|(k, _)| CANONICAL_FIELDS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.to_string())).collect()
+            };
+            prop_assert_eq!(canonical(&applied), canonical(&new));
+        }
+    }
+}
