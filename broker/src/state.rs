@@ -46,8 +46,9 @@ pub struct State {
     recent_limit: usize,
     /// Current dispatch name → task id (tasks that are Queued, Waiting or Held).
     by_name: HashMap<String, String>,
-    /// How many live tasks are Held (the rest of `by_name` is Queued or Waiting).
-    held: usize,
+    /// The live tasks that are Held (the rest of `by_name` is Queued or Waiting): what a pass
+    /// looks at for leases and presence, whatever the depth of the queues.
+    held: BTreeSet<String>,
     /// Former dispatch names → task id.
     retired: HashMap<String, String>,
     retired_order: VecDeque<String>,
@@ -170,6 +171,12 @@ impl State {
         self.live.values()
     }
 
+    /// The held tasks (claimed by an agent), in id order: as many as there are claims, however
+    /// deep the queues are.
+    pub fn held(&self) -> impl Iterator<Item = &Live> {
+        self.held.iter().filter_map(|id| self.live.get(id))
+    }
+
     pub fn live_count(&self) -> usize {
         self.live.len()
     }
@@ -213,7 +220,7 @@ impl State {
 
     /// How many tasks wait as files in a queue or a mailbox (dispatched, not yet claimed).
     pub fn queued_count(&self) -> usize {
-        self.by_name.len() - self.held - self.waiting
+        self.by_name.len() - self.held.len() - self.waiting
     }
 
     /// The ready tasks of the maildir `dir`, if it has any.
@@ -288,7 +295,7 @@ impl State {
             self.retire(n.to_string(), id.to_string());
         }
         if matches!(old, Place::Held { .. }) {
-            self.held -= 1;
+            self.held.remove(id);
         }
     }
 
@@ -335,7 +342,7 @@ impl State {
             if old.place.name() == place.name() {
                 // Same file, another stage (queued → held keeps the name): only the count moves.
                 if matches!(old.place, Place::Held { .. }) {
-                    self.held -= 1;
+                    self.held.remove(&id);
                 }
             } else {
                 self.forget_place(&id, &old.place);
@@ -345,7 +352,7 @@ impl State {
             self.by_name.insert(n.to_string(), id.clone());
         }
         if matches!(place, Place::Held { .. }) {
-            self.held += 1;
+            self.held.insert(id.clone());
         }
         self.window_in(&id, &place);
         if place == Place::Backlog && task.status == Status::Pending {

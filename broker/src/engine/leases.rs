@@ -64,7 +64,7 @@ pub(crate) fn take_back_expired(tx: &mut Tx, watch: &mut LeaseWatch) -> Result<(
     let lease_default = tx.env.cfg.broker.lease_secs;
     let held: Vec<(String, String, String, protocol::Timestamp, u64)> = tx
         .state()
-        .lives()
+        .held()
         .filter_map(|l| match &l.place {
             Place::Held { agent, name, seen_at, .. } => Some((
                 l.task.task_id.clone(),

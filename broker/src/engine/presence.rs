@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 pub(crate) fn statuses(env: &Env, state: &State) -> Result<Vec<AgentStatus>, EngineError> {
     let now = env.now();
     let mut held: BTreeMap<&str, Vec<(&str, Timestamp)>> = BTreeMap::new();
-    for l in state.lives() {
+    for l in state.held() {
         if let Place::Held { agent, name, seen_at, .. } = &l.place {
             held.entry(agent).or_default().push((name, *seen_at));
         }

@@ -29,7 +29,7 @@
 
 use super::record::{Place, Record};
 use protocol::Task;
-use protocol::task::CANONICAL_FIELDS;
+use protocol::task::{CANONICAL_FIELDS, HistoryEntry};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
@@ -163,9 +163,9 @@ impl Encoder {
         let done = *place == Place::Done;
         let id = task.task_id.as_str();
         if let Some(prev) = prev.filter(|_| self.imaged.contains(id))
-            && let Some(line) = delta_line(rec, prev)
+            && let Some(line) = delta_line(rec, task, prev)
         {
-            serde_json::to_writer(&mut *out, &line).expect("a journal record serialises");
+            out.extend_from_slice(&line);
         } else {
             serde_json::to_writer(&mut *out, rec).expect("a journal record serialises");
             if !done {
@@ -178,18 +178,134 @@ impl Encoder {
     }
 }
 
-/// `rec` with its task replaced by a delta against `prev`, if one says it exactly.
-fn delta_line(rec: &Record, prev: &Task) -> Option<Value> {
-    let (Ok(Value::Object(mut line)), Ok(Value::Object(base))) =
-        (serde_json::to_value(rec), serde_json::to_value(prev))
-    else {
-        return None;
-    };
-    let Some(Value::Object(new)) = line.get("task") else { return None };
-    let delta = Delta::between(&base, new)?;
-    line.shift_remove("task");
-    line.insert("delta".into(), delta.to_value());
-    Some(Value::Object(line))
+/// `rec` written with its task replaced by a delta against `prev`, if one says it exactly.
+///
+/// The record is serialised as usual and the task's bytes in it (the same bytes as the task
+/// serialised alone: one `Serialize` for both) replaced by the delta's, so a record costs one
+/// extra serialisation of the task and a comparison of its fields, not a tree of JSON values.
+fn delta_line(rec: &Record, task: &Task, prev: &Task) -> Option<Vec<u8>> {
+    let delta = Delta::of(prev, task)?;
+    let line = serde_json::to_vec(rec).ok()?;
+    let mut needle = b"\"task\":".to_vec();
+    serde_json::to_writer(&mut needle, task).ok()?;
+    let at = line.windows(needle.len()).position(|w| w == needle.as_slice())?;
+    let mut out = Vec::with_capacity(line.len() - needle.len() + 256);
+    out.extend_from_slice(&line[..at]);
+    out.extend_from_slice(b"\"delta\":");
+    serde_json::to_writer(&mut out, &delta.to_value()).ok()?;
+    out.extend_from_slice(&line[at + needle.len()..]);
+    Some(out)
+}
+
+impl Delta {
+    /// [`Delta::between`] for two typed tasks, comparing fields instead of JSON trees: only what
+    /// changed is serialised. The fields are listed exhaustively, so a field added to `Task` does
+    /// not compile until it is listed here.
+    pub fn of(prev: &Task, new: &Task) -> Option<Self> {
+        let Task {
+            task_id,
+            name,
+            description,
+            task_type,
+            priority,
+            status,
+            assigned_to,
+            created_by,
+            created_at,
+            updated_at,
+            depends_on,
+            tags,
+            required_capabilities,
+            params,
+            not_before,
+            max_attempts,
+            attempts,
+            lease_secs,
+            result,
+            error,
+            history,
+            extra,
+        } = new;
+        if *task_id != prev.task_id {
+            return None;
+        }
+        // Unknown fields first: they decide whether the change can be said exactly at all.
+        let mut d = if *extra == prev.extra
+            && extra.iter().zip(&prev.extra).all(|((a, x), (b, y))| a == b && strict_eq(x, y))
+        {
+            Delta::default()
+        } else {
+            Delta::between(&prev.extra, extra)?
+        };
+        // A field the task's serialisation leaves out when it is empty is unset, else set.
+        fn put<T: serde::Serialize + PartialEq>(d: &mut Delta, key: &str, old: &T, new: &T, absent: bool) {
+            if old != new {
+                if absent {
+                    d.unset.push(key.to_string());
+                } else {
+                    d.set
+                        .insert(key.to_string(), serde_json::to_value(new).expect("a task field serialises"));
+                }
+            }
+        }
+        put(&mut d, "name", &prev.name, name, name.is_none());
+        put(&mut d, "description", &prev.description, description, description.is_none());
+        put(&mut d, "task_type", &prev.task_type, task_type, task_type.is_none());
+        put(&mut d, "priority", &prev.priority, priority, false);
+        put(&mut d, "status", &prev.status, status, false);
+        put(&mut d, "assigned_to", &prev.assigned_to, assigned_to, assigned_to.is_none());
+        put(&mut d, "created_by", &prev.created_by, created_by, created_by.is_none());
+        put(&mut d, "created_at", &prev.created_at, created_at, created_at.is_none());
+        put(&mut d, "updated_at", &prev.updated_at, updated_at, updated_at.is_none());
+        put(&mut d, "depends_on", &prev.depends_on, depends_on, depends_on.is_empty());
+        put(&mut d, "tags", &prev.tags, tags, tags.is_empty());
+        put(
+            &mut d,
+            "required_capabilities",
+            &prev.required_capabilities,
+            required_capabilities,
+            required_capabilities.is_empty(),
+        );
+        put(&mut d, "not_before", &prev.not_before, not_before, not_before.is_none());
+        put(&mut d, "max_attempts", &prev.max_attempts, max_attempts, false);
+        put(&mut d, "attempts", &prev.attempts, attempts, false);
+        put(&mut d, "lease_secs", &prev.lease_secs, lease_secs, lease_secs.is_none());
+        put(&mut d, "error", &prev.error, error, error.is_none());
+        // JSON values: equal means the same keys in the same order too.
+        for (key, old, new) in [("params", &prev.params, params), ("result", &prev.result, result)] {
+            if !strict_eq(old, new) {
+                if new.is_null() {
+                    d.unset.push(key.to_string());
+                } else {
+                    d.set.insert(key.to_string(), new.clone());
+                }
+            }
+        }
+        let same = |a: &HistoryEntry, b: &HistoryEntry| {
+            a.timestamp == b.timestamp
+                && a.actor == b.actor
+                && a.action == b.action
+                && a.from == b.from
+                && a.to == b.to
+                && match (&a.details, &b.details) {
+                    (Some(x), Some(y)) => strict_eq(x, y),
+                    (x, y) => x.is_none() && y.is_none(),
+                }
+        };
+        let kept =
+            prev.history.len() <= history.len() && prev.history.iter().zip(history).all(|(a, b)| same(a, b));
+        if kept && history.len() > prev.history.len() && !prev.history.is_empty() {
+            let more = serde_json::to_value(&history[prev.history.len()..]).expect("history serialises");
+            d.append.insert("history".into(), more);
+        } else if !kept || history.len() != prev.history.len() {
+            if history.is_empty() {
+                d.unset.push("history".into());
+            } else {
+                d.set.insert("history".into(), serde_json::to_value(history).expect("history serialises"));
+            }
+        }
+        Some(d)
+    }
 }
 
 /// The reader's side, one per segment: the last image of every live task the segment mentioned.
