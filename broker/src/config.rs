@@ -2,8 +2,10 @@
 //! ([`outbox`]). Every setting has a default, so the file is optional; an unknown key is an error
 //! naming it, so a typo never silently changes nothing.
 
+pub mod cluster;
 pub mod outbox;
 
+pub use cluster::ClusterSettings;
 pub use outbox::{Events, Hook, Retry, Webhook};
 use protocol::Task;
 use protocol::names;
@@ -155,6 +157,8 @@ struct RawConfig {
     webhooks: Vec<outbox::RawWebhook>,
     #[serde(default)]
     hooks: Vec<outbox::RawHook>,
+    #[serde(default)]
+    cluster: Option<cluster::RawCluster>,
 }
 
 /// What happens to journal segments once a snapshot covers them (`journal/archive/`): they are
@@ -297,6 +301,8 @@ pub struct Config {
     pub journal: JournalSettings,
     pub webhooks: Vec<Webhook>,
     pub hooks: Vec<Hook>,
+    /// This broker as a node of a cluster sharing pools (`None`: a broker on its own).
+    pub cluster: Option<ClusterSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -376,6 +382,7 @@ impl Config {
         }
         let webhooks = outbox::webhooks(raw.webhooks)?;
         let hooks = outbox::hooks(raw.hooks)?;
+        let cluster = raw.cluster.map(cluster::parse).transpose()?;
         Ok(Self {
             broker: raw.broker,
             routes,
@@ -387,6 +394,7 @@ impl Config {
             dispatch: raw.dispatch,
             agents: raw.agents,
             journal: raw.journal,
+            cluster,
         })
     }
 
@@ -413,6 +421,11 @@ impl Config {
     /// The directories existing scripts write into, besides `drop/` (each beneath the root).
     pub fn ingest_dirs(&self, layout: &Layout) -> Vec<PathBuf> {
         self.ingest.task_dirs.iter().chain(&self.ingest.mail_dirs).map(|d| layout.root().join(d)).collect()
+    }
+
+    /// Whether tasks routed to `pool` travel through the cluster (never without `[cluster]`).
+    pub fn shared(&self, pool: &str) -> bool {
+        self.cluster.as_ref().is_some_and(|c| c.shares(pool))
     }
 
     pub fn backoff(&self) -> protocol::Backoff {

@@ -24,6 +24,8 @@ pub mod trace;
 pub mod views;
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
 mod ops_tests;

@@ -74,6 +74,9 @@ pub struct State {
     windows: HashMap<String, Window>,
     /// How many live tasks are Waiting (in `by_name` without a file).
     waiting: usize,
+    /// Tasks pulled from the cluster, not yet settled cluster-wide → the cluster-wide record's
+    /// revision this node wrote.
+    pulled: BTreeMap<String, u64>,
 }
 
 /// The ready tasks of one maildir (`queues/<pool>` or `mailboxes/<agent>`) in dispatch order:
@@ -131,6 +134,7 @@ impl State {
             .collect();
         s.seen = snap.agents_seen.into_iter().collect();
         s.delivered = snap.delivered;
+        s.pulled = snap.pulled;
         s
     }
 
@@ -156,6 +160,7 @@ impl State {
             consumed: BTreeMap::new(),
             agents_seen: self.seen.iter().map(|(a, t)| (a.clone(), *t)).collect(),
             delivered: self.delivered.clone(),
+            pulled: self.pulled.clone(),
         }
     }
 
@@ -269,6 +274,16 @@ impl State {
     /// An outbox sink's journaled position (`None` for a sink never seen).
     pub fn delivered(&self, sink: &str) -> Option<u64> {
         self.delivered.get(sink).copied()
+    }
+
+    /// The cluster-wide revision of a task pulled from the cluster and not yet settled there.
+    pub fn pulled(&self, id: &str) -> Option<u64> {
+        self.pulled.get(id).copied()
+    }
+
+    /// Every task pulled from the cluster and not yet settled there, with its revision.
+    pub fn pulled_tasks(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.pulled.iter().map(|(id, r)| (id.as_str(), *r))
     }
 
     /// Why a consumed inbox message was refused.
@@ -405,6 +420,13 @@ impl State {
             }
             Entry::Delivered { sink, through } => {
                 self.delivered.insert(sink.clone(), *through);
+                return;
+            }
+            Entry::Pull { task_id, revision, .. } | Entry::Revision { task_id, revision } => {
+                self.pulled.insert(task_id.clone(), *revision);
+            }
+            Entry::Settled { task_id, .. } => {
+                self.pulled.remove(task_id);
                 return;
             }
             _ => {}

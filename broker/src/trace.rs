@@ -149,6 +149,10 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         }
         Some(Place::Backlog) => format!("no file: in the backlog{note}"),
         Some(Place::Done) => "no file: finished".into(),
+        Some(Place::Outbound { pool }) => {
+            format!("no file: held for the cluster (pool `{pool}`), not yet published")
+        }
+        Some(Place::Forwarded { pool }) => format!("no file: forwarded to the cluster (pool `{pool}`)"),
         None => "no file: never accepted".into(),
     };
     Ok(Some(Trace { task_id: id.to_string(), steps, status, now, history }))

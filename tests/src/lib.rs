@@ -3,6 +3,7 @@
 
 pub mod cdp;
 pub mod http;
+pub mod nats;
 pub mod privilege;
 
 use rustix::process::{Pid, Signal, kill_process};

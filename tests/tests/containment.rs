@@ -93,13 +93,27 @@ fn fingerprint(dir: &Path) -> Fingerprint {
     out
 }
 
-/// Replaces the directory at `path` by a symlink to `to`; what was there goes to `stash`.
+/// Replaces the directory at `path` by a symlink to `to`; what was there goes to `stash`. A
+/// running broker may make the directory again between the two steps (as an attacker would, the
+/// test then moves that one aside too and tries again).
 fn swap(path: &Path, to: &Path, stash: &Path) {
-    if std::fs::symlink_metadata(path).is_ok() {
-        std::fs::create_dir_all(stash.parent().unwrap()).unwrap();
-        std::fs::rename(path, stash).unwrap();
+    for attempt in 0..20 {
+        if std::fs::symlink_metadata(path).is_ok() {
+            std::fs::create_dir_all(stash.parent().unwrap()).unwrap();
+            let dest = if attempt == 0 {
+                stash.to_path_buf()
+            } else {
+                stash.with_extension(format!("again-{attempt}"))
+            };
+            std::fs::rename(path, dest).unwrap();
+        }
+        match symlink(to, path) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("symlink {}: {e}", path.display()),
+        }
     }
-    symlink(to, path).unwrap();
+    panic!("{} was made again every time it was moved away", path.display());
 }
 
 /// `path` is a real directory again, and the link that stood there sits beside it, moved aside.

@@ -199,7 +199,7 @@ impl BoardWriter {
         let mut boards: HashMap<Board, Vec<(String, &Task)>> = HashMap::new();
         for l in state.lives() {
             let (board, key) = match &l.place {
-                Place::Backlog | Place::Done => (
+                Place::Backlog | Place::Done | Place::Outbound { .. } | Place::Forwarded { .. } => (
                     Board::Backlog,
                     l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id,
                 ),

@@ -8,11 +8,15 @@
 //! and pass durations, inbox backlog), which the loop only counts; and for a scoped bulk retry
 //! ([`RetryScope`]), each task of it redriven through the same handler as a single retry.
 //!
+//! The cluster link uses [`Command::ClusterView`] and [`Command::Cluster`] (see
+//! `engine::cluster`).
+//!
 //! The outbox (`crate::outbox`) uses the same channel: [`Command::Position`] and
 //! [`Command::Delivered`] read and journal a sink's position, and [`Command::Deliveries`] hands
 //! out the shared [`Deliveries`] handle through which a front end reads what the webhooks and
 //! hooks did (answered by `run::serve`, which owns the outbox).
 
+pub use super::cluster::{ClusterOp, ClusterView, PulledView};
 use super::quarantine::Refusal;
 pub use super::stats::{Histogram, LATENCY_BOUNDS_SECS, Stats};
 use crate::journal::{Place, Record};
@@ -69,6 +73,13 @@ pub enum Command {
     },
     /// The handle on what the webhooks and hooks did (empty when none is configured).
     Deliveries(oneshot::Sender<Deliveries>),
+    /// What the cluster link needs: tasks to publish, pulled tasks to settle, ready windows.
+    ClusterView(oneshot::Sender<ClusterView>),
+    /// A change the cluster link learned from the cluster, journaled like any other.
+    Cluster {
+        op: ClusterOp,
+        reply: oneshot::Sender<Verdict>,
+    },
 }
 
 /// Which tasks a bulk retry redrives: those the broker holds (live, and the finished ones on the
@@ -251,6 +262,15 @@ impl Handle {
     pub async fn delivered(&self, sink: &str, through: u64) -> Result<Verdict, Stopped> {
         let sink = sink.to_string();
         self.ask(|reply| Command::Delivered { sink, through, reply }).await
+    }
+
+    pub async fn cluster_view(&self) -> Result<ClusterView, Stopped> {
+        self.ask(Command::ClusterView).await
+    }
+
+    /// Journals what the cluster link learned (accepted once durable).
+    pub async fn cluster(&self, op: ClusterOp) -> Result<Verdict, Stopped> {
+        self.ask(|reply| Command::Cluster { op, reply }).await
     }
 
     /// The shared, cheap-to-read record of recent deliveries and failures of every webhook and

@@ -55,6 +55,11 @@ pub(crate) fn examine(tx: &mut Tx, id: &str) -> Option<Deps> {
     let dir = match (&task.assigned_to, tx.env.route_of(&task)) {
         (Some(a), _) => Place::mailbox_dir(a),
         (None, Route::Agent(a)) => Place::mailbox_dir(&a),
+        // A shared pool's task goes to the cluster, unless it came from there.
+        (None, Route::Pool(p)) if tx.env.cfg.shared(&p) && tx.state().pulled(id).is_none() => {
+            super::cluster::forward(tx, id, task, p);
+            return Some(Deps::Ready);
+        }
         (None, Route::Pool(p)) => Place::pool_dir(&p),
     };
     queue_file(tx, id, task, dir);
@@ -72,7 +77,18 @@ pub(crate) fn redeliver(tx: &mut Tx, id: &str) {
 
 /// Journals the task as ready in `dir` under a fresh dispatch name and delivers its file, or
 /// leaves it waiting for room in the maildir's [ready window](window).
-fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
+fn queue_file(tx: &mut Tx, id: &str, task: Task, dir: String) {
+    queue_file_as(tx, id, task, dir, |task_id, task, place| Entry::Dispatch { task_id, task, place });
+}
+
+/// [`queue_file`], journaled as the record `entry` makes (a dispatch, or a pull from the cluster).
+pub(crate) fn queue_file_as(
+    tx: &mut Tx,
+    id: &str,
+    mut task: Task,
+    dir: String,
+    entry: impl FnOnce(String, Task, Place) -> Entry,
+) {
     let now = tx.now();
     let Ok(tr) = transition(Some(&task), &Event::Dispatch, now, tx.env.cfg.backoff()) else { return };
     let caps = gate(&task, &dir);
@@ -86,11 +102,11 @@ fn queue_file(tx: &mut Tx, id: &str, mut task: Task, dir: String) {
     };
     tr.apply(&mut task, &Event::Dispatch, BROKER, now, Some(to));
     if matches!(place, Place::Waiting { .. }) {
-        tx.push(Entry::Dispatch { task_id: id.to_string(), task, place });
+        tx.push(entry(id.to_string(), task, place));
         return;
     }
     let bytes = task_bytes(&task);
-    tx.push(Entry::Dispatch { task_id: id.to_string(), task, place });
+    tx.push(entry(id.to_string(), task, place));
     if let Err(e) = maildir.create(tx.env.fs(), false) {
         tracing::error!(error = %e, "cannot create the destination maildir");
     }

@@ -21,6 +21,7 @@ pub(crate) mod audit;
 pub(crate) mod board_edits;
 pub(crate) mod boards;
 pub(crate) mod claims;
+pub mod cluster;
 pub mod commands;
 pub(crate) mod dependencies;
 pub(crate) mod dispatch;
@@ -287,6 +288,12 @@ impl Engine {
                 Command::Delivered { sink, through, reply } => {
                     self.request(reply, None, |tx, _| positions::delivered(tx, &sink, through));
                 }
+                Command::ClusterView(reply) => {
+                    let _ = reply.send(cluster::view(&self.core.tx()));
+                }
+                Command::Cluster { op, reply } => {
+                    self.request(reply, None, |tx, _| cluster::apply(tx, op).map(drop));
+                }
                 Command::Deliveries(reply) => {
                     // `run::serve` owns the outbox and answers this itself; an engine driven
                     // without it has no webhooks or hooks running.
@@ -373,6 +380,7 @@ impl Engine {
                     dir.strip_prefix("queues/").map(str::to_string)
                 }
                 Place::Held { from, .. } => from.strip_prefix("queues/").map(str::to_string),
+                Place::Outbound { pool } | Place::Forwarded { pool } => Some(pool.clone()),
                 Place::Backlog | Place::Done => {
                     // A finished task that was claimed from a pool names its holder, not the pool.
                     let pooled = state.finished(&task.task_id).is_some_and(|f| f.pooled);

@@ -19,6 +19,13 @@ pub(crate) fn cancel(tx: &mut Tx, id: &str, msg: &str) -> Result<(), Refusal> {
         }
         .task(id));
     };
+    if let Place::Forwarded { pool } = &live.place {
+        return Err(Refusal::rejected(
+            "task_id",
+            format!("task `{id}` was forwarded to the cluster (pool `{pool}`): it is cancelled where it runs, not here"),
+        )
+        .task(id));
+    }
     let now = tx.now();
     let tr = transition(Some(&live.task), &Event::Cancel, now, tx.env.cfg.backoff())
         .map_err(|e| Refusal::rejected("task_id", e.to_string()).task(id))?;

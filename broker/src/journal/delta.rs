@@ -33,11 +33,15 @@ use protocol::task::{CANONICAL_FIELDS, HistoryEntry};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-/// The change between two images of a task, top-level fields only.
-#[derive(Debug, Default, PartialEq)]
+/// The change between two images of a task, top-level fields only. Written as
+/// `{"set":…,"unset":…,"append":…}`, empty parts left out.
+#[derive(Debug, Default, PartialEq, serde::Serialize)]
 pub(crate) struct Delta {
+    #[serde(skip_serializing_if = "Map::is_empty")]
     set: Map<String, Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     unset: Vec<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
     append: Map<String, Value>,
 }
 
@@ -86,19 +90,10 @@ impl Delta {
         Ok(())
     }
 
-    /// The delta as it is written (`{"set":…,"unset":…,"append":…}`, empty parts left out).
+    /// The delta as it is written.
+    #[cfg(test)]
     pub fn to_value(&self) -> Value {
-        let mut m = Map::new();
-        if !self.set.is_empty() {
-            m.insert("set".into(), Value::Object(self.set.clone()));
-        }
-        if !self.unset.is_empty() {
-            m.insert("unset".into(), self.unset.iter().cloned().map(Value::String).collect());
-        }
-        if !self.append.is_empty() {
-            m.insert("append".into(), Value::Object(self.append.clone()));
-        }
-        Value::Object(m)
+        serde_json::to_value(self).expect("a delta serialises")
     }
 
     pub fn from_value(v: Value) -> Result<Self, String> {
@@ -192,7 +187,7 @@ fn delta_line(rec: &Record, task: &Task, prev: &Task) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(line.len() - needle.len() + 256);
     out.extend_from_slice(&line[..at]);
     out.extend_from_slice(b"\"delta\":");
-    serde_json::to_writer(&mut out, &delta.to_value()).ok()?;
+    serde_json::to_writer(&mut out, &delta).ok()?;
     out.extend_from_slice(&line[at + needle.len()..]);
     Some(out)
 }
@@ -317,7 +312,7 @@ pub struct Resolver {
 impl Resolver {
     /// Reads one line: a whole record, or one with a delta resolved against the segment's image.
     pub fn read(&mut self, line: &[u8]) -> Result<Record, String> {
-        let rec = if memchr_delta(line) { self.resolve(line)? } else { parse(line)? };
+        let rec = if may_hold_delta(line) { self.resolve(line)? } else { parse(line)? };
         if let Some((task, place)) = rec.entry.change() {
             if *place == Place::Done {
                 self.images.remove(&task.task_id);
@@ -355,7 +350,7 @@ fn parse(line: &[u8]) -> Result<Record, String> {
 
 /// Whether the line may hold a delta (a whole record whose task has a field named `delta`
 /// somewhere takes the slower path and reads the same).
-fn memchr_delta(line: &[u8]) -> bool {
+fn may_hold_delta(line: &[u8]) -> bool {
     const KEY: &[u8] = b"\"delta\":";
     line.windows(KEY.len()).any(|w| w == KEY)
 }

@@ -28,6 +28,11 @@ pub enum Place {
     },
     /// Finished (COMPLETED, FAILED or CANCELLED): no file.
     Done,
+    /// A task of a shared pool, held in the journal until the cluster link has published it to
+    /// the cluster (no file: agents of this node get it, if at all, by pulling it back).
+    Outbound { pool: String },
+    /// Published to the cluster's work queue: whichever node pulls it runs it (no file here).
+    Forwarded { pool: String },
 }
 
 /// The directory prefix of every shared pool in a [`Place`]'s `dir` or `from`.

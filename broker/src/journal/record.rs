@@ -5,12 +5,14 @@
 //! before the records were typed replay unchanged (their free-form `detail` is ignored: nothing
 //! ever read it back).
 
-use protocol::message::NoticeKind;
 use protocol::{Task, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
+mod payload;
+
 pub use super::place::{POOLS_DIR, Place, consumed_path};
+pub use payload::{Admitted, BoardEdit, MailSent, RefusedClaim, Rejected, Report, Requeued, TakenBack};
 
 /// One journal line: a sequence number, the time, and what happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,155 +109,25 @@ pub enum Entry {
     /// An outbox sink (a webhook or a hook) has handled every record up to `through`: after a
     /// restart it resumes after it (see `outbox`).
     Delivered { sink: String, through: u64 },
-}
-
-/// A quarantine entry sent back to the inbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Requeued {
-    /// The entry's name in `broker/quarantine/`.
-    pub name: String,
-    /// Where it went: `broker/inbox/new/<fresh name>` (relative to `agent_comms/`).
-    pub path: String,
-    /// Where its reason went: `broker/quarantine/requeued/<name>.error.json`.
-    pub reason_path: String,
-    /// The message (or command) that asked for it.
-    pub msg: String,
-    /// The task the entry's reason named, if any (so `trace` shows the requeue).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-}
-
-/// A task entering the broker whole.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Admitted {
-    pub task_id: String,
-    pub task: Task,
-    pub place: Place,
-    /// The inbox message it came in (for an import: the source file).
-    pub msg: String,
-    /// Hash of the task as submitted: an identical resubmission is a no-op.
-    pub hash: u64,
-    /// Where it came from (relative to `agent_comms/`, or the import's source path).
-    pub path: String,
-}
-
-/// A complete, fail or release from the holder of a claim.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub task_id: String,
-    pub task: Task,
-    pub place: Place,
-    pub msg: String,
-    #[serde(rename = "actor")]
-    pub agent: String,
-    /// The claim's file (relative to `agent_comms/`).
-    #[serde(rename = "path")]
-    pub claim: String,
-}
-
-/// A claim the broker took back.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TakenBack {
-    pub task_id: String,
-    pub task: Task,
-    pub place: Place,
-    #[serde(rename = "actor")]
-    pub agent: String,
-    pub reason: String,
-    /// The claim's file (relative to `agent_comms/`).
-    #[serde(rename = "path")]
-    pub claim: String,
-}
-
-/// A claim the broker refused and took back at once.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RefusedClaim {
-    pub task_id: String,
-    #[serde(rename = "actor")]
-    pub agent: String,
-    /// The claimed file's name (the task's current dispatch name, which it keeps).
-    pub name: String,
-    /// The maildir it goes back to (`queues/<pool>`).
-    pub from: String,
-    /// The required capabilities the agent lacks.
-    pub missing: Vec<String>,
-    pub reason: String,
-}
-
-/// Refused input and where it went.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Rejected {
-    /// The inbox message (file name) refused as a whole. `None` for a part of a file (the file
-    /// itself was consumed) and for an input that never was a message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub msg: Option<String>,
-    /// The input outside the inbox that was refused (an import's source file, or the file a
-    /// refused part came from).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub file: Option<String>,
-    /// The index of the refused task within a multi-task file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-    /// The agent the refusal was told to.
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "actor")]
-    pub agent: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notice: Option<NoticeKind>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub field: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub rule: String,
-    /// `field` and `rule` in one sentence.
-    pub reason: String,
-    /// The quarantine entry (relative to `agent_comms/`).
-    pub path: String,
-}
-
-/// Mail delivered: to one agent, or (a broadcast, a group) to each of `fanout`, in one record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MailSent {
-    pub msg: String,
-    #[serde(rename = "actor")]
-    pub from: String,
-    /// The address: an agent, `ALL` or `@group`.
-    #[serde(default)]
-    pub to: String,
-    /// For `ALL` and `@group`: every agent a copy was delivered to (the sender never is).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fanout: Vec<String>,
-    /// For `@group`: members that got no copy because they have no mailbox.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<String>,
-    /// Delivered as read, into the recipients' `cur/` (legacy mail marked delivered or read).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub read: bool,
-    /// For migrated mail: the hash of its source and content, so a second import skips it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<u64>,
-    /// For migrated mail: the source file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub import: Option<String>,
-}
-
-impl MailSent {
-    /// The agents the mail was delivered to: the fan-out, or the one agent it was addressed to.
-    pub fn recipients(&self) -> Vec<&str> {
-        if self.fanout.is_empty() && protocol::names::validate_agent(&self.to).is_ok() {
-            vec![self.to.as_str()]
-        } else {
-            self.fanout.iter().map(String::as_str).collect()
-        }
-    }
-}
-
-/// What an absorbed board edit gave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BoardEdit {
-    pub board: String,
-    pub taken: usize,
-    pub refused: usize,
+    /// A task bound for a shared pool is held for the cluster (`Place::Outbound`): the cluster
+    /// link publishes it, as often as it takes, until `Forwarded` is journaled.
+    Forward { task_id: String, task: Task, place: Place },
+    /// The cluster's work queue has the task (`Place::Forwarded`).
+    Forwarded { task_id: String, task: Task, place: Place },
+    /// A task pulled from the cluster's work queue, queued here for local agents; `revision` is
+    /// the cluster-wide record's revision this node wrote when it took the task.
+    Pull { task_id: String, task: Task, place: Place, revision: u64 },
+    /// The cluster-wide record of a task pulled here moved to `revision` (redelivered to this
+    /// node while it still held the task).
+    Revision { task_id: String, revision: u64 },
+    /// The outcome of a pulled task was written to the cluster-wide record (`fenced`: refused,
+    /// because another node took the task since: the record's revision was no longer ours).
+    Settled {
+        task_id: String,
+        revision: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fenced: bool,
+    },
 }
 
 impl Entry {
@@ -288,6 +160,11 @@ impl Entry {
             Self::Snapshot { .. } => "snapshot",
             Self::Requeue(_) => "requeue",
             Self::Delivered { .. } => "delivered",
+            Self::Forward { .. } => "forward",
+            Self::Forwarded { .. } => "forwarded",
+            Self::Pull { .. } => "pull",
+            Self::Revision { .. } => "revision",
+            Self::Settled { .. } => "settled",
         }
     }
 
@@ -307,7 +184,12 @@ impl Entry {
             | Self::Retry { task_id, .. }
             | Self::Block { task_id, .. }
             | Self::Wait { task_id, .. }
-            | Self::Unblock { task_id, .. } => Some(task_id),
+            | Self::Unblock { task_id, .. }
+            | Self::Forward { task_id, .. }
+            | Self::Forwarded { task_id, .. }
+            | Self::Pull { task_id, .. }
+            | Self::Revision { task_id, .. }
+            | Self::Settled { task_id, .. } => Some(task_id),
             Self::Reject(r) => r.task_id.as_deref(),
             Self::Refuse(r) => Some(&r.task_id),
             Self::Requeue(r) => r.task_id.as_deref(),
@@ -342,7 +224,10 @@ impl Entry {
             | Self::Retry { task, place, .. }
             | Self::Block { task, place, .. }
             | Self::Wait { task, place, .. }
-            | Self::Unblock { task, place, .. } => Some((task, place)),
+            | Self::Unblock { task, place, .. }
+            | Self::Forward { task, place, .. }
+            | Self::Forwarded { task, place, .. }
+            | Self::Pull { task, place, .. } => Some((task, place)),
             _ => None,
         }
     }
@@ -404,6 +289,9 @@ impl Entry {
             Self::Reject(r) => Some(Cow::Borrowed(&r.reason)),
             Self::Refuse(r) => Some(Cow::Borrowed(&r.reason)),
             Self::Requeue(_) => Some(Cow::Borrowed("requeued from quarantine by an operator")),
+            Self::Settled { fenced: true, .. } => Some(Cow::Borrowed(
+                "fenced: another node took the task since; this outcome was refused cluster-wide",
+            )),
             _ => None,
         }
     }
@@ -417,7 +305,8 @@ impl Entry {
             Self::Dispatch { place, .. }
             | Self::Claim { place, .. }
             | Self::Age { place, .. }
-            | Self::Promote { place, .. } => place.rel_path().map(Cow::Owned),
+            | Self::Promote { place, .. }
+            | Self::Pull { place, .. } => place.rel_path().map(Cow::Owned),
             // The file removed.
             Self::Withdraw { place: Place::Waiting { dir, name }, .. } => {
                 Some(Cow::Owned(format!("{dir}/new/{name}")))
@@ -468,6 +357,10 @@ pub struct Snapshot {
     /// Each outbox sink's journaled position (`Entry::Delivered`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub delivered: std::collections::BTreeMap<String, u64>,
+    /// Tasks pulled from the cluster whose outcome is not yet settled cluster-wide: id → the
+    /// revision of the cluster-wide record this node wrote.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pulled: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

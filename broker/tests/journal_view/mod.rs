@@ -131,7 +131,9 @@ impl JournalView {
         let as_json = |t: &Task| (t.task_id.clone(), serde_json::to_value(t).unwrap());
         for l in self.state.lives() {
             let b = match l.place {
-                Place::Backlog | Place::Done => Board::Backlog,
+                Place::Backlog | Place::Done | Place::Outbound { .. } | Place::Forwarded { .. } => {
+                    Board::Backlog
+                }
                 Place::Queued { .. } | Place::Waiting { .. } => Board::Ready,
                 Place::Held { .. } => Board::Working,
             };

@@ -2,7 +2,8 @@
 //! redrawn on every change (`--watch`, until SIGINT or SIGTERM). Changes are noticed by watching
 //! `central_task_boards/` (the broker replaces a board by renaming a new file over it), with a
 //! rescan every second in case an event is missed; a redraw happens only when what is shown
-//! changed. With `--json`, each redraw is one JSON array on one line.
+//! changed. With `--json`, each redraw is one JSON array on one line. With `--cluster`, the
+//! cluster-wide board instead (`cluster_board.rs`).
 
 use super::exit::{self, Failure, not_initialised};
 use super::io::emit;
@@ -24,6 +25,7 @@ pub struct Args {
     pub task_type: Option<String>,
     pub json: bool,
     pub watch: bool,
+    pub cluster: bool,
 }
 
 pub fn board(fs: &dyn Fs, layout: &Layout, args: Args) -> Result<(), Failure> {
@@ -36,6 +38,9 @@ pub fn board(fs: &dyn Fs, layout: &Layout, args: Args) -> Result<(), Failure> {
         .transpose()
         .map_err(|e| Failure::new(exit::USAGE, format!("--status: {}", e.rule)))?;
     let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    if args.cluster {
+        return super::cluster_board::show(&cfg, status, args.pool, args.agent, args.json);
+    }
     let filter = Filter { status, pool: args.pool, agent: args.agent, task_type: args.task_type };
     if args.watch {
         return watch(fs, layout, &filter, &cfg, args.json);

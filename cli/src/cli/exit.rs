@@ -26,6 +26,8 @@ pub const NO_BENCH: u8 = 9;
 /// No broker answered a message within the wait: it waits in the inbox (nothing is lost). And
 /// for `mailroom status`: no broker is running on the root (the status is printed all the same).
 pub const UNANSWERED: u8 = 10;
+/// `--cluster`: the root has no `[cluster]` section, or the cluster cannot be reached.
+pub const NO_CLUSTER: u8 = 11;
 
 /// An error with the exit code it maps to.
 pub struct Failure {

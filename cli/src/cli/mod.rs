@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod board;
+mod cluster_board;
 pub mod exit;
 mod gc;
 mod import;
@@ -106,7 +107,13 @@ pub enum Cmd {
         claim: String,
     },
     /// Cancel a task (a held claim is revoked).
-    Cancel { task_id: String },
+    Cancel {
+        task_id: String,
+        /// Cancel a shared task cluster-wide, by compare-and-set on its record, wherever it is
+        /// (`[cluster]` in mailroom.toml): the node holding it cancels its copy.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Redrive a FAILED, BLOCKED or CANCELLED task.
     Retry { task_id: String },
     /// Send mail from one agent to another, to every other agent (`--to ALL`) or to a group
@@ -139,6 +146,10 @@ pub enum Cmd {
         /// Redraw on every change until interrupted (with --json: one JSON array per line).
         #[arg(long)]
         watch: bool,
+        /// The cluster-wide board of shared tasks, read from the cluster (`[cluster]` in
+        /// mailroom.toml) instead of this root's boards.
+        #[arg(long, conflicts_with = "watch")]
+        cluster: bool,
     },
     /// Is a broker running, and what waits where (exit 10 when no broker runs).
     Status {
@@ -160,6 +171,10 @@ pub enum Cmd {
         task_id: String,
         #[arg(long)]
         json: bool,
+        /// The task's cluster-wide history (every kept revision of its record), read from the
+        /// cluster (`[cluster]` in mailroom.toml) instead of this root's journal.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Print the JSON Schemas of the task and of every message kind.
     Schema,
@@ -309,7 +324,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             serve::run_broker(fs, layout, http)
         }
         Cmd::Submit { file } => producer::submit(&root, ack, &file),
-        Cmd::Cancel { task_id } => producer::cancel(&root, ack, &task_id),
+        Cmd::Cancel { task_id, cluster: true } => {
+            cluster_board::cancel(initialised(&root, &layout)?.as_ref(), &layout, &task_id)
+        }
+        Cmd::Cancel { task_id, cluster: false } => producer::cancel(&root, ack, &task_id),
         Cmd::Retry { task_id } => producer::retry(&root, ack, &task_id),
         Cmd::Claim { agent, pools, wait } => agent::claim(&root, &agent, &pools, wait),
         Cmd::Heartbeat { agent, claim } => agent::heartbeat(&root, &agent, &claim),
@@ -323,8 +341,8 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Send { from, to, subject, file } => {
             agent::send(&root, ack, &from, &to, subject.as_deref(), &file)
         }
-        Cmd::Board { status, pool, agent, task_type, json, watch } => {
-            let args = board::Args { status, pool, agent, task_type, json, watch };
+        Cmd::Board { status, pool, agent, task_type, json, watch, cluster } => {
+            let args = board::Args { status, pool, agent, task_type, json, watch, cluster };
             board::board(initialised(&root, &layout)?.as_ref(), &layout, args)
         }
         Cmd::Status { json } => status::status(root_fs(&root, false)?.as_ref(), &layout, json),
@@ -339,7 +357,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Cmd::Mail { cmd: MailCmd::Read { agent, json } } => {
             mail::read(root_fs(&root, false)?.as_ref(), &layout, &agent, json)
         }
-        Cmd::Trace { task_id, json } => {
+        Cmd::Trace { task_id, json, cluster: true } => {
+            cluster_board::trace(initialised(&root, &layout)?.as_ref(), &layout, &task_id, json)
+        }
+        Cmd::Trace { task_id, json, cluster: false } => {
             views::trace(initialised(&root, &layout)?.as_ref(), &layout, &task_id, json)
         }
         Cmd::Schema => views::schema(),

@@ -48,6 +48,16 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
             }
         };
         let (handle, rx) = commands::channel(COMMAND_DEPTH);
+        // The cluster link, when `[cluster]` is configured: one more front end on the channel.
+        let link = {
+            let (cluster, lease, handle) = (cfg.cluster.clone(), cfg.broker.lease_secs, handle.clone());
+            async move {
+                if let Some(c) = cluster {
+                    mailroom_cluster::run(c, lease, handle).await;
+                }
+                std::future::pending::<()>().await
+            }
+        };
         let opts = mailroom_http::Options { listen, chosen };
         let failed = http_failed.clone();
         let (hfs, hlayout) = (fs.clone(), layout.clone());
@@ -70,6 +80,7 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
         tokio::select! {
             r = run::serve_with(fs.clone(), layout.clone(), shutdown, Some(rx), poster) => r,
             () = front => unreachable!("the http front end never returns"),
+            () = link => unreachable!("the cluster link never returns"),
         }
     });
     // A broker refused the root's lock never wrote the address: the file is the other's.
