@@ -108,6 +108,11 @@ impl Agent {
         &self.name
     }
 
+    /// See [`Client::fs_counts`].
+    pub fn fs_counts(&self) -> Option<runtime_layout::FsCounts> {
+        self.client.fs_counts()
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }

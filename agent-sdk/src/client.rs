@@ -78,6 +78,13 @@ impl Client {
         &self.layout
     }
 
+    /// What the client's filesystem has done so far (files created, renames, fsyncs, reads,
+    /// listings), as it counts them ([`Fs::counts`]): shared with every clone and every handle
+    /// opened on the same `Fs`. `None` on a filesystem that does not count.
+    pub fn fs_counts(&self) -> Option<runtime_layout::FsCounts> {
+        self.fs.counts()
+    }
+
     /// Submits a task (validated here first, so a bad task fails at the caller rather than in
     /// quarantine). Returns the name of the message in the broker's inbox once the broker
     /// accepted it (see [`Ack`]).

@@ -12,10 +12,12 @@
 //! most workloads are made of), [`report`] (sections, JSON and summary), [`journal_watch`] (the
 //! only module that knows the broker's journal types), [`history`] (prebuilt roots for W4/W5),
 //! [`peers`] (PostgreSQL, Redis and NATS JetStream run through the same workflow as mailroom),
-//! [`procs`] (child processes, `/proc`), [`machine`], [`error`].
+//! [`procs`] (child processes, `/proc`), [`fs_ops`] (filesystem operations per task, as the
+//! processes count them), [`machine`], [`error`].
 
 pub mod args;
 pub mod error;
+pub mod fs_ops;
 pub mod history;
 pub mod journal_watch;
 pub mod load;

@@ -18,6 +18,7 @@ use crate::args::parse_durability;
 use crate::error::BenchError;
 use crate::procs::{now_us, write_file};
 use agent_sdk::{Agent, Client};
+use runtime_layout::FsCounts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -131,7 +132,8 @@ pub fn producer_main(a: &ProducerArgs) -> Result<(), BenchError> {
         i += a.of.max(1);
     }
     if let Some(out) = &a.out {
-        write_file(out, json!({"index": a.index, "of": a.of, "submitted": submitted}).to_string())?;
+        let fs = client.fs_counts();
+        write_file(out, json!({"index": a.index, "of": a.of, "submitted": submitted, "fs": fs}).to_string())?;
     }
     Ok(())
 }
@@ -151,8 +153,9 @@ fn backlog_full(layout: &runtime_layout::Layout, max: usize, until: &std::path::
 
 pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
     if a.threads <= 1 {
-        let ids = agent_loop(a, &a.name, a.poll_ms, Duration::ZERO)?;
-        return write_file(&a.out, json!({"agent": a.name, "claims": ids.len(), "ids": ids}).to_string());
+        let (ids, fs) = agent_loop(a, &a.name, a.poll_ms, Duration::ZERO)?;
+        let report = json!({"agent": a.name, "claims": ids.len(), "ids": ids, "fs": fs});
+        return write_file(&a.out, report.to_string());
     }
     let poll_ms = if a.poll_ms == 0 { 200 } else { a.poll_ms };
     let threads: Vec<_> = (1..=a.threads)
@@ -166,19 +169,26 @@ pub fn agent_main(a: &AgentArgs) -> Result<(), BenchError> {
                 .map_err(|e| BenchError::process("an agent thread", e))
         })
         .collect::<Result<_, _>>()?;
-    let mut ids = Vec::new();
+    let (mut ids, mut fs) = (Vec::new(), None::<FsCounts>);
     for t in threads {
-        ids.extend(t.join().map_err(|_| BenchError::process("an agent thread", "panicked"))??);
+        let (mine, counts) = t.join().map_err(|_| BenchError::process("an agent thread", "panicked"))??;
+        ids.extend(mine);
+        if let Some(c) = counts {
+            fs = Some(fs.unwrap_or_default().plus(&c));
+        }
     }
-    write_file(
-        &a.out,
-        json!({"agent": a.name, "agents": a.threads, "claims": ids.len(), "ids": ids}).to_string(),
-    )
+    let report = json!({"agent": a.name, "agents": a.threads, "claims": ids.len(), "ids": ids, "fs": fs});
+    write_file(&a.out, report.to_string())
 }
 
 /// One agent claiming and completing until the stop file exists and nothing is left: the ids it
-/// claimed.
-fn agent_loop(a: &AgentArgs, name: &str, poll_ms: u64, offset: Duration) -> Result<Vec<String>, BenchError> {
+/// claimed, and its handle's filesystem operation counts.
+fn agent_loop(
+    a: &AgentArgs,
+    name: &str,
+    poll_ms: u64,
+    offset: Duration,
+) -> Result<(Vec<String>, Option<FsCounts>), BenchError> {
     let mut agent = Agent::register(&a.root, name)?;
     if let Some(d) = &a.durability {
         agent = agent.with_durability(parse_durability(d)?);
@@ -202,7 +212,7 @@ fn agent_loop(a: &AgentArgs, name: &str, poll_ms: u64, offset: Duration) -> Resu
         ids.push(c.task.task_id.clone());
         agent.complete(&c.name, json!({"claimed_us": claimed_us}))?;
     }
-    Ok(ids)
+    Ok((ids, agent.fs_counts()))
 }
 
 /// Arguments of `mailroom-bench deep-agent` (W8).

@@ -11,12 +11,13 @@
 //! journal, and the figures are read from all of them together.
 
 use crate::error::BenchError;
+use crate::fs_ops::{self, FsTally};
 use crate::journal_watch::{self, JournalTail};
 use crate::load::task_id;
 use crate::procs::{Proc, cpu_time, mb, peak_rss, start_broker, write_file};
 use crate::report::{Lat, round};
 use crate::run::Ctx;
-use runtime_layout::{Fs, Layout, NameSource, write_atomic};
+use runtime_layout::{Fs, FsCounts, Layout, NameSource, write_atomic};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -96,6 +97,10 @@ pub struct PipeReport {
     /// What the same records would take per task if each carried its task whole.
     #[serde(serialize_with = "round::r0")]
     pub journal_whole_bytes_per_task: f64,
+    /// Filesystem operations of the broker (during the load), the producers and the agents, as
+    /// each process's `RootFs` counted them; `None` when the broker's could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fs: Option<FsTally>,
 }
 
 /// The median run by tasks/s, and every run's tasks/s in the order they ran.
@@ -107,7 +112,9 @@ pub fn median_run(mut runs: Vec<PipeReport>) -> (PipeReport, Vec<f64>) {
 }
 
 /// Creates the tree at `root` and writes its `mailroom.toml` (the durability and every
-/// `--broker-setting`), through the `Fs` seam.
+/// `--broker-setting`; the HTTP surface on a free loopback port, so that brokers of concurrent
+/// runs never compete for one and the run can read the broker's operation counts), through the
+/// `Fs` seam.
 pub fn write_config(fs: &dyn Fs, root: &Path, p: &Pipe) -> Result<(), BenchError> {
     let layout = Layout::new(root);
     layout.create(fs)?;
@@ -116,6 +123,7 @@ pub fn write_config(fs: &dyn Fs, root: &Path, p: &Pipe) -> Result<(), BenchError
         text.push_str(line);
         text.push('\n');
     }
+    text.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
     if !p.journal_settings.is_empty() {
         text.push_str("[journal]\n");
         for line in &p.journal_settings {
@@ -192,6 +200,7 @@ pub fn run_nodes(
             }
         }
     }
+    let fs0: Vec<Option<FsCounts>> = nodes.iter().map(|x| fs_ops::broker_counts(fs, &x.root)).collect();
     let cpu0: Vec<Duration> = nodes.iter().map(|x| cpu_time(x.broker.pid()).unwrap_or_default()).collect();
     let durability = |args: &mut Vec<String>| {
         if let Some(c) = &p.client_durability {
@@ -222,6 +231,7 @@ pub fn run_nodes(
         ] {
             args.extend([flag.to_string(), value]);
         }
+        args.extend(["--out".into(), path_arg(&d.join(format!("producer-{i}.json")))]);
         durability(&mut args);
         let log = d.join(format!("producer-{i}.log"));
         producers.push(cx.bins.load("producer", root_of(i), &args, &log, &format!("producer {i}"))?);
@@ -265,6 +275,7 @@ pub fn run_nodes(
         pr.wait(Duration::from_secs(60)).map_err(|e| logs_in(e, d))?;
     }
     settle().map_err(|e| logs_in(e, d))?;
+    let fs1: Vec<Option<FsCounts>> = nodes.iter().map(|x| fs_ops::broker_counts(fs, &x.root)).collect();
     let ready = nodes.iter().map(|x| x.ready).max().unwrap_or_default();
     let mut parts = Vec::new();
     for x in nodes {
@@ -286,6 +297,22 @@ pub fn run_nodes(
     }
     out.journal_bytes_per_task = written as f64 / p.tasks.max(1) as f64;
     out.journal_whole_bytes_per_task = whole as f64 / p.tasks.max(1) as f64;
+    // The brokers' counts, summed over the nodes (when every node answered before and after).
+    let broker: Option<FsCounts> = fs0.iter().zip(&fs1).try_fold(FsCounts::default(), |acc, (a, b)| {
+        let (a, b) = (a.as_ref()?, b.as_ref()?);
+        Some(acc.plus(&b.since(a)))
+    });
+    if let Some(broker) = broker {
+        let sum = |files: Vec<PathBuf>| {
+            files.iter().fold(FsCounts::default(), |acc, f| acc.plus(&fs_ops::from_report(&read_json(f))))
+        };
+        out.fs = Some(FsTally {
+            tasks: p.tasks,
+            broker,
+            producers: sum((0..p.producers).map(|i| d.join(format!("producer-{i}.json"))).collect()),
+            agents: sum(agents.iter().map(|a| d.join(format!("{a}.json"))).collect()),
+        });
+    }
     Ok(out)
 }
 
@@ -342,16 +369,18 @@ fn claimed(d: &Path, agents: &[String]) -> (usize, HashSet<String>) {
     let mut claims = 0;
     let mut ids = HashSet::new();
     for a in agents {
-        let v: Value = std::fs::read(d.join(format!("{a}.json")))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let v = read_json(&d.join(format!("{a}.json")));
         claims += v["claims"].as_u64().unwrap_or(0) as usize;
         for id in v["ids"].as_array().into_iter().flatten() {
             ids.insert(id.as_str().unwrap_or_default().to_string());
         }
     }
     (claims, ids)
+}
+
+/// A report file of the run directory as JSON (`null` when missing or not JSON).
+fn read_json(path: &Path) -> Value {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
 }
 
 /// A process error, pointing at the run's logs.

@@ -107,6 +107,30 @@ pub fn repair(fs: &dyn Fs, layout: &Layout, cfg: &Config, e: &FsError) -> Result
             what: "a directory on its way is missing".into(),
         });
     }
+    // Someone still swapping directories while the broker repairs (a link put where a directory
+    // was just made, a directory moved away again) makes a step fail the same way: look again,
+    // a bounded number of times, before giving up.
+    let mut tries = 0;
+    loop {
+        match repair_once(fs, layout, cfg, e) {
+            Err(TreeError::Fs(f)) if tries < REPAIR_TRIES && raced(&f) => {
+                tracing::warn!(error = %f, "the tree changed while it was repaired: looking again");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How many times a repair looks again at a tree that keeps changing under it.
+const REPAIR_TRIES: u32 = 10;
+
+/// An error that a concurrent change of the tree explains.
+fn raced(e: &FsError) -> bool {
+    e.is_containment() || e.is_already_exists() || e.is_not_found()
+}
+
+fn repair_once(fs: &dyn Fs, layout: &Layout, cfg: &Config, e: &FsError) -> Result<(), TreeError> {
     let now = runtime_layout::now();
     if let Some(culprit) = e.culprit()
         && let Some(d) = layout.displace(fs, culprit, now)?

@@ -5,9 +5,11 @@
 //! stream (transitions, lease expiries, quarantines, submit→claim and claim→finish); gauges
 //! computed at scrape time from a snapshot (tasks by status and pool, queue depth, claims held per
 //! agent); and the loop's own figures (`Command::Stats`: journal commit and pass durations, inbox
-//! backlog), which the loop counts and this module only formats. The footprint per area (files
-//! and bytes of `inbox/cur`, the journal, the archive, quarantine, ...) and the filesystem's free
-//! space and inodes are counted from the disk at scrape time (`mailroom::footprint::measure`).
+//! backlog, and the filesystem operations its `Fs` counted: `mailroom_fs_operations{op}`,
+//! `mailroom_fs_written_bytes{what}`, `mailroom_fs_read_bytes`), which the loop counts and this
+//! module only formats. The footprint per area (files and bytes of `inbox/cur`, the journal, the
+//! archive, quarantine, ...) and the filesystem's free space and inodes are counted from the disk
+//! at scrape time (`mailroom::footprint::measure`).
 
 use crate::AppState;
 use crate::routes::ApiError;
@@ -21,6 +23,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use runtime_layout::FsCounts;
 use std::collections::BTreeMap;
 
 /// The content type of the OpenMetrics text format.
@@ -47,6 +50,37 @@ fn encode_loop_histogram(
 ) -> std::fmt::Result {
     let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
     m.encode_histogram::<NoLabelSet>(h.sum_secs, h.count, &h.cumulative(), None)
+}
+
+/// The broker process's filesystem operations on its root, as the `Fs` counted them.
+fn encode_fs(enc: &mut DescriptorEncoder, fs: &FsCounts) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(
+        "mailroom_fs_operations",
+        "Filesystem operations the broker process performed on its root since it started, by kind \
+         (create, rename, unlink, fsync_file, fsync_dir, append, read, list, stat, mkdir, touch)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (op, n) in fs.operations() {
+        m.encode_family(&[("op", op)])?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    let mut m = enc.encode_descriptor(
+        "mailroom_fs_written",
+        "Bytes the broker process wrote on its root: into files it created (created) and appended \
+         to the journal (appended)",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+    )?;
+    for (what, n) in [("created", fs.created_bytes), ("appended", fs.appended_bytes)] {
+        m.encode_family(&[("what", what)])?.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+    }
+    enc.encode_descriptor(
+        "mailroom_fs_read",
+        "Bytes the broker process read from files of its root",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+    )?
+    .encode_counter::<NoLabelSet, _, u64>(&fs.read_bytes, None)
 }
 
 impl Collector for AtScrape {
@@ -149,6 +183,9 @@ impl Collector for AtScrape {
             MetricType::Counter,
         )?
         .encode_counter::<NoLabelSet, _, u64>(&self.stats.messages, None)?;
+        if let Some(fs) = &self.stats.fs {
+            encode_fs(&mut enc, fs)?;
+        }
         encode_loop_histogram(
             &mut enc,
             "mailroom_journal_commit",

@@ -231,6 +231,7 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             "commits": engine.commits.count,
             "commit_mean_secs": commit_mean,
             "passes": engine.passes.count,
+            "fs": engine.fs,
         },
         "uptime_secs": state.observer.started.elapsed().as_secs(),
         "blockers": blockers(&view, 10),

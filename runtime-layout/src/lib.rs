@@ -31,7 +31,9 @@ pub mod sim;
 mod tree;
 
 pub use clock::{Clock, ManualClock};
-pub use fs::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, RealFs, Resolve, RootFs, Space};
+pub use fs::{
+    AppendFile, Entry, FileKind, Fs, FsCounts, FsError, LockGuard, Meta, RealFs, Resolve, RootFs, Space,
+};
 pub use layout::{Board, Layout, Maildir};
 pub use lock::{BrokerLock, LockError};
 pub use ops::{Durability, NameSource, deliver, deliver_read, hostname, now, replace_file, write_atomic};

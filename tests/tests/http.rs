@@ -395,6 +395,9 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
         ("mailroom_queue_depth", "gauge"),
         ("mailroom_footprint_files", "gauge"),
         ("mailroom_footprint_bytes", "gauge"),
+        ("mailroom_fs_operations", "counter"),
+        ("mailroom_fs_written_bytes", "counter"),
+        ("mailroom_fs_read_bytes", "counter"),
     ] {
         assert_eq!(
             families.get(name).map(String::as_str),
@@ -411,6 +414,19 @@ fn metrics_parse_as_prometheus_text_and_count_what_happened() {
     assert!(!text.contains("mailroom_journal_commit_seconds_count 0\n"), "commits were timed: {text}");
     assert!(text.contains("mailroom_footprint_files{area=\"inbox_kept\"} "), "{text}");
     assert!(text.contains("mailroom_footprint_bytes{area=\"journal_live\"} "), "{text}");
+    // The broker's own filesystem work: it journaled, created task files, moved messages.
+    let sample = |series: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("{series}: {text}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    };
+    for op in ["create", "rename", "unlink", "fsync_file", "fsync_dir", "append", "read", "list"] {
+        assert!(sample(&format!("mailroom_fs_operations_total{{op=\"{op}\"}}")) > 0.0, "{op}: {text}");
+    }
+    let appended = sample("mailroom_fs_written_bytes_total{what=\"appended\"}");
+    assert!(appended >= sample("mailroom_fs_operations_total{op=\"append\"}"), "{text}");
 }
 
 #[test]

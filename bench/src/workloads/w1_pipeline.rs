@@ -83,6 +83,13 @@ impl fmt::Display for W1Report {
             o.journal_bytes_per_task,
             o.journal_whole_bytes_per_task,
             o.journal_bytes_per_task / o.journal_whole_bytes_per_task.max(1.0)
-        )
+        )?;
+        match &o.fs {
+            Some(t) => write!(f, "{t}"),
+            None => writeln!(
+                f,
+                "                filesystem operations: not counted (the broker's HTTP surface did not answer)"
+            ),
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! The board writer: the four central boards (`central_task_boards/*.json`) derived from the
 //! state and replaced atomically (temporary, fsync, rename; one directory fsync for the four),
-//! at most every 200 ms (or four times as long as the last rewrite took) unless forced. It caches each task's JSON by version, so a pass
+//! at most every 200 ms (or four times as long as the last rewrite took) unless forced; the
+//! completed board, the largest under a steady load (the last `completed_board_limit` finished
+//! tasks, each with its whole history) and one that only grows older, at most every 500 ms. It
+//! caches each task's JSON by version, so a pass
 //! serialises only what changed and skips a board whose entries are all unchanged, and it keeps
 //! a mark of what it wrote on each board, so an edit made behind its back is noticed, left to
 //! settle, and handed to board-edit absorption instead of being overwritten unread.
@@ -38,6 +41,13 @@ struct SavedMarks {
 /// The file that holds [`SavedMarks`], in `central_task_boards/` (hidden: not a board).
 const MARKS: &str = ".mailroom-board-marks.json";
 
+/// The least time between two rewrites of the completed board (µs) unless forced. At 1,000
+/// finished tasks of 1 KB that board is about 1.5 MB, and rewriting it with every other board
+/// (up to five times a second under a steady load) was most of the bytes the broker wrote and a
+/// fifth of its CPU time; the others hold only live tasks. At 500 ms plus a tick (500 ms by
+/// default) a finished task still reaches it within about a second.
+const COMPLETED_EVERY_US: i64 = 500_000;
+
 impl BoardMark {
     /// The hash of the task's compact JSON as the writer put it on the board.
     pub fn written_hash(&self, id: &str) -> Option<u64> {
@@ -63,6 +73,8 @@ pub(crate) struct BoardWriter {
     dirty: bool,
     force_next: bool,
     written: Option<Timestamp>,
+    /// When the completed board was last rewritten (see [`COMPLETED_EVERY_US`]).
+    completed_written: Option<Timestamp>,
     /// How long the last rewrite took (µs): the next waits at least four times that, so that
     /// boards of a deep queue (every ready task is on the ready board) never take more than a
     /// fifth of the broker's time.
@@ -200,12 +212,21 @@ impl BoardWriter {
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
         let sync = durable && env.durability.sync_files();
         let mut deferred = false;
+        // The completed board waits for its own turn; the writer stays dirty until it comes.
+        let completed_due = force
+            || self.completed_written.is_none_or(|t| {
+                now < t || now.as_micros() - t.as_micros() >= COMPLETED_EVERY_US.max(interval)
+            });
         let absorb = env.cfg.ingest.absorb_board_edits;
         for board in Board::ALL {
             let path = env.layout.board(board);
             let on_disk = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
             // A board someone else changed is absorbed first, never overwritten unread.
             if absorb && self.marks.get(&board).is_some_and(|m| m.edited(on_disk)) {
+                deferred = true;
+                continue;
+            }
+            if board == Board::Completed && !completed_due {
                 deferred = true;
                 continue;
             }
@@ -256,6 +277,9 @@ impl BoardWriter {
             bytes.extend_from_slice(b"\n]\n");
             replace_file(env.fs(), &path, &bytes, &env.names, sync)?;
             self.sigs.insert(board, sig);
+            if board == Board::Completed {
+                self.completed_written = Some(now);
+            }
             if absorb {
                 let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
                 marks.push((board, BoardMark { stamp, tasks: hashes, pending: None }));

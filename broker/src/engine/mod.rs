@@ -318,6 +318,7 @@ impl Engine {
             records: self.core.ledger.records() as u64,
             messages: self.messages,
             inbox_waiting: self.inbox_waiting,
+            fs: self.core.env.fs.counts(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! passes take, and how much waits in the inbox. Recording is a few integer operations on fixed
 //! arrays — no allocation, no I/O, no formatting in the pass. A front end asks for a copy with
 //! [`Command::Stats`](super::commands::Command::Stats) and turns it into whatever it exposes.
+//! The filesystem's operation counts are the `Fs`'s own (relaxed atomics), copied at that moment.
 
 use serde::Serialize;
 use std::time::Duration;
@@ -57,6 +58,10 @@ pub struct Stats {
     pub messages: u64,
     /// Messages waiting in `broker/inbox/new/` when the last pass looked.
     pub inbox_waiting: u64,
+    /// What the broker process's filesystem has done on the root since it opened (creations,
+    /// renames, removals, fsyncs, bytes written and journaled, reads, listings), counted by the
+    /// `Fs` itself ([`runtime_layout::FsCounts`]); `None` on one that does not count.
+    pub fs: Option<runtime_layout::FsCounts>,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! (files placed and renamed the way agents do) so each rule is checked in isolation.
 
 mod aging;
+mod boards;
 mod capabilities;
 mod dependencies;
 mod presence;

@@ -20,6 +20,7 @@
 //! kernel drops when its holder dies, so a test on another `Fs` can model that holder dying too.
 
 mod beneath;
+mod counts;
 mod real;
 mod root;
 mod unix;
@@ -27,6 +28,7 @@ mod unix;
 #[cfg(test)]
 mod tests;
 
+pub use counts::FsCounts;
 pub use real::RealFs;
 pub use root::{Resolve, RootFs};
 
@@ -294,5 +296,12 @@ pub trait Fs: Send + Sync {
     /// deepest directory instead of one per component.
     fn resolves_beneath(&self) -> bool {
         false
+    }
+    /// What this filesystem has done since it was opened (creations, renames, removals, fsyncs,
+    /// bytes written and appended, reads, listings), counted by the implementation as it works;
+    /// `None` for one that does not count ([`RealFs`], `SimFs`). [`RootFs`] counts: one set per
+    /// root opened, shared by its clones.
+    fn counts(&self) -> Option<FsCounts> {
+        None
     }
 }

@@ -134,7 +134,7 @@ impl Fs for RealFs {
             Err(rustix::io::Errno::NOENT) => Ok(None),
             Err(e) => Err(FsError::io("stat", p, errno(e))),
         });
-        Ok(Box::new(Appender::new(fd, path, locate)?))
+        Ok(Box::new(Appender::new(fd, path, locate, None)?))
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {

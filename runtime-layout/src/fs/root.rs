@@ -12,6 +12,7 @@
 //! builds them); anything else is [`FsError::Outside`].
 
 use super::beneath::{Beneath, Dir};
+use super::counts::{Counters, FsCounts};
 use super::unix::{self, Appender, errno, id_of, meta_of, open_error};
 use super::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, Space};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
@@ -25,6 +26,8 @@ pub use super::beneath::Resolve;
 #[derive(Clone)]
 pub struct RootFs {
     at: Arc<Beneath>,
+    /// What this root's operations have done (shared by every clone).
+    counts: Arc<Counters>,
 }
 
 impl std::fmt::Debug for RootFs {
@@ -49,7 +52,7 @@ impl RootFs {
 
     /// [`RootFs::open`], choosing how paths are resolved ([`Resolve::Walk`] forces the fallback).
     pub fn open_with(root: impl AsRef<Path>, resolve: Resolve) -> Result<Self, FsError> {
-        Ok(Self { at: Arc::new(Beneath::open(root.as_ref(), resolve)?) })
+        Ok(Self { at: Arc::new(Beneath::open(root.as_ref(), resolve)?), counts: Arc::default() })
     }
 
     /// The root path every path given must start with.
@@ -74,9 +77,12 @@ impl RootFs {
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
         let fd = self.at.open_file(path, flags, mode(bits)).map_err(|e| created(path, "create", e))?;
         let written = unix::fill(fd, path, bytes, sync);
-        if written.is_err() {
+        match &written {
+            Ok(()) => self.counts.created(bytes.len(), sync),
             // Leave no half-written file behind under a name someone may read.
-            let _ = self.remove_file(path);
+            Err(_) => {
+                let _ = self.remove_file(path);
+            }
         }
         written
     }
@@ -96,8 +102,10 @@ impl RootFs {
                         // mkdir is durable only once the parent's entry list is: fsync it.
                         Ok(()) => {
                             made = true;
+                            self.counts.made_dir();
                             rustix::fs::fsync(&cur)
                                 .map_err(|e| FsError::io("fsync directory", &at, errno(e)))?;
+                            self.counts.dir_synced();
                         }
                         Err(Errno::EXIST) => made = true,
                         Err(e) => return Err(FsError::io("create directory", &at, errno(e))),
@@ -149,13 +157,16 @@ impl Fs for RootFs {
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
         let (fdir, fname) = self.at.parent(from)?;
         let (tdir, tname) = self.at.parent(to)?;
-        rustix::fs::renameat(&fdir, fname, &tdir, tname).map_err(|e| FsError::io("rename", from, errno(e)))
+        rustix::fs::renameat(&fdir, fname, &tdir, tname)
+            .map_err(|e| FsError::io("rename", from, errno(e)))?;
+        self.counts.renamed();
+        Ok(())
     }
 
     fn rename_noreplace(&self, from: &Path, to: &Path) -> Result<(), FsError> {
         let (fdir, fname) = self.at.parent(from)?;
         let (tdir, tname) = self.at.parent(to)?;
-        match rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::NOREPLACE) {
+        let done = match rustix::fs::renameat_with(&fdir, fname, &tdir, tname, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(()),
             Err(Errno::INVAL | Errno::NOSYS) => {
                 // Filesystems without RENAME_NOREPLACE: link() refuses an existing target.
@@ -165,17 +176,26 @@ impl Fs for RootFs {
                     .map_err(|e| FsError::io("remove", from, errno(e)))
             }
             Err(e) => Err(FsError::io("rename", from, errno(e))),
+        };
+        if done.is_ok() {
+            self.counts.renamed();
         }
+        done
     }
 
     fn remove_file(&self, path: &Path) -> Result<(), FsError> {
         let (dir, name) = self.at.parent(path)?;
-        rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(|e| FsError::io("remove", path, errno(e)))
+        rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+            .map_err(|e| FsError::io("remove", path, errno(e)))?;
+        self.counts.unlinked();
+        Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> Result<(), FsError> {
         let dir = self.open_dir(path)?;
-        rustix::fs::fsync(&dir).map_err(|e| FsError::io("fsync directory", path, errno(e)))
+        rustix::fs::fsync(&dir).map_err(|e| FsError::io("fsync directory", path, errno(e)))?;
+        self.counts.dir_synced();
+        Ok(())
     }
 
     fn list(&self, path: &Path) -> Result<Vec<Entry>, FsError> {
@@ -207,10 +227,12 @@ impl Fs for RootFs {
             };
             out.push(Entry { name, kind });
         }
+        self.counts.listed();
         Ok(out)
     }
 
     fn stat(&self, path: &Path) -> Result<Option<Meta>, FsError> {
+        self.counts.statted();
         let rel = self.at.relative(path)?;
         if rel.as_os_str().is_empty() {
             let st = rustix::fs::fstat(self.at.root()).map_err(|e| FsError::io("stat", path, errno(e)))?;
@@ -235,7 +257,9 @@ impl Fs for RootFs {
             Ok(errno) => open_error("open", path, errno),
             Err(refused) => refused,
         })?;
-        unix::read_limited(fd, path, limit)
+        let bytes = unix::read_limited(fd, path, limit)?;
+        self.counts.read(bytes.len());
+        Ok(bytes)
     }
 
     fn touch(&self, path: &Path) -> Result<(), FsError> {
@@ -245,7 +269,9 @@ impl Fs for RootFs {
             last_modification: Timespec { tv_sec: 0, tv_nsec: UTIME_NOW },
         };
         rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| FsError::io("touch", path, errno(e)))
+            .map_err(|e| FsError::io("touch", path, errno(e)))?;
+        self.counts.touched();
+        Ok(())
     }
 
     fn create_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {
@@ -261,7 +287,9 @@ impl Fs for RootFs {
                 Err(e) => Err(FsError::io("stat", p, errno(e))),
             }
         });
-        Ok(Box::new(Appender::new(fd, path, locate)?))
+        let appender = Appender::new(fd, path, locate, Some(self.counts.clone()))?;
+        self.counts.created_for_append();
+        Ok(Box::new(appender))
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
@@ -270,13 +298,17 @@ impl Fs for RootFs {
             Ok(errno) => open_error("open", path, errno),
             Err(refused) => refused,
         })?;
-        unix::read_piece(fd, path, offset, len)
+        let bytes = unix::read_piece(fd, path, offset, len)?;
+        self.counts.read(bytes.len());
+        Ok(bytes)
     }
 
     fn set_mtime(&self, path: &Path, mtime: protocol::Timestamp) -> Result<(), FsError> {
         let (dir, name) = self.at.parent(path)?;
         rustix::fs::utimensat(&dir, name, &unix::mtime_times(mtime), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| FsError::io("set mtime", path, errno(e)))
+            .map_err(|e| FsError::io("set mtime", path, errno(e)))?;
+        self.counts.touched();
+        Ok(())
     }
 
     fn space(&self, path: &Path) -> Result<Option<Space>, FsError> {
@@ -287,6 +319,10 @@ impl Fs for RootFs {
 
     fn resolves_beneath(&self) -> bool {
         true
+    }
+
+    fn counts(&self) -> Option<FsCounts> {
+        Some(self.counts.snapshot())
     }
 
     fn lock_dir(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {

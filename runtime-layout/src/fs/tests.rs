@@ -352,3 +352,53 @@ fn rootfs_reads_paths_however_they_are_spelled() {
         }
     }
 }
+
+#[test]
+fn a_root_counts_what_it_did_and_a_plain_fs_counts_nothing() {
+    assert_eq!(RealFs.counts(), None);
+    for resolve in [Resolve::Auto, Resolve::Walk] {
+        let d = tempfile::tempdir().unwrap();
+        let fs = RootFs::open_with(d.path(), resolve).unwrap();
+        let clone = fs.clone();
+        let start = fs.counts().unwrap();
+        assert_eq!(start, FsCounts::default());
+        let sub = d.path().join("a/b");
+        fs.create_dir_all(&sub).unwrap();
+        fs.create_new(&sub.join("x"), b"12345", true).unwrap();
+        fs.create_new(&sub.join("y"), b"678", false).unwrap();
+        assert!(fs.create_new(&sub.join("y"), b"again", false).is_err(), "a failure is not counted");
+        fs.rename(&sub.join("x"), &sub.join("z")).unwrap();
+        fs.rename_noreplace(&sub.join("z"), &sub.join("w")).unwrap();
+        fs.remove_file(&sub.join("y")).unwrap();
+        fs.sync_dir(&sub).unwrap();
+        assert_eq!(fs.read(&sub.join("w"), 100).unwrap(), b"12345");
+        assert_eq!(fs.list(&sub).unwrap().len(), 1);
+        assert!(fs.stat(&sub.join("w")).unwrap().is_some());
+        fs.touch(&sub.join("w")).unwrap();
+        let mut j = fs.create_append(&sub.join("journal")).unwrap();
+        j.append(b"0123456789").unwrap();
+        j.append(b"ab").unwrap();
+        j.sync().unwrap();
+        // Clones share the counters.
+        let c = clone.counts().unwrap();
+        let want = FsCounts {
+            creates: 3,
+            created_bytes: 8,
+            renames: 2,
+            unlinks: 1,
+            file_fsyncs: 2,
+            dir_fsyncs: 3,
+            appends: 2,
+            appended_bytes: 12,
+            reads: 1,
+            read_bytes: 5,
+            lists: 1,
+            stats: 1,
+            mkdirs: 2,
+            touches: 1,
+        };
+        assert_eq!(c, want, "{resolve:?}");
+        assert_eq!(c.since(&start), want);
+        assert_eq!(c.plus(&c).since(&c), want);
+    }
+}

@@ -2,6 +2,7 @@
 //! read it within a limit, append to it all or nothing after checking it is still the file at
 //! its path, hold a `flock`, and turn `stat` results and errors into the seam's types.
 
+use super::counts::Counters;
 use super::{AppendFile, FileKind, FsError, LockGuard, Meta, Space};
 use protocol::Timestamp;
 use rustix::fs::{FileType, Stat};
@@ -9,6 +10,7 @@ use rustix::io::Errno;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The device and inode of a file: what "the same file" means.
 pub(crate) type FileId = (u64, u64);
@@ -116,12 +118,19 @@ pub(crate) struct Appender {
     path: PathBuf,
     id: FileId,
     locate: Locate,
+    /// Where appends and fsyncs are counted ([`RootFs`](super::RootFs)'s counters).
+    counts: Option<Arc<Counters>>,
 }
 
 impl Appender {
-    pub fn new(fd: OwnedFd, path: &Path, locate: Locate) -> Result<Self, FsError> {
+    pub fn new(
+        fd: OwnedFd,
+        path: &Path,
+        locate: Locate,
+        counts: Option<Arc<Counters>>,
+    ) -> Result<Self, FsError> {
         let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
-        Ok(Self { file: fd.into(), path: path.to_path_buf(), id: id_of(&st), locate })
+        Ok(Self { file: fd.into(), path: path.to_path_buf(), id: id_of(&st), locate, counts })
     }
 }
 
@@ -141,11 +150,19 @@ impl AppendFile for Appender {
         self.file.write_all(bytes).map_err(|e| {
             let _ = self.file.set_len(before);
             FsError::io("append to", &self.path, e)
-        })
+        })?;
+        if let Some(c) = &self.counts {
+            c.appended(bytes.len());
+        }
+        Ok(())
     }
 
     fn sync(&mut self) -> Result<(), FsError> {
-        self.file.sync_data().map_err(|e| FsError::io("fsync", &self.path, e))
+        self.file.sync_data().map_err(|e| FsError::io("fsync", &self.path, e))?;
+        if let Some(c) = &self.counts {
+            c.file_synced();
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,117 @@
+//! Filesystem operations per task, as the product counts them: every process's `RootFs` counts
+//! what it does ([`runtime_layout::FsCounts`]). The broker's counts are read from its HTTP
+//! surface (`GET /api/stats`, `engine.fs`: the bench's brokers listen on a free loopback port,
+//! written to `broker/http.addr`) before the load starts and after it ends; producers and agents
+//! write their SDK handle's counts into their report files at exit. [`FsTally`] holds the three
+//! sums; its `Display` is the per-task table of a pipeline run.
+
+use runtime_layout::{Fs, FsCounts, Layout};
+use serde::Serialize;
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// What the processes of one pipeline run did to the root, summed per side.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct FsTally {
+    /// Tasks of the run (the divisor of the table).
+    pub tasks: usize,
+    /// The broker, from the load's start to its end.
+    pub broker: FsCounts,
+    /// Every producer process, whole lifetime.
+    pub producers: FsCounts,
+    /// Every agent process, whole lifetime (registration included).
+    pub agents: FsCounts,
+}
+
+/// The broker's counts now, from its HTTP surface on `root`; `None` (and a note on stderr) when it
+/// has none or does not answer within a few seconds.
+pub fn broker_counts(fs: &dyn Fs, root: &Path) -> Option<FsCounts> {
+    let addr_file = Layout::new(root).http_addr_file();
+    let start = Instant::now();
+    let addr = loop {
+        match fs.read(&addr_file, 256) {
+            Ok(b) => break String::from_utf8_lossy(&b).trim().to_string(),
+            Err(_) if start.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => {
+                eprintln!("bench: no broker operation counts ({e})");
+                return None;
+            }
+        }
+    };
+    match get_json(&addr, "/api/stats") {
+        Ok(v) => serde_json::from_value::<FsCounts>(v["engine"]["fs"].clone()).ok(),
+        Err(e) => {
+            eprintln!("bench: no broker operation counts from http://{addr}/api/stats: {e}");
+            None
+        }
+    }
+}
+
+/// `GET path` on a loopback HTTP/1.1 server, the body as JSON (reads on loopback need no token).
+fn get_json(addr: &str, path: &str) -> Result<serde_json::Value, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_string());
+    }
+    serde_json::from_str(body).map_err(|e| format!("the body: {e}"))
+}
+
+/// The `fs` object of a load process's report file (absent: zero).
+pub fn from_report(v: &serde_json::Value) -> FsCounts {
+    serde_json::from_value::<FsCounts>(v["fs"].clone()).unwrap_or_default()
+}
+
+/// A row of the table: its label and the count it shows.
+type Row = (&'static str, fn(&FsCounts) -> u64);
+
+impl fmt::Display for FsTally {
+    /// One row per kind of operation: per task, the broker's, the producers', the agents'.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.tasks.max(1) as f64;
+        let per = |x: u64| x as f64 / n;
+        let (b, p, a) = (&self.broker, &self.producers, &self.agents);
+        writeln!(
+            f,
+            "                filesystem operations per task       broker  producers     agents      total"
+        )?;
+        let rows: [Row; 13] = [
+            ("files created", |c| c.creates),
+            ("renames", |c| c.renames),
+            ("unlinks", |c| c.unlinks),
+            ("fsyncs of files", |c| c.file_fsyncs),
+            ("fsyncs of directories", |c| c.dir_fsyncs),
+            ("journal appends", |c| c.appends),
+            ("journal bytes", |c| c.appended_bytes),
+            ("bytes written to new files", |c| c.created_bytes),
+            ("files read", |c| c.reads),
+            ("bytes read", |c| c.read_bytes),
+            ("directories listed", |c| c.lists),
+            ("stats", |c| c.stats),
+            ("mtimes set (heartbeats)", |c| c.touches),
+        ];
+        for (name, get) in rows {
+            let (x, y, z) = (get(b), get(p), get(a));
+            writeln!(
+                f,
+                "                  {name:<31}{:>11.2}{:>11.2}{:>11.2}{:>11.2}",
+                per(x),
+                per(y),
+                per(z),
+                per(x + y + z)
+            )?;
+        }
+        Ok(())
+    }
+}
