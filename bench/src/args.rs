@@ -114,6 +114,8 @@ pub struct BenchArgs {
 /// The effective parameters of a run, read by every workload.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// `--smoke`: tiny counts (workloads that size themselves read it: W10's fleet).
+    pub smoke: bool,
     pub tasks: usize,
     pub producers: usize,
     pub agents: usize,
@@ -191,6 +193,7 @@ impl Plan {
             .map_err(|e| BenchError::Usage(format!("--broker-setting: {e}")))?;
         let tasks = a.tasks.unwrap_or(tasks);
         Ok(Self {
+            smoke: a.smoke,
             tasks,
             producers: a.producers,
             agents: a.agents,

@@ -122,7 +122,10 @@ fn bench_smoke_runs_every_workload_and_prints_the_summary() {
                 assert_eq!(row["record"]["lost"], 0, "{what}: {row}");
                 assert!(row["tasks_per_s"].as_f64().unwrap() > 0.0, "{what} has no throughput: {row}");
             }
-            assert_eq!(w10["fleet"]["agents"], 1000, "{w10}");
+            assert!(
+                w10["fleet"]["agents"].as_u64().unwrap() > 6,
+                "a fleet has more agents than processes: {w10}"
+            );
         }
     }
     // The temporary roots are removed after a successful run.

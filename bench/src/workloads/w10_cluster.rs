@@ -19,7 +19,7 @@
 //! submit->claimed includes the wait in the backlog: the producers submit faster than the
 //! cluster drains, so it is mostly queueing, not the cost of one claim.
 //!
-//! The fleet: [`FLEET`] simulated agents across three nodes, as threads of six agent processes
+//! The fleet: [`FLEET`] simulated agents ([`SMOKE_FLEET`] with `--smoke`) across three nodes, as threads of six agent processes
 //! (two per node), each thread an SDK `Agent` of its own that claims by polling every
 //! [`FLEET_POLL_MS`] when it finds nothing (a fleet of hundreds cannot each hold an inotify
 //! watcher), the same producers and tasks; run once, after the rounds.
@@ -51,6 +51,7 @@ const NODES: [usize; 3] = [1, 2, 3];
 const MAX_TASKS: usize = 3_000;
 /// The simulated fleet: agents in all, agent processes, and how often an idle one polls.
 const FLEET: usize = 1_000;
+const SMOKE_FLEET: usize = 60;
 const FLEET_PROCS: usize = 6;
 const FLEET_POLL_MS: u64 = 500;
 /// How long the cluster-wide records may take to say COMPLETED once the journals do.
@@ -76,7 +77,7 @@ pub struct ClusterRuns {
     pub local_runs_tasks_per_s: Vec<f64>,
     /// One row per node count.
     pub nodes: Vec<NodeRow>,
-    /// [`FLEET`] agents across three nodes.
+    /// [`FLEET`] agents across three nodes ([`SMOKE_FLEET`] with `--smoke`).
     pub fleet: FleetRow,
 }
 
@@ -147,13 +148,14 @@ impl Workload for W10 {
                 runs[i].push(cluster_run(cx, &bin, n, &p)?);
             }
         }
-        log(&format!("W10 cluster: a fleet of {FLEET} agents on 3 nodes"));
+        let size = if cx.plan.smoke { SMOKE_FLEET } else { FLEET };
+        log(&format!("W10 cluster: a fleet of {size} agents on 3 nodes"));
         let fleet =
-            Pipe { agents: FLEET_PROCS, fleet: Some(FLEET), fleet_poll_ms: FLEET_POLL_MS, ..p.clone() };
+            Pipe { agents: FLEET_PROCS, fleet: Some(size), fleet_poll_ms: FLEET_POLL_MS, ..p.clone() };
         let (run, record) = cluster_run(cx, &bin, 3, &fleet)?;
         let fleet = FleetRow {
             nodes: 3,
-            agents: FLEET,
+            agents: size,
             agent_processes: FLEET_PROCS,
             poll_ms: FLEET_POLL_MS,
             run,
