@@ -37,7 +37,13 @@ fn reasons(root: &Root) -> Vec<(String, Value)> {
     for e in std::fs::read_dir(&q).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(entry) = name.strip_suffix(".error.json") {
-            let v: Value = serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+            // One the broker moves aside between the listing and the read is no longer a reason.
+            let bytes = match std::fs::read(e.path()) {
+                Ok(b) => b,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => panic!("{}: {err}", e.path().display()),
+            };
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
             out.push((entry.to_string(), v));
         }
     }

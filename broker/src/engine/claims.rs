@@ -315,9 +315,7 @@ fn dispatched(tx: &Tx, path: &Path, expected: &[u8]) -> Result<bool, FsError> {
 
 /// Moves a file someone put at a queued task's name aside, to `<name>.displaced-<time>`.
 fn set_aside(tx: &mut Tx, path: &Path) -> Result<(), FsError> {
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".displaced-{}", tx.now().compact()));
-    let aside = PathBuf::from(aside);
+    let aside = super::placing::displaced_name(path, tx.now(), 0);
     match tx.env.fs().rename_noreplace(path, &aside) {
         Ok(()) => {
             tracing::warn!(path = %tx.env.rel(path), moved_to = %tx.env.rel(&aside),

@@ -194,7 +194,7 @@ fn intruder(path: &Path) -> EngineError {
 }
 
 /// Where a file found at `to` is moved aside: `<to>.displaced-<time>`, `-<n>` after a first try.
-fn displaced_name(to: &Path, now: protocol::Timestamp, attempt: u32) -> PathBuf {
+pub(super) fn displaced_name(to: &Path, now: protocol::Timestamp, attempt: u32) -> PathBuf {
     let mut p = to.as_os_str().to_owned();
     p.push(format!(".displaced-{}", now.compact()));
     if attempt > 0 {
