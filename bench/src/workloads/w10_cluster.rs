@@ -330,19 +330,7 @@ impl fmt::Display for W10Report {
                 o.submit_to_claimed,
                 o.submit_to_claimable
             )?;
-            writeln!(
-                f,
-                "                     journals: completed {}/{}, lost {}, duplicated {}, claimed twice {}; \
-                 cluster-wide record: completed {}, lost {}, taken twice {}",
-                o.completed,
-                o.tasks,
-                o.lost,
-                o.duplicated,
-                o.claimed_twice,
-                r.record.completed,
-                r.record.lost,
-                r.record.taken_twice
-            )?;
+            exactly_once(f, o, &r.record)?;
         }
         let (fl, o) = (&c.fleet, &c.fleet.run);
         writeln!(
@@ -351,21 +339,25 @@ impl fmt::Display for W10Report {
              submit->claimed {}",
             fl.agents, o.tasks_per_s, fl.nodes, fl.agent_processes, fl.poll_ms, o.submit_to_claimed
         )?;
-        writeln!(
-            f,
-            "                     journals: completed {}/{}, lost {}, duplicated {}, claimed twice {}; \
-             cluster-wide record: completed {}, lost {}, taken twice {}",
-            o.completed,
-            o.tasks,
-            o.lost,
-            o.duplicated,
-            o.claimed_twice,
-            fl.record.completed,
-            fl.record.lost,
-            fl.record.taken_twice
-        )?;
-        Ok(())
+        exactly_once(f, o, &fl.record)
     }
+}
+
+/// The exactly-once line of a row: what the nodes' journals and the cluster-wide record say.
+fn exactly_once(f: &mut fmt::Formatter<'_>, o: &PipeReport, record: &RecordTally) -> fmt::Result {
+    writeln!(
+        f,
+        "                     journals: completed {}/{}, lost {}, duplicated {}, claimed twice {}; \
+         cluster-wide record: completed {}, lost {}, taken twice {}",
+        o.completed,
+        o.tasks,
+        o.lost,
+        o.duplicated,
+        o.claimed_twice,
+        record.completed,
+        record.lost,
+        record.taken_twice
+    )
 }
 
 #[cfg(test)]
