@@ -12,6 +12,7 @@ pub mod agents;
 pub mod board;
 pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod footprint;
 pub mod gc;
 pub mod import;

@@ -242,3 +242,61 @@ fn requeue_and_the_deliveries_handle_answer_over_the_channel() {
         assert_eq!(h.position("webhook:none").await.unwrap(), None);
     });
 }
+
+/// A commit larger than one batch reaches a subscriber whole and in order; a subscriber that
+/// falls more than the backlog behind is told so, and a [`Feed`] over it still hands out every
+/// record, in order and without a gap, reading what it missed from the journal.
+#[test]
+fn a_reader_that_falls_behind_gets_every_record_through_the_feed() {
+    use commands::Records;
+    use mailroom::feed::Feed;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("runtime"));
+    let mut engine =
+        Engine::open(Arc::new(RealFs), layout.clone(), mailroom::config::Config::default()).unwrap();
+    engine.reconcile().unwrap();
+    let subscribe = |engine: &mut Engine| {
+        let (tx, rx) = oneshot::channel();
+        engine.serve(vec![Command::Subscribe(tx)]).unwrap();
+        rx.blocking_recv().unwrap()
+    };
+    let (mut live, lagging) = (subscribe(&mut engine), subscribe(&mut engine));
+    let mut witness = subscribe(&mut engine);
+    let from = live.from_seq;
+    // One commit of more records than a batch holds.
+    let submit = |id: String| {
+        let (tx, _rx) = oneshot::channel();
+        Command::Submit { task: json!({"task_id": id, "task_type": "bulk"}), reply: tx }
+    };
+    engine.serve((0..Records::BATCH + 100).map(|i| submit(format!("BIG-{i}")))).unwrap();
+    let mut seqs = Vec::new();
+    while let Ok(r) = live.records.try_recv() {
+        seqs.push(r.seq);
+    }
+    assert!(seqs.len() > Records::BATCH, "the whole commit arrived: {} records", seqs.len());
+    assert_eq!(seqs, (from..from + seqs.len() as u64).collect::<Vec<_>>(), "in order, no gap");
+    // Then more commits than the backlog holds, none of them read by `lagging`.
+    for i in 0..Records::BACKLOG + 8 {
+        engine.serve([submit(format!("ONE-{i}"))]).unwrap();
+    }
+    let end = journal::load(&RealFs, &layout.journal_dir()).unwrap().records.last().unwrap().seq;
+    // `witness`, subscribed with `lagging` and read no more than it, lagged.
+    let missed = witness.records.try_recv();
+    assert!(matches!(missed, Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_))), "{missed:?}");
+    // (A fresh subscription sees nothing old: only the old ones lag.)
+    assert!(subscribe(&mut engine).records.try_recv().is_err());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut feed = Feed::new(Arc::new(RealFs), layout.journal_dir(), lagging, from - 1);
+        let mut next = from;
+        while next <= end {
+            let r = tokio::time::timeout(Duration::from_secs(10), feed.next())
+                .await
+                .expect("the feed answers")
+                .unwrap()
+                .expect("the broker still publishes");
+            assert_eq!(r.seq, next, "every record, in order");
+            next += 1;
+        }
+    });
+}

@@ -10,6 +10,7 @@
 
 use mailroom::config::{Config, Route};
 use mailroom::engine::commands::{Handle, View};
+use mailroom::feed::Feed;
 use mailroom::journal::{self, Entry, Place, Record};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,7 +20,6 @@ use runtime_layout::{Fs, Layout};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::broadcast::error::RecvError;
 
 /// How far back rates and percentiles look.
 pub const WINDOW_SECS: i64 = 15 * 60;
@@ -180,14 +180,28 @@ impl Observer {
     }
 
     /// Subscribes, seeds the state from a snapshot and the windows from the journal's recent
-    /// records, then follows the stream (and samples the series) until the broker stops.
+    /// records, then follows every committed record (and samples the series) until the broker
+    /// stops. Records come through a [`Feed`]: one that falls behind the live stream reads what
+    /// it missed from the journal, on the blocking pool, so neither the figures nor the broker's
+    /// loop pay for it.
     pub async fn start(handle: Handle, fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Arc<Self> {
         let me = Arc::new(Self::new(cfg));
-        let Ok(mut sub) = handle.subscribe().await else { return me };
+        let Ok(sub) = handle.subscribe().await else { return me };
         let Ok(view) = handle.snapshot().await else { return me };
         me.seed(&view);
-        let (history, from) = (me.clone(), sub.from_seq);
-        let read = tokio::task::spawn_blocking(move || history.read_history(fs.as_ref(), &layout, from));
+        let from = sub.from_seq;
+        let history = (me.clone(), fs.clone(), layout.clone());
+        let read =
+            tokio::task::spawn_blocking(move || history.0.read_history(history.1.as_ref(), &history.2, from));
+        let mut feed = Feed::new(fs.clone(), layout.journal_dir(), sub, from.saturating_sub(1));
+        let sampler = me.clone();
+        let sampling = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(SAMPLE_SECS));
+            loop {
+                tick.tick().await;
+                sampler.sample(micros(runtime_layout::now()));
+            }
+        });
         let follower = me.clone();
         tokio::spawn(async move {
             // History first, so that waits are measured from dispatches it holds.
@@ -198,30 +212,27 @@ impl Observer {
                 Err(e) => tracing::warn!(error = %e, "observer: journal history reader failed"),
                 Ok(Ok(())) => {}
             }
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(SAMPLE_SECS));
             loop {
-                tokio::select! {
-                    r = sub.records.recv() => match r {
-                        Ok(rec) => follower.observe(&rec, true),
-                        Err(RecvError::Lagged(n)) => {
-                            // The state is rebuilt from a snapshot; windows miss those records.
-                            tracing::warn!(missed = n, "observer fell behind the record stream; reseeding");
-                            match handle.snapshot().await {
-                                Ok(v) => follower.seed(&v),
-                                Err(_) => return,
-                            }
-                        }
-                        Err(RecvError::Closed) => {
-                            // The broker reopened its engine: follow the new stream from a fresh
-                            // snapshot (the windows miss what came in between).
-                            let (Ok(again), Ok(v)) = (handle.subscribe().await, handle.snapshot().await) else { return };
-                            sub = again;
-                            follower.seed(&v);
-                        }
-                    },
-                    _ = tick.tick() => follower.sample(micros(runtime_layout::now())),
+                match feed.next().await {
+                    Ok(Some(rec)) => follower.observe(&rec, true),
+                    Ok(None) => {
+                        // The broker reopened its engine: follow the new stream from a fresh
+                        // snapshot (the windows miss what came in between).
+                        let (Ok(again), Ok(v)) = (handle.subscribe().await, handle.snapshot().await) else {
+                            break;
+                        };
+                        let from = again.from_seq.saturating_sub(1);
+                        follower.seed(&v);
+                        feed = Feed::new(fs.clone(), layout.journal_dir(), again, from);
+                    }
+                    Err(e) => {
+                        // The feed stays where it was: try again shortly.
+                        tracing::warn!(error = %e, "observer: the journal cannot be read; retrying");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
                 }
             }
+            sampling.abort();
         });
         me
     }

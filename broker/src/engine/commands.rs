@@ -25,7 +25,11 @@ use protocol::{Status, Task};
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
+use tokio::sync::{mpsc, oneshot};
 
 /// A request to the running broker.
 #[derive(Debug)]
@@ -140,7 +144,68 @@ impl Verdict {
 #[derive(Debug)]
 pub struct Subscription {
     pub from_seq: u64,
-    pub records: broadcast::Receiver<Arc<Record>>,
+    pub records: Records,
+}
+
+/// The records one commit published, in order (at most [`Records::BATCH`] of them: a larger
+/// commit is published as several).
+pub type Batch = Arc<Vec<Arc<Record>>>;
+
+/// The receiving end of a subscription: committed records one at a time, in order.
+///
+/// The broker publishes a commit's records as one batch, so a subscriber falls behind only when
+/// it is slower than the broker over [`Records::BACKLOG`] commits, not when one pass commits
+/// thousands of records at once. A subscriber that does fall behind is told how many batches it
+/// missed ([`RecvError::Lagged`]); the journal holds their records.
+#[derive(Debug)]
+pub struct Records {
+    rx: broadcast::Receiver<Batch>,
+    batch: Option<Batch>,
+    next: usize,
+}
+
+impl Records {
+    /// Most records published in one batch.
+    pub const BATCH: usize = 512;
+    /// Batches a subscriber may fall behind before it misses some. Together with [`Self::BATCH`]
+    /// this bounds the records held for a slow subscriber (16,384: a few megabytes).
+    pub const BACKLOG: usize = 32;
+
+    pub(crate) fn new(rx: broadcast::Receiver<Batch>) -> Self {
+        Self { rx, batch: None, next: 0 }
+    }
+
+    /// The next committed record; `Lagged` when batches were missed, `Closed` once the engine
+    /// that published them is gone.
+    pub async fn recv(&mut self) -> Result<Arc<Record>, RecvError> {
+        loop {
+            if let Some(r) = self.buffered() {
+                return Ok(r);
+            }
+            self.batch = Some(self.rx.recv().await?);
+            self.next = 0;
+        }
+    }
+
+    /// The next committed record if one was published already, without waiting.
+    pub fn try_recv(&mut self) -> Result<Arc<Record>, TryRecvError> {
+        loop {
+            if let Some(r) = self.buffered() {
+                return Ok(r);
+            }
+            self.batch = Some(self.rx.try_recv()?);
+            self.next = 0;
+        }
+    }
+
+    fn buffered(&mut self) -> Option<Arc<Record>> {
+        let r = self.batch.as_ref()?.get(self.next).cloned();
+        match r {
+            Some(_) => self.next += 1,
+            None => self.batch = None,
+        }
+        r
+    }
 }
 
 /// A task as the broker holds it, where its file is, and what an operator should know about a

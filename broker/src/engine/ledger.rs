@@ -4,6 +4,7 @@
 //! also published to subscribers (the command channel's event stream).
 
 use super::EngineError;
+use super::commands::{Batch, Records};
 use super::env::Env;
 use super::stats::Histogram;
 use crate::journal::{self, Entry, Journal, JournalError, Record};
@@ -12,10 +13,6 @@ use protocol::Timestamp;
 use runtime_layout::Fs;
 use std::sync::Arc;
 use tokio::sync::broadcast;
-
-/// How many committed records a slow subscriber may fall behind before it misses some (it is
-/// told how many: a reader catches up from the journal).
-const EVENT_BACKLOG: usize = 4096;
 
 pub(crate) struct Ledger {
     journal: Journal,
@@ -26,7 +23,7 @@ pub(crate) struct Ledger {
     records: usize,
     /// A pushed record changed a task (the boards need rewriting).
     tasks_changed: bool,
-    events: broadcast::Sender<Arc<Record>>,
+    events: broadcast::Sender<Batch>,
     /// Records pushed but not yet committed, kept only while someone subscribes.
     unpublished: Vec<Arc<Record>>,
     /// How long commits that wrote something took (for metrics).
@@ -79,7 +76,7 @@ impl Ledger {
             state,
             records: 0,
             tasks_changed: true,
-            events: broadcast::channel(EVENT_BACKLOG).0,
+            events: broadcast::channel(Records::BACKLOG).0,
             unpublished: Vec::new(),
             commits: Histogram::default(),
         })
@@ -131,9 +128,13 @@ impl Ledger {
         if let Some(t) = started {
             self.commits.observe(t.elapsed());
         }
-        for rec in self.unpublished.drain(..) {
-            // No subscriber left is not an error: the records are in the journal.
-            let _ = self.events.send(rec);
+        if !self.unpublished.is_empty() {
+            let mut rest = std::mem::take(&mut self.unpublished);
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(Records::BATCH));
+                // No subscriber left is not an error: the records are in the journal.
+                let _ = self.events.send(Arc::new(std::mem::replace(&mut rest, tail)));
+            }
         }
         Ok(())
     }
@@ -144,8 +145,8 @@ impl Ledger {
     }
 
     /// Every record committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Record>> {
-        self.events.subscribe()
+    pub fn subscribe(&self) -> Records {
+        Records::new(self.events.subscribe())
     }
 
     /// Whether enough records, or bytes of records, have accumulated for a snapshot.

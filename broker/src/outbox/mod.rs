@@ -3,7 +3,7 @@
 //!
 //! Each sink is a deliverer task ([`sink`]) on the broker's runtime. It reads committed records
 //! only — from the broker's subscription (`Handle::subscribe`) and, for whatever that cannot give,
-//! from the journal's files ([`feed`]) — so nothing is delivered that a crash could undo, and the
+//! from the journal's files ([`crate::feed`]) — so nothing is delivered that a crash could undo, and the
 //! pass never waits on a network or a child process: a slow or dead endpoint holds only its own
 //! deliverer.
 //!
@@ -21,7 +21,6 @@
 //! failures, positions), for the HTTP API and the dashboard: `Handle::deliveries()`.
 
 mod event;
-mod feed;
 mod hook;
 mod sink;
 mod status;

@@ -8,12 +8,12 @@
 //! records: at-least-once, with a bounded repeat.
 
 use super::event::{self, Event};
-use super::feed::Feed;
 use super::hook::Hook;
 use super::status::{Attempt, Deliveries};
 use super::webhook::Webhook;
 use crate::config::{Config, Events, Retry};
 use crate::engine::commands::{Handle, Verdict};
+use crate::feed::Feed;
 use protocol::Timestamp;
 use runtime_layout::Fs;
 use std::path::PathBuf;

@@ -1,21 +1,24 @@
-//! A sink's view of the journal: every committed record after its position, in order and without
+//! A reader's view of the journal: every committed record after a position, in order and without
 //! a gap. Records come live from the broker's subscription when they can, and from the journal's
-//! files for whatever the subscription cannot give: records committed before it started (a
-//! restart resumes from the journaled position), or missed because the sink fell more than the
-//! subscription's backlog behind (its endpoint was down). Journal reads run on the blocking pool,
-//! never on the thread of the broker's loop.
+//! files for whatever the subscription cannot give: records committed before it started (an
+//! outbox sink resumes from its journaled position), or missed because the reader fell more than
+//! the subscription's backlog behind (a webhook endpoint was down, the observer was starved of
+//! CPU). Journal reads run on the blocking pool, never on the thread of the broker's loop, and
+//! the loop does no work for a reader that fell behind.
+//!
+//! Used by the outbox's sinks (`crate::outbox`) and by the HTTP observer.
 
-use crate::engine::commands::Subscription;
+use crate::engine::commands::{Records, Subscription};
 use crate::journal::{self, JournalError, Record};
 use runtime_layout::Fs;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 
 /// Why the feed could not go on (it stays where it was: the caller waits and asks again).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FeedError {
+pub enum FeedError {
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("reading the journal failed: {0}")]
@@ -25,10 +28,10 @@ pub(crate) enum FeedError {
 /// Records read from the journal at a time.
 const READ_AHEAD: usize = 1024;
 
-pub(crate) struct Feed {
+pub struct Feed {
     fs: Arc<dyn Fs>,
     dir: PathBuf,
-    live: broadcast::Receiver<Arc<Record>>,
+    live: Records,
     /// The sequence number of the next record to hand out.
     next: u64,
     /// Every record numbered below this is committed, so the journal has it.
