@@ -1,14 +1,17 @@
 //! The link's loop. Every round (a tick, or sooner when the broker commits records) it asks the
 //! broker for a [`ClusterView`] and does, in order:
 //!
-//! 1. **Publish** each task held for the cluster: create (or, for a redrive, compare-and-set) its
-//!    cluster-wide record, publish it to the work queue with an idempotent message id, wait for
-//!    JetStream's acknowledgement, then journal `Forwarded`. Failing anywhere, the task stays held
-//!    and the next round tries again: nothing is acknowledged to the cluster before it is stored.
+//! 1. **Publish** each task held for the cluster (at most 64 a round): create (or, for a
+//!    redrive, compare-and-set) its cluster-wide record, keeping the task body in it, publish it
+//!    to the work queue with an idempotent message id, wait for JetStream's acknowledgement,
+//!    then journal `Forwarded` (the round's together, in one broker pass). Failing anywhere,
+//!    the task stays held and the next round tries again: nothing is acknowledged to the
+//!    cluster before it is stored.
 //! 2. **Settle** each pulled task that finished here: compare-and-set its record to the final
 //!    status on the revision this node wrote when it took it, then ack the work-queue message,
-//!    then journal `Settled`. A failed compare-and-set means another node took the task since:
-//!    the outcome is fenced (journaled as such, not acked).
+//!    then journal `Settled` (the round's together). A failed compare-and-set means another
+//!    node took the task since: the outcome is fenced (journaled as such, not acked), unless the
+//!    record already holds this node's own outcome (written before a restart).
 //! 3. **Keep alive** every pulled task still in hand, every third of `ack_wait`: if its record
 //!    was cancelled cluster-wide meanwhile, cancel it here (journaled, the claim revoked) and
 //!    ack it; else an in-progress ack, so the cluster redelivers a task only when its node
@@ -49,6 +52,8 @@ fn nats(e: impl std::fmt::Display) -> LinkError {
 
 /// How long one NATS request may take before the round gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most held tasks one round publishes.
+const PUBLISH_PER_ROUND: usize = 64;
 /// The longest a round waits for a reason to run.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -83,6 +88,21 @@ pub(crate) fn now_text() -> String {
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
     Timestamp::from_micros(micros).to_string()
+}
+
+/// Publishes `task` to `pool`'s subject of the work queue with the idempotent message id
+/// `msg_id`, and waits for JetStream's acknowledgement that the stream stored it.
+pub(crate) async fn send_task(
+    js: &jetstream::Context,
+    cfg: &ClusterSettings,
+    pool: &str,
+    task: &Task,
+    msg_id: &str,
+) -> Result<jetstream::publish::PublishAck, String> {
+    let body = serde_json::to_vec(task).expect("a task serialises");
+    let msg = PublishMessage::build().payload(body.into()).message_id(msg_id).header("Mailroom-Pool", pool);
+    let ack = js.send_publish(names::subject(cfg, pool), msg).await.map_err(|e| e.to_string())?;
+    ack.await.map_err(|e| e.to_string())
 }
 
 /// Runs the link until the broker stops. `lease_secs` is the broker's lease, the default
@@ -142,6 +162,7 @@ pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
 
 impl Link {
     async fn setup(&self) -> Result<Ready, LinkError> {
+        let replicas = self.cfg.replicas;
         let stream = self
             .js
             .get_or_create_stream(stream::Config {
@@ -149,14 +170,17 @@ impl Link {
                 subjects: vec![names::subjects(&self.cfg)],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .map_err(nats)?;
+        self.note_replicas("stream", &stream);
         // The bucket's stream is made here, as the client library would make it, because its own
         // `create_key_value` first reads the account's API level, whose answer a 2.9 server
         // words in a way the library does not parse.
-        self.js
+        let bucket = self
+            .js
             .get_or_create_stream(stream::Config {
                 name: format!("KV_{}", self.cfg.bucket),
                 subjects: vec![format!("$KV.{}.>", self.cfg.bucket)],
@@ -166,12 +190,30 @@ impl Link {
                 deny_delete: true,
                 allow_direct: true,
                 discard: stream::DiscardPolicy::New,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .map_err(nats)?;
+        self.note_replicas("bucket", &bucket);
         let kv = self.js.get_key_value(&self.cfg.bucket).await.map_err(nats)?;
         Ok(Ready { kv, stream, consumers: HashMap::new() })
+    }
+
+    /// An existing stream or bucket is used as it is: says so when its replicas are not the
+    /// configured ones (changing them is the operator's decision, with the `nats` tool).
+    fn note_replicas(&self, what: &str, s: &stream::Stream) {
+        let config = &s.cached_info().config;
+        // A server reports 0 for a stream made without saying (which means 1).
+        let has = config.num_replicas.max(1);
+        if has != self.cfg.replicas {
+            tracing::warn!(
+                name = %config.name,
+                replicas = has,
+                configured = self.cfg.replicas,
+                "cluster: the {what} exists with other replicas than cluster.replicas; used as it is"
+            );
+        }
     }
 
     async fn round(&mut self) -> Result<(), LinkError> {
@@ -180,11 +222,37 @@ impl Link {
             tracing::info!(node = %self.cfg.node, "cluster: stream and bucket ready");
         }
         let view = self.handle.cluster_view().await?;
-        for (task, pool) in &view.outbound {
-            self.publish(task, pool).await?;
+        // Published tasks are journaled `Forwarded` together (one broker pass), also when a
+        // later one fails; a burst is published over several rounds, so that in-progress acks
+        // and pulls keep their pace.
+        let mut forwarded = Vec::new();
+        let mut failed = None;
+        for (task, pool) in view.outbound.iter().take(PUBLISH_PER_ROUND) {
+            match self.publish(task, pool).await {
+                Ok(()) => forwarded.push(ClusterOp::Forwarded { task_id: task.task_id.clone() }),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
         }
+        self.journal_all(forwarded).await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut settled = Vec::new();
         for p in view.pulled.iter().filter(|p| p.finished) {
-            self.settle(p).await?;
+            match self.settle(p).await {
+                Ok(op) => settled.push(op),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        self.journal_all(settled).await?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         self.keep_alive(&view.pulled).await?;
         for (pool, window) in &view.window {
@@ -199,7 +267,7 @@ impl Link {
         &self.ready.as_ref().expect("set up before use").kv
     }
 
-    /// Publishes one held task, then journals it as forwarded.
+    /// Publishes one held task (the caller journals it as forwarded).
     async fn publish(&mut self, task: &Task, pool: &str) -> Result<(), LinkError> {
         let id = &task.task_id;
         let key = names::key(id);
@@ -216,6 +284,8 @@ impl Link {
             attempts: task.attempts,
             updated_at: now_text(),
             cancelled_by: None,
+            retried_by: None,
+            task: Some(Box::new(task.clone())),
         };
         match self.kv().entry(key.clone()).await.map_err(nats)? {
             Some(e) if e.operation == Operation::Put => {
@@ -235,28 +305,24 @@ impl Link {
                 Err(e) => return Err(nats(e)),
             },
         }
-        let body = serde_json::to_vec(task).expect("a task serialises");
-        let msg = PublishMessage::build()
-            .payload(body.into())
-            .message_id(names::message_id(&self.cfg.node, id, &generation))
-            .header("Mailroom-Pool", pool);
-        let ack = self.js.send_publish(names::subject(&self.cfg, pool), msg).await.map_err(nats)?;
-        let ack = ack.await.map_err(nats)?;
+        let msg_id = names::message_id(&self.cfg.node, id, &generation);
+        let ack = send_task(&self.js, &self.cfg, pool, task, &msg_id).await.map_err(nats)?;
         tracing::debug!(task = %id, stream_seq = ack.sequence, duplicate = ack.duplicate, "cluster: published");
-        self.journal(ClusterOp::Forwarded { task_id: id.clone() }).await
+        Ok(())
     }
 
-    /// Writes a finished pulled task's outcome cluster-wide, acks it, journals it settled.
-    async fn settle(&mut self, p: &PulledView) -> Result<(), LinkError> {
+    /// Writes a finished pulled task's outcome cluster-wide and acks it; returns the `Settled`
+    /// the caller journals.
+    async fn settle(&mut self, p: &PulledView) -> Result<ClusterOp, LinkError> {
         let key = names::key(&p.task_id);
         let old = self.kv().entry(key.clone()).await.map_err(nats)?;
         let Some(old) = old.filter(|e| e.operation == Operation::Put) else {
             tracing::warn!(task = %p.task_id, "cluster: no cluster-wide record to settle; fenced");
-            return self.settled(p, true).await;
+            return Ok(self.settled(p, true));
         };
         let Some(mut rec) = ClusterRecord::parse(&old.value) else {
             tracing::warn!(task = %p.task_id, "cluster: unreadable cluster-wide record; fenced");
-            return self.settled(p, true).await;
+            return Ok(self.settled(p, true));
         };
         rec.status = p.status.unwrap_or(Status::Completed);
         rec.node = Some(self.cfg.node.clone());
@@ -265,7 +331,7 @@ impl Link {
         rec.updated_at = now_text();
         let fenced = match self.kv().update(&key, rec.to_bytes(), p.revision).await {
             Ok(_) => false,
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => true,
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => !self.wrote_it(&key, &rec).await?,
             Err(e) => return Err(nats(e)),
         };
         if let Some(h) = self.held.remove(&p.task_id)
@@ -275,13 +341,27 @@ impl Link {
             // The record says it is done: a redelivery is acked by whoever pulls it.
             tracing::warn!(task = %p.task_id, error = %e, "cluster: ack failed after the record was settled");
         }
-        self.settled(p, fenced).await
+        Ok(self.settled(p, fenced))
     }
 
-    async fn settled(&mut self, p: &PulledView, fenced: bool) -> Result<(), LinkError> {
+    /// Whether the record already holds this very outcome, written by this node: its
+    /// compare-and-set went through before the node stopped, and `settled` was not journaled
+    /// yet. Only this node writes itself as a finished task's node, so that is no fence.
+    async fn wrote_it(&self, key: &str, ours: &ClusterRecord) -> Result<bool, LinkError> {
+        let now = self.kv().entry(key.to_string()).await.map_err(nats)?;
+        let rec = now.filter(|e| e.operation == Operation::Put).and_then(|e| ClusterRecord::parse(&e.value));
+        Ok(rec.is_some_and(|r| {
+            r.status.is_terminal()
+                && r.status == ours.status
+                && r.node == ours.node
+                && r.generation == ours.generation
+                && (ours.agent.is_none() || r.agent == ours.agent)
+        }))
+    }
+
+    fn settled(&mut self, p: &PulledView, fenced: bool) -> ClusterOp {
         self.held.remove(&p.task_id);
-        let op = ClusterOp::Settled { task_id: p.task_id.clone(), revision: p.revision, fenced };
-        self.journal(op).await
+        ClusterOp::Settled { task_id: p.task_id.clone(), revision: p.revision, fenced }
     }
 
     /// Every third of `ack_wait`, for every pulled task still in hand: obey a cluster-wide
@@ -393,10 +473,14 @@ impl Link {
             attempts: task.attempts,
             updated_at: String::new(),
             cancelled_by: None,
+            retried_by: None,
+            task: Some(Box::new(task.clone())),
         });
         rec.node = Some(self.cfg.node.clone());
         rec.agent = None;
         rec.takes += 1;
+        // A record written before records kept the body gets it now, for a later retry.
+        rec.task.get_or_insert_with(|| Box::new(task.clone()));
         rec.updated_at = now_text();
         let written = match old {
             Some(e) => self.kv().update(&key, rec.to_bytes(), e.revision).await.map_err(|e| e.kind()),
@@ -427,6 +511,13 @@ impl Link {
             }
         }
         Ok(())
+    }
+
+    /// Asks for several records at once: the broker serves commands waiting together in one
+    /// pass (one journal write).
+    async fn journal_all(&self, ops: Vec<ClusterOp>) -> Result<(), LinkError> {
+        let results = futures_util::future::join_all(ops.into_iter().map(|op| self.journal(op))).await;
+        results.into_iter().collect()
     }
 
     async fn journal(&self, op: ClusterOp) -> Result<(), LinkError> {
