@@ -20,6 +20,10 @@
 //!    local agents minus tasks already waiting here, capped by `max_pull`): take its record
 //!    (compare-and-set, `node` = this node), then journal `Pull`, which queues the file.
 //!
+//! Within a step the tasks are independent (each its own record and message), so their network
+//! round trips run at once and their journal records go to the broker together: a round costs
+//! a few round trips and one broker pass per step, not one per task.
+//!
 //! While NATS is unreachable every step fails fast and the round ends; local pools are served
 //! by the broker as always, and held tasks wait in the journal.
 
@@ -31,6 +35,7 @@ use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Message, stream};
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use mailroom::config::ClusterSettings;
 use mailroom::engine::commands::{ClusterOp, Handle, PulledView, Stopped, Verdict};
 use protocol::{Status, Task, Timestamp};
@@ -222,32 +227,32 @@ impl Link {
             tracing::info!(node = %self.cfg.node, "cluster: stream and bucket ready");
         }
         let view = self.handle.cluster_view().await?;
-        // Published tasks are journaled `Forwarded` together (one broker pass), also when a
-        // later one fails; a burst is published over several rounds, so that in-progress acks
-        // and pulls keep their pace.
+        // A round's publications run at once (each its own record and message); those that
+        // went through are journaled `Forwarded` together (one broker pass), also when another
+        // failed. A burst is published over several rounds, so in-progress acks and pulls keep
+        // their pace.
+        let batch: Vec<&(Task, String)> = view.outbound.iter().take(PUBLISH_PER_ROUND).collect();
+        let results = join_all(batch.iter().map(|(task, pool)| self.publish(task, pool))).await;
         let mut forwarded = Vec::new();
         let mut failed = None;
-        for (task, pool) in view.outbound.iter().take(PUBLISH_PER_ROUND) {
-            match self.publish(task, pool).await {
+        for ((task, _), r) in batch.iter().zip(results) {
+            match r {
                 Ok(()) => forwarded.push(ClusterOp::Forwarded { task_id: task.task_id.clone() }),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+                Err(e) => failed = Some(e),
             }
         }
         self.journal_all(forwarded).await?;
-        if let Some(e) = failed {
+        if let Some(e) = failed.take() {
             return Err(e);
         }
+        // Likewise the outcomes: written cluster-wide at once, then acked, then journaled.
+        let finished: Vec<&PulledView> = view.pulled.iter().filter(|p| p.finished).collect();
+        let results = join_all(finished.iter().map(|p| self.settle(p))).await;
         let mut settled = Vec::new();
-        for p in view.pulled.iter().filter(|p| p.finished) {
-            match self.settle(p).await {
-                Ok(op) => settled.push(op),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+        for (p, r) in finished.into_iter().zip(results) {
+            match r {
+                Ok(fenced) => settled.push(self.settled(p, fenced).await),
+                Err(e) => failed = Some(e),
             }
         }
         self.journal_all(settled).await?;
@@ -268,7 +273,7 @@ impl Link {
     }
 
     /// Publishes one held task (the caller journals it as forwarded).
-    async fn publish(&mut self, task: &Task, pool: &str) -> Result<(), LinkError> {
+    async fn publish(&self, task: &Task, pool: &str) -> Result<(), LinkError> {
         let id = &task.task_id;
         let key = names::key(id);
         let generation = task.updated_at.map(|t| t.as_micros()).unwrap_or(0).to_string();
@@ -311,37 +316,31 @@ impl Link {
         Ok(())
     }
 
-    /// Writes a finished pulled task's outcome cluster-wide and acks it; returns the `Settled`
-    /// the caller journals.
-    async fn settle(&mut self, p: &PulledView) -> Result<ClusterOp, LinkError> {
+    /// Writes a finished pulled task's outcome cluster-wide by compare-and-set; returns whether
+    /// it was fenced (the caller acks and journals it, see [`Link::settled`]).
+    async fn settle(&self, p: &PulledView) -> Result<bool, LinkError> {
         let key = names::key(&p.task_id);
         let old = self.kv().entry(key.clone()).await.map_err(nats)?;
         let Some(old) = old.filter(|e| e.operation == Operation::Put) else {
             tracing::warn!(task = %p.task_id, "cluster: no cluster-wide record to settle; fenced");
-            return Ok(self.settled(p, true));
+            return Ok(true);
         };
         let Some(mut rec) = ClusterRecord::parse(&old.value) else {
             tracing::warn!(task = %p.task_id, "cluster: unreadable cluster-wide record; fenced");
-            return Ok(self.settled(p, true));
+            return Ok(true);
         };
         rec.status = p.status.unwrap_or(Status::Completed);
         rec.node = Some(self.cfg.node.clone());
         rec.agent = p.agent.clone().or(rec.agent);
         rec.attempts = p.attempts.unwrap_or(rec.attempts);
         rec.updated_at = now_text();
-        let fenced = match self.kv().update(&key, rec.to_bytes(), p.revision).await {
-            Ok(_) => false,
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => !self.wrote_it(&key, &rec).await?,
-            Err(e) => return Err(nats(e)),
-        };
-        if let Some(h) = self.held.remove(&p.task_id)
-            && !fenced
-            && let Err(e) = h.msg.ack().await
-        {
-            // The record says it is done: a redelivery is acked by whoever pulls it.
-            tracing::warn!(task = %p.task_id, error = %e, "cluster: ack failed after the record was settled");
+        match self.kv().update(&key, rec.to_bytes(), p.revision).await {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                Ok(!self.wrote_it(&key, &rec).await?)
+            }
+            Err(e) => Err(nats(e)),
         }
-        Ok(self.settled(p, fenced))
     }
 
     /// Whether the record already holds this very outcome, written by this node: its
@@ -359,8 +358,15 @@ impl Link {
         }))
     }
 
-    fn settled(&mut self, p: &PulledView, fenced: bool) -> ClusterOp {
-        self.held.remove(&p.task_id);
+    /// After [`Link::settle`]: acks the message unless fenced (once the record says the task
+    /// is done, a redelivery is acked by whoever pulls it), and returns the `Settled` to journal.
+    async fn settled(&mut self, p: &PulledView, fenced: bool) -> ClusterOp {
+        if let Some(h) = self.held.remove(&p.task_id)
+            && !fenced
+            && let Err(e) = h.msg.ack().await
+        {
+            tracing::warn!(task = %p.task_id, error = %e, "cluster: ack failed after the record was settled");
+        }
         ClusterOp::Settled { task_id: p.task_id.clone(), revision: p.revision, fenced }
     }
 
@@ -430,25 +436,61 @@ impl Link {
         Ok(c)
     }
 
-    /// Pulls at most `window` tasks of `pool` and queues each here.
+    /// Pulls at most `window` tasks of `pool`, takes their records at once, and queues those
+    /// taken here (journaled together, one broker pass).
     async fn pull(&mut self, pool: &str, window: usize) -> Result<(), LinkError> {
         let consumer = self.consumer(pool).await?;
         let mut batch = consumer.fetch().max_messages(window).messages().await.map_err(nats)?;
+        let mut msgs = Vec::new();
+        let mut failed = None;
         while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(nats)?;
-            self.take(pool, msg).await?;
+            match msg {
+                Ok(m) => msgs.push(m),
+                Err(e) => {
+                    failed = Some(nats(e));
+                    break;
+                }
+            }
         }
-        Ok(())
+        let results = join_all(msgs.into_iter().map(|m| self.take(pool, m))).await;
+        let mut taken = Vec::new();
+        for r in results {
+            match r {
+                Ok(Some(t)) => taken.push(t),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        let verdicts = join_all(taken.iter().map(|(op, _)| self.handle.cluster(op.clone()))).await;
+        for ((op, msg), verdict) in taken.into_iter().zip(verdicts) {
+            let ClusterOp::Pull { task, revision, .. } = op else { unreachable!("only pulls are taken") };
+            let id = task.task_id;
+            match verdict? {
+                Verdict::Accepted { .. } => {
+                    tracing::debug!(task = %id, revision, "cluster: pulled");
+                    self.checked.insert(id.clone(), Instant::now());
+                    self.held.insert(id, Held { msg });
+                }
+                Verdict::Refused { reason, .. } => {
+                    tracing::warn!(task = %id, %reason, "cluster: pulled task refused here; offered again");
+                    let _ = msg.ack_with(AckKind::Nak(Some(self.ack_wait))).await;
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    async fn take(&mut self, pool: &str, msg: Message) -> Result<(), LinkError> {
+    /// Takes a pulled message's cluster-wide record (this node as its holder, compare-and-set);
+    /// returns the `Pull` to journal with the message, or `None` when there is nothing to run
+    /// (not a task, finished cluster-wide, or written by another node meanwhile).
+    async fn take(&self, pool: &str, msg: Message) -> Result<Option<(ClusterOp, Message)>, LinkError> {
         let task = serde_json::from_slice::<serde_json::Value>(&msg.payload)
             .ok()
             .and_then(|v| Task::from_value(v).ok());
         let Some(task) = task else {
             tracing::error!(subject = %msg.subject, "cluster: a message that is not a task; terminated");
             let _ = msg.ack_with(AckKind::Term).await;
-            return Ok(());
+            return Ok(None);
         };
         let id = task.task_id.clone();
         let key = names::key(&id);
@@ -459,7 +501,7 @@ impl Link {
             // Finished cluster-wide already (its ack was lost): nothing to run again.
             tracing::info!(task = %id, "cluster: redelivered after it finished; acked");
             let _ = msg.ack().await;
-            return Ok(());
+            return Ok(None);
         }
         let mut rec = rec.unwrap_or_else(|| ClusterRecord {
             task_id: id.clone(),
@@ -494,29 +536,17 @@ impl Link {
             Err(UpdateErrorKind::WrongLastRevision) => {
                 // Someone wrote the record meanwhile: look again soon.
                 let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await;
-                return Ok(());
+                return Ok(None);
             }
             Err(k) => return Err(LinkError::Nats(format!("taking `{id}`: {k}"))),
         };
-        let op = ClusterOp::Pull { task: Box::new(task), pool: pool.to_string(), revision };
-        match self.handle.cluster(op).await? {
-            Verdict::Accepted { .. } => {
-                tracing::debug!(task = %id, revision, "cluster: pulled");
-                self.checked.insert(id.clone(), Instant::now());
-                self.held.insert(id, Held { msg });
-            }
-            Verdict::Refused { reason, .. } => {
-                tracing::warn!(task = %id, %reason, "cluster: pulled task refused here; offered again");
-                let _ = msg.ack_with(AckKind::Nak(Some(self.ack_wait))).await;
-            }
-        }
-        Ok(())
+        Ok(Some((ClusterOp::Pull { task: Box::new(task), pool: pool.to_string(), revision }, msg)))
     }
 
     /// Asks for several records at once: the broker serves commands waiting together in one
     /// pass (one journal write).
     async fn journal_all(&self, ops: Vec<ClusterOp>) -> Result<(), LinkError> {
-        let results = futures_util::future::join_all(ops.into_iter().map(|op| self.journal(op))).await;
+        let results = join_all(ops.into_iter().map(|op| self.journal(op))).await;
         results.into_iter().collect()
     }
 

@@ -16,7 +16,7 @@
 
 use mailroom_tests::nats::{NatsCluster, nats_server_bin};
 use mailroom_tests::{
-    AgentProfile, Proc, Root, env_usize, read_json_lines, skip_unless_required, spawn_load_agent, wait_for,
+    AgentProfile, Proc, Root, env_usize, read_json_lines, skip_unless_required, spawn_load_agent,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,11 +78,11 @@ fn completes(logs: &[PathBuf]) -> usize {
     logs.iter().map(|l| read_json_lines(l).iter().filter(|r| r["op"] == "complete").count()).sum()
 }
 
-/// The task ids of a root's journal records of kind `op` (`settled`: those fenced or not, as
+/// The task ids of a journal's records of kind `op` (`settled`: those fenced or not, as
 /// `fenced` says), once per record.
-fn ids_of(root: &Root, op: &str, fenced: Option<bool>) -> Vec<String> {
-    root.journal()
-        .into_iter()
+fn ids_of(journal: &[Value], op: &str, fenced: Option<bool>) -> Vec<String> {
+    journal
+        .iter()
         .filter(|r| r["op"] == op && fenced.is_none_or(|f| (r["fenced"] == true) == f))
         .map(|r| r["task_id"].as_str().unwrap_or_default().to_string())
         .collect()
@@ -90,12 +90,12 @@ fn ids_of(root: &Root, op: &str, fenced: Option<bool>) -> Vec<String> {
 
 /// The tasks a node pulled from the cluster and has not settled there (each pull is settled
 /// once: with an outcome, fenced or not, or cancelled cluster-wide).
-fn unsettled(root: &Root) -> BTreeSet<String> {
+fn unsettled(journal: &[Value]) -> BTreeSet<String> {
     let mut n: BTreeMap<String, i64> = BTreeMap::new();
-    for id in ids_of(root, "pull", None) {
+    for id in ids_of(journal, "pull", None) {
         *n.entry(id).or_default() += 1;
     }
-    for id in ids_of(root, "settled", None) {
+    for id in ids_of(journal, "settled", None) {
         *n.entry(id).or_default() -= 1;
     }
     n.into_iter().filter(|(_, c)| *c > 0).map(|(id, _)| id).collect()
@@ -130,6 +130,38 @@ fn wait_every(pause: Duration, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(start.elapsed() < T, "condition not met within {T:?}");
         std::thread::sleep(pause);
+    }
+}
+
+/// What is left when the run does not finish: tasks not recorded COMPLETED, pulled tasks not
+/// settled, with their journal records and the brokers' last cluster log lines.
+fn explain(roots: &[Root], expected: &BTreeSet<String>, a: &Root) {
+    let board = cluster_board(a);
+    let open: Vec<&String> =
+        expected.iter().filter(|id| board.get(*id).is_none_or(|r| r["status"] != "COMPLETED")).collect();
+    eprintln!("{} tasks not COMPLETED cluster-wide: {:?}", open.len(), &open[..open.len().min(10)]);
+    for id in open.iter().take(3) {
+        eprintln!("record of {id}: {:?}", board.get(*id));
+    }
+    for (r, n) in roots.iter().zip(NODES) {
+        let j = r.journal();
+        let left = unsettled(&j);
+        eprintln!("{n}: {} unsettled: {:?}", left.len(), left.iter().take(10).collect::<Vec<_>>());
+        for id in left.iter().chain(open.iter().copied()).take(3) {
+            let recs: Vec<String> = j
+                .iter()
+                .filter(|x| x["task_id"] == id.as_str())
+                .map(|x| format!("{} {} {}", x["op"], x["revision"], x["fenced"]))
+                .collect();
+            eprintln!("{n}: {id}: {recs:?}");
+        }
+        for e in std::fs::read_dir(r.scratch()).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("broker-") {
+                let log = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().filter(|l| l.contains("cluster")).collect();
+                eprintln!("{n} {}: {:#?}", e.path().display(), &tail[tail.len().saturating_sub(12)..]);
+            }
+        }
     }
 }
 
@@ -170,11 +202,19 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
     }
     let submitted_in = started.elapsed() - cluster_up;
 
-    // Mid-run: once a third of the tasks are done, kill `k` at a moment its agents hold claims,
-    // and its agents with it.
+    // Mid-run: once a third of the tasks are done, kill `k` while claims are held there, and
+    // its agents with it.
     let logs: Vec<PathBuf> = crew.iter().flat_map(|c| c.logs.clone()).collect();
     wait_every(Duration::from_millis(200), || completes(&logs) >= expected.len() / 3);
-    wait_for(T, || claims_held(k).len() >= 2);
+    let third_at = started.elapsed();
+    // Two claims on k that no agent of its own will finish: taken here, as agents `Agent-kx*`
+    // would, so that claims are certainly in hand when k dies.
+    for x in ["Agent-kx0", "Agent-kx1"] {
+        let out = k.run(&["agent", "add", x]);
+        assert!(out.status.success(), "agent add: {}", String::from_utf8_lossy(&out.stderr));
+        let out = k.run(&["claim", "--agent", x, "--wait", "60"]);
+        assert!(out.status.success(), "{x} claims a task on k: {}", String::from_utf8_lossy(&out.stderr));
+    }
     brokers.remove(2).kill9();
     let killed_at = Instant::now();
     for p in &mut crew.remove(2).procs {
@@ -182,7 +222,7 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
     }
     // What `k` held: pulled and not settled (queued or claimed there, or finished and not
     // written cluster-wide yet).
-    let held = unsettled(k);
+    let held = unsettled(&k.journal());
     // Its agents report their claims done while it is down (the reports wait in its inbox).
     let late = claims_held(k);
     assert!(!late.is_empty(), "k's agents held claims when it was killed");
@@ -196,25 +236,38 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
     nats.restart(0);
 
     // Every task k held is completed while k is down, once `ack_wait` let the others take it.
-    wait_every(Duration::from_millis(500), || {
+    let held_done = || {
         let board = cluster_board(a);
         held.iter().all(|id| board.get(id).is_some_and(|r| r["status"] == "COMPLETED"))
-    });
+    };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_every(Duration::from_millis(500), held_done)
+    }))
+    .is_err()
+    {
+        explain(&roots, &held, a);
+        panic!("k's tasks not completed on the other nodes");
+    }
     let moved_on = killed_at.elapsed();
 
     // k restarts with new agents: it publishes what it had not yet, settles the late
     // completions (fenced) and its agents drain what it had queued.
     brokers.insert(2, k.broker());
     crew.push(agents(k, "k", 1, 900));
-    // Every task completed by some agent (the logs of k's first agents included), settled...
-    let logs: Vec<PathBuf> = logs.into_iter().chain(crew[2].logs.clone()).collect();
-    wait_every(Duration::from_millis(500), || completes(&logs) >= expected.len());
-    wait_every(Duration::from_millis(500), || roots.iter().all(|r| unsettled(r).is_empty()));
-    // ...and recorded cluster-wide.
-    wait_every(Duration::from_millis(500), || {
-        let board = cluster_board(a);
-        board.len() == expected.len() && board.values().all(|r| r["status"] == "COMPLETED")
-    });
+    // Every pulled task settled on every node, and every task recorded COMPLETED cluster-wide
+    // (the board is read only once the journals say so: it is the costlier read).
+    let done = || {
+        roots.iter().all(|r| unsettled(&r.journal()).is_empty()) && {
+            let board = cluster_board(a);
+            board.len() == expected.len() && board.values().all(|r| r["status"] == "COMPLETED")
+        }
+    };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wait_every(Duration::from_secs(1), done)))
+        .is_err()
+    {
+        explain(&roots, &expected, a);
+        panic!("tasks not finished cluster-wide");
+    }
     let total = started.elapsed();
     for c in &mut crew {
         stop_agents(c);
@@ -231,9 +284,10 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
     // The journals: each task has exactly one outcome that was not fenced, on the node the
     // record names; a fenced outcome is on another node (or that node ran the task again in a
     // later life, after the cluster offered it back, and that outcome stands).
+    let journals: Vec<Vec<Value>> = roots.iter().map(Root::journal).collect();
     let mut outcome_nodes: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for (root, name) in roots.iter().zip(NODES) {
-        for id in ids_of(root, "settled", Some(false)) {
+    for (journal, name) in journals.iter().zip(NODES) {
+        for id in ids_of(journal, "settled", Some(false)) {
             outcome_nodes.entry(id).or_default().push(name);
         }
     }
@@ -243,8 +297,8 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
         assert_eq!(board[id]["node"], nodes[0], "{id}: the record names the node of its outcome");
     }
     let mut fenced_total = 0;
-    for (root, name) in roots.iter().zip(NODES) {
-        for id in ids_of(root, "settled", Some(true)) {
+    for (journal, name) in journals.iter().zip(NODES) {
+        for id in ids_of(journal, "settled", Some(true)) {
             fenced_total += 1;
             assert!(board[&id]["node"] != name || outcome_nodes[&id] == [name], "{id}: fenced on {name}");
         }
@@ -256,21 +310,23 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
     for id in held.iter().filter(|id| board[*id]["node"] != "k") {
         assert!(board[id]["takes"].as_u64() >= Some(2), "{id}: taken again after the kill: {}", board[id]);
     }
-    let fenced_k: BTreeSet<String> = ids_of(k, "settled", Some(true)).into_iter().collect();
+    let fenced_k: BTreeSet<String> = ids_of(&journals[2], "settled", Some(true)).into_iter().collect();
     for (_, _, id) in &late {
         assert!(fenced_k.contains(id) || board[id]["node"] == "k", "{id}: a late completion of k is fenced");
     }
     assert!(!fenced_k.is_empty(), "k's late completions were refused cluster-wide");
     eprintln!(
-        "cluster_three: {} tasks in {:.1} s (JetStream cluster up in {:.1} s, submitted in {:.1} s); \
-         k held {} at the kill ({} claimed), {elsewhere} completed elsewhere within {:.1} s; \
-         {fenced_total} outcomes fenced",
+        "cluster_three: {} tasks in {:.1} s (JetStream cluster up in {:.1} s, submitted in {:.1} s, \
+         a third done at {:.1} s); k held {} at the kill ({} claimed), {elsewhere} completed \
+         elsewhere within {:.1} s; {fenced_total} outcomes fenced; checked in {:.1} s more",
         expected.len(),
         total.as_secs_f64(),
         cluster_up.as_secs_f64(),
         submitted_in.as_secs_f64(),
+        third_at.as_secs_f64(),
         held.len(),
         late.len(),
         moved_on.as_secs_f64(),
+        (started.elapsed() - total).as_secs_f64(),
     );
 }
