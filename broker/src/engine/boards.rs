@@ -15,6 +15,7 @@ use crate::state::{State, fnv64};
 use protocol::{Status, Task, Timestamp};
 use runtime_layout::{Board, replace_file};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// What the writer last wrote to one board: the file's size and mtime, and a hash of each task.
@@ -82,6 +83,9 @@ pub(crate) struct BoardWriter {
     marks: HashMap<Board, BoardMark>,
     cache: HashMap<String, CachedTask>,
     sigs: HashMap<Board, u64>,
+    /// The bytes of the board being written, kept between rewrites: the ready board of a deep
+    /// queue is tens of megabytes, allocated and freed again at every rewrite otherwise.
+    buf: Vec<u8>,
 }
 
 impl BoardWriter {
@@ -196,19 +200,24 @@ impl BoardWriter {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let mut boards: HashMap<Board, Vec<(String, &Task)>> = HashMap::new();
+        // Sort keys borrow the file names (every ready task of a deep queue is on the ready
+        // board); only the backlog's keys are made.
+        let mut boards: HashMap<Board, Vec<(Cow<'_, str>, &Task)>> = HashMap::new();
         for l in state.lives() {
             let (board, key) = match &l.place {
                 Place::Backlog | Place::Done | Place::Outbound { .. } | Place::Forwarded { .. } => (
                     Board::Backlog,
-                    l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id,
+                    Cow::Owned(l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id),
                 ),
-                Place::Queued { name, .. } | Place::Waiting { name, .. } => (Board::Ready, name.clone()),
-                Place::Held { name, .. } => (Board::Working, name.clone()),
+                Place::Queued { name, .. } | Place::Waiting { name, .. } => {
+                    (Board::Ready, Cow::Borrowed(name.as_str()))
+                }
+                Place::Held { name, .. } => (Board::Working, Cow::Borrowed(name.as_str())),
             };
             boards.entry(board).or_default().push((key, &l.task));
         }
         let mut marks = Vec::new();
+        let mut largest = 0;
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
         let sync = durable && env.durability.sync_files();
         let mut deferred = false;
@@ -234,7 +243,7 @@ impl BoardWriter {
                 state.recent_done().collect()
             } else {
                 let mut list = boards.remove(&board).unwrap_or_default();
-                list.sort_by(|a, b| a.0.cmp(&b.0));
+                list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 list.into_iter().map(|(_, t)| t).collect()
             };
             // A task is serialised again only when it changed since the last rewrite (its
@@ -264,7 +273,8 @@ impl BoardWriter {
             }
             // One task per line.
             let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
-            let mut bytes = Vec::with_capacity(tasks.len() * 1024 + 4);
+            let mut bytes = std::mem::take(&mut self.buf);
+            bytes.clear();
             bytes.push(b'[');
             for (i, t) in tasks.iter().enumerate() {
                 bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
@@ -275,7 +285,10 @@ impl BoardWriter {
                 }
             }
             bytes.extend_from_slice(b"\n]\n");
-            replace_file(env.fs(), &path, &bytes, &env.names, sync)?;
+            let replaced = replace_file(env.fs(), &path, &bytes, &env.names, sync);
+            largest = largest.max(bytes.len());
+            self.buf = bytes;
+            replaced?;
             self.sigs.insert(board, sig);
             if board == Board::Completed {
                 self.completed_written = Some(now);
@@ -284,6 +297,10 @@ impl BoardWriter {
                 let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
                 marks.push((board, BoardMark { stamp, tasks: hashes, pending: None }));
             }
+        }
+        // A queue that drained does not keep its deep board's buffer.
+        if largest > 0 && self.buf.capacity() > 4 * largest.max(1 << 20) {
+            self.buf = Vec::new();
         }
         // Forget tasks that left every board.
         if self.cache.len() > state.live_count() + state.recent_done().len() + 1024 {
@@ -303,6 +320,7 @@ impl BoardWriter {
         self.dirty = deferred;
         self.written = Some(now);
         self.cost_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX / 8);
+        tracing::debug!(cost_us = self.cost_us, largest, force, "boards rewritten");
         Ok(())
     }
 }
