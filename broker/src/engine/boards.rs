@@ -1,6 +1,7 @@
 //! The board writer: the four central boards (`central_task_boards/*.json`) derived from the
 //! state and replaced atomically (temporary, fsync, rename; one directory fsync for the four),
-//! at most every 200 ms (or four times as long as the last rewrite took) unless forced; the
+//! at most every 200 ms (or four times as long as the last rewrite took, or as long as its bytes
+//! take at 16 MB/s) unless forced; the
 //! completed board, the largest under a steady load (the last `completed_board_limit` finished
 //! tasks, each with its whole history) and one that only grows older, at most every 500 ms. It
 //! caches each task's JSON by version, so a pass
@@ -49,6 +50,13 @@ const MARKS: &str = ".mailroom-board-marks.json";
 /// default) a finished task still reaches it within about a second.
 const COMPLETED_EVERY_US: i64 = 500_000;
 
+/// Board bytes the writer may write per second on average: the next rewrite waits until the
+/// last one's bytes fit this rate. Rewrites of the boards of a few thousand tasks (a few
+/// megabytes) are not slowed by it; the ready board of 20,000 queued tasks (about 22 MB) is
+/// rewritten every 1.4 s rather than five times a second, which would have the kernel write
+/// back a hundred megabytes a second that no reader needs.
+const BYTES_PER_SEC: i64 = 16 << 20;
+
 impl BoardMark {
     /// The hash of the task's compact JSON as the writer put it on the board.
     pub fn written_hash(&self, id: &str) -> Option<u64> {
@@ -80,6 +88,8 @@ pub(crate) struct BoardWriter {
     /// boards of a deep queue (every ready task is on the ready board) never take more than a
     /// fifth of the broker's time.
     cost_us: i64,
+    /// Bytes the last rewrite wrote (see [`BYTES_PER_SEC`]).
+    last_bytes: i64,
     marks: HashMap<Board, BoardMark>,
     cache: HashMap<String, CachedTask>,
     sigs: HashMap<Board, u64>,
@@ -195,7 +205,7 @@ impl BoardWriter {
         }
         // The engine's clock, not `Instant`: with an injected clock a pass is deterministic.
         let now = env.now();
-        let interval = (4 * self.cost_us).max(200_000);
+        let interval = (4 * self.cost_us).max(200_000).max(self.last_bytes * 1_000_000 / BYTES_PER_SEC);
         if !force && self.written.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < interval) {
             return Ok(());
         }
@@ -217,7 +227,7 @@ impl BoardWriter {
             boards.entry(board).or_default().push((key, &l.task));
         }
         let mut marks = Vec::new();
-        let mut largest = 0;
+        let (mut largest, mut total) = (0, 0);
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
         let sync = durable && env.durability.sync_files();
         let mut deferred = false;
@@ -287,6 +297,7 @@ impl BoardWriter {
             bytes.extend_from_slice(b"\n]\n");
             let replaced = replace_file(env.fs(), &path, &bytes, &env.names, sync);
             largest = largest.max(bytes.len());
+            total += bytes.len();
             self.buf = bytes;
             replaced?;
             self.sigs.insert(board, sig);
@@ -320,7 +331,8 @@ impl BoardWriter {
         self.dirty = deferred;
         self.written = Some(now);
         self.cost_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX / 8);
-        tracing::debug!(cost_us = self.cost_us, largest, force, "boards rewritten");
+        self.last_bytes = i64::try_from(total).unwrap_or(i64::MAX / 8);
+        tracing::debug!(cost_us = self.cost_us, bytes = total, force, "boards rewritten");
         Ok(())
     }
 }
