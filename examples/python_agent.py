@@ -61,10 +61,13 @@ def verdict(comms, name, timeout=30.0):
     inbox = os.path.join(comms, "broker", "inbox")
     quarantine = os.path.join(comms, "broker", "quarantine")
     deadline = time.monotonic() + timeout
+    # A broker pass takes a millisecond or a few: look often at first, then less.
+    pause = 0.0002
     while os.path.exists(os.path.join(inbox, "new", name)):
         if time.monotonic() > deadline:
             return None
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
     for entry in listdir(quarantine):
         if entry.endswith("-" + name + ".error.json"):
             with open(os.path.join(quarantine, entry)) as f:

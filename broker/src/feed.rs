@@ -2,11 +2,12 @@
 //! a gap. Records come live from the broker's subscription when they can, and from the journal's
 //! files for whatever the subscription cannot give: records committed before it started (an
 //! outbox sink resumes from its journaled position), or missed because the reader fell more than
-//! the subscription's backlog behind (a webhook endpoint was down, the observer was starved of
-//! CPU). Journal reads run on the blocking pool, never on the thread of the broker's loop, and
-//! the loop does no work for a reader that fell behind.
+//! the subscription's backlog behind (a webhook endpoint was down). Journal reads run on the
+//! blocking pool, never on the thread of the broker's loop, and the loop does no work for a
+//! reader that fell behind.
 //!
-//! Used by the outbox's sinks (`crate::outbox`) and by the HTTP observer.
+//! Used by the outbox's sinks (`crate::outbox`); the HTTP event stream reads the journal the same
+//! way on its own.
 
 use crate::engine::commands::{Records, Subscription};
 use crate::journal::{self, JournalError, Record};
@@ -25,8 +26,10 @@ pub enum FeedError {
     Task(#[from] tokio::task::JoinError),
 }
 
-/// Records read from the journal at a time.
-const READ_AHEAD: usize = 1024;
+/// Records read from the journal at a time. Each read resolves its segment from the start (a
+/// delta needs the records before it), so a gap of `n` records in one segment costs about
+/// `n / READ_AHEAD` passes over it: large enough to keep that small, small enough to bound memory.
+const READ_AHEAD: usize = 8192;
 
 pub struct Feed {
     fs: Arc<dyn Fs>,

@@ -176,11 +176,14 @@ pub async fn serve_with(
             }
         }
         if more {
-            // Keep draining, but never past a shutdown request.
+            // Keep draining, but never past a shutdown request, and let the front ends on this
+            // thread run between two passes: the HTTP surface answers under load, and the
+            // observer and event streams keep up with the records (a ready future here would
+            // never give them the thread while a backlog lasts).
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break Ok(()),
-                _ = std::future::ready(()) => continue,
+                _ = tokio::task::yield_now() => continue,
             }
         }
         tokio::select! {

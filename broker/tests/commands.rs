@@ -58,6 +58,12 @@ fn submit_cancel_and_retry_get_verdicts_and_change_the_tree_through_the_broker()
         let t = view.tasks.iter().find(|t| t.task.task_id == "C-1").expect("in the snapshot");
         assert!(matches!(t.place, Place::Queued { .. }), "{:?}", t.place);
         assert_eq!(view.queues.iter().find(|q| q.dir == "queues/build").map(|q| q.queued), Some(1));
+        // The census says the same in brief.
+        let census = h.census().await.unwrap();
+        let b = census.tasks.iter().find(|b| b.task_id == "C-1").expect("in the census");
+        assert!(b.queued && !b.held && b.status == Status::Pending, "{b:?}");
+        assert_eq!(b.pool.as_deref(), Some("build"));
+        assert_eq!(census.next_seq, view.next_seq);
 
         // Refusals name the field and the rule, and change nothing.
         let bad = h.submit(json!({"task_id": "C-2", "priority": "URGENTISSIMO"})).await.unwrap();

@@ -15,6 +15,7 @@
 //! exposition) and [`dashboard`] (the embedded page).
 
 pub mod auth;
+pub mod cluster;
 pub mod dashboard;
 pub mod deliveries;
 pub mod events;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub observer: Arc<Observer>,
     /// What the webhooks and hooks did (kept current by the broker's outbox).
     pub deliveries: mailroom::outbox::Deliveries,
+    /// Reads the cluster-wide board (`GET /api/cluster`), on a cluster node.
+    pub cluster: Option<cluster::ClusterReader>,
 }
 
 /// How the broker's HTTP surface was set up.
@@ -96,6 +99,8 @@ pub struct Options {
     /// bind it is an error; failing to bind the default only a warning (the broker's job comes
     /// first, and a second broker on another root must not be refused for a busy port).
     pub chosen: bool,
+    /// The cluster-wide board's reader, on a cluster node.
+    pub cluster: Option<cluster::ClusterReader>,
 }
 
 /// Serves until the broker stops answering (or forever: drop the future to stop). Waits for the
@@ -139,6 +144,7 @@ pub async fn serve(
         reads_need_token: !bound.ip().is_loopback(),
         observer,
         deliveries,
+        cluster: opts.cluster,
     };
     let app = routes::router(state);
     write_addr(fs.as_ref(), &layout, bound)?;

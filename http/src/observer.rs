@@ -4,13 +4,12 @@
 //! sparklines and the cumulative flow diagram.
 //!
 //! It is computed here, from the committed-record stream (`Handle::subscribe`), seeded at start
-//! by a snapshot (the state) and by the journal's recent records (the windows): the broker's pass
+//! by a census (the state, `Handle::census`) and by the journal's recent records (the windows): the broker's pass
 //! does none of this work. Everything it keeps is bounded: windows of [`WINDOW_SECS`], at most
 //! [`MAX_WAITS`] waits per pool, [`SAMPLES`] samples, and one small entry per live task.
 
 use mailroom::config::{Config, Route};
-use mailroom::engine::commands::{Handle, View};
-use mailroom::feed::Feed;
+use mailroom::engine::commands::{Census, Handle};
 use mailroom::journal::{self, Entry, Place, Record};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -20,6 +19,7 @@ use runtime_layout::{Fs, Layout};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::broadcast::error::RecvError;
 
 /// How far back rates and percentiles look.
 pub const WINDOW_SECS: i64 = 15 * 60;
@@ -179,29 +179,20 @@ impl Observer {
         }
     }
 
-    /// Subscribes, seeds the state from a snapshot and the windows from the journal's recent
-    /// records, then follows every committed record (and samples the series) until the broker
-    /// stops. Records come through a [`Feed`]: one that falls behind the live stream reads what
-    /// it missed from the journal, on the blocking pool, so neither the figures nor the broker's
-    /// loop pay for it.
+    /// Subscribes, seeds the state from a census and the windows from the journal's recent
+    /// records, then follows the stream (and samples the series) until the broker stops.
+    ///
+    /// One that falls behind the stream (the broker committed more than the subscription's
+    /// backlog while this task waited for a core) seeds its state again from a census, which
+    /// copies each live task's id, status and pool, never its body: a deep queue costs the
+    /// broker's loop a few milliseconds, and the windows miss the records it skipped.
     pub async fn start(handle: Handle, fs: Arc<dyn Fs>, layout: Layout, cfg: Config) -> Arc<Self> {
         let me = Arc::new(Self::new(cfg));
-        let Ok(sub) = handle.subscribe().await else { return me };
-        let Ok(view) = handle.snapshot().await else { return me };
-        me.seed(&view);
-        let from = sub.from_seq;
-        let history = (me.clone(), fs.clone(), layout.clone());
-        let read =
-            tokio::task::spawn_blocking(move || history.0.read_history(history.1.as_ref(), &history.2, from));
-        let mut feed = Feed::new(fs.clone(), layout.journal_dir(), sub, from.saturating_sub(1));
-        let sampler = me.clone();
-        let sampling = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(SAMPLE_SECS));
-            loop {
-                tick.tick().await;
-                sampler.sample(micros(runtime_layout::now()));
-            }
-        });
+        let Ok(mut sub) = handle.subscribe().await else { return me };
+        let Ok(census) = handle.census().await else { return me };
+        me.seed(&census);
+        let (history, from) = (me.clone(), sub.from_seq);
+        let read = tokio::task::spawn_blocking(move || history.read_history(fs.as_ref(), &layout, from));
         let follower = me.clone();
         tokio::spawn(async move {
             // History first, so that waits are measured from dispatches it holds.
@@ -212,56 +203,49 @@ impl Observer {
                 Err(e) => tracing::warn!(error = %e, "observer: journal history reader failed"),
                 Ok(Ok(())) => {}
             }
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(SAMPLE_SECS));
             loop {
-                match feed.next().await {
-                    Ok(Some(rec)) => follower.observe(&rec, true),
-                    Ok(None) => {
-                        // The broker reopened its engine: follow the new stream from a fresh
-                        // snapshot (the windows miss what came in between).
-                        let (Ok(again), Ok(v)) = (handle.subscribe().await, handle.snapshot().await) else {
-                            break;
-                        };
-                        let from = again.from_seq.saturating_sub(1);
-                        follower.seed(&v);
-                        feed = Feed::new(fs.clone(), layout.journal_dir(), again, from);
-                    }
-                    Err(e) => {
-                        // The feed stays where it was: try again shortly.
-                        tracing::warn!(error = %e, "observer: the journal cannot be read; retrying");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
+                tokio::select! {
+                    r = sub.records.recv() => match r {
+                        Ok(rec) => follower.observe(&rec, true),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::debug!(missed_batches = n, "observer fell behind the record stream; counting again");
+                            match handle.census().await {
+                                Ok(c) => follower.seed(&c),
+                                Err(_) => return,
+                            }
+                        }
+                        Err(RecvError::Closed) => {
+                            // The broker reopened its engine: follow the new stream from a fresh
+                            // census (the windows miss what came in between).
+                            let (Ok(again), Ok(c)) = (handle.subscribe().await, handle.census().await) else { return };
+                            sub = again;
+                            follower.seed(&c);
+                        }
+                    },
+                    _ = tick.tick() => follower.sample(micros(runtime_layout::now())),
                 }
             }
-            sampling.abort();
         });
         me
     }
 
-    /// Resets the live state to `view` (records before `view.next_seq` are in it).
-    pub fn seed(&self, view: &View) {
+    /// Resets the live state to `census` (records before `census.next_seq` are in it).
+    pub fn seed(&self, census: &Census) {
         let mut g = lock(&self.inner);
         g.tasks.clear();
         g.depth.clear();
         g.live.clear();
-        for t in &view.tasks {
-            if t.place == Place::Done {
-                continue;
-            }
-            let queued = matches!(t.place, Place::Queued { .. } | Place::Waiting { .. });
-            let tracked = Tracked {
-                status: t.task.status,
-                pool: t.pool.clone(),
-                queued,
-                held: matches!(t.place, Place::Held { .. }),
-            };
-            if queued && !g.queued_at.contains_key(&t.task.task_id) {
-                let since = t.task.updated_at.map_or_else(|| micros(runtime_layout::now()), micros);
-                g.queued_at.insert(t.task.task_id.clone(), since);
+        for t in &census.tasks {
+            let tracked = Tracked { status: t.status, pool: t.pool.clone(), queued: t.queued, held: t.held };
+            if t.queued && !g.queued_at.contains_key(&t.task_id) {
+                let since = t.updated_at.map_or_else(|| micros(runtime_layout::now()), micros);
+                g.queued_at.insert(t.task_id.clone(), since);
             }
             Self::count(&mut g, &tracked, 1);
-            g.tasks.insert(t.task.task_id.clone(), tracked);
+            g.tasks.insert(t.task_id.clone(), tracked);
         }
-        g.state_from = view.next_seq;
+        g.state_from = census.next_seq;
     }
 
     fn count(g: &mut Inner, t: &Tracked, by: i64) {

@@ -2,7 +2,7 @@
 //! the OpenAPI document by a test, the dashboard's files, and the layers around them (the token
 //! guard, the body limit, CORS when configured, and headers that keep the page to itself).
 
-use crate::{AppState, auth, dashboard, deliveries, events, metrics, ops, quarantine, tasks};
+use crate::{AppState, auth, cluster, dashboard, deliveries, events, metrics, ops, quarantine, tasks};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -28,6 +28,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/quarantine/{name}/requeue"),
     ("GET", "/api/deliveries"),
     ("GET", "/api/stats"),
+    ("GET", "/api/cluster"),
     ("GET", "/api/events"),
     ("GET", "/api/openapi.json"),
     ("GET", "/metrics"),
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/quarantine/{name}/requeue", post(quarantine::requeue))
         .route("/api/deliveries", get(deliveries::list))
         .route("/api/stats", get(ops::stats))
+        .route("/api/cluster", get(cluster::board))
         .route("/api/events", get(events::stream))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics::scrape))
@@ -168,6 +170,7 @@ mod tests {
             reads_need_token: false,
             observer: Arc::new(Observer::new(cfg)),
             deliveries: Default::default(),
+            cluster: None,
         })
     }
 
@@ -192,9 +195,17 @@ mod tests {
                 .copied()
                 .chain(crate::dashboard::DASHBOARD_ROUTES.iter().map(|p| ("GET", *p)))
             {
-                let s = call(m, p).await.unwrap().status();
+                let r = call(m, p).await.unwrap();
+                let s = r.status();
+                // A route that answers 404 itself says why in its own words (a broker that is
+                // not a cluster node has no cluster board); the fallback says `not_found`.
+                let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+                let own_404 =
+                    serde_json::from_slice::<Value>(&body).is_ok_and(|v| v["error"] == "not_a_cluster_node");
                 assert!(
-                    s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED || p.contains("{name}"),
+                    s != StatusCode::NOT_FOUND && s != StatusCode::METHOD_NOT_ALLOWED
+                        || p.contains("{name}")
+                        || s == StatusCode::NOT_FOUND && own_404 && p == "/api/cluster",
                     "{m} {p}: {s}"
                 );
             }

@@ -22,6 +22,7 @@
 //! [`sim::SimFs`] the in-memory one that models durability and injects faults.
 
 mod clock;
+mod departure;
 mod fs;
 mod layout;
 mod lock;
@@ -31,6 +32,7 @@ pub mod sim;
 mod tree;
 
 pub use clock::{Clock, ManualClock};
+pub use departure::Departure;
 pub use fs::{
     AppendFile, Entry, FileKind, Fs, FsCounts, FsError, LockGuard, Meta, RealFs, Resolve, RootFs, Space,
 };

@@ -1,6 +1,7 @@
 //! The board writer: the four central boards (`central_task_boards/*.json`) derived from the
 //! state and replaced atomically (temporary, fsync, rename; one directory fsync for the four),
-//! at most every 200 ms (or four times as long as the last rewrite took) unless forced; the
+//! at most every 200 ms (or four times as long as the last rewrite took, or as long as its bytes
+//! take at 16 MB/s) unless forced; the
 //! completed board, the largest under a steady load (the last `completed_board_limit` finished
 //! tasks, each with its whole history) and one that only grows older, at most every 500 ms. It
 //! caches each task's JSON by version, so a pass
@@ -15,6 +16,7 @@ use crate::state::{State, fnv64};
 use protocol::{Status, Task, Timestamp};
 use runtime_layout::{Board, replace_file};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// What the writer last wrote to one board: the file's size and mtime, and a hash of each task.
@@ -48,6 +50,13 @@ const MARKS: &str = ".mailroom-board-marks.json";
 /// default) a finished task still reaches it within about a second.
 const COMPLETED_EVERY_US: i64 = 500_000;
 
+/// Board bytes the writer may write per second on average: the next rewrite waits until the
+/// last one's bytes fit this rate. Rewrites of the boards of a few thousand tasks (a few
+/// megabytes) are not slowed by it; the ready board of 20,000 queued tasks (about 22 MB) is
+/// rewritten every 1.4 s rather than five times a second, which would have the kernel write
+/// back a hundred megabytes a second that no reader needs.
+const BYTES_PER_SEC: i64 = 16 << 20;
+
 impl BoardMark {
     /// The hash of the task's compact JSON as the writer put it on the board.
     pub fn written_hash(&self, id: &str) -> Option<u64> {
@@ -79,9 +88,14 @@ pub(crate) struct BoardWriter {
     /// boards of a deep queue (every ready task is on the ready board) never take more than a
     /// fifth of the broker's time.
     cost_us: i64,
+    /// Bytes the last rewrite wrote (see [`BYTES_PER_SEC`]).
+    last_bytes: i64,
     marks: HashMap<Board, BoardMark>,
     cache: HashMap<String, CachedTask>,
     sigs: HashMap<Board, u64>,
+    /// The bytes of the board being written, kept between rewrites: the ready board of a deep
+    /// queue is tens of megabytes, allocated and freed again at every rewrite otherwise.
+    buf: Vec<u8>,
 }
 
 impl BoardWriter {
@@ -191,24 +205,29 @@ impl BoardWriter {
         }
         // The engine's clock, not `Instant`: with an injected clock a pass is deterministic.
         let now = env.now();
-        let interval = (4 * self.cost_us).max(200_000);
+        let interval = (4 * self.cost_us).max(200_000).max(self.last_bytes * 1_000_000 / BYTES_PER_SEC);
         if !force && self.written.is_some_and(|t| now >= t && now.as_micros() - t.as_micros() < interval) {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        let mut boards: HashMap<Board, Vec<(String, &Task)>> = HashMap::new();
+        // Sort keys borrow the file names (every ready task of a deep queue is on the ready
+        // board); only the backlog's keys are made.
+        let mut boards: HashMap<Board, Vec<(Cow<'_, str>, &Task)>> = HashMap::new();
         for l in state.lives() {
             let (board, key) = match &l.place {
                 Place::Backlog | Place::Done | Place::Outbound { .. } | Place::Forwarded { .. } => (
                     Board::Backlog,
-                    l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id,
+                    Cow::Owned(l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id),
                 ),
-                Place::Queued { name, .. } | Place::Waiting { name, .. } => (Board::Ready, name.clone()),
-                Place::Held { name, .. } => (Board::Working, name.clone()),
+                Place::Queued { name, .. } | Place::Waiting { name, .. } => {
+                    (Board::Ready, Cow::Borrowed(name.as_str()))
+                }
+                Place::Held { name, .. } => (Board::Working, Cow::Borrowed(name.as_str())),
             };
             boards.entry(board).or_default().push((key, &l.task));
         }
         let mut marks = Vec::new();
+        let (mut largest, mut total) = (0, 0);
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
         let sync = durable && env.durability.sync_files();
         let mut deferred = false;
@@ -234,7 +253,7 @@ impl BoardWriter {
                 state.recent_done().collect()
             } else {
                 let mut list = boards.remove(&board).unwrap_or_default();
-                list.sort_by(|a, b| a.0.cmp(&b.0));
+                list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 list.into_iter().map(|(_, t)| t).collect()
             };
             // A task is serialised again only when it changed since the last rewrite (its
@@ -264,7 +283,8 @@ impl BoardWriter {
             }
             // One task per line.
             let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
-            let mut bytes = Vec::with_capacity(tasks.len() * 1024 + 4);
+            let mut bytes = std::mem::take(&mut self.buf);
+            bytes.clear();
             bytes.push(b'[');
             for (i, t) in tasks.iter().enumerate() {
                 bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
@@ -275,7 +295,11 @@ impl BoardWriter {
                 }
             }
             bytes.extend_from_slice(b"\n]\n");
-            replace_file(env.fs(), &path, &bytes, &env.names, sync)?;
+            let replaced = replace_file(env.fs(), &path, &bytes, &env.names, sync);
+            largest = largest.max(bytes.len());
+            total += bytes.len();
+            self.buf = bytes;
+            replaced?;
             self.sigs.insert(board, sig);
             if board == Board::Completed {
                 self.completed_written = Some(now);
@@ -284,6 +308,10 @@ impl BoardWriter {
                 let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
                 marks.push((board, BoardMark { stamp, tasks: hashes, pending: None }));
             }
+        }
+        // A queue that drained does not keep its deep board's buffer.
+        if largest > 0 && self.buf.capacity() > 4 * largest.max(1 << 20) {
+            self.buf = Vec::new();
         }
         // Forget tasks that left every board.
         if self.cache.len() > state.live_count() + state.recent_done().len() + 1024 {
@@ -303,6 +331,8 @@ impl BoardWriter {
         self.dirty = deferred;
         self.written = Some(now);
         self.cost_us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX / 8);
+        self.last_bytes = i64::try_from(total).unwrap_or(i64::MAX / 8);
+        tracing::debug!(cost_us = self.cost_us, bytes = total, force, "boards rewritten");
         Ok(())
     }
 }

@@ -36,6 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Command {
     /// What the broker holds now.
     Snapshot(oneshot::Sender<View>),
+    /// Every live task in brief (no body): what a front end that only counts needs.
+    Census(oneshot::Sender<Census>),
     /// Submit a task (a JSON task object, validated as a `submit` message's task is).
     Submit {
         task: Value,
@@ -166,10 +168,10 @@ pub struct Records {
 
 impl Records {
     /// Most records published in one batch.
-    pub const BATCH: usize = 512;
+    pub const BATCH: usize = 256;
     /// Batches a subscriber may fall behind before it misses some. Together with [`Self::BATCH`]
     /// this bounds the records held for a slow subscriber (16,384: a few megabytes).
-    pub const BACKLOG: usize = 32;
+    pub const BACKLOG: usize = 64;
 
     pub(crate) fn new(rx: broadcast::Receiver<Batch>) -> Self {
         Self { rx, batch: None, next: 0 }
@@ -206,6 +208,27 @@ impl Records {
         }
         r
     }
+}
+
+/// Every live task in brief; the records before `next_seq` are in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Census {
+    pub next_seq: u64,
+    pub tasks: Vec<Brief>,
+}
+
+/// A live task in brief: what counting it by status and pool needs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Brief {
+    pub task_id: String,
+    pub status: Status,
+    /// As in [`TaskView::pool`].
+    pub pool: Option<String>,
+    /// In a pool (as a file, or waiting behind the ready window).
+    pub queued: bool,
+    /// Claimed by an agent.
+    pub held: bool,
+    pub updated_at: Option<protocol::Timestamp>,
 }
 
 /// A task as the broker holds it, where its file is, and what an operator should know about a
@@ -283,6 +306,10 @@ impl Handle {
 
     pub async fn snapshot(&self) -> Result<View, Stopped> {
         self.ask(Command::Snapshot).await
+    }
+
+    pub async fn census(&self) -> Result<Census, Stopped> {
+        self.ask(Command::Census).await
     }
 
     pub async fn submit(&self, task: Value) -> Result<Verdict, Stopped> {

@@ -38,18 +38,19 @@ pub(crate) mod placing;
 pub(crate) mod positions;
 pub(crate) mod presence;
 pub(crate) mod quarantine;
+mod reads;
 pub(crate) mod recovery;
 pub mod retention;
 pub(crate) mod stats;
 pub(crate) mod tx;
 pub(crate) mod window;
 
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::import::{ImportFile, ImportOptions, ImportReport};
-use crate::journal::{JournalError, Place};
+use crate::journal::JournalError;
 use crate::state::{Live, State};
 use boards::BoardWriter;
-use commands::{BulkVerdict, Command, QueueView, Refused, RetryScope, Subscription, TaskView, Verdict, View};
+use commands::{BulkVerdict, Command, Refused, RetryScope, Subscription, Verdict};
 use drops::DropWatcher;
 use effects::{Answer, Effect, Effects};
 use env::Env;
@@ -59,7 +60,6 @@ use quarantine::Refusal;
 use retention::{KeptNow, Retention};
 use runtime_layout::{Clock, Fs, FsError, Layout};
 use stats::{Histogram, Stats};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use tx::{Core, Tx};
 
@@ -255,6 +255,9 @@ impl Engine {
                 Command::Snapshot(reply) => {
                     let _ = reply.send(self.view());
                 }
+                Command::Census(reply) => {
+                    let _ = reply.send(self.census());
+                }
                 Command::Stats(reply) => {
                     let _ = reply.send(self.stats());
                 }
@@ -368,57 +371,6 @@ impl Engine {
                 tracing::info!(request = %name, reason = %r, "request refused");
                 let _ = reply.send(Verdict::refused(r));
             }
-        }
-    }
-
-    /// Live tasks by id, then the most recent finished ones (oldest first), each with its pool.
-    fn view_tasks(&self) -> Vec<TaskView> {
-        let state = self.state();
-        let view = |task: &protocol::Task, place: &Place| {
-            let pool = match place {
-                Place::Queued { dir, .. } | Place::Waiting { dir, .. } => {
-                    dir.strip_prefix("queues/").map(str::to_string)
-                }
-                Place::Held { from, .. } => from.strip_prefix("queues/").map(str::to_string),
-                Place::Outbound { pool } | Place::Forwarded { pool } => Some(pool.clone()),
-                Place::Backlog | Place::Done => {
-                    // A finished task that was claimed from a pool names its holder, not the pool.
-                    let pooled = state.finished(&task.task_id).is_some_and(|f| f.pooled);
-                    match (&task.assigned_to, self.config().route_of(task)) {
-                        (Some(_), _) if !pooled => None,
-                        (_, config::Route::Pool(p)) => Some(p),
-                        (_, config::Route::Agent(_)) => None,
-                    }
-                }
-            };
-            TaskView::new(task.clone(), place.clone(), pool)
-        };
-        let mut tasks: Vec<TaskView> = state.lives().map(|l| view(&l.task, &l.place)).collect();
-        tasks.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
-        tasks.extend(state.recent_done().map(|t| view(t, &Place::Done)));
-        tasks
-    }
-
-    /// What the broker holds now.
-    fn view(&self) -> View {
-        let state = self.state();
-        let tasks = self.view_tasks();
-        let mut queues: BTreeMap<String, usize> = BTreeMap::new();
-        for l in state.lives() {
-            if let Place::Queued { dir, .. } | Place::Waiting { dir, .. } = &l.place {
-                *queues.entry(dir.clone()).or_default() += 1;
-            }
-        }
-        let agents = self.agents().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the agents cannot be listed for a snapshot");
-            Vec::new()
-        });
-        View {
-            next_seq: self.core.ledger.next_seq(),
-            finished: state.finished_count(),
-            tasks,
-            queues: queues.into_iter().map(|(dir, queued)| QueueView { dir, queued }).collect(),
-            agents,
         }
     }
 

@@ -58,7 +58,18 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
                 std::future::pending::<()>().await
             }
         };
-        let opts = mailroom_http::Options { listen, chosen };
+        // `GET /api/cluster` reads the cluster-wide board through the cluster crate: the HTTP
+        // surface itself does not speak to NATS.
+        let cluster = cfg.cluster.clone().map(|c| -> mailroom_http::cluster::ClusterReader {
+            std::sync::Arc::new(move || {
+                let c = c.clone();
+                Box::pin(async move {
+                    let rows = mailroom_cluster::board(&c).await.map_err(|e| e.to_string())?;
+                    serde_json::to_value(rows).map_err(|e| e.to_string())
+                })
+            })
+        });
+        let opts = mailroom_http::Options { listen, chosen, cluster };
         let failed = http_failed.clone();
         let (hfs, hlayout) = (fs.clone(), layout.clone());
         let front = async move {

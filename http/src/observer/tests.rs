@@ -1,7 +1,7 @@
 //! The observer fed by hand-made records: windows, waits, agents, the state and its samples.
 
 use super::*;
-use mailroom::engine::commands::View;
+use mailroom::engine::commands::Census;
 use mailroom::journal::{Admitted, Report};
 use protocol::{Task, Timestamp};
 
@@ -64,14 +64,14 @@ fn lifecycle(o: &Observer, seq: u64, id: &str, at: i64, wait: i64, work: i64) {
     o.observe(&rec(seq + 3, at + (wait + work) * S, Entry::Complete(report)), true);
 }
 
-fn empty_view(next_seq: u64) -> View {
-    View { next_seq, tasks: Vec::new(), queues: Vec::new(), agents: Vec::new(), finished: 0 }
+fn empty_census(next_seq: u64) -> Census {
+    Census { next_seq, tasks: Vec::new() }
 }
 
 #[test]
 fn waits_rates_and_agents_come_from_the_records() {
     let o = Observer::new(Config::default());
-    o.seed(&empty_view(1));
+    o.seed(&empty_census(1));
     // Ten tasks over the last two minutes, each waiting i seconds; one left queued.
     for i in 0..10 {
         lifecycle(&o, 1 + 4 * i as u64, &format!("T-{i}"), NOW - 120 * S + i * S, i + 1, 2);
@@ -105,7 +105,7 @@ fn waits_rates_and_agents_come_from_the_records() {
 #[test]
 fn windows_forget_what_is_older_than_the_window_and_history_counts_nowhere() {
     let o = Observer::new(Config::default());
-    o.seed(&empty_view(1000));
+    o.seed(&empty_census(1000));
     // Read from the journal at start (not live): windows yes, counters no, state no (the
     // snapshot at seq 1000 has it already).
     lifecycle(&o, 1, "OLD", NOW - (WINDOW_SECS + 60) * S, 1, 1);
@@ -114,7 +114,7 @@ fn windows_forget_what_is_older_than_the_window_and_history_counts_nowhere() {
         o.counters.transitions.get_or_create(&[("op", "claim".into()), ("pool", "build".into())]).get();
     assert_eq!(claims, 2, "these were fed as live records");
     let o2 = Observer::new(Config::default());
-    o2.seed(&empty_view(1000));
+    o2.seed(&empty_census(1000));
     for (seq, at) in [(1, NOW - (WINDOW_SECS + 60) * S), (10, NOW - 60 * S)] {
         let d = task("X", Status::Pending);
         o2.observe(
