@@ -137,6 +137,7 @@ pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
         Err(Stopped) => return,
     };
     let mut down_since: Option<Instant> = None;
+    let mut last_error = String::new();
     loop {
         match link.round().await {
             Ok(()) => {
@@ -149,6 +150,11 @@ pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
                 if down_since.is_none() {
                     tracing::warn!(error = %e, "cluster: unreachable; local pools go on, shared tasks are held");
                     down_since = Some(Instant::now());
+                    last_error = e;
+                } else if e != last_error {
+                    // Still failing, for another reason: said once per reason.
+                    tracing::warn!(error = %e, "cluster: still unreachable");
+                    last_error = e;
                 }
                 link.ready = None;
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -450,14 +456,25 @@ impl Link {
     /// taken here (journaled together, one broker pass).
     async fn pull(&mut self, pool: &str, window: usize) -> Result<(), LinkError> {
         let consumer = self.consumer(pool).await?;
-        let mut batch = consumer.fetch().max_messages(window).messages().await.map_err(nats)?;
+        let unanswered = || LinkError::Nats(format!("a pull from `{pool}` was not answered"));
+        let fetch = consumer.fetch().max_messages(window).messages();
+        let mut batch =
+            tokio::time::timeout(REQUEST_TIMEOUT, fetch).await.map_err(|_| unanswered())?.map_err(nats)?;
         let mut msgs = Vec::new();
         let mut failed = None;
-        while let Some(msg) = batch.next().await {
-            match msg {
-                Ok(m) => msgs.push(m),
-                Err(e) => {
+        // A pull request can go unanswered (a consumer without a leader yet, or changing
+        // leader): the round does not wait for it forever. Messages that come later are not
+        // lost: unacked, they are offered again after `ack_wait`.
+        loop {
+            match tokio::time::timeout(REQUEST_TIMEOUT, batch.next()).await {
+                Ok(Some(Ok(m))) => msgs.push(m),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
                     failed = Some(nats(e));
+                    break;
+                }
+                Err(_) => {
+                    failed = Some(unanswered());
                     break;
                 }
             }

@@ -214,7 +214,10 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
         let out = k.run(&["agent", "add", x]);
         assert!(out.status.success(), "agent add: {}", String::from_utf8_lossy(&out.stderr));
         let out = k.run(&["claim", "--agent", x, "--wait", "60"]);
-        assert!(out.status.success(), "{x} claims a task on k: {}", String::from_utf8_lossy(&out.stderr));
+        if !out.status.success() {
+            explain(&roots, &expected, a);
+            panic!("{x} claims a task on k: {}", String::from_utf8_lossy(&out.stderr));
+        }
     }
     brokers.remove(2).kill9();
     let killed_at = Instant::now();
