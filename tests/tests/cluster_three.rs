@@ -206,7 +206,15 @@ fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and
     // Mid-run: once a third of the tasks are done, kill `k` while claims are held there, and
     // its agents with it.
     let logs: Vec<PathBuf> = crew.iter().flat_map(|c| c.logs.clone()).collect();
-    wait_every(Duration::from_millis(200), || completes(&logs) >= expected.len() / 3);
+    let third = || completes(&logs) >= expected.len() / 3;
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_every(Duration::from_millis(200), third)
+    }))
+    .is_err()
+    {
+        explain(&roots, &expected, a);
+        panic!("a third of the tasks not done");
+    }
     let third_at = started.elapsed();
     // Two claims on k that no agent of its own will finish: taken here, as agents `Agent-kx*`
     // would, so that claims are certainly in hand when k dies.
