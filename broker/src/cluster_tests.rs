@@ -119,3 +119,28 @@ fn the_pull_window_counts_tasks_waiting_for_room_in_the_ready_window() {
     assert_eq!(e.state().pulled("P1"), None);
     assert_eq!(e.state().pulled("P2"), Some(1));
 }
+
+#[test]
+fn a_task_finished_and_settled_here_runs_again_when_the_cluster_offers_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path().join("runtime"));
+    layout.create(&RealFs).unwrap();
+    let mut e = open(&layout);
+    let pull = |revision| ClusterOp::Pull { task: Box::new(Task::new("R")), pool: "leads".into(), revision };
+    assert!(accepted(&ask(&mut e, |reply| Command::Cluster { op: pull(1), reply })));
+    // Finished here (cancelled cluster-wide) and settled: the task is no longer this node's.
+    let cancelled = ClusterOp::Cancelled { task_id: "R".into(), revision: 2 };
+    assert!(accepted(&ask(&mut e, |reply| Command::Cluster { op: cancelled, reply })));
+    assert_eq!((files(&layout, "leads"), e.state().pulled("R")), (0, None));
+    assert!(e.state().finished("R").is_some());
+
+    // Retried cluster-wide and pulled here again: a new life, queued for the agents.
+    assert!(accepted(&ask(&mut e, |reply| Command::Cluster { op: pull(5), reply })));
+    assert_eq!(files(&layout, "leads"), 1);
+    assert_eq!(e.state().pulled("R"), Some(5));
+    assert_eq!(e.state().status_of("R"), Some(protocol::Status::Pending));
+    assert!(!view(&mut e).pulled[0].finished);
+    drop(e);
+    let e = open(&layout);
+    assert_eq!((e.state().pulled("R"), e.state().status_of("R")), (Some(5), Some(protocol::Status::Pending)));
+}

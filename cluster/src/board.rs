@@ -25,19 +25,39 @@ pub struct Row {
     pub record: ClusterRecord,
 }
 
-/// The cluster's key-value bucket, or `None` when no shared task was ever published.
-pub(crate) async fn open(cfg: &ClusterSettings) -> Result<Option<kv::Store>, BoardError> {
+impl Row {
+    /// A row to show: the record without the task body it keeps for a retry.
+    pub fn shown(revision: u64, mut record: ClusterRecord) -> Self {
+        record.task = None;
+        Self { revision, record }
+    }
+}
+
+/// A JetStream context on the configured servers.
+pub(crate) async fn connect(cfg: &ClusterSettings) -> Result<jetstream::Context, BoardError> {
     let client = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(3))
         .connect(cfg.nats.clone())
         .await
         .map_err(|e| BoardError::Unreachable { servers: cfg.nats.join(","), reason: e.to_string() })?;
-    let js = jetstream::new(client);
+    Ok(jetstream::new(client))
+}
+
+/// The cluster's key-value bucket, or `None` when no shared task was ever published.
+pub(crate) async fn bucket(
+    js: &jetstream::Context,
+    cfg: &ClusterSettings,
+) -> Result<Option<kv::Store>, BoardError> {
     match js.get_key_value(&cfg.bucket).await {
         Ok(kv) => Ok(Some(kv)),
         Err(e) if e.to_string().contains("not found") => Ok(None),
         Err(e) => Err(bucket_error(cfg, &e)),
     }
+}
+
+/// [`connect`], then [`bucket`].
+pub(crate) async fn open(cfg: &ClusterSettings) -> Result<Option<kv::Store>, BoardError> {
+    bucket(&connect(cfg).await?, cfg).await
 }
 
 pub(crate) fn bucket_error(cfg: &ClusterSettings, e: &dyn std::fmt::Display) -> BoardError {
@@ -58,7 +78,7 @@ pub async fn board(cfg: &ClusterSettings) -> Result<Vec<Row>, BoardError> {
             && let Some(record) = ClusterRecord::parse(&e.value)
             && names::key(&record.task_id) == k
         {
-            rows.push(Row { revision: e.revision, record });
+            rows.push(Row::shown(e.revision, record));
         }
     }
     rows.sort_by(|a, b| a.record.task_id.cmp(&b.record.task_id));

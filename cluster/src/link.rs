@@ -1,14 +1,17 @@
 //! The link's loop. Every round (a tick, or sooner when the broker commits records) it asks the
 //! broker for a [`ClusterView`] and does, in order:
 //!
-//! 1. **Publish** each task held for the cluster: create (or, for a redrive, compare-and-set) its
-//!    cluster-wide record, publish it to the work queue with an idempotent message id, wait for
-//!    JetStream's acknowledgement, then journal `Forwarded`. Failing anywhere, the task stays held
-//!    and the next round tries again: nothing is acknowledged to the cluster before it is stored.
+//! 1. **Publish** each task held for the cluster (at most 64 a round): create (or, for a
+//!    redrive, compare-and-set) its cluster-wide record, keeping the task body in it, publish it
+//!    to the work queue with an idempotent message id, wait for JetStream's acknowledgement,
+//!    then journal `Forwarded` (the round's together, in one broker pass). Failing anywhere,
+//!    the task stays held and the next round tries again: nothing is acknowledged to the
+//!    cluster before it is stored.
 //! 2. **Settle** each pulled task that finished here: compare-and-set its record to the final
 //!    status on the revision this node wrote when it took it, then ack the work-queue message,
-//!    then journal `Settled`. A failed compare-and-set means another node took the task since:
-//!    the outcome is fenced (journaled as such, not acked).
+//!    then journal `Settled` (the round's together). A failed compare-and-set means another
+//!    node took the task since: the outcome is fenced (journaled as such, not acked), unless the
+//!    record already holds this node's own outcome (written before a restart).
 //! 3. **Keep alive** every pulled task still in hand, every third of `ack_wait`: if its record
 //!    was cancelled cluster-wide meanwhile, cancel it here (journaled, the claim revoked) and
 //!    ack it; else an in-progress ack, so the cluster redelivers a task only when its node
@@ -16,6 +19,10 @@
 //! 4. **Pull** from each shared pool's durable consumer at most the pool's ready window (idle
 //!    local agents minus tasks already waiting here, capped by `max_pull`): take its record
 //!    (compare-and-set, `node` = this node), then journal `Pull`, which queues the file.
+//!
+//! Within a step the tasks are independent (each its own record and message), so their network
+//! round trips run at once and their journal records go to the broker together: a round costs
+//! a few round trips and one broker pass per step, not one per task.
 //!
 //! While NATS is unreachable every step fails fast and the round ends; local pools are served
 //! by the broker as always, and held tasks wait in the journal.
@@ -28,6 +35,7 @@ use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, Message, stream};
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use mailroom::config::ClusterSettings;
 use mailroom::engine::commands::{ClusterOp, Handle, PulledView, Stopped, Verdict};
 use protocol::{Status, Task, Timestamp};
@@ -50,6 +58,8 @@ fn nats(e: impl std::fmt::Display) -> LinkError {
 
 /// How long one NATS request may take before the round gives up on it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most held tasks one round publishes.
+const PUBLISH_PER_ROUND: usize = 64;
 /// The longest a round waits for a reason to run.
 const TICK: Duration = Duration::from_millis(100);
 
@@ -86,6 +96,21 @@ pub(crate) fn now_text() -> String {
     Timestamp::from_micros(micros).to_string()
 }
 
+/// Publishes `task` to `pool`'s subject of the work queue with the idempotent message id
+/// `msg_id`, and waits for JetStream's acknowledgement that the stream stored it.
+pub(crate) async fn send_task(
+    js: &jetstream::Context,
+    cfg: &ClusterSettings,
+    pool: &str,
+    task: &Task,
+    msg_id: &str,
+) -> Result<jetstream::publish::PublishAck, String> {
+    let body = serde_json::to_vec(task).expect("a task serialises");
+    let msg = PublishMessage::build().payload(body.into()).message_id(msg_id).header("Mailroom-Pool", pool);
+    let ack = js.send_publish(names::subject(cfg, pool), msg).await.map_err(|e| e.to_string())?;
+    ack.await.map_err(|e| e.to_string())
+}
+
 /// Runs the link until the broker stops. `lease_secs` is the broker's lease, the default
 /// `ack_wait`.
 pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
@@ -112,6 +137,7 @@ pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
         Err(Stopped) => return,
     };
     let mut down_since: Option<Instant> = None;
+    let mut last_error = String::new();
     loop {
         match link.round().await {
             Ok(()) => {
@@ -124,6 +150,11 @@ pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
                 if down_since.is_none() {
                     tracing::warn!(error = %e, "cluster: unreachable; local pools go on, shared tasks are held");
                     down_since = Some(Instant::now());
+                    last_error = e;
+                } else if e != last_error {
+                    // Still failing, for another reason: said once per reason.
+                    tracing::warn!(error = %e, "cluster: still unreachable");
+                    last_error = e;
                 }
                 link.ready = None;
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -152,6 +183,7 @@ pub async fn run(cfg: ClusterSettings, lease_secs: u64, handle: Handle) {
 
 impl Link {
     async fn setup(&self) -> Result<Ready, LinkError> {
+        let replicas = self.cfg.replicas;
         let stream = self
             .js
             .get_or_create_stream(stream::Config {
@@ -159,14 +191,17 @@ impl Link {
                 subjects: vec![names::subjects(&self.cfg)],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .map_err(nats)?;
+        self.note_replicas("stream", &stream);
         // The bucket's stream is made here, as the client library would make it, because its own
         // `create_key_value` first reads the account's API level, whose answer a 2.9 server
         // words in a way the library does not parse.
-        self.js
+        let bucket = self
+            .js
             .get_or_create_stream(stream::Config {
                 name: format!("KV_{}", self.cfg.bucket),
                 subjects: vec![format!("$KV.{}.>", self.cfg.bucket)],
@@ -176,12 +211,30 @@ impl Link {
                 deny_delete: true,
                 allow_direct: true,
                 discard: stream::DiscardPolicy::New,
+                num_replicas: replicas,
                 ..Default::default()
             })
             .await
             .map_err(nats)?;
+        self.note_replicas("bucket", &bucket);
         let kv = self.js.get_key_value(&self.cfg.bucket).await.map_err(nats)?;
         Ok(Ready { kv, stream, consumers: HashMap::new() })
+    }
+
+    /// An existing stream or bucket is used as it is: says so when its replicas are not the
+    /// configured ones (changing them is the operator's decision, with the `nats` tool).
+    fn note_replicas(&self, what: &str, s: &stream::Stream) {
+        let config = &s.cached_info().config;
+        // A server reports 0 for a stream made without saying (which means 1).
+        let has = config.num_replicas.max(1);
+        if has != self.cfg.replicas {
+            tracing::warn!(
+                name = %config.name,
+                replicas = has,
+                configured = self.cfg.replicas,
+                "cluster: the {what} exists with other replicas than cluster.replicas; used as it is"
+            );
+        }
     }
 
     async fn round(&mut self) -> Result<(), LinkError> {
@@ -190,11 +243,37 @@ impl Link {
             tracing::info!(node = %self.cfg.node, "cluster: stream and bucket ready");
         }
         let view = self.handle.cluster_view().await?;
-        for (task, pool) in &view.outbound {
-            self.publish(task, pool).await?;
+        // A round's publications run at once (each its own record and message); those that
+        // went through are journaled `Forwarded` together (one broker pass), also when another
+        // failed. A burst is published over several rounds, so in-progress acks and pulls keep
+        // their pace.
+        let batch: Vec<&(Task, String)> = view.outbound.iter().take(PUBLISH_PER_ROUND).collect();
+        let results = join_all(batch.iter().map(|(task, pool)| self.publish(task, pool))).await;
+        let mut forwarded = Vec::new();
+        let mut failed = None;
+        for ((task, _), r) in batch.iter().zip(results) {
+            match r {
+                Ok(()) => forwarded.push(ClusterOp::Forwarded { task_id: task.task_id.clone() }),
+                Err(e) => failed = Some(e),
+            }
         }
-        for p in view.pulled.iter().filter(|p| p.finished) {
-            self.settle(p).await?;
+        self.journal_all(forwarded).await?;
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
+        // Likewise the outcomes: written cluster-wide at once, then acked, then journaled.
+        let finished: Vec<&PulledView> = view.pulled.iter().filter(|p| p.finished).collect();
+        let results = join_all(finished.iter().map(|p| self.settle(p))).await;
+        let mut settled = Vec::new();
+        for (p, r) in finished.into_iter().zip(results) {
+            match r {
+                Ok(fenced) => settled.push(self.settled(p, fenced).await),
+                Err(e) => failed = Some(e),
+            }
+        }
+        self.journal_all(settled).await?;
+        if let Some(e) = failed {
+            return Err(e);
         }
         self.keep_alive(&view.pulled).await?;
         for (pool, window) in &view.window {
@@ -209,8 +288,8 @@ impl Link {
         &self.ready.as_ref().expect("set up before use").kv
     }
 
-    /// Publishes one held task, then journals it as forwarded.
-    async fn publish(&mut self, task: &Task, pool: &str) -> Result<(), LinkError> {
+    /// Publishes one held task (the caller journals it as forwarded).
+    async fn publish(&self, task: &Task, pool: &str) -> Result<(), LinkError> {
         let id = &task.task_id;
         let key = names::key(id);
         let generation = task.updated_at.map(|t| t.as_micros()).unwrap_or(0).to_string();
@@ -226,6 +305,8 @@ impl Link {
             attempts: task.attempts,
             updated_at: now_text(),
             cancelled_by: None,
+            retried_by: None,
+            task: Some(Box::new(task.clone())),
         };
         match self.kv().entry(key.clone()).await.map_err(nats)? {
             Some(e) if e.operation == Operation::Put => {
@@ -245,53 +326,64 @@ impl Link {
                 Err(e) => return Err(nats(e)),
             },
         }
-        let body = serde_json::to_vec(task).expect("a task serialises");
-        let msg = PublishMessage::build()
-            .payload(body.into())
-            .message_id(names::message_id(&self.cfg.node, id, &generation))
-            .header("Mailroom-Pool", pool);
-        let ack = self.js.send_publish(names::subject(&self.cfg, pool), msg).await.map_err(nats)?;
-        let ack = ack.await.map_err(nats)?;
+        let msg_id = names::message_id(&self.cfg.node, id, &generation);
+        let ack = send_task(&self.js, &self.cfg, pool, task, &msg_id).await.map_err(nats)?;
         tracing::debug!(task = %id, stream_seq = ack.sequence, duplicate = ack.duplicate, "cluster: published");
-        self.journal(ClusterOp::Forwarded { task_id: id.clone() }).await
+        Ok(())
     }
 
-    /// Writes a finished pulled task's outcome cluster-wide, acks it, journals it settled.
-    async fn settle(&mut self, p: &PulledView) -> Result<(), LinkError> {
+    /// Writes a finished pulled task's outcome cluster-wide by compare-and-set; returns whether
+    /// it was fenced (the caller acks and journals it, see [`Link::settled`]).
+    async fn settle(&self, p: &PulledView) -> Result<bool, LinkError> {
         let key = names::key(&p.task_id);
         let old = self.kv().entry(key.clone()).await.map_err(nats)?;
         let Some(old) = old.filter(|e| e.operation == Operation::Put) else {
             tracing::warn!(task = %p.task_id, "cluster: no cluster-wide record to settle; fenced");
-            return self.settled(p, true).await;
+            return Ok(true);
         };
         let Some(mut rec) = ClusterRecord::parse(&old.value) else {
             tracing::warn!(task = %p.task_id, "cluster: unreadable cluster-wide record; fenced");
-            return self.settled(p, true).await;
+            return Ok(true);
         };
         rec.status = p.status.unwrap_or(Status::Completed);
         rec.node = Some(self.cfg.node.clone());
         rec.agent = p.agent.clone().or(rec.agent);
         rec.attempts = p.attempts.unwrap_or(rec.attempts);
         rec.updated_at = now_text();
-        let fenced = match self.kv().update(&key, rec.to_bytes(), p.revision).await {
-            Ok(_) => false,
-            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => true,
-            Err(e) => return Err(nats(e)),
-        };
+        match self.kv().update(&key, rec.to_bytes(), p.revision).await {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                Ok(!self.wrote_it(&key, &rec).await?)
+            }
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// Whether the record already holds this very outcome, written by this node: its
+    /// compare-and-set went through before the node stopped, and `settled` was not journaled
+    /// yet. Only this node writes itself as a finished task's node, so that is no fence.
+    async fn wrote_it(&self, key: &str, ours: &ClusterRecord) -> Result<bool, LinkError> {
+        let now = self.kv().entry(key.to_string()).await.map_err(nats)?;
+        let rec = now.filter(|e| e.operation == Operation::Put).and_then(|e| ClusterRecord::parse(&e.value));
+        Ok(rec.is_some_and(|r| {
+            r.status.is_terminal()
+                && r.status == ours.status
+                && r.node == ours.node
+                && r.generation == ours.generation
+                && (ours.agent.is_none() || r.agent == ours.agent)
+        }))
+    }
+
+    /// After [`Link::settle`]: acks the message unless fenced (once the record says the task
+    /// is done, a redelivery is acked by whoever pulls it), and returns the `Settled` to journal.
+    async fn settled(&mut self, p: &PulledView, fenced: bool) -> ClusterOp {
         if let Some(h) = self.held.remove(&p.task_id)
             && !fenced
             && let Err(e) = h.msg.ack().await
         {
-            // The record says it is done: a redelivery is acked by whoever pulls it.
             tracing::warn!(task = %p.task_id, error = %e, "cluster: ack failed after the record was settled");
         }
-        self.settled(p, fenced).await
-    }
-
-    async fn settled(&mut self, p: &PulledView, fenced: bool) -> Result<(), LinkError> {
-        self.held.remove(&p.task_id);
-        let op = ClusterOp::Settled { task_id: p.task_id.clone(), revision: p.revision, fenced };
-        self.journal(op).await
+        ClusterOp::Settled { task_id: p.task_id.clone(), revision: p.revision, fenced }
     }
 
     /// Every third of `ack_wait`, for every pulled task still in hand: obey a cluster-wide
@@ -360,25 +452,72 @@ impl Link {
         Ok(c)
     }
 
-    /// Pulls at most `window` tasks of `pool` and queues each here.
+    /// Pulls at most `window` tasks of `pool`, takes their records at once, and queues those
+    /// taken here (journaled together, one broker pass).
     async fn pull(&mut self, pool: &str, window: usize) -> Result<(), LinkError> {
         let consumer = self.consumer(pool).await?;
-        let mut batch = consumer.fetch().max_messages(window).messages().await.map_err(nats)?;
-        while let Some(msg) = batch.next().await {
-            let msg = msg.map_err(nats)?;
-            self.take(pool, msg).await?;
+        let unanswered = || LinkError::Nats(format!("a pull from `{pool}` was not answered"));
+        let fetch = consumer.fetch().max_messages(window).messages();
+        let mut batch =
+            tokio::time::timeout(REQUEST_TIMEOUT, fetch).await.map_err(|_| unanswered())?.map_err(nats)?;
+        let mut msgs = Vec::new();
+        let mut failed = None;
+        // A pull request can go unanswered (a consumer without a leader yet, or changing
+        // leader): the round does not wait for it forever. Messages that come later are not
+        // lost: unacked, they are offered again after `ack_wait`.
+        loop {
+            match tokio::time::timeout(REQUEST_TIMEOUT, batch.next()).await {
+                Ok(Some(Ok(m))) => msgs.push(m),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    failed = Some(nats(e));
+                    break;
+                }
+                Err(_) => {
+                    failed = Some(unanswered());
+                    break;
+                }
+            }
         }
-        Ok(())
+        let results = join_all(msgs.into_iter().map(|m| self.take(pool, m))).await;
+        let mut taken = Vec::new();
+        for r in results {
+            match r {
+                Ok(Some(t)) => taken.push(t),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        let verdicts = join_all(taken.iter().map(|(op, _)| self.handle.cluster(op.clone()))).await;
+        for ((op, msg), verdict) in taken.into_iter().zip(verdicts) {
+            let ClusterOp::Pull { task, revision, .. } = op else { unreachable!("only pulls are taken") };
+            let id = task.task_id;
+            match verdict? {
+                Verdict::Accepted { .. } => {
+                    tracing::debug!(task = %id, revision, "cluster: pulled");
+                    self.checked.insert(id.clone(), Instant::now());
+                    self.held.insert(id, Held { msg });
+                }
+                Verdict::Refused { reason, .. } => {
+                    tracing::warn!(task = %id, %reason, "cluster: pulled task refused here; offered again");
+                    let _ = msg.ack_with(AckKind::Nak(Some(self.ack_wait))).await;
+                }
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 
-    async fn take(&mut self, pool: &str, msg: Message) -> Result<(), LinkError> {
+    /// Takes a pulled message's cluster-wide record (this node as its holder, compare-and-set);
+    /// returns the `Pull` to journal with the message, or `None` when there is nothing to run
+    /// (not a task, finished cluster-wide, or written by another node meanwhile).
+    async fn take(&self, pool: &str, msg: Message) -> Result<Option<(ClusterOp, Message)>, LinkError> {
         let task = serde_json::from_slice::<serde_json::Value>(&msg.payload)
             .ok()
             .and_then(|v| Task::from_value(v).ok());
         let Some(task) = task else {
             tracing::error!(subject = %msg.subject, "cluster: a message that is not a task; terminated");
             let _ = msg.ack_with(AckKind::Term).await;
-            return Ok(());
+            return Ok(None);
         };
         let id = task.task_id.clone();
         let key = names::key(&id);
@@ -389,7 +528,7 @@ impl Link {
             // Finished cluster-wide already (its ack was lost): nothing to run again.
             tracing::info!(task = %id, "cluster: redelivered after it finished; acked");
             let _ = msg.ack().await;
-            return Ok(());
+            return Ok(None);
         }
         let mut rec = rec.unwrap_or_else(|| ClusterRecord {
             task_id: id.clone(),
@@ -403,10 +542,14 @@ impl Link {
             attempts: task.attempts,
             updated_at: String::new(),
             cancelled_by: None,
+            retried_by: None,
+            task: Some(Box::new(task.clone())),
         });
         rec.node = Some(self.cfg.node.clone());
         rec.agent = None;
         rec.takes += 1;
+        // A record written before records kept the body gets it now, for a later retry.
+        rec.task.get_or_insert_with(|| Box::new(task.clone()));
         rec.updated_at = now_text();
         let written = match old {
             Some(e) => self.kv().update(&key, rec.to_bytes(), e.revision).await.map_err(|e| e.kind()),
@@ -420,23 +563,18 @@ impl Link {
             Err(UpdateErrorKind::WrongLastRevision) => {
                 // Someone wrote the record meanwhile: look again soon.
                 let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_millis(200)))).await;
-                return Ok(());
+                return Ok(None);
             }
             Err(k) => return Err(LinkError::Nats(format!("taking `{id}`: {k}"))),
         };
-        let op = ClusterOp::Pull { task: Box::new(task), pool: pool.to_string(), revision };
-        match self.handle.cluster(op).await? {
-            Verdict::Accepted { .. } => {
-                tracing::debug!(task = %id, revision, "cluster: pulled");
-                self.checked.insert(id.clone(), Instant::now());
-                self.held.insert(id, Held { msg });
-            }
-            Verdict::Refused { reason, .. } => {
-                tracing::warn!(task = %id, %reason, "cluster: pulled task refused here; offered again");
-                let _ = msg.ack_with(AckKind::Nak(Some(self.ack_wait))).await;
-            }
-        }
-        Ok(())
+        Ok(Some((ClusterOp::Pull { task: Box::new(task), pool: pool.to_string(), revision }, msg)))
+    }
+
+    /// Asks for several records at once: the broker serves commands waiting together in one
+    /// pass (one journal write).
+    async fn journal_all(&self, ops: Vec<ClusterOp>) -> Result<(), LinkError> {
+        let results = join_all(ops.into_iter().map(|op| self.journal(op))).await;
+        results.into_iter().collect()
     }
 
     async fn journal(&self, op: ClusterOp) -> Result<(), LinkError> {

@@ -6,12 +6,14 @@
 //! `generation`); a node that pulls the task writes itself as `node` with `takes` + 1; the node
 //! that finishes it writes the final status. A node whose revision is no longer the record's
 //! (another node took the task since: the first one was thought dead) is fenced: its write fails.
+//! An operator's cluster-wide retry puts a failed or cancelled task's record back to `PENDING`
+//! (a new `generation`) and publishes the task again from the body the record keeps.
 
-use protocol::Status;
+use protocol::{Status, Task};
 use serde::{Deserialize, Serialize};
 
 /// The canonical cluster-wide state of one shared task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterRecord {
     pub task_id: String,
     pub status: Status,
@@ -35,6 +37,13 @@ pub struct ClusterRecord {
     /// The node an operator cancelled the task from, cluster-wide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
+    /// The node an operator last retried the task from, cluster-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_by: Option<String>,
+    /// The task as its origin published it: what a cluster-wide retry publishes again, once the
+    /// work queue has dropped the acknowledged message. Left out of the boards' rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Box<Task>>,
 }
 
 impl ClusterRecord {

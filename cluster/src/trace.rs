@@ -26,7 +26,7 @@ pub async fn history(cfg: &ClusterSettings, task_id: &str) -> Result<Vec<Row>, B
             && let Some(record) = ClusterRecord::parse(&e.value)
             && record.task_id == task_id
         {
-            rows.push(Row { revision: e.revision, record });
+            rows.push(Row::shown(e.revision, record));
         }
     }
     Ok(rows)

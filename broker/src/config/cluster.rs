@@ -8,6 +8,7 @@
 //! node = "a"                        # unique per broker
 //! shared_pools = ["leads"]          # or ["*"]
 //! ack_wait_secs = 300               # redelivery deadline of an unfinished task (default: the lease)
+//! replicas = 3                      # copies JetStream keeps of the stream and bucket it creates
 //! ```
 
 use protocol::names::{validate_agent, validate_pool};
@@ -17,6 +18,9 @@ use serde::Deserialize;
 pub const DEFAULT_STREAM: &str = "MAILROOM_TASKS";
 /// The default name of the key-value bucket that holds the cluster-wide task records.
 pub const DEFAULT_BUCKET: &str = "mailroom_tasks";
+
+/// The most copies JetStream keeps of a stream.
+pub const MAX_REPLICAS: usize = 5;
 
 /// One or several server URLs.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -41,6 +45,8 @@ pub(super) struct RawCluster {
     bucket: Option<String>,
     #[serde(default)]
     max_pull: Option<usize>,
+    #[serde(default)]
+    replicas: Option<usize>,
 }
 
 /// The parsed `[cluster]` section.
@@ -61,6 +67,9 @@ pub struct ClusterSettings {
     /// Most tasks one node holds from one pool but has not yet seen finish (default 64): the
     /// cap on its ready window.
     pub max_pull: usize,
+    /// How many servers of the JetStream cluster keep a copy of the stream and the bucket this
+    /// node creates (default 1). A stream or bucket that exists already is used as it is.
+    pub replicas: usize,
 }
 
 impl ClusterSettings {
@@ -104,6 +113,12 @@ pub(super) fn parse(raw: RawCluster) -> Result<ClusterSettings, String> {
     if max_pull == 0 {
         return Err("cluster.max_pull: must be at least 1".into());
     }
+    let replicas = raw.replicas.unwrap_or(1);
+    if !(1..=MAX_REPLICAS).contains(&replicas) {
+        return Err(format!(
+            "cluster.replicas: must be 1 to {MAX_REPLICAS} (JetStream keeps at most {MAX_REPLICAS} copies), not {replicas}"
+        ));
+    }
     Ok(ClusterSettings {
         nats,
         node: raw.node,
@@ -112,6 +127,7 @@ pub(super) fn parse(raw: RawCluster) -> Result<ClusterSettings, String> {
         stream,
         bucket,
         max_pull,
+        replicas,
     })
 }
 
@@ -135,6 +151,10 @@ mod tests {
         assert_eq!(k.nats.len(), 2);
         assert!(k.shares("anything"));
         assert_eq!(k.ack_wait(300), 300);
+        assert_eq!(k.replicas, 1, "one copy unless asked");
+        let c =
+            Config::parse("[cluster]\nnats = [\"a\", \"b\", \"c\"]\nnode = \"c\"\nreplicas = 3\n").unwrap();
+        assert_eq!(c.cluster.unwrap().replicas, 3);
         assert!(Config::parse("").unwrap().cluster.is_none());
     }
 
@@ -151,5 +171,10 @@ mod tests {
             e("[cluster]\nnats = \"x\"\nnode = \"a\"\nack_wait_secs = 0\n").contains("cluster.ack_wait_secs")
         );
         assert!(e("[cluster]\nnats = \"x\"\nnode = \"a\"\nnodes = 1\n").contains("nodes"));
+        for bad in ["0", "6"] {
+            let err = e(&format!("[cluster]\nnats = \"x\"\nnode = \"a\"\nreplicas = {bad}\n"));
+            assert!(err.contains("cluster.replicas: must be 1 to 5"), "{err}");
+        }
+        assert!(e("[cluster]\nnats = \"x\"\nnode = \"a\"\nreplicas = -1\n").contains("replicas"));
     }
 }

@@ -130,13 +130,10 @@ fn pull(tx: &mut Tx, mut task: Task, pool: String, revision: u64) -> Result<Stri
             tx.push(Entry::Revision { task_id: id.clone(), revision });
             return Ok(id);
         }
-        _ => {
-            return Err(Refusal::rejected(
-                "task_id",
-                "finished on this node and settled cluster-wide already",
-            )
-            .task(&id));
-        }
+        // Finished here and settled: the link took the cluster-wide record, which is not
+        // finished (retried cluster-wide, or this node's outcome was fenced), so the task
+        // runs here again, as a retry revives a finished task.
+        _ => {}
     }
     let now = tx.now();
     let node = tx.env.cfg.cluster.as_ref().map(|c| c.node.clone()).unwrap_or_default();

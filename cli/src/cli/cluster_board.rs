@@ -3,6 +3,8 @@
 //! cluster's key-value bucket. Filters by status, pool and agent; `--json` prints one array.
 //! `mailroom trace --cluster ID`: the kept revisions of one task's record, oldest first.
 //! `mailroom cancel --cluster ID`: cancel a shared task cluster-wide (compare-and-set).
+//! `mailroom retry --cluster ID`: put a failed or cancelled shared task back in the cluster's
+//! work queue (compare-and-set, then publish).
 
 use super::exit::{self, Failure};
 use super::io::emit;
@@ -75,8 +77,31 @@ pub fn cancel(fs: &dyn Fs, layout: &Layout, task_id: &str) -> Result<(), Failure
     match rt.block_on(cancel(cluster, task_id, &cluster.node)) {
         Ok(row) => emit(&format!("cancelled cluster-wide: {task_id} (revision {})\n", row.revision)),
         Err(e @ ControlError::NotFound(_)) => Err(Failure::new(exit::NOTHING, e)),
-        Err(e @ ControlError::Finished { .. }) => Err(Failure::new(exit::INVALID, e)),
-        Err(e @ ControlError::Cluster(_)) => Err(Failure::new(exit::NO_CLUSTER, e)),
+        Err(
+            e @ (ControlError::Finished { .. } | ControlError::NotRetryable { .. } | ControlError::NoBody(_)),
+        ) => Err(Failure::new(exit::INVALID, e)),
+        Err(e @ (ControlError::Cluster(_) | ControlError::Publish { .. })) => {
+            Err(Failure::new(exit::NO_CLUSTER, e))
+        }
+    }
+}
+
+/// `mailroom retry --cluster ID`: exit 3 when the cluster has no record of the task, 6 when it
+/// is not FAILED or CANCELLED cluster-wide (a retry racing this one won, say) or its record
+/// keeps no task body, 11 when the cluster cannot be reached or the publication failed.
+pub fn retry(fs: &dyn Fs, layout: &Layout, task_id: &str) -> Result<(), Failure> {
+    use mailroom_cluster::control::{ControlError, retry};
+    let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
+    let (cluster, rt) = cluster(&cfg)?;
+    match rt.block_on(retry(cluster, task_id, &cluster.node)) {
+        Ok(row) => emit(&format!("retried cluster-wide: {task_id} (revision {})\n", row.revision)),
+        Err(e @ ControlError::NotFound(_)) => Err(Failure::new(exit::NOTHING, e)),
+        Err(
+            e @ (ControlError::Finished { .. } | ControlError::NotRetryable { .. } | ControlError::NoBody(_)),
+        ) => Err(Failure::new(exit::INVALID, e)),
+        Err(e @ (ControlError::Cluster(_) | ControlError::Publish { .. })) => {
+            Err(Failure::new(exit::NO_CLUSTER, e))
+        }
     }
 }
 

@@ -115,7 +115,13 @@ pub enum Cmd {
         cluster: bool,
     },
     /// Redrive a FAILED, BLOCKED or CANCELLED task.
-    Retry { task_id: String },
+    Retry {
+        task_id: String,
+        /// Retry a FAILED or CANCELLED shared task cluster-wide, by compare-and-set on its
+        /// record (`[cluster]` in mailroom.toml): it goes back to the cluster's work queue once.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Send mail from one agent to another, to every other agent (`--to ALL`) or to a group
     /// (`--to @name`, from `[groups]` of mailroom.toml); the body is JSON (or text) from a file or `-`.
     Send {
@@ -328,7 +334,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
             cluster_board::cancel(initialised(&root, &layout)?.as_ref(), &layout, &task_id)
         }
         Cmd::Cancel { task_id, cluster: false } => producer::cancel(&root, ack, &task_id),
-        Cmd::Retry { task_id } => producer::retry(&root, ack, &task_id),
+        Cmd::Retry { task_id, cluster: true } => {
+            cluster_board::retry(initialised(&root, &layout)?.as_ref(), &layout, &task_id)
+        }
+        Cmd::Retry { task_id, cluster: false } => producer::retry(&root, ack, &task_id),
         Cmd::Claim { agent, pools, wait } => agent::claim(&root, &agent, &pools, wait),
         Cmd::Heartbeat { agent, claim } => agent::heartbeat(&root, &agent, &claim),
         Cmd::Complete { agent, claim, result } => {
