@@ -2,6 +2,7 @@
 //! that is killed when the test ends, and polling helpers. Tests drive real processes.
 
 pub mod cdp;
+pub mod cluster;
 pub mod http;
 pub mod nats;
 pub mod privilege;

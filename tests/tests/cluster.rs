@@ -5,6 +5,7 @@
 //!
 //! Without `nats-server` the tests say SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
+use mailroom_tests::cluster::{claim, cluster_board, node};
 use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
 use mailroom_tests::{Broker, Root, skip_unless_required, wait_for};
 use serde_json::{Value, json};
@@ -21,27 +22,9 @@ fn nats_bin(test: &str) -> Option<PathBuf> {
     bin
 }
 
-/// A root configured as node `node` of the cluster at `url`, sharing `leads`.
-fn node(url: &str, node: &str) -> Root {
-    let root = Root::new();
-    root.write_config(&format!(
-        "[routes]\nLEAD = \"pool:leads\"\n\n[cluster]\nnats = \"{url}\"\nnode = \"{node}\"\nshared_pools = [\"leads\"]\nack_wait_secs = 30\n"
-    ));
-    root
-}
-
 fn submit(root: &Root, task: Value) {
     let out = root.run_with_input(&["submit", "-"], task.to_string().as_bytes());
     assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn claim(root: &Root, agent: &str, wait: &str) -> Option<Value> {
-    let out = root.run(&["claim", "--agent", agent, "--wait", wait]);
-    match out.status.code() {
-        Some(0) => Some(serde_json::from_slice(&out.stdout).expect("claim prints JSON")),
-        Some(3) => None,
-        other => panic!("claim exited {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
-    }
 }
 
 fn complete(root: &Root, agent: &str, task: &Value) {
@@ -56,13 +39,6 @@ fn ops(root: &Root, op: &str) -> Vec<String> {
         .filter(|r| r["op"] == op)
         .map(|r| r["task_id"].as_str().unwrap_or_default().to_string())
         .collect()
-}
-
-/// The cluster-wide board, as `mailroom board --cluster --json` prints it on `root`.
-fn cluster_board(root: &Root) -> Vec<Value> {
-    let out = root.run(&["board", "--cluster", "--json"]);
-    assert!(out.status.success(), "board --cluster: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("a JSON array")
 }
 
 fn completed_on(board: &[Value], node: &str) -> Vec<String> {
@@ -83,7 +59,7 @@ fn start(root: &Root) -> Broker {
 fn a_task_submitted_on_a_is_claimed_and_completed_on_b() {
     let Some(bin) = nats_bin("a_task_submitted_on_a_is_claimed_and_completed_on_b") else { return };
     let nats = NatsServer::start(&bin, free_port());
-    let (a, b) = (node(&nats.url(), "a"), node(&nats.url(), "b"));
+    let (a, b) = (node(&nats.url(), "a", 30), node(&nats.url(), "b", 30));
     let (_ba, _bb) = (start(&a), start(&b));
     assert!(b.run(&["agent", "add", "Agent-B"]).status.success());
 
@@ -116,7 +92,7 @@ fn nats_unreachable_then_back_loses_nothing() {
     let Some(bin) = nats_bin("nats_unreachable_then_back_loses_nothing") else { return };
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let (a, b) = (node(&url, "a"), node(&url, "b"));
+    let (a, b) = (node(&url, "a", 30), node(&url, "b", 30));
     let (_ba, _bb) = (start(&a), start(&b));
     assert!(a.run(&["agent", "add", "Agent-A"]).status.success());
     assert!(b.run(&["agent", "add", "Agent-B"]).status.success());

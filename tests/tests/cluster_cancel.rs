@@ -5,30 +5,13 @@
 //!
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
+use mailroom_tests::cluster::{cluster_board, node, task_ops};
 use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
-use mailroom_tests::{Root, skip_unless_required, wait_for};
+use mailroom_tests::{skip_unless_required, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-fn node(url: &str, node: &str) -> Root {
-    let root = Root::new();
-    root.write_config(&format!(
-        "[routes]\nLEAD = \"pool:leads\"\n\n[cluster]\nnats = \"{url}\"\nnode = \"{node}\"\nshared_pools = [\"leads\"]\nack_wait_secs = 3\n"
-    ));
-    root
-}
-
-fn ops(root: &Root, op: &str, id: &str) -> Vec<Value> {
-    root.journal().into_iter().filter(|r| r["op"] == op && r["task_id"] == id).collect()
-}
-
-fn cluster_board(root: &Root) -> Vec<Value> {
-    let out = root.run(&["board", "--cluster", "--json"]);
-    assert!(out.status.success(), "board --cluster: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("a JSON array")
-}
 
 #[test]
 fn cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue() {
@@ -37,7 +20,7 @@ fn cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue() {
         return skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
     };
     let nats = NatsServer::start(&bin, free_port());
-    let (a, b) = (node(&nats.url(), "a"), node(&nats.url(), "b"));
+    let (a, b) = (node(&nats.url(), "a", 3), node(&nats.url(), "b", 3));
     assert!(b.run(&["agent", "add", "Agent-B"]).status.success());
     let (_ba, _bb) = (a.broker(), b.broker());
     for id in ["C-1", "C-2"] {
@@ -45,7 +28,7 @@ fn cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue() {
         let out = a.run_with_input(&["submit", "-"], task.to_string().as_bytes());
         assert!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
         // One at a time, so b's one agent takes C-1 first and C-2 waits in the work queue.
-        wait_for(T, || !ops(&a, "forwarded", id).is_empty());
+        wait_for(T, || !task_ops(&a, "forwarded", id).is_empty());
         if id == "C-1" {
             let out = b.run(&["claim", "--agent", "Agent-B", "--wait", "20"]);
             assert!(out.status.success(), "claim: {}", String::from_utf8_lossy(&out.stderr));
@@ -63,8 +46,8 @@ fn cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue() {
     // Cancel the held task from a: b sees its record cancelled, cancels its copy, settles it.
     let out = a.run(&["cancel", "--cluster", "C-1"]);
     assert!(out.status.success(), "cancel --cluster: {}", String::from_utf8_lossy(&out.stderr));
-    wait_for(T, || ops(&b, "cancel", "C-1").len() == 1 && ops(&b, "settled", "C-1").len() == 1);
-    assert!(ops(&b, "settled", "C-1")[0].get("fenced").is_none());
+    wait_for(T, || task_ops(&b, "cancel", "C-1").len() == 1 && task_ops(&b, "settled", "C-1").len() == 1);
+    assert!(task_ops(&b, "settled", "C-1")[0].get("fenced").is_none());
     // The journal is ahead of the tree: the revocation follows its record.
     wait_for(T, || b.ls("mailboxes/Agent-B/cur").is_empty());
     let late = b.run(&["complete", "--agent", "Agent-B", "--claim", &held[0]]);
@@ -73,7 +56,7 @@ fn cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue() {
     // b's agent is idle now: b pulls C-2, finds its record cancelled and drops it unrun.
     let out = b.run(&["claim", "--agent", "Agent-B", "--wait", "4"]);
     assert_eq!(out.status.code(), Some(3), "nothing to claim: {}", String::from_utf8_lossy(&out.stdout));
-    assert!(ops(&b, "pull", "C-2").is_empty(), "a task cancelled cluster-wide is never queued");
+    assert!(task_ops(&b, "pull", "C-2").is_empty(), "a task cancelled cluster-wide is never queued");
 
     let board = cluster_board(&b);
     assert_eq!(board.len(), 2, "{board:?}");

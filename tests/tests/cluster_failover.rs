@@ -7,6 +7,7 @@
 //!
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
+use mailroom_tests::cluster::{claim, cluster_board, node, ok};
 use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
 use mailroom_tests::{Root, skip_unless_required, wait_for};
 use serde_json::{Value, json};
@@ -15,28 +16,6 @@ use std::time::{Duration, Instant};
 const T: Duration = Duration::from_secs(30);
 /// The redelivery deadline: short, so the test is quick.
 const ACK_WAIT_SECS: u64 = 2;
-
-fn node(url: &str, node: &str) -> Root {
-    let root = Root::new();
-    root.write_config(&format!(
-        "[routes]\nLEAD = \"pool:leads\"\n\n[cluster]\nnats = \"{url}\"\nnode = \"{node}\"\nshared_pools = [\"leads\"]\nack_wait_secs = {ACK_WAIT_SECS}\n"
-    ));
-    root
-}
-
-fn ok(root: &Root, args: &[&str]) {
-    let out = root.run(args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn claim(root: &Root, agent: &str, wait: &str) -> Option<Value> {
-    let out = root.run(&["claim", "--agent", agent, "--wait", wait]);
-    match out.status.code() {
-        Some(0) => Some(serde_json::from_slice(&out.stdout).expect("claim prints JSON")),
-        Some(3) => None,
-        other => panic!("claim exited {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
-    }
-}
 
 fn records(root: &Root, op: &str) -> Vec<Value> {
     root.journal().into_iter().filter(|r| r["op"] == op).collect()
@@ -49,12 +28,6 @@ fn ids(recs: &[Value]) -> Vec<String> {
     v
 }
 
-fn cluster_board(root: &Root) -> Vec<Value> {
-    let out = root.run(&["board", "--cluster", "--json"]);
-    assert!(out.status.success(), "board --cluster: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("a JSON array")
-}
-
 #[test]
 fn a_killed_nodes_tasks_complete_elsewhere_and_its_late_completions_are_fenced() {
     let test = "a_killed_nodes_tasks_complete_elsewhere_and_its_late_completions_are_fenced";
@@ -62,7 +35,7 @@ fn a_killed_nodes_tasks_complete_elsewhere_and_its_late_completions_are_fenced()
         return skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
     };
     let nats = NatsServer::start(&bin, free_port());
-    let (k, s) = (node(&nats.url(), "k"), node(&nats.url(), "s"));
+    let (k, s) = (node(&nats.url(), "k", ACK_WAIT_SECS), node(&nats.url(), "s", ACK_WAIT_SECS));
     // Only `k` has agents at first, so it pulls what they can take: two of the three tasks.
     ok(&k, &["agent", "add", "Agent-K1"]);
     ok(&k, &["agent", "add", "Agent-K2"]);

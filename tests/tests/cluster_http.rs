@@ -4,21 +4,13 @@
 //!
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
+use mailroom_tests::cluster::node;
 use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
 use mailroom_tests::{Root, skip_unless_required, wait_for};
 use serde_json::json;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-/// A root configured as node `node` of the cluster at `url`, sharing `leads`.
-fn node(url: &str, node: &str) -> Root {
-    let root = Root::new();
-    root.write_config(&format!(
-        "[routes]\nLEAD = \"pool:leads\"\n\n[cluster]\nnats = \"{url}\"\nnode = \"{node}\"\nshared_pools = [\"leads\"]\n"
-    ));
-    root
-}
 
 #[test]
 fn the_cluster_board_is_served_over_http() {
@@ -30,7 +22,7 @@ fn the_cluster_board_is_served_over_http() {
         return;
     };
     let mut nats = NatsServer::start(&bin, free_port());
-    let (a, b, alone) = (node(&nats.url(), "a"), node(&nats.url(), "b"), Root::new());
+    let (a, b, alone) = (node(&nats.url(), "a", 300), node(&nats.url(), "b", 300), Root::new());
     let (_ba, _bb, _bc) = (a.broker(), b.broker(), alone.broker());
     let (api_a, api_b) = (a.api(), b.api());
 

@@ -7,38 +7,13 @@
 //!
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
+use mailroom_tests::cluster::{claim, node, ok, task_ops};
 use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
 use mailroom_tests::{Root, skip_unless_required, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(30);
-
-fn node(url: &str, node: &str) -> Root {
-    let root = Root::new();
-    root.write_config(&format!(
-        "[routes]\nLEAD = \"pool:leads\"\n\n[cluster]\nnats = \"{url}\"\nnode = \"{node}\"\nshared_pools = [\"leads\"]\nack_wait_secs = 3\n"
-    ));
-    root
-}
-
-fn ops(root: &Root, op: &str, id: &str) -> Vec<Value> {
-    root.journal().into_iter().filter(|r| r["op"] == op && r["task_id"] == id).collect()
-}
-
-fn claim(root: &Root, agent: &str, wait: &str) -> Option<Value> {
-    let out = root.run(&["claim", "--agent", agent, "--wait", wait]);
-    match out.status.code() {
-        Some(0) => Some(serde_json::from_slice(&out.stdout).expect("claim prints JSON")),
-        Some(3) => None,
-        other => panic!("claim exited {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
-    }
-}
-
-fn ok(root: &Root, args: &[&str]) {
-    let out = root.run(args);
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// The statuses of a task's kept cluster-wide revisions, oldest first, with the node of each.
 fn revisions(root: &Root, id: &str) -> Vec<(String, Option<String>)> {
@@ -61,7 +36,7 @@ fn retry_cluster_wide_sends_a_failed_or_cancelled_task_back_to_the_work_queue_on
         return skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
     };
     let nats = NatsServer::start(&bin, free_port());
-    let (a, b) = (node(&nats.url(), "a"), node(&nats.url(), "b"));
+    let (a, b) = (node(&nats.url(), "a", 3), node(&nats.url(), "b", 3));
     ok(&b, &["agent", "add", "Agent-B"]);
     let (_ba, _bb) = (a.broker(), b.broker());
 
@@ -87,7 +62,7 @@ fn retry_cluster_wide_sends_a_failed_or_cancelled_task_back_to_the_work_queue_on
             "--no-retry",
         ],
     );
-    wait_for(T, || ops(&b, "settled", "R-1").len() == 1);
+    wait_for(T, || task_ops(&b, "settled", "R-1").len() == 1);
     assert_eq!(status(&a, "R-1"), "FAILED");
     // Not failed or cancelled cluster-wide: nothing to retry (6).
     submit("R-2");
@@ -96,7 +71,7 @@ fn retry_cluster_wide_sends_a_failed_or_cancelled_task_back_to_the_work_queue_on
     assert_eq!(a.run(&["retry", "--cluster", "R-2"]).status.code(), Some(6), "a task in hand is not retried");
     // R-2 is cancelled cluster-wide while b's agent holds it.
     ok(&a, &["cancel", "--cluster", "R-2"]);
-    wait_for(T, || ops(&b, "settled", "R-2").len() == 1);
+    wait_for(T, || task_ops(&b, "settled", "R-2").len() == 1);
     assert_eq!(status(&a, "R-2"), "CANCELLED");
 
     // Two retries of R-2 race, from both nodes: exactly one wins, the other is refused (6).
@@ -121,9 +96,9 @@ fn retry_cluster_wide_sends_a_failed_or_cancelled_task_back_to_the_work_queue_on
     assert_eq!(done, ["R-1", "R-2"]);
     assert_eq!(claim(&b, "Agent-B", "2"), None, "each retried task went back to the work queue once");
     for id in ["R-1", "R-2"] {
-        wait_for(T, || ops(&b, "settled", id).len() == 2);
-        assert_eq!(ops(&b, "pull", id).len(), 2, "{id} pulled twice by b");
-        assert!(ops(&b, "settled", id).iter().all(|r| r.get("fenced").is_none()));
+        wait_for(T, || task_ops(&b, "settled", id).len() == 2);
+        assert_eq!(task_ops(&b, "pull", id).len(), 2, "{id} pulled twice by b");
+        assert!(task_ops(&b, "settled", id).iter().all(|r| r.get("fenced").is_none()));
     }
     let b_ = Some("b".to_string());
     assert_eq!(

@@ -71,30 +71,31 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, task_id: &str, json: bool) -> Result<
 /// `mailroom cancel --cluster ID`: exit 3 when the cluster has no record of the task, 6 when it
 /// is finished cluster-wide already, 11 when the cluster cannot be reached.
 pub fn cancel(fs: &dyn Fs, layout: &Layout, task_id: &str) -> Result<(), Failure> {
-    use mailroom_cluster::control::{ControlError, cancel};
     let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
     let (cluster, rt) = cluster(&cfg)?;
-    match rt.block_on(cancel(cluster, task_id, &cluster.node)) {
-        Ok(row) => emit(&format!("cancelled cluster-wide: {task_id} (revision {})\n", row.revision)),
-        Err(e @ ControlError::NotFound(_)) => Err(Failure::new(exit::NOTHING, e)),
-        Err(
-            e @ (ControlError::Finished { .. } | ControlError::NotRetryable { .. } | ControlError::NoBody(_)),
-        ) => Err(Failure::new(exit::INVALID, e)),
-        Err(e @ (ControlError::Cluster(_) | ControlError::Publish { .. })) => {
-            Err(Failure::new(exit::NO_CLUSTER, e))
-        }
-    }
+    let done = rt.block_on(mailroom_cluster::control::cancel(cluster, task_id, &cluster.node));
+    control_outcome("cancelled", task_id, done)
 }
 
 /// `mailroom retry --cluster ID`: exit 3 when the cluster has no record of the task, 6 when it
 /// is not FAILED or CANCELLED cluster-wide (a retry racing this one won, say) or its record
 /// keeps no task body, 11 when the cluster cannot be reached or the publication failed.
 pub fn retry(fs: &dyn Fs, layout: &Layout, task_id: &str) -> Result<(), Failure> {
-    use mailroom_cluster::control::{ControlError, retry};
     let cfg = Config::load(fs, layout).map_err(|e| Failure::new(exit::INVALID, e))?;
     let (cluster, rt) = cluster(&cfg)?;
-    match rt.block_on(retry(cluster, task_id, &cluster.node)) {
-        Ok(row) => emit(&format!("retried cluster-wide: {task_id} (revision {})\n", row.revision)),
+    let done = rt.block_on(mailroom_cluster::control::retry(cluster, task_id, &cluster.node));
+    control_outcome("retried", task_id, done)
+}
+
+/// A cluster-wide change's line, or its exit code.
+fn control_outcome(
+    done: &str,
+    task_id: &str,
+    result: Result<Row, mailroom_cluster::control::ControlError>,
+) -> Result<(), Failure> {
+    use mailroom_cluster::control::ControlError;
+    match result {
+        Ok(row) => emit(&format!("{done} cluster-wide: {task_id} (revision {})\n", row.revision)),
         Err(e @ ControlError::NotFound(_)) => Err(Failure::new(exit::NOTHING, e)),
         Err(
             e @ (ControlError::Finished { .. } | ControlError::NotRetryable { .. } | ControlError::NoBody(_)),
