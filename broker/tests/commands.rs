@@ -181,13 +181,19 @@ fn a_scoped_bulk_retry_redrives_only_what_its_filters_select_and_says_how_many()
     });
 }
 
-#[test]
-fn a_subscription_answered_with_changes_starts_after_them_and_the_journal_holds_them() {
+/// An engine (not a running broker: its commands are served by hand) on a fresh root.
+fn engine_on_fresh_root() -> (tempfile::TempDir, Layout, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path().join("runtime"));
     let mut engine =
         Engine::open(Arc::new(RealFs), layout.clone(), mailroom::config::Config::default()).unwrap();
     engine.reconcile().unwrap();
+    (dir, layout, engine)
+}
+
+#[test]
+fn a_subscription_answered_with_changes_starts_after_them_and_the_journal_holds_them() {
+    let (_dir, layout, mut engine) = engine_on_fresh_root();
     let (verdict, verdict_rx) = oneshot::channel();
     let (sub, sub_rx) = oneshot::channel();
     let (other, other_rx) = oneshot::channel();
@@ -256,11 +262,7 @@ fn requeue_and_the_deliveries_handle_answer_over_the_channel() {
 fn a_reader_that_falls_behind_gets_every_record_through_the_feed() {
     use commands::Records;
     use mailroom::feed::Feed;
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path().join("runtime"));
-    let mut engine =
-        Engine::open(Arc::new(RealFs), layout.clone(), mailroom::config::Config::default()).unwrap();
-    engine.reconcile().unwrap();
+    let (_dir, layout, mut engine) = engine_on_fresh_root();
     let subscribe = |engine: &mut Engine| {
         let (tx, rx) = oneshot::channel();
         engine.serve(vec![Command::Subscribe(tx)]).unwrap();

@@ -26,6 +26,16 @@ pub fn nats_server_bin() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// The `nats-server` binary; without one, `test` says SKIPPED (a failure under
+/// `MAILROOM_REQUIRE_ALL`) and gets `None`.
+pub fn nats_server_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = nats_server_bin();
+    if bin.is_none() {
+        crate::skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
+    }
+    bin
+}
+
 /// A loopback port nothing listens on (as of now).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")

@@ -6,21 +6,12 @@
 //! Without `nats-server` the tests say SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
 use mailroom_tests::cluster::{claim, cluster_board, node};
-use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
-use mailroom_tests::{Broker, Root, skip_unless_required, wait_for};
+use mailroom_tests::nats::{NatsServer, free_port, nats_server_or_skip};
+use mailroom_tests::{Broker, Root, wait_for};
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-fn nats_bin(test: &str) -> Option<PathBuf> {
-    let bin = nats_server_bin();
-    if bin.is_none() {
-        skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
-    }
-    bin
-}
 
 fn submit(root: &Root, task: Value) {
     let out = root.run_with_input(&["submit", "-"], task.to_string().as_bytes());
@@ -57,7 +48,9 @@ fn start(root: &Root) -> Broker {
 
 #[test]
 fn a_task_submitted_on_a_is_claimed_and_completed_on_b() {
-    let Some(bin) = nats_bin("a_task_submitted_on_a_is_claimed_and_completed_on_b") else { return };
+    let Some(bin) = nats_server_or_skip("a_task_submitted_on_a_is_claimed_and_completed_on_b") else {
+        return;
+    };
     let nats = NatsServer::start(&bin, free_port());
     let (a, b) = (node(&nats.url(), "a", 30), node(&nats.url(), "b", 30));
     let (_ba, _bb) = (start(&a), start(&b));
@@ -89,7 +82,7 @@ fn a_task_submitted_on_a_is_claimed_and_completed_on_b() {
 
 #[test]
 fn nats_unreachable_then_back_loses_nothing() {
-    let Some(bin) = nats_bin("nats_unreachable_then_back_loses_nothing") else { return };
+    let Some(bin) = nats_server_or_skip("nats_unreachable_then_back_loses_nothing") else { return };
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let (a, b) = (node(&url, "a", 30), node(&url, "b", 30));

@@ -6,8 +6,8 @@
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
 use mailroom_tests::cluster::{cluster_board, node, task_ops};
-use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
-use mailroom_tests::{skip_unless_required, wait_for};
+use mailroom_tests::nats::{NatsServer, free_port, nats_server_or_skip};
+use mailroom_tests::wait_for;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -15,9 +15,10 @@ const T: Duration = Duration::from_secs(30);
 
 #[test]
 fn cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue() {
-    let test = "cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue";
-    let Some(bin) = nats_server_bin() else {
-        return skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
+    let Some(bin) =
+        nats_server_or_skip("cancel_cluster_wide_reaches_the_node_holding_the_task_and_the_work_queue")
+    else {
+        return;
     };
     let nats = NatsServer::start(&bin, free_port());
     let (a, b) = (node(&nats.url(), "a", 3), node(&nats.url(), "b", 3));

@@ -8,8 +8,8 @@
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
 use mailroom_tests::cluster::{claim, cluster_board, node, ok};
-use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
-use mailroom_tests::{Root, skip_unless_required, wait_for};
+use mailroom_tests::nats::{NatsServer, free_port, nats_server_or_skip};
+use mailroom_tests::{Root, wait_for};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -30,9 +30,10 @@ fn ids(recs: &[Value]) -> Vec<String> {
 
 #[test]
 fn a_killed_nodes_tasks_complete_elsewhere_and_its_late_completions_are_fenced() {
-    let test = "a_killed_nodes_tasks_complete_elsewhere_and_its_late_completions_are_fenced";
-    let Some(bin) = nats_server_bin() else {
-        return skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
+    let Some(bin) =
+        nats_server_or_skip("a_killed_nodes_tasks_complete_elsewhere_and_its_late_completions_are_fenced")
+    else {
+        return;
     };
     let nats = NatsServer::start(&bin, free_port());
     let (k, s) = (node(&nats.url(), "k", ACK_WAIT_SECS), node(&nats.url(), "s", ACK_WAIT_SECS));

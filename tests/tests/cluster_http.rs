@@ -5,8 +5,8 @@
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
 use mailroom_tests::cluster::node;
-use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
-use mailroom_tests::{Root, skip_unless_required, wait_for};
+use mailroom_tests::nats::{NatsServer, free_port, nats_server_or_skip};
+use mailroom_tests::{Root, wait_for};
 use serde_json::json;
 use std::time::Duration;
 
@@ -14,13 +14,7 @@ const T: Duration = Duration::from_secs(60);
 
 #[test]
 fn the_cluster_board_is_served_over_http() {
-    let Some(bin) = nats_server_bin() else {
-        skip_unless_required(
-            "the_cluster_board_is_served_over_http",
-            "nats-server is not installed (Debian package `nats-server`)",
-        );
-        return;
-    };
+    let Some(bin) = nats_server_or_skip("the_cluster_board_is_served_over_http") else { return };
     let mut nats = NatsServer::start(&bin, free_port());
     let (a, b, alone) = (node(&nats.url(), "a", 300), node(&nats.url(), "b", 300), Root::new());
     let (_ba, _bb, _bc) = (a.broker(), b.broker(), alone.broker());

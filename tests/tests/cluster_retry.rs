@@ -8,8 +8,8 @@
 //! Without `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
 use mailroom_tests::cluster::{claim, node, ok, task_ops};
-use mailroom_tests::nats::{NatsServer, free_port, nats_server_bin};
-use mailroom_tests::{Root, skip_unless_required, wait_for};
+use mailroom_tests::nats::{NatsServer, free_port, nats_server_or_skip};
+use mailroom_tests::{Root, wait_for};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -31,9 +31,10 @@ fn status(root: &Root, id: &str) -> String {
 
 #[test]
 fn retry_cluster_wide_sends_a_failed_or_cancelled_task_back_to_the_work_queue_once() {
-    let test = "retry_cluster_wide_sends_a_failed_or_cancelled_task_back_to_the_work_queue_once";
-    let Some(bin) = nats_server_bin() else {
-        return skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
+    let Some(bin) = nats_server_or_skip(
+        "retry_cluster_wide_sends_a_failed_or_cancelled_task_back_to_the_work_queue_once",
+    ) else {
+        return;
     };
     let nats = NatsServer::start(&bin, free_port());
     let (a, b) = (node(&nats.url(), "a", 3), node(&nats.url(), "b", 3));

@@ -15,10 +15,8 @@
 //! `MAILROOM_CLUSTER3_TASKS` changes the number of tasks per node (default 1,000). Without
 //! `nats-server` the test says SKIPPED (a failure under `MAILROOM_REQUIRE_ALL`).
 
-use mailroom_tests::nats::{NatsCluster, nats_server_bin};
-use mailroom_tests::{
-    AgentProfile, Proc, Root, env_usize, read_json_lines, skip_unless_required, spawn_load_agent,
-};
+use mailroom_tests::nats::{NatsCluster, nats_server_or_skip};
+use mailroom_tests::{AgentProfile, Proc, Root, env_usize, read_json_lines, spawn_load_agent};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -175,9 +173,10 @@ fn stop_agents(a: &mut Agents) {
 
 #[test]
 fn three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and_a_restart() {
-    let test = "three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and_a_restart";
-    let Some(bin) = nats_server_bin() else {
-        return skip_unless_required(test, "nats-server is not installed (Debian package `nats-server`)");
+    let Some(bin) = nats_server_or_skip(
+        "three_brokers_three_nats_servers_every_task_completed_once_through_a_kill_and_a_restart",
+    ) else {
+        return;
     };
     let per_node = env_usize("MAILROOM_CLUSTER3_TASKS", 1000);
     let started = Instant::now();
