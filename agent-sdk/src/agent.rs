@@ -1,15 +1,15 @@
 //! An agent: claims tasks from its mailbox and pools with one atomic rename, heartbeats,
 //! reports, and reads its mail and notices.
 
-use crate::{Client, Error, MAX_TASK_BYTES, SAFETY_RESCAN, is_change};
+use crate::{Client, Error, MAX_TASK_BYTES, SAFETY_RESCAN};
 use protocol::machine::{Backoff, Event, transition};
 use protocol::names::{DispatchName, Recipient, is_hidden, validate_agent, validate_pool};
 use protocol::{Mail, Message, Notice, Task, ValidationError};
-use runtime_layout::{Durability, FileKind, Fs, FsError, Layout, Maildir, NameSource};
+use runtime_layout::{DirWatch, Durability, FileKind, Fs, FsError, Interest, Layout, Maildir, NameSource};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A task this agent holds: its claim name, the task as it stands now that it is claimed
@@ -41,6 +41,10 @@ pub struct Agent {
     pub(crate) mailbox: Maildir,
     /// The capability sets of tags read so far (a tag's set never changes; see `capabilities.rs`).
     pub(crate) sets: Mutex<HashMap<String, Vec<String>>>,
+    /// [`Agent::claim_wait`]'s watch, made at its first call and kept (`None` where inotify is
+    /// unavailable: then it rescans alone). One instance for the agent's life, not one per
+    /// wait: closing an instance waits for the kernel to release its marks.
+    pub(crate) watch: OnceLock<Option<DirWatch>>,
 }
 
 impl Agent {
@@ -76,7 +80,13 @@ impl Agent {
         } else if !mailbox.exists(client.fs.as_ref()) {
             return Err(Error::UnknownAgent { agent: name.to_string(), root: root.to_path_buf() });
         }
-        Ok(Self { client, name: name.to_string(), mailbox, sets: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            client,
+            name: name.to_string(),
+            mailbox,
+            sets: Mutex::new(HashMap::new()),
+            watch: OnceLock::new(),
+        })
     }
 
     /// Is `name` a registered agent of the root?
@@ -150,34 +160,15 @@ impl Agent {
     /// that exists only in a simulated filesystem) costs at most one rescan period of latency.
     pub fn claim_wait(&self, pools: &[String], timeout: Duration) -> Result<Option<Claim>, Error> {
         let deadline = Instant::now() + timeout;
-        // Watch before the first scan, so nothing can arrive unseen between the scan and the wait.
-        let (tx, rx) = mpsc::channel();
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if is_change(&ev) {
-                let _ = tx.send(());
-            }
-        })?;
-        use notify::{RecursiveMode, Watcher};
-        let queues = self.client.layout.queues_dir();
-        let watch_pools: Vec<String> = if pools.is_empty() { self.all_pools()? } else { pools.to_vec() };
-        let mut dirs = vec![self.mailbox.new_dir()];
-        dirs.extend(watch_pools.iter().map(|p| self.client.layout.queue(p).new_dir()));
         let fs = self.client.fs.as_ref();
-        let missing = watch_pools.iter().any(|p| !self.client.layout.queue(p).exists(fs));
-        for dir in dirs {
-            // Not watchable (not created yet, or not on the real filesystem): the rescan finds it.
-            let _ = watcher.watch(&dir, RecursiveMode::NonRecursive);
-        }
-        // A pool the broker has not made yet: watch the whole of `queues/`, so its first task
-        // wakes this call at once rather than at the next rescan. Otherwise new pools (when
-        // claiming from every pool) are seen by watching `queues/` itself.
-        if missing {
-            let _ = watcher.watch(&queues, RecursiveMode::Recursive);
-        } else if pools.is_empty() {
-            let _ = watcher.watch(&queues, RecursiveMode::NonRecursive);
+        let watch = self.watch.get_or_init(|| DirWatch::new().ok()).as_ref();
+        // Watch before the first scan, so nothing can arrive unseen between the scan and the
+        // wait; what arrived before this call is found by the scan, so its events are dropped.
+        if let Some(w) = watch {
+            self.watch_dirs(w, pools)?;
+            let _ = w.drain(fs);
         }
         loop {
-            while rx.try_recv().is_ok() {}
             if let Some(c) = self.claim(pools)? {
                 return Ok(Some(c));
             }
@@ -186,8 +177,51 @@ impl Agent {
                 return Ok(None);
             }
             let wait = (deadline - now).min(SAFETY_RESCAN);
-            let _ = rx.recv_timeout(wait);
+            match watch {
+                // Not watchable (not on the real filesystem, say): the rescan finds it.
+                Some(w) => {
+                    if w.wait(fs, wait).is_err() {
+                        std::thread::sleep(wait);
+                    }
+                    // A pool made meanwhile is watched before the next scan.
+                    self.watch_dirs(w, pools)?;
+                }
+                None => std::thread::sleep(wait),
+            }
         }
+    }
+
+    /// Watches where this agent's tasks arrive: its `new/` and the pools' `new/` (every pool's,
+    /// and `queues/` for pools made later, when `pools` is empty). A pool not made yet is waited
+    /// for by watching `queues/` and the pool's own directory, so its first task wakes the wait.
+    /// A directory that cannot be watched costs at most one rescan period of latency.
+    fn watch_dirs(&self, w: &DirWatch, pools: &[String]) -> Result<(), Error> {
+        let layout = &self.client.layout;
+        let fs = self.client.fs.as_ref();
+        let mut want = vec![self.mailbox.new_dir()];
+        if pools.is_empty() {
+            let queues = layout.queues_dir();
+            if !w.watches(&queues) {
+                // A pool's tmp/ and cur/ are not where tasks arrive.
+                let skip = |d: &Path| {
+                    d.parent().and_then(Path::parent).and_then(Path::file_name) == Some("queues".as_ref())
+                        && matches!(d.file_name().and_then(|n| n.to_str()), Some("tmp" | "cur"))
+                };
+                let _ = w.add_tree(fs, &queues, Interest::Arrivals, skip);
+            }
+        } else {
+            want.extend(pools.iter().map(|p| layout.queue(p).new_dir()));
+        }
+        for dir in want {
+            if w.watches(&dir) || w.add(&dir, Interest::Arrivals).unwrap_or(false) {
+                continue;
+            }
+            // Not made yet: its parents' arrivals say when to look again.
+            for up in dir.ancestors().skip(1).take(2) {
+                let _ = w.add(up, Interest::Arrivals);
+            }
+        }
+        Ok(())
     }
 
     /// Renews the lease on a claim (sets the file's mtime to now).

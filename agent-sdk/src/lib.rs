@@ -81,25 +81,8 @@ pub enum Error {
     Unanswered { message: String, waited: Duration },
     #[error(transparent)]
     Io(#[from] FsError),
-    #[error("file watcher: {0}")]
-    Watch(#[from] notify::Error),
     #[error(transparent)]
     Profile(#[from] runtime_layout::ProfileError),
-}
-
-/// Is a watcher event worth a rescan? Opening, reading or listing a watched directory is not (a
-/// scan's own listing causes such events, and waking on them is a busy loop); a file closed
-/// after writing is, and so is every creation, rename, removal, error and overflow.
-pub fn is_change(ev: &notify::Result<notify::Event>) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match ev {
-        Ok(e) => match e.kind {
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-            EventKind::Access(_) => false,
-            _ => true,
-        },
-        Err(_) => true,
-    }
 }
 
 /// The root to use: an explicit one, else `MAILROOM_ROOT`, else `./runtime`.

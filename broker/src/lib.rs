@@ -30,3 +30,4 @@ mod cluster_tests;
 mod engine_tests;
 #[cfg(test)]
 mod ops_tests;
+mod wakeups;

@@ -10,12 +10,11 @@ use crate::engine::commands::{self, Command, Commands};
 use crate::engine::{Engine, EngineError};
 use crate::outbox::{Deliveries, Outbox, Poster};
 use crate::repair;
-use notify::{RecursiveMode, Watcher};
+use crate::wakeups::Wakeups;
 use runtime_layout::{BrokerLock, Fs, Layout, LockError, TreeError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -105,8 +104,7 @@ pub async fn serve_with(
         outbox.start(handle, fs.clone(), &layout, Arc::new(cfg.clone()), outbox_start)
     });
 
-    let wake = Arc::new(Notify::new());
-    let _watcher = watch(&layout, engine.config(), wake.clone());
+    let wakeups = Wakeups::new(fs.as_ref(), &layout, engine.config());
     let mut last_check = Instant::now();
     let mut arrived: Option<Command> = None;
     let result = loop {
@@ -143,6 +141,7 @@ pub async fn serve_with(
                 match reopened {
                     Some(Ok(e)) => {
                         tracing::info!("tree repaired and state rebuilt from the journal: serving again");
+                        wakeups.refresh(fs.as_ref());
                         engine = e;
                         continue;
                     }
@@ -174,6 +173,8 @@ pub async fn serve_with(
                 Err(e @ TreeError::Journal { .. }) => return Err(e.into()),
                 Err(e) => tracing::warn!(error = %e, "cannot check the tree's directories"),
             }
+            // Directories made since the start, or made again by a repair, are watched.
+            wakeups.refresh(fs.as_ref());
         }
         if more {
             // Keep draining, but never past a shutdown request, and let the front ends on this
@@ -190,7 +191,7 @@ pub async fn serve_with(
             biased;
             _ = &mut shutdown => break Ok(()),
             cmd = commands.next() => arrived = Some(cmd),
-            _ = wake.notified() => {}
+            _ = wakeups.arrived(fs.as_ref()) => {}
             // Compression still to do: another pass soon (each does a bounded piece of it).
             _ = tokio::time::sleep(if housekeeping { HOUSEKEEPING_TICK } else { tick }) => {}
         }
@@ -312,60 +313,5 @@ async fn reopen_when_space_returns(
                 None => return Some(Err(e.into())),
             },
         }
-    }
-}
-
-/// Watches the directories whose changes the broker acts on. Failure to watch (for example the
-/// inotify limits) is logged and the broker carries on with the periodic rescan alone.
-fn watch(layout: &Layout, cfg: &Config, wake: Arc<Notify>) -> Option<notify::RecommendedWatcher> {
-    let mut w = match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Opening, reading or listing changes nothing, and the broker's own pass opens every
-        // watched directory: waking on those made an idle broker spin at a full core.
-        if !agent_sdk::is_change(&res) {
-            return;
-        }
-        // Any other event, an error or an overflow (rescan flag) alike, just wakes the loop.
-        wake.notify_one();
-    }) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "file watching unavailable; relying on the periodic rescan");
-            return None;
-        }
-    };
-    let mut targets = vec![
-        (layout.broker_inbox().new_dir(), RecursiveMode::NonRecursive),
-        (layout.mailboxes_dir(), RecursiveMode::Recursive),
-        (layout.drop_dir(), RecursiveMode::NonRecursive),
-    ];
-    // Board edits are found by the periodic pass (they must settle first anyway).
-    for d in &cfg.ingest.task_dirs {
-        targets.push((layout.root().join(d), RecursiveMode::NonRecursive));
-    }
-    for d in &cfg.ingest.mail_dirs {
-        targets.push((layout.root().join(d), RecursiveMode::Recursive));
-    }
-    for (dir, mode) in targets {
-        if let Err(e) = w.watch(&dir, mode) {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on the periodic rescan");
-        }
-    }
-    Some(w)
-}
-
-/// An inotify `IN_OPEN` (a file opened or a directory listed): not a change to act on.
-#[cfg(test)]
-mod tests {
-    use agent_sdk::is_change;
-    use notify::event::{AccessKind, AccessMode, CreateKind, Event, EventKind};
-
-    #[test]
-    fn opens_do_not_wake_the_loop_but_changes_and_errors_do() {
-        let ev = |k| Ok(Event::new(k));
-        assert!(!is_change(&ev(EventKind::Access(AccessKind::Open(AccessMode::Any)))));
-        assert!(is_change(&ev(EventKind::Access(AccessKind::Close(AccessMode::Write)))));
-        assert!(is_change(&ev(EventKind::Create(CreateKind::File))));
-        assert!(is_change(&Err(notify::Error::generic("overflow"))));
-        assert!(!is_change(&ev(EventKind::Access(AccessKind::Read))));
     }
 }

@@ -30,6 +30,7 @@ mod ops;
 mod profile;
 pub mod sim;
 mod tree;
+mod watch;
 
 pub use clock::{Clock, ManualClock};
 pub use departure::Departure;
@@ -43,3 +44,4 @@ pub use profile::{
     ProfileError, read_agent_profile, read_capability_set, write_agent_profile, write_capability_set,
 };
 pub use tree::{Displaced, TreeError};
+pub use watch::{DirWatch, Drained, Interest, Skip};

@@ -10,12 +10,10 @@ use super::io::emit;
 use mailroom::board::{self, Filter};
 use mailroom::config::Config;
 use mailroom::views::agents;
-use notify::{RecursiveMode, Watcher};
 use protocol::{Status, Task};
-use runtime_layout::{Board, Fs, Layout};
+use runtime_layout::{Board, DirWatch, Fs, Interest, Layout};
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Args {
@@ -99,17 +97,24 @@ fn watch(fs: &dyn Fs, layout: &Layout, filter: &Filter, cfg: &Config, json: bool
         use tokio::signal::unix::{SignalKind, signal};
         let sig = |k| signal(k).map_err(|e| Failure::new(exit::ERROR, format!("signal handlers: {e}")));
         let (mut int, mut term) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
-        let wake = Arc::new(tokio::sync::Notify::new());
-        let w = wake.clone();
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if agent_sdk::is_change(&res) {
-                w.notify_one();
+        // Boards are replaced by rename: their arrival in the directory wakes the redraw.
+        // Without a watch (inotify limits), the rescan every second still redraws.
+        // (The safe constructor: `DirWatch` owns its descriptor for its whole life.)
+        #[allow(deprecated)]
+        let watch = DirWatch::new()
+            .and_then(|w| w.add(&layout.boards_dir(), Interest::Arrivals).map(|_| w))
+            .and_then(|w| tokio::io::unix::AsyncFd::with_interest(w, tokio::io::Interest::READABLE))
+            .ok();
+        let changed = || async {
+            let Some(w) = &watch else { return std::future::pending().await };
+            match w.readable().await {
+                Ok(mut ready) => {
+                    let _ = ready.get_inner().drain(fs);
+                    ready.clear_ready();
+                }
+                Err(_) => std::future::pending().await,
             }
-        });
-        // Without a watcher (inotify limits), the rescan every second still redraws.
-        let _watcher = watcher
-            .ok()
-            .and_then(|mut w| w.watch(&layout.boards_dir(), RecursiveMode::NonRecursive).ok().map(|()| w));
+        };
         let tty = std::io::stdout().is_terminal() && !json;
         let mut last = String::new();
         loop {
@@ -131,7 +136,7 @@ fn watch(fs: &dyn Fs, layout: &Layout, filter: &Filter, cfg: &Config, json: bool
             tokio::select! {
                 _ = int.recv() => return Ok(()),
                 _ = term.recv() => return Ok(()),
-                _ = wake.notified() => {}
+                _ = changed() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }

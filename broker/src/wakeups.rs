@@ -1,0 +1,115 @@
+//! What wakes the broker's loop from the tree: a [`DirWatch`] on the directories whose arrivals
+//! the broker acts on, read on the loop's own thread when its descriptor is readable.
+//!
+//! | directory | woken by | for |
+//! |---|---|---|
+//! | `broker/inbox/new/` | a file renamed in, or written in place | messages |
+//! | `mailboxes/` and each `mailboxes/<agent>/` | a directory or file arriving | new agents, their `cur/` |
+//! | `mailboxes/<agent>/cur/` | a file renamed or linked in | claims |
+//! | `drop/`, `[ingest] task_dirs` | a file renamed in, or written in place | scripts' files |
+//! | `[ingest] mail_dirs`, and below | a file renamed in, or written in place | scripts' mail |
+//!
+//! Nothing the broker itself does there wakes it (its deliveries into an agent's `new/`, its
+//! removals from `cur/`, its moves out of the inbox), nor heartbeats, listings or reads. A file
+//! vanishing from an agent's `cur/` is found by the periodic pass, as is anything an event
+//! missed: a wake-up is a hint, never the only way to find work.
+
+use crate::config::Config;
+use runtime_layout::{DirWatch, Fs, Interest, Layout, Skip};
+use std::path::{Path, PathBuf};
+use tokio::io::unix::AsyncFd;
+
+/// The loop's watch and the directories it should cover.
+pub(crate) struct Wakeups {
+    watch: Option<AsyncFd<DirWatch>>,
+    targets: Vec<(PathBuf, Interest, Option<Skip>)>,
+}
+
+/// In `mailboxes/`, an agent's `tmp/` (half-written files) and `new/` (what the broker delivers
+/// there; agents rename out of it into `cur/`, which is watched).
+fn mailbox_skip(dir: &Path) -> bool {
+    let in_mailbox =
+        dir.parent().and_then(Path::parent).and_then(Path::file_name) == Some("mailboxes".as_ref());
+    in_mailbox && matches!(dir.file_name().and_then(|n| n.to_str()), Some("tmp" | "new"))
+}
+
+fn skip_nothing(_: &Path) -> bool {
+    false
+}
+
+impl Wakeups {
+    /// Watches the tree's directories. Failure to watch (for example the inotify limits) is
+    /// logged and the broker carries on with the periodic rescan alone.
+    pub(crate) fn new(fs: &dyn Fs, layout: &Layout, cfg: &Config) -> Self {
+        let mut targets: Vec<(PathBuf, Interest, Option<Skip>)> = vec![
+            (layout.broker_inbox().new_dir(), Interest::Writes, None),
+            (layout.mailboxes_dir(), Interest::Arrivals, Some(mailbox_skip)),
+            (layout.drop_dir(), Interest::Writes, None),
+        ];
+        // Board edits are found by the periodic pass (they must settle first anyway).
+        for d in &cfg.ingest.task_dirs {
+            targets.push((layout.root().join(d), Interest::Writes, None));
+        }
+        for d in &cfg.ingest.mail_dirs {
+            targets.push((layout.root().join(d), Interest::Writes, Some(skip_nothing)));
+        }
+        // The safe constructor (deprecated in favour of an `unsafe` one that asks the caller to
+        // promise what `DirWatch` guarantees by construction: it owns its descriptor for its
+        // whole life and always names that one).
+        #[allow(deprecated)]
+        let registered =
+            DirWatch::new().and_then(|w| AsyncFd::with_interest(w, tokio::io::Interest::READABLE));
+        let watch = match registered {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "file watching unavailable; relying on the periodic rescan");
+                None
+            }
+        };
+        let w = Wakeups { watch, targets };
+        w.refresh(fs);
+        w
+    }
+
+    /// Watches every target not watched yet (one made since, or made again by a repair).
+    pub(crate) fn refresh(&self, fs: &dyn Fs) {
+        let Some(watch) = &self.watch else { return };
+        let watch = watch.get_ref();
+        for (dir, interest, tree) in &self.targets {
+            let added = match tree {
+                Some(skip) => watch.add_tree(fs, dir, *interest, *skip),
+                None if watch.watches(dir) => Ok(true),
+                None => watch.add(dir, *interest),
+            };
+            match added {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!(dir = %dir.display(), "not there yet: relying on the periodic rescan")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; relying on the periodic rescan")
+                }
+            }
+        }
+    }
+
+    /// Completes when something arrived (never, without a watch). Reads every pending event.
+    pub(crate) async fn arrived(&self, fs: &dyn Fs) {
+        let Some(watch) = &self.watch else { return std::future::pending().await };
+        loop {
+            let Ok(mut ready) = watch.readable().await else { return std::future::pending().await };
+            match ready.get_inner().drain(fs) {
+                Ok(d) => {
+                    ready.clear_ready();
+                    if d.any() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read file events; relying on the periodic rescan");
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Waking on arrivals: one inotify instance watching a few directories for the events the
+//! watcher acts on, and for nothing else.
+//!
+//! A wake-up is only a hint to look again. Every look goes through the caller's [`Fs`], and a
+//! missed event costs the caller its own rescan period, never a task. So the mask is chosen for
+//! cost, not completeness: a broker that watched every event under `mailboxes/` was woken by its
+//! own deliveries and removals, by every heartbeat (`IN_ATTRIB`) and by every listing
+//! (`IN_OPEN`), on a thread of its own that the kernel had to switch to each time. A
+//! [`DirWatch`] is one file descriptor the caller polls (or registers with its event loop);
+//! [`DirWatch::drain`] reads every pending event at once.
+//!
+//! A *tree* watch also watches the directories below, and those created later, as their
+//! creation is read. Directories are found by listing through the [`Fs`] (beneath the root,
+//! never through a link) and watched without following a final symbolic link. A watch reads,
+//! writes and removes nothing: it only names a directory.
+
+use crate::Fs;
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+use rustix::io::Errno;
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What a watched directory wakes its watcher for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// A file renamed or linked in (`IN_MOVED_TO`, `IN_CREATE`): a maildir's `new/` or `cur/`,
+    /// where writers rename whole files in.
+    Arrivals,
+    /// Arrivals, and a file written and closed in place (`IN_CLOSE_WRITE`): directories that
+    /// scripts write into directly.
+    Writes,
+}
+
+impl Interest {
+    fn mask(self) -> WatchFlags {
+        let base = WatchFlags::MOVED_TO | WatchFlags::CREATE | WatchFlags::ONLYDIR | WatchFlags::DONT_FOLLOW;
+        match self {
+            Interest::Arrivals => base,
+            Interest::Writes => base | WatchFlags::CLOSE_WRITE,
+        }
+    }
+}
+
+/// Which directories below a tree watch are left out, given each one's path.
+pub type Skip = fn(&Path) -> bool;
+
+/// One watched directory.
+#[derive(Debug)]
+struct Watched {
+    dir: PathBuf,
+    interest: Interest,
+    /// Subdirectories are watched too (those `skip` does not refuse).
+    tree: Option<Skip>,
+}
+
+/// An inotify instance and its watches. Shareable: [`DirWatch::wait`] and [`DirWatch::drain`]
+/// take `&self`.
+#[derive(Debug)]
+pub struct DirWatch {
+    fd: OwnedFd,
+    watched: Mutex<HashMap<i32, Watched>>,
+}
+
+/// What one [`DirWatch::drain`] read.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// Events read (an overflow counts as one: something was missed, so look everywhere).
+    pub events: usize,
+}
+
+impl Drained {
+    pub fn any(&self) -> bool {
+        self.events > 0
+    }
+}
+
+impl DirWatch {
+    /// A new instance with no watches (non-blocking, closed on exec).
+    pub fn new() -> std::io::Result<Self> {
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        Ok(DirWatch { fd, watched: Mutex::new(HashMap::new()) })
+    }
+
+    /// Watches `dir`; `Ok(false)` when there is no such directory (yet).
+    pub fn add(&self, dir: &Path, interest: Interest) -> std::io::Result<bool> {
+        self.add_watch(dir, interest, None)
+    }
+
+    /// Watches `dir` and every directory below it that `skip` (given its path) does not refuse, now and as
+    /// they are created. Subdirectories are found by listing through `fs`; one that cannot be
+    /// listed is left unwatched (its events are found by the caller's rescan).
+    pub fn add_tree(&self, fs: &dyn Fs, dir: &Path, interest: Interest, skip: Skip) -> std::io::Result<bool> {
+        if !self.add_watch(dir, interest, Some(skip))? {
+            return Ok(false);
+        }
+        self.add_below(fs, dir, interest, skip)?;
+        Ok(true)
+    }
+
+    fn add_below(&self, fs: &dyn Fs, dir: &Path, interest: Interest, skip: Skip) -> std::io::Result<()> {
+        let Ok(entries) = fs.list(dir) else { return Ok(()) };
+        for e in entries {
+            let Some(name) = e.name_str() else { continue };
+            let sub = dir.join(name);
+            if e.kind == crate::FileKind::Dir && !skip(&sub) {
+                self.add_tree(fs, &sub, interest, skip)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_watch(&self, dir: &Path, interest: Interest, tree: Option<Skip>) -> std::io::Result<bool> {
+        match inotify::add_watch(&self.fd, dir, interest.mask()) {
+            Ok(wd) => {
+                let w = Watched { dir: dir.to_path_buf(), interest, tree };
+                self.watched.lock().unwrap_or_else(|p| p.into_inner()).insert(wd, w);
+                Ok(true)
+            }
+            // Not there, not a directory, or a link: nothing to watch (the rescan covers it).
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether `dir` is watched.
+    pub fn watches(&self, dir: &Path) -> bool {
+        self.watched.lock().unwrap_or_else(|p| p.into_inner()).values().any(|w| w.dir == dir)
+    }
+
+    /// Reads every pending event without blocking, and watches the directories created in a
+    /// tree. `fs` lists a new directory's own subdirectories.
+    pub fn drain(&self, fs: &dyn Fs) -> std::io::Result<Drained> {
+        let mut drained = Drained::default();
+        let mut buf = [MaybeUninit::<u8>::uninit(); 8192];
+        let mut created = Vec::new();
+        // The reader reads again each time its buffer is used up, until nothing is pending.
+        let mut events = inotify::Reader::new(self.fd.as_fd(), &mut buf);
+        loop {
+            match events.next() {
+                Ok(e) => {
+                    drained.events += 1;
+                    let made = e.events().contains(ReadFlags::ISDIR)
+                        && e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
+                    if made && let Some(name) = e.file_name().and_then(|n| n.to_str().ok()) {
+                        created.push((e.wd(), name.to_string()));
+                    }
+                    if e.events().contains(ReadFlags::IGNORED) {
+                        self.watched.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.wd());
+                    }
+                }
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (wd, name) in created {
+            let parent = {
+                let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                watched.get(&wd).and_then(|w| w.tree.map(|skip| (w.dir.clone(), w.interest, skip)))
+            };
+            if let Some((dir, interest, skip)) = parent {
+                let sub = dir.join(&name);
+                if !skip(&sub) {
+                    self.add_tree(fs, &sub, interest, skip)?;
+                }
+            }
+        }
+        Ok(drained)
+    }
+
+    /// Waits up to `timeout` for an event, then drains what is pending. `Ok(false)` when the
+    /// time ran out (or a signal came) with nothing read.
+    pub fn wait(&self, fs: &dyn Fs, timeout: Duration) -> std::io::Result<bool> {
+        if self.drain(fs)?.any() {
+            return Ok(true);
+        }
+        let ts = Timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) | Err(Errno::INTR) => Ok(false),
+            Ok(_) => Ok(self.drain(fs)?.any()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsFd for DirWatch {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for DirWatch {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! What wakes a [`DirWatch`] and what does not, on the real filesystem.
+
+use super::*;
+use crate::RootFs;
+use std::fs;
+use std::time::Duration;
+
+const NOTHING: Duration = Duration::from_millis(50);
+const SOON: Duration = Duration::from_secs(5);
+
+fn root() -> (tempfile::TempDir, RootFs) {
+    let d = tempfile::tempdir().unwrap();
+    let rfs = RootFs::open(d.path()).unwrap();
+    (d, rfs)
+}
+
+#[test]
+fn a_file_renamed_in_wakes_and_one_drain_reads_it_all() {
+    let (d, rfs) = root();
+    let (tmp, new) = (d.path().join("tmp"), d.path().join("new"));
+    fs::create_dir_all(&tmp).unwrap();
+    fs::create_dir_all(&new).unwrap();
+    let w = DirWatch::new().unwrap();
+    assert!(w.add(&new, Interest::Arrivals).unwrap());
+    assert!(!w.wait(&rfs, NOTHING).unwrap(), "nothing happened yet");
+    for i in 0..3 {
+        fs::write(tmp.join(format!("m{i}")), b"{}").unwrap();
+        fs::rename(tmp.join(format!("m{i}")), new.join(format!("m{i}"))).unwrap();
+    }
+    assert!(w.wait(&rfs, SOON).unwrap());
+    assert!(!w.drain(&rfs).unwrap().any(), "the wait read every pending event");
+}
+
+#[test]
+fn heartbeats_listings_reads_and_departures_do_not_wake() {
+    let (d, rfs) = root();
+    let new = d.path().join("new");
+    fs::create_dir_all(&new).unwrap();
+    fs::write(new.join("m"), b"{}").unwrap();
+    let w = DirWatch::new().unwrap();
+    assert!(w.add(&new, Interest::Arrivals).unwrap());
+    // A heartbeat: the mtime set through a handle opened for writing (closed unwritten).
+    let f = fs::OpenOptions::new().write(true).open(new.join("m")).unwrap();
+    f.set_modified(std::time::SystemTime::now()).unwrap();
+    drop(f);
+    fs::read(new.join("m")).unwrap();
+    fs::read_dir(&new).unwrap().for_each(drop);
+    fs::rename(new.join("m"), d.path().join("gone")).unwrap();
+    assert!(!w.wait(&rfs, NOTHING).unwrap(), "none of those is an arrival");
+}
+
+#[test]
+fn writes_interest_wakes_on_a_file_written_in_place_and_arrivals_do_not() {
+    let (d, rfs) = root();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("f"), b"x").unwrap();
+    fs::write(b.join("f"), b"x").unwrap();
+    let (wa, wb) = (DirWatch::new().unwrap(), DirWatch::new().unwrap());
+    assert!(wa.add(&a, Interest::Arrivals).unwrap());
+    assert!(wb.add(&b, Interest::Writes).unwrap());
+    fs::write(a.join("f"), b"rewritten").unwrap();
+    fs::write(b.join("f"), b"rewritten").unwrap();
+    assert!(!wa.wait(&rfs, NOTHING).unwrap(), "a rewrite is not an arrival");
+    assert!(wb.wait(&rfs, SOON).unwrap(), "a rewrite closes a file written in place");
+}
+
+#[test]
+fn a_tree_watches_directories_made_later_but_not_skipped_ones_nor_links() {
+    let (d, rfs) = root();
+    let top = d.path().join("mailboxes");
+    fs::create_dir_all(top.join("A/cur")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), top.join("L")).unwrap();
+    let w = DirWatch::new().unwrap();
+    assert!(w.add_tree(&rfs, &top, Interest::Arrivals, |p| p.ends_with("tmp")).unwrap());
+    assert!(w.watches(&top.join("A/cur")), "a directory there at the start");
+    assert!(!w.watches(&top.join("L")), "a link is never watched");
+
+    fs::create_dir_all(top.join("B/cur")).unwrap();
+    fs::create_dir_all(top.join("B/tmp")).unwrap();
+    assert!(w.wait(&rfs, SOON).unwrap(), "a new agent's directory wakes");
+    // Its creation was read before its subdirectories may have existed: those found by listing
+    // it, or by their own creation events, are watched either way.
+    while w.wait(&rfs, NOTHING).unwrap() {}
+    assert!(w.watches(&top.join("B/cur")));
+    assert!(!w.watches(&top.join("B/tmp")), "skipped by name");
+
+    fs::write(top.join("B/tmp/x"), b"{}").unwrap();
+    assert!(!w.wait(&rfs, NOTHING).unwrap(), "tmp/ is not watched");
+    fs::rename(top.join("B/tmp/x"), top.join("B/cur/x")).unwrap();
+    assert!(w.wait(&rfs, SOON).unwrap(), "an arrival in the new cur/ wakes");
+    fs::write(outside.path().join("y"), b"{}").unwrap();
+    assert!(!w.wait(&rfs, NOTHING).unwrap(), "nothing behind a link is watched");
+}
+
+#[test]
+fn a_missing_directory_is_not_watched_and_is_no_error() {
+    let (d, rfs) = root();
+    let w = DirWatch::new().unwrap();
+    assert!(!w.add(&d.path().join("nope"), Interest::Arrivals).unwrap());
+    assert!(!w.add_tree(&rfs, &d.path().join("nope"), Interest::Arrivals, |_| false).unwrap());
+    fs::write(d.path().join("file"), b"").unwrap();
+    assert!(!w.add(&d.path().join("file"), Interest::Arrivals).unwrap(), "not a directory");
+}
