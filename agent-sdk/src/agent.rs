@@ -207,18 +207,18 @@ impl Agent {
                     d.parent().and_then(Path::parent).and_then(Path::file_name) == Some("queues".as_ref())
                         && matches!(d.file_name().and_then(|n| n.to_str()), Some("tmp" | "cur"))
                 };
-                let _ = w.add_tree(fs, &queues, Interest::Arrivals, skip);
+                let _ = w.add_tree(fs, &queues, Interest::Arrivals, 0, skip);
             }
         } else {
             want.extend(pools.iter().map(|p| layout.queue(p).new_dir()));
         }
         for dir in want {
-            if w.watches(&dir) || w.add(&dir, Interest::Arrivals).unwrap_or(false) {
+            if w.watches(&dir) || w.add(&dir, Interest::Arrivals, 0).unwrap_or(false) {
                 continue;
             }
             // Not made yet: its parents' arrivals say when to look again.
             for up in dir.ancestors().skip(1).take(2) {
-                let _ = w.add(up, Interest::Arrivals);
+                let _ = w.add(up, Interest::Arrivals, 0);
             }
         }
         Ok(())

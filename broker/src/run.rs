@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::engine::commands::{self, Command, Commands};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Look};
 use crate::outbox::{Deliveries, Outbox, Poster};
 use crate::repair;
 use crate::wakeups::Wakeups;
@@ -107,9 +107,21 @@ pub async fn serve_with(
     let wakeups = Wakeups::new(fs.as_ref(), &layout, engine.config());
     let mut last_check = Instant::now();
     let mut arrived: Option<Command> = None;
+    // Where the next pass looks besides the inbox: where events said something arrived, and
+    // everywhere at least once a tick (a missed event costs at most that).
+    let mut look = Look::EVERYWHERE;
+    let mut looked_everywhere = Instant::now();
     let result = loop {
-        let pass =
-            answer(&mut engine, &mut commands, &deliveries, arrived.take()).and_then(|()| engine.step());
+        let mut this = look.or(wakeups.pending(fs.as_ref()));
+        if looked_everywhere.elapsed() >= tick {
+            this = Look::EVERYWHERE;
+        }
+        if this == Look::EVERYWHERE {
+            looked_everywhere = Instant::now();
+        }
+        look = Look::INBOX;
+        let pass = answer(&mut engine, &mut commands, &deliveries, arrived.take())
+            .and_then(|()| engine.step_looking(this));
         let (more, housekeeping) = match pass {
             Ok(r) => (r.more, r.housekeeping),
             Err(e) if e.is_no_space() => {
@@ -122,6 +134,7 @@ pub async fn serve_with(
                     Some(Ok(e)) => {
                         tracing::info!("space is back: serving again");
                         engine = e;
+                        look = Look::EVERYWHERE;
                         continue;
                     }
                     Some(Err(e)) => return Err(e),
@@ -143,6 +156,7 @@ pub async fn serve_with(
                         tracing::info!("tree repaired and state rebuilt from the journal: serving again");
                         wakeups.refresh(fs.as_ref());
                         engine = e;
+                        look = Look::EVERYWHERE;
                         continue;
                     }
                     Some(Err(e)) => return Err(e),
@@ -165,7 +179,10 @@ pub async fn serve_with(
                 Ok(true) => {
                     drop(engine);
                     match repair::open_engine(&fs, &layout, &cfg, &mut shutdown).await {
-                        Some(Ok(e)) => engine = e,
+                        Some(Ok(e)) => {
+                            engine = e;
+                            look = Look::EVERYWHERE;
+                        }
                         Some(Err(e)) => return Err(e),
                         None => return Ok(()),
                     }
@@ -191,9 +208,13 @@ pub async fn serve_with(
             biased;
             _ = &mut shutdown => break Ok(()),
             cmd = commands.next() => arrived = Some(cmd),
-            _ = wakeups.arrived(fs.as_ref()) => {}
+            seen = wakeups.arrived(fs.as_ref()) => look = look.or(seen),
             // Compression still to do: another pass soon (each does a bounded piece of it).
-            _ = tokio::time::sleep(if housekeeping { HOUSEKEEPING_TICK } else { tick }) => {}
+            _ = tokio::time::sleep(if housekeeping { HOUSEKEEPING_TICK } else { tick }) => {
+                if !housekeeping {
+                    look = Look::EVERYWHERE;
+                }
+            }
         }
     };
     let flushed = match journal_positions(&mut engine, &deliveries).and_then(|()| engine.flush()) {

@@ -54,6 +54,8 @@ pub type Skip = fn(&Path) -> bool;
 struct Watched {
     dir: PathBuf,
     interest: Interest,
+    /// The caller's tag, reported by [`DirWatch::drain`] (a tree's directories share it).
+    tag: u8,
     /// Subdirectories are watched too (those `skip` does not refuse).
     tree: Option<Skip>,
 }
@@ -69,13 +71,21 @@ pub struct DirWatch {
 /// What one [`DirWatch::drain`] read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
-    /// Events read (an overflow counts as one: something was missed, so look everywhere).
+    /// Events read.
     pub events: usize,
+    /// Bit `t` is set when a directory added with tag `t` had an event. An overflow (events
+    /// were lost) sets every bit: look everywhere.
+    pub tags: u64,
 }
 
 impl Drained {
     pub fn any(&self) -> bool {
         self.events > 0
+    }
+
+    /// Whether a directory with tag `tag` had an event.
+    pub fn has(&self, tag: u8) -> bool {
+        self.tags & (1 << tag) != 0
     }
 }
 
@@ -86,38 +96,61 @@ impl DirWatch {
         Ok(DirWatch { fd, watched: Mutex::new(HashMap::new()) })
     }
 
-    /// Watches `dir`; `Ok(false)` when there is no such directory (yet).
-    pub fn add(&self, dir: &Path, interest: Interest) -> std::io::Result<bool> {
-        self.add_watch(dir, interest, None)
+    /// Watches `dir`, its events reported under `tag` (below 64); `Ok(false)` when there is no
+    /// such directory (yet).
+    pub fn add(&self, dir: &Path, interest: Interest, tag: u8) -> std::io::Result<bool> {
+        self.add_watch(dir, interest, tag, None)
     }
 
-    /// Watches `dir` and every directory below it that `skip` (given its path) does not refuse, now and as
-    /// they are created. Subdirectories are found by listing through `fs`; one that cannot be
-    /// listed is left unwatched (its events are found by the caller's rescan).
-    pub fn add_tree(&self, fs: &dyn Fs, dir: &Path, interest: Interest, skip: Skip) -> std::io::Result<bool> {
-        if !self.add_watch(dir, interest, Some(skip))? {
+    /// Watches `dir` and every directory below it that `skip` (given its path) does not refuse,
+    /// now and as they are created, all under `tag`. Subdirectories are found by listing through
+    /// `fs`; one that cannot be listed is left unwatched (its events are found by the caller's
+    /// rescan).
+    pub fn add_tree(
+        &self,
+        fs: &dyn Fs,
+        dir: &Path,
+        interest: Interest,
+        tag: u8,
+        skip: Skip,
+    ) -> std::io::Result<bool> {
+        if !self.add_watch(dir, interest, tag, Some(skip))? {
             return Ok(false);
         }
-        self.add_below(fs, dir, interest, skip)?;
+        self.add_below(fs, dir, interest, tag, skip)?;
         Ok(true)
     }
 
-    fn add_below(&self, fs: &dyn Fs, dir: &Path, interest: Interest, skip: Skip) -> std::io::Result<()> {
+    fn add_below(
+        &self,
+        fs: &dyn Fs,
+        dir: &Path,
+        interest: Interest,
+        tag: u8,
+        skip: Skip,
+    ) -> std::io::Result<()> {
         let Ok(entries) = fs.list(dir) else { return Ok(()) };
         for e in entries {
             let Some(name) = e.name_str() else { continue };
             let sub = dir.join(name);
             if e.kind == crate::FileKind::Dir && !skip(&sub) {
-                self.add_tree(fs, &sub, interest, skip)?;
+                self.add_tree(fs, &sub, interest, tag, skip)?;
             }
         }
         Ok(())
     }
 
-    fn add_watch(&self, dir: &Path, interest: Interest, tree: Option<Skip>) -> std::io::Result<bool> {
+    fn add_watch(
+        &self,
+        dir: &Path,
+        interest: Interest,
+        tag: u8,
+        tree: Option<Skip>,
+    ) -> std::io::Result<bool> {
+        debug_assert!(tag < 64, "tag {tag} out of range");
         match inotify::add_watch(&self.fd, dir, interest.mask()) {
             Ok(wd) => {
-                let w = Watched { dir: dir.to_path_buf(), interest, tree };
+                let w = Watched { dir: dir.to_path_buf(), interest, tag, tree };
                 self.watched.lock().unwrap_or_else(|p| p.into_inner()).insert(wd, w);
                 Ok(true)
             }
@@ -144,6 +177,13 @@ impl DirWatch {
             match events.next() {
                 Ok(e) => {
                     drained.events += 1;
+                    if e.events().contains(ReadFlags::QUEUE_OVERFLOW) {
+                        drained.tags = u64::MAX;
+                    } else if let Some(w) =
+                        self.watched.lock().unwrap_or_else(|p| p.into_inner()).get(&e.wd())
+                    {
+                        drained.tags |= 1 << w.tag;
+                    }
                     let made = e.events().contains(ReadFlags::ISDIR)
                         && e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
                     if made && let Some(name) = e.file_name().and_then(|n| n.to_str().ok()) {
@@ -161,12 +201,12 @@ impl DirWatch {
         for (wd, name) in created {
             let parent = {
                 let watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-                watched.get(&wd).and_then(|w| w.tree.map(|skip| (w.dir.clone(), w.interest, skip)))
+                watched.get(&wd).and_then(|w| w.tree.map(|skip| (w.dir.clone(), w.interest, w.tag, skip)))
             };
-            if let Some((dir, interest, skip)) = parent {
+            if let Some((dir, interest, tag, skip)) = parent {
                 let sub = dir.join(&name);
                 if !skip(&sub) {
-                    self.add_tree(fs, &sub, interest, skip)?;
+                    self.add_tree(fs, &sub, interest, tag, skip)?;
                 }
             }
         }

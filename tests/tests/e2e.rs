@@ -275,3 +275,31 @@ fn python_agents_racing_on_one_pool_claim_each_task_once() {
     );
     assert!(by_agent.len() > 1, "the work was shared: {by_agent:?}");
 }
+
+/// With the periodic look a quarter of an hour away, only the kernel's events can wake the
+/// broker: a message in its inbox, a new agent's mailbox made while it runs, and a claim renamed
+/// into that agent's `cur/` are each acted on at once.
+#[test]
+fn arrivals_wake_the_broker_without_its_periodic_look() {
+    let root = Root::new();
+    root.write_config("[broker]\ntick_ms = 900000\n");
+    let _b = root.broker();
+    let status = |id: &str| -> Value {
+        let out = root.run(&["trace", id, "--json"]);
+        if !out.status.success() {
+            return Value::Null;
+        }
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"].clone()
+    };
+    // The agent's mailbox is made after the broker started watching.
+    assert!(root.run(&["agent", "add", "Late-1"]).status.success());
+    submit(&root, json!({"task_id": "W-1", "name": "wake", "task_type": "t"}));
+    wait_for(Duration::from_secs(20), || status("W-1") == "PENDING");
+    let task = claim(&root, "Late-1", &["--wait", "20"]).expect("the task was queued");
+    wait_for(Duration::from_secs(20), || status("W-1") == "IN_PROGRESS");
+    let name = task["claim"].as_str().unwrap();
+    let out =
+        root.run_with_input(&["complete", "--agent", "Late-1", "--claim", name, "--result", "-"], b"{}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(status("W-1"), "COMPLETED", "the completion was answered, so it is journaled");
+}

@@ -150,6 +150,11 @@ impl BoardWriter {
         self.dirty = true;
     }
 
+    /// Whether an edited board is waiting to settle (a later pass must look again).
+    pub fn edit_settling(&self) -> bool {
+        self.marks.values().any(|m| m.pending.is_some())
+    }
+
     /// Boards edited behind the writer's back whose edit has settled (not changed for
     /// `settle_ms`), each with the mark of what was written before. Their marks are dropped, so
     /// they are rewritten, after absorption, at the next write. A deleted board is written again.

@@ -37,6 +37,11 @@ pub(crate) struct DropWatcher {
 }
 
 impl DropWatcher {
+    /// Whether a file is being watched until it is complete (a later pass must look again).
+    pub fn settling(&self) -> bool {
+        !self.watching.is_empty()
+    }
+
     /// Moves every complete file of every drop directory into the inbox.
     pub fn take(&mut self, tx: &mut Tx) -> Result<(), EngineError> {
         let mut seen = HashSet::new();

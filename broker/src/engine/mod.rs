@@ -89,6 +89,28 @@ impl EngineError {
     }
 }
 
+/// Where a pass looks in the tree besides the inbox, which it always lists. A pass that the
+/// loop knows was woken only by messages need not list every agent's `cur/` and every drop
+/// directory; a pass with nothing to go on (the periodic tick, no watch) looks everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// Agents' `cur/` directories, for claims.
+    pub claims: bool,
+    /// `drop/` and the ingest directories (and always while a dropped file is settling).
+    pub drops: bool,
+    /// Edited boards (and always while an edit is settling).
+    pub edits: bool,
+}
+
+impl Look {
+    pub const EVERYWHERE: Look = Look { claims: true, drops: true, edits: true };
+    pub const INBOX: Look = Look { claims: false, drops: false, edits: false };
+
+    pub fn or(self, o: Look) -> Look {
+        Look { claims: self.claims || o.claims, drops: self.drops || o.drops, edits: self.edits || o.edits }
+    }
+}
+
 /// What a pass did (for logs and tests).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StepReport {
@@ -196,19 +218,29 @@ impl Engine {
         self.write_boards(true)
     }
 
-    /// One pass of the loop. Returns whether more work is waiting (call again without sleeping).
+    /// One pass of the loop, looking everywhere. Returns whether more work is waiting (call
+    /// again without sleeping).
     pub fn step(&mut self) -> Result<StepReport, EngineError> {
+        self.step_looking(Look::EVERYWHERE)
+    }
+
+    /// One pass that looks at the inbox and where `look` says.
+    pub fn step_looking(&mut self, look: Look) -> Result<StepReport, EngineError> {
         let started = std::time::Instant::now();
         let start = self.core.ledger.records();
         let journal_before = self.core.ledger.journal_written();
-        self.drops.take(&mut self.core.tx())?;
-        if self.core.env.cfg.ingest.absorb_board_edits {
+        if look.drops || self.drops.settling() {
+            self.drops.take(&mut self.core.tx())?;
+        }
+        if self.core.env.cfg.ingest.absorb_board_edits && (look.edits || self.boards.edit_settling()) {
             for (board, mark) in self.boards.settled_edits(&self.core.env)? {
                 board_edits::absorb(&mut self.core.tx(), board, &mark)?;
             }
         }
         let batch = self.inbox.consume(&mut self.core.tx())?;
-        claims::observe(&mut self.core.tx())?;
+        if look.claims {
+            claims::observe(&mut self.core.tx())?;
+        }
         // Leases are judged only once the inbox is drained: a report waiting there was sent
         // while its claim was held. Judged with a backlog, an overloaded broker took back claims
         // whose completions were already waiting, handed the work out again, and the redone work

@@ -102,7 +102,7 @@ fn watch(fs: &dyn Fs, layout: &Layout, filter: &Filter, cfg: &Config, json: bool
         // (The safe constructor: `DirWatch` owns its descriptor for its whole life.)
         #[allow(deprecated)]
         let watch = DirWatch::new()
-            .and_then(|w| w.add(&layout.boards_dir(), Interest::Arrivals).map(|_| w))
+            .and_then(|w| w.add(&layout.boards_dir(), Interest::Arrivals, 0).map(|_| w))
             .and_then(|w| tokio::io::unix::AsyncFd::with_interest(w, tokio::io::Interest::READABLE))
             .ok();
         let changed = || async {

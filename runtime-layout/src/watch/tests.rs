@@ -21,7 +21,7 @@ fn a_file_renamed_in_wakes_and_one_drain_reads_it_all() {
     fs::create_dir_all(&tmp).unwrap();
     fs::create_dir_all(&new).unwrap();
     let w = DirWatch::new().unwrap();
-    assert!(w.add(&new, Interest::Arrivals).unwrap());
+    assert!(w.add(&new, Interest::Arrivals, 0).unwrap());
     assert!(!w.wait(&rfs, NOTHING).unwrap(), "nothing happened yet");
     for i in 0..3 {
         fs::write(tmp.join(format!("m{i}")), b"{}").unwrap();
@@ -38,7 +38,7 @@ fn heartbeats_listings_reads_and_departures_do_not_wake() {
     fs::create_dir_all(&new).unwrap();
     fs::write(new.join("m"), b"{}").unwrap();
     let w = DirWatch::new().unwrap();
-    assert!(w.add(&new, Interest::Arrivals).unwrap());
+    assert!(w.add(&new, Interest::Arrivals, 0).unwrap());
     // A heartbeat: the mtime set through a handle opened for writing (closed unwritten).
     let f = fs::OpenOptions::new().write(true).open(new.join("m")).unwrap();
     f.set_modified(std::time::SystemTime::now()).unwrap();
@@ -58,8 +58,8 @@ fn writes_interest_wakes_on_a_file_written_in_place_and_arrivals_do_not() {
     fs::write(a.join("f"), b"x").unwrap();
     fs::write(b.join("f"), b"x").unwrap();
     let (wa, wb) = (DirWatch::new().unwrap(), DirWatch::new().unwrap());
-    assert!(wa.add(&a, Interest::Arrivals).unwrap());
-    assert!(wb.add(&b, Interest::Writes).unwrap());
+    assert!(wa.add(&a, Interest::Arrivals, 0).unwrap());
+    assert!(wb.add(&b, Interest::Writes, 0).unwrap());
     fs::write(a.join("f"), b"rewritten").unwrap();
     fs::write(b.join("f"), b"rewritten").unwrap();
     assert!(!wa.wait(&rfs, NOTHING).unwrap(), "a rewrite is not an arrival");
@@ -74,7 +74,7 @@ fn a_tree_watches_directories_made_later_but_not_skipped_ones_nor_links() {
     let outside = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), top.join("L")).unwrap();
     let w = DirWatch::new().unwrap();
-    assert!(w.add_tree(&rfs, &top, Interest::Arrivals, |p| p.ends_with("tmp")).unwrap());
+    assert!(w.add_tree(&rfs, &top, Interest::Arrivals, 1, |p| p.ends_with("tmp")).unwrap());
     assert!(w.watches(&top.join("A/cur")), "a directory there at the start");
     assert!(!w.watches(&top.join("L")), "a link is never watched");
 
@@ -99,8 +99,27 @@ fn a_tree_watches_directories_made_later_but_not_skipped_ones_nor_links() {
 fn a_missing_directory_is_not_watched_and_is_no_error() {
     let (d, rfs) = root();
     let w = DirWatch::new().unwrap();
-    assert!(!w.add(&d.path().join("nope"), Interest::Arrivals).unwrap());
-    assert!(!w.add_tree(&rfs, &d.path().join("nope"), Interest::Arrivals, |_| false).unwrap());
+    assert!(!w.add(&d.path().join("nope"), Interest::Arrivals, 0).unwrap());
+    assert!(!w.add_tree(&rfs, &d.path().join("nope"), Interest::Arrivals, 0, |_| false).unwrap());
     fs::write(d.path().join("file"), b"").unwrap();
-    assert!(!w.add(&d.path().join("file"), Interest::Arrivals).unwrap(), "not a directory");
+    assert!(!w.add(&d.path().join("file"), Interest::Arrivals, 0).unwrap(), "not a directory");
+}
+
+#[test]
+fn each_event_is_reported_under_its_directory_s_tag() {
+    let (d, rfs) = root();
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(b.join("sub")).unwrap();
+    let w = DirWatch::new().unwrap();
+    assert!(w.add(&a, Interest::Arrivals, 3).unwrap());
+    assert!(w.add_tree(&rfs, &b, Interest::Arrivals, 5, |_| false).unwrap());
+    fs::write(b.join("sub/f"), b"").unwrap();
+    std::thread::sleep(NOTHING);
+    let got = w.drain(&rfs).unwrap();
+    assert!(got.has(5) && !got.has(3), "{got:?}");
+    fs::write(a.join("f"), b"").unwrap();
+    std::thread::sleep(NOTHING);
+    let got = w.drain(&rfs).unwrap();
+    assert!(got.has(3) && !got.has(5), "{got:?}");
 }
