@@ -59,6 +59,9 @@ pub struct BrokerSettings {
     /// ...or once this many bytes of records were appended since the last one, whichever comes
     /// first (large task bodies make records large: the live journal stays within this).
     pub compact_after_bytes: u64,
+    /// ...or once the records appended since the last snapshot are at least this many bytes and
+    /// twice that snapshot's size: the live journal stays in proportion to the live state.
+    pub compact_min_bytes: u64,
     /// Every this many seconds, check that each queued task file is still there and unchanged
     /// (a deleted one is delivered again, a rewritten one replaced). 0 turns the audit off.
     pub audit_secs: u64,
@@ -88,6 +91,7 @@ impl Default for BrokerSettings {
             batch_size: 512,
             compact_after_records: 200_000,
             compact_after_bytes: 256_000_000,
+            compact_min_bytes: 8_000_000,
             audit_secs: 10,
             delivery_journal_every: 32,
         }

@@ -218,3 +218,41 @@ fn positions_are_journaled_forward_only_and_replay_to_the_same_state() {
     let e = r.engine_with(cfg);
     assert_eq!(positions(&e), [Some(4), Some(3), None]);
 }
+
+/// The live journal is compacted once it holds `compact_min_bytes` and twice the newest
+/// snapshot's bytes: where little is live the journal stays small, and a growing snapshot is
+/// rewritten less and less often (never for a journal smaller than half of it).
+#[test]
+fn compaction_keeps_the_live_journal_in_proportion_to_the_snapshot() {
+    let r = Root::new();
+    let mut cfg = Config::default();
+    cfg.broker.compact_min_bytes = 4_000;
+    let mut e = r.engine_with(cfg);
+    let journal = r.layout.journal_dir();
+    let sizes = |prefix: &str| -> Vec<(String, u64)> {
+        std::fs::read_dir(&journal)
+            .unwrap()
+            .map(|d| d.unwrap())
+            .filter(|d| d.file_name().to_string_lossy().starts_with(prefix))
+            .map(|d| (d.file_name().to_string_lossy().into_owned(), d.metadata().unwrap().len()))
+            .collect()
+    };
+    let pad = "x".repeat(400);
+    let (mut compactions, mut last) = (0, None);
+    for i in 0..200 {
+        let task =
+            json!({"task_id": format!("P-{i}"), "name": "n", "task_type": "t", "params": {"pad": pad}});
+        r.send_raw(task.to_string().as_bytes());
+        e.step().unwrap();
+        let snapshot = sizes("snapshot-").into_iter().max();
+        if snapshot.as_ref().map(|s| &s.0) != last.as_ref() {
+            compactions += 1;
+            last = snapshot.as_ref().map(|s| s.0.clone());
+        }
+        let live: u64 = sizes("segment-").iter().map(|s| s.1).sum();
+        let limit = 4_000u64.max(2 * snapshot.map_or(0, |s| s.1));
+        // One pass's records (a submission and its dispatch) may go past the limit.
+        assert!(live <= limit + 4_000, "task {i}: live journal {live} B, limit {limit} B");
+    }
+    assert!((3..=15).contains(&compactions), "{compactions} compactions for 200 queued tasks");
+}

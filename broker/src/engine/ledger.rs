@@ -149,11 +149,17 @@ impl Ledger {
         Records::new(self.events.subscribe())
     }
 
-    /// Whether enough records, or bytes of records, have accumulated for a snapshot.
+    /// Whether enough records, or bytes of records, have accumulated for a snapshot: the live
+    /// journal holds twice the newest snapshot's bytes (and at least `compact_min_bytes`), or
+    /// reached `compact_after_records` or `compact_after_bytes`. The first rule keeps the live
+    /// journal in proportion to the state: small where little is live, and never rewriting a
+    /// large snapshot for a little journal (at most one snapshot byte per two journal bytes).
     pub fn compaction_due(&self, env: &Env) -> bool {
         let b = &env.cfg.broker;
+        let bytes = self.journal.bytes_since_snapshot();
         self.journal.records_since_snapshot() >= b.compact_after_records
-            || self.journal.bytes_since_snapshot() >= b.compact_after_bytes
+            || bytes >= b.compact_after_bytes
+            || (bytes >= b.compact_min_bytes && bytes >= 2 * self.journal.snapshot_bytes())
     }
 
     /// Writes a snapshot (streamed from the state, never a copy of it) and archives the segments

@@ -56,6 +56,8 @@ pub struct Journal {
     since_snapshot: u64,
     /// Bytes of records appended since the last snapshot (or since the journal was opened).
     bytes_since_snapshot: u64,
+    /// The newest snapshot's size (0 when there is none).
+    snapshot_bytes: u64,
     durability: Durability,
     /// Bytes of records appended since the journal was opened.
     written: u64,
@@ -81,6 +83,8 @@ struct Chunked {
     file: Box<dyn AppendFile>,
     buf: Vec<u8>,
     failed: Option<FsError>,
+    /// Bytes appended so far.
+    total: u64,
 }
 
 impl Chunked {
@@ -91,6 +95,7 @@ impl Chunked {
         {
             self.failed = Some(e);
         }
+        self.total += self.buf.len() as u64;
         self.buf.clear();
     }
 }
@@ -130,6 +135,18 @@ impl Journal {
     /// segment behind).
     pub fn open(fs: &dyn Fs, dir: &Path, next_seq: u64, durability: Durability) -> Result<Self, FsError> {
         fs.create_dir_all(&dir.join("archive"))?;
+        let newest = fs
+            .list(dir)?
+            .iter()
+            .filter_map(|e| {
+                e.name_str().and_then(|n| parse_numbered(n, "snapshot-", ".json").map(|seq| (seq, e)))
+            })
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, e)| dir.join(&e.name));
+        let snapshot_bytes = match newest {
+            Some(p) => fs.stat(&p)?.map_or(0, |m| m.len),
+            None => 0,
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             file: Segment::Pending,
@@ -139,6 +156,7 @@ impl Journal {
             next_seq,
             since_snapshot: 0,
             bytes_since_snapshot: 0,
+            snapshot_bytes,
             durability,
             written: 0,
             encoder: delta::Encoder::default(),
@@ -157,6 +175,7 @@ impl Journal {
             next_seq,
             since_snapshot: 0,
             bytes_since_snapshot: 0,
+            snapshot_bytes: 0,
             durability: Durability::Never,
             written: 0,
             encoder: delta::Encoder::default(),
@@ -278,6 +297,11 @@ impl Journal {
         self.bytes_since_snapshot
     }
 
+    /// The newest snapshot's size in bytes (0 when there is none).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes
+    }
+
     /// Writes `snap` (which must cover every record before `next_seq`), starts a new segment and
     /// moves the segments the snapshot covers into `archive/`.
     pub fn compact(&mut self, fs: &dyn Fs, snap: &Snapshot, names: &NameSource) -> Result<(), FsError> {
@@ -301,7 +325,8 @@ impl Journal {
         if fs.stat(&tmp)?.is_some() {
             fs.remove_file(&tmp)?;
         }
-        let mut out = Chunked { file: fs.create_append(&tmp)?, buf: Vec::with_capacity(CHUNK), failed: None };
+        let mut out =
+            Chunked { file: fs.create_append(&tmp)?, buf: Vec::with_capacity(CHUNK), failed: None, total: 0 };
         let written = write(&mut out);
         out.flush_chunk();
         let flushed = match (out.failed.take(), written) {
@@ -323,6 +348,7 @@ impl Journal {
         self.encoder.new_segment();
         self.since_snapshot = 0;
         self.bytes_since_snapshot = 0;
+        self.snapshot_bytes = out.total;
         for e in fs.list(&self.dir)? {
             let Some(name) = e.name_str() else { continue };
             if let Some(first) = parse_numbered(name, "segment-", ".jsonl") {
