@@ -1,7 +1,8 @@
 //! The board writer: the four central boards (`central_task_boards/*.json`) derived from the
 //! state and replaced atomically (temporary, fsync, rename; one directory fsync for the four),
 //! at most every 200 ms (or four times as long as the last rewrite took, or as long as its bytes
-//! take at 16 MB/s) unless forced; the
+//! take at 16 MB/s) unless forced; a board larger than 4 MB (the ready board of a deep queue) is
+//! written a piece per pass and renamed into place once whole ([`super::pieces`]); the
 //! completed board, the largest under a steady load (the last `completed_board_limit` finished
 //! tasks, each with its whole history) and one that only grows older, at most every 500 ms. It
 //! caches each task's JSON by version, so a pass
@@ -11,6 +12,7 @@
 
 use super::EngineError;
 use super::env::Env;
+use super::pieces::{self, PIECE, Piecewise};
 use crate::journal::Place;
 use crate::state::{State, fnv64};
 use protocol::{Status, Task, Timestamp};
@@ -96,6 +98,20 @@ pub(crate) struct BoardWriter {
     /// The bytes of the board being written, kept between rewrites: the ready board of a deep
     /// queue is tens of megabytes, allocated and freed again at every rewrite otherwise.
     buf: Vec<u8>,
+    /// A board larger than a piece, being written a piece per pass (see [`super::pieces`]).
+    large: Option<Large>,
+    /// Temporaries a crash left in the boards' directory were removed (at the first write).
+    swept: bool,
+}
+
+/// A board being replaced a piece at a time, with what to record once it is in place.
+struct Large {
+    board: Board,
+    write: Piecewise,
+    sig: u64,
+    hashes: HashMap<String, u64>,
+    /// When its rewrite started (the engine's clock).
+    started: Timestamp,
 }
 
 impl BoardWriter {
@@ -148,6 +164,60 @@ impl BoardWriter {
     /// A task changed: the boards are rewritten at the next chance.
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// Whether a large board is being written a piece per pass (come back soon, not a tick later).
+    pub fn in_flight(&self) -> bool {
+        self.large.is_some()
+    }
+
+    /// Writes the next piece of the large board under way (all of it when `force`) and, once it
+    /// is all written, puts it in place and records it. A board edited meanwhile is left for
+    /// absorption: the replacement is given up and the board rewritten after the edit.
+    fn advance_large(&mut self, env: &Env, force: bool, durable: bool) -> Result<(), EngineError> {
+        let Some(large) = self.large.as_mut() else { return Ok(()) };
+        let complete = if force {
+            while !large.write.advance()? {}
+            true
+        } else {
+            large.write.advance()?
+        };
+        if !complete {
+            return Ok(());
+        }
+        let Large { board, write, sig, hashes, started } = self.large.take().expect("checked above");
+        let absorb = env.cfg.ingest.absorb_board_edits;
+        let on_disk = env.fs().stat(write.path())?.map(|m| (m.len, m.mtime));
+        if absorb && self.marks.get(&board).is_some_and(|m| m.edited(on_disk)) {
+            self.buf = write.abandon(env.fs());
+            self.dirty = true;
+            return Ok(());
+        }
+        let sync = durable && env.durability.sync_files();
+        let (len, spent) = (write.len(), write.spent());
+        let path = write.path().to_path_buf();
+        self.buf = write.finish(env.fs(), sync)?;
+        if sync {
+            env.fs().sync_dir(&env.layout.boards_dir())?;
+        }
+        self.sigs.insert(board, sig);
+        if board == Board::Completed {
+            self.completed_written = Some(started);
+        }
+        if absorb {
+            let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
+            self.marks.insert(board, BoardMark { stamp, tasks: hashes, pending: None });
+        }
+        // The next rewrite waits for this one's bytes and time too.
+        self.last_bytes = self.last_bytes.max(i64::try_from(len).unwrap_or(i64::MAX / 8));
+        self.cost_us += i64::try_from(spent.as_micros()).unwrap_or(i64::MAX / 8);
+        tracing::debug!(
+            board = board.file_name(),
+            bytes = len,
+            pieces_us = spent.as_micros() as u64,
+            "large board in place"
+        );
+        Ok(())
     }
 
     /// Whether an edited board is waiting to settle (a later pass must look again).
@@ -205,6 +275,20 @@ impl BoardWriter {
     /// one) until the broker starts again.
     pub fn write(&mut self, env: &Env, state: &State, force: bool, durable: bool) -> Result<(), EngineError> {
         let force = force || std::mem::take(&mut self.force_next);
+        if !self.swept {
+            let mut paths: Vec<_> = Board::ALL.iter().map(|b| env.layout.board(*b)).collect();
+            paths.push(env.layout.agents_board());
+            pieces::sweep(env.fs(), &env.layout.boards_dir(), &paths)?;
+            self.swept = true;
+        }
+        // A large board under way: one more piece, or all of it when forced. No other rewrite
+        // starts before it is in place.
+        if self.large.is_some() {
+            self.advance_large(env, force, durable)?;
+            if self.large.is_some() {
+                return Ok(());
+            }
+        }
         if !self.dirty && !force {
             return Ok(());
         }
@@ -300,9 +384,21 @@ impl BoardWriter {
                 }
             }
             bytes.extend_from_slice(b"\n]\n");
-            let replaced = replace_file(env.fs(), &path, &bytes, &env.names, sync);
             largest = largest.max(bytes.len());
             total += bytes.len();
+            if bytes.len() > PIECE && !force {
+                // Written a piece per pass from the next one on; recorded once in place. A second
+                // large board waits for the next rewrite.
+                if self.large.is_some() {
+                    self.buf = bytes;
+                    deferred = true;
+                    continue;
+                }
+                let write = Piecewise::start(env.fs(), &path, bytes, &env.names)?;
+                self.large = Some(Large { board, write, sig, hashes, started: now });
+                continue;
+            }
+            let replaced = replace_file(env.fs(), &path, &bytes, &env.names, sync);
             self.buf = bytes;
             replaced?;
             self.sigs.insert(board, sig);

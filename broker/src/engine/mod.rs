@@ -34,6 +34,7 @@ pub(crate) mod ledger;
 pub(crate) mod legacy;
 pub(crate) mod mail;
 pub(crate) mod operator;
+pub(crate) mod pieces;
 pub(crate) mod placing;
 pub(crate) mod positions;
 pub(crate) mod presence;
@@ -117,7 +118,8 @@ pub struct StepReport {
     pub messages: usize,
     pub records: usize,
     pub more: bool,
-    /// Retention has work left (an archived segment to compress): come back soon, not a tick later.
+    /// Retention has work left (an archived segment to compress), or a large board is being
+    /// written a piece per pass: come back soon, not a tick later.
     pub housekeeping: bool,
 }
 
@@ -273,7 +275,7 @@ impl Engine {
             messages: batch.messages,
             records: self.core.ledger.records() - start,
             more: batch.more,
-            housekeeping: self.retention.pending(&self.core.env),
+            housekeeping: self.retention.pending(&self.core.env) || self.boards.in_flight(),
         })
     }
 

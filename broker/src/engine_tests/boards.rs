@@ -56,3 +56,37 @@ fn the_completed_board_follows_at_its_own_slower_pace_unless_forced() {
     e.write_boards(true).unwrap();
     assert_eq!(ids(r.board(Board::Completed)), ["T1", "T2", "T3"]);
 }
+
+/// A board larger than a piece is written into a temporary a piece per pass, each pass asking
+/// to come back soon, and renamed into place once whole; a temporary a crash left is removed.
+#[test]
+fn a_large_board_is_written_a_piece_per_pass_and_replaced_whole() {
+    let r = Root::new();
+    let boards = r.layout.boards_dir();
+    let temporaries = || r.list(&boards).into_iter().filter(|n| n.contains(".tmp-")).collect::<Vec<_>>();
+    std::fs::write(boards.join(".task_ready_queue.json.tmp-999999-7"), b"[\n{\"torn").unwrap();
+    let mut e = r.engine();
+    assert_eq!(temporaries(), Vec::<String>::new(), "a crash's temporary is removed at the first write");
+    assert_eq!(ids(r.board(Board::Ready)), Vec::<String>::new());
+
+    // About 6 MB of ready tasks: more than one piece.
+    let pad = "p".repeat(100_000);
+    for i in 0..60 {
+        r.send(json!({"task_id": format!("L{i:02}"), "params": {"pad": pad}}));
+    }
+    let report = e.step().unwrap();
+    assert!(report.housekeeping, "a large board under way asks for another pass soon");
+    assert_eq!(temporaries().len(), 1, "being written beside the board");
+    assert_eq!(ids(r.board(Board::Ready)), Vec::<String>::new(), "the old board stays whole meanwhile");
+    let mut passes = 1;
+    while !temporaries().is_empty() {
+        assert!(passes < 10, "still writing after {passes} passes");
+        e.step().unwrap();
+        passes += 1;
+    }
+    assert!(passes >= 3, "{passes} passes: started, then at most 4 MB a pass");
+    let ready = ids(r.board(Board::Ready));
+    assert_eq!(ready.len(), 60);
+    assert_eq!(ready[0], "L00");
+    assert!(!e.step().unwrap().housekeeping, "nothing under way once in place");
+}
