@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// within the soak (default 64 MB).
     #[arg(long)]
     pub soak_archive_bytes: Option<u64>,
+    /// W9: the broker's `[broker] finished_keep_count`, small enough for the tombs to reach it
+    /// within the soak (default 200,000).
+    #[arg(long)]
+    pub soak_finished_keep: Option<usize>,
     /// Peers: tasks per round and system (default 2,000).
     #[arg(long)]
     pub peer_tasks: Option<usize>,
@@ -136,6 +140,7 @@ pub struct Plan {
     pub soak_secs: u64,
     pub soak_interval: u64,
     pub soak_archive_bytes: u64,
+    pub soak_finished_keep: usize,
     pub peer_tasks: usize,
     pub peer_producers: usize,
     pub peer_agents: usize,
@@ -213,6 +218,7 @@ impl Plan {
             soak_secs: a.soak_secs.unwrap_or(soak).max(1),
             soak_interval: a.soak_interval.unwrap_or(interval).max(1),
             soak_archive_bytes: a.soak_archive_bytes.unwrap_or(64_000_000),
+            soak_finished_keep: a.soak_finished_keep.unwrap_or(200_000),
             peer_tasks: a.peer_tasks.unwrap_or(peer_tasks),
             peer_producers: a.peer_producers.max(1),
             peer_agents: a.peer_agents.max(1),

@@ -62,6 +62,11 @@ pub struct BrokerSettings {
     /// ...or once the records appended since the last snapshot are at least this many bytes and
     /// twice that snapshot's size: the live journal stays in proportion to the live state.
     pub compact_min_bytes: u64,
+    /// The broker remembers at most this many finished tasks (their ids, for duplicate
+    /// submissions and redrives; about 60 bytes each in memory and 80 in the snapshot); beyond
+    /// it the oldest are forgotten, and their ids may be submitted again as new tasks. 0: no
+    /// limit.
+    pub finished_keep_count: usize,
     /// Every this many seconds, check that each queued task file is still there and unchanged
     /// (a deleted one is delivered again, a rewritten one replaced). 0 turns the audit off.
     pub audit_secs: u64,
@@ -92,6 +97,7 @@ impl Default for BrokerSettings {
             compact_after_records: 200_000,
             compact_after_bytes: 256_000_000,
             compact_min_bytes: 8_000_000,
+            finished_keep_count: 1_000_000,
             audit_secs: 10,
             delivery_journal_every: 32,
         }

@@ -44,6 +44,9 @@ pub struct State {
     /// The most recent finished tasks, oldest first.
     recent_done: VecDeque<Task>,
     recent_limit: usize,
+    /// The most tombs kept: beyond it the oldest are forgotten (`finished_keep_count`; 0: no
+    /// limit).
+    finished_limit: usize,
     /// Current dispatch name → task id (tasks that are Queued, Waiting or Held).
     by_name: HashMap<String, String>,
     /// The live tasks that are Held (the rest of `by_name` is Queued or Waiting): what a pass
@@ -112,17 +115,20 @@ impl Window {
 }
 
 impl State {
-    pub fn new(recent_limit: usize) -> Self {
-        Self { recent_limit, ..Default::default() }
+    /// A state that keeps the `recent_limit` most recent finished tasks whole (the completed
+    /// board) and remembers at most `finished_limit` of them (their tombs).
+    pub fn new(recent_limit: usize, finished_limit: usize) -> Self {
+        Self { recent_limit, finished_limit, ..Default::default() }
     }
 
-    pub fn from_snapshot(snap: Snapshot, recent_limit: usize) -> Self {
-        let mut s = Self::new(recent_limit);
+    pub fn from_snapshot(snap: Snapshot, recent_limit: usize, finished_limit: usize) -> Self {
+        let mut s = Self::new(recent_limit, finished_limit);
         // Sized once: growing by doubling to a million tombs peaks at 1.5 tables during a rehash.
         s.tombs.reserve(snap.tombs.len());
         for t in snap.tombs {
             s.tombs.insert(&t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
         }
+        s.forget_beyond_limit();
         s.recent_done = snap.recent_done.into();
         for st in snap.live {
             s.set_live(st.task, st.place, st.hash);
@@ -464,6 +470,7 @@ impl State {
                 }
             }
             self.tombs.insert(&id, Finished { status: task.status, hash, pooled });
+            self.forget_beyond_limit();
             self.recent_done.push_back(task.clone());
             while self.recent_done.len() > self.recent_limit.max(1) {
                 self.recent_done.pop_front();
@@ -474,6 +481,17 @@ impl State {
                 self.recent_done.retain(|t| t.task_id != id);
             }
             self.set_live(task.clone(), place.clone(), hash);
+        }
+    }
+}
+
+impl State {
+    /// Forgets the oldest finished tasks beyond the limit. Replay forgets exactly what live
+    /// operation forgot: the same records in the same order, under the same limit.
+    fn forget_beyond_limit(&mut self) {
+        let limit = self.finished_limit;
+        if limit > 0 && self.tombs.len() > limit {
+            self.tombs.forget_oldest(self.tombs.len() - limit);
         }
     }
 }

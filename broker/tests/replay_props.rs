@@ -167,8 +167,15 @@ fn step(e: &mut Engine) {
 fn replayed(sim: &Sim) -> (State, Vec<String>) {
     let loaded = journal::load(&sim.fs, &sim.layout.journal_dir()).unwrap();
     let mut s = match loaded.snapshot {
-        Some(snap) => State::from_snapshot(snap, Config::default().broker.completed_board_limit),
-        None => State::new(Config::default().broker.completed_board_limit),
+        Some(snap) => State::from_snapshot(
+            snap,
+            Config::default().broker.completed_board_limit,
+            Config::default().broker.finished_keep_count,
+        ),
+        None => State::new(
+            Config::default().broker.completed_board_limit,
+            Config::default().broker.finished_keep_count,
+        ),
     };
     for r in &loaded.records {
         s.apply(r);

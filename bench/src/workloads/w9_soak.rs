@@ -9,8 +9,9 @@
 //! Figures, read side by side, never checked: how flat the root's files and bytes, the RSS and the
 //! throughput are over the last half (the spread, max − min, over the mean), and what a finished
 //! task costs in the archive (compressed bytes over the tasks its segments complete). The broker
-//! runs the default retention except `archive_keep_bytes` (`--soak-archive-bytes`, 64 MB), so the
-//! archive reaches its limit within the soak.
+//! runs the default retention except `archive_keep_bytes` (`--soak-archive-bytes`, 64 MB) and
+//! `finished_keep_count` (`--soak-finished-keep`, 200,000), so the archive and the remembered
+//! finished tasks reach their limits within the soak.
 
 use super::Workload;
 use crate::error::BenchError;
@@ -90,6 +91,7 @@ impl Workload for W9 {
         let mut p = cx.base();
         p.prefix = "S".into();
         p.journal_settings = vec![format!("archive_keep_bytes = {}", cx.plan.soak_archive_bytes)];
+        p.broker_settings.push(format!("finished_keep_count = {}", cx.plan.soak_finished_keep));
         write_config(cx.fs(), &root, &p)?;
         let settings = {
             let cfg = mailroom::config::Config::load(cx.fs(), &Layout::new(&root))
@@ -101,6 +103,8 @@ impl Workload for W9 {
                 format!("inbox_retention_secs = {}", b.inbox_retention_secs),
                 format!("compact_after_records = {}", b.compact_after_records),
                 format!("compact_after_bytes = {}", b.compact_after_bytes),
+                format!("compact_min_bytes = {}", b.compact_min_bytes),
+                format!("finished_keep_count = {}", b.finished_keep_count),
                 format!("archive_keep = {:?}", j.archive_keep),
                 format!("archive_keep_bytes = {}", j.archive_keep_bytes),
             ]

@@ -36,14 +36,15 @@ impl Ledger {
         let dir = env.layout.journal_dir();
         // Records are applied as they are read: a restart never holds them all in memory.
         let limit = env.cfg.broker.completed_board_limit;
-        let rebuilt = std::cell::RefCell::new((State::new(limit), 1u64));
+        let finished = env.cfg.broker.finished_keep_count;
+        let rebuilt = std::cell::RefCell::new((State::new(limit, finished), 1u64));
         let loaded = journal::replay(
             env.fs(),
             &dir,
             |snap| {
                 if let Some(s) = snap {
                     let next = s.seq + 1;
-                    *rebuilt.borrow_mut() = (State::from_snapshot(s, limit), next);
+                    *rebuilt.borrow_mut() = (State::from_snapshot(s, limit, finished), next);
                 }
             },
             |rec| {

@@ -407,3 +407,43 @@ fn a_redriven_task_leaves_the_completed_board_and_goes_back_to_its_pool() {
     assert!(r.board(Board::Completed).is_empty());
     assert_eq!(r.board(Board::Ready).len(), 1);
 }
+
+/// The broker remembers at most `finished_keep_count` finished tasks, forgetting the oldest
+/// first; a restart (from the journal, and from a snapshot) forgets exactly the same ones, and a
+/// forgotten id may be submitted again as a new task.
+#[test]
+fn the_oldest_finished_tasks_are_forgotten_beyond_the_limit_and_replay_agrees() {
+    let r = Root::new();
+    let mut cfg = Config::default();
+    cfg.broker.finished_keep_count = 3;
+    let mut e = r.engine_with(cfg.clone());
+    for id in ["F1", "F2", "F3", "F4", "F5"] {
+        r.send(json!({"task_id": id}));
+        e.step().unwrap();
+        r.send(json!({"kind": "cancel", "task_id": id}));
+        e.step().unwrap();
+    }
+    let remembered = |e: &Engine| -> Vec<bool> {
+        ["F1", "F2", "F3", "F4", "F5"].iter().map(|id| e.state().finished(id).is_some()).collect()
+    };
+    assert_eq!(remembered(&e), [false, false, true, true, true]);
+    assert_eq!(e.state().finished_count(), 3);
+    drop(e);
+    let e = r.engine_with(cfg.clone());
+    assert_eq!(remembered(&e), [false, false, true, true, true], "replayed from the journal");
+    drop(e);
+    cfg.broker.compact_after_records = 1;
+    let mut e = r.engine_with(cfg.clone());
+    // A forgotten id is a new task; one still remembered is a duplicate.
+    r.send(json!({"task_id": "F1", "name": "again"}));
+    r.send(json!({"task_id": "F5", "name": "again"}));
+    e.step().unwrap();
+    assert_eq!(e.live("F1").map(|l| l.task.status), Some(Status::Pending));
+    assert!(e.live("F5").is_none(), "F5 is remembered: not submitted again");
+    r.send(json!({"kind": "cancel", "task_id": "F1"}));
+    e.step().unwrap();
+    assert_eq!(remembered(&e), [true, false, false, true, true], "F1 is the newest now");
+    drop(e);
+    let e = r.engine_with(cfg);
+    assert_eq!(remembered(&e), [true, false, false, true, true], "from the snapshot and what follows");
+}

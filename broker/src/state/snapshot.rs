@@ -87,7 +87,7 @@ mod tests {
     /// The streamed snapshot reads back as the `Snapshot` the state makes by copying.
     #[test]
     fn the_streamed_snapshot_is_the_copied_one() {
-        let mut s = State::new(3);
+        let mut s = State::new(3, 0);
         let mut seq = 0;
         let mut push = |s: &mut State, e: Entry| {
             seq += 1;

@@ -7,7 +7,9 @@
 //! table's slack).
 //!
 //! A tomb removed (a redrive revives the task) leaves its bytes in the arena until more than half
-//! of it is dead; then the arena and the records are rebuilt.
+//! of it is dead; then the arena and the records are rebuilt. Records stay in the order the tombs
+//! were made (finish order; snapshots keep it), so the oldest are forgotten first when the state
+//! keeps at most `finished_keep_count` of them.
 
 use super::Finished;
 use hashbrown::HashTable;
@@ -32,6 +34,8 @@ pub struct Tombs {
     index: HashTable<u32>,
     hasher: std::hash::RandomState,
     dead: usize,
+    /// Every record before this one is removed (where [`Tombs::forget_oldest`] goes on from).
+    front: usize,
     /// Ids that do not fit a record (longer than 65,535 bytes, or past 4 GiB of arena): rare.
     big: std::collections::HashMap<String, Finished>,
 }
@@ -92,6 +96,28 @@ impl Tombs {
         Some(out)
     }
 
+    /// Forgets the `n` oldest tombs (those made first).
+    pub fn forget_oldest(&mut self, mut n: usize) {
+        while n > 0 && self.front < self.recs.len() {
+            let i = self.front;
+            self.front += 1;
+            let r = self.recs[i];
+            if r.status.is_none() {
+                continue;
+            }
+            let h = self.hasher.hash_one(id_of(&self.ids, &r));
+            if let Ok(entry) = self.index.find_entry(h, |&j| j as usize == i) {
+                entry.remove();
+            }
+            self.recs[i].status = None;
+            self.dead += 1;
+            n -= 1;
+        }
+        if self.dead > 1024 && self.dead * 2 > self.recs.len() {
+            self.rebuild();
+        }
+    }
+
     /// The heap the tombs hold (capacities, slack included): divided by [`Tombs::len`], what a
     /// finished task costs in memory.
     pub fn heap_bytes(&self) -> usize {
@@ -134,6 +160,30 @@ mod tests {
 
     fn f(hash: u64) -> Finished {
         Finished { status: Status::Completed, hash, pooled: hash.is_multiple_of(2) }
+    }
+
+    #[test]
+    fn the_oldest_tombs_are_forgotten_first_through_removals_and_rebuilds() {
+        let mut t = Tombs::default();
+        for i in 0..6000u64 {
+            t.insert(&format!("T-{i}"), f(i));
+        }
+        // Revived (removed) here and there, then made again: it is now among the newest.
+        t.remove("T-10");
+        t.remove("T-11");
+        t.insert("T-11", f(11));
+        t.forget_oldest(5000);
+        assert_eq!(t.len(), 6000 - 1 - 5000);
+        assert!(t.recs.len() < 6000, "rebuilt once more than half was dead");
+        // The 5,000 oldest still there: T-0 to T-9, then T-12 to T-5001.
+        assert_eq!(t.get("T-5001"), None, "the 5,000 oldest still there were forgotten");
+        assert_eq!(t.get("T-5002"), Some(f(5002)));
+        assert_eq!(t.get("T-11"), Some(f(11)), "made again after the others: newest");
+        t.forget_oldest(1);
+        assert_eq!(t.get("T-5002"), None);
+        assert_eq!(t.iter().count(), t.len());
+        t.forget_oldest(usize::MAX);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

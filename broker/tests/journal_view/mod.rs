@@ -147,8 +147,10 @@ impl JournalView {
 fn rebuilt_state(fs: &dyn Fs, layout: &Layout) -> State {
     let loaded = journal::load(fs, &layout.journal_dir()).unwrap();
     let mut s = match loaded.snapshot {
-        Some(snap) => State::from_snapshot(snap, 1000),
-        None => State::new(1000),
+        Some(snap) => {
+            State::from_snapshot(snap, 1000, mailroom::config::Config::default().broker.finished_keep_count)
+        }
+        None => State::new(1000, mailroom::config::Config::default().broker.finished_keep_count),
     };
     for r in &loaded.records {
         s.apply(r);
