@@ -1,6 +1,7 @@
-//! The broker's event loop. Watcher events are only hints that something changed: each one
-//! wakes the loop, and the loop's pass scans what it needs. A periodic tick rescans anyway, so
-//! a missed or overflowed event costs at most one tick of latency, never a task. Commands from
+//! The broker's event loop. Watcher events ([`crate::wakeups`]) are only hints that something
+//! arrived: each one wakes the loop, and says where the pass should look besides the inbox. A
+//! pass at least once a tick looks everywhere, so a missed or overflowed event costs at most one
+//! tick of latency, never a task. Commands from
 //! in-process front ends (see [`crate::engine::commands`]) wake it too and are answered between
 //! passes, and so are those of the [outbox](crate::outbox)'s deliverers, which the loop starts
 //! (one task per webhook or hook) and stops with it.
