@@ -1,4 +1,4 @@
-//! The broker's event loop. Watcher events ([`crate::wakeups`]) are only hints that something
+//! The broker's event loop. Watcher events (`wakeups.rs`) are only hints that something
 //! arrived: each one wakes the loop, and says where the pass should look besides the inbox. A
 //! pass at least once a tick looks everywhere, so a missed or overflowed event costs at most one
 //! tick of latency, never a task. Commands from
