@@ -128,11 +128,12 @@ impl State {
         for t in snap.tombs {
             s.tombs.insert(&t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
         }
-        s.forget_beyond_limit();
         s.recent_done = snap.recent_done.into();
         for st in snap.live {
             s.set_live(st.task, st.place, st.hash);
         }
+        // After the live tasks: those a live task depends on are kept.
+        s.forget_beyond_limit();
         s.consumed = snap
             .consumed
             .into_iter()
@@ -486,12 +487,14 @@ impl State {
 }
 
 impl State {
-    /// Forgets the oldest finished tasks beyond the limit. Replay forgets exactly what live
-    /// operation forgot: the same records in the same order, under the same limit.
+    /// Forgets the oldest finished tasks beyond the limit, but never one a live task depends on
+    /// (its dependency must still be found finished). Replay forgets exactly what live operation
+    /// forgot: the same records in the same order, under the same limit.
     fn forget_beyond_limit(&mut self) {
         let limit = self.finished_limit;
         if limit > 0 && self.tombs.len() > limit {
-            self.tombs.forget_oldest(self.tombs.len() - limit);
+            let dependents = &self.dependents;
+            self.tombs.forget_oldest(self.tombs.len() - limit, |id| dependents.contains_key(id));
         }
     }
 }

@@ -447,3 +447,37 @@ fn the_oldest_finished_tasks_are_forgotten_beyond_the_limit_and_replay_agrees() 
     let e = r.engine_with(cfg);
     assert_eq!(remembered(&e), [true, false, false, true, true], "from the snapshot and what follows");
 }
+
+/// A finished task a live task still depends on is never forgotten, however many finish after
+/// it: the dependent must find it finished when its other dependencies are done.
+#[test]
+fn a_finished_dependency_is_remembered_beyond_the_limit_while_a_task_waits_on_it() {
+    let r = Root::new();
+    r.agent("A");
+    let mut cfg = Config::default();
+    cfg.broker.finished_keep_count = 2;
+    let mut e = r.engine_with(cfg.clone());
+    r.send(json!({"task_id": "DEP"}));
+    r.send(json!({"task_id": "SLOW", "task_type": "slow"}));
+    r.send(json!({"task_id": "AFTER", "depends_on": ["DEP", "SLOW"]}));
+    e.step().unwrap();
+    let claim = r.claim(&r.layout.queue("default").new_dir(), "A");
+    e.step().unwrap();
+    r.send(json!({"kind": "complete", "agent": "A", "claim": claim, "result": {}}));
+    e.step().unwrap();
+    assert_eq!(e.state().finished("DEP").map(|f| f.status), Some(Status::Completed));
+    for i in 0..5 {
+        r.send(json!({"task_id": format!("X{i}")}));
+        e.step().unwrap();
+        r.send(json!({"kind": "cancel", "task_id": format!("X{i}")}));
+        e.step().unwrap();
+    }
+    assert!(e.state().finished("DEP").is_some(), "AFTER still depends on it");
+    assert!(e.state().finished("X0").is_none(), "the others are forgotten beyond the limit");
+    drop(e);
+    let mut e = r.engine_with(cfg);
+    assert!(e.state().finished("DEP").is_some(), "and replay agrees");
+    r.send(json!({"kind": "cancel", "task_id": "SLOW"}));
+    e.step().unwrap();
+    assert!(e.live("AFTER").is_none_or(|l| l.task.status != Status::Pending), "no longer waits on SLOW");
+}

@@ -96,22 +96,31 @@ impl Tombs {
         Some(out)
     }
 
-    /// Forgets the `n` oldest tombs (those made first).
-    pub fn forget_oldest(&mut self, mut n: usize) {
-        while n > 0 && self.front < self.recs.len() {
+    /// Forgets the `n` oldest tombs (those made first), except those `pinned` says to keep:
+    /// each of those is made again as the newest, so the next call does not meet it first.
+    pub fn forget_oldest(&mut self, mut n: usize, pinned: impl Fn(&str) -> bool) {
+        let end = self.recs.len();
+        let mut kept = Vec::new();
+        while n > 0 && self.front < end {
             let i = self.front;
             self.front += 1;
             let r = self.recs[i];
-            if r.status.is_none() {
-                continue;
+            let Some(status) = r.status else { continue };
+            let id = id_of(&self.ids, &r);
+            if pinned(id) {
+                kept.push((id.to_string(), Finished { status, hash: r.hash, pooled: r.pooled }));
+            } else {
+                n -= 1;
             }
-            let h = self.hasher.hash_one(id_of(&self.ids, &r));
+            let h = self.hasher.hash_one(id);
             if let Ok(entry) = self.index.find_entry(h, |&j| j as usize == i) {
                 entry.remove();
             }
             self.recs[i].status = None;
             self.dead += 1;
-            n -= 1;
+        }
+        for (id, f) in kept {
+            self.insert(&id, f);
         }
         if self.dead > 1024 && self.dead * 2 > self.recs.len() {
             self.rebuild();
@@ -172,17 +181,23 @@ mod tests {
         t.remove("T-10");
         t.remove("T-11");
         t.insert("T-11", f(11));
-        t.forget_oldest(5000);
+        t.forget_oldest(5000, |_| false);
         assert_eq!(t.len(), 6000 - 1 - 5000);
         assert!(t.recs.len() < 6000, "rebuilt once more than half was dead");
         // The 5,000 oldest still there: T-0 to T-9, then T-12 to T-5001.
         assert_eq!(t.get("T-5001"), None, "the 5,000 oldest still there were forgotten");
         assert_eq!(t.get("T-5002"), Some(f(5002)));
         assert_eq!(t.get("T-11"), Some(f(11)), "made again after the others: newest");
-        t.forget_oldest(1);
+        t.forget_oldest(1, |_| false);
         assert_eq!(t.get("T-5002"), None);
         assert_eq!(t.iter().count(), t.len());
-        t.forget_oldest(usize::MAX);
+        // A pinned tomb is kept, and made again as the newest.
+        t.forget_oldest(3, |id| id == "T-5003");
+        let got = [t.get("T-5003"), t.get("T-5004"), t.get("T-5006"), t.get("T-5007")];
+        assert_eq!(got, [Some(f(5003)), None, None, Some(f(5007))], "5004 to 5006 forgotten in its place");
+        t.forget_oldest(t.len() - 1, |_| false);
+        assert_eq!(t.get("T-5003"), Some(f(5003)), "made again as the newest, so forgotten last");
+        t.forget_oldest(usize::MAX, |_| false);
         assert_eq!(t.len(), 0);
     }
 
