@@ -13,8 +13,9 @@
 //! every agent's `cur/` nor every drop directory ([`Look`]). A directory that is not watched
 //! (the inotify limits, a directory not made yet) is looked at in every pass.
 //!
-//! Nothing the broker itself does there wakes it (its deliveries into an agent's `new/`, its
-//! removals from `cur/`, its moves out of the inbox), nor heartbeats, listings or reads. A file
+//! What the broker itself does there does not wake it (its deliveries into an agent's `new/`,
+//! its removals from `cur/`, its moves out of the inbox; its moves of dropped files into the
+//! inbox do, once per batch), nor do heartbeats, listings or reads. A file
 //! vanishing from an agent's `cur/` is found by the periodic pass, as is anything an event
 //! missed: a wake-up is a hint, never the only way to find work.
 
@@ -92,6 +93,7 @@ impl Wakeups {
     pub(crate) fn refresh(&self, fs: &dyn Fs) {
         let Some(watch) = &self.watch else { return };
         let watch = watch.get_ref();
+        watch.forget_missed();
         let mut blind = 0;
         for (dir, interest, tag, tree) in &self.targets {
             let added = match tree {

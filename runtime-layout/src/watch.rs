@@ -23,6 +23,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// What a watched directory wakes its watcher for.
@@ -38,7 +39,13 @@ pub enum Interest {
 
 impl Interest {
     fn mask(self) -> WatchFlags {
-        let base = WatchFlags::MOVED_TO | WatchFlags::CREATE | WatchFlags::ONLYDIR | WatchFlags::DONT_FOLLOW;
+        // The directory itself moved or removed: its watch no longer covers its path.
+        let base = WatchFlags::MOVED_TO
+            | WatchFlags::CREATE
+            | WatchFlags::MOVE_SELF
+            | WatchFlags::DELETE_SELF
+            | WatchFlags::ONLYDIR
+            | WatchFlags::DONT_FOLLOW;
         match self {
             Interest::Arrivals => base,
             Interest::Writes => base | WatchFlags::CLOSE_WRITE,
@@ -66,6 +73,10 @@ struct Watched {
 pub struct DirWatch {
     fd: OwnedFd,
     watched: Mutex<HashMap<i32, Watched>>,
+    /// Tags of areas where a directory is no longer watched (it moved or went away, or one made
+    /// in a tree could not be watched): reported by every drain until [`DirWatch::forget_missed`],
+    /// so the caller looks there every time until it watches them again.
+    missed: AtomicU64,
 }
 
 /// What one [`DirWatch::drain`] read.
@@ -93,7 +104,7 @@ impl DirWatch {
     /// A new instance with no watches (non-blocking, closed on exec).
     pub fn new() -> std::io::Result<Self> {
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
-        Ok(DirWatch { fd, watched: Mutex::new(HashMap::new()) })
+        Ok(DirWatch { fd, watched: Mutex::new(HashMap::new()), missed: AtomicU64::new(0) })
     }
 
     /// Watches `dir`, its events reported under `tag` (below 64); `Ok(false)` when there is no
@@ -160,6 +171,12 @@ impl DirWatch {
         }
     }
 
+    /// Clears what [`Drained::tags`] reports for directories no longer watched (call it before
+    /// watching them again).
+    pub fn forget_missed(&self) {
+        self.missed.store(0, Ordering::Relaxed);
+    }
+
     /// Whether `dir` is watched.
     pub fn watches(&self, dir: &Path) -> bool {
         self.watched.lock().unwrap_or_else(|p| p.into_inner()).values().any(|w| w.dir == dir)
@@ -189,8 +206,16 @@ impl DirWatch {
                     if made && let Some(name) = e.file_name().and_then(|n| n.to_str().ok()) {
                         created.push((e.wd(), name.to_string()));
                     }
-                    if e.events().contains(ReadFlags::IGNORED) {
-                        self.watched.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.wd());
+                    // Moved: its path is no longer what it watches (a directory made again
+                    // there is watched anew). Removed, or its watch dropped: nothing to watch.
+                    if e.events().contains(ReadFlags::MOVE_SELF) {
+                        let _ = inotify::remove_watch(&self.fd, e.wd());
+                    }
+                    if e.events().intersects(ReadFlags::MOVE_SELF | ReadFlags::IGNORED)
+                        && let Some(w) =
+                            self.watched.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.wd())
+                    {
+                        self.missed.fetch_or(1 << w.tag, Ordering::Relaxed);
                     }
                 }
                 Err(Errno::AGAIN) => break,
@@ -205,11 +230,14 @@ impl DirWatch {
             };
             if let Some((dir, interest, tag, skip)) = parent {
                 let sub = dir.join(&name);
-                if !skip(&sub) {
-                    self.add_tree(fs, &sub, interest, tag, skip)?;
+                // One that cannot be watched (no permission, the watch limit): looked at in
+                // every pass instead, and what was read is kept either way.
+                if !skip(&sub) && self.add_tree(fs, &sub, interest, tag, skip).is_err() {
+                    self.missed.fetch_or(1 << tag, Ordering::Relaxed);
                 }
             }
         }
+        drained.tags |= self.missed.load(Ordering::Relaxed);
         Ok(drained)
     }
 

@@ -123,3 +123,28 @@ fn each_event_is_reported_under_its_directory_s_tag() {
     let got = w.drain(&rfs).unwrap();
     assert!(got.has(3) && !got.has(5), "{got:?}");
 }
+
+#[test]
+fn a_watched_directory_moved_away_is_no_longer_watched_and_its_area_is_reported_until_watched_again() {
+    let (d, rfs) = root();
+    let drop = d.path().join("drop");
+    fs::create_dir_all(&drop).unwrap();
+    let w = DirWatch::new().unwrap();
+    assert!(w.add(&drop, Interest::Writes, 2).unwrap());
+    fs::rename(&drop, d.path().join("drop.old")).unwrap();
+    fs::create_dir_all(&drop).unwrap();
+    std::thread::sleep(NOTHING);
+    let got = w.drain(&rfs).unwrap();
+    assert!(got.has(2), "{got:?}");
+    assert!(!w.watches(&drop), "the path is not what the old watch covers");
+    fs::write(d.path().join("drop.old/f"), b"").unwrap();
+    std::thread::sleep(NOTHING);
+    let got = w.drain(&rfs).unwrap();
+    assert_eq!(got.events, 0, "the moved directory no longer wakes");
+    assert!(got.has(2), "but its area is reported until watched again: {got:?}");
+    w.forget_missed();
+    assert!(w.add(&drop, Interest::Writes, 2).unwrap());
+    assert!(!w.drain(&rfs).unwrap().has(2));
+    fs::write(drop.join("g"), b"").unwrap();
+    assert!(w.wait(&rfs, SOON).unwrap(), "the directory made again wakes");
+}
