@@ -9,7 +9,7 @@ use runtime_layout::{DirWatch, Durability, FileKind, Fs, FsError, Interest, Layo
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A task this agent holds: its claim name, the task as it stands now that it is claimed
@@ -41,10 +41,11 @@ pub struct Agent {
     pub(crate) mailbox: Maildir,
     /// The capability sets of tags read so far (a tag's set never changes; see `capabilities.rs`).
     pub(crate) sets: Mutex<HashMap<String, Vec<String>>>,
-    /// [`Agent::claim_wait`]'s watch, made at its first call and kept (`None` where inotify is
-    /// unavailable: then it rescans alone). One instance for the agent's life, not one per
-    /// wait: closing an instance waits for the kernel to release its marks.
-    pub(crate) watch: OnceLock<Option<DirWatch>>,
+    /// [`Agent::claim_wait`]'s watch, made at its first call and kept (tried again at the next
+    /// call while inotify refuses one: meanwhile the wait rescans alone). One instance for the
+    /// agent's life, not one per wait: closing an instance waits for the kernel to release its
+    /// marks.
+    pub(crate) watch: Mutex<Option<Arc<DirWatch>>>,
 }
 
 impl Agent {
@@ -85,7 +86,7 @@ impl Agent {
             name: name.to_string(),
             mailbox,
             sets: Mutex::new(HashMap::new()),
-            watch: OnceLock::new(),
+            watch: Mutex::new(None),
         })
     }
 
@@ -161,7 +162,14 @@ impl Agent {
     pub fn claim_wait(&self, pools: &[String], timeout: Duration) -> Result<Option<Claim>, Error> {
         let deadline = Instant::now() + timeout;
         let fs = self.client.fs.as_ref();
-        let watch = self.watch.get_or_init(|| DirWatch::new().ok()).as_ref();
+        let watch = {
+            let mut held = self.watch.lock().unwrap_or_else(|p| p.into_inner());
+            if held.is_none() {
+                *held = DirWatch::new().ok().map(Arc::new);
+            }
+            held.clone()
+        };
+        let watch = watch.as_deref();
         // Watch before the first scan, so nothing can arrive unseen between the scan and the
         // wait; what arrived before this call is found by the scan, so its events are dropped.
         if let Some(w) = watch {

@@ -1,6 +1,7 @@
 //! The Rust client for mailroom agents and producers: submit tasks, claim them with one atomic
 //! rename, heartbeat, complete, fail, release, and exchange mail, all over the file protocol of
-//! `docs/PROTOCOL.md`. Synchronous: no runtime, no threads except the watcher of [`Agent::claim_wait`].
+//! `docs/PROTOCOL.md`. Synchronous: no runtime and no threads ([`Agent::claim_wait`] polls one
+//! inotify descriptor on the caller's thread).
 //!
 //! Every message waits for the broker's answer by default ([`Ack`]): a message leaves the
 //! broker's inbox only once the broker has journaled what it does with it, so a call that returns

@@ -369,9 +369,10 @@ impl Config {
             || raw.broker.batch_size == 0
             || raw.broker.delivery_journal_every == 0
             || raw.broker.compact_after_bytes == 0
+            || raw.broker.compact_min_bytes < 1_000_000
         {
             return Err(
-                "broker: lease_secs, tick_ms, batch_size, delivery_journal_every and compact_after_bytes must be at least 1"
+                "broker: lease_secs, tick_ms, batch_size, delivery_journal_every and compact_after_bytes must be at least 1, compact_min_bytes at least 1000000"
                     .into(),
             );
         }
@@ -497,6 +498,10 @@ mod tests {
         );
         assert!(Config::parse("[dispatch]\naging = 1\n").unwrap_err().contains("aging"));
         assert!(Config::parse("[agents]\nstale_secs = 0\n").is_err());
+        // A tiny floor would compact at almost every pass where little is live.
+        assert!(Config::parse("[broker]\ncompact_min_bytes = 0\n").is_err());
+        let c = Config::parse("[broker]\ncompact_min_bytes = 2000000\nfinished_keep_count = 0\n").unwrap();
+        assert_eq!((c.broker.compact_min_bytes, c.broker.finished_keep_count), (2_000_000, 0));
     }
 
     #[test]

@@ -274,21 +274,24 @@ impl BoardWriter {
     /// old board (or, on a filesystem that does not flush a file renamed over another, an empty
     /// one) until the broker starts again.
     pub fn write(&mut self, env: &Env, state: &State, force: bool, durable: bool) -> Result<(), EngineError> {
-        let force = force || std::mem::take(&mut self.force_next);
+        // The caller's force (a start, a clean stop) finishes everything now; a rewrite the
+        // writer forces itself (after an absorbed edit) still writes a large board in pieces.
+        let now_whole = force;
         if !self.swept {
             let mut paths: Vec<_> = Board::ALL.iter().map(|b| env.layout.board(*b)).collect();
             paths.push(env.layout.agents_board());
-            pieces::sweep(env.fs(), &env.layout.boards_dir(), &paths)?;
+            pieces::sweep(env.fs(), &env.layout.boards_dir(), &paths);
             self.swept = true;
         }
         // A large board under way: one more piece, or all of it when forced. No other rewrite
         // starts before it is in place.
         if self.large.is_some() {
-            self.advance_large(env, force, durable)?;
+            self.advance_large(env, now_whole, durable)?;
             if self.large.is_some() {
                 return Ok(());
             }
         }
+        let force = force || std::mem::take(&mut self.force_next);
         if !self.dirty && !force {
             return Ok(());
         }
@@ -386,7 +389,7 @@ impl BoardWriter {
             bytes.extend_from_slice(b"\n]\n");
             largest = largest.max(bytes.len());
             total += bytes.len();
-            if bytes.len() > PIECE && !force {
+            if bytes.len() > PIECE && !now_whole {
                 // Written a piece per pass from the next one on; recorded once in place. A second
                 // large board waits for the next rewrite.
                 if self.large.is_some() {

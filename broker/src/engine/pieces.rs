@@ -92,13 +92,17 @@ impl Piecewise {
 }
 
 /// Removes the temporaries a crash left beside the files of `paths` (the broker holds the
-/// root's lock, so no other writer's are there).
-pub(crate) fn sweep(fs: &dyn Fs, dir: &Path, paths: &[PathBuf]) -> Result<(), FsError> {
+/// root's lock, so no other writer's are there). One that cannot be removed is left, with a
+/// warning: it is litter, not a reason to stop.
+pub(crate) fn sweep(fs: &dyn Fs, dir: &Path, paths: &[PathBuf]) {
     let prefixes: Vec<String> = paths.iter().map(|p| tmp_prefix(p)).collect();
     let entries = match fs.list(dir) {
         Ok(e) => e,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e),
+        Err(e) if e.is_not_found() => return,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot look for temporaries a crash left");
+            return;
+        }
     };
     for e in entries {
         let Some(name) = e.name_str() else { continue };
@@ -106,9 +110,8 @@ pub(crate) fn sweep(fs: &dyn Fs, dir: &Path, paths: &[PathBuf]) -> Result<(), Fs
             match fs.remove_file(&dir.join(name)) {
                 Ok(()) => tracing::info!(file = name, "removed a board's temporary left by a crash"),
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e),
+                Err(e) => tracing::warn!(file = name, error = %e, "cannot remove a temporary a crash left"),
             }
         }
     }
-    Ok(())
 }
