@@ -2,7 +2,7 @@
 //! state and replaced atomically (temporary, fsync, rename; one directory fsync for the four),
 //! at most every 200 ms (or four times as long as the last rewrite took, or as long as its bytes
 //! take at 16 MB/s) unless forced; a board larger than 4 MB (the ready board of a deep queue) is
-//! written a piece per pass and renamed into place once whole ([`super::pieces`]); the
+//! written 1 MB per pass and renamed into place once whole ([`super::pieces`]); the
 //! completed board, the largest under a steady load (the last `completed_board_limit` finished
 //! tasks, each with its whole history) and one that only grows older, at most every 500 ms. It
 //! caches each task's JSON by version, so a pass
@@ -12,7 +12,7 @@
 
 use super::EngineError;
 use super::env::Env;
-use super::pieces::{self, PIECE, Piecewise};
+use super::pieces::{self, LARGE, Piecewise};
 use crate::journal::Place;
 use crate::state::{State, fnv64};
 use protocol::{Status, Task, Timestamp};
@@ -389,7 +389,7 @@ impl BoardWriter {
             bytes.extend_from_slice(b"\n]\n");
             largest = largest.max(bytes.len());
             total += bytes.len();
-            if bytes.len() > PIECE && !now_whole {
+            if bytes.len() > LARGE && !now_whole {
                 // Written a piece per pass from the next one on; recorded once in place. A second
                 // large board waits for the next rewrite.
                 if self.large.is_some() {
