@@ -128,19 +128,7 @@ impl DirWatch {
         if !self.add_watch(dir, interest, tag, Some(skip))? {
             return Ok(false);
         }
-        self.add_below(fs, dir, interest, tag, skip)?;
-        Ok(true)
-    }
-
-    fn add_below(
-        &self,
-        fs: &dyn Fs,
-        dir: &Path,
-        interest: Interest,
-        tag: u8,
-        skip: Skip,
-    ) -> std::io::Result<()> {
-        let Ok(entries) = fs.list(dir) else { return Ok(()) };
+        let Ok(entries) = fs.list(dir) else { return Ok(true) };
         for e in entries {
             let Some(name) = e.name_str() else { continue };
             let sub = dir.join(name);
@@ -148,7 +136,7 @@ impl DirWatch {
                 self.add_tree(fs, &sub, interest, tag, skip)?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn add_watch(
