@@ -173,7 +173,7 @@ impl Agent {
         // Watch before the first scan, so nothing can arrive unseen between the scan and the
         // wait; what arrived before this call is found by the scan, so its events are dropped.
         if let Some(w) = watch {
-            self.watch_dirs(w, pools)?;
+            self.watch_dirs(w, pools);
             let _ = w.drain(fs);
         }
         loop {
@@ -192,7 +192,7 @@ impl Agent {
                         std::thread::sleep(wait);
                     }
                     // A pool made meanwhile is watched before the next scan.
-                    self.watch_dirs(w, pools)?;
+                    self.watch_dirs(w, pools);
                 }
                 None => std::thread::sleep(wait),
             }
@@ -203,7 +203,7 @@ impl Agent {
     /// and `queues/` for pools made later, when `pools` is empty). A pool not made yet is waited
     /// for by watching `queues/` and the pool's own directory, so its first task wakes the wait.
     /// A directory that cannot be watched costs at most one rescan period of latency.
-    fn watch_dirs(&self, w: &DirWatch, pools: &[String]) -> Result<(), Error> {
+    fn watch_dirs(&self, w: &DirWatch, pools: &[String]) {
         let layout = &self.client.layout;
         let fs = self.client.fs.as_ref();
         let mut want = vec![self.mailbox.new_dir()];
@@ -211,10 +211,7 @@ impl Agent {
             let queues = layout.queues_dir();
             if !w.watches(&queues) {
                 // A pool's tmp/ and cur/ are not where tasks arrive.
-                let skip = |d: &Path| {
-                    d.parent().and_then(Path::parent).and_then(Path::file_name) == Some("queues".as_ref())
-                        && matches!(d.file_name().and_then(|n| n.to_str()), Some("tmp" | "cur"))
-                };
+                let skip = |d: &Path| runtime_layout::maildir_subdir(d, "queues", &["tmp", "cur"]);
                 let _ = w.add_tree(fs, &queues, Interest::Arrivals, 0, skip);
             }
         } else {
@@ -229,7 +226,6 @@ impl Agent {
                 let _ = w.add(up, Interest::Arrivals, 0);
             }
         }
-        Ok(())
     }
 
     /// Renews the lease on a claim (sets the file's mtime to now).

@@ -46,9 +46,7 @@ pub(crate) struct Wakeups {
 /// In `mailboxes/`, an agent's `tmp/` (half-written files) and `new/` (what the broker delivers
 /// there; agents rename out of it into `cur/`, which is watched).
 fn mailbox_skip(dir: &Path) -> bool {
-    let in_mailbox =
-        dir.parent().and_then(Path::parent).and_then(Path::file_name) == Some("mailboxes".as_ref());
-    in_mailbox && matches!(dir.file_name().and_then(|n| n.to_str()), Some("tmp" | "new"))
+    runtime_layout::maildir_subdir(dir, "mailboxes", &["tmp", "new"])
 }
 
 fn skip_nothing(_: &Path) -> bool {

@@ -44,4 +44,4 @@ pub use profile::{
     ProfileError, read_agent_profile, read_capability_set, write_agent_profile, write_capability_set,
 };
 pub use tree::{Displaced, TreeError};
-pub use watch::{DirWatch, Drained, Interest, Skip};
+pub use watch::{DirWatch, Drained, Interest, Skip, maildir_subdir};

@@ -56,6 +56,13 @@ impl Interest {
 /// Which directories below a tree watch are left out, given each one's path.
 pub type Skip = fn(&Path) -> bool;
 
+/// Whether `dir` is `<top>/<maildir>/<name>` for one of `names`: a maildir subdirectory (say a
+/// pool's `tmp/` under `queues/`) that a [`Skip`] leaves out of a tree.
+pub fn maildir_subdir(dir: &Path, top: &str, names: &[&str]) -> bool {
+    dir.parent().and_then(Path::parent).and_then(Path::file_name) == Some(top.as_ref())
+        && dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| names.contains(&n))
+}
+
 /// One watched directory.
 #[derive(Debug)]
 struct Watched {

@@ -208,8 +208,7 @@ impl BoardWriter {
             let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
             self.marks.insert(board, BoardMark { stamp, tasks: hashes, pending: None });
         }
-        // The next rewrite waits for this one's bytes and time too.
-        self.last_bytes = self.last_bytes.max(i64::try_from(len).unwrap_or(i64::MAX / 8));
+        // The next rewrite waits for this one's time too (its bytes were counted when it began).
         self.cost_us += i64::try_from(spent.as_micros()).unwrap_or(i64::MAX / 8);
         tracing::debug!(
             board = board.file_name(),
