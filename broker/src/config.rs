@@ -63,7 +63,7 @@ pub struct BrokerSettings {
     /// twice that snapshot's size: the live journal stays in proportion to the live state.
     pub compact_min_bytes: u64,
     /// The broker remembers at most this many finished tasks (their ids, for duplicate
-    /// submissions and redrives; about 60 bytes each in memory and 80 in the snapshot); beyond
+    /// submissions and redrives; about 36 bytes each in memory and 80 in the tomb files); beyond
     /// it the oldest are forgotten, and their ids may be submitted again as new tasks. 0: no
     /// limit.
     pub finished_keep_count: usize,
@@ -96,7 +96,7 @@ impl Default for BrokerSettings {
             batch_size: 512,
             compact_after_records: 200_000,
             compact_after_bytes: 256_000_000,
-            compact_min_bytes: 8_000_000,
+            compact_min_bytes: 4_000_000,
             finished_keep_count: 1_000_000,
             audit_secs: 10,
             delivery_journal_every: 32,

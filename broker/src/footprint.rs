@@ -34,7 +34,8 @@ pub struct Footprint {
     /// The journal segments replay reads (the one being appended to, and any not yet archived):
     /// they grow until the next compaction (`compact_after_records`).
     pub journal_live: Area,
-    /// The newest snapshot (and a temporary while one is written): a tomb per finished task.
+    /// The newest snapshot and its tomb files (`tombs-*.jsonl`, a line per finished task
+    /// remembered), and a temporary while one is written.
     pub snapshot: Area,
     /// Segments a snapshot covers (`journal/archive/`), within `[journal] archive_keep*`.
     pub archive: Area,
@@ -142,7 +143,7 @@ fn classify<'a>(layout: &Layout, path: &Path, f: &'a mut Footprint) -> &'a mut A
         &mut f.archive
     } else if path.starts_with(&journal) {
         let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-        if name.starts_with("snapshot-") || name.starts_with(".snapshot-") {
+        if ["snapshot-", ".snapshot-", "tombs-", ".tombs-"].iter().any(|p| name.starts_with(p)) {
             &mut f.snapshot
         } else {
             &mut f.journal_live
@@ -196,6 +197,7 @@ mod tests {
         put(l.broker_inbox().cur().join("m00"), 5);
         put(l.journal_dir().join("segment-0000000000000003.jsonl"), 30);
         put(l.journal_dir().join("snapshot-0000000000000002.json"), 7);
+        put(l.journal_dir().join("tombs-0000000000000000.jsonl"), 3);
         fs.create_dir_all(&l.journal_dir().join("archive")).unwrap();
         put(l.journal_dir().join("archive/segment-0000000000000001.jsonl.zst"), 40);
         put(l.quarantine_dir().join("bad"), 50);
@@ -206,13 +208,13 @@ mod tests {
         assert_eq!(f.inbox_pending, Area { files: 1, bytes: 10 });
         assert_eq!(f.inbox_kept, Area { files: 2, bytes: 25 });
         assert_eq!(f.journal_live, Area { files: 1, bytes: 30 });
-        assert_eq!(f.snapshot, Area { files: 1, bytes: 7 });
+        assert_eq!(f.snapshot, Area { files: 2, bytes: 10 });
         assert_eq!(f.archive, Area { files: 1, bytes: 40 });
         assert_eq!(f.quarantine, Area { files: 1, bytes: 50 });
         assert_eq!(f.tasks, Area { files: 1, bytes: 60 });
         assert_eq!(f.boards, Area { files: 1, bytes: 70 });
         assert_eq!(f.other, Area { files: 1, bytes: 80 });
-        assert_eq!(f.total(), Area { files: 10, bytes: 372 });
+        assert_eq!(f.total(), Area { files: 11, bytes: 375 });
         assert!(f.render().contains("archive") && f.space.is_none());
     }
 }

@@ -123,11 +123,21 @@ impl State {
 
     pub fn from_snapshot(snap: Snapshot, recent_limit: usize, finished_limit: usize) -> Self {
         let mut s = Self::new(recent_limit, finished_limit);
+        // Tombs from files keep their ordinals (the files' lines); inline ones are numbered
+        // from the front.
+        s.tombs = Tombs::starting_at(snap.tombs_front);
         // Sized once: growing by doubling to a million tombs peaks at 1.5 tables during a rehash.
         s.tombs.reserve(snap.tombs.len());
+        let mut ordinals = snap.tomb_ordinals.into_iter();
         for t in snap.tombs {
-            s.tombs.insert(&t.id, Finished { status: t.status, hash: t.hash, pooled: t.pooled });
+            let at = ordinals.next().unwrap_or(s.tombs.next());
+            s.tombs.insert_at(
+                at.max(s.tombs.next()),
+                &t.id,
+                Finished { status: t.status, hash: t.hash, pooled: t.pooled },
+            );
         }
+        s.tombs.skip_to(snap.tombs_next);
         s.recent_done = snap.recent_done.into();
         for st in snap.live {
             s.set_live(st.task, st.place, st.hash);
@@ -168,6 +178,7 @@ impl State {
             agents_seen: self.seen.iter().map(|(a, t)| (a.clone(), *t)).collect(),
             delivered: self.delivered.clone(),
             pulled: self.pulled.clone(),
+            ..Snapshot::default()
         }
     }
 

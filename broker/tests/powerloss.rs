@@ -554,6 +554,10 @@ fn sc_compaction(w: &mut World) -> R {
     w.complete("A1", &c)?;
     w.step()?;
     w.claim("A2")?;
+    w.step()?;
+    // P1 is finished and, compacted, remembered in a tomb file: the same submit again is a
+    // duplicate, never a second task, whichever operation of the compaction the crash cut.
+    w.submit(task("P1"))?;
     w.step()
 }
 

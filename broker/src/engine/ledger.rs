@@ -38,12 +38,14 @@ impl Ledger {
         let limit = env.cfg.broker.completed_board_limit;
         let finished = env.cfg.broker.finished_keep_count;
         let rebuilt = std::cell::RefCell::new((State::new(limit, finished), 1u64));
+        let tombs_next = std::cell::Cell::new(0);
         let loaded = journal::replay(
             env.fs(),
             &dir,
             |snap| {
                 if let Some(s) = snap {
                     let next = s.seq + 1;
+                    tombs_next.set(s.tombs_next);
                     *rebuilt.borrow_mut() = (State::from_snapshot(s, limit, finished), next);
                 }
             },
@@ -63,7 +65,9 @@ impl Ledger {
         let journal = if read_only {
             Journal::read_only(&dir, next_seq)
         } else {
-            Journal::open(env.fs(), &dir, next_seq, env.durability)?
+            let mut j = Journal::open(env.fs(), &dir, next_seq, env.durability)?;
+            j.settle_tombs(tombs_next.get());
+            j
         };
         tracing::info!(
             live = state.live_count(),
@@ -169,7 +173,8 @@ impl Ledger {
     pub fn compact(&mut self, env: &Env) -> Result<(), EngineError> {
         let seq = self.journal.next_seq() - 1;
         let state = &self.state;
-        self.journal.compact_with(env.fs(), seq, &env.names, |w| state.write_snapshot(seq, w))?;
+        self.journal
+            .compact_with(env.fs(), seq, &env.names, state, |w, fresh| state.write_snapshot(seq, fresh, w))?;
         // Journaled, so that replay forgets exactly what live operation forgets.
         self.push(env.now(), Entry::Snapshot { through: seq });
         self.commit()?;

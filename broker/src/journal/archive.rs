@@ -245,8 +245,9 @@ impl Compressor {
     }
 }
 
-/// Snapshot temporaries in the journal directory (`.snapshot-N.json.tmp-*`): a compaction
-/// writes and renames its own within one call, so any found outside one was left by a crash.
+/// Snapshot and tomb file temporaries in the journal directory (`.snapshot-N.json.tmp-*`,
+/// `.tombs-N.jsonl.tmp-*`): a compaction writes and renames its own within one call, so any
+/// found outside one was left by a crash.
 pub fn snapshot_temporaries(fs: &dyn Fs, journal: &Path) -> Result<Vec<PathBuf>, FsError> {
     if fs.stat(journal)?.is_none() {
         return Ok(Vec::new());
@@ -257,7 +258,7 @@ pub fn snapshot_temporaries(fs: &dyn Fs, journal: &Path) -> Result<Vec<PathBuf>,
         .filter(|e| e.kind == FileKind::File)
         .filter_map(|e| {
             e.name_str()
-                .filter(|n| n.starts_with(".snapshot-") && n.contains(".tmp-"))
+                .filter(|n| (n.starts_with(".snapshot-") || n.starts_with(".tombs-")) && n.contains(".tmp-"))
                 .map(|n| journal.join(n))
         })
         .collect())

@@ -17,6 +17,8 @@ mod delta;
 mod place;
 mod read;
 mod record;
+mod streamed;
+mod tombfiles;
 
 pub use delta::Resolver;
 pub use read::{
@@ -26,6 +28,7 @@ pub use record::{
     Admitted, BoardEdit, Entry, MailSent, POOLS_DIR, Place, Record, RefusedClaim, Rejected, Report, Requeued,
     SnapTask, Snapshot, TakenBack, Tomb, consumed_path,
 };
+pub use tombfiles::{NoTombs, TombSource};
 
 use protocol::Timestamp;
 use runtime_layout::{AppendFile, Durability, FileKind, Fs, FsError, NameSource};
@@ -63,6 +66,8 @@ pub struct Journal {
     written: u64,
     /// Which tasks the current segment has whole, so later records about them carry deltas.
     encoder: delta::Encoder,
+    /// The tomb files beside the snapshots.
+    tombs: tombfiles::TombFiles,
 }
 
 /// The segment the next commit appends to.
@@ -72,52 +77,6 @@ enum Segment {
     Open(Box<dyn AppendFile>),
     /// A journal open read-only: every commit with records fails.
     ReadOnly,
-}
-
-/// A snapshot is appended to its temporary this many bytes at a time.
-const CHUNK: usize = 1 << 20;
-
-/// An `io::Write` over an [`AppendFile`] that appends a chunk at a time and keeps the first
-/// error (serde_json sees only an `io::Error`).
-struct Chunked {
-    file: Box<dyn AppendFile>,
-    buf: Vec<u8>,
-    failed: Option<FsError>,
-    /// Bytes appended so far.
-    total: u64,
-}
-
-impl Chunked {
-    fn flush_chunk(&mut self) {
-        if self.failed.is_none()
-            && !self.buf.is_empty()
-            && let Err(e) = self.file.append(&self.buf)
-        {
-            self.failed = Some(e);
-        }
-        self.total += self.buf.len() as u64;
-        self.buf.clear();
-    }
-}
-
-impl std::io::Write for Chunked {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        if self.failed.is_some() {
-            return Err(std::io::Error::other("snapshot write failed"));
-        }
-        self.buf.extend_from_slice(bytes);
-        if self.buf.len() >= CHUNK {
-            self.flush_chunk();
-            if self.failed.is_some() {
-                return Err(std::io::Error::other("snapshot write failed"));
-            }
-        }
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 pub(crate) fn segment_name(first: u64) -> String {
@@ -135,16 +94,21 @@ impl Journal {
     /// segment behind).
     pub fn open(fs: &dyn Fs, dir: &Path, next_seq: u64, durability: Durability) -> Result<Self, FsError> {
         fs.create_dir_all(&dir.join("archive"))?;
-        let newest = fs
-            .list(dir)?
-            .iter()
-            .filter_map(|e| {
-                e.name_str().and_then(|n| parse_numbered(n, "snapshot-", ".json").map(|seq| (seq, e)))
-            })
-            .max_by_key(|(seq, _)| *seq)
-            .map(|(_, e)| dir.join(&e.name));
+        let mut newest = None;
+        let mut tomb_files = Vec::new();
+        for e in fs.list(dir)? {
+            let Some(name) = e.name_str() else { continue };
+            if e.kind != FileKind::File {
+                continue;
+            }
+            if let Some(seq) = parse_numbered(name, "snapshot-", ".json") {
+                newest = newest.max(Some((seq, dir.join(name))));
+            } else if let Some(first) = tombfiles::tomb_number(name) {
+                tomb_files.push((first, fs.stat(&dir.join(name))?.map_or(0, |m| m.len)));
+            }
+        }
         let snapshot_bytes = match newest {
-            Some(p) => fs.stat(&p)?.map_or(0, |m| m.len),
+            Some((_, p)) => fs.stat(&p)?.map_or(0, |m| m.len),
             None => 0,
         };
         Ok(Self {
@@ -160,7 +124,15 @@ impl Journal {
             durability,
             written: 0,
             encoder: delta::Encoder::default(),
+            tombs: tombfiles::TombFiles::found(tomb_files),
         })
+    }
+
+    /// Says which tomb files are in use: those of the snapshot read back, whose finished tasks
+    /// end at ordinal `next` (`Snapshot::tombs_next`, 0 without one). Every other tomb file is
+    /// removed at the next compaction.
+    pub fn settle_tombs(&mut self, next: u64) {
+        self.tombs.settle(next);
     }
 
     /// A journal that can be read back into state but never written: a commit with records
@@ -179,6 +151,7 @@ impl Journal {
             durability: Durability::Never,
             written: 0,
             encoder: delta::Encoder::default(),
+            tombs: tombfiles::TombFiles::default(),
         }
     }
 
@@ -302,53 +275,45 @@ impl Journal {
         self.snapshot_bytes
     }
 
-    /// Writes `snap` (which must cover every record before `next_seq`), starts a new segment and
-    /// moves the segments the snapshot covers into `archive/`.
+    /// Writes `snap` (which must cover every record before `next_seq`, its finished tasks
+    /// inline), starts a new segment and moves the segments the snapshot covers into `archive/`.
+    /// Tomb files, which such a snapshot does not use, are removed.
     pub fn compact(&mut self, fs: &dyn Fs, snap: &Snapshot, names: &NameSource) -> Result<(), FsError> {
-        self.compact_with(fs, snap.seq, names, |w| serde_json::to_writer(w, snap))
+        self.compact_with(fs, snap.seq, names, &NoTombs, |w, _| serde_json::to_writer(w, snap))?;
+        self.tombs.drop_all(fs, &self.dir)
     }
 
     /// [`Journal::compact`] with the snapshot of everything up to `seq` written by `write`, which
     /// streams its JSON: it goes to a temporary a mebibyte at a time (never whole in memory),
-    /// which is fsynced and renamed into place, as `write_atomic` does.
+    /// which is fsynced and renamed into place, as `write_atomic` does. The tombs `tombs` made
+    /// since the last compaction go to a tomb file first; `write` is told the first ordinal
+    /// written afresh there (the snapshot lists the dead ones before it, see
+    /// [`Snapshot::tombs_gone`]). Tomb files wholly before the tombs' front go last.
     pub fn compact_with(
         &mut self,
         fs: &dyn Fs,
         seq: u64,
         names: &NameSource,
-        write: impl FnOnce(&mut dyn std::io::Write) -> serde_json::Result<()>,
+        tombs: &dyn TombSource,
+        write: impl FnOnce(&mut dyn std::io::Write, u64) -> serde_json::Result<()>,
     ) -> Result<(), FsError> {
         self.commit(fs)?;
         debug_assert_eq!(seq + 1, self.next_seq);
+        let sync = self.durability.sync_files();
+        let fresh = self.tombs.write(fs, &self.dir, names, sync, tombs)?;
         let name = format!("snapshot-{seq:016}.json");
-        let tmp = self.dir.join(format!(".{name}.tmp-{}", names.tmp_suffix()));
-        if fs.stat(&tmp)?.is_some() {
-            fs.remove_file(&tmp)?;
-        }
-        let mut out =
-            Chunked { file: fs.create_append(&tmp)?, buf: Vec::with_capacity(CHUNK), failed: None, total: 0 };
-        let written = write(&mut out);
-        out.flush_chunk();
-        let flushed = match (out.failed.take(), written) {
-            (Some(e), _) => Err(e),
-            (None, Err(e)) => Err(FsError::io("write", &tmp, std::io::Error::other(e))),
-            (None, Ok(())) if self.durability.sync_files() => out.file.sync(),
-            (None, Ok(())) => Ok(()),
-        };
-        if let Err(e) = flushed.and_then(|()| fs.rename(&tmp, &self.dir.join(&name))) {
-            let _ = fs.remove_file(&tmp);
-            return Err(e);
-        }
-        if self.durability.sync_files() {
+        let total = streamed::write_streamed(fs, &self.dir, &name, names, sync, |w| write(w, fresh))?;
+        if sync {
             fs.sync_dir(&self.dir)?;
         }
+        self.tombs.prune(fs, &self.dir, tombs.front())?;
         // The next segment is created by the next commit; the current one is archived below.
         self.file = Segment::Pending;
         self.path = self.dir.join(segment_name(self.next_seq));
         self.encoder.new_segment();
         self.since_snapshot = 0;
         self.bytes_since_snapshot = 0;
-        self.snapshot_bytes = out.total;
+        self.snapshot_bytes = total;
         for e in fs.list(&self.dir)? {
             let Some(name) = e.name_str() else { continue };
             if let Some(first) = parse_numbered(name, "segment-", ".jsonl") {

@@ -12,6 +12,7 @@
 
 use super::archive::{self, segment_number};
 use super::delta::Resolver;
+use super::tombfiles::{read_into, tomb_number};
 use super::{JournalError, MAX_SEGMENT_BYTES, Record, Snapshot, parse_numbered, segment_name};
 use runtime_layout::{FileKind, Fs, FsError};
 use std::path::{Path, PathBuf};
@@ -52,10 +53,17 @@ pub struct Replayed {
     pub notes: Notes,
 }
 
-/// The snapshots and live segments of a journal directory, by number.
-fn numbered(fs: &dyn Fs, dir: &Path) -> Result<(Vec<u64>, Vec<u64>), FsError> {
+/// The snapshots, live segments and tomb files of a journal directory, each by number.
+struct Numbered {
+    snaps: Vec<u64>,
+    segs: Vec<u64>,
+    tombs: Vec<u64>,
+}
+
+fn numbered(fs: &dyn Fs, dir: &Path) -> Result<Numbered, FsError> {
     let mut snaps = Vec::new();
     let mut segs = Vec::new();
+    let mut tombs = Vec::new();
     for e in fs.list(dir)? {
         let Some(name) = e.name_str() else { continue };
         if e.kind == FileKind::Dir {
@@ -71,11 +79,14 @@ fn numbered(fs: &dyn Fs, dir: &Path) -> Result<(Vec<u64>, Vec<u64>), FsError> {
             snaps.push(n);
         } else if let Some(n) = parse_numbered(name, "segment-", ".jsonl") {
             segs.push(n);
+        } else if let Some(n) = tomb_number(name) {
+            tombs.push(n);
         }
     }
     snaps.sort_unstable();
     segs.sort_unstable();
-    Ok((snaps, segs))
+    tombs.sort_unstable();
+    Ok(Numbered { snaps, segs, tombs })
 }
 
 /// Like [`load`], but hands over the newest snapshot (`on_snapshot`, called once, first) and then
@@ -92,7 +103,7 @@ pub fn replay(
         on_snapshot(None);
         return Ok(out);
     }
-    let (snaps, segs) = numbered(fs, dir)?;
+    let Numbered { snaps, segs, tombs: tomb_files } = numbered(fs, dir)?;
     let mut after = 0;
     let mut segments: Vec<PathBuf> = segs.iter().map(|n| dir.join(segment_name(*n))).collect();
     let mut snapshot = None;
@@ -102,7 +113,11 @@ pub fn replay(
         // at once were the restart's peak memory.
         let read = fs.read(&path, MAX_SEGMENT_BYTES)?;
         match serde_json::from_slice::<Snapshot>(&read) {
-            Ok(snap) => {
+            Ok(mut snap) => {
+                drop(read);
+                if snap.tombs_next > 0 {
+                    read_into(fs, dir, &tomb_files, &mut snap, &mut out.notes)?;
+                }
                 after = snap.seq;
                 snapshot = Some(snap);
             }

@@ -345,7 +345,23 @@ pub struct SnapTask {
 pub struct Snapshot {
     pub seq: u64,
     pub live: Vec<SnapTask>,
+    /// Finished tasks carried inline (snapshots written before tomb files, and tools that write
+    /// a whole history at once). The broker's own snapshots leave them to the tomb files below,
+    /// and reading one fills this from them (see `journal/tombfiles.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tombs: Vec<Tomb>,
+    /// The tomb files hold the finished tasks with ordinals from `tombs_front` (every one before
+    /// it forgotten) up to `tombs_next`, except those in `tombs_gone` (dead since their file was
+    /// written).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tombs_front: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tombs_next: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tombs_gone: Vec<u64>,
+    /// The ordinal of each of `tombs` read from tomb files (empty when they were inline: 0, 1…).
+    #[serde(skip)]
+    pub tomb_ordinals: Vec<u64>,
     /// The most recent finished tasks, oldest first (the completed board).
     pub recent_done: Vec<Task>,
     /// Inbox messages consumed but possibly not yet moved: name → where they go.
@@ -361,6 +377,10 @@ pub struct Snapshot {
     /// revision of the cluster-wide record this node wrote.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub pulled: std::collections::BTreeMap<String, u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

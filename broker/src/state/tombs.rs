@@ -1,251 +1,277 @@
 //! The tombs: what the state remembers of each finished task (status, submit hash, pooled), by
-//! id, for duplicate checks and redrives. There is one per finished task for the root's whole
-//! history, so each is kept small: every id lives in one arena string, each tomb is a 16-byte
-//! record (the id's place in the arena, the hash, the status and the pooled flag), and the index
-//! is a table of 4-byte record numbers. About 30 bytes plus the id's length per finished task,
-//! where a `HashMap<String, _>` took about 100 (the id's own allocation, a 40-byte slot and the
-//! table's slack).
+//! id, for duplicate checks and redrives. There can be a million of them, so each is kept small
+//! and the whole stays flat under churn:
 //!
-//! A tomb removed (a redrive revives the task) leaves its bytes in the arena until more than half
-//! of it is dead; then the arena and the records are rebuilt. Records stay in the order the tombs
-//! were made (finish order; snapshots keep it), so the oldest are forgotten first when the state
-//! keeps at most `finished_keep_count` of them.
+//! - Every tomb has an *ordinal*, its place in finish order, counted over the root's whole
+//!   history. Ordinals never change: the tomb files on disk (`journal/tombs-<first>.jsonl`) hold
+//!   line `i` for ordinal `first + i`, so a compaction writes only the tombs made since the last
+//!   one instead of every tomb again.
+//! - Tombs live in chunks of [`CHUNK`] consecutive ordinals, each with one string holding its ids
+//!   and a 16-byte record per tomb (where its id ends, the hash, the status, the pooled flag).
+//!   The index is a table of ordinals. About 30 bytes plus the id's length per finished task.
+//! - The oldest are forgotten first (when the state keeps at most `finished_keep_count`), so the
+//!   memory of forgotten tombs goes back a whole chunk at a time from the front: under a steady
+//!   limit the tombs hold the limit plus at most one chunk, never a rebuild's doubling. A chunk
+//!   whose tombs were all removed (redrives revive tasks) is freed where it stands.
 
 use super::Finished;
 use hashbrown::HashTable;
 use protocol::Status;
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
-/// One tomb: the id is `ids[off..off + len]`.
+/// Tombs per chunk: 64 KiB of records, and the chunk's ids.
+pub const CHUNK: usize = 4096;
+
+/// One tomb: its id is the chunk's `ids[previous record's end..end]`.
 #[derive(Debug, Clone, Copy)]
 struct Rec {
-    off: u32,
-    len: u16,
-    /// `None`: removed.
+    end: u32,
+    /// `None`: removed, forgotten, or never a tomb (a gap in the ordinals).
     status: Option<Status>,
     pooled: bool,
     hash: u64,
 }
 
 #[derive(Debug, Default)]
-pub struct Tombs {
+struct Chunk {
     ids: String,
+    /// Empty once freed (every tomb in it removed): its ordinals are all dead.
     recs: Vec<Rec>,
-    index: HashTable<u32>,
+    live: u32,
+}
+
+impl Chunk {
+    fn id(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.recs[i - 1].end as usize };
+        &self.ids[start..self.recs[i].end as usize]
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Tombs {
+    chunks: VecDeque<Chunk>,
+    /// The ordinal of the first chunk's first record.
+    first: u64,
+    /// The ordinal the next tomb gets.
+    next: u64,
+    /// Every ordinal before this one is dead (where [`Tombs::forget_oldest`] goes on from).
+    front: u64,
+    index: HashTable<u64>,
     hasher: std::hash::RandomState,
-    dead: usize,
-    /// Every record before this one is removed (where [`Tombs::forget_oldest`] goes on from).
-    front: usize,
-    /// Ids that do not fit a record (longer than 65,535 bytes, or past 4 GiB of arena): rare.
-    big: std::collections::HashMap<String, Finished>,
+    len: usize,
 }
 
 impl Tombs {
+    /// No tombs, the next one to get `ordinal` (a state read from a snapshot whose tomb files
+    /// start there).
+    pub fn starting_at(ordinal: u64) -> Self {
+        Self { first: ordinal, next: ordinal, front: ordinal, ..Self::default() }
+    }
+
     pub fn len(&self) -> usize {
-        self.index.len() + self.big.len()
+        self.len
+    }
+
+    /// Every ordinal before this one is dead.
+    pub fn front(&self) -> u64 {
+        self.front
+    }
+
+    /// The ordinal the next tomb gets.
+    pub fn next(&self) -> u64 {
+        self.next
     }
 
     pub fn reserve(&mut self, n: usize) {
-        self.recs.reserve(n);
-        let hasher = &self.hasher;
-        let (ids, recs) = (&self.ids, &self.recs);
-        self.index.reserve(n, |&i| hasher.hash_one(id_of(ids, &recs[i as usize])));
+        let (hasher, chunks, first) = (&self.hasher, &self.chunks, self.first);
+        self.index.reserve(n, |&o| hasher.hash_one(id_at(chunks, first, o)));
     }
 
     pub fn get(&self, id: &str) -> Option<Finished> {
-        if let Some(f) = self.big.get(id) {
-            return Some(*f);
-        }
         let h = self.hasher.hash_one(id);
-        let i = self.index.find(h, |&i| id_of(&self.ids, &self.recs[i as usize]) == id)?;
-        let r = &self.recs[*i as usize];
-        Some(Finished { status: r.status?, hash: r.hash, pooled: r.pooled })
+        let o = *self.index.find(h, |&o| id_at(&self.chunks, self.first, o) == id)?;
+        self.entry(o).map(|(_, f)| f)
+    }
+
+    /// The tomb with `ordinal`, if it is alive.
+    pub fn entry(&self, ordinal: u64) -> Option<(&str, Finished)> {
+        let (c, i) = self.locate(ordinal)?;
+        let chunk = &self.chunks[c];
+        let r = chunk.recs[i];
+        Some((chunk.id(i), Finished { status: r.status?, hash: r.hash, pooled: r.pooled }))
     }
 
     pub fn insert(&mut self, id: &str, f: Finished) {
         self.remove(id);
-        let Some((off, len)) = u32::try_from(self.ids.len())
-            .ok()
-            .zip(u16::try_from(id.len()).ok())
-            .filter(|(off, len)| off.checked_add(u32::from(*len)).is_some())
-        else {
-            self.big.insert(id.to_string(), f);
-            return;
-        };
-        self.ids.push_str(id);
-        let n = self.recs.len() as u32;
-        self.recs.push(Rec { off, len, status: Some(f.status), pooled: f.pooled, hash: f.hash });
-        let hasher = &self.hasher;
-        let (ids, recs) = (&self.ids, &self.recs);
-        self.index.insert_unique(hasher.hash_one(id), n, |&i| hasher.hash_one(id_of(ids, &recs[i as usize])));
+        let o = self.push(id, Some(f));
+        let (hasher, chunks, first) = (&self.hasher, &self.chunks, self.first);
+        self.index.insert_unique(hasher.hash_one(id), o, |&o| hasher.hash_one(id_at(chunks, first, o)));
+        self.len += 1;
+    }
+
+    /// Inserts a tomb read back with its `ordinal` (at least [`Tombs::next`]): the ordinals
+    /// between are dead.
+    pub fn insert_at(&mut self, ordinal: u64, id: &str, f: Finished) {
+        self.skip_to(ordinal);
+        self.insert(id, f);
+    }
+
+    /// Makes every ordinal before `ordinal` dead (tombs read back whose last ones were removed).
+    pub fn skip_to(&mut self, ordinal: u64) {
+        while self.next < ordinal {
+            self.push("", None);
+        }
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Finished> {
-        if let Some(f) = self.big.remove(id) {
-            return Some(f);
-        }
         let h = self.hasher.hash_one(id);
-        let entry = self.index.find_entry(h, |&i| id_of(&self.ids, &self.recs[i as usize]) == id).ok()?;
-        let (i, _) = entry.remove();
-        let r = &mut self.recs[i as usize];
-        let out = Finished { status: r.status.take()?, hash: r.hash, pooled: r.pooled };
-        self.dead += 1;
-        if self.dead > 1024 && self.dead * 2 > self.recs.len() {
-            self.rebuild();
-        }
-        Some(out)
+        let (chunks, first) = (&self.chunks, self.first);
+        let entry = self.index.find_entry(h, |&o| id_at(chunks, first, o) == id).ok()?;
+        let (o, _) = entry.remove();
+        let out = self.kill(o);
+        self.pop_dead_front();
+        out
     }
 
     /// Forgets the `n` oldest tombs (those made first), except those `pinned` says to keep:
     /// each of those is made again as the newest, so the next call does not meet it first.
     pub fn forget_oldest(&mut self, mut n: usize, pinned: impl Fn(&str) -> bool) {
-        let end = self.recs.len();
+        let end = self.next;
         let mut kept = Vec::new();
         while n > 0 && self.front < end {
-            let i = self.front;
+            let o = self.front;
+            let Some((c, i)) = self.locate(o) else {
+                // A freed chunk: skip it whole.
+                let c = ((o - self.first) / CHUNK as u64) as usize;
+                self.front = (self.first + (c as u64 + 1) * CHUNK as u64).min(end);
+                continue;
+            };
             self.front += 1;
-            let r = self.recs[i];
+            let chunk = &self.chunks[c];
+            let r = chunk.recs[i];
             let Some(status) = r.status else { continue };
-            let id = id_of(&self.ids, &r);
+            let id = chunk.id(i);
             if pinned(id) {
                 kept.push((id.to_string(), Finished { status, hash: r.hash, pooled: r.pooled }));
             } else {
                 n -= 1;
             }
-            let h = self.hasher.hash_one(id);
-            if let Ok(entry) = self.index.find_entry(h, |&j| j as usize == i) {
-                entry.remove();
+            if let Ok(e) = self.index.find_entry(self.hasher.hash_one(id), |&j| j == o) {
+                e.remove();
             }
-            self.recs[i].status = None;
-            self.dead += 1;
+            self.kill(o);
         }
+        self.pop_dead_front();
         for (id, f) in kept {
             self.insert(&id, f);
         }
-        if self.dead > 1024 && self.dead * 2 > self.recs.len() {
-            self.rebuild();
-        }
+    }
+
+    /// The live tombs with ordinals from `from` on, in finish order: dead ordinals are `None`.
+    pub fn ordinals_from(&self, from: u64) -> impl Iterator<Item = Option<(&str, Finished)>> {
+        (from..self.next).map(|o| self.entry(o))
+    }
+
+    /// The dead ordinals in `from..to` (at or after the front).
+    pub fn dead_in(&self, from: u64, to: u64) -> Vec<u64> {
+        (from.max(self.front)..to.min(self.next)).filter(|&o| self.entry(o).is_none()).collect()
     }
 
     /// The heap the tombs hold (capacities, slack included): divided by [`Tombs::len`], what a
     /// finished task costs in memory.
     pub fn heap_bytes(&self) -> usize {
-        self.ids.capacity()
-            + self.recs.capacity() * std::mem::size_of::<Rec>()
-            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
-            + self.big.keys().map(|k| k.capacity() + 48).sum::<usize>()
+        self.chunks.iter().map(|c| c.ids.capacity() + c.recs.capacity() * size_of::<Rec>()).sum::<usize>()
+            + self.chunks.capacity() * size_of::<Chunk>()
+            + self.index.capacity() * (size_of::<u64>() + 1)
     }
 
-    /// Every tomb, in no particular order.
+    /// Every tomb, in finish order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Finished)> {
-        self.recs
-            .iter()
-            .filter_map(|r| {
-                Some((id_of(&self.ids, r), Finished { status: r.status?, hash: r.hash, pooled: r.pooled }))
+        self.chunks.iter().flat_map(|c| {
+            (0..c.recs.len()).filter_map(move |i| {
+                let r = c.recs[i];
+                Some((c.id(i), Finished { status: r.status?, hash: r.hash, pooled: r.pooled }))
             })
-            .chain(self.big.iter().map(|(k, v)| (k.as_str(), *v)))
+        })
     }
 
-    /// Drops the removed tombs' bytes and records.
-    fn rebuild(&mut self) {
-        let old = std::mem::take(self);
-        let mut fresh = Tombs { hasher: old.hasher.clone(), big: old.big, ..Tombs::default() };
-        fresh.reserve(old.index.len());
-        for r in old.recs.iter().filter(|r| r.status.is_some()) {
-            let f = Finished { status: r.status.expect("filtered"), hash: r.hash, pooled: r.pooled };
-            fresh.insert(id_of(&old.ids, r), f);
+    /// Chunk and record of a materialised ordinal.
+    fn locate(&self, ordinal: u64) -> Option<(usize, usize)> {
+        if ordinal < self.first || ordinal >= self.next {
+            return None;
         }
-        *self = fresh;
+        let at = (ordinal - self.first) as usize;
+        let (c, i) = (at / CHUNK, at % CHUNK);
+        (i < self.chunks[c].recs.len()).then_some((c, i))
+    }
+
+    /// Appends a record (a dead one when `f` is `None`) and returns its ordinal.
+    fn push(&mut self, id: &str, f: Option<Finished>) -> u64 {
+        let full = self.chunks.back().is_none_or(|c| {
+            c.recs.len() == CHUNK || c.ids.len().checked_add(id.len()).is_none_or(|n| n > u32::MAX as usize)
+        });
+        if full {
+            let whole = self.first + (self.chunks.len() * CHUNK) as u64;
+            if let Some(last) = self.chunks.back_mut() {
+                // A chunk cut short by a huge id keeps its place: the rest of it is dead.
+                let end = last.ids.len() as u32;
+                while !last.recs.is_empty() && last.recs.len() < CHUNK {
+                    last.recs.push(Rec { end, status: None, pooled: false, hash: 0 });
+                }
+                self.next = whole;
+                last.ids.shrink_to_fit();
+            }
+            self.chunks.push_back(Chunk { ids: String::new(), recs: Vec::with_capacity(CHUNK), live: 0 });
+        }
+        let last = self.chunks.back_mut().expect("pushed");
+        last.ids.push_str(id);
+        let rec = match f {
+            Some(f) => {
+                Rec { end: last.ids.len() as u32, status: Some(f.status), pooled: f.pooled, hash: f.hash }
+            }
+            None => Rec { end: last.ids.len() as u32, status: None, pooled: false, hash: 0 },
+        };
+        last.live += u32::from(rec.status.is_some());
+        last.recs.push(rec);
+        self.next += 1;
+        self.next - 1
+    }
+
+    /// Marks the live tomb `ordinal` dead (already out of the index); frees its chunk when it
+    /// was the chunk's last live tomb.
+    fn kill(&mut self, ordinal: u64) -> Option<Finished> {
+        let (c, i) = self.locate(ordinal)?;
+        let last = c + 1 == self.chunks.len();
+        let chunk = &mut self.chunks[c];
+        let r = &mut chunk.recs[i];
+        let out = Finished { status: r.status.take()?, hash: r.hash, pooled: r.pooled };
+        chunk.live -= 1;
+        self.len -= 1;
+        if chunk.live == 0 && !last {
+            *chunk = Chunk::default();
+        }
+        Some(out)
+    }
+
+    /// Drops whole chunks from the front once every ordinal in them is dead.
+    fn pop_dead_front(&mut self) {
+        while self.chunks.len() > 1 {
+            let c = &self.chunks[0];
+            if !(c.recs.is_empty() || self.first + CHUNK as u64 <= self.front) {
+                break;
+            }
+            self.chunks.pop_front();
+            self.first += CHUNK as u64;
+            self.front = self.front.max(self.first);
+        }
     }
 }
 
-fn id_of<'a>(ids: &'a str, r: &Rec) -> &'a str {
-    &ids[r.off as usize..r.off as usize + r.len as usize]
+fn id_at(chunks: &VecDeque<Chunk>, first: u64, ordinal: u64) -> &str {
+    let at = (ordinal - first) as usize;
+    chunks[at / CHUNK].id(at % CHUNK)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn f(hash: u64) -> Finished {
-        Finished { status: Status::Completed, hash, pooled: hash.is_multiple_of(2) }
-    }
-
-    #[test]
-    fn the_oldest_tombs_are_forgotten_first_through_removals_and_rebuilds() {
-        let mut t = Tombs::default();
-        for i in 0..6000u64 {
-            t.insert(&format!("T-{i}"), f(i));
-        }
-        // Revived (removed) here and there, then made again: it is now among the newest.
-        t.remove("T-10");
-        t.remove("T-11");
-        t.insert("T-11", f(11));
-        t.forget_oldest(5000, |_| false);
-        assert_eq!(t.len(), 6000 - 1 - 5000);
-        assert!(t.recs.len() < 6000, "rebuilt once more than half was dead");
-        // The 5,000 oldest still there: T-0 to T-9, then T-12 to T-5001.
-        assert_eq!(t.get("T-5001"), None, "the 5,000 oldest still there were forgotten");
-        assert_eq!(t.get("T-5002"), Some(f(5002)));
-        assert_eq!(t.get("T-11"), Some(f(11)), "made again after the others: newest");
-        t.forget_oldest(1, |_| false);
-        assert_eq!(t.get("T-5002"), None);
-        assert_eq!(t.iter().count(), t.len());
-        // A pinned tomb is kept, and made again as the newest.
-        t.forget_oldest(3, |id| id == "T-5003");
-        let got = [t.get("T-5003"), t.get("T-5004"), t.get("T-5006"), t.get("T-5007")];
-        assert_eq!(got, [Some(f(5003)), None, None, Some(f(5007))], "5004 to 5006 forgotten in its place");
-        t.forget_oldest(t.len() - 1, |_| false);
-        assert_eq!(t.get("T-5003"), Some(f(5003)), "made again as the newest, so forgotten last");
-        t.forget_oldest(usize::MAX, |_| false);
-        assert_eq!(t.len(), 0);
-    }
-
-    #[test]
-    fn tombs_behave_like_a_map_through_removals_and_rebuilds() {
-        let mut t = Tombs::default();
-        let mut model = std::collections::HashMap::new();
-        for i in 0..5000u64 {
-            let id = format!("T-{i}");
-            t.insert(&id, f(i));
-            model.insert(id, f(i));
-        }
-        // A redrive revives tombs; more than half go, so the arena is rebuilt.
-        for i in (0..5000u64).filter(|i| i % 3 != 0) {
-            let id = format!("T-{i}");
-            assert_eq!(t.remove(&id), model.remove(&id));
-        }
-        assert!(t.recs.len() < 5000, "rebuilt: {}", t.recs.len());
-        t.insert("T-3", f(77));
-        model.insert("T-3".into(), f(77));
-        let long = "x".repeat(70_000);
-        t.insert(&long, f(5));
-        model.insert(long.clone(), f(5));
-        assert_eq!(t.len(), model.len());
-        for (id, v) in &model {
-            assert_eq!(t.get(id), Some(*v), "{id}");
-        }
-        assert_eq!(t.get("T-1"), None);
-        assert_eq!(t.remove("nope"), None);
-        let mut all: Vec<(String, u64)> = t.iter().map(|(id, v)| (id.to_string(), v.hash)).collect();
-        all.sort();
-        let mut want: Vec<(String, u64)> = model.iter().map(|(k, v)| (k.clone(), v.hash)).collect();
-        want.sort();
-        assert_eq!(all, want);
-        assert_eq!(t.remove(&long), Some(f(5)));
-    }
-
-    /// What a finished task costs: about 30 bytes and its id, slack included (BENCHMARKS.md).
-    #[test]
-    fn a_tomb_costs_tens_of_bytes() {
-        let mut t = Tombs::default();
-        let n = 1_000_000;
-        for i in 0..n {
-            t.insert(&format!("S-{i:08}"), f(i as u64));
-        }
-        let per = t.heap_bytes() as f64 / n as f64;
-        println!("tombs: {n} finished tasks with 10-byte ids, {per:.1} bytes each (heap, slack included)");
-        assert_eq!(std::mem::size_of::<Rec>(), 16);
-        assert!(per < 50.0, "{per} bytes per tomb");
-    }
-}
+mod tests;
