@@ -63,7 +63,7 @@ pub struct BrokerSettings {
     /// twice that snapshot's size: the live journal stays in proportion to the live state.
     pub compact_min_bytes: u64,
     /// The broker remembers at most this many finished tasks (their ids, for duplicate
-    /// submissions and redrives; about 36 bytes each in memory and 80 in the tomb files); beyond
+    /// submissions and redrives; about 43 bytes each in memory and 80 in the tomb files); beyond
     /// it the oldest are forgotten, and their ids may be submitted again as new tasks. 0: no
     /// limit.
     pub finished_keep_count: usize,

@@ -66,7 +66,7 @@ pub struct W9Report {
     #[serde(serialize_with = "round::r3_opt")]
     pub flat_bytes_pct: Option<f64>,
     /// Bytes retention keeps (`inbox/cur` and the archive), without the live journal (a sawtooth:
-    /// it grows until each compaction) and the snapshot (a tomb per finished task).
+    /// it grows until each compaction) and the snapshot with its tomb files.
     #[serde(serialize_with = "round::r3_opt")]
     pub flat_retained_bytes_pct: Option<f64>,
     #[serde(serialize_with = "round::r3_opt")]

@@ -8,7 +8,7 @@
 //!   one instead of every tomb again.
 //! - Tombs live in chunks of [`CHUNK`] consecutive ordinals, each with one string holding its ids
 //!   and a 16-byte record per tomb (where its id ends, the hash, the status, the pooled flag).
-//!   The index is a table of ordinals. About 30 bytes plus the id's length per finished task.
+//!   The index is a table of ordinals. About 33 bytes plus the id's length per finished task.
 //! - The oldest are forgotten first (when the state keeps at most `finished_keep_count`), so the
 //!   memory of forgotten tombs goes back a whole chunk at a time from the front: under a steady
 //!   limit the tombs hold the limit plus at most one chunk, never a rebuild's doubling. A chunk
