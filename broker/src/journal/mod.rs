@@ -130,7 +130,8 @@ impl Journal {
 
     /// Says which tomb files are in use: those of the snapshot read back, whose finished tasks
     /// end at ordinal `next` (`Snapshot::tombs_next`, 0 without one). Every other tomb file is
-    /// removed at the next compaction.
+    /// removed at the next compaction, so a journal that compacts with tomb files
+    /// ([`Journal::compact_with`]) must be told this first.
     pub fn settle_tombs(&mut self, next: u64) {
         self.tombs.settle(next);
     }
@@ -279,6 +280,7 @@ impl Journal {
     /// inline), starts a new segment and moves the segments the snapshot covers into `archive/`.
     /// Tomb files, which such a snapshot does not use, are removed.
     pub fn compact(&mut self, fs: &dyn Fs, snap: &Snapshot, names: &NameSource) -> Result<(), FsError> {
+        debug_assert_eq!(snap.tombs_next, 0, "a snapshot written whole carries its tombs inline");
         self.compact_with(fs, snap.seq, names, &NoTombs, |w, _| serde_json::to_writer(w, snap))?;
         self.tombs.drop_all(fs, &self.dir)
     }
@@ -306,7 +308,7 @@ impl Journal {
         if sync {
             fs.sync_dir(&self.dir)?;
         }
-        self.tombs.prune(fs, &self.dir, tombs.front())?;
+        self.tombs.prune(fs, &self.dir, tombs.front());
         // The next segment is created by the next commit; the current one is archived below.
         self.file = Segment::Pending;
         self.path = self.dir.join(segment_name(self.next_seq));

@@ -112,12 +112,16 @@ pub fn replay(
         // The file's bytes are dropped before the state is built from the snapshot: the three
         // at once were the restart's peak memory.
         let read = fs.read(&path, MAX_SEGMENT_BYTES)?;
-        match serde_json::from_slice::<Snapshot>(&read) {
-            Ok(mut snap) => {
-                drop(read);
-                if snap.tombs_next > 0 {
-                    read_into(fs, dir, &tomb_files, &mut snap, &mut out.notes)?;
-                }
+        let mut parsed = serde_json::from_slice::<Snapshot>(&read).map_err(|e| e.to_string());
+        drop(read);
+        if let Ok(snap) = parsed.as_mut()
+            && snap.tombs_next > 0
+            && let Err(why) = read_into(fs, dir, &tomb_files, snap, &mut out.notes)?
+        {
+            parsed = Err(why);
+        }
+        match parsed {
+            Ok(snap) => {
                 after = snap.seq;
                 snapshot = Some(snap);
             }

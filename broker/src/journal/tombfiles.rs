@@ -36,9 +36,14 @@ pub(crate) fn tomb_name(first: u64) -> String {
     format!("tombs-{first:016}.jsonl")
 }
 
+/// The first ordinal of a tomb file, by its name as [`tomb_name`] writes it (only that form).
 pub(crate) fn tomb_number(name: &str) -> Option<u64> {
-    parse_numbered(name, "tombs-", ".jsonl")
+    parse_numbered(name, "tombs-", ".jsonl").filter(|n| tomb_name(*n) == name)
 }
+
+/// The most ordinals a snapshot may name beyond what its tomb files hold: more means the
+/// snapshot is not one the broker wrote (a missing file holds far fewer).
+const MAX_GAP: u64 = 1 << 26;
 
 /// What a compaction writes of the tombs: the state's side.
 pub trait TombSource {
@@ -120,8 +125,11 @@ impl TombFiles {
         sync: bool,
         src: &dyn TombSource,
     ) -> Result<u64, FsError> {
-        for f in std::mem::take(&mut self.stale) {
+        // One at a time, forgotten only once removed: a stale file left in place would be read
+        // as part of a later snapshot's range.
+        while let Some(f) = self.stale.last() {
             remove(fs, dir, f.first)?;
+            self.stale.pop();
         }
         let (front, next) = (src.front(), src.next());
         if next <= self.next {
@@ -152,25 +160,36 @@ impl TombFiles {
         Ok(from)
     }
 
-    /// After the snapshot is durable (step 4): removes the files wholly before `front`.
-    pub fn prune(&mut self, fs: &dyn Fs, dir: &Path, front: u64) -> Result<(), FsError> {
-        while self.chain.len() > 1 && self.chain[1].first <= front {
-            let f = self.chain.remove(0);
-            remove(fs, dir, f.first)?;
+    /// After the snapshot is durable (step 4): removes the files wholly before `front`. A file
+    /// that cannot be removed is a warning, tried again at the next compaction: readers skip
+    /// the lines before the front.
+    pub fn prune(&mut self, fs: &dyn Fs, dir: &Path, front: u64) {
+        loop {
+            let whole = match self.chain.as_slice() {
+                [f, g, ..] => g.first <= front && f.first < front,
+                [f] => self.next <= front && f.first < front,
+                [] => false,
+            };
+            if !whole {
+                return;
+            }
+            if let Err(e) = remove(fs, dir, self.chain[0].first) {
+                tracing::warn!(error = %e, "could not remove a tomb file every finished task of which is forgotten");
+                return;
+            }
+            self.chain.remove(0);
         }
-        if self.chain.len() == 1 && self.next <= front && self.chain[0].first < front {
-            let f = self.chain.remove(0);
-            remove(fs, dir, f.first)?;
-        }
-        Ok(())
     }
 
-    /// The snapshot just written carries its tombs inline: every tomb file goes.
+    /// The snapshot just written carries its tombs inline: every tomb file goes (as stale ones,
+    /// one at a time, forgotten only once removed).
     pub fn drop_all(&mut self, fs: &dyn Fs, dir: &Path) -> Result<(), FsError> {
-        for f in std::mem::take(&mut self.chain) {
-            remove(fs, dir, f.first)?;
-        }
+        self.stale.append(&mut self.chain);
         self.next = 0;
+        while let Some(f) = self.stale.last() {
+            remove(fs, dir, f.first)?;
+            self.stale.pop();
+        }
         Ok(())
     }
 }
@@ -210,16 +229,20 @@ fn lines(fs: &dyn Fs, dir: &Path, first: u64, n: u64) -> Result<Option<Vec<u8>>,
 /// Reads the tombs `snap` names from the files in `dir` (`files`: first ordinals) into
 /// `snap.tombs`, each with its ordinal in `snap.tomb_ordinals`. A line that cannot be read, or
 /// ordinals no file covers, are set aside in `notes`: those finished tasks are forgotten, as if
-/// `finished_keep_count` had dropped them, and the rest is served.
+/// `finished_keep_count` had dropped them, and the rest is served. The ordinals stay as the
+/// snapshot says (a tomb made after the restart never takes the ordinal of one a file may still
+/// hold). Returns `Err` with why when the snapshot's range cannot be one the broker wrote.
 pub(crate) fn read_into(
     fs: &dyn Fs,
     dir: &Path,
     files: &[u64],
     snap: &mut Snapshot,
     notes: &mut Notes,
-) -> Result<(), FsError> {
-    let front = snap.tombs_front.min(snap.tombs_next);
-    let next = snap.tombs_next;
+) -> Result<Result<(), String>, FsError> {
+    let (front, next) = (snap.tombs_front, snap.tombs_next);
+    if front > next || next > u64::MAX / 4 {
+        return Ok(Err(format!("its finished tasks' range {front}..{next} is not one the broker writes")));
+    }
     let mut chain: Vec<u64> = files.iter().copied().filter(|&f| f < next).collect();
     chain.sort_unstable();
     let gone: std::collections::HashSet<u64> = snap.tombs_gone.iter().copied().collect();
@@ -236,7 +259,12 @@ pub(crate) fn read_into(
                 dir.display()
             ));
         }
-        let bytes = fs.read(&path, MAX_SEGMENT_BYTES)?;
+        let bytes = match fs.read(&path, MAX_SEGMENT_BYTES) {
+            Ok(b) => b,
+            // Removed under a reader (`trace` while the broker compacts): like a missing file.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e),
+        };
         let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
         let mut o = first;
         for (i, line) in body.split(|b| *b == b'\n').enumerate().take_while(|_| !body.is_empty()) {
@@ -263,14 +291,17 @@ pub(crate) fn read_into(
         covered = covered.max(o);
     }
     if covered < next {
+        if next - covered > MAX_GAP {
+            return Ok(Err(format!(
+                "it names finished tasks up to {next} but its tomb files end at {covered}"
+            )));
+        }
         notes.set_aside.push(format!(
             "{}: the snapshot names finished tasks up to {next} but its tomb files end at {covered}: those after are forgotten",
             dir.display()
         ));
-        snap.tombs_next = covered;
     }
-    snap.tombs_front = front.min(snap.tombs_next);
-    Ok(())
+    Ok(Ok(()))
 }
 
 #[cfg(test)]

@@ -117,11 +117,26 @@ impl Tombs {
         self.insert(id, f);
     }
 
-    /// Makes every ordinal before `ordinal` dead (tombs read back whose last ones were removed).
+    /// Makes every ordinal before `ordinal` dead (tombs read back whose last ones were removed,
+    /// or that no tomb file covered). Whole chunks of them cost no records.
     pub fn skip_to(&mut self, ordinal: u64) {
         while self.next < ordinal {
-            self.push("", None);
+            if self.next == self.whole() && ordinal - self.next >= CHUNK as u64 {
+                if self.chunks.is_empty() {
+                    self.first = self.next;
+                }
+                self.chunks.push_back(Chunk::default());
+                self.next += CHUNK as u64;
+            } else {
+                self.push("", None);
+            }
         }
+        self.pop_dead_front();
+    }
+
+    /// The ordinal after the last chunk's last place: `next` when the last chunk is full.
+    fn whole(&self) -> u64 {
+        if self.chunks.is_empty() { self.next } else { self.first + (self.chunks.len() * CHUNK) as u64 }
     }
 
     pub fn remove(&mut self, id: &str) -> Option<Finished> {
@@ -208,19 +223,25 @@ impl Tombs {
 
     /// Appends a record (a dead one when `f` is `None`) and returns its ordinal.
     fn push(&mut self, id: &str, f: Option<Finished>) -> u64 {
-        let full = self.chunks.back().is_none_or(|c| {
-            c.recs.len() == CHUNK || c.ids.len().checked_add(id.len()).is_none_or(|n| n > u32::MAX as usize)
-        });
+        // Full: every place taken (a freed chunk too), or no room for the id's bytes.
+        let full = self.next == self.whole()
+            || self
+                .chunks
+                .back()
+                .is_none_or(|c| c.ids.len().checked_add(id.len()).is_none_or(|n| n > u32::MAX as usize));
         if full {
-            let whole = self.first + (self.chunks.len() * CHUNK) as u64;
+            let whole = self.whole();
             if let Some(last) = self.chunks.back_mut() {
                 // A chunk cut short by a huge id keeps its place: the rest of it is dead.
                 let end = last.ids.len() as u32;
-                while !last.recs.is_empty() && last.recs.len() < CHUNK {
+                while self.next < whole && last.recs.len() < CHUNK {
                     last.recs.push(Rec { end, status: None, pooled: false, hash: 0 });
                 }
                 self.next = whole;
                 last.ids.shrink_to_fit();
+            }
+            if self.chunks.is_empty() {
+                self.first = self.next;
             }
             self.chunks.push_back(Chunk { ids: String::new(), recs: Vec::with_capacity(CHUNK), live: 0 });
         }

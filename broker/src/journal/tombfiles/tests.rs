@@ -181,4 +181,27 @@ fn damage_is_set_aside_and_the_rest_served() {
     assert_eq!(notes.set_aside.len(), 2, "{:?}", notes.set_aside);
     assert!(notes.set_aside[0].contains("line 3"), "{}", notes.set_aside[0]);
     assert!(notes.set_aside[1].contains("end at 30000"), "{}", notes.set_aside[1]);
+    // The range stays as the snapshot says: a tomb made after a restart never takes an ordinal
+    // the missing file may still hold (the snapshot is still the durable one).
+    let snap = load(&RealFs, d.path()).unwrap().snapshot.unwrap();
+    assert_eq!((snap.tombs_front, snap.tombs_next), (0, 60_000));
+    let state = crate::state::State::from_snapshot(snap, 10, 0);
+    assert_eq!(state.finished_count(), 29_999);
+    assert_eq!(crate::journal::TombSource::next(&state), 60_000);
+}
+
+/// A snapshot whose range no tomb file could hold is not one the broker wrote: it is set aside
+/// and the state rebuilt from the segments, never a table of a trillion dead ordinals.
+#[test]
+fn an_implausible_range_sets_the_snapshot_aside() {
+    let d = tempfile::tempdir().unwrap();
+    drop(Journal::open(&RealFs, d.path(), 1, Durability::Batch).unwrap());
+    for (front, next) in [(0u64, 1u64 << 40), (9, 3), (0, u64::MAX)] {
+        let snap = Snapshot { seq: 4, tombs_front: front, tombs_next: next, ..Default::default() };
+        std::fs::write(d.path().join("snapshot-0000000000000004.json"), serde_json::to_vec(&snap).unwrap())
+            .unwrap();
+        let l = load(&RealFs, d.path()).unwrap();
+        assert!(l.snapshot.is_none(), "{front}..{next}");
+        assert!(l.notes.set_aside.iter().any(|n| n.contains("rebuilt from every segment")), "{:?}", l.notes);
+    }
 }

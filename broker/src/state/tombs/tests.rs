@@ -108,6 +108,24 @@ fn ordinals_are_stable_and_read_back_in_place() {
     assert_eq!(t.entry(10).map(|e| e.0), Some("U"));
 }
 
+/// Read back across a long run of dead ordinals (a tomb file missing), the gap costs no records.
+#[test]
+fn a_long_gap_costs_no_records() {
+    let mut t = Tombs::starting_at(10);
+    t.insert_at(12, "A", f(1));
+    t.insert_at(1_000_000, "B", f(2));
+    t.skip_to(3_000_000);
+    assert_eq!((t.front(), t.next(), t.len()), (10, 3_000_000, 2));
+    assert!(t.heap_bytes() < 400_000, "{} bytes", t.heap_bytes());
+    assert_eq!((t.get("A"), t.get("B")), (Some(f(1)), Some(f(2))));
+    assert_eq!(t.entry(1_000_000).map(|e| e.0), Some("B"));
+    t.insert("C", f(3));
+    assert_eq!(t.entry(3_000_000).map(|e| e.0), Some("C"));
+    t.forget_oldest(2, |_| false);
+    assert_eq!((t.get("A"), t.get("B"), t.get("C")), (None, None, Some(f(3))));
+    assert!(t.chunks.len() <= 2, "{} chunks", t.chunks.len());
+}
+
 /// Under a steady limit the tombs hold the limit and at most a chunk: the memory of forgotten
 /// tombs comes back a chunk at a time, never a rebuild's doubling.
 #[test]
