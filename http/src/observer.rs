@@ -6,7 +6,9 @@
 //! It is computed here, from the committed-record stream (`Handle::subscribe`), seeded at start
 //! by a census (the state, `Handle::census`) and by the journal's recent records (the windows): the broker's pass
 //! does none of this work. Everything it keeps is bounded: windows of [`WINDOW_SECS`], at most
-//! [`MAX_WAITS`] waits per pool, [`SAMPLES`] samples, and one small entry per live task.
+//! [`MAX_WAITS`] waits per pool, [`SAMPLES`] samples, and one small entry per live task. Rates
+//! are counts per second of the window (a [`Rate`]), not a timestamp per event: at a thousand
+//! tasks a second, fifteen minutes of timestamps were tens of megabytes that grew with the load.
 
 use mailroom::config::{Config, Route};
 use mailroom::engine::commands::{Census, Handle};
@@ -62,18 +64,53 @@ struct Tracked {
     held: bool,
 }
 
+/// Events per second over the window: at most [`WINDOW_SECS`] buckets whatever the rate.
+#[derive(Debug, Default)]
+struct Rate {
+    /// (second since the epoch, events in it), oldest first.
+    buckets: VecDeque<(i64, u64)>,
+}
+
+impl Rate {
+    fn add(&mut self, ts_micros: i64) {
+        let sec = ts_micros.div_euclid(1_000_000);
+        // Records come in order; one a little older than the newest second goes where it belongs.
+        let at = self.buckets.iter().rposition(|(s, _)| *s <= sec);
+        match at {
+            Some(i) if self.buckets[i].0 == sec => self.buckets[i].1 += 1,
+            Some(i) => self.buckets.insert(i + 1, (sec, 1)),
+            None => self.buckets.push_front((sec, 1)),
+        }
+    }
+
+    /// Forgets the seconds before `since` (micros).
+    fn prune(&mut self, since: i64) {
+        let since = since.div_euclid(1_000_000);
+        while self.buckets.front().is_some_and(|(s, _)| *s < since) {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Events per minute over the seconds from `since` (micros) on.
+    fn per_min(&self, since: i64) -> f64 {
+        let since = since.div_euclid(1_000_000);
+        let n: u64 = self.buckets.iter().rev().take_while(|(s, _)| *s >= since).map(|(_, n)| n).sum();
+        n as f64 * 60.0 / RATE_SECS as f64
+    }
+}
+
 #[derive(Debug, Default)]
 struct PoolWindow {
-    arrivals: VecDeque<i64>,
-    departures: VecDeque<i64>,
+    arrivals: Rate,
+    departures: Rate,
     /// (when claimed, seconds waited).
     waits: VecDeque<(i64, f64)>,
 }
 
 #[derive(Debug, Default)]
 struct AgentWindow {
-    completions: VecDeque<i64>,
-    failures: VecDeque<i64>,
+    completions: Rate,
+    failures: Rate,
     last_seen: Option<i64>,
 }
 
@@ -343,7 +380,7 @@ impl Observer {
             Entry::Dispatch { task_id, place: Place::Queued { .. } | Place::Waiting { .. }, .. } => {
                 g.queued_at.insert(task_id.clone(), ts);
                 if let Some(p) = window(&mut g, &pool) {
-                    g.pools.entry(p).or_default().arrivals.push_back(ts);
+                    g.pools.entry(p).or_default().arrivals.add(ts);
                 }
             }
             Entry::Claim { task_id, agent, .. } => {
@@ -357,7 +394,7 @@ impl Observer {
                 }
                 if let Some(p) = window(&mut g, &pool) {
                     let pw = g.pools.entry(p).or_default();
-                    pw.departures.push_back(ts);
+                    pw.departures.add(ts);
                     if let Some(w) = waited {
                         pw.waits.push_back((ts, w));
                         if pw.waits.len() > MAX_WAITS {
@@ -370,8 +407,8 @@ impl Observer {
                 let a = g.agents.entry(r.agent.clone()).or_default();
                 a.last_seen = Some(ts);
                 match &rec.entry {
-                    Entry::Complete(_) => a.completions.push_back(ts),
-                    Entry::Fail(_) => a.failures.push_back(ts),
+                    Entry::Complete(_) => a.completions.add(ts),
+                    Entry::Fail(_) => a.failures.add(ts),
                     _ => {}
                 }
                 if let Some(c) = g.claimed_at.remove(&r.task_id)
@@ -411,23 +448,15 @@ impl Observer {
     fn prune(g: &mut Inner, now: i64) {
         let since = now - WINDOW_SECS * 1_000_000;
         for p in g.pools.values_mut() {
-            while p.arrivals.front().is_some_and(|t| *t < since) {
-                p.arrivals.pop_front();
-            }
-            while p.departures.front().is_some_and(|t| *t < since) {
-                p.departures.pop_front();
-            }
+            p.arrivals.prune(since);
+            p.departures.prune(since);
             while p.waits.front().is_some_and(|(t, _)| *t < since) {
                 p.waits.pop_front();
             }
         }
         for a in g.agents.values_mut() {
-            while a.completions.front().is_some_and(|t| *t < since) {
-                a.completions.pop_front();
-            }
-            while a.failures.front().is_some_and(|t| *t < since) {
-                a.failures.pop_front();
-            }
+            a.completions.prune(since);
+            a.failures.prune(since);
         }
     }
 
@@ -452,8 +481,7 @@ impl Observer {
     pub fn pools(&self, now: i64) -> BTreeMap<String, PoolFlow> {
         let g = lock(&self.inner);
         let since = now - RATE_SECS * 1_000_000;
-        let per_min =
-            |v: &VecDeque<i64>| v.iter().filter(|t| **t >= since).count() as f64 * 60.0 / RATE_SECS as f64;
+        let per_min = |r: &Rate| r.per_min(since);
         let mut out: BTreeMap<String, PoolFlow> = BTreeMap::new();
         for (name, p) in &g.pools {
             let mut waits: Vec<f64> = p.waits.iter().map(|(_, w)| *w).collect();
@@ -498,8 +526,7 @@ impl Observer {
     pub fn agents(&self, now: i64) -> BTreeMap<String, AgentFlow> {
         let g = lock(&self.inner);
         let since = now - RATE_SECS * 1_000_000;
-        let per_min =
-            |v: &VecDeque<i64>| v.iter().filter(|t| **t >= since).count() as f64 * 60.0 / RATE_SECS as f64;
+        let per_min = |r: &Rate| r.per_min(since);
         g.agents
             .iter()
             .map(|(n, a)| {

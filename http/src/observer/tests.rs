@@ -144,3 +144,27 @@ fn quantiles_take_the_nearest_rank() {
     assert_eq!(quantile(&mut [1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
     assert_eq!(quantile(&mut [7.0], 0.95), Some(7.0));
 }
+
+/// A rate costs a bucket per second of the window, whatever the load: a million events over
+/// twenty minutes leave at most the window's seconds, and the rate still counts every event.
+#[test]
+fn a_rate_is_bounded_by_the_window_not_the_load() {
+    let mut r = Rate::default();
+    let start = NOW - 20 * 60 * S;
+    for i in 0..1_200_000i64 {
+        // A thousand a second; now and then one a little late.
+        let ts = start + i * 1_000 - if i % 997 == 0 { 3 * S } else { 0 };
+        r.add(ts);
+        if i % 10_000 == 0 {
+            r.prune(ts - WINDOW_SECS * S);
+        }
+    }
+    r.prune(NOW - WINDOW_SECS * S);
+    assert!(r.buckets.len() <= WINDOW_SECS as usize + 1, "{} buckets", r.buckets.len());
+    assert!(
+        r.buckets.iter().zip(r.buckets.iter().skip(1)).all(|(a, b)| a.0 < b.0),
+        "in order, one per second"
+    );
+    let per_min = r.per_min(NOW - RATE_SECS * S);
+    assert!((per_min - 60_000.0).abs() < 100.0, "{per_min} per minute");
+}
