@@ -295,14 +295,23 @@ impl Observer {
     }
 
     /// Feeds the windows with the records of the segments before `before` whose time is within
-    /// the window, newest segments first, stopping at the first segment older than that.
+    /// the window, newest segments first, stopping at the first segment older than that. A
+    /// segment last written before the window (its mtime, which compression keeps) is not read
+    /// at all: segments are read whole, and an archived one can be hundreds of megabytes.
     fn read_history(&self, fs: &dyn Fs, layout: &Layout, before: u64) -> Result<(), journal::JournalError> {
         let since = micros(runtime_layout::now()) - WINDOW_SECS * 1_000_000;
         let mut batches: Vec<Vec<Record>> = Vec::new();
         for seg in journal::all_segments(fs, &layout.journal_dir())?.into_iter().rev() {
+            match fs.stat(&seg)? {
+                Some(m) if micros(m.mtime) < since => break,
+                // Compressed or removed by the broker since it was listed: the history is a
+                // courtesy for the windows, never worth failing over.
+                None => continue,
+                Some(_) => {}
+            }
             let mut recs = Vec::new();
             let mut notes = journal::Notes::default();
-            journal::read_segment(
+            let read = journal::read_segment(
                 fs,
                 &seg,
                 |r, _, _| {
@@ -311,7 +320,11 @@ impl Observer {
                     }
                 },
                 &mut notes,
-            )?;
+            );
+            match read {
+                Err(journal::JournalError::Fs(e)) if e.is_not_found() => continue,
+                read => read?,
+            }
             let older = recs.is_empty() || recs.first().is_some_and(|r| r.seq > 1 && micros(r.ts) <= since);
             batches.push(recs);
             if older && batches.len() > 1 {

@@ -168,3 +168,32 @@ fn a_rate_is_bounded_by_the_window_not_the_load() {
     let per_min = r.per_min(NOW - RATE_SECS * S);
     assert!((per_min - 60_000.0).abs() < 100.0, "{per_min} per minute");
 }
+
+/// The history read at start stops at the first segment last written before the window, without
+/// reading it: segments are read whole, and an old archived one can be hundreds of megabytes.
+#[test]
+fn history_skips_segments_older_than_the_window_unread() {
+    let d = tempfile::tempdir().unwrap();
+    let fs = runtime_layout::RootFs::open(d.path()).unwrap();
+    let layout = Layout::new(d.path());
+    layout.create(&fs).unwrap();
+    let dir = layout.journal_dir();
+    let now = micros(runtime_layout::now());
+    let dispatch =
+        |id: &str| Entry::Dispatch { task_id: id.into(), task: task(id, Status::Pending), place: queued(id) };
+    // An old segment (two hours ago), then a recent one.
+    let mut j = mailroom::journal::Journal::open(&fs, &dir, 1, runtime_layout::Durability::Never).unwrap();
+    j.push(Timestamp::from_micros(now - 7200 * S), dispatch("OLD"));
+    j.commit(&fs).unwrap();
+    let old = dir.join("segment-0000000000000001.jsonl");
+    fs.set_mtime(&old, Timestamp::from_micros(now - 7200 * S)).unwrap();
+    let mut j = mailroom::journal::Journal::open(&fs, &dir, 2, runtime_layout::Durability::Never).unwrap();
+    j.push(Timestamp::from_micros(now - 60 * S), dispatch("NEW"));
+    j.commit(&fs).unwrap();
+    let o = Observer::new(Config::default());
+    o.seed(&empty_census(3));
+    let before = fs.counts().unwrap().reads;
+    o.read_history(&fs, &layout, 3).unwrap();
+    assert_eq!(fs.counts().unwrap().reads - before, 1, "only the recent segment was read");
+    assert_eq!(o.pools(now)["build"].in_per_min, 1.0 / 5.0, "its dispatch is in the window");
+}
