@@ -47,19 +47,26 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         .and_then(|p| p.file_name()?.to_str().and_then(journal::archive::segment_number))
         .map(|(n, _)| n)
         .filter(|&n| n > 1);
+    let mut take = |r: Record, _: usize, _: &mut journal::Notes| {
+        if let Entry::Consume { msg, path, .. } = &r.entry {
+            consumed.insert(msg.clone(), path.clone());
+        } else if r.entry.task_id() == Some(id) {
+            recs.push(r);
+        }
+    };
     for seg in segments {
-        journal::read_segment(
-            fs,
-            &seg,
-            |r, _, _| {
-                if let Entry::Consume { msg, path, .. } = &r.entry {
-                    consumed.insert(msg.clone(), path.clone());
-                } else if r.entry.task_id() == Some(id) {
-                    recs.push(r);
+        match journal::read_segment(fs, &seg, &mut take, &mut notes) {
+            // Compressed by the running broker since it was listed: the compressed copy is in
+            // place before the plain segment goes. Gone altogether: removed by the retention.
+            Err(JournalError::Fs(e)) if e.is_not_found() => {
+                let name = seg.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let compressed = seg.with_file_name(journal::archive::compressed_name(name));
+                if fs.stat(&compressed)?.is_some() {
+                    journal::read_segment(fs, &compressed, &mut take, &mut notes)?;
                 }
-            },
-            &mut notes,
-        )?;
+            }
+            read => read?,
+        }
     }
     let snapshot_place = if recs.is_empty() {
         // Only a snapshot may know the task: its segments were removed (by the retention or an
