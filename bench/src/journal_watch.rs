@@ -9,7 +9,9 @@
 //!   prebuilt roots follow any change of the journal's format.
 
 use crate::error::BenchError;
-use mailroom::journal::{self, Entry, Journal, JournalError, Place, Record, Report, Snapshot, Tomb};
+use mailroom::journal::{
+    self, Entry, Journal, JournalError, Place, Record, Report, Snapshot, Tomb, TombSource,
+};
 use protocol::{Status, Task, Timestamp};
 use runtime_layout::{Durability, Fs, FsError, Layout, NameSource};
 use std::collections::{HashMap, HashSet};
@@ -250,13 +252,16 @@ pub struct HistoryWriter<'a> {
     written: u64,
     tombs: Vec<Tomb>,
     recent: Vec<Task>,
+    /// Each segment's first record and the time of its last, which becomes its mtime (as a
+    /// broker's segment has the time of its last append).
+    segments: Vec<(u64, Timestamp)>,
 }
 
 impl<'a> HistoryWriter<'a> {
     pub fn open(fs: &'a dyn Fs, root: &Path) -> Result<Self, BenchError> {
         let dir = Layout::new(root).journal_dir();
         let journal = Journal::open(fs, &dir, 1, Durability::Never)?;
-        Ok(Self { fs, dir, journal, written: 0, tombs: Vec::new(), recent: Vec::new() })
+        Ok(Self { fs, dir, journal, written: 0, tombs: Vec::new(), recent: Vec::new(), segments: Vec::new() })
     }
 
     /// Appends a finished task; `on_board` keeps it for the completed board too.
@@ -270,6 +275,10 @@ impl<'a> HistoryWriter<'a> {
             self.recent.push(task.clone());
         }
         let ts = task.updated_at.unwrap_or(Timestamp::from_micros(0));
+        match self.segments.last_mut() {
+            Some(last) if !(self.written > 0 && self.written.is_multiple_of(PER_SEGMENT)) => last.1 = ts,
+            _ => self.segments.push((self.journal.next_seq(), ts)),
+        }
         let msg = format!("history-{}", task.task_id);
         let report = Report {
             task_id: task.task_id.clone(),
@@ -287,17 +296,47 @@ impl<'a> HistoryWriter<'a> {
         Ok(())
     }
 
-    /// Compacts: writes the snapshot and moves the segments it covers into `archive/` (the next
-    /// segment is created by the first commit of the broker that starts on the root).
+    /// Compacts as the broker does: the finished tasks into a tomb file, then the snapshot
+    /// naming them, and the segments it covers into `archive/` (the next segment is created by
+    /// the first commit of the broker that starts on the root).
     pub fn finish(mut self) -> Result<(), FsError> {
         let seq = self.journal.next_seq() - 1;
+        let tombs = Tombs(std::mem::take(&mut self.tombs));
         let snap = Snapshot {
             seq,
-            tombs: std::mem::take(&mut self.tombs),
+            tombs_next: tombs.0.len() as u64,
             recent_done: std::mem::take(&mut self.recent),
             ..Snapshot::default()
         };
-        self.journal.compact(self.fs, &snap, &NameSource::new())?;
+        self.journal
+            .compact_with(self.fs, seq, &NameSource::new(), &tombs, |w, _| serde_json::to_writer(w, &snap))?;
+        for (first, last) in &self.segments {
+            let path = self.dir.join("archive").join(format!("segment-{first:016}.jsonl"));
+            if self.fs.stat(&path)?.is_some() {
+                self.fs.set_mtime(&path, *last)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The history's finished tasks as tomb file lines: ordinal `i` is the `i`th finished.
+struct Tombs(Vec<Tomb>);
+
+impl TombSource for Tombs {
+    fn front(&self) -> u64 {
+        0
+    }
+
+    fn next(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn write_lines(&self, from: u64, w: &mut dyn std::io::Write) -> serde_json::Result<()> {
+        for t in &self.0[from as usize..] {
+            serde_json::to_writer(&mut *w, t)?;
+            w.write_all(b"\n").map_err(serde_json::Error::io)?;
+        }
         Ok(())
     }
 }
