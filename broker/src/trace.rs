@@ -47,24 +47,18 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         .and_then(|p| p.file_name()?.to_str().and_then(journal::archive::segment_number))
         .map(|(n, _)| n)
         .filter(|&n| n > 1);
-    let mut take = |r: Record, _: usize, _: &mut journal::Notes| {
-        if let Entry::Consume { msg, path, .. } = &r.entry {
-            consumed.insert(msg.clone(), path.clone());
-        } else if r.entry.task_id() == Some(id) {
-            recs.push(r);
-        }
-    };
     for seg in segments {
-        match journal::read_segment(fs, &seg, &mut take, &mut notes) {
-            // Compressed by the running broker since it was listed: the compressed copy is in
-            // place before the plain segment goes. Gone altogether: removed by the retention.
-            Err(JournalError::Fs(e)) if e.is_not_found() => {
-                let name = seg.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                let compressed = seg.with_file_name(journal::archive::compressed_name(name));
-                if fs.stat(&compressed)?.is_some() {
-                    journal::read_segment(fs, &compressed, &mut take, &mut notes)?;
-                }
+        let take = |r: Record, _: usize, _: &mut journal::Notes| {
+            if let Entry::Consume { msg, path, .. } = &r.entry {
+                consumed.insert(msg.clone(), path.clone());
+            } else if r.entry.task_id() == Some(id) {
+                recs.push(r);
             }
+        };
+        match journal::read_segment(fs, &seg, take, &mut notes) {
+            // Removed by the retention since it was listed (a segment compressed meanwhile is
+            // read in its compressed form by `read_segment`).
+            Err(JournalError::Fs(e)) if e.is_not_found() => {}
             read => read?,
         }
     }

@@ -304,9 +304,9 @@ impl Observer {
         for seg in journal::all_segments(fs, &layout.journal_dir())?.into_iter().rev() {
             match fs.stat(&seg)? {
                 Some(m) if micros(m.mtime) < since => break,
-                // Compressed or removed by the broker since it was listed: the history is a
-                // courtesy for the windows, never worth failing over.
-                None => continue,
+                // Compressed (read below in that form) or removed since it was listed: the
+                // history is a courtesy for the windows, never worth failing over.
+                None => {}
                 Some(_) => {}
             }
             let mut recs = Vec::new();

@@ -509,6 +509,13 @@ mod tests {
             .unwrap();
         assert_eq!(seqs(d.path()), vec![1, 2, 3]);
         assert_eq!(all_segments(&RealFs, d.path()).unwrap()[0], plain, "the plain copy is the one read");
+        // Listed plain, then compressed before it is read (a reader beside a running broker):
+        // the compressed form is read in its place.
+        let listed = all_segments(&RealFs, d.path()).unwrap();
+        std::fs::remove_file(&plain).unwrap();
+        let mut out = Vec::new();
+        read_segment(&RealFs, &listed[0], |r, _, _| out.push(r.seq), &mut Notes::default()).unwrap();
+        assert_eq!(out, vec![1, 2], "segment 1 holds records 1 and 2");
         // Replay never reads the archive.
         assert_eq!(
             load(&RealFs, d.path()).unwrap().records.iter().map(|r| r.seq).collect::<Vec<_>>(),

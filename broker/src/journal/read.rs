@@ -164,11 +164,24 @@ pub fn replay(
 }
 
 /// The records of one segment as JSON Lines, decompressed if it is compressed (`.jsonl.zst`).
+///
+/// A plain archived segment compressed since it was listed is read in its compressed form:
+/// compression puts the compressed copy in place before it removes the plain one.
 pub fn segment_bytes(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
-    let bytes = fs.read(path, MAX_SEGMENT_BYTES)?;
-    let compressed =
-        path.file_name().and_then(|n| n.to_str()).and_then(segment_number).is_some_and(|(_, c)| c);
-    if compressed { archive::decompress(&bytes, path) } else { Ok(bytes) }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let compressed = segment_number(name).is_some_and(|(_, c)| c);
+    match fs.read(path, MAX_SEGMENT_BYTES) {
+        Ok(bytes) if compressed => archive::decompress(&bytes, path),
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.is_not_found() && !compressed && segment_number(name).is_some() => {
+            let other = path.with_file_name(archive::compressed_name(name));
+            match fs.read(&other, MAX_SEGMENT_BYTES) {
+                Ok(bytes) => archive::decompress(&bytes, &other),
+                Err(_) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Calls `f` for every record of one segment, compressed or not, with its line number. A final
