@@ -266,18 +266,19 @@ impl<'a> HistoryWriter<'a> {
 
     /// Appends a finished task; `on_board` keeps it for the completed board too.
     pub fn finished(&mut self, task: Task, hash: u64, on_board: bool) -> Result<(), BenchError> {
+        let ts = task.updated_at.unwrap_or(Timestamp::from_micros(0));
         if self.written > 0 && self.written.is_multiple_of(PER_SEGMENT) {
             self.journal.commit(self.fs)?;
             self.journal = Journal::open(self.fs, &self.dir, self.journal.next_seq(), Durability::Never)?;
+            self.segments.push((self.journal.next_seq(), ts));
+        }
+        match self.segments.last_mut() {
+            Some(last) => last.1 = ts,
+            None => self.segments.push((self.journal.next_seq(), ts)),
         }
         self.tombs.push(Tomb { id: task.task_id.clone(), status: Status::Completed, hash, pooled: false });
         if on_board {
             self.recent.push(task.clone());
-        }
-        let ts = task.updated_at.unwrap_or(Timestamp::from_micros(0));
-        match self.segments.last_mut() {
-            Some(last) if !(self.written > 0 && self.written.is_multiple_of(PER_SEGMENT)) => last.1 = ts,
-            _ => self.segments.push((self.journal.next_seq(), ts)),
         }
         let msg = format!("history-{}", task.task_id);
         let report = Report {

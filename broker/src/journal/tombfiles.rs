@@ -91,12 +91,8 @@ impl TombFiles {
     /// The tomb files found in the directory (`(first ordinal, bytes)`), none of them used until
     /// [`TombFiles::settle`] says which ones the snapshot read back uses.
     pub fn found(files: Vec<(u64, u64)>) -> Self {
-        Self {
-            chain: files.into_iter().map(|(first, bytes)| TombFile { first, bytes }).collect(),
-            stale: Vec::new(),
-            next: 0,
-        }
-        .settled(0)
+        let stale = files.into_iter().map(|(first, bytes)| TombFile { first, bytes }).collect();
+        Self { chain: Vec::new(), stale, next: 0 }
     }
 
     /// After replay: the snapshot read back uses the ordinals before `next`; the files that
