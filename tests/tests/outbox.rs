@@ -285,6 +285,8 @@ fn hooks_record_their_calls_and_one_that_hangs_is_killed_and_given_up() {
     // SLOW held FAST back until its two attempts ran out, each killed at the timeout.
     let slow = std::fs::read_to_string(&started).unwrap();
     assert_eq!(slow.lines().count(), 2, "{slow}");
+    // The hook writes its call before it exits; the broker logs its output after.
+    wait_for(T, || b.log().contains("ran for FAST"));
     let log = b.log();
     assert!(log.contains("timed out after 1 s: killed"), "{log}");
     assert!(log.contains("delivery given up after max_attempts"), "{log}");
