@@ -10,8 +10,9 @@
 //! | `[ingest] mail_dirs`, and below | a file renamed in, or written in place | scripts' mail |
 //!
 //! Each event says where to look: an arrival in the inbox alone makes a pass that does not list
-//! every agent's `cur/` nor every drop directory ([`Look`]). A directory that is not watched
-//! (the inotify limits, a directory not made yet) is looked at in every pass.
+//! any agent's `cur/` nor any drop directory, and a claim lists the claimant's `cur/` alone
+//! ([`Look`]). A directory that is not watched (the inotify limits, a directory not made yet) is
+//! looked at in every pass.
 //!
 //! What the broker itself does there does not wake it (its deliveries into an agent's `new/`,
 //! its removals from `cur/`, its moves out of the inbox; its moves of dropped files into the
@@ -20,8 +21,9 @@
 //! missed: a wake-up is a hint, never the only way to find work.
 
 use crate::config::Config;
-use crate::engine::Look;
+use crate::engine::{Claims, Look};
 use runtime_layout::{DirWatch, Drained, Fs, Interest, Layout, Skip};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::unix::AsyncFd;
@@ -41,6 +43,8 @@ pub(crate) struct Wakeups {
     targets: Vec<Target>,
     /// The tags of areas with a directory not watched at the last refresh: always looked at.
     blind: AtomicU64,
+    /// `mailboxes/`, whose agents' `cur/` events name.
+    mailboxes: PathBuf,
 }
 
 /// In `mailboxes/`, an agent's `tmp/` (half-written files) and `new/` (what the broker delivers
@@ -82,7 +86,8 @@ impl Wakeups {
                 None
             }
         };
-        let w = Wakeups { watch, targets, blind: AtomicU64::new(u64::MAX) };
+        let w =
+            Wakeups { watch, targets, blind: AtomicU64::new(u64::MAX), mailboxes: layout.mailboxes_dir() };
         w.refresh(fs);
         w
     }
@@ -116,8 +121,32 @@ impl Wakeups {
 
     /// Where to look for what the events read say arrived (and in every area not watched).
     fn look(&self, d: Drained) -> Look {
-        let tags = d.tags | self.blind.load(Ordering::Relaxed);
-        Look { claims: tags & (1 << CLAIMS) != 0, drops: tags & (1 << DROPS) != 0, edits: false }
+        let blind = self.blind.load(Ordering::Relaxed);
+        let tags = d.tags | blind;
+        let claims = if tags & (1 << CLAIMS) == 0 {
+            Claims::Nowhere
+        } else if blind & (1 << CLAIMS) != 0 {
+            Claims::Everywhere
+        } else {
+            self.claimants(&d)
+        };
+        Look { claims, drops: tags & (1 << DROPS) != 0, edits: false }
+    }
+
+    /// The agents whose `cur/` had an arrival; everywhere when events were lost or one happened
+    /// elsewhere under `mailboxes/` (a new agent, a `cur/` made).
+    fn claimants(&self, d: &Drained) -> Claims {
+        let Some(dirs) = d.dirs_of(CLAIMS) else { return Claims::Everywhere };
+        let mut agents = BTreeSet::new();
+        for dir in dirs {
+            let Ok(rel) = dir.strip_prefix(&self.mailboxes) else { return Claims::Everywhere };
+            let mut parts = rel.components().map(|c| c.as_os_str().to_str());
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(Some(agent)), Some(Some("cur")), None) => agents.insert(agent.to_string()),
+                _ => return Claims::Everywhere,
+            };
+        }
+        Claims::Of(agents)
     }
 
     /// Reads the events pending now, without waiting: where the next pass should look.
@@ -151,5 +180,64 @@ impl Wakeups {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_layout::RootFs;
+    use std::time::{Duration, Instant};
+
+    /// What the events pending within a while say, waiting for the first to be read.
+    fn next_look(w: &Wakeups, fs: &dyn Fs) -> Look {
+        let start = Instant::now();
+        loop {
+            let look = w.pending(fs);
+            if look != Look::INBOX || start.elapsed() > Duration::from_secs(5) {
+                // Events of one burst may be read in two drains: take what follows at once too.
+                std::thread::sleep(Duration::from_millis(50));
+                return look.or(w.pending(fs));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_claim_looks_in_the_claimant_s_cur_alone_and_a_new_agent_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("runtime"));
+        std::fs::create_dir_all(layout.root()).unwrap();
+        let fs = RootFs::open(layout.root()).unwrap();
+        layout.create(&fs).unwrap();
+        for a in ["Agent-1", "Agent-2", "Agent-3"] {
+            layout.mailbox(a).create(&fs, true).unwrap();
+        }
+        let w = Wakeups::new(&fs, &layout, &Config::default());
+        assert_eq!(w.pending(&fs), Look::INBOX, "every directory is watched: nothing to look at");
+        let pool = layout.queue("tools");
+        pool.create(&fs, true).unwrap();
+        let claim = |agent: &str, name: &str| {
+            std::fs::write(pool.new_dir().join(name), b"{}").unwrap();
+            std::fs::rename(pool.new_dir().join(name), layout.mailbox(agent).cur().join(name)).unwrap();
+        };
+
+        claim("Agent-2", "t1.json");
+        let of = |names: &[&str]| Claims::Of(names.iter().map(|n| n.to_string()).collect());
+        assert_eq!(next_look(&w, &fs).claims, of(&["Agent-2"]));
+        claim("Agent-1", "t2.json");
+        claim("Agent-3", "t3.json");
+        assert_eq!(next_look(&w, &fs).claims, of(&["Agent-1", "Agent-3"]));
+
+        // A message alone lists no cur/.
+        std::fs::write(layout.broker_inbox().new_dir().join("m.json"), b"{}").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(w.pending(&fs), Look::INBOX);
+
+        // A new agent's directory: its cur/ may hold claims made before it was watched.
+        std::fs::create_dir_all(layout.mailbox("Agent-4").cur()).unwrap();
+        assert_eq!(next_look(&w, &fs).claims, Claims::Everywhere);
+        claim("Agent-4", "t4.json");
+        assert_eq!(next_look(&w, &fs).claims, of(&["Agent-4"]), "and it is watched from then on");
     }
 }

@@ -87,13 +87,19 @@ pub struct DirWatch {
 }
 
 /// What one [`DirWatch::drain`] read.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Drained {
     /// Events read.
     pub events: usize,
     /// Bit `t` is set when a directory added with tag `t` had an event. An overflow (events
     /// were lost) sets every bit: look everywhere.
     pub tags: u64,
+    /// Bit `t` is set when what happened under tag `t` cannot be pinned to the directories in
+    /// [`Drained::dirs`]: events were lost (an overflow sets every bit), or a directory of the
+    /// area is no longer watched. The caller looks at the whole area.
+    pub wide: u64,
+    /// Each watched directory that had an event, once, with its tag, in the order first seen.
+    pub dirs: Vec<(u8, PathBuf)>,
 }
 
 impl Drained {
@@ -104,6 +110,13 @@ impl Drained {
     /// Whether a directory with tag `tag` had an event.
     pub fn has(&self, tag: u8) -> bool {
         self.tags & (1 << tag) != 0
+    }
+
+    /// The directories with tag `tag` that had an event, or `None` when the whole area must be
+    /// looked at ([`Drained::wide`]).
+    pub fn dirs_of(&self, tag: u8) -> Option<impl Iterator<Item = &Path>> {
+        (self.wide & (1 << tag) == 0)
+            .then(|| self.dirs.iter().filter(move |(t, _)| *t == tag).map(|(_, d)| d.as_path()))
     }
 }
 
@@ -191,10 +204,14 @@ impl DirWatch {
                     drained.events += 1;
                     if e.events().contains(ReadFlags::QUEUE_OVERFLOW) {
                         drained.tags = u64::MAX;
+                        drained.wide = u64::MAX;
                     } else if let Some(w) =
                         self.watched.lock().unwrap_or_else(|p| p.into_inner()).get(&e.wd())
                     {
                         drained.tags |= 1 << w.tag;
+                        if !drained.dirs.iter().any(|(t, d)| *t == w.tag && *d == w.dir) {
+                            drained.dirs.push((w.tag, w.dir.clone()));
+                        }
                     }
                     let made = e.events().contains(ReadFlags::ISDIR)
                         && e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
@@ -232,7 +249,9 @@ impl DirWatch {
                 }
             }
         }
-        drained.tags |= self.missed.load(Ordering::Relaxed);
+        let missed = self.missed.load(Ordering::Relaxed);
+        drained.tags |= missed;
+        drained.wide |= missed;
         Ok(drained)
     }
 

@@ -13,6 +13,7 @@
 use super::EngineError;
 use super::dispatch::{redeliver, settle_dependents, try_dispatch};
 use super::effects::{Effect, Post, task_bytes};
+use super::look::Claims;
 use super::quarantine::{Refusal, stray};
 use super::tx::Tx;
 use crate::journal::{Entry, Place, RefusedClaim, Report};
@@ -130,13 +131,24 @@ const MAX_TASK_BYTES: u64 = 16 << 20;
 /// two `cur/`s is taken from both and queued again under a new name), the agent's name is valid,
 /// and its bytes are those the broker dispatched (a file rewritten in the queue is never worked
 /// on under the broker's name).
-pub(crate) fn observe(tx: &mut Tx) -> Result<(), EngineError> {
+///
+/// `look` says whose `cur/` to list: every mailbox's, or only those where claims arrived (a
+/// claim elsewhere is found by the next pass that looks everywhere).
+pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
     if tx.state().queued_count() == 0 {
         return Ok(());
     }
+    let mailboxes = match look {
+        Claims::Nowhere => return Ok(()),
+        Claims::Everywhere => tx.env.mailbox_dirs()?,
+        Claims::Of(agents) => agents
+            .iter()
+            .map(|a| (a.clone(), tx.env.layout.mailboxes_dir().join(a), names::validate_agent(a).is_ok()))
+            .collect(),
+    };
     // Each queued name found in some cur/, with every mailbox it was found in.
     let mut found: BTreeMap<String, Vec<(String, PathBuf, bool)>> = BTreeMap::new();
-    for (agent, mailbox, valid) in tx.env.mailbox_dirs()? {
+    for (agent, mailbox, valid) in mailboxes {
         let cur = mailbox.join("cur");
         if !tx.env.layout.is_contained(tx.env.fs(), &cur.join("_")) {
             continue; // a cur/ that is a symbolic link is never listed (claims there do not count)

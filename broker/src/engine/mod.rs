@@ -32,6 +32,7 @@ pub(crate) mod inbox;
 pub(crate) mod leases;
 pub(crate) mod ledger;
 pub(crate) mod legacy;
+mod look;
 pub(crate) mod mail;
 pub(crate) mod operator;
 pub(crate) mod pieces;
@@ -66,6 +67,7 @@ use tx::{Core, Tx};
 
 pub use effects::task_bytes;
 pub use legacy::{DROP_PREFIX, MAIL_DROP_PREFIX};
+pub use look::{Claims, Look};
 
 /// The actor name the broker uses in task history.
 pub const BROKER: &str = "mailroom";
@@ -87,28 +89,6 @@ impl EngineError {
             Self::Fs(e) | Self::Journal(JournalError::Fs(e)) => e.is_no_space(),
             Self::Journal(_) => false,
         }
-    }
-}
-
-/// Where a pass looks in the tree besides the inbox, which it always lists. A pass that the
-/// loop knows was woken only by messages need not list every agent's `cur/` and every drop
-/// directory; a pass with nothing to go on (the periodic tick, no watch) looks everywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Look {
-    /// Agents' `cur/` directories, for claims.
-    pub claims: bool,
-    /// `drop/` and the ingest directories (and always while a dropped file is settling).
-    pub drops: bool,
-    /// Edited boards (and always while an edit is settling).
-    pub edits: bool,
-}
-
-impl Look {
-    pub const EVERYWHERE: Look = Look { claims: true, drops: true, edits: true };
-    pub const INBOX: Look = Look { claims: false, drops: false, edits: false };
-
-    pub fn or(self, o: Look) -> Look {
-        Look { claims: self.claims || o.claims, drops: self.drops || o.drops, edits: self.edits || o.edits }
     }
 }
 
@@ -240,8 +220,8 @@ impl Engine {
             }
         }
         let batch = self.inbox.consume(&mut self.core.tx())?;
-        if look.claims {
-            claims::observe(&mut self.core.tx())?;
+        if look.claims.any() {
+            claims::observe(&mut self.core.tx(), &look.claims)?;
         }
         // Leases are judged only once the inbox is drained: a report waiting there was sent
         // while its claim was held. Judged with a backlog, an overloaded broker took back claims

@@ -482,3 +482,34 @@ fn a_finished_dependency_is_remembered_beyond_the_limit_while_a_task_waits_on_it
     // Both dependencies are found finished: a cancelled one blocks it.
     assert_eq!(e.live("AFTER").map(|l| l.task.status), Some(Status::Blocked));
 }
+
+#[test]
+fn a_pass_woken_by_a_claim_lists_the_claimant_s_cur_alone() {
+    use crate::engine::{Claims, Look};
+    let r = Root::new();
+    for a in ["A", "B"] {
+        r.agent(a);
+    }
+    let mut e = r.engine();
+    r.send(json!({"task_id": "T", "task_type": "tools"}));
+    e.step().unwrap();
+    let claim = r.claim(&r.layout.queue("tools").new_dir(), "A");
+    let held =
+        |e: &Engine| matches!(e.live("T").map(|l| &l.place), Some(Place::Held { agent, .. }) if agent == "A");
+    let look = |names: &[&str]| Look {
+        claims: Claims::Of(names.iter().map(|n| n.to_string()).collect()),
+        ..Look::INBOX
+    };
+    // Told to look at B's cur/ only (and at the inbox): A's claim is not seen...
+    e.step_looking(look(&["B"])).unwrap();
+    assert!(!held(&e));
+    // ...nor by a pass woken by a message alone...
+    e.step_looking(Look::INBOX).unwrap();
+    assert!(!held(&e));
+    // ...and at A's: it is.
+    e.step_looking(look(&["A"])).unwrap();
+    assert!(held(&e), "{claim} claimed by A");
+    // A name that is not an agent's is looked at like any mailbox: nothing there is adopted.
+    e.step_looking(look(&["no such agent"])).unwrap();
+    assert!(held(&e));
+}

@@ -115,13 +115,19 @@ fn each_event_is_reported_under_its_directory_s_tag() {
     assert!(w.add(&a, Interest::Arrivals, 3).unwrap());
     assert!(w.add_tree(&rfs, &b, Interest::Arrivals, 5, |_| false).unwrap());
     fs::write(b.join("sub/f"), b"").unwrap();
+    fs::write(b.join("sub/g"), b"").unwrap();
     std::thread::sleep(NOTHING);
     let got = w.drain(&rfs).unwrap();
     assert!(got.has(5) && !got.has(3), "{got:?}");
+    // Pinned to the directory below the tree's top where it happened, named once.
+    let dirs: Vec<&Path> = got.dirs_of(5).expect("nothing was lost").collect();
+    assert_eq!(dirs, [b.join("sub")], "{got:?}");
+    assert_eq!(got.dirs_of(3).expect("nothing was lost").count(), 0);
     fs::write(a.join("f"), b"").unwrap();
     std::thread::sleep(NOTHING);
     let got = w.drain(&rfs).unwrap();
     assert!(got.has(3) && !got.has(5), "{got:?}");
+    assert_eq!(got.dirs, [(3, a.clone())]);
 }
 
 #[test]
@@ -142,9 +148,11 @@ fn a_watched_directory_moved_away_is_no_longer_watched_and_its_area_is_reported_
     let got = w.drain(&rfs).unwrap();
     assert_eq!(got.events, 0, "the moved directory no longer wakes");
     assert!(got.has(2), "but its area is reported until watched again: {got:?}");
+    assert!(got.dirs_of(2).is_none(), "as a whole, no directory of it being named: {got:?}");
     w.forget_missed();
     assert!(w.add(&drop, Interest::Writes, 2).unwrap());
-    assert!(!w.drain(&rfs).unwrap().has(2));
+    let got = w.drain(&rfs).unwrap();
+    assert!(!got.has(2) && got.dirs_of(2).is_some(), "{got:?}");
     fs::write(drop.join("g"), b"").unwrap();
     assert!(w.wait(&rfs, SOON).unwrap(), "the directory made again wakes");
 }
