@@ -18,8 +18,9 @@ use crate::journal::Entry;
 use protocol::machine::Event;
 use protocol::message::Message;
 use protocol::names;
-use runtime_layout::{Durability, FileKind, FsError};
+use runtime_layout::{Durability, Entry as Listed, FileKind, FsError};
 use serde_json::json;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 /// What one batch took.
@@ -32,20 +33,37 @@ pub(crate) struct Batch {
     pub waiting: usize,
 }
 
-/// The inbox part: it knows whether the moves a crash interrupted are still to be finished.
+/// The inbox part: it knows whether the moves a crash interrupted are still to be finished, and
+/// holds what a listing found beyond the batch it took.
 pub(crate) struct Inbox {
     recovering: bool,
+    /// Messages listed but not taken yet, in name order. A backlog is listed and sorted once and
+    /// taken a batch per pass, where listing it for every batch cost O(backlog) per pass and
+    /// O(backlog² / batch) to drain.
+    listed: VecDeque<Listed>,
 }
 
 impl Inbox {
     /// An inbox just opened: names consumed before the start may be interrupted moves.
     pub fn new() -> Self {
-        Self { recovering: true }
+        Self { recovering: true, listed: VecDeque::new() }
     }
 
-    /// Consumes up to `batch_size` messages.
+    /// Consumes up to `batch_size` messages: the next ones of the backlog listed earlier, or,
+    /// once it is taken, of a new listing.
     pub fn consume(&mut self, tx: &mut Tx) -> Result<Batch, EngineError> {
-        let batch = consume(tx, self.recovering)?;
+        let from_backlog = !self.listed.is_empty();
+        if !from_backlog {
+            let Some(entries) = list(tx)? else { return Ok(Batch { messages: 0, more: false, waiting: 0 }) };
+            self.listed = entries.into();
+        }
+        let waiting = self.listed.len();
+        let take = waiting.min(tx.env.cfg.broker.batch_size);
+        let batch = consume(tx, self.recovering, self.listed.drain(..take))?;
+        // A batch taken from an earlier listing is followed by a pass that lists again, even
+        // when the backlog is gone: what arrived meanwhile was not listed (and its wake-up was
+        // read while the backlog drained).
+        let batch = Batch { more: from_backlog || !self.listed.is_empty(), waiting, ..batch };
         if !batch.more {
             self.recovering = false;
         }
@@ -53,25 +71,34 @@ impl Inbox {
     }
 }
 
-fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
-    let inbox = tx.env.layout.broker_inbox();
-    let mut entries = match tx.env.fs().list(&inbox.new_dir()) {
+/// The messages in `inbox/new/`, in name order (`None`: the directory cannot be read now).
+fn list(tx: &Tx) -> Result<Option<Vec<Listed>>, EngineError> {
+    let new = tx.env.layout.broker_inbox().new_dir();
+    let mut entries = match tx.env.fs().list(&new) {
         Ok(e) => e,
         // Clients write here and can change its mode; the broker waits for it to be readable
         // again rather than stopping (its journal and the rest of the tree are fine).
         Err(e) if e.is_permission_denied() => {
-            tx.env.warn_once(&inbox.new_dir(), "cannot list the inbox", &e);
-            return Ok(Batch { messages: 0, more: false, waiting: 0 });
+            tx.env.warn_once(&new, "cannot list the inbox", &e);
+            return Ok(None);
         }
         Err(e) => return Err(e.into()),
     };
     entries.retain(|e| !e.name_str().is_some_and(names::is_hidden));
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let batch = tx.env.cfg.broker.batch_size;
-    let waiting = entries.len();
-    let more = waiting > batch;
+    Ok(Some(entries))
+}
+
+/// Handles the messages `entries` (listed earlier: one may be gone or changed since, which
+/// reading it finds).
+fn consume(
+    tx: &mut Tx,
+    recovering: bool,
+    entries: impl Iterator<Item = Listed>,
+) -> Result<Batch, EngineError> {
+    let inbox = tx.env.layout.broker_inbox();
     let mut n = 0;
-    for e in entries.into_iter().take(batch) {
+    for e in entries {
         n += 1;
         let from = inbox.new_dir().join(&e.name);
         let Some(name) = e.name_str().map(str::to_string) else {
@@ -131,7 +158,7 @@ fn consume(tx: &mut Tx, recovering: bool) -> Result<Batch, EngineError> {
             Err(r) => reject_file(tx, &from, &name, Some(&msg), r),
         }
     }
-    Ok(Batch { messages: n, more, waiting })
+    Ok(Batch { messages: n, more: false, waiting: n })
 }
 
 /// A message consumed before a crash: finish moving it where the journal says it goes.

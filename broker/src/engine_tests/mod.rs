@@ -513,3 +513,53 @@ fn a_pass_woken_by_a_claim_lists_the_claimant_s_cur_alone() {
     e.step_looking(look(&["no such agent"])).unwrap();
     assert!(held(&e));
 }
+
+#[test]
+fn a_backlog_is_listed_once_and_taken_a_batch_per_pass_in_name_order() {
+    use crate::engine::Look;
+    use runtime_layout::{Fs, RootFs};
+    let r = Root::new();
+    let fs: Arc<dyn Fs> = Arc::new(RootFs::open(r.layout.root()).unwrap());
+    let mut cfg = Config::default();
+    cfg.broker.batch_size = 4;
+    let mut e = Engine::open(fs.clone(), r.layout.clone(), cfg).unwrap();
+    e.reconcile().unwrap();
+    e.step().unwrap();
+    let ids: Vec<String> = (0..40).map(|i| format!("B-{i:02}")).collect();
+    for id in &ids {
+        r.send(json!({"task_id": id}));
+    }
+    let lists = || fs.counts().expect("a RootFs counts").lists;
+    let before = lists();
+    let mut passes = 0;
+    loop {
+        passes += 1;
+        let report = e.step_looking(Look::INBOX).unwrap();
+        if passes == 3 {
+            // One arriving while the backlog drains is taken after it, by a pass that lists.
+            r.send(json!({"task_id": "LATE"}));
+        }
+        if !report.more {
+            break;
+        }
+        assert!(passes < 40, "the backlog never drained");
+    }
+    // Ten passes of four (the tenth, taken from the backlog, asks for more), then one that lists
+    // again and takes the late one.
+    assert_eq!(passes, 11);
+    // Before: every pass listed the whole inbox (11 listings here, each of up to 41 names).
+    assert!(lists() - before <= 3, "{} listings for {passes} passes", lists() - before);
+    let mut submits = Vec::new();
+    let mut notes = crate::journal::Notes::default();
+    for seg in crate::journal::all_segments(fs.as_ref(), &r.layout.journal_dir()).unwrap() {
+        let submitted = |rec: crate::journal::Record, _: usize, _: &mut crate::journal::Notes| {
+            if let crate::journal::Entry::Submit(a) = rec.entry {
+                submits.push(a.task_id);
+            }
+        };
+        crate::journal::read_segment(fs.as_ref(), &seg, submitted, &mut notes).unwrap();
+    }
+    let mut expected = ids.clone();
+    expected.push("LATE".into());
+    assert_eq!(submits, expected, "journaled in the order the messages were named");
+}
