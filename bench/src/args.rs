@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// Print the results as JSON on stdout (the human summary goes to stderr).
     #[arg(long)]
     pub json: bool,
-    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8,peers,w9,w10; w4 and w5 run
+    /// Only these workloads (comma-separated: w1,w2,w3,w4,w5,w6,w7,w8,w11,peers,w9,w10; w4 and w5 run
     /// together).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -104,6 +104,9 @@ pub struct BenchArgs {
     /// W8: tasks drained by the agents (`--agents`) at each depth.
     #[arg(long)]
     pub deep_drain: Option<usize>,
+    /// W11: the two inbox backlogs, small then large (default 2,000 and 100,000 messages).
+    #[arg(long, value_delimiter = ',')]
+    pub backlog: Vec<usize>,
     /// Extra `[broker]` settings for every broker of the run, e.g. `tick_ms = 100` (repeatable).
     #[arg(long = "broker-setting")]
     pub broker_settings: Vec<String>,
@@ -150,6 +153,8 @@ pub struct Plan {
     pub deep: (usize, usize),
     pub deep_claims: usize,
     pub deep_drain: usize,
+    /// W11's small and large inbox backlog.
+    pub backlog: (usize, usize),
 }
 
 impl Plan {
@@ -189,6 +194,13 @@ impl Plan {
                 deep.0.min(deep.1)
             )));
         }
+        let backlog = match a.backlog[..] {
+            [] if a.smoke => (50, 1_000),
+            [] if a.quick => (2_000, 20_000),
+            [] => (2_000, 100_000),
+            [small, large] if small > 0 && large > 0 => (small, large),
+            _ => return Err(BenchError::Usage("--backlog: two message counts, small,large".into())),
+        };
         if let Some(c) = &a.client_durability {
             parse_durability(c)?;
         }
@@ -226,6 +238,7 @@ impl Plan {
             deep,
             deep_claims,
             deep_drain,
+            backlog,
         })
     }
 

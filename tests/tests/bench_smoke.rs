@@ -85,6 +85,13 @@ fn bench_smoke_runs_every_workload_and_prints_the_summary() {
     }
     assert!(w8["deep"]["queued"].as_u64() > w8["shallow"]["queued"].as_u64(), "{w8}");
     assert!(w8["claim_p50_ratio"].as_f64().unwrap() > 0.0 && w8["drain_ratio"].as_f64().unwrap() > 0.0);
+    // W11: both backlogs consumed whole, the large one larger.
+    let w11 = &v["w11_backlog"];
+    for size in ["small", "large"] {
+        assert!(w11[size]["per_s"].as_f64().unwrap() > 0.0, "W11 {size} consumed nothing: {w11}");
+    }
+    assert!(w11["large"]["messages"].as_u64() > w11["small"]["messages"].as_u64(), "{w11}");
+    assert!(w11["rate_ratio"].as_f64().unwrap() > 0.0, "{w11}");
     // Peers: mailroom always runs; each peer either ran the same workflow, losing nothing, or is
     // reported skipped with the reason (its server is not installed), never with a figure.
     let peers = &v["peers"];

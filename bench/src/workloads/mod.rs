@@ -11,6 +11,7 @@ use crate::run::Ctx;
 
 pub mod peers;
 pub mod w10_cluster;
+pub mod w11_backlog;
 pub mod w1_pipeline;
 pub mod w2_legacy;
 pub mod w3_floor;
@@ -41,6 +42,7 @@ pub static ALL: &[&dyn Workload] = &[
     &w7_wake::W7,
     &w4_history::W4,
     &w8_deep::W8,
+    &w11_backlog::W11,
     &peers::Peers,
     &w9_soak::W9,
     &w10_cluster::W10,
@@ -78,7 +80,8 @@ mod tests {
         };
         assert_eq!(names(&[]).unwrap().len(), ALL.len());
         assert_eq!(names(&["W5", "w1"]).unwrap(), ["w1", "w4"]);
-        assert!(matches!(names(&["w11"]), Err(BenchError::Usage(_))));
+        assert!(matches!(names(&["w12"]), Err(BenchError::Usage(_))));
+        assert_eq!(names(&["backlog"]).unwrap(), ["w11"]);
         assert_eq!(names(&["cluster"]).unwrap(), ["w10"]);
         assert_eq!(names(&["w8"]).unwrap(), ["w8"]);
         assert_eq!(names(&["w9"]).unwrap(), ["w9"]);

@@ -1,0 +1,159 @@
+//! W11, inbox backlog: how fast the broker consumes messages that wait in `broker/inbox/new/`
+//! when it starts, with a small and a large backlog (2,000 and 100,000 by default), side by side.
+//! The target is that an inbox batch costs the same at any backlog: the large backlog's rate
+//! within 20% of the small one's. The run prints the ratio and checks nothing.
+//!
+//! At each size, on a fresh root: the messages (W1's tasks, one pool, W1's body size) are
+//! submitted through the SDK with no broker running (four threads, no fsync, no wait for a
+//! verdict: set-up, not measured); then the broker starts, and the rate is the messages over the
+//! time from its start until `inbox/new/` is empty. Every message is consumed and journaled in
+//! that time; tasks beyond the pool's ready window wait in the broker's state, as they would.
+
+use super::Workload;
+use crate::error::BenchError;
+use crate::load::bench_task;
+use crate::pipeline::{Pipe, logs_in, write_config};
+use crate::procs::start_broker;
+use crate::report::{Section, round, short};
+use crate::run::{Ctx, log};
+use agent_sdk::{Ack, Client};
+use runtime_layout::{Durability, Layout};
+use serde::Serialize;
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Threads submitting the backlog.
+const FILLERS: usize = 4;
+/// The consumption stalls when the inbox does not shrink for this long.
+const STALL: Duration = Duration::from_secs(120);
+
+pub struct W11;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct W11Report {
+    pub small: Backlog,
+    pub large: Backlog,
+    /// The large backlog's rate over the small one's (the target: at least 0.8).
+    #[serde(serialize_with = "round::r3")]
+    pub rate_ratio: f64,
+}
+
+/// One backlog's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Backlog {
+    /// Messages waiting when the broker started.
+    pub messages: usize,
+    /// From the broker's start until the inbox was empty.
+    #[serde(serialize_with = "round::r3")]
+    pub secs: f64,
+    #[serde(serialize_with = "round::r0")]
+    pub per_s: f64,
+}
+
+impl Workload for W11 {
+    fn names(&self) -> &'static [&'static str] {
+        &["w11", "backlog"]
+    }
+
+    fn run(&self, cx: &mut Ctx, _earlier: &[Box<dyn Section>]) -> Result<Box<dyn Section>, BenchError> {
+        let (small, large) = cx.plan.backlog;
+        let small = backlog(cx, small)?;
+        let large = backlog(cx, large)?;
+        Ok(Box::new(W11Report { rate_ratio: large.per_s / small.per_s.max(1e-9), small, large }))
+    }
+}
+
+/// One backlog: submit with no broker, then time the broker consuming it.
+fn backlog(cx: &mut Ctx, messages: usize) -> Result<Backlog, BenchError> {
+    let d = cx.fresh(&format!("w11-{}", short(messages)))?;
+    let root = d.join("runtime");
+    write_config(cx.fs(), &root, &Pipe { assigned_pct: 0, ..cx.base() })?;
+    log(&format!("W11 inbox backlog {messages}: submitting with no broker"));
+    fill(&root, messages, cx.plan.body_bytes)?;
+    let new = Layout::new(&root).broker_inbox().new_dir();
+    log(&format!("W11 inbox backlog {messages}: consuming"));
+    let t = Instant::now();
+    let (broker, _) = start_broker(cx.fs(), &cx.bins, &root, &d.join("broker.log"))?;
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        let left = waiting(&new)?;
+        if left == 0 {
+            break;
+        }
+        if left < last.0 {
+            last = (left, Instant::now());
+        } else if last.1.elapsed() > STALL {
+            return Err(BenchError::Stalled {
+                workload: "W11 backlog".into(),
+                done: messages - left,
+                tasks: messages,
+                secs: STALL.as_secs(),
+                logs: d.clone(),
+            });
+        }
+        // A large directory is counted seldom: counting it costs the disk the broker is timed on.
+        std::thread::sleep(Duration::from_millis(if left > 1_000 { 500 } else { 20 }));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    broker.terminate().map_err(|e| logs_in(e, &d))?;
+    Ok(Backlog { messages, secs, per_s: messages as f64 / secs.max(1e-9) })
+}
+
+/// Messages still in `inbox/new/`.
+fn waiting(new: &Path) -> Result<usize, BenchError> {
+    let mut n = 0;
+    for e in std::fs::read_dir(new).map_err(|e| BenchError::io(new, e))? {
+        e.map_err(|e| BenchError::io(new, e))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Submits `n` tasks from [`FILLERS`] threads, with no broker running.
+fn fill(root: &Path, n: usize, body: usize) -> Result<(), BenchError> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..FILLERS)
+            .map(|k| {
+                s.spawn(move || -> Result<(), BenchError> {
+                    let client = Client::open(root)?.with_ack(Ack::None).with_durability(Durability::Never);
+                    for i in (k..n).step_by(FILLERS) {
+                        client.submit(&bench_task("B", i, body, None))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| Err(BenchError::process("W11 fill", "a thread panicked")))
+        })
+    })
+}
+
+impl Section for W11Report {
+    fn key(&self) -> &'static str {
+        "w11_backlog"
+    }
+
+    fn headline(&self) -> Option<String> {
+        Some(format!(
+            "W11 inbox {} at {:.0}% of {}'s rate",
+            short(self.large.messages),
+            self.rate_ratio * 100.0,
+            short(self.small.messages)
+        ))
+    }
+}
+
+impl fmt::Display for W11Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in [&self.small, &self.large] {
+            writeln!(
+                f,
+                "W11 inbox backlog {:>7}: consumed in {:.2} s, {:.0} messages/s",
+                b.messages, b.secs, b.per_s
+            )?;
+        }
+        writeln!(f, "W11 large/small: rate {:.2}x (target: within 20%)", self.rate_ratio)
+    }
+}
