@@ -27,9 +27,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Batch {
     pub messages: usize,
-    /// More messages wait than the batch took.
+    /// Another pass should follow at once: messages listed wait beyond this batch, or the batch
+    /// came from an earlier listing (one that lists again is due).
     pub more: bool,
-    /// Messages waiting in `inbox/new/` when the pass looked (this batch included).
+    /// Messages waiting in `inbox/new/` as last listed, this batch included (arrivals since the
+    /// listing are counted once a pass lists again).
     pub waiting: usize,
 }
 
