@@ -55,17 +55,40 @@ impl Inbox {
     /// once it is taken, of a new listing.
     pub fn consume(&mut self, tx: &mut Tx) -> Result<Batch, EngineError> {
         let from_backlog = !self.listed.is_empty();
+        let mut cut = false;
+        let batch = tx.env.cfg.broker.batch_size;
         if !from_backlog {
+            // A listing can miss a message renamed in while it runs and still catch a later
+            // one: kept for later passes, that later one would be handled before the message
+            // its client wrote first (a cancel before its submit). So what is kept beyond this
+            // batch is only what was named before the listing began (names carry the time their
+            // client made them); the rest is listed again once the backlog is taken.
+            let before = format!("msg-{}", tx.now().compact());
+            // Unreadable now (a client changed its mode): nothing is taken, and the inbox stays
+            // as it was since the start (a recovering inbox goes on recovering).
             let Some(entries) = list(tx)? else { return Ok(Batch { messages: 0, more: false, waiting: 0 }) };
             self.listed = entries.into();
+            if self.listed.len() > batch {
+                let kept = self.listed.len();
+                let mut i = 0;
+                self.listed.retain(|e| {
+                    i += 1;
+                    i <= batch || e.name.as_encoded_bytes() < before.as_bytes()
+                });
+                cut = self.listed.len() < kept;
+            }
         }
         let waiting = self.listed.len();
-        let take = waiting.min(tx.env.cfg.broker.batch_size);
-        let batch = consume(tx, self.recovering, self.listed.drain(..take))?;
+        let take = waiting.min(batch);
+        let (messages, unreadable) = consume(tx, self.recovering, from_backlog, self.listed.drain(..take))?;
+        if unreadable {
+            self.listed.clear();
+            return Ok(Batch { messages, more: false, waiting });
+        }
         // A batch taken from an earlier listing is followed by a pass that lists again, even
         // when the backlog is gone: what arrived meanwhile was not listed (and its wake-up was
         // read while the backlog drained).
-        let batch = Batch { more: from_backlog || !self.listed.is_empty(), waiting, ..batch };
+        let batch = Batch { messages, more: from_backlog || cut || !self.listed.is_empty(), waiting };
         if !batch.more {
             self.recovering = false;
         }
@@ -92,12 +115,15 @@ fn list(tx: &Tx) -> Result<Option<Vec<Listed>>, EngineError> {
 }
 
 /// Handles the messages `entries` (listed earlier: one may be gone or changed since, which
-/// reading it finds).
+/// reading it finds; `stale` when the listing is an earlier pass's). Returns how many it took,
+/// and whether it stopped because `inbox/new/` itself can no longer be read: its messages are
+/// then left there, none refused for it.
 fn consume(
     tx: &mut Tx,
     recovering: bool,
+    stale: bool,
     entries: impl Iterator<Item = Listed>,
-) -> Result<Batch, EngineError> {
+) -> Result<(usize, bool), EngineError> {
     let inbox = tx.env.layout.broker_inbox();
     let mut n = 0;
     for e in entries {
@@ -136,6 +162,11 @@ fn consume(
                 continue;
             }
             Err(e) if e.is_permission_denied() => {
+                // Listed passes ago, then the directory's mode changed: wait for it, as a pass
+                // that cannot list it does, rather than refusing every message it holds.
+                if stale && list(tx)?.is_none() {
+                    return Ok((n - 1, true));
+                }
                 reject_file(tx, &from, &name, None, unreadable(&e, &from));
                 continue;
             }
@@ -160,7 +191,7 @@ fn consume(
             Err(r) => reject_file(tx, &from, &name, Some(&msg), r),
         }
     }
-    Ok(Batch { messages: n, more: false, waiting: n })
+    Ok((n, false))
 }
 
 /// A message consumed before a crash: finish moving it where the journal says it goes.

@@ -509,8 +509,19 @@ fn a_pass_woken_by_a_claim_lists_the_claimant_s_cur_alone() {
     // ...and at A's: it is.
     e.step_looking(look(&["A"])).unwrap();
     assert!(held(&e), "{claim} claimed by A");
-    // A name that is not an agent's is looked at like any mailbox: nothing there is adopted.
+    // A directory whose name is not an agent's is looked at like any mailbox, and nothing found
+    // there is adopted: the task is queued again under a new name.
+    r.send(json!({"task_id": "T2", "task_type": "tools"}));
+    e.step().unwrap();
+    let stray = r.layout.mailboxes_dir().join("no such agent").join("cur");
+    std::fs::create_dir_all(&stray).unwrap();
+    let name = r.list(&r.layout.queue("tools").new_dir()).pop().expect("T2 queued");
+    std::fs::rename(r.layout.queue("tools").new_dir().join(&name), stray.join(&name)).unwrap();
     e.step_looking(look(&["no such agent"])).unwrap();
+    match e.live("T2").map(|l| &l.place) {
+        Some(Place::Queued { name: again, .. }) => assert_ne!(*again, name, "queued again, renamed"),
+        other => panic!("T2 is {other:?}"),
+    }
     assert!(held(&e));
 }
 
@@ -562,4 +573,34 @@ fn a_backlog_is_listed_once_and_taken_a_batch_per_pass_in_name_order() {
     let mut expected = ids.clone();
     expected.push("LATE".into());
     assert_eq!(submits, expected, "journaled in the order the messages were named");
+}
+
+#[test]
+fn a_message_listed_ahead_of_one_its_client_wrote_first_is_not_kept_for_later_passes() {
+    // A listing of a large inbox can miss a message renamed in while it runs and catch a later
+    // one: here the cancel (named second) is listed with the backlog and the submit it follows
+    // (named first) arrives only after the listing. Both were named after the listing began.
+    let r = Root::new();
+    let mut cfg = Config::default();
+    cfg.broker.batch_size = 2;
+    let mut e = r.engine_with(cfg);
+    for i in 0..4 {
+        r.send(json!({"task_id": format!("OLD-{i}")}));
+    }
+    let later = NameSource::with_clock(Clock::from_fn(|| {
+        Timestamp::from_micros(runtime_layout::now().as_micros() + 5_000_000)
+    }));
+    let (submit, cancel) = (later.next("msg"), later.next("msg"));
+    let inbox = r.layout.broker_inbox();
+    let put = |name: &str, v: Value| {
+        deliver(&RealFs, &inbox, name, v.to_string().as_bytes(), Durability::Never).unwrap();
+    };
+    put(&cancel, json!({"kind": "cancel", "task_id": "X"}));
+    assert!(e.step().unwrap().more);
+    put(&submit, json!({"kind": "submit", "task": {"task_id": "X"}}));
+    while e.step().unwrap().more {}
+    // Taken in the order they were named: the submit, then the cancel (kept for a later pass,
+    // the cancel came first and was refused: "no task `X`").
+    let t = crate::trace::trace(&RealFs, &r.layout, "X").unwrap().expect("X was submitted");
+    assert_eq!(t.status, Some(Status::Cancelled), "{}", t.render());
 }
