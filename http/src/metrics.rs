@@ -120,7 +120,7 @@ impl Collector for AtScrape {
         }
         enc.encode_descriptor(
             "mailroom_inbox_backlog",
-            "Messages waiting in broker/inbox/new when the loop last looked",
+            "Messages waiting in broker/inbox/new as the loop last listed them (a backlog counts down as it is taken)",
             None,
             MetricType::Gauge,
         )?

@@ -1,4 +1,4 @@
-//! Where a pass looks in the tree besides the inbox, which it always lists.
+//! Where a pass looks in the tree besides the inbox, which it always reads.
 //!
 //! The loop learns from file events where something arrived ([`crate::wakeups`]). A pass woken
 //! only by messages need not list any agent's `cur/` nor any drop directory; one woken by a claim

@@ -56,7 +56,8 @@ pub struct Stats {
     pub records: u64,
     /// Inbox messages handled.
     pub messages: u64,
-    /// Messages waiting in `broker/inbox/new/` when the last pass looked.
+    /// Messages waiting in `broker/inbox/new/` as last listed (a backlog listed once counts down
+    /// as passes take it; arrivals since are counted at the next listing).
     pub inbox_waiting: u64,
     /// What the broker process's filesystem has done on the root since it opened (creations,
     /// renames, removals, fsyncs, bytes written and journaled, reads, listings), counted by the
