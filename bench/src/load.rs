@@ -17,11 +17,11 @@
 use crate::args::parse_durability;
 use crate::error::BenchError;
 use crate::procs::{now_us, write_file};
-use agent_sdk::{Agent, Client};
-use runtime_layout::FsCounts;
+use agent_sdk::{Ack, Agent, Client};
+use runtime_layout::{Durability, FsCounts};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Arguments of `mailroom-bench producer`.
@@ -107,6 +107,35 @@ pub fn bench_task(prefix: &str, i: usize, body_bytes: usize, assigned: Option<St
         t["assigned_to"] = json!(a);
     }
     t
+}
+
+/// Submits `n` of [`bench_task`]'s tasks (`prefix`, `body_bytes`) from `threads` threads
+/// through the SDK, waiting for no verdict and fsyncing nothing: set-up of a workload, not a
+/// measurement (`what` names it in an error).
+pub fn submit_unacknowledged(
+    root: &Path,
+    n: usize,
+    prefix: &str,
+    body_bytes: usize,
+    threads: usize,
+    what: &str,
+) -> Result<(), BenchError> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                s.spawn(move || -> Result<(), BenchError> {
+                    let client = Client::open(root)?.with_ack(Ack::None).with_durability(Durability::Never);
+                    for i in (k..n).step_by(threads) {
+                        client.submit(&bench_task(prefix, i, body_bytes, None))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| Err(BenchError::process(what, "a thread panicked")))
+        })
+    })
 }
 
 pub fn producer_main(a: &ProducerArgs) -> Result<(), BenchError> {

@@ -12,13 +12,12 @@
 
 use super::Workload;
 use crate::error::BenchError;
-use crate::load::bench_task;
+use crate::load::submit_unacknowledged;
 use crate::pipeline::{Pipe, logs_in, write_config};
 use crate::procs::start_broker;
 use crate::report::{Section, round, short};
 use crate::run::{Ctx, log};
-use agent_sdk::{Ack, Client};
-use runtime_layout::{Durability, Layout};
+use runtime_layout::Layout;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -71,7 +70,7 @@ fn backlog(cx: &mut Ctx, messages: usize) -> Result<Backlog, BenchError> {
     let root = d.join("runtime");
     write_config(cx.fs(), &root, &Pipe { assigned_pct: 0, ..cx.base() })?;
     log(&format!("W11 inbox backlog {messages}: submitting with no broker"));
-    fill(&root, messages, cx.plan.body_bytes)?;
+    submit_unacknowledged(&root, messages, "B", cx.plan.body_bytes, FILLERS, "W11 fill")?;
     let new = Layout::new(&root).broker_inbox().new_dir();
     log(&format!("W11 inbox backlog {messages}: consuming"));
     let t = Instant::now();
@@ -115,26 +114,6 @@ fn waiting(new: &Path, limit: Option<usize>) -> Result<usize, BenchError> {
         }
     }
     Ok(n)
-}
-
-/// Submits `n` tasks from [`FILLERS`] threads, with no broker running.
-fn fill(root: &Path, n: usize, body: usize) -> Result<(), BenchError> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..FILLERS)
-            .map(|k| {
-                s.spawn(move || -> Result<(), BenchError> {
-                    let client = Client::open(root)?.with_ack(Ack::None).with_durability(Durability::Never);
-                    for i in (k..n).step_by(FILLERS) {
-                        client.submit(&bench_task("B", i, body, None))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join().unwrap_or_else(|_| Err(BenchError::process("W11 fill", "a thread panicked")))
-        })
-    })
 }
 
 impl Section for W11Report {

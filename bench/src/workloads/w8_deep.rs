@@ -19,13 +19,12 @@
 use super::Workload;
 use crate::error::BenchError;
 use crate::journal_watch::JournalTail;
-use crate::load::{DeepOut, bench_task};
+use crate::load::{DeepOut, submit_unacknowledged};
 use crate::pipeline::{Pipe, logs_in, path_arg, write_config};
 use crate::procs::start_broker;
 use crate::report::{Lat, Section, round, short};
 use crate::run::{Ctx, log};
-use agent_sdk::{Ack, Client};
-use runtime_layout::{Durability, Layout};
+use runtime_layout::Layout;
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -126,22 +125,7 @@ fn depth(cx: &mut Ctx, queued: usize) -> Result<Depth, BenchError> {
 /// Submits `n` tasks from [`FILLERS`] threads and waits until the journal shows all dispatched.
 fn fill(root: &Path, n: usize, d: &Path) -> Result<(), BenchError> {
     let mut tail = JournalTail::new(&Layout::new(root));
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..FILLERS)
-            .map(|k| {
-                s.spawn(move || -> Result<(), BenchError> {
-                    let client = Client::open(root)?.with_ack(Ack::None).with_durability(Durability::Never);
-                    for i in (k..n).step_by(FILLERS) {
-                        client.submit(&bench_task("D", i, BODY, None))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join().unwrap_or_else(|_| Err(BenchError::process("W8 fill", "a thread panicked")))
-        })
-    })?;
+    submit_unacknowledged(root, n, "D", BODY, FILLERS, "W8 fill")?;
     let mut last = (0, Instant::now());
     while tail.dispatches < n {
         std::thread::sleep(Duration::from_millis(50));
