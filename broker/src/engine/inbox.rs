@@ -69,13 +69,11 @@ impl Inbox {
             let Some(entries) = list(tx)? else { return Ok(Batch { messages: 0, more: false, waiting: 0 }) };
             self.listed = entries.into();
             if self.listed.len() > batch {
-                let kept = self.listed.len();
-                let mut i = 0;
-                self.listed.retain(|e| {
-                    i += 1;
-                    i <= batch || e.name.as_encoded_bytes() < before.as_bytes()
-                });
-                cut = self.listed.len() < kept;
+                let beyond = self.listed.split_off(batch);
+                let listed = beyond.len();
+                self.listed
+                    .extend(beyond.into_iter().filter(|e| e.name.as_encoded_bytes() < before.as_bytes()));
+                cut = self.listed.len() < batch + listed;
             }
         }
         let waiting = self.listed.len();
