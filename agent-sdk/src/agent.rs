@@ -5,7 +5,9 @@ use crate::{Client, Error, MAX_TASK_BYTES, SAFETY_RESCAN};
 use protocol::machine::{Backoff, Event, transition};
 use protocol::names::{DispatchName, Recipient, is_hidden, validate_agent, validate_pool};
 use protocol::{Mail, Message, Notice, Task, ValidationError};
-use runtime_layout::{DirWatch, Durability, FileKind, Fs, FsError, Interest, Layout, Maildir, NameSource};
+use runtime_layout::{
+    DirWatch, Drained, Durability, FileKind, Fs, FsError, Interest, Layout, Maildir, NameSource,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -156,29 +158,46 @@ impl Agent {
     /// (inotify) rather than polling, with a periodic rescan in case an event was missed.
     ///
     /// The events come from watching the real directories at the agent's paths, whatever `Fs` the
-    /// agent was opened with: they only say "look again", and every look (the claim itself) goes
+    /// agent was opened with: they only say where to look, and every look (the claim itself) goes
     /// through the `Fs`. A directory that cannot be watched (a pool not created yet, or a path
     /// that exists only in a simulated filesystem) costs at most one rescan period of latency.
+    ///
+    /// Once a look has found nothing to claim, a task file can only appear by arriving, and each
+    /// arrival in a watched directory is an event naming the file. So while every directory is
+    /// watched and the events name nothing but files that arrived, the wait tries those files
+    /// (in dispatch order) and lists nothing: an arrival in a shared pool wakes every agent
+    /// waiting on it, and each would otherwise list the pool. Anything else (lost events, a
+    /// directory made, moved or not watched, the periodic rescan) makes the next look a listing.
     pub fn claim_wait(&self, pools: &[String], timeout: Duration) -> Result<Option<Claim>, Error> {
+        for p in pools {
+            validate_pool(p).map_err(Error::InvalidName)?;
+        }
         let deadline = Instant::now() + timeout;
         let fs = self.client.fs.as_ref();
         let watch = {
             let mut held = self.watch.lock().unwrap_or_else(|p| p.into_inner());
             if held.is_none() {
-                *held = DirWatch::new().ok().map(Arc::new);
+                *held = DirWatch::new().ok().map(|w| Arc::new(w.naming()));
             }
             held.clone()
         };
         let watch = watch.as_deref();
-        // Watch before the first scan, so nothing can arrive unseen between the scan and the
-        // wait; what arrived before this call is found by the scan, so its events are dropped.
+        // Watch before the first look, so nothing can arrive unseen between the look and the
+        // wait; what arrived before this call is found by the look, so its events are dropped.
+        let mut watched = Watched::default();
         if let Some(w) = watch {
-            self.watch_dirs(w, pools);
+            watched = self.watch_dirs(w, pools);
             let _ = w.drain(fs);
         }
+        // `None`: list every directory. `Some(files)`: only these can be new since the last look.
+        let mut arrived: Option<Vec<(PathBuf, String)>> = None;
         loop {
-            if let Some(c) = self.claim(pools)? {
-                return Ok(Some(c));
+            let claimed = match arrived.take() {
+                Some(files) => self.claim_arrived(pools, files)?,
+                None => self.claim(pools)?,
+            };
+            if claimed.is_some() {
+                return Ok(claimed);
             }
             let now = Instant::now();
             if now >= deadline {
@@ -188,11 +207,14 @@ impl Agent {
             match watch {
                 // Not watchable (not on the real filesystem, say): the rescan finds it.
                 Some(w) => {
-                    if w.wait(fs, wait).is_err() {
+                    let drained = w.wait_drained(fs, wait);
+                    if drained.is_err() {
                         std::thread::sleep(wait);
                     }
-                    // A pool made meanwhile is watched before the next scan.
-                    self.watch_dirs(w, pools);
+                    // A pool made meanwhile is watched before the next look, which lists it.
+                    let before = watched;
+                    watched = self.watch_dirs(w, pools);
+                    arrived = drained.ok().and_then(|d| only_arrivals(before, watched, d));
                 }
                 None => std::thread::sleep(wait),
             }
@@ -203,29 +225,78 @@ impl Agent {
     /// and `queues/` for pools made later, when `pools` is empty). A pool not made yet is waited
     /// for by watching `queues/` and the pool's own directory, so its first task wakes the wait.
     /// A directory that cannot be watched costs at most one rescan period of latency.
-    fn watch_dirs(&self, w: &DirWatch, pools: &[String]) {
+    fn watch_dirs(&self, w: &DirWatch, pools: &[String]) -> Watched {
         let layout = &self.client.layout;
         let fs = self.client.fs.as_ref();
+        let mut watched = Watched { complete: true, added: false };
         let mut want = vec![self.mailbox.new_dir()];
         if pools.is_empty() {
             let queues = layout.queues_dir();
             if !w.watches(&queues) {
                 // A pool's tmp/ and cur/ are not where tasks arrive.
                 let skip = |d: &Path| runtime_layout::maildir_subdir(d, "queues", &["tmp", "cur"]);
-                let _ = w.add_tree(fs, &queues, Interest::Arrivals, 0, skip);
+                watched.added = true;
+                watched.complete = w.add_tree(fs, &queues, Interest::Arrivals, 0, skip).unwrap_or(false);
             }
         } else {
             want.extend(pools.iter().map(|p| layout.queue(p).new_dir()));
         }
         for dir in want {
-            if w.watches(&dir) || w.add(&dir, Interest::Arrivals, 0).unwrap_or(false) {
+            if w.watches(&dir) {
                 continue;
             }
+            watched.added = true;
+            if w.add(&dir, Interest::Arrivals, 0).unwrap_or(false) {
+                continue;
+            }
+            watched.complete = false;
             // Not made yet: its parents' arrivals say when to look again.
             for up in dir.ancestors().skip(1).take(2) {
                 let _ = w.add(up, Interest::Arrivals, 0);
             }
         }
+        watched
+    }
+
+    /// Claims the first, in dispatch order, of `files` (directory and name: what arrived since
+    /// a look found nothing) that is a task this agent may claim from where it is.
+    pub(crate) fn claim_arrived(
+        &self,
+        pools: &[String],
+        files: Vec<(PathBuf, String)>,
+    ) -> Result<Option<Claim>, Error> {
+        let mut held = None;
+        let mut out = Vec::new();
+        for (dir, name) in files {
+            if self.claims_from(&dir, pools) && self.claimable(&name, &mut held)? {
+                out.push((name, dir));
+            }
+        }
+        out.sort();
+        out.dedup();
+        for (name, dir) in out {
+            if let Some(c) = self.try_claim(&name, &dir)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `dir` is one this agent claims from: its mailbox's `new/`, or a `new/` of `pools`
+    /// (of any pool when `pools` is empty).
+    fn claims_from(&self, dir: &Path, pools: &[String]) -> bool {
+        let layout = &self.client.layout;
+        if dir == self.mailbox.new_dir() {
+            return true;
+        }
+        if !pools.is_empty() {
+            return pools.iter().any(|p| layout.queue(p).new_dir() == dir);
+        }
+        let pool = dir.parent().filter(|_| dir.file_name() == Some("new".as_ref()));
+        pool.is_some_and(|p| {
+            p.parent() == Some(layout.queues_dir().as_path())
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| validate_pool(n).is_ok())
+        })
     }
 
     /// Renews the lease on a claim (sets the file's mtime to now).
@@ -355,17 +426,23 @@ impl Agent {
                     continue;
                 }
                 let Some(n) = e.name_str() else { continue };
-                let Some(d) = DispatchName::parse(n) else { continue };
-                if let Some(tag) = &d.caps
-                    && !self.may_claim(tag, &mut held)?
-                {
-                    continue;
+                if self.claimable(n, &mut held)? {
+                    out.push((n.to_string(), dir.clone()));
                 }
-                out.push((n.to_string(), dir.clone()));
             }
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Whether a file named `name` is a task this agent may claim: a dispatch name, and the
+    /// capabilities its tag stands for, if any, are among the agent's.
+    fn claimable(&self, name: &str, held: &mut Option<Vec<String>>) -> Result<bool, Error> {
+        let Some(d) = DispatchName::parse(name) else { return Ok(false) };
+        match &d.caps {
+            Some(tag) => self.may_claim(tag, held),
+            None => Ok(true),
+        }
     }
 
     /// One claim attempt: the rename is the claim; losing the race is `None`.
@@ -424,6 +501,26 @@ impl Agent {
             e.into()
         }
     }
+}
+
+/// What [`Agent::watch_dirs`] found: whether every directory tasks arrive in is watched, and
+/// whether it had to add a watch (a directory watched now may hold files that raised no event).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Watched {
+    pub(crate) complete: bool,
+    pub(crate) added: bool,
+}
+
+/// The files a wait's events name, when they are all that can have become claimable since the
+/// last look: every directory was watched before that look (`before`) and still is, with no
+/// watch added since (`now`), and the events were nothing but files arriving. `None`: list.
+pub(crate) fn only_arrivals(
+    before: Watched,
+    now: Watched,
+    drained: Drained,
+) -> Option<Vec<(PathBuf, String)>> {
+    let exact = before.complete && now.complete && !now.added;
+    (exact && drained.any() && drained.only_files()).then_some(drained.files)
 }
 
 /// Mail and notice names start with their kind, then a sortable time: order by the time.

@@ -8,7 +8,7 @@ use runtime_layout::sim::{Crash, SimFs};
 use runtime_layout::{Durability, Fs, Layout, Maildir, NameSource, RealFs, deliver};
 use serde_json::Value;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 use std::time::Instant;
@@ -366,4 +366,93 @@ fn a_message_waits_for_the_answer_the_broker_gives_by_moving_it() {
         Err(Error::Unanswered { message, .. }) => assert!(inbox.new_dir().join(message).exists(), "it waits"),
         other => panic!("expected no answer, got {other:?}"),
     }
+}
+
+#[test]
+fn a_waiting_agent_tries_what_arrived_and_lists_nothing() {
+    let (d, l) = root();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
+    l.queue("w").create(&RealFs, false).unwrap();
+    let listed = || a.fs_counts().expect("a root's Fs counts").lists;
+    let q = l.queue("w");
+    let before = listed();
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        dispatch(&q, "late", Priority::Medium, 9)
+    });
+    let c = a.claim_wait(&["w".into()], Duration::from_secs(20)).unwrap().expect("woken by the arrival");
+    let name = h.join().unwrap();
+    assert_eq!((c.task.task_id.as_str(), c.name.as_str()), ("late", name.as_str()));
+    // The first look lists the mailbox and the pool; the arrival is claimed by its name. (The
+    // periodic rescan, every 500 ms, would list again: the task arrives well before it.)
+    assert_eq!(listed() - before, 2, "listings during the wait");
+}
+
+#[test]
+fn arrivals_are_tried_in_dispatch_order_and_only_where_the_agent_claims_from() {
+    let (d, l) = root();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
+    let (w, other) = (l.queue("w"), l.queue("other"));
+    let low = dispatch(&w, "low", Priority::Low, 1);
+    let high = dispatch(&w, "high", Priority::High, 2);
+    let elsewhere = dispatch(&other, "elsewhere", Priority::Critical, 3);
+    std::fs::write(w.new_dir().join("notes.txt"), b"not a task").unwrap();
+    let files = vec![
+        (w.new_dir(), low.clone()),
+        (other.new_dir(), elsewhere.clone()),
+        (w.new_dir(), "notes.txt".to_string()),
+        (w.new_dir(), high.clone()),
+        (w.new_dir(), high.clone()),
+    ];
+    let pools = ["w".to_string()];
+    let first = a.claim_arrived(&pools, files.clone()).unwrap().expect("a task arrived");
+    assert_eq!(first.name, high, "the higher priority first, whatever the order of the events");
+    assert_eq!(a.claim_arrived(&pools, files.clone()).unwrap().map(|c| c.name), Some(low));
+    assert!(
+        a.claim_arrived(&pools, files.clone()).unwrap().is_none(),
+        "both taken; `other` is not asked for"
+    );
+    // With no pools named, every pool's `new/` is one it claims from.
+    assert_eq!(a.claim_arrived(&[], files).unwrap().map(|c| c.name), Some(elsewhere));
+}
+
+#[test]
+fn a_pool_that_appears_with_tasks_in_it_is_listed_not_waited_out() {
+    // A pool made elsewhere and moved into `queues/` brings its files without an event for any
+    // of them: only a listing finds them, before the periodic rescan would.
+    let (d, l) = root();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
+    let outside = Maildir::new(d.path().join("staging"));
+    dispatch(&outside, "moved-in", Priority::Medium, 1);
+    let to = l.queue("fresh").root;
+    let h = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::rename(&outside.root, &to).unwrap();
+    });
+    let t0 = Instant::now();
+    let c = a.claim_wait(&[], Duration::from_millis(400)).unwrap();
+    h.join().unwrap();
+    assert_eq!(c.map(|c| c.task.task_id), Some("moved-in".to_string()), "after {:?}", t0.elapsed());
+}
+
+#[test]
+fn only_file_arrivals_in_directories_watched_all_along_spare_the_listing() {
+    use crate::agent::{Watched, only_arrivals};
+    use runtime_layout::Drained;
+    let watched = Watched { complete: true, added: false };
+    let file = (PathBuf::from("/r/queues/w/new"), "n".to_string());
+    let files =
+        Drained { events: 1, tags: 1, wide: 0, dirs: vec![(0, file.0.clone())], files: vec![file.clone()] };
+    assert_eq!(only_arrivals(watched, watched, files.clone()), Some(vec![file.clone()]));
+    // Each of these makes the next look a listing.
+    let dir_made = Drained { events: 2, ..files.clone() };
+    let lost = Drained { wide: u64::MAX, ..files.clone() };
+    assert_eq!(only_arrivals(watched, watched, dir_made), None, "an event that names no file");
+    assert_eq!(only_arrivals(watched, watched, lost), None, "events were lost");
+    assert_eq!(only_arrivals(watched, watched, Drained::default()), None, "the periodic rescan");
+    let partial = Watched { complete: false, added: false };
+    let added = Watched { complete: true, added: true };
+    assert_eq!(only_arrivals(partial, watched, files.clone()), None, "unwatched at the last look");
+    assert_eq!(only_arrivals(watched, partial, files.clone()), None, "unwatched now");
+    assert_eq!(only_arrivals(watched, added, files), None, "a directory watched only now");
 }

@@ -84,6 +84,8 @@ pub struct DirWatch {
     /// in a tree could not be watched): reported by every drain until [`DirWatch::forget_missed`],
     /// so the caller looks there every time until it watches them again.
     missed: AtomicU64,
+    /// Whether [`Drained::files`] names the files that arrived ([`DirWatch::naming`]).
+    names: bool,
 }
 
 /// What one [`DirWatch::drain`] read.
@@ -100,6 +102,9 @@ pub struct Drained {
     pub wide: u64,
     /// Each watched directory that had an event, once, with its tag, in the order first seen.
     pub dirs: Vec<(u8, PathBuf)>,
+    /// With [`DirWatch::naming`]: each file (not a directory) renamed or created into a watched
+    /// directory, as its directory and name, in the order the events came. Empty otherwise.
+    pub files: Vec<(PathBuf, String)>,
 }
 
 impl Drained {
@@ -110,6 +115,12 @@ impl Drained {
     /// Whether a directory with tag `tag` had an event.
     pub fn has(&self, tag: u8) -> bool {
         self.tags & (1 << tag) != 0
+    }
+
+    /// Whether every event read was a file's arrival named in [`Drained::files`]: nothing was
+    /// lost, no directory was made, moved or removed. Then what arrived is exactly those files.
+    pub fn only_files(&self) -> bool {
+        self.wide == 0 && self.events == self.files.len()
     }
 
     /// The directories with tag `tag` that had an event, or `None` when the whole area must be
@@ -124,7 +135,14 @@ impl DirWatch {
     /// A new instance with no watches (non-blocking, closed on exec).
     pub fn new() -> std::io::Result<Self> {
         let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
-        Ok(DirWatch { fd, watched: Mutex::new(HashMap::new()), missed: AtomicU64::new(0) })
+        Ok(DirWatch { fd, watched: Mutex::new(HashMap::new()), missed: AtomicU64::new(0), names: false })
+    }
+
+    /// Names each file that arrives in [`Drained::files`] (a name costs an allocation per event,
+    /// so a watcher that only needs to know where to look does without).
+    pub fn naming(mut self) -> Self {
+        self.names = true;
+        self
     }
 
     /// Watches `dir`, its events reported under `tag` (below 64); `Ok(false)` when there is no
@@ -212,6 +230,14 @@ impl DirWatch {
                         if !drained.dirs.iter().any(|(t, d)| *t == w.tag && *d == w.dir) {
                             drained.dirs.push((w.tag, w.dir.clone()));
                         }
+                        let file = !e.events().contains(ReadFlags::ISDIR)
+                            && e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
+                        if self.names
+                            && file
+                            && let Some(name) = e.file_name().and_then(|n| n.to_str().ok())
+                        {
+                            drained.files.push((w.dir.clone(), name.to_string()));
+                        }
                     }
                     let made = e.events().contains(ReadFlags::ISDIR)
                         && e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
@@ -258,8 +284,14 @@ impl DirWatch {
     /// Waits up to `timeout` for an event, then drains what is pending. `Ok(false)` when the
     /// time ran out (or a signal came) with nothing read.
     pub fn wait(&self, fs: &dyn Fs, timeout: Duration) -> std::io::Result<bool> {
-        if self.drain(fs)?.any() {
-            return Ok(true);
+        Ok(self.wait_drained(fs, timeout)?.any())
+    }
+
+    /// Like [`DirWatch::wait`], returning what was drained (nothing when the time ran out).
+    pub fn wait_drained(&self, fs: &dyn Fs, timeout: Duration) -> std::io::Result<Drained> {
+        let drained = self.drain(fs)?;
+        if drained.any() {
+            return Ok(drained);
         }
         let ts = Timespec {
             tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
@@ -267,8 +299,8 @@ impl DirWatch {
         };
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
         match poll(&mut fds, Some(&ts)) {
-            Ok(0) | Err(Errno::INTR) => Ok(false),
-            Ok(_) => Ok(self.drain(fs)?.any()),
+            Ok(0) | Err(Errno::INTR) => Ok(Drained::default()),
+            Ok(_) => self.drain(fs),
             Err(e) => Err(e.into()),
         }
     }

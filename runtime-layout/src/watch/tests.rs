@@ -156,3 +156,31 @@ fn a_watched_directory_moved_away_is_no_longer_watched_and_its_area_is_reported_
     fs::write(drop.join("g"), b"").unwrap();
     assert!(w.wait(&rfs, SOON).unwrap(), "the directory made again wakes");
 }
+
+#[test]
+fn a_naming_watch_names_the_files_that_arrived_and_flags_anything_else() {
+    let (d, rfs) = root();
+    let (tmp, new) = (d.path().join("tmp"), d.path().join("new"));
+    fs::create_dir_all(&tmp).unwrap();
+    fs::create_dir_all(&new).unwrap();
+    let w = DirWatch::new().unwrap().naming();
+    assert!(w.add(&new, Interest::Arrivals, 0).unwrap());
+    for n in ["b", "a"] {
+        fs::write(tmp.join(n), b"{}").unwrap();
+        fs::rename(tmp.join(n), new.join(n)).unwrap();
+    }
+    let got = w.wait_drained(&rfs, SOON).unwrap();
+    let got = if got.events < 2 { w.wait_drained(&rfs, SOON).unwrap() } else { got };
+    assert_eq!(got.files, vec![(new.clone(), "b".to_string()), (new.clone(), "a".to_string())]);
+    assert!(got.only_files());
+    // A directory made there is not a file: the watcher must look for itself.
+    fs::create_dir(new.join("sub")).unwrap();
+    let got = w.wait_drained(&rfs, SOON).unwrap();
+    assert!(got.any() && got.files.is_empty() && !got.only_files(), "{got:?}");
+    // A watch without naming reads the same events and names nothing.
+    let plain = DirWatch::new().unwrap();
+    assert!(plain.add(&new, Interest::Arrivals, 0).unwrap());
+    fs::write(new.join("c"), b"{}").unwrap();
+    let got = plain.wait_drained(&rfs, SOON).unwrap();
+    assert!(got.any() && got.files.is_empty() && !got.only_files());
+}
