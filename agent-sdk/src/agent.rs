@@ -155,7 +155,8 @@ impl Agent {
     }
 
     /// Like [`Agent::claim`], but waits up to `timeout` for a task, woken by filesystem events
-    /// (inotify) rather than polling, with a periodic rescan in case an event was missed.
+    /// (inotify) rather than polling, listing again at least every half second in case an event
+    /// was missed.
     ///
     /// The events come from watching the real directories at the agent's paths, whatever `Fs` the
     /// agent was opened with: they only say where to look, and every look (the claim itself) goes
@@ -167,7 +168,10 @@ impl Agent {
     /// watched and the events name nothing but files that arrived, the wait tries those files
     /// (in dispatch order) and lists nothing: an arrival in a shared pool wakes every agent
     /// waiting on it, and each would otherwise list the pool. Anything else (lost events, a
-    /// directory made, moved or not watched, the periodic rescan) makes the next look a listing.
+    /// directory made, moved or not watched) makes the next look a listing, and so does half a
+    /// second since the last: what no event announces (a gated task this agent may claim once
+    /// its capabilities grow, a directory whose watch follows an inode moved away, events another
+    /// thread's wait on the same `Agent` read) is found within that.
     pub fn claim_wait(&self, pools: &[String], timeout: Duration) -> Result<Option<Claim>, Error> {
         for p in pools {
             validate_pool(p).map_err(Error::InvalidName)?;
@@ -191,10 +195,14 @@ impl Agent {
         }
         // `None`: list every directory. `Some(files)`: only these can be new since the last look.
         let mut arrived: Option<Vec<(PathBuf, String)>> = None;
+        let mut listed = Instant::now();
         loop {
             let claimed = match arrived.take() {
                 Some(files) => self.claim_arrived(pools, files)?,
-                None => self.claim(pools)?,
+                None => {
+                    listed = Instant::now();
+                    self.claim(pools)?
+                }
             };
             if claimed.is_some() {
                 return Ok(claimed);
@@ -214,7 +222,8 @@ impl Agent {
                     // A pool made meanwhile is watched before the next look, which lists it.
                     let before = watched;
                     watched = self.watch_dirs(w, pools);
-                    arrived = drained.ok().and_then(|d| only_arrivals(before, watched, d));
+                    let fresh = listed.elapsed() < SAFETY_RESCAN;
+                    arrived = drained.ok().and_then(|d| only_arrivals(before, watched, d)).filter(|_| fresh);
                 }
                 None => std::thread::sleep(wait),
             }
@@ -232,7 +241,8 @@ impl Agent {
         let mut want = vec![self.mailbox.new_dir()];
         if pools.is_empty() {
             let queues = layout.queues_dir();
-            if !w.watches(&queues) {
+            // A plain watch there (a wait for a pool not made yet) does not watch the pools.
+            if !w.watches_tree(&queues) {
                 // A pool's tmp/ and cur/ are not where tasks arrive.
                 let skip = |d: &Path| runtime_layout::maildir_subdir(d, "queues", &["tmp", "cur"]);
                 watched.added = true;
@@ -259,22 +269,29 @@ impl Agent {
     }
 
     /// Claims the first, in dispatch order, of `files` (directory and name: what arrived since
-    /// a look found nothing) that is a task this agent may claim from where it is.
+    /// a look found nothing) that is a task file this agent may claim from where it is.
     pub(crate) fn claim_arrived(
         &self,
         pools: &[String],
         files: Vec<(PathBuf, String)>,
     ) -> Result<Option<Claim>, Error> {
+        let from = self.claims_from(pools);
         let mut held = None;
         let mut out = Vec::new();
         for (dir, name) in files {
-            if self.claims_from(&dir, pools) && self.claimable(&name, &mut held)? {
+            if from.has(&dir) && self.claimable(&name, &mut held)? {
                 out.push((name, dir));
             }
         }
         out.sort();
         out.dedup();
+        let fs = self.client.fs.as_ref();
         for (name, dir) in out {
+            // What a listing would skip: anything but a regular file (a link, a FIFO).
+            match fs.stat(&dir.join(&name))? {
+                Some(m) if m.kind == FileKind::File => {}
+                _ => continue,
+            }
             if let Some(c) = self.try_claim(&name, &dir)? {
                 return Ok(Some(c));
             }
@@ -282,21 +299,13 @@ impl Agent {
         Ok(None)
     }
 
-    /// Whether `dir` is one this agent claims from: its mailbox's `new/`, or a `new/` of `pools`
+    /// The directories this agent claims from: its mailbox's `new/`, and the `new/` of `pools`
     /// (of any pool when `pools` is empty).
-    fn claims_from(&self, dir: &Path, pools: &[String]) -> bool {
+    fn claims_from(&self, pools: &[String]) -> ClaimsFrom {
         let layout = &self.client.layout;
-        if dir == self.mailbox.new_dir() {
-            return true;
-        }
-        if !pools.is_empty() {
-            return pools.iter().any(|p| layout.queue(p).new_dir() == dir);
-        }
-        let pool = dir.parent().filter(|_| dir.file_name() == Some("new".as_ref()));
-        pool.is_some_and(|p| {
-            p.parent() == Some(layout.queues_dir().as_path())
-                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| validate_pool(n).is_ok())
-        })
+        let mut dirs = vec![self.mailbox.new_dir()];
+        dirs.extend(pools.iter().map(|p| layout.queue(p).new_dir()));
+        ClaimsFrom { dirs, any_pool: pools.is_empty().then(|| layout.queues_dir()) }
     }
 
     /// Renews the lease on a claim (sets the file's mtime to now).
@@ -521,6 +530,26 @@ pub(crate) fn only_arrivals(
 ) -> Option<Vec<(PathBuf, String)>> {
     let exact = before.complete && now.complete && !now.added;
     (exact && drained.any() && drained.only_files()).then_some(drained.files)
+}
+
+/// Where an agent claims from (see [`Agent::claims_from`]).
+struct ClaimsFrom {
+    dirs: Vec<PathBuf>,
+    /// `queues/`, when every pool's `new/` is one.
+    any_pool: Option<PathBuf>,
+}
+
+impl ClaimsFrom {
+    fn has(&self, dir: &Path) -> bool {
+        self.dirs.iter().any(|d| d == dir)
+            || self.any_pool.as_deref().is_some_and(|queues| {
+                let pool = dir.parent().filter(|_| dir.file_name() == Some("new".as_ref()));
+                pool.is_some_and(|p| {
+                    p.parent() == Some(queues)
+                        && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| validate_pool(n).is_ok())
+                })
+            })
+    }
 }
 
 /// Mail and notice names start with their kind, then a sortable time: order by the time.

@@ -377,14 +377,14 @@ fn a_waiting_agent_tries_what_arrived_and_lists_nothing() {
     let q = l.queue("w");
     let before = listed();
     let h = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(100));
         dispatch(&q, "late", Priority::Medium, 9)
     });
     let c = a.claim_wait(&["w".into()], Duration::from_secs(20)).unwrap().expect("woken by the arrival");
     let name = h.join().unwrap();
     assert_eq!((c.task.task_id.as_str(), c.name.as_str()), ("late", name.as_str()));
-    // The first look lists the mailbox and the pool; the arrival is claimed by its name. (The
-    // periodic rescan, every 500 ms, would list again: the task arrives well before it.)
+    // The first look lists the mailbox and the pool; the arrival is claimed by its name. (A wait
+    // lists again 500 ms after its last listing: the task arrives well before that.)
     assert_eq!(listed() - before, 2, "listings during the wait");
 }
 
@@ -430,9 +430,28 @@ fn a_pool_that_appears_with_tasks_in_it_is_listed_not_waited_out() {
         std::fs::rename(&outside.root, &to).unwrap();
     });
     let t0 = Instant::now();
-    let c = a.claim_wait(&[], Duration::from_millis(400)).unwrap();
+    let c = a.claim_wait(&[], Duration::from_secs(20)).unwrap();
+    let took = t0.elapsed();
     h.join().unwrap();
-    assert_eq!(c.map(|c| c.task.task_id), Some("moved-in".to_string()), "after {:?}", t0.elapsed());
+    assert_eq!(c.map(|c| c.task.task_id), Some("moved-in".to_string()));
+    // Listed when the pool appeared (100 ms in), not found by the listing a wait makes 500 ms
+    // after its last one, as it would be had the directory's event been taken for arrivals.
+    assert!(took < Duration::from_millis(400), "claimed after {took:?}");
+}
+
+#[test]
+fn an_arrival_that_is_not_a_regular_file_is_skipped_as_a_listing_skips_it() {
+    let (d, l) = root();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
+    let w = l.queue("w");
+    w.create(&RealFs, false).unwrap();
+    let name = DispatchName::new(Priority::High, runtime_layout::now(), 1, "link").file_name();
+    std::os::unix::fs::symlink(d.path().join("elsewhere"), w.new_dir().join(&name)).unwrap();
+    let real = dispatch(&w, "real", Priority::Low, 2);
+    let files = vec![(w.new_dir(), name.clone()), (w.new_dir(), real.clone())];
+    let c = a.claim_arrived(&["w".into()], files).unwrap().expect("the regular file");
+    assert_eq!(c.name, real);
+    assert!(w.new_dir().join(&name).symlink_metadata().is_ok(), "the link is left where it is");
 }
 
 #[test]
@@ -455,4 +474,45 @@ fn only_file_arrivals_in_directories_watched_all_along_spare_the_listing() {
     assert_eq!(only_arrivals(partial, watched, files.clone()), None, "unwatched at the last look");
     assert_eq!(only_arrivals(watched, partial, files.clone()), None, "unwatched now");
     assert_eq!(only_arrivals(watched, added, files), None, "a directory watched only now");
+}
+
+#[test]
+fn a_wait_lists_again_within_half_a_second_while_events_keep_coming() {
+    // No event announces that a gated task became claimable (the agent's capabilities grew),
+    // and mail arriving every 50 ms keeps waking the wait with nothing but file arrivals.
+    let (d, l) = root();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
+    let set = protocol::capability::CapabilitySet::of(&["gpu".to_string()]).unwrap();
+    runtime_layout::write_capability_set(&RealFs, &l, &set, &NameSource::new(), Durability::Never).unwrap();
+    let w = l.queue("w");
+    w.create(&RealFs, false).unwrap();
+    let name = DispatchName::new(Priority::High, runtime_layout::now(), 1, "gated")
+        .with_caps(Some(set.tag.clone()))
+        .file_name();
+    std::fs::write(w.tmp().join(&name), serde_json::to_vec(&json!({"task_id": "gated"})).unwrap()).unwrap();
+    std::fs::rename(w.tmp().join(&name), w.new_dir().join(&name)).unwrap();
+    assert!(a.claim(&["w".into()]).unwrap().is_none(), "not this agent's yet");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (root_path, mailbox, halt) = (d.path().to_path_buf(), l.mailbox("A"), stop.clone());
+    let mail = std::thread::spawn(move || {
+        let twin = Agent::open(&root_path, "A").unwrap();
+        for i in 0..200 {
+            if halt.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if i == 4 {
+                twin.set_capabilities(&["gpu"]).unwrap();
+            }
+            deliver(&RealFs, &mailbox, &format!("mail-{i:04}.json"), b"{}", Durability::Never).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let t0 = Instant::now();
+    let c = a.claim_wait(&["w".into()], Duration::from_secs(30)).unwrap();
+    let took = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    mail.join().unwrap();
+    assert_eq!(c.map(|c| c.name), Some(name));
+    // Capabilities grow at about 200 ms; the mail goes on for 10 s.
+    assert!(took < Duration::from_secs(5), "claimed after {took:?}");
 }

@@ -187,8 +187,11 @@ impl DirWatch {
         debug_assert!(tag < 64, "tag {tag} out of range");
         match inotify::add_watch(&self.fd, dir, interest.mask()) {
             Ok(wd) => {
-                let w = Watched { dir: dir.to_path_buf(), interest, tag, tree };
-                self.watched.lock().unwrap_or_else(|p| p.into_inner()).insert(wd, w);
+                let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                // The same directory watched again (the kernel gives its watch back): a tree
+                // stays a tree, so its directories made later are still watched.
+                let tree = tree.or_else(|| watched.get(&wd).and_then(|w| w.tree));
+                watched.insert(wd, Watched { dir: dir.to_path_buf(), interest, tag, tree });
                 Ok(true)
             }
             // Not there, not a directory, or a link: nothing to watch (the rescan covers it).
@@ -206,6 +209,15 @@ impl DirWatch {
     /// Whether `dir` is watched.
     pub fn watches(&self, dir: &Path) -> bool {
         self.watched.lock().unwrap_or_else(|p| p.into_inner()).values().any(|w| w.dir == dir)
+    }
+
+    /// Whether `dir` is watched as a tree ([`DirWatch::add_tree`]).
+    pub fn watches_tree(&self, dir: &Path) -> bool {
+        self.watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|w| w.dir == dir && w.tree.is_some())
     }
 
     /// Reads every pending event without blocking, and watches the directories created in a

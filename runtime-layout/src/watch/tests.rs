@@ -184,3 +184,25 @@ fn a_naming_watch_names_the_files_that_arrived_and_flags_anything_else() {
     let got = plain.wait_drained(&rfs, SOON).unwrap();
     assert!(got.any() && got.files.is_empty() && !got.only_files());
 }
+
+#[test]
+fn a_directory_watched_plainly_and_as_a_tree_stays_a_tree() {
+    let (d, rfs) = root();
+    let top = d.path().join("queues");
+    fs::create_dir_all(top.join("p/new")).unwrap();
+    let skip: Skip = |_| false;
+    // Plain first (waiting for a pool not made yet), then as a tree: the tree takes over.
+    let w = DirWatch::new().unwrap();
+    assert!(w.add(&top, Interest::Arrivals, 0).unwrap());
+    assert!(w.watches(&top) && !w.watches_tree(&top));
+    assert!(w.add_tree(&rfs, &top, Interest::Arrivals, 0, skip).unwrap());
+    assert!(w.watches_tree(&top) && w.watches(&top.join("p/new")));
+    // A tree first, then plainly: still a tree, so a directory made later is watched.
+    let w = DirWatch::new().unwrap();
+    assert!(w.add_tree(&rfs, &top, Interest::Arrivals, 0, skip).unwrap());
+    assert!(w.add(&top, Interest::Arrivals, 0).unwrap());
+    assert!(w.watches_tree(&top));
+    fs::create_dir(top.join("q")).unwrap();
+    assert!(w.wait(&rfs, SOON).unwrap());
+    assert!(w.watches(&top.join("q")), "a directory made in the tree is watched");
+}
