@@ -232,6 +232,10 @@ impl DirWatch {
             match events.next() {
                 Ok(e) => {
                     drained.events += 1;
+                    // Something renamed or created in: a file, or a directory (watched in a tree).
+                    let arrived = e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
+                    let is_dir = e.events().contains(ReadFlags::ISDIR);
+                    let name = e.file_name().and_then(|n| n.to_str().ok());
                     if e.events().contains(ReadFlags::QUEUE_OVERFLOW) {
                         drained.tags = u64::MAX;
                         drained.wide = u64::MAX;
@@ -242,18 +246,18 @@ impl DirWatch {
                         if !drained.dirs.iter().any(|(t, d)| *t == w.tag && *d == w.dir) {
                             drained.dirs.push((w.tag, w.dir.clone()));
                         }
-                        let file = !e.events().contains(ReadFlags::ISDIR)
-                            && e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
                         if self.names
-                            && file
-                            && let Some(name) = e.file_name().and_then(|n| n.to_str().ok())
+                            && arrived
+                            && !is_dir
+                            && let Some(name) = name
                         {
                             drained.files.push((w.dir.clone(), name.to_string()));
                         }
                     }
-                    let made = e.events().contains(ReadFlags::ISDIR)
-                        && e.events().intersects(ReadFlags::CREATE | ReadFlags::MOVED_TO);
-                    if made && let Some(name) = e.file_name().and_then(|n| n.to_str().ok()) {
+                    if arrived
+                        && is_dir
+                        && let Some(name) = name
+                    {
                         created.push((e.wd(), name.to_string()));
                     }
                     // Moved: its path is no longer what it watches (a directory made again
