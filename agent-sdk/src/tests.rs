@@ -460,8 +460,14 @@ fn only_file_arrivals_in_directories_watched_all_along_spare_the_listing() {
     use runtime_layout::Drained;
     let watched = Watched { complete: true, added: false };
     let file = (PathBuf::from("/r/queues/w/new"), "n".to_string());
-    let files =
-        Drained { events: 1, tags: 1, wide: 0, dirs: vec![(0, file.0.clone())], files: vec![file.clone()] };
+    let files = Drained {
+        events: 1,
+        tags: 1,
+        wide: 0,
+        dirs: vec![(0, file.0.clone())],
+        files: vec![file.clone()],
+        unnamed: 0,
+    };
     assert_eq!(only_arrivals(watched, watched, files.clone()), Some(vec![file.clone()]));
     // Each of these makes the next look a listing.
     let dir_made = Drained { events: 2, ..files.clone() };

@@ -1,7 +1,8 @@
 //! The broker's event loop. Watcher events (`wakeups.rs`) are only hints that something
-//! arrived: each one wakes the loop, and says where the pass should look besides the inbox. A
-//! pass at least once a tick looks everywhere, so a missed or overflowed event costs at most one
-//! tick of latency, never a task. Commands from
+//! arrived: each one wakes the loop, and says where the pass should look (and which messages
+//! arrived in the inbox, when the events name them all). A pass at least once a tick looks
+//! everywhere and lists the inbox, so a missed or overflowed event costs at most one tick of
+//! latency, never a task. Commands from
 //! in-process front ends (see [`crate::engine::commands`]) wake it too and are answered between
 //! passes, and so are those of the [outbox](crate::outbox)'s deliverers, which the loop starts
 //! (one task per webhook or hook) and stops with it.
@@ -108,8 +109,8 @@ pub async fn serve_with(
     let wakeups = Wakeups::new(fs.as_ref(), &layout, engine.config());
     let mut last_check = Instant::now();
     let mut arrived: Option<Command> = None;
-    // Where the next pass looks besides the inbox: where events said something arrived, and
-    // everywhere at least once a tick (a missed event costs at most that).
+    // Where the next pass looks: where events said something arrived, and everywhere (the inbox
+    // listed) at least once a tick (a missed event costs at most that).
     let mut look = Look::EVERYWHERE;
     let mut looked_everywhere = Instant::now();
     let result = loop {
@@ -120,7 +121,7 @@ pub async fn serve_with(
         if this == Look::EVERYWHERE {
             looked_everywhere = Instant::now();
         }
-        look = Look::INBOX;
+        look = Look::QUIET;
         let pass = answer(&mut engine, &mut commands, &deliveries, arrived.take())
             .and_then(|()| engine.step_looking(this));
         let (more, housekeeping) = match pass {

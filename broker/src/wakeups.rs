@@ -11,8 +11,10 @@
 //!
 //! Each event says where to look: an arrival in the inbox alone makes a pass that does not list
 //! any agent's `cur/` nor any drop directory, and a claim lists the claimant's `cur/` alone
-//! ([`Look`]). A directory that is not watched (the inotify limits, a directory not made yet) is
-//! looked at in every pass.
+//! ([`Look`]). The watch names the files that arrive, so messages renamed into the inbox are
+//! read without listing it ([`Arrivals`]) unless something else happened there: a file written
+//! in place, lost events, the watch made anew. A directory that is not watched (the inotify
+//! limits, a directory not made yet) is looked at in every pass.
 //!
 //! What the broker itself does there does not wake it (its deliveries into an agent's `new/`,
 //! its removals from `cur/`, its moves out of the inbox; its moves of dropped files into the
@@ -21,7 +23,7 @@
 //! missed: a wake-up is a hint, never the only way to find work.
 
 use crate::config::Config;
-use crate::engine::{Claims, Look};
+use crate::engine::{Arrivals, Claims, Look};
 use runtime_layout::{DirWatch, Drained, Fs, Interest, Layout, Skip};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -43,8 +45,13 @@ pub(crate) struct Wakeups {
     targets: Vec<Target>,
     /// The tags of areas with a directory not watched at the last refresh: always looked at.
     blind: AtomicU64,
+    /// The tags of areas with a directory watched anew at the last refresh: what arrived before
+    /// its watch began has no event, so the next look lists them.
+    fresh: AtomicU64,
     /// `mailboxes/`, whose agents' `cur/` events name.
     mailboxes: PathBuf,
+    /// `broker/inbox/new/`, whose arrivals events name.
+    inbox: PathBuf,
 }
 
 /// In `mailboxes/`, an agent's `tmp/` (half-written files) and `new/` (what the broker delivers
@@ -78,7 +85,7 @@ impl Wakeups {
         // whole life and always names that one).
         #[allow(deprecated)]
         let registered =
-            DirWatch::new().and_then(|w| AsyncFd::with_interest(w, tokio::io::Interest::READABLE));
+            DirWatch::new().and_then(|w| AsyncFd::with_interest(w.naming(), tokio::io::Interest::READABLE));
         let watch = match registered {
             Ok(w) => Some(w),
             Err(e) => {
@@ -86,8 +93,14 @@ impl Wakeups {
                 None
             }
         };
-        let w =
-            Wakeups { watch, targets, blind: AtomicU64::new(u64::MAX), mailboxes: layout.mailboxes_dir() };
+        let w = Wakeups {
+            watch,
+            targets,
+            blind: AtomicU64::new(u64::MAX),
+            fresh: AtomicU64::new(0),
+            mailboxes: layout.mailboxes_dir(),
+            inbox: layout.broker_inbox().new_dir(),
+        };
         w.refresh(fs);
         w
     }
@@ -102,7 +115,11 @@ impl Wakeups {
             let added = match tree {
                 Some(skip) => watch.add_tree(fs, dir, *interest, *tag, *skip),
                 None if watch.watches(dir) => Ok(true),
-                None => watch.add(dir, *interest, *tag),
+                None => watch.add(dir, *interest, *tag).inspect(|added| {
+                    if *added {
+                        self.fresh.fetch_or(1 << tag, Ordering::Relaxed);
+                    }
+                }),
             };
             match added {
                 Ok(true) => {}
@@ -122,7 +139,15 @@ impl Wakeups {
     /// Where to look for what the events read say arrived (and in every area not watched).
     fn look(&self, d: Drained) -> Look {
         let blind = self.blind.load(Ordering::Relaxed);
+        let fresh = self.fresh.swap(0, Ordering::Relaxed);
         let tags = d.tags | blind;
+        let inbox = if (blind | fresh | d.wide | d.unnamed) & (1 << INBOX) != 0 {
+            Arrivals::Unknown
+        } else {
+            Arrivals::Named(
+                d.files.iter().filter(|(dir, _)| *dir == self.inbox).map(|(_, n)| n.clone()).collect(),
+            )
+        };
         let claims = if tags & (1 << CLAIMS) == 0 {
             Claims::Nowhere
         } else if blind & (1 << CLAIMS) != 0 {
@@ -130,7 +155,7 @@ impl Wakeups {
         } else {
             self.claimants(&d)
         };
-        Look { claims, drops: tags & (1 << DROPS) != 0, edits: false }
+        Look { inbox, claims, drops: tags & (1 << DROPS) != 0, edits: false }
     }
 
     /// The agents whose `cur/` had an arrival; everywhere when events were lost or one happened
@@ -194,7 +219,7 @@ mod tests {
         let start = Instant::now();
         loop {
             let look = w.pending(fs);
-            if look != Look::INBOX || start.elapsed() > Duration::from_secs(5) {
+            if look != Look::QUIET || start.elapsed() > Duration::from_secs(5) {
                 // Events of one burst may be read in two drains: take what follows at once too.
                 std::thread::sleep(Duration::from_millis(50));
                 return look.or(w.pending(fs));
@@ -214,7 +239,8 @@ mod tests {
             layout.mailbox(a).create(&fs, true).unwrap();
         }
         let w = Wakeups::new(&fs, &layout, &Config::default());
-        assert_eq!(w.pending(&fs), Look::INBOX, "every directory is watched: nothing to look at");
+        assert_eq!(w.pending(&fs), Look::INBOX, "watched anew: the inbox is listed once");
+        assert_eq!(w.pending(&fs), Look::QUIET, "every directory is watched: nothing to look at");
         let pool = layout.queue("tools");
         pool.create(&fs, true).unwrap();
         let claim = |agent: &str, name: &str| {
@@ -229,10 +255,28 @@ mod tests {
         claim("Agent-3", "t3.json");
         assert_eq!(next_look(&w, &fs).claims, of(&["Agent-1", "Agent-3"]));
 
-        // A message alone lists no cur/.
-        std::fs::write(layout.broker_inbox().new_dir().join("m.json"), b"{}").unwrap();
+        // A message alone lists no cur/, and one renamed in is named: the inbox is not listed.
+        let inbox = layout.broker_inbox();
+        for m in ["m2.json", "m1.json"] {
+            std::fs::write(inbox.tmp().join(m), b"{}").unwrap();
+            std::fs::rename(inbox.tmp().join(m), inbox.new_dir().join(m)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let named = Arrivals::Named(vec!["m2.json".into(), "m1.json".into()]);
+        assert_eq!(w.pending(&fs), Look { inbox: named, ..Look::QUIET });
+        // One written in place is not named (it may be half written): the inbox is listed.
+        std::fs::write(inbox.new_dir().join("m.json"), b"{}").unwrap();
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(w.pending(&fs), Look::INBOX);
+        // A watch made anew lists once more: what arrived before it has no event.
+        w.watch.as_ref().unwrap().get_ref().forget_missed();
+        std::fs::rename(inbox.new_dir(), layout.broker_inbox().root.join("new.moved")).unwrap();
+        std::fs::create_dir(inbox.new_dir()).unwrap();
+        std::fs::write(inbox.new_dir().join("early.json"), b"{}").unwrap();
+        assert_eq!(next_look(&w, &fs).inbox, Arrivals::Unknown, "the watched directory moved away");
+        w.refresh(&fs);
+        assert_eq!(w.pending(&fs).inbox, Arrivals::Unknown, "watched anew");
+        assert_eq!(w.pending(&fs), Look::QUIET);
 
         // A new agent's directory: its cur/ may hold claims made before it was watched.
         std::fs::create_dir_all(layout.mailbox("Agent-4").cur()).unwrap();

@@ -105,6 +105,11 @@ pub struct Drained {
     /// With [`DirWatch::naming`]: each file (not a directory) renamed or created into a watched
     /// directory, as its directory and name, in the order the events came. Empty otherwise.
     pub files: Vec<(PathBuf, String)>,
+    /// Bit `t` is set when a directory with tag `t` had an event [`Drained::files`] does not
+    /// name (a file written in place, a directory, a name that is not UTF-8, the directory
+    /// itself moved; every bit on an overflow). Clear with naming on: every event under `t`
+    /// was a file's arrival, named.
+    pub unnamed: u64,
 }
 
 impl Drained {
@@ -239,6 +244,7 @@ impl DirWatch {
                     if e.events().contains(ReadFlags::QUEUE_OVERFLOW) {
                         drained.tags = u64::MAX;
                         drained.wide = u64::MAX;
+                        drained.unnamed = u64::MAX;
                     } else if let Some(w) =
                         self.watched.lock().unwrap_or_else(|p| p.into_inner()).get(&e.wd())
                     {
@@ -252,6 +258,8 @@ impl DirWatch {
                             && let Some(name) = name
                         {
                             drained.files.push((w.dir.clone(), name.to_string()));
+                        } else {
+                            drained.unnamed |= 1 << w.tag;
                         }
                     }
                     if arrived

@@ -8,9 +8,17 @@
 //! such move is done, so a name met again is a new message under a reused name (or a refused
 //! one an operator moved back by hand): it is handled like any other, and the copy kept under
 //! that name in `inbox/cur/` is never overwritten.
+//!
+//! A pass lists `inbox/new/` unless the file events named every message that arrived since the
+//! inbox was last caught up with ([`Arrivals::Named`]): once a pass has taken everything a
+//! listing found, whatever is there later arrived with an event naming it. Those files are
+//! read in name order as a listing's would be, without the listing. Anything the events do not
+//! pin down (lost events, a file written in place, the watch renewed, a backlog, the start)
+//! makes the next pass list again, and the loop's tick makes one list at least that often.
 
 use super::claims::finish;
 use super::effects::Effect;
+use super::look::Arrivals;
 use super::quarantine::{self, Refusal, reject_file};
 use super::tx::Tx;
 use super::{EngineError, admission, legacy, mail, operator};
@@ -43,21 +51,32 @@ pub(crate) struct Inbox {
     /// taken a batch per pass, where listing it for every batch cost O(backlog) per pass and
     /// O(backlog² / batch) to drain.
     listed: VecDeque<Listed>,
+    /// The last pass took everything its listing (or the events) found: what is in `new/` now
+    /// arrived since, each file with an event naming it.
+    caught_up: bool,
 }
 
 impl Inbox {
     /// An inbox just opened: names consumed before the start may be interrupted moves.
     pub fn new() -> Self {
-        Self { recovering: true, listed: VecDeque::new() }
+        Self { recovering: true, listed: VecDeque::new(), caught_up: false }
     }
 
     /// Consumes up to `batch_size` messages: the next ones of the backlog listed earlier, or,
-    /// once it is taken, of a new listing.
-    pub fn consume(&mut self, tx: &mut Tx) -> Result<Batch, EngineError> {
+    /// once it is taken, the files `arrivals` names when the inbox was caught up, or else those
+    /// of a new listing.
+    pub fn consume(&mut self, tx: &mut Tx, arrivals: Arrivals) -> Result<Batch, EngineError> {
         let from_backlog = !self.listed.is_empty();
         let mut cut = false;
         let batch = tx.env.cfg.broker.batch_size;
-        if !from_backlog {
+        let named = match arrivals {
+            Arrivals::Named(names) if self.caught_up && !from_backlog && names.len() <= batch => Some(names),
+            _ => None,
+        };
+        let stale = from_backlog || named.is_some();
+        if let Some(names) = named {
+            self.listed = named_entries(names).into();
+        } else if !from_backlog {
             // A listing can miss a message renamed in while it runs and still catch a later
             // one: kept for later passes, that later one would be handled before the message
             // its client wrote first (a cancel before its submit). So what is kept beyond this
@@ -78,9 +97,10 @@ impl Inbox {
         }
         let waiting = self.listed.len();
         let take = waiting.min(batch);
-        let (messages, unreadable) = consume(tx, self.recovering, from_backlog, self.listed.drain(..take))?;
+        let (messages, unreadable) = consume(tx, self.recovering, stale, self.listed.drain(..take))?;
         if unreadable {
             self.listed.clear();
+            self.caught_up = false;
             return Ok(Batch { messages, more: false, waiting });
         }
         // A batch taken from an earlier listing is followed by a pass that lists again, even
@@ -90,8 +110,19 @@ impl Inbox {
         if !batch.more {
             self.recovering = false;
         }
+        self.caught_up = !batch.more;
         Ok(batch)
     }
+}
+
+/// Files events named in `inbox/new/`, as a listing would give them: in name order, once each,
+/// hidden names left out. Each is taken for a regular file: reading one that is not (a link, a
+/// FIFO) refuses it with the same reason a listing's kind would.
+fn named_entries(mut names: Vec<String>) -> Vec<Listed> {
+    names.retain(|n| !names::is_hidden(n));
+    names.sort_unstable();
+    names.dedup();
+    names.into_iter().map(|n| Listed { name: n.into(), kind: FileKind::File }).collect()
 }
 
 /// The messages in `inbox/new/`, in name order (`None`: the directory cannot be read now).

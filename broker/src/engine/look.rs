@@ -1,10 +1,14 @@
-//! Where a pass looks in the tree besides the inbox, which it always reads.
+//! Where a pass looks in the tree.
 //!
 //! The loop learns from file events where something arrived ([`crate::wakeups`]). A pass woken
 //! only by messages need not list any agent's `cur/` nor any drop directory; one woken by a claim
 //! of `Agent-3` lists `mailboxes/Agent-3/cur/` alone, so a claim costs the same with 4 or 400
-//! agents registered. A pass with nothing to go on (the periodic tick, no watch, lost events, a
-//! new agent's directory) looks everywhere: events are hints, never the only way to find work.
+//! agents registered. When the events name every message that arrived in the inbox, a pass
+//! reads those files without listing `broker/inbox/new/` ([`Arrivals`]): a directory that once
+//! held a backlog keeps every block it grew (ext4 never shrinks one), and listing it cost each
+//! pass as much as the backlog had. A pass with nothing to go on (the periodic tick, no watch,
+//! lost events, a new agent's directory) looks everywhere and lists the inbox: events are
+//! hints, never the only way to find work.
 
 use std::collections::BTreeSet;
 
@@ -39,9 +43,35 @@ impl Claims {
     }
 }
 
-/// Where a pass looks besides the inbox.
+/// What a pass knows of what arrived in `broker/inbox/new/`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Arrivals {
+    /// Nothing certain: the pass lists the directory.
+    #[default]
+    Unknown,
+    /// The events named every file that arrived since the last look: these (perhaps none, or
+    /// one twice). The inbox reads them without a listing once a listing has caught up with it.
+    Named(Vec<String>),
+}
+
+impl Arrivals {
+    /// What either knows: names add up, and anything uncertain makes the whole uncertain.
+    pub fn or(self, o: Arrivals) -> Arrivals {
+        match (self, o) {
+            (Arrivals::Named(mut a), Arrivals::Named(b)) => {
+                a.extend(b);
+                Arrivals::Named(a)
+            }
+            _ => Arrivals::Unknown,
+        }
+    }
+}
+
+/// Where a pass looks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Look {
+    /// `broker/inbox/new/`: listed, or only the files events named.
+    pub inbox: Arrivals,
     /// Agents' `cur/` directories, for claims.
     pub claims: Claims,
     /// `drop/` and the ingest directories (and always while a dropped file is settling).
@@ -51,12 +81,23 @@ pub struct Look {
 }
 
 impl Look {
-    pub const EVERYWHERE: Look = Look { claims: Claims::Everywhere, drops: true, edits: true };
-    pub const INBOX: Look = Look { claims: Claims::Nowhere, drops: false, edits: false };
+    pub const EVERYWHERE: Look =
+        Look { inbox: Arrivals::Unknown, claims: Claims::Everywhere, drops: true, edits: true };
+    /// The inbox listed, nothing else.
+    pub const INBOX: Look =
+        Look { inbox: Arrivals::Unknown, claims: Claims::Nowhere, drops: false, edits: false };
+    /// Nothing known to have arrived: what the loop adds events to after each pass.
+    pub const QUIET: Look =
+        Look { inbox: Arrivals::Named(Vec::new()), claims: Claims::Nowhere, drops: false, edits: false };
 
     /// Where either looks.
     pub fn or(self, o: Look) -> Look {
-        Look { claims: self.claims.or(o.claims), drops: self.drops || o.drops, edits: self.edits || o.edits }
+        Look {
+            inbox: self.inbox.or(o.inbox),
+            claims: self.claims.or(o.claims),
+            drops: self.drops || o.drops,
+            edits: self.edits || o.edits,
+        }
     }
 }
 
@@ -76,8 +117,20 @@ mod tests {
         assert_eq!(of(&["A"]).or(Claims::Everywhere), Claims::Everywhere);
         assert_eq!(Claims::Everywhere.or(Claims::Nowhere), Claims::Everywhere);
         assert!(!Claims::Nowhere.any() && of(&[]).any());
-        let woken = Look { claims: of(&["A"]), drops: false, edits: false };
+        let woken = Look { claims: of(&["A"]), drops: false, edits: false, inbox: Arrivals::Unknown };
         assert_eq!(Look::INBOX.or(woken.clone()), woken);
+        assert_eq!(woken.or(Look::EVERYWHERE), Look::EVERYWHERE);
+    }
+
+    #[test]
+    fn names_add_up_and_one_listing_makes_a_listing() {
+        let named = |n: &[&str]| Arrivals::Named(n.iter().map(|s| s.to_string()).collect());
+        assert_eq!(named(&["a"]).or(named(&["b"])), named(&["a", "b"]));
+        assert_eq!(named(&["a"]).or(Arrivals::Unknown), Arrivals::Unknown);
+        assert_eq!(Arrivals::Unknown.or(named(&[])), Arrivals::Unknown);
+        let woken = Look { inbox: named(&["m"]), ..Look::QUIET };
+        assert_eq!(Look::QUIET.or(woken.clone()), woken);
+        assert_eq!(woken.clone().or(Look::INBOX).inbox, Arrivals::Unknown);
         assert_eq!(woken.or(Look::EVERYWHERE), Look::EVERYWHERE);
     }
 }

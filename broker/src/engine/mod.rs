@@ -67,7 +67,7 @@ use tx::{Core, Tx};
 
 pub use effects::task_bytes;
 pub use legacy::{DROP_PREFIX, MAIL_DROP_PREFIX};
-pub use look::{Claims, Look};
+pub use look::{Arrivals, Claims, Look};
 
 /// The actor name the broker uses in task history.
 pub const BROKER: &str = "mailroom";
@@ -219,7 +219,7 @@ impl Engine {
                 board_edits::absorb(&mut self.core.tx(), board, &mark)?;
             }
         }
-        let batch = self.inbox.consume(&mut self.core.tx())?;
+        let batch = self.inbox.consume(&mut self.core.tx(), look.inbox)?;
         if look.claims.any() {
             claims::observe(&mut self.core.tx(), &look.claims)?;
         }

@@ -131,3 +131,52 @@ fn a_message_listed_ahead_of_one_its_client_wrote_first_is_not_kept_for_later_pa
     let t = crate::trace::trace(&RealFs, &r.layout, "X").unwrap().expect("X was submitted");
     assert_eq!(t.status, Some(Status::Cancelled), "{}", t.render());
 }
+
+#[test]
+fn messages_the_events_named_are_read_without_listing_once_the_inbox_caught_up() {
+    use crate::engine::{Arrivals, Look};
+    use runtime_layout::{Fs, RootFs};
+    let r = Root::new();
+    let fs: Arc<dyn Fs> = Arc::new(RootFs::open(r.layout.root()).unwrap());
+    let mut cfg = Config::default();
+    cfg.broker.batch_size = 3;
+    let mut e = Engine::open(fs.clone(), r.layout.clone(), cfg).unwrap();
+    e.reconcile().unwrap();
+    let named = |names: &[&String]| Look {
+        inbox: Arrivals::Named(names.iter().map(|n| n.to_string()).collect()),
+        ..Look::QUIET
+    };
+    let queued = |e: &Engine, id: &str| e.live(id).is_some();
+
+    // Right after the start the inbox is listed, whatever the events say.
+    let early = r.send(json!({"task_id": "EARLY"}));
+    e.step_looking(named(&[])).unwrap();
+    assert!(queued(&e, "EARLY"), "{early} taken by the first pass's listing");
+
+    // Caught up: a pass reads what the events name, in name order, and does not list the inbox:
+    // a message they do not name waits (for a listing), and a name whose file is gone costs
+    // nothing.
+    let a = r.send(json!({"task_id": "A"}));
+    let unnamed = r.send(json!({"task_id": "UNNAMED"}));
+    let b = r.send(json!({"task_id": "B"}));
+    let gone = "msg-gone.json".to_string();
+    e.step_looking(named(&[&b, &gone, &a])).unwrap();
+    assert!(queued(&e, "A") && queued(&e, "B"));
+    assert!(!queued(&e, "UNNAMED"), "{unnamed} is not read: nothing named it");
+    e.step_looking(Look::INBOX).unwrap();
+    assert!(queued(&e, "UNNAMED"), "a listing finds it");
+
+    // More names than a batch: listed (and taken a batch at a time). While a backlog lasts, and
+    // in the pass after it, the inbox is listed again whatever the events say.
+    let four: Vec<String> =
+        ["C1", "C2", "C3", "C4"].iter().map(|id| r.send(json!({"task_id": id}))).collect();
+    let late = r.send(json!({"task_id": "LATE"}));
+    let report = e.step_looking(named(&four.iter().collect::<Vec<_>>())).unwrap();
+    assert!(report.more && ["C1", "C2", "C3"].iter().all(|id| queued(&e, id)), "listed: three taken");
+    assert!(!queued(&e, "C4") && !queued(&e, "LATE"), "{late} and one more left");
+    let report = e.step_looking(named(&[])).unwrap();
+    assert!(report.more && queued(&e, "C4") && queued(&e, "LATE"), "the backlog taken");
+    let last = r.send(json!({"task_id": "LAST"}));
+    e.step_looking(named(&[])).unwrap();
+    assert!(queued(&e, "LAST"), "{last} found by the listing that follows a backlog");
+}
