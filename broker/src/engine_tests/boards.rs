@@ -90,3 +90,34 @@ fn a_large_board_is_written_a_piece_per_pass_and_replaced_whole() {
     assert_eq!(ready[0], "L00");
     assert!(!e.step().unwrap().housekeeping, "nothing under way once in place");
 }
+
+#[test]
+fn the_ready_board_lists_every_ready_task_in_dispatch_order_across_maildirs() {
+    let r = Root::new();
+    r.agent("A");
+    let mut cfg = crate::config::Config::default();
+    cfg.dispatch.ready_window = 1;
+    let mut e = r.engine_with(cfg);
+    // Two pools and a mailbox, a window of one file each: most tasks wait for room.
+    let tasks = [
+        ("L1", "LOW", "tools", None),
+        ("M1", "MEDIUM", "docs", None),
+        ("H1", "HIGH", "tools", None),
+        ("L2", "LOW", "docs", None),
+        ("C1", "CRITICAL", "docs", None),
+        ("H2", "HIGH", "tools", Some("A")),
+        ("M2", "MEDIUM", "tools", None),
+        ("C2", "CRITICAL", "tools", None),
+    ];
+    for (id, priority, kind, to) in tasks {
+        r.send(json!({"task_id": id, "priority": priority, "task_type": kind, "assigned_to": to}));
+        e.step().unwrap();
+    }
+    e.write_boards(true).unwrap();
+    let order: Vec<String> =
+        r.board(Board::Ready).iter().map(|t| t["task_id"].as_str().unwrap().to_string()).collect();
+    // Priority first, then the order they were submitted in, whatever their maildir.
+    assert_eq!(order, ["C1", "C2", "H1", "H2", "M1", "M2", "L1", "L2"]);
+    let files = r.list(&r.layout.queue("tools").new_dir()).len() + r.list(&r.layout.queue("docs").new_dir()).len();
+    assert_eq!(files, 2, "one file per pool, the rest waiting");
+}
