@@ -65,7 +65,7 @@ pub(crate) fn absorb(tx: &mut Tx, board: Board, mark: &BoardMark) -> Result<(), 
     let to = tx.env.layout.broker_inbox().cur().join(&name);
     let edit = BoardEdit { board: board.file_name().to_string(), taken, refused };
     tx.push(Entry::Consume { msg: name, path: tx.env.rel(&to), board: Some(edit) });
-    tx.effect(Effect::Consumed { from: path, to });
+    tx.effect(Effect::Consumed { from: path, to, len: None });
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use protocol::machine::{Event, transition};
 use protocol::message::{Notice, NoticeKind};
 use protocol::names;
 use protocol::{Status, Task};
-use runtime_layout::{FileKind, FsError};
+use runtime_layout::{FileKind, FsError, Meta};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -177,7 +177,7 @@ pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
         let Some(Place::Queued { dir, .. }) = tx.state().live(&id).map(|l| l.place.clone()) else { continue };
         let queued = tx.env.maildir(&dir).new_dir().join(&name);
         if let [(agent, path, true)] = holders.as_slice() {
-            match check(tx, &id, path, &queued) {
+            match check(tx, &id, (path, None), &queued) {
                 // A refused claim is journaled, and its file put back, by `adopt` itself.
                 Ok(Check::Claim) => {
                     let _ = adopt(tx, &id, agent, &name, true);
@@ -239,16 +239,19 @@ fn holder(tx: &mut Tx, agent: &str, claim: &str) -> Result<String, Refusal> {
         });
     };
     let path = tx.env.layout.mailbox(agent).cur().join(claim);
-    let here = matches!(tx.env.fs().stat(&path), Ok(Some(m)) if m.kind == FileKind::File);
+    let here = match tx.env.fs().stat(&path) {
+        Ok(Some(m)) if m.kind == FileKind::File => Some(m),
+        _ => None,
+    };
     match tx.state().live(&id).map(|l| l.place.clone()) {
         Some(Place::Held { agent: holder, .. }) if holder != agent => {
             Err(stale(format!("`{claim}` is held by `{holder}`, not `{agent}`")).task(&id))
         }
-        _ if !here => Err(stale(format!("`{claim}` is not in mailboxes/{agent}/cur/")).task(&id)),
+        _ if here.is_none() => Err(stale(format!("`{claim}` is not in mailboxes/{agent}/cur/")).task(&id)),
         Some(Place::Queued { dir, .. }) => {
             // Not seen yet: the same checks as `observe` before the claim is adopted.
             let queued = tx.env.maildir(&dir).new_dir().join(claim);
-            match check(tx, &id, &path, &queued) {
+            match check(tx, &id, (&path, here), &queued) {
                 Ok(Check::Claim) => {
                     adopt(tx, &id, agent, claim, false)?;
                     Ok(id)
@@ -279,12 +282,20 @@ enum Check {
 
 const COPY: &str = "a copy of a task still waiting in its queue is not a claim (claim by renaming the file)";
 
-/// Tells whether the file at `claimed` is a claim on the queued task `id`, whose queued file
-/// was at `queued`. The same file under both names (a hard link, or a rename whose source entry
-/// a power loss kept) is a claim once the queue's name is removed — atomically, so that no
-/// second agent can take it meanwhile.
-fn check(tx: &mut Tx, id: &str, claimed: &Path, queued: &Path) -> Result<Check, FsError> {
-    let Some(held) = tx.env.fs().stat(claimed)? else { return Err(gone(claimed)) };
+/// Tells whether the file at `claimed` (with what a stat just found there, if the caller made
+/// one) is a claim on the queued task `id`, whose queued file was at `queued`. The same file
+/// under both names (a hard link, or a rename whose source entry a power loss kept) is a claim
+/// once the queue's name is removed — atomically, so that no second agent can take it meanwhile.
+fn check(
+    tx: &mut Tx,
+    id: &str,
+    (claimed, held): (&Path, Option<Meta>),
+    queued: &Path,
+) -> Result<Check, FsError> {
+    let held = match held {
+        Some(m) => m,
+        None => tx.env.fs().stat(claimed)?.ok_or_else(|| gone(claimed))?,
+    };
     let expected = task_bytes(&tx.state().live(id).expect("a queued task is live").task);
     if let Some(q) = tx.env.fs().stat(queued)? {
         if q.ino != held.ino {

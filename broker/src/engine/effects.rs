@@ -49,7 +49,7 @@ pub(crate) enum Effect {
     /// Remove a queued file; if an agent claimed it first, revoke the claim from its `cur/`.
     Revoke { queued: PathBuf, name: String, task_id: String },
     /// Move a consumed inbox message to `inbox/cur/`.
-    Consumed { from: PathBuf, to: PathBuf },
+    Consumed { from: PathBuf, to: PathBuf, len: Option<u64> },
     /// Move a file into quarantine and write the reason beside it.
     Quarantine { from: PathBuf, to: PathBuf, reason: Value },
     /// Write a copy of refused input (part of a file, or a file that must stay where it is)
@@ -83,7 +83,8 @@ pub(crate) struct Effects {
     /// Directories a file was moved out of: fsynced after every other touched directory.
     moved_from: BTreeSet<PathBuf>,
     /// Messages moved into `inbox/cur/`, in order, for retention to keep count of.
-    kept: Vec<PathBuf>,
+    /// Messages moved into `inbox/cur/` this pass, with their length when it was read.
+    kept: Vec<(PathBuf, Option<u64>)>,
 }
 
 /// The bytes of a task file in `new/` (what an agent reads when it claims).
@@ -121,7 +122,7 @@ impl Effects {
     }
 
     /// The messages moved into `inbox/cur/` since the last call, in order.
-    pub fn take_kept(&mut self) -> Vec<PathBuf> {
+    pub fn take_kept(&mut self) -> Vec<(PathBuf, Option<u64>)> {
         std::mem::take(&mut self.kept)
     }
 
@@ -247,9 +248,9 @@ impl Effects {
             },
             // Never over what is there (see `move_in`); a message moved in now is counted for
             // retention.
-            Effect::Consumed { from, to } => {
+            Effect::Consumed { from, to, len } => {
                 if self.move_in(env, &from, &to)? {
-                    self.kept.push(to);
+                    self.kept.push((to, len));
                 }
             }
             Effect::Quarantine { from, to, reason } => {

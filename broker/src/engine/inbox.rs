@@ -203,7 +203,7 @@ fn consume(
         };
         if legacy::is_legacy_name(&name) {
             match legacy::consume(tx, &name, &bytes) {
-                Ok(()) => consumed(tx, from, &name, reused),
+                Ok(()) => consumed(tx, from, &name, reused, bytes.len()),
                 Err((r, msg)) => reject_file(tx, &from, &name, msg.as_deref(), r),
             }
             continue;
@@ -216,7 +216,7 @@ fn consume(
             }
         };
         match handle(tx, &msg, &name) {
-            Ok(()) => consumed(tx, from, &name, reused),
+            Ok(()) => consumed(tx, from, &name, reused, bytes.len()),
             Err(r) => reject_file(tx, &from, &name, Some(&msg), r),
         }
     }
@@ -227,7 +227,7 @@ fn consume(
 fn finish_consumed(tx: &mut Tx, from: PathBuf, name: &str, dest: &str) {
     let to = tx.env.layout.comms().join(dest);
     if to.starts_with(tx.env.layout.broker_inbox().cur()) {
-        tx.effect(Effect::Consumed { from, to });
+        tx.effect(Effect::Consumed { from, to, len: None });
     } else {
         let why = tx
             .state()
@@ -269,7 +269,7 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
 
 /// Journals that an inbox message was taken and moves it to `inbox/cur/` — under its own name,
 /// or, when a message of that name is kept there already (a reused name), beside it.
-pub(crate) fn consumed(tx: &mut Tx, from: PathBuf, name: &str, reused: bool) {
+pub(crate) fn consumed(tx: &mut Tx, from: PathBuf, name: &str, reused: bool, len: usize) {
     let cur = tx.env.layout.broker_inbox().cur();
     let mut to = cur.join(name);
     if reused {
@@ -280,7 +280,7 @@ pub(crate) fn consumed(tx: &mut Tx, from: PathBuf, name: &str, reused: bool) {
         }
     }
     tx.push(Entry::Consume { msg: name.to_string(), path: tx.env.rel(&to), board: None });
-    tx.effect(Effect::Consumed { from, to });
+    tx.effect(Effect::Consumed { from, to, len: Some(len as u64) });
 }
 
 /// The refusal of input the broker may not read: it is input, not a failure of the broker.

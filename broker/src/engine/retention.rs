@@ -116,7 +116,7 @@ impl Retention {
 
     /// One pass's share: `arrived` are the files the effects mover put into `inbox/cur/` since the
     /// last call, in order; `journal_grew` the bytes the pass appended to the journal.
-    pub fn work(&mut self, env: &Env, arrived: Vec<PathBuf>, journal_grew: u64) {
+    pub fn work(&mut self, env: &Env, arrived: Vec<(PathBuf, Option<u64>)>, journal_grew: u64) {
         let now = env.now();
         if !paused(self.inbox_pause, now)
             && let Err(e) = self.inbox(env, arrived, now)
@@ -154,19 +154,32 @@ impl Retention {
         }
     }
 
-    fn inbox(&mut self, env: &Env, arrived: Vec<PathBuf>, now: Timestamp) -> Result<(), FsError> {
+    fn inbox(
+        &mut self,
+        env: &Env,
+        arrived: Vec<(PathBuf, Option<u64>)>,
+        now: Timestamp,
+    ) -> Result<(), FsError> {
         let fs = env.fs();
         let cur = env.layout.broker_inbox().cur();
         let moved_in = arrived.len();
-        for p in arrived {
+        for (p, len) in arrived {
             let Some(name) = p.file_name().map(OsString::from) else { continue };
-            // Gone already (an operator), or replaced by a directory: nothing kept.
-            let Some(m) = fs.stat(&p)?.filter(|m| m.kind == FileKind::File) else { continue };
+            // A message read this pass has the length read (it was just moved, not rewritten);
+            // another is looked at: gone already (an operator), or replaced by a directory,
+            // nothing is kept.
+            let bytes = match len {
+                Some(len) => len,
+                None => match fs.stat(&p)?.filter(|m| m.kind == FileKind::File) {
+                    Some(m) => m.len,
+                    None => continue,
+                },
+            };
             if let Some(scan) = &mut self.scan {
                 scan.arrived.insert(name.clone());
             }
-            self.inbox_bytes += m.len;
-            self.kept.push_back(Kept { name, bytes: m.len, at: now });
+            self.inbox_bytes += bytes;
+            self.kept.push_back(Kept { name, bytes, at: now });
         }
         let b = &env.cfg.broker;
         let expired = |k: &Kept| k.at.plus_secs(b.inbox_retention_secs) < now;

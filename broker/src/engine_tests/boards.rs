@@ -118,6 +118,7 @@ fn the_ready_board_lists_every_ready_task_in_dispatch_order_across_maildirs() {
         r.board(Board::Ready).iter().map(|t| t["task_id"].as_str().unwrap().to_string()).collect();
     // Priority first, then the order they were submitted in, whatever their maildir.
     assert_eq!(order, ["C1", "C2", "H1", "H2", "M1", "M2", "L1", "L2"]);
-    let files = r.list(&r.layout.queue("tools").new_dir()).len() + r.list(&r.layout.queue("docs").new_dir()).len();
+    let files =
+        r.list(&r.layout.queue("tools").new_dir()).len() + r.list(&r.layout.queue("docs").new_dir()).len();
     assert_eq!(files, 2, "one file per pool, the rest waiting");
 }
