@@ -212,7 +212,14 @@ pub async fn serve_with(
             cmd = commands.next() => arrived = Some(cmd),
             seen = wakeups.arrived(fs.as_ref()) => look = look.or(seen),
             // Compression still to do: another pass soon (each does a bounded piece of it).
-            _ = tokio::time::sleep(if housekeeping { HOUSEKEEPING_TICK } else { tick }) => {
+            // Otherwise the tick counts from the last pass that looked everywhere, not from the
+            // last pass: one woken by a command or a claim lists nothing, and counting from it
+            // could leave a file no event named waiting two ticks.
+            _ = tokio::time::sleep_until(if housekeeping {
+                tokio::time::Instant::now() + HOUSEKEEPING_TICK
+            } else {
+                tokio::time::Instant::from_std(looked_everywhere + tick)
+            }) => {
                 if !housekeeping {
                     look = Look::EVERYWHERE;
                 }

@@ -114,11 +114,14 @@ impl Wakeups {
         for (dir, interest, tag, tree) in &self.targets {
             let added = match tree {
                 Some(skip) => watch.add_tree(fs, dir, *interest, *tag, *skip),
-                None if watch.watches(dir) => Ok(true),
-                None => watch.add(dir, *interest, *tag).inspect(|added| {
-                    if *added {
+                // Asked again each time: a directory made anew at the same path (its parent
+                // moved away and made again) is a different one, and the old watch follows the
+                // one moved away without a word about it.
+                None => watch.renew(dir, *interest, *tag).map(|renewed| {
+                    if renewed == Some(true) {
                         self.fresh.fetch_or(1 << tag, Ordering::Relaxed);
                     }
+                    renewed.is_some()
                 }),
             };
             match added {
@@ -277,6 +280,22 @@ mod tests {
         w.refresh(&fs);
         assert_eq!(w.pending(&fs).inbox, Arrivals::Unknown, "watched anew");
         assert_eq!(w.pending(&fs), Look::QUIET);
+        // The inbox's parent moved away and made again: the old watch follows the directory
+        // moved away without an event about it. The refresh sees a different directory at the
+        // path, and the next look lists it.
+        let parent = layout.broker_inbox().root.clone();
+        std::fs::rename(&parent, parent.with_file_name("inbox.moved")).unwrap();
+        layout.broker_inbox().create(&fs, true).unwrap();
+        std::fs::write(inbox.tmp().join("unseen.json"), b"{}").unwrap();
+        std::fs::rename(inbox.tmp().join("unseen.json"), inbox.new_dir().join("unseen.json")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(w.pending(&fs), Look::QUIET, "nothing says so before the refresh");
+        w.refresh(&fs);
+        assert_eq!(w.pending(&fs).inbox, Arrivals::Unknown, "a different directory: listed");
+        std::fs::write(inbox.tmp().join("m3.json"), b"{}").unwrap();
+        std::fs::rename(inbox.tmp().join("m3.json"), inbox.new_dir().join("m3.json")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(w.pending(&fs).inbox, Arrivals::Named(vec!["m3.json".into()]), "and watched from then on");
 
         // A new agent's directory: its cur/ may hold claims made before it was watched.
         std::fs::create_dir_all(layout.mailbox("Agent-4").cur()).unwrap();

@@ -205,6 +205,32 @@ impl DirWatch {
         }
     }
 
+    /// [`DirWatch::add`], saying whether the watch is new: `Some(true)` when `dir` was not
+    /// watched as the directory now at that path (never, or only through a watch that followed
+    /// a directory moved away with its parent, which is dropped), `Some(false)` when it was, and
+    /// `None` when there is nothing to watch there. What arrived in a newly watched directory
+    /// before its watch began has no event.
+    pub fn renew(&self, dir: &Path, interest: Interest, tag: u8) -> std::io::Result<Option<bool>> {
+        debug_assert!(tag < 64, "tag {tag} out of range");
+        match inotify::add_watch(&self.fd, dir, interest.mask()) {
+            Ok(wd) => {
+                let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                let had = watched.get(&wd).is_some_and(|w| w.dir == dir);
+                let stale: Vec<i32> =
+                    watched.iter().filter(|(w, x)| **w != wd && x.dir == dir).map(|(w, _)| *w).collect();
+                for w in stale {
+                    watched.remove(&w);
+                    let _ = inotify::remove_watch(&self.fd, w);
+                }
+                let tree = watched.get(&wd).and_then(|w| w.tree);
+                watched.insert(wd, Watched { dir: dir.to_path_buf(), interest, tag, tree });
+                Ok(Some(!had))
+            }
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Clears what [`Drained::tags`] reports for directories no longer watched (call it before
     /// watching them again).
     pub fn forget_missed(&self) {

@@ -85,7 +85,11 @@ impl Inbox {
             let before = format!("msg-{}", tx.now().compact());
             // Unreadable now (a client changed its mode): nothing is taken, and the inbox stays
             // as it was since the start (a recovering inbox goes on recovering).
-            let Some(entries) = list(tx)? else { return Ok(Batch { messages: 0, more: false, waiting: 0 }) };
+            let Some(entries) = list(tx)? else {
+                // What the events named since is not all there is: a listing must come first.
+                self.caught_up = false;
+                return Ok(Batch { messages: 0, more: false, waiting: 0 });
+            };
             self.listed = entries.into();
             if self.listed.len() > batch {
                 let beyond = self.listed.split_off(batch);

@@ -165,6 +165,13 @@ fn messages_the_events_named_are_read_without_listing_once_the_inbox_caught_up()
     assert!(!queued(&e, "UNNAMED"), "{unnamed} is not read: nothing named it");
     e.step_looking(Look::INBOX).unwrap();
     assert!(queued(&e, "UNNAMED"), "a listing finds it");
+    // Named in any order, they are handled in name order, as a listing's: the cancel its client
+    // wrote after the submit is handled after it.
+    let submit = r.send(json!({"task_id": "ORD"}));
+    let cancel = r.send(json!({"kind": "cancel", "task_id": "ORD"}));
+    e.step_looking(named(&[&cancel, &submit])).unwrap();
+    assert!(!queued(&e, "ORD"), "submitted, then cancelled");
+    assert_eq!(r.list(&r.layout.quarantine_dir()), Vec::<String>::new(), "nothing refused");
 
     // More names than a batch: listed (and taken a batch at a time). While a backlog lasts, and
     // in the pass after it, the inbox is listed again whatever the events say.
