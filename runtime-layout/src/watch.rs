@@ -153,7 +153,7 @@ impl DirWatch {
     /// Watches `dir`, its events reported under `tag` (below 64); `Ok(false)` when there is no
     /// such directory (yet).
     pub fn add(&self, dir: &Path, interest: Interest, tag: u8) -> std::io::Result<bool> {
-        self.add_watch(dir, interest, tag, None)
+        Ok(self.add_watch(dir, interest, tag, None)?.is_some())
     }
 
     /// Watches `dir` and every directory below it that `skip` (given its path) does not refuse,
@@ -168,7 +168,7 @@ impl DirWatch {
         tag: u8,
         skip: Skip,
     ) -> std::io::Result<bool> {
-        if !self.add_watch(dir, interest, tag, Some(skip))? {
+        if self.add_watch(dir, interest, tag, Some(skip))?.is_none() {
             return Ok(false);
         }
         let Ok(entries) = fs.list(dir) else { return Ok(true) };
@@ -182,25 +182,36 @@ impl DirWatch {
         Ok(true)
     }
 
+    /// Watches `dir`: `Some(true)` when the watch is new, `Some(false)` when the directory at
+    /// that path was watched already, `None` when there is nothing to watch there.
     fn add_watch(
         &self,
         dir: &Path,
         interest: Interest,
         tag: u8,
         tree: Option<Skip>,
-    ) -> std::io::Result<bool> {
+    ) -> std::io::Result<Option<bool>> {
         debug_assert!(tag < 64, "tag {tag} out of range");
         match inotify::add_watch(&self.fd, dir, interest.mask()) {
             Ok(wd) => {
                 let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+                let had = watched.get(&wd).is_some_and(|w| w.dir == dir);
+                // Another watch under this path follows a directory moved away with its parent
+                // (no event says so): dropped.
+                let stale: Vec<i32> =
+                    watched.iter().filter(|(w, x)| **w != wd && x.dir == dir).map(|(w, _)| *w).collect();
+                for w in stale {
+                    watched.remove(&w);
+                    let _ = inotify::remove_watch(&self.fd, w);
+                }
                 // The same directory watched again (the kernel gives its watch back): a tree
                 // stays a tree, so its directories made later are still watched.
                 let tree = tree.or_else(|| watched.get(&wd).and_then(|w| w.tree));
                 watched.insert(wd, Watched { dir: dir.to_path_buf(), interest, tag, tree });
-                Ok(true)
+                Ok(Some(!had))
             }
             // Not there, not a directory, or a link: nothing to watch (the rescan covers it).
-            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(false),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -211,24 +222,7 @@ impl DirWatch {
     /// `None` when there is nothing to watch there. What arrived in a newly watched directory
     /// before its watch began has no event.
     pub fn renew(&self, dir: &Path, interest: Interest, tag: u8) -> std::io::Result<Option<bool>> {
-        debug_assert!(tag < 64, "tag {tag} out of range");
-        match inotify::add_watch(&self.fd, dir, interest.mask()) {
-            Ok(wd) => {
-                let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
-                let had = watched.get(&wd).is_some_and(|w| w.dir == dir);
-                let stale: Vec<i32> =
-                    watched.iter().filter(|(w, x)| **w != wd && x.dir == dir).map(|(w, _)| *w).collect();
-                for w in stale {
-                    watched.remove(&w);
-                    let _ = inotify::remove_watch(&self.fd, w);
-                }
-                let tree = watched.get(&wd).and_then(|w| w.tree);
-                watched.insert(wd, Watched { dir: dir.to_path_buf(), interest, tag, tree });
-                Ok(Some(!had))
-            }
-            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.add_watch(dir, interest, tag, None)
     }
 
     /// Clears what [`Drained::tags`] reports for directories no longer watched (call it before
