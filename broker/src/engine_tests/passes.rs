@@ -135,13 +135,10 @@ fn a_message_listed_ahead_of_one_its_client_wrote_first_is_not_kept_for_later_pa
 #[test]
 fn messages_the_events_named_are_read_without_listing_once_the_inbox_caught_up() {
     use crate::engine::{Arrivals, Look};
-    use runtime_layout::{Fs, RootFs};
     let r = Root::new();
-    let fs: Arc<dyn Fs> = Arc::new(RootFs::open(r.layout.root()).unwrap());
     let mut cfg = Config::default();
     cfg.broker.batch_size = 3;
-    let mut e = Engine::open(fs.clone(), r.layout.clone(), cfg).unwrap();
-    e.reconcile().unwrap();
+    let mut e = r.engine_with(cfg);
     let named = |names: &[&String]| Look {
         inbox: Arrivals::Named(names.iter().map(|n| n.to_string()).collect()),
         ..Look::QUIET
