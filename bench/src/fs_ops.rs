@@ -26,9 +26,79 @@ pub struct FsTally {
     pub agents: FsCounts,
 }
 
+/// The broker's own account of its loop, from `GET /api/stats` (`engine`): passes and journal
+/// commits, and the seconds they took. Differences of two readings describe a run.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LoopCounts {
+    pub passes: u64,
+    pub pass_secs: f64,
+    pub commits: u64,
+    pub commit_secs: f64,
+}
+
+impl LoopCounts {
+    /// What happened between `earlier` and `self`.
+    pub fn since(&self, earlier: &LoopCounts) -> LoopCounts {
+        LoopCounts {
+            passes: self.passes.saturating_sub(earlier.passes),
+            pass_secs: (self.pass_secs - earlier.pass_secs).max(0.0),
+            commits: self.commits.saturating_sub(earlier.commits),
+            commit_secs: (self.commit_secs - earlier.commit_secs).max(0.0),
+        }
+    }
+
+    /// Both summed (the nodes of a cluster run).
+    pub fn plus(&self, other: &LoopCounts) -> LoopCounts {
+        LoopCounts {
+            passes: self.passes + other.passes,
+            pass_secs: self.pass_secs + other.pass_secs,
+            commits: self.commits + other.commits,
+            commit_secs: self.commit_secs + other.commit_secs,
+        }
+    }
+}
+
+/// A run's [`LoopCounts`], with what to divide them by; its `Display` is one line of the report.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct LoopTally {
+    /// Tasks of the run.
+    pub tasks: usize,
+    /// Wall time between the two readings.
+    pub secs: f64,
+    /// Brokers read (one per node).
+    pub nodes: usize,
+    pub counts: LoopCounts,
+}
+
+impl fmt::Display for LoopTally {
+    /// Passes and commits per task, their mean durations, and how much of the span the brokers'
+    /// loops spent in passes (near 100%: the loop is what the run waits for).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        let n = self.tasks.max(1) as f64;
+        let mean_us = |secs: f64, count: u64| secs * 1e6 / count.max(1) as f64;
+        writeln!(
+            f,
+            "                broker loop: {:.2} passes/task of {:.0} us mean, busy {:.0}% of the load; {:.2} commits/task of {:.0} us mean",
+            c.passes as f64 / n,
+            mean_us(c.pass_secs, c.passes),
+            100.0 * c.pass_secs / (self.secs * self.nodes.max(1) as f64).max(1e-9),
+            c.commits as f64 / n,
+            mean_us(c.commit_secs, c.commits),
+        )
+    }
+}
+
+/// One reading of the broker's HTTP surface on `root`: its filesystem counts and its loop's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BrokerReading {
+    pub fs: FsCounts,
+    pub looped: LoopCounts,
+}
+
 /// The broker's counts now, from its HTTP surface on `root`; `None` (and a note on stderr) when it
 /// has none or does not answer within a few seconds.
-pub fn broker_counts(fs: &dyn Fs, root: &Path) -> Option<FsCounts> {
+pub fn broker_counts(fs: &dyn Fs, root: &Path) -> Option<BrokerReading> {
     let addr_file = Layout::new(root).http_addr_file();
     let start = Instant::now();
     let addr = loop {
@@ -44,7 +114,17 @@ pub fn broker_counts(fs: &dyn Fs, root: &Path) -> Option<FsCounts> {
         }
     };
     match get_json(&addr, "/api/stats") {
-        Ok(v) => serde_json::from_value::<FsCounts>(v["engine"]["fs"].clone()).ok(),
+        Ok(v) => {
+            let e = &v["engine"];
+            let fs = serde_json::from_value::<FsCounts>(e["fs"].clone()).ok()?;
+            let looped = LoopCounts {
+                passes: e["passes"].as_u64().unwrap_or(0),
+                pass_secs: e["pass_secs"].as_f64().unwrap_or(0.0),
+                commits: e["commits"].as_u64().unwrap_or(0),
+                commit_secs: e["commit_secs"].as_f64().unwrap_or(0.0),
+            };
+            Some(BrokerReading { fs, looped })
+        }
         Err(e) => {
             eprintln!("bench: no broker operation counts from http://{addr}/api/stats: {e}");
             None

@@ -11,7 +11,7 @@
 //! journal, and the figures are read from all of them together.
 
 use crate::error::BenchError;
-use crate::fs_ops::{self, FsTally};
+use crate::fs_ops::{self, BrokerReading, FsTally, LoopTally};
 use crate::journal_watch::{self, JournalTail};
 use crate::load::task_id;
 use crate::procs::{Proc, cpu_time, mb, peak_rss, start_broker, write_file};
@@ -101,6 +101,9 @@ pub struct PipeReport {
     /// each process's `RootFs` counted them; `None` when the broker's could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fs: Option<FsTally>,
+    /// The brokers' passes and commits over the same span; `None` when not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_loop: Option<LoopTally>,
 }
 
 /// The median run by tasks/s, and every run's tasks/s in the order they ran.
@@ -200,7 +203,8 @@ pub fn run_nodes(
             }
         }
     }
-    let fs0: Vec<Option<FsCounts>> = nodes.iter().map(|x| fs_ops::broker_counts(fs, &x.root)).collect();
+    let fs0: Vec<Option<BrokerReading>> = nodes.iter().map(|x| fs_ops::broker_counts(fs, &x.root)).collect();
+    let read0 = Instant::now();
     let cpu0: Vec<Duration> = nodes.iter().map(|x| cpu_time(x.broker.pid()).unwrap_or_default()).collect();
     let durability = |args: &mut Vec<String>| {
         if let Some(c) = &p.client_durability {
@@ -275,7 +279,8 @@ pub fn run_nodes(
         pr.wait(Duration::from_secs(60)).map_err(|e| logs_in(e, d))?;
     }
     settle().map_err(|e| logs_in(e, d))?;
-    let fs1: Vec<Option<FsCounts>> = nodes.iter().map(|x| fs_ops::broker_counts(fs, &x.root)).collect();
+    let fs1: Vec<Option<BrokerReading>> = nodes.iter().map(|x| fs_ops::broker_counts(fs, &x.root)).collect();
+    let load_secs = read0.elapsed().as_secs_f64();
     let ready = nodes.iter().map(|x| x.ready).max().unwrap_or_default();
     let mut parts = Vec::new();
     for x in nodes {
@@ -298,11 +303,16 @@ pub fn run_nodes(
     out.journal_bytes_per_task = written as f64 / p.tasks.max(1) as f64;
     out.journal_whole_bytes_per_task = whole as f64 / p.tasks.max(1) as f64;
     // The brokers' counts, summed over the nodes (when every node answered before and after).
-    let broker: Option<FsCounts> = fs0.iter().zip(&fs1).try_fold(FsCounts::default(), |acc, (a, b)| {
+    let broker = fs0.iter().zip(&fs1).try_fold(BrokerReading::default(), |acc, (a, b)| {
         let (a, b) = (a.as_ref()?, b.as_ref()?);
-        Some(acc.plus(&b.since(a)))
+        Some(BrokerReading {
+            fs: acc.fs.plus(&b.fs.since(&a.fs)),
+            looped: acc.looped.plus(&b.looped.since(&a.looped)),
+        })
     });
-    if let Some(broker) = broker {
+    if let Some(BrokerReading { fs: broker, looped }) = broker {
+        out.broker_loop =
+            Some(LoopTally { tasks: p.tasks, secs: load_secs, nodes: parts.len(), counts: looped });
         let sum = |files: Vec<PathBuf>| {
             files.iter().fold(FsCounts::default(), |acc, f| acc.plus(&fs_ops::from_report(&read_json(f))))
         };

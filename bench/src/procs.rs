@@ -124,11 +124,13 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `cmd` with its stderr in `log` (warnings only) and no stdin or stdout.
+/// Starts `cmd` with its stderr in `log` (warnings only, or the filter in `MAILROOM_BENCH_LOG`)
+/// and no stdin or stdout.
 fn spawn(mut cmd: Command, log: &Path, what: &str) -> Result<Proc, BenchError> {
     let file = std::fs::File::create(log).map_err(|e| BenchError::io(log, e))?;
+    let filter = std::env::var("MAILROOM_BENCH_LOG").unwrap_or_else(|_| "warn".to_string());
     let child = cmd
-        .env("MAILROOM_LOG", "warn")
+        .env("MAILROOM_LOG", filter)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(file)

@@ -84,6 +84,9 @@ impl fmt::Display for W1Report {
             o.journal_whole_bytes_per_task,
             o.journal_bytes_per_task / o.journal_whole_bytes_per_task.max(1.0)
         )?;
+        if let Some(l) = &o.broker_loop {
+            write!(f, "{l}")?;
+        }
         match &o.fs {
             Some(t) => write!(f, "{t}"),
             None => writeln!(
