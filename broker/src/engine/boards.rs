@@ -4,31 +4,35 @@
 //! take at 16 MB/s) unless forced; a board larger than 4 MB (the ready board of a deep queue) is
 //! written 1 MB per pass and renamed into place once whole ([`super::pieces`]); the
 //! completed board, the largest under a steady load (the last `completed_board_limit` finished
-//! tasks, each with its whole history) and one that only grows older, at most every 500 ms. It
-//! caches each task's JSON by version, so a pass
-//! serialises only what changed and skips a board whose entries are all unchanged, and it keeps
-//! a mark of what it wrote on each board, so an edit made behind its back is noticed, left to
-//! settle, and handed to board-edit absorption instead of being overwritten unread.
+//! tasks, each with its whole history) and one that only grows older, at most every 500 ms.
+//!
+//! The live boards' rows are kept in order as records change tasks ([`LiveRows`]); the completed
+//! board's are cached by version. Either way a rewrite serialises only what changed and skips a
+//! board whose entries are all unchanged. The writer keeps a mark of what it wrote on each board,
+//! so an edit made behind its back is noticed, left to settle, and handed to board-edit
+//! absorption instead of being overwritten unread.
 
 use super::EngineError;
+use super::board_rows::{CachedTask, LiveRows};
 use super::env::Env;
 use super::pieces::{self, LARGE, Piecewise};
-use crate::journal::Place;
 use crate::state::{State, fnv64};
-use protocol::{Status, Task, Timestamp};
+use protocol::Timestamp;
 use runtime_layout::{Board, replace_file};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// What the writer last wrote to one board: the file's size and mtime, and a hash of each task.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BoardMark {
     stamp: Option<(u64, Timestamp)>,
-    /// Each task's id (shared with the JSON cache: a rewrite of 100,000 rows clones no string)
-    /// and the hash of its row.
-    tasks: HashMap<Arc<str>, u64>,
+    /// Each task's row as written: the hash of its id and the hash of its JSON, in board order.
+    /// Made as the board's bytes are (from the rows, reaching no other memory); looked up only
+    /// when an edit is absorbed, through `by_id`.
+    tasks: Vec<(u64, u64)>,
+    #[serde(skip)]
+    by_id: OnceLock<HashMap<u64, u64>>,
     /// An edit seen but not yet settled: (size, mtime) when first seen changed, and when.
     #[serde(skip)]
     pending: Option<((u64, Timestamp), Timestamp)>,
@@ -65,23 +69,17 @@ const BYTES_PER_SEC: i64 = 16 << 20;
 impl BoardMark {
     /// The hash of the task's compact JSON as the writer put it on the board.
     pub fn written_hash(&self, id: &str) -> Option<u64> {
-        self.tasks.get(id).copied()
+        self.by_id.get_or_init(|| self.tasks.iter().copied().collect()).get(&fnv64(id.as_bytes())).copied()
+    }
+
+    fn new(stamp: Option<(u64, Timestamp)>, tasks: Vec<(u64, u64)>) -> Self {
+        Self { stamp, tasks, by_id: OnceLock::new(), pending: None }
     }
 
     /// Has the board file changed since it was written (`now` is its current size and mtime)?
     fn edited(&self, now: Option<(u64, Timestamp)>) -> bool {
         now.is_some() && now != self.stamp
     }
-}
-
-/// A task as last written to a board: the version it had (update time, history length,
-/// status), its compact JSON, that JSON's hash, and its id.
-struct CachedTask {
-    version: (Option<i64>, usize, Status),
-    json: Vec<u8>,
-    hash: u64,
-    /// The task's id, for the board's mark.
-    id: Arc<str>,
 }
 
 #[derive(Default)]
@@ -98,9 +96,10 @@ pub(crate) struct BoardWriter {
     /// Bytes the last rewrite wrote (see [`BYTES_PER_SEC`]).
     last_bytes: i64,
     marks: HashMap<Board, BoardMark>,
-    /// Shared with the rows of the rewrite under way, so a task is looked up once per rewrite:
-    /// at 100,000 ready tasks each lookup is a few cache misses, and the rewrite's time is
-    /// mostly those.
+    /// The live boards' rows, kept in order as records change tasks.
+    live: LiveRows,
+    /// The completed board's rows by task id, so that a rewrite serialises only the tasks that
+    /// finished since the last.
     cache: HashMap<String, Arc<CachedTask>>,
     sigs: HashMap<Board, u64>,
     /// The bytes of the board being written, kept between rewrites: the ready board of a deep
@@ -117,7 +116,7 @@ struct Large {
     board: Board,
     write: Piecewise,
     sig: u64,
-    hashes: HashMap<Arc<str>, u64>,
+    hashes: Vec<(u64, u64)>,
     /// When its rewrite started (the engine's clock).
     started: Timestamp,
 }
@@ -198,6 +197,7 @@ impl BoardWriter {
         let on_disk = env.fs().stat(write.path())?.map(|m| (m.len, m.mtime));
         if absorb && self.marks.get(&board).is_some_and(|m| m.edited(on_disk)) {
             self.buf = write.abandon(env.fs());
+            self.live.mark_changed(board);
             self.dirty = true;
             return Ok(());
         }
@@ -214,7 +214,7 @@ impl BoardWriter {
         }
         if absorb {
             let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
-            self.marks.insert(board, BoardMark { stamp, tasks: hashes, pending: None });
+            self.marks.insert(board, BoardMark::new(stamp, hashes));
         }
         // The next rewrite waits for this one's time too (its bytes were counted when it began).
         self.cost_us += i64::try_from(spent.as_micros()).unwrap_or(i64::MAX / 8);
@@ -280,7 +280,17 @@ impl BoardWriter {
     /// fsynced unless `durable` (a clean stop, or `always` durability): a power loss can leave an
     /// old board (or, on a filesystem that does not flush a file renamed over another, an empty
     /// one) until the broker starts again.
-    pub fn write(&mut self, env: &Env, state: &State, force: bool, durable: bool) -> Result<(), EngineError> {
+    ///
+    /// `changed` names the tasks records changed since the last call (see [`LiveRows`]).
+    pub fn write(
+        &mut self,
+        env: &Env,
+        state: &State,
+        changed: Vec<String>,
+        force: bool,
+        durable: bool,
+    ) -> Result<(), EngineError> {
+        self.live.update(state, changed);
         // The caller's force (a start, a clean stop) finishes everything now; a rewrite the
         // writer forces itself (after an absorbed edit) still writes a large board in pieces.
         let now_whole = force;
@@ -309,22 +319,6 @@ impl BoardWriter {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        // Sort keys borrow the file names (every ready task of a deep queue is on the ready
-        // board); only the backlog's keys are made.
-        let mut boards: HashMap<Board, Vec<(Cow<'_, str>, &Task)>> = HashMap::new();
-        for l in state.lives() {
-            let (board, key) = match &l.place {
-                Place::Backlog | Place::Done | Place::Outbound { .. } | Place::Forwarded { .. } => (
-                    Board::Backlog,
-                    Cow::Owned(l.task.created_at.map(|t| t.compact()).unwrap_or_default() + &l.task.task_id),
-                ),
-                Place::Queued { name, .. } | Place::Waiting { name, .. } => {
-                    (Board::Ready, Cow::Borrowed(name.as_str()))
-                }
-                Place::Held { name, .. } => (Board::Working, Cow::Borrowed(name.as_str())),
-            };
-            boards.entry(board).or_default().push((key, &l.task));
-        }
         let mut marks = Vec::new();
         let (mut largest, mut total) = (0, 0);
         // Each board: temporary, fsync, rename; then one fsync of the directory for all four.
@@ -348,55 +342,46 @@ impl BoardWriter {
                 deferred = true;
                 continue;
             }
-            let tasks: Vec<&Task> = if board == Board::Completed {
-                state.recent_done().collect()
+            let (completed, sig, unchanged) = if board == Board::Completed {
+                // A task is serialised again only when it changed since the last rewrite (its
+                // version). Its bytes also give the hash that tells an edited entry from an
+                // untouched one, and the board's signature: a board whose entries are all
+                // unchanged is not rewritten at all.
+                let mut sig = fnv64(board.file_name().as_bytes());
+                let mut rows = Vec::with_capacity(state.recent_done().len());
+                for t in state.recent_done() {
+                    let row = match self.cache.get(&t.task_id) {
+                        Some(c) if c.version == CachedTask::version_of(t) => Arc::clone(c),
+                        _ => {
+                            let row = Arc::new(CachedTask::of(t));
+                            self.cache.insert(t.task_id.clone(), Arc::clone(&row));
+                            row
+                        }
+                    };
+                    sig = sig.rotate_left(5) ^ row.hash;
+                    rows.push(row);
+                }
+                let same = self.sigs.get(&board) == Some(&sig);
+                (Some(rows), sig, same)
             } else {
-                let mut list = boards.remove(&board).unwrap_or_default();
-                list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                list.into_iter().map(|(_, t)| t).collect()
+                // Rows no record touched since this board was last written are the same rows.
+                (None, 0, !self.live.take_changed(board))
             };
-            // A task is serialised again only when it changed since the last rewrite (its
-            // version: update time, history length, status). Its bytes also give the hash that
-            // tells an edited entry from an untouched one, and the board's signature: a board
-            // whose entries are all unchanged is not rewritten at all.
-            let mut sig = fnv64(board.file_name().as_bytes());
-            let mut rows = Vec::with_capacity(tasks.len());
-            for t in &tasks {
-                let version = (t.updated_at.map(|u| u.as_micros()), t.history.len(), t.status);
-                let row = match self.cache.get(&t.task_id) {
-                    Some(c) if c.version == version => Arc::clone(c),
-                    _ => {
-                        let json = serde_json::to_vec(t).expect("a task always serialises");
-                        let hash = fnv64(&json);
-                        let id = Arc::from(t.task_id.as_str());
-                        let row = Arc::new(CachedTask { version, json, hash, id });
-                        self.cache.insert(t.task_id.clone(), Arc::clone(&row));
-                        row
-                    }
-                };
-                sig = sig.rotate_left(5) ^ row.hash;
-                rows.push(row);
-            }
-            let unchanged = !force
-                && self.sigs.get(&board) == Some(&sig)
-                && (!absorb || self.marks.contains_key(&board))
-                && on_disk.is_some();
+            let unchanged =
+                !force && unchanged && (!absorb || self.marks.contains_key(&board)) && on_disk.is_some();
             if unchanged {
                 continue;
             }
             // One task per line.
-            let mut hashes = HashMap::with_capacity(if absorb { tasks.len() } else { 0 });
+            let mut hashes = Vec::new();
             let mut bytes = std::mem::take(&mut self.buf);
-            bytes.clear();
-            bytes.push(b'[');
-            for (i, row) in rows.iter().enumerate() {
-                bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
-                bytes.extend_from_slice(&row.json);
-                if absorb {
-                    hashes.insert(Arc::clone(&row.id), row.hash);
+            match &completed {
+                Some(rows) => assemble(&mut bytes, &mut hashes, absorb, rows.iter().map(|r| &**r)),
+                None => {
+                    self.live.resolve(state, board);
+                    assemble(&mut bytes, &mut hashes, absorb, self.live.rows(board))
                 }
             }
-            bytes.extend_from_slice(b"\n]\n");
             largest = largest.max(bytes.len());
             total += bytes.len();
             if bytes.len() > LARGE && !now_whole {
@@ -404,15 +389,21 @@ impl BoardWriter {
                 // large board waits for the next rewrite.
                 if self.large.is_some() {
                     self.buf = bytes;
+                    self.live.mark_changed(board);
                     deferred = true;
                     continue;
                 }
-                let write = Piecewise::start(env.fs(), &path, bytes, &env.names)?;
+                let write = Piecewise::start(env.fs(), &path, bytes, &env.names).inspect_err(|_| {
+                    self.live.mark_changed(board);
+                })?;
                 self.large = Some(Large { board, write, sig, hashes, started: now });
                 continue;
             }
             let replaced = replace_file(env.fs(), &path, &bytes, &env.names, sync);
             self.buf = bytes;
+            if replaced.is_err() {
+                self.live.mark_changed(board);
+            }
             replaced?;
             self.sigs.insert(board, sig);
             if board == Board::Completed {
@@ -420,20 +411,16 @@ impl BoardWriter {
             }
             if absorb {
                 let stamp = env.fs().stat(&path)?.map(|m| (m.len, m.mtime));
-                marks.push((board, BoardMark { stamp, tasks: hashes, pending: None }));
+                marks.push((board, BoardMark::new(stamp, hashes)));
             }
         }
         // A queue that drained does not keep its deep board's buffer.
         if largest > 0 && self.buf.capacity() > 4 * largest.max(1 << 20) {
             self.buf = Vec::new();
         }
-        // Forget tasks that left every board.
-        if self.cache.len() > state.live_count() + state.recent_done().len() + 1024 {
-            let keep: HashSet<&str> = state
-                .lives()
-                .map(|l| l.task.task_id.as_str())
-                .chain(state.recent_done().map(|t| t.task_id.as_str()))
-                .collect();
+        // Forget tasks that left the completed board.
+        if self.cache.len() > state.recent_done().len() + 1024 {
+            let keep: HashSet<&str> = state.recent_done().map(|t| t.task_id.as_str()).collect();
             self.cache.retain(|k, _| keep.contains(k.as_str()));
         }
         if sync {
@@ -449,4 +436,24 @@ impl BoardWriter {
         tracing::debug!(cost_us = self.cost_us, bytes = total, force, "boards rewritten");
         Ok(())
     }
+}
+
+/// A board's bytes: a JSON array of `rows`, one per line; with `marks`, each row's id hash and
+/// JSON hash into `hashes` too.
+fn assemble<'a>(
+    bytes: &mut Vec<u8>,
+    hashes: &mut Vec<(u64, u64)>,
+    marks: bool,
+    rows: impl Iterator<Item = &'a CachedTask>,
+) {
+    bytes.clear();
+    bytes.push(b'[');
+    for (i, row) in rows.enumerate() {
+        bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+        bytes.extend_from_slice(&row.json);
+        if marks {
+            hashes.push((row.id_hash, row.hash));
+        }
+    }
+    bytes.extend_from_slice(b"\n]\n");
 }

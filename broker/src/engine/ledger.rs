@@ -23,6 +23,8 @@ pub(crate) struct Ledger {
     records: usize,
     /// A pushed record changed a task (the boards need rewriting).
     tasks_changed: bool,
+    /// The tasks those records changed (for the boards' rows).
+    changed: Vec<String>,
     events: broadcast::Sender<Batch>,
     /// Records pushed but not yet committed, kept only while someone subscribes.
     unpublished: Vec<Arc<Record>>,
@@ -81,6 +83,7 @@ impl Ledger {
             state,
             records: 0,
             tasks_changed: true,
+            changed: Vec::new(),
             events: broadcast::channel(Records::BACKLOG).0,
             unpublished: Vec::new(),
             commits: Histogram::default(),
@@ -113,7 +116,15 @@ impl Ledger {
         let rec = self.journal.push_change(ts, entry, prev);
         self.state.apply(&rec);
         self.records += 1;
-        self.tasks_changed |= rec.entry.change().is_some() || rec.entry.relocation().is_some();
+        let changed = match (rec.entry.change(), rec.entry.relocation()) {
+            (Some((t, _)), _) => Some(t.task_id.as_str()),
+            (None, Some((id, _))) => Some(id),
+            (None, None) => None,
+        };
+        if let Some(id) = changed {
+            self.tasks_changed = true;
+            self.changed.push(id.to_string());
+        }
         let seq = rec.seq;
         if self.events.receiver_count() > 0 {
             self.unpublished.push(Arc::new(rec));
@@ -124,6 +135,12 @@ impl Ledger {
     /// Whether a task changed since the last call.
     pub fn take_tasks_changed(&mut self) -> bool {
         std::mem::take(&mut self.tasks_changed)
+    }
+
+    /// The ids of the tasks records changed since the last call, in record order (an id once per
+    /// record that changed it).
+    pub fn take_changed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Makes every pushed record durable, then publishes them to subscribers.

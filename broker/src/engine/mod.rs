@@ -19,6 +19,7 @@ pub(crate) mod admission;
 pub(crate) mod aging;
 pub(crate) mod audit;
 pub(crate) mod board_edits;
+mod board_rows;
 pub(crate) mod boards;
 pub(crate) mod claims;
 pub mod cluster;
@@ -414,7 +415,8 @@ impl Engine {
         if self.core.ledger.take_tasks_changed() {
             self.boards.mark_dirty();
         }
-        self.boards.write(&self.core.env, self.core.ledger.state(), force, durable)?;
+        let changed = self.core.ledger.take_changed();
+        self.boards.write(&self.core.env, self.core.ledger.state(), changed, force, durable)?;
         self.presence.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
 

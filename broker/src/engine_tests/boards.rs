@@ -122,3 +122,56 @@ fn the_ready_board_lists_every_ready_task_in_dispatch_order_across_maildirs() {
         r.list(&r.layout.queue("tools").new_dir()).len() + r.list(&r.layout.queue("docs").new_dir()).len();
     assert_eq!(files, 2, "one file per pool, the rest waiting");
 }
+
+/// The live boards are kept row by row as records change tasks (`engine/board_rows.rs`): after
+/// submissions, dependencies, failures that block and retries that unblock, claims, cancels and
+/// completions, they are byte for byte what a broker building them from the whole state at its
+/// start writes.
+#[test]
+fn live_boards_kept_row_by_row_match_boards_built_from_the_whole_state() {
+    let r = Root::new();
+    r.agent("A");
+    let mut cfg = crate::config::Config::default();
+    cfg.dispatch.ready_window = 2;
+    let mut e = r.engine_with(cfg.clone());
+    let pool = r.layout.queue("default").new_dir();
+    let live = [Board::Backlog, Board::Ready, Board::Working];
+    let read = |b: Board| std::fs::read(r.layout.board(b)).unwrap();
+    e.write_boards(true).unwrap();
+    let empty: Vec<Vec<u8>> = live.iter().map(|b| read(*b)).collect();
+    r.send(json!({"task_id": "parent", "priority": "LOW"}));
+    r.send(json!({"task_id": "child", "depends_on": ["parent"]}));
+    for i in 0..6 {
+        r.send(json!({"task_id": format!("Q{i}"), "priority": "HIGH"}));
+    }
+    e.step().unwrap();
+    let failing = r.claim(&pool, "A");
+    e.step().unwrap();
+    let failed = e.state().task_named(&failing).expect("claimed").to_string();
+    e.write_boards(true).unwrap();
+    let mut done = Vec::new();
+    for _ in 0..2 {
+        done.push(r.claim(&pool, "A"));
+        e.step().unwrap();
+    }
+    for c in &done {
+        r.send(json!({"kind": "complete", "agent": "A", "claim": c}));
+    }
+    r.send(json!({"kind": "fail", "agent": "A", "claim": failing, "error": "no", "retryable": false}));
+    r.send(json!({"kind": "cancel", "task_id": "Q5"}));
+    e.step().unwrap();
+    e.write_boards(true).unwrap();
+    r.send(json!({"kind": "retry", "task_id": failed}));
+    e.step().unwrap();
+    r.claim(&pool, "A");
+    e.step().unwrap();
+    e.write_boards(true).unwrap();
+    let kept: Vec<Vec<u8>> = live.iter().map(|b| read(*b)).collect();
+    assert!(kept.iter().zip(&empty).all(|(k, e)| k != e), "every live board has rows");
+    drop(e);
+    let mut fresh = r.engine_with(cfg);
+    fresh.write_boards(true).unwrap();
+    for (b, k) in live.iter().zip(&kept) {
+        assert_eq!(String::from_utf8_lossy(&read(*b)), String::from_utf8_lossy(k), "{b:?}");
+    }
+}
