@@ -29,13 +29,30 @@ pub struct BoardMark {
     stamp: Option<(u64, Timestamp)>,
     /// Each task's row as written: the hash of its id and the hash of its JSON, in board order.
     /// Made as the board's bytes are (from the rows, reaching no other memory); looked up only
-    /// when an edit is absorbed, through `by_id`.
+    /// when an edit is absorbed, through `by_id`. Marks saved by earlier versions, a map from
+    /// each id to its hash, are read too.
+    #[serde(deserialize_with = "pairs_or_map")]
     tasks: Vec<(u64, u64)>,
     #[serde(skip)]
     by_id: OnceLock<HashMap<u64, u64>>,
     /// An edit seen but not yet settled: (size, mtime) when first seen changed, and when.
     #[serde(skip)]
     pending: Option<((u64, Timestamp), Timestamp)>,
+}
+
+/// [`BoardMark::tasks`] as saved: (id hash, JSON hash) pairs, or the `{id: hash}` map of earlier
+/// versions.
+fn pairs_or_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<(u64, u64)>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Pairs(Vec<(u64, u64)>),
+        ById(HashMap<String, u64>),
+    }
+    Ok(match Saved::deserialize(d)? {
+        Saved::Pairs(v) => v,
+        Saved::ById(m) => m.into_iter().map(|(id, hash)| (fnv64(id.as_bytes()), hash)).collect(),
+    })
 }
 
 /// The marks a clean stop leaves beside the boards, so that an edit made while the broker is
@@ -194,7 +211,9 @@ impl BoardWriter {
         }
         let Large { board, write, sig, hashes, started } = self.large.take().expect("checked above");
         let absorb = env.cfg.ingest.absorb_board_edits;
-        let on_disk = env.fs().stat(write.path())?.map(|m| (m.len, m.mtime));
+        // A board whose replacement fails is written again at the next rewrite.
+        let on_disk = env.fs().stat(write.path()).inspect_err(|_| self.live.mark_changed(board))?;
+        let on_disk = on_disk.map(|m| (m.len, m.mtime));
         if absorb && self.marks.get(&board).is_some_and(|m| m.edited(on_disk)) {
             self.buf = write.abandon(env.fs());
             self.live.mark_changed(board);
@@ -204,7 +223,7 @@ impl BoardWriter {
         let sync = durable && env.durability.sync_files();
         let (len, spent) = (write.len(), write.spent());
         let path = write.path().to_path_buf();
-        self.buf = write.finish(env.fs(), sync)?;
+        self.buf = write.finish(env.fs(), sync).inspect_err(|_| self.live.mark_changed(board))?;
         if sync {
             env.fs().sync_dir(&env.layout.boards_dir())?;
         }
@@ -456,4 +475,26 @@ fn assemble<'a>(
         }
     }
     bytes.extend_from_slice(b"\n]\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BoardMark;
+
+    /// Marks saved by this version and by earlier ones (a map from id to hash) both give the
+    /// hash written for an id, so an edit made while the broker was stopped across an upgrade
+    /// is still absorbed.
+    #[test]
+    fn saved_marks_of_either_form_give_the_written_hashes() {
+        let old: BoardMark = serde_json::from_str(r#"{"stamp":null,"tasks":{"T1":5,"T2":7}}"#).unwrap();
+        assert_eq!(
+            (old.written_hash("T1"), old.written_hash("T2"), old.written_hash("T3")),
+            (Some(5), Some(7), None)
+        );
+        let new: BoardMark = serde_json::from_str(&serde_json::to_string(&old).unwrap()).unwrap();
+        assert_eq!(
+            (new.written_hash("T1"), new.written_hash("T2"), new.written_hash("T3")),
+            (Some(5), Some(7), None)
+        );
+    }
 }
