@@ -21,9 +21,7 @@ pub(crate) struct Ledger {
     state: State,
     /// Records pushed since the engine opened.
     records: usize,
-    /// A pushed record changed a task (the boards need rewriting).
-    tasks_changed: bool,
-    /// The tasks those records changed (for the boards' rows).
+    /// The tasks pushed records changed since the boards last looked (they need rewriting).
     changed: Vec<String>,
     events: broadcast::Sender<Batch>,
     /// Records pushed but not yet committed, kept only while someone subscribes.
@@ -82,7 +80,6 @@ impl Ledger {
             fs: env.fs.clone(),
             state,
             records: 0,
-            tasks_changed: true,
             changed: Vec::new(),
             events: broadcast::channel(Records::BACKLOG).0,
             unpublished: Vec::new(),
@@ -122,7 +119,6 @@ impl Ledger {
             (None, None) => None,
         };
         if let Some(id) = changed {
-            self.tasks_changed = true;
             self.changed.push(id.to_string());
         }
         let seq = rec.seq;
@@ -130,11 +126,6 @@ impl Ledger {
             self.unpublished.push(Arc::new(rec));
         }
         seq
-    }
-
-    /// Whether a task changed since the last call.
-    pub fn take_tasks_changed(&mut self) -> bool {
-        std::mem::take(&mut self.tasks_changed)
     }
 
     /// The ids of the tasks records changed since the last call, in record order (an id once per

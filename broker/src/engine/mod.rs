@@ -412,10 +412,10 @@ impl Engine {
     }
 
     fn write_boards_as(&mut self, force: bool, durable: bool) -> Result<(), EngineError> {
-        if self.core.ledger.take_tasks_changed() {
+        let changed = self.core.ledger.take_changed();
+        if !changed.is_empty() {
             self.boards.mark_dirty();
         }
-        let changed = self.core.ledger.take_changed();
         self.boards.write(&self.core.env, self.core.ledger.state(), changed, force, durable)?;
         self.presence.write(&self.core.env, self.core.ledger.state(), force, durable)
     }
