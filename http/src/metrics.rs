@@ -57,7 +57,7 @@ fn encode_fs(enc: &mut DescriptorEncoder, fs: &FsCounts) -> std::fmt::Result {
     let mut m = enc.encode_descriptor(
         "mailroom_fs_operations",
         "Filesystem operations the broker process performed on its root since it started, by kind \
-         (create, rename, unlink, fsync_file, fsync_dir, append, read, list, stat, mkdir, touch)",
+         (create, rewrite, rename, unlink, fsync_file, fsync_dir, append, read, list, stat, mkdir, touch)",
         None,
         MetricType::Counter,
     )?;
@@ -66,8 +66,8 @@ fn encode_fs(enc: &mut DescriptorEncoder, fs: &FsCounts) -> std::fmt::Result {
     }
     let mut m = enc.encode_descriptor(
         "mailroom_fs_written",
-        "Bytes the broker process wrote on its root: into files it created (created) and appended \
-         to the journal (appended)",
+        "Bytes the broker process wrote on its root: into files it created or rewrote in place \
+         (created) and appended to the journal (appended)",
         Some(&Unit::Bytes),
         MetricType::Counter,
     )?;

@@ -100,6 +100,11 @@ impl Layout {
     pub fn quarantine_dir(&self) -> PathBuf {
         self.broker_dir().join("quarantine")
     }
+    /// `broker/spare/`: finished claims' files the broker keeps to write its next task files
+    /// into (see `Fs::overwrite`); anything in it at a start is removed.
+    pub fn spare_dir(&self) -> PathBuf {
+        self.broker_dir().join("spare")
+    }
     pub fn lock_file(&self) -> PathBuf {
         self.broker_dir().join("broker.lock")
     }
@@ -163,6 +168,7 @@ impl Layout {
         for d in [
             self.journal_dir(),
             self.quarantine_dir(),
+            self.spare_dir(),
             self.queues_dir(),
             self.mailboxes_dir(),
             self.drop_dir(),

@@ -67,6 +67,7 @@ impl Layout {
             inbox.new_dir(),
             inbox.cur(),
             self.quarantine_dir(),
+            self.spare_dir(),
             self.queues_dir(),
             self.mailboxes_dir(),
             self.drop_dir(),

@@ -1,4 +1,4 @@
-//! What a [`RootFs`](super::RootFs) has done, counted as it does it: creations, renames,
+//! What a [`RootFs`](super::RootFs) has done, counted as it does it: creations, rewrites, renames,
 //! removals, fsyncs of files and of directories, bytes written into new files and appended to the
 //! journal, reads, listings and stats. Every mutation of a root goes through the seam, so these
 //! are the process's whole filesystem work on its root, counted by the product itself (metrics,
@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     creates: AtomicU64,
+    rewrites: AtomicU64,
     created_bytes: AtomicU64,
     renames: AtomicU64,
     unlinks: AtomicU64,
@@ -37,7 +38,9 @@ pub(crate) struct Counters {
 pub struct FsCounts {
     /// Files created (`create_new`, `create_private`, `create_append`).
     pub creates: u64,
-    /// Bytes written into files as they were created.
+    /// Existing files written again in place instead of creating new ones (`overwrite`).
+    pub rewrites: u64,
+    /// Bytes written into files as they were created or rewritten.
     pub created_bytes: u64,
     /// Renames (replacing or not).
     pub renames: u64,
@@ -66,9 +69,10 @@ pub struct FsCounts {
 
 impl FsCounts {
     /// `(name, value)` of every operation count, in a fixed order (for exporters and tables).
-    pub fn operations(&self) -> [(&'static str, u64); 11] {
+    pub fn operations(&self) -> [(&'static str, u64); 12] {
         [
             ("create", self.creates),
+            ("rewrite", self.rewrites),
             ("rename", self.renames),
             ("unlink", self.unlinks),
             ("fsync_file", self.file_fsyncs),
@@ -87,6 +91,7 @@ impl FsCounts {
         let d = |a: u64, b: u64| a.saturating_sub(b);
         FsCounts {
             creates: d(self.creates, earlier.creates),
+            rewrites: d(self.rewrites, earlier.rewrites),
             created_bytes: d(self.created_bytes, earlier.created_bytes),
             renames: d(self.renames, earlier.renames),
             unlinks: d(self.unlinks, earlier.unlinks),
@@ -107,6 +112,7 @@ impl FsCounts {
     pub fn plus(&self, o: &FsCounts) -> FsCounts {
         FsCounts {
             creates: self.creates + o.creates,
+            rewrites: self.rewrites + o.rewrites,
             created_bytes: self.created_bytes + o.created_bytes,
             renames: self.renames + o.renames,
             unlinks: self.unlinks + o.unlinks,
@@ -128,6 +134,7 @@ impl Counters {
     pub fn snapshot(&self) -> FsCounts {
         FsCounts {
             creates: self.creates.load(Relaxed),
+            rewrites: self.rewrites.load(Relaxed),
             created_bytes: self.created_bytes.load(Relaxed),
             renames: self.renames.load(Relaxed),
             unlinks: self.unlinks.load(Relaxed),
@@ -146,6 +153,14 @@ impl Counters {
 
     pub fn created(&self, bytes: usize, synced: bool) {
         self.creates.fetch_add(1, Relaxed);
+        self.created_bytes.fetch_add(bytes as u64, Relaxed);
+        if synced {
+            self.file_fsyncs.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn rewritten(&self, bytes: usize, synced: bool) {
+        self.rewrites.fetch_add(1, Relaxed);
         self.created_bytes.fetch_add(bytes as u64, Relaxed);
         if synced {
             self.file_fsyncs.fetch_add(1, Relaxed);

@@ -13,7 +13,9 @@
 //! Both never follow a symlink in the last component, never read a FIFO or a file over the size
 //! limit, publish with `RENAME_NOREPLACE`, and create every file exclusively
 //! (`O_CREAT | O_EXCL | O_NOFOLLOW`), so a file planted at the name the next creation will use
-//! (a hard link to a file outside the root, say) is never opened, appended to or truncated.
+//! (a hard link to a file outside the root, say) is never opened, appended to or truncated. The
+//! one write into an existing file, [`Fs::overwrite`], checks on the open file that it is a
+//! regular file of this process's user with no other name before writing a byte.
 //!
 //! Besides files and directories, the seam covers the one lock mailroom takes
 //! ([`Fs::lock_dir`], the broker lock): on the real filesystem a `flock` on a directory, which the
@@ -158,6 +160,10 @@ pub enum FsError {
     /// directory above it, was replaced or moved away): nothing more is written through it.
     #[error("{}: no longer the file this handle writes to (replaced or moved): refused to write", path.display())]
     Replaced { path: PathBuf },
+    /// A file offered to [`Fs::overwrite`] that may not be written in place: `why` says what
+    /// about it (another name, another owner). Nothing was written.
+    #[error("{}: not rewritten in place: {why}", path.display())]
+    NotReusable { path: PathBuf, why: &'static str },
 }
 
 /// `at`, and what it is instead of a directory.
@@ -259,6 +265,14 @@ pub trait Fs: Send + Sync {
     fn create_private(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
         self.create_new(path, bytes, sync)
     }
+    /// Rewrites the existing regular file `path` in place: `bytes` from its start, the file cut to
+    /// their length, fsynced when `sync`. For a file the caller took out of everyone's way to
+    /// write it again instead of creating a new one (the broker's spare task files: creating a
+    /// file costs an inode's allocation, and removing one its release). Never follows a link,
+    /// never blocks on a FIFO, and refuses with [`FsError::NotReusable`], writing nothing, a file
+    /// that has another name (a hard link: writing it would change a file elsewhere) or another
+    /// owner.
+    fn overwrite(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError>;
     /// Renames, replacing any file at `to` (the name is replaced, never what it points to).
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError>;
     /// Renames, failing with `AlreadyExists` if `to` exists.

@@ -46,6 +46,18 @@ impl Fs for RealFs {
         create_with_mode(path, bytes, sync, 0o600)
     }
 
+    fn overwrite(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
+        let file = std::fs::OpenOptions::new().write(true).custom_flags(flags as i32).open(path).map_err(
+            |e| match e.raw_os_error() {
+                Some(code) => open_error("open", path, rustix::io::Errno::from_raw_os_error(code)),
+                None => FsError::io("open", path, e),
+            },
+        )?;
+        unix::rewrite(file.into(), path, bytes, sync)
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
         std::fs::rename(from, to).map_err(|e| FsError::io("rename", from, e))
     }

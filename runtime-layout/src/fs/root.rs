@@ -154,6 +154,17 @@ impl Fs for RootFs {
         self.create_with_mode(path, bytes, sync, 0o600)
     }
 
+    fn overwrite(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
+            Ok(e) => open_error("open", path, e),
+            Err(refused) => refused,
+        })?;
+        unix::rewrite(fd, path, bytes, sync)?;
+        self.counts.rewritten(bytes.len(), sync);
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
         let (fdir, fname) = self.at.parent(from)?;
         let (tdir, tname) = self.at.parent(to)?;

@@ -4,7 +4,7 @@
 //! name is never opened), an appender stops when its file is replaced, and the directory lock.
 
 use super::*;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, symlink};
 use std::path::PathBuf;
 
 /// Each implementation, on a fresh directory of its own (the root, for RootFs).
@@ -164,6 +164,46 @@ fn creation_is_exclusive_against_planted_hard_links_and_symlinks() {
         }
         assert_eq!(fingerprint(&p.bait), p.before, "the bait is untouched");
         assert!(!p.bait.with_file_name("created?").exists(), "a dangling link's target is not created");
+    });
+}
+
+#[test]
+fn overwrite_rewrites_a_file_of_its_own_and_nothing_linked_elsewhere() {
+    each(|fs, d| {
+        let p = plant(d);
+        for name in ["hard", "soft", "dangling"] {
+            let e = fs.overwrite(&d.join(name), b"overwrite", true).unwrap_err();
+            let want = if name == "hard" {
+                matches!(e, FsError::NotReusable { .. })
+            } else {
+                matches!(e, FsError::NotRegular { kind: FileKind::Symlink, .. })
+            };
+            assert!(want, "overwrite {name}: {e}");
+        }
+        assert_eq!(fingerprint(&p.bait), p.before, "the bait is untouched");
+        assert!(!p.bait.with_file_name("created?").exists(), "a dangling link's target is not created");
+        // A FIFO without a reader is refused without blocking (ENXIO from a non-blocking open;
+        // with a reader, the open file is seen not to be a regular file); a missing file is not
+        // created.
+        mkfifo(&d.join("fifo"));
+        fs.overwrite(&d.join("fifo"), b"x", false).unwrap_err();
+        let _reader = std::fs::File::options()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(d.join("fifo"))
+            .unwrap();
+        let e = fs.overwrite(&d.join("fifo"), b"x", false).unwrap_err();
+        assert!(matches!(e, FsError::NotRegular { kind: FileKind::Fifo, .. }), "{e}");
+        assert!(fs.overwrite(&d.join("missing"), b"x", false).unwrap_err().is_not_found());
+        assert!(!d.join("missing").exists());
+        // A file of its own: the new bytes from the start, cut to their length, same inode.
+        fs.create_new(&d.join("own"), b"a longer first content", false).unwrap();
+        let ino = std::fs::metadata(d.join("own")).unwrap().ino();
+        fs.overwrite(&d.join("own"), b"short", true).unwrap();
+        assert_eq!(std::fs::read(d.join("own")).unwrap(), b"short");
+        fs.overwrite(&d.join("own"), b"now longer than before", false).unwrap();
+        assert_eq!(std::fs::read(d.join("own")).unwrap(), b"now longer than before");
+        assert_eq!(std::fs::metadata(d.join("own")).unwrap().ino(), ino);
     });
 }
 
@@ -372,6 +412,7 @@ fn a_root_counts_what_it_did_and_a_plain_fs_counts_nothing() {
         fs.remove_file(&sub.join("y")).unwrap();
         fs.sync_dir(&sub).unwrap();
         assert_eq!(fs.read(&sub.join("w"), 100).unwrap(), b"12345");
+        fs.overwrite(&sub.join("w"), b"abc", false).unwrap();
         assert_eq!(fs.list(&sub).unwrap().len(), 1);
         assert!(fs.stat(&sub.join("w")).unwrap().is_some());
         fs.touch(&sub.join("w")).unwrap();
@@ -383,7 +424,8 @@ fn a_root_counts_what_it_did_and_a_plain_fs_counts_nothing() {
         let c = clone.counts().unwrap();
         let want = FsCounts {
             creates: 3,
-            created_bytes: 8,
+            rewrites: 1,
+            created_bytes: 11,
             renames: 2,
             unlinks: 1,
             file_fsyncs: 2,

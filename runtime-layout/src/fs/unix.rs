@@ -182,6 +182,34 @@ pub(crate) fn lock(fd: OwnedFd, path: &Path) -> Result<Option<Box<dyn LockGuard>
     }
 }
 
+/// Rewrites an open file in place ([`super::Fs::overwrite`]): checks on the descriptor that it is
+/// a regular file of this process's user with one name, then writes `bytes` from its start, cuts
+/// it to their length and fsyncs it when `sync`.
+pub(crate) fn rewrite(fd: OwnedFd, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
+    let kind = kind_of(&st);
+    if kind != FileKind::File {
+        return Err(FsError::NotRegular { path: path.to_path_buf(), kind });
+    }
+    let why = if st.st_nlink != 1 {
+        Some("it has another name (a hard link)")
+    } else if st.st_uid != rustix::process::geteuid().as_raw() {
+        Some("another user owns it")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(FsError::NotReusable { path: path.to_path_buf(), why });
+    }
+    let mut f = std::fs::File::from(fd);
+    f.write_all(bytes).map_err(|e| FsError::io("write", path, e))?;
+    f.set_len(bytes.len() as u64).map_err(|e| FsError::io("truncate", path, e))?;
+    if sync {
+        f.sync_data().map_err(|e| FsError::io("fsync", path, e))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` into a file just created, fsyncing it when `sync`.
 pub(crate) fn fill(fd: OwnedFd, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
     let mut f = std::fs::File::from(fd);

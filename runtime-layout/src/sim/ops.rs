@@ -45,6 +45,31 @@ impl Fs for SimFs {
         Ok(())
     }
 
+    fn overwrite(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
+        let path = normalise(path);
+        let now = self.clock.now();
+        let mut g = self.lock();
+        g.begin("overwrite", &path, if sync { Kind::WriteSync } else { Kind::Write })?;
+        let ino = match g.lookup(&path) {
+            None => return Err(FsError::io("open", &path, errno(rustix::io::Errno::NOENT))),
+            Some(Node::Dir) => return Err(FsError::NotRegular { path, kind: FileKind::Dir }),
+            Some(Node::File(i)) => i,
+        };
+        // A file a crash left in two directories (an unsynced rename) has two names.
+        let names = g.live.values().flat_map(|d| d.values()).filter(|n| **n == Node::File(ino)).count();
+        if names > 1 {
+            return Err(FsError::NotReusable { path, why: "it has another name (a hard link)" });
+        }
+        let inode = g.inodes.get_mut(&ino).expect("named inode");
+        inode.data = bytes.to_vec();
+        inode.mtime = now;
+        if sync {
+            inode.durable = bytes.to_vec();
+            inode.durable_mtime = now;
+        }
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError> {
         self.rename_impl(from, to, true)
     }

@@ -44,6 +44,30 @@ fn a_rename_between_directories_needs_both_synced() {
 }
 
 #[test]
+fn an_overwrite_is_durable_once_synced_and_refused_on_a_file_with_two_names() {
+    let fs = SimFs::new();
+    fs.create_dir_all(&p("/s")).unwrap();
+    fs.create_new(&p("/s/a"), b"old", true).unwrap();
+    fs.create_new(&p("/s/b"), b"old", true).unwrap();
+    fs.sync_dir(&p("/s")).unwrap();
+    fs.overwrite(&p("/s/a"), b"new, unsynced", false).unwrap();
+    fs.overwrite(&p("/s/b"), b"new", true).unwrap();
+    assert_eq!(fs.read(&p("/s/a"), 100).unwrap(), b"new, unsynced");
+    fs.restart(Crash::PowerLoss);
+    assert_eq!(fs.read(&p("/s/a"), 100).unwrap(), b"old", "what the inode held before");
+    assert_eq!(fs.read(&p("/s/b"), 100).unwrap(), b"new");
+    assert!(fs.overwrite(&p("/s/none"), b"x", false).unwrap_err().is_not_found());
+    // A rename whose destination alone was synced leaves the file under both names.
+    fs.create_dir_all(&p("/t")).unwrap();
+    fs.rename_noreplace(&p("/s/b"), &p("/t/b")).unwrap();
+    fs.sync_dir(&p("/t")).unwrap();
+    fs.restart(Crash::PowerLoss);
+    let e = fs.overwrite(&p("/t/b"), b"x", true).unwrap_err();
+    assert!(matches!(e, FsError::NotReusable { .. }), "{e}");
+    assert_eq!(fs.read(&p("/s/b"), 100).unwrap(), b"new");
+}
+
+#[test]
 fn appends_are_volatile_until_sync_and_crashes_stop_everything() {
     let fs = SimFs::new();
     fs.create_dir_all(&p("/j")).unwrap();
