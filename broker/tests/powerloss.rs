@@ -469,6 +469,8 @@ fn sc_claim(w: &mut World) -> R {
     w.step()
 }
 
+/// A completion, then a task whose file the broker writes into the finished claim's file (kept
+/// in `broker/spare/`): the rename out of `cur/`, the rewrite in place and the rename into `new/`.
 fn sc_complete(w: &mut World) -> R {
     w.start()?;
     w.submit(task("K1"))?;
@@ -476,7 +478,15 @@ fn sc_complete(w: &mut World) -> R {
     let c = w.claim("A1")?.expect("dispatched");
     w.step()?;
     w.complete("A1", &c)?;
-    w.step()
+    w.step()?;
+    w.submit(task("K2"))?;
+    w.step()?;
+    if let Some(c) = w.claim("A2")? {
+        w.step()?;
+        w.complete("A2", &c)?;
+        w.step()?;
+    }
+    Ok(())
 }
 
 fn sc_fail_retry(w: &mut World) -> R {
@@ -646,7 +656,7 @@ fn scenarios() -> Vec<Scenario> {
         Scenario { name: "submit", cfg, script: sc_submit },
         Scenario { name: "dispatch", cfg, script: sc_dispatch },
         Scenario { name: "claim observed", cfg, script: sc_claim },
-        Scenario { name: "complete", cfg, script: sc_complete },
+        Scenario { name: "complete, then a task file in the claim's file", cfg, script: sc_complete },
         Scenario { name: "fail, retry after backoff", cfg, script: sc_fail_retry },
         Scenario { name: "lease expiry", cfg, script: sc_lease_expiry },
         Scenario { name: "cancel of a held task", cfg, script: sc_cancel_held },

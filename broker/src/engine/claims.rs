@@ -382,7 +382,7 @@ pub(crate) fn finish(tx: &mut Tx, agent: &str, claim: &str, msg: &str, ev: Event
         Event::Fail { .. } => Entry::Fail(report),
         _ => Entry::Release(report),
     });
-    tx.effect(Effect::Remove { path });
+    tx.effect(Effect::Retire { path });
     if tr.to.is_terminal() {
         settle_dependents(tx, &id);
     } else {

@@ -15,6 +15,7 @@ use super::EngineError;
 use super::commands::{BulkVerdict, Verdict};
 use super::env::Env;
 use super::ledger::Ledger;
+use super::spares::Spares;
 use protocol::capability::CapabilitySet;
 use protocol::message::{Notice, NoticeKind};
 use protocol::{Mail, Task};
@@ -44,8 +45,11 @@ pub(crate) enum Effect {
     WriteCapabilities(CapabilitySet),
     /// Write a task file into `<maildir>/new/<name>`.
     Deliver { maildir: Maildir, name: String, bytes: Vec<u8> },
-    /// Remove a file the journal says is finished with (a completed or taken-back claim).
+    /// Remove a file the journal says is finished with (a taken-back claim, a withdrawn file).
     Remove { path: PathBuf },
+    /// A claim the journal says is finished (completed, failed or released): kept as a spare
+    /// task file (`spares.rs`) or removed.
+    Retire { path: PathBuf },
     /// Remove a queued file; if an agent claimed it first, revoke the claim from its `cur/`.
     Revoke { queued: PathBuf, name: String, task_id: String },
     /// Move a consumed inbox message to `inbox/cur/`.
@@ -82,9 +86,11 @@ pub(crate) struct Effects {
     touched: BTreeSet<PathBuf>,
     /// Directories a file was moved out of: fsynced after every other touched directory.
     moved_from: BTreeSet<PathBuf>,
-    /// Messages moved into `inbox/cur/`, in order, for retention to keep count of.
-    /// Messages moved into `inbox/cur/` this pass, with their length when it was read.
+    /// Messages moved into `inbox/cur/` this pass, with their length when it was read, in
+    /// order, for retention to keep count of.
     kept: Vec<(PathBuf, Option<u64>)>,
+    /// Finished claims' files kept to be written again as task files.
+    spares: Spares,
 }
 
 /// The bytes of a task file in `new/` (what an agent reads when it claims).
@@ -103,7 +109,7 @@ impl Effect {
     fn path(&self) -> Option<&Path> {
         match self {
             Self::Deliver { maildir, .. } => Some(&maildir.root),
-            Self::Remove { path } => Some(path),
+            Self::Remove { path } | Self::Retire { path } => Some(path),
             Self::Revoke { queued, .. } => Some(queued),
             Self::Consumed { from, .. } | Self::Quarantine { from, .. } | Self::Requeue { from, .. } => {
                 Some(from)
@@ -205,7 +211,12 @@ impl Effects {
                 // A link or a file where a directory belongs fails the pass (never followed), and
                 // the broker moves it aside and redelivers from the journal (`crate::repair`).
                 env.layout.guard_maildir(fs, &maildir)?;
-                match deliver(fs, &maildir, &name, &bytes, file_sync) {
+                let delivered =
+                    match self.spares.deliver(env, &maildir, &name, &bytes, file_sync.sync_files()) {
+                        Some(done) => done,
+                        None => deliver(fs, &maildir, &name, &bytes, file_sync),
+                    };
+                match delivered {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
@@ -214,11 +225,12 @@ impl Effects {
             Effect::WriteCapabilities(set) => {
                 write_capability_set(fs, &env.layout, &set, &env.names, env.durability)?;
             }
-            Effect::Remove { path } => {
-                match env.layout.guard(fs, &path).and_then(|()| fs.remove_file(&path)) {
-                    Ok(()) => self.touch_dir(&path),
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
+            Effect::Remove { path } => self.remove(env, &path)?,
+            Effect::Retire { path } => {
+                if env.layout.guard(fs, &path).is_ok() && self.spares.keep(env, &path) {
+                    self.touch_dir(&path);
+                } else {
+                    self.remove(env, &path)?;
                 }
             }
             Effect::Revoke { queued, name, task_id } => match fs.remove_file(&queued) {
@@ -290,6 +302,16 @@ impl Effects {
             Effect::Reply(Answer::Bulk(to, verdict)) => {
                 let _ = to.send(verdict);
             }
+        }
+        Ok(())
+    }
+
+    /// Removes a file (nothing to do when it is gone already).
+    fn remove(&mut self, env: &Env, path: &Path) -> Result<(), EngineError> {
+        match env.layout.guard(env.fs(), path).and_then(|()| env.fs().remove_file(path)) {
+            Ok(()) => self.touch_dir(path),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

@@ -44,6 +44,7 @@ pub(crate) mod quarantine;
 mod reads;
 pub(crate) mod recovery;
 pub mod retention;
+pub(crate) mod spares;
 pub(crate) mod stats;
 pub(crate) mod tx;
 pub(crate) mod window;

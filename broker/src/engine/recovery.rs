@@ -9,6 +9,7 @@ use super::dispatch::gate;
 use super::effects::{Effect, task_bytes};
 use super::look::Claims;
 use super::quarantine::{reason_path, stray};
+use super::spares;
 use super::tx::Tx;
 use crate::journal::{Place, Requeued};
 use protocol::names::DispatchName;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 
 /// Redoes or cleans up whatever file effects a crash interrupted.
 pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
+    spares::clear(tx.env)?;
     observe(tx, &Claims::Everywhere)?;
     // A claim whose rename was only partly durable at a power loss (cur/ synced, new/ not)
     // leaves its file in both places: the copy in new/ must not be claimed again.

@@ -7,6 +7,7 @@ mod capabilities;
 mod dependencies;
 mod passes;
 mod presence;
+mod spares;
 
 use crate::config::Config;
 use crate::engine::Engine;

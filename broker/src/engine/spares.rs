@@ -1,0 +1,117 @@
+//! Spare task files: the file of a finished claim, kept to be written again as one of the next
+//! task files instead of being removed.
+//!
+//! A task cost the broker one file created (its queued file) and one removed (the claim, once
+//! finished). Creating a file allocates an inode and removing one frees it; on ext4 without a
+//! journal each allocation also skips, looking up every one, the inodes freed in the last minute,
+//! so under a steady load that scan was the largest single cost of the broker's pass. Instead:
+//!
+//! 1. a finished claim's file is moved into `broker/spare/` under a fresh name (one rename, in
+//!    place of the removal), while fewer than [`KEEP`] spares wait there;
+//! 2. the next task file is a spare rewritten in place ([`Fs::overwrite`]: its bytes from the
+//!    start, cut to their length, fsynced only under `always`, as a new task file would be) and
+//!    renamed into its `new/` under its dispatch name, refusing to replace anything there.
+//!
+//! What keeps it safe:
+//!
+//! - Only the broker writes `broker/spare/`. A spare is written only after checks on the open
+//!   file: a regular file, of the broker's user, with no other name. A claim an agent replaced
+//!   by a link or hard-linked elsewhere is never written: that spare is removed and the task file
+//!   created as before.
+//! - A spare's old bytes never reach a reader: each is rewritten whole before it is published.
+//!   Reconciling at a start removes every file in `broker/spare/` (a crash's leftovers, which may
+//!   hold a task file not yet renamed into place: the journal has its task, and recovery
+//!   delivers it again).
+//! - A power loss can leave a published file with what its inode held before (a finished
+//!   task's bytes, since task files are not fsynced under `batch`) where a new file would have
+//!   been empty or cut short. Every reader checks: recovery redelivers a queued file whose task id
+//!   is not its task's, the broker revokes a claim whose bytes are not those it dispatched, and
+//!   the SDK refuses a claimed file whose task id is not the one its name carries.
+
+use super::EngineError;
+use super::env::Env;
+use runtime_layout::{FsError, Maildir};
+use std::path::{Path, PathBuf};
+
+/// Most spare files kept at once: more than one busy pass finishes, so that every task file of a
+/// steady load is a spare; few enough that an idle root holds a handful of small files.
+pub(crate) const KEEP: usize = 64;
+
+/// The spare files waiting in `broker/spare/`, most recently kept last.
+#[derive(Debug, Default)]
+pub(crate) struct Spares {
+    files: Vec<PathBuf>,
+}
+
+impl Spares {
+    /// Takes the finished claim at `claim` as a spare. `false` when it was not taken (enough are
+    /// kept, or the move failed): the caller removes it as before.
+    pub fn keep(&mut self, env: &Env, claim: &Path) -> bool {
+        if self.files.len() >= KEEP {
+            return false;
+        }
+        let to = env.layout.spare_dir().join(env.names.next("spare"));
+        match env.fs().rename_noreplace(claim, &to) {
+            Ok(()) => {
+                self.files.push(to);
+                true
+            }
+            // Gone already, a spare directory removed, another filesystem: removal says.
+            Err(_) => false,
+        }
+    }
+
+    /// Writes a task file into `maildir/new/name` through a spare: `None` when there is none or
+    /// the one taken could not be used (it is removed; the caller creates the file as before),
+    /// else what publishing it gave (`AlreadyExists` when a file has that name already).
+    pub fn deliver(
+        &mut self,
+        env: &Env,
+        maildir: &Maildir,
+        name: &str,
+        bytes: &[u8],
+        sync: bool,
+    ) -> Option<Result<PathBuf, FsError>> {
+        let spare = self.files.pop()?;
+        let fs = env.fs();
+        if let Err(e) = fs.overwrite(&spare, bytes, sync) {
+            tracing::debug!(spare = %env.rel(&spare), error = %e, "a spare task file was not reused");
+            let _ = fs.remove_file(&spare);
+            return None;
+        }
+        let dest = maildir.new_dir().join(name);
+        match fs.rename_noreplace(&spare, &dest) {
+            Ok(()) => Some(Ok(dest)),
+            Err(e) if e.is_already_exists() => {
+                self.files.push(spare);
+                Some(Err(e))
+            }
+            Err(e) => {
+                tracing::debug!(spare = %env.rel(&spare), error = %e, "a spare task file was not reused");
+                let _ = fs.remove_file(&spare);
+                None
+            }
+        }
+    }
+}
+
+/// Removes every file in `broker/spare/`: at a start none is known, and whatever a crash left
+/// there is either a finished claim's file or a task file its journal record will deliver again.
+/// A file that cannot be removed is left, with a warning: nothing reads it.
+pub(crate) fn clear(env: &Env) -> Result<(), EngineError> {
+    let dir = env.layout.spare_dir();
+    let entries = match env.fs().list(&dir) {
+        Ok(e) => e,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for e in entries {
+        let path = dir.join(&e.name);
+        match env.fs().remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.is_not_found() => {}
+            Err(err) => env.warn_once(&path, "cannot remove a spare task file", &err),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Finished claims' files written again as the next task files (`engine/spares.rs`): the inode
+//! is reused, a file with another name is never written, and a start clears what a crash left.
+
+use super::Root;
+use runtime_layout::{Fs, RealFs};
+use serde_json::{Value, json};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+fn ino(p: &Path) -> u64 {
+    std::fs::symlink_metadata(p).unwrap().ino()
+}
+
+fn task_id(p: &Path) -> String {
+    let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+    v["task_id"].as_str().unwrap().to_string()
+}
+
+/// Submits `id`, claims it as `agent` and completes it; returns the claim file's inode.
+fn run_one(r: &Root, e: &mut crate::engine::Engine, id: &str, agent: &str) -> u64 {
+    r.send(json!({"task_id": id, "name": "n"}));
+    e.step().unwrap();
+    let claim = r.claim(&r.layout.queue("default").new_dir(), agent);
+    let held = ino(&r.layout.mailbox(agent).cur().join(&claim));
+    e.step().unwrap();
+    r.send(json!({"kind": "complete", "agent": agent, "claim": claim}));
+    e.step().unwrap();
+    assert!(r.list(&r.layout.mailbox(agent).cur()).is_empty(), "the claim left the agent's cur/");
+    held
+}
+
+#[test]
+fn a_finished_claims_file_becomes_the_next_task_file() {
+    let r = Root::new();
+    r.agent("A");
+    let mut e = r.engine();
+    let first = run_one(&r, &mut e, "T1", "A");
+    assert_eq!(r.list(&r.layout.spare_dir()).len(), 1, "kept as a spare");
+    r.send(json!({"task_id": "T2", "name": "second, with a longer name than the first had"}));
+    e.step().unwrap();
+    let pool = r.layout.queue("default").new_dir();
+    let queued = r.list(&pool);
+    assert_eq!(queued.len(), 1);
+    let path = pool.join(&queued[0]);
+    assert_eq!(ino(&path), first, "the spare's inode is the task file");
+    assert!(r.list(&r.layout.spare_dir()).is_empty());
+    let expected = crate::engine::task_bytes(&e.live("T2").unwrap().task);
+    assert_eq!(std::fs::read(&path).unwrap(), expected, "rewritten whole, cut to its length");
+    // And the task goes on as any other: the broker adopts the claim of the rewritten file.
+    let claim = r.claim(&pool, "A");
+    e.step().unwrap();
+    let held = &e.live("T2").unwrap().task;
+    assert_eq!(
+        (held.status, held.assigned_to.as_deref()),
+        (protocol::Status::InProgress, Some("A")),
+        "{claim}"
+    );
+}
+
+#[test]
+fn a_claim_with_another_name_is_never_written_again() {
+    let r = Root::new();
+    r.agent("A");
+    let outside = tempfile::tempdir().unwrap();
+    let bait = outside.path().join("bait");
+    let mut e = r.engine();
+    r.send(json!({"task_id": "T1"}));
+    e.step().unwrap();
+    let claim = r.claim(&r.layout.queue("default").new_dir(), "A");
+    e.step().unwrap();
+    // The agent links its claim to a file of its own outside the root, then completes.
+    std::fs::hard_link(r.layout.mailbox("A").cur().join(&claim), &bait).unwrap();
+    let before = std::fs::read(&bait).unwrap();
+    r.send(json!({"kind": "complete", "agent": "A", "claim": claim}));
+    e.step().unwrap();
+    r.send(json!({"task_id": "T2"}));
+    e.step().unwrap();
+    assert_eq!(std::fs::read(&bait).unwrap(), before, "the linked file is untouched");
+    let pool = r.layout.queue("default").new_dir();
+    let queued = pool.join(&r.list(&pool)[0]);
+    assert_ne!(ino(&queued), ino(&bait), "a new file instead");
+    assert_eq!(task_id(&queued), "T2");
+    assert!(r.list(&r.layout.spare_dir()).is_empty(), "the refused spare is removed");
+    assert_eq!(std::fs::metadata(&bait).unwrap().nlink(), 1);
+}
+
+#[test]
+fn a_start_clears_the_spares_and_redelivers_a_file_that_holds_another_task() {
+    let r = Root::new();
+    r.agent("A");
+    let mut e = r.engine();
+    run_one(&r, &mut e, "T1", "A");
+    r.send(json!({"task_id": "T2"}));
+    e.step().unwrap();
+    let finished = crate::engine::task_bytes(&e.live("T2").unwrap().task);
+    drop(e);
+    // What a power loss can leave: the queued file with the bytes its inode held before (another
+    // task's), and a spare that was never renamed into place.
+    let pool = r.layout.queue("default").new_dir();
+    let queued = pool.join(&r.list(&pool)[0]);
+    let other = String::from_utf8(finished).unwrap().replace("\"T2\"", "\"T1\"");
+    RealFs.overwrite(&queued, other.as_bytes(), false).unwrap();
+    RealFs.create_new(&r.layout.spare_dir().join("left-by-a-crash"), b"{}", false).unwrap();
+    let e = r.engine();
+    assert!(r.list(&r.layout.spare_dir()).is_empty(), "spares removed at the start");
+    let queued = pool.join(&r.list(&pool)[0]);
+    assert_eq!(task_id(&queued), "T2", "delivered again with its own bytes");
+    assert_eq!(std::fs::read(&queued).unwrap(), crate::engine::task_bytes(&e.live("T2").unwrap().task));
+}
