@@ -80,6 +80,14 @@ def is_task_name(name):
     return name[:1].isdigit() and name.endswith(".json")
 
 
+def names_its_task(name, task):
+    """Is this the task the file's name carries (RANK-CREATED-SEQ-ID[.caps-TAG].json)? After a power
+    loss a task file can hold the task its inode held before: never work on that one."""
+    stem = name[: -len(".json")].split(".caps-")[0]
+    fragment = re.sub(r"[^A-Za-z0-9_-]", "_", str(task.get("task_id", "")))[:80] or "_"
+    return stem.split("-", 3)[-1] == fragment
+
+
 def load(path, default):
     try:
         with open(path) as f:
@@ -128,7 +136,11 @@ def claim(comms, agent, pools):
             continue  # another agent won this one: try the next
         os.utime(dest)  # the lease counts from the claim
         with open(dest) as f:
-            return name, json.load(f)
+            task = json.load(f)
+        if names_its_task(name, task):
+            return name, task
+        # The broker revokes this claim (its bytes are not those it dispatched) and queues the task again.
+        print(f"{name}: holds task {task.get('task_id')!r}, not the one its name carries: left", file=sys.stderr)
     return None
 
 

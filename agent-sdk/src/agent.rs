@@ -470,6 +470,7 @@ impl Agent {
         let mut task = serde_json::from_slice::<Value>(&bytes)
             .map_err(|e| ValidationError::new("", format!("not JSON: {e}")))
             .and_then(Task::from_value)
+            .and_then(|t| named_by(t, name))
             .map_err(|reason| Error::CorruptTask { path: to.clone(), reason })?;
         // The file holds the task as dispatched (PENDING): show it as the claim makes it, with
         // the same pure state machine the broker applies when it sees the claim.
@@ -555,4 +556,17 @@ impl ClaimsFrom {
 /// Mail and notice names start with their kind, then a sortable time: order by the time.
 fn sort_key(name: &str) -> &str {
     name.split_once('-').map_or(name, |(_, rest)| rest)
+}
+
+/// The task, if it is the one its dispatch name carries. A file a power loss left with what its
+/// inode held before (the broker writes task files into finished claims' files) is another
+/// task's: working on it would do that task again under this claim.
+fn named_by(task: Task, name: &str) -> Result<Task, ValidationError> {
+    match DispatchName::parse(name) {
+        Some(d) if d.id_fragment != protocol::names::id_fragment(&task.task_id) => Err(ValidationError::new(
+            "task_id",
+            format!("the file holds task {:?}, not the task its name {name} carries", task.task_id),
+        )),
+        _ => Ok(task),
+    }
 }

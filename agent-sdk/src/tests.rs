@@ -78,6 +78,21 @@ fn claim_takes_the_highest_priority_oldest_task_first_across_sources() {
 }
 
 #[test]
+fn a_claimed_file_that_holds_another_task_than_its_name_says_is_refused() {
+    let (d, l) = root();
+    let a = Agent::register(d.path(), "A").unwrap().with_ack(Ack::None);
+    let pool = l.queue("p");
+    let name = dispatch(&pool, "T-2", Priority::Medium, 2);
+    // What a power loss can leave in a reused file: the task it held before.
+    let before = json!({"task_id": "T-1", "priority": "MEDIUM", "status": "PENDING"});
+    std::fs::write(pool.new_dir().join(&name), serde_json::to_vec(&before).unwrap()).unwrap();
+    let err = a.claim(&["p".into()]).unwrap_err();
+    assert!(matches!(err, Error::CorruptTask { ref reason, .. } if reason.field == "task_id"), "{err}");
+    dispatch(&pool, "T-3", Priority::Medium, 3);
+    assert_eq!(a.claim(&["p".into()]).unwrap().unwrap().task.task_id, "T-3", "its own file is claimed");
+}
+
+#[test]
 fn of_many_racing_agents_exactly_one_wins_each_task() {
     let (d, l) = root();
     let n_tasks = 200;
