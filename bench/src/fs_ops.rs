@@ -166,15 +166,16 @@ impl fmt::Display for FsTally {
             f,
             "                filesystem operations per task       broker  producers     agents      total"
         )?;
-        let rows: [Row; 13] = [
+        let rows: [Row; 14] = [
             ("files created", |c| c.creates),
+            ("files rewritten in place", |c| c.rewrites),
             ("renames", |c| c.renames),
             ("unlinks", |c| c.unlinks),
             ("fsyncs of files", |c| c.file_fsyncs),
             ("fsyncs of directories", |c| c.dir_fsyncs),
             ("journal appends", |c| c.appends),
             ("journal bytes", |c| c.appended_bytes),
-            ("bytes written to new files", |c| c.created_bytes),
+            ("bytes written to files", |c| c.created_bytes),
             ("files read", |c| c.reads),
             ("bytes read", |c| c.read_bytes),
             ("directories listed", |c| c.lists),
