@@ -85,7 +85,9 @@ fn deliver_raw(root: &Root, name: &str, msg: &Value) {
 }
 
 fn submit(root: &Root, task: Value) {
-    let out = root.run_with_input(&["submit", "-"], task.to_string().as_bytes());
+    // A generous answer window: right after a build the disk's writeback can hold the broker's
+    // journal fsync for tens of seconds, and this test is about refusals, not latency.
+    let out = root.run_with_input(&["--answer-within", "120", "submit", "-"], task.to_string().as_bytes());
     assert!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
 }
 
