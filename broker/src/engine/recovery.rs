@@ -14,7 +14,6 @@ use super::tx::Tx;
 use crate::journal::{Place, Requeued};
 use protocol::names::DispatchName;
 use runtime_layout::FsError;
-use serde_json::Value;
 use std::path::PathBuf;
 
 /// Redoes or cleans up whatever file effects a crash interrupted.
@@ -63,8 +62,11 @@ pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
     for (id, dir, name) in queued {
         let md = tx.env.maildir(&dir);
         let path = md.new_dir().join(&name);
+        // Exactly what it would be written with: a power loss can leave a file cut short, or
+        // (written into a finished claim's file) with what that file held before, another
+        // task's bytes or this task's own from an earlier dispatch.
         let intact = match tx.env.fs().read(&path, tx.env.cfg.broker.max_message_bytes) {
-            Ok(bytes) => serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v["task_id"] == id.as_str()),
+            Ok(bytes) => tx.state().live(&id).is_some_and(|l| task_bytes(&l.task) == bytes),
             Err(e) if e.is_not_found() => false,
             Err(FsError::NotRegular { .. } | FsError::TooLarge { .. }) => false,
             Err(e) if e.is_permission_denied() => false,

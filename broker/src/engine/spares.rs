@@ -14,23 +14,26 @@
 //!
 //! What keeps it safe:
 //!
-//! - Only the broker writes `broker/spare/`. A spare is written only after checks on the open
-//!   file: a regular file, of the broker's user, with no other name. A claim an agent replaced
-//!   by a link or hard-linked elsewhere is never written: that spare is removed and the task file
-//!   created as before.
+//! - Only the broker writes `broker/spare/`, and only a regular file goes there. A spare is
+//!   written only after checks on the open file, just before the write: a regular file, of the
+//!   broker's user, with no other name and no mode its owner did not give it. A claim an agent
+//!   hard-linked elsewhere or made executable or writable by others is never written: that spare
+//!   is removed and the task file created as before.
 //! - A spare's old bytes never reach a reader: each is rewritten whole before it is published.
 //!   Reconciling at a start removes every file in `broker/spare/` (a crash's leftovers, which may
 //!   hold a task file not yet renamed into place: the journal has its task, and recovery
 //!   delivers it again).
 //! - A power loss can leave a published file with what its inode held before (a finished
-//!   task's bytes, since task files are not fsynced under `batch`) where a new file would have
-//!   been empty or cut short. Every reader checks: recovery redelivers a queued file whose task id
-//!   is not its task's, the broker revokes a claim whose bytes are not those it dispatched, and
-//!   the SDK refuses a claimed file whose task id is not the one its name carries.
+//!   task's bytes, or this task's own from an earlier dispatch, since task files are not fsynced
+//!   under `batch`) where a new file would have been empty or cut short. Recovery redelivers a
+//!   queued file whose bytes are not exactly its task's, the broker revokes a claim whose bytes
+//!   are not those it dispatched, and the SDK refuses a claimed file whose task id is not the one
+//!   its name carries. A claim adopted before the loss is not read again by the broker: an agent
+//!   that reads it again checks the task id (PROTOCOL.md).
 
 use super::EngineError;
 use super::env::Env;
-use runtime_layout::{FsError, Maildir};
+use runtime_layout::{FileKind, FsError, Maildir};
 use std::path::{Path, PathBuf};
 
 /// Most spare files kept at once: more than one busy pass finishes, so that every task file of a
@@ -48,6 +51,11 @@ impl Spares {
     /// kept, or the move failed): the caller removes it as before.
     pub fn keep(&mut self, env: &Env, claim: &Path) -> bool {
         if self.files.len() >= KEEP {
+            return false;
+        }
+        // Only a regular file: whatever else an agent put at the claim's name (a directory, a
+        // link) is removed as before, or refused there, never carried into `broker/spare/`.
+        if !matches!(env.fs().stat(claim), Ok(Some(m)) if m.kind == FileKind::File) {
             return false;
         }
         let to = env.layout.spare_dir().join(env.names.next("spare"));

@@ -105,5 +105,15 @@ fn a_start_clears_the_spares_and_redelivers_a_file_that_holds_another_task() {
     assert!(r.list(&r.layout.spare_dir()).is_empty(), "spares removed at the start");
     let queued = pool.join(&r.list(&pool)[0]);
     assert_eq!(task_id(&queued), "T2", "delivered again with its own bytes");
+    let own = crate::engine::task_bytes(&e.live("T2").unwrap().task);
+    assert_eq!(std::fs::read(&queued).unwrap(), own);
+    drop(e);
+    // The task's own bytes from an earlier dispatch (a released task written into its own
+    // former claim's file): the right id, the wrong content.
+    let earlier = String::from_utf8(own.clone()).unwrap().replace("\"PENDING\"", "\"IN_PROGRESS\"");
+    assert_ne!(earlier.as_bytes(), own.as_slice());
+    RealFs.overwrite(&queued, earlier.as_bytes(), false).unwrap();
+    let e = r.engine();
+    let queued = pool.join(&r.list(&pool)[0]);
     assert_eq!(std::fs::read(&queued).unwrap(), crate::engine::task_bytes(&e.live("T2").unwrap().task));
 }

@@ -270,8 +270,8 @@ pub trait Fs: Send + Sync {
     /// write it again instead of creating a new one (the broker's spare task files: creating a
     /// file costs an inode's allocation, and removing one its release). Never follows a link,
     /// never blocks on a FIFO, and refuses with [`FsError::NotReusable`], writing nothing, a file
-    /// that has another name (a hard link: writing it would change a file elsewhere) or another
-    /// owner.
+    /// that has another name (a hard link: writing it would change a file elsewhere), another
+    /// owner, or a mode that makes it executable, writable by others or set-id.
     fn overwrite(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError>;
     /// Renames, replacing any file at `to` (the name is replaced, never what it points to).
     fn rename(&self, from: &Path, to: &Path) -> Result<(), FsError>;

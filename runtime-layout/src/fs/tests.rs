@@ -204,6 +204,14 @@ fn overwrite_rewrites_a_file_of_its_own_and_nothing_linked_elsewhere() {
         fs.overwrite(&d.join("own"), b"now longer than before", false).unwrap();
         assert_eq!(std::fs::read(d.join("own")).unwrap(), b"now longer than before");
         assert_eq!(std::fs::metadata(d.join("own")).unwrap().ino(), ino);
+        // One its holder made writable by everyone (or executable) is not written again.
+        use std::os::unix::fs::PermissionsExt;
+        for mode in [0o666, 0o744] {
+            std::fs::set_permissions(d.join("own"), std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = fs.overwrite(&d.join("own"), b"x", false).unwrap_err();
+            assert!(matches!(e, FsError::NotReusable { .. }), "{mode:o}: {e}");
+        }
+        assert_eq!(std::fs::read(d.join("own")).unwrap(), b"now longer than before");
     });
 }
 

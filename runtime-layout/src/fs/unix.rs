@@ -183,7 +183,8 @@ pub(crate) fn lock(fd: OwnedFd, path: &Path) -> Result<Option<Box<dyn LockGuard>
 }
 
 /// Rewrites an open file in place ([`super::Fs::overwrite`]): checks on the descriptor that it is
-/// a regular file of this process's user with one name, then writes `bytes` from its start, cuts
+/// a regular file of this process's user with one name, not executable, writable by others or
+/// set-id, then writes `bytes` from its start, cuts
 /// it to their length and fsyncs it when `sync`.
 pub(crate) fn rewrite(fd: OwnedFd, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
     let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
@@ -195,6 +196,9 @@ pub(crate) fn rewrite(fd: OwnedFd, path: &Path, bytes: &[u8], sync: bool) -> Res
         Some("it has another name (a hard link)")
     } else if st.st_uid != rustix::process::geteuid().as_raw() {
         Some("another user owns it")
+    } else if st.st_mode & 0o7133 != 0 {
+        // Executable, writable by others, or set-id: not a mode its owner made it with.
+        Some("its mode was changed")
     } else {
         None
     };
