@@ -1,5 +1,6 @@
 //! Recovery: brings the tree in line with the state replayed from the journal before the broker
-//! serves — claims made while it was down, queued files a crash lost or tore, the copy a
+//! serves — claims made while it was down, held claims whose file a power loss left holding
+//! another task, queued files a crash lost or tore, the copy a
 //! half-durable claim left in `new/`, requeues from quarantine cut short, and files left under
 //! names the broker no longer knows.
 
@@ -7,6 +8,7 @@ use super::EngineError;
 use super::claims::{adopt, observe};
 use super::dispatch::gate;
 use super::effects::{Effect, task_bytes};
+use super::leases::take_back_foreign;
 use super::look::Claims;
 use super::quarantine::{reason_path, stray};
 use super::spares;
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
     spares::clear(tx.env)?;
     observe(tx, &Claims::Everywhere)?;
+    take_back_foreign(tx)?;
     // A claim whose rename was only partly durable at a power loss (cur/ synced, new/ not)
     // leaves its file in both places: the copy in new/ must not be claimed again.
     let held: Vec<PathBuf> = tx

@@ -28,8 +28,8 @@
 //!   under `batch`) where a new file would have been empty or cut short. Recovery redelivers a
 //!   queued file whose bytes are not exactly its task's, the broker revokes a claim whose bytes
 //!   are not those it dispatched, and the SDK refuses a claimed file whose task id is not the one
-//!   its name carries. A claim adopted before the loss is not read again by the broker: an agent
-//!   that reads it again checks the task id (PROTOCOL.md).
+//!   its name carries. A claim adopted before the loss whose file now holds another task is taken
+//!   back at the start (`leases::take_back_foreign`).
 
 use super::EngineError;
 use super::env::Env;

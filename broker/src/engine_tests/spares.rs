@@ -117,3 +117,41 @@ fn a_start_clears_the_spares_and_redelivers_a_file_that_holds_another_task() {
     let queued = pool.join(&r.list(&pool)[0]);
     assert_eq!(std::fs::read(&queued).unwrap(), crate::engine::task_bytes(&e.live("T2").unwrap().task));
 }
+
+#[test]
+fn a_held_claim_whose_file_holds_another_task_after_a_restart_is_taken_back() {
+    let r = Root::new();
+    r.agent("A");
+    let mut e = r.engine();
+    run_one(&r, &mut e, "T1", "A");
+    r.send(json!({"task_id": "T2"}));
+    e.step().unwrap();
+    let claim = r.claim(&r.layout.queue("default").new_dir(), "A");
+    e.step().unwrap();
+    assert_eq!(e.live("T2").unwrap().task.status, protocol::Status::InProgress);
+    let earlier = crate::engine::task_bytes(&e.live("T2").unwrap().task);
+    drop(e);
+    // What a power loss can leave: the claim adopted, its rewrite lost, the finished task's bytes.
+    let path = r.layout.mailbox("A").cur().join(&claim);
+    let other = String::from_utf8(earlier).unwrap().replace("\"T2\"", "\"T1\"");
+    RealFs.overwrite(&path, other.as_bytes(), false).unwrap();
+    let e = r.engine();
+    let t2 = e.live("T2").unwrap();
+    assert_eq!((t2.task.status, t2.task.assigned_to.as_deref()), (protocol::Status::Pending, None));
+    let why = |h: &protocol::task::HistoryEntry| {
+        h.details.as_ref().is_some_and(|d| d.to_string().contains("holds task"))
+    };
+    assert!(t2.task.history.iter().any(why), "{:?}", t2.task.history);
+    assert!(!path.exists(), "the claim's file is taken away");
+    let notices: Vec<Value> = r
+        .list(&r.layout.mailbox("A").new_dir())
+        .iter()
+        .filter(|n| n.starts_with("notice"))
+        .map(|n| {
+            serde_json::from_slice(&std::fs::read(r.layout.mailbox("A").new_dir().join(n)).unwrap()).unwrap()
+        })
+        .collect();
+    assert!(notices.iter().any(|n| n["notice"] == "rejected" && n["claim"] == claim.as_str()), "{notices:?}");
+    let pool = r.layout.queue("default").new_dir();
+    assert_eq!(task_id(&pool.join(&r.list(&pool)[0])), "T2", "queued again with its own bytes");
+}
