@@ -1,5 +1,6 @@
 //! Leases. A held claim is taken back when its lease runs out (no heartbeat for `lease_secs`)
-//! or when its file leaves the holder's `cur/`. A heartbeat is a change of the claim file's
+//! or when its file leaves the holder's `cur/`, and, at a start, when a power loss left its file
+//! holding another task (`take_back_foreign`). A heartbeat is a change of the claim file's
 //! mtime; the lease counts from when the *broker saw* that change, on its own clock, never from
 //! the mtime's value — an mtime set far into the future holds a claim no longer than any other
 //! heartbeat. [`LeaseWatch`] is the part that remembers what the broker saw.
