@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 /// Redoes or cleans up whatever file effects a crash interrupted.
 pub(crate) fn reconcile(tx: &mut Tx) -> Result<(), EngineError> {
-    spares::clear(tx.env)?;
+    spares::clear(tx.env);
     observe(tx, &Claims::Everywhere)?;
     take_back_foreign(tx)?;
     // A claim whose rename was only partly durable at a power loss (cur/ synced, new/ not)

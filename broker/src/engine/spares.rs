@@ -31,7 +31,6 @@
 //!   its name carries. A claim adopted before the loss whose file now holds another task is taken
 //!   back at the start (`leases::take_back_foreign`).
 
-use super::EngineError;
 use super::env::Env;
 use runtime_layout::{FileKind, FsError, Maildir};
 use std::path::{Path, PathBuf};
@@ -105,13 +104,14 @@ impl Spares {
 
 /// Removes every file in `broker/spare/`: at a start none is known, and whatever a crash left
 /// there is either a finished claim's file or a task file its journal record will deliver again.
-/// A file that cannot be removed is left, with a warning: nothing reads it.
-pub(crate) fn clear(env: &Env) -> Result<(), EngineError> {
+/// A file that cannot be removed, or a directory that cannot be listed, is left with a warning:
+/// nothing reads it, and no task waits on it.
+pub(crate) fn clear(env: &Env) {
     let dir = env.layout.spare_dir();
     let entries = match env.fs().list(&dir) {
         Ok(e) => e,
-        Err(e) if e.is_not_found() => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(e) if e.is_not_found() => return,
+        Err(e) => return env.warn_once(&dir, "cannot list the spare task files", &e),
     };
     for e in entries {
         let path = dir.join(&e.name);
@@ -121,5 +121,4 @@ pub(crate) fn clear(env: &Env) -> Result<(), EngineError> {
             Err(err) => env.warn_once(&path, "cannot remove a spare task file", &err),
         }
     }
-    Ok(())
 }

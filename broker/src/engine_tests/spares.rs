@@ -155,3 +155,23 @@ fn a_held_claim_whose_file_holds_another_task_after_a_restart_is_taken_back() {
     let pool = r.layout.queue("default").new_dir();
     assert_eq!(task_id(&pool.join(&r.list(&pool)[0])), "T2", "queued again with its own bytes");
 }
+
+#[test]
+fn a_spare_directory_that_cannot_be_listed_does_not_stop_a_start() {
+    let r = Root::new();
+    r.agent("A");
+    let mut e =
+        crate::engine::Engine::open(std::sync::Arc::new(RealFs), r.layout.clone(), Default::default())
+            .unwrap();
+    // Replaced by a file after the tree was made (the broker's own start moves it aside first).
+    std::fs::remove_dir(r.layout.spare_dir()).unwrap();
+    std::fs::write(r.layout.spare_dir(), b"not a directory").unwrap();
+    e.reconcile().unwrap();
+    // Claims are removed as before while there is nowhere to keep them.
+    run_one(&r, &mut e, "T1", "A");
+    r.send(json!({"task_id": "T2"}));
+    e.step().unwrap();
+    let pool = r.layout.queue("default").new_dir();
+    assert_eq!(task_id(&pool.join(&r.list(&pool)[0])), "T2");
+    assert_eq!(std::fs::read(r.layout.spare_dir()).unwrap(), b"not a directory");
+}
