@@ -84,21 +84,34 @@ fn a_claim_with_another_name_is_never_written_again() {
     assert_eq!(std::fs::metadata(&bait).unwrap().nlink(), 1);
 }
 
+/// Runs T1 through, then submits T2, whose task file is written into T1's finished claim's
+/// file; returns the broker and T2's bytes as written.
+fn t2_through_a_spare(r: &Root) -> (crate::engine::Engine, Vec<u8>) {
+    r.agent("A");
+    let mut e = r.engine();
+    run_one(r, &mut e, "T1", "A");
+    r.send(json!({"task_id": "T2"}));
+    e.step().unwrap();
+    let bytes = crate::engine::task_bytes(&e.live("T2").unwrap().task);
+    (e, bytes)
+}
+
+/// `bytes` with the JSON string `from` written as `to`: what a power loss can leave in a file
+/// written in place (another task's bytes, or this task's own earlier ones).
+fn relabelled(bytes: &[u8], from: &str, to: &str) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap().replace(&format!("\"{from}\""), &format!("\"{to}\""))
+}
+
 #[test]
 fn a_start_clears_the_spares_and_redelivers_a_file_that_holds_another_task() {
     let r = Root::new();
-    r.agent("A");
-    let mut e = r.engine();
-    run_one(&r, &mut e, "T1", "A");
-    r.send(json!({"task_id": "T2"}));
-    e.step().unwrap();
-    let finished = crate::engine::task_bytes(&e.live("T2").unwrap().task);
+    let (e, written) = t2_through_a_spare(&r);
     drop(e);
     // What a power loss can leave: the queued file with the bytes its inode held before (another
     // task's), and a spare that was never renamed into place.
     let pool = r.layout.queue("default").new_dir();
     let queued = pool.join(&r.list(&pool)[0]);
-    let other = String::from_utf8(finished).unwrap().replace("\"T2\"", "\"T1\"");
+    let other = relabelled(&written, "T2", "T1");
     RealFs.overwrite(&queued, other.as_bytes(), false).unwrap();
     RealFs.create_new(&r.layout.spare_dir().join("left-by-a-crash"), b"{}", false).unwrap();
     let e = r.engine();
@@ -110,7 +123,7 @@ fn a_start_clears_the_spares_and_redelivers_a_file_that_holds_another_task() {
     drop(e);
     // The task's own bytes from an earlier dispatch (a released task written into its own
     // former claim's file): the right id, the wrong content.
-    let earlier = String::from_utf8(own.clone()).unwrap().replace("\"PENDING\"", "\"IN_PROGRESS\"");
+    let earlier = relabelled(&own, "PENDING", "IN_PROGRESS");
     assert_ne!(earlier.as_bytes(), own.as_slice());
     RealFs.overwrite(&queued, earlier.as_bytes(), false).unwrap();
     let e = r.engine();
@@ -121,11 +134,7 @@ fn a_start_clears_the_spares_and_redelivers_a_file_that_holds_another_task() {
 #[test]
 fn a_held_claim_whose_file_holds_another_task_after_a_restart_is_taken_back() {
     let r = Root::new();
-    r.agent("A");
-    let mut e = r.engine();
-    run_one(&r, &mut e, "T1", "A");
-    r.send(json!({"task_id": "T2"}));
-    e.step().unwrap();
+    let (mut e, _) = t2_through_a_spare(&r);
     let claim = r.claim(&r.layout.queue("default").new_dir(), "A");
     e.step().unwrap();
     assert_eq!(e.live("T2").unwrap().task.status, protocol::Status::InProgress);
@@ -133,7 +142,7 @@ fn a_held_claim_whose_file_holds_another_task_after_a_restart_is_taken_back() {
     drop(e);
     // What a power loss can leave: the claim adopted, its rewrite lost, the finished task's bytes.
     let path = r.layout.mailbox("A").cur().join(&claim);
-    let other = String::from_utf8(earlier).unwrap().replace("\"T2\"", "\"T1\"");
+    let other = relabelled(&earlier, "T2", "T1");
     RealFs.overwrite(&path, other.as_bytes(), false).unwrap();
     let e = r.engine();
     let t2 = e.live("T2").unwrap();
