@@ -1,0 +1,414 @@
+//! The simulated machine of the power-loss suite: a `World` (the broker's `Engine`, the SDK's
+//! producer and agents over one `SimFs` on a manual clock) with what its clients were told, and
+//! the checks every run ends with (each task in one place, intact; boards equal to the journal).
+
+use crate::journal_view::JournalView;
+use agent_sdk::{Ack, Agent, Client};
+use mailroom::config::Config;
+use mailroom::engine::Engine;
+use protocol::Timestamp;
+use protocol::names::DispatchName;
+use runtime_layout::sim::{Crash, SimFs};
+use runtime_layout::{Board, Durability, Fs, Layout, ManualClock, NameSource, deliver};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// 2026-09-21T...: any fixed start works; the clock only moves when a scenario says so.
+pub(crate) const T0: i64 = 1_790_000_000_000_000;
+pub(crate) const ROOT: &str = "/sim/runtime";
+pub(crate) const AGENTS: [&str; 2] = ["A1", "A2"];
+
+/// Why a scripted run stopped early: the simulated machine died under it (the engine's, the
+/// SDK's or the filesystem's error, shown with `{:?}` when a run fails).
+pub(crate) type R<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+/// A complete, fail or release whose delivery returned (the agent was told it was sent).
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    pub(crate) msg: String,
+    pub(crate) task: String,
+    pub(crate) claim: String,
+}
+
+/// What an agent reports on a claim.
+pub(crate) enum Outcome {
+    Complete,
+    /// A retryable failure.
+    Fail,
+    Release,
+}
+
+/// The machine under test plus what the producers and agents know, which survives crashes.
+pub(crate) struct World {
+    pub(crate) fs: SimFs,
+    pub(crate) clock: ManualClock,
+    pub(crate) layout: Layout,
+    pub(crate) cfg: Config,
+    pub(crate) engine: Option<Engine>,
+    /// Shared by the producer and the agents, on the manual clock: the broker reads their messages
+    /// in the same order in every run.
+    pub(crate) names: Arc<NameSource>,
+    pub(crate) producer: Client,
+    pub(crate) agents: Vec<Agent>,
+    /// Every task a producer means to submit, as first submitted.
+    pub(crate) intended: BTreeMap<String, Value>,
+    pub(crate) acked_submits: BTreeSet<String>,
+    pub(crate) acked_reports: Vec<Report>,
+    pub(crate) acked_cancels: BTreeSet<String>,
+    /// Messages sent knowing they must be refused (a conflicting duplicate).
+    pub(crate) expected_bad: BTreeSet<String>,
+    pub(crate) clients: Clients,
+    /// Messages sent under `Clients::Ack` whose answer the client has not seen yet.
+    pub(crate) pending: Vec<(String, Pending)>,
+    /// Every message sent under `Clients::Ack` that was never answered: after a power loss one can
+    /// arrive torn (its client never fsynced it) and be refused; its client sent it again.
+    pub(crate) unanswered: BTreeSet<String>,
+}
+
+/// How the producers and agents make sure the broker has their messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Clients {
+    /// Each message is fsynced (file and inbox) before the call returns: acknowledged at once.
+    Fsync,
+    /// Messages are written without fsync and acknowledged when the broker moves them out of
+    /// `inbox/new/` (the answer of PROTOCOL.md: it does so only once they are journaled).
+    Ack,
+}
+
+/// What an unanswered message was, to count it once answered.
+#[derive(Debug, Clone)]
+pub(crate) enum Pending {
+    Submit(String),
+    Cancel(String),
+    Report(Report),
+}
+
+impl World {
+    pub(crate) fn new(cfg: Config, clients: Clients) -> Self {
+        let clock = ManualClock::new(Timestamp::from_micros(T0));
+        let fs = SimFs::with_clock(clock.clock());
+        let layout = Layout::new(ROOT);
+        layout.create(&fs).unwrap();
+        let shared: Arc<dyn Fs> = Arc::new(fs.clone());
+        let names = Arc::new(NameSource::with_clock(clock.clock()));
+        // The SDK as agents run it, without waiting inside the call (the suite is one thread: it
+        // steps the broker itself, and sees the answer after the step).
+        let durability = match clients {
+            Clients::Fsync => Durability::Always,
+            Clients::Ack => Durability::Never,
+        };
+        let producer = Client::open_with(shared.clone(), ROOT)
+            .unwrap()
+            .with_ack(Ack::None)
+            .with_durability(durability)
+            .with_names(names.clone());
+        let agents = AGENTS
+            .iter()
+            .map(|a| {
+                Agent::register_with(shared.clone(), ROOT, a)
+                    .unwrap()
+                    .with_ack(Ack::None)
+                    .with_durability(durability)
+                    .with_names(names.clone())
+            })
+            .collect();
+        Self {
+            fs,
+            clock,
+            layout,
+            cfg,
+            engine: None,
+            names,
+            producer,
+            agents,
+            intended: BTreeMap::new(),
+            acked_submits: BTreeSet::new(),
+            acked_reports: Vec::new(),
+            acked_cancels: BTreeSet::new(),
+            expected_bad: BTreeSet::new(),
+            clients,
+            pending: Vec::new(),
+            unanswered: BTreeSet::new(),
+        }
+    }
+
+    /// Restarts the machine as `mode` says. A power loss stops the clients too: the answers they
+    /// were waiting for are never seen (they send those messages again when they come back).
+    pub(crate) fn restart(&mut self, mode: Crash) {
+        self.fs.restart(mode);
+        if mode != Crash::Process {
+            self.pending.clear();
+        }
+    }
+
+    /// Counts what the client now knows was taken: at once when it fsyncs, when the broker has
+    /// moved the message out of the inbox under `Clients::Ack`.
+    pub(crate) fn sent(&mut self, msg: String, what: Pending) {
+        match self.clients {
+            Clients::Fsync => self.acknowledge(what),
+            Clients::Ack => {
+                self.unanswered.insert(msg.clone());
+                self.pending.push((msg, what));
+            }
+        }
+    }
+
+    pub(crate) fn acknowledge(&mut self, what: Pending) {
+        match what {
+            Pending::Submit(id) => {
+                self.acked_submits.insert(id);
+            }
+            Pending::Cancel(id) => {
+                self.acked_cancels.insert(id);
+            }
+            Pending::Report(r) => self.acked_reports.push(r),
+        }
+    }
+
+    /// The answers the client can see now: messages no longer in `inbox/new/`.
+    pub(crate) fn collect_answers(&mut self) {
+        let new = self.layout.broker_inbox().new_dir();
+        let pending = std::mem::take(&mut self.pending);
+        for (msg, what) in pending {
+            if matches!(self.fs.stat(&new.join(&msg)), Ok(None)) {
+                self.unanswered.remove(&msg);
+                self.acknowledge(what);
+            } else {
+                self.pending.push((msg, what));
+            }
+        }
+    }
+
+    pub(crate) fn start(&mut self) -> R {
+        let mut e = Engine::open(Arc::new(self.fs.clone()), self.layout.clone(), self.cfg.clone())?;
+        e.set_clock(self.clock.clock());
+        e.reconcile()?;
+        self.engine = Some(e);
+        Ok(())
+    }
+
+    pub(crate) fn engine(&mut self) -> &mut Engine {
+        self.engine.as_mut().expect("the broker is running")
+    }
+
+    pub(crate) fn step(&mut self) -> R {
+        while self.engine().step()?.more {}
+        self.collect_answers();
+        Ok(())
+    }
+
+    pub(crate) fn boards(&mut self) -> R {
+        Ok(self.engine().write_boards(true)?)
+    }
+
+    pub(crate) fn advance(&self, secs: i64) {
+        self.clock.advance_secs(secs);
+    }
+
+    pub(crate) fn agent(&self, name: &str) -> &Agent {
+        self.agents.iter().find(|a| a.name() == name).expect("one of AGENTS")
+    }
+
+    pub(crate) fn submit(&mut self, task: Value) -> R {
+        let id = task["task_id"].as_str().unwrap().to_string();
+        self.intended.entry(id.clone()).or_insert_with(|| task.clone());
+        let msg = self.producer.submit(&task)?;
+        self.sent(msg, Pending::Submit(id));
+        Ok(())
+    }
+
+    /// A conflicting duplicate, written by hand under a name taken first: the test must know the
+    /// name even when a crash cuts the send short and the file arrives anyway.
+    pub(crate) fn submit_bad(&mut self, task: Value) -> R {
+        let name = self.names.next("msg");
+        self.expected_bad.insert(name.clone());
+        let bytes = json!({"kind": "submit", "task": task}).to_string();
+        deliver(&self.fs, &self.layout.broker_inbox(), &name, bytes.as_bytes(), Durability::Always)?;
+        Ok(())
+    }
+
+    pub(crate) fn cancel(&mut self, id: &str) -> R {
+        let msg = self.producer.cancel(id)?;
+        self.sent(msg, Pending::Cancel(id.to_string()));
+        Ok(())
+    }
+
+    /// The SDK's claim over every pool and the agent's own `new/`: the claim's name, if any.
+    pub(crate) fn claim(&mut self, agent: &str) -> R<Option<String>> {
+        Ok(self.agent(agent).claim(&[])?.map(|c| c.name))
+    }
+
+    /// The SDK's report on a claim: `false` when it refuses because the claim is no longer held.
+    pub(crate) fn report(&mut self, agent: &str, claim: &str, outcome: Outcome) -> R<bool> {
+        let a = self.agent(agent);
+        let sent = match outcome {
+            Outcome::Complete => a.complete(claim, json!({"by": agent})),
+            Outcome::Fail => a.fail(claim, "flaky", true),
+            Outcome::Release => a.release(claim),
+        };
+        let msg = match sent {
+            Ok(msg) => msg,
+            Err(agent_sdk::Error::ClaimLost { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let task = DispatchName::parse(claim).unwrap().id_fragment;
+        self.sent(msg.clone(), Pending::Report(Report { msg, task, claim: claim.to_string() }));
+        Ok(true)
+    }
+
+    pub(crate) fn complete(&mut self, agent: &str, claim: &str) -> R<bool> {
+        self.report(agent, claim, Outcome::Complete)
+    }
+
+    pub(crate) fn held(&self, agent: &str) -> Vec<String> {
+        self.agent(agent).held().unwrap()
+    }
+
+    /// After a crash: producers resubmit what they were not told was delivered, agents finish
+    /// what they hold and claim the rest, until every task is finished.
+    pub(crate) fn finish(&mut self, ctx: &str) {
+        let unacked: Vec<Value> = self
+            .intended
+            .iter()
+            .filter(|(id, _)| !self.acked_submits.contains(*id))
+            .map(|(_, t)| t.clone())
+            .collect();
+        for t in unacked {
+            self.submit(t).unwrap();
+        }
+        for round in 0..100 {
+            self.step().unwrap_or_else(|e| panic!("{ctx}: step after recovery: {e:?}"));
+            if round == 0 {
+                check_places(self, ctx);
+            }
+            for a in AGENTS {
+                for c in self.held(a) {
+                    self.complete(a, &c).unwrap();
+                }
+                while let Some(c) = self.claim(a).unwrap() {
+                    self.complete(a, &c).unwrap();
+                }
+            }
+            self.step().unwrap();
+            let e = self.engine.as_ref().unwrap();
+            if self.intended.keys().all(|id| e.live(id).is_none()) {
+                break;
+            }
+            self.advance(10);
+        }
+        self.engine().flush().unwrap();
+    }
+}
+
+/// Every task file (a dispatch name) anywhere in pools and mailboxes: path → task id fragment.
+pub(crate) fn task_files(w: &World) -> BTreeMap<PathBuf, String> {
+    w.fs.files()
+        .into_keys()
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            (s.contains("/queues/") || s.contains("/mailboxes/"))
+                && (s.contains("/new/") || s.contains("/cur/"))
+        })
+        .filter_map(|p| {
+            let id = DispatchName::parse(p.file_name()?.to_str()?)?.id_fragment;
+            Some((p, id))
+        })
+        .collect()
+}
+
+/// Each live task's file is where the journal says, intact, and it has no other file.
+pub(crate) fn check_places(w: &World, ctx: &str) {
+    let journal = JournalView::state_only(&w.fs, &w.layout);
+    let mut expected = BTreeSet::new();
+    for f in journal.expected_files() {
+        let bytes =
+            w.fs.read(&f.path, 1 << 20).unwrap_or_else(|e| panic!("{ctx}: {} has no file: {e}", f.task_id));
+        if f.queued {
+            let v: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("{ctx}: queued file {} torn: {e}", f.path.display()));
+            assert_eq!(v["task_id"], json!(f.task_id), "{ctx}");
+        }
+        expected.insert(f.path);
+    }
+    for (p, id) in &task_files(w) {
+        assert!(
+            expected.contains(p),
+            "{ctx}: task file {} of {id} is not where the journal puts it",
+            p.display()
+        );
+    }
+}
+
+/// The final invariants, from the journal and the files alone.
+pub(crate) fn check_final(w: &World, ctx: &str) {
+    let journal = JournalView::read(&w.fs, &w.layout);
+    if let Some(r) = journal.stray() {
+        panic!("{ctx}: the broker found a task file it did not know: {r}");
+    }
+    let (submits, completes) = (journal.submits(), journal.completes());
+    for id in w.intended.keys() {
+        assert_eq!(submits.get(id), Some(&1), "{ctx}: task {id} must exist exactly once");
+        let status = journal.status_of(id);
+        assert!(status.is_some_and(protocol::Status::is_terminal), "{ctx}: {id} did not finish: {status:?}");
+        assert!(completes.get(id).copied().unwrap_or(0) <= 1, "{ctx}: {id} completed twice");
+        if w.acked_cancels.contains(id) {
+            assert_eq!(status, Some(protocol::Status::Cancelled), "{ctx}: acknowledged cancel of {id} lost");
+        }
+    }
+    assert_eq!(submits.len(), w.intended.len(), "{ctx}: unexpected tasks {submits:?}");
+    // Acknowledged reports: accepted, or refused only because the claim was legitimately taken
+    // back (lease expiry, cancel) before the report was read.
+    let mut legit_stale = BTreeSet::new();
+    for r in &w.acked_reports {
+        if journal.accepted(&r.msg) {
+            continue;
+        }
+        assert!(
+            journal.taken_back(&r.claim, &r.task),
+            "{ctx}: acknowledged report {} on {} ({}) was lost: {:?}",
+            r.msg,
+            r.claim,
+            r.task,
+            journal.about(&r.msg)
+        );
+        legit_stale.insert(r.msg.clone());
+    }
+    // Refused input is kept: every refusal's file is in quarantine.
+    for (msg, path) in journal.refusals() {
+        assert!(w.fs.stat(&path).unwrap().is_some(), "{ctx}: refused {msg:?} is not in quarantine");
+        let reason = w.fs.read(&PathBuf::from(format!("{}.error.json", path.display())), 1 << 20);
+        let reason: Option<Value> = reason.ok().and_then(|b| serde_json::from_slice(&b).ok());
+        assert!(
+            reason.is_some_and(|v| v["reason"].is_string()),
+            "{ctx}: refused {msg:?} has no readable reason beside it"
+        );
+    }
+    // Quarantine holds only input that is bad on its own terms.
+    for f in w.fs.list(&w.layout.quarantine_dir()).unwrap() {
+        let name = f.name_str().unwrap();
+        if name.ends_with(".error.json") || name.starts_with('.') {
+            continue;
+        }
+        let original = name.split_once('-').map(|x| x.1).unwrap_or(name);
+        assert!(
+            w.expected_bad.contains(original)
+                || legit_stale.contains(original)
+                || w.unanswered.contains(original),
+            "{ctx}: {name} quarantined though it was good input: {:?}",
+            journal.about(original)
+        );
+    }
+    // No task file is left anywhere: every task finished.
+    assert!(task_files(w).is_empty(), "{ctx}: files left behind: {:?}", task_files(w));
+    // The boards equal the state rebuilt from the journal.
+    let want = journal.boards();
+    for b in Board::ALL {
+        let bytes = w.fs.read(&w.layout.board(b), 1 << 24).unwrap();
+        let got: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+        let got: BTreeMap<String, Value> =
+            got.into_iter().map(|t| (t["task_id"].as_str().unwrap().to_string(), t)).collect();
+        assert_eq!(got, want[&b], "{ctx}: board {b:?} differs from the journal");
+    }
+}
