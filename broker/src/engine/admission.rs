@@ -158,7 +158,7 @@ pub(crate) fn admit(
 }
 
 /// Checks that the task's destination exists (or may be created) and lies inside the root.
-fn check_destination(tx: &Tx, task: &Task, create: bool) -> Result<(), Refusal> {
+fn check_destination(tx: &mut Tx, task: &Task, create: bool) -> Result<(), Refusal> {
     let (field, target) = match (&task.assigned_to, tx.env.route_of(task)) {
         (Some(a), _) => ("task.assigned_to", Route::Agent(a.clone())),
         (None, route) => ("task.task_type", route),
@@ -173,7 +173,7 @@ fn check_destination(tx: &Tx, task: &Task, create: bool) -> Result<(), Refusal> 
     // Before asking whether a mailbox exists: one that is a link (never followed) does not. A
     // directory of the broker's own in the way (`queues/`, `mailboxes/` replaced) is no fault of
     // the task: the delivery fails on it and the broker moves it aside (`crate::repair`).
-    let owned_in_the_way = match tx.env.layout.contain_maildir(tx.env.fs(), &md) {
+    let owned_in_the_way = match tx.effects.contain_maildir(tx.env, &md) {
         Ok(()) => false,
         Err(FsError::NotBeneath { at, .. }) if tx.env.layout.owned_dirs().contains(&at) => true,
         Err(_) => {

@@ -19,10 +19,10 @@ use super::spares::Spares;
 use protocol::capability::CapabilitySet;
 use protocol::message::{Notice, NoticeKind};
 use protocol::{Mail, Task};
-use runtime_layout::{Durability, Maildir, deliver, deliver_read, write_capability_set};
+use runtime_layout::{Durability, FsError, Maildir, deliver, deliver_read, write_capability_set};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use tokio::sync::oneshot;
 
@@ -91,6 +91,8 @@ pub(crate) struct Effects {
     kept: Vec<(PathBuf, Option<u64>)>,
     /// Finished claims' files kept to be written again as task files.
     spares: Spares,
+    /// Destinations found inside the root since the last commit ([`Effects::contain_maildir`]).
+    contained: HashSet<PathBuf>,
 }
 
 /// The bytes of a task file in `new/` (what an agent reads when it claims).
@@ -155,8 +157,23 @@ impl Effects {
         }
     }
 
+    /// [`Layout::contain_maildir`](runtime_layout::Layout::contain_maildir) of a destination
+    /// (its `tmp/`, `new/` and `cur/` real directories beneath the root), remembered until the
+    /// next commit: a batch of submits to one pool looks once, not three lookups per task. Only
+    /// the early, friendly refusal is spared: every move is still resolved beneath the root when
+    /// it happens, and a link put in the way meanwhile is refused then (`crate::repair`).
+    pub fn contain_maildir(&mut self, env: &Env, md: &Maildir) -> Result<(), FsError> {
+        if self.contained.contains(&md.root) {
+            return Ok(());
+        }
+        env.layout.contain_maildir(env.fs(), md)?;
+        self.contained.insert(md.root.clone());
+        Ok(())
+    }
+
     /// Makes the journal durable, then carries out the effects and fsyncs what they touched.
     pub fn commit(&mut self, env: &Env, ledger: &mut Ledger) -> Result<(), EngineError> {
+        self.contained.clear();
         ledger.commit()?;
         for e in std::mem::take(&mut self.pending) {
             // A permission a client took away from the broker in its own territory (a mailbox,

@@ -184,3 +184,47 @@ fn messages_the_events_named_are_read_without_listing_once_the_inbox_caught_up()
     e.step_looking(named(&[])).unwrap();
     assert!(queued(&e, "LAST"), "{last} found by the listing that follows a backlog");
 }
+
+#[test]
+fn a_batch_of_submits_looks_at_its_pool_once_and_a_pool_made_a_link_is_refused_after_it() {
+    use runtime_layout::{Fs, RootFs};
+    let r = Root::new();
+    let fs: Arc<dyn Fs> = Arc::new(RootFs::open(r.layout.root()).unwrap());
+    let mut e = Engine::open(fs.clone(), r.layout.clone(), Config::default()).unwrap();
+    e.reconcile().unwrap();
+    e.step().unwrap();
+    let stats = || fs.counts().expect("a RootFs counts").stats;
+    // The stats a batch of `n` submits to one pool costs.
+    let mut batch = |tag: &str, n: usize| {
+        for i in 0..n {
+            r.send(json!({"task_id": format!("{tag}-{i}"), "task_type": "tools"}));
+        }
+        let before = stats();
+        e.step().unwrap();
+        assert!((0..n).all(|i| e.live(&format!("{tag}-{i}")).is_some()), "{tag}: all queued");
+        stats() - before
+    };
+    let one = batch("ONE", 1);
+    let twenty = batch("TWENTY", 20);
+    // Three lookups per submit before (the pool's tmp/, new/ and cur/): 57 more for 19 more.
+    assert!(twenty < one + 19, "{one} stats for one submit, {twenty} for twenty");
+
+    // Remembered until the commit only: the next pass finds the pool made a link, and refuses.
+    let outside = tempfile::tempdir().unwrap();
+    for d in ["tmp", "new", "cur"] {
+        std::fs::create_dir(outside.path().join(d)).unwrap();
+    }
+    let pool = r.layout.queue("tools").root;
+    std::fs::rename(&pool, r.layout.queues_dir().join("tools-was")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &pool).unwrap();
+    let msg = r.send(json!({"task_id": "AFTER", "task_type": "tools"}));
+    e.step().unwrap();
+    assert!(e.live("AFTER").is_none(), "refused");
+    assert!(
+        r.list(&r.layout.quarantine_dir()).iter().any(|q| q.ends_with(&format!("{msg}.error.json"))),
+        "{msg} quarantined with its reason"
+    );
+    for d in ["tmp", "new", "cur"] {
+        assert!(r.list(&outside.path().join(d)).is_empty(), "nothing written outside the root");
+    }
+}
