@@ -14,6 +14,10 @@ use runtime_layout::Fs;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
+/// A commit at least this slow is logged as a warning (a disk that stalls, busy writing back
+/// something else, shows in the broker's log rather than only as clients' timeouts).
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) struct Ledger {
     journal: Journal,
     /// The filesystem the journal's segments are created on (at their first commit).
@@ -139,7 +143,15 @@ impl Ledger {
         let started = self.journal.has_pending().then(std::time::Instant::now);
         self.journal.commit(self.fs.as_ref())?;
         if let Some(t) = started {
-            self.commits.observe(t.elapsed());
+            let took = t.elapsed();
+            self.commits.observe(took);
+            if took >= SLOW_COMMIT {
+                // Every client waiting for an answer waited as long: say so where operators look.
+                tracing::warn!(
+                    took_ms = took.as_millis() as u64,
+                    "a journal commit (its write and fsync) was slow: the disk is the wait"
+                );
+            }
         }
         if !self.unpublished.is_empty() {
             let mut rest = std::mem::take(&mut self.unpublished);

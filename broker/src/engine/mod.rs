@@ -67,6 +67,9 @@ use stats::{Histogram, Stats};
 use std::sync::Arc;
 use tx::{Core, Tx};
 
+/// A pass at least this slow is logged as a warning (the broker answers nothing during one).
+const SLOW_PASS: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub use effects::task_bytes;
 pub use legacy::{DROP_PREFIX, MAIL_DROP_PREFIX};
 pub use look::{Arrivals, Claims, Look};
@@ -250,7 +253,16 @@ impl Engine {
         let arrived = self.core.effects.take_kept();
         let grew = self.core.ledger.journal_written() - journal_before;
         self.retention.work(&self.core.env, arrived, grew);
-        self.passes.observe(started.elapsed());
+        let took = started.elapsed();
+        self.passes.observe(took);
+        if took >= SLOW_PASS {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                messages = batch.messages,
+                records = self.core.ledger.records() - start,
+                "a pass was slow: nothing else was answered meanwhile"
+            );
+        }
         self.messages += batch.messages as u64;
         self.inbox_waiting = batch.waiting as u64;
         Ok(StepReport {
