@@ -97,8 +97,8 @@ fn logs(root: &Root) -> String {
 
 fn submit(root: &Root, task: Value) {
     // A generous answer window (this test is about refusals, not latency), and the broker's log
-    // when even that runs out: once in CI no answer came within 120 s, cause not yet found (a
-    // slow disk right after a build was the first guess; 120 s rules it out).
+    // when even that runs out: no answer within it has meant a broker that stopped (a socket in
+    // the inbox did, see the last test).
     let out = root.run_with_input(&["--answer-within", "120", "submit", "-"], task.to_string().as_bytes());
     assert!(out.status.success(), "submit: {}\nlogs:\n{}", String::from_utf8_lossy(&out.stderr), logs(root));
 }
@@ -396,4 +396,25 @@ fn hostile_inputs_are_refused_with_reasons_and_contained() {
          nothing outside the root touched",
         hwm / 1024
     );
+}
+
+/// A socket renamed into an idle broker's inbox: the event names it, and the pass reads it
+/// without listing, so nothing says beforehand that it is not a file. Opening a socket fails
+/// (ENXIO): that stopped the broker (exit 8), and every client then waited in vain.
+#[test]
+fn a_socket_in_the_inbox_of_an_idle_broker_is_refused_and_the_broker_serves_on() {
+    let root = Root::new();
+    root.write_config("[broker]\ntick_ms = 50\n");
+    let mut broker = root.broker();
+    submit(&root, json!({"task_id": "BEFORE", "task_type": "work"}));
+    let inbox_new = root.comms().join("broker/inbox/new");
+    let hidden = inbox_new.join(".making-socket");
+    let _listener = std::os::unix::net::UnixListener::bind(&hidden).unwrap();
+    std::fs::rename(&hidden, inbox_new.join("socket.json")).unwrap();
+    wait_for(T, || reason_of(&root, "broker/inbox/new/socket.json").is_some() || !broker.is_running());
+    assert!(broker.is_running(), "the broker stopped:\n{}", logs(&root));
+    let reason = reason_of(&root, "broker/inbox/new/socket.json").unwrap();
+    assert!(reason.contains("socket"), "{reason}");
+    submit(&root, json!({"task_id": "AFTER", "task_type": "work"}));
+    assert!(broker.is_running());
 }

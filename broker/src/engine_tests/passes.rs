@@ -228,3 +228,36 @@ fn a_batch_of_submits_looks_at_its_pool_once_and_a_pool_made_a_link_is_refused_a
         assert!(r.list(&outside.path().join(d)).is_empty(), "nothing written outside the root");
     }
 }
+
+#[test]
+fn a_socket_where_a_message_or_a_board_belongs_is_refused_not_fatal() {
+    use crate::engine::{Arrivals, Look};
+    use runtime_layout::Board;
+    let r = Root::new();
+    let mut cfg = Config::default();
+    cfg.ingest.absorb_board_edits = true;
+    cfg.broker.settle_ms = 0;
+    let mut e = r.engine_with(cfg);
+    e.step().unwrap();
+    // Caught up, a pass reads what the events name without listing: a socket there cannot even
+    // be opened (ENXIO), and it stopped the broker.
+    let inbox_new = r.layout.broker_inbox().new_dir();
+    let _in_inbox = std::os::unix::net::UnixListener::bind(inbox_new.join("socket.json")).unwrap();
+    let named = Look { inbox: Arrivals::Named(vec!["socket.json".into()]), ..Look::QUIET };
+    e.step_looking(named).expect("a socket in the inbox is input to refuse, not a failure");
+    let q = r.list(&r.layout.quarantine_dir());
+    let reason = q.iter().find(|n| n.ends_with("socket.json.error.json")).expect("quarantined");
+    let why: Value =
+        serde_json::from_slice(&std::fs::read(r.layout.quarantine_dir().join(reason)).unwrap()).unwrap();
+    assert!(why["reason"].as_str().unwrap().contains("socket"), "{why}");
+    // A board made a socket: an edit to look at, and nothing to absorb from it.
+    let board = r.layout.board(Board::Working);
+    std::fs::remove_file(&board).unwrap();
+    let _at_board = std::os::unix::net::UnixListener::bind(&board).unwrap();
+    for _ in 0..3 {
+        e.step_looking(Look::EVERYWHERE).expect("a socket where a board was is not a failure");
+    }
+    r.send(json!({"task_id": "AFTER"}));
+    e.step().unwrap();
+    assert!(e.live("AFTER").is_some(), "still serving");
+}

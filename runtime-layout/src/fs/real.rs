@@ -51,7 +51,9 @@ impl Fs for RealFs {
         let flags = (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits();
         let file = std::fs::OpenOptions::new().write(true).custom_flags(flags as i32).open(path).map_err(
             |e| match e.raw_os_error() {
-                Some(code) => open_error("open", path, rustix::io::Errno::from_raw_os_error(code)),
+                Some(code) => {
+                    open_error("open", path, rustix::io::Errno::from_raw_os_error(code), || kind_at(path))
+                }
                 None => FsError::io("open", path, e),
             },
         )?;
@@ -117,7 +119,8 @@ impl Fs for RealFs {
         use rustix::fs::{CWD, Mode, OFlags, openat};
         // O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO from blocking the open.
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = openat(CWD, path, flags, Mode::empty()).map_err(|e| open_error("open", path, e))?;
+        let fd = openat(CWD, path, flags, Mode::empty())
+            .map_err(|e| open_error("open", path, e, || kind_at(path)))?;
         unix::read_limited(fd, path, limit)
     }
 
@@ -152,7 +155,8 @@ impl Fs for RealFs {
     fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
         use rustix::fs::{CWD, Mode, OFlags, openat};
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = openat(CWD, path, flags, Mode::empty()).map_err(|e| open_error("open", path, e))?;
+        let fd = openat(CWD, path, flags, Mode::empty())
+            .map_err(|e| open_error("open", path, e, || kind_at(path)))?;
         unix::read_piece(fd, path, offset, len)
     }
 
@@ -190,4 +194,9 @@ fn create_with_mode(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<
         let _ = std::fs::remove_file(path);
     }
     written
+}
+
+/// What is at `path`, not following a link (for [`open_error`]).
+fn kind_at(path: &Path) -> Option<FileKind> {
+    std::fs::symlink_metadata(path).ok().map(|m| m.file_type().into())
 }

@@ -44,6 +44,11 @@ fn mode(bits: u32) -> Mode {
 }
 
 impl RootFs {
+    /// What is at `path`, resolved beneath the root (for [`open_error`]).
+    fn kind_at(&self, path: &Path) -> Option<FileKind> {
+        self.stat(path).ok().flatten().map(|m| m.kind)
+    }
+
     /// Opens the root directory `root` (which must exist); every path given later must lie
     /// beneath it. Resolves with `openat2` where the kernel has it.
     pub fn open(root: impl AsRef<Path>) -> Result<Self, FsError> {
@@ -157,7 +162,7 @@ impl Fs for RootFs {
     fn overwrite(&self, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
         let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
         let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
-            Ok(e) => open_error("open", path, e),
+            Ok(e) => open_error("open", path, e, || self.kind_at(path)),
             Err(refused) => refused,
         })?;
         unix::rewrite(fd, path, bytes, sync)?;
@@ -265,7 +270,7 @@ impl Fs for RootFs {
         // O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO from blocking the open.
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
         let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
-            Ok(errno) => open_error("open", path, errno),
+            Ok(errno) => open_error("open", path, errno, || self.kind_at(path)),
             Err(refused) => refused,
         })?;
         let bytes = unix::read_limited(fd, path, limit)?;
@@ -306,7 +311,7 @@ impl Fs for RootFs {
     fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
         let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
-            Ok(errno) => open_error("open", path, errno),
+            Ok(errno) => open_error("open", path, errno, || self.kind_at(path)),
             Err(refused) => refused,
         })?;
         let bytes = unix::read_piece(fd, path, offset, len)?;

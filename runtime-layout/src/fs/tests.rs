@@ -36,7 +36,7 @@ fn mkfifo(p: &Path) {
 }
 
 #[test]
-fn read_refuses_symlinks_fifos_and_oversized_files() {
+fn read_refuses_symlinks_fifos_sockets_and_oversized_files() {
     each(|fs, d| {
         let f = d.join("f");
         std::fs::write(&f, b"0123456789").unwrap();
@@ -55,6 +55,22 @@ fn read_refuses_symlinks_fifos_and_oversized_files() {
             fs.read(&d.join("p"), 1 << 20),
             Err(FsError::NotRegular { kind: FileKind::Fifo, .. })
         ));
+        // A socket cannot be opened at all (ENXIO): refused by its kind all the same, as every
+        // caller expects of what is not a regular file, never reported as a failing disk.
+        let _listener = std::os::unix::net::UnixListener::bind(d.join("s")).unwrap();
+        assert!(matches!(
+            fs.read(&d.join("s"), 1 << 20),
+            Err(FsError::NotRegular { kind: FileKind::Socket, .. })
+        ));
+        assert!(matches!(
+            fs.read_at(&d.join("s"), 0, 10),
+            Err(FsError::NotRegular { kind: FileKind::Socket, .. })
+        ));
+        assert!(matches!(
+            fs.overwrite(&d.join("s"), b"x", false),
+            Err(FsError::NotRegular { kind: FileKind::Socket, .. })
+        ));
+        std::fs::remove_file(d.join("s")).unwrap();
         assert_eq!(fs.stat(&l).unwrap().unwrap().kind, FileKind::Symlink);
         assert_eq!(fs.stat(&d.join("none")).unwrap(), None);
         assert_eq!(fs.stat(&d.join("none/deeper")).unwrap(), None);
@@ -186,7 +202,8 @@ fn overwrite_rewrites_a_file_of_its_own_and_nothing_linked_elsewhere() {
         // with a reader, the open file is seen not to be a regular file); a missing file is not
         // created.
         mkfifo(&d.join("fifo"));
-        fs.overwrite(&d.join("fifo"), b"x", false).unwrap_err();
+        let e = fs.overwrite(&d.join("fifo"), b"x", false).unwrap_err();
+        assert!(matches!(e, FsError::NotRegular { kind: FileKind::Fifo, .. }), "{e}");
         let _reader = std::fs::File::options()
             .read(true)
             .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)

@@ -37,12 +37,26 @@ pub(crate) fn meta_of(st: &Stat) -> Meta {
     }
 }
 
-/// Opening with `O_NOFOLLOW` fails with `ELOOP` on a symlink: report what is there.
-pub(crate) fn open_error(op: &'static str, path: &Path, e: Errno) -> FsError {
-    if e == Errno::LOOP {
-        FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Symlink }
-    } else {
-        FsError::io(op, path, errno(e))
+/// Why opening a file to read or rewrite it (`O_NOFOLLOW | O_NONBLOCK`) failed, as the seam
+/// reports it: what is not a regular file is [`FsError::NotRegular`], whatever the open said.
+/// A symlink fails with `ELOOP`; a socket with `ENXIO`, and so does a FIFO opened for writing
+/// with no reader; a device without a driver with `ENODEV`. For those two, `kind_at` looks at
+/// what is at the path (only then): anything but a regular file is refused by its kind, like a
+/// FIFO or a directory seen on an open descriptor, and never taken for a failing disk.
+pub(crate) fn open_error(
+    op: &'static str,
+    path: &Path,
+    e: Errno,
+    kind_at: impl FnOnce() -> Option<FileKind>,
+) -> FsError {
+    let refused = |kind| FsError::NotRegular { path: path.to_path_buf(), kind };
+    match e {
+        Errno::LOOP => refused(FileKind::Symlink),
+        Errno::NXIO | Errno::NODEV => match kind_at() {
+            Some(kind) if kind != FileKind::File => refused(kind),
+            _ => FsError::io(op, path, errno(e)),
+        },
+        _ => FsError::io(op, path, errno(e)),
     }
 }
 
