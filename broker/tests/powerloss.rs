@@ -489,3 +489,36 @@ fn faults_anywhere_stop_the_broker_cleanly_and_recovery_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn a_message_or_dropped_file_that_cannot_be_read_is_refused_with_its_error_and_the_broker_serves_on() {
+    // A bad block under one message: reading it fails with EIO. That is the file's fault, not
+    // the journal's: the message is quarantined with the error, and the rest is served.
+    let mut w = World::new(cfg(), Clients::Fsync);
+    w.start().unwrap();
+    let name = w.names.next("msg");
+    w.fs.inject(Fault::eio(FaultOn::Read, 1).on_path(&name));
+    w.expected_bad.insert(name.clone());
+    let bytes = json!({"kind": "submit", "task": task("UNREAD")}).to_string();
+    runtime_layout::deliver(&w.fs, &w.layout.broker_inbox(), &name, bytes.as_bytes(), Durability::Always)
+        .unwrap();
+    // The same under a file dropped in the old spellings.
+    w.fs.inject(Fault::eio(FaultOn::Read, 1).on_path("drop/lead.json"));
+    w.expected_bad.insert("lead.json".into());
+    w.fs.create_new(&w.layout.drop_dir().join("lead.json"), br#"{"id": 7}"#, true).unwrap();
+    w.submit(task("R1")).unwrap();
+    w.step().expect("a message that cannot be read stops nothing");
+    w.advance(5);
+    w.step().expect("nor does a dropped file");
+    assert!(w.fs.list(&w.layout.drop_dir()).unwrap().is_empty(), "the dropped file was taken");
+    let quarantine = w.layout.quarantine_dir();
+    let reason = w.fs.list(&quarantine).unwrap().into_iter().find_map(|e| {
+        let n = e.name_str()?.to_string();
+        n.ends_with(&format!("{name}.error.json")).then(|| w.fs.read(&quarantine.join(n), 1 << 20).unwrap())
+    });
+    let reason: Value = serde_json::from_slice(&reason.expect("quarantined with its reason")).unwrap();
+    assert!(reason["reason"].as_str().unwrap().contains("cannot be read"), "{reason}");
+    assert!(w.engine().live("UNREAD").is_none());
+    w.finish("unreadable message");
+    check_final(&w, "unreadable message");
+}

@@ -108,6 +108,8 @@ enum Kind {
     Write,
     Sync,
     WriteSync,
+    /// A read of content: only [`FaultOn::Read`] faults count it, never the crash points.
+    Read,
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -172,6 +174,21 @@ impl Inner {
     fn read_only(&self, op: &'static str, path: &Path) -> Result<(), FsError> {
         if self.crashed {
             return Err(FsError::io(op, path, io::Error::other("simulated crash")));
+        }
+        Ok(())
+    }
+
+    /// [`Self::read_only`] for a read of content, which a [`FaultOn::Read`] fault may fail.
+    fn reading(&mut self, op: &'static str, path: &Path) -> Result<(), FsError> {
+        self.read_only(op, path)?;
+        for (f, seen) in &mut self.faults {
+            if !f.matches(Kind::Read, path) {
+                continue;
+            }
+            *seen += 1;
+            if *seen == f.nth || (f.sticky && *seen > f.nth) {
+                return Err(FsError::io(op, path, io::Error::from_raw_os_error(f.errno)));
+            }
         }
         Ok(())
     }

@@ -123,7 +123,7 @@ impl DropWatcher {
                     self.watching.remove(&path);
                     continue;
                 }
-                Err(e) if e.is_permission_denied() => {
+                Err(e) if e.is_permission_denied() || e.is_the_file_s() => {
                     reject_file(tx, &path, &shown, None, unreadable(&e, &path));
                     self.watching.remove(&path);
                     continue;

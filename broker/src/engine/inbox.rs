@@ -203,6 +203,11 @@ fn consume(
                 reject_file(tx, &from, &name, None, unreadable(&e, &from));
                 continue;
             }
+            // The file's own error (a bad block): refused with it, the broker serves on.
+            Err(e) if e.is_the_file_s() => {
+                reject_file(tx, &from, &name, None, unreadable(&e, &from));
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         if legacy::is_legacy_name(&name) {

@@ -205,6 +205,18 @@ impl FsError {
                 || source.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()))
     }
 
+    /// An error of the file itself, met opening or reading it: the system said so with an
+    /// errno (`EIO` from a bad block, say), and it is neither about a directory on the way
+    /// (resolving is another operation) nor the process out of descriptors or memory
+    /// (`EMFILE`, `ENFILE`, `ENOMEM`: no file's fault). A reader of clients' input refuses such a
+    /// file with the error rather than stopping.
+    pub fn is_the_file_s(&self) -> bool {
+        use rustix::io::Errno;
+        let exhausted = [Errno::MFILE, Errno::NFILE, Errno::NOMEM].map(|e| e.raw_os_error());
+        matches!(self, Self::Io { op: "open" | "read" | "stat", source, .. }
+            if source.raw_os_error().is_some_and(|code| !exhausted.contains(&code)))
+    }
+
     /// Out of space or quota: the broker refuses new work but keeps running.
     pub fn is_no_space(&self) -> bool {
         matches!(self, Self::Io { source, .. }

@@ -12,6 +12,9 @@ pub enum FaultOn {
     Sync,
     /// Writes of data (`create_new`, `append`).
     Write,
+    /// Reads of a file's content (`read`, `read_at`): a bad block under one file. Never a crash
+    /// point, and not counted by [`FaultOn::Any`].
+    Read,
 }
 
 /// Makes the `nth` (1-based) matching operation fail with `errno` (e.g. `EIO`, `ENOSPC`).
@@ -43,9 +46,10 @@ impl Fault {
     /// Does an operation of `kind` on `path` count towards this fault?
     pub(super) fn matches(&self, kind: Kind, path: &Path) -> bool {
         let kind_matches = match self.on {
-            FaultOn::Any => true,
+            FaultOn::Any => kind != Kind::Read,
             FaultOn::Sync => matches!(kind, Kind::Sync | Kind::WriteSync),
             FaultOn::Write => matches!(kind, Kind::Write | Kind::WriteSync),
+            FaultOn::Read => kind == Kind::Read,
         };
         kind_matches && self.path_contains.as_deref().is_none_or(|s| path.to_string_lossy().contains(s))
     }

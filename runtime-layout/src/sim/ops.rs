@@ -141,8 +141,8 @@ impl Fs for SimFs {
     }
 
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-        let g = self.lock();
-        g.read_only("open", path)?;
+        let mut g = self.lock();
+        g.reading("open", path)?;
         match g.lookup(path) {
             None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
             Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
@@ -175,8 +175,8 @@ impl Fs for SimFs {
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
-        let g = self.lock();
-        g.read_only("open", path)?;
+        let mut g = self.lock();
+        g.reading("open", path)?;
         match g.lookup(path) {
             None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
             Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),

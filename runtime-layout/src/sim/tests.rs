@@ -102,6 +102,17 @@ fn faults_hit_the_nth_matching_operation() {
     assert!(fs.create_new(&p("/d/y"), b"y", false).unwrap_err().is_no_space(), "sticky");
     fs.clear_faults();
     fs.create_new(&p("/d/y"), b"y", false).unwrap();
+    // A bad block under one file: its second read fails, the file is still there, nothing
+    // mutating is counted (reads are never crash points), and a write fault ignores reads.
+    fs.inject(Fault::eio(FaultOn::Read, 2).on_path("/d/y"));
+    fs.inject(Fault::eio(FaultOn::Any, 1).on_path("/d/y"));
+    let ops = fs.ops();
+    assert_eq!(fs.read(&p("/d/y"), 10).unwrap(), b"y");
+    let e = fs.read_at(&p("/d/y"), 0, 1).unwrap_err();
+    assert!(e.is_the_file_s(), "{e}");
+    assert_eq!(fs.read(&p("/d/y"), 10).unwrap(), b"y", "not sticky");
+    assert_eq!(fs.stat(&p("/d/y")).unwrap().map(|m| m.len), Some(1));
+    assert_eq!(fs.ops(), ops, "reads are not operations a crash can fall between");
 }
 
 #[test]
