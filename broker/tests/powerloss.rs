@@ -522,3 +522,20 @@ fn a_message_or_dropped_file_that_cannot_be_read_is_refused_with_its_error_and_t
     w.finish("unreadable message");
     check_final(&w, "unreadable message");
 }
+
+#[test]
+fn a_claim_that_cannot_be_read_for_a_moment_is_looked_at_again() {
+    let mut w = World::new(cfg(), Clients::Fsync);
+    w.start().unwrap();
+    w.submit(task("C1")).unwrap();
+    w.step().unwrap();
+    // The agent reads its claim (the first read there); the broker's check of it is the second,
+    // and fails once (EIO): a warning, and the next look adopts it.
+    w.fs.inject(Fault::eio(FaultOn::Read, 2).on_path("mailboxes/A1/cur/"));
+    let claim = w.claim("A1").unwrap().expect("C1 claimed");
+    w.step().expect("a claim that cannot be read stops nothing");
+    w.step().unwrap();
+    assert!(w.complete("A1", &claim).unwrap(), "the claim was adopted, not taken back");
+    w.finish("unreadable claim");
+    check_final(&w, "unreadable claim");
+}
