@@ -177,12 +177,22 @@ impl Effects {
         ledger.commit()?;
         for e in std::mem::take(&mut self.pending) {
             // A permission a client took away from the broker in its own territory (a mailbox,
-            // a drop directory) fails that one effect, never the broker.
+            // a drop directory), or a directory it put where a file of the broker's was (a
+            // finished claim swapped after its report was checked), fails that one effect, never
+            // the broker.
             let client = e.path().filter(|p| env.client_owned(p)).map(Path::to_path_buf);
             match self.run(env, e) {
                 Err(EngineError::Fs(err)) if err.is_permission_denied() && client.is_some() => {
                     let path = client.unwrap_or_default();
                     env.warn_once(&path, "a client's permissions stopped a file move", &err);
+                }
+                Err(EngineError::Fs(err)) if err.is_directory() && client.is_some() => {
+                    let path = client.unwrap_or_default();
+                    env.warn_once(
+                        &path,
+                        "a directory stands where a file was to be removed: left to its owner",
+                        &err,
+                    );
                 }
                 other => other?,
             }

@@ -14,12 +14,11 @@
 //!
 //! What keeps it safe:
 //!
-//! - Only the broker writes `broker/spare/`, and only a claim its report's check found a
-//!   regular file goes there. A spare is written only after checks on the open file, just before
-//!   the write: a regular file, of the broker's user, with no other name and no mode its owner
-//!   did not give it. A claim an agent hard-linked elsewhere, made executable or writable by
-//!   others, or replaced by a directory since its report was checked is never written: that
-//!   spare is removed and the task file created as before.
+//! - Only the broker writes `broker/spare/`, and only a regular file goes there. A spare is
+//!   written only after checks on the open file, just before the write: a regular file, of the
+//!   broker's user, with no other name and no mode its owner did not give it. A claim an agent
+//!   hard-linked elsewhere or made executable or writable by others is never written: that spare
+//!   is removed and the task file created as before.
 //! - A spare's old bytes never reach a reader: each is rewritten whole before it is published.
 //!   Reconciling at a start removes every file in `broker/spare/` (a crash's leftovers, which may
 //!   hold a task file not yet renamed into place: the journal has its task, and recovery
@@ -33,7 +32,7 @@
 //!   back at the start (`leases::take_back_foreign`).
 
 use super::env::Env;
-use runtime_layout::{FsError, Maildir};
+use runtime_layout::{FileKind, FsError, Maildir};
 use std::path::{Path, PathBuf};
 
 /// Most spare files kept at once: more than one busy pass finishes, so that every task file of a
@@ -47,15 +46,18 @@ pub(crate) struct Spares {
 }
 
 impl Spares {
-    /// Takes the finished claim at `claim`, a regular file a moment ago, as a spare. `false` when
-    /// it was not taken (enough are kept, or the move failed): the caller removes it as before.
+    /// Takes the finished claim at `claim` as a spare. `false` when it was not taken (enough are
+    /// kept, it is not a regular file, or the move failed): the caller removes it as before.
     pub fn keep(&mut self, env: &Env, claim: &Path) -> bool {
         if self.files.len() >= KEEP {
             return false;
         }
-        // No look of its own: the report was accepted only on a regular file at the claim's
-        // name, seen in this pass (`claims::holder`). Something else an agent put there since (a
-        // directory) is refused when a task file is to be written into it, and removed then.
+        // Only a regular file: whatever else an agent put at the claim's name since its report
+        // was checked (the journal's fsync lies between) is removed as before, or refused there,
+        // never carried into `broker/spare/`, where a directory could not be removed.
+        if !matches!(env.fs().stat(claim), Ok(Some(m)) if m.kind == FileKind::File) {
+            return false;
+        }
         let to = env.layout.spare_dir().join(env.names.next("spare"));
         match env.fs().rename_noreplace(claim, &to) {
             Ok(()) => {

@@ -184,3 +184,28 @@ fn a_spare_directory_that_cannot_be_listed_does_not_stop_a_start() {
     assert_eq!(task_id(&pool.join(&r.list(&pool)[0])), "T2");
     assert_eq!(std::fs::read(r.layout.spare_dir()).unwrap(), b"not a directory");
 }
+
+#[test]
+fn a_directory_put_at_a_held_claim_s_name_never_stops_the_broker() {
+    use std::sync::atomic::Ordering;
+    let r = Root::new();
+    r.agent("A");
+    let mut e = r.engine();
+    let (clock, skew) = super::skewed();
+    e.set_clock(clock);
+    r.send(json!({"task_id": "D", "lease_secs": 30, "max_attempts": 3}));
+    e.step().unwrap();
+    let claim = r.claim(&r.layout.queue("default").new_dir(), "A");
+    e.step().unwrap();
+    // The agent swaps its claim for a directory of the same name (with a file in it), and lets
+    // the lease run out: the take-back cannot remove a directory.
+    let at = r.layout.mailbox("A").cur().join(&claim);
+    std::fs::remove_file(&at).unwrap();
+    std::fs::create_dir(&at).unwrap();
+    std::fs::write(at.join("inside"), b"x").unwrap();
+    skew.store(31, Ordering::SeqCst);
+    e.step().expect("a directory in an agent's cur/ is the agent's, not a failure");
+    skew.store(0, Ordering::SeqCst);
+    assert_eq!(r.list(&r.layout.queue("default").new_dir()).len(), 1, "D queued again");
+    assert_eq!(std::fs::read(at.join("inside")).unwrap(), b"x", "nothing of the agent's removed");
+}

@@ -205,16 +205,25 @@ impl FsError {
                 || source.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()))
     }
 
-    /// An error of the file itself, met opening or reading it: the system said so with an
-    /// errno (`EIO` from a bad block, say), and it is neither about a directory on the way
-    /// (resolving is another operation) nor the process out of descriptors or memory
-    /// (`EMFILE`, `ENFILE`, `ENOMEM`: no file's fault). A reader of clients' input refuses such a
-    /// file with the error rather than stopping.
+    /// An error of the file itself, met reading it once open (`read`, or `fstat` of its
+    /// descriptor): the system said so with an errno (`EIO` from a bad block, say), and the
+    /// process is not out of memory (`ENOMEM`: no file's fault). An error opening it is not
+    /// counted: the lookup of its name reads its directory, and a directory failing is not one
+    /// file's fault. A reader of clients' input refuses such a file with the error rather than
+    /// stopping.
     pub fn is_the_file_s(&self) -> bool {
-        use rustix::io::Errno;
-        let exhausted = [Errno::MFILE, Errno::NFILE, Errno::NOMEM].map(|e| e.raw_os_error());
-        matches!(self, Self::Io { op: "open" | "read" | "stat", source, .. }
-            if source.raw_os_error().is_some_and(|code| !exhausted.contains(&code)))
+        let exhausted = rustix::io::Errno::NOMEM.raw_os_error();
+        matches!(self, Self::Io { op: "read" | "fstat", source, .. }
+            if source.raw_os_error().is_some_and(|code| code != exhausted))
+    }
+
+    /// A directory where a file was expected (`EISDIR`, or refused as one by its kind).
+    pub fn is_directory(&self) -> bool {
+        match self {
+            Self::NotRegular { kind, .. } => *kind == FileKind::Dir,
+            Self::Io { source, .. } => source.raw_os_error() == Some(rustix::io::Errno::ISDIR.raw_os_error()),
+            _ => false,
+        }
     }
 
     /// Out of space or quota: the broker refuses new work but keeps running.
