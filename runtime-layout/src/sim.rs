@@ -178,9 +178,9 @@ impl Inner {
         Ok(())
     }
 
-    /// [`Self::read_only`] for a read of content, which a [`FaultOn::Read`] fault may fail.
-    fn reading(&mut self, op: &'static str, path: &Path) -> Result<(), FsError> {
-        self.read_only(op, path)?;
+    /// A read of the content of the file at `path` (which exists), which a [`FaultOn::Read`]
+    /// fault may fail: a bad block under that file.
+    fn read_fault(&mut self, op: &'static str, path: &Path) -> Result<(), FsError> {
         for (f, seen) in &mut self.faults {
             if !f.matches(Kind::Read, path) {
                 continue;

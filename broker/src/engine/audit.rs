@@ -82,7 +82,7 @@ impl QueueAudit {
                 Ok(bytes) => bytes == expected,
                 Err(e) if e.is_not_found() => continue, // claimed meanwhile
                 Err(FsError::TooLarge { .. } | FsError::NotRegular { .. }) => false,
-                Err(e) if e.is_permission_denied() || e.is_the_file_s() => false,
+                Err(e) if e.is_permission_denied() => false,
                 Err(e) => return Err(e.into()),
             };
             if intact {

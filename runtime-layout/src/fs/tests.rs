@@ -71,6 +71,11 @@ fn read_refuses_symlinks_fifos_sockets_and_oversized_files() {
             Err(FsError::NotRegular { kind: FileKind::Socket, .. })
         ));
         std::fs::remove_file(d.join("s")).unwrap();
+        // A directory opened to be rewritten (EISDIR): refused by its kind too.
+        assert!(matches!(
+            fs.overwrite(&d.join("sub"), b"x", false),
+            Err(FsError::NotRegular { kind: FileKind::Dir, .. })
+        ));
         assert_eq!(fs.stat(&l).unwrap().unwrap().kind, FileKind::Symlink);
         assert_eq!(fs.stat(&d.join("none")).unwrap(), None);
         assert_eq!(fs.stat(&d.join("none/deeper")).unwrap(), None);

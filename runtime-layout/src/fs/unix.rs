@@ -39,10 +39,11 @@ pub(crate) fn meta_of(st: &Stat) -> Meta {
 
 /// Why opening a file to read or rewrite it (`O_NOFOLLOW | O_NONBLOCK`) failed, as the seam
 /// reports it: what is not a regular file is [`FsError::NotRegular`], whatever the open said.
-/// A symlink fails with `ELOOP`; a socket with `ENXIO`, and so does a FIFO opened for writing
-/// with no reader; a device without a driver with `ENODEV`. For those two, `kind_at` looks at
-/// what is at the path (only then): anything but a regular file is refused by its kind, like a
-/// FIFO or a directory seen on an open descriptor, and never taken for a failing disk.
+/// A symlink fails with `ELOOP`; a directory opened for writing with `EISDIR`; a socket with
+/// `ENXIO`, and so does a FIFO opened for writing with no reader; a device without a driver
+/// with `ENODEV`. For the last two, `kind_at` looks at what is at the path (only then):
+/// anything but a regular file is refused by its kind, like a FIFO or a directory seen on an
+/// open descriptor, and never taken for a failing disk.
 pub(crate) fn open_error(
     op: &'static str,
     path: &Path,
@@ -52,9 +53,13 @@ pub(crate) fn open_error(
     let refused = |kind| FsError::NotRegular { path: path.to_path_buf(), kind };
     match e {
         Errno::LOOP => refused(FileKind::Symlink),
+        // A directory opened for writing.
+        Errno::ISDIR => refused(FileKind::Dir),
         Errno::NXIO | Errno::NODEV => match kind_at() {
             Some(kind) if kind != FileKind::File => refused(kind),
-            _ => FsError::io(op, path, errno(e)),
+            // Gone since: as if the open had not found it.
+            None => FsError::io(op, path, errno(Errno::NOENT)),
+            Some(_) => FsError::io(op, path, errno(e)),
         },
         _ => FsError::io(op, path, errno(e)),
     }
@@ -62,7 +67,7 @@ pub(crate) fn open_error(
 
 /// Reads an open file that must be a regular file of at most `limit` bytes.
 pub(crate) fn read_limited(fd: OwnedFd, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("fstat", path, errno(e)))?;
     let kind = kind_of(&st);
     if kind != FileKind::File {
         return Err(FsError::NotRegular { path: path.to_path_buf(), kind });
@@ -86,7 +91,7 @@ pub(crate) fn read_limited(fd: OwnedFd, path: &Path, limit: u64) -> Result<Vec<u
 /// Reads at most `len` bytes from `offset` of an open file that must be a regular file.
 pub(crate) fn read_piece(fd: OwnedFd, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
     use std::io::{Seek, SeekFrom};
-    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("fstat", path, errno(e)))?;
     let kind = kind_of(&st);
     if kind != FileKind::File {
         return Err(FsError::NotRegular { path: path.to_path_buf(), kind });

@@ -142,11 +142,12 @@ impl Fs for SimFs {
 
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
         let mut g = self.lock();
-        g.reading("open", path)?;
+        g.read_only("open", path)?;
         match g.lookup(path) {
             None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
             Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
             Some(Node::File(i)) => {
+                g.read_fault("read", path)?;
                 let data = &g.inodes[&i].data;
                 if data.len() as u64 > limit {
                     return Err(FsError::TooLarge {
@@ -176,11 +177,12 @@ impl Fs for SimFs {
 
     fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
         let mut g = self.lock();
-        g.reading("open", path)?;
+        g.read_only("open", path)?;
         match g.lookup(path) {
             None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
             Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
             Some(Node::File(i)) => {
+                g.read_fault("read", path)?;
                 let data = &g.inodes[&i].data;
                 let from = (offset as usize).min(data.len());
                 let to = from.saturating_add(len as usize).min(data.len());
