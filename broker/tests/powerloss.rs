@@ -502,6 +502,13 @@ fn a_message_or_dropped_file_that_cannot_be_read_is_refused_with_its_error_and_t
     let bytes = json!({"kind": "submit", "task": task("UNREAD")}).to_string();
     runtime_layout::deliver(&w.fs, &w.layout.broker_inbox(), &name, bytes.as_bytes(), Durability::Always)
         .unwrap();
+    // And one that cannot even be opened (its inode unreadable) while the inbox lists fine.
+    let unopened = w.names.next("msg");
+    w.fs.inject(Fault::eio(FaultOn::Open, 1).on_path(&unopened));
+    w.expected_bad.insert(unopened.clone());
+    let bytes = json!({"kind": "submit", "task": task("UNOPENED")}).to_string();
+    runtime_layout::deliver(&w.fs, &w.layout.broker_inbox(), &unopened, bytes.as_bytes(), Durability::Always)
+        .unwrap();
     // The same under a file dropped in the old spellings.
     w.fs.inject(Fault::eio(FaultOn::Read, 1).on_path("drop/lead.json"));
     w.expected_bad.insert("lead.json".into());
@@ -519,6 +526,14 @@ fn a_message_or_dropped_file_that_cannot_be_read_is_refused_with_its_error_and_t
     let reason: Value = serde_json::from_slice(&reason.expect("quarantined with its reason")).unwrap();
     assert!(reason["reason"].as_str().unwrap().contains("cannot be read"), "{reason}");
     assert!(w.engine().live("UNREAD").is_none());
+    assert!(w.engine().live("UNOPENED").is_none());
+    let quarantined = w.fs.list(&quarantine).unwrap();
+    assert!(
+        quarantined
+            .iter()
+            .any(|e| e.name_str().is_some_and(|n| n.ends_with(&format!("{unopened}.error.json")))),
+        "{unopened} quarantined with its reason"
+    );
     w.finish("unreadable message");
     check_final(&w, "unreadable message");
 }

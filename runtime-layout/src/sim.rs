@@ -110,6 +110,8 @@ enum Kind {
     WriteSync,
     /// A read of content: only [`FaultOn::Read`] faults count it, never the crash points.
     Read,
+    /// Opening a file to read it: only [`FaultOn::Open`] faults count it.
+    Open,
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -178,11 +180,12 @@ impl Inner {
         Ok(())
     }
 
-    /// A read of the content of the file at `path` (which exists), which a [`FaultOn::Read`]
-    /// fault may fail: a bad block under that file.
-    fn read_fault(&mut self, op: &'static str, path: &Path) -> Result<(), FsError> {
+    /// Opening (`Kind::Open`) or reading (`Kind::Read`) the file at `path`, which exists, which a
+    /// [`FaultOn::Open`] or [`FaultOn::Read`] fault may fail: an inode or a block that cannot be
+    /// read.
+    fn read_fault(&mut self, kind: Kind, op: &'static str, path: &Path) -> Result<(), FsError> {
         for (f, seen) in &mut self.faults {
-            if !f.matches(Kind::Read, path) {
+            if !f.matches(kind, path) {
                 continue;
             }
             *seen += 1;

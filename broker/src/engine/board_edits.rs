@@ -30,7 +30,7 @@ pub(crate) fn absorb(tx: &mut Tx, board: Board, mark: &BoardMark) -> Result<(), 
             reject_file(tx, &path, &name, None, Refusal::rejected("", format!("edited board: {e}")));
             return Ok(());
         }
-        Err(e) if e.is_permission_denied() || e.is_the_file_s() => {
+        Err(e) if e.is_permission_denied() || super::inbox::the_file_s(tx, &e, &path) => {
             let r = Refusal::rejected("", format!("edited board cannot be read: {e}"));
             reject_file(tx, &path, &name, None, r);
             return Ok(());

@@ -188,7 +188,7 @@ pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
                     redeliver(tx, &id);
                 }
                 Err(e) if e.is_not_found() => {} // moved on again meanwhile: the next look decides
-                Err(e) if e.is_permission_denied() || e.is_the_file_s() => {
+                Err(e) if e.is_permission_denied() || super::inbox::the_file_s(tx, &e, path) => {
                     tx.env.warn_once(path, "cannot read a claim", &e)
                 }
                 Err(e) => return Err(e.into()),

@@ -5,7 +5,7 @@
 //! quarantined after `settle_timeout_secs`, bytes intact.
 
 use super::EngineError;
-use super::inbox::{strip_path, unreadable};
+use super::inbox::{strip_path, the_file_s, unreadable};
 use super::legacy::{DROP_PREFIX, MAIL_DROP_PREFIX, parses};
 use super::quarantine::{Refusal, printable, reject_file};
 use super::tx::Tx;
@@ -123,7 +123,7 @@ impl DropWatcher {
                     self.watching.remove(&path);
                     continue;
                 }
-                Err(e) if e.is_permission_denied() || e.is_the_file_s() => {
+                Err(e) if e.is_permission_denied() || the_file_s(tx, &e, &path) => {
                     reject_file(tx, &path, &shown, None, unreadable(&e, &path));
                     self.watching.remove(&path);
                     continue;

@@ -204,7 +204,7 @@ fn consume(
                 continue;
             }
             // The file's own error (a bad block): refused with it, the broker serves on.
-            Err(e) if e.is_the_file_s() => {
+            Err(e) if the_file_s(tx, &e, &from) => {
                 reject_file(tx, &from, &name, None, unreadable(&e, &from));
                 continue;
             }
@@ -290,6 +290,13 @@ pub(crate) fn consumed(tx: &mut Tx, from: PathBuf, name: &str, reused: bool, len
     }
     tx.push(Entry::Consume { msg: name.to_string(), path: tx.env.rel(&to), board: None });
     tx.effect(Effect::Consumed { from, to, len: Some(len as u64) });
+}
+
+/// Whether `e`, met reading the client's file `path`, is that file's own: an error reading it once
+/// open, or one opening it while its directory can still be listed (an inode that cannot be
+/// read, say). Such a file is refused with the error; anything else is the broker's to stop on.
+pub(crate) fn the_file_s(tx: &Tx, e: &runtime_layout::FsError, path: &Path) -> bool {
+    e.is_the_file_s() || (e.is_open_failure() && path.parent().is_some_and(|d| tx.env.fs().list(d).is_ok()))
 }
 
 /// The refusal of input the broker may not read: it is input, not a failure of the broker.

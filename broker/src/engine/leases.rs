@@ -191,7 +191,13 @@ pub(crate) fn take_back_foreign(tx: &mut Tx) -> Result<(), EngineError> {
         let bytes = match tx.env.fs().read(&path, MAX_CLAIM_BYTES) {
             Ok(b) => b,
             // Gone, unreadable or not a file: the lease check decides, as for any claim.
-            Err(e) if e.is_not_found() || e.is_permission_denied() || e.is_the_file_s() => continue,
+            Err(e)
+                if e.is_not_found()
+                    || e.is_permission_denied()
+                    || super::inbox::the_file_s(tx, &e, &path) =>
+            {
+                continue;
+            }
             Err(FsError::NotRegular { .. } | FsError::TooLarge { .. }) => continue,
             Err(e) => return Err(e.into()),
         };

@@ -217,6 +217,19 @@ impl FsError {
             if source.raw_os_error().is_some_and(|code| code != exhausted))
     }
 
+    /// An error opening the file at its path that the system gave an errno for, other than the
+    /// process out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`) and what the seam
+    /// names otherwise (not found, not a regular file, a containment refusal). It may be the
+    /// file's (an inode that cannot be read) or its directory's: a caller that can still list
+    /// the directory knows it is the file's.
+    pub fn is_open_failure(&self) -> bool {
+        use rustix::io::Errno;
+        let exhausted = [Errno::MFILE, Errno::NFILE, Errno::NOMEM].map(|e| e.raw_os_error());
+        !self.is_not_found()
+            && matches!(self, Self::Io { op: "open", source, .. }
+                if source.raw_os_error().is_some_and(|code| !exhausted.contains(&code)))
+    }
+
     /// A directory where a file was expected (`EISDIR`, or refused as one by its kind).
     pub fn is_directory(&self) -> bool {
         match self {

@@ -15,6 +15,9 @@ pub enum FaultOn {
     /// Reads of a file's content (`read`, `read_at`): a bad block under one file. Never a crash
     /// point, and not counted by [`FaultOn::Any`].
     Read,
+    /// Openings of an existing file to read it (`read`, `read_at`): an inode that cannot be
+    /// read. Like [`FaultOn::Read`], never a crash point, and not counted by [`FaultOn::Any`].
+    Open,
 }
 
 /// Makes the `nth` (1-based) matching operation fail with `errno` (e.g. `EIO`, `ENOSPC`).
@@ -46,10 +49,11 @@ impl Fault {
     /// Does an operation of `kind` on `path` count towards this fault?
     pub(super) fn matches(&self, kind: Kind, path: &Path) -> bool {
         let kind_matches = match self.on {
-            FaultOn::Any => kind != Kind::Read,
+            FaultOn::Any => !matches!(kind, Kind::Read | Kind::Open),
             FaultOn::Sync => matches!(kind, Kind::Sync | Kind::WriteSync),
             FaultOn::Write => matches!(kind, Kind::Write | Kind::WriteSync),
             FaultOn::Read => kind == Kind::Read,
+            FaultOn::Open => kind == Kind::Open,
         };
         kind_matches && self.path_contains.as_deref().is_none_or(|s| path.to_string_lossy().contains(s))
     }

@@ -113,6 +113,12 @@ fn faults_hit_the_nth_matching_operation() {
     assert_eq!(fs.read(&p("/d/y"), 10).unwrap(), b"y", "not sticky");
     assert_eq!(fs.stat(&p("/d/y")).unwrap().map(|m| m.len), Some(1));
     assert_eq!(fs.ops(), ops, "reads are not operations a crash can fall between");
+    // An inode that cannot be read: opening it fails, as an open.
+    fs.inject(Fault::eio(FaultOn::Open, 1).on_path("/d/y"));
+    let e = fs.read(&p("/d/y"), 10).unwrap_err();
+    assert!(e.is_open_failure() && !e.is_the_file_s(), "{e}");
+    assert!(fs.read(&p("/d/none"), 10).unwrap_err().is_not_found(), "no fault for a missing file");
+    assert_eq!(fs.ops(), ops);
 }
 
 #[test]
