@@ -496,19 +496,11 @@ fn a_message_or_dropped_file_that_cannot_be_read_is_refused_with_its_error_and_t
     // the journal's: the message is quarantined with the error, and the rest is served.
     let mut w = World::new(cfg(), Clients::Fsync);
     w.start().unwrap();
-    let name = w.names.next("msg");
+    let name = w.submit_bad(task("UNREAD")).unwrap();
     w.fs.inject(Fault::eio(FaultOn::Read, 1).on_path(&name));
-    w.expected_bad.insert(name.clone());
-    let bytes = json!({"kind": "submit", "task": task("UNREAD")}).to_string();
-    runtime_layout::deliver(&w.fs, &w.layout.broker_inbox(), &name, bytes.as_bytes(), Durability::Always)
-        .unwrap();
     // And one that cannot even be opened (its inode unreadable) while the inbox lists fine.
-    let unopened = w.names.next("msg");
+    let unopened = w.submit_bad(task("UNOPENED")).unwrap();
     w.fs.inject(Fault::eio(FaultOn::Open, 1).on_path(&unopened));
-    w.expected_bad.insert(unopened.clone());
-    let bytes = json!({"kind": "submit", "task": task("UNOPENED")}).to_string();
-    runtime_layout::deliver(&w.fs, &w.layout.broker_inbox(), &unopened, bytes.as_bytes(), Durability::Always)
-        .unwrap();
     // The same under a file dropped in the old spellings.
     w.fs.inject(Fault::eio(FaultOn::Read, 1).on_path("drop/lead.json"));
     w.expected_bad.insert("lead.json".into());

@@ -219,14 +219,15 @@ impl World {
         Ok(())
     }
 
-    /// A conflicting duplicate, written by hand under a name taken first: the test must know the
-    /// name even when a crash cuts the send short and the file arrives anyway.
-    pub(crate) fn submit_bad(&mut self, task: Value) -> R {
+    /// A submit the broker must refuse (a conflicting duplicate, a file that cannot be read),
+    /// written by hand under a name taken first: the test must know the name even when a crash
+    /// cuts the send short and the file arrives anyway. Returns the name.
+    pub(crate) fn submit_bad(&mut self, task: Value) -> R<String> {
         let name = self.names.next("msg");
         self.expected_bad.insert(name.clone());
         let bytes = json!({"kind": "submit", "task": task}).to_string();
         deliver(&self.fs, &self.layout.broker_inbox(), &name, bytes.as_bytes(), Durability::Always)?;
-        Ok(())
+        Ok(name)
     }
 
     pub(crate) fn cancel(&mut self, id: &str) -> R {
