@@ -71,16 +71,27 @@ impl NameSource {
 
     /// Names stamped with `clock` (a test's manual clock, so that names follow simulated time).
     pub fn with_clock(clock: Clock) -> Self {
-        let pid = std::process::id();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
+        Self::seeded(clock, nanos)
+    }
+
+    /// A source whose random bits start from `nanos`, the pid and this source's place among the
+    /// process's sources. Two sources of one process share the pid, and their counters both start
+    /// at 0: made in the same nanosecond (threads opening clients at once), they drew the same
+    /// bits and named their first messages alike, and `publish` took the other's file in `tmp/`
+    /// for a leftover of its own and removed it. The place keeps them apart.
+    fn seeded(clock: Clock, nanos: u64) -> Self {
+        static SOURCES: AtomicU64 = AtomicU64::new(0);
+        let pid = std::process::id();
+        let place = SOURCES.fetch_add(1, Ordering::Relaxed);
         Self {
             pid,
             host: hostname(),
             counter: AtomicU64::new(0),
-            seed: nanos ^ (u64::from(pid) << 32),
+            seed: (nanos ^ (u64::from(pid) << 32)).wrapping_add(place.wrapping_mul(0xD6E8_FEB8_6659_FD93)),
             clock,
         }
     }
@@ -278,6 +289,29 @@ mod tests {
         let set: std::collections::HashSet<_> = a.iter().collect();
         assert_eq!(set.len(), a.len());
         assert!(a.iter().all(|x| x.starts_with("msg-") && x.ends_with(".json") && !x.contains('/')));
+    }
+
+    #[test]
+    fn sources_made_in_the_same_nanosecond_name_apart() {
+        // Two clients opened at once by two threads of one process: same pid, same nanosecond,
+        // same microsecond on the clock, both counters at 0. Their names were equal.
+        let clock = crate::ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+        let (a, b) = (NameSource::seeded(clock.clock(), 42), NameSource::seeded(clock.clock(), 42));
+        assert_ne!(a.next("msg"), b.next("msg"));
+        // And as the bench's fillers make them: sources opened together by several threads.
+        let go = std::sync::Barrier::new(8);
+        let names: std::collections::HashSet<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        go.wait();
+                        NameSource::new().next("msg")
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(names.len(), 8, "{names:?}");
     }
 
     #[test]
