@@ -158,19 +158,7 @@ impl Inner {
         if self.logging {
             self.log.push(format!("{} {op} {}", self.ops, path.display()));
         }
-        for (f, seen) in &mut self.faults {
-            if !f.matches(kind, path) {
-                continue;
-            }
-            *seen += 1;
-            if *seen == f.nth || (f.sticky && *seen > f.nth) {
-                if self.logging {
-                    self.log.push(format!("  ^ injected errno {}", f.errno));
-                }
-                return Err(FsError::io(op, path, io::Error::from_raw_os_error(f.errno)));
-            }
-        }
-        Ok(())
+        self.fault(kind, op, path)
     }
 
     fn read_only(&self, op: &'static str, path: &Path) -> Result<(), FsError> {
@@ -180,16 +168,20 @@ impl Inner {
         Ok(())
     }
 
-    /// Opening (`Kind::Open`) or reading (`Kind::Read`) the file at `path`, which exists, which a
-    /// [`FaultOn::Open`] or [`FaultOn::Read`] fault may fail: an inode or a block that cannot be
-    /// read.
-    fn read_fault(&mut self, kind: Kind, op: &'static str, path: &Path) -> Result<(), FsError> {
+    /// Counts an operation of `kind` on `path` towards the injected faults, and fails it with the
+    /// errno of the one it strikes. Mutating operations come through [`Self::begin`]; opening
+    /// (`Kind::Open`) or reading (`Kind::Read`) a file that exists comes here directly, never
+    /// counted as a crash point.
+    fn fault(&mut self, kind: Kind, op: &'static str, path: &Path) -> Result<(), FsError> {
         for (f, seen) in &mut self.faults {
             if !f.matches(kind, path) {
                 continue;
             }
             *seen += 1;
             if *seen == f.nth || (f.sticky && *seen > f.nth) {
+                if self.logging {
+                    self.log.push(format!("  ^ injected errno {}", f.errno));
+                }
                 return Err(FsError::io(op, path, io::Error::from_raw_os_error(f.errno)));
             }
         }

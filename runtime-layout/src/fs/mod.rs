@@ -166,6 +166,12 @@ pub enum FsError {
     NotReusable { path: PathBuf, why: &'static str },
 }
 
+/// The process out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`): no file's fault.
+fn exhausted(code: i32) -> bool {
+    use rustix::io::Errno;
+    [Errno::MFILE, Errno::NFILE, Errno::NOMEM].iter().any(|e| e.raw_os_error() == code)
+}
+
 /// `at`, and what it is instead of a directory.
 struct NotADir<'a>(&'a Path, Option<FileKind>);
 
@@ -207,14 +213,13 @@ impl FsError {
 
     /// An error of the file itself, met reading it once open (`read`, or `fstat` of its
     /// descriptor): the system said so with an errno (`EIO` from a bad block, say), and the
-    /// process is not out of memory (`ENOMEM`: no file's fault). An error opening it is not
+    /// process is not out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`). An error opening it is not
     /// counted: the lookup of its name reads its directory, and a directory failing is not one
     /// file's fault. A reader of clients' input refuses such a file with the error rather than
     /// stopping.
     pub fn is_the_file_s(&self) -> bool {
-        let exhausted = rustix::io::Errno::NOMEM.raw_os_error();
         matches!(self, Self::Io { op: "read" | "fstat", source, .. }
-            if source.raw_os_error().is_some_and(|code| code != exhausted))
+            if source.raw_os_error().is_some_and(|code| !exhausted(code)))
     }
 
     /// An error opening the file at its path that the system gave an errno for, other than the
@@ -223,11 +228,9 @@ impl FsError {
     /// file's (an inode that cannot be read) or its directory's: a caller that can still list
     /// the directory knows it is the file's.
     pub fn is_open_failure(&self) -> bool {
-        use rustix::io::Errno;
-        let exhausted = [Errno::MFILE, Errno::NFILE, Errno::NOMEM].map(|e| e.raw_os_error());
         !self.is_not_found()
             && matches!(self, Self::Io { op: "open", source, .. }
-                if source.raw_os_error().is_some_and(|code| !exhausted.contains(&code)))
+                if source.raw_os_error().is_some_and(|code| !exhausted(code)))
     }
 
     /// A directory where a file was expected (`EISDIR`, or refused as one by its kind).

@@ -147,8 +147,8 @@ impl Fs for SimFs {
             None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
             Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
             Some(Node::File(i)) => {
-                g.read_fault(Kind::Open, "open", path)?;
-                g.read_fault(Kind::Read, "read", path)?;
+                g.fault(Kind::Open, "open", path)?;
+                g.fault(Kind::Read, "read", path)?;
                 let data = &g.inodes[&i].data;
                 if data.len() as u64 > limit {
                     return Err(FsError::TooLarge {
@@ -183,8 +183,8 @@ impl Fs for SimFs {
             None => Err(FsError::io("open", path, errno(rustix::io::Errno::NOENT))),
             Some(Node::Dir) => Err(FsError::NotRegular { path: path.to_path_buf(), kind: FileKind::Dir }),
             Some(Node::File(i)) => {
-                g.read_fault(Kind::Open, "open", path)?;
-                g.read_fault(Kind::Read, "read", path)?;
+                g.fault(Kind::Open, "open", path)?;
+                g.fault(Kind::Read, "read", path)?;
                 let data = &g.inodes[&i].data;
                 let from = (offset as usize).min(data.len());
                 let to = from.saturating_add(len as usize).min(data.len());
