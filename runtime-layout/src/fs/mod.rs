@@ -213,10 +213,10 @@ impl FsError {
 
     /// An error of the file itself, met reading it once open (`read`, or `fstat` of its
     /// descriptor): the system said so with an errno (`EIO` from a bad block, say), and the
-    /// process is not out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`). An error opening it is not
-    /// counted: the lookup of its name reads its directory, and a directory failing is not one
-    /// file's fault. A reader of clients' input refuses such a file with the error rather than
-    /// stopping.
+    /// process is not out of descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`). An error
+    /// opening it is not counted: the lookup of its name reads its directory, and a directory
+    /// failing is not one file's fault. A reader of clients' input refuses such a file with the
+    /// error rather than stopping.
     pub fn is_the_file_s(&self) -> bool {
         matches!(self, Self::Io { op: "read" | "fstat", source, .. }
             if source.raw_os_error().is_some_and(|code| !exhausted(code)))
