@@ -14,7 +14,8 @@
 //! | `create_dir_all(p)` | each missing directory | at once: the contract of [`Fs::create_dir_all`] is that the new entries are durable when it returns |
 //! | `rename(a, b)` / `rename_noreplace` | entry moves | removal from `a`'s directory: `sync_dir(dir a)`; arrival in `b`'s: `sync_dir(dir b)`, **independently**: with only the source synced a power loss loses the file, with only the destination synced it is in both places |
 //! | `remove_file(p)` | entry removed | `sync_dir(parent)` |
-//! | `AppendFile::append` | bytes appended | `AppendFile::sync` |
+//! | `AppendFile::append` | bytes appended (over the reserve's zeros, if any) | `AppendFile::sync` |
+//! | `AppendFile::reserve` / `trim` | zeros added after what was appended / cut off | `AppendFile::sync` |
 //! | `touch(p)` / `set_mtime(p, t)` | mtime | an fsync of the file (a heartbeat never is: it is volatile) |
 //! | `create_append(p)` (`p` must not exist) | entry, empty | `sync_dir(parent)` |
 //!
@@ -35,7 +36,9 @@
 //!   or its durable entry list (except that the two directories of an unsynced rename keep the
 //!   same choice: journaling filesystems commit a rename whole), each file independently keeps its volatile or durable content,
 //!   and a file whose durable content is a prefix of its volatile content (an append log) may keep
-//!   any prefix in between (a torn append). Seeded, so reproducible.
+//!   any prefix in between (a torn append); a file with a reserve whose appends overwrote its
+//!   zeros may keep the new bytes up to any point of the changed range and the old ones after it
+//!   (a torn append into a reserve). Seeded, so reproducible.
 //!
 //! Handles from [`Fs::create_append`] opened before a restart fail afterwards, like the file
 //! descriptors of a dead process; an append also fails ([`FsError::Replaced`]) once the handle's
@@ -45,8 +48,8 @@
 //! the restart releases nothing when it is dropped later.
 //!
 //! Mutating operations, each counted once: `create_dir_all`, `create_new`, `rename`,
-//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `set_mtime`, `create_append`, `append`, `sync` and
-//! `lock_dir`.
+//! `rename_noreplace`, `remove_file`, `sync_dir`, `touch`, `set_mtime`, `create_append`, `append`, `sync`,
+//! `reserve` and `trim` (each when it changes something) and `lock_dir`.
 //! `create_new` is atomic in this model (create, write and fsync are one step); crashing between
 //! them is equivalent to crashing before it, because the entry is not durable either way.
 //! Only regular files and directories exist; directories are never renamed or removed (mailroom
@@ -78,6 +81,8 @@ struct Inode {
     durable: Vec<u8>,
     mtime: Timestamp,
     durable_mtime: Timestamp,
+    /// Written ahead with zeros that appends then overwrite ([`AppendFile::reserve`]).
+    reserved: bool,
 }
 
 #[derive(Debug, Default)]
@@ -205,7 +210,10 @@ impl Inner {
         let ino = self.next_ino;
         self.next_ino += 1;
         let durable_data = if durable { data.clone() } else { Vec::new() };
-        self.inodes.insert(ino, Inode { data, durable: durable_data, mtime: now, durable_mtime: now });
+        self.inodes.insert(
+            ino,
+            Inode { data, durable: durable_data, mtime: now, durable_mtime: now, reserved: false },
+        );
         ino
     }
 }

@@ -136,12 +136,7 @@ impl Fs for RealFs {
 
     fn create_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {
         use rustix::fs::{CWD, Mode, OFlags, openat};
-        let flags = OFlags::WRONLY
-            | OFlags::APPEND
-            | OFlags::CREATE
-            | OFlags::EXCL
-            | OFlags::NOFOLLOW
-            | OFlags::CLOEXEC;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = openat(CWD, path, flags, Mode::from_bits_truncate(0o644))
             .map_err(|e| FsError::io("create for append", path, errno(e)))?;
         let locate = Box::new(|p: &Path| match rustix::fs::lstat(p) {

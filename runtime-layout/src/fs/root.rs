@@ -291,7 +291,7 @@ impl Fs for RootFs {
     }
 
     fn create_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {
-        let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
         let fd =
             self.at.open_file(path, flags, mode(0o644)).map_err(|e| created(path, "create for append", e))?;
         let fs = self.clone();

@@ -131,6 +131,38 @@ fn touch_moves_mtime_forward_and_append_accumulates() {
     });
 }
 
+/// Appends go into the reserve of zeros written ahead, leaving the file's size alone, past it
+/// when it is used up, and a trim cuts what is left of it off.
+#[test]
+fn appends_fill_a_reserve_of_zeros_without_growing_the_file_and_a_trim_cuts_it() {
+    each(|fs, d| {
+        let path = d.join("j");
+        let len = || std::fs::metadata(&path).unwrap().len();
+        let mut j = fs.create_append(&path).unwrap();
+        j.append(b"head\n").unwrap();
+        j.reserve(4096).unwrap();
+        assert_eq!(len(), 5 + 4096);
+        for _ in 0..100 {
+            j.append(b"0123456789\n").unwrap();
+        }
+        j.sync().unwrap();
+        assert_eq!(len(), 5 + 4096, "appends within the reserve keep the size");
+        j.reserve(10).unwrap();
+        assert_eq!(len(), 5 + 4096, "a reserve that is there already is not written again");
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.starts_with(b"head\n0123456789\n") && bytes[5 + 1100..].iter().all(|&b| b == 0));
+        for _ in 0..400 {
+            j.append(b"0123456789\n").unwrap();
+        }
+        assert_eq!(len(), 5 + 5500, "past the reserve, appends grow the file");
+        j.reserve(100).unwrap();
+        j.trim().unwrap();
+        assert_eq!(len(), 5 + 5500);
+        j.append(b"tail\n").unwrap();
+        assert!(std::fs::read(&path).unwrap().ends_with(b"9\ntail\n"));
+    });
+}
+
 #[test]
 fn read_at_reads_a_piece_set_mtime_sets_the_time_and_space_is_known() {
     each(|fs, d| {

@@ -132,6 +132,8 @@ pub(crate) fn space_of(s: &rustix::fs::StatVfs) -> Space {
 pub(crate) type Locate = Box<dyn Fn(&Path) -> Result<Option<FileId>, FsError> + Send>;
 
 /// A file created for appending, which checks before each append that its path still names it.
+/// Appends are positional, at the end of what was appended (never `O_APPEND`): they may land in
+/// a reserve of zeros written ahead ([`AppendFile::reserve`]).
 pub(crate) struct Appender {
     file: std::fs::File,
     path: PathBuf,
@@ -139,7 +141,14 @@ pub(crate) struct Appender {
     locate: Locate,
     /// Where appends and fsyncs are counted ([`RootFs`](super::RootFs)'s counters).
     counts: Option<Arc<Counters>>,
+    /// Bytes appended: where the next append goes.
+    len: u64,
+    /// The file's size: `len` and the reserve after it.
+    size: u64,
 }
+
+/// Zeros written a piece at a time when reserving.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl Appender {
     pub fn new(
@@ -149,14 +158,37 @@ impl Appender {
         counts: Option<Arc<Counters>>,
     ) -> Result<Self, FsError> {
         let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
-        Ok(Self { file: fd.into(), path: path.to_path_buf(), id: id_of(&st), locate, counts })
+        let size = st.st_size as u64;
+        Ok(Self {
+            file: fd.into(),
+            path: path.to_path_buf(),
+            id: id_of(&st),
+            locate,
+            counts,
+            len: size,
+            size,
+        })
+    }
+
+    /// Zeros over `from..to` (within the file or past its end).
+    fn zero(&self, from: u64, to: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+        }
+        Ok(())
     }
 }
 
 impl AppendFile for Appender {
-    /// All or nothing: a write that fails part way (out of space, say) is cut back off, so that
-    /// no torn record is left for later appends to follow (which would read as corruption).
+    /// All or nothing: a write that fails part way (out of space, say) is cut back off (zeros
+    /// again where the reserve was, the size it had), so that no torn record is left for later
+    /// appends to follow (which would read as corruption).
     fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
+        use std::os::unix::fs::FileExt;
         // The open file's identity (fixed at creation) against what its path names now: one
         // lookup and one `fstatat`, cheap beside the fsync that follows.
         match (self.locate)(&self.path) {
@@ -165,11 +197,14 @@ impl AppendFile for Appender {
             Err(e) if e.is_not_found() => return Err(FsError::Replaced { path: self.path.clone() }),
             Err(e) => return Err(e),
         }
-        let before = self.file.metadata().map_err(|e| FsError::io("stat", &self.path, e))?.len();
-        self.file.write_all(bytes).map_err(|e| {
-            let _ = self.file.set_len(before);
-            FsError::io("append to", &self.path, e)
-        })?;
+        let end = self.len + bytes.len() as u64;
+        if let Err(e) = self.file.write_all_at(bytes, self.len) {
+            let _ = self.zero(self.len, end.min(self.size));
+            let _ = self.file.set_len(self.size);
+            return Err(FsError::io("append to", &self.path, e));
+        }
+        self.len = end;
+        self.size = self.size.max(end);
         if let Some(c) = &self.counts {
             c.appended(bytes.len());
         }
@@ -180,6 +215,28 @@ impl AppendFile for Appender {
         self.file.sync_data().map_err(|e| FsError::io("fsync", &self.path, e))?;
         if let Some(c) = &self.counts {
             c.file_synced();
+        }
+        Ok(())
+    }
+
+    fn reserve(&mut self, bytes: u64) -> Result<(), FsError> {
+        let want = self.len + bytes;
+        if want <= self.size {
+            return Ok(());
+        }
+        if let Err(e) = self.zero(self.size, want) {
+            // Out of space, say: the reserve stays as it was, and appends grow the file.
+            let _ = self.file.set_len(self.size);
+            return Err(FsError::io("reserve", &self.path, e));
+        }
+        self.size = want;
+        Ok(())
+    }
+
+    fn trim(&mut self) -> Result<(), FsError> {
+        if self.size > self.len {
+            self.file.set_len(self.len).map_err(|e| FsError::io("trim", &self.path, e))?;
+            self.size = self.len;
         }
         Ok(())
     }

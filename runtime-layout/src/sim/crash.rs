@@ -74,6 +74,14 @@ impl Inner {
                     if ino.data.starts_with(&ino.durable) && ino.data.len() > ino.durable.len() {
                         let extra = (r as usize) % (ino.data.len() - ino.durable.len() + 1);
                         ino.data.truncate(ino.durable.len() + extra);
+                    } else if ino.reserved && ino.data.len() == ino.durable.len() && ino.data != ino.durable {
+                        // Appends into a reserve overwrite its zeros: the disk kept the new bytes
+                        // up to some point of the changed range, the old ones after it.
+                        let first = ino.data.iter().zip(&ino.durable).position(|(a, b)| a != b).unwrap_or(0);
+                        let last = ino.data.iter().zip(&ino.durable).rposition(|(a, b)| a != b).unwrap_or(0);
+                        let cut = first + (r as usize) % (last + 2 - first);
+                        let old = ino.durable[cut..].to_vec();
+                        ino.data[cut..].copy_from_slice(&old);
                     } else if r & 1 == 0 {
                         ino.data = ino.durable.clone();
                         ino.mtime = ino.durable_mtime;

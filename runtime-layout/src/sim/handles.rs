@@ -8,6 +8,8 @@ pub(super) struct SimAppend {
     pub ino: u64,
     pub generation: u64,
     pub path: PathBuf,
+    /// Bytes appended: where the next append goes (a reserve of zeros may follow).
+    pub len: usize,
 }
 
 impl SimAppend {
@@ -30,8 +32,13 @@ impl AppendFile for SimAppend {
         g.begin("append to", &self.path, Kind::Write)?;
         let now = self.fs.clock.now();
         let ino = g.inodes.get_mut(&self.ino).expect("checked");
-        ino.data.extend_from_slice(bytes);
+        let end = self.len + bytes.len();
+        if ino.data.len() < end {
+            ino.data.resize(end, 0);
+        }
+        ino.data[self.len..end].copy_from_slice(bytes);
         ino.mtime = now;
+        self.len = end;
         Ok(())
     }
 
@@ -42,6 +49,32 @@ impl AppendFile for SimAppend {
         let ino = g.inodes.get_mut(&self.ino).expect("checked");
         ino.durable = ino.data.clone();
         ino.durable_mtime = ino.mtime;
+        Ok(())
+    }
+
+    fn reserve(&mut self, bytes: u64) -> Result<(), FsError> {
+        let mut g = self.fs.lock();
+        self.check(&g, "reserve")?;
+        let want = self.len + bytes as usize;
+        if g.inodes[&self.ino].data.len() >= want {
+            return Ok(());
+        }
+        g.begin("reserve", &self.path, Kind::Write)?;
+        let ino = g.inodes.get_mut(&self.ino).expect("checked");
+        ino.data.resize(want, 0);
+        // Appends now overwrite zeros: a scrambled power loss may keep part of one.
+        ino.reserved = true;
+        Ok(())
+    }
+
+    fn trim(&mut self) -> Result<(), FsError> {
+        let mut g = self.fs.lock();
+        self.check(&g, "trim")?;
+        if g.inodes[&self.ino].data.len() <= self.len {
+            return Ok(());
+        }
+        g.begin("trim", &self.path, Kind::Write)?;
+        g.inodes.get_mut(&self.ino).expect("checked").data.truncate(self.len);
         Ok(())
     }
 }

@@ -224,7 +224,7 @@ impl Fs for SimFs {
         }
         let ino = g.new_inode(Vec::new(), true, now);
         g.dir_mut("create for append", &dir)?.insert(name, Node::File(ino));
-        Ok(Box::new(SimAppend { fs: self.clone(), ino, generation: g.generation, path }))
+        Ok(Box::new(SimAppend { fs: self.clone(), ino, generation: g.generation, path, len: 0 }))
     }
 
     fn lock_dir(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {

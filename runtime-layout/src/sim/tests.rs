@@ -142,6 +142,44 @@ fn scrambled_crashes_are_reproducible_and_tear_only_appends() {
     }
 }
 
+/// Appends into a reserve of zeros overwrite them: a power loss keeps what was synced, and a
+/// scrambled one may keep the unsynced bytes up to any point, zeros after it; a trim cuts the
+/// reserve off.
+#[test]
+fn appends_into_a_reserve_overwrite_its_zeros_and_may_tear_there() {
+    let build = || {
+        let fs = SimFs::new();
+        fs.create_dir_all(&p("/d")).unwrap();
+        fs.sync_dir(&p("/")).unwrap();
+        let mut f = fs.create_append(&p("/d/log")).unwrap();
+        fs.sync_dir(&p("/d")).unwrap();
+        f.reserve(16).unwrap();
+        f.append(b"abcd").unwrap();
+        f.sync().unwrap();
+        f.append(b"efghij").unwrap();
+        (fs, f)
+    };
+    let (fs, mut f) = build();
+    assert_eq!(fs.read(&p("/d/log"), 100).unwrap(), b"abcdefghij\0\0\0\0\0\0");
+    f.trim().unwrap();
+    assert_eq!(fs.read(&p("/d/log"), 100).unwrap(), b"abcdefghij");
+    let (fs, _f) = build();
+    fs.restart(Crash::PowerLoss);
+    assert_eq!(fs.read(&p("/d/log"), 100).unwrap(), b"abcd\0\0\0\0\0\0\0\0\0\0\0\0");
+    let mut kept = std::collections::BTreeSet::new();
+    for seed in 0..64 {
+        let (fs, _f) = build();
+        fs.restart(Crash::Scrambled { seed });
+        let data = fs.read(&p("/d/log"), 100).unwrap();
+        assert_eq!(data.len(), 16, "seed {seed}: the reserve's size is durable");
+        let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+        assert!(b"abcdefghij".starts_with(&data[..end]) && end >= 4, "seed {seed}: {data:?}");
+        assert!(data[end..].iter().all(|&b| b == 0), "seed {seed}: {data:?}");
+        kept.insert(end);
+    }
+    assert!(kept.len() > 3 && kept.iter().any(|&e| e > 4 && e < 10), "torn at {kept:?}");
+}
+
 #[test]
 fn a_lock_refuses_a_second_until_dropped_and_dies_with_the_process() {
     let fs = SimFs::new();
