@@ -234,7 +234,11 @@ fn compaction_keeps_the_live_journal_in_proportion_to_the_snapshot() {
             .unwrap()
             .map(|d| d.unwrap())
             .filter(|d| d.file_name().to_string_lossy().starts_with(prefix))
-            .map(|d| (d.file_name().to_string_lossy().into_owned(), d.metadata().unwrap().len()))
+            // A segment's records, without the reserve of zeros after them.
+            .map(|d| {
+                let len = crate::journal::segment_bytes(&runtime_layout::RealFs, &d.path()).unwrap().len();
+                (d.file_name().to_string_lossy().into_owned(), len as u64)
+            })
             .collect()
     };
     let pad = "x".repeat(400);

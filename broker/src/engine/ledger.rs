@@ -164,6 +164,12 @@ impl Ledger {
         Ok(())
     }
 
+    /// Cuts the journal's reserve of zeros off, leaving its segment as its records alone (at a
+    /// clean stop).
+    pub fn trim(&mut self) -> Result<(), JournalError> {
+        Ok(self.journal.trim()?)
+    }
+
     /// How long the commits that wrote records took.
     pub fn commit_latency(&self) -> &Histogram {
         &self.commits

@@ -163,11 +163,23 @@ pub fn replay(
     Ok(out)
 }
 
-/// The records of one segment as JSON Lines, decompressed if it is compressed (`.jsonl.zst`).
+/// The records of one segment as JSON Lines, decompressed if it is compressed (`.jsonl.zst`),
+/// up to its first NUL byte: the zeros after it are the reserve appends were to go into
+/// ([`super::RESERVE`]), and JSON never holds a NUL byte. Whatever follows the first one was
+/// never made durable (an fsync covers every byte before the records it syncs), so it is never
+/// read: bytes of a torn commit that reached the disk past a stretch that did not.
 ///
 /// A plain archived segment compressed since it was listed is read in its compressed form:
 /// compression puts the compressed copy in place before it removes the plain one.
 pub fn segment_bytes(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
+    let mut bytes = whole_segment(fs, path)?;
+    if let Some(end) = bytes.iter().position(|&b| b == 0) {
+        bytes.truncate(end);
+    }
+    Ok(bytes)
+}
+
+fn whole_segment(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let compressed = segment_number(name).is_some_and(|(_, c)| c);
     match fs.read(path, MAX_SEGMENT_BYTES) {
