@@ -260,3 +260,24 @@ fn compaction_keeps_the_live_journal_in_proportion_to_the_snapshot() {
     }
     assert!((3..=15).contains(&compactions), "{compactions} compactions for 200 queued tasks");
 }
+
+/// While the broker runs, its segment ends in a reserve of zeros; a clean stop cuts it off, so a
+/// segment at rest is its records alone (what `jq` and `tail` expect of a JSON Lines file).
+#[test]
+fn a_clean_stop_leaves_the_journal_s_segment_without_its_reserve() {
+    let r = Root::new();
+    let mut e = r.engine_with(Config::default());
+    r.send_raw(json!({"task_id": "Z-1", "name": "n", "task_type": "t"}).to_string().as_bytes());
+    e.step().unwrap();
+    let seg = std::fs::read_dir(r.layout.journal_dir())
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("segment-"))
+        .expect("a segment");
+    let running = std::fs::read(&seg).unwrap();
+    assert!(running.ends_with(&[0; 1024]), "a reserve while running");
+    e.flush().unwrap();
+    let stopped = std::fs::read(&seg).unwrap();
+    assert!(!stopped.is_empty() && !stopped.contains(&0), "no zeros after a clean stop");
+    assert_eq!(stopped, crate::journal::segment_bytes(&runtime_layout::RealFs, &seg).unwrap());
+}

@@ -194,10 +194,16 @@ impl Compressor {
     pub fn step(&mut self, fs: &dyn Fs, budget: u64) -> Result<Progress, FsError> {
         let mut done = 0;
         while self.offset < self.len && (done == 0 || done < budget) {
-            let piece = fs.read_at(&self.src, self.offset, PIECE_BYTES.min(self.len - self.offset))?;
+            let mut piece = fs.read_at(&self.src, self.offset, PIECE_BYTES.min(self.len - self.offset))?;
             if piece.is_empty() {
                 // The file is shorter than it was: someone truncated an archived segment.
                 return Err(FsError::io("compress", &self.src, std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            // The records end at the first NUL byte: the rest is the reserve of zeros a crash
+            // left (see `read::segment_bytes`), not kept.
+            if let Some(end) = piece.iter().position(|&b| b == 0) {
+                piece.truncate(end);
+                self.len = self.offset + end as u64;
             }
             let frame =
                 zstd::bulk::compress(&piece, LEVEL).map_err(|e| FsError::io("compress", &self.src, e))?;
@@ -346,6 +352,28 @@ mod tests {
         assert!(s.bytes * 5 < plain.len() as u64, "compressed {} of {}", s.bytes, plain.len());
         let back = decompress(&fs.read(&s.path, MAX_SEGMENT_BYTES).unwrap(), &s.path).unwrap();
         assert_eq!(back, plain);
+    }
+
+    /// A segment a crash left with its reserve of zeros is compressed without them.
+    #[test]
+    fn a_segment_s_reserve_of_zeros_is_not_compressed() {
+        let fs = SimFs::new();
+        let dir = Path::new("/j/archive");
+        fs.create_dir_all(dir).unwrap();
+        let records = history(20_000);
+        let mut plain = records.clone();
+        plain.resize(records.len() + 3 * PIECE_BYTES as usize, 0);
+        let src = dir.join("segment-0000000000000001.jsonl");
+        fs.create_new(&src, &plain, true).unwrap();
+        let mut c = Compressor::start(&fs, &src, true).unwrap();
+        let done = loop {
+            if let Progress::Done { plain, .. } = c.step(&fs, PIECE_BYTES).unwrap() {
+                break plain;
+            }
+        };
+        assert_eq!(done, records.len() as u64);
+        let s = &list(&fs, dir).unwrap().segments[0];
+        assert_eq!(decompress(&fs.read(&s.path, MAX_SEGMENT_BYTES).unwrap(), &s.path).unwrap(), records);
     }
 
     #[test]
