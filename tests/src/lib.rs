@@ -284,11 +284,13 @@ impl Root {
         let mut out: Vec<serde_json::Value> = Vec::new();
         for p in segs.into_values() {
             let bytes = std::fs::read(&p).expect("read segment");
-            let bytes = if p.extension().is_some_and(|x| x == "zst") {
+            let mut bytes = if p.extension().is_some_and(|x| x == "zst") {
                 zstd::stream::decode_all(&bytes[..]).expect("a compressed segment decompresses")
             } else {
                 bytes
             };
+            // The live segment ends in the zeros its next records go into.
+            bytes.truncate(bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
             for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 // A torn final line (a crash mid-append) is not a record.
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {

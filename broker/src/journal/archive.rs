@@ -147,6 +147,22 @@ pub struct Compressor {
     pub written: u64,
 }
 
+/// The length of a plain segment of `len` bytes without the zeros at its end (the reserve a
+/// crash left: see [`super::read::segment_bytes`]), found a piece at a time from the end.
+fn records_len(fs: &dyn Fs, src: &Path, len: u64) -> Result<u64, FsError> {
+    let mut end = len;
+    while end > 0 {
+        let from = end.saturating_sub(PIECE_BYTES);
+        let piece = fs.read_at(src, from, end - from)?;
+        let kept = super::read::records_end(&piece) as u64;
+        if kept > 0 || piece.is_empty() {
+            return Ok(from + kept);
+        }
+        end = from;
+    }
+    Ok(0)
+}
+
 /// What a step of a [`Compressor`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -170,18 +186,9 @@ impl Compressor {
         if fs.stat(&tmp)?.is_some() {
             fs.remove_file(&tmp)?;
         }
+        let len = records_len(fs, src, m.len)?;
         let out = fs.create_append(&tmp)?;
-        Ok(Self {
-            src: src.to_path_buf(),
-            tmp,
-            dest,
-            out,
-            offset: 0,
-            len: m.len,
-            mtime: m.mtime,
-            sync,
-            written: 0,
-        })
+        Ok(Self { src: src.to_path_buf(), tmp, dest, out, offset: 0, len, mtime: m.mtime, sync, written: 0 })
     }
 
     /// The plain segment being compressed.
@@ -194,17 +201,12 @@ impl Compressor {
     pub fn step(&mut self, fs: &dyn Fs, budget: u64) -> Result<Progress, FsError> {
         let mut done = 0;
         while self.offset < self.len && (done == 0 || done < budget) {
-            let mut piece = fs.read_at(&self.src, self.offset, PIECE_BYTES.min(self.len - self.offset))?;
+            let piece = fs.read_at(&self.src, self.offset, PIECE_BYTES.min(self.len - self.offset))?;
             if piece.is_empty() {
                 // The file is shorter than it was: someone truncated an archived segment.
                 return Err(FsError::io("compress", &self.src, std::io::ErrorKind::UnexpectedEof.into()));
             }
-            // The records end at the first NUL byte: the rest is the reserve of zeros a crash
-            // left (see `read::segment_bytes`), not kept.
-            if let Some(end) = piece.iter().position(|&b| b == 0) {
-                piece.truncate(end);
-                self.len = self.offset + end as u64;
-            }
+
             let frame =
                 zstd::bulk::compress(&piece, LEVEL).map_err(|e| FsError::io("compress", &self.src, e))?;
             self.out.append(&frame)?;

@@ -79,8 +79,8 @@ pub struct Journal {
 /// neither the segment's size nor its allocation, so its fsync writes data alone. On ext4 that
 /// spares each commit a journal commit of the filesystem's own: an fsync of records appended
 /// into the reserve took 180–220 µs where one that grew the file took 380–440 µs
-/// (BENCHMARKS.md, "A journal written into zeros"). Readers take a segment's first NUL byte as
-/// its end; a clean stop and a compaction cut the rest off.
+/// (BENCHMARKS.md, "A journal written into zeros"). Readers drop the zeros at a segment's end
+/// (`read::segment_bytes`); a clean stop and a compaction cut them off.
 pub(crate) const RESERVE: u64 = 1 << 20;
 
 /// The segment the next commit appends to.

@@ -164,19 +164,21 @@ pub fn replay(
 }
 
 /// The records of one segment as JSON Lines, decompressed if it is compressed (`.jsonl.zst`),
-/// up to its first NUL byte: the zeros after it are the reserve appends were to go into
-/// ([`super::RESERVE`]), and JSON never holds a NUL byte. Whatever follows the first one was
-/// never made durable (an fsync covers every byte before the records it syncs), so it is never
-/// read: bytes of a torn commit that reached the disk past a stretch that did not.
+/// without the zeros at its end: the reserve appends were to go into ([`super::RESERVE`]; JSON
+/// never holds a NUL byte). Zeros before the last record are damage, not the end: the line that
+/// holds them is set aside like any other, and the records after it are read.
 ///
 /// A plain archived segment compressed since it was listed is read in its compressed form:
 /// compression puts the compressed copy in place before it removes the plain one.
 pub fn segment_bytes(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
     let mut bytes = whole_segment(fs, path)?;
-    if let Some(end) = bytes.iter().position(|&b| b == 0) {
-        bytes.truncate(end);
-    }
+    bytes.truncate(records_end(&bytes));
     Ok(bytes)
+}
+
+/// Where the zeros at the end of `bytes` begin.
+pub(crate) fn records_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
 }
 
 fn whole_segment(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {

@@ -85,24 +85,24 @@ fn a_journal_that_never_fsyncs_writes_no_reserve() {
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), segment_bytes(&RealFs, &seg).unwrap().len() as u64);
 }
 
-/// A segment ends at its first NUL byte: a torn commit's line before it is a torn tail, and
-/// a record past it (bytes of a torn commit that reached the disk beyond a stretch that did
-/// not) is never read, whole or not.
+/// A segment's records end where the zeros at its end begin. Zeros before a record are damage
+/// (a torn commit's stretch that never reached the disk, a zeroed block): that line is set aside
+/// and the records after it are read, as before reserves.
 #[test]
-fn a_segment_ends_at_its_first_nul_byte() {
+fn a_segment_ends_where_its_trailing_zeros_begin() {
     let d = tempfile::tempdir().unwrap();
     let line = |seq: u64| {
         serde_json::to_string(&Record { seq, ts: Timestamp::from_micros(0), entry: stray("s") }).unwrap()
     };
     let mut body = format!("{}\n{}\n{{\"seq\":3,\"ts", line(1), line(2)).into_bytes();
     body.extend([0u8; 4096]);
-    body.extend(format!("{}\n", line(3)).into_bytes());
+    body.extend(format!("\n{}\n{{\"seq\":5", line(4)).into_bytes());
     body.extend([0u8; 4096]);
     std::fs::write(d.path().join(segment_name(1)), &body).unwrap();
     let l = load(&RealFs, d.path()).unwrap();
-    assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2]);
-    assert_eq!(l.notes.torn.len(), 1, "{:?}", l.notes);
-    assert!(l.notes.set_aside.is_empty(), "{:?}", l.notes);
+    assert_eq!(l.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(l.notes.set_aside.len(), 1, "the damaged line: {:?}", l.notes);
+    assert_eq!(l.notes.torn.len(), 1, "the last, cut short before the zeros: {:?}", l.notes);
 }
 
 /// A start that crashed before its first records reached the disk left a segment of zeros:

@@ -284,8 +284,8 @@ pub trait AppendFile: Send {
     /// Makes sure at least `bytes` bytes follow what was appended, written as zeros (the
     /// reserve). Appends that land in the reserve change neither the file's size nor its
     /// allocation, so the fsync after them writes data alone, no metadata: on ext4, no journal
-    /// commit. A reader of such a file takes its first NUL byte as its end (JSON never holds
-    /// one). Nothing to do when the reserve is that large already.
+    /// commit. A reader of such a file drops the zeros at its end (the journal's JSON never
+    /// holds a NUL byte). Nothing to do when the reserve is that large already.
     fn reserve(&mut self, bytes: u64) -> Result<(), FsError>;
     /// Cuts the file back to what was appended, dropping the reserve. Not fsynced: a reserve a
     /// power loss brings back still reads as zeros.
