@@ -46,7 +46,8 @@ pub fn completed(rec: Record) -> Option<Completion> {
 pub fn sealed_segments(fs: &dyn Fs, root: &Path) -> Result<HashSet<PathBuf>, BenchError> {
     let mut out = HashSet::new();
     for seg in journal::all_segments(fs, &Layout::new(root).journal_dir())? {
-        if fs.stat(&seg)?.is_some_and(|m| m.len > 0) {
+        // Records, not the zeros a segment being written ends in (a crashed start's alone).
+        if !journal::segment_bytes(fs, &seg)?.is_empty() {
             out.insert(seg);
         }
     }
@@ -127,7 +128,10 @@ impl JournalTail {
             for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
                 if name.ends_with(".jsonl") {
-                    offsets.insert(name, e.metadata().map(|m| m.len()).unwrap_or(0));
+                    // Its records' end, not its size: the live segment ends in the zeros its
+                    // next records go into.
+                    let records = journal::segment_bytes(&runtime_layout::RealFs, &e.path()).map(|b| b.len());
+                    offsets.insert(name, records.unwrap_or(0) as u64);
                 } else if name.ends_with(".jsonl.zst") {
                     compressed.insert(name);
                 }
@@ -169,7 +173,12 @@ impl JournalTail {
                 if archived {
                     self.sealed.insert(name.clone());
                 }
-                // Only whole lines: a record being appended is counted on the next poll.
+                // Only whole lines before the first zero: the live segment ends in the zeros its
+                // next records go into, and a read racing an append can see a later page of it
+                // before an earlier one. A record being appended is counted on the next poll.
+                if let Some(zero) = buf.iter().position(|&b| b == 0) {
+                    buf.truncate(zero);
+                }
                 let Some(end) = buf.iter().rposition(|&b| b == b'\n') else { continue };
                 self.count(&buf[..end], &mut f);
                 self.offsets.insert(name, off + end as u64 + 1);

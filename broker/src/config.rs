@@ -183,6 +183,10 @@ pub struct JournalSettings {
     pub archive_keep_bytes: u64,
     /// Compress archived segments (`segment-N.jsonl.zst`).
     pub compress_archive: bool,
+    /// Zeros written ahead of the live segment's records, so that a commit's fsync writes the
+    /// records alone (see `journal::RESERVE`); 0 grows the segment with every commit instead
+    /// (`tail -f` then shows new records; each fsync also commits the growth).
+    pub reserve_bytes: u64,
 }
 
 impl Default for JournalSettings {
@@ -191,6 +195,7 @@ impl Default for JournalSettings {
             archive_keep: KeepFor::Secs(7 * 86_400),
             archive_keep_bytes: 1_000_000_000,
             compress_archive: true,
+            reserve_bytes: crate::journal::RESERVE,
         }
     }
 }
@@ -547,6 +552,8 @@ mod tests {
         assert_eq!((d.broker.inbox_keep_count, d.broker.inbox_keep_bytes), (10_000, 100_000_000));
         assert_eq!(d.journal.archive_keep, KeepFor::Secs(7 * 86_400));
         assert!(d.journal.compress_archive && d.journal.archive_keep_bytes == 1_000_000_000);
+        assert_eq!(d.journal.reserve_bytes, 1 << 20);
+        assert_eq!(Config::parse("[journal]\nreserve_bytes = 0\n").unwrap().journal.reserve_bytes, 0);
         assert!(KeepFor::Secs(10).expired(11) && !KeepFor::Secs(10).expired(10));
         assert!(!KeepFor::Forever.expired(i64::MAX));
     }

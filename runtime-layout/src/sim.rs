@@ -36,9 +36,9 @@
 //!   or its durable entry list (except that the two directories of an unsynced rename keep the
 //!   same choice: journaling filesystems commit a rename whole), each file independently keeps its volatile or durable content,
 //!   and a file whose durable content is a prefix of its volatile content (an append log) may keep
-//!   any prefix in between (a torn append); a file with a reserve whose appends overwrote its
-//!   zeros may keep the new bytes up to any point of the changed range and the old ones after it
-//!   (a torn append into a reserve). Seeded, so reproducible.
+//!   any prefix in between (a torn append); a file with a reserve (appends over zeros written
+//!   ahead) keeps each 4 KiB page old or new independently, and its old or new size (a torn
+//!   append into a reserve, or a renewal of it). Seeded, so reproducible.
 //!
 //! Handles from [`Fs::create_append`] opened before a restart fail afterwards, like the file
 //! descriptors of a dead process; an append also fails ([`FsError::Replaced`]) once the handle's

@@ -69,7 +69,8 @@ impl Ledger {
         let journal = if read_only {
             Journal::read_only(&dir, next_seq)
         } else {
-            let mut j = Journal::open(env.fs(), &dir, next_seq, env.durability)?;
+            let mut j = Journal::open(env.fs(), &dir, next_seq, env.durability)?
+                .with_reserve(env.cfg.journal.reserve_bytes);
             j.settle_tombs(tombs_next.get());
             j
         };
@@ -166,8 +167,8 @@ impl Ledger {
 
     /// Cuts the journal's reserve of zeros off, leaving its segment as its records alone (at a
     /// clean stop).
-    pub fn trim(&mut self) -> Result<(), JournalError> {
-        Ok(self.journal.trim()?)
+    pub fn trim(&mut self) {
+        self.journal.trim();
     }
 
     /// How long the commits that wrote records took.

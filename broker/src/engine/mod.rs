@@ -445,12 +445,12 @@ impl Engine {
     pub fn flush(&mut self) -> Result<(), EngineError> {
         self.retention.stop(self.core.env.fs());
         self.core.tx().commit()?;
-        self.core.ledger.trim()?;
         self.core.effects.sync_touched(&self.core.env)?;
         self.write_boards_as(true, true)?;
         if self.core.env.cfg.ingest.absorb_board_edits {
             self.boards.save_marks(&self.core.env, self.core.ledger.next_seq() - 1)?;
         }
+        self.core.ledger.trim();
         Ok(())
     }
 }

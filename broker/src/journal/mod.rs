@@ -68,8 +68,10 @@ pub struct Journal {
     encoder: delta::Encoder,
     /// The tomb files beside the snapshots.
     tombs: tombfiles::TombFiles,
-    /// Bytes of zeros known to follow the current segment's records ([`RESERVE`]).
+    /// Bytes of zeros known to follow the current segment's records.
     room: u64,
+    /// How many are written at a time ([`RESERVE`] unless set; 0: none).
+    reserve: u64,
     /// A reserve could not be written for the current segment (out of space, say): its appends
     /// grow it instead, as they did before reserves.
     no_reserve: bool,
@@ -81,7 +83,7 @@ pub struct Journal {
 /// into the reserve took 180–220 µs where one that grew the file took 380–440 µs
 /// (BENCHMARKS.md, "A journal written into zeros"). Readers drop the zeros at a segment's end
 /// (`read::segment_bytes`); a clean stop and a compaction cut them off.
-pub(crate) const RESERVE: u64 = 1 << 20;
+pub const RESERVE: u64 = 1 << 20;
 
 /// The segment the next commit appends to.
 enum Segment {
@@ -94,6 +96,12 @@ enum Segment {
 
 pub(crate) fn segment_name(first: u64) -> String {
     format!("segment-{first:016}.jsonl")
+}
+
+/// Is the file at `path` nothing but zeros (a start's reserve, written before any record)? Read
+/// up to a few reserves' worth; anything larger, unreadable or holding a byte is not.
+fn zeros_alone(fs: &dyn Fs, path: &Path) -> bool {
+    fs.read(path, 4 * RESERVE).is_ok_and(|b| b.iter().all(|&x| x == 0))
 }
 
 pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
@@ -139,8 +147,16 @@ impl Journal {
             encoder: delta::Encoder::default(),
             tombs: tombfiles::TombFiles::found(tomb_files),
             room: 0,
+            reserve: RESERVE,
             no_reserve: false,
         })
+    }
+
+    /// Writes `bytes` of zeros ahead of the records at a time ([`RESERVE`] by default); 0 writes
+    /// none, and the segment grows with every commit.
+    pub fn with_reserve(mut self, bytes: u64) -> Self {
+        self.reserve = bytes;
+        self
     }
 
     /// Says which tomb files are in use: those of the snapshot read back, whose finished tasks
@@ -169,6 +185,7 @@ impl Journal {
             encoder: delta::Encoder::default(),
             tombs: tombfiles::TombFiles::default(),
             room: 0,
+            reserve: RESERVE,
             no_reserve: false,
         }
     }
@@ -185,7 +202,7 @@ impl Journal {
             Err(e)
                 if e.is_already_exists()
                     && fs.stat(&self.path)?.is_some_and(|m| m.kind == FileKind::File)
-                    && read::segment_bytes(fs, &self.path)?.is_empty() =>
+                    && zeros_alone(fs, &self.path) =>
             {
                 fs.remove_file(&self.path)?;
                 fs.create_append(&self.path)
@@ -272,15 +289,18 @@ impl Journal {
         // Zeros ahead, when records are fsynced and the reserve cannot hold these: the fsync
         // below then also makes the new reserve durable (once per mebibyte of records).
         let len = self.buf.len() as u64;
-        if self.durability.sync_files() && !self.no_reserve && self.room < len {
-            match file.reserve(len + RESERVE) {
-                Ok(()) => self.room = len + RESERVE,
-                Err(e) => {
+        if self.reserve > 0 && self.durability.sync_files() && !self.no_reserve && self.room < len {
+            match file.reserve(len + self.reserve) {
+                Ok(()) => self.room = len + self.reserve,
+                // Out of space for the zeros: the records themselves may still fit. Any other
+                // error is the journal's, and breaks it like a failed append.
+                Err(e) if e.is_no_space() => {
                     tracing::warn!(segment = %self.path.display(), error = %e,
-                        "cannot write the journal's reserve of zeros: appending without one \
+                        "no space for the journal's reserve of zeros: appending without one \
                          (each commit's fsync then also commits the segment's growth)");
                     self.no_reserve = true;
                 }
+                Err(e) => return Err(e),
             }
         }
         file.append(&self.buf)?;
@@ -298,12 +318,17 @@ impl Journal {
     /// Cuts the current segment's reserve of zeros off (at a clean stop, and before a segment
     /// is archived), so that what is left is its records alone. Appending later grows the
     /// segment again.
-    pub fn trim(&mut self) -> Result<(), FsError> {
-        if let Segment::Open(file) = &mut self.file {
-            file.trim()?;
+    /// Never fails: the zeros are a matter of looks, so an error is logged and the broker goes
+    /// on (a broken journal is left alone).
+    pub fn trim(&mut self) {
+        if let Segment::Open(file) = &mut self.file
+            && self.broken.is_none()
+            && let Err(e) = file.trim()
+        {
+            tracing::warn!(segment = %self.path.display(), error = %e,
+                "cannot cut the journal's reserve of zeros off: the segment keeps them");
         }
         self.room = 0;
-        Ok(())
     }
 
     /// Bytes of records appended since the journal was opened.
@@ -360,7 +385,7 @@ impl Journal {
         self.tombs.prune(fs, &self.dir, tombs.front());
         // The next segment is created by the next commit; the current one, its reserve cut off,
         // is archived below.
-        self.trim()?;
+        self.trim();
         self.file = Segment::Pending;
         self.path = self.dir.join(segment_name(self.next_seq));
         self.encoder.new_segment();

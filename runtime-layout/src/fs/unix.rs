@@ -170,6 +170,18 @@ impl Appender {
         })
     }
 
+    /// Checks that the path still names the open file (its identity, fixed at creation, against
+    /// what the path names now: one lookup and one `fstatat`, cheap beside the fsync that
+    /// follows). A file moved away or replaced is never written again, not even with zeros.
+    fn still_named(&self) -> Result<(), FsError> {
+        match (self.locate)(&self.path) {
+            Ok(Some(id)) if id == self.id => Ok(()),
+            Ok(_) => Err(FsError::Replaced { path: self.path.clone() }),
+            Err(e) if e.is_not_found() => Err(FsError::Replaced { path: self.path.clone() }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Zeros over `from..to` (within the file or past its end).
     fn zero(&self, from: u64, to: u64) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
@@ -189,14 +201,7 @@ impl AppendFile for Appender {
     /// appends to follow (which would read as corruption).
     fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
         use std::os::unix::fs::FileExt;
-        // The open file's identity (fixed at creation) against what its path names now: one
-        // lookup and one `fstatat`, cheap beside the fsync that follows.
-        match (self.locate)(&self.path) {
-            Ok(Some(id)) if id == self.id => {}
-            Ok(_) => return Err(FsError::Replaced { path: self.path.clone() }),
-            Err(e) if e.is_not_found() => return Err(FsError::Replaced { path: self.path.clone() }),
-            Err(e) => return Err(e),
-        }
+        self.still_named()?;
         let end = self.len + bytes.len() as u64;
         if let Err(e) = self.file.write_all_at(bytes, self.len) {
             let _ = self.zero(self.len, end.min(self.size));
@@ -224,6 +229,7 @@ impl AppendFile for Appender {
         if want <= self.size {
             return Ok(());
         }
+        self.still_named()?;
         if let Err(e) = self.zero(self.size, want) {
             // Out of space, say: the reserve stays as it was, and appends grow the file.
             let _ = self.file.set_len(self.size);
@@ -235,6 +241,7 @@ impl AppendFile for Appender {
 
     fn trim(&mut self) -> Result<(), FsError> {
         if self.size > self.len {
+            self.still_named()?;
             self.file.set_len(self.len).map_err(|e| FsError::io("trim", &self.path, e))?;
             self.size = self.len;
         }

@@ -71,17 +71,22 @@ impl Inner {
                 for i in inos {
                     let r = rng.next();
                     let ino = self.inodes.get_mut(&i).expect("listed inode");
-                    if ino.data.starts_with(&ino.durable) && ino.data.len() > ino.durable.len() {
+                    if ino.reserved && ino.data != ino.durable {
+                        // Appends into a reserve overwrite its zeros, and a renewal extends it:
+                        // writeback keeps each page of the file independently, the old one or
+                        // the new (zeros where there was none), and the size either way.
+                        let len = if r & 1 == 0 { ino.data.len() } else { ino.durable.len() };
+                        let mut kept = vec![0u8; len];
+                        for (i, page) in kept.chunks_mut(PAGE).enumerate() {
+                            let from = if rng.next() & 1 == 0 { &ino.data } else { &ino.durable };
+                            let at = i * PAGE;
+                            let have = from.len().saturating_sub(at).min(page.len());
+                            page[..have].copy_from_slice(&from[at..at + have]);
+                        }
+                        ino.data = kept;
+                    } else if ino.data.starts_with(&ino.durable) && ino.data.len() > ino.durable.len() {
                         let extra = (r as usize) % (ino.data.len() - ino.durable.len() + 1);
                         ino.data.truncate(ino.durable.len() + extra);
-                    } else if ino.reserved && ino.data.len() == ino.durable.len() && ino.data != ino.durable {
-                        // Appends into a reserve overwrite its zeros: the disk kept the new bytes
-                        // up to some point of the changed range, the old ones after it.
-                        let first = ino.data.iter().zip(&ino.durable).position(|(a, b)| a != b).unwrap_or(0);
-                        let last = ino.data.iter().zip(&ino.durable).rposition(|(a, b)| a != b).unwrap_or(0);
-                        let cut = first + (r as usize) % (last + 2 - first);
-                        let old = ino.durable[cut..].to_vec();
-                        ino.data[cut..].copy_from_slice(&old);
                     } else if r & 1 == 0 {
                         ino.data = ino.durable.clone();
                         ino.mtime = ino.durable_mtime;
@@ -128,6 +133,9 @@ impl Inner {
         self.inodes.retain(|i, _| named.contains(i));
     }
 }
+
+/// The unit a scrambled power loss keeps or loses of a file written over (a page).
+const PAGE: usize = 4096;
 
 /// A small deterministic generator (splitmix64).
 struct SplitMix(u64);

@@ -59,6 +59,9 @@ impl AppendFile for SimAppend {
         if g.inodes[&self.ino].data.len() >= want {
             return Ok(());
         }
+        if g.lookup(&self.path) != Some(Node::File(self.ino)) {
+            return Err(FsError::Replaced { path: self.path.clone() });
+        }
         g.begin("reserve", &self.path, Kind::Write)?;
         let ino = g.inodes.get_mut(&self.ino).expect("checked");
         ino.data.resize(want, 0);
@@ -72,6 +75,9 @@ impl AppendFile for SimAppend {
         self.check(&g, "trim")?;
         if g.inodes[&self.ino].data.len() <= self.len {
             return Ok(());
+        }
+        if g.lookup(&self.path) != Some(Node::File(self.ino)) {
+            return Err(FsError::Replaced { path: self.path.clone() });
         }
         g.begin("trim", &self.path, Kind::Write)?;
         g.inodes.get_mut(&self.ino).expect("checked").data.truncate(self.len);
