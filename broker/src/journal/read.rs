@@ -2,6 +2,9 @@
 //! every segment, archived or not, compressed or not (`trace`), and a range of records (an outbox
 //! sink catching up).
 //!
+//! A segment's records end where the zeros at its end begin (the reserve its next records were
+//! to go into: see `RESERVE`).
+//!
 //! Reading never bricks a root. A final line that does not parse is a torn append (a crash in
 //! the middle of a write): ignored and reported. Any other line that cannot be read as a record
 //! — damaged bytes, a record this version cannot decode, a sequence number out of order — is
