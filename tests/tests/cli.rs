@@ -222,6 +222,24 @@ fn a_claim_into_a_mailbox_no_agent_can_have_is_taken_back() {
     assert!(root.ls("queues/default/new").iter().any(|n| n.ends_with("-BN-1.json")), "nothing stranded");
 }
 
+/// With no broker running on the root, a command says so after a second's grace instead of
+/// sitting out its whole wait; the message stays in the inbox, and the next broker takes it.
+#[test]
+fn a_message_sent_with_no_broker_running_says_so_at_once() {
+    let root = Root::new();
+    let started = std::time::Instant::now();
+    let out = root.run_with_input(&["--answer-within", "120", "submit", "-"], br#"{"task_id":"NB-1"}"#);
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(err.contains("no broker is running") && err.contains("nothing is lost"), "{err}");
+    assert!(took < std::time::Duration::from_secs(60), "waited {took:?} of the 120 s asked for");
+    assert_eq!(root.ls("broker/inbox/new").len(), 1, "the message waits in the inbox");
+    let _broker = root.broker();
+    wait_for(T, || root.ls("broker/inbox/new").is_empty());
+    assert!(root.run(&["trace", "NB-1"]).status.success());
+}
+
 #[test]
 fn every_message_waits_for_the_brokers_verdict() {
     let root = Root::new();

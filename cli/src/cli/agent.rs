@@ -2,6 +2,7 @@
 //! with the capabilities an agent declares; the list is the library's `views::agents`, shared
 //! with the HTTP API).
 
+use super::answer::answered;
 use super::exit::{self, Failure, not_initialised};
 use super::io::{emit, json_or_text, print_json, read_input, to_json};
 use agent_sdk::Ack;
@@ -42,7 +43,7 @@ pub fn complete(
         Some(f) => json_or_text(read_input(f)?),
         None => Value::Null,
     };
-    agent_sdk::Agent::open(root, agent)?.with_ack(ack).complete(claim, result)?;
+    answered(root, ack, |ack| agent_sdk::Agent::open(root, agent)?.with_ack(ack).complete(claim, result))?;
     Ok(())
 }
 
@@ -54,12 +55,14 @@ pub fn fail(
     error: &str,
     retryable: bool,
 ) -> Result<(), Failure> {
-    agent_sdk::Agent::open(root, agent)?.with_ack(ack).fail(claim, error, retryable)?;
+    answered(root, ack, |ack| {
+        agent_sdk::Agent::open(root, agent)?.with_ack(ack).fail(claim, error, retryable)
+    })?;
     Ok(())
 }
 
 pub fn release(root: &Path, ack: Ack, agent: &str, claim: &str) -> Result<(), Failure> {
-    agent_sdk::Agent::open(root, agent)?.with_ack(ack).release(claim)?;
+    answered(root, ack, |ack| agent_sdk::Agent::open(root, agent)?.with_ack(ack).release(claim))?;
     Ok(())
 }
 
@@ -73,7 +76,7 @@ pub fn send(
 ) -> Result<(), Failure> {
     protocol::names::Recipient::parse(to).map_err(|e| Failure::new(exit::INVALID, e))?;
     let body = json_or_text(read_input(file)?);
-    agent_sdk::Agent::open(root, from)?.with_ack(ack).send(to, subject, body)?;
+    answered(root, ack, |ack| agent_sdk::Agent::open(root, from)?.with_ack(ack).send(to, subject, body))?;
     Ok(())
 }
 

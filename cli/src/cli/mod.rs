@@ -2,6 +2,7 @@
 //! to its module; `exit.rs` maps errors to documented exit codes; `io.rs` reads input and prints.
 
 mod agent;
+mod answer;
 mod bench;
 mod board;
 mod cluster_board;

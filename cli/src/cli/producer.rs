@@ -1,6 +1,7 @@
 //! Producers' and operators' verbs: submit, cancel, retry. Each drops a message into the
 //! broker's inbox through the SDK.
 
+use super::answer::answered;
 use super::exit::{self, Failure};
 use super::io::{emit, read_input};
 use agent_sdk::Ack;
@@ -38,16 +39,16 @@ pub fn submit(root: &Path, ack: Ack, file: &str) -> Result<(), Failure> {
         }
     };
     let id = task["task_id"].as_str().unwrap_or_default().to_string();
-    let name = agent_sdk::Client::open(root)?.with_ack(ack).submit(&task)?;
+    let name = answered(root, ack, |ack| agent_sdk::Client::open(root)?.with_ack(ack).submit(&task))?;
     emit(&format!("{}\n", serde_json::json!({"task_id": id, "message": name})))
 }
 
 pub fn cancel(root: &Path, ack: Ack, task_id: &str) -> Result<(), Failure> {
-    agent_sdk::Client::open(root)?.with_ack(ack).cancel(task_id)?;
+    answered(root, ack, |ack| agent_sdk::Client::open(root)?.with_ack(ack).cancel(task_id))?;
     Ok(())
 }
 
 pub fn retry(root: &Path, ack: Ack, task_id: &str) -> Result<(), Failure> {
-    agent_sdk::Client::open(root)?.with_ack(ack).retry(task_id)?;
+    answered(root, ack, |ack| agent_sdk::Client::open(root)?.with_ack(ack).retry(task_id))?;
     Ok(())
 }

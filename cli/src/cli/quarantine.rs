@@ -2,6 +2,7 @@
 //! reasons (the library's `views::quarantine`), and a requeue, which is a message to the broker:
 //! the broker owns the quarantine and moves the entry back into its inbox itself.
 
+use super::answer::answered;
 use super::exit::{self, Failure};
 use super::io::{emit, print_json, to_json};
 use mailroom::views::quarantine;
@@ -50,6 +51,8 @@ pub fn requeue(fs: &dyn Fs, layout: &Layout, ack: agent_sdk::Ack, name: &str) ->
     if quarantine::show(fs, layout, name)?.is_none() {
         return Err(Failure::new(exit::NOTHING, format!("no quarantine entry `{name}`")));
     }
-    let message = agent_sdk::Client::open(layout.root())?.with_ack(ack).requeue(name)?;
+    let message = answered(layout.root(), ack, |ack| {
+        agent_sdk::Client::open(layout.root())?.with_ack(ack).requeue(name)
+    })?;
     emit(&format!("{}\n", json!({"entry": name, "message": message})))
 }
