@@ -35,7 +35,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_wait: bool,
     /// How long to wait for the broker's answer, in seconds (then exit 10: no broker took it;
-    /// the message waits in the inbox).
+    /// the message waits in the inbox). With no broker running on the root, a second.
     #[arg(long, global = true, default_value_t = 30.0, value_name = "SECS")]
     pub answer_within: f64,
     #[command(subcommand)]
