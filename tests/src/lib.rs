@@ -289,8 +289,9 @@ impl Root {
             } else {
                 bytes
             };
-            // The live segment ends in the zeros its next records go into.
-            bytes.truncate(bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1));
+            // The records end at the first zeros: the reserve the next records go into, or a
+            // stretch of a commit a power loss cut (what follows is not replayed either).
+            bytes.truncate(bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len()));
             for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 // A torn final line (a crash mid-append) is not a record.
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {

@@ -127,7 +127,8 @@ fn a_journal_line_that_cannot_be_read_is_set_aside_and_the_broker_serves_the_res
     let seg = segs.last().unwrap();
     let text = std::fs::read_to_string(seg).unwrap();
     let future = r#"{"seq":999999,"ts":"2026-01-01T00:00:00Z","op":"teleport","task_id":"J-1"}"#;
-    std::fs::write(seg, format!("\u{0}garbage\n{future}\n{text}")).unwrap();
+    // (Damage without zeros: zeros end a segment's records, see `journal::read_segment`.)
+    std::fs::write(seg, format!("\u{7f}garbage\n{future}\n{text}")).unwrap();
     let mut broker = root.broker();
     assert!(broker.is_running());
     assert!(broker.log().contains("set aside"), "{}", broker.log());

@@ -2,8 +2,8 @@
 //! every segment, archived or not, compressed or not (`trace`), and a range of records (an outbox
 //! sink catching up).
 //!
-//! A segment's records end where the zeros at its end begin (the reserve its next records were
-//! to go into: see `RESERVE`).
+//! A segment's records end at its first zeros (the reserve its next records were to go into,
+//! see `RESERVE`, or a stretch of a commit a power loss cut: see [`read_segment`]).
 //!
 //! Reading never bricks a root. A final line that does not parse is a torn append (a crash in
 //! the middle of a write): ignored and reported. Any other line that cannot be read as a record
@@ -166,10 +166,10 @@ pub fn replay(
     Ok(out)
 }
 
-/// The records of one segment as JSON Lines, decompressed if it is compressed (`.jsonl.zst`),
+/// The bytes of one segment as JSON Lines, decompressed if it is compressed (`.jsonl.zst`),
 /// without the zeros at its end: the reserve appends were to go into ([`super::RESERVE`]; JSON
-/// never holds a NUL byte). Zeros before the last record are damage, not the end: the line that
-/// holds them is set aside like any other, and the records after it are read.
+/// never holds a NUL byte). Zeros before the last record end the records
+/// ([`read_segment`] says why).
 ///
 /// A plain archived segment compressed since it was listed is read in its compressed form:
 /// compression puts the compressed copy in place before it removes the plain one.
@@ -204,6 +204,13 @@ fn whole_segment(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
 /// Calls `f` for every record of one segment, compressed or not, with its line number. A final
 /// line that does not parse is a torn append (noted in `torn`); any other line that does not
 /// parse is set aside.
+///
+/// A line holding a NUL byte ends the segment: zeros are the reserve the records are written
+/// into ([`super::RESERVE`]), so zeros before the reserve's own are a stretch of a commit that
+/// never reached the disk. The disk keeps a commit's pages in any order when a power loss cuts
+/// it, so lines after such a stretch are the rest of that same commit, never acknowledged, and
+/// replaying them without what came before them would be wrong (a message's consumption without
+/// the report it carried): they are not read, and a note says how many bytes were skipped.
 pub fn read_segment(
     fs: &dyn Fs,
     path: &Path,
@@ -217,9 +224,23 @@ pub fn read_segment(
     // Records about a task the segment already holds carry deltas: resolved here, so every
     // reader sees whole records.
     let mut resolver = Resolver::default();
+    let mut at = 0;
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let start = at;
+        at += line.len() + 1;
         if line.is_empty() {
             continue;
+        }
+        if line.contains(&0) {
+            let skipped = bytes[start..].iter().filter(|&&b| b != 0 && b != b'\n').count();
+            bad.push((
+                i + 1,
+                format!(
+                    "zeros where records were being written (a commit a power loss cut short): \
+                     the rest of the segment ({skipped} bytes) is not read"
+                ),
+            ));
+            break;
         }
         match resolver.read(line) {
             Ok(rec) => {

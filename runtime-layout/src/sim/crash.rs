@@ -81,7 +81,9 @@ impl Inner {
                             let from = if rng.next() & 1 == 0 { &ino.data } else { &ino.durable };
                             let at = i * PAGE;
                             let have = from.len().saturating_sub(at).min(page.len());
-                            page[..have].copy_from_slice(&from[at..at + have]);
+                            if have > 0 {
+                                page[..have].copy_from_slice(&from[at..at + have]);
+                            }
                         }
                         ino.data = kept;
                     } else if ino.data.starts_with(&ino.durable) && ino.data.len() > ino.durable.len() {
