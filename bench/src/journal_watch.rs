@@ -46,8 +46,9 @@ pub fn completed(rec: Record) -> Option<Completion> {
 pub fn sealed_segments(fs: &dyn Fs, root: &Path) -> Result<HashSet<PathBuf>, BenchError> {
     let mut out = HashSet::new();
     for seg in journal::all_segments(fs, &Layout::new(root).journal_dir())? {
-        // Records, not the zeros a segment being written ends in (a crashed start's alone).
-        if !journal::segment_bytes(fs, &seg)?.is_empty() {
+        // Records, not a crashed start's reserve of zeros alone: a record is there when the
+        // first byte is (a compressed segment's first byte is its frame's, never zero).
+        if fs.read_at(&seg, 0, 1)?.first().is_some_and(|&b| b != 0) {
             out.insert(seg);
         }
     }
@@ -130,8 +131,9 @@ impl JournalTail {
                 if name.ends_with(".jsonl") {
                     // Its records' end, not its size: the live segment ends in the zeros its
                     // next records go into.
-                    let records = journal::segment_bytes(&runtime_layout::RealFs, &e.path()).map(|b| b.len());
-                    offsets.insert(name, records.unwrap_or(0) as u64);
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    let records = journal::bytes_before_zeros(&runtime_layout::RealFs, &e.path(), len);
+                    offsets.insert(name, records.unwrap_or(0));
                 } else if name.ends_with(".jsonl.zst") {
                     compressed.insert(name);
                 }
@@ -387,6 +389,30 @@ mod tests {
         assert_eq!(ids, (0..10).map(|i| format!("T-{i}")).collect::<Vec<_>>());
         assert!(sealed_segments(&fs, root).unwrap().iter().all(|s| s.starts_with(dir.join("archive"))));
         assert_eq!(journal::all_segments(&fs, &dir).unwrap().len(), 1);
+    }
+
+    /// A tail made while the live segment exists counts what is appended after: the records go
+    /// into the zeros written ahead of them, so it starts at the records' end, not at the size.
+    #[test]
+    fn a_tail_counts_records_appended_into_the_reserve() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        let dir = layout.journal_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let fs = runtime_layout::RealFs;
+        let mut j = journal::Journal::open(&fs, &dir, 1, runtime_layout::Durability::Batch).unwrap();
+        let dispatch =
+            |i: usize| Entry::Dispatch { task_id: format!("T-{i}"), task: task(i), place: Place::Done };
+        j.push(Timestamp::from_micros(1), dispatch(1));
+        j.commit(&fs).unwrap();
+        let mut tail = JournalTail::new(&layout);
+        tail.poll();
+        assert_eq!(tail.dispatches, 0, "what was there before the tail is not counted");
+        j.push(Timestamp::from_micros(2), dispatch(2));
+        j.push(Timestamp::from_micros(3), dispatch(3));
+        j.commit(&fs).unwrap();
+        tail.poll();
+        assert_eq!(tail.dispatches, 2);
     }
 
     #[test]

@@ -147,22 +147,6 @@ pub struct Compressor {
     pub written: u64,
 }
 
-/// The length of a plain segment of `len` bytes without the zeros at its end (the reserve a
-/// crash left: see [`super::read::segment_bytes`]), found a piece at a time from the end.
-fn records_len(fs: &dyn Fs, src: &Path, len: u64) -> Result<u64, FsError> {
-    let mut end = len;
-    while end > 0 {
-        let from = end.saturating_sub(PIECE_BYTES);
-        let piece = fs.read_at(src, from, end - from)?;
-        let kept = super::read::records_end(&piece) as u64;
-        if kept > 0 || piece.is_empty() {
-            return Ok(from + kept);
-        }
-        end = from;
-    }
-    Ok(0)
-}
-
 /// What a step of a [`Compressor`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -186,7 +170,7 @@ impl Compressor {
         if fs.stat(&tmp)?.is_some() {
             fs.remove_file(&tmp)?;
         }
-        let len = records_len(fs, src, m.len)?;
+        let len = super::read::bytes_before_zeros(fs, src, m.len)?;
         let out = fs.create_append(&tmp)?;
         Ok(Self { src: src.to_path_buf(), tmp, dest, out, offset: 0, len, mtime: m.mtime, sync, written: 0 })
     }

@@ -22,7 +22,8 @@ mod tombfiles;
 
 pub use delta::Resolver;
 pub use read::{
-    Loaded, Notes, Replayed, all_segments, load, read_range, read_segment, replay, segment_bytes,
+    Loaded, Notes, Replayed, all_segments, bytes_before_zeros, load, read_range, read_segment, replay,
+    segment_bytes,
 };
 pub use record::{
     Admitted, BoardEdit, Entry, MailSent, POOLS_DIR, Place, Record, RefusedClaim, Rejected, Report, Requeued,
@@ -72,17 +73,16 @@ pub struct Journal {
     room: u64,
     /// How many are written at a time ([`RESERVE`] unless set; 0: none).
     reserve: u64,
-    /// A reserve could not be written for the current segment (out of space, say): its appends
-    /// grow it instead, as they did before reserves.
+    /// There was no space for the current segment's reserve: its appends grow it instead, as
+    /// they did before reserves.
     no_reserve: bool,
 }
 
 /// Zeros written ahead of the records, a mebibyte at a time: an append into them changes
 /// neither the segment's size nor its allocation, so its fsync writes data alone. On ext4 that
-/// spares each commit a journal commit of the filesystem's own: an fsync of records appended
-/// into the reserve took 180–220 µs where one that grew the file took 380–440 µs
-/// (BENCHMARKS.md, "A journal written into zeros"). Readers drop the zeros at a segment's end
-/// (`read::segment_bytes`); a clean stop and a compaction cut them off.
+/// spares each commit a journal commit of the filesystem's own, about half its time
+/// (BENCHMARKS.md, "A journal written into zeros"). A segment's records end at its first zeros
+/// ([`read_segment`] says why); a clean stop and a compaction cut the reserve off.
 pub const RESERVE: u64 = 1 << 20;
 
 /// The segment the next commit appends to.

@@ -180,8 +180,26 @@ pub fn segment_bytes(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
 }
 
 /// Where the zeros at the end of `bytes` begin.
-pub(crate) fn records_end(bytes: &[u8]) -> usize {
+fn records_end(bytes: &[u8]) -> usize {
     bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// The length of the plain segment at `path`, `len` bytes long, without the zeros at its end,
+/// read a piece at a time from the end (a mebibyte or so for a live segment, however long its
+/// records are).
+pub fn bytes_before_zeros(fs: &dyn Fs, path: &Path, len: u64) -> Result<u64, FsError> {
+    const PIECE: u64 = 64 << 10;
+    let mut end = len;
+    while end > 0 {
+        let from = end.saturating_sub(PIECE);
+        let piece = fs.read_at(path, from, end - from)?;
+        let kept = records_end(&piece) as u64;
+        if kept > 0 || piece.is_empty() {
+            return Ok(from + kept);
+        }
+        end = from;
+    }
+    Ok(0)
 }
 
 fn whole_segment(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
