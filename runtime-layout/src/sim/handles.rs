@@ -19,16 +19,21 @@ impl SimAppend {
         }
         Ok(())
     }
+
+    /// The identity check of the real implementations: the path must still name this file.
+    fn still_named(&self, g: &Inner) -> Result<(), FsError> {
+        if g.lookup(&self.path) != Some(Node::File(self.ino)) {
+            return Err(FsError::Replaced { path: self.path.clone() });
+        }
+        Ok(())
+    }
 }
 
 impl AppendFile for SimAppend {
     fn append(&mut self, bytes: &[u8]) -> Result<(), FsError> {
         let mut g = self.fs.lock();
         self.check(&g, "append to")?;
-        // The identity check of the real implementations: the path must still name this file.
-        if g.lookup(&self.path) != Some(Node::File(self.ino)) {
-            return Err(FsError::Replaced { path: self.path.clone() });
-        }
+        self.still_named(&g)?;
         g.begin("append to", &self.path, Kind::Write)?;
         let now = self.fs.clock.now();
         let ino = g.inodes.get_mut(&self.ino).expect("checked");
@@ -59,9 +64,7 @@ impl AppendFile for SimAppend {
         if g.inodes[&self.ino].data.len() >= want {
             return Ok(());
         }
-        if g.lookup(&self.path) != Some(Node::File(self.ino)) {
-            return Err(FsError::Replaced { path: self.path.clone() });
-        }
+        self.still_named(&g)?;
         g.begin("reserve", &self.path, Kind::Write)?;
         let ino = g.inodes.get_mut(&self.ino).expect("checked");
         ino.data.resize(want, 0);
@@ -76,9 +79,7 @@ impl AppendFile for SimAppend {
         if g.inodes[&self.ino].data.len() <= self.len {
             return Ok(());
         }
-        if g.lookup(&self.path) != Some(Node::File(self.ino)) {
-            return Err(FsError::Replaced { path: self.path.clone() });
-        }
+        self.still_named(&g)?;
         g.begin("trim", &self.path, Kind::Write)?;
         g.inodes.get_mut(&self.ino).expect("checked").data.truncate(self.len);
         Ok(())
