@@ -240,6 +240,37 @@ fn a_message_sent_with_no_broker_running_says_so_at_once() {
     assert!(root.run(&["trace", "NB-1"]).status.success());
 }
 
+/// A broker that runs for part of the grace (one a supervisor restarts, killed again before its
+/// first pass) is seen: the command does not say that none runs, and waits the rest of its time.
+#[test]
+fn a_broker_seen_during_the_grace_gets_the_rest_of_the_wait() {
+    use runtime_layout::{BrokerLock, Layout, RootFs};
+    use std::io::Write;
+    let root = Root::new();
+    let started = std::time::Instant::now();
+    let mut cli = root
+        .cmd(&["--answer-within", "3", "submit", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cli.stdin.take().unwrap().write_all(br#"{"task_id":"RS-1"}"#).unwrap();
+    // The message is sent after the command's first look found no broker; then a "broker"
+    // (this test, holding the lock and naming itself its holder) runs for half a second.
+    wait_for(T, || !root.ls("broker/inbox/new").is_empty());
+    let (fs, layout) = (RootFs::open(&root.path).unwrap(), Layout::new(&root.path));
+    let lock = BrokerLock::acquire(&fs, &layout).unwrap();
+    lock.record_holder(&fs).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(lock);
+    let out = cli.wait_with_output().unwrap();
+    let (took, err) = (started.elapsed(), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(10), "{err}");
+    assert!(err.contains("no broker consumed it") && !err.contains("no broker is running"), "{err}");
+    assert!(took >= Duration::from_millis(2900), "gave up after {took:?}, not the 3 s asked for");
+    assert_eq!(root.ls("broker/inbox/new").len(), 1, "the message waits in the inbox");
+}
+
 #[test]
 fn every_message_waits_for_the_brokers_verdict() {
     let root = Root::new();

@@ -3,18 +3,23 @@
 //! root at all, sitting it out tells the user nothing for half a minute. So a command first looks
 //! whether one runs (`mailroom::views::liveness`: the kernel's lock table, never the lock
 //! itself). When none does, it waits a grace of a second (a broker starting meanwhile answers
-//! within it), looks again, and says at once that none runs (exit 10). The message stays in the
-//! inbox for the next broker, as after any wait that ran out. A broker found running after the
-//! grace gets the rest of the wait.
+//! within it), looking again every 50 ms, and says that none runs (exit 10) only when none ran at
+//! any of those looks: a broker being restarted (by a supervisor, after a crash) is down for
+//! milliseconds and is seen. The message stays in the inbox for the next broker, as after any
+//! wait that ran out. A broker seen during the grace gets the rest of the wait.
 
 use super::exit::{self, Failure};
 use agent_sdk::{Ack, Client, Error, Verdict};
 use runtime_layout::{Layout, RootFs};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long a command waits when no broker runs on the root.
 pub const GRACE: Duration = Duration::from_secs(1);
+
+/// How often the grace looks whether a broker runs.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
 
 /// Sends a message through `send` (which returns the message's name), with the wait `ack` asks
 /// for, cut to [`GRACE`] while no broker runs on `root`.
@@ -28,11 +33,26 @@ pub fn answered(
         return Ok(send(ack)?);
     }
     let started = Instant::now();
-    let message = match send(Ack::Wait(GRACE)) {
+    let (seen, over) = (AtomicBool::new(false), AtomicBool::new(false));
+    let sent = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !over.load(Ordering::Relaxed) {
+                if runs(root) != Some(false) {
+                    seen.store(true, Ordering::Relaxed);
+                    return;
+                }
+                std::thread::sleep(LOOK_EVERY);
+            }
+        });
+        let sent = send(Ack::Wait(GRACE));
+        over.store(true, Ordering::Relaxed);
+        sent
+    });
+    let message = match sent {
         Err(Error::Unanswered { message, .. }) => message,
         other => return Ok(other?),
     };
-    if runs(root) == Some(false) {
+    if !seen.load(Ordering::Relaxed) && runs(root) == Some(false) {
         return Err(Failure::new(
             exit::UNANSWERED,
             format!(
@@ -42,7 +62,7 @@ pub fn answered(
             ),
         ));
     }
-    // One started meanwhile: it gets the rest of the wait.
+    // One ran meanwhile: it gets the rest of the wait.
     let rest = full.saturating_sub(started.elapsed());
     match Client::open(root)?.verdict(&message, rest)? {
         Verdict::Accepted => Ok(message),
