@@ -9,6 +9,7 @@ pub mod machine;
 pub mod message;
 pub mod names;
 pub mod schema;
+pub mod socket;
 pub mod task;
 pub mod time;
 

@@ -350,6 +350,15 @@ pub trait Fs: Send + Sync {
     /// else holds it. Nothing is created, opened for writing or truncated: a lock on a directory
     /// cannot be dodged by removing or replacing a file, and cannot damage one.
     fn lock_dir(&self, dir: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError>;
+
+    /// Binds a Unix stream socket at `path`, first removing a socket (only a socket: any other
+    /// file there is an error) that a broker which stopped left at that name. `Ok(None)` where
+    /// this filesystem has no sockets (a simulated one). Call it only while holding the broker
+    /// lock: the name is the lock holder's.
+    fn bind_socket(&self, path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
+        let _ = path;
+        Ok(None)
+    }
     /// Does this filesystem resolve every path beneath a root, never through a link, at the
     /// moment of use ([`RootFs`])? Then no operation can leave the tree whatever a check made
     /// before it found, and such a check ([`crate::Layout::contain`]) needs one lookup of the

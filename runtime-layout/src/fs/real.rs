@@ -166,6 +166,15 @@ impl Fs for RealFs {
         Ok(Some(unix::space_of(&s)))
     }
 
+    fn bind_socket(&self, path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
+        let parent = path.parent().unwrap_or(Path::new("."));
+        let dir = std::fs::File::open(parent).map_err(|e| FsError::io("open", parent, e))?;
+        unix::clear_socket(&dir, path.file_name().unwrap_or_default(), path)?;
+        let listener =
+            std::os::unix::net::UnixListener::bind(path).map_err(|e| FsError::io("bind socket", path, e))?;
+        Ok(Some(listener))
+    }
+
     fn lock_dir(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
         use rustix::fs::{CWD, Mode, OFlags, openat};
         // A plain path: a link in it (the root given as a link, say) is followed, as for every

@@ -341,6 +341,19 @@ impl Fs for RootFs {
         Some(self.counts.snapshot())
     }
 
+    fn bind_socket(&self, path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let (dir, name) = self.at.parent(path)?;
+        unix::clear_socket(&dir, name, path)?;
+        // There is no `bindat`: the name is bound through the directory's descriptor (its
+        // `/proc/self/fd` link), so the socket is made in the directory resolved beneath the root
+        // whatever its path's components are by now.
+        let at = Path::new("/proc/self/fd").join(dir.as_fd().as_raw_fd().to_string()).join(name);
+        let listener =
+            std::os::unix::net::UnixListener::bind(&at).map_err(|e| FsError::io("bind socket", path, e))?;
+        Ok(Some(listener))
+    }
+
     fn lock_dir(&self, path: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError> {
         let fd = match self.open_dir(path)? {
             // A descriptor of its own: a flock belongs to the open file description.

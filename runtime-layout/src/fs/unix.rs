@@ -5,10 +5,11 @@
 use super::counts::Counters;
 use super::{AppendFile, FileKind, FsError, LockGuard, Meta, Space};
 use protocol::Timestamp;
-use rustix::fs::{FileType, Stat};
+use rustix::fs::{AtFlags, FileType, Stat};
 use rustix::io::Errno;
+use std::ffi::OsStr;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,6 +18,22 @@ pub(crate) type FileId = (u64, u64);
 
 pub(crate) fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+/// Removes the socket `name` in `dir` (one a stopped broker left) so that a new one can be bound
+/// there; nothing there is fine, and any other kind of file is an error naming `path`.
+pub(crate) fn clear_socket(dir: impl AsFd, name: &OsStr, path: &Path) -> Result<(), FsError> {
+    match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if kind_of(&st) == FileKind::Socket => rustix::fs::unlinkat(&dir, name, AtFlags::empty())
+            .map_err(|e| FsError::io("remove socket", path, errno(e))),
+        Ok(st) => Err(FsError::io(
+            "bind socket",
+            path,
+            std::io::Error::other(format!("a {} is at that name, not a socket", kind_of(&st))),
+        )),
+        Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(FsError::io("bind socket", path, errno(e))),
+    }
 }
 
 pub(crate) fn kind_of(st: &Stat) -> FileKind {

@@ -1,0 +1,116 @@
+//! The broker's local socket, `broker/broker.sock`: the messages of `broker/inbox/new/`, for a
+//! client on the same machine that would rather not write a file per message.
+//!
+//! A message sent here is handled exactly as the same message read from the inbox under the same
+//! name: the same validation, the same handlers, the same journal. The answer comes back on the
+//! connection once the broker's journal holds what it did (the acknowledgement a file's client
+//! gets by watching its file leave `inbox/new/`). The inbox stays the protocol every client can
+//! speak; the socket saves a client (and the broker) a file's creation, its moves and its
+//! removal.
+//!
+//! The wire, one request and one answer per line, in order on a connection:
+//!
+//! ```text
+//! → msg-20261201T013000123456.P42Q7R0a1b2c3d.box.json {"kind":"submit","task":{...}}
+//! ← {"verdict":"accepted","seq":1234}
+//! → msg-20261201T013000124001.P42Q8R9f8e7d6c.box.json {"kind":"cancel","task_id":"NOPE"}
+//! ← {"verdict":"refused","field":"task_id","rule":"...","reason":"..."}
+//! ```
+//!
+//! A request is the message's name (the name its file would have: [`validate_message_name`]), one
+//! space, and the message's JSON on one line. The name is how the broker knows a message it has
+//! taken already: a client that lost its connection before the answer may send the same message
+//! again, over the socket or as a file of that name in `inbox/new/`, and it is taken once.
+
+use crate::error::ValidationError;
+use serde::{Deserialize, Serialize};
+
+/// The socket's path beneath `agent_comms/`, as the journal names it for messages taken there.
+pub const SOCKET: &str = "broker/broker.sock";
+
+/// The longest request line the broker reads (a message of the inbox's largest allowed size,
+/// with its name, fits).
+pub const MAX_LINE: usize = 4 << 20;
+
+/// The broker's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Answer {
+    /// Journaled durably; `seq` is the journal sequence of the last record it caused.
+    Accepted { seq: u64 },
+    /// Refused: nothing changed. `reason` says `field` and `rule` in one sentence.
+    Refused { field: String, rule: String, reason: String },
+}
+
+/// A message name a client may use on the socket: the shape of the names clients give their
+/// files in `inbox/new/` (`msg-…​.json`, ASCII letters, digits, `.`, `_` and `-`, at most 255
+/// bytes), so that the same message may also be delivered as that file.
+pub fn validate_message_name(name: &str) -> Result<(), ValidationError> {
+    let shaped = name.len() <= 255
+        && name.starts_with("msg-")
+        && name.ends_with(".json")
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if shaped {
+        Ok(())
+    } else {
+        Err(ValidationError::new(
+            "name",
+            "must be a message file's name: `msg-`, then ASCII letters, digits, `.`, `_` or `-`, \
+             ending in `.json`, at most 255 bytes",
+        ))
+    }
+}
+
+/// One request line: `name`, a space, the message's JSON (which must hold no newline: compact
+/// JSON never does), and the newline.
+pub fn request_line(name: &str, message_json: &[u8]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(name.len() + message_json.len() + 2);
+    line.extend_from_slice(name.as_bytes());
+    line.push(b' ');
+    line.extend_from_slice(message_json);
+    line.push(b'\n');
+    line
+}
+
+/// A request line (without its newline) split into the message's name and JSON.
+pub fn split_request(line: &[u8]) -> Result<(&str, &[u8]), ValidationError> {
+    let at = line.iter().position(|&b| b == b' ').unwrap_or(line.len());
+    let name = std::str::from_utf8(&line[..at]).unwrap_or_default();
+    validate_message_name(name)?;
+    Ok((name, line.get(at + 1..).unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_line_splits_back_into_its_name_and_message() {
+        let name = "msg-20261201T013000123456.P42Q7R0a1b2c3d.box.json";
+        let line = request_line(name, br#"{"kind":"cancel","task_id":"T 1"}"#);
+        assert_eq!(line.last(), Some(&b'\n'));
+        let (n, json) = split_request(&line[..line.len() - 1]).unwrap();
+        assert_eq!((n, json), (name, &br#"{"kind":"cancel","task_id":"T 1"}"#[..]));
+    }
+
+    #[test]
+    fn only_names_a_message_file_could_have_are_taken() {
+        for bad in ["", "msg-.txt", "x.json", "msg-a/b.json", "msg-a b.json", "../msg-a.json", "msg-é.json"]
+        {
+            assert!(validate_message_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_message_name(&format!("msg-{}.json", "a".repeat(251))).is_err(), "too long");
+        assert!(validate_message_name("msg-1.P1Q1R1.h-o_st.json").is_ok());
+        let err = split_request(b"{\"kind\":\"submit\"}").unwrap_err();
+        assert_eq!(err.field, "name");
+    }
+
+    #[test]
+    fn answers_are_tagged_by_their_verdict() {
+        let a: Answer = serde_json::from_str(r#"{"verdict":"accepted","seq":7,"task_id":"T"}"#).unwrap();
+        assert_eq!(a, Answer::Accepted { seq: 7 });
+        let r = Answer::Refused { field: "f".into(), rule: "r".into(), reason: "f: r".into() };
+        let back: Answer = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+}
