@@ -122,8 +122,8 @@ pub async fn serve_with(
             looked_everywhere = Instant::now();
         }
         look = Look::QUIET;
-        let pass = answer(&mut engine, &mut commands, &deliveries, arrived.take())
-            .and_then(|()| engine.step_looking(this));
+        answer(&mut engine, &mut commands, &deliveries, arrived.take());
+        let pass = engine.step_looking(this);
         let (more, housekeeping) = match pass {
             Ok(r) => (r.more, r.housekeeping),
             Err(e) if e.is_no_space() => {
@@ -195,16 +195,19 @@ pub async fn serve_with(
             // Directories made since the start, or made again by a repair, are watched.
             wakeups.refresh(fs.as_ref());
         }
+        // Let the front ends on this thread run between two passes, whatever comes next: the
+        // answers this pass committed reach their connections now (a command waiting in the
+        // channel would otherwise start the next pass at once, and its answers would wait for
+        // that pass too), the requests that arrived meanwhile are read to join the next pass,
+        // the HTTP surface answers under load, and the observer and event streams keep up with
+        // the records. Never past a shutdown request.
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break Ok(()),
+            _ = tokio::task::yield_now() => {}
+        }
         if more {
-            // Keep draining, but never past a shutdown request, and let the front ends on this
-            // thread run between two passes: the HTTP surface answers under load, and the
-            // observer and event streams keep up with the records (a ready future here would
-            // never give them the thread while a backlog lasts).
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break Ok(()),
-                _ = tokio::task::yield_now() => continue,
-            }
+            continue;
         }
         tokio::select! {
             biased;
@@ -281,14 +284,10 @@ async fn recv(rx: &mut Option<Commands>) -> Option<Command> {
     }
 }
 
-/// Answers `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]). The
-/// handle on the outbox's deliveries is the loop's to give; everything else goes to the engine.
-fn answer(
-    engine: &mut Engine,
-    commands: &mut Inlets,
-    deliveries: &Deliveries,
-    first: Option<Command>,
-) -> Result<(), EngineError> {
+/// Takes `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]) into the
+/// pass that follows: their changes share its commit. The handle on the outbox's deliveries is
+/// the loop's to give; everything else goes to the engine.
+fn answer(engine: &mut Engine, commands: &mut Inlets, deliveries: &Deliveries, first: Option<Command>) {
     let mut batch: Vec<Command> = Vec::new();
     let mut next = first.or_else(|| commands.try_next());
     while let Some(c) = next {
@@ -300,7 +299,7 @@ fn answer(
         }
         next = if batch.len() < COMMAND_BATCH { commands.try_next() } else { None };
     }
-    if batch.is_empty() { Ok(()) } else { engine.serve(batch) }
+    engine.take(batch);
 }
 
 /// On a clean stop: journals the position each sink has reached since it last journaled one,

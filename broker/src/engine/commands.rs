@@ -61,6 +61,15 @@ pub enum Command {
     Subscribe(oneshot::Sender<Subscription>),
     /// The loop's own figures.
     Stats(oneshot::Sender<Stats>),
+    /// A protocol message from the broker's socket (`protocol::socket`), handled as the same
+    /// message read from `broker/inbox/new/` under `name` is, and answered once durable. A name
+    /// the broker took already (a client sending again after a lost answer) is accepted again,
+    /// not handled twice.
+    Message {
+        name: String,
+        msg: protocol::Message,
+        reply: oneshot::Sender<Verdict>,
+    },
     /// Put a quarantine entry (`name`, a file of `broker/quarantine/`) back into the inbox.
     Requeue {
         name: String,
@@ -336,6 +345,17 @@ impl Handle {
 
     pub async fn stats(&self) -> Result<Stats, Stopped> {
         self.ask(Command::Stats).await
+    }
+
+    /// Completes once the broker's loop is gone (its end of the channel dropped).
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
+    /// A protocol message under its file name (see [`Command::Message`]).
+    pub async fn message(&self, name: &str, msg: protocol::Message) -> Result<Verdict, Stopped> {
+        let name = name.to_string();
+        self.ask(|reply| Command::Message { name, msg, reply }).await
     }
 
     /// Requeues a quarantine entry: accepted once the requeue is journaled and the entry is back

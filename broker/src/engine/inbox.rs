@@ -17,7 +17,8 @@
 //! makes the next pass list again, and the loop's tick makes one list at least that often.
 
 use super::claims::finish;
-use super::effects::Effect;
+use super::commands::Verdict;
+use super::effects::{Answer, Effect};
 use super::look::Arrivals;
 use super::quarantine::{self, Refusal, reject_file};
 use super::tx::Tx;
@@ -26,10 +27,12 @@ use crate::journal::Entry;
 use protocol::machine::Event;
 use protocol::message::Message;
 use protocol::names;
+use protocol::socket;
 use runtime_layout::{Durability, Entry as Listed, FileKind, FsError};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use tokio::sync::oneshot;
 
 /// What one batch took.
 #[derive(Debug, Clone, Copy)]
@@ -168,6 +171,17 @@ fn consume(
             continue;
         };
         let seen_before = tx.state().consumed(&name).map(|d| d.into_owned());
+        // Answered on the socket: this file is its client sending it again after a lost answer.
+        if seen_before.as_deref() == Some(socket::SOCKET) {
+            match tx.state().refusal(&name).map(str::to_string) {
+                Some(why) => {
+                    let r = Refusal::rejected("", format!("refused before, on the local socket: {why}"));
+                    reject_file(tx, &from, &name, None, r);
+                }
+                None => tx.effect(Effect::Consumed { from, to: inbox.cur().join(&name), len: None }),
+            }
+            continue;
+        }
         if recovering && let Some(dest) = seen_before {
             finish_consumed(tx, from, &name, &dest);
             continue;
@@ -274,6 +288,35 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
         }
         Message::Requeue { name: entry } => quarantine::requeue(tx, entry, name),
     }
+}
+
+/// Handles a message that came on the broker's socket (`protocol::socket`) under `name`, as one
+/// read from `inbox/new/` would be, and journals it as consumed there; the answer is sent once
+/// the commit is durable. A name taken before (on the socket or as a file) is accepted again
+/// without being handled: its client is sending it again after an answer it never got.
+pub(crate) fn from_socket(tx: &mut Tx, name: String, msg: &Message, reply: oneshot::Sender<Verdict>) {
+    let taken = tx.state().consumed(&name).map(|d| d.into_owned());
+    let verdict = match (taken, tx.state().refusal(&name)) {
+        // Refused before (on the socket or as a file): refused again, with the reason given then.
+        (Some(_), Some(why)) => Verdict::refused(Refusal::rejected("", format!("refused before: {why}"))),
+        (Some(_), None) => accepted(tx),
+        (None, _) => match handle(tx, msg, &name) {
+            Ok(()) => {
+                tx.push(Entry::Consume { msg: name, path: socket::SOCKET.to_string(), board: None });
+                accepted(tx)
+            }
+            Err(r) => {
+                let verdict = Verdict::refused(r.clone());
+                quarantine::reject_socket(tx, &name, msg, r);
+                verdict
+            }
+        },
+    };
+    tx.effect(Effect::Reply(Answer::Verdict(reply, verdict)));
+}
+
+fn accepted(tx: &Tx) -> Verdict {
+    Verdict::Accepted { task_id: String::new(), seq: tx.ledger.next_seq().saturating_sub(1) }
 }
 
 /// Journals that an inbox message was taken and moves it to `inbox/cur/` — under its own name,

@@ -122,6 +122,8 @@ pub struct Engine {
     messages: u64,
     inbox_waiting: u64,
     retention: Retention,
+    /// Subscriptions taken ([`Engine::take`]) and answered after the next commit.
+    subscribers: Vec<(tokio::sync::oneshot::Sender<Subscription>, commands::Records)>,
 }
 
 impl Engine {
@@ -160,6 +162,7 @@ impl Engine {
             messages: 0,
             inbox_waiting: 0,
             retention: Retention::new(),
+            subscribers: Vec::new(),
         })
     }
 
@@ -241,6 +244,7 @@ impl Engine {
         dispatch::ready(&mut self.core.tx());
         self.aging.run_if_due(&mut self.core.tx())?;
         self.core.tx().commit()?;
+        self.answer_subscribers();
         if self.core.ledger.compaction_due(&self.core.env) {
             // The snapshot forgets what recovery needs to redo the moves it covers: make them
             // durable first.
@@ -277,7 +281,16 @@ impl Engine {
     /// handlers as inbox messages, all committed together (one fsync), each verdict sent once
     /// its records are durable.
     pub fn serve(&mut self, commands: impl IntoIterator<Item = Command>) -> Result<(), EngineError> {
-        let mut subscribers = Vec::new();
+        self.take(commands);
+        self.core.tx().commit()?;
+        self.answer_subscribers();
+        self.write_boards(false)
+    }
+
+    /// Takes commands into the pass that follows ([`Engine::step_looking`]): reads are answered
+    /// at once; changes are journaled and answered with the pass's own commit, so the commands
+    /// between two passes and the pass's messages share one fsync.
+    pub fn take(&mut self, commands: impl IntoIterator<Item = Command>) {
         for cmd in commands {
             match cmd {
                 Command::Snapshot(reply) => {
@@ -290,9 +303,9 @@ impl Engine {
                     let _ = reply.send(self.stats());
                 }
                 Command::Subscribe(reply) => {
-                    // Subscribed now, so that records this batch commits reach it too (a reader
-                    // skips those before `from_seq`), answered after the commit below.
-                    subscribers.push((reply, self.core.ledger.subscribe()));
+                    // Subscribed now, so that records the next commit makes reach it too (a
+                    // reader skips those before `from_seq`), answered after that commit.
+                    self.subscribers.push((reply, self.core.ledger.subscribe()));
                 }
                 Command::RetryWhere { scope, reply } => self.retry_where(&scope, reply),
                 Command::Submit { task, reply } => {
@@ -313,6 +326,9 @@ impl Engine {
                 Command::Requeue { name, reply } => {
                     self.request(reply, None, |tx, msg| quarantine::requeue(tx, &name, msg));
                 }
+                Command::Message { name, msg, reply } => {
+                    inbox::from_socket(&mut self.core.tx(), name, &msg, reply)
+                }
                 Command::Position { sink, reply } => {
                     let _ = reply.send(self.state().delivered(&sink));
                 }
@@ -332,13 +348,15 @@ impl Engine {
                 }
             }
         }
-        self.core.tx().commit()?;
-        // Every record pushed so far is durable: the journal holds all before `from_seq`.
+    }
+
+    /// Answers the subscriptions taken since the last commit: every record pushed so far is
+    /// durable, so the journal holds all before `from_seq`.
+    fn answer_subscribers(&mut self) {
         let from_seq = self.core.ledger.next_seq();
-        for (reply, records) in subscribers {
+        for (reply, records) in self.subscribers.drain(..) {
             let _ = reply.send(Subscription { from_seq, records });
         }
-        self.write_boards(false)
     }
 
     /// The loop's own figures.

@@ -116,20 +116,43 @@ pub(crate) fn reject_file(tx: &mut Tx, from: &Path, name: &str, msg: Option<&Mes
     tx.push(Entry::Consume { msg: name.to_string(), path, board: None });
     tracing::warn!(file = %tx.env.rel(from), reason = %reason_text, "quarantined");
     tx.effect(Effect::Quarantine { from: from.to_path_buf(), to, reason });
-    if let Some(agent) = sender {
-        let mut n = Notice::new(r.notice, now, reason_text);
-        n.task_id = r.task_id;
-        n.claim = match msg {
-            Some(
-                Message::Complete { claim, .. }
-                | Message::Fail { claim, .. }
-                | Message::Release { claim, .. },
-            ) => Some(claim.clone()),
-            _ => None,
-        };
-        n.message = msg.map(Message::to_value);
-        tx.effect(Effect::Post { agent, post: Post::Notice(n) });
-    }
+    notify(tx, sender, msg, r, reason_text);
+}
+
+/// Journals the refusal of a message that came on the broker's socket (`name` is its file name;
+/// the journal says it was refused at the socket) and tells the sender, as [`reject_file`] does
+/// for a file; there is no file to keep. The caller answers after the commit.
+pub(crate) fn reject_socket(tx: &mut Tx, name: &str, msg: &Message, r: Refusal) {
+    let reason_text = r.to_string();
+    let sender = msg.sender().map(str::to_string);
+    tx.push(Entry::Reject(Rejected {
+        msg: Some(name.to_string()),
+        task_id: r.task_id.clone(),
+        agent: sender.clone(),
+        notice: Some(r.notice),
+        field: r.field.clone(),
+        rule: r.rule.clone(),
+        reason: reason_text.clone(),
+        path: protocol::socket::SOCKET.to_string(),
+        ..Default::default()
+    }));
+    tracing::info!(message = %name, reason = %reason_text, "refused on the local socket");
+    notify(tx, sender, Some(msg), r, reason_text);
+}
+
+/// The notice of a refusal, to the agent that sent the message (if an agent did).
+fn notify(tx: &mut Tx, agent: Option<String>, msg: Option<&Message>, r: Refusal, reason: String) {
+    let Some(agent) = agent else { return };
+    let mut n = Notice::new(r.notice, tx.now(), reason);
+    n.task_id = r.task_id;
+    n.claim = match msg {
+        Some(
+            Message::Complete { claim, .. } | Message::Fail { claim, .. } | Message::Release { claim, .. },
+        ) => Some(claim.clone()),
+        _ => None,
+    };
+    n.message = msg.map(Message::to_value);
+    tx.effect(Effect::Post { agent, post: Post::Notice(n) });
 }
 
 /// Journals the refusal of one task of a multi-task file (the file itself is consumed) and

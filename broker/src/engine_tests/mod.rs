@@ -7,6 +7,7 @@ mod capabilities;
 mod dependencies;
 mod passes;
 mod presence;
+mod socket;
 mod spares;
 
 use crate::config::Config;

@@ -403,6 +403,7 @@ mod tests {
         assert_eq!(Place::mailbox_dir("A"), l.rel(&l.mailbox("A").root));
         assert_eq!(Place::pool_dir("p"), l.rel(&l.queue("p").root));
         assert_eq!(consumed_path("m.json"), l.rel(&l.broker_inbox().cur().join("m.json")));
+        assert_eq!(protocol::socket::SOCKET, l.rel(&l.socket_file()));
     }
 
     #[test]

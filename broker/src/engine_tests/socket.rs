@@ -1,0 +1,102 @@
+//! Messages taken on the broker's socket ([`Command::Message`]): handled as the same message in
+//! the inbox would be, answered after their commit, taken once under their name whether they
+//! come again on the socket or as a file, and joined into the commit of the pass that follows.
+
+use super::Root;
+use crate::engine::Look;
+use crate::engine::commands::{Command, Verdict};
+use protocol::{Message, Status};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+fn message(name: &str, v: serde_json::Value) -> (Command, oneshot::Receiver<Verdict>) {
+    let (reply, answer) = oneshot::channel();
+    let msg = Message::from_value(v).unwrap();
+    (Command::Message { name: name.into(), msg, reply }, answer)
+}
+
+fn commits(e: &mut crate::engine::Engine) -> u64 {
+    let (reply, mut stats) = oneshot::channel();
+    e.take([Command::Stats(reply)]);
+    stats.try_recv().unwrap().commits.count
+}
+
+#[test]
+fn a_message_on_the_socket_is_handled_once_under_its_name_and_answered_after_its_commit() {
+    let r = Root::new();
+    let mut e = r.engine();
+    let (cmd, mut answer) = message("msg-1.a.json", json!({"kind": "submit", "task": {"task_id": "S-1"}}));
+    e.take([cmd]);
+    assert!(answer.try_recv().is_err(), "no answer before the commit");
+    e.step_looking(Look::QUIET).unwrap();
+    assert!(matches!(answer.try_recv(), Ok(Verdict::Accepted { .. })));
+    assert!(e.state().status_of("S-1") == Some(Status::Pending));
+    let records = e.state().consumed("msg-1.a.json").map(|d| d.into_owned());
+    assert_eq!(records.as_deref(), Some(protocol::socket::SOCKET), "journaled as taken on the socket");
+
+    // Sent again under the same name (its client lost the answer): accepted, not handled again.
+    let (cmd, mut again) = message("msg-1.a.json", json!({"kind": "cancel", "task_id": "S-1"}));
+    e.serve([cmd]).unwrap();
+    assert!(matches!(again.try_recv(), Ok(Verdict::Accepted { .. })));
+    assert!(e.state().status_of("S-1") == Some(Status::Pending), "the cancel was not handled");
+
+    // And as a file of that name: moved to `inbox/cur/`, not handled.
+    let inbox = r.layout.broker_inbox();
+    std::fs::write(inbox.new_dir().join("msg-1.a.json"), r#"{"kind":"cancel","task_id":"S-1"}"#).unwrap();
+    e.step().unwrap();
+    assert_eq!(r.list(&inbox.new_dir()), Vec::<String>::new());
+    assert_eq!(r.list(&inbox.cur()), vec!["msg-1.a.json".to_string()]);
+    assert!(e.state().status_of("S-1") == Some(Status::Pending), "the file was not handled");
+}
+
+#[test]
+fn a_refusal_on_the_socket_is_journaled_answered_after_its_commit_and_holds_for_its_name() {
+    let r = Root::new();
+    r.agent("A");
+    let mut e = r.engine();
+    let before = e.state().live_count();
+    let stale =
+        json!({"kind": "complete", "agent": "A", "claim": "1-20260101T000000000000-000000000001-X.json"});
+    let (cmd, mut answer) = message("msg-2.a.json", stale.clone());
+    e.take([cmd]);
+    assert!(answer.try_recv().is_err(), "no answer before the commit");
+    e.step_looking(Look::QUIET).unwrap();
+    match answer.try_recv() {
+        Ok(Verdict::Refused { field, .. }) => assert_eq!(field, "claim"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.state().live_count(), before, "nothing changed");
+    assert!(e.state().refusal("msg-2.a.json").is_some(), "the refusal is journaled");
+    assert_eq!(r.list(&r.layout.mailbox("A").new_dir()).len(), 1, "the sender has its notice, as for a file");
+
+    // Sent again on the socket: refused again. As a file of that name: quarantined with why.
+    let (cmd, mut again) = message("msg-2.a.json", stale.clone());
+    e.serve([cmd]).unwrap();
+    assert!(matches!(again.try_recv(), Ok(Verdict::Refused { .. })));
+    let inbox = r.layout.broker_inbox();
+    std::fs::write(inbox.new_dir().join("msg-2.a.json"), stale.to_string()).unwrap();
+    e.step().unwrap();
+    assert!(r.list(&inbox.new_dir()).is_empty() && r.list(&inbox.cur()).is_empty());
+    let q = r.list(&r.layout.quarantine_dir());
+    assert!(q.iter().any(|n| n.ends_with("-msg-2.a.json")), "{q:?}");
+}
+
+#[test]
+fn messages_taken_between_passes_share_the_pass_s_commit() {
+    let r = Root::new();
+    let mut e = r.engine();
+    r.send(json!({"task_id": "F-1"}));
+    let mut answers = Vec::new();
+    for i in 0..5 {
+        let (cmd, answer) = message(&format!("msg-{i}.b.json"), json!({"task_id": format!("S-{i}")}));
+        e.take([cmd]);
+        answers.push(answer);
+    }
+    let commits = commits(&mut e);
+    e.step().unwrap();
+    assert_eq!(self::commits(&mut e), commits + 1, "one commit for the pass and the commands");
+    for mut a in answers {
+        assert!(matches!(a.try_recv(), Ok(Verdict::Accepted { .. })));
+    }
+    assert!(e.state().status_of("F-1").is_some());
+}
