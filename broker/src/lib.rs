@@ -20,6 +20,7 @@ pub mod journal;
 pub mod outbox;
 pub mod repair;
 pub mod run;
+pub mod socket;
 pub mod state;
 pub mod trace;
 pub mod views;

@@ -1,5 +1,5 @@
-//! `mailroom run`: the broker on a tokio runtime with its HTTP surface beside it on the same
-//! runtime, stopped cleanly by SIGINT or SIGTERM.
+//! `mailroom run`: the broker on a tokio runtime with its HTTP surface and its local socket
+//! (`mailroom::socket`) beside it on the same runtime, stopped cleanly by SIGINT or SIGTERM.
 //!
 //! The HTTP surface holds only a command-channel handle. It waits for the broker to serve before
 //! it binds, so a root locked by another broker reports that (exit 4), not a busy port. If it
@@ -69,6 +69,15 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
                 })
             })
         });
+        // The local socket: one more front end on the channel.
+        let local = {
+            let (fs, layout, handle) = (fs.clone(), layout.clone(), handle.clone());
+            let max = cfg.broker.max_message_bytes;
+            async move {
+                mailroom::socket::serve(fs, layout, handle, max).await;
+                std::future::pending::<()>().await
+            }
+        };
         let opts = mailroom_http::Options { listen, chosen, cluster };
         let failed = http_failed.clone();
         let (hfs, hlayout) = (fs.clone(), layout.clone());
@@ -92,13 +101,15 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
             r = run::serve_with(fs.clone(), layout.clone(), shutdown, Some(rx), poster) => r,
             () = front => unreachable!("the http front end never returns"),
             () = link => unreachable!("the cluster link never returns"),
+            () = local => unreachable!("the local socket never returns"),
         }
     });
     // A broker refused the root's lock never wrote the address: the file is the other's.
-    if !matches!(result, Err(run::RunError::Locked(_)))
-        && let Err(e) = mailroom_http::forget_addr(fs.as_ref(), &layout)
-    {
-        tracing::warn!(error = %e, "could not remove broker/http.addr");
+    if !matches!(result, Err(run::RunError::Locked(_))) {
+        if let Err(e) = mailroom_http::forget_addr(fs.as_ref(), &layout) {
+            tracing::warn!(error = %e, "could not remove broker/http.addr");
+        }
+        mailroom::socket::forget(fs.as_ref(), &layout);
     }
     if let Some(e) = http_failed.borrow_mut().take() {
         return Err(Failure::new(exit::INVALID, e));

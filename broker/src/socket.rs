@@ -1,0 +1,150 @@
+//! The broker's local socket (`broker/broker.sock`, wire in `protocol::socket`): a front end on
+//! the command channel, like the HTTP surface. Each line read is a message handled as the same
+//! message in `broker/inbox/new/` would be ([`Command::Message`](crate::engine::commands::Command)),
+//! and answered on the same connection once the broker's journal holds what it did. Messages
+//! arriving between two passes share the next pass's commit.
+//!
+//! The socket is bound only once the broker serves (it holds the root's lock: the name is its
+//! own), through the storage seam, so that it is made beneath the root whatever links the path
+//! holds; a socket a stopped broker left is replaced, any other file at the name is left alone
+//! and the socket not offered. It is made with the mode of the inbox's `new/` directory, so
+//! whoever may deliver a file there may connect, and nobody else. Without the socket clients
+//! deliver files, as they always may.
+
+use crate::engine::commands::{Handle, Verdict};
+use protocol::socket::{self, Answer};
+use runtime_layout::{Fs, Layout};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Most connections served at once; one more is closed as soon as it is accepted. Each holds at
+/// most one request line (up to the largest message) in memory, so this bounds what clients can
+/// make the broker hold.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Serves the socket until the broker stops (its channel closes). Returns at once, having
+/// logged why, when the socket cannot be offered; clients then deliver files.
+pub async fn serve(fs: Arc<dyn Fs>, layout: Layout, handle: Handle, max_message_bytes: u64) {
+    // Answered only once the loop runs: the broker holds the lock by then.
+    if handle.stats().await.is_err() {
+        return;
+    }
+    let path = layout.socket_file();
+    let listener = match bind(fs.as_ref(), &layout) {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), error = %e, "no local socket: clients deliver files");
+            return;
+        }
+    };
+    tracing::info!(socket = %path.display(), "local socket open");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "local socket: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = handle.closed() => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(max = MAX_CONNECTIONS, "local socket: too many connections; one closed");
+            continue;
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, handle, max_message_bytes).await {
+                tracing::debug!(error = %e, "local socket: connection ended");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Removes the socket after the broker stopped (a client connecting to a socket nobody serves
+/// is refused and delivers a file instead, but an operator reading `ls broker/` should not see
+/// one).
+pub fn forget(fs: &dyn Fs, layout: &Layout) {
+    let path = layout.socket_file();
+    match fs.stat(&path) {
+        Ok(Some(m)) if m.kind == runtime_layout::FileKind::Socket => {
+            if let Err(e) = fs.remove_file(&path) {
+                tracing::warn!(socket = %path.display(), error = %e, "could not remove the local socket");
+            }
+        }
+        _ => {}
+    }
+}
+
+fn bind(fs: &dyn Fs, layout: &Layout) -> Result<Option<UnixListener>, Box<dyn std::error::Error>> {
+    let Some(std) = fs.bind_socket(&layout.socket_file())? else { return Ok(None) };
+    // Who may connect is who may deliver into the inbox.
+    let inbox = std::fs::metadata(layout.broker_inbox().new_dir())?.permissions().mode() & 0o777;
+    std::fs::set_permissions(layout.socket_file(), std::fs::Permissions::from_mode(inbox))?;
+    std.set_nonblocking(true)?;
+    Ok(Some(UnixListener::from_std(std)?))
+}
+
+/// Answers one connection's requests, one at a time, in order.
+async fn connection(stream: UnixStream, handle: Handle, max: u64) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut line = Vec::new();
+    // A name and a space beyond the largest message.
+    let limit = max.saturating_add(300);
+    loop {
+        line.clear();
+        if (&mut read).take(limit + 1).read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        if line.pop() != Some(b'\n') {
+            // Over the limit, or cut off: answered, then the connection is closed (the rest of
+            // the line cannot be told from a next request).
+            let rule = format!("must be one line of at most {limit} bytes");
+            write.write_all(&answer_line(&refused("", &rule))).await?;
+            return Ok(());
+        }
+        let answer = match request(&handle, &line, max).await {
+            Some(a) => a,
+            None => return Ok(()), // The broker stopped: no answer is an answer not given.
+        };
+        write.write_all(&answer_line(&answer)).await?;
+    }
+}
+
+/// One request's answer; `None` when the broker stopped before answering it.
+async fn request(handle: &Handle, line: &[u8], max: u64) -> Option<Answer> {
+    let (name, json) = match socket::split_request(line) {
+        Ok(split) => split,
+        Err(v) => return Some(refused(&v.field, &v.rule)),
+    };
+    if json.len() as u64 > max {
+        return Some(refused("", &format!("is {} bytes; at most {max} are taken", json.len())));
+    }
+    let msg = match protocol::Message::parse(json) {
+        Ok(m) => m,
+        Err(v) => return Some(refused(&v.field, &v.rule)),
+    };
+    match handle.message(name, msg).await.ok()? {
+        Verdict::Accepted { seq, .. } => Some(Answer::Accepted { seq }),
+        Verdict::Refused { field, rule, reason, .. } => Some(Answer::Refused { field, rule, reason }),
+    }
+}
+
+fn refused(field: &str, rule: &str) -> Answer {
+    let reason = if field.is_empty() { rule.to_string() } else { format!("{field}: {rule}") };
+    Answer::Refused { field: field.into(), rule: rule.into(), reason }
+}
+
+fn answer_line(a: &Answer) -> Vec<u8> {
+    let mut line = serde_json::to_vec(a).expect("an answer always serialises");
+    line.push(b'\n');
+    line
+}
