@@ -111,6 +111,12 @@ impl Agent {
         self
     }
 
+    /// See [`Client::with_socket`].
+    pub fn with_socket(mut self, use_it: bool) -> Self {
+        self.client = self.client.with_socket(use_it);
+        self
+    }
+
     /// See [`Client::with_names`].
     pub fn with_names(mut self, names: Arc<NameSource>) -> Self {
         self.client.names = names;

@@ -1,9 +1,12 @@
 //! The producer's and operator's handle: submit, cancel, retry and any message, each delivered
 //! into the broker's inbox through `tmp/` and, by default, answered by the broker (see [`Ack`]).
+//! A client that waits for the answer sends its message on the broker's local socket when one is
+//! offered (`crate::line`), and as a file otherwise or whenever the socket gives no answer.
 
 use crate::Error;
 use crate::ack::{self, Ack, Verdict};
-use protocol::{Message, Task};
+use crate::line::Line;
+use protocol::{Message, Task, socket};
 use runtime_layout::{Durability, Fs, Layout, NameSource, deliver};
 use serde_json::Value;
 use std::path::Path;
@@ -19,6 +22,8 @@ pub struct Client {
     /// How much the client itself fsyncs a message; `None` until set (then it follows `ack`).
     durability: Option<Durability>,
     ack: Ack,
+    /// The broker's local socket, when the client may use it.
+    line: Option<Line>,
 }
 
 impl Client {
@@ -33,7 +38,15 @@ impl Client {
         if !layout.is_initialised(fs.as_ref()) {
             return Err(Error::NotInitialised { root: root.as_ref().to_path_buf() });
         }
-        Ok(Self { layout, fs, names: Arc::new(NameSource::new()), durability: None, ack: Ack::default() })
+        let line = Some(Line::default());
+        Ok(Self {
+            layout,
+            fs,
+            names: Arc::new(NameSource::new()),
+            durability: None,
+            ack: Ack::default(),
+            line,
+        })
     }
 
     /// Names messages from `names` instead of a source of the client's own. The broker reads
@@ -43,6 +56,14 @@ impl Client {
     /// in the same order in every run (see [`NameSource`]).
     pub fn with_names(mut self, names: Arc<NameSource>) -> Self {
         self.names = names;
+        self
+    }
+
+    /// Whether messages may go on the broker's local socket (the default) or always as files
+    /// (`false`: a test of the inbox, a client that wants every message on disk before it is
+    /// taken).
+    pub fn with_socket(mut self, use_it: bool) -> Self {
+        self.line = use_it.then(Line::default);
         self
     }
 
@@ -116,17 +137,26 @@ impl Client {
     /// not wait ([`Ack::None`]), waits for the broker's answer: `Ok` with the message's name once
     /// it was accepted, [`Error::Refused`] or [`Error::Unanswered`] otherwise.
     pub fn send_message(&self, msg: &Message) -> Result<String, Error> {
-        let name = self.post(msg)?;
-        match self.ack {
-            Ack::None => Ok(name),
-            Ack::Wait(timeout) => {
-                let verdict = self.verdict(&name, timeout)?;
-                ack::into_result(name, verdict, timeout)
+        let Ack::Wait(timeout) = self.ack else { return self.post(msg) };
+        let bytes = serde_json::to_vec(&msg.to_value()).expect("a JSON value always serialises");
+        let name = self.names.next("msg");
+        let started = std::time::Instant::now();
+        if let Some(line) = &self.line {
+            match line.ask(&self.layout.socket_file(), &name, &bytes, timeout) {
+                Some(socket::Answer::Accepted { .. }) => return Ok(name),
+                Some(socket::Answer::Refused { field, rule, reason }) => {
+                    return Err(Error::Refused { message: name, field, rule, reason });
+                }
+                // No answer on the socket: the same message, under the same name, as a file.
+                None => {}
             }
         }
+        deliver(self.fs.as_ref(), &self.layout.broker_inbox(), &name, &bytes, self.durability())?;
+        let verdict = self.verdict(&name, timeout.saturating_sub(started.elapsed()))?;
+        ack::into_result(name, verdict, timeout)
     }
 
-    /// Delivers a message without waiting for the answer; returns its name.
+    /// Delivers a message as a file without waiting for the answer; returns its name.
     pub fn post(&self, msg: &Message) -> Result<String, Error> {
         let bytes = serde_json::to_vec(&msg.to_value()).expect("a JSON value always serialises");
         let name = self.names.next("msg");

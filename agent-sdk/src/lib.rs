@@ -42,6 +42,7 @@ mod ack;
 mod agent;
 mod capabilities;
 mod client;
+mod line;
 
 pub use ack::{Ack, Verdict};
 pub use agent::{Agent, Claim, Inbound};

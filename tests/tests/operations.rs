@@ -197,8 +197,13 @@ fn quarantine_entries_are_listed_shown_and_requeued_through_the_broker() {
     // A requeue message naming a path is refused by the broker itself, and quarantined.
     let client = agent_sdk::Client::open(&root.path).unwrap();
     assert!(client.requeue("../journal").is_err(), "the SDK refuses it first");
-    let refused = client.send_message(&protocol::Message::Requeue { name: "../journal".into() }).unwrap_err();
+    let requeue = protocol::Message::Requeue { name: "../journal".into() };
+    let refused = client.send_message(&requeue).unwrap_err();
     assert!(refused.to_string().contains("name"), "refused by the broker, naming the field: {refused}");
+    // That was on the broker's socket: nothing to keep. As a file, it is quarantined.
+    assert!(entries(&root).iter().all(|e| e["field"] != "name"));
+    let refused = client.with_socket(false).send_message(&requeue).unwrap_err();
+    assert!(refused.to_string().contains("name"), "{refused}");
     wait_for(T, || entries(&root).iter().any(|e| e["field"] == "name"));
     assert!(root.ls("broker/journal").iter().any(|n| n.starts_with("segment-")), "the journal is untouched");
 }

@@ -43,7 +43,9 @@ pub fn complete(
         Some(f) => json_or_text(read_input(f)?),
         None => Value::Null,
     };
-    answered(root, ack, |ack| agent_sdk::Agent::open(root, agent)?.with_ack(ack).complete(claim, result))?;
+    answered(root, ack, |ack| {
+        agent_sdk::Agent::open(root, agent)?.with_ack(ack).with_socket(false).complete(claim, result)
+    })?;
     Ok(())
 }
 
@@ -56,13 +58,15 @@ pub fn fail(
     retryable: bool,
 ) -> Result<(), Failure> {
     answered(root, ack, |ack| {
-        agent_sdk::Agent::open(root, agent)?.with_ack(ack).fail(claim, error, retryable)
+        agent_sdk::Agent::open(root, agent)?.with_ack(ack).with_socket(false).fail(claim, error, retryable)
     })?;
     Ok(())
 }
 
 pub fn release(root: &Path, ack: Ack, agent: &str, claim: &str) -> Result<(), Failure> {
-    answered(root, ack, |ack| agent_sdk::Agent::open(root, agent)?.with_ack(ack).release(claim))?;
+    answered(root, ack, |ack| {
+        agent_sdk::Agent::open(root, agent)?.with_ack(ack).with_socket(false).release(claim)
+    })?;
     Ok(())
 }
 
@@ -76,7 +80,9 @@ pub fn send(
 ) -> Result<(), Failure> {
     protocol::names::Recipient::parse(to).map_err(|e| Failure::new(exit::INVALID, e))?;
     let body = json_or_text(read_input(file)?);
-    answered(root, ack, |ack| agent_sdk::Agent::open(root, from)?.with_ack(ack).send(to, subject, body))?;
+    answered(root, ack, |ack| {
+        agent_sdk::Agent::open(root, from)?.with_ack(ack).with_socket(false).send(to, subject, body)
+    })?;
     Ok(())
 }
 

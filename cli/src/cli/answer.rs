@@ -7,6 +7,10 @@
 //! any of those looks: a broker being restarted (by a supervisor, after a crash) is down for
 //! milliseconds and is seen. The message stays in the inbox for the next broker, as after any
 //! wait that ran out. A broker seen during the grace gets the rest of the wait.
+//!
+//! The commands deliver files, never the broker's socket (`protocol::socket`): what an operator
+//! or a script sends by hand is kept in `broker/inbox/cur/` like any file, and a command's
+//! start-up costs more than the file does.
 
 use super::exit::{self, Failure};
 use agent_sdk::{Ack, Client, Error, Verdict};

@@ -39,16 +39,22 @@ pub fn submit(root: &Path, ack: Ack, file: &str) -> Result<(), Failure> {
         }
     };
     let id = task["task_id"].as_str().unwrap_or_default().to_string();
-    let name = answered(root, ack, |ack| agent_sdk::Client::open(root)?.with_ack(ack).submit(&task))?;
+    let name = answered(root, ack, |ack| {
+        agent_sdk::Client::open(root)?.with_ack(ack).with_socket(false).submit(&task)
+    })?;
     emit(&format!("{}\n", serde_json::json!({"task_id": id, "message": name})))
 }
 
 pub fn cancel(root: &Path, ack: Ack, task_id: &str) -> Result<(), Failure> {
-    answered(root, ack, |ack| agent_sdk::Client::open(root)?.with_ack(ack).cancel(task_id))?;
+    answered(root, ack, |ack| {
+        agent_sdk::Client::open(root)?.with_ack(ack).with_socket(false).cancel(task_id)
+    })?;
     Ok(())
 }
 
 pub fn retry(root: &Path, ack: Ack, task_id: &str) -> Result<(), Failure> {
-    answered(root, ack, |ack| agent_sdk::Client::open(root)?.with_ack(ack).retry(task_id))?;
+    answered(root, ack, |ack| {
+        agent_sdk::Client::open(root)?.with_ack(ack).with_socket(false).retry(task_id)
+    })?;
     Ok(())
 }

@@ -52,7 +52,7 @@ pub fn requeue(fs: &dyn Fs, layout: &Layout, ack: agent_sdk::Ack, name: &str) ->
         return Err(Failure::new(exit::NOTHING, format!("no quarantine entry `{name}`")));
     }
     let message = answered(layout.root(), ack, |ack| {
-        agent_sdk::Client::open(layout.root())?.with_ack(ack).requeue(name)
+        agent_sdk::Client::open(layout.root())?.with_ack(ack).with_socket(false).requeue(name)
     })?;
     emit(&format!("{}\n", json!({"entry": name, "message": message})))
 }

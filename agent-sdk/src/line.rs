@@ -1,0 +1,53 @@
+//! The broker's local socket from the client's side (`protocol::socket`): a message sent as one
+//! line and answered on the same connection once the broker journaled it, where a file in the
+//! inbox costs a creation, two moves and a removal.
+//!
+//! The socket is only a faster way to say what a file says. A message is always named as its
+//! file would be, and whenever the socket cannot give an answer — no socket (no broker, or one
+//! that does not offer it), a connection that breaks, an answer that does not come in time — the
+//! same message is delivered as that file, under that name. So nothing is lost whatever happened
+//! on the connection, and nothing is done twice: a broker that took the message on the socket
+//! takes the file of the same name as already taken (within the journal's current snapshot).
+
+use protocol::socket::{self, Answer};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One connection, shared by a client's clones; requests are answered in order, so one at a time.
+#[derive(Clone, Default)]
+pub(crate) struct Line {
+    conn: Arc<Mutex<Option<BufReader<UnixStream>>>>,
+}
+
+impl Line {
+    /// Sends `name` with `json` and waits up to `timeout` for the answer. `None` when there is
+    /// no answer to give (no socket, a broken connection, no answer in time): the caller then
+    /// delivers the message as a file.
+    pub fn ask(&self, path: &Path, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(BufReader::new(UnixStream::connect(path).ok()?));
+        }
+        let conn = guard.as_mut()?;
+        let answer = exchange(conn, name, json, timeout);
+        if answer.is_none() {
+            // The connection's state is unknown now (an answer may still come): a new one next.
+            *guard = None;
+        }
+        answer
+    }
+}
+
+fn exchange(conn: &mut BufReader<UnixStream>, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
+    conn.get_ref().set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).ok()?;
+    conn.get_mut().write_all(&socket::request_line(name, json)).ok()?;
+    let mut line = Vec::new();
+    conn.read_until(b'\n', &mut line).ok()?;
+    if line.pop() != Some(b'\n') {
+        return None;
+    }
+    serde_json::from_slice(&line).ok()
+}
