@@ -16,7 +16,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// One connection, shared by a client's clones; requests are answered in order, so one at a time.
+/// A connection kept for a client and its clones. Requests on one connection are answered in
+/// order, one at a time; a clone that finds it in use (another thread asking) opens one of its
+/// own for that request rather than wait, so that threads' messages can share a commit.
 #[derive(Clone, Default)]
 pub(crate) struct Line {
     conn: Arc<Mutex<Option<BufReader<UnixStream>>>>,
@@ -27,7 +29,10 @@ impl Line {
     /// no answer to give (no socket, a broken connection, no answer in time): the caller then
     /// delivers the message as a file.
     pub fn ask(&self, path: &Path, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let Ok(mut guard) = self.conn.try_lock() else {
+            let mut own = BufReader::new(UnixStream::connect(path).ok()?);
+            return exchange(&mut own, name, json, timeout);
+        };
         if guard.is_none() {
             *guard = Some(BufReader::new(UnixStream::connect(path).ok()?));
         }
@@ -42,7 +47,9 @@ impl Line {
 }
 
 fn exchange(conn: &mut BufReader<UnixStream>, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
-    conn.get_ref().set_read_timeout(Some(timeout.max(Duration::from_millis(1)))).ok()?;
+    let timeout = Some(timeout.max(Duration::from_millis(1)));
+    conn.get_ref().set_read_timeout(timeout).ok()?;
+    conn.get_ref().set_write_timeout(timeout).ok()?;
     conn.get_mut().write_all(&socket::request_line(name, json)).ok()?;
     let mut line = Vec::new();
     conn.read_until(b'\n', &mut line).ok()?;

@@ -200,14 +200,15 @@ pub async fn serve_with(
         // channel would otherwise start the next pass at once, and its answers would wait for
         // that pass too), the requests that arrived meanwhile are read to join the next pass,
         // the HTTP surface answers under load, and the observer and event streams keep up with
-        // the records. Never past a shutdown request.
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break Ok(()),
-            _ = tokio::task::yield_now() => {}
-        }
+        // the records. A shutdown request is looked at after that, so the last pass's answers
+        // are written before the loop stops.
+        tokio::task::yield_now().await;
         if more {
-            continue;
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break Ok(()),
+                _ = std::future::ready(()) => continue,
+            }
         }
         tokio::select! {
             biased;

@@ -14,8 +14,8 @@
 use crate::engine::commands::{Handle, Verdict};
 use protocol::socket::{self, Answer};
 use runtime_layout::{Fs, Layout};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
@@ -26,14 +26,25 @@ pub const MAX_CONNECTIONS: usize = 256;
 
 /// Serves the socket until the broker stops (its channel closes). Returns at once, having
 /// logged why, when the socket cannot be offered; clients then deliver files.
-pub async fn serve(fs: Arc<dyn Fs>, layout: Layout, handle: Handle, max_message_bytes: u64) {
+///
+/// `bound` receives the socket's inode once bound, for [`forget`].
+pub async fn serve(
+    fs: Arc<dyn Fs>,
+    layout: Layout,
+    handle: Handle,
+    max_message_bytes: u64,
+    bound: Arc<AtomicU64>,
+) {
     // Answered only once the loop runs: the broker holds the lock by then.
     if handle.stats().await.is_err() {
         return;
     }
     let path = layout.socket_file();
     let listener = match bind(fs.as_ref(), &layout) {
-        Ok(Some(l)) => l,
+        Ok(Some((l, ino))) => {
+            bound.store(ino, Ordering::Relaxed);
+            l
+        }
         Ok(None) => return,
         Err(e) => {
             tracing::warn!(socket = %path.display(), error = %e, "no local socket: clients deliver files");
@@ -70,11 +81,13 @@ pub async fn serve(fs: Arc<dyn Fs>, layout: Layout, handle: Handle, max_message_
 
 /// Removes the socket after the broker stopped (a client connecting to a socket nobody serves
 /// is refused and delivers a file instead, but an operator reading `ls broker/` should not see
-/// one).
-pub fn forget(fs: &dyn Fs, layout: &Layout) {
+/// one): only the one this broker bound (`bound`, from [`serve`]), never a socket a broker that
+/// started since has bound at the name.
+pub fn forget(fs: &dyn Fs, layout: &Layout, bound: &AtomicU64) {
     let path = layout.socket_file();
+    let ino = bound.load(Ordering::Relaxed);
     match fs.stat(&path) {
-        Ok(Some(m)) if m.kind == runtime_layout::FileKind::Socket => {
+        Ok(Some(m)) if m.kind == runtime_layout::FileKind::Socket && ino != 0 && m.ino == ino => {
             if let Err(e) = fs.remove_file(&path) {
                 tracing::warn!(socket = %path.display(), error = %e, "could not remove the local socket");
             }
@@ -83,13 +96,13 @@ pub fn forget(fs: &dyn Fs, layout: &Layout) {
     }
 }
 
-fn bind(fs: &dyn Fs, layout: &Layout) -> Result<Option<UnixListener>, Box<dyn std::error::Error>> {
-    let Some(std) = fs.bind_socket(&layout.socket_file())? else { return Ok(None) };
-    // Who may connect is who may deliver into the inbox.
-    let inbox = std::fs::metadata(layout.broker_inbox().new_dir())?.permissions().mode() & 0o777;
-    std::fs::set_permissions(layout.socket_file(), std::fs::Permissions::from_mode(inbox))?;
+fn bind(fs: &dyn Fs, layout: &Layout) -> Result<Option<(UnixListener, u64)>, Box<dyn std::error::Error>> {
+    // Who may connect is who may deliver into the inbox: its mode and group.
+    let path = layout.socket_file();
+    let Some(std) = fs.bind_socket(&path, &layout.broker_inbox().new_dir())? else { return Ok(None) };
+    let ino = fs.stat(&path)?.map_or(0, |m| m.ino);
     std.set_nonblocking(true)?;
-    Ok(Some(UnixListener::from_std(std)?))
+    Ok(Some((UnixListener::from_std(std)?, ino)))
 }
 
 /// Answers one connection's requests, one at a time, in order.
@@ -116,6 +129,10 @@ async fn connection(stream: UnixStream, handle: Handle, max: u64) -> std::io::Re
             None => return Ok(()), // The broker stopped: no answer is an answer not given.
         };
         write.write_all(&answer_line(&answer)).await?;
+        if line.capacity() > 1 << 16 {
+            // A large message's buffer is not kept for the connection's life.
+            line = Vec::new();
+        }
     }
 }
 

@@ -66,6 +66,11 @@ pub struct State {
     /// Why each refused inbox message (of `consumed`) was refused, from its `Reject` record: a
     /// restart that must finish moving it to quarantine writes this reason beside it.
     refusals: BTreeMap<String, String>,
+    /// Messages taken on the broker's socket since the last snapshot. Their names are carried
+    /// through the next snapshot (and forgotten at the one after): the answer to such a message
+    /// goes out after the pass, possibly after a compaction in it, and its client may deliver
+    /// the same message as a file when no answer came; that file must be known as taken.
+    socket_recent: BTreeSet<String>,
     /// When each agent was last seen in a record: a claim, a report, mail, a refused message.
     /// (Heartbeats touch claim files and are not journaled: presence adds their mtimes.)
     seen: HashMap<String, Timestamp>,
@@ -149,6 +154,15 @@ impl State {
             .into_iter()
             .map(|(m, d)| (m.clone(), (d != consumed_path(&m)).then_some(d)))
             .collect();
+        s.refusals = snap.socket_refusals;
+        // The journal's next record is this snapshot's own marker, whose `apply` carries them
+        // exactly as live operation did when it wrote the snapshot.
+        s.socket_recent = s
+            .consumed
+            .iter()
+            .filter(|(_, d)| d.as_deref() == Some(protocol::socket::SOCKET))
+            .map(|(m, _)| m.clone())
+            .collect();
         s.seen = snap.agents_seen.into_iter().collect();
         s.delivered = snap.delivered;
         s.pulled = snap.pulled;
@@ -168,18 +182,30 @@ impl State {
             .map(|(id, f)| Tomb { id: id.to_string(), status: f.status, hash: f.hash, pooled: f.pooled })
             .collect();
         tombs.sort_by(|a, b| a.id.cmp(&b.id));
-        // Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
+        // Moves of consumed messages are complete when a snapshot is taken, so the set restarts
+        // with the names taken on the socket since the last one.
+        let (consumed, socket_refusals) = self.socket_carried();
         Snapshot {
             seq,
             live,
             tombs,
             recent_done: self.recent_done.iter().cloned().collect(),
-            consumed: BTreeMap::new(),
+            consumed,
+            socket_refusals,
             agents_seen: self.seen.iter().map(|(a, t)| (a.clone(), *t)).collect(),
             delivered: self.delivered.clone(),
             pulled: self.pulled.clone(),
             ..Snapshot::default()
         }
+    }
+
+    /// What a snapshot carries of the messages taken on the socket since the last one: their
+    /// names (consumed at the socket) and the reasons of those refused.
+    pub(crate) fn socket_carried(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        let names = self.socket_recent.iter();
+        let consumed = names.clone().map(|m| (m.clone(), protocol::socket::SOCKET.to_string())).collect();
+        let refusals = names.filter_map(|m| Some((m.clone(), self.refusals.get(m)?.clone()))).collect();
+        (consumed, refusals)
     }
 
     // ------------------------------------------------------------------ reading
@@ -416,6 +442,9 @@ impl State {
                 _ => None,
             };
             let dest = dest.filter(|p| **p != consumed_path(msg)).cloned();
+            if dest.as_deref() == Some(protocol::socket::SOCKET) {
+                self.socket_recent.insert(msg.to_string());
+            }
             self.consumed.insert(msg.to_string(), dest);
             if let Entry::Reject(r) = &rec.entry {
                 self.refusals.insert(msg.to_string(), r.reason.clone());
@@ -425,8 +454,13 @@ impl State {
             Entry::Snapshot { .. } => {
                 // Every move the records before the snapshot describe is finished, and a restart
                 // rebuilds these from the records after it only: live operation forgets them too.
-                self.consumed = BTreeMap::new();
-                self.refusals = BTreeMap::new();
+                // Except the names taken on the socket since the last snapshot, which the
+                // snapshot carries (see `socket_recent`).
+                let carried = std::mem::take(&mut self.socket_recent);
+                self.consumed =
+                    carried.iter().map(|m| (m.clone(), Some(protocol::socket::SOCKET.into()))).collect();
+                let mut refusals = std::mem::take(&mut self.refusals);
+                self.refusals = carried.iter().filter_map(|m| refusals.remove_entry(m)).collect();
                 self.requeues.clear();
                 self.retired = HashMap::new();
                 self.retired_order = VecDeque::new();

@@ -28,10 +28,6 @@ use serde::{Deserialize, Serialize};
 /// The socket's path beneath `agent_comms/`, as the journal names it for messages taken there.
 pub const SOCKET: &str = "broker/broker.sock";
 
-/// The longest request line the broker reads (a message of the inbox's largest allowed size,
-/// with its name, fits).
-pub const MAX_LINE: usize = 4 << 20;
-
 /// The broker's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]

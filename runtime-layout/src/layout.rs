@@ -112,11 +112,11 @@ impl Layout {
     pub fn http_token_file(&self) -> PathBuf {
         self.broker_dir().join("http.token")
     }
-    /// Where the running broker's HTTP surface listens (`ADDR:PORT`), while it runs.
     /// The broker's local socket (`protocol::socket`), bound while a broker serves.
     pub fn socket_file(&self) -> PathBuf {
         self.broker_dir().join("broker.sock")
     }
+    /// Where the running broker's HTTP surface listens (`ADDR:PORT`), while it runs.
     pub fn http_addr_file(&self) -> PathBuf {
         self.broker_dir().join("http.addr")
     }

@@ -8,7 +8,7 @@ use agent_sdk::{Ack, Client, Error};
 use mailroom_tests::{Root, wait_for};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,10 +42,17 @@ fn ask(conn: &mut BufReader<UnixStream>, line: &[u8]) -> Value {
 #[test]
 fn sdk_messages_are_answered_on_the_socket_and_refusals_say_why() {
     let root = Root::new();
+    // The inbox's `new/` given a group of its own and a mode that lets that group write: the
+    // socket gets both (the tests run as root, who may give any group).
+    let new = root.comms().join("broker/inbox/new");
+    let group =
+        if rustix::process::geteuid().is_root() { 65534 } else { std::fs::metadata(&new).unwrap().gid() };
+    std::os::unix::fs::chown(&new, None, Some(group)).unwrap();
+    std::fs::set_permissions(&new, std::fs::Permissions::from_mode(0o770)).unwrap();
     let _broker = root.broker();
     let s = serving_socket(&root);
-    let inbox_mode = std::fs::metadata(root.comms().join("broker/inbox/new")).unwrap().permissions().mode();
-    assert_eq!(std::fs::metadata(&s).unwrap().permissions().mode() & 0o777, inbox_mode & 0o777);
+    let meta = std::fs::metadata(&s).unwrap();
+    assert_eq!((meta.permissions().mode() & 0o777, meta.gid()), (0o770, group), "the inbox's mode and group");
 
     let client = Client::open(&root.path).unwrap();
     let name = client.submit(&json!({"task_id": "K-1", "task_type": "k"})).unwrap();

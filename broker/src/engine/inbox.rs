@@ -172,7 +172,7 @@ fn consume(
         };
         let seen_before = tx.state().consumed(&name).map(|d| d.into_owned());
         // Answered on the socket: this file is its client sending it again after a lost answer.
-        if seen_before.as_deref() == Some(socket::SOCKET) {
+        if seen_before.as_deref() == Some(socket::SOCKET) && e.kind == FileKind::File {
             match tx.state().refusal(&name).map(str::to_string) {
                 Some(why) => {
                     let r = Refusal::rejected("", format!("refused before, on the local socket: {why}"));
@@ -300,6 +300,21 @@ pub(crate) fn from_socket(tx: &mut Tx, name: String, msg: &Message, reply: onesh
         // Refused before (on the socket or as a file): refused again, with the reason given then.
         (Some(_), Some(why)) => Verdict::refused(Refusal::rejected("", format!("refused before: {why}"))),
         (Some(_), None) => accepted(tx),
+        // A file of that name waits in the inbox: the message is the file's (a client that
+        // gave up on the socket delivers its file only then, and a name seen in `new/` must not
+        // be taken by someone else's request).
+        (None, _)
+            if tx
+                .env
+                .fs()
+                .stat(&tx.env.layout.broker_inbox().new_dir().join(&name))
+                .is_ok_and(|m| m.is_some()) =>
+        {
+            Verdict::refused(Refusal::rejected(
+                "name",
+                "a file of that name waits in broker/inbox/new: the message is taken from the file",
+            ))
+        }
         (None, _) => match handle(tx, msg, &name) {
             Ok(()) => {
                 tx.push(Entry::Consume { msg: name, path: socket::SOCKET.to_string(), board: None });

@@ -100,3 +100,50 @@ fn messages_taken_between_passes_share_the_pass_s_commit() {
     }
     assert!(e.state().status_of("F-1").is_some());
 }
+
+/// The answer to a message taken on the socket goes out after its pass, and that pass may have
+/// compacted the journal: the snapshot carries the name, so the file its client may send when no
+/// answer came (a broker killed right then, restarted from that snapshot) is known as taken.
+#[test]
+fn a_name_taken_on_the_socket_outlives_the_next_snapshot_and_a_restart_from_it() {
+    let r = Root::new();
+    let mut cfg = crate::config::Config::default();
+    cfg.broker.compact_after_records = 1;
+    let mut e = r.engine_with(cfg.clone());
+    let (cmd, _answer) = message("msg-5.a.json", json!({"task_id": "C-1", "name": "carried"}));
+    e.take([cmd]);
+    e.step_looking(Look::QUIET).unwrap();
+    drop(e);
+    let mut e = r.engine_with(cfg);
+    let inbox = r.layout.broker_inbox();
+    let again = json!({"kind": "submit", "task": {"task_id": "C-1", "name": "other"}});
+    std::fs::write(inbox.new_dir().join("msg-5.a.json"), again.to_string()).unwrap();
+    e.step().unwrap();
+    assert_eq!(
+        r.list(&inbox.cur()),
+        vec!["msg-5.a.json".to_string()],
+        "moved, not handled: {:?} {:?}",
+        r.list(&r.layout.quarantine_dir()),
+        r.list(&r.layout.journal_dir())
+    );
+    assert!(r.list(&r.layout.quarantine_dir()).is_empty(), "not refused as a conflicting submit");
+    assert_eq!(e.state().live("C-1").unwrap().task.name.as_deref(), Some("carried"));
+}
+
+/// A request under the name of a file waiting in `inbox/new/` is refused: the message is the
+/// file's, and a client cannot take another's message by naming it.
+#[test]
+fn a_request_under_the_name_of_a_waiting_file_is_refused_and_the_file_is_taken() {
+    let r = Root::new();
+    let mut e = r.engine();
+    let name = r.send(json!({"task_id": "W-1", "name": "the file's"}));
+    let (cmd, mut answer) = message(&name, json!({"task_id": "W-1", "name": "someone else's"}));
+    e.take([cmd]);
+    e.step().unwrap();
+    match answer.try_recv() {
+        Ok(Verdict::Refused { field, .. }) => assert_eq!(field, "name"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.state().live("W-1").unwrap().task.name.as_deref(), Some("the file's"));
+    assert_eq!(r.list(&r.layout.broker_inbox().cur()), vec![name]);
+}

@@ -364,9 +364,13 @@ pub struct Snapshot {
     pub tomb_ordinals: Vec<u64>,
     /// The most recent finished tasks, oldest first (the completed board).
     pub recent_done: Vec<Task>,
-    /// Inbox messages consumed but possibly not yet moved: name → where they go.
+    /// Inbox messages consumed but possibly not yet moved: name → where they go. Also the
+    /// messages taken on the broker's socket since the snapshot before (→ `broker/broker.sock`).
     #[serde(default)]
     pub consumed: std::collections::BTreeMap<String, String>,
+    /// Why each of those messages taken on the socket that was refused was refused.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub socket_refusals: std::collections::BTreeMap<String, String>,
     /// When each agent was last seen in a record (see [`Entry::seen_agent`]).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub agents_seen: std::collections::BTreeMap<String, Timestamp>,

@@ -22,8 +22,11 @@ struct SnapshotView<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tombs_gone: Vec<u64>,
     recent_done: &'a VecDeque<Task>,
-    /// Moves of consumed messages are complete when a snapshot is taken, so the set restarts.
+    /// Moves of consumed messages are complete when a snapshot is taken, so the set restarts,
+    /// with the names taken on the broker's socket since the last snapshot.
     consumed: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    socket_refusals: BTreeMap<String, String>,
     /// When each agent was last seen in a record.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     agents_seen: BTreeMap<&'a str, Timestamp>,
@@ -86,6 +89,7 @@ impl State {
             .map(|l| SnapTaskView { task: &l.task, place: &l.place, hash: l.hash })
             .collect();
         live.sort_by(|a, b| a.task.task_id.cmp(&b.task.task_id));
+        let (consumed, socket_refusals) = self.socket_carried();
         let view = SnapshotView {
             seq,
             live,
@@ -93,7 +97,8 @@ impl State {
             tombs_next: self.tombs.next(),
             tombs_gone: self.tombs.dead_in(self.tombs.front(), fresh),
             recent_done: &self.recent_done,
-            consumed: BTreeMap::new(),
+            consumed,
+            socket_refusals,
             agents_seen: self.seen.iter().map(|(a, t)| (a.as_str(), *t)).collect(),
             delivered: &self.delivered,
         };

@@ -33,6 +33,8 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
         .build()
         .map_err(|e| Failure::new(exit::ERROR, e))?;
     let http_failed: Rc<RefCell<Option<mailroom_http::HttpError>>> = Rc::default();
+    // The inode of the local socket this broker bound (0: none), removed at its stop.
+    let bound = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let result = rt.block_on(async {
         // Handlers are installed before the broker starts serving, so a SIGTERM that arrives at
         // any point after that is a clean shutdown, never the default (killing) disposition.
@@ -71,10 +73,10 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
         });
         // The local socket: one more front end on the channel.
         let local = {
-            let (fs, layout, handle) = (fs.clone(), layout.clone(), handle.clone());
+            let (fs, layout, handle, bound) = (fs.clone(), layout.clone(), handle.clone(), bound.clone());
             let max = cfg.broker.max_message_bytes;
             async move {
-                mailroom::socket::serve(fs, layout, handle, max).await;
+                mailroom::socket::serve(fs, layout, handle, max, bound).await;
                 std::future::pending::<()>().await
             }
         };
@@ -109,7 +111,7 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
         if let Err(e) = mailroom_http::forget_addr(fs.as_ref(), &layout) {
             tracing::warn!(error = %e, "could not remove broker/http.addr");
         }
-        mailroom::socket::forget(fs.as_ref(), &layout);
+        mailroom::socket::forget(fs.as_ref(), &layout, &bound);
     }
     if let Some(e) = http_failed.borrow_mut().take() {
         return Err(Failure::new(exit::INVALID, e));

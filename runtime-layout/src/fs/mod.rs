@@ -351,12 +351,18 @@ pub trait Fs: Send + Sync {
     /// cannot be dodged by removing or replacing a file, and cannot damage one.
     fn lock_dir(&self, dir: &Path) -> Result<Option<Box<dyn LockGuard>>, FsError>;
 
-    /// Binds a Unix stream socket at `path`, first removing a socket (only a socket: any other
-    /// file there is an error) that a broker which stopped left at that name. `Ok(None)` where
-    /// this filesystem has no sockets (a simulated one). Call it only while holding the broker
-    /// lock: the name is the lock holder's.
-    fn bind_socket(&self, path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
-        let _ = path;
+    /// Binds a Unix stream socket at `path`, with the permission bits and the group of the
+    /// directory `like` (whoever may write there may connect; owner-only when the group cannot
+    /// be given), first removing a socket (only a socket: any other file there is an error)
+    /// that a broker which stopped left at that name. `Ok(None)` where this filesystem has no
+    /// sockets (a simulated one). Call it only while holding the broker lock: the name is the
+    /// lock holder's.
+    fn bind_socket(
+        &self,
+        path: &Path,
+        like: &Path,
+    ) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
+        let _ = (path, like);
         Ok(None)
     }
     /// Does this filesystem resolve every path beneath a root, never through a link, at the

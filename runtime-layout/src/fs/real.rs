@@ -166,12 +166,22 @@ impl Fs for RealFs {
         Ok(Some(unix::space_of(&s)))
     }
 
-    fn bind_socket(&self, path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
+    fn bind_socket(
+        &self,
+        path: &Path,
+        like: &Path,
+    ) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
+        let st = std::fs::symlink_metadata(like).map_err(|e| FsError::io("stat", like, e))?;
         let parent = path.parent().unwrap_or(Path::new("."));
         let dir = std::fs::File::open(parent).map_err(|e| FsError::io("open", parent, e))?;
-        unix::clear_socket(&dir, path.file_name().unwrap_or_default(), path)?;
+        let name = path.file_name().unwrap_or_default();
+        unix::clear_socket(&dir, name, path)?;
         let listener =
             std::os::unix::net::UnixListener::bind(path).map_err(|e| FsError::io("bind socket", path, e))?;
+        if let Err(e) = unix::own_socket(&dir, name, path, st.mode() & 0o777, st.gid()) {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
         Ok(Some(listener))
     }
 

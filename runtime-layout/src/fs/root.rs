@@ -341,8 +341,18 @@ impl Fs for RootFs {
         Some(self.counts.snapshot())
     }
 
-    fn bind_socket(&self, path: &Path) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
+    fn bind_socket(
+        &self,
+        path: &Path,
+        like: &Path,
+    ) -> Result<Option<std::os::unix::net::UnixListener>, FsError> {
         use std::os::fd::{AsFd, AsRawFd};
+        let (ldir, lname) = self.at.parent(like)?;
+        let st = rustix::fs::statat(&ldir, lname, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| FsError::io("stat", like, errno(e)))?;
+        if unix::kind_of(&st) != FileKind::Dir {
+            return Err(FsError::io("bind socket", like, std::io::Error::other("not a directory")));
+        }
         let (dir, name) = self.at.parent(path)?;
         unix::clear_socket(&dir, name, path)?;
         // There is no `bindat`: the name is bound through the directory's descriptor (its
@@ -351,6 +361,10 @@ impl Fs for RootFs {
         let at = Path::new("/proc/self/fd").join(dir.as_fd().as_raw_fd().to_string()).join(name);
         let listener =
             std::os::unix::net::UnixListener::bind(&at).map_err(|e| FsError::io("bind socket", path, e))?;
+        if let Err(e) = unix::own_socket(&dir, name, path, st.st_mode & 0o777, st.st_gid) {
+            let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
+            return Err(e);
+        }
         Ok(Some(listener))
     }
 

@@ -36,6 +36,36 @@ pub(crate) fn clear_socket(dir: impl AsFd, name: &OsStr, path: &Path) -> Result<
     }
 }
 
+/// Gives the socket just bound at `name` in `dir` the mode `bits` and the group `gid`, through a
+/// descriptor of that very socket (`O_PATH`, no link followed, checked to be a socket), so that
+/// nothing put at the name meanwhile is changed. When the group cannot be given (a broker not
+/// in it), the socket is the owner's alone.
+pub(crate) fn own_socket(
+    dir: impl AsFd,
+    name: &OsStr,
+    path: &Path,
+    bits: u32,
+    gid: u32,
+) -> Result<(), FsError> {
+    use rustix::fs::{Gid, Mode, OFlags};
+    let fail = |op: &'static str, e: Errno| FsError::io(op, path, errno(e));
+    let fd = rustix::fs::openat(&dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| fail("open socket", e))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| fail("stat socket", e))?;
+    if kind_of(&st) != FileKind::Socket {
+        return Err(FsError::io("bind socket", path, std::io::Error::other("not the socket bound")));
+    }
+    // chmod and chown of an `O_PATH` descriptor go through its `/proc/self/fd` link, which
+    // names the inode itself (`fchmod` would change the socket object, not the file).
+    let link = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+    let bits = if st.st_gid == gid || rustix::fs::chown(&link, None, Some(Gid::from_raw(gid))).is_ok() {
+        bits
+    } else {
+        bits & 0o700
+    };
+    rustix::fs::chmod(&link, Mode::from_raw_mode(bits)).map_err(|e| fail("chmod socket", e))
+}
+
 pub(crate) fn kind_of(st: &Stat) -> FileKind {
     FileType::from_raw_mode(st.st_mode).into()
 }
