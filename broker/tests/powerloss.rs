@@ -377,6 +377,7 @@ fn power_loss_at_every_crash_point() {
     for sc in &scenarios {
         work.push((sc, (Durability::Batch, Clients::Fsync), &lossy));
         work.push((sc, (Durability::Batch, Clients::Ack), &lossy));
+        work.push((sc, (Durability::Batch, Clients::Socket), &lossy));
         work.push((sc, (Durability::Always, Clients::Fsync), &lossy));
         work.push((sc, (Durability::Never, Clients::Fsync), &[Crash::Process]));
     }
@@ -433,7 +434,7 @@ fn power_loss_at_every_crash_point() {
         );
     }
     println!(
-        "powerloss: {} scenarios x 4 setups (batch with fsyncing or answered clients, always, never), {points} simulated crash points \
+        "powerloss: {} scenarios x 5 setups (batch with fsyncing clients, clients answered by a file's move or on the socket; always; never), {points} simulated crash points \
          (power loss, process crash, power loss during recovery{}; {seconds} of them struck a recovery \
          a second time), lost 0, duplicated 0",
         scenarios.len(),

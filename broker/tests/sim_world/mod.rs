@@ -6,14 +6,16 @@ use crate::journal_view::JournalView;
 use agent_sdk::{Ack, Agent, Client};
 use mailroom::config::Config;
 use mailroom::engine::Engine;
-use protocol::Timestamp;
+use mailroom::engine::commands::{Command, Verdict};
 use protocol::names::DispatchName;
+use protocol::{Message, Timestamp};
 use runtime_layout::sim::{Crash, SimFs};
 use runtime_layout::{Board, Durability, Fs, Layout, ManualClock, NameSource, deliver};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::oneshot::{self, error::TryRecvError};
 
 /// 2026-09-21T...: any fixed start works; the clock only moves when a scenario says so.
 pub(crate) const T0: i64 = 1_790_000_000_000_000;
@@ -62,9 +64,12 @@ pub(crate) struct World {
     pub(crate) clients: Clients,
     /// Messages sent under `Clients::Ack` whose answer the client has not seen yet.
     pub(crate) pending: Vec<(String, Pending)>,
-    /// Every message sent under `Clients::Ack` that was never answered: after a power loss one can
-    /// arrive torn (its client never fsynced it) and be refused; its client sent it again.
+    /// Every message sent under `Clients::Ack` or `Clients::Socket` that was never answered:
+    /// after a power loss one can arrive torn (its client never fsynced it) and be refused; its
+    /// client sent it again.
     pub(crate) unanswered: BTreeSet<String>,
+    /// Messages sent on the broker's socket under `Clients::Socket`, waiting for their answer.
+    pub(crate) on_socket: Vec<(String, Message, Pending, oneshot::Receiver<Verdict>)>,
 }
 
 /// How the producers and agents make sure the broker has their messages.
@@ -75,6 +80,11 @@ pub(crate) enum Clients {
     /// Messages are written without fsync and acknowledged when the broker moves them out of
     /// `inbox/new/` (the answer of PROTOCOL.md: it does so only once they are journaled).
     Ack,
+    /// Messages go on the broker's socket (as its front end hands them to the engine) and are
+    /// acknowledged by its answer, sent only after their commit. With no broker, or when the
+    /// answer never comes (the broker crashed), the same message goes as a file under the same
+    /// name, unfsynced, acknowledged as under `Ack`: the SDK's fallback.
+    Socket,
 }
 
 /// What an unanswered message was, to count it once answered.
@@ -97,7 +107,7 @@ impl World {
         // steps the broker itself, and sees the answer after the step).
         let durability = match clients {
             Clients::Fsync => Durability::Always,
-            Clients::Ack => Durability::Never,
+            Clients::Ack | Clients::Socket => Durability::Never,
         };
         let producer = Client::open_with(shared.clone(), ROOT)
             .unwrap()
@@ -131,16 +141,78 @@ impl World {
             clients,
             pending: Vec::new(),
             unanswered: BTreeSet::new(),
+            on_socket: Vec::new(),
         }
     }
 
     /// Restarts the machine as `mode` says. A power loss stops the clients too: the answers they
     /// were waiting for are never seen (they send those messages again when they come back).
     pub(crate) fn restart(&mut self, mode: Crash) {
-        self.fs.restart(mode);
         if mode != Crash::Process {
+            // An answer the broker sent before the power went was seen by its client.
+            self.socket_answers();
+            self.on_socket.clear();
+            self.fs.restart(mode);
             self.pending.clear();
+            return;
         }
+        // A killed broker may have committed an answer and died before writing it to the
+        // connection: its client saw nothing and sends the message again as a file (which the
+        // next broker must know as taken, even across the snapshot of a compaction).
+        self.fs.restart(mode);
+        for (name, msg, what, _) in std::mem::take(&mut self.on_socket) {
+            let _ = self.as_file(name, &msg, what);
+        }
+    }
+
+    /// Counts the answers that came on the socket; the rest wait (or, when the broker dropped
+    /// a request, go as files).
+    fn socket_answers(&mut self) {
+        for (name, msg, what, mut answer) in std::mem::take(&mut self.on_socket) {
+            match answer.try_recv() {
+                Ok(_) => {
+                    self.unanswered.remove(&name);
+                    self.acknowledge(what);
+                }
+                Err(TryRecvError::Empty) => self.on_socket.push((name, msg, what, answer)),
+                // The broker dropped the request (it stopped on an error): sent as a file.
+                Err(TryRecvError::Closed) if self.engine.is_some() => {
+                    let _ = self.as_file(name, &msg, what);
+                }
+                // Stopped: `restart` decides.
+                Err(TryRecvError::Closed) => self.on_socket.push((name, msg, what, answer)),
+            }
+        }
+    }
+
+    /// Sends `msg` as `Clients::Socket` clients do: on the socket while a broker serves, else as
+    /// a file.
+    fn on_socket(&mut self, msg: Message, what: Pending) -> R {
+        let name = self.names.next("msg");
+        self.on_socket_as(name, msg, what)
+    }
+
+    fn on_socket_as(&mut self, name: String, msg: Message, what: Pending) -> R {
+        self.unanswered.insert(name.clone());
+        match self.engine.as_mut() {
+            Some(e) => {
+                let (reply, answer) = oneshot::channel();
+                e.take([Command::Message { name: name.clone(), msg: msg.clone(), reply }]);
+                self.on_socket.push((name, msg, what, answer));
+                // An answer given at once (a refusal) is seen at once.
+                self.socket_answers();
+                Ok(())
+            }
+            None => self.as_file(name, &msg, what),
+        }
+    }
+
+    /// The fallback: the message as a file under its name, unfsynced, answered as under `Ack`.
+    fn as_file(&mut self, name: String, msg: &Message, what: Pending) -> R {
+        let bytes = serde_json::to_vec(&msg.to_value())?;
+        deliver(&self.fs, &self.layout.broker_inbox(), &name, &bytes, Durability::Never)?;
+        self.pending.push((name, what));
+        Ok(())
     }
 
     /// Counts what the client now knows was taken: at once when it fsyncs, when the broker has
@@ -148,7 +220,7 @@ impl World {
     pub(crate) fn sent(&mut self, msg: String, what: Pending) {
         match self.clients {
             Clients::Fsync => self.acknowledge(what),
-            Clients::Ack => {
+            Clients::Ack | Clients::Socket => {
                 self.unanswered.insert(msg.clone());
                 self.pending.push((msg, what));
             }
@@ -169,6 +241,7 @@ impl World {
 
     /// The answers the client can see now: messages no longer in `inbox/new/`.
     pub(crate) fn collect_answers(&mut self) {
+        self.socket_answers();
         let new = self.layout.broker_inbox().new_dir();
         let pending = std::mem::take(&mut self.pending);
         for (msg, what) in pending {
@@ -214,6 +287,9 @@ impl World {
     pub(crate) fn submit(&mut self, task: Value) -> R {
         let id = task["task_id"].as_str().unwrap().to_string();
         self.intended.entry(id.clone()).or_insert_with(|| task.clone());
+        if self.clients == Clients::Socket {
+            return self.on_socket(Message::Submit { task }, Pending::Submit(id));
+        }
         let msg = self.producer.submit(&task)?;
         self.sent(msg, Pending::Submit(id));
         Ok(())
@@ -231,6 +307,10 @@ impl World {
     }
 
     pub(crate) fn cancel(&mut self, id: &str) -> R {
+        if self.clients == Clients::Socket {
+            return self
+                .on_socket(Message::Cancel { task_id: id.to_string() }, Pending::Cancel(id.to_string()));
+        }
         let msg = self.producer.cancel(id)?;
         self.sent(msg, Pending::Cancel(id.to_string()));
         Ok(())
@@ -243,6 +323,30 @@ impl World {
 
     /// The SDK's report on a claim: `false` when it refuses because the claim is no longer held.
     pub(crate) fn report(&mut self, agent: &str, claim: &str, outcome: Outcome) -> R<bool> {
+        if self.clients == Clients::Socket {
+            // The SDK reports only on a claim it still holds.
+            if !self.agent(agent).held()?.iter().any(|c| c == claim) {
+                return Ok(false);
+            }
+            let (agent_name, claim_name) = (agent.to_string(), claim.to_string());
+            let msg = match outcome {
+                Outcome::Complete => {
+                    Message::Complete { agent: agent_name, claim: claim_name, result: json!({"by": agent}) }
+                }
+                Outcome::Fail => Message::Fail {
+                    agent: agent_name,
+                    claim: claim_name,
+                    error: "flaky".into(),
+                    retryable: true,
+                },
+                Outcome::Release => Message::Release { agent: agent_name, claim: claim_name },
+            };
+            let task = DispatchName::parse(claim).unwrap().id_fragment;
+            let name = self.names.next("msg");
+            let report = Report { msg: name.clone(), task, claim: claim.to_string() };
+            self.on_socket_as(name, msg, Pending::Report(report))?;
+            return Ok(true);
+        }
         let a = self.agent(agent);
         let sent = match outcome {
             Outcome::Complete => a.complete(claim, json!({"by": agent})),
