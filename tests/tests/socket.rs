@@ -60,6 +60,8 @@ fn sdk_messages_are_answered_on_the_socket_and_refusals_say_why() {
     let t = trace(&root, "K-1");
     assert_eq!(t["status"], "PENDING", "{t}");
     assert!(t.to_string().contains(&name), "the trace names the message: {t}");
+    let submit = &t["steps"][0];
+    assert_eq!(submit["paths"][0], "broker/broker.sock", "taken on the socket, not from the inbox: {t}");
 
     match client.cancel("NOPE") {
         Err(Error::Refused { field, rule, .. }) => {

@@ -144,7 +144,10 @@ pub(crate) fn admit(
     };
     let path = match how {
         Admission::Import { .. } => msg.to_string(),
-        Admission::Submit => tx.env.rel(&tx.env.layout.broker_inbox().new_dir().join(msg)),
+        Admission::Submit => match tx.via {
+            Some(via) => via.to_string(),
+            None => tx.env.rel(&tx.env.layout.broker_inbox().new_dir().join(msg)),
+        },
     };
     let done = place == Place::Done;
     let admitted = Admitted { task_id: id.clone(), task, place, msg: msg.to_string(), hash, path };

@@ -315,7 +315,7 @@ pub(crate) fn from_socket(tx: &mut Tx, name: String, msg: &Message, reply: onesh
                 "a file of that name waits in broker/inbox/new: the message is taken from the file",
             ))
         }
-        (None, _) => match handle(tx, msg, &name) {
+        (None, _) => match handled_via_socket(tx, msg, &name) {
             Ok(()) => {
                 tx.push(Entry::Consume { msg: name, path: socket::SOCKET.to_string(), board: None });
                 accepted(tx)
@@ -328,6 +328,14 @@ pub(crate) fn from_socket(tx: &mut Tx, name: String, msg: &Message, reply: onesh
         },
     };
     tx.effect(Effect::Reply(Answer::Verdict(reply, verdict)));
+}
+
+/// [`handle`], with the records naming the socket as where the message came from.
+fn handled_via_socket(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refusal> {
+    tx.via = Some(socket::SOCKET);
+    let handled = handle(tx, msg, name);
+    tx.via = None;
+    handled
 }
 
 fn accepted(tx: &Tx) -> Verdict {

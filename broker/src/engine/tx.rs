@@ -19,7 +19,7 @@ pub(crate) struct Core {
 
 impl Core {
     pub fn tx(&mut self) -> Tx<'_> {
-        Tx { env: &self.env, ledger: &mut self.ledger, effects: &mut self.effects }
+        Tx { env: &self.env, ledger: &mut self.ledger, effects: &mut self.effects, via: None }
     }
 }
 
@@ -27,6 +27,9 @@ pub(crate) struct Tx<'a> {
     pub env: &'a Env,
     pub ledger: &'a mut Ledger,
     pub effects: &'a mut Effects,
+    /// Where the message being handled came from when not from `broker/inbox/new/` (the
+    /// broker's socket): what its records name as its path.
+    pub via: Option<&'static str>,
 }
 
 impl Tx<'_> {
