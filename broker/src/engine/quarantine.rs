@@ -102,17 +102,7 @@ pub(crate) fn reject_file(tx: &mut Tx, from: &Path, name: &str, msg: Option<&Mes
     });
     let path = tx.env.rel(&to);
     let sender = msg.and_then(Message::sender).map(str::to_string);
-    tx.push(Entry::Reject(Rejected {
-        msg: Some(name.to_string()),
-        task_id: r.task_id.clone(),
-        agent: sender.clone(),
-        notice: Some(r.notice),
-        field: r.field.clone(),
-        rule: r.rule.clone(),
-        reason: reason_text.clone(),
-        path: path.clone(),
-        ..Default::default()
-    }));
+    tx.push(Entry::Reject(record(name, sender.clone(), &r, &reason_text, path.clone())));
     tx.push(Entry::Consume { msg: name.to_string(), path, board: None });
     tracing::warn!(file = %tx.env.rel(from), reason = %reason_text, "quarantined");
     tx.effect(Effect::Quarantine { from: from.to_path_buf(), to, reason });
@@ -125,19 +115,24 @@ pub(crate) fn reject_file(tx: &mut Tx, from: &Path, name: &str, msg: Option<&Mes
 pub(crate) fn reject_socket(tx: &mut Tx, name: &str, msg: &Message, r: Refusal) {
     let reason_text = r.to_string();
     let sender = msg.sender().map(str::to_string);
-    tx.push(Entry::Reject(Rejected {
+    tx.push(Entry::Reject(record(name, sender.clone(), &r, &reason_text, protocol::socket::SOCKET.into())));
+    tracing::info!(message = %name, reason = %reason_text, "refused on the local socket");
+    notify(tx, sender, Some(msg), r, reason_text);
+}
+
+/// The journal's record of the refusal of the message `name` (sent by `agent`), kept at `path`.
+fn record(name: &str, agent: Option<String>, r: &Refusal, reason: &str, path: String) -> Rejected {
+    Rejected {
         msg: Some(name.to_string()),
         task_id: r.task_id.clone(),
-        agent: sender.clone(),
+        agent,
         notice: Some(r.notice),
         field: r.field.clone(),
         rule: r.rule.clone(),
-        reason: reason_text.clone(),
-        path: protocol::socket::SOCKET.to_string(),
+        reason: reason.to_string(),
+        path,
         ..Default::default()
-    }));
-    tracing::info!(message = %name, reason = %reason_text, "refused on the local socket");
-    notify(tx, sender, Some(msg), r, reason_text);
+    }
 }
 
 /// The notice of a refusal, to the agent that sent the message (if an agent did).
