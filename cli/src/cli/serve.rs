@@ -1,5 +1,6 @@
-//! `mailroom run`: the broker on a tokio runtime with its HTTP surface and its local socket
-//! (`mailroom::socket`) beside it on the same runtime, stopped cleanly by SIGINT or SIGTERM.
+//! `mailroom run`: the broker on a tokio runtime with its HTTP surface beside it on the same
+//! runtime, its local socket (`mailroom::socket`) on a thread of its own, stopped cleanly by
+//! SIGINT or SIGTERM.
 //!
 //! The HTTP surface holds only a command-channel handle. It waits for the broker to serve before
 //! it binds, so a root locked by another broker reports that (exit 4), not a busy port. If it
@@ -28,13 +29,27 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
         None => cfg.http.listen(),
     };
     let listen = mailroom_http::Listen::parse(listen).map_err(|e| Failure::new(exit::USAGE, e))?;
+    let (handle, rx) = commands::channel(COMMAND_DEPTH);
+    // The inode of the local socket this broker bound (0: none), removed at its stop.
+    let bound = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The local socket, one more front end on the channel, on a thread of its own: reading and
+    // parsing requests and writing answers never take the broker's thread (on its thread they
+    // were about a sixth of it). It stops when the broker's end of the channel is gone.
+    let local = {
+        let (fs, layout, handle, bound) = (fs.clone(), layout.clone(), handle.clone(), bound.clone());
+        let max = cfg.broker.max_message_bytes;
+        std::thread::Builder::new().name("local-socket".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(mailroom::socket::serve(fs, layout, handle, max, bound)),
+                Err(e) => tracing::warn!(error = %e, "no local socket: clients deliver files"),
+            }
+        })
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::new(exit::ERROR, e))?;
     let http_failed: Rc<RefCell<Option<mailroom_http::HttpError>>> = Rc::default();
-    // The inode of the local socket this broker bound (0: none), removed at its stop.
-    let bound = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let result = rt.block_on(async {
         // Handlers are installed before the broker starts serving, so a SIGTERM that arrives at
         // any point after that is a clean shutdown, never the default (killing) disposition.
@@ -49,7 +64,6 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
                 Ok(()) = http_down_rx => tracing::error!("the http surface could not start: stopping"),
             }
         };
-        let (handle, rx) = commands::channel(COMMAND_DEPTH);
         // The cluster link, when `[cluster]` is configured: one more front end on the channel.
         let link = {
             let (cluster, lease, handle) = (cfg.cluster.clone(), cfg.broker.lease_secs, handle.clone());
@@ -71,15 +85,6 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
                 })
             })
         });
-        // The local socket: one more front end on the channel.
-        let local = {
-            let (fs, layout, handle, bound) = (fs.clone(), layout.clone(), handle.clone(), bound.clone());
-            let max = cfg.broker.max_message_bytes;
-            async move {
-                mailroom::socket::serve(fs, layout, handle, max, bound).await;
-                std::future::pending::<()>().await
-            }
-        };
         let opts = mailroom_http::Options { listen, chosen, cluster };
         let failed = http_failed.clone();
         let (hfs, hlayout) = (fs.clone(), layout.clone());
@@ -103,9 +108,12 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
             r = run::serve_with(fs.clone(), layout.clone(), shutdown, Some(rx), poster) => r,
             () = front => unreachable!("the http front end never returns"),
             () = link => unreachable!("the cluster link never returns"),
-            () = local => unreachable!("the local socket never returns"),
         }
     });
+    // The broker's end of the channel is gone: the socket's thread stops.
+    if let Ok(t) = local {
+        let _ = t.join();
+    }
     // A broker refused the root's lock never wrote the address: the file is the other's.
     if !matches!(result, Err(run::RunError::Locked(_))) {
         if let Err(e) = mailroom_http::forget_addr(fs.as_ref(), &layout) {
