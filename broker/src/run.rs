@@ -122,7 +122,7 @@ pub async fn serve_with(
             looked_everywhere = Instant::now();
         }
         look = Look::QUIET;
-        answer(&mut engine, &mut commands, &deliveries, arrived.take());
+        take_commands(&mut engine, &mut commands, &deliveries, arrived.take());
         let pass = engine.step_looking(this);
         let (more, housekeeping) = match pass {
             Ok(r) => (r.more, r.housekeeping),
@@ -288,7 +288,12 @@ async fn recv(rx: &mut Option<Commands>) -> Option<Command> {
 /// Takes `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]) into the
 /// pass that follows: their changes share its commit. The handle on the outbox's deliveries is
 /// the loop's to give; everything else goes to the engine.
-fn answer(engine: &mut Engine, commands: &mut Inlets, deliveries: &Deliveries, first: Option<Command>) {
+fn take_commands(
+    engine: &mut Engine,
+    commands: &mut Inlets,
+    deliveries: &Deliveries,
+    first: Option<Command>,
+) {
     let mut batch: Vec<Command> = Vec::new();
     let mut next = first.or_else(|| commands.try_next());
     while let Some(c) = next {

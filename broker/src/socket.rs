@@ -7,11 +7,13 @@
 //! The socket is bound only once the broker serves (it holds the root's lock: the name is its
 //! own), through the storage seam, so that it is made beneath the root whatever links the path
 //! holds; a socket a stopped broker left is replaced, any other file at the name is left alone
-//! and the socket not offered. It is made with the mode of the inbox's `new/` directory, so
-//! whoever may deliver a file there may connect, and nobody else. Without the socket clients
-//! deliver files, as they always may.
+//! and the socket not offered. It is made with the permission bits and the group of the inbox's
+//! `new/` directory, so whoever may deliver a file there may connect, and nobody else (owner-only
+//! when the group cannot be given). Without the socket clients deliver files, as they always
+//! may.
 
 use crate::engine::commands::{Handle, Verdict};
+use crate::engine::quarantine::Refusal;
 use protocol::socket::{self, Answer};
 use runtime_layout::{Fs, Layout};
 use std::sync::Arc;
@@ -155,9 +157,10 @@ async fn request(handle: &Handle, line: &[u8], max: u64) -> Option<Answer> {
     }
 }
 
+/// A refusal made here (before the engine saw the request), worded as the engine words its own.
 fn refused(field: &str, rule: &str) -> Answer {
-    let reason = if field.is_empty() { rule.to_string() } else { format!("{field}: {rule}") };
-    Answer::Refused { field: field.into(), rule: rule.into(), reason }
+    let r = Refusal::rejected(field, rule);
+    Answer::Refused { reason: r.to_string(), field: r.field, rule: r.rule }
 }
 
 fn answer_line(a: &Answer) -> Vec<u8> {
