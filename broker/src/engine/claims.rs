@@ -150,12 +150,14 @@ pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
     let mut found: BTreeMap<String, Vec<(String, PathBuf, bool)>> = BTreeMap::new();
     for (agent, mailbox, valid) in mailboxes {
         let cur = mailbox.join("cur");
-        if !tx.env.layout.is_contained(tx.env.fs(), &cur.join("_")) {
-            continue; // a cur/ that is a symbolic link is never listed (claims there do not count)
+        // A cur/ that is a symbolic link (or beneath one) is never listed: claims there do not
+        // count. A filesystem that resolves beneath the root refuses one as it lists.
+        if !tx.env.fs().resolves_beneath() && !tx.env.layout.is_contained(tx.env.fs(), &cur.join("_")) {
+            continue;
         }
         let entries = match tx.env.fs().list(&cur) {
             Ok(e) => e,
-            Err(e) if e.is_not_found() => continue,
+            Err(e) if e.is_not_found() || e.is_containment() => continue,
             Err(e) if e.is_permission_denied() => {
                 tx.env.warn_once(&cur, "cannot list an agent's claims", &e);
                 continue;

@@ -107,9 +107,7 @@ pub(crate) fn queue_file_as(
     }
     let bytes = task_bytes(&task);
     tx.push(entry(id.to_string(), task, place));
-    if let Err(e) = maildir.create(tx.env.fs(), false) {
-        tracing::error!(error = %e, "cannot create the destination maildir");
-    }
+    tx.effects.make_maildir(tx.env, &maildir);
     if let Some(set) = caps {
         tx.effect(Effect::WriteCapabilities(set));
     }

@@ -93,6 +93,8 @@ pub(crate) struct Effects {
     spares: Spares,
     /// Destinations found inside the root since the last commit ([`Effects::contain_maildir`]).
     contained: HashSet<PathBuf>,
+    /// Maildirs made (or found made) since the last commit ([`Effects::make_maildir`]).
+    made: HashSet<PathBuf>,
 }
 
 /// The bytes of a task file in `new/` (what an agent reads when it claims).
@@ -171,9 +173,26 @@ impl Effects {
         Ok(())
     }
 
+    /// Makes sure the `tmp/` and `new/` of a maildir a task file is about to be delivered into
+    /// exist, once per commit for each maildir: a batch of submits to one pool makes it once,
+    /// not two lookups per task. A maildir removed after that fails its delivery, as one removed
+    /// between a make and the delivery always did (`crate::repair` makes it again).
+    pub fn make_maildir(&mut self, env: &Env, md: &Maildir) {
+        if self.made.contains(&md.root) {
+            return;
+        }
+        match md.create(env.fs(), false) {
+            Ok(()) => {
+                self.made.insert(md.root.clone());
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create the destination maildir"),
+        }
+    }
+
     /// Makes the journal durable, then carries out the effects and fsyncs what they touched.
     pub fn commit(&mut self, env: &Env, ledger: &mut Ledger) -> Result<(), EngineError> {
         self.contained.clear();
+        self.made.clear();
         ledger.commit()?;
         for e in std::mem::take(&mut self.pending) {
             // A permission a client took away from the broker in its own territory (a mailbox,

@@ -86,9 +86,7 @@ fn promote(tx: &mut Tx, dir: &str, name: String, id: String) {
         task_id: id,
         place: Place::Queued { dir: dir.to_string(), name: name.clone() },
     });
-    if let Err(e) = maildir.create(tx.env.fs(), false) {
-        tracing::error!(error = %e, "cannot create the destination maildir");
-    }
+    tx.effects.make_maildir(tx.env, &maildir);
     if let Some(set) = caps {
         tx.effect(Effect::WriteCapabilities(set));
     }

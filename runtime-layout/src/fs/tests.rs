@@ -257,6 +257,9 @@ fn overwrite_rewrites_a_file_of_its_own_and_nothing_linked_elsewhere() {
         assert_eq!(std::fs::read(d.join("own")).unwrap(), b"short");
         fs.overwrite(&d.join("own"), b"now longer than before", false).unwrap();
         assert_eq!(std::fs::read(d.join("own")).unwrap(), b"now longer than before");
+        fs.overwrite(&d.join("own"), b"the very same length!!", false).unwrap();
+        assert_eq!(std::fs::read(d.join("own")).unwrap(), b"the very same length!!");
+        fs.overwrite(&d.join("own"), b"now longer than before", false).unwrap();
         assert_eq!(std::fs::metadata(d.join("own")).unwrap().ino(), ino);
         // One its holder made writable by everyone (or executable) is not written again.
         use std::os::unix::fs::PermissionsExt;

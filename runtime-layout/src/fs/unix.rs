@@ -314,8 +314,8 @@ pub(crate) fn lock(fd: OwnedFd, path: &Path) -> Result<Option<Box<dyn LockGuard>
 
 /// Rewrites an open file in place ([`super::Fs::overwrite`]): checks on the descriptor that it is
 /// a regular file of this process's user with one name, not executable, writable by others or
-/// set-id, then writes `bytes` from its start, cuts
-/// it to their length and fsyncs it when `sync`.
+/// set-id, then writes `bytes` from its start, cuts it to their length (when it was longer) and
+/// fsyncs it when `sync`.
 pub(crate) fn rewrite(fd: OwnedFd, path: &Path, bytes: &[u8], sync: bool) -> Result<(), FsError> {
     let st = rustix::fs::fstat(&fd).map_err(|e| FsError::io("stat", path, errno(e)))?;
     let kind = kind_of(&st);
@@ -337,7 +337,11 @@ pub(crate) fn rewrite(fd: OwnedFd, path: &Path, bytes: &[u8], sync: bool) -> Res
     }
     let mut f = std::fs::File::from(fd);
     f.write_all(bytes).map_err(|e| FsError::io("write", path, e))?;
-    f.set_len(bytes.len() as u64).map_err(|e| FsError::io("truncate", path, e))?;
+    // Not longer than the bytes written over it: nothing to cut (a truncate is a call and an
+    // inode update on every task file otherwise).
+    if st.st_size as u64 > bytes.len() as u64 {
+        f.set_len(bytes.len() as u64).map_err(|e| FsError::io("truncate", path, e))?;
+    }
     if sync {
         f.sync_data().map_err(|e| FsError::io("fsync", path, e))?;
     }
