@@ -122,8 +122,9 @@ pub async fn serve_with(
             looked_everywhere = Instant::now();
         }
         look = Look::QUIET;
-        take_commands(&mut engine, &mut commands, &deliveries, arrived.take());
-        let pass = engine.step_looking(this);
+        engine.take(take_commands(&mut commands, &deliveries, arrived.take()));
+        // What arrived while the pass read and handled joins its commit.
+        let pass = engine.step_taking(this, || take_commands(&mut commands, &deliveries, None));
         let (more, housekeeping) = match pass {
             Ok(r) => (r.more, r.housekeeping),
             Err(e) if e.is_no_space() => {
@@ -285,15 +286,10 @@ async fn recv(rx: &mut Option<Commands>) -> Option<Command> {
     }
 }
 
-/// Takes `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]) into the
-/// pass that follows: their changes share its commit. The handle on the outbox's deliveries is
-/// the loop's to give; everything else goes to the engine.
-fn take_commands(
-    engine: &mut Engine,
-    commands: &mut Inlets,
-    deliveries: &Deliveries,
-    first: Option<Command>,
-) {
+/// `first` and whatever other commands are waiting (at most [`COMMAND_BATCH`]), for the engine
+/// to take into a pass: their changes share its commit. The handle on the outbox's deliveries is
+/// the loop's to give, here; everything else goes to the engine.
+fn take_commands(commands: &mut Inlets, deliveries: &Deliveries, first: Option<Command>) -> Vec<Command> {
     let mut batch: Vec<Command> = Vec::new();
     let mut next = first.or_else(|| commands.try_next());
     while let Some(c) = next {
@@ -305,7 +301,7 @@ fn take_commands(
         }
         next = if batch.len() < COMMAND_BATCH { commands.try_next() } else { None };
     }
-    engine.take(batch);
+    batch
 }
 
 /// On a clean stop: journals the position each sink has reached since it last journaled one,

@@ -216,6 +216,17 @@ impl Engine {
 
     /// One pass that looks at the inbox and where `look` says.
     pub fn step_looking(&mut self, look: Look) -> Result<StepReport, EngineError> {
+        self.step_taking(look, Vec::new)
+    }
+
+    /// [`Engine::step_looking`], taking the commands `late` gives just before the pass commits
+    /// ([`Engine::take`]): those that arrived while it read and handled share its fsync instead
+    /// of waiting for the next pass's (the loop gives what its channels hold by then).
+    pub fn step_taking(
+        &mut self,
+        look: Look,
+        late: impl FnOnce() -> Vec<Command>,
+    ) -> Result<StepReport, EngineError> {
         let started = std::time::Instant::now();
         let start = self.core.ledger.records();
         let journal_before = self.core.ledger.journal_written();
@@ -243,6 +254,7 @@ impl Engine {
         }
         dispatch::ready(&mut self.core.tx());
         self.aging.run_if_due(&mut self.core.tx())?;
+        self.take(late());
         self.core.tx().commit()?;
         self.answer_subscribers();
         if self.core.ledger.compaction_due(&self.core.env) {

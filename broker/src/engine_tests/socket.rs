@@ -101,6 +101,23 @@ fn messages_taken_between_passes_share_the_pass_s_commit() {
     assert!(e.state().status_of("F-1").is_some());
 }
 
+/// Commands that arrive while a pass reads and handles join its commit: answered with the pass's
+/// own messages, never before the commit.
+#[test]
+fn messages_taken_late_in_a_pass_share_its_commit() {
+    let r = Root::new();
+    let mut e = r.engine();
+    r.send(json!({"task_id": "F-1"}));
+    let (cmd, mut answer) = message("msg-late.c.json", json!({"task_id": "L-1"}));
+    let commits = commits(&mut e);
+    let report = e.step_taking(Look::EVERYWHERE, || vec![cmd]).unwrap();
+    assert_eq!(self::commits(&mut e), commits + 1, "one commit for the pass and the late command");
+    assert_eq!(report.messages, 1);
+    assert!(matches!(answer.try_recv(), Ok(Verdict::Accepted { .. })));
+    assert!(e.state().status_of("L-1").is_some() && e.state().status_of("F-1").is_some());
+    assert!(e.state().consumed("msg-late.c.json").is_some(), "journaled as taken");
+}
+
 /// The answer to a message taken on the socket goes out after its pass, and that pass may have
 /// compacted the journal: the snapshot carries the name, so the file its client may send when no
 /// answer came (a broker killed right then, restarted from that snapshot) is known as taken.
