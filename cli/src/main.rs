@@ -7,12 +7,6 @@ use clap::Parser;
 use cli::exit;
 use std::process::ExitCode;
 
-/// The broker's pass allocates and frees many small buffers per task (records, paths, JSON
-/// values); mimalloc's thread-local free lists serve them at a fraction of the system
-/// allocator's cost (BENCHMARKS.md, "The allocator").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
