@@ -175,21 +175,92 @@ impl Encoder {
 
 /// `rec` written with its task replaced by a delta against `prev`, if one says it exactly.
 ///
-/// The record is serialised as usual and the task's bytes in it (the same bytes as the task
-/// serialised alone: one `Serialize` for both) replaced by the delta's, so a record costs one
-/// extra serialisation of the task and a comparison of its fields, not a tree of JSON values.
+/// The record is serialised as usual and its top-level `task` field (found by walking the
+/// line's fields, [`field_span`]) replaced by the delta, so a record costs one serialisation and
+/// a comparison of the task's fields, not a tree of JSON values nor a second serialisation.
 fn delta_line(rec: &Record, task: &Task, prev: &Task) -> Option<Vec<u8>> {
+    const KEY: &[u8] = b"\"task\":";
     let delta = Delta::of(prev, task)?;
     let line = serde_json::to_vec(rec).ok()?;
-    let mut needle = b"\"task\":".to_vec();
-    serde_json::to_writer(&mut needle, task).ok()?;
-    let at = line.windows(needle.len()).position(|w| w == needle.as_slice())?;
-    let mut out = Vec::with_capacity(line.len() - needle.len() + 256);
+    let value = field_span(&line, b"task")?;
+    let at = value.start.checked_sub(KEY.len()).filter(|&at| &line[at..value.start] == KEY)?;
+    let mut out = Vec::with_capacity(line.len() - (value.end - at) + 256);
     out.extend_from_slice(&line[..at]);
     out.extend_from_slice(b"\"delta\":");
     serde_json::to_writer(&mut out, &delta).ok()?;
-    out.extend_from_slice(&line[at + needle.len()..]);
+    out.extend_from_slice(&line[value.end..]);
     Some(out)
+}
+
+/// Where the value of the top-level field `key` lies in `line`, a JSON object as serde_json
+/// writes it (no whitespace). Fields are walked in order: a string is skipped to its closing
+/// quote (escapes included), an object or array to the bracket that closes it, anything else to
+/// the next `,`, `}` or `]`. `None` when the field is not there or the line is not such an object.
+pub(super) fn field_span(line: &[u8], key: &[u8]) -> Option<std::ops::Range<usize>> {
+    if line.first() != Some(&b'{') {
+        return None;
+    }
+    let mut at = 1;
+    loop {
+        let key_end = skip_string(line, at)?;
+        if line.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let end = skip_value(line, key_end + 1)?;
+        if &line[at + 1..key_end - 1] == key {
+            return Some(key_end + 1..end);
+        }
+        match line.get(end) {
+            Some(b',') => at = end + 1,
+            _ => return None,
+        }
+    }
+}
+
+/// The index just past the string that starts at `at` (which must be its opening quote).
+fn skip_string(b: &[u8], at: usize) -> Option<usize> {
+    if b.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        match b.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// The index just past the JSON value that starts at `at`.
+fn skip_value(b: &[u8], at: usize) -> Option<usize> {
+    match b.get(at)? {
+        b'"' => skip_string(b, at),
+        b'{' | b'[' => {
+            let (mut depth, mut i) = (0usize, at);
+            loop {
+                match b.get(i)? {
+                    b'"' => {
+                        i = skip_string(b, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+        }
+        _ => {
+            let len = b[at..].iter().position(|c| matches!(c, b',' | b'}' | b']')).unwrap_or(b.len() - at);
+            (len > 0).then_some(at + len)
+        }
+    }
 }
 
 impl Delta {

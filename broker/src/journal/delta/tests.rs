@@ -351,3 +351,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_top_level_field_is_found_past_strings_and_nested_values_that_look_like_it() {
+    let line = br#"{"seq":1,"s":"\"task\":{\\","o":{"task":{"a":[1,{"b":"}]"}]}},"task":{"task_id":"T","x":[]},"n":-2.5e3,"z":null}"#;
+    let at = field_span(line, b"task").unwrap();
+    assert_eq!(&line[at.clone()], br#"{"task_id":"T","x":[]}"#);
+    assert_eq!(&line[at.start - 7..at.start], br#""task":"#);
+    assert_eq!(&line[field_span(line, b"n").unwrap()], b"-2.5e3");
+    assert_eq!(&line[field_span(line, b"z").unwrap()], b"null");
+    assert_eq!(&line[field_span(line, b"s").unwrap()], br#""\"task\":{\\""#);
+    assert!(field_span(line, b"missing").is_none());
+    for broken in [&b"[1]"[..], b"{\"task\"", b"{\"task\":{", b"{\"a\":1 \"task\":2}", b""] {
+        assert!(field_span(broken, b"task").is_none(), "{}", String::from_utf8_lossy(broken));
+    }
+}
+
+proptest! {
+    /// The task's bytes found in a record's line are the task serialised alone: what the delta
+    /// replaces is the task, whatever its strings and values hold.
+    #[test]
+    fn the_task_field_found_in_a_record_is_the_task_serialised(t in task()) {
+        let rec = Record { seq: 7, ts: at(1), entry: Entry::Dispatch { task_id: t.task_id.clone(), task: t.clone(), place: queued() } };
+        let line = serde_json::to_vec(&rec).unwrap();
+        let span = field_span(&line, b"task").unwrap();
+        let alone = serde_json::to_vec(&t).unwrap();
+        prop_assert_eq!(&line[span], alone.as_slice());
+    }
+}
