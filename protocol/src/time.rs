@@ -3,7 +3,7 @@
 //! back. Every way a timestamp enters (parsing, deserialising, a `DateTime`) checks the range, so
 //! a timestamp the broker accepts is one it can read back from its own journal.
 
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -75,19 +75,47 @@ impl Timestamp {
 
     /// `YYYYMMDDTHHMMSSffffff`: fixed width, so it sorts as bytes in time order.
     pub fn compact(&self) -> String {
-        self.0.format("%Y%m%dT%H%M%S%6f").to_string()
+        let b = self.digits();
+        let mut out = String::with_capacity(21);
+        for part in [&b[0..4], &b[5..7], &b[8..10], b"T", &b[11..13], &b[14..16], &b[17..19], &b[20..26]] {
+            out.push_str(std::str::from_utf8(part).expect("ASCII digits"));
+        }
+        out
+    }
+
+    /// The RFC 3339 form, `YYYY-MM-DDTHH:MM:SS.ffffffZ`, written into bytes on the stack: a task
+    /// is serialised many times per transition (records, task files, boards), each with a
+    /// timestamp per history entry, so formatting allocates nothing. Every timestamp lies within
+    /// the years 0000-9999 and has microseconds only (see the module's doc), so the width is fixed.
+    fn digits(&self) -> [u8; 27] {
+        let d = &self.0;
+        let mut b = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut n: u32| {
+            for i in (at..at + width).rev() {
+                b[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        put(0, 4, d.year().clamp(0, 9999) as u32);
+        put(5, 2, d.month());
+        put(8, 2, d.day());
+        put(11, 2, d.hour());
+        put(14, 2, d.minute());
+        put(17, 2, d.second());
+        put(20, 6, d.nanosecond() / 1_000);
+        b
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::Micros, true))
+        f.write_str(std::str::from_utf8(&self.digits()).expect("ASCII digits"))
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(std::str::from_utf8(&self.digits()).expect("ASCII digits"))
     }
 }
 
@@ -141,6 +169,24 @@ mod tests {
         assert_eq!(Timestamp::parse(&Timestamp::MAX.to_string()), Ok(Timestamp::MAX));
         assert_eq!(Timestamp::parse(&Timestamp::MIN.to_string()), Ok(Timestamp::MIN));
         assert!(matches!(Timestamp::parse("yesterday"), Err(TimeError::NotRfc3339(_))));
+    }
+
+    /// The form written without chrono's formatter is chrono's, byte for byte, across the range.
+    #[test]
+    fn the_written_forms_are_chrono_s() {
+        use chrono::SecondsFormat;
+        let mut m = MIN_MICROS;
+        let step = (MAX_MICROS - MIN_MICROS) / 100_003;
+        let edges = [MIN_MICROS, MAX_MICROS, 0, -1, 1, 951_782_400_000_000, 1_700_000_000_123_456];
+        for micros in edges.into_iter().chain(std::iter::from_fn(|| {
+            m = m.checked_add(step + 7).filter(|&n| n <= MAX_MICROS)?;
+            Some(m)
+        })) {
+            let t = Timestamp::from_micros(micros);
+            assert_eq!(t.to_string(), t.0.to_rfc3339_opts(SecondsFormat::Micros, true), "{micros}");
+            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.to_string()));
+            assert_eq!(t.compact(), t.0.format("%Y%m%dT%H%M%S%6f").to_string(), "{micros}");
+        }
     }
 
     #[test]
