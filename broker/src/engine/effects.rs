@@ -79,6 +79,20 @@ pub(crate) enum Answer {
     Bulk(oneshot::Sender<BulkVerdict>, BulkVerdict),
 }
 
+impl Answer {
+    /// Sends it. The requester may have given up waiting: the outcome is in the journal anyway.
+    fn send(self) {
+        match self {
+            Self::Verdict(to, verdict) => {
+                let _ = to.send(verdict);
+            }
+            Self::Bulk(to, verdict) => {
+                let _ = to.send(verdict);
+            }
+        }
+    }
+}
+
 /// Effects waiting for the next commit, and the directories touched since the last one.
 #[derive(Default)]
 pub(crate) struct Effects {
@@ -194,7 +208,14 @@ impl Effects {
         self.contained.clear();
         self.made.clear();
         ledger.commit()?;
+        // Answers go out together once the moves are done: each wakes the thread that writes it
+        // to its connection, and one wake-up a commit costs less than one between every two moves.
+        let mut replies = Vec::new();
         for e in std::mem::take(&mut self.pending) {
+            if let Effect::Reply(answer) = e {
+                replies.push(answer);
+                continue;
+            }
             // A permission a client took away from the broker in its own territory (a mailbox,
             // a drop directory), or a directory it put where a file of the broker's was (a
             // finished claim swapped after its report was checked), fails that one effect, never
@@ -215,6 +236,9 @@ impl Effects {
                 }
                 other => other?,
             }
+        }
+        for answer in replies {
+            answer.send();
         }
         if env.durability == Durability::Always {
             self.sync_touched(env)?;
@@ -341,13 +365,7 @@ impl Effects {
                 }
             }
             Effect::Post { agent, post } => self.post(env, &agent, post)?,
-            // The requester may have given up waiting: the outcome is in the journal anyway.
-            Effect::Reply(Answer::Verdict(to, verdict)) => {
-                let _ = to.send(verdict);
-            }
-            Effect::Reply(Answer::Bulk(to, verdict)) => {
-                let _ = to.send(verdict);
-            }
+            Effect::Reply(answer) => answer.send(),
         }
         Ok(())
     }
