@@ -68,8 +68,12 @@ pub(crate) enum Effect {
     Requeue { from: PathBuf, to: PathBuf, reason_from: PathBuf, reason_to: PathBuf },
     /// Deliver a notice or mail into an agent's `new/`.
     Post { agent: String, post: Post },
-    /// Answer an in-process request.
+    /// Answer an in-process request, once the commit's moves are done.
     Reply(Answer),
+    /// Answer an in-process request as soon as the commit is durable, before its moves: for an
+    /// answer whose requester is shown no move by it (an accepted submit: the task file it
+    /// causes is for agents). Its promise is the journal's, as every answer's is.
+    Acknowledge(Answer),
 }
 
 /// A reply to an in-process request, sent once what it promises is durable.
@@ -135,7 +139,7 @@ impl Effect {
             Self::QuarantineCopy { to, .. } => Some(to),
             // A claim put back is taken out of an agent's cur/, its territory.
             Self::Return { claim, .. } => Some(claim),
-            Self::WriteCapabilities(_) | Self::Post { .. } | Self::Reply { .. } => None,
+            Self::WriteCapabilities(_) | Self::Post { .. } | Self::Reply(_) | Self::Acknowledge(_) => None,
         }
     }
 }
@@ -208,14 +212,21 @@ impl Effects {
         self.contained.clear();
         self.made.clear();
         ledger.commit()?;
-        // Answers go out together once the moves are done: each wakes the thread that writes it
-        // to its connection, and one wake-up a commit costs less than one between every two moves.
-        let mut replies = Vec::new();
+        // Answers go out together: each wakes the thread that writes it to its connection, and
+        // one wake-up costs less than one between every two moves. Acknowledgements first, before
+        // the moves (a producer waits for nothing the moves do); the others once they are done.
+        let (mut early, mut replies) = (Vec::new(), Vec::new());
         for e in std::mem::take(&mut self.pending) {
-            if let Effect::Reply(answer) = e {
-                replies.push(answer);
-                continue;
+            match e {
+                Effect::Acknowledge(answer) => early.push(answer),
+                Effect::Reply(answer) => replies.push(answer),
+                e => self.pending.push(e),
             }
+        }
+        for answer in early {
+            answer.send();
+        }
+        for e in std::mem::take(&mut self.pending) {
             // A permission a client took away from the broker in its own territory (a mailbox,
             // a drop directory), or a directory it put where a file of the broker's was (a
             // finished claim swapped after its report was checked), fails that one effect, never
@@ -365,7 +376,7 @@ impl Effects {
                 }
             }
             Effect::Post { agent, post } => self.post(env, &agent, post)?,
-            Effect::Reply(answer) => answer.send(),
+            Effect::Reply(answer) | Effect::Acknowledge(answer) => answer.send(),
         }
         Ok(())
     }

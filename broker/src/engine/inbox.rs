@@ -327,7 +327,14 @@ pub(crate) fn from_socket(tx: &mut Tx, name: String, msg: &Message, reply: onesh
             }
         },
     };
-    tx.effect(Effect::Reply(Answer::Verdict(reply, verdict)));
+    // An accepted submit shows its sender no move: answered as soon as the commit is durable.
+    let answer = Answer::Verdict(reply, verdict);
+    if matches!(msg, Message::Submit { .. }) && matches!(answer, Answer::Verdict(_, Verdict::Accepted { .. }))
+    {
+        tx.effect(Effect::Acknowledge(answer));
+    } else {
+        tx.effect(Effect::Reply(answer));
+    }
 }
 
 /// [`handle`], with the records naming the socket as where the message came from.

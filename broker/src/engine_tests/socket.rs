@@ -118,6 +118,28 @@ fn messages_taken_late_in_a_pass_share_its_commit() {
     assert!(e.state().consumed("msg-late.c.json").is_some(), "journaled as taken");
 }
 
+/// An accepted submit is answered once the commit is durable, before the moves: a move that
+/// fails after the commit (here, a file message's move into an `inbox/cur/` replaced by a file
+/// once the message was read) stops the pass with the submit answered and every other answer
+/// unsent.
+#[test]
+fn an_accepted_submit_is_answered_before_the_moves_and_other_answers_after_them() {
+    let r = Root::new();
+    let mut e = r.engine();
+    r.send(json!({"task_id": "F-1"}));
+    let (submit, mut acknowledged) = message("msg-s.d.json", json!({"task_id": "E-1", "task_type": "ek"}));
+    let (cancel, mut refused) = message("msg-c.d.json", json!({"kind": "cancel", "task_id": "NOPE"}));
+    let cur = r.layout.broker_inbox().cur();
+    let failed = e.step_taking(Look::EVERYWHERE, || {
+        std::fs::remove_dir(&cur).unwrap();
+        std::fs::write(&cur, "in the way").unwrap();
+        vec![submit, cancel]
+    });
+    assert!(failed.is_err(), "the message's move fails the pass");
+    assert!(matches!(acknowledged.try_recv(), Ok(Verdict::Accepted { .. })), "answered before the moves");
+    assert!(refused.try_recv().is_err(), "the other answer waits for the moves");
+}
+
 /// The answer to a message taken on the socket goes out after its pass, and that pass may have
 /// compacted the journal: the snapshot carries the name, so the file its client may send when no
 /// answer came (a broker killed right then, restarted from that snapshot) is known as taken.
