@@ -97,6 +97,13 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// A read of the state, answered at once (from committed state: see `Engine::take`).
+    pub(crate) fn reads_state(&self) -> bool {
+        matches!(self, Self::Snapshot(_) | Self::Census(_) | Self::Position { .. } | Self::ClusterView(_))
+    }
+}
+
 /// Which tasks a bulk retry redrives: those the broker holds (live, and the finished ones on the
 /// completed board) whose status is one of `statuses` and that match every filter given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -139,6 +139,11 @@ impl Ledger {
         std::mem::take(&mut self.changed)
     }
 
+    /// Whether records were pushed that no commit has made durable yet.
+    pub fn has_uncommitted(&self) -> bool {
+        self.journal.has_pending()
+    }
+
     /// Makes every pushed record durable, then publishes them to subscribers.
     pub fn commit(&mut self) -> Result<(), JournalError> {
         let started = self.journal.has_pending().then(std::time::Instant::now);

@@ -124,6 +124,8 @@ pub struct Engine {
     retention: Retention,
     /// Subscriptions taken ([`Engine::take`]) and answered after the next commit.
     subscribers: Vec<(tokio::sync::oneshot::Sender<Subscription>, commands::Records)>,
+    /// Reads taken while records waited for a commit, answered after it ([`Engine::take`]).
+    held_reads: Vec<Command>,
 }
 
 impl Engine {
@@ -163,6 +165,7 @@ impl Engine {
             inbox_waiting: 0,
             retention: Retention::new(),
             subscribers: Vec::new(),
+            held_reads: Vec::new(),
         })
     }
 
@@ -254,7 +257,12 @@ impl Engine {
         }
         dispatch::ready(&mut self.core.tx());
         self.aging.run_if_due(&mut self.core.tx())?;
-        self.take(late());
+        let late = late();
+        if !late.is_empty() {
+            self.take(late);
+            // Room a late cancel or report freed in a ready window is handed on in this pass.
+            window::refill(&mut self.core.tx());
+        }
         self.core.tx().commit()?;
         self.answer_subscribers();
         if self.core.ledger.compaction_due(&self.core.env) {
@@ -300,10 +308,16 @@ impl Engine {
     }
 
     /// Takes commands into the pass that follows ([`Engine::step_looking`]): reads are answered
-    /// at once; changes are journaled and answered with the pass's own commit, so the commands
-    /// between two passes and the pass's messages share one fsync.
+    /// at once from committed state (held until the next commit while records wait for it: a
+    /// view never shows what a failed commit would take back, such as a task the cluster's link
+    /// would publish); changes are journaled and answered with the pass's own commit, so the
+    /// commands between two passes and the pass's messages share one fsync.
     pub fn take(&mut self, commands: impl IntoIterator<Item = Command>) {
         for cmd in commands {
+            if cmd.reads_state() && self.core.ledger.has_uncommitted() {
+                self.held_reads.push(cmd);
+                continue;
+            }
             match cmd {
                 Command::Snapshot(reply) => {
                     let _ = reply.send(self.view());
@@ -362,9 +376,11 @@ impl Engine {
         }
     }
 
-    /// Answers the subscriptions taken since the last commit: every record pushed so far is
-    /// durable, so the journal holds all before `from_seq`.
+    /// Answers the subscriptions taken since the last commit (every record pushed so far is
+    /// durable, so the journal holds all before `from_seq`), and the reads held for it.
     fn answer_subscribers(&mut self) {
+        let held = std::mem::take(&mut self.held_reads);
+        self.take(held);
         let from_seq = self.core.ledger.next_seq();
         for (reply, records) in self.subscribers.drain(..) {
             let _ = reply.send(Subscription { from_seq, records });

@@ -118,6 +118,36 @@ fn messages_taken_late_in_a_pass_share_its_commit() {
     assert!(e.state().consumed("msg-late.c.json").is_some(), "journaled as taken");
 }
 
+/// A read taken while records wait for their commit (a change before it in the batch, or a late
+/// command) is answered after that commit, from committed state: a view never shows what a
+/// failed commit would take back.
+#[test]
+fn a_read_taken_while_records_wait_for_a_commit_is_answered_after_it() {
+    let r = Root::new();
+    let mut e = r.engine();
+    let ids = |c: crate::engine::commands::Census| c.tasks.into_iter().map(|b| b.task_id).collect::<Vec<_>>();
+    let (submit, _a) = message("msg-v.e.json", json!({"task_id": "V-1"}));
+    let (reply, mut census) = oneshot::channel();
+    e.take([submit, Command::Census(reply)]);
+    assert!(census.try_recv().is_err(), "held while V-1 waits for its commit");
+    e.step_looking(Look::QUIET).unwrap();
+    assert_eq!(ids(census.try_recv().unwrap()), vec!["V-1"]);
+
+    let (late, _b) = message("msg-w.e.json", json!({"task_id": "V-2"}));
+    let (reply, mut census) = oneshot::channel();
+    e.step_taking(Look::QUIET, || vec![late, Command::Census(reply)]).unwrap();
+    assert_eq!(
+        ids(census.try_recv().unwrap()),
+        vec!["V-1", "V-2"],
+        "answered after the late command's commit"
+    );
+
+    // With nothing waiting for a commit, a read is answered at once.
+    let (reply, mut census) = oneshot::channel();
+    e.take([Command::Census(reply)]);
+    assert_eq!(ids(census.try_recv().unwrap()).len(), 2);
+}
+
 /// An accepted submit is answered once the commit is durable, before the moves: a move that
 /// fails after the commit (here, a file message's move into an `inbox/cur/` replaced by a file
 /// once the message was read) stops the pass with the submit answered and every other answer
@@ -129,6 +159,10 @@ fn an_accepted_submit_is_answered_before_the_moves_and_other_answers_after_them(
     r.send(json!({"task_id": "F-1"}));
     let (submit, mut acknowledged) = message("msg-s.d.json", json!({"task_id": "E-1", "task_type": "ek"}));
     let (cancel, mut refused) = message("msg-c.d.json", json!({"kind": "cancel", "task_id": "NOPE"}));
+    // Taken before the pass: its answer came before the failing move when answers were sent in
+    // the order of the effects; now every answer but an acknowledgement waits for the moves.
+    let (early, mut first) = message("msg-b.d.json", json!({"kind": "cancel", "task_id": "NOPE-2"}));
+    e.take([early]);
     let cur = r.layout.broker_inbox().cur();
     let failed = e.step_taking(Look::EVERYWHERE, || {
         std::fs::remove_dir(&cur).unwrap();
@@ -137,7 +171,8 @@ fn an_accepted_submit_is_answered_before_the_moves_and_other_answers_after_them(
     });
     assert!(failed.is_err(), "the message's move fails the pass");
     assert!(matches!(acknowledged.try_recv(), Ok(Verdict::Accepted { .. })), "answered before the moves");
-    assert!(refused.try_recv().is_err(), "the other answer waits for the moves");
+    assert!(refused.try_recv().is_err(), "the other answers wait for the moves");
+    assert!(first.try_recv().is_err(), "even one whose message came first");
 }
 
 /// The answer to a message taken on the socket goes out after its pass, and that pass may have

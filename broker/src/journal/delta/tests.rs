@@ -354,7 +354,7 @@ proptest! {
 
 #[test]
 fn a_top_level_field_is_found_past_strings_and_nested_values_that_look_like_it() {
-    let line = br#"{"seq":1,"s":"\"task\":{\\","o":{"task":{"a":[1,{"b":"}]"}]}},"task":{"task_id":"T","x":[]},"n":-2.5e3,"z":null}"#;
+    let line = br#"{"seq":1,"s":"\"task\":{\\","o":{"task":{"a":[1,{"b":"}]"}]}},"u":"\u0022task\u0022:","task":{"task_id":"T","x":[]},"n":-2.5e3,"z":null}"#;
     let at = field_span(line, b"task").unwrap();
     assert_eq!(&line[at.clone()], br#"{"task_id":"T","x":[]}"#);
     assert_eq!(&line[at.start - 7..at.start], br#""task":"#);
@@ -371,7 +371,14 @@ proptest! {
     /// The task's bytes found in a record's line are the task serialised alone: what the delta
     /// replaces is the task, whatever its strings and values hold.
     #[test]
-    fn the_task_field_found_in_a_record_is_the_task_serialised(t in task()) {
+    fn the_task_field_found_in_a_record_is_the_task_serialised(
+        mut t in task(),
+        text in any::<String>(),
+        f in -1e300f64..1e300,
+    ) {
+        // Strings with quotes, backslashes, brackets and any Unicode; floats with exponents.
+        t.name = Some(text.clone());
+        t.params = json!({"text": text, "f": f, "tricky": ["\\\"}]", {"task": "{\"task\":"}], "u": "\u{1}\u{7f}é"});
         let rec = Record { seq: 7, ts: at(1), entry: Entry::Dispatch { task_id: t.task_id.clone(), task: t.clone(), place: queued() } };
         let line = serde_json::to_vec(&rec).unwrap();
         let span = field_span(&line, b"task").unwrap();
