@@ -30,11 +30,11 @@ impl Line {
     /// delivers the message as a file.
     pub fn ask(&self, path: &Path, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
         let Ok(mut guard) = self.conn.try_lock() else {
-            let mut own = BufReader::new(UnixStream::connect(path).ok()?);
+            let mut own = BufReader::new(connect(path)?);
             return exchange(&mut own, name, json, timeout);
         };
         if guard.is_none() {
-            *guard = Some(BufReader::new(UnixStream::connect(path).ok()?));
+            *guard = Some(BufReader::new(connect(path)?));
         }
         let conn = guard.as_mut()?;
         let answer = exchange(conn, name, json, timeout);
@@ -44,6 +44,20 @@ impl Line {
         }
         answer
     }
+}
+
+/// Connects to the socket at `path` without waiting: a broker whose backlog of connections not
+/// yet accepted is full (stopped, or swamped) refuses at once (`EAGAIN`), where a blocking
+/// connect would wait for it with no bound. `None` then, as for no socket: the caller delivers a
+/// file. The connection is made blocking again for the exchange, which its timeouts bound.
+fn connect(path: &Path) -> Option<UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+    let fd = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None).ok()?;
+    rustix::net::connect(&fd, &SocketAddrUnix::new(path).ok()?).ok()?;
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false).ok()?;
+    Some(stream)
 }
 
 fn exchange(conn: &mut BufReader<UnixStream>, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
@@ -57,4 +71,38 @@ fn exchange(conn: &mut BufReader<UnixStream>, name: &str, json: &[u8], timeout: 
         return None;
     }
     serde_json::from_slice(&line).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A broker that accepts nothing (stopped, or swamped) fills its backlog; a request then gets
+    /// no answer at once instead of waiting in `connect` for as long as the broker is stuck.
+    #[test]
+    fn a_full_backlog_is_no_answer_not_a_wait() {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broker.sock");
+        let listener =
+            rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+                .unwrap();
+        rustix::net::bind(&listener, &SocketAddrUnix::new(&path).unwrap()).unwrap();
+        rustix::net::listen(&listener, 1).unwrap();
+        let (tx, rx) = mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            // Connections the listener never accepts, until one is refused.
+            let held: Vec<UnixStream> = std::iter::from_fn(|| connect(&p)).take(64).collect();
+            let line = Line::default();
+            let answer = line.ask(&p, "msg-1.a.json", b"{}", Duration::from_secs(1));
+            tx.send((held.len(), answer.is_none())).unwrap();
+        });
+        // A liveness bound, not a timing: a blocking connect never returns here.
+        let (held, none) = rx.recv_timeout(Duration::from_secs(30)).expect("connect returned");
+        assert!(held < 64, "the backlog filled after {held} connections");
+        assert!(none, "no answer: the caller delivers a file");
+        drop(listener);
+    }
 }
