@@ -26,16 +26,32 @@ use tokio::net::{UnixListener, UnixStream};
 /// make the broker hold.
 pub const MAX_CONNECTIONS: usize = 256;
 
+/// What the socket counts about itself, for the broker's metrics (the HTTP surface reads them).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections accepted since the broker started.
+    pub accepted: AtomicU64,
+    /// Connections closed as soon as accepted, [`MAX_CONNECTIONS`] being open.
+    pub turned_away: AtomicU64,
+    /// Requests answered `accepted`.
+    pub accepted_requests: AtomicU64,
+    /// Requests answered `refused` (by the engine, or here: a bad name, a line too long).
+    pub refused_requests: AtomicU64,
+}
+
 /// Serves the socket until the broker stops (its channel closes). Returns at once, having
 /// logged why, when the socket cannot be offered; clients then deliver files.
 ///
-/// `bound` receives the socket's inode once bound, for [`forget`].
+/// `bound` receives the socket's inode once bound, for [`forget`]; `counters` what it served.
 pub async fn serve(
     fs: Arc<dyn Fs>,
     layout: Layout,
     handle: Handle,
     max_message_bytes: u64,
     bound: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 ) {
     // Answered only once the loop runs: the broker holds the lock by then.
     if handle.stats().await.is_err() {
@@ -68,14 +84,18 @@ pub async fn serve(
             () = handle.closed() => return,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            counters.turned_away.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(max = MAX_CONNECTIONS, "local socket: too many connections; one closed");
             continue;
         };
-        let handle = handle.clone();
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        let (handle, counters) = (handle.clone(), counters.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, handle, max_message_bytes).await {
+            if let Err(e) = connection(stream, handle, max_message_bytes, &counters).await {
                 tracing::debug!(error = %e, "local socket: connection ended");
             }
+            counters.open.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }
@@ -108,7 +128,12 @@ fn bind(fs: &dyn Fs, layout: &Layout) -> Result<Option<(UnixListener, u64)>, Box
 }
 
 /// Answers one connection's requests, one at a time, in order.
-async fn connection(stream: UnixStream, handle: Handle, max: u64) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    handle: Handle,
+    max: u64,
+    counters: &Counters,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     let mut line = Vec::new();
@@ -123,6 +148,7 @@ async fn connection(stream: UnixStream, handle: Handle, max: u64) -> std::io::Re
             // Over the limit, or cut off: answered, then the connection is closed (the rest of
             // the line cannot be told from a next request).
             let rule = format!("must be one line of at most {limit} bytes");
+            counters.refused_requests.fetch_add(1, Ordering::Relaxed);
             write.write_all(&answer_line(&refused("", &rule))).await?;
             return Ok(());
         }
@@ -130,6 +156,11 @@ async fn connection(stream: UnixStream, handle: Handle, max: u64) -> std::io::Re
             Some(a) => a,
             None => return Ok(()), // The broker stopped: no answer is an answer not given.
         };
+        let counted = match answer {
+            Answer::Accepted { .. } => &counters.accepted_requests,
+            Answer::Refused { .. } => &counters.refused_requests,
+        };
+        counted.fetch_add(1, Ordering::Relaxed);
         write.write_all(&answer_line(&answer)).await?;
         if line.capacity() > 1 << 16 {
             // A large message's buffer is not kept for the connection's life.

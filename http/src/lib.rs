@@ -90,6 +90,8 @@ pub struct AppState {
     pub deliveries: mailroom::outbox::Deliveries,
     /// Reads the cluster-wide board (`GET /api/cluster`), on a cluster node.
     pub cluster: Option<cluster::ClusterReader>,
+    /// What the broker's local socket served, when it runs beside this surface (for metrics).
+    pub socket: Option<Arc<mailroom::socket::Counters>>,
 }
 
 /// How the broker's HTTP surface was set up.
@@ -101,6 +103,8 @@ pub struct Options {
     pub chosen: bool,
     /// The cluster-wide board's reader, on a cluster node.
     pub cluster: Option<cluster::ClusterReader>,
+    /// What the broker's local socket serves (its metrics), when the same process runs one.
+    pub socket: Option<Arc<mailroom::socket::Counters>>,
 }
 
 /// Serves until the broker stops answering (or forever: drop the future to stop). Waits for the
@@ -145,6 +149,7 @@ pub async fn serve(
         observer,
         deliveries,
         cluster: opts.cluster,
+        socket: opts.socket,
     };
     let app = routes::router(state);
     write_addr(fs.as_ref(), &layout, bound)?;

@@ -40,6 +40,63 @@ struct AtScrape {
     stats: Stats,
     quarantined: i64,
     footprint: Footprint,
+    /// The local socket's counters as read at the scrape, when the broker runs one here.
+    socket: Option<SocketNow>,
+}
+
+/// [`mailroom::socket::Counters`], read once.
+#[derive(Debug)]
+struct SocketNow {
+    open: u64,
+    accepted: u64,
+    turned_away: u64,
+    requests: [(&'static str, u64); 2],
+}
+
+impl SocketNow {
+    fn read(c: &mailroom::socket::Counters) -> Self {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        Self {
+            open: get(&c.open),
+            accepted: get(&c.accepted),
+            turned_away: get(&c.turned_away),
+            requests: [("accepted", get(&c.accepted_requests)), ("refused", get(&c.refused_requests))],
+        }
+    }
+
+    fn encode(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        enc.encode_descriptor(
+            "mailroom_socket_connections",
+            "Connections to broker/broker.sock open now",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&(self.open as i64))?;
+        enc.encode_descriptor(
+            "mailroom_socket_accepted_connections",
+            "Connections to broker/broker.sock accepted since the broker started",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.accepted, None)?;
+        enc.encode_descriptor(
+            "mailroom_socket_turned_away_connections",
+            "Connections to broker/broker.sock closed at once because the most it serves were open",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<NoLabelSet, _, u64>(&self.turned_away, None)?;
+        let mut m = enc.encode_descriptor(
+            "mailroom_socket_requests",
+            "Messages answered on broker/broker.sock, by verdict (accepted, refused)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (verdict, n) in &self.requests {
+            m.encode_family(&[("verdict", *verdict)])?.encode_counter::<NoLabelSet, _, u64>(n, None)?;
+        }
+        Ok(())
+    }
 }
 
 fn encode_loop_histogram(
@@ -186,6 +243,9 @@ impl Collector for AtScrape {
         if let Some(fs) = &self.stats.fs {
             encode_fs(&mut enc, fs)?;
         }
+        if let Some(socket) = &self.socket {
+            socket.encode(&mut enc)?;
+        }
         encode_loop_histogram(
             &mut enc,
             "mailroom_journal_commit",
@@ -241,6 +301,7 @@ pub fn render(
         stats,
         quarantined,
         footprint,
+        socket: state.socket.as_deref().map(SocketNow::read),
     };
     for t in &view.tasks {
         let key = (t.task.status.as_str().to_string(), t.pool.clone().unwrap_or_default());

@@ -171,6 +171,7 @@ mod tests {
             observer: Arc::new(Observer::new(cfg)),
             deliveries: Default::default(),
             cluster: None,
+            socket: None,
         })
     }
 

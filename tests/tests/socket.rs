@@ -163,3 +163,30 @@ fn nothing_planted_at_the_socket_s_name_is_followed_or_removed() {
     assert_eq!(code, Some(0));
     assert_eq!(std::fs::read(&s).unwrap(), b"an operator's file");
 }
+
+/// What the socket served shows in the broker's metrics: its connections and its answers by
+/// verdict.
+#[test]
+fn the_socket_s_connections_and_answers_are_in_the_metrics() {
+    let root = Root::new();
+    let _broker = root.broker();
+    let api = root.api();
+    let mut conn = BufReader::new(UnixStream::connect(serving_socket(&root)).unwrap());
+    let name = "msg-20261201T000000000002.P1Q1R00000002.test.json";
+    assert_eq!(
+        ask(&mut conn, format!("{name} {}\n", json!({"task_id": "Q-1"})).as_bytes())["verdict"],
+        "accepted"
+    );
+    assert_eq!(ask(&mut conn, b"not-a-name {}\n")["verdict"], "refused");
+    let sample = |text: &str, series: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let text = api.get("/metrics").text;
+    assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"accepted\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"refused\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mailroom_socket_connections"), Some(1.0), "the one open: {text}");
+    assert!(sample(&text, "mailroom_socket_accepted_connections_total") >= Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mailroom_socket_turned_away_connections_total"), Some(0.0), "{text}");
+    drop(conn);
+    wait_for(T, || sample(&api.get("/metrics").text, "mailroom_socket_connections") == Some(0.0));
+}

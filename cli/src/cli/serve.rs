@@ -32,15 +32,18 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
     let (handle, rx) = commands::channel(COMMAND_DEPTH);
     // The inode of the local socket this broker bound (0: none), removed at its stop.
     let bound = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // What the socket served, for the HTTP surface's metrics.
+    let socket_counters = Arc::new(mailroom::socket::Counters::default());
     // The local socket, one more front end on the channel, on a thread of its own: reading and
     // parsing requests and writing answers never take the broker's thread (on its thread they
     // were about a sixth of it). It stops when the broker's end of the channel is gone.
     let local = {
         let (fs, layout, handle, bound) = (fs.clone(), layout.clone(), handle.clone(), bound.clone());
+        let counters = socket_counters.clone();
         let max = cfg.broker.max_message_bytes;
         std::thread::Builder::new().name("local-socket".into()).spawn(move || {
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(mailroom::socket::serve(fs, layout, handle, max, bound)),
+                Ok(rt) => rt.block_on(mailroom::socket::serve(fs, layout, handle, max, bound, counters)),
                 Err(e) => tracing::warn!(error = %e, "no local socket: clients deliver files"),
             }
         })
@@ -85,7 +88,7 @@ pub fn run_broker(fs: Arc<dyn Fs>, layout: Layout, http: Option<String>) -> Resu
                 })
             })
         });
-        let opts = mailroom_http::Options { listen, chosen, cluster };
+        let opts = mailroom_http::Options { listen, chosen, cluster, socket: Some(socket_counters) };
         let failed = http_failed.clone();
         let (hfs, hlayout) = (fs.clone(), layout.clone());
         let front = async move {
