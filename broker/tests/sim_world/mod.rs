@@ -5,8 +5,8 @@
 use crate::journal_view::JournalView;
 use agent_sdk::{Ack, Agent, Client};
 use mailroom::config::Config;
-use mailroom::engine::Engine;
 use mailroom::engine::commands::{Command, Verdict};
+use mailroom::engine::{Engine, Look};
 use protocol::names::DispatchName;
 use protocol::{Message, Timestamp};
 use runtime_layout::sim::{Crash, SimFs};
@@ -70,6 +70,9 @@ pub(crate) struct World {
     pub(crate) unanswered: BTreeSet<String>,
     /// Messages sent on the broker's socket under `Clients::Socket`, waiting for their answer.
     pub(crate) on_socket: Vec<(String, Message, Pending, oneshot::Receiver<Verdict>)>,
+    /// Every other socket message arrives while the next pass reads and handles: the broker takes
+    /// it just before that pass commits (`Engine::step_taking`), as the loop does.
+    late: Vec<Command>,
 }
 
 /// How the producers and agents make sure the broker has their messages.
@@ -142,12 +145,15 @@ impl World {
             pending: Vec::new(),
             unanswered: BTreeSet::new(),
             on_socket: Vec::new(),
+            late: Vec::new(),
         }
     }
 
     /// Restarts the machine as `mode` says. A power loss stops the clients too: the answers they
     /// were waiting for are never seen (they send those messages again when they come back).
     pub(crate) fn restart(&mut self, mode: Crash) {
+        // Requests the stopped broker had not taken yet went with its connections.
+        self.late.clear();
         if mode != Crash::Process {
             // An answer the broker sent before the power went was seen by its client.
             self.socket_answers();
@@ -197,7 +203,12 @@ impl World {
         match self.engine.as_mut() {
             Some(e) => {
                 let (reply, answer) = oneshot::channel();
-                e.take([Command::Message { name: name.clone(), msg: msg.clone(), reply }]);
+                let cmd = Command::Message { name: name.clone(), msg: msg.clone(), reply };
+                if self.on_socket.len() % 2 == 1 {
+                    self.late.push(cmd);
+                } else {
+                    e.take([cmd]);
+                }
                 self.on_socket.push((name, msg, what, answer));
                 // An answer given at once (a refusal) is seen at once.
                 self.socket_answers();
@@ -267,7 +278,11 @@ impl World {
     }
 
     pub(crate) fn step(&mut self) -> R {
-        while self.engine().step()?.more {}
+        let late = std::mem::take(&mut self.late);
+        let mut more = self.engine().step_taking(Look::EVERYWHERE, move || late)?.more;
+        while more {
+            more = self.engine().step()?.more;
+        }
         self.collect_answers();
         Ok(())
     }
