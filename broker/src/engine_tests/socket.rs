@@ -125,7 +125,11 @@ fn messages_taken_late_in_a_pass_share_its_commit() {
 fn a_read_taken_while_records_wait_for_a_commit_is_answered_after_it() {
     let r = Root::new();
     let mut e = r.engine();
-    let ids = |c: crate::engine::commands::Census| c.tasks.into_iter().map(|b| b.task_id).collect::<Vec<_>>();
+    let ids = |c: crate::engine::commands::Census| {
+        let mut ids = c.tasks.into_iter().map(|b| b.task_id).collect::<Vec<_>>();
+        ids.sort(); // A census lists tasks in no particular order.
+        ids
+    };
     let (submit, _a) = message("msg-v.e.json", json!({"task_id": "V-1"}));
     let (reply, mut census) = oneshot::channel();
     e.take([submit, Command::Census(reply)]);
