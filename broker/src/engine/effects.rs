@@ -215,18 +215,18 @@ impl Effects {
         // Answers go out together: each wakes the thread that writes it to its connection, and
         // one wake-up costs less than one between every two moves. Acknowledgements first, before
         // the moves (a producer waits for nothing the moves do); the others once they are done.
-        let (mut early, mut replies) = (Vec::new(), Vec::new());
+        let (mut early, mut replies, mut moves) = (Vec::new(), Vec::new(), Vec::new());
         for e in std::mem::take(&mut self.pending) {
             match e {
                 Effect::Acknowledge(answer) => early.push(answer),
                 Effect::Reply(answer) => replies.push(answer),
-                e => self.pending.push(e),
+                e => moves.push(e),
             }
         }
         for answer in early {
             answer.send();
         }
-        for e in std::mem::take(&mut self.pending) {
+        for e in moves {
             // A permission a client took away from the broker in its own territory (a mailbox,
             // a drop directory), or a directory it put where a file of the broker's was (a
             // finished claim swapped after its report was checked), fails that one effect, never

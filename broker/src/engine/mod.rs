@@ -264,7 +264,7 @@ impl Engine {
             window::refill(&mut self.core.tx());
         }
         self.core.tx().commit()?;
-        self.answer_subscribers();
+        self.answer_after_commit();
         if self.core.ledger.compaction_due(&self.core.env) {
             // The snapshot forgets what recovery needs to redo the moves it covers: make them
             // durable first.
@@ -303,7 +303,7 @@ impl Engine {
     pub fn serve(&mut self, commands: impl IntoIterator<Item = Command>) -> Result<(), EngineError> {
         self.take(commands);
         self.core.tx().commit()?;
-        self.answer_subscribers();
+        self.answer_after_commit();
         self.write_boards(false)
     }
 
@@ -376,9 +376,10 @@ impl Engine {
         }
     }
 
-    /// Answers the subscriptions taken since the last commit (every record pushed so far is
-    /// durable, so the journal holds all before `from_seq`), and the reads held for it.
-    fn answer_subscribers(&mut self) {
+    /// Answers what waited for the commit just made: the reads held for it, and the
+    /// subscriptions taken since the last one (every record pushed so far is durable, so the
+    /// journal holds all before `from_seq`).
+    fn answer_after_commit(&mut self) {
         let held = std::mem::take(&mut self.held_reads);
         self.take(held);
         let from_seq = self.core.ledger.next_seq();

@@ -70,8 +70,9 @@ pub(crate) struct World {
     pub(crate) unanswered: BTreeSet<String>,
     /// Messages sent on the broker's socket under `Clients::Socket`, waiting for their answer.
     pub(crate) on_socket: Vec<(String, Message, Pending, oneshot::Receiver<Verdict>)>,
-    /// Every other socket message arrives while the next pass reads and handles: the broker takes
-    /// it just before that pass commits (`Engine::step_taking`), as the loop does.
+    /// Socket messages that arrive while the next pass reads and handles (about half of them:
+    /// those sent while an odd number wait for their answer): the broker takes them just before
+    /// that pass commits (`Engine::step_taking`), as the loop does.
     late: Vec<Command>,
 }
 
