@@ -12,6 +12,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 
+/// How much longer than its wait an await's answer may take before the socket counts as silent.
+const AWAIT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A producer or operator: drops messages into the broker's inbox. Cheap to clone: clones share
 /// the filesystem and the name source.
 #[derive(Clone)]
@@ -147,13 +150,22 @@ impl Client {
                 Some(socket::Answer::Refused { field, rule, reason }) => {
                     return Err(Error::Refused { message: name, field, rule, reason });
                 }
-                // No answer on the socket: the same message, under the same name, as a file.
-                None => {}
+                // No answer on the socket (an offer answers no message): the same message,
+                // under the same name, as a file.
+                Some(socket::Answer::Offered { .. } | socket::Answer::Nothing) | None => {}
             }
         }
         deliver(self.fs.as_ref(), &self.layout.broker_inbox(), &name, &bytes, self.durability())?;
         let verdict = self.verdict(&name, timeout.saturating_sub(started.elapsed()))?;
         ack::into_result(name, verdict, timeout)
+    }
+
+    /// Asks the broker on its socket to name a task file `req.agent` may claim (`protocol::socket::
+    /// Await`). `None` when the socket gives no answer (none, or this client does not use it).
+    pub(crate) fn await_offer(&self, req: &socket::Await) -> Option<socket::Answer> {
+        // The broker answers at the wait's end at the latest; a pass under way may add to it.
+        let timeout = std::time::Duration::from_millis(req.wait_ms) + AWAIT_MARGIN;
+        self.line.as_ref()?.ask_line(&self.layout.socket_file(), &req.line(), timeout)
     }
 
     /// Delivers a message as a file without waiting for the answer; returns its name.

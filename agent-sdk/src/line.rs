@@ -29,15 +29,20 @@ impl Line {
     /// no answer to give (no socket, a broken connection, no answer in time): the caller then
     /// delivers the message as a file.
     pub fn ask(&self, path: &Path, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
+        self.ask_line(path, &socket::request_line(name, json), timeout)
+    }
+
+    /// Sends one request `line` (newline included) and waits up to `timeout` for its answer.
+    pub fn ask_line(&self, path: &Path, line: &[u8], timeout: Duration) -> Option<Answer> {
         let Ok(mut guard) = self.conn.try_lock() else {
             let mut own = BufReader::new(connect(path)?);
-            return exchange(&mut own, name, json, timeout);
+            return exchange(&mut own, line, timeout);
         };
         if guard.is_none() {
             *guard = Some(BufReader::new(connect(path)?));
         }
         let conn = guard.as_mut()?;
-        let answer = exchange(conn, name, json, timeout);
+        let answer = exchange(conn, line, timeout);
         if answer.is_none() {
             // The connection's state is unknown now (an answer may still come): a new one next.
             *guard = None;
@@ -60,11 +65,11 @@ fn connect(path: &Path) -> Option<UnixStream> {
     Some(stream)
 }
 
-fn exchange(conn: &mut BufReader<UnixStream>, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
+fn exchange(conn: &mut BufReader<UnixStream>, request: &[u8], timeout: Duration) -> Option<Answer> {
     let timeout = Some(timeout.max(Duration::from_millis(1)));
     conn.get_ref().set_read_timeout(timeout).ok()?;
     conn.get_ref().set_write_timeout(timeout).ok()?;
-    conn.get_mut().write_all(&socket::request_line(name, json)).ok()?;
+    conn.get_mut().write_all(request).ok()?;
     let mut line = Vec::new();
     conn.read_until(b'\n', &mut line).ok()?;
     if line.pop() != Some(b'\n') {

@@ -211,11 +211,20 @@ pub async fn serve_with(
                 _ = std::future::ready(()) => continue,
             }
         }
+        // An agent waiting on the socket is answered by a pass at its deadline (or once a file
+        // named to another agent may be named again).
+        let offers_due = engine.wake_at();
         tokio::select! {
             biased;
             _ = &mut shutdown => break Ok(()),
             cmd = commands.next() => arrived = Some(cmd),
             seen = wakeups.arrived(fs.as_ref()) => look = look.or(seen),
+            () = async {
+                match offers_due {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             // Compression still to do: another pass soon (each does a bounded piece of it).
             // Otherwise the tick counts from the last pass that looked everywhere, not from the
             // last pass: one woken by a command or a claim lists nothing, and counting from it

@@ -2,7 +2,8 @@
 //! the command channel, like the HTTP surface. Each line read is a message handled as the same
 //! message in `broker/inbox/new/` would be ([`Command::Message`](crate::engine::commands::Command)),
 //! and answered on the same connection once the broker's journal holds what it did. Messages
-//! arriving between two passes share the next pass's commit.
+//! arriving between two passes share the next pass's commit. An agent's `await` waits on the
+//! same channel to be named a task file (`engine::offers`).
 //!
 //! The socket is bound only once the broker serves (it holds the root's lock: the name is its
 //! own), through the storage seam, so that it is made beneath the root whatever links the path
@@ -12,9 +13,9 @@
 //! when the group cannot be given). Without the socket clients deliver files, as they always
 //! may.
 
-use crate::engine::commands::{Handle, Verdict};
+use crate::engine::commands::{Handle, Offer, Verdict};
 use crate::engine::quarantine::Refusal;
-use protocol::socket::{self, Answer};
+use protocol::socket::{self, Answer, Request};
 use runtime_layout::{Fs, Layout};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,10 @@ pub struct Counters {
     pub accepted_requests: AtomicU64,
     /// Requests answered `refused` (by the engine, or here: a bad name, a line too long).
     pub refused_requests: AtomicU64,
+    /// Agents' awaits answered with a task file.
+    pub offered_requests: AtomicU64,
+    /// Agents' awaits answered that nothing came.
+    pub nothing_requests: AtomicU64,
 }
 
 /// Serves the socket until the broker stops (its channel closes). Returns at once, having
@@ -159,6 +164,8 @@ async fn connection(
         let counted = match answer {
             Answer::Accepted { .. } => &counters.accepted_requests,
             Answer::Refused { .. } => &counters.refused_requests,
+            Answer::Offered { .. } => &counters.offered_requests,
+            Answer::Nothing => &counters.nothing_requests,
         };
         counted.fetch_add(1, Ordering::Relaxed);
         write.write_all(&answer_line(&answer)).await?;
@@ -171,8 +178,15 @@ async fn connection(
 
 /// One request's answer; `None` when the broker stopped before answering it.
 async fn request(handle: &Handle, line: &[u8], max: u64) -> Option<Answer> {
-    let (name, json) = match socket::split_request(line) {
-        Ok(split) => split,
+    let (name, json) = match socket::parse_request(line) {
+        Ok(Request::Message { name, json }) => (name, json),
+        Ok(Request::Await(a)) => {
+            let wait = std::time::Duration::from_millis(a.wait_ms);
+            return match handle.await_offer(&a.agent, a.pools, wait).await.ok()? {
+                Offer::Offered { maildir, name } => Some(Answer::Offered { maildir, name }),
+                Offer::Nothing => Some(Answer::Nothing),
+            };
+        }
         Err(v) => return Some(refused(&v.field, &v.rule)),
     };
     if json.len() as u64 > max {

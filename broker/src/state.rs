@@ -108,6 +108,11 @@ impl Window {
         self.filed.last().map(String::as_str)
     }
 
+    /// The names of its tasks that have a file, in dispatch order.
+    pub fn filed_in_order(&self) -> impl Iterator<Item = &str> {
+        self.filed.iter().map(String::as_str)
+    }
+
     /// How many wait for room.
     pub fn waiting(&self) -> usize {
         self.waiting.len()
@@ -275,6 +280,11 @@ impl State {
     /// The ready tasks of the maildir `dir`, if it has any.
     pub fn window(&self, dir: &str) -> Option<&Window> {
         self.windows.get(dir)
+    }
+
+    /// Every maildir with ready tasks, and its window (in no particular order).
+    pub fn windows(&self) -> impl Iterator<Item = (&str, &Window)> {
+        self.windows.iter().map(|(d, w)| (d.as_str(), w))
     }
 
     /// The maildirs with tasks waiting for room in their window.

@@ -50,7 +50,7 @@ struct SocketNow {
     open: u64,
     accepted: u64,
     turned_away: u64,
-    requests: [(&'static str, u64); 2],
+    requests: [(&'static str, u64); 4],
 }
 
 impl SocketNow {
@@ -60,7 +60,12 @@ impl SocketNow {
             open: get(&c.open),
             accepted: get(&c.accepted),
             turned_away: get(&c.turned_away),
-            requests: [("accepted", get(&c.accepted_requests)), ("refused", get(&c.refused_requests))],
+            requests: [
+                ("accepted", get(&c.accepted_requests)),
+                ("refused", get(&c.refused_requests)),
+                ("offered", get(&c.offered_requests)),
+                ("nothing", get(&c.nothing_requests)),
+            ],
         }
     }
 

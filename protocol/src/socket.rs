@@ -21,6 +21,18 @@
 //! space, and the message's JSON on one line. The name is how the broker knows a message it has
 //! taken already: a client that lost its connection before the answer may send the same message
 //! again, over the socket or as a file of that name in `inbox/new/`, and it is taken once.
+//!
+//! One request is not a message: an agent waiting for work asks the broker to name it the next
+//! task file it may claim ([`Await`]), instead of every waiting agent's watch waking at each file
+//! that lands in a shared pool and all of them racing for it. Nothing is journaled for it; the
+//! claim is still the agent's rename, which it may lose (another agent claimed by listing):
+//!
+//! ```text
+//! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500}
+//! ← {"verdict":"offered","maildir":"queues/bench","name":"1-20261201T013000123456-000000000042-T-9.json"}
+//! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500}
+//! ← {"verdict":"nothing"}
+//! ```
 
 use crate::error::ValidationError;
 use serde::{Deserialize, Serialize};
@@ -36,6 +48,70 @@ pub enum Answer {
     Accepted { seq: u64 },
     /// Refused: nothing changed. `reason` says `field` and `rule` in one sentence.
     Refused { field: String, rule: String, reason: String },
+    /// To an [`Await`]: the task file `name` waits in `maildir`'s `new/` (`maildir` relative to
+    /// `agent_comms/`, e.g. `queues/bench`); no other waiting agent is named it for a moment.
+    Offered { maildir: String, name: String },
+    /// To an [`Await`]: no task file for the agent came within its wait.
+    Nothing,
+}
+
+/// The word that starts an [`Await`] request line (a message's name never is this).
+pub const AWAIT: &str = "await";
+
+/// Longest wait an [`Await`] may ask for, in milliseconds.
+pub const MAX_AWAIT_MS: u64 = 10_000;
+
+/// An agent's request to be named the next task file it may claim: from its own mailbox and
+/// from `pools` (every pool when empty), in dispatch order, within `wait_ms`. Answered
+/// [`Answer::Offered`] or [`Answer::Nothing`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Await {
+    pub agent: String,
+    #[serde(default)]
+    pub pools: Vec<String>,
+    pub wait_ms: u64,
+}
+
+impl Await {
+    /// Its request line: `await`, a space, its JSON, the newline.
+    pub fn line(&self) -> Vec<u8> {
+        let mut line = format!("{AWAIT} ").into_bytes();
+        serde_json::to_writer(&mut line, self).expect("an await always serialises");
+        line.push(b'\n');
+        line
+    }
+
+    /// Checks the agent's and the pools' names and the wait's bound.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        crate::names::validate_agent(&self.agent).map_err(|e| ValidationError::new("agent", e.rule))?;
+        for p in &self.pools {
+            crate::names::validate_pool(p).map_err(|e| ValidationError::new("pools", e.rule))?;
+        }
+        if self.wait_ms > MAX_AWAIT_MS {
+            return Err(ValidationError::new("wait_ms", format!("must be at most {MAX_AWAIT_MS}")));
+        }
+        Ok(())
+    }
+}
+
+/// One request line (without its newline): a message, or an [`Await`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    Message { name: &'a str, json: &'a [u8] },
+    Await(Await),
+}
+
+/// Reads one request line (without its newline).
+pub fn parse_request(line: &[u8]) -> Result<Request<'_>, ValidationError> {
+    if let Some(json) = line.strip_prefix(AWAIT.as_bytes()).and_then(|r| r.strip_prefix(b" ")) {
+        let req: Await = serde_json::from_slice(json)
+            .map_err(|e| ValidationError::new("await", format!("must be an await request's JSON: {e}")))?;
+        req.validate()?;
+        return Ok(Request::Await(req));
+    }
+    let (name, json) = split_request(line)?;
+    Ok(Request::Message { name, json })
 }
 
 /// A message name a client may use on the socket: the shape of the names clients give their
@@ -102,7 +178,37 @@ mod tests {
     }
 
     #[test]
+    fn an_await_line_reads_back_and_its_names_are_checked() {
+        let req = Await { agent: "Agent-3".into(), pools: vec!["bench".into()], wait_ms: 500 };
+        let line = req.line();
+        assert!(line.starts_with(b"await {"));
+        assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), Request::Await(req));
+        let no_pools = parse_request(br#"await {"agent":"A","wait_ms":0}"#).unwrap();
+        assert_eq!(no_pools, Request::Await(Await { agent: "A".into(), pools: vec![], wait_ms: 0 }));
+        for (bad, field) in [
+            (&br#"await {"agent":"../x","wait_ms":1}"#[..], "agent"),
+            (br#"await {"agent":"A","pools":["a/b"],"wait_ms":1}"#, "pools"),
+            (br#"await {"agent":"A","wait_ms":10001}"#, "wait_ms"),
+            (br#"await {"agent":"A"}"#, "await"),
+            (br#"await {"agent":"A","wait_ms":1,"extra":1}"#, "await"),
+        ] {
+            assert_eq!(parse_request(bad).unwrap_err().field, field, "{}", String::from_utf8_lossy(bad));
+        }
+        // A message is still a message; `await` without its space is not a name.
+        let name = "msg-20261201T013000123456.P42Q7R0a1b2c3d.box.json";
+        let line = request_line(name, b"{}");
+        assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), Request::Message { name, json: b"{}" });
+        assert_eq!(parse_request(b"await").unwrap_err().field, "name");
+    }
+
+    #[test]
     fn answers_are_tagged_by_their_verdict() {
+        let o = Answer::Offered { maildir: "queues/bench".into(), name: "1-x.json".into() };
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            r#"{"verdict":"offered","maildir":"queues/bench","name":"1-x.json"}"#
+        );
+        assert_eq!(serde_json::to_string(&Answer::Nothing).unwrap(), r#"{"verdict":"nothing"}"#);
         let a: Answer = serde_json::from_str(r#"{"verdict":"accepted","seq":7,"task_id":"T"}"#).unwrap();
         assert_eq!(a, Answer::Accepted { seq: 7 });
         let r = Answer::Refused { field: "f".into(), rule: "r".into(), reason: "f: r".into() };

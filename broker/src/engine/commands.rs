@@ -70,6 +70,15 @@ pub enum Command {
         msg: protocol::Message,
         reply: oneshot::Sender<Verdict>,
     },
+    /// An agent waiting for work: answered with the next task file it may claim from its own
+    /// mailbox and `pools` (every pool when empty) once one is on disk, or with nothing at
+    /// `deadline` (see `engine::offers`). Nothing is journaled.
+    Await {
+        agent: String,
+        pools: Vec<String>,
+        deadline: std::time::Instant,
+        reply: oneshot::Sender<Offer>,
+    },
     /// Put a quarantine entry (`name`, a file of `broker/quarantine/`) back into the inbox.
     Requeue {
         name: String,
@@ -102,6 +111,15 @@ impl Command {
     pub(crate) fn reads_state(&self) -> bool {
         matches!(self, Self::Snapshot(_) | Self::Census(_) | Self::Position { .. } | Self::ClusterView(_))
     }
+}
+
+/// The answer to a [`Command::Await`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// The task file `name` is in `maildir`'s `new/` (`maildir` relative to `agent_comms/`).
+    Offered { maildir: String, name: String },
+    /// None came before the deadline.
+    Nothing,
 }
 
 /// Which tasks a bulk retry redrives: those the broker holds (live, and the finished ones on the
@@ -363,6 +381,17 @@ impl Handle {
     pub async fn message(&self, name: &str, msg: protocol::Message) -> Result<Verdict, Stopped> {
         let name = name.to_string();
         self.ask(|reply| Command::Message { name, msg, reply }).await
+    }
+
+    /// Waits up to `wait` to be named a task file `agent` may claim (see [`Command::Await`]).
+    pub async fn await_offer(
+        &self,
+        agent: &str,
+        pools: Vec<String>,
+        wait: std::time::Duration,
+    ) -> Result<Offer, Stopped> {
+        let (agent, deadline) = (agent.to_string(), std::time::Instant::now() + wait);
+        self.ask(|reply| Command::Await { agent, pools, deadline, reply }).await
     }
 
     /// Requeues a quarantine entry: accepted once the requeue is journaled and the entry is back

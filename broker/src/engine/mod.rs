@@ -35,6 +35,7 @@ pub(crate) mod ledger;
 pub(crate) mod legacy;
 mod look;
 pub(crate) mod mail;
+pub(crate) mod offers;
 pub(crate) mod operator;
 pub(crate) mod pieces;
 pub(crate) mod placing;
@@ -126,6 +127,8 @@ pub struct Engine {
     subscribers: Vec<(tokio::sync::oneshot::Sender<Subscription>, commands::Records)>,
     /// Reads taken while records waited for a commit, answered after it ([`Engine::take`]).
     held_reads: Vec<Command>,
+    /// Agents waiting on the socket to be named a task file, answered after each commit.
+    offers: offers::Offers,
 }
 
 impl Engine {
@@ -166,6 +169,7 @@ impl Engine {
             retention: Retention::new(),
             subscribers: Vec::new(),
             held_reads: Vec::new(),
+            offers: offers::Offers::default(),
         })
     }
 
@@ -355,6 +359,9 @@ impl Engine {
                 Command::Message { name, msg, reply } => {
                     inbox::from_socket(&mut self.core.tx(), name, &msg, reply)
                 }
+                Command::Await { agent, pools, deadline, reply } => {
+                    self.offers.wait(agent, pools, deadline, reply)
+                }
                 Command::Position { sink, reply } => {
                     let _ = reply.send(self.state().delivered(&sink));
                 }
@@ -386,6 +393,13 @@ impl Engine {
         for (reply, records) in self.subscribers.drain(..) {
             let _ = reply.send(Subscription { from_seq, records });
         }
+        self.offers.answer(&self.core.env, self.core.ledger.state(), std::time::Instant::now());
+    }
+
+    /// When the loop must run a pass though nothing arrives: an agent waiting on the socket is
+    /// due its answer (`None`: nobody waits).
+    pub fn wake_at(&self) -> Option<std::time::Instant> {
+        self.offers.wake_at()
     }
 
     /// The loop's own figures.

@@ -5,6 +5,7 @@ mod aging;
 mod boards;
 mod capabilities;
 mod dependencies;
+mod offers;
 mod passes;
 mod presence;
 mod socket;

@@ -1,0 +1,133 @@
+//! Offers: agents waiting on the broker's socket for work are named the next task file each may
+//! claim, one agent per file, instead of every waiting agent's watch waking at each file that
+//! lands in a shared pool and all of them racing for it (with N agents idle, N wake-ups, N looks
+//! and N − 1 lost renames per task).
+//!
+//! A waiting agent ([`Command::Await`](super::commands::Command)) is answered after a pass's
+//! commit and moves, so that every file it may be named is on disk: the first file in dispatch
+//! order of its own mailbox and of its pools (every pool when it names none) that it may claim
+//! (a pool's task that requires capabilities only if its `agent.json` declares them) and that no
+//! other agent was named in the last [`HOLD`]. Agents are answered in the order they asked. At
+//! its deadline an agent is answered that nothing came.
+//!
+//! An offer is a hint, not a claim: nothing is journaled, the claim is still the agent's rename,
+//! and an agent claiming by listing may take the file first (the offered agent then asks again).
+//! A file offered to an agent that never claims it (it stopped) is offered again once [`HOLD`]
+//! has passed. Whatever an offer misses, the agent's own look at its deadline finds.
+
+use super::commands::Offer;
+use super::env::Env;
+use crate::state::{State, Window};
+use protocol::capability;
+use protocol::names::DispatchName;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How long a file named to one agent is not named to another.
+pub(crate) const HOLD: Duration = Duration::from_millis(200);
+
+struct Waiter {
+    agent: String,
+    pools: Vec<String>,
+    deadline: Instant,
+    reply: oneshot::Sender<Offer>,
+}
+
+/// The agents waiting, in the order they asked, and the files named lately.
+#[derive(Default)]
+pub(crate) struct Offers {
+    waiting: Vec<Waiter>,
+    /// Dispatch name → when it was last named to an agent.
+    named: HashMap<String, Instant>,
+}
+
+impl Offers {
+    /// `agent` waits until `deadline` for a file of its mailbox or of `pools`.
+    pub fn wait(
+        &mut self,
+        agent: String,
+        pools: Vec<String>,
+        deadline: Instant,
+        reply: oneshot::Sender<Offer>,
+    ) {
+        self.waiting.push(Waiter { agent, pools, deadline, reply });
+    }
+
+    /// When the loop must run a pass even if nothing else happens: a waiter's deadline, or the
+    /// end of a hold that keeps a file from a waiter.
+    pub fn wake_at(&self) -> Option<Instant> {
+        let deadline = self.waiting.iter().map(|w| w.deadline).min()?;
+        let held = self.named.values().map(|at| *at + HOLD).min();
+        Some(held.map_or(deadline, |h| h.min(deadline)))
+    }
+
+    /// Answers every waiter it can: with a file, or with nothing at its deadline. Call with
+    /// every move of the last commit done.
+    pub fn answer(&mut self, env: &Env, state: &State, now: Instant) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        self.named.retain(|_, at| now.duration_since(*at) < HOLD);
+        let mut still = Vec::new();
+        for w in std::mem::take(&mut self.waiting) {
+            if w.reply.is_closed() {
+                continue; // The agent gave up waiting (its connection closed).
+            }
+            match self.best_for(env, state, &w) {
+                Some((maildir, name)) => {
+                    self.named.insert(name.clone(), now);
+                    let _ = w.reply.send(Offer::Offered { maildir, name });
+                }
+                None if w.deadline <= now => {
+                    let _ = w.reply.send(Offer::Nothing);
+                }
+                None => still.push(w),
+            }
+        }
+        self.waiting = still;
+    }
+
+    /// The first file in dispatch order that `w` may claim and nobody was named lately.
+    fn best_for(&self, env: &Env, state: &State, w: &Waiter) -> Option<(String, String)> {
+        let own = format!("mailboxes/{}", w.agent);
+        // Its mailbox and pools looked up, or every pool's window when it names none.
+        let named: Vec<String> = w.pools.iter().map(|p| format!("queues/{p}")).collect();
+        let windows: Vec<(&str, &Window)> = if w.pools.is_empty() {
+            state.windows().filter(|(d, _)| *d == own || d.starts_with("queues/")).collect()
+        } else {
+            std::iter::once(own.as_str())
+                .chain(named.iter().map(String::as_str))
+                .filter_map(|d| state.window(d).map(|w| (d, w)))
+                .collect()
+        };
+        let mut held: Option<Vec<String>> = None;
+        let mut best: Option<(&str, &str)> = None;
+        for (dir, window) in windows {
+            let pooled = dir != own;
+            let first = window.filed_in_order().find(|name| {
+                !self.named.contains_key(*name)
+                    && (!pooled || may_claim(env, state, &w.agent, name, &mut held))
+            });
+            if let Some(name) = first
+                && best.is_none_or(|(_, b)| name < b)
+            {
+                best = Some((dir, name));
+            }
+        }
+        best.map(|(d, n)| (d.to_string(), n.to_string()))
+    }
+}
+
+/// Whether `agent` may claim the pool file `name`: it requires no capabilities, or the agent
+/// declares every one (its `agent.json`, read once per answer and only for such a file).
+fn may_claim(env: &Env, state: &State, agent: &str, name: &str, held: &mut Option<Vec<String>>) -> bool {
+    if DispatchName::parse(name).is_none_or(|d| d.caps.is_none()) {
+        return true;
+    }
+    let Some(live) = state.task_named(name).and_then(|id| state.live(id)) else { return false };
+    let held = held.get_or_insert_with(|| {
+        crate::agents::read_capabilities(env.fs(), &env.layout, agent).unwrap_or_default()
+    });
+    capability::missing(&live.task.required_capabilities, held).is_empty()
+}
