@@ -48,6 +48,8 @@ pub struct Agent {
     /// agent's life, not one per wait: closing an instance waits for the kernel to release its
     /// marks.
     pub(crate) watch: Mutex<Option<Arc<DirWatch>>>,
+    /// The broker refused an await (one that makes no offers): [`Agent::claim_wait`] watches.
+    pub(crate) no_offers: std::sync::atomic::AtomicBool,
 }
 
 impl Agent {
@@ -89,6 +91,7 @@ impl Agent {
             mailbox,
             sets: Mutex::new(HashMap::new()),
             watch: Mutex::new(None),
+            no_offers: Default::default(),
         })
     }
 
@@ -160,7 +163,9 @@ impl Agent {
         Ok(None)
     }
 
-    /// Like [`Agent::claim`], but waits up to `timeout` for a task, woken by filesystem events
+    /// Like [`Agent::claim`], but waits up to `timeout` for a task. On the broker's socket it
+    /// asks the broker to name it the next task file it may claim (`offers.rs`: one agent woken
+    /// per file, not every waiting one). Without the socket it is woken by filesystem events
     /// (inotify) rather than polling, listing again at least every half second in case an event
     /// was missed.
     ///
@@ -183,6 +188,9 @@ impl Agent {
             validate_pool(p).map_err(Error::InvalidName)?;
         }
         let deadline = Instant::now() + timeout;
+        if let Some(offered) = self.claim_offered(pools, deadline)? {
+            return Ok(offered);
+        }
         let fs = self.client.fs.as_ref();
         let watch = {
             let mut held = self.watch.lock().unwrap_or_else(|p| p.into_inner());
@@ -307,7 +315,7 @@ impl Agent {
 
     /// The directories this agent claims from: its mailbox's `new/`, and the `new/` of `pools`
     /// (of any pool when `pools` is empty).
-    fn claims_from(&self, pools: &[String]) -> ClaimsFrom {
+    pub(crate) fn claims_from(&self, pools: &[String]) -> ClaimsFrom {
         let layout = &self.client.layout;
         let mut dirs = vec![self.mailbox.new_dir()];
         dirs.extend(pools.iter().map(|p| layout.queue(p).new_dir()));
@@ -452,7 +460,7 @@ impl Agent {
 
     /// Whether a file named `name` is a task this agent may claim: a dispatch name, and the
     /// capabilities its tag stands for, if any, are among the agent's.
-    fn claimable(&self, name: &str, held: &mut Option<Vec<String>>) -> Result<bool, Error> {
+    pub(crate) fn claimable(&self, name: &str, held: &mut Option<Vec<String>>) -> Result<bool, Error> {
         let Some(d) = DispatchName::parse(name) else { return Ok(false) };
         match &d.caps {
             Some(tag) => self.may_claim(tag, held),
@@ -461,7 +469,7 @@ impl Agent {
     }
 
     /// One claim attempt: the rename is the claim; losing the race is `None`.
-    fn try_claim(&self, name: &str, dir: &Path) -> Result<Option<Claim>, Error> {
+    pub(crate) fn try_claim(&self, name: &str, dir: &Path) -> Result<Option<Claim>, Error> {
         let fs = self.client.fs.as_ref();
         let from = dir.join(name);
         let to = self.mailbox.cur().join(name);
@@ -540,14 +548,14 @@ pub(crate) fn only_arrivals(
 }
 
 /// Where an agent claims from (see [`Agent::claims_from`]).
-struct ClaimsFrom {
+pub(crate) struct ClaimsFrom {
     dirs: Vec<PathBuf>,
     /// `queues/`, when every pool's `new/` is one.
     any_pool: Option<PathBuf>,
 }
 
 impl ClaimsFrom {
-    fn has(&self, dir: &Path) -> bool {
+    pub(crate) fn has(&self, dir: &Path) -> bool {
         self.dirs.iter().any(|d| d == dir)
             || self.any_pool.as_deref().is_some_and(|queues| {
                 let pool = dir.parent().filter(|_| dir.file_name() == Some("new".as_ref()));

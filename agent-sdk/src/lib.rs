@@ -43,6 +43,7 @@ mod agent;
 mod capabilities;
 mod client;
 mod line;
+mod offers;
 
 pub use ack::{Ack, Verdict};
 pub use agent::{Agent, Claim, Inbound};

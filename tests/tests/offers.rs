@@ -1,0 +1,75 @@
+//! Agents waiting on the broker's socket, end to end with a real broker process: each task is
+//! named to one waiting agent, which claims it; every task is claimed once; the broker's metrics
+//! count the offers; and an agent waiting on a broker that offers nothing it may claim hears so
+//! at its deadline and finds nothing.
+
+use agent_sdk::{Agent, Client};
+use mailroom_tests::{Root, wait_for};
+use serde_json::json;
+use std::collections::HashSet;
+use std::os::unix::fs::FileTypeExt;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(30);
+
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn waiting_agents_are_each_offered_a_task_and_claim_it_once() {
+    let root = Root::new();
+    let _broker = root.broker();
+    let api = root.api();
+    let socket = root.comms().join("broker/broker.sock");
+    wait_for(T, || std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+    let agents: Vec<Agent> =
+        (1..=4).map(|i| Agent::register(&root.path, &format!("W-{i}")).unwrap()).collect();
+    let waiting: Vec<_> = agents
+        .into_iter()
+        .map(|a| {
+            std::thread::spawn(move || a.claim_wait(&["jobs".into()], T).unwrap().map(|c| c.task.task_id))
+        })
+        .collect();
+    let client = Client::open(&root.path).unwrap();
+    for (i, prio) in ["LOW", "CRITICAL", "MEDIUM", "HIGH"].iter().enumerate() {
+        client.submit(&json!({"task_id": format!("J-{i}"), "task_type": "jobs", "priority": prio})).unwrap();
+    }
+    let claimed: Vec<String> =
+        waiting.into_iter().map(|t| t.join().unwrap().expect("a task for each")).collect();
+    let distinct: HashSet<&String> = claimed.iter().collect();
+    assert_eq!(distinct.len(), 4, "each task claimed once: {claimed:?}");
+    let text = api.get("/metrics").text;
+    let offers = sample(&text, "mailroom_socket_requests_total{verdict=\"offered\"}").unwrap_or(0.0);
+    assert!(offers >= 1.0, "the claims came through offers: {text}");
+    // The broker agrees: each task held by one of them, no two by the same.
+    let holder = |id: &str| {
+        let r = api.get(&format!("/api/tasks/{id}"));
+        let t = &r.json["current"]["task"];
+        (t["status"].as_str() == Some("IN_PROGRESS"))
+            .then(|| t["assigned_to"].as_str().unwrap_or_default().to_string())
+    };
+    wait_for(T, || (0..4).all(|i| holder(&format!("J-{i}")).is_some()));
+    let holders: HashSet<String> = (0..4).filter_map(|i| holder(&format!("J-{i}"))).collect();
+    assert_eq!(holders.len(), 4, "{holders:?}");
+}
+
+#[test]
+fn an_agent_offered_nothing_it_may_claim_hears_so_at_its_deadline() {
+    let root = Root::new();
+    let _broker = root.broker();
+    let api = root.api();
+    let socket = root.comms().join("broker/broker.sock");
+    wait_for(T, || std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+    Client::open(&root.path)
+        .unwrap()
+        .submit(&json!({"task_id": "G-1", "task_type": "gpu", "required_capabilities": ["cuda"]}))
+        .unwrap();
+    let plain = Agent::register(&root.path, "Plain").unwrap();
+    let started = Instant::now();
+    assert!(plain.claim_wait(&["gpu".into()], Duration::from_millis(700)).unwrap().is_none());
+    assert!(started.elapsed() >= Duration::from_millis(700), "it waited its whole wait");
+    let text = api.get("/metrics").text;
+    assert!(sample(&text, "mailroom_socket_requests_total{verdict=\"nothing\"}") >= Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"offered\"}"), Some(0.0), "{text}");
+}
