@@ -48,8 +48,9 @@ pub struct Agent {
     /// agent's life, not one per wait: closing an instance waits for the kernel to release its
     /// marks.
     pub(crate) watch: Mutex<Option<Arc<DirWatch>>>,
-    /// The broker refused an await (one that makes no offers): [`Agent::claim_wait`] watches.
-    pub(crate) no_offers: std::sync::atomic::AtomicBool,
+    /// Until when [`Agent::claim_wait`] watches instead of asking the broker (`offers.rs`): after
+    /// an await got no answer, or a broker refused one.
+    pub(crate) offers_resume: Mutex<Option<Instant>>,
 }
 
 impl Agent {
@@ -91,7 +92,7 @@ impl Agent {
             mailbox,
             sets: Mutex::new(HashMap::new()),
             watch: Mutex::new(None),
-            no_offers: Default::default(),
+            offers_resume: Mutex::new(None),
         })
     }
 

@@ -12,8 +12,9 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 
-/// How much longer than its wait an await's answer may take before the socket counts as silent.
-const AWAIT_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+/// How much longer than its wait an await's answer may take before the socket counts as silent
+/// (the agent then watches the directories for a while: `offers.rs`).
+const AWAIT_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A producer or operator: drops messages into the broker's inbox. Cheap to clone: clones share
 /// the filesystem and the name source.
@@ -150,8 +151,7 @@ impl Client {
                 Some(socket::Answer::Refused { field, rule, reason }) => {
                     return Err(Error::Refused { message: name, field, rule, reason });
                 }
-                // No answer on the socket (an offer answers no message): the same message,
-                // under the same name, as a file.
+                // No answer on the socket: the same message, under the same name, as a file.
                 Some(socket::Answer::Offered { .. } | socket::Answer::Nothing) | None => {}
             }
         }
@@ -165,7 +165,8 @@ impl Client {
     pub(crate) fn await_offer(&self, req: &socket::Await) -> Option<socket::Answer> {
         // The broker answers at the wait's end at the latest; a pass under way may add to it.
         let timeout = std::time::Duration::from_millis(req.wait_ms) + AWAIT_MARGIN;
-        self.line.as_ref()?.ask_line(&self.layout.socket_file(), &req.line(), timeout)
+        let to_an_await = |a: &socket::Answer| !matches!(a, socket::Answer::Accepted { .. });
+        self.line.as_ref()?.ask_line(&self.layout.socket_file(), &req.line(), timeout, to_an_await)
     }
 
     /// Delivers a message as a file without waiting for the answer; returns its name.

@@ -29,20 +29,28 @@ impl Line {
     /// no answer to give (no socket, a broken connection, no answer in time): the caller then
     /// delivers the message as a file.
     pub fn ask(&self, path: &Path, name: &str, json: &[u8], timeout: Duration) -> Option<Answer> {
-        self.ask_line(path, &socket::request_line(name, json), timeout)
+        let to_a_message = |a: &Answer| matches!(a, Answer::Accepted { .. } | Answer::Refused { .. });
+        self.ask_line(path, &socket::request_line(name, json), timeout, to_a_message)
     }
 
-    /// Sends one request `line` (newline included) and waits up to `timeout` for its answer.
-    pub fn ask_line(&self, path: &Path, line: &[u8], timeout: Duration) -> Option<Answer> {
+    /// Sends one request `line` (newline included) and waits up to `timeout` for its answer,
+    /// which must be one `fits` (any other: the connection is out of step, so none).
+    pub fn ask_line(
+        &self,
+        path: &Path,
+        line: &[u8],
+        timeout: Duration,
+        fits: impl Fn(&Answer) -> bool,
+    ) -> Option<Answer> {
         let Ok(mut guard) = self.conn.try_lock() else {
             let mut own = BufReader::new(connect(path)?);
-            return exchange(&mut own, line, timeout);
+            return exchange(&mut own, line, timeout).filter(&fits);
         };
         if guard.is_none() {
             *guard = Some(BufReader::new(connect(path)?));
         }
         let conn = guard.as_mut()?;
-        let answer = exchange(conn, line, timeout);
+        let answer = exchange(conn, line, timeout).filter(&fits);
         if answer.is_none() {
             // The connection's state is unknown now (an answer may still come): a new one next.
             *guard = None;

@@ -8,29 +8,40 @@
 //! claiming by listing may win (then the agent asks again). When the broker answers that
 //! nothing came, the agent looks itself once, so a file no offer named (one named to an agent
 //! that stopped, say) waits at most one wait. Without a socket, or with a broker that does not
-//! offer, [`Agent::claim_wait`] watches the directories as before.
+//! offer, [`Agent::claim_wait`] watches the directories as before: an await with no answer
+//! within its wait and a quarter of a second pauses asking for five seconds (a broker stuck in a
+//! long pass, say), a refused one for a minute (a broker older than offers).
 
 use crate::agent::{Agent, Claim};
 use crate::{Error, SAFETY_RESCAN};
 use protocol::socket::{Answer, Await};
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use runtime_layout::FileKind;
+use std::time::{Duration, Instant};
+
+/// How long an agent watches instead of asking after an await got no answer (no socket, a
+/// broker stuck in a long pass or out of space): the directories' events serve meanwhile.
+const SILENT_PAUSE: Duration = Duration::from_secs(5);
+
+/// How long it watches after a broker refused an await (one older than offers).
+const REFUSED_PAUSE: Duration = Duration::from_secs(60);
 
 impl Agent {
     /// Waits until `deadline` for a task offered by the broker, and claims it. `None`: the
-    /// socket gave no answer (or this broker makes no offers): the caller watches instead.
+    /// socket gave no answer (or the broker makes no offers): the caller watches instead, for
+    /// what is left of the wait.
     pub(crate) fn claim_offered(
         &self,
         pools: &[String],
         deadline: Instant,
     ) -> Result<Option<Option<Claim>>, Error> {
-        if self.no_offers.load(Ordering::Relaxed) {
+        if self.offers_paused() {
             return Ok(None);
         }
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Ok(Some(None));
+                // No time to ask (a wait of zero, say): one look, as `claim` does.
+                return Ok(Some(self.claim(pools)?));
             }
             let wait = (deadline - now).min(SAFETY_RESCAN);
             let req =
@@ -47,23 +58,39 @@ impl Agent {
                     }
                 }
                 Some(Answer::Refused { .. } | Answer::Accepted { .. }) => {
-                    // A broker that does not know awaits: watch, now and from now on.
-                    self.no_offers.store(true, Ordering::Relaxed);
+                    self.pause_offers(REFUSED_PAUSE);
                     return Ok(None);
                 }
-                None => return Ok(None),
+                None => {
+                    self.pause_offers(SILENT_PAUSE);
+                    return Ok(None);
+                }
             }
         }
     }
 
+    fn offers_paused(&self) -> bool {
+        let resume = self.offers_resume.lock().unwrap_or_else(|p| p.into_inner());
+        resume.is_some_and(|at| Instant::now() < at)
+    }
+
+    fn pause_offers(&self, pause: Duration) {
+        *self.offers_resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + pause);
+    }
+
     /// Claims the offered file `name` of `maildir` (relative to `agent_comms/`) if it is one this
-    /// agent claims from `pools` and may claim; `None` when it is not, or the race was lost.
+    /// agent claims from `pools` and may claim, and a regular file (what a listing would skip, a
+    /// link or a FIFO put at the name since, is not taken); `None` when it is not, or the race
+    /// was lost.
     fn take_offer(&self, pools: &[String], maildir: &str, name: &str) -> Result<Option<Claim>, Error> {
         let dir = self.client.layout.comms().join(maildir).join("new");
         if !self.claims_from(pools).has(&dir) || !self.claimable(name, &mut None)? {
             return Ok(None);
         }
-        self.try_claim(name, &dir)
+        match self.client.fs.stat(&dir.join(name))? {
+            Some(m) if m.kind == FileKind::File => self.try_claim(name, &dir),
+            _ => Ok(None),
+        }
     }
 }
 
@@ -131,6 +158,53 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_of_zero_looks_once_without_asking() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        layout.create(&RealFs).unwrap();
+        let best = task_file(&layout.queue("p"), "best", Priority::High, 1);
+        let asked = serve(&layout, r#"{"verdict":"nothing"}"#.to_string());
+        let agent = Agent::register(d.path(), "A").unwrap();
+        let claim = agent.claim_wait(&["p".into()], Duration::ZERO).unwrap().expect("the file waiting");
+        assert_eq!(claim.name, best);
+        assert!(asked.try_recv().is_err(), "no time to ask");
+    }
+
+    /// A socket that takes requests and never answers (a broker stuck in a pass): the wait ends
+    /// when it should, and the agent watches for a while instead of asking again.
+    #[test]
+    fn a_silent_socket_costs_no_more_than_the_wait() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        layout.create(&RealFs).unwrap();
+        let listener = UnixListener::bind(layout.socket_file()).unwrap();
+        let (tx, asked) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let mut line = String::new();
+                let _ = BufReader::new(conn.try_clone().unwrap()).read_line(&mut line);
+                let _ = tx.send(line);
+                held.push(conn);
+            }
+        });
+        let agent = Agent::register(d.path(), "A").unwrap();
+        let pool = layout.queue("p");
+        pool.create(&RealFs, false).unwrap();
+        let started = Instant::now();
+        assert!(agent.claim_wait(&["p".into()], Duration::from_secs(1)).unwrap().is_none());
+        // A liveness bound, not a timing: before, a silent socket held a wait 5 s past its end.
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(asked.recv_timeout(Duration::from_secs(5)).unwrap().starts_with("await "));
+        let name = task_file(&pool, "t", Priority::Medium, 1);
+        let claim =
+            agent.claim_wait(&["p".into()], Duration::from_secs(5)).unwrap().expect("found by watching");
+        assert_eq!(claim.name, name);
+        assert!(asked.try_recv().is_err(), "not asked again while paused");
+    }
+
+    #[test]
     fn a_broker_that_refuses_awaits_is_watched_instead() {
         let d = tempfile::tempdir().unwrap();
         let layout = Layout::new(d.path());
@@ -143,8 +217,8 @@ mod tests {
         let claim = agent.claim_wait(&["p".into()], Duration::from_secs(5)).unwrap().expect("a claim");
         assert_eq!(claim.name, name, "found by the agent's own look");
         assert!(asked.recv_timeout(Duration::from_secs(5)).unwrap().starts_with("await "));
-        // From then on it does not ask.
-        assert!(agent.no_offers.load(Ordering::Relaxed));
+        // For a while it does not ask.
+        assert!(agent.offers_paused());
         assert_eq!(agent.claim_wait(&["p".into()], Duration::from_millis(50)).unwrap().map(|c| c.name), None);
         assert!(asked.try_recv().is_err(), "no second await");
     }

@@ -44,6 +44,8 @@ pub struct Counters {
     pub offered_requests: AtomicU64,
     /// Agents' awaits answered that nothing came.
     pub nothing_requests: AtomicU64,
+    /// Agents waiting now on an await.
+    pub awaiting: AtomicU64,
 }
 
 /// Serves the socket until the broker stops (its channel closes). Returns at once, having
@@ -157,9 +159,23 @@ async fn connection(
             write.write_all(&answer_line(&refused("", &rule))).await?;
             return Ok(());
         }
-        let answer = match request(&handle, &line, max).await {
-            Some(a) => a,
-            None => return Ok(()), // The broker stopped: no answer is an answer not given.
+        let answered = if line.starts_with(socket::AWAIT.as_bytes()) {
+            // An agent that hangs up while it waits is no longer named files: the engine sees
+            // its answer's receiver dropped.
+            counters.awaiting.fetch_add(1, Ordering::Relaxed);
+            let answered = tokio::select! {
+                a = request(&handle, &line, max) => Some(a),
+                () = hung_up(&mut read) => None,
+            };
+            counters.awaiting.fetch_sub(1, Ordering::Relaxed);
+            answered
+        } else {
+            Some(request(&handle, &line, max).await)
+        };
+        let answer = match answered {
+            Some(Some(a)) => a,
+            Some(None) => return Ok(()), // The broker stopped: no answer is an answer not given.
+            None => return Ok(()),       // The agent hung up.
         };
         let counted = match answer {
             Answer::Accepted { .. } => &counters.accepted_requests,
@@ -173,6 +189,15 @@ async fn connection(
             // A large message's buffer is not kept for the connection's life.
             line = Vec::new();
         }
+    }
+}
+
+/// Returns once the client has closed its end (read at its end); never, when it sends more
+/// first (that is its next request, read once this one is answered).
+async fn hung_up(read: &mut BufReader<tokio::net::unix::OwnedReadHalf>) {
+    match read.fill_buf().await {
+        Ok([]) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 

@@ -48,6 +48,7 @@ struct AtScrape {
 #[derive(Debug)]
 struct SocketNow {
     open: u64,
+    awaiting: u64,
     accepted: u64,
     turned_away: u64,
     requests: [(&'static str, u64); 4],
@@ -58,6 +59,7 @@ impl SocketNow {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         Self {
             open: get(&c.open),
+            awaiting: get(&c.awaiting),
             accepted: get(&c.accepted),
             turned_away: get(&c.turned_away),
             requests: [
@@ -77,6 +79,13 @@ impl SocketNow {
             MetricType::Gauge,
         )?
         .encode_gauge(&(self.open as i64))?;
+        enc.encode_descriptor(
+            "mailroom_socket_awaiting",
+            "Agents waiting now on broker/broker.sock to be named a task file",
+            None,
+            MetricType::Gauge,
+        )?
+        .encode_gauge(&(self.awaiting as i64))?;
         enc.encode_descriptor(
             "mailroom_socket_accepted_connections",
             "Connections to broker/broker.sock accepted since the broker started",

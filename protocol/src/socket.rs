@@ -61,6 +61,9 @@ pub const AWAIT: &str = "await";
 /// Longest wait an [`Await`] may ask for, in milliseconds.
 pub const MAX_AWAIT_MS: u64 = 10_000;
 
+/// Most pools an [`Await`] may name (none names every pool).
+pub const MAX_AWAIT_POOLS: usize = 64;
+
 /// An agent's request to be named the next task file it may claim: from its own mailbox and
 /// from `pools` (every pool when empty), in dispatch order, within `wait_ms`. Answered
 /// [`Answer::Offered`] or [`Answer::Nothing`].
@@ -85,8 +88,14 @@ impl Await {
     /// Checks the agent's and the pools' names and the wait's bound.
     pub fn validate(&self) -> Result<(), ValidationError> {
         crate::names::validate_agent(&self.agent).map_err(|e| ValidationError::new("agent", e.rule))?;
-        for p in &self.pools {
+        if self.pools.len() > MAX_AWAIT_POOLS {
+            return Err(ValidationError::new("pools", format!("must name at most {MAX_AWAIT_POOLS} pools")));
+        }
+        for (i, p) in self.pools.iter().enumerate() {
             crate::names::validate_pool(p).map_err(|e| ValidationError::new("pools", e.rule))?;
+            if self.pools[..i].contains(p) {
+                return Err(ValidationError::new("pools", format!("must not name `{p}` twice")));
+            }
         }
         if self.wait_ms > MAX_AWAIT_MS {
             return Err(ValidationError::new("wait_ms", format!("must be at most {MAX_AWAIT_MS}")));
@@ -189,11 +198,14 @@ mod tests {
             (&br#"await {"agent":"../x","wait_ms":1}"#[..], "agent"),
             (br#"await {"agent":"A","pools":["a/b"],"wait_ms":1}"#, "pools"),
             (br#"await {"agent":"A","wait_ms":10001}"#, "wait_ms"),
+            (br#"await {"agent":"A","pools":["p","p"],"wait_ms":1}"#, "pools"),
             (br#"await {"agent":"A"}"#, "await"),
             (br#"await {"agent":"A","wait_ms":1,"extra":1}"#, "await"),
         ] {
             assert_eq!(parse_request(bad).unwrap_err().field, field, "{}", String::from_utf8_lossy(bad));
         }
+        let many = Await { agent: "A".into(), pools: (0..65).map(|i| format!("p{i}")).collect(), wait_ms: 1 };
+        assert_eq!(parse_request(&many.line()[..many.line().len() - 1]).unwrap_err().field, "pools");
         // A message is still a message; `await` without its space is not a name.
         let name = "msg-20261201T013000123456.P42Q7R0a1b2c3d.box.json";
         let line = request_line(name, b"{}");

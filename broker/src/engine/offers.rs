@@ -6,26 +6,36 @@
 //! A waiting agent ([`Command::Await`](super::commands::Command)) is answered after a pass's
 //! commit and moves, so that every file it may be named is on disk: the first file in dispatch
 //! order of its own mailbox and of its pools (every pool when it names none) that it may claim
-//! (a pool's task that requires capabilities only if its `agent.json` declares them) and that no
-//! other agent was named in the last [`HOLD`]. Agents are answered in the order they asked. At
-//! its deadline an agent is answered that nothing came.
+//! (a pool's task that requires capabilities only if its `agent.json` declares them), that was
+//! not named to any agent in the last [`HOLD`], and that is still there: the state's files
+//! include those agents claimed since the broker last looked, so the file is looked at (a stat)
+//! before it is named. Agents are answered in the order they asked. At its deadline an agent is
+//! answered that nothing came; one that hangs up first is dropped.
 //!
 //! An offer is a hint, not a claim: nothing is journaled, the claim is still the agent's rename,
 //! and an agent claiming by listing may take the file first (the offered agent then asks again).
 //! A file offered to an agent that never claims it (it stopped) is offered again once [`HOLD`]
 //! has passed. Whatever an offer misses, the agent's own look at its deadline finds.
+//!
+//! Anyone who may connect to the socket may wait as any agent, as anyone who may write into the
+//! tree may rename any task file: the socket is only as open as `broker/inbox/new/`.
 
 use super::commands::Offer;
 use super::env::Env;
 use crate::state::{State, Window};
 use protocol::capability;
 use protocol::names::DispatchName;
+use runtime_layout::FileKind;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// How long a file named to one agent is not named to another.
+/// How long a file named to an agent is not named again (to any agent).
 pub(crate) const HOLD: Duration = Duration::from_millis(200);
+
+/// How early a waiter is answered that nothing came, so that deadlines close together share a
+/// pass.
+const SLACK: Duration = Duration::from_millis(10);
 
 struct Waiter {
     agent: String,
@@ -74,12 +84,21 @@ impl Offers {
             if w.reply.is_closed() {
                 continue; // The agent gave up waiting (its connection closed).
             }
-            match self.best_for(env, state, &w) {
+            // The state's files include some an agent claimed since the last look: each is
+            // looked at before it is named, and one gone is kept from every waiter for a hold.
+            let offer = loop {
+                let Some((maildir, name)) = self.best_for(env, state, &w) else { break None };
+                self.named.insert(name.clone(), now);
+                if on_disk(env, &maildir, &name) {
+                    break Some((maildir, name));
+                }
+            };
+            match offer {
                 Some((maildir, name)) => {
-                    self.named.insert(name.clone(), now);
                     let _ = w.reply.send(Offer::Offered { maildir, name });
                 }
-                None if w.deadline <= now => {
+                // Within a few milliseconds of its deadline: answered now, with the others due.
+                None if w.deadline <= now + SLACK => {
                     let _ = w.reply.send(Offer::Nothing);
                 }
                 None => still.push(w),
@@ -117,6 +136,12 @@ impl Offers {
         }
         best.map(|(d, n)| (d.to_string(), n.to_string()))
     }
+}
+
+/// Whether the task file `name` is in `maildir`'s `new/`, a regular file.
+fn on_disk(env: &Env, maildir: &str, name: &str) -> bool {
+    let path = env.maildir(maildir).new_dir().join(name);
+    matches!(env.fs().stat(&path), Ok(Some(m)) if m.kind == FileKind::File)
 }
 
 /// Whether `agent` may claim the pool file `name`: it requires no capabilities, or the agent
