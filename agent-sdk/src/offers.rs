@@ -26,6 +26,15 @@ const SILENT_PAUSE: Duration = Duration::from_secs(5);
 const REFUSED_PAUSE: Duration = Duration::from_secs(60);
 
 impl Agent {
+    /// Whether [`Agent::claim_wait`] asks the broker to name it a task file (the default), or
+    /// only watches the directories.
+    pub fn with_offers(self, ask: bool) -> Self {
+        // Not asking is a pause no wait outlives (about thirty years).
+        let never = (!ask).then(|| Instant::now() + Duration::from_secs(1 << 30));
+        *self.offers_resume.lock().unwrap_or_else(|p| p.into_inner()) = never;
+        self
+    }
+
     /// Waits until `deadline` for a task offered by the broker, and claims it. `None`: the
     /// socket gave no answer (or the broker makes no offers): the caller watches instead, for
     /// what is left of the wait.

@@ -78,9 +78,13 @@ pub struct AgentArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub durability: Option<String>,
-    /// 0: block in `claim_wait` (inotify); otherwise poll `claim` every this many milliseconds.
+    /// 0: block in `claim_wait`; otherwise poll `claim` every this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub poll_ms: u64,
+    /// In `claim_wait`, watch the directories (inotify) instead of asking the broker to name a
+    /// task file.
+    #[arg(long)]
+    pub watch: bool,
     /// Be this many agents, `<name>-1` .. `<name>-N`, one thread each (they poll: `--poll-ms`,
     /// 200 when not given).
     #[arg(long, default_value_t = 1)]
@@ -218,7 +222,7 @@ fn agent_loop(
     poll_ms: u64,
     offset: Duration,
 ) -> Result<(Vec<String>, Option<FsCounts>), BenchError> {
-    let mut agent = Agent::register(&a.root, name)?;
+    let mut agent = Agent::register(&a.root, name)?.with_offers(!a.watch);
     if let Some(d) = &a.durability {
         agent = agent.with_durability(parse_durability(d)?);
     }
