@@ -167,6 +167,22 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_told_not_to_ask_watches() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path());
+        layout.create(&RealFs).unwrap();
+        let pool = layout.queue("p");
+        let best = task_file(&pool, "best", Priority::Critical, 1);
+        let other = task_file(&pool, "other", Priority::Low, 2);
+        let answer = serde_json::json!({"verdict": "offered", "maildir": "queues/p", "name": other});
+        let asked = serve(&layout, answer.to_string());
+        let agent = Agent::register(d.path(), "A").unwrap().with_offers(false);
+        let claim = agent.claim_wait(&["p".into()], Duration::from_secs(5)).unwrap().expect("a claim");
+        assert_eq!(claim.name, best, "its own look, not the offer");
+        assert!(asked.try_recv().is_err(), "never asked");
+    }
+
+    #[test]
     fn a_wait_of_zero_looks_once_without_asking() {
         let d = tempfile::tempdir().unwrap();
         let layout = Layout::new(d.path());
