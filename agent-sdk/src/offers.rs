@@ -106,6 +106,7 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::root;
     use protocol::Priority;
     use protocol::names::DispatchName;
     use runtime_layout::{Layout, Maildir, RealFs};
@@ -146,9 +147,7 @@ mod tests {
 
     #[test]
     fn the_file_the_broker_offers_is_the_one_claimed() {
-        let d = tempfile::tempdir().unwrap();
-        let layout = Layout::new(d.path());
-        layout.create(&RealFs).unwrap();
+        let (d, layout) = root();
         let pool = layout.queue("p");
         let best = task_file(&pool, "best", Priority::Critical, 1);
         let offered = task_file(&pool, "offered", Priority::Low, 2);
@@ -168,9 +167,7 @@ mod tests {
 
     #[test]
     fn an_agent_told_not_to_ask_watches() {
-        let d = tempfile::tempdir().unwrap();
-        let layout = Layout::new(d.path());
-        layout.create(&RealFs).unwrap();
+        let (d, layout) = root();
         let pool = layout.queue("p");
         let best = task_file(&pool, "best", Priority::Critical, 1);
         let other = task_file(&pool, "other", Priority::Low, 2);
@@ -184,9 +181,7 @@ mod tests {
 
     #[test]
     fn a_wait_of_zero_looks_once_without_asking() {
-        let d = tempfile::tempdir().unwrap();
-        let layout = Layout::new(d.path());
-        layout.create(&RealFs).unwrap();
+        let (d, layout) = root();
         let best = task_file(&layout.queue("p"), "best", Priority::High, 1);
         let asked = serve(&layout, r#"{"verdict":"nothing"}"#.to_string());
         let agent = Agent::register(d.path(), "A").unwrap();
@@ -199,9 +194,7 @@ mod tests {
     /// when it should, and the agent watches for a while instead of asking again.
     #[test]
     fn a_silent_socket_costs_no_more_than_the_wait() {
-        let d = tempfile::tempdir().unwrap();
-        let layout = Layout::new(d.path());
-        layout.create(&RealFs).unwrap();
+        let (d, layout) = root();
         let listener = UnixListener::bind(layout.socket_file()).unwrap();
         let (tx, asked) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -231,9 +224,7 @@ mod tests {
 
     #[test]
     fn a_broker_that_refuses_awaits_is_watched_instead() {
-        let d = tempfile::tempdir().unwrap();
-        let layout = Layout::new(d.path());
-        layout.create(&RealFs).unwrap();
+        let (d, layout) = root();
         let pool = layout.queue("p");
         let name = task_file(&pool, "t", Priority::Medium, 1);
         let refused = r#"{"verdict":"refused","field":"name","rule":"r","reason":"field `name`: r"}"#;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Barrier};
 use std::time::Duration;
 use std::time::Instant;
 
-fn root() -> (tempfile::TempDir, Layout) {
+pub(crate) fn root() -> (tempfile::TempDir, Layout) {
     let d = tempfile::tempdir().unwrap();
     let l = Layout::new(d.path());
     l.create(&RealFs).unwrap();

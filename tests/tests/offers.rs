@@ -4,12 +4,14 @@
 //! at its deadline and finds nothing.
 
 use agent_sdk::{Agent, Client};
-use mailroom_tests::{Root, wait_for};
+use mailroom_tests::http::Api;
+use mailroom_tests::{Broker, Root, wait_for};
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
@@ -18,13 +20,19 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-#[test]
-fn waiting_agents_are_each_offered_a_task_and_claim_it_once() {
-    let root = Root::new();
-    let _broker = root.broker();
+/// A broker serving `root`, its HTTP surface, and its socket once it is bound.
+fn serving(root: &Root) -> (Broker, Api, PathBuf) {
+    let broker = root.broker();
     let api = root.api();
     let socket = root.comms().join("broker/broker.sock");
     wait_for(T, || std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+    (broker, api, socket)
+}
+
+#[test]
+fn waiting_agents_are_each_offered_a_task_and_claim_it_once() {
+    let root = Root::new();
+    let (_broker, api, _) = serving(&root);
     let agents: Vec<Agent> =
         (1..=4).map(|i| Agent::register(&root.path, &format!("W-{i}")).unwrap()).collect();
     let waiting: Vec<_> = agents
@@ -61,10 +69,7 @@ fn waiting_agents_are_each_offered_a_task_and_claim_it_once() {
 #[test]
 fn an_agent_offered_nothing_it_may_claim_hears_so_at_its_deadline() {
     let root = Root::new();
-    let _broker = root.broker();
-    let api = root.api();
-    let socket = root.comms().join("broker/broker.sock");
-    wait_for(T, || std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+    let (_broker, api, _) = serving(&root);
     Client::open(&root.path)
         .unwrap()
         .submit(&json!({"task_id": "G-1", "task_type": "gpu", "required_capabilities": ["cuda"]}))
@@ -84,10 +89,7 @@ fn an_agent_offered_nothing_it_may_claim_hears_so_at_its_deadline() {
 #[test]
 fn an_agent_that_hangs_up_while_waiting_is_named_nothing() {
     let root = Root::new();
-    let _broker = root.broker();
-    let api = root.api();
-    let socket = root.comms().join("broker/broker.sock");
-    wait_for(T, || std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+    let (_broker, api, socket) = serving(&root);
     let mut gone = UnixStream::connect(&socket).unwrap();
     gone.write_all(b"await {\"agent\":\"Gone\",\"pools\":[\"jobs\"],\"wait_ms\":10000}\n").unwrap();
     wait_for(T, || sample(&api.get("/metrics").text, "mailroom_socket_awaiting") == Some(1.0));
