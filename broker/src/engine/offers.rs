@@ -39,6 +39,9 @@ const SLACK: Duration = Duration::from_millis(10);
 
 struct Waiter {
     agent: String,
+    /// `mailboxes/<agent>`: its own maildir.
+    own: String,
+    /// `queues/<pool>` of each pool it named (none: every pool).
     pools: Vec<String>,
     deadline: Instant,
     reply: oneshot::Sender<Offer>,
@@ -61,7 +64,10 @@ impl Offers {
         deadline: Instant,
         reply: oneshot::Sender<Offer>,
     ) {
-        self.waiting.push(Waiter { agent, pools, deadline, reply });
+        // The maildirs' names made once, not at every pass it waits through.
+        let own = format!("mailboxes/{agent}");
+        let pools = pools.iter().map(|p| format!("queues/{p}")).collect();
+        self.waiting.push(Waiter { agent, own, pools, deadline, reply });
     }
 
     /// When the loop must run a pass even if nothing else happens: a waiter's deadline, or the
@@ -109,14 +115,13 @@ impl Offers {
 
     /// The first file in dispatch order that `w` may claim and nobody was named lately.
     fn best_for(&self, env: &Env, state: &State, w: &Waiter) -> Option<(String, String)> {
-        let own = format!("mailboxes/{}", w.agent);
+        let own = w.own.as_str();
         // Its mailbox and pools looked up, or every pool's window when it names none.
-        let named: Vec<String> = w.pools.iter().map(|p| format!("queues/{p}")).collect();
         let windows: Vec<(&str, &Window)> = if w.pools.is_empty() {
             state.windows().filter(|(d, _)| *d == own || d.starts_with("queues/")).collect()
         } else {
-            std::iter::once(own.as_str())
-                .chain(named.iter().map(String::as_str))
+            std::iter::once(own)
+                .chain(w.pools.iter().map(String::as_str))
                 .filter_map(|d| state.window(d).map(|w| (d, w)))
                 .collect()
         };
