@@ -480,8 +480,7 @@ impl Agent {
             Err(e) => return Err(e.into()),
         }
         // The lease counts from the claim, not from when the broker dispatched the file.
-        fs.touch(&to)?;
-        let bytes = fs.read(&to, MAX_TASK_BYTES)?;
+        let bytes = fs.touch_read(&to, MAX_TASK_BYTES)?;
         let mut task = serde_json::from_slice::<Value>(&bytes)
             .map_err(|e| ValidationError::new("", format!("not JSON: {e}")))
             .and_then(Task::from_value)

@@ -334,6 +334,12 @@ pub trait Fs: Send + Sync {
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError>;
     /// Sets the file's modification time to now (a heartbeat), without following a symlink.
     fn touch(&self, path: &Path) -> Result<(), FsError>;
+    /// [`Fs::touch`], then [`Fs::read`]: what an agent does to a file it just claimed. A
+    /// filesystem that can does both through one open.
+    fn touch_read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
+        self.touch(path)?;
+        self.read(path, limit)
+    }
     /// Creates `path`, which must not exist, for appending: `O_CREAT | O_EXCL | O_NOFOLLOW`, so a
     /// file already there (a hard link to someone else's file, a symlink) is never appended to.
     /// The new entry is durable once the caller fsyncs the directory.

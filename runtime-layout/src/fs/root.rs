@@ -30,6 +30,12 @@ pub struct RootFs {
     counts: Arc<Counters>,
 }
 
+/// The times a heartbeat sets: the modification time to now, the access time left alone.
+const MTIME_NOW: Timestamps = Timestamps {
+    last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
+    last_modification: Timespec { tv_sec: 0, tv_nsec: UTIME_NOW },
+};
+
 impl std::fmt::Debug for RootFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RootFs")
@@ -280,14 +286,24 @@ impl Fs for RootFs {
 
     fn touch(&self, path: &Path) -> Result<(), FsError> {
         let (dir, name) = self.at.parent(path)?;
-        let times = Timestamps {
-            last_access: Timespec { tv_sec: 0, tv_nsec: UTIME_OMIT },
-            last_modification: Timespec { tv_sec: 0, tv_nsec: UTIME_NOW },
-        };
-        rustix::fs::utimensat(&dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::utimensat(&dir, name, &MTIME_NOW, AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| FsError::io("touch", path, errno(e)))?;
         self.counts.touched();
         Ok(())
+    }
+
+    /// One open for both: the file is resolved once, its time set through the descriptor.
+    fn touch_read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
+            Ok(errno) => open_error("open", path, errno, || self.kind_at(path)),
+            Err(refused) => refused,
+        })?;
+        rustix::fs::futimens(&fd, &MTIME_NOW).map_err(|e| FsError::io("touch", path, errno(e)))?;
+        self.counts.touched();
+        let bytes = unix::read_limited(fd, path, limit)?;
+        self.counts.read(bytes.len());
+        Ok(bytes)
     }
 
     fn create_append(&self, path: &Path) -> Result<Box<dyn AppendFile>, FsError> {

@@ -123,6 +123,17 @@ fn touch_moves_mtime_forward_and_append_accumulates() {
         let before = fs.stat(&f).unwrap().unwrap().mtime;
         fs.touch(&f).unwrap();
         assert!(fs.stat(&f).unwrap().unwrap().mtime > before);
+        // Both in one: the time moves, the bytes are the file's; a symlink is neither read
+        // nor touched (its target keeps its time).
+        std::fs::write(&f, b"claimed").unwrap();
+        old.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000)).unwrap();
+        assert_eq!(fs.touch_read(&f, 100).unwrap(), b"claimed");
+        assert!(fs.stat(&f).unwrap().unwrap().mtime > before);
+        old.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000)).unwrap();
+        symlink(&f, d.join("link")).unwrap();
+        assert!(fs.touch_read(&d.join("link"), 100).is_err());
+        assert_eq!(fs.stat(&f).unwrap().unwrap().mtime, before, "the link's target untouched");
+        assert!(matches!(fs.touch_read(&f, 3), Err(FsError::TooLarge { .. })));
         let mut j = fs.create_append(&d.join("j")).unwrap();
         j.append(b"one\n").unwrap();
         j.append(b"two\n").unwrap();
@@ -392,6 +403,7 @@ fn rootfs_never_goes_through_a_link_or_a_file_where_a_directory_belongs() {
             culprit(fs.read(&base.join("bait"), 100).map(drop), "read");
             culprit(fs.stat(&base.join("bait")).map(drop), "stat");
             culprit(fs.touch(&base.join("bait")), "touch");
+            culprit(fs.touch_read(&base.join("bait"), 100).map(drop), "touch_read");
             culprit(fs.remove_file(&base.join("bait")), "remove_file");
             culprit(fs.remove_file(&base.join("sub/bait")), "remove_file deeper");
             culprit(fs.rename(&base.join("bait"), &root.join("taken")), "rename from");
@@ -481,6 +493,7 @@ fn a_root_counts_what_it_did_and_a_plain_fs_counts_nothing() {
         assert_eq!(fs.list(&sub).unwrap().len(), 1);
         assert!(fs.stat(&sub.join("w")).unwrap().is_some());
         fs.touch(&sub.join("w")).unwrap();
+        assert_eq!(fs.touch_read(&sub.join("w"), 100).unwrap(), b"abc");
         let mut j = fs.create_append(&sub.join("journal")).unwrap();
         j.append(b"0123456789").unwrap();
         j.append(b"ab").unwrap();
@@ -497,12 +510,12 @@ fn a_root_counts_what_it_did_and_a_plain_fs_counts_nothing() {
             dir_fsyncs: 3,
             appends: 2,
             appended_bytes: 12,
-            reads: 1,
-            read_bytes: 5,
+            reads: 2,
+            read_bytes: 8,
             lists: 1,
             stats: 1,
             mkdirs: 2,
-            touches: 1,
+            touches: 2,
         };
         assert_eq!(c, want, "{resolve:?}");
         assert_eq!(c.since(&start), want);
