@@ -109,9 +109,11 @@ pub(crate) struct Effects {
     kept: Vec<(PathBuf, Option<u64>)>,
     /// Finished claims' files kept to be written again as task files.
     spares: Spares,
-    /// Destinations found inside the root since the last commit ([`Effects::contain_maildir`]).
+    /// Destinations found inside the root since the last pass that looked everywhere
+    /// ([`Effects::contain_maildir`]).
     contained: HashSet<PathBuf>,
-    /// Maildirs made (or found made) since the last commit ([`Effects::make_maildir`]).
+    /// Maildirs made (or found made) since the last pass that looked everywhere
+    /// ([`Effects::make_maildir`]).
     made: HashSet<PathBuf>,
 }
 
@@ -179,9 +181,10 @@ impl Effects {
 
     /// [`Layout::contain_maildir`](runtime_layout::Layout::contain_maildir) of a destination
     /// (its `tmp/`, `new/` and `cur/` real directories beneath the root), remembered until the
-    /// next commit: a batch of submits to one pool looks once, not three lookups per task. Only
-    /// the early, friendly refusal is spared: every move is still resolved beneath the root when
-    /// it happens, and a link put in the way meanwhile is refused then (`crate::repair`).
+    /// next pass that looks everywhere (at least once a tick, [`Effects::forget_dirs`]): the
+    /// submits to one pool look once a tick, not three lookups per task or per pass. Only the
+    /// early, friendly refusal is spared: every move is still resolved beneath the root when it
+    /// happens, and a link put in the way meanwhile is refused then (`crate::repair`).
     pub fn contain_maildir(&mut self, env: &Env, md: &Maildir) -> Result<(), FsError> {
         if self.contained.contains(&md.root) {
             return Ok(());
@@ -192,9 +195,9 @@ impl Effects {
     }
 
     /// Makes sure the `tmp/` and `new/` of a maildir a task file is about to be delivered into
-    /// exist, once per commit for each maildir: a batch of submits to one pool makes it once,
-    /// not two lookups per task. A maildir removed after that fails its delivery, as one removed
-    /// between a make and the delivery always did (`crate::repair` makes it again).
+    /// exist, once a tick for each maildir (until [`Effects::forget_dirs`]): the submits to one
+    /// pool make it once, not two lookups per task or per pass. A delivery that finds its
+    /// maildir removed since makes it again and delivers once more.
     pub fn make_maildir(&mut self, env: &Env, md: &Maildir) {
         if self.made.contains(&md.root) {
             return;
@@ -207,10 +210,15 @@ impl Effects {
         }
     }
 
-    /// Makes the journal durable, then carries out the effects and fsyncs what they touched.
-    pub fn commit(&mut self, env: &Env, ledger: &mut Ledger) -> Result<(), EngineError> {
+    /// Forgets the destinations looked at and made ([`Effects::contain_maildir`],
+    /// [`Effects::make_maildir`]): called by each pass that looks everywhere.
+    pub fn forget_dirs(&mut self) {
         self.contained.clear();
         self.made.clear();
+    }
+
+    /// Makes the journal durable, then carries out the effects and fsyncs what they touched.
+    pub fn commit(&mut self, env: &Env, ledger: &mut Ledger) -> Result<(), EngineError> {
         ledger.commit()?;
         // Answers go out together: each wakes the thread that writes it to its connection, and
         // one wake-up costs less than one between every two moves. Acknowledgements first, before
@@ -297,6 +305,14 @@ impl Effects {
                         Some(done) => done,
                         None => deliver(fs, &maildir, &name, &bytes, file_sync),
                     };
+                let delivered = match delivered {
+                    // Removed since it was made (`make_maildir` looks once a tick): made again.
+                    Err(e) if e.is_not_found() && maildir.create(fs, false).is_ok() => {
+                        self.made.insert(maildir.root.clone());
+                        deliver(fs, &maildir, &name, &bytes, file_sync)
+                    }
+                    other => other,
+                };
                 match delivered {
                     Ok(p) => self.touch_dir(&p),
                     Err(e) if e.is_already_exists() => {}

@@ -246,6 +246,9 @@ impl Engine {
             }
         }
         let look_everywhere = look.claims == Claims::Everywhere;
+        if look_everywhere {
+            self.core.effects.forget_dirs();
+        }
         let batch = self.inbox.consume(&mut self.core.tx(), look.inbox)?;
         if look.claims.any() {
             claims::observe(&mut self.core.tx(), &look.claims)?;

@@ -262,3 +262,22 @@ fn a_socket_where_a_message_or_a_board_belongs_is_refused_not_fatal() {
     e.step().unwrap();
     assert!(e.live("AFTER").is_some(), "still serving");
 }
+
+/// A pool's maildir is made (and looked at) once a tick, not at every pass: a pool removed in
+/// between is made again by the delivery that finds it gone, which delivers once more.
+#[test]
+fn a_pool_removed_between_two_looks_is_made_again_by_the_next_delivery() {
+    use crate::engine::Look;
+    let r = Root::new();
+    let mut e = r.engine();
+    r.send(json!({"task_id": "P-1", "task_type": "tools"}));
+    e.step().unwrap();
+    let pool = r.layout.queue("tools");
+    assert_eq!(r.list(&pool.new_dir()).len(), 1);
+    std::fs::remove_dir_all(pool.root.as_path()).unwrap();
+    // A pass woken by the inbox alone: the maildir is taken as made (a tick has not passed).
+    r.send(json!({"task_id": "P-2", "task_type": "tools"}));
+    e.step_looking(Look::INBOX).unwrap();
+    assert_eq!(r.list(&pool.new_dir()).len(), 1, "P-2 delivered into the maildir made again");
+    assert!(matches!(e.live("P-2").map(|l| &l.place), Some(Place::Queued { .. })));
+}
