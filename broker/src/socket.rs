@@ -78,6 +78,7 @@ pub async fn serve(
     };
     tracing::info!(socket = %path.display(), "local socket open");
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let inbox = Inbox { fs, new: layout.broker_inbox().new_dir() };
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -97,9 +98,9 @@ pub async fn serve(
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         counters.open.fetch_add(1, Ordering::Relaxed);
-        let (handle, counters) = (handle.clone(), counters.clone());
+        let (handle, counters, inbox) = (handle.clone(), counters.clone(), inbox.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, handle, max_message_bytes, &counters).await {
+            if let Err(e) = connection(stream, handle, max_message_bytes, &counters, &inbox).await {
                 tracing::debug!(error = %e, "local socket: connection ended");
             }
             counters.open.fetch_sub(1, Ordering::Relaxed);
@@ -140,6 +141,7 @@ async fn connection(
     handle: Handle,
     max: u64,
     counters: &Counters,
+    inbox: &Inbox,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
@@ -164,13 +166,13 @@ async fn connection(
             // its answer's receiver dropped.
             counters.awaiting.fetch_add(1, Ordering::Relaxed);
             let answered = tokio::select! {
-                a = request(&handle, &line, max) => Some(a),
+                a = request(&handle, &line, max, inbox) => Some(a),
                 () = hung_up(&mut read) => None,
             };
             counters.awaiting.fetch_sub(1, Ordering::Relaxed);
             answered
         } else {
-            Some(request(&handle, &line, max).await)
+            Some(request(&handle, &line, max, inbox).await)
         };
         let answer = match answered {
             Some(Some(a)) => a,
@@ -202,7 +204,24 @@ async fn hung_up(read: &mut BufReader<tokio::net::unix::OwnedReadHalf>) {
 }
 
 /// One request's answer; `None` when the broker stopped before answering it.
-async fn request(handle: &Handle, line: &[u8], max: u64) -> Option<Answer> {
+/// The inbox's `new/`, where a message's name is looked up when it arrives.
+#[derive(Clone)]
+struct Inbox {
+    fs: Arc<dyn Fs>,
+    new: std::path::PathBuf,
+}
+
+impl Inbox {
+    /// Whether a file named `name` waits in `broker/inbox/new/` (the engine then takes the
+    /// message from the file). Looked up here, on the socket's thread, as the message arrives,
+    /// so that the broker's loop makes no lookup per message: a file delivered after this
+    /// lookup is taken as a message already taken, as one delivered after the loop's lookup was.
+    fn file_waits(&self, name: &str) -> bool {
+        self.fs.stat(&self.new.join(name)).is_ok_and(|m| m.is_some())
+    }
+}
+
+async fn request(handle: &Handle, line: &[u8], max: u64, inbox: &Inbox) -> Option<Answer> {
     let (name, json) = match socket::parse_request(line) {
         Ok(Request::Message { name, json }) => (name, json),
         Ok(Request::Await(a)) => {
@@ -221,7 +240,7 @@ async fn request(handle: &Handle, line: &[u8], max: u64) -> Option<Answer> {
         Ok(m) => m,
         Err(v) => return Some(refused(&v.field, &v.rule)),
     };
-    match handle.message(name, msg).await.ok()? {
+    match handle.message(name, msg, Some(inbox.file_waits(name))).await.ok()? {
         Verdict::Accepted { seq, .. } => Some(Answer::Accepted { seq }),
         Verdict::Refused { field, rule, reason, .. } => Some(Answer::Refused { field, rule, reason }),
     }

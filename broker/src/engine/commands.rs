@@ -69,6 +69,10 @@ pub enum Command {
         name: String,
         msg: protocol::Message,
         reply: oneshot::Sender<Verdict>,
+        /// Whether a file of that name waited in `broker/inbox/new/` when the message arrived,
+        /// as the front end found it on its own thread (the engine's loop then makes no lookup
+        /// of its own); `None`: the engine looks when it handles the message.
+        file_waits: Option<bool>,
     },
     /// An agent waiting for work: answered with the next task file it may claim from its own
     /// mailbox and `pools` (every pool when empty) once one is on disk, or with nothing at
@@ -378,9 +382,15 @@ impl Handle {
     }
 
     /// A protocol message under its file name (see [`Command::Message`]).
-    pub async fn message(&self, name: &str, msg: protocol::Message) -> Result<Verdict, Stopped> {
+    /// `file_waits`: see [`Command::Message`].
+    pub async fn message(
+        &self,
+        name: &str,
+        msg: protocol::Message,
+        file_waits: Option<bool>,
+    ) -> Result<Verdict, Stopped> {
         let name = name.to_string();
-        self.ask(|reply| Command::Message { name, msg, reply }).await
+        self.ask(|reply| Command::Message { name, msg, reply, file_waits }).await
     }
 
     /// Waits up to `wait` to be named a task file `agent` may claim (see [`Command::Await`]).

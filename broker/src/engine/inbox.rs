@@ -294,7 +294,13 @@ pub(crate) fn handle(tx: &mut Tx, msg: &Message, name: &str) -> Result<(), Refus
 /// read from `inbox/new/` would be, and journals it as consumed there; the answer is sent once
 /// the commit is durable. A name taken before (on the socket or as a file) is accepted again
 /// without being handled: its client is sending it again after an answer it never got.
-pub(crate) fn from_socket(tx: &mut Tx, name: String, msg: &Message, reply: oneshot::Sender<Verdict>) {
+pub(crate) fn from_socket(
+    tx: &mut Tx,
+    name: String,
+    msg: &Message,
+    reply: oneshot::Sender<Verdict>,
+    file_waits: Option<bool>,
+) {
     let taken = tx.state().consumed(&name).map(|d| d.into_owned());
     let verdict = match (taken, tx.state().refusal(&name)) {
         // Refused before (on the socket or as a file): refused again, with the reason given then.
@@ -304,11 +310,12 @@ pub(crate) fn from_socket(tx: &mut Tx, name: String, msg: &Message, reply: onesh
         // gave up on the socket delivers its file only then, and a name seen in `new/` must not
         // be taken by someone else's request).
         (None, _)
-            if tx
-                .env
-                .fs()
-                .stat(&tx.env.layout.broker_inbox().new_dir().join(&name))
-                .is_ok_and(|m| m.is_some()) =>
+            if file_waits.unwrap_or_else(|| {
+                tx.env
+                    .fs()
+                    .stat(&tx.env.layout.broker_inbox().new_dir().join(&name))
+                    .is_ok_and(|m| m.is_some())
+            }) =>
         {
             Verdict::refused(Refusal::rejected(
                 "name",

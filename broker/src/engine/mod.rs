@@ -362,8 +362,8 @@ impl Engine {
                 Command::Requeue { name, reply } => {
                     self.request(reply, None, |tx, msg| quarantine::requeue(tx, &name, msg));
                 }
-                Command::Message { name, msg, reply } => {
-                    inbox::from_socket(&mut self.core.tx(), name, &msg, reply)
+                Command::Message { name, msg, reply, file_waits } => {
+                    inbox::from_socket(&mut self.core.tx(), name, &msg, reply, file_waits)
                 }
                 Command::Await { agent, pools, deadline, reply } => {
                     self.offers.wait(agent, pools, deadline, reply)

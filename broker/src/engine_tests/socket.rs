@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 fn message(name: &str, v: serde_json::Value) -> (Command, oneshot::Receiver<Verdict>) {
     let (reply, answer) = oneshot::channel();
     let msg = Message::from_value(v).unwrap();
-    (Command::Message { name: name.into(), msg, reply }, answer)
+    (Command::Message { name: name.into(), msg, reply, file_waits: None }, answer)
 }
 
 fn commits(e: &mut crate::engine::Engine) -> u64 {
@@ -224,4 +224,37 @@ fn a_request_under_the_name_of_a_waiting_file_is_refused_and_the_file_is_taken()
     }
     assert_eq!(e.state().live("W-1").unwrap().task.name.as_deref(), Some("the file's"));
     assert_eq!(r.list(&r.layout.broker_inbox().cur()), vec![name]);
+}
+
+/// The socket's thread looks the name up as the message arrives (`file_waits`), and the loop
+/// takes its word without a lookup of its own: a file delivered after that lookup (its client
+/// gave up on the socket meanwhile) is the same message taken again, not handled twice.
+#[test]
+fn the_lookup_made_as_a_message_arrives_is_the_one_that_counts() {
+    let r = Root::new();
+    let mut e = r.engine();
+    let with = |name: &str, v: serde_json::Value, file_waits| {
+        let (cmd, answer) = message(name, v);
+        let Command::Message { name, msg, reply, .. } = cmd else { unreachable!() };
+        (Command::Message { name, msg, reply, file_waits: Some(file_waits) }, answer)
+    };
+    // Said to wait: refused, though no file is there.
+    let (cmd, mut refused) =
+        with("msg-2.a.json", json!({"kind": "submit", "task": {"task_id": "L-1"}}), true);
+    e.take([cmd]);
+    e.step().unwrap();
+    assert!(matches!(refused.try_recv(), Ok(Verdict::Refused { ref field, .. }) if field == "name"));
+    assert!(e.state().live("L-1").is_none());
+
+    // Said not to wait, though the file came meanwhile: the socket's message is the one taken.
+    let name = r.send(json!({"task_id": "L-2", "name": "the file's"}));
+    let (cmd, mut taken) =
+        with(&name, json!({"kind": "submit", "task": {"task_id": "L-2", "name": "sent"}}), false);
+    e.take([cmd]);
+    e.step().unwrap();
+    assert!(matches!(taken.try_recv(), Ok(Verdict::Accepted { .. })));
+    e.step().unwrap();
+    assert_eq!(e.state().live("L-2").unwrap().task.name.as_deref(), Some("sent"));
+    assert_eq!(r.list(&r.layout.broker_inbox().cur()), vec![name], "the file taken as the same message");
+    assert!(r.list(&r.layout.broker_inbox().new_dir()).is_empty());
 }

@@ -204,7 +204,7 @@ impl World {
         match self.engine.as_mut() {
             Some(e) => {
                 let (reply, answer) = oneshot::channel();
-                let cmd = Command::Message { name: name.clone(), msg: msg.clone(), reply };
+                let cmd = Command::Message { name: name.clone(), msg: msg.clone(), reply, file_waits: None };
                 if self.on_socket.len() % 2 == 1 {
                     self.late.push(cmd);
                 } else {
