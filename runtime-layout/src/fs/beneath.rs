@@ -177,6 +177,27 @@ impl Beneath {
         openat(&dir, name, flags | OFlags::CLOEXEC, mode).map_err(Ok)
     }
 
+    /// Whether something is at `path`, in one `openat2` (`O_PATH`, nothing read): `None` when
+    /// that one call cannot say (no `openat2`, a link or a refusal on the way), for a `stat` to
+    /// answer. A missing directory on the way is nothing there, as for `stat`.
+    pub fn probe(&self, path: &Path) -> Option<bool> {
+        if !self.uses_openat2() {
+            return None;
+        }
+        let rel = self.relative(path).ok().filter(|r| !r.as_os_str().is_empty())?;
+        match openat2(
+            &self.root,
+            rel,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        ) {
+            Ok(_) => Some(true),
+            Err(Errno::NOENT) => Some(false),
+            Err(_) => None,
+        }
+    }
+
     /// The error for a failed resolution: what stood in the way, or the I/O error as it is.
     fn refused(&self, path: &Path, rel: &Path, e: Errno) -> FsError {
         if matches!(e, Errno::LOOP | Errno::NOTDIR | Errno::XDEV) {

@@ -330,6 +330,11 @@ pub trait Fs: Send + Sync {
     fn list(&self, dir: &Path) -> Result<Vec<Entry>, FsError>;
     /// `lstat`: `None` when nothing is there.
     fn stat(&self, path: &Path) -> Result<Option<Meta>, FsError>;
+    /// Whether anything is at `path` (what [`Fs::stat`] would find), for a caller that needs no
+    /// more: a filesystem that can answers in fewer calls.
+    fn exists(&self, path: &Path) -> Result<bool, FsError> {
+        self.stat(path).map(|m| m.is_some())
+    }
     /// Reads a regular file of at most `limit` bytes without following a symlink.
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError>;
     /// Sets the file's modification time to now (a heartbeat), without following a symlink.

@@ -272,6 +272,18 @@ impl Fs for RootFs {
         }
     }
 
+    /// One `openat2` from the root for the whole path when the kernel has it (no directory
+    /// opened apart, no `fstatat`): a name that is absent, the usual answer, costs one call.
+    fn exists(&self, path: &Path) -> Result<bool, FsError> {
+        match self.at.probe(path) {
+            Some(found) => {
+                self.counts.statted();
+                Ok(found)
+            }
+            None => self.stat(path).map(|m| m.is_some()),
+        }
+    }
+
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
         // O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO from blocking the open.
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;

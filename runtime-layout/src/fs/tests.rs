@@ -134,6 +134,14 @@ fn touch_moves_mtime_forward_and_append_accumulates() {
         assert!(fs.touch_read(&d.join("link"), 100).is_err());
         assert_eq!(fs.stat(&f).unwrap().unwrap().mtime, before, "the link's target untouched");
         assert!(matches!(fs.touch_read(&f, 3), Err(FsError::TooLarge { .. })));
+        // Anything at the name is there (a link as itself, never followed); nothing, or no
+        // directory on the way, is not.
+        assert!(fs.exists(&f).unwrap());
+        assert!(fs.exists(&d.join("link")).unwrap());
+        assert!(!fs.exists(&d.join("none")).unwrap());
+        assert!(!fs.exists(&d.join("no/such/dir")).unwrap());
+        mkfifo(&d.join("fifo"));
+        assert!(fs.exists(&d.join("fifo")).unwrap(), "a FIFO is there, and is not opened");
         let mut j = fs.create_append(&d.join("j")).unwrap();
         j.append(b"one\n").unwrap();
         j.append(b"two\n").unwrap();
@@ -404,6 +412,7 @@ fn rootfs_never_goes_through_a_link_or_a_file_where_a_directory_belongs() {
             culprit(fs.stat(&base.join("bait")).map(drop), "stat");
             culprit(fs.touch(&base.join("bait")), "touch");
             culprit(fs.touch_read(&base.join("bait"), 100).map(drop), "touch_read");
+            culprit(fs.exists(&base.join("bait")).map(drop), "exists");
             culprit(fs.remove_file(&base.join("bait")), "remove_file");
             culprit(fs.remove_file(&base.join("sub/bait")), "remove_file deeper");
             culprit(fs.rename(&base.join("bait"), &root.join("taken")), "rename from");
@@ -492,6 +501,7 @@ fn a_root_counts_what_it_did_and_a_plain_fs_counts_nothing() {
         fs.overwrite(&sub.join("w"), b"abc", false).unwrap();
         assert_eq!(fs.list(&sub).unwrap().len(), 1);
         assert!(fs.stat(&sub.join("w")).unwrap().is_some());
+        assert!(fs.exists(&sub.join("w")).unwrap());
         fs.touch(&sub.join("w")).unwrap();
         assert_eq!(fs.touch_read(&sub.join("w"), 100).unwrap(), b"abc");
         let mut j = fs.create_append(&sub.join("journal")).unwrap();
@@ -513,7 +523,7 @@ fn a_root_counts_what_it_did_and_a_plain_fs_counts_nothing() {
             reads: 2,
             read_bytes: 8,
             lists: 1,
-            stats: 1,
+            stats: 2,
             mkdirs: 2,
             touches: 2,
         };
