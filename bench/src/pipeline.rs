@@ -14,7 +14,7 @@ use crate::error::BenchError;
 use crate::fs_ops::{self, BrokerReading, FsTally, LoopTally};
 use crate::journal_watch::{self, JournalTail};
 use crate::load::task_id;
-use crate::procs::{Proc, cpu_time, mb, peak_rss, start_broker, write_file};
+use crate::procs::{Proc, cpu_by_thread, cpu_time, mb, peak_rss, start_broker, write_file};
 use crate::report::{Lat, round};
 use crate::run::Ctx;
 use runtime_layout::{Fs, FsCounts, Layout, NameSource, write_atomic};
@@ -85,6 +85,9 @@ pub struct PipeReport {
     /// User+system time of the broker during the run, per task.
     #[serde(serialize_with = "round::r0")]
     pub broker_cpu_us_per_task: f64,
+    /// The same, by the broker's thread (its name: `mailroom` is the loop, `local-socket` the
+    /// socket's thread), in whole microseconds per task.
+    pub broker_cpu_us_per_task_by_thread: std::collections::BTreeMap<String, u64>,
     /// `VmHWM` of the broker.
     #[serde(serialize_with = "round::r3")]
     pub broker_peak_rss_mb: f64,
@@ -206,6 +209,7 @@ pub fn run_nodes(
     let fs0: Vec<Option<BrokerReading>> = nodes.iter().map(|x| fs_ops::broker_counts(fs, &x.root)).collect();
     let read0 = Instant::now();
     let cpu0: Vec<Duration> = nodes.iter().map(|x| cpu_time(x.broker.pid()).unwrap_or_default()).collect();
+    let threads0: Vec<_> = nodes.iter().map(|x| cpu_by_thread(x.broker.pid())).collect();
     let durability = |args: &mut Vec<String>| {
         if let Some(c) = &p.client_durability {
             args.extend(["--durability".into(), c.clone()]);
@@ -270,6 +274,13 @@ pub fn run_nodes(
         .zip(&cpu0)
         .map(|(x, c0)| cpu_time(x.broker.pid()).unwrap_or_default().saturating_sub(*c0))
         .sum();
+    let mut by_thread: std::collections::BTreeMap<String, Duration> = Default::default();
+    for (x, t0) in nodes.iter().zip(&threads0) {
+        for (name, t) in cpu_by_thread(x.broker.pid()) {
+            *by_thread.entry(name.clone()).or_default() +=
+                t.saturating_sub(t0.get(&name).copied().unwrap_or_default());
+        }
+    }
     let rss = nodes.iter().filter_map(|x| peak_rss(x.broker.pid())).max().unwrap_or(0);
     write_file(&stop, b"")?;
     for a in agent_procs {
@@ -292,6 +303,10 @@ pub fn run_nodes(
     let (claims, claimed_ids) = claimed(d, &agents);
     out.claimed_twice = claims - claimed_ids.len();
     out.broker_cpu_us_per_task = cpu.as_secs_f64() * 1e6 / p.tasks.max(1) as f64;
+    out.broker_cpu_us_per_task_by_thread = by_thread
+        .into_iter()
+        .map(|(name, t)| (name, (t.as_secs_f64() * 1e6 / p.tasks.max(1) as f64).round() as u64))
+        .collect();
     out.broker_peak_rss_mb = mb(rss);
     out.broker_ready_ms = ready.as_secs_f64() * 1000.0;
     let (mut written, mut whole) = (0, 0);

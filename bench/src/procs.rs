@@ -176,12 +176,33 @@ pub fn write_file(path: &Path, bytes: impl AsRef<[u8]>) -> Result<(), BenchError
 
 /// User+system CPU time of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?).map(|(_, t)| t)
+}
+
+/// User+system CPU time of each of a process's threads, summed by thread name (`comm`: the
+/// broker's loop is `mailroom`, its socket's thread `local-socket`), from
+/// `/proc/<pid>/task/*/stat`. A thread that ended before the reading is not in it.
+pub fn cpu_by_thread(pid: u32) -> std::collections::BTreeMap<String, Duration> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return out };
+    for t in tasks.flatten() {
+        if let Some((name, cpu)) =
+            std::fs::read_to_string(t.path().join("stat")).ok().as_deref().and_then(stat_cpu)
+        {
+            *out.entry(name).or_default() += cpu;
+        }
+    }
+    out
+}
+
+/// The name and user+system time in a `stat` line of `/proc`.
+fn stat_cpu(s: &str) -> Option<(String, Duration)> {
+    let name = s.get(s.find('(')? + 1..s.rfind(')')?)?.to_string();
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // After the comm field: state is field 3, utime 14, stime 15 (1-based) -> index 11, 12.
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    Some((name, Duration::from_millis(ticks * 10)))
 }
 
 /// Peak resident set (`VmHWM`) of a process, in bytes.
@@ -208,4 +229,28 @@ pub fn mb(b: u64) -> f64 {
 /// Whether `program` runs at all (W2 needs `python3`).
 pub fn runs(program: impl AsRef<OsStr>) -> bool {
     Command::new(program).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_s_cpu_is_read_under_its_name() {
+        let line = "4242 (local-socket) S 1 2 3 4 5 6 7 8 9 10 150 25 0 0 20 0 2 0";
+        assert_eq!(stat_cpu(line), Some(("local-socket".into(), Duration::from_millis(1750))));
+        // A name with spaces and parentheses is read up to the last one.
+        let odd = "7 (a (b) c) R 1 2 3 4 5 6 7 8 9 10 3 4 0";
+        assert_eq!(stat_cpu(odd).map(|(n, _)| n).as_deref(), Some("a (b) c"));
+        // This process: its threads, the main one among them, each read.
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(0u64);
+        }
+        let mine = cpu_by_thread(std::process::id());
+        assert!(!mine.is_empty());
+        let total: Duration = mine.values().sum();
+        assert!(total >= Duration::from_millis(10), "{mine:?}");
+        assert!(total <= cpu_time(std::process::id()).unwrap() + Duration::from_millis(20), "{mine:?}");
+    }
 }

@@ -72,10 +72,23 @@ impl fmt::Display for W1Report {
             "                submit->claimable {}; submit->claimed {}; claim->working (journaled) {}",
             o.submit_to_claimable, o.submit_to_claimed, o.claim_to_working
         )?;
+        let threads: Vec<String> = o
+            .broker_cpu_us_per_task_by_thread
+            .iter()
+            .filter(|(_, us)| **us > 0)
+            .map(|(name, us)| format!("{name} {us}"))
+            .collect();
         writeln!(
             f,
-            "                broker CPU {:.0} us/task, peak RSS {:.1} MB, ready in {:.0} ms",
-            o.broker_cpu_us_per_task, o.broker_peak_rss_mb, o.broker_ready_ms
+            "                broker CPU {:.0} us/task ({}), peak RSS {:.1} MB, ready in {:.0} ms",
+            o.broker_cpu_us_per_task,
+            if threads.is_empty() {
+                "by thread: none read".to_string()
+            } else {
+                format!("by thread: {}", threads.join(", "))
+            },
+            o.broker_peak_rss_mb,
+            o.broker_ready_ms
         )?;
         writeln!(
             f,
