@@ -203,7 +203,6 @@ async fn hung_up(read: &mut BufReader<tokio::net::unix::OwnedReadHalf>) {
     }
 }
 
-/// One request's answer; `None` when the broker stopped before answering it.
 /// The inbox's `new/`, where a message's name is looked up when it arrives.
 #[derive(Clone)]
 struct Inbox {
@@ -221,6 +220,7 @@ impl Inbox {
     }
 }
 
+/// One request's answer; `None` when the broker stopped before answering it.
 async fn request(handle: &Handle, line: &[u8], max: u64, inbox: &Inbox) -> Option<Answer> {
     let (name, json) = match socket::parse_request(line) {
         Ok(Request::Message { name, json }) => (name, json),
@@ -256,4 +256,30 @@ fn answer_line(a: &Answer) -> Vec<u8> {
     let mut line = serde_json::to_vec(a).expect("an answer always serialises");
     line.push(b'\n');
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runtime_layout::RootFs;
+
+    /// The lookup is made where clients deliver files: a name waiting there is found, another
+    /// is not, and a link at the name counts as something there (never followed).
+    #[test]
+    fn a_name_is_looked_up_in_the_inbox_new_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path().join("runtime"));
+        std::fs::create_dir_all(layout.root()).unwrap();
+        let fs: Arc<dyn Fs> = Arc::new(RootFs::open(layout.root()).unwrap());
+        layout.create(fs.as_ref()).unwrap();
+        let inbox = Inbox { fs, new: layout.broker_inbox().new_dir() };
+        std::fs::write(layout.broker_inbox().new_dir().join("msg-1.a.json"), b"{}").unwrap();
+        std::fs::write(layout.broker_inbox().cur().join("msg-2.a.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", layout.broker_inbox().new_dir().join("msg-3.a.json"))
+            .unwrap();
+        assert!(inbox.file_waits("msg-1.a.json"));
+        assert!(!inbox.file_waits("msg-2.a.json"), "taken already: in cur/, not new/");
+        assert!(inbox.file_waits("msg-3.a.json"));
+        assert!(!inbox.file_waits("msg-4.a.json"));
+    }
 }

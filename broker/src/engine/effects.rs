@@ -180,11 +180,12 @@ impl Effects {
     }
 
     /// [`Layout::contain_maildir`](runtime_layout::Layout::contain_maildir) of a destination
-    /// (its `tmp/`, `new/` and `cur/` real directories beneath the root), remembered until the
-    /// next pass that looks everywhere (at least once a tick, [`Effects::forget_dirs`]): the
-    /// submits to one pool look once a tick, not three lookups per task or per pass. Only the
-    /// early, friendly refusal is spared: every move is still resolved beneath the root when it
-    /// happens, and a link put in the way meanwhile is refused then (`crate::repair`).
+    /// (its `tmp/`, `new/` and `cur/` real directories beneath the root), remembered: a pool
+    /// (the broker's own territory) until the next pass that looks everywhere (the loop makes
+    /// one at least once a tick, [`Effects::forget_dirs`]), a client's mailbox until the next
+    /// commit. The submits to one pool look once a tick, not three lookups per task or per pass.
+    /// Only the early, friendly refusal is spared: every move is still resolved beneath the root
+    /// when it happens, and a link put in the way meanwhile is refused then (`crate::repair`).
     pub fn contain_maildir(&mut self, env: &Env, md: &Maildir) -> Result<(), FsError> {
         if self.contained.contains(&md.root) {
             return Ok(());
@@ -195,9 +196,9 @@ impl Effects {
     }
 
     /// Makes sure the `tmp/` and `new/` of a maildir a task file is about to be delivered into
-    /// exist, once a tick for each maildir (until [`Effects::forget_dirs`]): the submits to one
-    /// pool make it once, not two lookups per task or per pass. A delivery that finds its
-    /// maildir removed since makes it again and delivers once more.
+    /// exist, remembered as [`Effects::contain_maildir`] remembers: the submits to one pool make
+    /// it once a tick, not two lookups per task or per pass. A delivery that finds its maildir
+    /// removed since makes it again and delivers once more.
     pub fn make_maildir(&mut self, env: &Env, md: &Maildir) {
         if self.made.contains(&md.root) {
             return;
@@ -219,6 +220,10 @@ impl Effects {
 
     /// Makes the journal durable, then carries out the effects and fsyncs what they touched.
     pub fn commit(&mut self, env: &Env, ledger: &mut Ledger) -> Result<(), EngineError> {
+        // A client's territory is looked at again at every commit: a link it puts in place of
+        // its mailbox is refused early, not met by a delivery (which repairs the tree).
+        self.contained.retain(|d| !env.client_owned(d));
+        self.made.retain(|d| !env.client_owned(d));
         ledger.commit()?;
         // Answers go out together: each wakes the thread that writes it to its connection, and
         // one wake-up costs less than one between every two moves. Acknowledgements first, before
@@ -306,11 +311,12 @@ impl Effects {
                         None => deliver(fs, &maildir, &name, &bytes, file_sync),
                     };
                 let delivered = match delivered {
-                    // Removed since it was made (`make_maildir` looks once a tick): made again.
-                    Err(e) if e.is_not_found() && maildir.create(fs, false).is_ok() => {
+                    // Removed since it was made (`make_maildir` looks once a tick): made again,
+                    // once; a failure to make it is the error (a client's permissions, say).
+                    Err(e) if e.is_not_found() => maildir.create(fs, false).and_then(|()| {
                         self.made.insert(maildir.root.clone());
                         deliver(fs, &maildir, &name, &bytes, file_sync)
-                    }
+                    }),
                     other => other,
                 };
                 match delivered {

@@ -235,6 +235,10 @@ impl Engine {
         late: impl FnOnce() -> Vec<Command>,
     ) -> Result<StepReport, EngineError> {
         let started = std::time::Instant::now();
+        if look.claims == Claims::Everywhere {
+            // Destinations looked at and made are looked at again (see `Effects::contain_maildir`).
+            self.core.effects.forget_dirs();
+        }
         let start = self.core.ledger.records();
         let journal_before = self.core.ledger.journal_written();
         if look.drops || self.drops.settling() {
@@ -246,9 +250,6 @@ impl Engine {
             }
         }
         let look_everywhere = look.claims == Claims::Everywhere;
-        if look_everywhere {
-            self.core.effects.forget_dirs();
-        }
         let batch = self.inbox.consume(&mut self.core.tx(), look.inbox)?;
         if look.claims.any() {
             claims::observe(&mut self.core.tx(), &look.claims)?;

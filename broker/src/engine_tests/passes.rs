@@ -264,20 +264,58 @@ fn a_socket_where_a_message_or_a_board_belongs_is_refused_not_fatal() {
 }
 
 /// A pool's maildir is made (and looked at) once a tick, not at every pass: a pool removed in
-/// between is made again by the delivery that finds it gone, which delivers once more.
+/// between is made again by the delivery that finds it gone, which delivers once more. On both
+/// filesystems the broker may run on (resolved beneath the root, or by path), whose errors for a
+/// missing directory differ.
 #[test]
 fn a_pool_removed_between_two_looks_is_made_again_by_the_next_delivery() {
     use crate::engine::Look;
+    use runtime_layout::{Fs, RootFs};
+    for beneath in [false, true] {
+        let r = Root::new();
+        let mut e = if beneath {
+            let fs: Arc<dyn Fs> = Arc::new(RootFs::open(r.layout.root()).unwrap());
+            let mut e = Engine::open(fs, r.layout.clone(), Config::default()).unwrap();
+            e.reconcile().unwrap();
+            e
+        } else {
+            r.engine()
+        };
+        r.send(json!({"task_id": "P-1", "task_type": "tools"}));
+        e.step().unwrap();
+        let pool = r.layout.queue("tools");
+        assert_eq!(r.list(&pool.new_dir()).len(), 1);
+        std::fs::remove_dir_all(pool.root.as_path()).unwrap();
+        // A pass woken by the inbox alone: the maildir is taken as made (a tick has not passed).
+        r.send(json!({"task_id": "P-2", "task_type": "tools"}));
+        e.step_looking(Look::INBOX).unwrap();
+        assert_eq!(
+            r.list(&pool.new_dir()).len(),
+            1,
+            "beneath: {beneath}: P-2 delivered into the maildir made again"
+        );
+        assert!(matches!(e.live("P-2").map(|l| &l.place), Some(Place::Queued { .. })));
+    }
+}
+
+/// A client's mailbox is looked at again at every commit, not once a tick like a pool: a link an
+/// agent puts in place of its `tmp/` is refused at the next submit to it, before any delivery
+/// meets it, and nothing is written where the link points.
+#[test]
+fn a_mailbox_turned_into_a_link_is_refused_at_the_next_submit() {
+    use crate::engine::Look;
     let r = Root::new();
+    r.agent("A");
     let mut e = r.engine();
-    r.send(json!({"task_id": "P-1", "task_type": "tools"}));
+    r.send(json!({"task_id": "M-1", "assigned_to": "A"}));
     e.step().unwrap();
-    let pool = r.layout.queue("tools");
-    assert_eq!(r.list(&pool.new_dir()).len(), 1);
-    std::fs::remove_dir_all(pool.root.as_path()).unwrap();
-    // A pass woken by the inbox alone: the maildir is taken as made (a tick has not passed).
-    r.send(json!({"task_id": "P-2", "task_type": "tools"}));
+    assert_eq!(r.list(&r.layout.mailbox("A").new_dir()).len(), 1);
+    let tmp = r.layout.mailbox("A").tmp();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &tmp).unwrap();
+    r.send(json!({"task_id": "M-2", "assigned_to": "A"}));
     e.step_looking(Look::INBOX).unwrap();
-    assert_eq!(r.list(&pool.new_dir()).len(), 1, "P-2 delivered into the maildir made again");
-    assert!(matches!(e.live("P-2").map(|l| &l.place), Some(Place::Queued { .. })));
+    assert!(e.live("M-2").is_none(), "refused");
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written through the link");
 }
