@@ -177,23 +177,20 @@ impl Beneath {
         openat(&dir, name, flags | OFlags::CLOEXEC, mode).map_err(Ok)
     }
 
-    /// Whether something is at `path`, in one `openat2` (`O_PATH`, nothing read): `None` when
-    /// that one call cannot say (no `openat2`, a link or a refusal on the way), for a `stat` to
-    /// answer. A missing directory on the way is nothing there, as for `stat`.
-    pub fn probe(&self, path: &Path) -> Option<bool> {
+    /// What is at `path`, in one `openat2` of the whole path: a handle on it (`O_PATH |
+    /// O_NOFOLLOW`: nothing read, a FIFO not opened, a link as itself) or `Some(None)` when
+    /// nothing is there (a missing directory on the way included, as for `stat`). `None` when
+    /// that one call cannot say (no `openat2`, a link or a refusal on the way): the caller walks
+    /// the usual way, which names what stood in it.
+    pub fn probe(&self, path: &Path) -> Option<Option<OwnedFd>> {
         if !self.uses_openat2() {
             return None;
         }
         let rel = self.relative(path).ok().filter(|r| !r.as_os_str().is_empty())?;
-        match openat2(
-            &self.root,
-            rel,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-            RESOLVE,
-        ) {
-            Ok(_) => Some(true),
-            Err(Errno::NOENT) => Some(false),
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match openat2(&self.root, rel, flags, Mode::empty(), RESOLVE) {
+            Ok(fd) => Some(Some(fd)),
+            Err(Errno::NOENT) => Some(None),
             Err(_) => None,
         }
     }

@@ -253,8 +253,18 @@ impl Fs for RootFs {
         Ok(out)
     }
 
+    /// With `openat2`, one call from the root for the whole path and an `fstat` of the handle
+    /// (`O_PATH`): the usual answer for a name that is absent costs one call, not three.
     fn stat(&self, path: &Path) -> Result<Option<Meta>, FsError> {
         self.counts.statted();
+        if let Some(found) = self.at.probe(path) {
+            return match found {
+                Some(fd) => rustix::fs::fstat(&fd)
+                    .map(|st| Some(meta_of(&st)))
+                    .map_err(|e| FsError::io("stat", path, errno(e))),
+                None => Ok(None),
+            };
+        }
         let rel = self.at.relative(path)?;
         if rel.as_os_str().is_empty() {
             let st = rustix::fs::fstat(self.at.root()).map_err(|e| FsError::io("stat", path, errno(e)))?;
@@ -273,12 +283,12 @@ impl Fs for RootFs {
     }
 
     /// One `openat2` from the root for the whole path when the kernel has it (no directory
-    /// opened apart, no `fstatat`): a name that is absent, the usual answer, costs one call.
+    /// opened apart, no `fstat`): a name that is absent, the usual answer, costs one call.
     fn exists(&self, path: &Path) -> Result<bool, FsError> {
         match self.at.probe(path) {
             Some(found) => {
                 self.counts.statted();
-                Ok(found)
+                Ok(found.is_some())
             }
             None => self.stat(path).map(|m| m.is_some()),
         }
