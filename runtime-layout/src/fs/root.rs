@@ -17,6 +17,7 @@ use super::unix::{self, Appender, errno, id_of, meta_of, open_error};
 use super::{AppendFile, Entry, FileKind, Fs, FsError, LockGuard, Meta, Space};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, UTIME_NOW, UTIME_OMIT};
 use rustix::io::Errno;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -74,6 +75,16 @@ impl RootFs {
     /// Does resolution use `openat2` (else the walk)?
     pub fn uses_openat2(&self) -> bool {
         self.at.uses_openat2()
+    }
+
+    /// `path` as a regular file beneath the root, opened for reading: O_NOFOLLOW refuses a
+    /// symlink, O_NONBLOCK keeps a FIFO from blocking the open.
+    fn open_to_read(&self, path: &Path) -> Result<OwnedFd, FsError> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
+        self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
+            Ok(errno) => open_error("open", path, errno, || self.kind_at(path)),
+            Err(refused) => refused,
+        })
     }
 
     /// `path` as a directory beneath the root, opened for reading (listing, fsync).
@@ -295,12 +306,7 @@ impl Fs for RootFs {
     }
 
     fn read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-        // O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO from blocking the open.
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
-        let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
-            Ok(errno) => open_error("open", path, errno, || self.kind_at(path)),
-            Err(refused) => refused,
-        })?;
+        let fd = self.open_to_read(path)?;
         let bytes = unix::read_limited(fd, path, limit)?;
         self.counts.read(bytes.len());
         Ok(bytes)
@@ -316,11 +322,7 @@ impl Fs for RootFs {
 
     /// One open for both: the file is resolved once, its time set through the descriptor.
     fn touch_read(&self, path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
-        let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
-            Ok(errno) => open_error("open", path, errno, || self.kind_at(path)),
-            Err(refused) => refused,
-        })?;
+        let fd = self.open_to_read(path)?;
         rustix::fs::futimens(&fd, &MTIME_NOW).map_err(|e| FsError::io("touch", path, errno(e)))?;
         self.counts.touched();
         let bytes = unix::read_limited(fd, path, limit)?;
@@ -347,11 +349,7 @@ impl Fs for RootFs {
     }
 
     fn read_at(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, FsError> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK;
-        let fd = self.at.open_file(path, flags, Mode::empty()).map_err(|e| match e {
-            Ok(errno) => open_error("open", path, errno, || self.kind_at(path)),
-            Err(refused) => refused,
-        })?;
+        let fd = self.open_to_read(path)?;
         let bytes = unix::read_piece(fd, path, offset, len)?;
         self.counts.read(bytes.len());
         Ok(bytes)
