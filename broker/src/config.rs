@@ -115,8 +115,9 @@ pub struct DispatchSettings {
     /// A task waiting for a task id that does not exist is BLOCKED after this many seconds.
     pub missing_dependency_secs: u64,
     /// At most this many ready tasks of one maildir (a pool or an agent's mailbox) are files in
-    /// its `new/`; the rest wait in the broker's state, in dispatch order, and get their file as
-    /// claims make room. A task that sorts before the window's last file takes its place at
+    /// its `new/`; the rest wait in the broker's state, in dispatch order, and get their files
+    /// once claims have drained the window to three quarters of this (then up to this again). A
+    /// task that sorts before the window's last file takes the room, or that file's place, at
     /// once. Keeps a claim (which lists `new/`) and a pass costing the same at any queue depth.
     /// `0` means no limit.
     pub ready_window: usize,

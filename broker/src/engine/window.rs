@@ -8,7 +8,16 @@
 //! - if the window is full and the task sorts before the window's last file, that file is
 //!   withdrawn (it waits again under the same name) and the new task takes its place, so a
 //!   CRITICAL task submitted behind 100,000 LOW ones is the next one claimed;
-//! - otherwise it waits, and each pass hands the room claims made to waiting tasks in order.
+//! - otherwise it waits, and once claims have drained the window to three quarters of its size
+//!   ([`refill_below`]) a pass fills it again with waiting tasks in order.
+//!
+//! Refilling waits for that much room because refilling at every claim made the window's last
+//! place swing under a backlog of mixed priorities: a LOW task promoted into the room one claim
+//! made, withdrawn at the next pass for a HIGH one arriving, promoted again, each swing a file
+//! written or removed and a record journaled (about one of each per task in such a run). The
+//! room left above the mark takes arriving tasks that sort before the waiting ones without
+//! withdrawing anything, and the files are still the best ready tasks: only their count
+//! varies, between the mark and the size.
 //!
 //! A withdrawal removes the file *before* its record is journaled, unlike the broker's other
 //! moves: the unlink and an agent's claiming rename race atomically (one of them finds the file
@@ -62,12 +71,22 @@ fn withdraw(tx: &mut Tx, dir: &str, name: &str) {
     }
 }
 
-/// Gives waiting tasks their files, in dispatch order, while their windows have room.
+/// How few files a window of `limit` holds before waiting tasks are given files again: three
+/// quarters of it (the whole of a window under four files).
+pub(crate) fn refill_below(limit: usize) -> usize {
+    limit - limit / 4
+}
+
+/// Gives waiting tasks their files, in dispatch order, up to their windows' size, in each
+/// window drained below [`refill_below`].
 pub(crate) fn refill(tx: &mut Tx) {
     let limit = tx.env.cfg.dispatch.ready_window;
     let dirs: Vec<String> = tx.state().windows_waiting().map(str::to_string).collect();
     for dir in dirs {
         let Some(w) = tx.state().window(&dir) else { continue };
+        if limit > 0 && w.filed() >= refill_below(limit) {
+            continue;
+        }
         let room = if limit == 0 { usize::MAX } else { limit.saturating_sub(w.filed()) };
         let next: Vec<(String, String)> =
             w.waiting_in_order().take(room).map(|(n, id)| (n.to_string(), id.to_string())).collect();

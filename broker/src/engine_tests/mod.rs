@@ -10,6 +10,7 @@ mod passes;
 mod presence;
 mod socket;
 mod spares;
+mod window;
 
 use crate::config::Config;
 use crate::engine::Engine;
