@@ -21,8 +21,27 @@ use std::time::Duration;
 /// own for that request rather than wait, so that threads' messages can share a commit.
 #[derive(Clone, Default)]
 pub(crate) struct Line {
-    conn: Arc<Mutex<Option<BufReader<UnixStream>>>>,
+    conn: Arc<Mutex<Option<Conn>>>,
 }
+
+/// A connection, and the timeout its socket holds for reads and writes. Timeouts longer than
+/// [`TIMEOUT_STEP`] are rounded up to whole steps, and set only when they change: an agent's
+/// awaits ask for a little less each time, and setting both timeouts for every request was two
+/// system calls of every exchange's six.
+struct Conn {
+    io: BufReader<UnixStream>,
+    timeout: Option<Duration>,
+}
+
+impl Conn {
+    fn new(stream: UnixStream) -> Self {
+        Self { io: BufReader::new(stream), timeout: None }
+    }
+}
+
+/// The granularity of a connection's timeouts longer than it: an answer may be waited for up to
+/// this much longer than asked, never less.
+const TIMEOUT_STEP: Duration = Duration::from_millis(250);
 
 impl Line {
     /// Sends `name` with `json` and waits up to `timeout` for the answer. `None` when there is
@@ -43,11 +62,11 @@ impl Line {
         fits: impl Fn(&Answer) -> bool,
     ) -> Option<Answer> {
         let Ok(mut guard) = self.conn.try_lock() else {
-            let mut own = BufReader::new(connect(path)?);
+            let mut own = Conn::new(connect(path)?);
             return exchange(&mut own, line, timeout).filter(&fits);
         };
         if guard.is_none() {
-            *guard = Some(BufReader::new(connect(path)?));
+            *guard = Some(Conn::new(connect(path)?));
         }
         let conn = guard.as_mut()?;
         let answer = exchange(conn, line, timeout).filter(&fits);
@@ -73,23 +92,48 @@ fn connect(path: &Path) -> Option<UnixStream> {
     Some(stream)
 }
 
-fn exchange(conn: &mut BufReader<UnixStream>, request: &[u8], timeout: Duration) -> Option<Answer> {
-    let timeout = Some(timeout.max(Duration::from_millis(1)));
-    conn.get_ref().set_read_timeout(timeout).ok()?;
-    conn.get_ref().set_write_timeout(timeout).ok()?;
-    conn.get_mut().write_all(request).ok()?;
+fn exchange(conn: &mut Conn, request: &[u8], timeout: Duration) -> Option<Answer> {
+    let timeout = Some(stepped(timeout));
+    if conn.timeout != timeout {
+        conn.timeout = None;
+        conn.io.get_ref().set_read_timeout(timeout).ok()?;
+        conn.io.get_ref().set_write_timeout(timeout).ok()?;
+        conn.timeout = timeout;
+    }
+    conn.io.get_mut().write_all(request).ok()?;
     let mut line = Vec::new();
-    conn.read_until(b'\n', &mut line).ok()?;
+    conn.io.read_until(b'\n', &mut line).ok()?;
     if line.pop() != Some(b'\n') {
         return None;
     }
     serde_json::from_slice(&line).ok()
 }
 
+/// `timeout` rounded up to a whole number of [`TIMEOUT_STEP`]s; one shorter than a step is
+/// kept as asked (a millisecond at least), so a short bound stays short.
+fn stepped(timeout: Duration) -> Duration {
+    if timeout <= TIMEOUT_STEP {
+        return timeout.max(Duration::from_millis(1));
+    }
+    let step = TIMEOUT_STEP.as_nanos();
+    Duration::from_nanos(u64::try_from(timeout.as_nanos().div_ceil(step) * step).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn timeouts_are_rounded_up_to_whole_steps() {
+        let ms = Duration::from_millis;
+        assert_eq!(stepped(Duration::ZERO), ms(1));
+        assert_eq!(stepped(ms(40)), ms(40));
+        assert_eq!(stepped(ms(250)), ms(250));
+        assert_eq!(stepped(ms(251)), ms(500));
+        assert_eq!(stepped(ms(499)), ms(500));
+        assert_eq!(stepped(Duration::from_secs(30)), Duration::from_secs(30));
+    }
 
     /// A broker that accepts nothing (stopped, or swamped) fills its backlog; a request then gets
     /// no answer at once instead of waiting in `connect` for as long as the broker is stuck.
