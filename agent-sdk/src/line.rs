@@ -95,7 +95,6 @@ fn connect(path: &Path) -> Option<UnixStream> {
 fn exchange(conn: &mut Conn, request: &[u8], timeout: Duration) -> Option<Answer> {
     let timeout = Some(stepped(timeout));
     if conn.timeout != timeout {
-        conn.timeout = None;
         conn.io.get_ref().set_read_timeout(timeout).ok()?;
         conn.io.get_ref().set_write_timeout(timeout).ok()?;
         conn.timeout = timeout;

@@ -271,7 +271,8 @@ impl Engine {
         let late = late();
         if !late.is_empty() {
             self.take(late);
-            // Room a late cancel or report freed in a ready window is handed on in this pass.
+            // Room a late cancel or report freed in a ready window drained to its refill mark
+            // is handed on in this pass.
             window::refill(&mut self.core.tx());
         }
         self.core.tx().commit()?;

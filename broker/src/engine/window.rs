@@ -73,7 +73,7 @@ fn withdraw(tx: &mut Tx, dir: &str, name: &str) {
 
 /// How few files a window of `limit` holds before waiting tasks are given files again: three
 /// quarters of it (the whole of a window under four files).
-pub(crate) fn refill_below(limit: usize) -> usize {
+fn refill_below(limit: usize) -> usize {
     limit - limit / 4
 }
 
