@@ -155,8 +155,10 @@ impl Wakeups {
             Claims::Nowhere
         } else if blind & (1 << CLAIMS) != 0 {
             Claims::Everywhere
-        } else {
+        } else if (fresh | d.wide | d.unnamed) & (1 << CLAIMS) != 0 {
             self.claimants(&d)
+        } else {
+            self.claimed_files(&d).unwrap_or_else(|| self.claimants(&d))
         };
         Look { inbox, claims, drops: tags & (1 << DROPS) != 0, edits: false }
     }
@@ -175,6 +177,23 @@ impl Wakeups {
             };
         }
         Claims::Of(agents)
+    }
+
+    /// Each file that arrived in an agent's `cur/`, when every event under `mailboxes/` was one
+    /// (named, in a `cur/`); `None` otherwise (a file elsewhere under `mailboxes/`).
+    fn claimed_files(&self, d: &Drained) -> Option<Claims> {
+        let mut files = BTreeSet::new();
+        for (dir, name) in &d.files {
+            let Ok(rel) = dir.strip_prefix(&self.mailboxes) else { continue }; // Another area's.
+            let mut parts = rel.components().map(|c| c.as_os_str().to_str());
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(Some(agent)), Some(Some("cur")), None) => {
+                    files.insert((agent.to_string(), name.clone()));
+                }
+                _ => return None,
+            }
+        }
+        Some(Claims::Files(files))
     }
 
     /// Reads the events pending now, without waiting: where the next pass should look.
@@ -253,9 +272,17 @@ mod tests {
 
         claim("Agent-2", "t1.json");
         let of = |names: &[&str]| Claims::Of(names.iter().map(|n| n.to_string()).collect());
-        assert_eq!(next_look(&w, &fs).claims, of(&["Agent-2"]));
+        let files = |f: &[(&str, &str)]| {
+            Claims::Files(f.iter().map(|(a, n)| (a.to_string(), n.to_string())).collect())
+        };
+        // Claims are named: the pass looks at those files, and lists no cur/.
+        assert_eq!(next_look(&w, &fs).claims, files(&[("Agent-2", "t1.json")]));
         claim("Agent-1", "t2.json");
         claim("Agent-3", "t3.json");
+        assert_eq!(next_look(&w, &fs).claims, files(&[("Agent-1", "t2.json"), ("Agent-3", "t3.json")]));
+        // Something no event names (a directory) in a cur/: that cur/ is listed.
+        claim("Agent-3", "t5.json");
+        std::fs::create_dir(layout.mailbox("Agent-1").cur().join("d")).unwrap();
         assert_eq!(next_look(&w, &fs).claims, of(&["Agent-1", "Agent-3"]));
 
         // A message alone lists no cur/, and one renamed in is named: the inbox is not listed.
@@ -301,6 +328,6 @@ mod tests {
         std::fs::create_dir_all(layout.mailbox("Agent-4").cur()).unwrap();
         assert_eq!(next_look(&w, &fs).claims, Claims::Everywhere);
         claim("Agent-4", "t4.json");
-        assert_eq!(next_look(&w, &fs).claims, of(&["Agent-4"]), "and it is watched from then on");
+        assert_eq!(next_look(&w, &fs).claims, files(&[("Agent-4", "t4.json")]), "and watched from then on");
     }
 }

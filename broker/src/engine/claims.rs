@@ -140,6 +140,7 @@ pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
     }
     let mailboxes = match look {
         Claims::Nowhere => return Ok(()),
+        Claims::Files(files) => return observe_named(tx, files),
         Claims::Everywhere => tx.env.mailbox_dirs()?,
         Claims::Of(agents) => agents
             .iter()
@@ -147,7 +148,7 @@ pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
             .collect(),
     };
     // Each queued name found in some cur/, with every mailbox it was found in.
-    let mut found: BTreeMap<String, Vec<(String, PathBuf, bool)>> = BTreeMap::new();
+    let mut found: Found = BTreeMap::new();
     for (agent, mailbox, valid) in mailboxes {
         let cur = mailbox.join("cur");
         // A cur/ that is a symbolic link (or beneath one) is never listed: claims there do not
@@ -170,16 +171,60 @@ pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
             if e.kind == FileKind::File
                 && matches!(tx.state().live(id).map(|l| &l.place), Some(Place::Queued { .. }))
             {
-                found.entry(name.to_string()).or_default().push((agent.clone(), cur.join(name), valid));
+                let at = (agent.clone(), cur.join(name), valid, None);
+                found.entry(name.to_string()).or_default().push(at);
             }
         }
     }
+    decide(tx, found)
+}
+
+/// Each queued task's name found in some `cur/`, with every mailbox it was found in: the agent,
+/// the file's path, whether the agent's name is valid, and what a stat found there if one was
+/// made.
+type Found = BTreeMap<String, Vec<(String, PathBuf, bool, Option<Meta>)>>;
+
+/// [`observe`] where the events named every file that arrived: each named file still under a
+/// queued task's name is looked at (a stat: it may have moved on since), nothing is listed.
+fn observe_named(
+    tx: &mut Tx,
+    files: &std::collections::BTreeSet<(String, String)>,
+) -> Result<(), EngineError> {
+    let mut found: Found = BTreeMap::new();
+    for (agent, name) in files {
+        let queued = tx.state().task_named(name).and_then(|id| tx.state().live(id));
+        if !matches!(queued.map(|l| &l.place), Some(Place::Queued { .. })) {
+            continue; // Adopted already (its report came first), or no task's name at all.
+        }
+        let path = tx.env.layout.mailboxes_dir().join(agent).join("cur").join(name);
+        // As for a listing: a `cur/` that is a link (or beneath one) holds no claims.
+        if !tx.env.fs().resolves_beneath() && !tx.env.layout.is_contained(tx.env.fs(), &path) {
+            continue;
+        }
+        let meta = match tx.env.fs().stat(&path) {
+            Ok(Some(m)) if m.kind == FileKind::File => m,
+            Ok(_) => continue,
+            Err(e) if e.is_not_found() || e.is_containment() => continue,
+            Err(e) if e.is_permission_denied() => {
+                tx.env.warn_once(&path, "cannot look at an agent's claim", &e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let valid = names::validate_agent(agent).is_ok();
+        found.entry(name.clone()).or_default().push((agent.clone(), path, valid, Some(meta)));
+    }
+    decide(tx, found)
+}
+
+/// Adopts, refuses or sets aside what [`observe`] found.
+fn decide(tx: &mut Tx, found: Found) -> Result<(), EngineError> {
     for (name, holders) in found {
         let Some(id) = tx.state().task_named(&name).map(str::to_string) else { continue };
         let Some(Place::Queued { dir, .. }) = tx.state().live(&id).map(|l| l.place.clone()) else { continue };
         let queued = tx.env.maildir(&dir).new_dir().join(&name);
-        if let [(agent, path, true)] = holders.as_slice() {
-            match check(tx, &id, (path, None), &queued) {
+        if let [(agent, path, true, meta)] = holders.as_slice() {
+            match check(tx, &id, (path, *meta), &queued) {
                 // A refused claim is journaled, and its file put back, by `adopt` itself.
                 Ok(Check::Claim) => {
                     let _ = adopt(tx, &id, agent, &name, true);
@@ -199,7 +244,7 @@ pub(crate) fn observe(tx: &mut Tx, look: &Claims) -> Result<(), EngineError> {
         }
         // Several mailboxes, or one whose name is not an agent's: nobody holds it.
         let still_queued = tx.env.fs().stat(&queued)?.is_some();
-        for (agent, path, ok) in &holders {
+        for (agent, path, ok, _) in &holders {
             let why = if !*ok {
                 "claimed into a mailbox whose name is not a valid agent name"
             } else if still_queued {

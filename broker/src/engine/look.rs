@@ -2,8 +2,9 @@
 //!
 //! The loop learns from file events where something arrived ([`crate::wakeups`]). A pass woken
 //! only by messages need not list any agent's `cur/` nor any drop directory; one woken by a claim
-//! of `Agent-3` lists `mailboxes/Agent-3/cur/` alone, so a claim costs the same with 4 or 400
-//! agents registered. When the events name every message that arrived in the inbox, a pass
+//! of `Agent-3` looks in `mailboxes/Agent-3/cur/` alone, so a claim costs the same with 4 or 400
+//! agents registered; and when the events name every file that arrived in a `cur/`, it looks
+//! at those files without listing the directory ([`Claims::Files`]). When the events name every message that arrived in the inbox, a pass
 //! reads those files without listing `broker/inbox/new/` ([`Arrivals`]): a directory that once
 //! held a backlog keeps every block it grew (ext4 never shrinks one), and listing it cost each
 //! pass as much as the backlog had. A pass with nothing to go on (the periodic tick, no watch,
@@ -18,6 +19,11 @@ pub enum Claims {
     /// None.
     #[default]
     Nowhere,
+    /// Only these files, each as its agent and its name: the events named every file that
+    /// arrived in a `cur/`, so nothing else there can be a claim not yet seen. Nothing is
+    /// listed: each file is looked at (a stat), and not even that when it is no longer a
+    /// queued task's (its report came first and adopted the claim).
+    Files(BTreeSet<(String, String)>),
     /// These agents' (named by the directories where claims arrived).
     Of(BTreeSet<String>),
     /// Every directory under `mailboxes/`.
@@ -32,6 +38,15 @@ impl Claims {
             (Claims::Nowhere, c) | (c, Claims::Nowhere) => c,
             (Claims::Of(mut a), Claims::Of(b)) => {
                 a.extend(b);
+                Claims::Of(a)
+            }
+            (Claims::Files(mut a), Claims::Files(b)) => {
+                a.extend(b);
+                Claims::Files(a)
+            }
+            // A listing of the agent's `cur/` finds its named files too.
+            (Claims::Of(mut a), Claims::Files(f)) | (Claims::Files(f), Claims::Of(mut a)) => {
+                a.extend(f.into_iter().map(|(agent, _)| agent));
                 Claims::Of(a)
             }
         }
@@ -117,6 +132,14 @@ mod tests {
         assert_eq!(of(&["A"]).or(Claims::Everywhere), Claims::Everywhere);
         assert_eq!(Claims::Everywhere.or(Claims::Nowhere), Claims::Everywhere);
         assert!(!Claims::Nowhere.any() && of(&[]).any());
+        let files = |f: &[(&str, &str)]| {
+            Claims::Files(f.iter().map(|(a, n)| (a.to_string(), n.to_string())).collect())
+        };
+        assert_eq!(files(&[("A", "x")]).or(files(&[("B", "y")])), files(&[("A", "x"), ("B", "y")]));
+        assert_eq!(files(&[("A", "x"), ("C", "z")]).or(of(&["B"])), of(&["A", "B", "C"]));
+        assert_eq!(of(&["B"]).or(files(&[("A", "x")])), of(&["A", "B"]));
+        assert_eq!(files(&[("A", "x")]).or(Claims::Everywhere), Claims::Everywhere);
+        assert_eq!(Claims::Nowhere.or(files(&[("A", "x")])), files(&[("A", "x")]));
         let woken = Look { claims: of(&["A"]), drops: false, edits: false, inbox: Arrivals::Unknown };
         assert_eq!(Look::INBOX.or(woken.clone()), woken);
         assert_eq!(woken.or(Look::EVERYWHERE), Look::EVERYWHERE);

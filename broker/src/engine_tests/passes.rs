@@ -53,6 +53,56 @@ fn a_pass_woken_by_a_claim_lists_the_claimant_s_cur_alone() {
 }
 
 #[test]
+fn claims_the_events_named_are_looked_at_without_listing_any_cur() {
+    use crate::engine::{Claims, Look};
+    use runtime_layout::{Fs, RootFs};
+    let r = Root::new();
+    for a in ["A", "B"] {
+        r.agent(a);
+    }
+    let fs: Arc<dyn Fs> = Arc::new(RootFs::open(r.layout.root()).unwrap());
+    let mut e = Engine::open(fs.clone(), r.layout.clone(), Config::default()).unwrap();
+    e.reconcile().unwrap();
+    for id in ["T1", "T2"] {
+        r.send(json!({"task_id": id, "task_type": "tools"}));
+    }
+    e.step().unwrap();
+    let pool = r.layout.queue("tools").new_dir();
+    let first = r.claim(&pool, "A");
+    let named = |f: &[(&str, &str)]| Look {
+        claims: Claims::Files(f.iter().map(|(a, n)| (a.to_string(), n.to_string())).collect()),
+        ..Look::QUIET
+    };
+    let lists = || fs.counts().expect("a RootFs counts").lists;
+    let holder = |e: &Engine, id: &str| match e.live(id).map(|l| &l.place) {
+        Some(Place::Held { agent, .. }) => Some(agent.clone()),
+        _ => None,
+    };
+    // Named under the wrong agent, then a name no task has: nothing adopted, nothing listed.
+    let before = lists();
+    e.step_looking(named(&[("B", first.as_str()), ("A", "no-such-task.json")])).unwrap();
+    assert_eq!(holder(&e, "T1").or(holder(&e, "T2")), None);
+    // Named where it is: adopted, and still no listing.
+    e.step_looking(named(&[("A", first.as_str())])).unwrap();
+    let id = if holder(&e, "T1").is_some() { "T1" } else { "T2" };
+    assert_eq!(holder(&e, id).as_deref(), Some("A"), "{first} claimed by A");
+    assert_eq!(lists(), before, "no cur/ listed");
+    // Named again once adopted (the event read twice): no change.
+    e.step_looking(named(&[("A", first.as_str())])).unwrap();
+    assert_eq!(holder(&e, id).as_deref(), Some("A"));
+    // A `cur/` made a link to a directory outside the root: a claim named there is not looked at.
+    let outside = tempfile::tempdir().unwrap();
+    let second = r.list(&pool).pop().expect("the other task queued");
+    std::fs::rename(r.layout.mailbox("B").cur(), r.layout.mailbox("B").root.join("cur.moved")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), r.layout.mailbox("B").cur()).unwrap();
+    std::fs::rename(pool.join(&second), outside.path().join(&second)).unwrap();
+    e.step_looking(named(&[("B", second.as_str())])).unwrap();
+    let other = if id == "T1" { "T2" } else { "T1" };
+    assert_eq!(holder(&e, other), None, "a claim beyond a link is no claim");
+    assert!(outside.path().join(&second).exists(), "and nothing outside the root is touched");
+}
+
+#[test]
 fn a_backlog_is_listed_once_and_taken_a_batch_per_pass_in_name_order() {
     use crate::engine::Look;
     use runtime_layout::{Fs, RootFs};
