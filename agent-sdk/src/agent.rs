@@ -479,6 +479,14 @@ impl Agent {
             Err(e) if e.is_not_found() || e.is_already_exists() => return Ok(None),
             Err(e) => return Err(e.into()),
         }
+        self.held_claim(name).map(Some)
+    }
+
+    /// The claim `name`, whose file is in this agent's `cur/` (its own rename, or the broker's
+    /// for it), read as the claim makes it.
+    pub(crate) fn held_claim(&self, name: &str) -> Result<Claim, Error> {
+        let fs = self.client.fs.as_ref();
+        let to = self.mailbox.cur().join(name);
         // The lease counts from the claim, not from when the broker dispatched the file.
         let bytes = fs.touch_read(&to, MAX_TASK_BYTES)?;
         let mut task = serde_json::from_slice::<Value>(&bytes)
@@ -493,7 +501,7 @@ impl Agent {
         if let Ok(tr) = transition(Some(&task), &ev, now, Backoff::default()) {
             tr.apply(&mut task, &ev, &self.name, now, Some(serde_json::json!({"claim": name})));
         }
-        Ok(Some(Claim { name: name.to_string(), task, path: to }))
+        Ok(Claim { name: name.to_string(), task, path: to })
     }
 
     /// Checks the claim is still held and, unless durability is relaxed, makes the claim's rename

@@ -152,7 +152,10 @@ impl Client {
                     return Err(Error::Refused { message: name, field, rule, reason });
                 }
                 // No answer on the socket: the same message, under the same name, as a file.
-                Some(socket::Answer::Offered { .. } | socket::Answer::Nothing) | None => {}
+                Some(
+                    socket::Answer::Offered { .. } | socket::Answer::Claimed { .. } | socket::Answer::Nothing,
+                )
+                | None => {}
             }
         }
         deliver(self.fs.as_ref(), &self.layout.broker_inbox(), &name, &bytes, self.durability())?;

@@ -1,13 +1,14 @@
-//! Waiting for work by asking the broker (`protocol::socket::Await`): the broker names each task
-//! file that lands to one waiting agent, in dispatch order, so an idle agent wakes once for a
-//! task it is likely to get. Watching the directories instead wakes every idle agent at every
-//! file that lands in a shared pool, and all of them race for it: with 32 agents that cost more
-//! than the work (see docs/BENCHMARKS.md).
+//! Waiting for work by asking the broker (`protocol::socket::Await`): the broker claims each
+//! task file that lands for one waiting agent, in dispatch order (it renames the file into the
+//! agent's `cur/`, as the agent would, and journals the claim), so an idle agent wakes once, for
+//! a task it holds. Watching the directories instead wakes every idle agent at every file that
+//! lands in a shared pool, and all of them race for it: with 32 agents that cost more than the
+//! work (see docs/BENCHMARKS.md). A broker that only names files (`offered`, the answer to an
+//! await without `claim`) is followed too: the agent then renames the file itself, and may lose
+//! it to an agent claiming by listing (then it asks again).
 //!
-//! An offer is only where to look: the claim is still this agent's rename, which another agent
-//! claiming by listing may win (then the agent asks again). When the broker answers that
-//! nothing came, the agent looks itself once, so a file no offer named (one named to an agent
-//! that stopped, say) waits at most one wait. Without a socket, or with a broker that does not
+//! When the broker answers that nothing came, the agent looks itself once, so a file the broker
+//! did not hand out (one it could not move, say) waits at most one wait. Without a socket, or with a broker that does not
 //! offer, [`Agent::claim_wait`] watches the directories as before: an await with no answer
 //! within its wait and a quarter of a second pauses asking for five seconds (a broker stuck in a
 //! long pass, say), a refused one for a minute (a broker older than offers).
@@ -53,9 +54,14 @@ impl Agent {
                 return Ok(Some(self.claim(pools)?));
             }
             let wait = (deadline - now).min(SAFETY_RESCAN);
-            let req =
-                Await { agent: self.name.clone(), pools: pools.to_vec(), wait_ms: wait.as_millis() as u64 };
+            let wait_ms = wait.as_millis() as u64;
+            let req = Await { agent: self.name.clone(), pools: pools.to_vec(), wait_ms, claim: true };
             match self.client.await_offer(&req) {
+                Some(Answer::Claimed { name, .. }) => {
+                    if let Some(c) = self.take_grant(&name)? {
+                        return Ok(Some(Some(c)));
+                    }
+                }
                 Some(Answer::Offered { maildir, name }) => {
                     if let Some(c) = self.take_offer(pools, &maildir, &name)? {
                         return Ok(Some(Some(c)));
@@ -85,6 +91,19 @@ impl Agent {
 
     fn pause_offers(&self, pause: Duration) {
         *self.offers_resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + pause);
+    }
+
+    /// The claim `name` the broker made for this agent (its file moved into this agent's
+    /// `cur/`). `None` when the file is no longer there (taken back meanwhile): ask again.
+    fn take_grant(&self, name: &str) -> Result<Option<Claim>, Error> {
+        if protocol::names::DispatchName::parse(name).is_none() {
+            return Ok(None); // Not a claim's name: nothing of this agent's to read.
+        }
+        match self.held_claim(name) {
+            Ok(c) => Ok(Some(c)),
+            Err(Error::Io(e)) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Claims the offered file `name` of `maildir` (relative to `agent_comms/`) if it is one this
@@ -163,6 +182,27 @@ mod tests {
         assert_eq!((req.agent.as_str(), req.pools.as_slice()), ("A", &["p".to_string()][..]));
         assert!(req.wait_ms <= SAFETY_RESCAN.as_millis() as u64);
         assert!(pool.new_dir().join(&best).exists());
+    }
+
+    #[test]
+    fn a_claim_the_broker_made_is_the_one_returned_and_the_agent_asks_for_claims() {
+        let (d, layout) = root();
+        let pool = layout.queue("p");
+        let best = task_file(&pool, "best", Priority::Critical, 1);
+        let agent = Agent::register(d.path(), "A").unwrap();
+        // What the broker does for a claim: the file moved into the agent's cur/.
+        let granted = task_file(&pool, "granted", Priority::Low, 2);
+        std::fs::rename(pool.new_dir().join(&granted), layout.mailbox("A").cur().join(&granted)).unwrap();
+        let answer = serde_json::json!({"verdict": "claimed", "maildir": "queues/p", "name": granted});
+        let asked = serve(&layout, answer.to_string());
+        let claim = agent.claim_wait(&["p".into()], Duration::from_secs(5)).unwrap().expect("a claim");
+        assert_eq!((claim.name.as_str(), claim.task.task_id.as_str()), (granted.as_str(), "granted"));
+        assert_eq!(claim.task.status, protocol::Status::InProgress, "read as the claim makes it");
+        assert_eq!(claim.path, layout.mailbox("A").cur().join(&granted));
+        let line = asked.recv_timeout(Duration::from_secs(5)).unwrap();
+        let req: Await = serde_json::from_str(line.trim().strip_prefix("await ").unwrap()).unwrap();
+        assert!(req.claim, "asks the broker to claim: {line}");
+        assert!(pool.new_dir().join(&best).exists(), "nothing renamed by the agent itself");
     }
 
     #[test]

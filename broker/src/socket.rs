@@ -40,8 +40,10 @@ pub struct Counters {
     pub accepted_requests: AtomicU64,
     /// Requests answered `refused` (by the engine, or here: a bad name, a line too long).
     pub refused_requests: AtomicU64,
-    /// Agents' awaits answered with a task file.
+    /// Agents' awaits answered with a task file to claim.
     pub offered_requests: AtomicU64,
+    /// Agents' awaits answered with a claim the broker made for them.
+    pub claimed_requests: AtomicU64,
     /// Agents' awaits answered that nothing came.
     pub nothing_requests: AtomicU64,
     /// Agents waiting now on an await.
@@ -183,6 +185,7 @@ async fn connection(
             Answer::Accepted { .. } => &counters.accepted_requests,
             Answer::Refused { .. } => &counters.refused_requests,
             Answer::Offered { .. } => &counters.offered_requests,
+            Answer::Claimed { .. } => &counters.claimed_requests,
             Answer::Nothing => &counters.nothing_requests,
         };
         counted.fetch_add(1, Ordering::Relaxed);
@@ -226,8 +229,9 @@ async fn request(handle: &Handle, line: &[u8], max: u64, inbox: &Inbox) -> Optio
         Ok(Request::Message { name, json }) => (name, json),
         Ok(Request::Await(a)) => {
             let wait = std::time::Duration::from_millis(a.wait_ms);
-            return match handle.await_offer(&a.agent, a.pools, wait).await.ok()? {
+            return match handle.await_offer(&a.agent, a.pools, wait, a.claim).await.ok()? {
                 Offer::Offered { maildir, name } => Some(Answer::Offered { maildir, name }),
+                Offer::Claimed { maildir, name } => Some(Answer::Claimed { maildir, name }),
                 Offer::Nothing => Some(Answer::Nothing),
             };
         }

@@ -51,7 +51,7 @@ struct SocketNow {
     awaiting: u64,
     accepted: u64,
     turned_away: u64,
-    requests: [(&'static str, u64); 4],
+    requests: [(&'static str, u64); 5],
 }
 
 impl SocketNow {
@@ -66,6 +66,7 @@ impl SocketNow {
                 ("accepted", get(&c.accepted_requests)),
                 ("refused", get(&c.refused_requests)),
                 ("offered", get(&c.offered_requests)),
+                ("claimed", get(&c.claimed_requests)),
                 ("nothing", get(&c.nothing_requests)),
             ],
         }

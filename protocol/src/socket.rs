@@ -22,15 +22,20 @@
 //! taken already: a client that lost its connection before the answer may send the same message
 //! again, over the socket or as a file of that name in `inbox/new/`, and it is taken once.
 //!
-//! One request is not a message: an agent waiting for work asks the broker to name it the next
-//! task file it may claim ([`Await`]), instead of every waiting agent's watch waking at each file
-//! that lands in a shared pool and all of them racing for it. Nothing is journaled for it; the
-//! claim is still the agent's rename, which it may lose (another agent claimed by listing):
+//! One request is not a message: an agent waiting for work asks the broker for the next task
+//! file it may claim ([`Await`]), instead of every waiting agent's watch waking at each file that
+//! lands in a shared pool and all of them racing for it. With `"claim":true` the broker claims
+//! the file for the agent: the same rename an agent makes (from the queue's `new/` into the
+//! agent's `cur/`), made by the broker, which journals the claim as it journals one it observes;
+//! the answer names the claim. Without it the broker only names the file, and the claim is still
+//! the agent's rename, which it may lose to an agent claiming by listing:
 //!
 //! ```text
+//! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500,"claim":true}
+//! ← {"verdict":"claimed","maildir":"queues/bench","name":"1-20261201T013000123456-000000000042-T-9.json"}
 //! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500}
-//! ← {"verdict":"offered","maildir":"queues/bench","name":"1-20261201T013000123456-000000000042-T-9.json"}
-//! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500}
+//! ← {"verdict":"offered","maildir":"queues/bench","name":"1-20261201T013000123456-000000000043-T-10.json"}
+//! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500,"claim":true}
 //! ← {"verdict":"nothing"}
 //! ```
 
@@ -51,6 +56,9 @@ pub enum Answer {
     /// To an [`Await`]: the task file `name` waits in `maildir`'s `new/` (`maildir` relative to
     /// `agent_comms/`, e.g. `queues/bench`); no other waiting agent is named it for a moment.
     Offered { maildir: String, name: String },
+    /// To an [`Await`] with `claim`: the broker moved the task file `name` from `maildir`'s
+    /// `new/` into the agent's `cur/`; the agent holds the claim `name`.
+    Claimed { maildir: String, name: String },
     /// To an [`Await`]: no task file for the agent came within its wait.
     Nothing,
 }
@@ -64,9 +72,9 @@ pub const MAX_AWAIT_MS: u64 = 10_000;
 /// Most pools an [`Await`] may name (none names every pool).
 pub const MAX_AWAIT_POOLS: usize = 64;
 
-/// An agent's request to be named the next task file it may claim: from its own mailbox and
-/// from `pools` (every pool when empty), in dispatch order, within `wait_ms`. Answered
-/// [`Answer::Offered`] or [`Answer::Nothing`].
+/// An agent's request for the next task file it may claim: from its own mailbox and from
+/// `pools` (every pool when empty), in dispatch order, within `wait_ms`. Answered
+/// [`Answer::Claimed`] (with `claim`) or [`Answer::Offered`] (without), or [`Answer::Nothing`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Await {
@@ -74,6 +82,10 @@ pub struct Await {
     #[serde(default)]
     pub pools: Vec<String>,
     pub wait_ms: u64,
+    /// The broker claims the file for the agent (renames it into the agent's `cur/`), rather
+    /// than naming it for the agent to rename.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim: bool,
 }
 
 impl Await {
@@ -188,12 +200,20 @@ mod tests {
 
     #[test]
     fn an_await_line_reads_back_and_its_names_are_checked() {
-        let req = Await { agent: "Agent-3".into(), pools: vec!["bench".into()], wait_ms: 500 };
+        let req = Await { agent: "Agent-3".into(), pools: vec!["bench".into()], wait_ms: 500, claim: false };
         let line = req.line();
         assert!(line.starts_with(b"await {"));
+        assert!(!String::from_utf8_lossy(&line).contains("claim"), "left out when false");
         assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), Request::Await(req));
+        let claiming = Await { agent: "A".into(), pools: vec![], wait_ms: 9, claim: true };
+        let line = claiming.line();
+        assert!(String::from_utf8_lossy(&line).contains(r#""claim":true"#));
+        assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), Request::Await(claiming));
         let no_pools = parse_request(br#"await {"agent":"A","wait_ms":0}"#).unwrap();
-        assert_eq!(no_pools, Request::Await(Await { agent: "A".into(), pools: vec![], wait_ms: 0 }));
+        assert_eq!(
+            no_pools,
+            Request::Await(Await { agent: "A".into(), pools: vec![], wait_ms: 0, claim: false })
+        );
         for (bad, field) in [
             (&br#"await {"agent":"../x","wait_ms":1}"#[..], "agent"),
             (br#"await {"agent":"A","pools":["a/b"],"wait_ms":1}"#, "pools"),
@@ -204,7 +224,12 @@ mod tests {
         ] {
             assert_eq!(parse_request(bad).unwrap_err().field, field, "{}", String::from_utf8_lossy(bad));
         }
-        let many = Await { agent: "A".into(), pools: (0..65).map(|i| format!("p{i}")).collect(), wait_ms: 1 };
+        let many = Await {
+            agent: "A".into(),
+            pools: (0..65).map(|i| format!("p{i}")).collect(),
+            wait_ms: 1,
+            claim: false,
+        };
         assert_eq!(parse_request(&many.line()[..many.line().len() - 1]).unwrap_err().field, "pools");
         // A message is still a message; `await` without its space is not a name.
         let name = "msg-20261201T013000123456.P42Q7R0a1b2c3d.box.json";
@@ -221,6 +246,11 @@ mod tests {
             r#"{"verdict":"offered","maildir":"queues/bench","name":"1-x.json"}"#
         );
         assert_eq!(serde_json::to_string(&Answer::Nothing).unwrap(), r#"{"verdict":"nothing"}"#);
+        let c = Answer::Claimed { maildir: "queues/bench".into(), name: "1-x.json".into() };
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"verdict":"claimed","maildir":"queues/bench","name":"1-x.json"}"#
+        );
         let a: Answer = serde_json::from_str(r#"{"verdict":"accepted","seq":7,"task_id":"T"}"#).unwrap();
         assert_eq!(a, Answer::Accepted { seq: 7 });
         let r = Answer::Refused { field: "f".into(), rule: "r".into(), reason: "f: r".into() };

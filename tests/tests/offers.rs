@@ -1,7 +1,8 @@
 //! Agents waiting on the broker's socket, end to end with a real broker process: each task is
-//! named to one waiting agent, which claims it; every task is claimed once; the broker's metrics
-//! count the offers; and an agent waiting on a broker that offers nothing it may claim hears so
-//! at its deadline and finds nothing.
+//! claimed by the broker for one waiting agent; every task is claimed once; the broker's metrics
+//! count the claims; an agent that only asks to be named a file (no `claim`) is named one; and
+//! an agent waiting on a broker that has nothing it may claim hears so at its deadline and finds
+//! nothing.
 
 use agent_sdk::{Agent, Client};
 use mailroom_tests::http::Api;
@@ -30,7 +31,7 @@ fn serving(root: &Root) -> (Broker, Api, PathBuf) {
 }
 
 #[test]
-fn waiting_agents_are_each_offered_a_task_and_claim_it_once() {
+fn waiting_agents_each_hold_one_task_the_broker_claimed_for_them() {
     let root = Root::new();
     let (_broker, api, _) = serving(&root);
     let agents: Vec<Agent> =
@@ -52,8 +53,8 @@ fn waiting_agents_are_each_offered_a_task_and_claim_it_once() {
     let distinct: HashSet<&String> = claimed.iter().collect();
     assert_eq!(distinct.len(), 4, "each task claimed once: {claimed:?}");
     let text = api.get("/metrics").text;
-    let offers = sample(&text, "mailroom_socket_requests_total{verdict=\"offered\"}").unwrap_or(0.0);
-    assert!(offers >= 1.0, "the claims came through offers: {text}");
+    let grants = sample(&text, "mailroom_socket_requests_total{verdict=\"claimed\"}").unwrap_or(0.0);
+    assert!(grants >= 1.0, "the claims were made by the broker: {text}");
     // The broker agrees: each task held by one of them, no two by the same.
     let holder = |id: &str| {
         let r = api.get(&format!("/api/tasks/{id}"));
@@ -83,6 +84,7 @@ fn an_agent_offered_nothing_it_may_claim_hears_so_at_its_deadline() {
     // Answered at the end of each wait (at most half a second), not at once again and again.
     assert!((1.0..=3.0).contains(&nothing), "{text}");
     assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"offered\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"claimed\"}"), Some(0.0), "{text}");
 }
 
 /// An agent that hangs up while it waits is not named the next file: the one still waiting is.
@@ -104,6 +106,28 @@ fn an_agent_that_hangs_up_while_waiting_is_named_nothing() {
     wait_for(T, || sample(&api.get("/metrics").text, "mailroom_socket_awaiting") == Some(1.0));
     Client::open(&root.path).unwrap().submit(&json!({"task_id": "H-1", "task_type": "jobs"})).unwrap();
     assert_eq!(waiting.join().unwrap().as_deref(), Some("H-1"));
+    let text = api.get("/metrics").text;
+    assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"claimed\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"offered\"}"), Some(0.0), "{text}");
+}
+
+/// An await without `claim` (a client that renames files itself) is named the file, which stays
+/// in its queue until the agent's own rename.
+#[test]
+fn an_await_without_claim_is_named_the_file_and_nothing_moves() {
+    use std::io::{BufRead, BufReader};
+    let root = Root::new();
+    let (_broker, api, socket) = serving(&root);
+    Agent::register(&root.path, "Namer").unwrap();
+    Client::open(&root.path).unwrap().submit(&json!({"task_id": "N-1", "task_type": "jobs"})).unwrap();
+    let mut conn = UnixStream::connect(&socket).unwrap();
+    conn.write_all(b"await {\"agent\":\"Namer\",\"pools\":[\"jobs\"],\"wait_ms\":5000}\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(conn.try_clone().unwrap()).read_line(&mut line).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["verdict"], "offered", "{line}");
+    let name = answer["name"].as_str().unwrap();
+    assert!(root.comms().join("queues/jobs/new").join(name).is_file(), "still queued: {line}");
     let text = api.get("/metrics").text;
     assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"offered\"}"), Some(1.0), "{text}");
 }

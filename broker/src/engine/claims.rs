@@ -122,6 +122,71 @@ pub(crate) fn record_claim(tx: &mut Tx, id: &str, agent: &str, name: &str) {
     }
 }
 
+/// What came of claiming a queued file for an agent that asked the broker to ([`grant`]).
+pub(crate) enum Grant {
+    /// The file is in the agent's `cur/` and is the task `id`'s: journal it with
+    /// [`record_claim`] once the agent has its answer, or put it back with [`ungrant`].
+    Made(String),
+    /// Not there any more (an agent claimed it by listing), or not the dispatched file (then set
+    /// aside as an observed claim would be): try the next.
+    Gone,
+    /// The agent's `cur/` cannot take it (missing, a link, its permissions): try no other.
+    Refused,
+}
+
+/// Claims the queued file `name` of `maildir` for `agent`: the rename the agent would make, from
+/// the queue's `new/` into its `cur/` (beneath the root, never replacing a file), then the
+/// checks an observed claim passes (the file moved is the dispatched one). Nothing is journaled
+/// here.
+pub(crate) fn grant(tx: &mut Tx, agent: &str, maildir: &str, name: &str) -> Grant {
+    let Some(id) = tx.state().task_named(name).map(str::to_string) else { return Grant::Gone };
+    let queued = tx.env.maildir(maildir).new_dir().join(name);
+    let cur = tx.env.layout.mailbox(agent).cur();
+    let claimed = cur.join(name);
+    match tx.env.fs().rename_noreplace(&queued, &claimed) {
+        Ok(()) => {}
+        // Taken already, unless it is the agent's `cur/` that is missing.
+        Err(e) if e.is_not_found() => {
+            let cur_there = matches!(tx.env.fs().stat(&cur), Ok(Some(m)) if m.kind == FileKind::Dir);
+            return if cur_there { Grant::Gone } else { Grant::Refused };
+        }
+        // Something of that name in its `cur/` already: the next look there decides what.
+        Err(e) if e.is_already_exists() => return Grant::Gone,
+        Err(e) => {
+            tx.env.warn_once(&cur, "cannot claim a task for an agent into its cur/", &e);
+            return Grant::Refused;
+        }
+    }
+    match check(tx, &id, (&claimed, None), &queued) {
+        Ok(Check::Claim) => Grant::Made(id),
+        Ok(Check::Copy) => {
+            refuse_copy(tx, &id, agent, &claimed, name, COPY);
+            Grant::Gone
+        }
+        Ok(Check::Revoke(why)) => {
+            refuse_copy(tx, &id, agent, &claimed, name, why);
+            redeliver(tx, &id);
+            Grant::Gone
+        }
+        // Left where it is: the next look at the agent's `cur/` decides, as for its own rename.
+        Err(e) => {
+            tx.env.warn_once(&claimed, "cannot read a claim made for an agent", &e);
+            Grant::Gone
+        }
+    }
+}
+
+/// Puts back the file [`grant`] moved, its agent gone before the answer: nothing was journaled.
+/// A file that cannot go back is left in the agent's `cur/`, where the next look adopts it as
+/// the agent's claim (its lease then takes it back).
+pub(crate) fn ungrant(tx: &Tx, agent: &str, maildir: &str, name: &str) {
+    let claimed = tx.env.layout.mailbox(agent).cur().join(name);
+    let queued = tx.env.maildir(maildir).new_dir().join(name);
+    if let Err(e) = tx.env.fs().rename_noreplace(&claimed, &queued) {
+        tx.env.warn_once(&claimed, "cannot put back a claim whose agent hung up", &e);
+    }
+}
+
 /// Largest task file the broker reads back to check a claim.
 const MAX_TASK_BYTES: u64 = 16 << 20;
 

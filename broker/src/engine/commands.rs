@@ -76,11 +76,13 @@ pub enum Command {
     },
     /// An agent waiting for work: answered with the next task file it may claim from its own
     /// mailbox and `pools` (every pool when empty) once one is on disk, or with nothing at
-    /// `deadline` (see `engine::offers`). Nothing is journaled.
+    /// `deadline` (see `engine::offers`). With `claim` the broker claims the file for the agent
+    /// (and journals the claim); without, it only names it and nothing is journaled.
     Await {
         agent: String,
         pools: Vec<String>,
         deadline: std::time::Instant,
+        claim: bool,
         reply: oneshot::Sender<Offer>,
     },
     /// Put a quarantine entry (`name`, a file of `broker/quarantine/`) back into the inbox.
@@ -122,6 +124,9 @@ impl Command {
 pub enum Offer {
     /// The task file `name` is in `maildir`'s `new/` (`maildir` relative to `agent_comms/`).
     Offered { maildir: String, name: String },
+    /// The task file `name` was moved from `maildir`'s `new/` into the agent's `cur/`: the
+    /// agent holds the claim `name`.
+    Claimed { maildir: String, name: String },
     /// None came before the deadline.
     Nothing,
 }
@@ -393,15 +398,17 @@ impl Handle {
         self.ask(|reply| Command::Message { name, msg, reply, file_waits }).await
     }
 
-    /// Waits up to `wait` to be named a task file `agent` may claim (see [`Command::Await`]).
+    /// Waits up to `wait` for a task file `agent` may claim, claimed for it when `claim` says
+    /// so (see [`Command::Await`]).
     pub async fn await_offer(
         &self,
         agent: &str,
         pools: Vec<String>,
         wait: std::time::Duration,
+        claim: bool,
     ) -> Result<Offer, Stopped> {
         let (agent, deadline) = (agent.to_string(), std::time::Instant::now() + wait);
-        self.ask(|reply| Command::Await { agent, pools, deadline, reply }).await
+        self.ask(|reply| Command::Await { agent, pools, deadline, claim, reply }).await
     }
 
     /// Requeues a quarantine entry: accepted once the requeue is journaled and the entry is back

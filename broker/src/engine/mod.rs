@@ -304,7 +304,8 @@ impl Engine {
         Ok(StepReport {
             messages: batch.messages,
             records: self.core.ledger.records() - start,
-            more: batch.more,
+            // Claims made for waiting agents after the commit are journaled by the next pass.
+            more: batch.more || self.core.ledger.has_uncommitted(),
             housekeeping: self.retention.pending(&self.core.env) || self.boards.in_flight(),
         })
     }
@@ -367,8 +368,8 @@ impl Engine {
                 Command::Message { name, msg, reply, file_waits } => {
                     inbox::from_socket(&mut self.core.tx(), name, &msg, reply, file_waits)
                 }
-                Command::Await { agent, pools, deadline, reply } => {
-                    self.offers.wait(agent, pools, deadline, reply)
+                Command::Await { agent, pools, deadline, claim, reply } => {
+                    self.offers.wait(agent, pools, deadline, claim, reply)
                 }
                 Command::Position { sink, reply } => {
                     let _ = reply.send(self.state().delivered(&sink));
@@ -401,7 +402,9 @@ impl Engine {
         for (reply, records) in self.subscribers.drain(..) {
             let _ = reply.send(Subscription { from_seq, records });
         }
-        self.offers.answer(&self.core.env, self.core.ledger.state(), std::time::Instant::now());
+        // Claims made for waiting agents are journaled by the next commit (the loop runs its
+        // pass at once: `StepReport::more`).
+        self.offers.answer(&mut self.core.tx(), std::time::Instant::now());
     }
 
     /// When the loop must run a pass though nothing arrives: an agent waiting on the socket is

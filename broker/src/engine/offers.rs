@@ -12,16 +12,28 @@
 //! before it is named. Agents are answered in the order they asked. At its deadline an agent is
 //! answered that nothing came; one that hangs up first is dropped.
 //!
-//! An offer is a hint, not a claim: nothing is journaled, the claim is still the agent's rename,
-//! and an agent claiming by listing may take the file first (the offered agent then asks again).
-//! A file offered to an agent that never claims it (it stopped) is offered again once [`HOLD`]
-//! has passed. Whatever an offer misses, the agent's own look at its deadline finds.
+//! An agent that asks with `claim` is answered with a claim: the broker renames the file into
+//! the agent's `cur/` itself (`claims::grant`: the rename an agent would make, checked as an
+//! observed claim is) and journals the claim with the next commit. Nobody else can take that
+//! file any more, so a grant is never lost to an agent claiming by listing, and the agent makes
+//! one request per task. A grant whose agent hung up before its answer was sent is undone (the
+//! file renamed back; nothing was journaled); one whose answer was lost on the way (the agent
+//! died meanwhile) is a claim nobody works on, taken back when its lease runs out, like the
+//! claim of an agent that died after its own rename.
+//!
+//! Without `claim` an offer is a hint: nothing is journaled, the claim is still the agent's
+//! rename, and an agent claiming by listing may take the file first (the offered agent then
+//! asks again). A file offered to an agent that never claims it (it stopped) is offered again
+//! once [`HOLD`] has passed. Whatever an offer misses, the agent's own look at its deadline
+//! finds.
 //!
 //! Anyone who may connect to the socket may wait as any agent, as anyone who may write into the
 //! tree may rename any task file: the socket is only as open as `broker/inbox/new/`.
 
+use super::claims::{self, Grant};
 use super::commands::Offer;
 use super::env::Env;
+use super::tx::Tx;
 use crate::state::{State, Window};
 use protocol::capability;
 use protocol::names::DispatchName;
@@ -44,6 +56,8 @@ struct Waiter {
     /// `queues/<pool>` of each pool it named (none: every pool).
     pools: Vec<String>,
     deadline: Instant,
+    /// Claimed for it by the broker, rather than named.
+    claim: bool,
     reply: oneshot::Sender<Offer>,
 }
 
@@ -56,18 +70,20 @@ pub(crate) struct Offers {
 }
 
 impl Offers {
-    /// `agent` waits until `deadline` for a file of its mailbox or of `pools`.
+    /// `agent` waits until `deadline` for a file of its mailbox or of `pools`, claimed for it
+    /// when `claim` says so.
     pub fn wait(
         &mut self,
         agent: String,
         pools: Vec<String>,
         deadline: Instant,
+        claim: bool,
         reply: oneshot::Sender<Offer>,
     ) {
         // The maildirs' names made once, not at every pass it waits through.
         let own = format!("mailboxes/{agent}");
         let pools = pools.iter().map(|p| format!("queues/{p}")).collect();
-        self.waiting.push(Waiter { agent, own, pools, deadline, reply });
+        self.waiting.push(Waiter { agent, own, pools, deadline, claim, reply });
     }
 
     /// When the loop must run a pass even if nothing else happens: a waiter's deadline, or the
@@ -78,9 +94,10 @@ impl Offers {
         Some(held.map_or(deadline, |h| h.min(deadline)))
     }
 
-    /// Answers every waiter it can: with a file, or with nothing at its deadline. Call with
-    /// every move of the last commit done.
-    pub fn answer(&mut self, env: &Env, state: &State, now: Instant) {
+    /// Answers every waiter it can: with a file or a claim, or with nothing at its deadline.
+    /// Call with every move of the last commit done; the claims made are journaled by the next
+    /// commit.
+    pub fn answer(&mut self, tx: &mut Tx, now: Instant) {
         if self.waiting.is_empty() {
             return;
         }
@@ -91,20 +108,45 @@ impl Offers {
                 continue; // The agent gave up waiting (its connection closed).
             }
             // The state's files include some an agent claimed since the last look: each is
-            // looked at before it is named, and one gone is kept from every waiter for a hold.
+            // looked at (or claimed) before it is named, and one gone is kept from every waiter
+            // for a hold.
+            // Its `cur/` could not take a file: answered that nothing came, at once (its own
+            // look then meets what stopped the broker, and reports it).
+            let mut refused = false;
             let offer = loop {
-                let Some((maildir, name)) = self.best_for(env, state, &w) else { break None };
+                let Some((maildir, name)) = self.best_for(tx.env, tx.state(), &w) else { break None };
                 self.named.insert(name.clone(), now);
-                if on_disk(env, &maildir, &name) {
-                    break Some((maildir, name));
+                if !w.claim {
+                    if on_disk(tx.env, &maildir, &name) {
+                        break Some((maildir, name, None));
+                    }
+                    continue;
+                }
+                match claims::grant(tx, &w.agent, &maildir, &name) {
+                    Grant::Made(id) => break Some((maildir, name, Some(id))),
+                    Grant::Gone => continue,
+                    Grant::Refused => {
+                        // Not the file's doing: another agent may be handed it at once.
+                        self.named.remove(&name);
+                        refused = true;
+                        break None;
+                    }
                 }
             };
             match offer {
-                Some((maildir, name)) => {
+                Some((maildir, name, None)) => {
                     let _ = w.reply.send(Offer::Offered { maildir, name });
                 }
+                Some((maildir, name, Some(id))) => {
+                    let answer = Offer::Claimed { maildir: maildir.clone(), name: name.clone() };
+                    match w.reply.send(answer) {
+                        Ok(()) => claims::record_claim(tx, &id, &w.agent, &name),
+                        // It hung up meanwhile: the file goes back, and nothing is journaled.
+                        Err(_) => claims::ungrant(tx, &w.agent, &maildir, &name),
+                    }
+                }
                 // Within a few milliseconds of its deadline: answered now, with the others due.
-                None if w.deadline <= now + SLACK => {
+                None if refused || w.deadline <= now + SLACK => {
                     let _ = w.reply.send(Offer::Nothing);
                 }
                 None => still.push(w),

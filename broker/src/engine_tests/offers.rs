@@ -1,11 +1,13 @@
 //! Offers ([`Command::Await`]): agents waiting on the socket are named task files after a pass's
 //! commit, one file per agent, the best first, in the order they asked; a file named to one is
 //! kept from the others for a moment; nothing is named that an agent may not claim; at its
-//! deadline an agent hears that nothing came.
+//! deadline an agent hears that nothing came. Agents that ask for a claim get one: the file
+//! moved into their `cur/` by the broker and the claim journaled.
 
 use super::Root;
-use crate::engine::Look;
 use crate::engine::commands::{Command, Offer};
+use crate::engine::{Engine, Look};
+use crate::journal::Place;
 use protocol::capability::CapabilitySet;
 use serde_json::json;
 use std::sync::Arc;
@@ -13,17 +15,126 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 fn waits(agent: &str, pools: &[&str], wait: Duration) -> (Command, oneshot::Receiver<Offer>) {
+    asks(agent, pools, wait, false)
+}
+
+fn asks(agent: &str, pools: &[&str], wait: Duration, claim: bool) -> (Command, oneshot::Receiver<Offer>) {
     let (reply, answer) = oneshot::channel();
     let pools = pools.iter().map(|p| p.to_string()).collect();
-    (Command::Await { agent: agent.into(), pools, deadline: Instant::now() + wait, reply }, answer)
+    (Command::Await { agent: agent.into(), pools, deadline: Instant::now() + wait, claim, reply }, answer)
 }
 
 fn offered(answer: &mut oneshot::Receiver<Offer>) -> Option<String> {
     match answer.try_recv() {
         Ok(Offer::Offered { maildir, name }) => Some(format!("{maildir}/{name}")),
+        Ok(Offer::Claimed { maildir, name }) => Some(format!("claimed {maildir}/{name}")),
         Ok(Offer::Nothing) => Some("nothing".into()),
         Err(_) => None,
     }
+}
+
+/// The agent holding task `id`, if one does.
+fn holder(e: &Engine, id: &str) -> Option<String> {
+    match e.live(id).map(|l| &l.place) {
+        Some(Place::Held { agent, .. }) => Some(agent.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn agents_that_ask_for_a_claim_hold_the_best_files_and_the_claims_are_journaled() {
+    let r = Root::new();
+    for a in ["A", "B", "C", "L"] {
+        r.agent(a);
+    }
+    let mut e = r.engine();
+    for (id, prio) in [("low", "LOW"), ("urgent", "CRITICAL"), ("mid", "MEDIUM")] {
+        r.send(json!({"task_id": id, "task_type": "work", "priority": prio}));
+    }
+    e.step().unwrap();
+    let pool = r.layout.queue("work").new_dir();
+    let files = r.list(&pool);
+    assert_eq!(files.len(), 3);
+    // The best file, claimed by an agent listing the pool since the broker last looked: the
+    // broker's rename finds it gone, and moves on.
+    std::fs::rename(pool.join(&files[0]), r.layout.mailbox("L").cur().join(&files[0])).unwrap();
+
+    let long = Duration::from_secs(30);
+    let (a, mut to_a) = asks("A", &["work"], long, true);
+    let (b, mut to_b) = asks("B", &["work"], long, true);
+    let (c, mut to_c) = asks("C", &["work"], long, true);
+    e.take([a, b, c]);
+    assert_eq!(offered(&mut to_a), None, "answered after a pass's commit, not when asked");
+    e.step_looking(Look::QUIET).unwrap();
+    assert_eq!(offered(&mut to_a), Some(format!("claimed queues/work/{}", files[1])));
+    assert_eq!(offered(&mut to_b), Some(format!("claimed queues/work/{}", files[2])));
+    assert_eq!(offered(&mut to_c), None, "nothing left: C waits");
+    // Each file moved by the broker into its agent's `cur/`, and held there.
+    for (agent, name) in [("A", &files[1]), ("B", &files[2])] {
+        assert!(r.layout.mailbox(agent).cur().join(name).is_file(), "{name} in {agent}'s cur/");
+        assert!(!pool.join(name).exists());
+    }
+    assert_eq!((holder(&e, "mid").as_deref(), holder(&e, "low").as_deref()), (Some("A"), Some("B")));
+    // Journaled: a broker started anew from the journal knows who holds what.
+    e.step_looking(Look::QUIET).unwrap();
+    drop(e);
+    let mut e = r.engine();
+    assert_eq!((holder(&e, "mid").as_deref(), holder(&e, "low").as_deref()), (Some("A"), Some("B")));
+    assert_eq!(holder(&e, "urgent").as_deref(), Some("L"), "the listing agent's claim, observed");
+
+    // An agent that hung up before its answer: nothing is claimed for it.
+    r.send(json!({"task_id": "late", "task_type": "work"}));
+    e.step().unwrap();
+    let late = r.list(&pool).pop().expect("late queued");
+    let (c, to_c) = asks("C", &["work"], long, true);
+    e.take([c]);
+    drop(to_c);
+    e.step_looking(Look::QUIET).unwrap();
+    assert!(pool.join(&late).is_file(), "still queued");
+    assert_eq!(holder(&e, "late"), None);
+}
+
+#[test]
+fn a_claim_is_made_only_for_an_agent_that_may_hold_it_and_whose_cur_takes_it() {
+    let r = Root::new();
+    let mut e = r.engine();
+    let gpu =
+        agent_sdk::Agent::register_with(Arc::new(runtime_layout::RealFs), r.layout.root(), "Gpu").unwrap();
+    gpu.set_capabilities(&["gpu"]).unwrap();
+    r.agent("Plain");
+    r.send(json!({"task_id": "G", "task_type": "render", "required_capabilities": ["GPU"]}));
+    e.step().unwrap();
+    let gated = r.list(&r.layout.queue("render").new_dir()).pop().unwrap();
+
+    let (plain, mut to_plain) = asks("Plain", &["render"], Duration::from_secs(30), true);
+    e.take([plain]);
+    e.step_looking(Look::QUIET).unwrap();
+    assert_eq!(offered(&mut to_plain), None, "waits: the only file is not one it may claim");
+    assert_eq!(holder(&e, "G"), None);
+    let (able, mut to_able) = asks("Gpu", &["render"], Duration::from_secs(30), true);
+    e.take([able]);
+    e.step_looking(Look::QUIET).unwrap();
+    assert_eq!(offered(&mut to_able), Some(format!("claimed queues/render/{gated}")));
+    assert_eq!(holder(&e, "G").as_deref(), Some("Gpu"));
+
+    // An agent whose `cur/` is gone: answered at once that nothing came, and the file stays.
+    r.send(json!({"task_id": "P", "task_type": "plain"}));
+    e.step().unwrap();
+    let plain_file = r.list(&r.layout.queue("plain").new_dir()).pop().unwrap();
+    std::fs::remove_dir(r.layout.mailbox("Plain").cur()).unwrap();
+    let (plain, mut to_plain) = asks("Plain", &["plain"], Duration::from_secs(30), true);
+    e.take([plain]);
+    e.step_looking(Look::QUIET).unwrap();
+    assert_eq!(offered(&mut to_plain), Some("nothing".into()), "no cur/ to take it");
+    assert!(r.layout.queue("plain").new_dir().join(&plain_file).is_file());
+    assert_eq!(holder(&e, "P"), None);
+    // Made again, it takes the claim.
+    std::fs::create_dir(r.layout.mailbox("Plain").cur()).unwrap();
+    let (plain, mut to_plain) = asks("Plain", &["plain"], Duration::from_secs(30), true);
+    e.take([plain]);
+    e.step_looking(Look::QUIET).unwrap();
+    assert_eq!(offered(&mut to_plain), Some(format!("claimed queues/plain/{plain_file}")));
+    assert_eq!(holder(&e, "P").as_deref(), Some("Plain"));
 }
 
 #[test]
