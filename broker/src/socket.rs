@@ -62,8 +62,14 @@ pub async fn serve(
     bound: Arc<AtomicU64>,
     counters: Arc<Counters>,
 ) {
-    // Answered only once the loop runs: the broker holds the lock by then.
-    if handle.stats().await.is_err() {
+    // Answered only once the loop runs: the broker holds the lock by then. A broker that stops
+    // first (refused the lock) may close its end with the question still in the channel, never
+    // answered nor dropped while this thread holds a sender: its closing is the answer then.
+    let serving = tokio::select! {
+        stats = handle.stats() => stats.is_ok(),
+        () = handle.closed() => false,
+    };
+    if !serving {
         return;
     }
     let path = layout.socket_file();
@@ -266,6 +272,31 @@ fn answer_line(a: &Answer) -> Vec<u8> {
 mod tests {
     use super::*;
     use runtime_layout::RootFs;
+
+    /// A broker that stops before it serves (a second broker refused the root's lock) closes
+    /// its end of the channel without answering the socket's first question: the socket gives up
+    /// then, and binds nothing. (Closed without draining, the question stays in the channel, as
+    /// one sent while the end was being dropped can.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_socket_gives_up_when_the_broker_stops_before_serving() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path().join("runtime"));
+        std::fs::create_dir_all(layout.root()).unwrap();
+        let fs: Arc<dyn Fs> = Arc::new(RootFs::open(layout.root()).unwrap());
+        layout.create(fs.as_ref()).unwrap();
+        let (handle, mut rx) = crate::engine::commands::channel(4);
+        let (bound, counters) = (Arc::new(AtomicU64::new(0)), Arc::new(Counters::default()));
+        let served = tokio::spawn(serve(fs, layout.clone(), handle, 1 << 20, bound.clone(), counters));
+        while rx.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        rx.close();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(10), served).await;
+        assert!(ended.is_ok(), "the socket still waits for an answer that cannot come");
+        assert_eq!(bound.load(Ordering::Relaxed), 0, "nothing bound");
+        assert!(!layout.socket_file().exists());
+        drop(rx);
+    }
 
     /// The lookup is made where clients deliver files: a name waiting there is found, another
     /// is not, and a link at the name counts as something there (never followed).
