@@ -127,9 +127,11 @@ pub(crate) enum Grant {
     /// The file is in the agent's `cur/` and is the task `id`'s: journal it with
     /// [`record_claim`] once the agent has its answer, or put it back with [`ungrant`].
     Made(String),
-    /// Not there any more (an agent claimed it by listing), or not the dispatched file (then set
-    /// aside as an observed claim would be): try the next.
+    /// Not there any more (an agent claimed it by listing): try the next.
     Gone,
+    /// Not the dispatched file: set aside as an observed claim would be, and the task queued
+    /// again under a new name, whose file is written by the next commit: try again after it.
+    Revoked,
     /// The agent's `cur/` cannot take it (missing, a link, its permissions): try no other.
     Refused,
 }
@@ -157,16 +159,15 @@ pub(crate) fn grant(tx: &mut Tx, agent: &str, maildir: &str, name: &str) -> Gran
             return Grant::Refused;
         }
     }
-    match check(tx, &id, (&claimed, None), &queued) {
-        Ok(Check::Claim) => Grant::Made(id),
-        Ok(Check::Copy) => {
-            refuse_copy(tx, &id, agent, &claimed, name, COPY);
-            Grant::Gone
-        }
-        Ok(Check::Revoke(why)) => {
-            refuse_copy(tx, &id, agent, &claimed, name, why);
+    // The queued name is the broker's own rename's source, gone now: only the bytes are left to
+    // check (what an observed claim's `check` ends with).
+    let expected = task_bytes(&tx.state().live(&id).expect("a named task is live").task);
+    match dispatched(tx, &claimed, &expected) {
+        Ok(true) => Grant::Made(id),
+        Ok(false) => {
+            refuse_copy(tx, &id, agent, &claimed, name, REWRITTEN);
             redeliver(tx, &id);
-            Grant::Gone
+            Grant::Revoked
         }
         // Left where it is: the next look at the agent's `cur/` decides, as for its own rename.
         Err(e) => {
@@ -394,6 +395,8 @@ enum Check {
     Revoke(&'static str),
 }
 
+const REWRITTEN: &str = "the claimed file is not the one dispatched (it was rewritten): the claim is revoked";
+
 const COPY: &str = "a copy of a task still waiting in its queue is not a claim (claim by renaming the file)";
 
 /// Tells whether the file at `claimed` (with what a stat just found there, if the caller made
@@ -430,13 +433,7 @@ fn check(
             }
         }
     }
-    if dispatched(tx, claimed, &expected)? {
-        Ok(Check::Claim)
-    } else {
-        Ok(Check::Revoke(
-            "the claimed file is not the one dispatched (it was rewritten): the claim is revoked",
-        ))
-    }
+    if dispatched(tx, claimed, &expected)? { Ok(Check::Claim) } else { Ok(Check::Revoke(REWRITTEN)) }
 }
 
 /// Whether the file at `path` holds the task's dispatched bytes. A task file is not fsynced one

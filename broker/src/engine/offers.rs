@@ -103,9 +103,16 @@ impl Offers {
         }
         self.named.retain(|_, at| now.duration_since(*at) < HOLD);
         let mut still = Vec::new();
+        // Once a claim was revoked, the files it moves wait for the next commit: the waiters
+        // left are answered after it (a file not written yet would be held from them).
+        let mut settling = false;
         for w in std::mem::take(&mut self.waiting) {
             if w.reply.is_closed() {
                 continue; // The agent gave up waiting (its connection closed).
+            }
+            if settling {
+                still.push(w);
+                continue;
             }
             // The state's files include some an agent claimed since the last look: each is
             // looked at (or claimed) before it is named, and one gone is kept from every waiter
@@ -125,6 +132,12 @@ impl Offers {
                 match claims::grant(tx, &w.agent, &maildir, &name) {
                     Grant::Made(id) => break Some((maildir, name, Some(id))),
                     Grant::Gone => continue,
+                    // The files the revocation moves are moved by the next commit: asked again
+                    // after it (the loop runs it at once), none of them held meanwhile.
+                    Grant::Revoked => {
+                        settling = true;
+                        break None;
+                    }
                     Grant::Refused => {
                         // Not the file's doing: another agent may be handed it at once.
                         self.named.remove(&name);

@@ -116,25 +116,45 @@ fn a_claim_is_made_only_for_an_agent_that_may_hold_it_and_whose_cur_takes_it() {
     e.step_looking(Look::QUIET).unwrap();
     assert_eq!(offered(&mut to_able), Some(format!("claimed queues/render/{gated}")));
     assert_eq!(holder(&e, "G").as_deref(), Some("Gpu"));
+}
 
-    // An agent whose `cur/` is gone: answered at once that nothing came, and the file stays.
+#[test]
+fn a_claim_is_made_only_into_a_cur_that_takes_it_and_only_of_the_dispatched_file() {
+    let r = Root::new();
+    let mut e = r.engine();
+    r.agent("Plain");
     r.send(json!({"task_id": "P", "task_type": "plain"}));
     e.step().unwrap();
-    let plain_file = r.list(&r.layout.queue("plain").new_dir()).pop().unwrap();
+    let pool = r.layout.queue("plain").new_dir();
+    let plain_file = r.list(&pool).pop().unwrap();
+    // An agent whose `cur/` is gone: answered at once that nothing came, and the file stays.
     std::fs::remove_dir(r.layout.mailbox("Plain").cur()).unwrap();
     let (plain, mut to_plain) = asks("Plain", &["plain"], Duration::from_secs(30), true);
     e.take([plain]);
     e.step_looking(Look::QUIET).unwrap();
     assert_eq!(offered(&mut to_plain), Some("nothing".into()), "no cur/ to take it");
-    assert!(r.layout.queue("plain").new_dir().join(&plain_file).is_file());
+    assert!(pool.join(&plain_file).is_file());
     assert_eq!(holder(&e, "P"), None);
-    // Made again, it takes the claim.
+    // A queued file rewritten in place is never claimed under the broker's name: set aside, the
+    // task queued again under a new name, and that one claimed.
     std::fs::create_dir(r.layout.mailbox("Plain").cur()).unwrap();
+    std::fs::write(pool.join(&plain_file), br#"{"task_id":"P","evil":1}"#).unwrap();
     let (plain, mut to_plain) = asks("Plain", &["plain"], Duration::from_secs(30), true);
     e.take([plain]);
     e.step_looking(Look::QUIET).unwrap();
-    assert_eq!(offered(&mut to_plain), Some(format!("claimed queues/plain/{plain_file}")));
+    assert_eq!(offered(&mut to_plain), None, "the rewritten file is not handed out");
+    assert_eq!(holder(&e, "P"), None);
+    e.step_looking(Look::QUIET).unwrap();
+    assert!(!r.layout.mailbox("Plain").cur().join(&plain_file).exists(), "set aside");
+    let quarantined = r.list(&r.layout.quarantine_dir());
+    assert!(quarantined.iter().any(|q| q.contains(&plain_file)), "{quarantined:?}");
+    // The next pass writes the new file and claims it for the agent still waiting.
+    let answer = offered(&mut to_plain).expect("answered by the pass that wrote the new file");
+    let again = answer.strip_prefix("claimed queues/plain/").expect(&answer).to_string();
+    assert_ne!(again, plain_file, "under a new name");
     assert_eq!(holder(&e, "P").as_deref(), Some("Plain"));
+    let held = std::fs::read(r.layout.mailbox("Plain").cur().join(&again)).unwrap();
+    assert!(!String::from_utf8_lossy(&held).contains("evil"), "the broker's own bytes");
 }
 
 #[test]
