@@ -81,8 +81,8 @@ pub struct AgentArgs {
     /// 0: block in `claim_wait`; otherwise poll `claim` every this many milliseconds.
     #[arg(long, default_value_t = 0)]
     pub poll_ms: u64,
-    /// In `claim_wait`, watch the directories (inotify) instead of asking the broker to name a
-    /// task file.
+    /// In `claim_wait`, watch the directories (inotify) instead of asking the broker to claim a
+    /// task for it.
     #[arg(long)]
     pub watch: bool,
     /// Be this many agents, `<name>-1` .. `<name>-N`, one thread each (they poll: `--poll-ms`,

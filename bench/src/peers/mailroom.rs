@@ -2,8 +2,8 @@
 //! loops as the peers and follows whatever the SDK's default acknowledgement is:
 //!
 //! - producer: `Client::submit` of W1's task into the pool `bench`;
-//! - agent: `Agent::claim` (no watcher), else `Agent::claim_wait` (inotify) for up to the wait,
-//!   then `Agent::complete`.
+//! - agent: `Agent::claim` (no watcher), else `Agent::claim_wait` for up to the wait (the broker
+//!   claims for it on its socket), then `Agent::complete`.
 //!
 //! Each round runs on a fresh root with its own broker (`mailroom run`, default durability), as W1
 //! does; completions are counted from the journal while the round runs, and afterwards the

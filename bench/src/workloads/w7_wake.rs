@@ -1,5 +1,5 @@
 //! W7, wake-up latency: one agent, tasks submitted one at a time 5–25 ms apart; submit → agent
-//! holds the task, for an agent blocked in `claim_wait` asking the broker to name it a task file
+//! holds the task, for an agent blocked in `claim_wait` asking the broker to claim a task for it
 //! (the SDK's default), for one blocked in `claim_wait` watching the directories (inotify), and
 //! for one polling `claim` every second (submits at random phases of its loop).
 
@@ -34,7 +34,7 @@ impl Workload for W7 {
 
     fn run(&self, cx: &mut Ctx, _earlier: &[Box<dyn Section>]) -> Result<Box<dyn Section>, BenchError> {
         let (base, wake_samples, poll_samples) = (cx.base(), cx.plan.wake_samples, cx.plan.poll_samples);
-        log("W7 wake-up latency, claim_wait (offered)");
+        log("W7 wake-up latency, claim_wait (socket)");
         let offered = wake(cx, wake_samples, Wait::Offered, &base)?;
         log("W7 wake-up latency, claim_wait (inotify)");
         let inotify = wake(cx, wake_samples, Wait::Watching, &base)?;
@@ -47,7 +47,7 @@ impl Workload for W7 {
 /// How W7's agent waits.
 #[derive(Clone, Copy)]
 enum Wait {
-    /// In `claim_wait`, named a file by the broker.
+    /// In `claim_wait`, asking the broker on its socket (which claims for it).
     Offered,
     /// In `claim_wait`, watching the directories.
     Watching,
@@ -144,7 +144,7 @@ impl fmt::Display for W7Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "W7 wake-up      claim_wait (offered) {} (n={}); claim_wait (inotify) {} (n={}); 1 s polling {} (n={})",
+            "W7 wake-up      claim_wait (socket) {} (n={}); claim_wait (inotify) {} (n={}); 1 s polling {} (n={})",
             self.offered, self.offered.n, self.inotify, self.inotify.n, self.poll_1s, self.poll_1s.n
         )
     }
