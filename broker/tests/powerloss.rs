@@ -251,6 +251,22 @@ fn sc_mixed(w: &mut World) -> R {
     w.step()
 }
 
+/// Claims the broker makes for agents waiting on its socket: the broker's rename into the agent's
+/// `cur/`, the answer, then the claim's record in the next pass; the agent completes it.
+fn sc_grant(w: &mut World) -> R {
+    w.start()?;
+    w.submit(task("G1"))?;
+    w.submit(task("G2"))?;
+    w.step()?;
+    let c = w.await_claim("A1")?.expect("a task is ready");
+    w.step()?;
+    w.complete("A1", &c)?;
+    if let Some(c) = w.await_claim("A2")? {
+        w.complete("A2", &c)?;
+    }
+    w.step()
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "submit", cfg, script: sc_submit },
@@ -272,6 +288,7 @@ fn scenarios() -> Vec<Scenario> {
             script: sc_compaction,
         },
         Scenario { name: "duplicate submit", cfg, script: sc_duplicate },
+        Scenario { name: "claim made by the broker for a waiting agent", cfg, script: sc_grant },
         Scenario { name: "dependencies", cfg, script: sc_dependencies },
         Scenario {
             name: "ready window",

@@ -5,7 +5,7 @@
 use crate::journal_view::JournalView;
 use agent_sdk::{Ack, Agent, Client};
 use mailroom::config::Config;
-use mailroom::engine::commands::{Command, Verdict};
+use mailroom::engine::commands::{Command, Offer, Verdict};
 use mailroom::engine::{Engine, Look};
 use protocol::names::DispatchName;
 use protocol::{Message, Timestamp};
@@ -335,6 +335,26 @@ impl World {
     /// The SDK's claim over every pool and the agent's own `new/`: the claim's name, if any.
     pub(crate) fn claim(&mut self, agent: &str) -> R<Option<String>> {
         Ok(self.agent(agent).claim(&[])?.map(|c| c.name))
+    }
+
+    /// A claim the broker makes for `agent` waiting on its socket (an await with `claim`): its
+    /// rename into the agent's `cur/` comes before the claim's record, which the pass after it
+    /// journals. The claim's name once a pass answered, if a task was there for it; with no
+    /// broker running, the agent's own claim.
+    pub(crate) fn await_claim(&mut self, agent: &str) -> R<Option<String>> {
+        let Some(e) = self.engine.as_mut() else { return self.claim(agent) };
+        let (reply, mut answer) = oneshot::channel();
+        // Due at once: a pass with nothing for it answers that nothing came.
+        let deadline = std::time::Instant::now();
+        e.take([Command::Await { agent: agent.into(), pools: Vec::new(), deadline, claim: true, reply }]);
+        self.step()?;
+        match answer.try_recv() {
+            Ok(Offer::Claimed { name, .. }) => Ok(Some(name)),
+            // The machine died under the broker's rename (which it reports as its own, and serves
+            // on): the script stops here, as at any other failed operation.
+            _ if self.fs.crashed() => Err("the machine crashed during the claim".into()),
+            _ => Ok(None),
+        }
     }
 
     /// The SDK's report on a claim: `false` when it refuses because the claim is no longer held.
