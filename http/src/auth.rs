@@ -54,9 +54,28 @@ impl Token {
                     .map_err(|e| err(format!("no random source: {e}")))?;
             }
             let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            match fs.create_private(&path, format!("{hex}\n").as_bytes(), true) {
-                Ok(()) => tracing::info!(path = %path.display(), "created the http token (mode 0600)"),
-                Err(e) if e.is_already_exists() => {} // someone wrote it meanwhile: read theirs
+            // Written whole under a name of its own, then renamed into place: a broker killed
+            // while creating it leaves no empty token behind (which every later start refused).
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            match fs.remove_file(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            fs.create_private(&tmp, format!("{hex}\n").as_bytes(), true)?;
+            match fs.rename_noreplace(&tmp, &path) {
+                Ok(()) => {
+                    if let Some(dir) = path.parent() {
+                        fs.sync_dir(dir)?;
+                    }
+                    tracing::info!(path = %path.display(), "created the http token (mode 0600)")
+                }
+                // Someone wrote it meanwhile: read theirs.
+                Err(e) if e.is_already_exists() => {
+                    let _ = fs.remove_file(&tmp);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -156,5 +175,21 @@ mod tests {
             Token::load_or_create(&runtime_layout::RealFs, &layout, &cfg),
             Err(HttpError::Token { .. })
         ));
+    }
+
+    /// A broker killed while creating the token leaves at most the file it was writing under
+    /// its own name, never an empty token (which every later start refused): the next start
+    /// writes the token anew.
+    #[test]
+    fn a_token_creation_cut_short_leaves_no_empty_token() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path().join("runtime"));
+        layout.create(&runtime_layout::RealFs).unwrap();
+        let token = layout.http_token_file();
+        let tmp = token.with_file_name("http.token.tmp");
+        std::fs::write(&tmp, "").unwrap();
+        let t = Token::load_or_create(&runtime_layout::RealFs, &layout, &Config::default()).unwrap();
+        assert_eq!(std::fs::read_to_string(&t.path).unwrap().trim().len(), 64);
+        assert!(!tmp.exists(), "nothing left under the name it was written under");
     }
 }
