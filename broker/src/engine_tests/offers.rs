@@ -33,6 +33,18 @@ fn offered(answer: &mut oneshot::Receiver<Offer>) -> Option<String> {
     }
 }
 
+/// Agents `Gpu` (declaring `gpu`) and `Plain`, and task `G` queued in pool `render`, requiring
+/// `GPU`: its file's name.
+fn gated_task(r: &Root, e: &mut Engine) -> String {
+    let gpu =
+        agent_sdk::Agent::register_with(Arc::new(runtime_layout::RealFs), r.layout.root(), "Gpu").unwrap();
+    gpu.set_capabilities(&["gpu"]).unwrap();
+    r.agent("Plain");
+    r.send(json!({"task_id": "G", "task_type": "render", "required_capabilities": ["GPU"]}));
+    e.step().unwrap();
+    r.list(&r.layout.queue("render").new_dir()).pop().unwrap()
+}
+
 /// The agent holding task `id`, if one does.
 fn holder(e: &Engine, id: &str) -> Option<String> {
     match e.live(id).map(|l| &l.place) {
@@ -98,13 +110,7 @@ fn agents_that_ask_for_a_claim_hold_the_best_files_and_the_claims_are_journaled(
 fn a_claim_is_made_only_for_an_agent_that_may_hold_it_and_whose_cur_takes_it() {
     let r = Root::new();
     let mut e = r.engine();
-    let gpu =
-        agent_sdk::Agent::register_with(Arc::new(runtime_layout::RealFs), r.layout.root(), "Gpu").unwrap();
-    gpu.set_capabilities(&["gpu"]).unwrap();
-    r.agent("Plain");
-    r.send(json!({"task_id": "G", "task_type": "render", "required_capabilities": ["GPU"]}));
-    e.step().unwrap();
-    let gated = r.list(&r.layout.queue("render").new_dir()).pop().unwrap();
+    let gated = gated_task(&r, &mut e);
 
     let (plain, mut to_plain) = asks("Plain", &["render"], Duration::from_secs(30), true);
     e.take([plain]);
@@ -222,14 +228,8 @@ fn waiting_agents_are_named_the_best_files_one_each_in_the_order_they_asked() {
 fn nothing_is_named_that_an_agent_may_not_claim_and_the_deadline_is_answered() {
     let r = Root::new();
     let mut e = r.engine();
-    let gpu =
-        agent_sdk::Agent::register_with(Arc::new(runtime_layout::RealFs), r.layout.root(), "Gpu").unwrap();
-    gpu.set_capabilities(&["gpu"]).unwrap();
-    r.agent("Plain");
-    r.send(json!({"task_id": "G", "task_type": "render", "required_capabilities": ["GPU"]}));
-    e.step().unwrap();
+    let gated = gated_task(&r, &mut e);
     let tag = CapabilitySet::of(&["gpu".into()]).unwrap().tag;
-    let gated = r.list(&r.layout.queue("render").new_dir()).pop().unwrap();
     assert!(gated.ends_with(&format!(".caps-{tag}.json")), "{gated}");
 
     let (plain, mut to_plain) = waits("Plain", &["render"], Duration::from_secs(1));
