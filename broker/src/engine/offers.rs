@@ -116,9 +116,9 @@ impl Offers {
             }
             // The state's files include some an agent claimed since the last look: each is
             // looked at (or claimed) before it is named, and one gone is kept from every waiter
-            // for a hold.
-            // Its `cur/` could not take a file: answered that nothing came, at once (its own
-            // look then meets what stopped the broker, and reports it).
+            // for a hold. `refused`: its `cur/` could not take a file; it is answered that
+            // nothing came, at once (its own look then meets what stopped the broker, and
+            // reports it).
             let mut refused = false;
             let offer = loop {
                 let Some((maildir, name)) = self.best_for(tx.env, tx.state(), &w) else { break None };
