@@ -8,10 +8,11 @@
 //! it to an agent claiming by listing (then it asks again).
 //!
 //! When the broker answers that nothing came, the agent looks itself once, so a file the broker
-//! did not hand out (one it could not move, say) waits at most one wait. Without a socket, or with a broker that does not
-//! offer, [`Agent::claim_wait`] watches the directories as before: an await with no answer
-//! within its wait and a quarter of a second pauses asking for five seconds (a broker stuck in a
-//! long pass, say), a refused one for a minute (a broker older than offers).
+//! did not hand out (one it could not move, say) waits at most one wait. Without a socket, or
+//! with a broker that does not offer, [`Agent::claim_wait`] watches the directories as before:
+//! an await with no answer within its wait and a quarter of a second pauses asking for five
+//! seconds (a broker stuck in a long pass, say), a refused one for a minute (a broker older than
+//! offers).
 
 use crate::agent::{Agent, Claim};
 use crate::{Error, SAFETY_RESCAN};

@@ -169,15 +169,17 @@ pub(crate) fn grant(tx: &mut Tx, agent: &str, maildir: &str, name: &str) -> Gran
             redeliver(tx, &id);
             Grant::Revoked
         }
-        // Left where it is: the next look at the agent's `cur/` decides, as for its own rename.
+        // Put back rather than left in a `cur/` whose agent is not told of it.
         Err(e) => {
             tx.env.warn_once(&claimed, "cannot read a claim made for an agent", &e);
+            ungrant(tx, agent, maildir, name);
             Grant::Gone
         }
     }
 }
 
-/// Puts back the file [`grant`] moved, its agent gone before the answer: nothing was journaled.
+/// Puts back the file [`grant`] moved (its agent gone before the answer, or the file unreadable):
+/// nothing was journaled.
 /// A file that cannot go back is left in the agent's `cur/`, where the next look adopts it as
 /// the agent's claim (its lease then takes it back).
 pub(crate) fn ungrant(tx: &Tx, agent: &str, maildir: &str, name: &str) {

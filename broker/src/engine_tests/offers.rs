@@ -107,7 +107,7 @@ fn agents_that_ask_for_a_claim_hold_the_best_files_and_the_claims_are_journaled(
 }
 
 #[test]
-fn a_claim_is_made_only_for_an_agent_that_may_hold_it_and_whose_cur_takes_it() {
+fn a_claim_is_made_only_for_an_agent_that_may_hold_it() {
     let r = Root::new();
     let mut e = r.engine();
     let gated = gated_task(&r, &mut e);
