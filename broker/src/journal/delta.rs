@@ -148,48 +148,88 @@ impl Encoder {
     }
 
     /// Writes `rec` as one JSON line into `out`. `prev` is the task as the writer's state has it
-    /// before `rec` (the image its last record about the task left), if the task is live.
-    pub fn write(&mut self, out: &mut Vec<u8>, rec: &Record, prev: Option<&Task>) {
+    /// before `rec` (the image its last record about the task left), if the task is live. `rec`
+    /// is lent, not changed: its task is set aside while the rest of a delta's line is written.
+    pub fn write(&mut self, out: &mut Vec<u8>, rec: &mut Record, prev: Option<&Task>) {
         let Some((task, place)) = rec.entry.change() else {
             // A record is strings, numbers and JSON values: serde_json cannot fail on it.
             serde_json::to_writer(&mut *out, rec).expect("a journal record serialises");
             return;
         };
         let done = *place == Place::Done;
-        let id = task.task_id.as_str();
-        if let Some(prev) = prev.filter(|_| self.imaged.contains(id))
-            && let Some(line) = delta_line(rec, task, prev)
-        {
-            out.extend_from_slice(&line);
-        } else {
-            serde_json::to_writer(&mut *out, rec).expect("a journal record serialises");
-            if !done {
-                self.imaged.insert(id.to_string());
-            }
+        let imaged = self.imaged.contains(task.task_id.as_str());
+        let delta = imaged && prev.is_some_and(|prev| delta_line(out, rec, prev));
+        if !delta {
+            serde_json::to_writer(&mut *out, &*rec).expect("a journal record serialises");
         }
+        let Some((task, _)) = rec.entry.change() else { return };
         if done {
-            self.imaged.remove(id);
+            self.imaged.remove(task.task_id.as_str());
+        } else if !imaged {
+            self.imaged.insert(task.task_id.clone());
         }
     }
 }
 
-/// `rec` written with its task replaced by a delta against `prev`, if one says it exactly.
+/// Appends `rec` to `out` with its task replaced by a delta against `prev`, if one says it
+/// exactly; `false` (and `out` as it was) if not.
 ///
-/// The record is serialised as usual and its top-level `task` field (found by walking the
-/// line's fields, [`field_span`]) replaced by the delta, so a record costs one serialisation and
-/// a comparison of the task's fields, not a tree of JSON values nor a second serialisation.
-fn delta_line(rec: &Record, task: &Task, prev: &Task) -> Option<Vec<u8>> {
+/// The record is serialised with a bare stand-in for its task (the whole task back in place
+/// right after), and the stand-in's value (found by walking the line's fields, [`field_span`])
+/// replaced by the delta: a record costs a comparison of the task's fields and the serialisation
+/// of what changed, never the whole task's JSON.
+fn delta_line(out: &mut Vec<u8>, rec: &mut Record, prev: &Task) -> bool {
     const KEY: &[u8] = b"\"task\":";
-    let delta = Delta::of(prev, task)?;
-    let line = serde_json::to_vec(rec).ok()?;
-    let value = field_span(&line, b"task")?;
-    let at = value.start.checked_sub(KEY.len()).filter(|&at| &line[at..value.start] == KEY)?;
-    let mut out = Vec::with_capacity(line.len() - (value.end - at) + 256);
+    let Some(task) = rec.entry.task_mut() else { return false };
+    let Some(delta) = Delta::of(prev, task) else { return false };
+    let whole = std::mem::replace(task, stand_in());
+    let line = serde_json::to_vec(&*rec);
+    if let Some(task) = rec.entry.task_mut() {
+        *task = whole;
+    }
+    let Ok(line) = line else { return false };
+    let Some(value) = field_span(&line, b"task") else { return false };
+    let Some(at) = value.start.checked_sub(KEY.len()).filter(|&at| &line[at..value.start] == KEY) else {
+        return false;
+    };
+    let start = out.len();
     out.extend_from_slice(&line[..at]);
     out.extend_from_slice(b"\"delta\":");
-    serde_json::to_writer(&mut out, &delta).ok()?;
+    if serde_json::to_writer(&mut *out, &delta).is_err() {
+        out.truncate(start);
+        return false;
+    }
     out.extend_from_slice(&line[value.end..]);
-    Some(out)
+    true
+}
+
+/// The smallest task there is: what a record's line holds in place of its task while a delta's
+/// line is written.
+fn stand_in() -> Task {
+    Task {
+        task_id: String::new(),
+        name: None,
+        description: None,
+        task_type: None,
+        priority: Default::default(),
+        status: Default::default(),
+        assigned_to: None,
+        created_by: None,
+        created_at: None,
+        updated_at: None,
+        depends_on: Vec::new(),
+        tags: Vec::new(),
+        required_capabilities: Vec::new(),
+        params: Value::Null,
+        not_before: None,
+        max_attempts: 1,
+        attempts: 0,
+        lease_secs: None,
+        result: Value::Null,
+        error: None,
+        history: Vec::new(),
+        extra: Map::new(),
+    }
 }
 
 /// Where the value of the top-level field `key` lies in `line`, a JSON object as serde_json

@@ -230,10 +230,10 @@ impl Journal {
     /// image the task's last record left, if the task is live): a record about a task the
     /// current segment already holds whole carries only what changed (see [`delta`]).
     pub fn push_change(&mut self, ts: Timestamp, entry: Entry, prev: Option<&protocol::Task>) -> Record {
-        let rec = Record { seq: self.next_seq, ts, entry };
+        let mut rec = Record { seq: self.next_seq, ts, entry };
         self.next_seq += 1;
         self.since_snapshot += 1;
-        self.encoder.write(&mut self.buf, &rec, prev);
+        self.encoder.write(&mut self.buf, &mut rec, prev);
         self.buf.push(b'\n');
         rec
     }

@@ -232,6 +232,28 @@ impl Entry {
         }
     }
 
+    /// The task of a record that changes one, to set aside while the rest of the record is
+    /// written (`delta.rs`); the same variants as [`Entry::change`].
+    pub(crate) fn task_mut(&mut self) -> Option<&mut Task> {
+        match self {
+            Self::Submit(a) | Self::Import(a) => Some(&mut a.task),
+            Self::Complete(r) | Self::Fail(r) | Self::Release(r) => Some(&mut r.task),
+            Self::Expire(t) | Self::Vanish(t) => Some(&mut t.task),
+            Self::Dispatch { task, .. }
+            | Self::Age { task, .. }
+            | Self::Claim { task, .. }
+            | Self::Cancel { task, .. }
+            | Self::Retry { task, .. }
+            | Self::Block { task, .. }
+            | Self::Wait { task, .. }
+            | Self::Unblock { task, .. }
+            | Self::Forward { task, .. }
+            | Self::Forwarded { task, .. }
+            | Self::Pull { task, .. } => Some(task),
+            _ => None,
+        }
+    }
+
     /// The inbox message that caused this record. Every record caused by a message names it, so
     /// replay knows the message was handled even if a crash kept the effect but not its Consume.
     pub fn msg(&self) -> Option<&str> {
