@@ -7,11 +7,6 @@ use clap::Parser;
 use cli::exit;
 use std::process::ExitCode;
 
-/// The broker's pass allocates and frees many small buffers (records, names, task copies);
-/// mimalloc's thread-local free lists serve them at a fraction of glibc's cost.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
