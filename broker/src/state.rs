@@ -438,6 +438,19 @@ impl State {
 
     /// Applies one journal record. Live operation and replay both go through here.
     pub fn apply(&mut self, rec: &Record) {
+        self.apply_with(rec, None);
+    }
+
+    /// [`State::apply`] for a record its caller is done with: the task it carries is moved into
+    /// the state, not copied (a copy and a drop of the whole task per record, saved).
+    pub fn apply_owned(&mut self, mut rec: Record) {
+        let task = rec.entry.task_mut().map(|t| std::mem::replace(t, Task::new(String::new())));
+        self.apply_with(&rec, task);
+    }
+
+    /// [`State::apply`], with `rec`'s task given apart when `owned` (what `rec` holds in its place
+    /// is not looked at).
+    fn apply_with(&mut self, rec: &Record, owned: Option<Task>) {
         if let Some(agent) = rec.entry.seen_agent() {
             let t = self.seen.entry(agent.to_string()).or_insert(rec.ts);
             *t = (*t).max(rec.ts);
@@ -503,8 +516,9 @@ impl State {
             }
             return;
         }
-        let Some((task, place)) = rec.entry.change() else { return };
-        let id = task.task_id.clone();
+        let Some((in_rec, place)) = rec.entry.change() else { return };
+        let task = owned.as_ref().unwrap_or(in_rec);
+        let (id, status) = (task.task_id.clone(), task.status);
         let hash = match &rec.entry {
             Entry::Submit(a) | Entry::Import(a) => a.hash,
             _ => self.hash_of(&id).unwrap_or(0),
@@ -525,9 +539,9 @@ impl State {
                     }
                 }
             }
-            self.tombs.insert(&id, Finished { status: task.status, hash, pooled });
+            self.tombs.insert(&id, Finished { status, hash, pooled });
             self.forget_beyond_limit();
-            self.recent_done.push_back(task.clone());
+            self.recent_done.push_back(owned.unwrap_or_else(|| in_rec.clone()));
             while self.recent_done.len() > self.recent_limit.max(1) {
                 self.recent_done.pop_front();
             }
@@ -536,7 +550,7 @@ impl State {
                 // Revived by a retry: it leaves the completed board.
                 self.recent_done.retain(|t| t.task_id != id);
             }
-            self.set_live(task.clone(), place.clone(), hash);
+            self.set_live(owned.unwrap_or_else(|| in_rec.clone()), place.clone(), hash);
         }
     }
 }

@@ -55,8 +55,8 @@ impl Ledger {
             },
             |rec| {
                 let mut r = rebuilt.borrow_mut();
-                r.0.apply(&rec);
                 r.1 = rec.seq + 1;
+                r.0.apply_owned(rec);
             },
         )?;
         let (state, next_seq) = rebuilt.into_inner();
@@ -116,7 +116,6 @@ impl Ledger {
         // The task as its last record left it: a record about it carries only what changed.
         let prev = entry.change().and_then(|(t, _)| self.state.live(&t.task_id)).map(|l| &l.task);
         let rec = self.journal.push_change(ts, entry, prev);
-        self.state.apply(&rec);
         self.records += 1;
         let changed = match (rec.entry.change(), rec.entry.relocation()) {
             (Some((t, _)), _) => Some(t.task_id.as_str()),
@@ -127,8 +126,12 @@ impl Ledger {
             self.changed.push(id.to_string());
         }
         let seq = rec.seq;
+        // The record is kept only for subscribers; otherwise its task moves into the state.
         if self.events.receiver_count() > 0 {
+            self.state.apply(&rec);
             self.unpublished.push(Arc::new(rec));
+        } else {
+            self.state.apply_owned(rec);
         }
         seq
     }

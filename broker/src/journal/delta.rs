@@ -182,7 +182,7 @@ fn delta_line(out: &mut Vec<u8>, rec: &mut Record, prev: &Task) -> bool {
     const KEY: &[u8] = b"\"task\":";
     let Some(task) = rec.entry.task_mut() else { return false };
     let Some(delta) = Delta::of(prev, task) else { return false };
-    let whole = std::mem::replace(task, stand_in());
+    let whole = std::mem::replace(task, Task::new(String::new()));
     let line = serde_json::to_vec(&*rec);
     if let Some(task) = rec.entry.task_mut() {
         *task = whole;
@@ -201,35 +201,6 @@ fn delta_line(out: &mut Vec<u8>, rec: &mut Record, prev: &Task) -> bool {
     }
     out.extend_from_slice(&line[value.end..]);
     true
-}
-
-/// The smallest task there is: what a record's line holds in place of its task while a delta's
-/// line is written.
-fn stand_in() -> Task {
-    Task {
-        task_id: String::new(),
-        name: None,
-        description: None,
-        task_type: None,
-        priority: Default::default(),
-        status: Default::default(),
-        assigned_to: None,
-        created_by: None,
-        created_at: None,
-        updated_at: None,
-        depends_on: Vec::new(),
-        tags: Vec::new(),
-        required_capabilities: Vec::new(),
-        params: Value::Null,
-        not_before: None,
-        max_attempts: 1,
-        attempts: 0,
-        lease_secs: None,
-        result: Value::Null,
-        error: None,
-        history: Vec::new(),
-        extra: Map::new(),
-    }
 }
 
 /// Where the value of the top-level field `key` lies in `line`, a JSON object as serde_json
