@@ -163,6 +163,16 @@ impl Message {
         let text = std::str::from_utf8(bytes).map_err(|e| {
             ValidationError::new("", format!("must be UTF-8 (invalid byte at offset {})", e.valid_up_to()))
         })?;
+        // The common case in one reading: an object whose known `kind` and fields all read.
+        // Whatever does not (no `kind`: a bare task; an unknown one; a field that does not read;
+        // a key written twice, which the typed reading refuses and a JSON value keeps the last
+        // of) goes the long way below, which reads it as before and words the error. Only an
+        // object is tried: serde would also read a tagged enum from an array.
+        if text.trim_start().starts_with('{')
+            && let Ok(m) = serde_json::from_str::<Self>(text)
+        {
+            return Ok(m);
+        }
         let value: Value = serde_json::from_str(text).map_err(|e| {
             ValidationError::new("", format!("must be JSON: {e} (line {}, column {})", e.line(), e.column()))
         })?;

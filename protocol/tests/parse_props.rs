@@ -134,8 +134,40 @@ fn check_value(v: &Value) {
     }
 }
 
+/// The long way `Message::parse` takes when its one-pass reading does not succeed: a JSON
+/// value, then `Message::from_value`. Both ways must agree on everything (what is read and what
+/// is refused, with the same words).
+fn parsed_the_long_way(bytes: &[u8]) -> Option<Result<Message, mailroom_protocol::ValidationError>> {
+    let v = serde_json::from_slice::<Value>(bytes).ok()?;
+    Some(Message::from_value(v))
+}
+
+/// `parse` agrees with the long way wherever the bytes are JSON.
+fn agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Some(long) = parsed_the_long_way(bytes) {
+        prop_assert_eq!(Message::parse(bytes), long, "{}", String::from_utf8_lossy(bytes));
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn one_reading_agrees_with_the_long_way(v in arb_json(), m in arb_message(), kind in 0usize..12) {
+        agrees(&serde_json::to_vec(&v).unwrap())?;
+        agrees(&serde_json::to_vec(&m.to_value()).unwrap())?;
+        // Arbitrary fields under each kind (and under none, and an unknown one).
+        if let Value::Object(mut o) = v {
+            let kinds = Message::kinds();
+            match kinds.get(kind) {
+                Some(k) => { o.insert("kind".into(), json!(k)); }
+                None if kind % 2 == 0 => { o.insert("kind".into(), json!("nope")); }
+                None => {}
+            }
+            agrees(&serde_json::to_vec(&Value::Object(o)).unwrap())?;
+        }
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -250,4 +282,29 @@ fn valid_messages_parse() {
     for m in valid_messages() {
         Message::parse(&m).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(&m)));
     }
+}
+
+/// Texts a JSON value cannot stand for: keys written twice (a value keeps the last), an array
+/// where serde would read a tagged enum from its first element, space before the object.
+#[test]
+fn one_reading_agrees_with_the_long_way_where_texts_differ_from_values() {
+    let texts = [
+        r#"{"kind":"cancel","task_id":"A","task_id":"B"}"#,
+        r#"{"kind":"cancel","kind":"retry","task_id":"A"}"#,
+        r#"{"kind":"complete","agent":"A","claim":"c","result":1,"result":{"x":2}}"#,
+        r#"["cancel","A"]"#,
+        r#"["cancel",{"task_id":"A"}]"#,
+        " \n\t{\"kind\":\"retry\",\"task_id\":\"A\"} ",
+        r#"{"kind":"send","from":"A","to":"B","body":123456789012345678901234567890}"#,
+        r#"{"task_id":"T","kind":"submit","task":{"task_id":"T2"}}"#,
+        r#"{"kind":"submit"}"#,
+        r#"{"kind":null,"task_id":"A"}"#,
+    ];
+    for t in texts {
+        agrees(t.as_bytes()).unwrap();
+    }
+    // The first three are read as the long way reads them: the last of each key.
+    assert_eq!(Message::parse(texts[0].as_bytes()).unwrap(), Message::Cancel { task_id: "B".into() });
+    assert_eq!(Message::parse(texts[1].as_bytes()).unwrap(), Message::Retry { task_id: "A".into() });
+    assert!(Message::parse(texts[3].as_bytes()).is_err(), "an array is not a message");
 }
