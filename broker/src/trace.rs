@@ -8,7 +8,7 @@ use crate::journal::{self, Entry, JournalError, Place, Record};
 use protocol::Status;
 use runtime_layout::{Fs, Layout};
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One line of a trace.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -38,7 +38,14 @@ pub struct Trace {
 
 pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, JournalError> {
     let mut recs: Vec<Record> = Vec::new();
+    // Where the task's messages went. Only its own are kept: a journal of a million tasks holds
+    // two million `consume` records, and keeping them all cost hundreds of megabytes. A message's
+    // records are journaled by the pass that takes it, so its `consume` is in the same segment
+    // as the first record naming it (mostly right after it): those of the segment being read
+    // wait in `unclaimed` until its end, in case a record of the task names them later in it.
     let mut consumed: HashMap<String, String> = HashMap::new();
+    let mut wanted: HashSet<String> = HashSet::new();
+    let mut unclaimed: HashMap<String, String> = HashMap::new();
     let mut notes = journal::Notes::default();
     let segments = journal::all_segments(fs, &layout.journal_dir())?;
     // The first record still kept, when older ones were removed by the retention.
@@ -49,9 +56,21 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         .filter(|&n| n > 1);
     for seg in segments {
         let take = |r: Record, _: usize, _: &mut journal::Notes| {
-            if let Entry::Consume { msg, path, .. } = &r.entry {
-                consumed.insert(msg.clone(), path.clone());
+            if let Entry::Consume { msg, path, .. } = r.entry {
+                if wanted.contains(&msg) {
+                    consumed.insert(msg, path);
+                } else {
+                    unclaimed.insert(msg, path);
+                }
             } else if r.entry.task_id() == Some(id) {
+                if let Some(m) = r.entry.msg()
+                    && !wanted.contains(m)
+                {
+                    wanted.insert(m.to_string());
+                    if let Some(path) = unclaimed.remove(m) {
+                        consumed.insert(m.to_string(), path);
+                    }
+                }
                 recs.push(r);
             }
         };
@@ -61,6 +80,7 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
             Err(JournalError::Fs(e)) if e.is_not_found() => {}
             read => read?,
         }
+        unclaimed.clear();
     }
     let snapshot_place = if recs.is_empty() {
         // Only a snapshot may know the task: its segments were removed (by the retention or an

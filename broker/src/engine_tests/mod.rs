@@ -133,6 +133,18 @@ fn submit_dispatch_claim_complete() {
     let t = crate::trace::trace(&RealFs, &r.layout, "T1").unwrap().unwrap();
     assert_eq!(t.status, Some(Status::Completed));
     assert!(t.render().contains(&format!("mailboxes/Agent-1/cur/{claim}")));
+    // Where its two messages (the submit, the completion) went.
+    let messages: Vec<(&str, &String)> = t
+        .steps
+        .iter()
+        .flat_map(|s| s.paths.iter().filter(|p| p.starts_with("message ")).map(move |p| (s.op, p)))
+        .collect();
+    assert_eq!(
+        messages.iter().map(|(op, _)| *op).collect::<Vec<_>>(),
+        ["submit", "complete"],
+        "{messages:?}"
+    );
+    assert!(messages.iter().all(|(_, p)| p.contains(" -> broker/inbox/cur/")), "{messages:?}");
 }
 
 #[test]
