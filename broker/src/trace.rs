@@ -39,7 +39,7 @@ pub struct Trace {
 pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, JournalError> {
     let mut recs: Vec<Record> = Vec::new();
     // Where the task's messages went. Only its own are kept: a journal of a million tasks holds
-    // two million `consume` records, and keeping them all cost hundreds of megabytes. A message's
+    // two million `consume` records, a map of millions of names for one task's trace. A message's
     // records are journaled by the pass that takes it, so its `consume` is in the same segment
     // as the first record naming it (mostly right after it): those of the segment being read
     // wait in `unclaimed` until its end, in case a record of the task names them later in it.
