@@ -306,5 +306,9 @@ fn one_reading_agrees_with_the_long_way_where_texts_differ_from_values() {
     // The first three are read as the long way reads them: the last of each key.
     assert_eq!(Message::parse(texts[0].as_bytes()).unwrap(), Message::Cancel { task_id: "B".into() });
     assert_eq!(Message::parse(texts[1].as_bytes()).unwrap(), Message::Retry { task_id: "A".into() });
+    assert_eq!(
+        Message::parse(texts[2].as_bytes()).unwrap(),
+        Message::Complete { agent: "A".into(), claim: "c".into(), result: json!({"x": 2}) }
+    );
     assert!(Message::parse(texts[3].as_bytes()).is_err(), "an array is not a message");
 }
