@@ -54,6 +54,13 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
         .and_then(|p| p.file_name()?.to_str().and_then(journal::archive::segment_number))
         .map(|(n, _)| n)
         .filter(|&n| n > 1);
+    // Only the lines that can be about the task are parsed: those that name it (its own
+    // records, and any change to it, name its id) and every `consume` (a message's own name
+    // says nothing of its task). A million tasks' segments are read in seconds, a line at a time.
+    let named = serde_json::to_vec(id).unwrap_or_default();
+    let names = memchr::memmem::Finder::new(&named);
+    let consume = memchr::memmem::Finder::new(br#""op":"consume""#);
+    let keep = |line: &[u8]| names.find(line).is_some() || consume.find(line).is_some();
     for seg in segments {
         let take = |r: Record, _: usize, _: &mut journal::Notes| {
             if let Entry::Consume { msg, path, .. } = r.entry {
@@ -74,7 +81,7 @@ pub fn trace(fs: &dyn Fs, layout: &Layout, id: &str) -> Result<Option<Trace>, Jo
                 recs.push(r);
             }
         };
-        match journal::read_segment(fs, &seg, take, &mut notes) {
+        match journal::read_segment_where(fs, &seg, keep, take, &mut notes) {
             // Removed by the retention since it was listed (a segment compressed meanwhile is
             // read in its compressed form by `read_segment`).
             Err(JournalError::Fs(e)) if e.is_not_found() => {}

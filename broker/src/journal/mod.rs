@@ -22,8 +22,8 @@ mod tombfiles;
 
 pub use delta::Resolver;
 pub use read::{
-    Loaded, Notes, Replayed, all_segments, bytes_before_zeros, load, read_range, read_segment, replay,
-    segment_bytes,
+    Loaded, Notes, Replayed, all_segments, bytes_before_zeros, load, read_range, read_segment,
+    read_segment_where, replay, segment_bytes,
 };
 pub use record::{
     Admitted, BoardEdit, Entry, MailSent, POOLS_DIR, Place, Record, RefusedClaim, Rejected, Report, Requeued,

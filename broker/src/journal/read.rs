@@ -232,42 +232,107 @@ fn whole_segment(fs: &dyn Fs, path: &Path) -> Result<Vec<u8>, FsError> {
 pub fn read_segment(
     fs: &dyn Fs,
     path: &Path,
-    mut f: impl FnMut(Record, usize, &mut Notes),
+    f: impl FnMut(Record, usize, &mut Notes),
     notes: &mut Notes,
 ) -> Result<(), JournalError> {
-    let bytes = segment_bytes(fs, path)?;
+    read_segment_where(fs, path, |_| true, f, notes)
+}
+
+/// [`read_segment`] for a reader that wants few of the records (`trace`): a line `keep` refuses
+/// is passed over without being parsed, and a compressed segment is decompressed as it is read,
+/// never whole in memory (an archived segment is hundreds of megabytes of records). `keep` must
+/// take every line of a task whose records it wants: a record about a task may be a change to
+/// that task's last record in the segment, resolved only from it.
+pub fn read_segment_where(
+    fs: &dyn Fs,
+    path: &Path,
+    keep: impl FnMut(&[u8]) -> bool,
+    f: impl FnMut(Record, usize, &mut Notes),
+    notes: &mut Notes,
+) -> Result<(), JournalError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let compressed = match segment_number(name) {
+        Some((_, true)) => Some(path.to_path_buf()),
+        // A plain segment compressed since it was listed is read in its compressed form.
+        Some((_, false)) if fs.stat(path)?.is_none() => {
+            Some(path.with_file_name(archive::compressed_name(name)))
+        }
+        _ => None,
+    };
+    match compressed {
+        Some(zst) => {
+            let bytes = fs.read(&zst, MAX_SEGMENT_BYTES)?;
+            let bad = |e: std::io::Error| FsError::io("decompress", &zst, e);
+            let decoder = zstd::stream::read::Decoder::with_buffer(&bytes[..]).map_err(bad)?;
+            let lines = std::io::BufReader::with_capacity(1 << 20, decoder);
+            read_lines(lines, path, keep, f, notes).map_err(|e| JournalError::Fs(bad(e)))
+        }
+        None => {
+            let bytes = segment_bytes(fs, path)?;
+            read_lines(&bytes[..], path, keep, f, notes)
+                .map_err(|e| JournalError::Fs(FsError::io("read", path, e)))
+        }
+    }
+}
+
+/// The records of one segment's lines (see [`read_segment`]).
+fn read_lines(
+    mut lines: impl std::io::BufRead,
+    path: &Path,
+    mut keep: impl FnMut(&[u8]) -> bool,
+    mut f: impl FnMut(Record, usize, &mut Notes),
+    notes: &mut Notes,
+) -> std::io::Result<()> {
     // Unreadable lines seen since the last good one: set aside once a good line follows them,
     // a torn tail if none does.
     let mut bad: Vec<(usize, String)> = Vec::new();
     // Records about a task the segment already holds carry deltas: resolved here, so every
     // reader sees whole records.
     let mut resolver = Resolver::default();
-    let mut at = 0;
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let start = at;
-        at += line.len() + 1;
+    let mut line = Vec::new();
+    let mut i = 0;
+    loop {
+        line.clear();
+        if lines.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        i += 1;
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
         if line.is_empty() {
             continue;
         }
         if line.contains(&0) {
-            let skipped = bytes[start..].iter().filter(|&&b| b != 0 && b != b'\n').count();
-            bad.push((
-                i + 1,
-                format!(
-                    "zeros where records were being written (a commit a power loss cut short): \
-                     the rest of the segment ({skipped} bytes) is not read"
-                ),
-            ));
+            let mut skipped = line.iter().filter(|&&b| b != 0).count() as u64;
+            let mut rest = Vec::new();
+            while lines.read_until(b'\n', &mut rest)? > 0 {
+                skipped += rest.iter().filter(|&&b| b != 0 && b != b'\n').count() as u64;
+                rest.clear();
+            }
+            // Zeros alone to the end are the reserve itself, not a cut commit.
+            if skipped > 0 {
+                bad.push((
+                    i,
+                    format!(
+                        "zeros where records were being written (a commit a power loss cut short): \
+                         the rest of the segment ({skipped} bytes) is not read"
+                    ),
+                ));
+            }
             break;
         }
-        match resolver.read(line) {
+        if !keep(&line) {
+            continue;
+        }
+        match resolver.read(&line) {
             Ok(rec) => {
                 for (n, why) in bad.drain(..) {
                     notes.set_aside.push(format!("{}: line {n}: {why}", path.display()));
                 }
-                f(rec, i + 1, notes);
+                f(rec, i, notes);
             }
-            Err(e) => bad.push((i + 1, e)),
+            Err(e) => bad.push((i, e)),
         }
     }
     for (n, why) in bad {

@@ -386,3 +386,61 @@ proptest! {
         prop_assert_eq!(&line[span], alone.as_slice());
     }
 }
+
+/// `trace` reads a segment a line at a time and parses only the lines that name its task: the
+/// task's changes still resolve against its own earlier records, compressed or not, and a line
+/// after a cut commit's zeros is not read in either form.
+#[test]
+fn a_segment_read_for_one_task_resolves_its_changes_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let mut j = Journal::open(&RealFs, d.path(), 1, Durability::Never).unwrap();
+    let mut live: HashMap<String, Task> = HashMap::new();
+    let (one, two) = (lifecycle(&a_task("T-1")), lifecycle(&a_task("T-2")));
+    let mut written = Vec::new();
+    for e in one.into_iter().zip(two).flat_map(|(a, b)| [a, b]) {
+        let prev = e.change().and_then(|(t, _)| live.get(&t.task_id)).cloned();
+        let rec = j.push_change(at(written.len() as i64), e, prev.as_ref());
+        if let Some((t, _)) = rec.entry.change() {
+            live.insert(t.task_id.clone(), t.clone());
+        }
+        written.push(rec);
+    }
+    j.commit(&RealFs).unwrap();
+    let plain = d.path().join(segment_name(1));
+    // A cut commit: zeros, then a line that must not be read.
+    let mut tail = vec![0u8; 64];
+    tail.extend(b"\n{\"seq\":99}\n");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&plain)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &tail))
+        .unwrap();
+    let wanted: Vec<&Record> = written.iter().filter(|r| r.entry.task_id() == Some("T-1")).collect();
+    assert_eq!(wanted.len(), 4);
+    let read_one = |path: &std::path::Path| {
+        let (mut out, mut notes, mut parsed) = (Vec::new(), crate::journal::Notes::default(), 0);
+        let keep = |line: &[u8]| line.windows(5).any(|w| w == b"\"T-1\"");
+        crate::journal::read_segment_where(
+            &RealFs,
+            path,
+            keep,
+            |r, _, _| {
+                parsed += 1;
+                out.push(r)
+            },
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(parsed, 4, "only the task's own lines are parsed");
+        assert!(notes.set_aside.is_empty(), "{notes:?}");
+        assert!(notes.torn.iter().any(|t| t.contains("is not read")), "{notes:?}");
+        out
+    };
+    let got = read_one(&plain);
+    assert_eq!(got.iter().collect::<Vec<_>>(), wanted, "plain");
+    let mut c = crate::journal::archive::Compressor::start(&RealFs, &plain, true).unwrap();
+    while !matches!(c.step(&RealFs, 1 << 20).unwrap(), crate::journal::archive::Progress::Done { .. }) {}
+    let zst = d.path().join(crate::journal::archive::compressed_name(&segment_name(1)));
+    assert!(zst.exists() && !plain.exists());
+    assert_eq!(read_one(&zst).iter().collect::<Vec<_>>(), wanted, "compressed, read as a stream");
+}
