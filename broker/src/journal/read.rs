@@ -264,7 +264,9 @@ pub fn read_segment_where(
             let bytes = fs.read(&zst, MAX_SEGMENT_BYTES)?;
             let bad = |e: std::io::Error| FsError::io("decompress", &zst, e);
             let decoder = zstd::stream::read::Decoder::with_buffer(&bytes[..]).map_err(bad)?;
-            let lines = std::io::BufReader::with_capacity(1 << 20, decoder);
+            // No more than a plain segment may hold, however well the bytes compress.
+            let lines =
+                std::io::BufReader::with_capacity(1 << 20, std::io::Read::take(decoder, MAX_SEGMENT_BYTES));
             read_lines(lines, path, keep, f, notes).map_err(|e| JournalError::Fs(bad(e)))
         }
         None => {
