@@ -251,25 +251,20 @@ pub fn read_segment_where(
     notes: &mut Notes,
 ) -> Result<(), JournalError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let compressed = match segment_number(name) {
-        Some((_, true)) => Some(path.to_path_buf()),
-        // A plain segment compressed since it was listed is read in its compressed form.
-        Some((_, false)) if fs.stat(path)?.is_none() => {
-            Some(path.with_file_name(archive::compressed_name(name)))
-        }
-        _ => None,
-    };
-    match compressed {
-        Some(zst) => {
-            let bytes = fs.read(&zst, MAX_SEGMENT_BYTES)?;
-            let bad = |e: std::io::Error| FsError::io("decompress", &zst, e);
+    // A plain segment is read whole (`segment_bytes`, which also finds one compressed since it
+    // was listed): the live one, bounded by compaction, and an archived one only until the
+    // retention compresses it (a pass or so after the compaction that archived it).
+    match segment_number(name) {
+        Some((_, true)) => {
+            let bytes = fs.read(path, MAX_SEGMENT_BYTES)?;
+            let bad = |e: std::io::Error| FsError::io("decompress", path, e);
             let decoder = zstd::stream::read::Decoder::with_buffer(&bytes[..]).map_err(bad)?;
             // No more than a plain segment may hold, however well the bytes compress.
             let lines =
                 std::io::BufReader::with_capacity(1 << 20, std::io::Read::take(decoder, MAX_SEGMENT_BYTES));
             read_lines(lines, path, keep, f, notes).map_err(|e| JournalError::Fs(bad(e)))
         }
-        None => {
+        _ => {
             let bytes = segment_bytes(fs, path)?;
             read_lines(&bytes[..], path, keep, f, notes)
                 .map_err(|e| JournalError::Fs(FsError::io("read", path, e)))
