@@ -38,6 +38,22 @@
 //! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500,"claim":true}
 //! ← {"verdict":"nothing"}
 //! ```
+//!
+//! An agent that has just finished a claim may put its report in the await that asks for the
+//! next one (`after`: the message's name and the message, a `complete`, `fail` or `release` of
+//! its own). The broker handles the report exactly as the same message sent alone, and only once
+//! the report is journaled does the await begin: its answer (`claimed`, `offered` or `nothing`)
+//! says that the report was accepted, so one exchange does what a report and an await did in two.
+//! A report refused is the answer itself (`refused`, with its field and rule), and nothing is
+//! awaited:
+//!
+//! ```text
+//! → await {"agent":"Agent-3","pools":["bench"],"wait_ms":500,"claim":true,"after":{"name":"msg-20261201T013000125002.P42Q9R1a2b3c4d.box.json","message":{"kind":"complete","agent":"Agent-3","claim":"1-20261201T013000123456-000000000042-T-9.json","result":{}}}}
+//! ← {"verdict":"claimed","maildir":"queues/bench","name":"1-20261201T013000123456-000000000043-T-10.json"}
+//! ```
+//!
+//! A broker older than `after` refuses the whole request (field `await`: a field it does not
+//! know), having done nothing; the agent then sends the report alone.
 
 use crate::error::ValidationError;
 use serde::{Deserialize, Serialize};
@@ -86,6 +102,56 @@ pub struct Await {
     /// than naming it for the agent to rename.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim: bool,
+    /// A report of the agent's, handled first: the await begins once it is journaled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<After>,
+}
+
+/// The report an [`Await`] carries (`after`): a message, under the name its file would have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct After {
+    pub name: String,
+    /// The message's JSON as it came (parsed by [`After::report`]).
+    pub message: Box<serde_json::value::RawValue>,
+}
+
+impl PartialEq for After {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.message.get() == other.message.get()
+    }
+}
+
+impl Eq for After {}
+
+impl After {
+    /// The report `msg` of `agent`, under the message name `name`.
+    pub fn new(name: &str, msg: &crate::Message) -> Self {
+        let json = serde_json::to_string(&msg.to_value()).expect("a JSON value always serialises");
+        let message = serde_json::value::RawValue::from_string(json).expect("serialised JSON is JSON");
+        Self { name: name.to_string(), message }
+    }
+
+    /// The message, checked: its name is a message file's, and it is a report (`complete`,
+    /// `fail` or `release`) by `agent`. The report's own fields are the broker's to judge, as
+    /// for the same message sent alone.
+    pub fn report(&self, agent: &str) -> Result<crate::Message, ValidationError> {
+        validate_message_name(&self.name)?;
+        let msg = crate::Message::parse(self.message.get().as_bytes())?;
+        match &msg {
+            crate::Message::Complete { agent: a, .. }
+            | crate::Message::Fail { agent: a, .. }
+            | crate::Message::Release { agent: a, .. }
+                if a == agent =>
+            {
+                Ok(msg)
+            }
+            _ => Err(ValidationError::new(
+                "after",
+                "must be a report of the awaiting agent's (complete, fail or release, by the same agent)",
+            )),
+        }
+    }
 }
 
 impl Await {
@@ -200,19 +266,25 @@ mod tests {
 
     #[test]
     fn an_await_line_reads_back_and_its_names_are_checked() {
-        let req = Await { agent: "Agent-3".into(), pools: vec!["bench".into()], wait_ms: 500, claim: false };
+        let req = Await {
+            agent: "Agent-3".into(),
+            pools: vec!["bench".into()],
+            wait_ms: 500,
+            claim: false,
+            after: None,
+        };
         let line = req.line();
         assert!(line.starts_with(b"await {"));
         assert!(!String::from_utf8_lossy(&line).contains("claim"), "left out when false");
         assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), Request::Await(req));
-        let claiming = Await { agent: "A".into(), pools: vec![], wait_ms: 9, claim: true };
+        let claiming = Await { agent: "A".into(), pools: vec![], wait_ms: 9, claim: true, after: None };
         let line = claiming.line();
         assert!(String::from_utf8_lossy(&line).contains(r#""claim":true"#));
         assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), Request::Await(claiming));
         let no_pools = parse_request(br#"await {"agent":"A","wait_ms":0}"#).unwrap();
         assert_eq!(
             no_pools,
-            Request::Await(Await { agent: "A".into(), pools: vec![], wait_ms: 0, claim: false })
+            Request::Await(Await { agent: "A".into(), pools: vec![], wait_ms: 0, claim: false, after: None })
         );
         for (bad, field) in [
             (&br#"await {"agent":"../x","wait_ms":1}"#[..], "agent"),
@@ -229,6 +301,7 @@ mod tests {
             pools: (0..65).map(|i| format!("p{i}")).collect(),
             wait_ms: 1,
             claim: false,
+            after: None,
         };
         assert_eq!(parse_request(&many.line()[..many.line().len() - 1]).unwrap_err().field, "pools");
         // A message is still a message; `await` without its space is not a name.
@@ -236,6 +309,45 @@ mod tests {
         let line = request_line(name, b"{}");
         assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), Request::Message { name, json: b"{}" });
         assert_eq!(parse_request(b"await").unwrap_err().field, "name");
+    }
+
+    #[test]
+    fn an_await_carries_a_report_of_its_agent_and_nothing_else() {
+        let claim = "1-20261201T013000123456-000000000042-T-9.json";
+        let name = "msg-20261201T013000125002.P42Q9R1a2b3c4d.box.json";
+        let report = crate::Message::Complete {
+            agent: "A".into(),
+            claim: claim.into(),
+            result: serde_json::json!({"n": 1.5}),
+        };
+        let req = Await {
+            agent: "A".into(),
+            pools: vec!["bench".into()],
+            wait_ms: 500,
+            claim: true,
+            after: Some(After::new(name, &report)),
+        };
+        let line = req.line();
+        assert!(!line[..line.len() - 1].contains(&b'\n'), "one line");
+        let Request::Await(back) = parse_request(&line[..line.len() - 1]).unwrap() else {
+            panic!("an await")
+        };
+        assert_eq!(back, req);
+        assert_eq!(back.after.as_ref().unwrap().report("A").unwrap(), report);
+        // Not its own report, not a report at all, not a message's name, not a message.
+        let others = After::new(name, &crate::Message::Release { agent: "B".into(), claim: claim.into() });
+        assert_eq!(others.report("A").unwrap_err().field, "after");
+        let cancel = After::new(name, &crate::Message::Cancel { task_id: "T".into() });
+        assert_eq!(cancel.report("A").unwrap_err().field, "after");
+        assert_eq!(After::new("x.json", &report).report("A").unwrap_err().field, "name");
+        let line = format!(
+            r#"await {{"agent":"A","wait_ms":1,"after":{{"name":"{name}","message":{{"kind":"complete"}}}}}}"#
+        );
+        let Request::Await(bad) = parse_request(line.as_bytes()).unwrap() else { panic!("an await") };
+        assert_ne!(bad.after.unwrap().report("A").unwrap_err().field, "after", "refused for its own fields");
+        let unknown =
+            format!(r#"await {{"agent":"A","wait_ms":1,"after":{{"name":"{name}","message":{{}},"x":1}}}}"#);
+        assert_eq!(parse_request(unknown.as_bytes()).unwrap_err().field, "await");
     }
 
     #[test]
