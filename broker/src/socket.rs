@@ -13,7 +13,7 @@
 //! when the group cannot be given). Without the socket clients deliver files, as they always
 //! may.
 
-use crate::engine::commands::{Handle, Offer, Verdict};
+use crate::engine::commands::{Handle, Offer, Report, Verdict};
 use crate::engine::quarantine::Refusal;
 use protocol::socket::{self, Answer, Request};
 use runtime_layout::{Fs, Layout};
@@ -234,11 +234,28 @@ async fn request(handle: &Handle, line: &[u8], max: u64, inbox: &Inbox) -> Optio
     let (name, json) = match socket::parse_request(line) {
         Ok(Request::Message { name, json }) => (name, json),
         Ok(Request::Await(a)) => {
+            // Its report, checked here as a message alone would be (its name, its size, its
+            // JSON), and that it is the awaiting agent's own report.
+            let after = match &a.after {
+                None => None,
+                Some(after) if after.message.get().len() as u64 > max => {
+                    let rule = format!("is {} bytes; at most {max} are taken", after.message.get().len());
+                    return Some(refused("after", &rule));
+                }
+                Some(after) => match after.report(&a.agent) {
+                    Ok(msg) => {
+                        let file_waits = Some(inbox.file_waits(&after.name));
+                        Some(Report { name: after.name.clone(), msg, file_waits })
+                    }
+                    Err(v) => return Some(refused(&v.field, &v.rule)),
+                },
+            };
             let wait = std::time::Duration::from_millis(a.wait_ms);
-            return match handle.await_offer(&a.agent, a.pools, wait, a.claim).await.ok()? {
+            return match handle.await_offer(&a.agent, a.pools, wait, a.claim, after).await.ok()? {
                 Offer::Offered { maildir, name } => Some(Answer::Offered { maildir, name }),
                 Offer::Claimed { maildir, name } => Some(Answer::Claimed { maildir, name }),
                 Offer::Nothing => Some(Answer::Nothing),
+                Offer::Refused { field, rule, reason } => Some(Answer::Refused { field, rule, reason }),
             };
         }
         Err(v) => return Some(refused(&v.field, &v.rule)),

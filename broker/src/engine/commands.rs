@@ -77,12 +77,15 @@ pub enum Command {
     /// An agent waiting for work: answered with the next task file it may claim from its own
     /// mailbox and `pools` (every pool when empty) once one is on disk, or with nothing at
     /// `deadline` (see `engine::offers`). With `claim` the broker claims the file for the agent
-    /// (and journals the claim); without, it only names it and nothing is journaled.
+    /// (and journals the claim); without, it only names it and nothing is journaled. With
+    /// `after`, the agent's report is handled first, as [`Command::Message`] would handle it;
+    /// the wait begins once it is journaled, and a refused report is the answer.
     Await {
         agent: String,
         pools: Vec<String>,
         deadline: std::time::Instant,
         claim: bool,
+        after: Option<Report>,
         reply: oneshot::Sender<Offer>,
     },
     /// Put a quarantine entry (`name`, a file of `broker/quarantine/`) back into the inbox.
@@ -119,6 +122,15 @@ impl Command {
     }
 }
 
+/// The report an agent's [`Command::Await`] carries: a message under `name`, handled as a
+/// [`Command::Message`] is (`file_waits` likewise).
+#[derive(Debug)]
+pub struct Report {
+    pub name: String,
+    pub msg: protocol::Message,
+    pub file_waits: Option<bool>,
+}
+
 /// The answer to a [`Command::Await`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Offer {
@@ -129,6 +141,8 @@ pub enum Offer {
     Claimed { maildir: String, name: String },
     /// None came before the deadline.
     Nothing,
+    /// The await's report was refused (nothing was awaited): why, as [`Verdict::Refused`] says.
+    Refused { field: String, rule: String, reason: String },
 }
 
 /// Which tasks a bulk retry redrives: those the broker holds (live, and the finished ones on the
@@ -399,16 +413,17 @@ impl Handle {
     }
 
     /// Waits up to `wait` for a task file `agent` may claim, claimed for it when `claim` says
-    /// so (see [`Command::Await`]).
+    /// so, once its report `after` (if any) is journaled (see [`Command::Await`]).
     pub async fn await_offer(
         &self,
         agent: &str,
         pools: Vec<String>,
         wait: std::time::Duration,
         claim: bool,
+        after: Option<Report>,
     ) -> Result<Offer, Stopped> {
         let (agent, deadline) = (agent.to_string(), std::time::Instant::now() + wait);
-        self.ask(|reply| Command::Await { agent, pools, deadline, claim, reply }).await
+        self.ask(|reply| Command::Await { agent, pools, deadline, claim, after, reply }).await
     }
 
     /// Requeues a quarantine entry: accepted once the requeue is journaled and the entry is back

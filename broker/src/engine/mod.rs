@@ -368,8 +368,15 @@ impl Engine {
                 Command::Message { name, msg, reply, file_waits } => {
                     inbox::from_socket(&mut self.core.tx(), name, &msg, reply, file_waits)
                 }
-                Command::Await { agent, pools, deadline, claim, reply } => {
-                    self.offers.wait(agent, pools, deadline, claim, reply)
+                Command::Await { agent, pools, deadline, claim, after, reply } => {
+                    // The report is handled as the same message alone; its verdict, sent once
+                    // it is journaled, lets the wait begin (`Offers::answer`).
+                    let after = after.map(|r| {
+                        let (verdict, settled) = tokio::sync::oneshot::channel();
+                        inbox::from_socket(&mut self.core.tx(), r.name, &r.msg, verdict, r.file_waits);
+                        settled
+                    });
+                    self.offers.wait(agent, pools, deadline, claim, after, reply)
                 }
                 Command::Position { sink, reply } => {
                     let _ = reply.send(self.state().delivered(&sink));

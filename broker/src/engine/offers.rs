@@ -31,7 +31,7 @@
 //! tree may rename any task file: the socket is only as open as `broker/inbox/new/`.
 
 use super::claims::{self, Grant};
-use super::commands::Offer;
+use super::commands::{Offer, Verdict};
 use super::env::Env;
 use super::tx::Tx;
 use crate::state::{State, Window};
@@ -58,6 +58,8 @@ struct Waiter {
     deadline: Instant,
     /// Claimed for it by the broker, rather than named.
     claim: bool,
+    /// The verdict on the report it sent with its await, until it comes: it waits from then.
+    after: Option<oneshot::Receiver<Verdict>>,
     reply: oneshot::Sender<Offer>,
 }
 
@@ -78,18 +80,20 @@ impl Offers {
         pools: Vec<String>,
         deadline: Instant,
         claim: bool,
+        after: Option<oneshot::Receiver<Verdict>>,
         reply: oneshot::Sender<Offer>,
     ) {
         // The maildirs' names made once, not at every pass it waits through.
         let own = format!("mailboxes/{agent}");
         let pools = pools.iter().map(|p| format!("queues/{p}")).collect();
-        self.waiting.push(Waiter { agent, own, pools, deadline, claim, reply });
+        self.waiting.push(Waiter { agent, own, pools, deadline, claim, after, reply });
     }
 
     /// When the loop must run a pass even if nothing else happens: a waiter's deadline, or the
-    /// end of a hold that keeps a file from a waiter.
+    /// end of a hold that keeps a file from a waiter. A waiter whose report is not journaled yet
+    /// is due nothing before the commit that journals it (after which waiters are answered).
     pub fn wake_at(&self) -> Option<Instant> {
-        let deadline = self.waiting.iter().map(|w| w.deadline).min()?;
+        let deadline = self.waiting.iter().filter(|w| w.after.is_none()).map(|w| w.deadline).min()?;
         let held = self.named.values().map(|at| *at + HOLD).min();
         Some(held.map_or(deadline, |h| h.min(deadline)))
     }
@@ -106,9 +110,26 @@ impl Offers {
         // Once a claim was revoked, the files it moves wait for the next commit: the waiters
         // left are answered after it (a file not written yet would be held from them).
         let mut settling = false;
-        for w in std::mem::take(&mut self.waiting) {
+        for mut w in std::mem::take(&mut self.waiting) {
             if w.reply.is_closed() {
                 continue; // The agent gave up waiting (its connection closed).
+            }
+            // Its report first: accepted, it waits from now on; refused, that is the answer;
+            // not journaled yet, it waits for the commit that journals it; never to be judged
+            // (the broker stopping), no answer is the answer.
+            if let Some(verdict) = &mut w.after {
+                match verdict.try_recv() {
+                    Ok(Verdict::Accepted { .. }) => w.after = None,
+                    Ok(Verdict::Refused { field, rule, reason, .. }) => {
+                        let _ = w.reply.send(Offer::Refused { field, rule, reason });
+                        continue;
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => {
+                        still.push(w);
+                        continue;
+                    }
+                    Err(oneshot::error::TryRecvError::Closed) => continue,
+                }
             }
             if settling {
                 still.push(w);

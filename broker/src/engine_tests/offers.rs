@@ -5,7 +5,7 @@
 //! moved into their `cur/` by the broker and the claim journaled.
 
 use super::Root;
-use crate::engine::commands::{Command, Offer};
+use crate::engine::commands::{Command, Offer, Report};
 use crate::engine::{Engine, Look};
 use crate::journal::Place;
 use protocol::capability::CapabilitySet;
@@ -21,7 +21,37 @@ fn waits(agent: &str, pools: &[&str], wait: Duration) -> (Command, oneshot::Rece
 fn asks(agent: &str, pools: &[&str], wait: Duration, claim: bool) -> (Command, oneshot::Receiver<Offer>) {
     let (reply, answer) = oneshot::channel();
     let pools = pools.iter().map(|p| p.to_string()).collect();
-    (Command::Await { agent: agent.into(), pools, deadline: Instant::now() + wait, claim, reply }, answer)
+    (
+        Command::Await {
+            agent: agent.into(),
+            pools,
+            deadline: Instant::now() + wait,
+            claim,
+            after: None,
+            reply,
+        },
+        answer,
+    )
+}
+
+/// `agent` asks for a claim with its report on `claim` (a completion) in the same request.
+fn reports_and_asks(agent: &str, claim: &str, n: &str) -> (Command, oneshot::Receiver<Offer>) {
+    let (reply, answer) = oneshot::channel();
+    let msg =
+        protocol::Message::Complete { agent: agent.into(), claim: claim.into(), result: json!({"ok": 1}) };
+    let after = Some(Report { name: format!("msg-{n}.x.json"), msg, file_waits: Some(false) });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    (
+        Command::Await {
+            agent: agent.into(),
+            pools: vec!["work".into()],
+            deadline,
+            claim: true,
+            after,
+            reply,
+        },
+        answer,
+    )
 }
 
 fn offered(answer: &mut oneshot::Receiver<Offer>) -> Option<String> {
@@ -29,6 +59,7 @@ fn offered(answer: &mut oneshot::Receiver<Offer>) -> Option<String> {
         Ok(Offer::Offered { maildir, name }) => Some(format!("{maildir}/{name}")),
         Ok(Offer::Claimed { maildir, name }) => Some(format!("claimed {maildir}/{name}")),
         Ok(Offer::Nothing) => Some("nothing".into()),
+        Ok(Offer::Refused { field, .. }) => Some(format!("refused {field}")),
         Err(_) => None,
     }
 }
@@ -245,4 +276,48 @@ fn nothing_is_named_that_an_agent_may_not_claim_and_the_deadline_is_answered() {
     e.take([able]);
     e.step_looking(Look::QUIET).unwrap();
     assert_eq!(offered(&mut to_able), Some(format!("queues/render/{gated}")));
+}
+
+#[test]
+fn a_report_sent_with_an_await_is_journaled_before_the_wait_begins_and_a_refused_one_is_the_answer() {
+    let r = Root::new();
+    r.agent("A");
+    let mut e = r.engine();
+    for id in ["one", "two"] {
+        r.send(json!({"task_id": id, "task_type": "work"}));
+    }
+    e.step().unwrap();
+    let (ask, mut to_a) = asks("A", &["work"], Duration::from_secs(30), true);
+    e.take([ask]);
+    e.step_looking(Look::QUIET).unwrap();
+    let first = offered(&mut to_a).expect("a claim").rsplit('/').next().unwrap().to_string();
+    assert_eq!(holder(&e, "one").as_deref(), Some("A"));
+
+    // The completion of `one` and the ask for the next claim, in one request.
+    let (ask, mut to_a) = reports_and_asks("A", &first, "1");
+    e.take([ask]);
+    assert_eq!(offered(&mut to_a), None, "answered once the report is journaled, not before");
+    e.step_looking(Look::QUIET).unwrap();
+    let second = offered(&mut to_a).expect("answered in the pass that journaled the report");
+    assert!(second.starts_with("claimed queues/work/"), "{second}");
+    assert!(e.live("one").is_none(), "one finished");
+    assert_eq!(holder(&e, "two").as_deref(), Some("A"));
+    e.step_looking(Look::QUIET).unwrap();
+    drop(e);
+    let mut e = r.engine();
+    assert!(e.live("one").is_none(), "the report is in the journal");
+    assert_eq!(holder(&e, "two").as_deref(), Some("A"), "and so is the claim made after it");
+
+    // A report the broker refuses (`one` is not held any more): the refusal is the answer, and
+    // nothing is claimed for the agent though a task waits.
+    r.send(json!({"task_id": "three", "task_type": "work"}));
+    e.step().unwrap();
+    let (ask, mut to_a) = reports_and_asks("A", &first, "2");
+    e.take([ask]);
+    e.step_looking(Look::QUIET).unwrap();
+    let answer = offered(&mut to_a).expect("answered");
+    assert!(answer.starts_with("refused "), "{answer}");
+    assert_eq!(holder(&e, "three"), None, "nothing awaited after a refused report");
+    e.step_looking(Look::QUIET).unwrap();
+    assert_eq!(holder(&e, "three"), None);
 }
