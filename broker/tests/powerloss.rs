@@ -267,6 +267,22 @@ fn sc_grant(w: &mut World) -> R {
     w.step()
 }
 
+/// Reports carried in the await for the next claim: the await is answered only once its report
+/// is journaled, so the answer acknowledges the report; a crash before it leaves the report to be
+/// sent again as a file under its name.
+fn sc_report_then_claim(w: &mut World) -> R {
+    w.start()?;
+    for id in ["H1", "H2", "H3"] {
+        w.submit(task(id))?;
+    }
+    w.step()?;
+    let mut next = w.await_claim("A1")?;
+    while let Some(c) = next {
+        next = w.complete_then_claim("A1", &c)?;
+    }
+    w.step()
+}
+
 fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario { name: "submit", cfg, script: sc_submit },
@@ -289,6 +305,11 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario { name: "duplicate submit", cfg, script: sc_duplicate },
         Scenario { name: "claim made by the broker for a waiting agent", cfg, script: sc_grant },
+        Scenario {
+            name: "report carried in the await for the next claim",
+            cfg,
+            script: sc_report_then_claim,
+        },
         Scenario { name: "dependencies", cfg, script: sc_dependencies },
         Scenario {
             name: "ready window",

@@ -2,6 +2,8 @@
 //! producer and agents over one `SimFs` on a manual clock) with what its clients were told, and
 //! the checks every run ends with (each task in one place, intact; boards equal to the journal).
 
+mod handoff;
+
 use crate::journal_view::JournalView;
 use agent_sdk::{Ack, Agent, Client};
 use mailroom::config::Config;
@@ -69,11 +71,21 @@ pub(crate) struct World {
     /// client sent it again.
     pub(crate) unanswered: BTreeSet<String>,
     /// Messages sent on the broker's socket under `Clients::Socket`, waiting for their answer.
-    pub(crate) on_socket: Vec<(String, Message, Pending, oneshot::Receiver<Verdict>)>,
+    pub(crate) on_socket: Vec<(String, Message, Pending, Asked)>,
+    /// Claims the broker made for agents whose await carried a report, as the answers came.
+    pub(crate) granted: Vec<(String, String)>,
     /// Socket messages that arrive while the next pass reads and handles (about half of them:
     /// those sent while an odd number wait for their answer): the broker takes them just before
     /// that pass commits (`Engine::step_taking`), as the loop does.
     late: Vec<Command>,
+}
+
+/// What a request on the socket waits for: a message's verdict, or the answer to an await that
+/// carried the message as its report (`after`), given only once the report is journaled.
+pub(crate) enum Asked {
+    Message(oneshot::Receiver<Verdict>),
+    /// The agent, and the await's answer.
+    Await(String, oneshot::Receiver<Offer>),
 }
 
 /// How the producers and agents make sure the broker has their messages.
@@ -146,6 +158,7 @@ impl World {
             pending: Vec::new(),
             unanswered: BTreeSet::new(),
             on_socket: Vec::new(),
+            granted: Vec::new(),
             late: Vec::new(),
         }
     }
@@ -176,8 +189,16 @@ impl World {
     /// a request, go as files).
     fn socket_answers(&mut self) {
         for (name, msg, what, mut answer) in std::mem::take(&mut self.on_socket) {
-            match answer.try_recv() {
-                Ok(_) => {
+            let answered = match &mut answer {
+                Asked::Message(verdict) => verdict.try_recv().map(drop),
+                Asked::Await(agent, offer) => offer.try_recv().map(|o| {
+                    if let Offer::Claimed { name, .. } = o {
+                        self.granted.push((agent.clone(), name));
+                    }
+                }),
+            };
+            match answered {
+                Ok(()) => {
                     self.unanswered.remove(&name);
                     self.acknowledge(what);
                 }
@@ -210,7 +231,7 @@ impl World {
                 } else {
                     e.take([cmd]);
                 }
-                self.on_socket.push((name, msg, what, answer));
+                self.on_socket.push((name, msg, what, Asked::Message(answer)));
                 // An answer given at once (a refusal) is seen at once.
                 self.socket_answers();
                 Ok(())
@@ -346,7 +367,14 @@ impl World {
         let (reply, mut answer) = oneshot::channel();
         // Due at once: a pass with nothing for it answers that nothing came.
         let deadline = std::time::Instant::now();
-        e.take([Command::Await { agent: agent.into(), pools: Vec::new(), deadline, claim: true, reply }]);
+        e.take([Command::Await {
+            agent: agent.into(),
+            pools: Vec::new(),
+            deadline,
+            claim: true,
+            after: None,
+            reply,
+        }]);
         self.step()?;
         match answer.try_recv() {
             Ok(Offer::Claimed { name, .. }) => Ok(Some(name)),
