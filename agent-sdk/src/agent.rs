@@ -507,7 +507,7 @@ impl Agent {
     /// Checks the claim is still held and, unless durability is relaxed, makes the claim's rename
     /// into `cur/` durable first: a report delivered durably about a claim that a power loss can
     /// still undo would be refused as stale after the loss, and the work done again.
-    fn before_report(&self, claim: &str) -> Result<(), Error> {
+    pub(crate) fn before_report(&self, claim: &str) -> Result<(), Error> {
         self.held_path(claim)?;
         if self.client.durability().sync_dirs_now() {
             self.client.fs.sync_dir(&self.mailbox.cur())?;

@@ -141,11 +141,19 @@ impl Client {
     /// not wait ([`Ack::None`]), waits for the broker's answer: `Ok` with the message's name once
     /// it was accepted, [`Error::Refused`] or [`Error::Unanswered`] otherwise.
     pub fn send_message(&self, msg: &Message) -> Result<String, Error> {
-        let Ack::Wait(timeout) = self.ack else { return self.post(msg) };
-        let bytes = serde_json::to_vec(&msg.to_value()).expect("a JSON value always serialises");
+        let Ack::Wait(_) = self.ack else { return self.post(msg) };
         let name = self.names.next("msg");
+        self.send_named(name, msg, true)
+    }
+
+    /// Sends `msg` under `name` and waits for the broker's verdict (the client waits for
+    /// answers: [`Ack::Wait`]): on the socket when `socket` says so and one is offered, else, or
+    /// when it gives no answer, as the file `name`.
+    pub(crate) fn send_named(&self, name: String, msg: &Message, socket: bool) -> Result<String, Error> {
+        let timeout = self.ack_wait();
+        let bytes = serde_json::to_vec(&msg.to_value()).expect("a JSON value always serialises");
         let started = std::time::Instant::now();
-        if let Some(line) = &self.line {
+        if let Some(line) = self.line.as_ref().filter(|_| socket) {
             match line.ask(&self.layout.socket_file(), &name, &bytes, timeout) {
                 Some(socket::Answer::Accepted { .. }) => return Ok(name),
                 Some(socket::Answer::Refused { field, rule, reason }) => {
@@ -170,6 +178,33 @@ impl Client {
         let timeout = std::time::Duration::from_millis(req.wait_ms) + AWAIT_MARGIN;
         let to_an_await = |a: &socket::Answer| !matches!(a, socket::Answer::Accepted { .. });
         self.line.as_ref()?.ask_line(&self.layout.socket_file(), &req.line(), timeout, to_an_await)
+    }
+
+    /// Like [`Client::await_offer`] for an await that carries a report (`after`): its answer
+    /// may take as long as the report's verdict and then the wait. `None` when the socket gives
+    /// no answer (the report's fate is then unknown: the caller sends it again, as a file under
+    /// the same name).
+    pub(crate) fn await_after(&self, req: &socket::Await) -> Option<socket::Answer> {
+        let timeout = self.ack_wait() + std::time::Duration::from_millis(req.wait_ms) + AWAIT_MARGIN;
+        let to_an_await = |a: &socket::Answer| !matches!(a, socket::Answer::Accepted { .. });
+        self.line.as_ref()?.ask_line(&self.layout.socket_file(), &req.line(), timeout, to_an_await)
+    }
+
+    /// Whether messages may go on the broker's socket and be answered there.
+    pub(crate) fn answers_on_socket(&self) -> bool {
+        self.line.is_some() && matches!(self.ack, Ack::Wait(_))
+    }
+
+    /// How long the client waits for a verdict ([`Ack::Wait`]'s bound; the default's when it
+    /// does not wait).
+    fn ack_wait(&self) -> std::time::Duration {
+        match self.ack {
+            Ack::Wait(t) => t,
+            Ack::None => match Ack::default() {
+                Ack::Wait(t) => t,
+                Ack::None => std::time::Duration::ZERO,
+            },
+        }
     }
 
     /// Delivers a message as a file without waiting for the answer; returns its name.

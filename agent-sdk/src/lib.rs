@@ -42,6 +42,7 @@ mod ack;
 mod agent;
 mod capabilities;
 mod client;
+mod handoff;
 mod line;
 mod offers;
 

@@ -56,7 +56,8 @@ impl Agent {
             }
             let wait = (deadline - now).min(SAFETY_RESCAN);
             let wait_ms = wait.as_millis() as u64;
-            let req = Await { agent: self.name.clone(), pools: pools.to_vec(), wait_ms, claim: true };
+            let req =
+                Await { agent: self.name.clone(), pools: pools.to_vec(), wait_ms, claim: true, after: None };
             match self.client.await_offer(&req) {
                 Some(Answer::Claimed { name, .. }) => {
                     if let Some(c) = self.take_grant(&name)? {
@@ -85,7 +86,7 @@ impl Agent {
         }
     }
 
-    fn offers_paused(&self) -> bool {
+    pub(crate) fn offers_paused(&self) -> bool {
         let resume = self.offers_resume.lock().unwrap_or_else(|p| p.into_inner());
         resume.is_some_and(|at| Instant::now() < at)
     }
@@ -96,7 +97,7 @@ impl Agent {
 
     /// The claim `name` the broker made for this agent (its file moved into this agent's
     /// `cur/`). `None` when the file is no longer there (taken back meanwhile): ask again.
-    fn take_grant(&self, name: &str) -> Result<Option<Claim>, Error> {
+    pub(crate) fn take_grant(&self, name: &str) -> Result<Option<Claim>, Error> {
         if protocol::names::DispatchName::parse(name).is_none() {
             return Ok(None); // Not a claim's name: nothing of this agent's to read.
         }
@@ -111,7 +112,12 @@ impl Agent {
     /// agent claims from `pools` and may claim, and a regular file (what a listing would skip, a
     /// link or a FIFO put at the name since, is not taken); `None` when it is not, or the race
     /// was lost.
-    fn take_offer(&self, pools: &[String], maildir: &str, name: &str) -> Result<Option<Claim>, Error> {
+    pub(crate) fn take_offer(
+        &self,
+        pools: &[String],
+        maildir: &str,
+        name: &str,
+    ) -> Result<Option<Claim>, Error> {
         let dir = self.client.layout.comms().join(maildir).join("new");
         if !self.claims_from(pools).has(&dir) || !self.claimable(name, &mut None)? {
             return Ok(None);

@@ -131,3 +131,62 @@ fn an_await_without_claim_is_named_the_file_and_nothing_moves() {
     let text = api.get("/metrics").text;
     assert_eq!(sample(&text, "mailroom_socket_requests_total{verdict=\"offered\"}"), Some(1.0), "{text}");
 }
+
+/// Agents that report and ask for their next claim in one exchange (`complete_then_claim`)
+/// finish every task once, the broker claiming each for them; a report the broker refuses (on a
+/// claim finished already) is the caller's error, and nothing is claimed for it then.
+#[test]
+fn agents_that_report_as_they_ask_finish_every_task_once() {
+    let root = Root::new();
+    let (_broker, api, _) = serving(&root);
+    let client = Client::open(&root.path).unwrap();
+    for i in 0..20 {
+        client.submit(&json!({"task_id": format!("R-{i}"), "task_type": "jobs"})).unwrap();
+    }
+    let pools = vec!["jobs".to_string()];
+    let workers: Vec<_> = (1..=2)
+        .map(|i| {
+            let agent = Agent::register(&root.path, &format!("R-{i}")).unwrap();
+            let pools = pools.clone();
+            std::thread::spawn(move || {
+                let mut done = Vec::new();
+                let mut next = agent.claim_wait(&pools, T).unwrap();
+                while let Some(c) = next {
+                    done.push((c.task.task_id.clone(), c.name.clone()));
+                    let result = json!({"by": agent.name()});
+                    next = agent
+                        .complete_then_claim(&c.name, result, &pools, Duration::from_millis(500))
+                        .unwrap();
+                }
+                (agent, done)
+            })
+        })
+        .collect();
+    let mut finished = Vec::new();
+    let mut last = None;
+    for w in workers {
+        let (agent, done) = w.join().unwrap();
+        last = done.last().map(|(_, claim)| claim.clone()).map(|c| (agent, c));
+        finished.extend(done.into_iter().map(|(id, _)| id));
+    }
+    finished.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("R-{i}")).collect();
+    expected.sort();
+    assert_eq!(finished, expected, "each task claimed once");
+    for id in &expected {
+        let r = api.get(&format!("/api/tasks/{id}"));
+        assert_eq!(r.json["current"]["task"]["status"], "COMPLETED", "{id}: {}", r.json);
+    }
+    let text = api.get("/metrics").text;
+    let grants = sample(&text, "mailroom_socket_requests_total{verdict=\"claimed\"}").unwrap_or(0.0);
+    assert!(grants >= 19.0, "the broker claimed after each report: {text}");
+    // The last claim of an agent, reported again: refused, and a task waiting is not claimed.
+    client.submit(&json!({"task_id": "R-late", "task_type": "jobs"})).unwrap();
+    let (agent, claim) = last.expect("an agent finished a task");
+    match agent.complete_then_claim(&claim, json!({}), &pools, Duration::from_millis(500)) {
+        Err(agent_sdk::Error::ClaimLost { .. } | agent_sdk::Error::Refused { .. }) => {}
+        other => panic!("a report on a finished claim: {other:?}"),
+    }
+    let r = api.get("/api/tasks/R-late");
+    assert_eq!(r.json["current"]["task"]["status"], "PENDING", "{}", r.json);
+}
