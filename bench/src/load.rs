@@ -1,7 +1,8 @@
 //! The load processes of a run, `mailroom-bench producer` and `mailroom-bench agent`: a producer
 //! submits its share of the tasks through the SDK (`Client::submit`), stamping its submit time in
 //! `params.submitted_us`; an agent claims (without a watcher first, in `claim_wait` only when idle,
-//! or polling) and completes through the SDK, stamping its claim time in `result.claimed_us`, and
+//! or polling) and completes through the SDK (waiting on the socket, its report asks for its next
+//! claim: `Agent::complete_then_claim`), stamping its claim time in `result.claimed_us`, and
 //! at the end writes the ids it claimed to a file of the run directory. With `--threads N` one
 //! agent process is N agents (`<name>-1` .. `<name>-N`), each a thread with an `Agent` of its own
 //! that polls (one inotify watcher per waiting agent would exceed the kernel's per-user limit of
@@ -229,21 +230,33 @@ fn agent_loop(
     std::thread::sleep(offset);
     let pools = vec![a.pool.clone()];
     let mut ids: Vec<String> = Vec::new();
+    // Waiting on the broker's socket, an agent reports and asks for its next claim in one
+    // exchange (`Agent::complete_then_claim`); polling or watching, it reports alone.
+    let handoff = poll_ms == 0 && !a.watch;
+    let mut next = None;
     loop {
         // Try without a watcher first: under load there is nearly always a task waiting.
-        let claim = match agent.claim(&pools)? {
+        let claim = match next.take() {
             Some(c) => Some(c),
-            None if a.stop.exists() => break,
-            None if poll_ms > 0 => {
-                std::thread::sleep(Duration::from_millis(poll_ms));
-                None
-            }
-            None => agent.claim_wait(&pools, Duration::from_millis(250))?,
+            None => match agent.claim(&pools)? {
+                Some(c) => Some(c),
+                None if a.stop.exists() => break,
+                None if poll_ms > 0 => {
+                    std::thread::sleep(Duration::from_millis(poll_ms));
+                    None
+                }
+                None => agent.claim_wait(&pools, Duration::from_millis(250))?,
+            },
         };
         let Some(c) = claim else { continue };
         let claimed_us = now_us();
         ids.push(c.task.task_id.clone());
-        agent.complete(&c.name, json!({"claimed_us": claimed_us}))?;
+        let result = json!({"claimed_us": claimed_us});
+        if handoff {
+            next = agent.complete_then_claim(&c.name, result, &pools, Duration::from_millis(250))?;
+        } else {
+            agent.complete(&c.name, result)?;
+        }
     }
     Ok((ids, agent.fs_counts()))
 }

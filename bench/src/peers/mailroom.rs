@@ -3,7 +3,8 @@
 //!
 //! - producer: `Client::submit` of W1's task into the pool `bench`;
 //! - agent: `Agent::claim` (no watcher), else `Agent::claim_wait` for up to the wait (the broker
-//!   claims for it on its socket), then `Agent::complete`.
+//!   claims for it on its socket); then `Agent::complete_then_claim`, which reports and asks for
+//!   the next claim in one exchange (the report acknowledged durably before the claim comes back).
 //!
 //! Each round runs on a fresh root with its own broker (`mailroom run`, default durability), as W1
 //! does; completions are counted from the journal while the round runs, and afterwards the
@@ -45,11 +46,16 @@ impl Producer for MailroomProducer {
 pub struct MailroomWorker {
     agent: Agent,
     pools: Vec<String>,
+    /// The claim the last report's exchange brought back, taken by the next `next`.
+    ahead: Option<agent_sdk::Claim>,
+    /// The wait the harness last asked for, used by the report's exchange.
+    wait: Duration,
 }
 
 impl MailroomWorker {
     pub fn open(root: &str, name: &str) -> Result<Self, BenchError> {
-        Ok(Self { agent: Agent::register(root, name)?, pools: vec![POOL.into()] })
+        let agent = Agent::register(root, name)?;
+        Ok(Self { agent, pools: vec![POOL.into()], ahead: None, wait: Duration::ZERO })
     }
 }
 
@@ -58,10 +64,14 @@ impl Worker for MailroomWorker {
     type Held = String;
 
     fn next(&mut self, wait: Duration) -> Result<Option<(String, String)>, BenchError> {
+        self.wait = wait;
         // Under load a task is nearly always waiting: try without a watcher first.
-        let claim = match self.agent.claim(&self.pools)? {
+        let claim = match self.ahead.take() {
             Some(c) => Some(c),
-            None => self.agent.claim_wait(&self.pools, wait)?,
+            None => match self.agent.claim(&self.pools)? {
+                Some(c) => Some(c),
+                None => self.agent.claim_wait(&self.pools, wait)?,
+            },
         };
         Ok(claim.map(|c| {
             let body =
@@ -71,7 +81,7 @@ impl Worker for MailroomWorker {
     }
 
     fn complete(&mut self, _id: &str, claim: String) -> Result<(), BenchError> {
-        self.agent.complete(&claim, json!({}))?;
+        self.ahead = self.agent.complete_then_claim(&claim, json!({}), &self.pools, self.wait)?;
         Ok(())
     }
 }
